@@ -1,0 +1,45 @@
+"""Generators: the untrained networks ``G_theta(z)`` whose structure is the prior."""
+
+from __future__ import annotations
+
+from ._base import BaseGenerator, GeneratorNetwork
+from ._skip import SkipNetwork
+
+__all__ = ["BaseGenerator", "GeneratorNetwork", "SkipNetwork", "get_generator", "GENERATOR_NAMES"]
+
+# Named presets. Values are factories so every call returns a fresh configuration.
+_PRESETS = {
+    "skip": lambda: SkipNetwork(),
+    # About 30x cheaper per step than "skip": for CPUs, quick looks and tests.
+    "skip-small": lambda: SkipNetwork(width=32, depth=4, skip_channels=4, input_channels=8),
+}
+
+GENERATOR_NAMES = tuple(_PRESETS)
+
+
+def get_generator(generator: str | BaseGenerator) -> BaseGenerator:
+    """Resolve a generator given by name or as a configuration object.
+
+    Parameters
+    ----------
+    generator : str or BaseGenerator
+        One of :data:`GENERATOR_NAMES` or a :class:`BaseGenerator` instance
+        (returned unchanged).
+
+    Returns
+    -------
+    generator : BaseGenerator
+    """
+    if isinstance(generator, BaseGenerator):
+        return generator
+    if isinstance(generator, str):
+        try:
+            return _PRESETS[generator]()
+        except KeyError:
+            raise ValueError(
+                f"unknown generator {generator!r}; choose one of {sorted(_PRESETS)} "
+                "or pass a BaseGenerator instance"
+            ) from None
+    raise TypeError(
+        f"generator must be a str or a BaseGenerator instance, got {type(generator).__name__}"
+    )

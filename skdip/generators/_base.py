@@ -1,0 +1,118 @@
+"""The generator protocol shared by every network that skdip can fit.
+
+A *generator* is a lightweight, picklable configuration object (a scikit-learn
+``BaseEstimator``, so its parameters can be tuned with ``generator__width`` in a
+grid search). Calling :meth:`BaseGenerator.build` turns it into a
+:class:`GeneratorNetwork`: a ``torch.nn.Module`` that owns its fixed input code
+``z`` and maps a (possibly perturbed) code to an image of exactly the requested
+size. Architectures that need a size divisible by some power of two work on a
+padded grid internally and crop on the way out, so callers never pad.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from sklearn.base import BaseEstimator
+from torch import nn
+
+__all__ = ["BaseGenerator", "GeneratorNetwork", "center_crop", "padded_size"]
+
+
+def padded_size(size: int, multiple: int) -> int:
+    """Smallest multiple of ``multiple`` that is at least ``size``."""
+    return int(math.ceil(size / multiple) * multiple)
+
+
+def center_crop(x: torch.Tensor, out_shape: tuple[int, int]) -> torch.Tensor:
+    """Crop the last two axes of ``x`` to ``out_shape`` around the centre."""
+    h, w = x.shape[-2:]
+    oh, ow = out_shape
+    if (h, w) == (oh, ow):
+        return x
+    if oh > h or ow > w:
+        raise ValueError(f"cannot crop a {h}x{w} tensor to {oh}x{ow}")
+    top = (h - oh) // 2
+    left = (w - ow) // 2
+    return x[..., top : top + oh, left : left + ow]
+
+
+_ACTIVATIONS = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    None: nn.Identity,
+}
+
+
+def output_activation(name: str | None) -> nn.Module:
+    """The module for an output activation named by a generator parameter."""
+    try:
+        return _ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(
+            f"output_activation must be one of {sorted(k for k in _ACTIVATIONS if k)} or None, "
+            f"got {name!r}"
+        ) from None
+
+
+class GeneratorNetwork(nn.Module):
+    """A built generator: ``forward(z)`` returns a ``(1, C, H, W)`` image.
+
+    Subclasses set :attr:`out_shape` and :attr:`out_channels` and register the
+    fixed input code as the buffer ``input`` (shape ``(1, ...)``), so that it
+    moves with ``.to(device)`` and is saved in ``state_dict`` and pickles.
+    """
+
+    out_shape: tuple[int, int]
+    out_channels: int
+
+    def n_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+class BaseGenerator(BaseEstimator):
+    """Base class of generator configurations.
+
+    Subclasses implement :meth:`build`. Every parameter is a plain value set in
+    ``__init__``, following the scikit-learn convention.
+    """
+
+    #: whether perturbing the input code each step (``reg_noise_std``) makes
+    #: sense for this architecture; estimators warn when it does not.
+    accepts_input_noise: bool = True
+
+    def build(
+        self,
+        out_shape: tuple[int, int],
+        out_channels: int,
+        *,
+        seed: int = 0,
+    ) -> GeneratorNetwork:
+        """Create a freshly initialised network for images of ``out_shape``.
+
+        Parameters
+        ----------
+        out_shape : tuple of int
+            ``(H, W)`` of the image the network must produce.
+        out_channels : int
+            Number of output channels.
+        seed : int, default=0
+            Seed of the weights and the input code. The network is built on the
+            CPU, so the same seed gives the same network on every device.
+
+        Returns
+        -------
+        network : GeneratorNetwork
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            network = self._build(tuple(int(s) for s in out_shape), int(out_channels))
+        return network
+
+    def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
+        """Build the network; the global torch RNG is already seeded."""
+        raise NotImplementedError

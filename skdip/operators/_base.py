@@ -1,0 +1,64 @@
+"""Forward operators: the known measurement model ``f`` in ``y = f(x) + noise``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ForwardOperator", "Identity"]
+
+
+class ForwardOperator(nn.Module):
+    """Base class of forward models mapping an image to a measurement.
+
+    Operators are ``torch.nn.Module`` objects so that the tensors they hold
+    (masks, kernels) follow ``.to(device)`` and pickle with the estimator.
+    They act on batched tensors of shape ``(B, C, H, W)`` and are
+    differentiable, which is all the fitting engine needs.
+
+    Subclasses implement :meth:`forward` and, when linear, :meth:`adjoint`,
+    and say how shapes change through :meth:`output_shape` and
+    :meth:`input_shape`.
+
+    Attributes
+    ----------
+    linear : bool
+        Whether the operator is linear (then :meth:`adjoint` is defined).
+    """
+
+    linear: bool = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Apply the forward model to images ``x`` of shape ``(B, C, H, W)``."""
+        raise NotImplementedError
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Apply the adjoint of a linear operator to measurements ``y``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define an adjoint")
+
+    def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
+        """Spatial shape ``(h, w)`` of the measurement of an image of ``input_shape``."""
+        return tuple(input_shape)
+
+    def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
+        """Spatial shape of the image that produces a measurement of ``output_shape``."""
+        return tuple(output_shape)
+
+
+class Identity(ForwardOperator):
+    """The identity map: the measurement is the image itself (denoising).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdip.operators import Identity
+    >>> x = torch.rand(1, 3, 8, 8)
+    >>> bool(torch.equal(Identity()(x), x))
+    True
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return y
