@@ -1,0 +1,23 @@
+"""skdip: untrained-network image restoration with a scikit-learn API.
+
+Deep Image Prior and its cousins fit a network to a single observation
+through a known forward model and stop near the quality peak without a clean
+reference, using the running variance of the iterates.
+"""
+
+from .estimators import DIPDenoiser
+from .generators import SkipNetwork
+from .losses import GradientRatio, TotalVariation
+from .stopping import ExponentialMovingVariance, WindowedMovingVariance
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "DIPDenoiser",
+    "ExponentialMovingVariance",
+    "GradientRatio",
+    "SkipNetwork",
+    "TotalVariation",
+    "WindowedMovingVariance",
+    "__version__",
+]

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 from ._base import BaseGenerator, GeneratorNetwork
+from ._decoders import ConvDecoder, DeepDecoder
+from ._implicit import ImplicitNeuralRepresentation
 from ._skip import SkipNetwork
 
-__all__ = ["BaseGenerator", "GeneratorNetwork", "SkipNetwork", "get_generator", "GENERATOR_NAMES"]
+__all__ = [
+    "BaseGenerator",
+    "GeneratorNetwork",
+    "SkipNetwork",
+    "DeepDecoder",
+    "ConvDecoder",
+    "ImplicitNeuralRepresentation",
+    "get_generator",
+    "GENERATOR_NAMES",
+]
 
 # Named presets. Values are factories so every call returns a fresh configuration.
 _PRESETS = {
     "skip": lambda: SkipNetwork(),
     # About 30x cheaper per step than "skip": for CPUs, quick looks and tests.
     "skip-small": lambda: SkipNetwork(width=32, depth=4, skip_channels=4, input_channels=8),
+    # Heckel & Hand: k=64, 6 blocks, about 25k parameters; overfits noise slowly.
+    "deep-decoder": lambda: DeepDecoder(),
+    # Darestani & Heckel's demo setting: 256 channels, 7 layers (about 4.1M parameters).
+    "conv-decoder": lambda: ConvDecoder(),
+    # SIREN: 3 sine layers of width 256.
+    "inr": lambda: ImplicitNeuralRepresentation(),
 }
 
 GENERATOR_NAMES = tuple(_PRESETS)
@@ -29,6 +46,12 @@ def get_generator(generator: str | BaseGenerator) -> BaseGenerator:
     Returns
     -------
     generator : BaseGenerator
+
+    Examples
+    --------
+    >>> from skdip.generators import get_generator
+    >>> get_generator("deep-decoder")
+    DeepDecoder()
     """
     if isinstance(generator, BaseGenerator):
         return generator

@@ -1,0 +1,194 @@
+"""Input checking and image layout handling shared by every estimator.
+
+Images enter as ``(H, W)`` (grey), ``(H, W, C)`` (channels last), a batch
+``(N, H, W, C)`` array or a list of single images of any sizes. Internally
+each image becomes a float64 ``(H, W, C)`` array; :class:`ImageLayout` keeps
+what is needed to hand results back in the caller's layout and dtype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["ImageLayout", "check_images", "images_digest", "to_tensor", "to_numpy"]
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How a batch of images arrived, so results can leave the same way."""
+
+    kind: str  # "single", "array" (an (N, H, W, C) array) or "list"
+    squeeze_channel: tuple[bool, ...]  # per image: was it (H, W)?
+    dtypes: tuple[np.dtype, ...]  # per image: float dtype to return
+
+    def restore(self, images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+        """Return ``(H, W, C)`` float64 results in the input's layout and dtype."""
+        out = []
+        for img, squeeze, dtype in zip(images, self.squeeze_channel, self.dtypes, strict=True):
+            img = img[..., 0] if squeeze else img
+            out.append(np.asarray(img, dtype=dtype))
+        if self.kind == "single":
+            return out[0]
+        if self.kind == "array":
+            return np.stack(out)
+        return out
+
+
+def _output_dtype(dtype: np.dtype) -> np.dtype:
+    if dtype in (np.float32, np.float64):
+        return np.dtype(dtype)
+    return np.dtype(np.float64)
+
+
+def _check_one(image, name: str, min_size: int) -> tuple[np.ndarray, bool, np.dtype]:
+    if isinstance(image, torch.Tensor):
+        raise TypeError(
+            f"{name} is a torch.Tensor; pass a NumPy array (e.g. tensor.cpu().numpy()) "
+            "in (H, W) or (H, W, C) layout"
+        )
+    if isinstance(image, str | bytes) or image is None:
+        raise TypeError(f"{name} must be an array-like image, got {type(image).__name__}")
+    arr = np.asarray(image)
+    if arr.dtype == object:
+        raise TypeError(f"{name} has dtype object; images must be numeric arrays")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} is complex; this estimator takes real-valued images")
+    if arr.dtype == bool:
+        arr = arr.astype(np.float64)
+    elif not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{name} has non-numeric dtype {arr.dtype}")
+    if arr.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must be a 2-D (H, W) or 3-D (H, W, C) image, got an array with "
+            f"{arr.ndim} dimension(s) and shape {arr.shape}"
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    h, w = arr.shape[:2]
+    if h < min_size or w < min_size:
+        raise ValueError(
+            f"{name} is too small: {h}x{w} pixels, at least {min_size}x{min_size} are needed"
+        )
+    out_dtype = _output_dtype(arr.dtype)
+    if arr.dtype == np.uint8:
+        arr = arr / 255.0  # a new array: the caller's is never touched
+    elif np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float64)
+    else:
+        arr = np.array(arr, dtype=np.float64, copy=True)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    squeeze = arr.ndim == 2
+    if squeeze:
+        arr = arr[..., None]
+    return arr, squeeze, out_dtype
+
+
+def check_images(
+    X, *, name: str = "X", min_size: int = 2, allow_nan: bool = False
+) -> tuple[list[np.ndarray], ImageLayout]:
+    """Validate one image or a batch and convert it to float64 ``(H, W, C)`` arrays.
+
+    Parameters
+    ----------
+    X : array-like or list of array-like
+        ``(H, W)``, ``(H, W, C)``, ``(N, H, W, C)`` or a list of 2-D/3-D images.
+        uint8 images are scaled to ``[0, 1]``; other numbers are taken as is.
+    name : str
+        Name used in error messages.
+    min_size : int
+        Smallest accepted height and width.
+    allow_nan : bool
+        Accept NaN (used by estimators where NaN marks missing pixels).
+
+    Returns
+    -------
+    images : list of ndarray
+        Copies of the images as float64 ``(H, W, C)`` arrays.
+    layout : ImageLayout
+        What :meth:`ImageLayout.restore` needs to undo the conversion.
+    """
+    if isinstance(X, list | tuple):
+        if len(X) == 0:
+            raise ValueError(f"{name} is an empty list; pass at least one image")
+        items, kind = list(X), "list"
+    else:
+        if isinstance(X, torch.Tensor):
+            _check_one(X, name, min_size)  # raises the tensor TypeError
+        arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+        if arr.dtype != object and arr.ndim == 4:
+            if arr.shape[0] == 0:
+                raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
+            items, kind = list(arr), "array"
+        elif arr.dtype != object and arr.ndim not in (2, 3):
+            raise ValueError(
+                f"{name} must be an image (H, W) or (H, W, C), a batch (N, H, W, C) or a list "
+                f"of images; got an array with {arr.ndim} dimension(s) and shape {arr.shape}"
+            )
+        else:
+            items, kind = [X], "single"
+    images, squeeze, dtypes = [], [], []
+    for i, item in enumerate(items):
+        label = name if kind == "single" else f"{name}[{i}]"
+        if allow_nan:
+            img, sq, dt = _check_one_allow_nan(item, label, min_size)
+        else:
+            img, sq, dt = _check_one(item, label, min_size)
+        images.append(img)
+        squeeze.append(sq)
+        dtypes.append(dt)
+    return images, ImageLayout(kind, tuple(squeeze), tuple(dtypes))
+
+
+def _check_one_allow_nan(image, name: str, min_size: int):
+    arr = np.asarray(image)
+    if arr.dtype.kind == "f" and np.isinf(arr).any():
+        raise ValueError(f"{name} contains infinity")
+    nan = np.isnan(arr) if arr.dtype.kind == "f" else None
+    if nan is not None and nan.all():
+        raise ValueError(f"{name} has no observed (non-NaN) pixel")
+    filled = np.where(nan, 0.0, arr) if nan is not None and nan.any() else arr
+    img, sq, dt = _check_one(filled, name, min_size)
+    if nan is not None and nan.any():
+        img[np.broadcast_to(nan[..., None] if sq else nan, img.shape)] = np.nan
+    return img, sq, dt
+
+
+def images_digest(images: list[np.ndarray]) -> str:
+    """A content hash of a list of images (copies made by GridSearchCV hash equal)."""
+    h = hashlib.sha1()
+    for img in images:
+        h.update(str(img.shape).encode())
+        h.update(np.ascontiguousarray(img, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def to_tensor(image: np.ndarray, device: torch.device, dtype=torch.float32) -> torch.Tensor:
+    """``(H, W, C)`` array to a ``(1, C, H, W)`` tensor on ``device``."""
+    t = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)), dtype=dtype)
+    return t.unsqueeze(0).to(device)
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """``(1, C, H, W)`` tensor to a float64 ``(H, W, C)`` array on the CPU."""
+    return tensor.detach()[0].to("cpu", torch.float64).numpy().transpose(1, 2, 0).copy()
+
+
+def check_scalar_in(value, name: str, low=None, high=None, *, integer=False, closed="both"):
+    """Validate a real (or integer) scalar parameter and return it."""
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an int" if integer else "a real number"
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    lo_ok = low is None or (value >= low if closed in ("both", "left") else value > low)
+    hi_ok = high is None or (value <= high if closed in ("both", "right") else value < high)
+    if not (lo_ok and hi_ok):
+        raise ValueError(f"{name} must be in range [{low}, {high}] ({closed} closed), got {value}")
+    return value

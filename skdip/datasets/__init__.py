@@ -1,0 +1,35 @@
+"""Test data: bundled pictures, synthetic noise and blur kernels.
+
+Images follow skdip's convention: floating arrays with values in ``[0, 1]``,
+``(H, W)`` for grey and ``(H, W, C)`` (channels last) for colour.
+"""
+
+from __future__ import annotations
+
+from ._images import IMAGE_NAMES, load_image
+from ._kernels import blur, make_disk_kernel, make_gaussian_kernel, make_motion_kernel
+from ._noise import (
+    NOISE_KINDS,
+    NOISE_LEVELS,
+    add_gaussian_noise,
+    add_impulse_noise,
+    add_noise,
+    add_poisson_noise,
+    add_speckle_noise,
+)
+
+__all__ = [
+    "IMAGE_NAMES",
+    "NOISE_KINDS",
+    "NOISE_LEVELS",
+    "add_gaussian_noise",
+    "add_impulse_noise",
+    "add_noise",
+    "add_poisson_noise",
+    "add_speckle_noise",
+    "blur",
+    "load_image",
+    "make_disk_kernel",
+    "make_gaussian_kernel",
+    "make_motion_kernel",
+]

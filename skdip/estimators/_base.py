@@ -1,0 +1,375 @@
+"""The estimator layer shared by every DIP method: the scikit-learn contract.
+
+:class:`BaseDIPEstimator` turns the fitting engine into a scikit-learn
+transformer: validation, image layouts, seeding, batches, fitted attributes,
+``transform``/``score`` caching. A concrete estimator is a configuration: it
+declares its defaults and, at most, how to build the forward model (and the
+model, for multi-network methods) for one observation.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from skimage.metrics import peak_signal_noise_ratio
+
+from .._engine import DIPModel, FitResult, fit_model, resolve_device
+from .._validation import check_images, images_digest, to_numpy, to_tensor
+from ..generators import BaseGenerator, get_generator
+from ..losses import BaseRegularizer, get_loss
+from ..operators import ForwardOperator, Identity
+from ..stopping import BaseStoppingRule, get_stopping_rule
+
+__all__ = ["BaseDIPEstimator"]
+
+# Data whose range leaves [-0.25, 1.25] is not on the [0, 1] scale the sigmoid
+# head can produce; "auto" rescaling maps it there and back.
+_AUTO_RESCALE_BOUNDS = (-0.25, 1.25)
+
+
+class _Scaling:
+    """An affine map of intensities to [0, 1] and back."""
+
+    def __init__(self, offset: float = 0.0, scale: float = 1.0):
+        self.offset, self.scale = offset, scale
+
+    @classmethod
+    def fit(cls, image: np.ndarray, mode) -> _Scaling:
+        finite = image[np.isfinite(image)]
+        lo, hi = float(finite.min()), float(finite.max())
+        needed = lo < _AUTO_RESCALE_BOUNDS[0] or hi > _AUTO_RESCALE_BOUNDS[1]
+        if mode is True or (mode == "auto" and needed):
+            return cls(lo, hi - lo if hi > lo else 1.0)
+        return cls()
+
+    def forward(self, image: np.ndarray) -> np.ndarray:
+        return (image - self.offset) / self.scale
+
+    def inverse(self, image: np.ndarray) -> np.ndarray:
+        return image * self.scale + self.offset
+
+
+class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+    """Base class of the Deep Image Prior estimators. Not for direct use.
+
+    Subclasses set their parameter defaults in ``__init__`` and may override
+    :meth:`_forward_problem` (the forward operator and fitted target for one
+    observation), :meth:`_make_model` (for several networks) and
+    :meth:`_finish` (post-processing of one result).
+    """
+
+    _parameter_constraints: dict = {
+        "generator": [str, BaseGenerator],
+        "early_stopping": [StrOptions({"emv", "wmv"}), BaseStoppingRule, None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "loss": [StrOptions({"mse", "l1", "huber"}), callable],
+        "regularizer": [BaseRegularizer, callable, None],
+        "reg_noise_std": [Interval(Real, 0, None, closed="left")],
+        "output_averaging": [Interval(Real, 0, 1, closed="left"), None],
+        "rescale": [StrOptions({"auto"}), "boolean"],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callback": [callable, None],
+    }
+
+    # Smallest height/width accepted; the generators pad internally.
+    _min_image_size = 2
+    _allow_nan = False
+
+    # ------------------------------------------------------------------ hooks
+    def _forward_problem(
+        self, image: np.ndarray, extra: dict
+    ) -> tuple[ForwardOperator, np.ndarray, tuple[int, int], int]:
+        """Return ``(operator, target, out_shape, out_channels)`` for one image.
+
+        ``image`` is a float64 ``(H, W, C)`` observation on the [0, 1] scale;
+        ``target`` is what the prediction ``operator(x)`` is compared with.
+        """
+        return Identity(), image, image.shape[:2], image.shape[2]
+
+    def _make_model(self, image: np.ndarray, extra: dict, seed: int, device: torch.device):
+        """Build ``(model, target_tensor, fit_kwargs)`` for one observation."""
+        operator, target, out_shape, out_channels = self._forward_problem(image, extra)
+        generator = get_generator(self.generator)
+        if self.reg_noise_std > 0 and not generator.accepts_input_noise:
+            warnings.warn(
+                f"{type(generator).__name__} does not use input noise; "
+                "set reg_noise_std=0 to silence this warning",
+                UserWarning,
+                stacklevel=4,
+            )
+        network = generator.build(out_shape, out_channels, seed=seed)
+        # Deep-copy the operator: .to(device) must not move the user's object.
+        model = DIPModel(network, copy.deepcopy(operator), self.reg_noise_std).to(device)
+        return model, to_tensor(target, device), {}
+
+    def _finish(self, result: FitResult, image: np.ndarray, extra: dict) -> dict:
+        """Extra per-image fitted values (e.g. an estimated kernel)."""
+        return {}
+
+    # -------------------------------------------------------------- internals
+    def _check_params(self) -> None:
+        self._validate_params()
+        get_generator(self.generator)  # raises on unknown names
+        get_loss(self.loss)
+        self._device = resolve_device(self.device)
+
+    def _fit_images(self, images, references, extras, rng) -> list[dict]:
+        results = []
+        for i, image in enumerate(images):
+            seed = int(rng.randint(0, 2**31 - 1))
+            reference = references[i] if references is not None else None
+            results.append(self._fit_single(image, reference, extras[i], seed, i, len(images)))
+        return results
+
+    def _fit_single(self, image, reference, extra, seed, index, n_images) -> dict:
+        scaling = _Scaling.fit(image, self.rescale)
+        scaled = scaling.forward(image)
+        with torch.random.fork_rng(devices=[]):
+            model, target, fit_kwargs = self._make_model(scaled, extra, seed, self._device)
+        ref_tensor = None
+        if reference is not None:
+            ref_tensor = to_tensor(scaling.forward(reference), self._device)
+        label = type(self).__name__ + (f" [{index + 1}/{n_images}]" if n_images > 1 else "")
+        kwargs = dict(
+            loss=get_loss(self.loss),
+            max_iter=self.max_iter,
+            lr=self.lr,
+            regularizer=self.regularizer,
+            stopping=get_stopping_rule(self.early_stopping),
+            averaging=self.output_averaging,
+            callback=self.callback,
+            verbose=bool(self.verbose),
+            reference=ref_tensor,
+            seed=seed + 1,
+            description=label,
+        )
+        kwargs.update(fit_kwargs)
+        result = fit_model(model, target, **kwargs)
+        if result.stopped_by == "max_iter" and self.early_stopping is not None:
+            warnings.warn(
+                f"{type(self).__name__}: max_iter={self.max_iter} ended the fit before the "
+                "stopping rule fired; the estimate at the variance minimum so far is returned. "
+                "Increase max_iter or lower the rule's patience.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        estimate = scaling.inverse(to_numpy(result.estimate))
+        out = {
+            "estimate": estimate,
+            "best_iter": result.best_iter,
+            "n_iter": result.n_iter,
+            "stopped_by": result.stopped_by,
+            "history": result.history,
+            "best_signal": _best_signal(result),
+            "scaling": scaling,
+        }
+        out.update(self._finish(result, image, extra))
+        return out
+
+    def _split_extra(self, n_images: int, fit_params: dict) -> list[dict]:
+        extras: list[dict] = [{} for _ in range(n_images)]
+        for key, value in fit_params.items():
+            if value is None:
+                continue
+            values = value if isinstance(value, list | tuple) else None
+            if values is None:
+                arr = np.asarray(value)
+                values = list(arr) if n_images > 1 and arr.ndim >= 1 and len(arr) == n_images else None
+            if values is None:
+                values = [value] * n_images if n_images == 1 else None
+            if values is None or len(values) != n_images:
+                raise ValueError(
+                    f"{key} must hold one entry per image ({n_images}), got {type(value).__name__}"
+                )
+            for extra, v in zip(extras, values, strict=True):
+                extra[key] = v
+        return extras
+
+    def _solve(self, X, y=None, **fit_params):
+        images, layout = check_images(
+            X, min_size=self._min_image_size, allow_nan=self._allow_nan
+        )
+        references = None
+        if y is not None:
+            references, _ = check_images(y, name="y", min_size=self._min_image_size)
+            if len(references) != len(images):
+                raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
+            for i, (a, b) in enumerate(zip(images, references, strict=True)):
+                if a.shape != b.shape:
+                    raise ValueError(f"y[{i}] has shape {b.shape[:2]} but X[{i}] has {a.shape[:2]}")
+        extras = self._split_extra(len(images), fit_params)
+        rng = check_random_state(self.random_state)
+        results = self._fit_images(images, references, extras, rng)
+        return images, layout, results
+
+    # ------------------------------------------------------------------- API
+    def fit(self, X, y=None, **fit_params):
+        """Fit the network(s) to the observed image(s) ``X``.
+
+        Parameters
+        ----------
+        X : array-like
+            One image ``(H, W)`` or ``(H, W, C)``, a batch ``(N, H, W, C)``
+            or a list of images. Floats on the [0, 1] scale; uint8 is scaled
+            to [0, 1]; other ranges are rescaled (see ``rescale``).
+        y : array-like, optional
+            Clean references in the layout of ``X``, used only to record the
+            PSNR of every iterate in ``history_`` (never to fit or to stop).
+        **fit_params
+            Per-image inputs of the estimator (see its documentation).
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self._check_params()
+        images, layout, results = self._solve(X, y, **fit_params)
+        self._set_fitted(images, layout, results, fit_params)
+        return self
+
+    def _set_fitted(self, images, layout, results, fit_params) -> None:
+        single = layout.kind == "single"
+        pick = (lambda key: results[0][key]) if single else (lambda key: [r[key] for r in results])
+        self.reconstruction_ = layout.restore([r["estimate"] for r in results])
+        self.best_iter_ = pick("best_iter")
+        self.n_iter_ = pick("n_iter")
+        self.stopped_by_ = pick("stopped_by")
+        self.history_ = pick("history")
+        self.loss_curve_ = results[0]["history"]["loss"] if single else pick("history")
+        if not single:
+            self.loss_curve_ = [h["loss"] for h in self.loss_curve_]
+        self.n_images_ = len(images)
+        for key in results[0]:
+            if key not in _COMMON_KEYS:
+                setattr(self, key + "_", pick(key))
+        if single and images[0].shape[2] == 1 and layout.squeeze_channel[0]:
+            self.n_features_in_ = images[0].shape[1]
+        self._fit_digest = _digest(images, fit_params)
+        self._fit_results = results
+
+    def transform(self, X=None, **fit_params):
+        """Return the reconstruction.
+
+        Parameters
+        ----------
+        X : array-like, optional
+            None, or the fitted observation(s) (compared by content), returns
+            the fitted reconstruction without refitting. Other data is solved
+            from scratch with the same parameters; the fitted state is left as
+            it is.
+        **fit_params
+            Per-image inputs for new data, as in :meth:`fit`.
+
+        Returns
+        -------
+        X_hat : ndarray or list of ndarray
+            Reconstruction(s) in the layout and float dtype of the input.
+        """
+        check_is_fitted(self, "reconstruction_")
+        if X is None:
+            return copy.deepcopy(self.reconstruction_)
+        images, layout, results = self._results_for(X, fit_params)
+        return layout.restore([r["estimate"] for r in results])
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit to ``X`` and return its reconstruction (see :meth:`fit`)."""
+        return self.fit(X, y, **fit_params).transform()
+
+    def _results_for(self, X, fit_params):
+        images, layout = check_images(
+            X, min_size=self._min_image_size, allow_nan=self._allow_nan
+        )
+        if _digest(images, fit_params) == self._fit_digest:
+            return images, layout, self._fit_results
+        self._check_params()
+        _, _, results = self._solve(X, None, **fit_params)
+        return images, layout, results
+
+    def score(self, X, y=None, **fit_params) -> float:
+        """Quality of the reconstruction of ``X``; higher is better.
+
+        With clean references ``y``: the mean PSNR (dB) of the reconstructions
+        against them (data range 1). Without: a no-reference score, minus
+        the base-10 logarithm of the running variance at the detected
+        iteration, averaged over images, so that ``GridSearchCV`` works with
+        ``scoring=None`` and no clean image.
+
+        Parameters
+        ----------
+        X : array-like
+            Observation(s); the fitted ones are not solved again.
+        y : array-like, optional
+            Clean references.
+
+        Returns
+        -------
+        score : float
+        """
+        check_is_fitted(self, "reconstruction_")
+        images, layout, results = self._results_for(X, fit_params)
+        if y is None:
+            values = [r["best_signal"] for r in results]
+            if not all(np.isfinite(v) and v > 0 for v in values):
+                raise ValueError(
+                    "no running-variance signal was recorded (early_stopping=None, or the fit "
+                    "ended before the rule's warm-up); pass clean references y to score by PSNR"
+                )
+            return float(np.mean([-np.log10(v) for v in values]))
+        references, _ = check_images(y, name="y", min_size=self._min_image_size)
+        if len(references) != len(results):
+            raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")
+        scores = []
+        for r, ref in zip(results, references, strict=True):
+            est = r["estimate"]
+            if ref.shape != est.shape:
+                raise ValueError(f"y has shape {ref.shape} but the reconstruction {est.shape}")
+            lo, span = r["scaling"].offset, r["scaling"].scale
+            scores.append(
+                peak_signal_noise_ratio(ref, np.clip(est, lo, lo + span), data_range=span)
+            )
+        return float(np.mean(scores))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True
+        tags.input_tags.three_d_array = True
+        tags.input_tags.allow_nan = self._allow_nan
+        tags.non_deterministic = False
+        tags.requires_fit = True
+        if tags.transformer_tags is not None:
+            tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+_COMMON_KEYS = {"estimate", "best_iter", "n_iter", "stopped_by", "history", "best_signal", "scaling"}
+
+
+def _best_signal(result: FitResult) -> float:
+    signal = result.history["signal"]
+    if 0 <= result.best_iter < len(signal) and np.isfinite(signal[result.best_iter]):
+        return float(signal[result.best_iter])
+    return float("nan")
+
+
+def _digest(images, fit_params) -> str:
+    parts = list(images)
+    for key in sorted(fit_params):
+        value = fit_params[key]
+        if value is None:
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        parts.extend(np.atleast_3d(np.asarray(v, dtype=np.float64)) for v in values)
+    return images_digest(parts)

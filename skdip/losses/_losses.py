@@ -1,0 +1,51 @@
+"""Data-fidelity losses ``loss(y, f(x))``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["get_loss", "LOSS_NAMES"]
+
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(pred, target)
+
+
+def _l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(pred, target)
+
+
+def _huber(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # delta = 0.1 sits between Gaussian-like residuals (quadratic) and outliers
+    # (linear) on the [0, 1] intensity scale.
+    return F.huber_loss(pred, target, delta=0.1)
+
+
+_LOSSES: dict[str, LossFunction] = {"mse": _mse, "l1": _l1, "huber": _huber}
+LOSS_NAMES = tuple(_LOSSES)
+
+
+def get_loss(loss: str | LossFunction) -> LossFunction:
+    """Resolve a data-fidelity loss given by name or as a callable.
+
+    Parameters
+    ----------
+    loss : {"mse", "l1", "huber"} or callable
+        A name, or a callable ``loss(prediction, target) -> scalar tensor``
+        (returned unchanged). Use a module-level function, not a lambda, if
+        the estimator must pickle.
+
+    Returns
+    -------
+    loss : callable
+    """
+    if callable(loss):
+        return loss
+    if isinstance(loss, str) and loss in _LOSSES:
+        return _LOSSES[loss]
+    raise ValueError(f"loss must be one of {sorted(_LOSSES)} or a callable, got {loss!r}")

@@ -1,0 +1,104 @@
+"""Regularizers ``lambda * R(x)`` on the generated image."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from sklearn.base import BaseEstimator
+
+__all__ = ["BaseRegularizer", "TotalVariation", "GradientRatio"]
+
+
+def _finite_differences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences along rows and columns, cropped to a common grid."""
+    dy = x[..., 1:, :-1] - x[..., :-1, :-1]
+    dx = x[..., :-1, 1:] - x[..., :-1, :-1]
+    return dy, dx
+
+
+class BaseRegularizer(BaseEstimator):
+    """Base class: a weighted penalty on images ``x`` of shape ``(B, C, H, W)``.
+
+    Calling the object returns ``weight * penalty(x)`` as a scalar tensor.
+    Being a scikit-learn ``BaseEstimator``, its ``weight`` can be tuned in a
+    grid search as ``regularizer__weight``.
+    """
+
+    def __init__(self, weight: float = 0.01):
+        self.weight = weight
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if not isinstance(w, numbers.Real) or isinstance(w, bool) or not w >= 0:
+            raise ValueError(f"{type(self).__name__}.weight must be a real >= 0, got {w!r}")
+        return float(w) * self.penalty(x)
+
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The unweighted penalty."""
+        raise NotImplementedError
+
+
+class TotalVariation(BaseRegularizer):
+    """Total variation: the mean size of the image gradient.
+
+    Parameters
+    ----------
+    weight : float, default=0.01
+        Multiplier ``lambda`` of the penalty.
+    isotropic : bool, default=False
+        ``False`` sums absolute horizontal and vertical differences
+        (anisotropic TV); ``True`` takes the Euclidean norm of the gradient at
+        each pixel (isotropic TV).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdip.losses import TotalVariation
+    >>> float(TotalVariation(weight=1.0)(torch.zeros(1, 1, 4, 4)))
+    0.0
+    """
+
+    def __init__(self, weight: float = 0.01, isotropic: bool = False):
+        self.weight = weight
+        self.isotropic = isotropic
+
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        dy, dx = _finite_differences(x)
+        if self.isotropic:
+            # The small constant keeps the gradient of sqrt finite on flat regions.
+            return torch.sqrt(dy.square() + dx.square() + 1e-12).mean()
+        return dy.abs().mean() + dx.abs().mean()
+
+
+class GradientRatio(BaseRegularizer):
+    """Scale-invariant sparsity of the gradient: ``||grad x||_1 / ||grad x||_2``.
+
+    Unlike total variation it does not favour shrinking the image's contrast,
+    which is why it works better in blind deblurring.
+
+    Parameters
+    ----------
+    weight : float, default=0.001
+        Multiplier ``lambda`` of the penalty.
+    eps : float, default=1e-8
+        Guards the division on constant images.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdip.losses import GradientRatio
+    >>> x = torch.zeros(1, 1, 8, 8)
+    >>> x[..., 4:, :] = 1.0
+    >>> round(float(GradientRatio(weight=1.0)(x)), 3)  # one edge: l1/l2 = sqrt(7)
+    2.646
+    """
+
+    def __init__(self, weight: float = 0.001, eps: float = 1e-8):
+        self.weight = weight
+        self.eps = eps
+
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        dy, dx = _finite_differences(x)
+        g = torch.cat([dy.flatten(), dx.flatten()])
+        return g.abs().sum() / (g.norm() + self.eps)

@@ -1,0 +1,29 @@
+"""Stopping rules: when to stop a fit without the clean image."""
+
+from ._variance import BaseStoppingRule, ExponentialMovingVariance, WindowedMovingVariance
+
+__all__ = [
+    "BaseStoppingRule",
+    "ExponentialMovingVariance",
+    "WindowedMovingVariance",
+    "get_stopping_rule",
+]
+
+
+def get_stopping_rule(early_stopping) -> BaseStoppingRule | None:
+    """Resolve ``early_stopping`` ("emv", "wmv", None or a rule) to a rule object.
+
+    A rule object is returned unchanged; callers clone it before a fit.
+    """
+    if early_stopping is None:
+        return None
+    if isinstance(early_stopping, BaseStoppingRule):
+        return early_stopping
+    if early_stopping == "emv":
+        return ExponentialMovingVariance()
+    if early_stopping == "wmv":
+        return WindowedMovingVariance()
+    raise ValueError(
+        "early_stopping must be 'emv', 'wmv', None or a BaseStoppingRule instance, "
+        f"got {early_stopping!r}"
+    )

@@ -1,0 +1,212 @@
+"""Reference-free early stopping from the running variance of the iterates.
+
+Near the quality peak of a Deep Image Prior fit the iterates change the least:
+the running variance of the reconstructions has a valley that tracks the
+(unknown) PSNR peak. A rule watches that signal, remembers the iterate at its
+minimum and stops once no new minimum has appeared for ``patience`` steps.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval
+
+__all__ = ["BaseStoppingRule", "ExponentialMovingVariance", "WindowedMovingVariance"]
+
+
+
+
+class BaseStoppingRule(BaseEstimator):
+    """Base class of stopping rules driven by a scalar signal (lower is better).
+
+    The fitting engine works on a fresh clone of the rule for every fit and
+    calls :meth:`start` once, then :meth:`signal` with every new iterate and
+    :meth:`observe` with the signal's value. Subclasses define
+    :meth:`_start` and :meth:`signal`.
+
+    Parameters
+    ----------
+    patience : int
+        Steps without a new minimum of the signal after which to stop.
+    warmup : int
+        Iterations before the signal is checked at all (the first iterates of
+        a fit change fast and can create spurious early minima).
+
+    Attributes
+    ----------
+    best_iter_ : int
+        Iteration (0-based) of the smallest signal seen; -1 before any.
+    best_value_ : float
+        The smallest signal seen.
+    """
+
+    _parameter_constraints: dict = {
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "warmup": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(self, patience: int = 1000, warmup: int = 100):
+        self.patience = patience
+        self.warmup = warmup
+
+    def start(self) -> None:
+        """Reset the state before a fit; validates the parameters."""
+        self._validate_params()
+        self.best_iter_ = -1
+        self.best_value_ = float("inf")
+        self._stale = 0
+        self._start()
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
+        """Update the running statistics with iterate ``x``; return the signal.
+
+        Returns a scalar tensor on ``x``'s device, or None while the rule is
+        warming up. No host-device synchronisation happens here.
+        """
+        raise NotImplementedError
+
+    def observe(self, value: float, iteration: int) -> tuple[bool, bool]:
+        """Record the signal's value; return ``(is_new_minimum, should_stop)``."""
+        if value < self.best_value_:
+            self.best_value_ = value
+            self.best_iter_ = iteration
+            self._stale = 0
+            return True, False
+        self._stale += 1
+        return False, self._stale >= self.patience
+
+
+class ExponentialMovingVariance(BaseStoppingRule):
+    """ES-EMV: exponential moving variance of the iterates.
+
+    With ``delta = x_t - m_{t-1}`` the rule updates the exponential mean
+    ``m_t = m_{t-1} + alpha * delta`` and the variance
+    ``v_t = (1 - alpha) * (v_{t-1} + alpha * mean(delta**2))``, the mean
+    taken over pixels and channels. It costs O(pixels) per step and keeps a
+    single image of state.
+
+    Parameters
+    ----------
+    alpha : float, default=0.1
+        Forgetting factor; larger reacts faster and is noisier.
+    patience : int, default=1000
+        Steps without a new variance minimum after which to stop.
+    warmup : int, default=100
+        Iterations before the variance is checked.
+
+    Attributes
+    ----------
+    best_iter_ : int
+        Iteration of the variance minimum.
+    best_value_ : float
+        The variance at its minimum.
+
+    Examples
+    --------
+    >>> from skdip import DIPDenoiser, ExponentialMovingVariance
+    >>> rule = ExponentialMovingVariance(alpha=0.1, patience=300)
+    >>> den = DIPDenoiser(early_stopping=rule)
+    >>> den.get_params()["early_stopping__patience"]
+    300
+    """
+
+    _parameter_constraints: dict = {
+        **BaseStoppingRule._parameter_constraints,
+        "alpha": [Interval(Real, 0, 1, closed="neither")],
+    }
+
+    def __init__(self, alpha: float = 0.1, patience: int = 1000, warmup: int = 100):
+        self.alpha = alpha
+        self.patience = patience
+        self.warmup = warmup
+
+    def _start(self) -> None:
+        self._mean = None
+        self._var = None
+
+    def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
+        x = x.detach()
+        if self._mean is None:
+            self._mean = x.clone()
+            self._var = x.new_zeros(())
+            return None
+        delta = x - self._mean
+        self._mean.add_(delta, alpha=self.alpha)
+        self._var = (1.0 - self.alpha) * (self._var + self.alpha * delta.square().mean())
+        return self._var if iteration >= self.warmup else None
+
+
+class WindowedMovingVariance(BaseStoppingRule):
+    """ES-WMV: variance of the iterates over a sliding window.
+
+    Over the last ``window`` iterates, the signal is the mean over pixels of
+    each pixel's variance across the window. Sums of the window are kept in
+    float64 and updated incrementally, so a step costs O(pixels), at the price
+    of ``window`` stored iterates.
+
+    Parameters
+    ----------
+    window : int, default=100
+        Number of iterates in the window.
+    patience : int, default=1000
+        Steps without a new variance minimum after which to stop.
+    warmup : int, default=0
+        Iterations before the variance is checked, on top of filling the window.
+
+    Attributes
+    ----------
+    best_iter_ : int
+        Iteration of the variance minimum.
+    best_value_ : float
+        The variance at its minimum.
+
+    Examples
+    --------
+    >>> from skdip import WindowedMovingVariance
+    >>> WindowedMovingVariance(window=50).get_params()["window"]
+    50
+    """
+
+    _parameter_constraints: dict = {
+        **BaseStoppingRule._parameter_constraints,
+        "window": [Interval(Integral, 2, None, closed="left")],
+    }
+
+    def __init__(self, window: int = 100, patience: int = 1000, warmup: int = 0):
+        self.window = window
+        self.patience = patience
+        self.warmup = warmup
+
+    def _start(self) -> None:
+        self._buffer = None
+        self._count = 0
+
+    def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
+        x = x.detach()
+        # float64 sums: the variance is tiny next to the mean square, so
+        # float32 would lose it to cancellation.
+        x64 = x.to(torch.float64)
+        if self._buffer is None:
+            self._buffer = x.new_empty((self.window, *x.shape))
+            self._sum = torch.zeros_like(x64)
+            self._sum_sq = torch.zeros_like(x64)
+        slot = self._count % self.window
+        if self._count >= self.window:
+            old = self._buffer[slot].to(torch.float64)
+            self._sum.sub_(old)
+            self._sum_sq.sub_(old.square())
+        self._buffer[slot] = x
+        self._sum.add_(x64)
+        self._sum_sq.add_(x64.square())
+        self._count += 1
+        if self._count < self.window or iteration < self.warmup:
+            return None
+        mean = self._sum / self.window
+        var = (self._sum_sq / self.window - mean.square()).clamp_min(0.0)
+        return var.mean().to(x.dtype)

@@ -1,0 +1,399 @@
+"""Tests of the generator networks (all tiny: a few thousand parameters, at most 32x32)."""
+
+from __future__ import annotations
+
+import doctest
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from torch import nn
+
+import skdip.generators
+from skdip.generators import (
+    GENERATOR_NAMES,
+    BaseGenerator,
+    ConvDecoder,
+    DeepDecoder,
+    GeneratorNetwork,
+    ImplicitNeuralRepresentation,
+    SkipNetwork,
+    get_generator,
+)
+from skdip.generators import _decoders, _implicit, _skip
+from skdip.generators._implicit import coordinate_grid
+
+torch.set_num_threads(1)
+
+# Small configurations of every generator, keyed by a readable test id.
+SMALL = {
+    "skip": lambda: SkipNetwork(width=8, depth=3, skip_channels=2, input_channels=4),
+    "deep-decoder": lambda: DeepDecoder(channels=8, n_blocks=4),
+    "conv-decoder": lambda: ConvDecoder(channels=8, n_layers=4, input_size=4),
+    "inr-sine": lambda: ImplicitNeuralRepresentation(hidden=16, n_layers=2),
+    "inr-fourier": lambda: ImplicitNeuralRepresentation(
+        hidden=16, n_layers=2, encoding="fourier", n_frequencies=8, scale=2.0
+    ),
+}
+SHAPES = [(16, 16), (17, 23), (32, 7), (5, 32), (3, 2), (1, 1)]
+
+
+def _state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------- output
+
+
+@pytest.mark.parametrize("out_channels", [1, 3])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", list(SMALL))
+def test_output_shape_finite_and_in_unit_interval(name, shape, out_channels):
+    net = SMALL[name]().build(shape, out_channels, seed=0)
+    assert isinstance(net, GeneratorNetwork)
+    assert net.out_shape == shape and net.out_channels == out_channels
+    out = net(net.input)
+    assert out.shape == (1, out_channels, *shape)
+    assert torch.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_perturbed_input_and_all_parameters_get_gradients(name):
+    net = SMALL[name]().build((17, 12), 2, seed=0)
+    out = net(net.input + torch.randn_like(net.input) / 30)
+    assert out.shape == (1, 2, 17, 12)
+    out.square().mean().backward()
+    for pname, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_input_is_a_batch_one_buffer_not_a_parameter(name):
+    net = SMALL[name]().build((12, 20), 1, seed=0)
+    buffers = dict(net.named_buffers())
+    assert "input" in buffers and buffers["input"].shape[0] == 1
+    assert all(p is not net.input for p in net.parameters())
+    assert "input" in net.state_dict()
+
+
+@pytest.mark.parametrize("activation", [None, "tanh"])
+def test_output_activation_none_and_tanh(activation):
+    # Without a sigmoid a network with an outsize bias must leave [0, 1].
+    net = DeepDecoder(channels=4, n_blocks=2, output_activation=activation).build((8, 8), 1)
+    with torch.no_grad():
+        net.head[0].bias.fill_(-5.0)
+    out = net(net.input)
+    assert out.max() < 0
+    if activation == "tanh":
+        assert out.min() >= -1
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_same_seed_same_network_different_seed_different(name):
+    cfg = SMALL[name]()
+    a = _state(cfg.build((12, 9), 3, seed=7))
+    b = _state(cfg.build((12, 9), 3, seed=7))
+    c = _state(cfg.build((12, 9), 3, seed=8))
+    assert _same_state(a, b)
+    assert not torch.equal(a["input"], c["input"]) or name.startswith("inr")
+    weights = [k for k in a if k.endswith("weight")]
+    assert any(not torch.equal(a[k], c[k]) for k in weights)
+
+
+def test_fourier_frequencies_depend_on_the_seed_and_are_not_trained():
+    cfg = SMALL["inr-fourier"]()
+    a, b = cfg.build((8, 8), 1, seed=0), cfg.build((8, 8), 1, seed=1)
+    key = "mlp.0.frequencies"
+    assert key in dict(a.named_buffers())
+    assert not torch.equal(a.state_dict()[key], b.state_dict()[key])
+    assert a.state_dict()[key].shape == (8, 2)
+    assert all(p.shape != (8, 2) for p in a.parameters())
+
+
+def test_build_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    for make in SMALL.values():
+        make().build((8, 8), 1, seed=5)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_get_generator_by_name_returns_fresh_instances_of_the_right_class():
+    expected = {
+        "skip": SkipNetwork,
+        "skip-small": SkipNetwork,
+        "deep-decoder": DeepDecoder,
+        "conv-decoder": ConvDecoder,
+        "inr": ImplicitNeuralRepresentation,
+    }
+    assert set(GENERATOR_NAMES) == set(expected)
+    for name, cls in expected.items():
+        gen = get_generator(name)
+        assert type(gen) is cls
+        assert get_generator(name) is not gen
+    assert get_generator("skip-small").width < get_generator("skip").width
+
+
+def test_get_generator_passes_instances_through():
+    cfg = DeepDecoder(channels=3)
+    assert get_generator(cfg) is cfg
+
+
+@pytest.mark.parametrize("bad", ["Skip", "deep_decoder", "", "unet"])
+def test_get_generator_rejects_unknown_names(bad):
+    with pytest.raises(ValueError, match="unknown generator"):
+        get_generator(bad)
+
+
+@pytest.mark.parametrize("bad", [None, 3, SkipNetwork, nn.Linear(2, 2), ["skip"]])
+def test_get_generator_rejects_wrong_types(bad):
+    with pytest.raises(TypeError, match="str or a BaseGenerator"):
+        get_generator(bad)
+
+
+def test_public_names_are_exported():
+    for name in (
+        "SkipNetwork",
+        "DeepDecoder",
+        "ConvDecoder",
+        "ImplicitNeuralRepresentation",
+        "get_generator",
+        "GENERATOR_NAMES",
+    ):
+        assert name in skdip.generators.__all__
+        assert hasattr(skdip.generators, name)
+
+
+def test_accepts_input_noise_flags():
+    assert SkipNetwork.accepts_input_noise
+    assert DeepDecoder.accepts_input_noise
+    assert ConvDecoder.accepts_input_noise
+    assert not ImplicitNeuralRepresentation.accepts_input_noise
+    assert not get_generator("inr").accepts_input_noise
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _target(shape: tuple[int, int], channels: int) -> torch.Tensor:
+    rows = torch.linspace(0, 1, shape[0])[:, None]
+    cols = torch.linspace(0, 1, shape[1])[None, :]
+    img = 0.5 + 0.3 * torch.sin(3 * rows + 2 * cols) * torch.cos(4 * cols - rows)
+    return img.expand(1, channels, *shape).clone()
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_fits_a_tiny_target(name):
+    torch.manual_seed(0)
+    target = _target((16, 12), 3)
+    net = SMALL[name]().build((16, 12), 3, seed=0)
+    lr = 1e-3 if name == "inr-sine" else 1e-2
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(net(net.input), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+# --------------------------------------------------------------------------- sklearn, pickle
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_clone_and_params_round_trip(name):
+    cfg = SMALL[name]()
+    copy = clone(cfg)
+    assert copy is not cfg and type(copy) is type(cfg)
+    assert copy.get_params() == cfg.get_params()
+    first = sorted(cfg.get_params())[0]
+    assert clone(cfg).set_params(**{first: 999}).get_params()[first] == 999
+    assert cfg.get_params()[first] != 999
+
+
+@pytest.mark.parametrize(
+    "cls", [SkipNetwork, DeepDecoder, ConvDecoder, ImplicitNeuralRepresentation]
+)
+def test_default_configs_follow_the_sklearn_conventions(cls):
+    cfg = cls()
+    assert isinstance(cfg, BaseGenerator)
+    assert clone(cfg).get_params() == cfg.get_params()
+    # __init__ only stores: an invalid value is accepted there and rejected by build.
+    first = sorted(cfg.get_params())[0]
+    bad = cls(**{first: "not a valid value"})
+    assert bad.get_params()[first] == "not a valid value"
+    with pytest.raises(ValueError):
+        bad.build((8, 8), 1)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_pickled_network_round_trips(name):
+    net = SMALL[name]().build((11, 14), 3, seed=3)
+    copy = pickle.loads(pickle.dumps(net))
+    assert type(copy) is type(net)
+    assert _same_state(_state(copy), _state(net))
+    assert copy.out_shape == net.out_shape
+    with torch.no_grad():
+        assert torch.equal(copy(copy.input), net(net.input))
+
+
+# --------------------------------------------------------------------------- parameter counts
+
+
+def test_default_skip_network_has_about_2_2_million_parameters():
+    n = SkipNetwork().build((32, 32), 3).n_parameters()
+    assert 2_100_000 <= n <= 2_300_000
+
+
+def test_default_deep_decoder_parameter_count():
+    net = DeepDecoder().build((32, 32), 3)
+    # 6 bias-free 64x64 1x1 convolutions, 6 BatchNorms, a 1x1 head with bias.
+    assert net.n_parameters() == 6 * 64 * 64 + 6 * 2 * 64 + 64 * 3 + 3 == 25_539
+    assert 20_000 <= net.n_parameters() <= 30_000
+
+
+def test_default_conv_decoder_and_inr_parameter_counts():
+    conv = ConvDecoder().build((32, 32), 3).n_parameters()
+    assert conv == 7 * (256 * 256 * 9 + 256) + 7 * 2 * 256 + 256 * 3 + 3
+    siren = ImplicitNeuralRepresentation().build((8, 8), 3).n_parameters()
+    assert siren == (2 * 256 + 256) + 2 * (256 * 256 + 256) + 256 * 3 + 3
+    fourier = ImplicitNeuralRepresentation(encoding="fourier").build((8, 8), 3).n_parameters()
+    assert fourier == (512 * 256 + 256) + 2 * (256 * 256 + 256) + 256 * 3 + 3
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+def test_deep_decoder_structure():
+    net = DeepDecoder(channels=6, n_blocks=4, input_scale=0.5).build((20, 9), 2, seed=0)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 5
+    assert all(c.kernel_size == (1, 1) for c in convs)  # no spatial convolution
+    assert all(c.bias is None for c in convs[:-1]) and convs[-1].bias is not None
+    ups = [m for m in net.modules() if isinstance(m, nn.Upsample)]
+    assert len(ups) == 3 and all(u.mode == "bilinear" for u in ups)
+    # Padded to multiples of 2**3 = 8: 24x16, so the code is 3x2.
+    assert net.input.shape == (1, 6, 3, 2)
+    assert net.input.min() >= 0 and net.input.max() < 0.5
+    assert net.input.max() > 0.25  # really scaled by input_scale, not 0.1
+    nearest = DeepDecoder(channels=4, n_blocks=2, upsample="nearest").build((8, 8), 1)
+    assert all(m.mode == "nearest" for m in nearest.modules() if isinstance(m, nn.Upsample))
+
+
+def test_conv_decoder_structure_and_geometric_sizes():
+    net = ConvDecoder(channels=4, n_layers=5, input_size=4).build((32, 16), 1, seed=0)
+    assert net.input.shape == (1, 4, 4, 2)  # aspect ratio kept, long side = input_size
+    assert net.input.min() >= 0 and net.input.max() < 1 and net.input.max() > 0.5
+    assert net.sizes[-1] == (32, 16) and len(net.sizes) == 4
+    heights = [4] + [s[0] for s in net.sizes]
+    ratios = [b / a for a, b in zip(heights, heights[1:])]
+    assert all(r == pytest.approx(2 ** (3 / 4), abs=0.25) for r in ratios)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(3, 3)] * 5 + [(1, 1)]
+    ups = [m for m in net.modules() if isinstance(m, nn.Upsample)]
+    assert [u.size for u in ups] == net.sizes and all(u.mode == "nearest" for u in ups)
+    # Upsampling targets the image size itself: no cropping happens.
+    assert net.body(net.input).shape[-2:] == (32, 16)
+
+
+def test_conv_decoder_small_image_starts_at_its_own_size():
+    net = ConvDecoder(channels=4, n_layers=3, input_size=8).build((5, 3), 1)
+    assert net.input.shape[-2:] == (5, 3)
+
+
+def test_siren_initialisation():
+    omega0, hidden = 20.0, 32
+    net = ImplicitNeuralRepresentation(hidden=hidden, n_layers=3, omega0=omega0).build((8, 8), 1)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 4
+    first = linears[0].weight
+    assert first.abs().max() <= 0.5 and first.abs().max() > 0.4
+    bound = math.sqrt(6 / hidden) / omega0
+    for layer in linears[1:]:
+        w = layer.weight.abs().max().item()
+        assert w <= bound and w > 0.7 * bound
+    assert all(m.omega0 == omega0 for m in net.modules() if hasattr(m, "omega0"))
+
+
+def test_coordinate_grid():
+    grid = coordinate_grid((5, 9))
+    assert grid.shape == (1, 2, 5, 9)
+    assert grid.abs().max() == 1
+    # Same spacing along both axes, centred, longer side spans [-1, 1].
+    assert torch.allclose(grid[0, 1, 0], torch.linspace(-1, 1, 9))
+    assert torch.allclose(grid[0, 0, :, 0], torch.linspace(-0.5, 0.5, 5))
+    assert torch.equal(coordinate_grid((1, 1)), torch.zeros(1, 2, 1, 1))
+    net = ImplicitNeuralRepresentation(hidden=4, n_layers=1).build((5, 9), 1)
+    assert torch.equal(net.input, grid)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        (DeepDecoder(channels=0), "channels"),
+        (DeepDecoder(channels=2.5), "channels"),
+        (DeepDecoder(n_blocks=0), "n_blocks"),
+        (DeepDecoder(n_blocks=True), "n_blocks"),
+        (DeepDecoder(input_scale=0), "input_scale"),
+        (DeepDecoder(input_scale=float("nan")), "input_scale"),
+        (DeepDecoder(upsample="bicubic"), "upsample"),
+        (DeepDecoder(output_activation="softmax"), "output_activation"),
+        (ConvDecoder(channels=-1), "channels"),
+        (ConvDecoder(n_layers=1), "n_layers"),
+        (ConvDecoder(input_size=0), "input_size"),
+        (ConvDecoder(output_activation="gelu"), "output_activation"),
+        (ImplicitNeuralRepresentation(hidden=0), "hidden"),
+        (ImplicitNeuralRepresentation(n_layers=0), "n_layers"),
+        (ImplicitNeuralRepresentation(encoding="relu"), "encoding"),
+        (ImplicitNeuralRepresentation(omega0=-1.0), "omega0"),
+        (ImplicitNeuralRepresentation(encoding="fourier", n_frequencies=0), "n_frequencies"),
+        (ImplicitNeuralRepresentation(encoding="fourier", scale="big"), "scale"),
+        (ImplicitNeuralRepresentation(output_activation="exp"), "output_activation"),
+    ],
+    ids=repr,
+)
+def test_invalid_parameters_raise_at_build(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        cfg.build((8, 8), 1)
+
+
+@pytest.mark.parametrize("cls", [DeepDecoder, ConvDecoder, ImplicitNeuralRepresentation])
+def test_invalid_output_size_raises(cls):
+    with pytest.raises(ValueError, match="out_shape"):
+        cls().build((0, 8), 1)
+    with pytest.raises(ValueError, match="out_channels"):
+        cls().build((8, 8), 0)
+
+
+def test_numpy_integers_are_accepted():
+    net = DeepDecoder(channels=np.int64(4), n_blocks=np.int64(2)).build((8, 8), 1)
+    assert net(net.input).shape == (1, 1, 8, 8)
+
+
+# --------------------------------------------------------------------------- docs
+
+
+@pytest.mark.parametrize("module", [skdip.generators, _decoders, _implicit, _skip])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
