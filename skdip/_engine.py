@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .operators import ForwardOperator, Identity
-from .stopping import BaseStoppingRule
+from .stopping import BaseStoppingRule, ExponentialMovingVariance
 
 __all__ = ["DIPModel", "FitResult", "fit_model", "resolve_device"]
 
@@ -141,7 +141,8 @@ def fit_model(
         ``regularizer(estimate) -> scalar`` added to the loss.
     stopping : BaseStoppingRule, optional
         Cloned, then fed the monitored estimate each step. None runs
-        ``max_iter`` steps and returns the last estimate.
+        ``max_iter`` steps and returns the last estimate (an exponential
+        moving variance is still recorded in the history, for scoring).
     averaging : float, optional
         Weight ``w`` of the exponential average of outputs
         ``a_t = w a_{t-1} + (1 - w) x_t``. When given, the average is the
@@ -176,9 +177,11 @@ def fit_model(
     optimizer = torch.optim.Adam(param_groups, lr=lr)
     rng = torch.Generator(device=device)
     rng.manual_seed(int(seed))
-    rule = clone(stopping) if stopping is not None else None
-    if rule is not None:
-        rule.start()
+    # Without a stopping rule an EMV still watches, passively, so that the
+    # running variance of the returned (last) iterate is recorded for scoring.
+    passive = stopping is None
+    rule = clone(stopping) if stopping is not None else ExponentialMovingVariance(warmup=0)
+    rule.start()
     monitor = monitor if monitor is not None else (lambda t: t)
 
     losses: list[float] = []
@@ -242,7 +245,7 @@ def fit_model(
             last = estimate
 
             scalars = []
-            sig = rule.signal(monitor(estimate), it) if rule is not None else None
+            sig = rule.signal(monitor(estimate), it)
             if sig is not None:
                 scalars.append(sig.reshape(()).float())
             if reference is not None:
@@ -259,12 +262,10 @@ def fit_model(
                 if averaging is not None:
                     psnrs_raw.append(values.pop(0))
 
-            if rule is None:
+            if passive or sig is None:
                 is_best, stop = False, False
             else:
-                is_best, stop = (
-                    rule.observe(signal_value, it) if sig is not None else (False, False)
-                )
+                is_best, stop = rule.observe(signal_value, it)
             if is_best:
                 best = estimate.clone()
                 best_iter = it
@@ -293,7 +294,7 @@ def fit_model(
     if last is None:  # not a single good step
         with torch.no_grad():
             last = model(None)[0].detach()
-    if best is None or rule is None:
+    if best is None or passive:
         best, best_iter = last, max(n_steps - 1, 0)
     history = {
         "loss": np.asarray(losses),
@@ -306,7 +307,8 @@ def fit_model(
         history["psnr"] = np.asarray(psnrs)
         if averaging is not None:
             history["psnr_raw"] = np.asarray(psnrs_raw)
-    model.eval()
+    # The model stays in training mode: BatchNorm in eval mode would use running
+    # statistics and produce a different image than the estimate returned.
     return FitResult(
         estimate=best.detach().to("cpu"),
         last=last.detach().to("cpu"),

@@ -13,6 +13,7 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 import torch
 
 __all__ = ["ImageLayout", "check_images", "images_digest", "to_tensor", "to_numpy"]
@@ -57,7 +58,7 @@ def _check_one(image, name: str, min_size: int) -> tuple[np.ndarray, bool, np.dt
     if arr.dtype == object:
         raise TypeError(f"{name} has dtype object; images must be numeric arrays")
     if np.iscomplexobj(arr):
-        raise TypeError(f"{name} is complex; this estimator takes real-valued images")
+        raise ValueError(f"Complex data not supported: {name} is complex; pass real-valued images")
     if arr.dtype == bool:
         arr = arr.astype(np.float64)
     elif not np.issubdtype(arr.dtype, np.number):
@@ -113,6 +114,10 @@ def check_images(
     layout : ImageLayout
         What :meth:`ImageLayout.restore` needs to undo the conversion.
     """
+    if scipy.sparse.issparse(X):
+        raise TypeError(f"{name} is a sparse matrix; sparse input is not supported, pass a dense image")
+    if isinstance(X, list | tuple) and X and all(np.ndim(item) <= 1 for item in X):
+        X = np.asarray(X)  # nested lists of numbers: one image, as array-likes go
     if isinstance(X, list | tuple):
         if len(X) == 0:
             raise ValueError(f"{name} is an empty list; pass at least one image")
@@ -126,9 +131,10 @@ def check_images(
                 raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
             items, kind = list(arr), "array"
         elif arr.dtype != object and arr.ndim not in (2, 3):
+            hint = " Reshape your data into an (H, W) image." if arr.ndim < 2 else ""
             raise ValueError(
                 f"{name} must be an image (H, W) or (H, W, C), a batch (N, H, W, C) or a list "
-                f"of images; got an array with {arr.ndim} dimension(s) and shape {arr.shape}"
+                f"of images; got an array with {arr.ndim} dimension(s) and shape {arr.shape}.{hint}"
             )
         else:
             items, kind = [X], "single"
@@ -157,6 +163,13 @@ def _check_one_allow_nan(image, name: str, min_size: int):
     if nan is not None and nan.any():
         img[np.broadcast_to(nan[..., None] if sq else nan, img.shape)] = np.nan
     return img, sq, dt
+
+
+def is_target_vector(y) -> bool:
+    """Whether ``y`` is a 0-D/1-D target (class labels in a Pipeline), not images."""
+    if y is None or isinstance(y, list | tuple):
+        return False
+    return np.asarray(y).ndim <= 1
 
 
 def images_digest(images: list[np.ndarray]) -> str:

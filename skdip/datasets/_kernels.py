@@ -106,7 +106,9 @@ def make_disk_kernel(size: int, radius: float, supersample: int = 8) -> np.ndarr
     size = _check_size(size)
     radius = _check_positive(radius, "radius")
     if radius > size / 2:
-        raise ValueError(f"radius={radius} does not fit in a kernel of size {size} (max {size / 2})")
+        raise ValueError(
+            f"radius={radius} does not fit in a kernel of size {size} (max {size / 2})"
+        )
     if isinstance(supersample, bool) or not isinstance(supersample, Integral) or supersample < 1:
         raise ValueError(f"supersample must be an int >= 1, got {supersample!r}")
     s = int(supersample)

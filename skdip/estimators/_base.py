@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from skimage.metrics import peak_signal_noise_ratio
 
 from .._engine import DIPModel, FitResult, fit_model, resolve_device
-from .._validation import check_images, images_digest, to_numpy, to_tensor
+from .._validation import check_images, images_digest, is_target_vector, to_numpy, to_tensor
 from ..generators import BaseGenerator, get_generator
 from ..losses import BaseRegularizer, get_loss
 from ..operators import ForwardOperator, Identity
@@ -202,7 +202,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             X, min_size=self._min_image_size, allow_nan=self._allow_nan
         )
         references = None
-        if y is not None:
+        if y is not None and not is_target_vector(y):
             references, _ = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(images):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
@@ -227,6 +227,8 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         y : array-like, optional
             Clean references in the layout of ``X``, used only to record the
             PSNR of every iterate in ``history_`` (never to fit or to stop).
+            A 1-D target (such as class labels passed through a ``Pipeline``)
+            is ignored, as scikit-learn transformers do.
         **fit_params
             Per-image inputs of the estimator (see its documentation).
 
@@ -320,7 +322,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """
         check_is_fitted(self, "reconstruction_")
         images, layout, results = self._results_for(X, fit_params)
-        if y is None:
+        if y is None or is_target_vector(y):
             values = [r["best_signal"] for r in results]
             if not all(np.isfinite(v) and v > 0 for v in values):
                 raise ValueError(

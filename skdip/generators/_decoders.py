@@ -78,7 +78,9 @@ class _DeepDecoderModule(GeneratorNetwork):
                 layers.append(nn.Upsample(scale_factor=2, mode=upsample, align_corners=align))
             layers += [nn.ReLU(), nn.BatchNorm2d(channels)]
         self.body = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Conv2d(channels, out_channels, 1), output_activation(activation))
+        self.head = nn.Sequential(
+            nn.Conv2d(channels, out_channels, 1), output_activation(activation)
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return center_crop(self.head(self.body(z)), self.out_shape)
@@ -181,7 +183,8 @@ def _geometric_sizes(
             continue
         t = step / n_steps
         size = tuple(
-            min(e, max(1, math.ceil(s * (e / s) ** t - 1e-9))) for s, e in zip(start, end)
+            min(e, max(1, math.ceil(s * (e / s) ** t - 1e-9)))
+            for s, e in zip(start, end, strict=True)
         )
         sizes.append(size)
     return sizes
@@ -218,7 +221,9 @@ class _ConvDecoderModule(GeneratorNetwork):
             layers += _conv3x3_relu_bn(channels)
         layers += _conv3x3_relu_bn(channels)
         self.body = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Conv2d(channels, out_channels, 1), output_activation(activation))
+        self.head = nn.Sequential(
+            nn.Conv2d(channels, out_channels, 1), output_activation(activation)
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return center_crop(self.head(self.body(z)), self.out_shape)

@@ -22,7 +22,9 @@ _BOUNDARIES = ("circular", "valid")
 def _check_image(x: object, name: str = "x") -> torch.Tensor:
     """Check that ``x`` is a floating ``(B, C, H, W)`` tensor and return it."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}"
+        )
     if x.ndim != 4:
         raise ValueError(f"{name} must have 4 dimensions (B, C, H, W), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -61,7 +63,9 @@ def _as_float_tensor(value: object, name: str) -> torch.Tensor:
             raise TypeError(f"{name} must contain numbers, got an array of dtype {arr.dtype}")
         t = torch.from_numpy(np.array(arr, copy=True))
     else:
-        raise TypeError(f"{name} must be a numpy array or a torch.Tensor, got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy array or a torch.Tensor, got {type(value).__name__}"
+        )
     if t.is_complex():
         raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
     t = t.to(torch.get_default_dtype())

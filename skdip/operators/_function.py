@@ -93,7 +93,9 @@ class FunctionOperator(ForwardOperator):
         if not isinstance(linear, bool):
             raise TypeError(f"linear must be a bool, got {type(linear).__name__}")
         if adjoint is not None and not linear:
-            raise ValueError("an adjoint is only meaningful for a linear operator: pass linear=True")
+            raise ValueError(
+                "an adjoint is only meaningful for a linear operator: pass linear=True"
+            )
         self.function = function
         self.adjoint_function = adjoint
         self.output_shape_function = output_shape
@@ -130,15 +132,11 @@ class FunctionOperator(ForwardOperator):
         shape = _check_spatial_shape(input_shape, "input_shape")
         if self.output_shape_function is None:
             return shape
-        return _check_spatial_shape(
-            self.output_shape_function(shape), "the result of output_shape"
-        )
+        return _check_spatial_shape(self.output_shape_function(shape), "the result of output_shape")
 
     def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
         """Image shape given by ``input_shape`` (unchanged by default)."""
         shape = _check_spatial_shape(output_shape, "output_shape")
         if self.input_shape_function is None:
             return shape
-        return _check_spatial_shape(
-            self.input_shape_function(shape), "the result of input_shape"
-        )
+        return _check_spatial_shape(self.input_shape_function(shape), "the result of input_shape")

@@ -183,6 +183,8 @@ class Downsample(ForwardOperator):
 
     def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         taps = self.taps.to(dtype=x.dtype, device=x.device)
+        # re-normalise in the working precision: the buffer may have been rounded (float32)
+        taps = taps / taps.sum()
         k = taps.shape[0]
         return taps.reshape(1, 1, k, 1), taps.reshape(1, 1, 1, k)
 

@@ -1,0 +1,194 @@
+"""Tests of the image and kernel metrics (psnr, ssim, aligned metrics, kernel_error)."""
+
+import numpy as np
+import pytest
+
+# Imported from the implementation modules so these tests do not depend on
+# the package's re-exports.
+from skdip.metrics._alignment import align_shift, aligned_psnr, aligned_ssim, kernel_error
+from skdip.metrics._quality import psnr, ssim
+
+
+def _smooth_image(shape=(40, 40), seed=0):
+    """A textured image in [0, 1] (random, lightly smoothed so shifts are well defined)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    x = ndimage.gaussian_filter(rng.random(shape), sigma=[1, 1] + [0] * (len(shape) - 2))
+    x -= x.min()
+    return x / x.max()
+
+
+# --------------------------------------------------------------------------- psnr / ssim
+
+
+def test_psnr_hand_computed():
+    x = np.zeros((4, 4))
+    y = x.copy()
+    y[1, 2] = 0.4  # MSE = 0.16 / 16 = 0.01 -> 20 dB
+    assert psnr(x, y) == pytest.approx(20.0)
+    assert psnr(x, y, data_range=2.0) == pytest.approx(20.0 + 20 * np.log10(2))
+    # colour: the MSE is over all values
+    xc = np.zeros((4, 4, 3))
+    yc = xc.copy()
+    yc[0, 0, 1] = 0.6  # MSE = 0.36 / 48
+    assert psnr(xc, yc) == pytest.approx(10 * np.log10(48 / 0.36))
+    assert psnr(x, x) == np.inf
+
+
+def test_ssim_grey_and_colour():
+    x = _smooth_image((32, 32, 3))
+    noisy = np.clip(x + 0.1 * np.random.default_rng(1).standard_normal(x.shape), 0, 1)
+    assert ssim(x, x) == pytest.approx(1.0)
+    value = ssim(x, noisy)
+    assert 0 < value < 0.95
+    # channels last: the mean of the per-channel SSIMs
+    per_channel = [ssim(x[..., c], noisy[..., c]) for c in range(3)]
+    assert value == pytest.approx(np.mean(per_channel))
+    assert ssim(x[..., 0], noisy[..., 0], gaussian_weights=True) != pytest.approx(per_channel[0])
+
+
+def test_quality_inputs_untouched_and_float_returned():
+    x = _smooth_image()
+    y = x[::-1].copy()
+    bx, by = x.copy(), y.copy()
+    assert isinstance(psnr(x, y), float) and isinstance(ssim(x, y), float)
+    assert np.array_equal(x, bx) and np.array_equal(y, by)
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_quality_errors(metric):
+    x = np.zeros((16, 16))
+    with pytest.raises(ValueError, match="same shape"):
+        metric(x, np.zeros((16, 15)))
+    with pytest.raises(ValueError, match="2-D"):
+        metric(np.zeros(16), np.zeros(16))
+    bad = x.copy()
+    bad[3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        metric(x, bad)
+    with pytest.raises(ValueError, match="NaN"):
+        metric(np.full_like(x, np.inf), x)
+    with pytest.raises(ValueError, match="data_range"):
+        metric(x, x, data_range=0)
+    with pytest.raises(TypeError):
+        metric(np.array([["a"]]), np.array([["a"]]))
+
+
+def test_ssim_too_small():
+    with pytest.raises(ValueError, match="at least 7x7"):
+        ssim(np.zeros((5, 8)), np.zeros((5, 8)))
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_aligned_metrics_find_known_shift(colour):
+    x = _smooth_image((48, 48, 3) if colour else (48, 48))
+    y = np.roll(x, (3, -2), axis=(0, 1))
+    y = y + 0.01 * np.random.default_rng(2).standard_normal(y.shape)
+    before = y.copy()
+    assert align_shift(x, y, max_shift=5) == (3, -2)
+    assert align_shift(y, x, max_shift=5) == (-3, 2)
+    plain, aligned = psnr(x, y), aligned_psnr(x, y, max_shift=5)
+    assert aligned > plain + 15
+    assert aligned == pytest.approx(40.0, abs=1.0)  # the 0.01 noise floor
+    assert aligned_ssim(x, y, max_shift=5) > ssim(x, y) + 0.3
+    assert np.array_equal(y, before)
+
+
+def test_aligned_psnr_no_shift_equals_psnr_and_crop():
+    x = _smooth_image()
+    y = np.clip(x + 0.05 * np.random.default_rng(3).standard_normal(x.shape), 0, 1)
+    assert aligned_psnr(x, y, max_shift=0, crop=0) == pytest.approx(psnr(x, y))
+    assert aligned_psnr(x, y, max_shift=0, crop=4) == pytest.approx(
+        psnr(x[4:-4, 4:-4], y[4:-4, 4:-4])
+    )
+    assert align_shift(x, y, max_shift=4) == (0, 0)
+    # The default crop equals max_shift.
+    assert aligned_psnr(x, y, max_shift=3) == pytest.approx(aligned_psnr(x, y, max_shift=3, crop=3))
+
+
+def test_aligned_psnr_is_best_over_shifts():
+    x = _smooth_image((32, 32))
+    y = np.roll(x, (1, 1), axis=(0, 1)) * 0.9 + 0.05
+    m = 3
+    brute = max(
+        psnr(x[m:-m, m:-m], y[m + dy : 32 - m + dy, m + dx : 32 - m + dx])
+        for dy in range(-m, m + 1)
+        for dx in range(-m, m + 1)
+    )
+    assert aligned_psnr(x, y, max_shift=m) == pytest.approx(brute)
+
+
+def test_alignment_ties_prefer_no_shift():
+    x = np.full((20, 20), 0.3)
+    assert align_shift(x, x.copy(), max_shift=4) == (0, 0)
+
+
+def test_alignment_errors():
+    x = np.zeros((20, 20))
+    with pytest.raises(ValueError, match="crop"):
+        aligned_psnr(x, x, max_shift=5, crop=2)
+    with pytest.raises(ValueError, match="leaves nothing"):
+        align_shift(x, x, max_shift=10)
+    with pytest.raises(ValueError):
+        align_shift(x, x, max_shift=-1)
+    with pytest.raises(TypeError):
+        align_shift(x, x, max_shift=1.5)
+    with pytest.raises(ValueError, match="same shape"):
+        aligned_ssim(x, np.zeros((20, 21)))
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _motion_like_kernel():
+    k = np.zeros((9, 9))
+    k[4, 2:7] = [1, 2, 3, 2, 1]
+    k[3, 6] = 2
+    k[2, 7] = 1
+    return k / k.sum()
+
+
+def test_kernel_error_zero_for_shifted_copy_of_other_size():
+    k = _motion_like_kernel()
+    assert kernel_error(k, k) == pytest.approx(0.0, abs=1e-12)
+    bigger = np.roll(np.pad(k, 4), (2, -3), axis=(0, 1))  # 17x17, moved
+    err, shift = kernel_error(k, bigger, return_shift=True)
+    assert err == pytest.approx(0.0, abs=1e-12)
+    assert shift == (2, -3)
+    # the other way round (reference larger than the estimate)
+    assert kernel_error(bigger, k) == pytest.approx(0.0, abs=1e-12)
+    # rectangular estimate
+    assert kernel_error(k, np.pad(k, ((1, 3), (0, 6)))) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kernel_error_positive_for_different_kernel():
+    k = _motion_like_kernel()
+    other = np.zeros((9, 9))
+    other[1:8, 4] = 1 / 7  # a vertical line instead
+    assert kernel_error(k, other) > 0.5
+    assert kernel_error(k, np.zeros((5, 5))) == pytest.approx(1.0)
+    # a small perturbation gives a small error
+    noisy = k + 0.001 * np.random.default_rng(0).random(k.shape)
+    assert 0 < kernel_error(k, noisy) < 0.1
+
+
+def test_kernel_error_max_shift_limits_the_search():
+    k = _motion_like_kernel()
+    moved = np.roll(np.pad(k, 6), (5, 0), axis=(0, 1))
+    assert kernel_error(k, moved) == pytest.approx(0.0, abs=1e-12)
+    err, shift = kernel_error(k, moved, max_shift=2, return_shift=True)
+    assert err > 0.5 and max(abs(s) for s in shift) <= 2
+
+
+def test_kernel_error_errors():
+    k = _motion_like_kernel()
+    with pytest.raises(ValueError, match="all zeros"):
+        kernel_error(np.zeros((3, 3)), k)
+    with pytest.raises(ValueError, match="2-D"):
+        kernel_error(k[None], k)
+    with pytest.raises(ValueError, match="NaN"):
+        kernel_error(k, np.full((3, 3), np.nan))

@@ -1,0 +1,533 @@
+"""Tests of the built-in forward operators (tiny tensors, float64, seeded)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy.signal import convolve2d
+
+from skdip.operators import (
+    Convolution,
+    Downsample,
+    ForwardOperator,
+    FunctionOperator,
+    Identity,
+    PixelMask,
+    downsampling_kernel,
+)
+from skdip.operators._convolution import _pad, convolve
+
+DT = torch.float64
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(_rng(seed).standard_normal(shape))
+
+
+def double_it(x: torch.Tensor) -> torch.Tensor:
+    """Module-level (picklable) linear function for FunctionOperator tests."""
+    return 2.0 * x
+
+
+def crop_one(x: torch.Tensor) -> torch.Tensor:
+    return x[..., 1:-1, 1:-1]
+
+
+def crop_one_adjoint(y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.pad(y, (1, 1, 1, 1))
+
+
+def crop_one_shape(s: tuple[int, int]) -> tuple[int, int]:
+    return s[0] - 2, s[1] - 2
+
+
+def uncrop_one_shape(s: tuple[int, int]) -> tuple[int, int]:
+    return s[0] + 2, s[1] + 2
+
+
+# ------------------------------------------------------------------------------------------
+# operator factories: (name, builder(C, H, W) -> operator, image shapes to test)
+# ------------------------------------------------------------------------------------------
+def _mask2d(c: int, h: int, w: int) -> ForwardOperator:
+    return PixelMask(_rng(1).random((h, w)) > 0.5)
+
+
+def _mask3d(c: int, h: int, w: int) -> ForwardOperator:
+    return PixelMask(_rng(2).random((h, w, c)) > 0.4)
+
+
+def _conv(boundary: str, kshape: tuple[int, int]):
+    def build(c: int, h: int, w: int) -> ForwardOperator:
+        return Convolution(_rng(3).random(kshape), boundary=boundary)
+
+    return build
+
+
+def _down(factor: int, kernel: str, padding: str = "replicate"):
+    def build(c: int, h: int, w: int) -> ForwardOperator:
+        return Downsample(factor, kernel=kernel, padding=padding)
+
+    return build
+
+
+def _crop_op(c: int, h: int, w: int) -> ForwardOperator:
+    return FunctionOperator(
+        crop_one,
+        adjoint=crop_one_adjoint,
+        output_shape=crop_one_shape,
+        input_shape=uncrop_one_shape,
+        linear=True,
+    )
+
+
+ODD_EVEN = [(7, 9), (8, 6)]
+LINEAR_CASES = [
+    ("identity", lambda c, h, w: Identity(), ODD_EVEN),
+    ("mask-2d", _mask2d, ODD_EVEN),
+    ("mask-3d", _mask3d, ODD_EVEN),
+    ("conv-circular-odd", _conv("circular", (3, 5)), ODD_EVEN),
+    ("conv-circular-even", _conv("circular", (2, 4)), ODD_EVEN),
+    ("conv-circular-bigger-than-image", _conv("circular", (9, 11)), ODD_EVEN),
+    ("conv-valid-odd", _conv("valid", (3, 3)), ODD_EVEN),
+    ("conv-valid-even", _conv("valid", (4, 2)), ODD_EVEN),
+    ("down2-lanczos2", _down(2, "lanczos2"), [(8, 6), (2, 4)]),
+    ("down3-lanczos2", _down(3, "lanczos2"), [(9, 15), (6, 3)]),
+    ("down2-bicubic", _down(2, "bicubic"), [(8, 6)]),
+    ("down3-bicubic", _down(3, "bicubic"), [(9, 15)]),
+    ("down2-box", _down(2, "box"), [(8, 6)]),
+    ("down3-box", _down(3, "box"), [(9, 15)]),
+    ("down4-lanczos2-reflect", _down(4, "lanczos2", "reflect"), [(8, 12), (4, 4)]),
+    ("down3-lanczos2-circular", _down(3, "lanczos2", "circular"), [(9, 15)]),
+    ("down2-bicubic-zeros", _down(2, "bicubic", "zeros"), [(8, 6)]),
+    ("down1-lanczos2", _down(1, "lanczos2"), [(7, 9)]),
+    ("function-crop", _crop_op, ODD_EVEN),
+]
+LINEAR_PARAMS = [
+    pytest.param(build, c, shape, id=f"{name}-C{c}-{shape[0]}x{shape[1]}")
+    for name, build, shapes in LINEAR_CASES
+    for c in (1, 3)
+    for shape in shapes
+]
+
+
+@pytest.mark.parametrize("build, c, shape", LINEAR_PARAMS)
+def test_adjoint_dot_product(build, c, shape):
+    op = build(c, *shape)
+    assert op.linear
+    x = _randn(2, c, *shape, seed=10)
+    ax = op(x)
+    y = _randn(*ax.shape, seed=11)
+    aty = op.adjoint(y)
+    assert aty.shape == x.shape
+    lhs = float((ax * y).sum())
+    rhs = float((x * aty).sum())
+    assert lhs == pytest.approx(rhs, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("build, c, shape", LINEAR_PARAMS)
+def test_shapes_consistent(build, c, shape):
+    op = build(c, *shape)
+    x = _randn(2, c, *shape, seed=12)
+    out = op(x)
+    assert out.shape[:2] == x.shape[:2]
+    assert tuple(out.shape[-2:]) == op.output_shape(shape)
+    assert op.input_shape(op.output_shape(shape)) == tuple(shape)
+    assert op.adjoint(out).shape == x.shape
+
+
+def test_adjoint_detects_a_wrong_adjoint():
+    # the dot-product test must be able to fail: a deliberately wrong adjoint breaks it
+    op = Downsample(2)
+    x = _randn(1, 1, 8, 8, seed=0)
+    y = _randn(1, 1, 4, 4, seed=1)
+    wrong = torch.nn.functional.interpolate(y, scale_factor=2, mode="nearest") / 4
+    assert float((op(x) * y).sum()) != pytest.approx(float((x * wrong).sum()), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# Convolution
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kshape", [(3, 3), (2, 4), (5, 2), (1, 1)])
+def test_convolution_matches_scipy_valid(kshape):
+    rng = _rng(4)
+    k = rng.random(kshape)
+    img = rng.random((7, 8))
+    ref = convolve2d(img, k, mode="valid")
+    op = Convolution(k, boundary="valid").to(DT)
+    out = op(torch.from_numpy(img)[None, None])[0, 0].numpy()
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kshape", [(3, 3), (2, 4), (5, 2), (9, 9)])
+def test_convolution_matches_scipy_circular(kshape):
+    rng = _rng(5)
+    k = rng.random(kshape)
+    img = rng.random((7, 8))
+    ref = convolve2d(img, k, mode="same", boundary="wrap")
+    op = Convolution(k, boundary="circular").to(DT)
+    out = op(torch.from_numpy(img)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_convolution_is_a_true_convolution_not_a_correlation():
+    # an asymmetric kernel applied to an impulse reproduces the kernel, not its flip
+    k = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    x = torch.zeros(1, 1, 6, 6, dtype=DT)
+    x[0, 0, 2, 2] = 1.0
+    out = Convolution(k).to(DT)(x)[0, 0].numpy()
+    # kernel centre is ((kh - 1) // 2, (kw - 1) // 2) = (0, 1)
+    np.testing.assert_array_equal(out[2:4, 1:4], k)
+    assert out.sum() == pytest.approx(k.sum())
+
+
+def test_convolution_same_kernel_for_every_channel_and_batch():
+    k = _rng(6).random((3, 3))
+    x = _randn(2, 3, 6, 6, seed=7)
+    out = Convolution(k).to(DT)(x)
+    single = Convolution(k).to(DT)(x[1:2, 2:3])
+    torch.testing.assert_close(out[1:2, 2:3], single, rtol=0, atol=0)
+
+
+def test_convolve_is_differentiable_in_the_kernel():
+    k = torch.rand(3, 3, dtype=DT, requires_grad=True)
+    x = _randn(1, 2, 6, 6, seed=8)
+    assert torch.autograd.gradcheck(lambda kk: convolve(x, kk, "valid"), (k,))
+    assert torch.autograd.gradcheck(lambda kk: convolve(x, kk, "circular"), (k,))
+
+
+@pytest.mark.parametrize(
+    "kernel, match",
+    [
+        (np.array([[1.0, np.nan], [0.0, 1.0]]), "NaN or infinite"),
+        (np.array([[1.0, np.inf]]), "NaN or infinite"),
+        (np.ones((3, 3, 3)), "must be 2-D"),
+        (np.ones(3), "must be 2-D"),
+        (np.zeros((0, 3)), "empty"),
+    ],
+)
+def test_convolution_rejects_bad_kernels(kernel, match):
+    with pytest.raises(ValueError, match=match):
+        Convolution(kernel)
+
+
+def test_convolution_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="numpy array or a torch.Tensor"):
+        Convolution("gaussian")
+    with pytest.raises(TypeError, match="real-valued"):
+        Convolution(torch.ones(2, 2, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="boundary must be one of"):
+        Convolution(np.ones((3, 3)), boundary="same")
+    op = Convolution(np.ones((5, 5)), boundary="valid")
+    with pytest.raises(ValueError, match="larger than the 4x4 image"):
+        op(torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="larger than"):
+        op.output_shape((4, 9))
+
+
+def test_convolution_kernel_not_normalised():
+    op = Convolution(2 * np.ones((3, 3)))
+    out = op(torch.ones(1, 1, 5, 5))
+    torch.testing.assert_close(out, torch.full((1, 1, 5, 5), 18.0))
+
+
+@pytest.mark.parametrize(
+    "mode, np_mode",
+    [("replicate", "edge"), ("reflect", "reflect"), ("circular", "wrap"), ("zeros", "constant")],
+)
+@pytest.mark.parametrize("pads", [(1, 2, 0, 3), (7, 5, 9, 4)])  # the second wraps several times
+def test_padding_matches_numpy(mode, np_mode, pads):
+    img = _rng(20).random((4, 3))
+    top, bottom, left, right = pads
+    ref = np.pad(img, ((top, bottom), (left, right)), mode=np_mode)
+    out = _pad(torch.from_numpy(img)[None, None], pads, mode)[0, 0].numpy()
+    np.testing.assert_array_equal(out, ref)
+
+
+# ------------------------------------------------------------------------------------------
+# Downsample
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("factor", [1, 2, 3, 4])
+@pytest.mark.parametrize("kernel", ["lanczos2", "bicubic", "box"])
+@pytest.mark.parametrize("padding", ["replicate", "reflect", "circular"])
+def test_downsample_constant_stays_constant(factor, kernel, padding):
+    op = Downsample(factor, kernel=kernel, padding=padding).to(DT)
+    x = torch.full((2, 3, 4 * factor, 2 * factor), 0.7, dtype=DT)
+    out = op(x)
+    assert out.shape == (2, 3, 4, 2)
+    torch.testing.assert_close(out, torch.full_like(out, 0.7), rtol=1e-12, atol=1e-12)
+
+
+def test_downsample_zero_padding_darkens_the_border():
+    op = Downsample(2, padding="zeros").to(DT)
+    out = op(torch.ones(1, 1, 16, 16, dtype=DT))
+    assert out[0, 0, 0, 0] != pytest.approx(1.0, abs=1e-3)
+    assert out[0, 0, 3, 4] == pytest.approx(1.0, abs=1e-12)  # taps read pixels 3..10 only
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_box_downsample_is_block_mean(factor):
+    img = _rng(9).random((2, 3, 3 * factor, 2 * factor))
+    ref = img.reshape(2, 3, 3, factor, 2, factor).mean(axis=(3, 5))
+    out = Downsample(factor, kernel="box").to(DT)(torch.from_numpy(img)).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+@pytest.mark.parametrize("kernel", ["lanczos2", "bicubic", "box"])
+def test_downsample_grid_is_centred_on_blocks(factor, kernel):
+    # a symmetric filter reproduces a linear ramp at the centre of each high-res block
+    n = 8
+    ramp = torch.arange(n * factor, dtype=DT)
+    x = ramp[None, None, :, None].expand(1, 1, n * factor, n * factor).contiguous()
+    out = Downsample(factor, kernel=kernel).to(DT)(x)[0, 0, :, 0]
+    centres = factor * torch.arange(n, dtype=DT) + (factor - 1) / 2
+    # away from the borders (where padding bends the ramp)
+    torch.testing.assert_close(out[2:-2], centres[2:-2], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_lanczos_taps(factor):
+    taps, offset = downsampling_kernel(factor, "lanczos2")
+    np.testing.assert_allclose(taps, taps[::-1], atol=1e-15)  # symmetric
+    assert taps.sum() == pytest.approx(1.0, abs=1e-12)
+    # an independent evaluation of the stretched Lanczos-2 window at the tap positions
+    t = (np.arange(len(taps)) + offset - (factor - 1) / 2) / factor
+    assert np.all(np.abs(t) < 2)
+    ref = np.sinc(t) * np.sinc(t / 2)
+    np.testing.assert_allclose(taps, ref / ref.sum(), rtol=1e-12, atol=1e-15)
+    # the window is 4 * factor samples wide (ends of zero weight trimmed for odd factors)
+    assert len(taps) == (4 * factor if factor % 2 == 0 else 4 * factor - 1)
+
+
+def test_bicubic_taps_factor_2():
+    taps, offset = downsampling_kernel(2, "bicubic")
+    assert offset == -3
+    raw = np.array([-0.0234375, -0.0703125, 0.2265625, 0.8671875])
+    ref = np.concatenate([raw, raw[::-1]])
+    np.testing.assert_allclose(taps, ref / ref.sum(), rtol=1e-12)
+
+
+def test_downsample_differentiable():
+    op = Downsample(2).to(DT)
+    x = _randn(1, 1, 4, 6, seed=13).requires_grad_()
+    assert torch.autograd.gradcheck(op, (x,))
+
+
+def test_downsample_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="factor must be an integer"):
+        Downsample(2.0)
+    with pytest.raises(TypeError, match="factor must be an integer"):
+        Downsample(True)
+    with pytest.raises(ValueError, match="factor must be at least 1"):
+        Downsample(0)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        Downsample(2, kernel="lanczos3")
+    with pytest.raises(ValueError, match="padding must be one of"):
+        Downsample(2, padding="symmetric")
+    op = Downsample(3)
+    with pytest.raises(ValueError, match="not divisible by the downsampling factor 3"):
+        op(torch.zeros(1, 1, 9, 10))
+    with pytest.raises(ValueError, match="not divisible"):
+        op.output_shape((10, 9))
+    assert op.output_shape((9, 12)) == (3, 4)
+    assert op.input_shape((3, 4)) == (9, 12)
+
+
+# ------------------------------------------------------------------------------------------
+# PixelMask
+# ------------------------------------------------------------------------------------------
+def test_mask_2d_shared_over_channels():
+    m = _rng(14).random((5, 6)) > 0.5
+    op = PixelMask(m)
+    assert op.mask.shape == (1, 1, 5, 6)
+    assert op.mask.dtype == torch.get_default_dtype()
+    x = _randn(2, 3, 5, 6, seed=15)
+    out = op(x)
+    expected = x.numpy() * m[None, None]
+    np.testing.assert_array_equal(out.numpy(), expected)
+    assert op.observed_fraction == pytest.approx(m.mean())
+
+
+def test_mask_3d_is_channels_last():
+    m = np.zeros((4, 5, 3), dtype=bool)
+    m[1, 2, 0] = True
+    m[3, 4, 2] = True
+    op = PixelMask(m)
+    assert op.mask.shape == (1, 3, 4, 5)
+    out = op(torch.ones(1, 3, 4, 5))
+    assert out.sum() == 2
+    assert out[0, 0, 1, 2] == 1 and out[0, 2, 3, 4] == 1 and out[0, 1].sum() == 0
+
+
+def test_mask_accepts_tensor_and_numeric():
+    m = torch.tensor([[1, 0], [1, 1]])
+    op = PixelMask(m)
+    np.testing.assert_array_equal(op.mask[0, 0].numpy(), [[1.0, 0.0], [1.0, 1.0]])
+    assert torch.equal(op.adjoint(torch.ones(1, 1, 2, 2)), op(torch.ones(1, 1, 2, 2)))
+
+
+@pytest.mark.parametrize(
+    "mask, match",
+    [
+        (np.zeros((4, 4)), "no observed pixel"),
+        (np.zeros((4, 4, 3), dtype=bool), "no observed pixel"),
+        (np.full((4, 4), 0.5), "only 0/1"),
+        (np.array([[1.0, np.nan]]), "NaN or infinite"),
+        (np.ones((1, 2, 2, 2)), r"shape \(H, W\) or \(H, W, C\)"),
+        (np.ones(4), r"shape \(H, W\) or \(H, W, C\)"),
+    ],
+)
+def test_mask_rejects_bad_masks(mask, match):
+    with pytest.raises(ValueError, match=match):
+        PixelMask(mask)
+
+
+def test_mask_rejects_bad_inputs():
+    with pytest.raises(TypeError, match="numpy array or a torch.Tensor"):
+        PixelMask(None)
+    with pytest.raises(TypeError, match="must contain numbers"):
+        PixelMask(np.array([["a", "b"]]))
+    op = PixelMask(np.ones((4, 4, 3)))
+    with pytest.raises(ValueError, match=r"spatial shape \(4, 5\) but the mask is \(4, 4\)"):
+        op(torch.zeros(1, 3, 4, 5))
+    with pytest.raises(ValueError, match="has 1 channels but the mask has 3"):
+        op(torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="does not match the mask's shape"):
+        op.output_shape((5, 4))
+    with pytest.raises(ValueError, match="4 dimensions"):
+        op(torch.zeros(3, 4, 4))
+    with pytest.raises(TypeError, match="floating-point"):
+        op(torch.zeros(1, 3, 4, 4, dtype=torch.int64))
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        op(np.zeros((1, 3, 4, 4)))
+
+
+# ------------------------------------------------------------------------------------------
+# FunctionOperator
+# ------------------------------------------------------------------------------------------
+def test_function_operator_basics():
+    op = FunctionOperator(crop_one, output_shape=crop_one_shape)
+    assert not op.linear
+    x = _randn(1, 2, 6, 7, seed=16)
+    torch.testing.assert_close(op(x), x[..., 1:-1, 1:-1])
+    assert op.output_shape((6, 7)) == (4, 5)
+    assert op.input_shape((4, 5)) == (4, 5)  # no input_shape function: unchanged
+    with pytest.raises(NotImplementedError, match="no adjoint"):
+        op.adjoint(x)
+
+
+def test_function_operator_registers_modules():
+    conv = torch.nn.Conv2d(1, 1, 3, bias=False)
+    op = FunctionOperator(conv)
+    op = op.to(DT)
+    assert conv.weight.dtype == DT
+    assert op(_randn(1, 1, 5, 5, seed=17)).shape == (1, 1, 3, 3)
+
+
+def test_function_operator_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="function must be callable"):
+        FunctionOperator(3)
+    with pytest.raises(TypeError, match="adjoint must be callable"):
+        FunctionOperator(double_it, adjoint="no", linear=True)
+    with pytest.raises(TypeError, match="output_shape must be callable"):
+        FunctionOperator(double_it, output_shape=(2, 2))
+    with pytest.raises(TypeError, match="linear must be a bool"):
+        FunctionOperator(double_it, linear="yes")
+    with pytest.raises(ValueError, match="only meaningful for a linear operator"):
+        FunctionOperator(double_it, adjoint=double_it)
+    op = FunctionOperator(lambda x: x.numpy())
+    with pytest.raises(TypeError, match="function must return a torch.Tensor"):
+        op(torch.zeros(1, 1, 2, 2))
+    bad_shape = FunctionOperator(double_it, output_shape=lambda s: (s[0], -1))
+    with pytest.raises(ValueError, match="result of output_shape must contain positive"):
+        bad_shape.output_shape((3, 3))
+
+
+# ------------------------------------------------------------------------------------------
+# shape helpers, pickling, dtype/device
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "op",
+    [
+        PixelMask(np.ones((4, 4))),
+        Downsample(2),
+        Convolution(np.ones((3, 3))),
+        FunctionOperator(crop_one),
+    ],
+    ids=lambda o: type(o).__name__,
+)
+def test_shape_helpers_validate(op):
+    with pytest.raises(TypeError, match="pair of integers"):
+        op.output_shape((4, 4, 3))
+    with pytest.raises(TypeError, match="pair of integers"):
+        op.input_shape((4.0, 4))
+    with pytest.raises(ValueError, match="positive"):
+        op.output_shape((0, 4))
+    assert op.output_shape(np.array([4, 4])) == op.output_shape((4, 4))
+
+
+PICKLABLE = {
+    "PixelMask": lambda: PixelMask(_rng(18).random((6, 6, 3)) > 0.3),
+    "Downsample": lambda: Downsample(3, kernel="bicubic", padding="reflect"),
+    "Convolution": lambda: Convolution(_rng(19).random((3, 2)), boundary="valid"),
+    "FunctionOperator": lambda: FunctionOperator(double_it, adjoint=double_it, linear=True),
+}
+
+
+@pytest.mark.parametrize("name", list(PICKLABLE))
+def test_pickle_round_trip(name):
+    op = PICKLABLE[name]()
+    clone = pickle.loads(pickle.dumps(op))
+    assert type(clone) is type(op)
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    y = op(x)
+    assert torch.equal(clone(x), y)
+    assert torch.equal(clone.adjoint(y), op.adjoint(y))
+    assert clone.output_shape((6, 6)) == op.output_shape((6, 6))
+
+
+def test_lambda_function_operator_does_not_pickle():
+    op = FunctionOperator(lambda x: x)
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        pickle.dumps(op)
+
+
+@pytest.mark.parametrize("name", ["PixelMask", "Downsample", "Convolution"])
+def test_buffers_follow_to(name):
+    op = PICKLABLE[name]()
+    names = [name for name, _ in op.named_buffers()]
+    assert names and set(names) <= set(op.state_dict())
+    op64 = op.to(DT)
+    assert all(b.dtype == DT for b in op64.buffers())
+    x = torch.rand(1, 3, 6, 6, dtype=DT)
+    assert op64(x).dtype == DT
+    assert op64.adjoint(op64(x)).dtype == DT
+    meta = op.to("meta")
+    assert all(b.device.type == "meta" for b in meta.buffers())
+
+
+def test_float32_input_with_float64_operator_and_back():
+    op = Convolution(np.ones((3, 3)) / 9)
+    x32 = torch.rand(1, 1, 5, 5)
+    assert op(x32).dtype == torch.float32
+    assert op.to(DT)(x32).dtype == torch.float32  # the kernel is cast to the input's dtype
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", list(PICKLABLE))
+def test_cuda_matches_cpu(name):
+    op = PICKLABLE[name]()
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    y = op(x)
+    aty = op.adjoint(y)
+    gpu = PICKLABLE[name]().to("cuda")
+    torch.testing.assert_close(gpu(x.cuda()).cpu(), y, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gpu.adjoint(y.cuda()).cpu(), aty, rtol=1e-5, atol=1e-6)
