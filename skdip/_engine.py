@@ -206,6 +206,8 @@ def fit_model(
             it = n_steps
             optimizer.zero_grad(set_to_none=True)
             x, prediction = model(rng)
+            if it == 0:
+                _check_shapes(x, prediction, target, reference)
             total = loss(prediction, target)
             if regularizer is not None:
                 total = total + regularizer(x)
@@ -318,6 +320,19 @@ def fit_model(
         history=history,
         model=model,
     )
+
+
+def _check_shapes(x, prediction, target, reference) -> None:
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"the model predicts measurements of shape {tuple(prediction.shape)} but the "
+            f"observation has shape {tuple(target.shape)}; check the forward operator"
+        )
+    if reference is not None and reference.shape != x.shape:
+        raise ValueError(
+            f"the clean reference y has shape {tuple(reference.shape)} (as (1, C, H, W)) but "
+            f"the reconstruction has shape {tuple(x.shape)}"
+        )
 
 
 def _lrs(optimizer: torch.optim.Optimizer) -> list[float]:

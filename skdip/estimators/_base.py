@@ -114,8 +114,16 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         model = DIPModel(network, copy.deepcopy(operator), self.reg_noise_std).to(device)
         return model, to_tensor(target, device), {}
 
-    def _finish(self, result: FitResult, image: np.ndarray, extra: dict) -> dict:
-        """Extra per-image fitted values (e.g. an estimated kernel)."""
+    def _finish(
+        self, estimate: np.ndarray, result: FitResult, image: np.ndarray, extra: dict
+    ) -> dict:
+        """Post-process one fit; return extra per-image fitted values.
+
+        ``estimate`` is the selected estimate as a float64 ``(H, W, C)`` array
+        on the caller's intensity scale. A returned ``"estimate"`` entry
+        replaces it (e.g. to re-insert observed pixels); any other key ``k``
+        becomes the fitted attribute ``k_`` (e.g. an estimated kernel).
+        """
         return {}
 
     # -------------------------------------------------------------- internals
@@ -175,7 +183,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             "best_signal": _best_signal(result),
             "scaling": scaling,
         }
-        out.update(self._finish(result, image, extra))
+        out.update(self._finish(estimate, result, image, extra))
         return out
 
     def _split_extra(self, n_images: int, fit_params: dict) -> list[dict]:
@@ -206,9 +214,6 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             references, _ = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(images):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
-            for i, (a, b) in enumerate(zip(images, references, strict=True)):
-                if a.shape != b.shape:
-                    raise ValueError(f"y[{i}] has shape {b.shape[:2]} but X[{i}] has {a.shape[:2]}")
         extras = self._split_extra(len(images), fit_params)
         rng = check_random_state(self.random_state)
         results = self._fit_images(images, references, extras, rng)
