@@ -89,7 +89,9 @@ class _Detectors:
 
     def __call__(self, it: int, loss: float, x: torch.Tensor) -> bool:
         x = x.detach()
-        self.avg = x.clone() if self.avg is None else self.avg.mul_(self.w).add_(x, alpha=1 - self.w)
+        self.avg = (
+            x.clone() if self.avg is None else self.avg.mul_(self.w).add_(x, alpha=1 - self.w)
+        )
         p_raw, p_avg = self._psnr(x), self._psnr(self.avg)
         self.psnr_raw.append(p_raw)
         self.psnr_avg.append(p_avg)
@@ -122,7 +124,12 @@ def _baselines(clean: np.ndarray, noisy: np.ndarray, sigma_true: float | None) -
     out["wavelet"] = (psnr(clean, np.clip(wav, 0, 1)), time.perf_counter() - t)
     t = time.perf_counter()
     nlm = denoise_nl_means(
-        noisy, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5, patch_distance=6,
+        noisy,
+        h=0.8 * sigma,
+        sigma=sigma,
+        fast_mode=True,
+        patch_size=5,
+        patch_distance=6,
         channel_axis=channel_axis,
     )
     out["nlm"] = (psnr(clean, nlm), time.perf_counter() - t)
@@ -248,15 +255,27 @@ def _fmt(v) -> str:
 
 def write_table(rows: list[dict], timing: list[dict], path: Path, args) -> None:
     cols = [
-        ("image", "image"), ("noise", "noise"), ("noisy", "noisy"),
-        ("peak_raw", "raw peak"), ("peak_raw_iter", "@"),
-        ("emv_raw_psnr", "EMV raw"), ("emv_raw_iter", "@"),
-        ("wmv_raw_psnr", "WMV raw"), ("wmv_raw_iter", "@"),
-        ("peak_avg", "avg peak"), ("peak_avg_iter", "@"),
-        ("emv_avg_psnr", "EMV avg"), ("emv_avg_iter", "@"),
-        ("wmv_avg_psnr", "WMV avg"), ("wmv_avg_iter", "@"),
-        ("n_iter", "iters"), ("wall_s", "DIP s"),
-        ("tv", "TV"), ("wavelet", "wavelet"), ("nlm", "NLM"), ("bm3d", "BM3D"),
+        ("image", "image"),
+        ("noise", "noise"),
+        ("noisy", "noisy"),
+        ("peak_raw", "raw peak"),
+        ("peak_raw_iter", "@"),
+        ("emv_raw_psnr", "EMV raw"),
+        ("emv_raw_iter", "@"),
+        ("wmv_raw_psnr", "WMV raw"),
+        ("wmv_raw_iter", "@"),
+        ("peak_avg", "avg peak"),
+        ("peak_avg_iter", "@"),
+        ("emv_avg_psnr", "EMV avg"),
+        ("emv_avg_iter", "@"),
+        ("wmv_avg_psnr", "WMV avg"),
+        ("wmv_avg_iter", "@"),
+        ("n_iter", "iters"),
+        ("wall_s", "DIP s"),
+        ("tv", "TV"),
+        ("wavelet", "wavelet"),
+        ("nlm", "NLM"),
+        ("bm3d", "BM3D"),
     ]
     lines = [
         "# Denoising benchmark",
@@ -280,9 +299,14 @@ def write_table(rows: list[dict], timing: list[dict], path: Path, args) -> None:
         for k, v in summary.items():
             lines.append(f"- {k}: {v:.2f}")
     if timing:
-        lines += ["", "## Seconds per step", "",
-                  "| size | generator | bare loop s/step | engine s/step | engine overhead % "
-                  "| EMV s/step | EMV overhead % |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Seconds per step",
+            "",
+            "| size | generator | bare loop s/step | engine s/step | engine overhead % "
+            "| EMV s/step | EMV overhead % |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for t in timing:
             lines.append(
                 f"| {t['size']} | {t['generator']} | {t['bare_s_per_step']:.4f} | "
@@ -297,7 +321,9 @@ def _summary(rows: list[dict]) -> dict:
     for key in ("emv_raw", "wmv_raw", "emv_avg", "wmv_avg"):
         gap = [r["peak_raw"] - r[f"{key}_psnr"] for r in rows]
         out[f"{key}: best raw iterate minus detected (dB)"] = float(np.median(gap))
-    out["avg peak minus raw peak (dB)"] = float(np.median([r["peak_avg"] - r["peak_raw"] for r in rows]))
+    out["avg peak minus raw peak (dB)"] = float(
+        np.median([r["peak_avg"] - r["peak_raw"] for r in rows])
+    )
     return out
 
 
@@ -305,15 +331,22 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", nargs="*", default=[k for k in IMAGES if k != "camera256"])
     parser.add_argument("--noises", nargs="*", default=list(NOISES))
-    parser.add_argument("--extra", nargs="*", default=["camera256:gaussian25"],
-                        help="extra image:noise cases (e.g. the 256x256 one)")
+    parser.add_argument(
+        "--extra",
+        nargs="*",
+        default=["camera256:gaussian25"],
+        help="extra image:noise cases (e.g. the 256x256 one)",
+    )
     parser.add_argument("--generator", default="skip")
     parser.add_argument("--max-iter", type=int, default=3000)
     parser.add_argument("--patience", type=int, default=1000)
     parser.add_argument("--timing-sizes", nargs="*", type=int, default=[64, 128, 256])
     parser.add_argument("--timing-steps", type=int, default=20)
     parser.add_argument("--tag", default="denoise")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     RESULTS.mkdir(exist_ok=True)
     cases = [(i, n) for i in args.images for n in args.noises]

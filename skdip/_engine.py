@@ -194,7 +194,7 @@ def fit_model(
     best_iter = -1
     stopped_by = "max_iter"
     snapshot = _snapshot(model, optimizer)
-    min_loss = math.inf
+    snapshot_loss = min_loss = math.inf
     n_steps = 0
     start_time = time.perf_counter()
     bar = tqdm(total=max_iter, desc=description, disable=not verbose, leave=False)
@@ -216,6 +216,9 @@ def fit_model(
             if not math.isfinite(loss_value) or loss_value > divergence_ratio * min_loss:
                 model.load_state_dict(snapshot[0])
                 optimizer.load_state_dict(snapshot[1])
+                # Measure later steps against the restored point, or a rollback
+                # to a snapshot older than the lowest loss would loop forever.
+                min_loss = snapshot_loss
                 for group in optimizer.param_groups:
                     group["lr"] *= 0.5
                 events.append({"iteration": it, "loss": loss_value, "lr": _lrs(optimizer)})
@@ -234,6 +237,7 @@ def fit_model(
             min_loss = min(min_loss, loss_value)
             if it % checkpoint_every == 0:
                 snapshot = _snapshot(model, optimizer)
+                snapshot_loss = loss_value
 
             raw = x.detach()
             if averaging is not None:

@@ -9,7 +9,6 @@ what is needed to hand results back in the caller's layout and dtype.
 from __future__ import annotations
 
 import hashlib
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,8 +113,12 @@ def check_images(
     layout : ImageLayout
         What :meth:`ImageLayout.restore` needs to undo the conversion.
     """
+    if isinstance(X, str | bytes) or X is None:
+        raise TypeError(f"{name} must be an array-like image, got {type(X).__name__}")
     if scipy.sparse.issparse(X):
-        raise TypeError(f"{name} is a sparse matrix; sparse input is not supported, pass a dense image")
+        raise TypeError(
+            f"{name} is a sparse matrix; sparse input is not supported, pass a dense image"
+        )
     if isinstance(X, list | tuple) and X and all(np.ndim(item) <= 1 for item in X):
         X = np.asarray(X)  # nested lists of numbers: one image, as array-likes go
     if isinstance(X, list | tuple):
@@ -167,8 +170,10 @@ def _check_one_allow_nan(image, name: str, min_size: int):
 
 def is_target_vector(y) -> bool:
     """Whether ``y`` is a 0-D/1-D target (class labels in a Pipeline), not images."""
-    if y is None or isinstance(y, list | tuple):
+    if y is None:
         return False
+    if isinstance(y, list | tuple):
+        return all(np.ndim(item) == 0 for item in y)
     return np.asarray(y).ndim <= 1
 
 
@@ -190,18 +195,3 @@ def to_tensor(image: np.ndarray, device: torch.device, dtype=torch.float32) -> t
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """``(1, C, H, W)`` tensor to a float64 ``(H, W, C)`` array on the CPU."""
     return tensor.detach()[0].to("cpu", torch.float64).numpy().transpose(1, 2, 0).copy()
-
-
-def check_scalar_in(value, name: str, low=None, high=None, *, integer=False, closed="both"):
-    """Validate a real (or integer) scalar parameter and return it."""
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        what = "an int" if integer else "a real number"
-        raise TypeError(f"{name} must be {what}, got {value!r}")
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    lo_ok = low is None or (value >= low if closed in ("both", "left") else value > low)
-    hi_ok = high is None or (value <= high if closed in ("both", "right") else value < high)
-    if not (lo_ok and hi_ok):
-        raise ValueError(f"{name} must be in range [{low}, {high}] ({closed} closed), got {value}")
-    return value

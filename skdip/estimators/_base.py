@@ -15,12 +15,12 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from skimage.metrics import peak_signal_noise_ratio
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from skimage.metrics import peak_signal_noise_ratio
 
 from .._engine import DIPModel, FitResult, fit_model, resolve_device
 from .._validation import check_images, images_digest, is_target_vector, to_numpy, to_tensor
@@ -194,7 +194,9 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             values = value if isinstance(value, list | tuple) else None
             if values is None:
                 arr = np.asarray(value)
-                values = list(arr) if n_images > 1 and arr.ndim >= 1 and len(arr) == n_images else None
+                values = (
+                    list(arr) if n_images > 1 and arr.ndim >= 1 and len(arr) == n_images else None
+                )
             if values is None:
                 values = [value] * n_images if n_images == 1 else None
             if values is None or len(values) != n_images:
@@ -206,9 +208,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         return extras
 
     def _solve(self, X, y=None, **fit_params):
-        images, layout = check_images(
-            X, min_size=self._min_image_size, allow_nan=self._allow_nan
-        )
+        images, layout = check_images(X, min_size=self._min_image_size, allow_nan=self._allow_nan)
         references = None
         if y is not None and not is_target_vector(y):
             references, _ = check_images(y, name="y", min_size=self._min_image_size)
@@ -296,9 +296,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         return self.fit(X, y, **fit_params).transform()
 
     def _results_for(self, X, fit_params):
-        images, layout = check_images(
-            X, min_size=self._min_image_size, allow_nan=self._allow_nan
-        )
+        images, layout = check_images(X, min_size=self._min_image_size, allow_nan=self._allow_nan)
         if _digest(images, fit_params) == self._fit_digest:
             return images, layout, self._fit_results
         self._check_params()
@@ -361,7 +359,15 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         return tags
 
 
-_COMMON_KEYS = {"estimate", "best_iter", "n_iter", "stopped_by", "history", "best_signal", "scaling"}
+_COMMON_KEYS = {
+    "estimate",
+    "best_iter",
+    "n_iter",
+    "stopped_by",
+    "history",
+    "best_signal",
+    "scaling",
+}
 
 
 def _best_signal(result: FitResult) -> float:

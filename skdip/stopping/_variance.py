@@ -17,8 +17,6 @@ from sklearn.utils._param_validation import Interval
 __all__ = ["BaseStoppingRule", "ExponentialMovingVariance", "WindowedMovingVariance"]
 
 
-
-
 class BaseStoppingRule(BaseEstimator):
     """Base class of stopping rules driven by a scalar signal (lower is better).
 

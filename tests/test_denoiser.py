@@ -1,0 +1,316 @@
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils._param_validation import InvalidParameterError
+
+import skdip._engine
+from skdip import DIPDenoiser, ExponentialMovingVariance, SkipNetwork, TotalVariation
+from skdip.metrics import psnr
+
+TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+
+
+def _den(**kw):
+    params = dict(generator=TINY, max_iter=8, early_stopping=None, random_state=0, device="cpu")
+    params.update(kw)
+    return DIPDenoiser(**params)
+
+
+def _image(shape=(16, 16), seed=0):
+    return np.random.default_rng(seed).random(shape)
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    calls = []
+    original = skdip._engine.fit_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
+    return calls
+
+
+# ------------------------------------------------------------------ layouts
+@pytest.mark.parametrize("shape", [(16, 16), (17, 23), (16, 20, 3), (40, 33, 1)])
+def test_output_has_the_input_shape(shape):
+    x = _image(shape)
+    out = _den().fit_transform(x)
+    assert out.shape == shape and out.dtype == np.float64
+    assert np.isfinite(out).all()
+
+
+def test_float32_in_float32_out():
+    out = _den().fit_transform(_image().astype(np.float32))
+    assert out.dtype == np.float32
+
+
+def test_uint8_is_scaled_to_unit_range():
+    x8 = (np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)
+    den = _den()
+    out = den.fit_transform(x8)
+    assert out.dtype == np.float64
+    assert 0 <= out.min() and out.max() <= 1
+    # Same result as giving the scaled floats directly.
+    np.testing.assert_allclose(out, _den().fit_transform(x8 / 255.0))
+
+
+def test_batch_array_and_list_of_different_sizes():
+    batch = np.stack([_image((16, 16, 3), s) for s in range(2)])
+    den = _den()
+    out = den.fit_transform(batch)
+    assert out.shape == batch.shape
+    assert len(den.best_iter_) == 2 and den.n_images_ == 2
+    images = [_image((16, 16), 0), _image((20, 18, 3), 1)]
+    out = _den().fit_transform(images)
+    assert isinstance(out, list) and [o.shape for o in out] == [(16, 16), (20, 18, 3)]
+
+
+def test_batch_images_are_fitted_independently_and_reproducibly():
+    images = [_image((16, 16), 0), _image((16, 16), 1)]
+    a = _den(random_state=3).fit_transform(images)
+    b = _den(random_state=3).fit_transform(images)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_data_outside_unit_range_is_rescaled_and_restored():
+    x = _image() * 200.0 + 50.0
+    den = _den(max_iter=30)
+    out = den.fit_transform(x)
+    assert out.min() >= 50.0 - 1e-6 and out.max() <= 250.0 + 1e-6
+    # The fit happens on [0, 1]: the result is far from the sigmoid's 0.5 scale.
+    assert out.mean() > 100
+
+
+# -------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (np.full((16, 16), np.nan), ValueError, "NaN"),
+        (np.full((16, 16), np.inf), ValueError, "infinity"),
+        (np.zeros((0, 16)), ValueError, "empty"),
+        (np.zeros(16), ValueError, "1 dimension"),
+        (np.zeros((1, 2, 16, 16, 3)), ValueError, "5 dimension"),
+        (np.zeros((16, 16), dtype=object), TypeError, "object"),
+        (np.zeros((16, 16), dtype=complex), ValueError, "Complex"),
+        (np.zeros((1, 16)), ValueError, "too small"),
+        ("image.png", TypeError, "array-like"),
+        ([], ValueError, "empty list"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_clear_message(bad, error, match):
+    with pytest.raises(error, match=match):
+        _den().fit(bad)
+
+
+def test_tensor_input_is_rejected():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        _den().fit(torch.rand(16, 16))
+
+
+def test_callers_array_is_not_modified():
+    x = _image()
+    x[0, 0] = 1.7  # out of range values are not clipped in place either
+    before = x.copy()
+    _den().fit(x)
+    np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(max_iter=0),
+        dict(lr=-1.0),
+        dict(loss="l3"),
+        dict(early_stopping="xyz"),
+        dict(reg_noise_std=-0.1),
+        dict(output_averaging=1.5),
+        dict(generator="resnet"),
+        dict(generator=3),
+        dict(rescale="sometimes"),
+    ],
+)
+def test_bad_parameters_are_rejected_in_fit(params):
+    den = _den(**params)  # __init__ accepts anything
+    with pytest.raises((ValueError, TypeError, InvalidParameterError)):
+        den.fit(_image())
+
+
+def test_bad_device_is_rejected():
+    with pytest.raises(ValueError, match="device"):
+        _den(device="tpu:7").fit(_image())
+
+
+# -------------------------------------------------------- fitting contract
+def test_same_seed_identical_and_different_seed_differs():
+    x = _image()
+    a = _den(random_state=0).fit_transform(x)
+    b = _den(random_state=0).fit_transform(x)
+    c = _den(random_state=1).fit_transform(x)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_refit_starts_from_a_fresh_network():
+    x = _image()
+    den = _den(random_state=0)
+    first = den.fit_transform(x)
+    second = den.fit_transform(x)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_fitted_attributes_and_history():
+    x = _image()
+    den = _den(max_iter=12).fit(x, y=np.clip(x, 0.2, 0.8))
+    assert den.n_iter_ == 12 and den.best_iter_ == 11
+    assert den.stopped_by_ == "max_iter"
+    assert len(den.loss_curve_) == 12
+    assert set(den.history_) >= {"loss", "signal", "psnr", "divergences", "seconds_per_step"}
+    assert len(den.history_["psnr"]) == 12
+    assert den.n_features_in_ == 16
+
+
+def test_early_stopping_stops_and_warns_when_max_iter_ends_first():
+    x = _image()
+    rule = ExponentialMovingVariance(patience=3, warmup=2)
+    den = _den(early_stopping=rule, max_iter=400).fit(x)
+    assert den.stopped_by_ == "early_stopping"
+    assert den.n_iter_ == den.best_iter_ + 4
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        _den(early_stopping="emv", max_iter=5).fit(x)
+
+
+def test_clean_reference_does_not_change_the_fit():
+    x = _image()
+    a = _den().fit_transform(x)
+    b = _den().fit(x, y=np.zeros_like(x)).transform()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_label_targets_are_ignored_as_by_transformers():
+    x = np.stack([_image((16, 16, 1), s) for s in range(2)])
+    out = _den().fit(x, y=np.array([0, 1])).transform()
+    assert out.shape == x.shape
+
+
+def test_reference_of_wrong_shape_is_rejected():
+    with pytest.raises(ValueError, match="reference"):
+        _den().fit(_image(), y=_image((16, 18)))
+
+
+def test_denoising_improves_psnr_on_a_smooth_image():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32] / 31.0
+    clean = 0.25 + 0.5 * (0.5 * yy + 0.5 * xx)
+    noisy = clean + 0.1 * rng.standard_normal(clean.shape)
+    den = _den(max_iter=150, early_stopping=ExponentialMovingVariance(patience=50, warmup=20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        den.fit(noisy)
+    noisy_psnr = psnr(clean, np.clip(noisy, 0, 1))
+    assert den.score(noisy, clean) > noisy_psnr + 3.0
+
+
+# ------------------------------------------------------ transform / score
+def test_transform_of_fitted_data_does_not_refit(count_fits):
+    x = _image()
+    den = _den().fit(x)
+    assert len(count_fits) == 1
+    out_none = den.transform()
+    out_same = den.transform(x.copy())  # equal content, another object
+    assert len(count_fits) == 1
+    np.testing.assert_array_equal(out_none, out_same)
+    den.score(x.copy())
+    assert len(count_fits) == 1
+
+
+def test_transform_of_new_data_solves_it_without_touching_the_fit(count_fits):
+    x, other = _image(seed=0), _image(seed=1)
+    den = _den().fit(x)
+    fitted = den.reconstruction_.copy()
+    out = den.transform(other)
+    assert len(count_fits) == 2
+    np.testing.assert_array_equal(out, _den().fit_transform(other))
+    np.testing.assert_array_equal(den.reconstruction_, fitted)
+
+
+def test_transform_returns_a_copy():
+    den = _den().fit(_image())
+    out = den.transform()
+    out[:] = 0
+    assert den.reconstruction_.any()
+
+
+def test_score_with_reference_is_psnr():
+    x = _image()
+    clean = np.clip(x, 0.2, 0.8)
+    den = _den().fit(x)
+    assert den.score(x, clean) == pytest.approx(psnr(clean, np.clip(den.transform(), 0, 1)))
+
+
+def test_no_reference_score_is_finite_and_follows_the_variance():
+    x = _image()
+    den = _den(early_stopping=ExponentialMovingVariance(patience=3, warmup=2), max_iter=200)
+    den.fit(x)
+    score = den.score(x)
+    best = den.history_["signal"][den.best_iter_]
+    assert score == pytest.approx(-np.log10(best))
+
+
+def test_not_fitted_errors():
+    den = _den()
+    for method in (den.transform, lambda: den.score(_image())):
+        with pytest.raises(NotFittedError):
+            method()
+
+
+# ------------------------------------------------------- sklearn plumbing
+def test_clone_and_get_params_are_plain():
+    den = _den(regularizer=TotalVariation(weight=0.1))
+    params = den.get_params()
+    assert params["regularizer__weight"] == 0.1
+    assert params["generator__width"] == 8
+    twin = clone(den)
+    assert twin.get_params()["regularizer__weight"] == 0.1
+    assert twin.regularizer is not den.regularizer
+
+
+def test_set_params_does_not_touch_fitted_results():
+    x = _image()
+    den = _den().fit(x)
+    before = den.transform()
+    den.set_params(lr=0.5)
+    np.testing.assert_array_equal(den.transform(), before)
+
+
+def test_pickle_round_trip():
+    x = _image()
+    den = _den().fit(x)
+    loaded = pickle.loads(pickle.dumps(den))
+    np.testing.assert_array_equal(loaded.transform(), den.transform())
+    np.testing.assert_array_equal(loaded.transform(x), den.transform())
+
+
+def test_grid_search_tunes_the_stopping_rule_without_reference():
+    images = [_image((16, 16), s) for s in range(2)]
+    den = _den(early_stopping=ExponentialMovingVariance(patience=3, warmup=2), max_iter=60)
+    grid = GridSearchCV(
+        den,
+        {"early_stopping__patience": [2, 4], "lr": [0.01, 0.02]},
+        cv=[(np.arange(2), np.arange(2))],
+        refit=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        grid.fit(images)
+    scores = grid.cv_results_["mean_test_score"]
+    assert np.isfinite(scores).all() and len(scores) == 4

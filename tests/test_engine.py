@@ -1,0 +1,189 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from skdip import ExponentialMovingVariance, SkipNetwork
+from skdip._engine import DIPModel, fit_model, resolve_device
+from skdip.losses import TotalVariation, get_loss
+
+TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+
+
+def _problem(seed=0, size=16):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.rand(1, 1, size, size, generator=g)
+    model = DIPModel(TINY.build((size, size), 1, seed=seed), None, 1 / 30)
+    return model, target
+
+
+class _Pixels(nn.Module):
+    """The image itself as the parameter: the simplest model for the engine."""
+
+    def __init__(self, shape=(1, 1, 4, 4)):
+        super().__init__()
+        self.x = nn.Parameter(torch.zeros(shape))
+
+    def forward(self, rng=None):
+        return self.x, self.x
+
+
+def test_fit_reduces_the_loss_and_records_history():
+    model, target = _problem()
+    result = fit_model(model, target, loss=get_loss("mse"), max_iter=40, lr=0.01)
+    loss = result.history["loss"]
+    assert len(loss) == 40 and result.n_iter == 40
+    assert loss[-1] < 0.5 * loss[0]
+    assert result.stopped_by == "max_iter"
+    # Without a rule the last iterate is returned and a passive EMV is recorded.
+    assert result.best_iter == 39
+    torch.testing.assert_close(result.estimate, result.last)
+    assert np.isfinite(result.history["signal"][1:]).all()
+
+
+def test_same_seed_same_result_and_different_seed_differs():
+    runs = []
+    for seed in (0, 0, 1):
+        model, target = _problem(seed=0)
+        runs.append(fit_model(model, target, loss=get_loss("mse"), max_iter=10, seed=seed))
+    torch.testing.assert_close(runs[0].estimate, runs[1].estimate, rtol=0, atol=0)
+    assert not torch.equal(runs[0].estimate, runs[2].estimate)
+
+
+def test_early_stopping_returns_the_iterate_at_the_variance_minimum():
+    model, target = _problem()
+    seen = {}
+
+    def callback(it, loss, estimate):
+        seen[it] = estimate.clone()
+
+    rule = ExponentialMovingVariance(patience=5, warmup=3)
+    result = fit_model(
+        model, target, loss=get_loss("mse"), max_iter=300, stopping=rule, callback=callback
+    )
+    assert result.stopped_by == "early_stopping"
+    signal = result.history["signal"]
+    assert result.best_iter == int(np.nanargmin(signal))
+    assert result.n_iter == result.best_iter + 5 + 1
+    torch.testing.assert_close(result.estimate, seen[result.best_iter])
+    # The caller's rule object is untouched (the engine works on a clone).
+    assert not hasattr(rule, "best_iter_")
+
+
+def test_reference_psnr_is_recorded_but_not_used():
+    model, target = _problem()
+    clean = torch.full_like(target, 0.5)
+    result = fit_model(model, target, loss=get_loss("mse"), max_iter=5, reference=clean)
+    psnr = result.history["psnr"]
+    expected = -10 * math.log10(float((result.last.clamp(0, 1) - clean).square().mean()))
+    assert psnr[-1] == pytest.approx(expected, rel=1e-4)
+    model2, _ = _problem()
+    plain = fit_model(model2, target, loss=get_loss("mse"), max_iter=5)
+    torch.testing.assert_close(plain.estimate, result.estimate)
+
+
+def test_averaging_returns_the_exponential_average():
+    model, target = _problem()
+    raws = []
+
+    def callback(it, loss, estimate):
+        raws.append(estimate.clone())
+
+    # With averaging the callback sees the average; rebuild it from a raw run.
+    raw_model, _ = _problem()
+    fit_model(raw_model, target, loss=get_loss("mse"), max_iter=6, callback=callback)
+    result = fit_model(model, target, loss=get_loss("mse"), max_iter=6, averaging=0.5)
+    avg = raws[0]
+    for x in raws[1:]:
+        avg = 0.5 * avg + 0.5 * x
+    torch.testing.assert_close(result.estimate, avg)
+
+
+def test_nan_loss_rolls_back_and_halves_the_learning_rate():
+    model = _Pixels()
+    target = torch.ones(1, 1, 4, 4)
+    calls = {"n": 0}
+
+    def flaky_mse(pred, tgt):
+        calls["n"] += 1
+        value = (pred - tgt).square().mean()
+        return value * float("nan") if calls["n"] == 8 else value
+
+    result = fit_model(model, target, loss=flaky_mse, max_iter=20, lr=0.1, checkpoint_every=5)
+    events = result.history["divergences"]
+    assert events[0]["iteration"] == 7 and math.isnan(events[0]["loss"])
+    # Rolling back re-bases the guard: no cascade of rollbacks follows.
+    assert len(events) <= 2
+    assert events[0]["lr"] == [pytest.approx(0.05)]
+    assert result.n_iter == 20 and len(result.history["loss"]) == 20
+    assert torch.isfinite(result.estimate).all()
+
+
+def test_exploding_loss_is_caught_and_repeated_divergence_stops():
+    model = _Pixels()
+    target = torch.ones(1, 1, 4, 4)
+    calls = {"n": 0}
+
+    def exploding(pred, tgt):
+        calls["n"] += 1
+        value = (pred - tgt).square().mean()
+        return value * 1e6 if calls["n"] > 5 else value
+
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        result = fit_model(model, target, loss=exploding, max_iter=50, max_divergences=3)
+    assert result.stopped_by == "divergence"
+    assert len(result.history["divergences"]) == 4
+    assert result.n_iter == 5
+
+
+def test_callback_can_stop_the_fit():
+    model, target = _problem()
+    result = fit_model(
+        model, target, loss=get_loss("mse"), max_iter=100, callback=lambda it, loss, x: it == 4
+    )
+    assert result.stopped_by == "callback" and result.n_iter == 5
+
+
+def test_interrupt_keeps_the_best_estimate():
+    model, target = _problem()
+
+    def interrupt(it, loss, estimate):
+        if it == 30:
+            raise KeyboardInterrupt
+
+    rule = ExponentialMovingVariance(patience=1000, warmup=2)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        result = fit_model(
+            model, target, loss=get_loss("mse"), max_iter=100, stopping=rule, callback=interrupt
+        )
+    assert result.stopped_by == "interrupted"
+    assert 2 <= result.best_iter <= 30
+    assert torch.isfinite(result.estimate).all()
+
+
+def test_regularizer_enters_the_objective():
+    model, target = _problem()
+    tv = TotalVariation(weight=10.0)
+    result = fit_model(model, target, loss=get_loss("mse"), max_iter=30, regularizer=tv)
+    model2, _ = _problem()
+    plain = fit_model(model2, target, loss=get_loss("mse"), max_iter=30)
+    assert float(tv.penalty(result.estimate)) < float(tv.penalty(plain.estimate))
+
+
+def test_shape_mismatch_is_reported():
+    model, target = _problem()
+    with pytest.raises(ValueError, match="predicts measurements of shape"):
+        fit_model(model, target[..., :8], loss=get_loss("mse"), max_iter=2)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(ValueError, match="invalid device"):
+        resolve_device("warp-drive")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")

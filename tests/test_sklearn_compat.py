@@ -1,0 +1,75 @@
+"""scikit-learn's own estimator checks, run on tiny configurations.
+
+skdip reads a 2-D array as one grey image, so the checks exercise the whole
+contract (cloning, parameters, fitting, pickling, dtypes, ...). The few that
+cannot hold for an image estimator are declared below with their reason.
+"""
+
+import warnings
+
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skdip import DIPDenoiser, SkipNetwork
+
+TINY = SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1)
+
+# Reasons shared by every image estimator: the rows of a 2-D array are the rows
+# of one image, not independent samples.
+IMAGE_ESTIMATOR_FAILURES = {
+    "check_methods_sample_order_invariance": (
+        "rows of an image are not samples: reordering them makes another image"
+    ),
+    "check_methods_subset_invariance": (
+        "rows of an image are not samples: a subset of rows is another (tiny) image"
+    ),
+    "check_n_features_in_after_fitting": (
+        "an image of another width is a new problem to solve, not a feature mismatch"
+    ),
+    "check_transformer_general": (
+        "transforming an image of another width solves it; it is not an error"
+    ),
+    "check_fit2d_1sample": (
+        "a 1-pixel-high array is rejected as too small to be an image, with an image-specific "
+        "message rather than sklearn's n_samples wording"
+    ),
+    "check_fit2d_1feature": (
+        "a 1-pixel-wide array is rejected as too small to be an image, with an image-specific "
+        "message rather than sklearn's n_features wording"
+    ),
+    "check_estimators_empty_data_messages": (
+        "empty input is rejected with an image-specific message ('X is empty (shape ...)')"
+    ),
+    "check_dtype_object": (
+        "object arrays are rejected on purpose: an image must have a numeric dtype"
+    ),
+}
+
+
+def _expected_failed_checks(estimator):
+    return IMAGE_ESTIMATOR_FAILURES
+
+
+ESTIMATORS = [
+    DIPDenoiser(generator=TINY, max_iter=3, early_stopping=None, random_state=0, device="cpu"),
+]
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
+def test_sklearn_compatible_estimator(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_expected_failures_really_fail(estimator):
+    """Each declared failure still fails: the list is the smallest honest one."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(estimator, on_fail=None)
+    failed = {r["check_name"] for r in results if r["status"] == "failed"}
+    assert failed == set(_expected_failed_checks(estimator))

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skdip import ExponentialMovingVariance, WindowedMovingVariance
+from skdip.stopping import get_stopping_rule
+
+
+def _sequence(n=60, shape=(1, 2, 5, 4), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(shape, generator=g, dtype=torch.float64) for _ in range(n)]
+
+
+def _feed(rule, xs):
+    rule.start()
+    values = []
+    for it, x in enumerate(xs):
+        sig = rule.signal(x, it)
+        values.append(np.nan if sig is None else float(sig))
+    return np.array(values)
+
+
+def test_emv_matches_the_recursion_written_out():
+    xs = _sequence()
+    alpha = 0.2
+    got = _feed(ExponentialMovingVariance(alpha=alpha, warmup=0), xs)
+    mean, var = xs[0].numpy(), 0.0
+    expected = [np.nan]
+    for x in xs[1:]:
+        delta = x.numpy() - mean
+        mean = mean + alpha * delta
+        var = (1 - alpha) * (var + alpha * np.mean(delta**2))
+        expected.append(var)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_emv_warmup_hides_the_signal():
+    got = _feed(ExponentialMovingVariance(warmup=10), _sequence(20))
+    assert np.isnan(got[:10]).all()
+    assert np.isfinite(got[10:]).all()
+
+
+def test_wmv_matches_brute_force_window_variance():
+    xs = _sequence(50)
+    window = 7
+    got = _feed(WindowedMovingVariance(window=window), xs)
+    assert np.isnan(got[: window - 1]).all()
+    for t in range(window - 1, len(xs)):
+        stack = torch.stack(xs[t - window + 1 : t + 1]).numpy()
+        expected = stack.var(axis=0).mean()
+        assert got[t] == pytest.approx(expected, rel=1e-9)
+
+
+def test_wmv_float32_keeps_tiny_variances():
+    # Iterates near 0.5 that differ by 1e-4: float32 sums would cancel.
+    base = torch.full((1, 1, 8, 8), 0.5)
+    xs = [base + 1e-4 * (i % 2) for i in range(10)]
+    got = _feed(WindowedMovingVariance(window=4), xs)
+    assert got[-1] == pytest.approx(0.25e-8, rel=1e-2)
+
+
+def test_patience_counts_steps_without_a_new_minimum():
+    rule = ExponentialMovingVariance(patience=3, warmup=0)
+    rule.start()
+    decisions = [rule.observe(v, i) for i, v in enumerate([5.0, 4.0, 4.5, 4.2, 4.1])]
+    assert decisions == [
+        (True, False),
+        (True, False),
+        (False, False),
+        (False, False),
+        (False, True),
+    ]
+    assert rule.best_iter_ == 1 and rule.best_value_ == 4.0
+
+
+def test_a_new_minimum_resets_patience():
+    rule = ExponentialMovingVariance(patience=2, warmup=0)
+    rule.start()
+    stops = [rule.observe(v, i)[1] for i, v in enumerate([3.0, 4.0, 2.0, 5.0, 6.0])]
+    assert stops == [False, False, False, False, True]
+
+
+def test_rules_are_estimators_for_grid_search():
+    rule = WindowedMovingVariance(window=20, patience=5)
+    assert rule.get_params() == {"window": 20, "patience": 5, "warmup": 0}
+    rule.set_params(patience=9)
+    twin = clone(rule)
+    assert twin.patience == 9 and twin is not rule
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        ExponentialMovingVariance(alpha=0.0),
+        ExponentialMovingVariance(alpha=1.5),
+        ExponentialMovingVariance(patience=0),
+        WindowedMovingVariance(window=1),
+        WindowedMovingVariance(warmup=-1),
+    ],
+)
+def test_invalid_parameters_are_rejected_at_start(rule):
+    with pytest.raises(InvalidParameterError):
+        rule.start()
+
+
+def test_get_stopping_rule():
+    assert isinstance(get_stopping_rule("emv"), ExponentialMovingVariance)
+    assert isinstance(get_stopping_rule("wmv"), WindowedMovingVariance)
+    assert get_stopping_rule(None) is None
+    rule = ExponentialMovingVariance()
+    assert get_stopping_rule(rule) is rule
+    with pytest.raises(ValueError, match="early_stopping"):
+        get_stopping_rule("variance")
