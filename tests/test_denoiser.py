@@ -314,3 +314,11 @@ def test_grid_search_tunes_the_stopping_rule_without_reference():
         grid.fit(images)
     scores = grid.cv_results_["mean_test_score"]
     assert np.isfinite(scores).all() and len(scores) == 4
+
+
+def test_n_jobs_gives_the_same_result_as_sequential():
+    images = [_image((16, 16), s) for s in range(3)]
+    sequential = _den(random_state=5).fit_transform(images)
+    parallel = _den(random_state=5, n_jobs=2).fit_transform(images)
+    for a, b in zip(sequential, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)

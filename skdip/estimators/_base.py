@@ -10,12 +10,14 @@ model, for multi-network methods) for one observation.
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -81,6 +83,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callback": [callable, None],
+        "n_jobs": [Integral, None],
     }
 
     # Smallest height/width accepted; the generators pad internally.
@@ -134,21 +137,33 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self._device = resolve_device(self.device)
 
     def _fit_images(self, images, references, extras, rng) -> list[dict]:
-        results = []
-        for i, image in enumerate(images):
-            seed = int(rng.randint(0, 2**31 - 1))
-            reference = references[i] if references is not None else None
-            results.append(self._fit_single(image, reference, extras[i], seed, i, len(images)))
-        return results
+        n = len(images)
+        seeds = [int(rng.randint(0, 2**31 - 1)) for _ in range(n)]
+        refs = references if references is not None else [None] * n
+        n_jobs = getattr(self, "n_jobs", None)
+        workers = min(n, effective_n_jobs(n_jobs)) if n_jobs not in (None, 1) else 1
+        if workers <= 1:
+            return [
+                self._fit_single(images[i], refs[i], extras[i], seeds[i], i, n, self._device)
+                for i in range(n)
+            ]
+        devices = _worker_devices(self._device, n)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        return Parallel(n_jobs=workers)(
+            delayed(_fit_in_worker)(
+                self, images[i], refs[i], extras[i], seeds[i], i, n, devices[i], threads
+            )
+            for i in range(n)
+        )
 
-    def _fit_single(self, image, reference, extra, seed, index, n_images) -> dict:
+    def _fit_single(self, image, reference, extra, seed, index, n_images, device) -> dict:
         scaling = _Scaling.fit(image, self.rescale)
         scaled = scaling.forward(image)
         with torch.random.fork_rng(devices=[]):
-            model, target, fit_kwargs = self._make_model(scaled, extra, seed, self._device)
+            model, target, fit_kwargs = self._make_model(scaled, extra, seed, device)
         ref_tensor = None
         if reference is not None:
-            ref_tensor = to_tensor(scaling.forward(reference), self._device)
+            ref_tensor = to_tensor(scaling.forward(reference), device)
         label = type(self).__name__ + (f" [{index + 1}/{n_images}]" if n_images > 1 else "")
         kwargs = dict(
             loss=get_loss(self.loss),
@@ -357,6 +372,25 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         if tags.transformer_tags is not None:
             tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _worker_devices(device: torch.device, n: int) -> list[torch.device]:
+    """One device per image: spread CUDA work over the visible GPUs."""
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        count = torch.cuda.device_count()
+        return [torch.device("cuda", i % count) for i in range(n)]
+    return [device] * n
+
+
+def _fit_in_worker(estimator, image, reference, extra, seed, index, n, device, threads):
+    # Each worker gets its share of the cores, so workers x threads never
+    # oversubscribes the machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return estimator._fit_single(image, reference, extra, seed, index, n, device)
+    finally:
+        torch.set_num_threads(previous)
 
 
 _COMMON_KEYS = {

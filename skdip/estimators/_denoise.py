@@ -59,6 +59,10 @@ class DIPDenoiser(BaseDIPEstimator):
         ``callback(iteration, loss, estimate)`` after every step, with
         ``estimate`` a ``(1, C, H, W)`` tensor on the fitting device; returning
         True stops the fit, keeping the best estimate so far.
+    n_jobs : int, default=None
+        Images of a batch fitted in parallel (joblib; None means 1, -1 all
+        cores). Each worker gets ``cores // n_jobs`` torch threads; on a
+        machine with several GPUs, images are spread over them.
 
     Attributes
     ----------
@@ -115,6 +119,7 @@ class DIPDenoiser(BaseDIPEstimator):
         random_state=None,
         verbose=False,
         callback=None,
+        n_jobs=None,
     ):
         self.generator = generator
         self.early_stopping = early_stopping
@@ -129,3 +134,4 @@ class DIPDenoiser(BaseDIPEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.callback = callback
+        self.n_jobs = n_jobs
