@@ -16,8 +16,8 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio
 from joblib import Parallel, delayed, effective_n_jobs
+from skimage.metrics import peak_signal_noise_ratio
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
