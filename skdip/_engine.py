@@ -111,6 +111,7 @@ def fit_model(
     regularizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
     stopping: BaseStoppingRule | None = None,
     averaging: float | None = None,
+    averaging_monitor: str = "average",
     callback: Callable | None = None,
     verbose: bool = False,
     reference: torch.Tensor | None = None,
@@ -189,6 +190,11 @@ def fit_model(
     psnrs: list[float] = []
     psnrs_raw: list[float] = []
     events: list[dict] = []
+    if averaging_monitor not in ("average", "raw"):
+        raise ValueError(f"averaging_monitor must be 'average' or 'raw', got {averaging_monitor!r}")
+    watch_raw = averaging is not None and averaging_monitor == "raw"
+    delay = round(1.0 / (1.0 - averaging)) if watch_raw else 0
+    capture_at = None
     average = None
     best = last = None
     best_iter = -1
@@ -251,7 +257,7 @@ def fit_model(
             last = estimate
 
             scalars = []
-            sig = rule.signal(monitor(estimate), it)
+            sig = rule.signal(monitor(raw if watch_raw else estimate), it)
             if sig is not None:
                 scalars.append(sig.reshape(()).float())
             if reference is not None:
@@ -272,9 +278,13 @@ def fit_model(
                 is_best, stop = False, False
             else:
                 is_best, stop = rule.observe(signal_value, it)
-            if is_best:
+            if is_best and watch_raw:
+                capture_at = it + delay
+            elif is_best:
                 best = estimate.clone()
                 best_iter = it
+            if capture_at == it:
+                best, best_iter, capture_at = estimate.clone(), it, None
 
             if verbose:
                 bar.update(1)
@@ -297,6 +307,9 @@ def fit_model(
         bar.close()
     elapsed = time.perf_counter() - start_time
 
+    if capture_at is not None and last is not None:
+        # The run ended inside the delay: the latest average is the closest.
+        best, best_iter = last.clone(), n_steps - 1
     if last is None:  # not a single good step
         with torch.no_grad():
             last = model(None)[0].detach()

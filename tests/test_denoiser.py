@@ -322,3 +322,23 @@ def test_n_jobs_gives_the_same_result_as_sequential():
     parallel = _den(random_state=5, n_jobs=2).fit_transform(images)
     for a, b in zip(sequential, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fitted_state_holds_no_torch_tensors():
+    # A model fitted on a GPU must unpickle on a CPU-only machine: fitted state
+    # is NumPy and plain Python only.
+    import torch
+
+    den = _den().fit(_image())
+
+    def walk(obj):
+        if isinstance(obj, torch.Tensor | torch.nn.Module):
+            raise AssertionError(f"fitted state holds {type(obj).__name__}")
+        if isinstance(obj, dict):
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, list | tuple):
+            for v in obj:
+                walk(v)
+
+    walk({k: v for k, v in vars(den).items() if k.endswith("_") or k.startswith("_fit")})

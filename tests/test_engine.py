@@ -187,3 +187,35 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_raw_monitor_returns_the_average_a_delay_after_the_raw_minimum():
+    model, target = _problem()
+    averages = {}
+
+    def callback(it, loss, estimate):
+        averages[it] = estimate.clone()  # with averaging the callback sees the average
+
+    rule = ExponentialMovingVariance(patience=30, warmup=3)
+    result = fit_model(
+        model,
+        target,
+        loss=get_loss("mse"),
+        max_iter=400,
+        stopping=rule,
+        averaging=0.9,
+        averaging_monitor="raw",
+        callback=callback,
+    )
+    assert result.stopped_by == "early_stopping"
+    raw_minimum = int(np.nanargmin(result.history["signal"]))
+    assert result.best_iter == raw_minimum + 10  # round(1 / (1 - 0.9))
+    torch.testing.assert_close(result.estimate, averages[result.best_iter])
+
+
+def test_bad_averaging_monitor():
+    model, target = _problem()
+    with pytest.raises(ValueError, match="averaging_monitor"):
+        fit_model(
+            model, target, loss=get_loss("mse"), max_iter=2, averaging=0.9, averaging_monitor="both"
+        )
