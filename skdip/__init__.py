@@ -5,7 +5,17 @@ through a known forward model and stop near the quality peak without a clean
 reference, using the running variance of the iterates.
 """
 
-from .estimators import DIPDenoiser
+from .estimators import (
+    BlindDeblurrer,
+    DIPDeconvolver,
+    DIPDenoiser,
+    DIPInpainter,
+    DIPReconstructor,
+    DIPSuperResolver,
+    HIOPhaseRetriever,
+    PhaseRetriever,
+    SparseNoise,
+)
 from .generators import SkipNetwork
 from .losses import GradientRatio, TotalVariation
 from .stopping import ExponentialMovingVariance, WindowedMovingVariance
@@ -13,10 +23,18 @@ from .stopping import ExponentialMovingVariance, WindowedMovingVariance
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BlindDeblurrer",
+    "DIPDeconvolver",
     "DIPDenoiser",
+    "DIPInpainter",
+    "DIPReconstructor",
+    "DIPSuperResolver",
+    "HIOPhaseRetriever",
+    "PhaseRetriever",
     "ExponentialMovingVariance",
     "GradientRatio",
     "SkipNetwork",
+    "SparseNoise",
     "TotalVariation",
     "WindowedMovingVariance",
     "__version__",

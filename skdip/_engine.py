@@ -219,7 +219,10 @@ def fit_model(
                 total = total + regularizer(x)
             total.backward()
             loss_value = float(total.detach())  # the one required sync per step
-            if not math.isfinite(loss_value) or loss_value > divergence_ratio * min_loss:
+            # The ratio test waits for the first checkpoint interval: the first
+            # Adam steps of some networks overshoot briefly before settling.
+            spiked = it >= checkpoint_every and loss_value > divergence_ratio * min_loss
+            if not math.isfinite(loss_value) or spiked:
                 model.load_state_dict(snapshot[0])
                 optimizer.load_state_dict(snapshot[1])
                 # Measure later steps against the restored point, or a rollback

@@ -257,13 +257,15 @@ def test_score_with_reference_is_psnr():
     assert den.score(x, clean) == pytest.approx(psnr(clean, np.clip(den.transform(), 0, 1)))
 
 
-def test_no_reference_score_is_finite_and_follows_the_variance():
+def test_no_reference_score_is_the_discrepancy_of_the_picked_estimate():
+    from skdip.metrics import get_scorer
+
     x = _image()
     den = _den(early_stopping=ExponentialMovingVariance(patience=3, warmup=2), max_iter=200)
     den.fit(x)
-    score = den.score(x)
-    best = den.history_["signal"][den.best_iter_]
-    assert score == pytest.approx(-np.log10(best))
+    r = np.mean((den.reconstruction_ - x) ** 2)
+    assert get_scorer("emv", sigma=0.1)(den, x) == pytest.approx(-abs(10 * np.log10(r / 0.01)))
+    assert den.score(x) == pytest.approx(get_scorer("discrepancy")(den, x))
 
 
 def test_not_fitted_errors():

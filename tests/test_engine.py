@@ -132,7 +132,9 @@ def test_exploding_loss_is_caught_and_repeated_divergence_stops():
         return value * 1e6 if calls["n"] > 5 else value
 
     with pytest.warns(RuntimeWarning, match="diverged"):
-        result = fit_model(model, target, loss=exploding, max_iter=50, max_divergences=3)
+        result = fit_model(
+            model, target, loss=exploding, max_iter=50, max_divergences=3, checkpoint_every=2
+        )
     assert result.stopped_by == "divergence"
     assert len(result.history["divergences"]) == 4
     assert result.n_iter == 5
@@ -219,3 +221,17 @@ def test_bad_averaging_monitor():
         fit_model(
             model, target, loss=get_loss("mse"), max_iter=2, averaging=0.9, averaging_monitor="both"
         )
+
+
+def test_an_early_overshoot_is_not_taken_for_divergence():
+    model = _Pixels()
+    target = torch.ones(1, 1, 4, 4)
+    calls = {"n": 0}
+
+    def overshooting(pred, tgt):
+        calls["n"] += 1
+        value = (pred - tgt).square().mean()
+        return value * 100 if calls["n"] == 3 else value
+
+    result = fit_model(model, target, loss=overshooting, max_iter=20, checkpoint_every=10)
+    assert result.history["divergences"] == []

@@ -17,6 +17,7 @@ from ._noise import (
     add_poisson_noise,
     add_speckle_noise,
 )
+from ._phase import simulate_diffraction
 
 __all__ = [
     "IMAGE_NAMES",
@@ -32,4 +33,5 @@ __all__ = [
     "make_disk_kernel",
     "make_gaussian_kernel",
     "make_motion_kernel",
+    "simulate_diffraction",
 ]

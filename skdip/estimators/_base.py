@@ -280,6 +280,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         if single and images[0].shape[2] == 1 and layout.squeeze_channel[0]:
             self.n_features_in_ = images[0].shape[1]
         self._fit_digest = _digest(images, fit_params)
+        self._fit_images_only_digest = images_digest(images)
         self._fit_results = results
 
     def transform(self, X=None, **fit_params):
@@ -314,6 +315,12 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         images, layout = check_images(X, min_size=self._min_image_size, allow_nan=self._allow_nan)
         if _digest(images, fit_params) == self._fit_digest:
             return images, layout, self._fit_results
+        # The fitted images without their fit parameters (scorers and
+        # pipelines often pass X alone): the fit holds the answer.
+        if not any(v is not None for v in fit_params.values()) and (
+            images_digest(images) == getattr(self, "_fit_images_only_digest", None)
+        ):
+            return images, layout, self._fit_results
         self._check_params()
         _, _, results = self._solve(X, None, **fit_params)
         return images, layout, results
@@ -322,10 +329,13 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """Quality of the reconstruction of ``X``; higher is better.
 
         With clean references ``y``: the mean PSNR (dB) of the reconstructions
-        against them (data range 1). Without: a no-reference score, minus
-        the base-10 logarithm of the running variance at the detected
-        iteration, averaged over images, so that ``GridSearchCV`` works with
-        ``scoring=None`` and no clean image.
+        against them (data range 1). Without: the no-reference discrepancy
+        score of :class:`skdip.metrics.NoReferenceScorer`, averaged over
+        images: ``-|10 log10(r / sigma**2)|`` in dB (0 is best), ``r`` the mean
+        squared residual of the estimate the stopping rule picked and
+        ``sigma`` the noise level estimated from ``X``. It is comparable across
+        learning rates, widths, input noise and generators, so
+        ``GridSearchCV`` works with ``scoring=None`` and no clean image.
 
         Parameters
         ----------
@@ -341,13 +351,10 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         check_is_fitted(self, "reconstruction_")
         images, layout, results = self._results_for(X, fit_params)
         if y is None or is_target_vector(y):
-            values = [r["best_signal"] for r in results]
-            if not all(np.isfinite(v) and v > 0 for v in values):
-                raise ValueError(
-                    "no running-variance signal was recorded (early_stopping=None, or the fit "
-                    "ended before the rule's warm-up); pass clean references y to score by PSNR"
-                )
-            return float(np.mean([-np.log10(v) for v in values]))
+            # Imported here: the scorers module imports this one when it runs.
+            from ..metrics._scorers import no_reference_scores
+
+            return float(np.mean(no_reference_scores(self, images, results)))
         references, _ = check_images(y, name="y", min_size=self._min_image_size)
         if len(references) != len(results):
             raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")

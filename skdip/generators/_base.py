@@ -12,12 +12,15 @@ padded grid internally and crop on the way out, so callers never pad.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
 __all__ = ["BaseGenerator", "GeneratorNetwork", "center_crop", "padded_size"]
+
+_BUILD_LOCK = threading.Lock()
 
 
 def padded_size(size: int, multiple: int) -> int:
@@ -108,7 +111,9 @@ class BaseGenerator(BaseEstimator):
         -------
         network : GeneratorNetwork
         """
-        with torch.random.fork_rng(devices=[]):
+        # The global RNG is seeded for the build, so builds in threads of one
+        # process (Dask or joblib threading workers) must not interleave.
+        with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             network = self._build(tuple(int(s) for s in out_shape), int(out_channels))
         return network

@@ -2,6 +2,7 @@
 
 from ._base import ForwardOperator, Identity
 from ._convolution import Convolution
+from ._fourier import FourierMagnitude, make_phase_masks
 from ._function import FunctionOperator
 from ._mask import PixelMask
 from ._resample import Downsample, downsampling_kernel
@@ -10,8 +11,10 @@ __all__ = [
     "Convolution",
     "Downsample",
     "ForwardOperator",
+    "FourierMagnitude",
     "FunctionOperator",
     "Identity",
     "PixelMask",
     "downsampling_kernel",
+    "make_phase_masks",
 ]

@@ -1,0 +1,64 @@
+"""Inpainting with DIPInpainter: missing pixels as NaN, or a mask passed to ``fit``.
+
+Two common situations on a bundled picture: half of the pixels lost at random,
+and a text overlay to remove. The result is compared with scikit-image's
+biharmonic inpainting. Runs in two to three minutes on one CPU core (small
+image, small network).
+
+    python examples/inpainting.py
+
+Seen on a shared CPU: 50% random pixels, biharmonic 30.61 dB, DIP 30.89 dB;
+text overlay (16% of the pixels), biharmonic 35.07 dB, DIP 34.55 dB. Thin
+strokes are an easy case for biharmonic interpolation, and 1500 steps of a
+small network do not beat it there.
+"""
+
+import numpy as np
+import torch
+from skimage.draw import line
+from skimage.morphology import dilation, footprint_rectangle
+from skimage.restoration import inpaint_biharmonic
+
+from skdip import DIPInpainter
+from skdip.datasets import load_image
+from skdip.metrics import psnr
+
+torch.set_num_threads(1)  # small problems gain nothing from more threads
+rng = np.random.default_rng(0)
+clean = load_image("camera", size=64, as_gray=True)
+
+# --- 1. half of the pixels missing at random, marked as NaN (as for SimpleImputer)
+observed = clean.copy()
+lost = rng.random(clean.shape) < 0.5
+observed[lost] = np.nan
+
+inpainter = DIPInpainter(generator="skip-small", max_iter=1500, random_state=0)
+filled = inpainter.fit_transform(observed)
+baseline = inpaint_biharmonic(np.nan_to_num(observed), lost)
+print(
+    f"50% random pixels: biharmonic {psnr(clean, baseline):.2f} dB, "
+    f"DIP {psnr(clean, filled):.2f} dB (stopped: {inpainter.stopped_by_}, "
+    f"iteration {inpainter.best_iter_})"
+)
+
+# --- 2. a text-like overlay, given as a boolean mask (True = observed)
+strokes = np.zeros(clean.shape, dtype=bool)
+for top in (10, 30, 50):
+    for left in range(3, 58, 9):
+        for _ in range(3):
+            r0, r1 = rng.integers(top - 4, top + 5, size=2)
+            c0, c1 = rng.integers(left, left + 7, size=2)
+            rr, cc = line(r0, c0, r1, c1)
+            strokes[rr, cc] = True
+strokes = dilation(strokes, footprint_rectangle((2, 2)))
+mask = ~strokes
+with_text = np.where(mask, clean, 1.0)  # white text burnt into the picture
+
+inpainter = DIPInpainter(generator="skip-small", max_iter=1500, random_state=0)
+inpainter.fit(with_text, mask=mask)
+baseline = inpaint_biharmonic(with_text, strokes)
+print(
+    f"text overlay ({100 * strokes.mean():.0f}% of the pixels): "
+    f"biharmonic {psnr(clean, baseline):.2f} dB, "
+    f"DIP {psnr(clean, inpainter.reconstruction_):.2f} dB"
+)

@@ -1,0 +1,645 @@
+"""Deep Image Prior for known forward models: generic, inpainting, super-resolution, deblurring.
+
+Every estimator here solves ``min_theta loss(y, f(G_theta(z))) + R(G_theta(z))``
+for a known measurement model ``f`` and returns ``G_theta(z)`` at the
+selected iteration. They differ only in how ``f`` is built from their
+parameters (and, for inpainting, from the observation itself).
+"""
+
+from __future__ import annotations
+
+import numbers
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from torch import nn
+
+from .._validation import ImageLayout, check_images, images_digest
+from ..operators import (
+    Convolution,
+    Downsample,
+    ForwardOperator,
+    FunctionOperator,
+    Identity,
+    PixelMask,
+)
+from ._base import BaseDIPEstimator
+from ._sparse_noise import SparseNoise, SparseNoiseMixin
+
+__all__ = ["DIPDeconvolver", "DIPInpainter", "DIPReconstructor", "DIPSuperResolver"]
+
+
+_COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
+        The network: a name from :data:`skdip.generators.GENERATOR_NAMES`
+        (``"skip"``, ``"skip-small"``, ``"deep-decoder"``, ``"conv-decoder"``,
+        ``"inr"``) or a configuration object such as ``SkipNetwork(width=64)``
+        (tunable as ``generator__width``).
+    early_stopping : {"emv", "wmv"}, BaseStoppingRule or None, default="emv"
+        Reference-free stopping rule watching the running variance of the
+        iterates; None runs ``max_iter`` steps and returns the last iterate.
+    max_iter : int, default=5000
+        Maximum number of optimisation steps.
+    lr : float, default=0.01
+        Adam learning rate of the network.
+    loss : {"mse", "l1", "huber"} or callable, default="mse"
+        Data fidelity between the predicted and the observed measurement.
+    regularizer : BaseRegularizer or callable, default=None
+        Penalty on the image estimate, e.g. ``TotalVariation(weight=0.01)``
+        or ``GradientRatio()`` (tunable as ``regularizer__weight``).
+    noise_model : {"sparse"}, SparseNoise or None, default=None
+        ``"sparse"`` models impulse (salt-and-pepper) outliers as
+        ``y = f(x) + g * g - h * h`` with ``g``, ``h`` trained from a tiny
+        start by plain gradient steps (double over-parameterisation); see
+        :class:`SparseNoise`. Use it with ``loss="mse"``.
+    reg_noise_std : float, default=1/30
+        Standard deviation of the perturbation of the input code at each step
+        (set 0 for generators that ignore it, such as ``"inr"``).
+    output_averaging : float or None, default=None
+        Weight ``w`` of the exponential average of outputs (0.99 in the DIP
+        paper); when set, the average is watched and returned.
+    rescale : "auto" or bool, default="auto"
+        Map intensities to [0, 1] before fitting and back after ("auto": only
+        for data clearly outside [0, 1]).
+    device : str or torch.device, default="auto"
+        "auto" uses CUDA when available, else the CPU.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the network, its input code and the perturbations; the same
+        seed gives identical results on the CPU.
+    verbose : bool or int, default=False
+        Show a progress bar.
+    callback : callable, default=None
+        ``callback(iteration, loss, estimate)`` after every step; returning
+        True stops the fit."""
+
+_COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
+        Iteration whose estimate was returned.
+    n_iter_ : int or list of int
+        Iterations run.
+    stopped_by_ : str or list of str
+        Why the fit ended: "early_stopping", "max_iter", "callback",
+        "interrupted" or "divergence".
+    history_ : dict or list of dict
+        Per-iteration records ("loss", "signal", "psnr" when clean references
+        were given to ``fit``, "fit_time", "seconds_per_step", ...).
+    loss_curve_ : ndarray or list of ndarray
+        The loss at every iteration.
+    sparse_noise_ : ndarray or list of ndarray
+        Only with a ``noise_model``: the sparse component of the measurement
+        at the end of the fit, shaped like the observation (channels last).
+    n_images_ : int
+        Number of images fitted."""
+
+
+def _doc(cls):
+    """Fill the shared parameter and attribute descriptions into a class docstring."""
+    if cls.__doc__ is None:  # python -OO strips docstrings
+        return cls
+    cls.__doc__ = cls.__doc__.replace("%(common_params)s", _COMMON_PARAMS_DOC).replace(
+        "%(common_attributes)s", _COMMON_ATTRIBUTES_DOC
+    )
+    return cls
+
+
+class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
+    """Shared parts: the noise-model option and layouts for outputs of a new shape."""
+
+    _parameter_constraints: dict = {
+        **BaseDIPEstimator._parameter_constraints,
+        "noise_model": [StrOptions({"sparse"}), SparseNoise, None],
+    }
+
+    def _solve(self, X, y=None, **fit_params):
+        images, layout, results = super()._solve(X, y, **fit_params)
+        return images, _output_layout(layout, results), results
+
+    def _results_for(self, X, fit_params):
+        images, layout, results = super()._results_for(X, fit_params)
+        return images, _output_layout(layout, results), results
+
+
+def _output_layout(layout: ImageLayout, results: list[dict]) -> ImageLayout:
+    """A 2-D input gives a 2-D output only if the reconstruction has one channel."""
+    squeeze = tuple(
+        bool(sq and r["estimate"].shape[2] == 1)
+        for sq, r in zip(layout.squeeze_channel, results, strict=True)
+    )
+    return ImageLayout(layout.kind, squeeze, layout.dtypes)
+
+
+# --------------------------------------------------------------------------- generic
+
+
+@_doc
+class DIPReconstructor(_InverseProblemEstimator):
+    """Deep Image Prior for any known forward model ``y = f(x) + noise``.
+
+    The generator's output ``x = G_theta(z)`` is passed through the forward
+    operator ``f`` and compared with the observation; the estimate of ``x``
+    at the selected iteration is returned. The operator may change the
+    shape: the image has the shape ``operator.input_shape(y_shape)`` unless
+    ``output_shape`` is given, and ``output_channels`` channels.
+
+    Parameters
+    ----------
+    operator : ForwardOperator, callable or None, default=None
+        The measurement model: a :class:`~skdip.operators.ForwardOperator`
+        (e.g. ``Downsample(2)``, ``Convolution(kernel)``,
+        ``FunctionOperator(fn, ...)``) or a differentiable torch function of a
+        ``(1, C, H, W)`` tensor (wrapped in ``FunctionOperator``; pass
+        ``output_shape`` if it changes the shape). None is the identity
+        (plain denoising). It is copied, never modified.
+    output_shape : tuple of int or None, default=None
+        ``(H, W)`` of the image to reconstruct. None asks the operator:
+        ``operator.input_shape((h, w))`` of each observation.
+    output_channels : int or None, default=None
+        Channels of the image to reconstruct; None: those of the observation.
+    %(common_params)s
+
+    Attributes
+    ----------
+    reconstruction_ : ndarray or list of ndarray
+        The reconstructed image(s) of shape ``output_shape`` (channels last),
+        in the layout and float dtype of ``X``; a 2-D grey input gives a 2-D
+        output when the reconstruction has one channel.
+    %(common_attributes)s
+
+    See Also
+    --------
+    DIPInpainter, DIPSuperResolver, DIPDeconvolver : ready-made operators.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdip import DIPReconstructor
+    >>> from skdip.operators import Downsample
+    >>> low = np.tile(np.linspace(0, 1, 8), (8, 1))
+    >>> est = DIPReconstructor(operator=Downsample(2, kernel="box"), generator="skip-small",
+    ...                        max_iter=20, early_stopping=None, random_state=0)
+    >>> est.fit_transform(low).shape
+    (16, 16)
+    """
+
+    _parameter_constraints: dict = {
+        **_InverseProblemEstimator._parameter_constraints,
+        "operator": [ForwardOperator, callable, None],
+        "output_shape": [tuple, list, None],
+        "output_channels": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(
+        self,
+        operator=None,
+        output_shape=None,
+        output_channels=None,
+        generator="skip",
+        early_stopping="emv",
+        max_iter: int = 5000,
+        lr: float = 0.01,
+        loss="mse",
+        regularizer=None,
+        noise_model=None,
+        reg_noise_std: float = 1.0 / 30.0,
+        output_averaging: float | None = None,
+        rescale="auto",
+        device="auto",
+        random_state=None,
+        verbose=False,
+        callback=None,
+    ):
+        self.operator = operator
+        self.output_shape = output_shape
+        self.output_channels = output_channels
+        self.generator = generator
+        self.early_stopping = early_stopping
+        self.max_iter = max_iter
+        self.lr = lr
+        self.loss = loss
+        self.regularizer = regularizer
+        self.noise_model = noise_model
+        self.reg_noise_std = reg_noise_std
+        self.output_averaging = output_averaging
+        self.rescale = rescale
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callback = callback
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.output_shape is not None:
+            shape = tuple(self.output_shape)
+            if len(shape) != 2 or not all(
+                isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in shape
+            ):
+                raise ValueError(
+                    f"output_shape must be None or a pair of positive ints (H, W), "
+                    f"got {self.output_shape!r}"
+                )
+
+    def _operator(self) -> ForwardOperator:
+        if self.operator is None:
+            return Identity()
+        if isinstance(self.operator, ForwardOperator):
+            return self.operator
+        return FunctionOperator(self.operator)
+
+    def _forward_problem(self, image, extra):
+        operator = self._operator()
+        observed_shape = image.shape[:2]
+        if self.output_shape is not None:
+            out_shape = tuple(int(s) for s in self.output_shape)
+        else:
+            out_shape = operator.input_shape(observed_shape)
+        channels = self.output_channels if self.output_channels is not None else image.shape[2]
+        return operator, image, out_shape, int(channels)
+
+
+# --------------------------------------------------------------------------- inpainting
+
+
+def _check_mask(mask, image_shape: tuple[int, int, int]) -> np.ndarray:
+    """Validate one image's mask; return it as a boolean ``(H, W, C)`` array."""
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    arr = np.asarray(mask)
+    if arr.dtype == object or not (arr.dtype == bool or np.issubdtype(arr.dtype, np.number)):
+        raise TypeError(f"mask must be a boolean or 0/1 numeric array, got dtype {arr.dtype}")
+    h, w, c = image_shape
+    # A batch of one may hand its single mask with a leading axis of length 1.
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    elif arr.ndim == 3 and arr.shape[0] == 1 and arr.shape[1:] == (h, w):
+        if not (arr.shape[:2] == (h, w) and arr.shape[2] in (1, c)):
+            arr = arr[0]
+    if arr.ndim == 2 and arr.shape == (h, w):
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[:2] != (h, w) or arr.shape[2] not in (1, c):
+        expected = f"({h}, {w})" + (f" or ({h}, {w}, {c})" if c > 1 else "")
+        raise ValueError(f"mask has shape {np.shape(mask)} but the image needs {expected}")
+    if arr.dtype != bool:
+        if not np.isfinite(arr).all():
+            raise ValueError("mask contains NaN or infinity")
+        if not np.isin(arr, (0, 1)).all():
+            raise ValueError("mask must contain only 0/1 (or False/True) values")
+        arr = arr.astype(bool)
+    return np.broadcast_to(arr, (h, w, c))
+
+
+@_doc
+class DIPInpainter(_InverseProblemEstimator):
+    """Fill in missing pixels with a Deep Image Prior.
+
+    The loss compares the generator's output with the observation on the
+    observed pixels only (``y = m * x``); the network's structure fills the
+    holes. Missing pixels are marked either as NaN in ``X`` (the
+    scikit-learn convention, as for ``SimpleImputer``) or by a boolean
+    ``mask`` passed to :meth:`fit` (True = observed), or both: a value is
+    observed only if it is not NaN and the mask says so. A 2-D mask is
+    shared by all channels; a 3-D ``(H, W, C)`` mask gives each its own.
+
+    ``mask`` is a per-image fit parameter: for a batch ``(N, H, W, C)`` pass
+    ``(N, H, W)`` or ``(N, H, W, C)`` masks (or a list), which
+    ``GridSearchCV`` slices with the images. ``transform(X)`` and
+    ``score(X, y)`` given the fitted ``X`` without a mask reuse the fitted
+    result and its mask (so that a grid search can score without the mask).
+
+    Parameters
+    ----------
+    keep_observed : bool, default=True
+        Put the observed values back into the returned image (only the holes
+        come from the network). False returns the network's output
+        everywhere, which also smooths the observed pixels.
+    %(common_params)s
+
+    Attributes
+    ----------
+    reconstruction_ : ndarray or list of ndarray
+        The full image(s) with the holes filled, in the layout and float
+        dtype of ``X``.
+    mask_ : ndarray or list of ndarray
+        The boolean mask of observed values that was used (NaN and ``mask``
+        combined): ``(H, W)`` when every channel shares it, else ``(H, W, C)``.
+    %(common_attributes)s
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdip import DIPInpainter
+    >>> image = np.tile(np.linspace(0, 1, 16), (16, 1))
+    >>> image[4:8, 4:8] = np.nan  # the hole
+    >>> inp = DIPInpainter(generator="skip-small", max_iter=20, early_stopping=None,
+    ...                    random_state=0)
+    >>> filled = inp.fit_transform(image)
+    >>> bool(np.isfinite(filled).all()), bool(inp.mask_[5, 5]), bool(inp.mask_[0, 0])
+    (True, False, True)
+    """
+
+    _parameter_constraints: dict = {
+        **_InverseProblemEstimator._parameter_constraints,
+        "keep_observed": ["boolean"],
+    }
+    _allow_nan = True
+
+    def __init__(
+        self,
+        keep_observed: bool = True,
+        generator="skip",
+        early_stopping="emv",
+        max_iter: int = 5000,
+        lr: float = 0.01,
+        loss="mse",
+        regularizer=None,
+        noise_model=None,
+        reg_noise_std: float = 1.0 / 30.0,
+        output_averaging: float | None = None,
+        rescale="auto",
+        device="auto",
+        random_state=None,
+        verbose=False,
+        callback=None,
+    ):
+        self.keep_observed = keep_observed
+        self.generator = generator
+        self.early_stopping = early_stopping
+        self.max_iter = max_iter
+        self.lr = lr
+        self.loss = loss
+        self.regularizer = regularizer
+        self.noise_model = noise_model
+        self.reg_noise_std = reg_noise_std
+        self.output_averaging = output_averaging
+        self.rescale = rescale
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callback = callback
+
+    def fit(self, X, y=None, mask=None):
+        """Fit the network to the observed pixels of ``X``.
+
+        Parameters
+        ----------
+        X : array-like
+            Image ``(H, W)`` / ``(H, W, C)``, batch ``(N, H, W, C)`` or list of
+            images; NaN marks missing values.
+        y : array-like, optional
+            Clean references, used only to record the PSNR of every iterate.
+        mask : array-like or list of array-like, optional
+            True (or 1) where a value is observed; ``(H, W)`` or
+            ``(H, W, C)`` per image.
+
+        Returns
+        -------
+        self : DIPInpainter
+        """
+        return super().fit(X, y, mask=mask)
+
+    def _observed(self, image: np.ndarray, extra: dict) -> np.ndarray:
+        observed = ~np.isnan(image)
+        if extra.get("mask") is not None:
+            observed = observed & _check_mask(extra["mask"], image.shape)
+        if not observed.any():
+            raise ValueError("an image has no observed value (its mask and NaNs hide everything)")
+        return observed
+
+    def _forward_problem(self, image, extra):
+        observed = self._observed(image, extra)
+        shared = bool((observed == observed[..., :1]).all())
+        operator = PixelMask(observed[..., 0] if shared else observed)
+        target = np.where(observed, image, 0.0)
+        return operator, target, image.shape[:2], image.shape[2]
+
+    def _finish(self, estimate, result, image, extra):
+        out = super()._finish(estimate, result, image, extra)
+        observed = self._observed(image, extra)
+        if self.keep_observed:
+            filled = np.array(estimate, copy=True)
+            filled[observed] = image[observed]
+            out["estimate"] = filled
+        shared = bool((observed == observed[..., :1]).all())
+        out["mask"] = np.array(observed[..., 0] if shared else observed)
+        return out
+
+    def _set_fitted(self, images, layout, results, fit_params) -> None:
+        super()._set_fitted(images, layout, results, fit_params)
+        self._fit_images_digest = images_digest(images)
+
+    def _results_for(self, X, fit_params):
+        if fit_params.get("mask") is None and hasattr(self, "_fit_images_digest"):
+            images, layout = check_images(X, min_size=self._min_image_size, allow_nan=True)
+            if images_digest(images) == self._fit_images_digest:
+                return images, _output_layout(layout, self._fit_results), self._fit_results
+        return super()._results_for(X, fit_params)
+
+
+# ----------------------------------------------------------------------- super-resolution
+
+
+@_doc
+class DIPSuperResolver(_InverseProblemEstimator):
+    """Upsample images by an integer factor with a Deep Image Prior.
+
+    The generator produces the high-resolution image ``x``; its
+    anti-aliased downsampling ``D(x)`` (a Lanczos-2 filter, as in the DIP
+    paper) is fitted to the low-resolution observation. ``fit(low_res)``
+    then ``transform()`` returns the ``(H * scale, W * scale)`` image.
+
+    Parameters
+    ----------
+    scale : int, default=4
+        Upsampling factor.
+    kernel : {"lanczos2", "bicubic", "box"}, default="lanczos2"
+        Anti-aliasing filter of the downsampling model
+        (:class:`~skdip.operators.Downsample`); choose the one that produced
+        the low-resolution image if it is known.
+    %(common_params)s
+
+    Attributes
+    ----------
+    reconstruction_ : ndarray or list of ndarray
+        The high-resolution image(s), in the layout and float dtype of ``X``.
+    %(common_attributes)s
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdip import DIPSuperResolver
+    >>> low = np.tile(np.linspace(0, 1, 8), (8, 1))
+    >>> sr = DIPSuperResolver(scale=2, generator="skip-small", max_iter=20,
+    ...                       early_stopping=None, random_state=0)
+    >>> sr.fit(low).transform().shape
+    (16, 16)
+    """
+
+    _parameter_constraints: dict = {
+        **_InverseProblemEstimator._parameter_constraints,
+        "scale": [Interval(Integral, 1, None, closed="left")],
+        "kernel": [StrOptions({"lanczos2", "bicubic", "box"})],
+    }
+
+    def __init__(
+        self,
+        scale: int = 4,
+        kernel: str = "lanczos2",
+        generator="skip",
+        early_stopping="emv",
+        max_iter: int = 5000,
+        lr: float = 0.01,
+        loss="mse",
+        regularizer=None,
+        noise_model=None,
+        reg_noise_std: float = 1.0 / 30.0,
+        output_averaging: float | None = None,
+        rescale="auto",
+        device="auto",
+        random_state=None,
+        verbose=False,
+        callback=None,
+    ):
+        self.scale = scale
+        self.kernel = kernel
+        self.generator = generator
+        self.early_stopping = early_stopping
+        self.max_iter = max_iter
+        self.lr = lr
+        self.loss = loss
+        self.regularizer = regularizer
+        self.noise_model = noise_model
+        self.reg_noise_std = reg_noise_std
+        self.output_averaging = output_averaging
+        self.rescale = rescale
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callback = callback
+
+    def _forward_problem(self, image, extra):
+        operator = Downsample(int(self.scale), kernel=self.kernel)
+        out_shape = operator.input_shape(image.shape[:2])
+        return operator, image, out_shape, image.shape[2]
+
+
+# ---------------------------------------------------------------------------- deblurring
+
+
+class _CroppedEstimate(nn.Module):
+    """Report a window of the model's estimate; the prediction still uses all of it."""
+
+    def __init__(self, model: nn.Module, window: tuple[int, int, int, int]):
+        super().__init__()
+        self.model = model
+        self.window = window
+
+    def forward(self, rng: torch.Generator | None = None):
+        estimate, prediction = self.model(rng)
+        top, left, h, w = self.window
+        return estimate[..., top : top + h, left : left + w], prediction
+
+
+@_doc
+class DIPDeconvolver(_InverseProblemEstimator):
+    """Non-blind deblurring: invert a known blur with a Deep Image Prior.
+
+    The generator's output is blurred by the given kernel and fitted to the
+    blurred, noisy observation, so the network's prior both sharpens and
+    denoises. The returned image always has the observation's shape and is
+    aligned with it.
+
+    Parameters
+    ----------
+    kernel : array-like of shape (kh, kw)
+        The blur kernel (a true convolution, as ``scipy.signal.convolve2d``),
+        shared by all channels. Required. It is used as given: make it sum to
+        1 to keep the mean intensity.
+    boundary : {"circular", "valid"}, default="circular"
+        The blur's border model. ``"circular"``: the scene is periodic and the
+        estimate has the observation's size. ``"valid"`` (more realistic for
+        real photographs): the observation only contains the positions where
+        the whole kernel lies inside the scene, so the network generates a
+        scene larger by ``(kh - 1, kw - 1)``; the returned image is the
+        window of that scene aligned with the observed pixels (the scene
+        pixel under the kernel's centre ``((kh - 1) // 2, (kw - 1) // 2)``),
+        of the observation's shape. The margin outside the window is
+        constrained only by part of the kernel and is not returned.
+    %(common_params)s
+
+    Attributes
+    ----------
+    reconstruction_ : ndarray or list of ndarray
+        The deblurred image(s), shaped and aligned like ``X``.
+    %(common_attributes)s
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdip import DIPDeconvolver
+    >>> blurred = np.tile(np.linspace(0, 1, 16), (16, 1))
+    >>> dec = DIPDeconvolver(kernel=np.ones((3, 3)) / 9, boundary="valid",
+    ...                      generator="skip-small", max_iter=20, early_stopping=None,
+    ...                      random_state=0)
+    >>> dec.fit_transform(blurred).shape
+    (16, 16)
+    """
+
+    _parameter_constraints: dict = {
+        **_InverseProblemEstimator._parameter_constraints,
+        "kernel": ["array-like", None],
+        "boundary": [StrOptions({"circular", "valid"})],
+    }
+
+    def __init__(
+        self,
+        kernel=None,
+        boundary: str = "circular",
+        generator="skip",
+        early_stopping="emv",
+        max_iter: int = 5000,
+        lr: float = 0.01,
+        loss="mse",
+        regularizer=None,
+        noise_model=None,
+        reg_noise_std: float = 1.0 / 30.0,
+        output_averaging: float | None = None,
+        rescale="auto",
+        device="auto",
+        random_state=None,
+        verbose=False,
+        callback=None,
+    ):
+        self.kernel = kernel
+        self.boundary = boundary
+        self.generator = generator
+        self.early_stopping = early_stopping
+        self.max_iter = max_iter
+        self.lr = lr
+        self.loss = loss
+        self.regularizer = regularizer
+        self.noise_model = noise_model
+        self.reg_noise_std = reg_noise_std
+        self.output_averaging = output_averaging
+        self.rescale = rescale
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callback = callback
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.kernel is None:
+            raise ValueError("DIPDeconvolver needs the blur kernel: pass kernel=<2-D array>")
+        self._convolution = Convolution(self.kernel, boundary=self.boundary)  # validates it
+
+    def _forward_problem(self, image, extra):
+        operator = self._convolution
+        out_shape = operator.input_shape(image.shape[:2])
+        return operator, image, out_shape, image.shape[2]
+
+    def _make_model(self, image, extra, seed, device):
+        model, target, fit_kwargs = super()._make_model(image, extra, seed, device)
+        if self.boundary == "valid":
+            kh, kw = self._convolution.kernel_size
+            h, w = image.shape[:2]
+            model = _CroppedEstimate(model, (kh - 1 - (kh - 1) // 2, kw - 1 - (kw - 1) // 2, h, w))
+        return model, target, fit_kwargs

@@ -1,0 +1,435 @@
+"""Scorers for model selection: ``scorer(estimator, X, y=None) -> float``.
+
+scikit-learn's ``make_scorer`` only calls ``predict``-like methods, so skdip's
+scorers are plain callables with the scorer signature, higher is better. They
+work alone (``scoring=get_scorer("emv")``) or in a multi-metric dict with
+``refit="name"``.
+
+No-reference scorers judge the estimate the early-stopping rule picked (the
+iterate at the running-variance minimum). The raw variance there is not
+comparable across settings: it scales with the step size, the network and
+the input perturbation, and it keeps falling when a fit overfits the noise
+instead of showing a valley. The default criterion, ``"discrepancy"``,
+instead compares the data fit of the picked estimate with the noise level of
+the observation (Morozov's discrepancy principle): a good denoised image
+leaves a residual whose power equals the noise power; a smaller residual means
+noise was fitted, a larger one that structure was lost. The score,
+``-|10 log10(residual / sigma**2)|`` in dB, is in units of the data, so it is
+comparable across learning rates, widths, input-noise levels and generators.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._quality import psnr as _psnr_metric
+from ._quality import ssim as _ssim_metric
+
+__all__ = ["NoReferenceScorer", "ReferenceScorer", "get_scorer", "SCORER_NAMES"]
+
+# A noise-free observation would make the ratio infinite; this floor keeps the
+# score finite (and still ranks smaller residuals higher).
+_MIN_NOISE_VAR = 1e-12
+
+
+def _dip_step(estimator: Any, X: Any) -> tuple[Any, Any]:
+    """The DIP estimator to score and its input (through a Pipeline's earlier steps)."""
+    if hasattr(estimator, "_results_for"):
+        return estimator, X
+    steps = getattr(estimator, "steps", None)
+    if steps is not None:
+        # Score the last DIP step, on the data the earlier steps hand it.
+        positions = [i for i, (_, step) in enumerate(steps) if hasattr(step, "_results_for")]
+        if positions:
+            for _, step in steps[: positions[-1]]:
+                if step is not None and step != "passthrough":
+                    X = step.transform(X)
+            return steps[positions[-1]][1], X
+    raise TypeError(
+        "skdip scorers need a fitted skdip DIP estimator (or a Pipeline containing one), "
+        f"got {type(estimator).__name__}"
+    )
+
+
+def _rule_kind(estimator: Any) -> str:
+    """Which running variance the estimator recorded: "emv", "wmv" or "other"."""
+    from ..stopping import ExponentialMovingVariance, WindowedMovingVariance, get_stopping_rule
+
+    rule = get_stopping_rule(getattr(estimator, "early_stopping", None))
+    # Without a rule the engine still records a passive EMV.
+    if rule is None or isinstance(rule, ExponentialMovingVariance):
+        return "emv"
+    if isinstance(rule, WindowedMovingVariance):
+        return "wmv"
+    return "other"
+
+
+def _measures_in_image_space(estimator: Any) -> bool:
+    """Whether the observation is the image itself (no forward operator, no post-processing).
+
+    Then the residual of the returned estimate can be computed exactly from it
+    and ``X``, whatever the loss or regularizer; otherwise the recorded loss
+    at the picked iteration is used.
+    """
+    from ..estimators._base import BaseDIPEstimator
+
+    cls = type(estimator)
+    return isinstance(estimator, BaseDIPEstimator) and all(
+        getattr(cls, name) is getattr(BaseDIPEstimator, name)
+        for name in ("_forward_problem", "_make_model", "_finish")
+    )
+
+
+def _noise_var(observation: np.ndarray, sigma: float | None, scale: float) -> float:
+    """Noise variance on the [0, 1] fitting scale: given, or estimated from the data."""
+    if sigma is not None:
+        return max((float(sigma) / scale) ** 2, _MIN_NOISE_VAR)
+    if not np.isfinite(observation).all():
+        return _observed_noise_var(observation)
+    from skimage.restoration import estimate_sigma
+
+    # Wavelet median-absolute-deviation estimate of a Gaussian noise level.
+    est = estimate_sigma(observation, channel_axis=-1, average_sigmas=True)
+    return max(float(est) ** 2, _MIN_NOISE_VAR)
+
+
+def _observed_noise_var(observation: np.ndarray) -> float:
+    """Noise variance from the fully observed 2x2 blocks of an image with missing pixels.
+
+    The diagonal Haar detail ``(a - b - c + d) / 2`` of a block has the noise
+    variance under i.i.d. Gaussian noise and is nearly blind to smooth image
+    content; its median absolute value over blocks gives a robust estimate.
+    """
+    h, w = (s - s % 2 for s in observation.shape[:2])
+    blocks = observation[:h, :w]
+    detail = (blocks[0::2, 0::2] - blocks[0::2, 1::2] - blocks[1::2, 0::2] + blocks[1::2, 1::2]) / 2
+    detail = detail[np.isfinite(detail)]
+    if detail.size < 8:
+        raise ValueError(
+            "too few observed pixels to estimate the noise level; pass sigma= to the scorer"
+        )
+    return max(float(np.median(np.abs(detail)) / 0.6745) ** 2, _MIN_NOISE_VAR)
+
+
+def _picked(result: dict, key: str) -> float:
+    values = result["history"][key]
+    b = int(result["best_iter"])
+    if 0 <= b < len(values) and np.isfinite(values[b]):
+        return float(values[b])
+    return float("nan")
+
+
+def no_reference_scores(
+    estimator: Any,
+    images: list[np.ndarray],
+    results: list[dict],
+    *,
+    criterion: str = "discrepancy",
+    sigma: float | None = None,
+) -> np.ndarray:
+    """Per-image no-reference scores of fitted results (higher is better).
+
+    Parameters
+    ----------
+    estimator : BaseDIPEstimator
+        The fitted estimator the results belong to.
+    images : list of ndarray
+        The observations, float64 ``(H, W, C)`` on the caller's scale.
+    results : list of dict
+        The per-image fit results (``estimate``, ``history``, ``best_iter``,
+        ``scaling``).
+    criterion : {"discrepancy", "variance"}
+        See :class:`NoReferenceScorer`.
+    sigma : float, optional
+        Noise standard deviation on the caller's intensity scale; estimated
+        from each image when None.
+
+    Returns
+    -------
+    scores : ndarray of shape (n_images,)
+    """
+    direct = criterion == "discrepancy" and _measures_in_image_space(estimator)
+    if criterion == "discrepancy" and not direct and getattr(estimator, "loss", "mse") != "mse":
+        raise ValueError(
+            "the discrepancy criterion compares a mean squared residual with the noise "
+            f"variance; it needs loss='mse' for {type(estimator).__name__}, got "
+            f"{estimator.loss!r}. Use criterion='variance' or a full-reference scorer"
+        )
+    scores = []
+    for image, result in zip(images, results, strict=True):
+        scaling = result["scaling"]
+        observation = scaling.forward(image)
+        noise_var = _noise_var(observation, sigma, scaling.scale)
+        if criterion == "variance":
+            value = _picked(result, "signal")
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(
+                    "no running-variance signal was recorded at the picked iteration (the fit "
+                    "ended before the rule's warm-up); use the discrepancy criterion"
+                )
+            # Jitter of the iterates against the noise power, in dB per pixel.
+            scores.append(10.0 * np.log10(noise_var / value))
+            continue
+        if direct:
+            estimate = scaling.forward(np.asarray(result["estimate"], dtype=np.float64))
+            residual = float(np.mean((estimate - observation) ** 2))
+        else:
+            residual = _picked(result, "loss")
+            mask = result.get("mask")
+            if mask is not None and np.mean(mask) > 0:
+                # A masked loss averages over all pixels; the residual is per observed one.
+                residual /= float(np.mean(mask))
+        if not np.isfinite(residual):
+            raise ValueError("no finite residual was recorded at the picked iteration")
+        residual = max(residual, _MIN_NOISE_VAR)
+        scores.append(-abs(10.0 * np.log10(residual / noise_var)))
+    return np.asarray(scores, dtype=np.float64)
+
+
+class NoReferenceScorer(BaseEstimator):
+    """Score a fitted DIP estimator without the clean image (higher is better).
+
+    The estimate judged is the one the early-stopping rule returned (the
+    iterate at the running-variance minimum, EMV or WMV), for each image of
+    ``X``; the scores are averaged over images. Scoring the fitted images
+    reuses the fit (the cache is keyed on content, so the copies made by
+    ``GridSearchCV`` hit it); other images are solved first.
+
+    Parameters
+    ----------
+    rule : {"emv", "wmv"} or None, default=None
+        Require the estimator's stopping rule to be this one (an estimator with
+        ``early_stopping=None`` records a passive EMV and counts as "emv");
+        None accepts any rule.
+    criterion : {"discrepancy", "variance"}, default="discrepancy"
+        ``"discrepancy"``: ``-|10 log10(r / sigma**2)|`` with ``r`` the mean
+        squared residual of the picked estimate to the observation and
+        ``sigma`` the noise level (0 dB is best). It compares across settings
+        (learning rate, width, input noise, generator). ``"variance"``:
+        ``10 log10(sigma**2 / v)`` with ``v`` the running variance at the
+        picked iteration; it favours small steps and fits that overfit without
+        a valley, so it is NOT comparable across such settings (kept as the
+        plain signal, e.g. to compare seeds of one setting).
+    sigma : float or None, default=None
+        Noise standard deviation of ``X`` on its intensity scale, when known.
+        None estimates it per image (wavelet median absolute deviation,
+        :func:`skimage.restoration.estimate_sigma`; with missing (NaN) pixels,
+        the same idea on the fully observed 2x2 blocks), which assumes additive
+        Gaussian-like noise on an image-like observation. Pass it for other
+        problems.
+
+    See Also
+    --------
+    get_scorer : scorers by name ("emv", "wmv", ...).
+    ReferenceScorer : PSNR/SSIM against clean images.
+
+    Notes
+    -----
+    For :class:`~skdip.DIPDenoiser` the residual is computed from the returned
+    image and ``X``. For estimators with a forward operator it is the loss
+    recorded at the picked iteration, which must be the MSE (and includes the
+    penalty of a ``regularizer``, if any); for an estimator that reports a
+    pixel mask (inpainting) it is rescaled to a mean over observed pixels.
+    The criterion was designed and measured on Gaussian denoising only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdip import DIPDenoiser, SkipNetwork
+    >>> from skdip.metrics import NoReferenceScorer
+    >>> rng = np.random.default_rng(0)
+    >>> noisy = np.clip(0.5 + 0.1 * rng.standard_normal((16, 16)), 0, 1)
+    >>> den = DIPDenoiser(generator=SkipNetwork(width=8, depth=2, input_channels=4),
+    ...                   max_iter=10, early_stopping=None, random_state=0).fit(noisy)
+    >>> score = NoReferenceScorer(rule="emv")(den, noisy)
+    >>> score <= 0.0
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "rule": [StrOptions({"emv", "wmv"}), None],
+        "criterion": [StrOptions({"discrepancy", "variance"})],
+        "sigma": [Interval(Real, 0, None, closed="neither"), None],
+    }
+
+    def __init__(self, rule: str | None = None, criterion: str = "discrepancy", sigma=None):
+        self.rule = rule
+        self.criterion = criterion
+        self.sigma = sigma
+
+    def score_images(self, estimator: Any, X: Any) -> np.ndarray:
+        """Per-image scores of ``X`` (see the class description).
+
+        Parameters
+        ----------
+        estimator : BaseDIPEstimator or Pipeline
+            A fitted skdip estimator, or a fitted Pipeline with one.
+        X : array-like
+            Observation(s), as given to ``fit``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_images,)
+        """
+        self._validate_params()
+        dip, X = _dip_step(estimator, X)
+        if self.rule is not None and _rule_kind(dip) != self.rule:
+            raise ValueError(
+                f"this scorer judges the estimate picked by {self.rule.upper()}, but the "
+                f"estimator uses early_stopping={dip.early_stopping!r}; fit with "
+                f"early_stopping={self.rule!r} or use a scorer with rule=None"
+            )
+        images, _, results = dip._results_for(X, {})
+        return no_reference_scores(dip, images, results, criterion=self.criterion, sigma=self.sigma)
+
+    def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
+        """Mean score over the images of ``X``; ``y`` is ignored.
+
+        Parameters
+        ----------
+        estimator : BaseDIPEstimator or Pipeline
+            A fitted skdip estimator, or a fitted Pipeline with one.
+        X : array-like
+            Observation(s).
+        y : ignored
+            Accepted for the scorer signature (labels in a Pipeline, or None).
+
+        Returns
+        -------
+        score : float
+        """
+        return float(np.mean(self.score_images(estimator, X)))
+
+
+class ReferenceScorer(BaseEstimator):
+    """Score reconstructions against clean images ``y`` (PSNR or SSIM, higher is better).
+
+    Parameters
+    ----------
+    metric : {"psnr", "ssim"}, default="psnr"
+        :func:`skdip.metrics.psnr` (dB) or :func:`skdip.metrics.ssim`.
+    data_range : float or None, default=1.0
+        Intensity range of the images (1 for [0, 1] data, 255 for 8-bit
+        scales). None uses the range (max - min) of each reference.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdip import DIPDenoiser, SkipNetwork
+    >>> from skdip.metrics import ReferenceScorer
+    >>> clean = np.tile(np.linspace(0, 1, 16), (16, 1))
+    >>> noisy = np.clip(clean + 0.1 * np.random.default_rng(0).standard_normal((16, 16)), 0, 1)
+    >>> den = DIPDenoiser(generator=SkipNetwork(width=8, depth=2, input_channels=4),
+    ...                   max_iter=10, early_stopping=None, random_state=0).fit(noisy)
+    >>> ReferenceScorer("psnr")(den, noisy, clean) > 0
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "metric": [StrOptions({"psnr", "ssim"})],
+        "data_range": [Interval(Real, 0, None, closed="neither"), None],
+    }
+
+    def __init__(self, metric: str = "psnr", data_range=1.0):
+        self.metric = metric
+        self.data_range = data_range
+
+    def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
+        """Mean PSNR/SSIM of the reconstructions of ``X`` against ``y``.
+
+        Parameters
+        ----------
+        estimator : BaseDIPEstimator or Pipeline
+            A fitted skdip estimator, or a fitted Pipeline with one.
+        X : array-like
+            Observation(s).
+        y : array-like
+            Clean image(s) in the layout of ``X``.
+
+        Returns
+        -------
+        score : float
+        """
+        from .._validation import check_images, is_target_vector
+
+        self._validate_params()
+        if y is None or is_target_vector(y):
+            raise ValueError(
+                f"the {self.metric!r} scorer needs clean reference images as y; without "
+                "them use a no-reference scorer such as get_scorer('emv')"
+            )
+        dip, X = _dip_step(estimator, X)
+        images, layout, results = dip._results_for(X, {})
+        references, _ = check_images(y, name="y")
+        if len(references) != len(results):
+            raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")
+        metric = _psnr_metric if self.metric == "psnr" else _ssim_metric
+        scores = []
+        for result, ref in zip(results, references, strict=True):
+            estimate = np.asarray(result["estimate"], dtype=np.float64)
+            if ref.shape != estimate.shape:
+                raise ValueError(
+                    f"y has shape {ref.shape} but the reconstruction has {estimate.shape}"
+                )
+            span = self.data_range
+            if span is None:
+                span = float(np.ptp(ref)) or 1.0
+            scores.append(metric(ref, estimate, data_range=span))
+        return float(np.mean(scores))
+
+
+_REGISTRY = {
+    "emv": lambda: NoReferenceScorer(rule="emv"),
+    "wmv": lambda: NoReferenceScorer(rule="wmv"),
+    "discrepancy": lambda: NoReferenceScorer(rule=None),
+    "emv_variance": lambda: NoReferenceScorer(rule="emv", criterion="variance"),
+    "wmv_variance": lambda: NoReferenceScorer(rule="wmv", criterion="variance"),
+    "psnr": lambda: ReferenceScorer("psnr"),
+    "ssim": lambda: ReferenceScorer("ssim"),
+}
+
+#: Names accepted by :func:`get_scorer`.
+SCORER_NAMES = tuple(_REGISTRY)
+
+
+def get_scorer(name: str, **params: Any) -> NoReferenceScorer | ReferenceScorer:
+    """A skdip scorer by name, as a callable ``scorer(estimator, X, y=None) -> float``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`SCORER_NAMES`: ``"emv"`` / ``"wmv"`` (no reference: the
+        discrepancy score of the estimate picked by that rule),
+        ``"discrepancy"`` (same, any rule), ``"emv_variance"`` /
+        ``"wmv_variance"`` (the plain running variance, not comparable across
+        settings), ``"psnr"`` / ``"ssim"`` (clean references as ``y``).
+    **params
+        Parameters of the scorer, e.g. ``sigma=0.1`` or ``data_range=255``.
+
+    Returns
+    -------
+    scorer : NoReferenceScorer or ReferenceScorer
+        A new scorer; higher is better.
+
+    Examples
+    --------
+    >>> from skdip.metrics import get_scorer
+    >>> get_scorer("emv")
+    NoReferenceScorer(rule='emv')
+    >>> get_scorer("psnr", data_range=255)
+    ReferenceScorer(data_range=255)
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    try:
+        scorer = _REGISTRY[name]()
+    except KeyError:
+        raise ValueError(f"unknown scorer {name!r}; choose one of {list(SCORER_NAMES)}") from None
+    scorer.set_params(**params)
+    scorer._validate_params()
+    return scorer

@@ -1,0 +1,254 @@
+"""Cross-validation splitters for estimators that solve each image on its own.
+
+A Deep Image Prior estimator learns nothing that carries over to other images:
+"fitting" an image is solving it. The usual train/test split therefore buys
+nothing and costs a second solve (the test images are solved from scratch when
+scored). The splitters here score on the images that were fitted, so that,
+with the estimators' fitted-data cache, every candidate of a grid search costs
+exactly one solve per image:
+
+- :class:`FitImagesCV`: one split, train = test = every image; one setting for
+  the whole batch.
+- :class:`PerImageCV`: one split per image, train = test = that image; the
+  per-split scores choose a setting per image (see
+  :func:`best_params_per_image`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FitImagesCV", "PerImageCV", "best_params_per_image"]
+
+
+def _n_samples(X: Any) -> int:
+    """What scikit-learn indexes: list items, or the first axis of an array."""
+    if X is None:
+        raise ValueError("X is required to build the splits")
+    if isinstance(X, list | tuple):
+        return len(X)
+    shape = getattr(X, "shape", None)
+    if shape is None:
+        X = np.asarray(X)
+        shape = X.shape
+    if len(shape) == 0:
+        raise ValueError("X must be an image or a batch of images, got a scalar")
+    return int(shape[0])
+
+
+def _is_single_image(X: Any) -> bool:
+    # A 2-D or 3-D array is one image (H, W) or (H, W, C); its first axis is rows.
+    if isinstance(X, list | tuple):
+        return bool(X) and all(np.ndim(item) <= 1 for item in X)
+    return np.ndim(X) in (2, 3)
+
+
+class _ImageSplitter:
+    """Splitter protocol of scikit-learn (``split`` and ``get_n_splits``)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def split(self, X: Any, y: Any = None, groups: Any = None) -> Iterator[tuple]:
+        raise NotImplementedError
+
+    def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
+        raise NotImplementedError
+
+
+class FitImagesCV(_ImageSplitter):
+    """A single split that fits and scores the same images.
+
+    Pass it as ``cv`` to :class:`~sklearn.model_selection.GridSearchCV` (or
+    ``cross_validate``) with a DIP estimator: each candidate solves every image
+    once and is scored on those solutions, with a no-reference scorer such as
+    ``skdip.metrics.get_scorer("emv")`` or with ``scoring=None`` (the
+    estimator's ``score``). The test images are equal in content to the fitted
+    ones (scikit-learn copies them), so the estimator's fitted-data cache
+    answers the scoring without a second solve.
+
+    Works with a batch ``(N, H, W, C)``, a list of images, or a single image
+    (whose rows scikit-learn then indexes as a whole).
+
+    See Also
+    --------
+    PerImageCV : one split per image, to choose a setting per image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdip.model_selection import FitImagesCV
+    >>> images = np.zeros((3, 16, 16, 1))
+    >>> [(train.tolist(), test.tolist()) for train, test in FitImagesCV().split(images)]
+    [([0, 1, 2], [0, 1, 2])]
+    """
+
+    def split(self, X: Any, y: Any = None, groups: Any = None) -> Iterator[tuple]:
+        """Yield the one ``(train, test)`` pair: all indices, twice.
+
+        Parameters
+        ----------
+        X : array-like or list of images
+            The data to be split.
+        y, groups : ignored
+            Present for API compatibility.
+
+        Yields
+        ------
+        train, test : ndarray of int
+            Both ``arange(n)``, with ``n`` the number of indexable items of
+            ``X`` (images of a batch, or rows of a single image).
+        """
+        n = _n_samples(X)
+        if n < 1:
+            raise ValueError("X holds no image")
+        indices = np.arange(n)
+        yield indices, indices.copy()
+
+    def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
+        """Number of splits: always 1.
+
+        Parameters
+        ----------
+        X, y, groups : ignored
+            Present for API compatibility.
+
+        Returns
+        -------
+        n_splits : int
+        """
+        return 1
+
+
+class PerImageCV(_ImageSplitter):
+    """One split per image; each split fits and scores that image alone.
+
+    With a grid search, the per-split test scores
+    (``cv_results_["split{i}_test_score"]``) rank the settings for image ``i``
+    on its own; :func:`best_params_per_image` reads the best setting of every
+    image. Each candidate solves each image exactly once (the score reuses the
+    fit). ``best_params_`` is the setting with the best mean score over images.
+
+    ``X`` must be a batch: an ``(N, H, W, C)`` array or a list of images.
+
+    See Also
+    --------
+    FitImagesCV : one split over all images (one setting for the batch).
+    best_params_per_image : the per-image choice from a fitted search.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdip.model_selection import PerImageCV
+    >>> images = [np.zeros((16, 16)), np.ones((20, 20))]
+    >>> [(train.tolist(), test.tolist()) for train, test in PerImageCV().split(images)]
+    [([0], [0]), ([1], [1])]
+    """
+
+    def _count(self, X: Any) -> int:
+        if _is_single_image(X):
+            raise ValueError(
+                "PerImageCV needs a batch of images (an (N, H, W, C) array or a list of "
+                f"images); got a single image of shape {np.shape(X)}. Use FitImagesCV for "
+                "one image"
+            )
+        n = _n_samples(X)
+        if n < 1:
+            raise ValueError("X holds no image")
+        return n
+
+    def split(self, X: Any, y: Any = None, groups: Any = None) -> Iterator[tuple]:
+        """Yield ``([i], [i])`` for every image ``i``.
+
+        Parameters
+        ----------
+        X : array of shape (N, H, W, C) or list of images
+            The batch to be split.
+        y, groups : ignored
+            Present for API compatibility.
+
+        Yields
+        ------
+        train, test : ndarray of int
+            Both ``[i]``.
+        """
+        for i in range(self._count(X)):
+            yield np.array([i]), np.array([i])
+
+    def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
+        """Number of splits: the number of images in ``X``.
+
+        Parameters
+        ----------
+        X : array of shape (N, H, W, C) or list of images
+            Required: the number of splits is the number of images.
+        y, groups : ignored
+            Present for API compatibility.
+
+        Returns
+        -------
+        n_splits : int
+        """
+        if X is None:
+            raise ValueError("PerImageCV.get_n_splits needs X: it makes one split per image")
+        return self._count(X)
+
+
+def best_params_per_image(search: Any, metric: str | None = None) -> list[dict]:
+    """The best setting of each image from a search run with :class:`PerImageCV`.
+
+    Parameters
+    ----------
+    search : GridSearchCV or RandomizedSearchCV
+        A fitted search whose splits are one image each (``cv=PerImageCV()``).
+    metric : str, optional
+        Name of the metric in a multi-metric search; default: the ``refit``
+        name when it is a string, else the single score.
+
+    Returns
+    -------
+    params : list of dict
+        ``params[i]`` is the candidate with the highest test score on image
+        ``i`` (NaN scores, from failed fits, are never chosen).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.base import BaseEstimator
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from skdip.model_selection import PerImageCV, best_params_per_image
+    >>> class Toy(BaseEstimator):
+    ...     def __init__(self, a=0.0):
+    ...         self.a = a
+    ...     def fit(self, X, y=None):
+    ...         return self
+    ...     def score(self, X, y=None):
+    ...         return -abs(float(X[0].mean()) - self.a)
+    >>> images = [np.zeros((4, 4)), np.ones((4, 4))]
+    >>> search = GridSearchCV(Toy(), {"a": [0.0, 1.0]}, cv=PerImageCV(), refit=False)
+    >>> best_params_per_image(search.fit(images))
+    [{'a': 0.0}, {'a': 1.0}]
+    """
+    results = getattr(search, "cv_results_", None)
+    if results is None:
+        raise ValueError("the search is not fitted: call its fit first")
+    if metric is None:
+        refit = getattr(search, "refit", None)
+        metric = refit if isinstance(refit, str) else "score"
+    prefix, suffix = "split", f"_test_{metric}"
+    keys = [k for k in results if k.startswith(prefix) and k.endswith(suffix)]
+    if not keys:
+        names = sorted(k[len("mean_test_") :] for k in results if k.startswith("mean_test_"))
+        raise ValueError(f"no test scores named {metric!r} in the search; known: {names}")
+    keys.sort(key=lambda k: int(k[len(prefix) : -len(suffix)]))
+    chosen = []
+    for key in keys:
+        scores = np.asarray(results[key], dtype=float)
+        if not np.isfinite(scores).any():
+            raise ValueError(f"every candidate failed on split {key[len(prefix) : -len(suffix)]}")
+        best = int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))
+        chosen.append(dict(results["params"][best]))
+    return chosen

@@ -1,0 +1,196 @@
+"""Far-field diffraction: the magnitude (or intensity) of an oversampled Fourier transform."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+import torch
+
+from ._base import ForwardOperator
+
+__all__ = ["FourierMagnitude", "check_oversampling", "make_phase_masks"]
+
+
+def check_oversampling(oversampling) -> tuple[int, int]:
+    """Validate an oversampling factor (an int or a pair) and return ``(sy, sx)``."""
+    pair = (
+        (oversampling, oversampling)
+        if isinstance(oversampling, Integral) and not isinstance(oversampling, bool)
+        else oversampling
+    )
+    if (
+        not isinstance(pair, tuple | list)
+        or len(pair) != 2
+        or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in pair)
+    ):
+        raise TypeError(f"oversampling must be an int or a pair of ints, got {oversampling!r}")
+    if min(pair) < 2:
+        # Below 2 the autocorrelation of the object is undersampled and the
+        # phase is not determined by the magnitudes, even in principle.
+        raise ValueError(f"oversampling must be at least 2 along each axis, got {oversampling!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def make_phase_masks(n_masks: int, shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """The random unit-modulus masks of coded diffraction patterns.
+
+    Mask ``k`` is ``exp(1j * phi_k)`` with phases drawn uniformly in
+    ``[0, 2 pi)`` by ``numpy.random.RandomState(seed)``, so the same
+    ``(n_masks, shape, seed)`` always gives the same masks: simulation and
+    reconstruction only need to agree on these three values.
+
+    Parameters
+    ----------
+    n_masks : int
+        Number of masks (at least 1).
+    shape : tuple of int
+        ``(H, W)`` of the object.
+    seed : int, default=0
+        Seed of the phases.
+
+    Returns
+    -------
+    masks : ndarray of complex128, shape (n_masks, H, W)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdip.operators import make_phase_masks
+    >>> m = make_phase_masks(2, (4, 4), seed=0)
+    >>> m.shape, bool(np.allclose(np.abs(m), 1))
+    ((2, 4, 4), True)
+    """
+    if isinstance(n_masks, bool) or not isinstance(n_masks, Integral) or n_masks < 1:
+        raise ValueError(f"n_masks must be a positive int, got {n_masks!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    rng = np.random.RandomState(int(seed))
+    phases = rng.uniform(0.0, 2.0 * np.pi, size=(int(n_masks), *shape))
+    return np.exp(1j * phases)
+
+
+class FourierMagnitude(ForwardOperator):
+    """Far-field diffraction pattern of an object: ``|F(pad(x))|`` or its square.
+
+    The object ``x`` of shape ``(H, W)`` is zero-padded at the bottom and
+    right to ``(sy * H, sx * W)`` and transformed by the orthonormal 2-D
+    discrete Fourier transform (``numpy.fft.fft2(..., norm="ortho")``), so
+    that Parseval holds: the squared magnitudes sum to ``||x||**2``. With
+    ``n_masks > 0`` the measurement is a set of coded diffraction patterns:
+    pattern ``k`` is that of the object multiplied by the random phase mask
+    ``k`` of :func:`make_phase_masks`.
+
+    Real tensors are real objects; complex tensors are complex objects.
+    Every input channel (and every mask) gives one output channel, in the
+    order ``channel * n_patterns + mask``.
+
+    The measured magnitudes do not change when the padded object is moved
+    circularly, conjugated and flipped (``x(-r)*``) or multiplied by a
+    global phase: these are the trivial ambiguities that any evaluation
+    must factor out (see :func:`skdip.metrics.phase_retrieval_error`).
+    Coded masks remove most of them.
+
+    Parameters
+    ----------
+    oversampling : int or tuple of int, default=2
+        Padding factor per axis, at least 2.
+    measurement : {"magnitude", "intensity"}, default="magnitude"
+        Return ``|F(pad(x))|`` or ``|F(pad(x))|**2``.
+    n_masks : int, default=0
+        Number of coded diffraction patterns; 0 measures the plain pattern.
+    mask_seed : int, default=0
+        Seed of the masks (see :func:`make_phase_masks`).
+
+    Attributes
+    ----------
+    masks : Tensor or None
+        The complex masks, shape ``(n_masks, H, W)``, created for the object
+        shape of the first call (None without masks).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from skdip.operators import FourierMagnitude
+    >>> x = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    >>> y = FourierMagnitude(oversampling=2)(x)
+    >>> y.shape
+    torch.Size([1, 1, 16, 16])
+    >>> ref = np.abs(np.fft.fft2(x[0, 0].numpy(), s=(16, 16), norm="ortho"))
+    >>> bool(np.allclose(y[0, 0].numpy(), ref))
+    True
+    """
+
+    linear = False
+
+    def __init__(
+        self,
+        oversampling=2,
+        measurement: str = "magnitude",
+        n_masks: int = 0,
+        mask_seed: int = 0,
+    ):
+        super().__init__()
+        self.oversampling = check_oversampling(oversampling)
+        if measurement not in ("magnitude", "intensity"):
+            raise ValueError(f"measurement must be 'magnitude' or 'intensity', got {measurement!r}")
+        if isinstance(n_masks, bool) or not isinstance(n_masks, Integral) or n_masks < 0:
+            raise ValueError(f"n_masks must be a non-negative int, got {n_masks!r}")
+        if isinstance(mask_seed, bool) or not isinstance(mask_seed, Integral):
+            raise TypeError(f"mask_seed must be an int, got {mask_seed!r}")
+        self.measurement = measurement
+        self.n_masks = int(n_masks)
+        self.mask_seed = int(mask_seed)
+        self.register_buffer("masks", None)
+
+    @property
+    def n_patterns(self) -> int:
+        """Number of diffraction patterns per object channel."""
+        return max(self.n_masks, 1)
+
+    def _masks_for(self, shape: tuple[int, int], device, dtype) -> torch.Tensor:
+        if self.masks is None or tuple(self.masks.shape[-2:]) != tuple(shape):
+            masks = make_phase_masks(self.n_masks, tuple(shape), self.mask_seed)
+            self.masks = torch.as_tensor(masks, dtype=torch.complex128)
+        return self.masks.to(device=device, dtype=dtype)
+
+    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        """The complex field ``F(pad(mask * x))``, shape ``(B, C * n_patterns, sH, sW)``."""
+        if x.ndim != 4:
+            raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        frame = self.output_shape((h, w))
+        if self.n_masks:
+            cdtype = x.dtype if x.is_complex() else torch.promote_types(x.dtype, torch.complex64)
+            masks = self._masks_for((h, w), x.device, cdtype)
+            # (B, C, 1, H, W) * (K, H, W) -> (B, C, K, H, W) -> (B, C*K, H, W)
+            x = (x.unsqueeze(2) * masks).reshape(x.shape[0], -1, h, w)
+        # fft2 with s= pads with zeros after the data: the object sits top-left.
+        return torch.fft.fft2(x, s=frame, norm="ortho")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        field = self.spectrum(x)
+        if self.measurement == "intensity":
+            return field.real.square() + field.imag.square()
+        return field.abs()
+
+    def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
+        sy, sx = self.oversampling
+        return int(input_shape[0]) * sy, int(input_shape[1]) * sx
+
+    def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
+        sy, sx = self.oversampling
+        h, w = (int(s) for s in output_shape)
+        if h % sy or w % sx:
+            raise ValueError(
+                f"a diffraction pattern of shape {(h, w)} is not divisible by the "
+                f"oversampling {self.oversampling}"
+            )
+        return h // sy, w // sx
+
+    def extra_repr(self) -> str:
+        return (
+            f"oversampling={self.oversampling}, measurement={self.measurement!r}, "
+            f"n_masks={self.n_masks}, mask_seed={self.mask_seed}"
+        )

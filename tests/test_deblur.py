@@ -1,0 +1,269 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy import signal
+from sklearn.base import clone
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skdip import BlindDeblurrer, GradientRatio, SkipNetwork
+from skdip.datasets import blur, make_gaussian_kernel, make_motion_kernel
+from skdip.estimators._deblur import (
+    _aligned_image,
+    _centred_support,
+    _DoubleDIPModel,
+    _KernelMLP,
+    auto_kernel_size,
+)
+from skdip.metrics import aligned_psnr, kernel_error
+
+TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+
+
+def _deb(**kw):
+    params = dict(generator=TINY, max_iter=5, early_stopping=None, random_state=0, device="cpu")
+    params.update(kw)
+    return BlindDeblurrer(**params)
+
+
+def _sharp(size=34, channels=None, seed=0):
+    """Piecewise-constant blocks: sharp edges that blur visibly."""
+    rng = np.random.default_rng(seed)
+    shape = (6, 6) if channels is None else (6, 6, channels)
+    blocks = rng.random(shape)
+    reps = (size // 6 + 1, size // 6 + 1) + (() if channels is None else (1,))
+    return np.kron(blocks, np.ones(reps))[:size, :size]
+
+
+def _blurry(size=34, kernel=None, channels=None, seed=0):
+    kernel = make_motion_kernel(5, random_state=0) if kernel is None else kernel
+    return blur(_sharp(size, channels, seed), kernel, mode="valid")
+
+
+# ------------------------------------------------------------ the kernel
+def test_kernel_is_a_centred_distribution_of_odd_size():
+    deb = _deb(max_iter=20).fit(_blurry())
+    k = deb.kernel_
+    assert k.ndim == 2 and k.shape[0] % 2 == 1 and k.shape[1] % 2 == 1
+    assert k.min() >= 0 and k.sum() == pytest.approx(1.0, abs=1e-9)
+    rows, cols = np.indices(k.shape)
+    assert abs((rows * k).sum() - k.shape[0] // 2) <= 0.5 + 1e-9
+    assert abs((cols * k).sum() - k.shape[1] // 2) <= 0.5 + 1e-9
+    # The working kernel: the over-specified size for a 30x30 image.
+    assert deb.kernel_size_ == (7, 7)
+    assert deb.kernel_full_.shape == (7, 7)
+    assert deb.kernel_full_.min() >= 0 and deb.kernel_full_.sum() == pytest.approx(1.0)
+
+
+def test_auto_kernel_size_rule():
+    assert auto_kernel_size(64, 64) == 17
+    assert auto_kernel_size(30, 40) == 7
+    assert auto_kernel_size(256, 300) == 65
+    assert auto_kernel_size(2000, 3000) == 65
+    assert auto_kernel_size(8, 8) == 3
+    assert auto_kernel_size(30, 2) == 1  # never larger than the image
+    assert all(auto_kernel_size(s, s) % 2 == 1 for s in range(4, 600, 7))
+
+
+@pytest.mark.parametrize("size, expected", [(5, (5, 5)), ((3, 5), (3, 5)), ([5, 3], (5, 3))])
+def test_explicit_kernel_size(size, expected):
+    deb = _deb(kernel_size=size).fit(_blurry())
+    assert deb.kernel_size_ == expected
+    assert deb.kernel_full_.shape == expected
+
+
+def test_centred_support_crops_and_centres():
+    k = np.zeros((15, 15))
+    k[2, 3:6] = [0.2, 0.5, 0.3]  # mass centre at (2, 4.1): off-centre, near a border
+    k[10, 10] = 1e-4  # below the support threshold
+    out = _centred_support(k)
+    assert out.shape == (1, 3)
+    np.testing.assert_allclose(out, [[0.2, 0.5, 0.3]], atol=1e-3)
+    assert out.sum() == pytest.approx(1.0)
+    # An asymmetric support is padded so that the centre pixel stays in the middle.
+    k = np.zeros((9, 9))
+    k[4, 4], k[4, 5], k[4, 6] = 0.7, 0.2, 0.1  # mass centre 4.4: pixel 4
+    out = _centred_support(k)
+    assert out.shape == (1, 5)
+    np.testing.assert_allclose(out[0], [0.0, 0.0, 0.7, 0.2, 0.1])
+
+
+# ------------------------------------------------- model and alignment
+def test_kernel_initialisations():
+    torch.manual_seed(0)
+    gauss = _KernelMLP((9, 9), init="gaussian")().detach().numpy()
+    torch.manual_seed(0)
+    flat = _KernelMLP((9, 9), init="uniform")().detach().numpy()
+    for k in (gauss, flat):
+        assert k.min() > 0 and k.sum() == pytest.approx(1.0, abs=1e-5)
+    # The Gaussian start is peaked at the centre; the uniform one is nearly flat.
+    assert np.unravel_index(gauss.argmax(), gauss.shape) == (4, 4)
+    assert gauss[4, 4] > 10 * gauss[0, 0]
+    assert flat.max() < 2 * flat.min()
+
+
+def test_model_prediction_is_the_valid_convolution_of_its_estimate():
+    net = TINY.build((14, 16), 2, seed=0)
+    model = _DoubleDIPModel(net, _KernelMLP((5, 3)), 0.0)
+    packed, prediction = model(None)
+    assert packed.shape == (1, 3, 14, 16) and prediction.shape == (1, 2, 10, 14)
+    image = packed[0, :2].detach().double().numpy()
+    kernel = packed[0, 2, :5, :3].detach().double().numpy()
+    assert kernel.min() >= 0 and kernel.sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.all(packed[0, 2].detach().numpy()[5:] == 0)
+    for c in range(2):
+        expected = signal.convolve2d(image[c], kernel, mode="valid")
+        np.testing.assert_allclose(prediction[0, c].detach().numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("where", [(2, 2), (0, 4), (4, 1)])
+def test_alignment_undoes_a_displaced_kernel(where):
+    # A delta kernel anywhere in the window: the aligned image must equal the observation.
+    x = torch.rand(1, 1, 14, 14, dtype=torch.float64)
+    k = torch.zeros(5, 5, dtype=torch.float64)
+    k[where] = 1.0
+    y = torch.from_numpy(signal.convolve2d(x[0, 0].numpy(), k.numpy(), mode="valid"))
+    plane = torch.zeros(1, 1, 14, 14, dtype=torch.float64)
+    plane[0, 0, :5, :5] = k
+    aligned = _aligned_image(torch.cat([x, plane], dim=1), (5, 5))
+    torch.testing.assert_close(aligned[0, 0], y)
+
+
+# -------------------------------------------------------- end to end
+def test_grey_and_colour_keep_the_input_shape():
+    grey = _blurry()
+    out = _deb().fit_transform(grey)
+    assert out.shape == grey.shape and out.dtype == np.float64
+    colour = _blurry(channels=3)
+    deb = _deb().fit(colour)
+    assert deb.reconstruction_.shape == colour.shape
+    assert deb.kernel_.ndim == 2  # one kernel shared by the channels
+    assert deb.transform(colour.astype(np.float32)).dtype == np.float32
+
+
+def test_same_seed_same_result_different_seed_differs():
+    y = _blurry()
+    a, b, c = (_deb(random_state=s).fit(y) for s in (0, 0, 1))
+    np.testing.assert_array_equal(a.reconstruction_, b.reconstruction_)
+    np.testing.assert_array_equal(a.kernel_, b.kernel_)
+    assert not np.array_equal(a.reconstruction_, c.reconstruction_)
+
+
+def test_input_is_not_modified():
+    y = _blurry()
+    before = y.copy()
+    _deb().fit(y)
+    np.testing.assert_array_equal(y, before)
+
+
+def test_deblurring_recovers_sharper_image_and_kernel():
+    k_true = make_gaussian_kernel(5, 1.0)
+    sharp = _sharp(36)
+    y = blur(sharp, k_true, mode="valid")
+    truth = sharp[2:-2, 2:-2]
+    deb = _deb(kernel_size=5, max_iter=150, kernel_lr=1e-3, regularizer=None)
+    x = deb.fit_transform(y)
+    assert aligned_psnr(truth, x, max_shift=3) > aligned_psnr(truth, y, max_shift=3) + 1.0
+    delta = np.ones((1, 1))
+    assert kernel_error(k_true, deb.kernel_) < kernel_error(k_true, delta)
+
+
+def test_reference_psnr_and_callback_see_the_aligned_image():
+    y = _blurry()
+    seen = []
+
+    def callback(iteration, loss, estimate):
+        seen.append(tuple(estimate.shape))
+        return iteration == 3
+
+    deb = _deb(callback=callback, max_iter=10).fit(y, _sharp()[2:-2, 2:-2])
+    assert seen == [(1, 1, 30, 30)] * 4
+    assert deb.stopped_by_ == "callback" and deb.n_iter_ == 4
+    psnr = deb.history_["psnr"]
+    assert psnr.shape == (4,) and np.isfinite(psnr).all()
+
+
+@pytest.mark.parametrize(
+    "regularizer", ["ratio", "tv", None, GradientRatio(weight=1e-3), lambda x: x.mean()]
+)
+def test_regularizer_options(regularizer):
+    deb = _deb(regularizer=regularizer, max_iter=3).fit(_blurry())
+    assert np.isfinite(deb.reconstruction_).all()
+
+
+def test_regularizer_changes_the_fit():
+    y = _blurry()
+    plain = _deb(regularizer=None, max_iter=5).fit_transform(y)
+    strong = _deb(regularizer=GradientRatio(weight=1.0), max_iter=5).fit_transform(y)
+    assert not np.allclose(plain, strong)
+
+
+def test_early_stopping_watches_the_aligned_image():
+    from skdip import ExponentialMovingVariance
+
+    rule = ExponentialMovingVariance(patience=5, warmup=2)
+    deb = _deb(early_stopping=rule, max_iter=200).fit(_blurry())
+    assert deb.stopped_by_ == "early_stopping"
+    assert deb.n_iter_ < 200 and 2 <= deb.best_iter_ < deb.n_iter_
+    assert deb.reconstruction_.shape == (30, 30)
+
+
+def test_batch_gives_one_kernel_per_image():
+    ys = [_blurry(seed=0), _blurry(seed=1)]
+    deb = _deb(max_iter=2).fit(ys)
+    assert isinstance(deb.kernel_, list) and len(deb.kernel_) == 2
+    assert [r.shape for r in deb.reconstruction_] == [(30, 30), (30, 30)]
+
+
+def test_rescaled_intensities_come_back_on_the_input_scale():
+    y = 255.0 * _blurry()
+    out = _deb().fit_transform(y)
+    assert out.max() > 2.0 and out.min() >= -1e-6 and out.max() <= 255 + 1e-6
+
+
+# ------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "params, error",
+    [
+        ({"kernel_size": 0}, InvalidParameterError),
+        ({"kernel_size": 2.5}, InvalidParameterError),
+        ({"kernel_size": (3,)}, TypeError),
+        ({"kernel_size": (3, 2.0)}, TypeError),
+        ({"kernel_size": (3, True)}, TypeError),
+        ({"kernel_size": (0, 3)}, ValueError),
+        ({"kernel_size": 31}, ValueError),  # larger than the 30x30 image
+        ({"kernel_lr": 0.0}, InvalidParameterError),
+        ({"regularizer": "l2"}, InvalidParameterError),
+        ({"kernel_init": "delta"}, InvalidParameterError),
+        ({"generator": "nope"}, ValueError),
+    ],
+)
+def test_bad_parameters_are_rejected(params, error):
+    with pytest.raises(error):
+        _deb(**params).fit(_blurry())
+
+
+def test_bad_input_is_rejected():
+    y = _blurry()
+    y[3, 3] = np.nan
+    with pytest.raises(ValueError):
+        _deb().fit(y)
+    with pytest.raises(ValueError):
+        _deb().fit(np.ones(30))
+    with pytest.raises(ValueError):
+        _deb().fit(np.ones((1, 3)))
+    with pytest.raises((TypeError, ValueError)):
+        _deb().fit("not an image")
+
+
+def test_clone_and_pickle():
+    deb = _deb(kernel_size=(3, 5), regularizer="tv")
+    twin = clone(deb)
+    assert repr(twin) == repr(deb) and twin is not deb
+    y = _blurry()
+    deb.fit(y)
+    loaded = pickle.loads(pickle.dumps(deb))
+    np.testing.assert_array_equal(loaded.kernel_, deb.kernel_)
+    np.testing.assert_array_equal(loaded.transform(), deb.transform())
+    np.testing.assert_array_equal(loaded.transform(y), deb.reconstruction_)

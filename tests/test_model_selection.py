@@ -1,0 +1,162 @@
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV, KFold, cross_validate
+
+import skdip._engine
+from skdip import DIPDenoiser, DIPInpainter, SkipNetwork
+from skdip.metrics import get_scorer
+from skdip.model_selection import FitImagesCV, PerImageCV, best_params_per_image
+
+TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+
+
+def _den(**kw):
+    params = dict(generator=TINY, max_iter=6, early_stopping=None, random_state=0, device="cpu")
+    params.update(kw)
+    return DIPDenoiser(**params)
+
+
+def _images(n=2, shape=(16, 16)):
+    rng = np.random.default_rng(0)
+    return [np.clip(0.5 + 0.1 * rng.standard_normal(shape), 0, 1) for _ in range(n)]
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    calls = []
+    original = skdip._engine.fit_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
+    return calls
+
+
+# ------------------------------------------------------------------ splitters
+def test_fit_images_cv_splits():
+    cv = FitImagesCV()
+    assert repr(cv) == "FitImagesCV()" and cv.get_n_splits() == 1
+    for X, n in [(np.zeros((3, 8, 8, 1)), 3), (_images(4), 4), (np.zeros((10, 12)), 10)]:
+        splits = list(cv.split(X))
+        assert len(splits) == 1
+        train, test = splits[0]
+        np.testing.assert_array_equal(train, np.arange(n))
+        np.testing.assert_array_equal(test, np.arange(n))
+        assert train is not test
+    with pytest.raises(ValueError, match="X is required"):
+        list(cv.split(None))
+
+
+def test_per_image_cv_splits():
+    cv = PerImageCV()
+    assert repr(cv) == "PerImageCV()"
+    X = np.zeros((3, 8, 8, 1))
+    assert cv.get_n_splits(X) == 3
+    assert [(tr.tolist(), te.tolist()) for tr, te in cv.split(X)] == [([i], [i]) for i in range(3)]
+    assert cv.get_n_splits(_images(2)) == 2
+    with pytest.raises(ValueError, match="needs a batch of images"):
+        list(cv.split(np.zeros((8, 8))))
+    with pytest.raises(ValueError, match="needs a batch of images"):
+        cv.get_n_splits(np.zeros((8, 8, 3)))
+    with pytest.raises(ValueError, match="needs X"):
+        cv.get_n_splits()
+
+
+# ------------------------------------------------- no wasted solves in a search
+@pytest.mark.parametrize(
+    "scoring", [None, get_scorer("emv"), {"a": get_scorer("emv"), "b": get_scorer("discrepancy")}]
+)
+def test_grid_search_solves_each_image_once_per_candidate(count_fits, scoring):
+    images = _images(2)
+    refit = "a" if isinstance(scoring, dict) else False
+    search = GridSearchCV(
+        _den(), {"lr": [0.01, 0.03]}, cv=FitImagesCV(), scoring=scoring, refit=refit
+    )
+    search.fit(images)
+    # 2 candidates x 2 images, scoring reuses the fits; a refit adds one solve per image.
+    assert len(count_fits) == 4 + (2 if refit else 0)
+    key = "mean_test_a" if isinstance(scoring, dict) else "mean_test_score"
+    assert np.isfinite(search.cv_results_[key]).all()
+
+
+def test_plain_kfold_would_solve_the_test_images_again(count_fits):
+    # The contrast that motivates FitImagesCV: disjoint test images are solved
+    # from scratch at scoring time.
+    images = _images(2)
+    GridSearchCV(_den(), {"lr": [0.01]}, cv=KFold(2), refit=False).fit(images)
+    assert len(count_fits) == 4  # 2 folds x (1 train + 1 test image)
+
+
+def test_scores_equal_those_of_a_separate_fit():
+    images = _images(2)
+    search = GridSearchCV(
+        _den(), {"lr": [0.01, 0.03]}, cv=FitImagesCV(), scoring=get_scorer("emv"), refit=False
+    ).fit(images)
+    for params, score in zip(
+        search.cv_results_["params"], search.cv_results_["mean_test_score"], strict=True
+    ):
+        den = _den(**params).fit(images)
+        assert score == pytest.approx(get_scorer("emv")(den, images))
+
+
+def test_per_image_search_and_best_params_per_image(count_fits):
+    images = np.stack(_images(3))[..., None]  # a (3, 16, 16, 1) batch
+    grid = {"lr": [0.005, 0.03], "reg_noise_std": [0.0, 0.05]}
+    search = GridSearchCV(
+        _den(), grid, cv=PerImageCV(), scoring=get_scorer("emv"), refit=False
+    ).fit(images)
+    assert len(count_fits) == 4 * 3  # each candidate solves each image once
+    chosen = best_params_per_image(search)
+    assert len(chosen) == 3
+    res = search.cv_results_
+    for i, params in enumerate(chosen):
+        scores = res[f"split{i}_test_score"]
+        assert params == res["params"][int(np.argmax(scores))]
+    # Each per-image score is the score of that image fitted alone.
+    den = _den(**res["params"][0]).fit(images[1:2])
+    assert res["split1_test_score"][0] == pytest.approx(get_scorer("emv")(den, images[1:2]))
+
+
+def test_best_params_per_image_errors_and_metric_names():
+    images = _images(2)
+    with pytest.raises(ValueError, match="not fitted"):
+        best_params_per_image(GridSearchCV(_den(), {"lr": [0.01]}))
+    search = GridSearchCV(
+        _den(),
+        {"lr": [0.01, 0.03]},
+        cv=PerImageCV(),
+        scoring={"emv": get_scorer("emv"), "d": get_scorer("discrepancy")},
+        refit="d",
+    ).fit(images)
+    assert best_params_per_image(search) == best_params_per_image(search, metric="d")
+    assert len(best_params_per_image(search, metric="emv")) == 2
+    with pytest.raises(ValueError, match="no test scores named 'psnr'"):
+        best_params_per_image(search, metric="psnr")
+
+
+def test_cross_validate_with_fit_images_cv(count_fits):
+    images = _images(2)
+    out = cross_validate(_den(), images, cv=FitImagesCV(), scoring=get_scorer("emv"))
+    assert out["test_score"].shape == (1,) and np.isfinite(out["test_score"]).all()
+    assert len(count_fits) == 2
+
+
+def test_per_image_fit_params_are_sliced_and_the_fit_reused(count_fits):
+    rng = np.random.default_rng(1)
+    images = [rng.random((16, 16)) for _ in range(2)]
+    masks = [rng.random((16, 16)) > 0.3 for _ in range(2)]
+    inp = DIPInpainter(
+        generator=TINY, max_iter=5, early_stopping=None, random_state=0, device="cpu"
+    )
+    search = GridSearchCV(
+        inp,
+        {"lr": [0.01, 0.03]},
+        cv=PerImageCV(),
+        scoring=get_scorer("emv", sigma=0.05),
+        refit=False,
+    )
+    search.fit(images, mask=masks)
+    assert len(count_fits) == 4
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()

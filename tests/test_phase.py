@@ -1,0 +1,361 @@
+"""Tests of Fourier phase retrieval: operator, simulation, metrics, HIO and PhaseRetriever."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+
+from skdip import HIOPhaseRetriever, PhaseRetriever, SkipNetwork
+from skdip.datasets import simulate_diffraction
+from skdip.metrics import align_phase_retrieval, phase_retrieval_error, phase_retrieval_psnr
+from skdip.operators import FourierMagnitude, make_phase_masks
+
+TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+
+
+def _blob(size: int = 8) -> np.ndarray:
+    """A small real, non-negative, asymmetric object filling most of its box."""
+    rng = np.random.default_rng(3)
+    x = rng.random((size, size))
+    x[: size // 4, : size // 4] = 0.0  # an asymmetric dark corner
+    return x
+
+
+def _tiny_pr(**kwargs) -> PhaseRetriever:
+    params = dict(
+        generator=TINY,
+        max_iter=15,
+        pretrain_iter=5,
+        init=HIOPhaseRetriever(max_iter=30, n_er=10),
+        early_stopping=None,
+        random_state=0,
+        device="cpu",
+    )
+    params.update(kwargs)
+    return PhaseRetriever(**params)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+# ------------------------------------------------------------------ operator
+@pytest.mark.parametrize("measurement", ["magnitude", "intensity"])
+@pytest.mark.parametrize("oversampling", [2, (2, 3)])
+def test_operator_matches_numpy_fft(measurement, oversampling):
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 1, 6, 5))
+    op = FourierMagnitude(oversampling, measurement)
+    y = op(torch.from_numpy(x)).numpy()
+    sy, sx = (oversampling, oversampling) if isinstance(oversampling, int) else oversampling
+    assert y.shape == (2, 1, 6 * sy, 5 * sx)
+    ref = np.abs(np.fft.fft2(x[:, 0], s=(6 * sy, 5 * sx), norm="ortho"))
+    ref = ref if measurement == "magnitude" else ref**2
+    np.testing.assert_allclose(y[:, 0], ref, rtol=1e-10, atol=1e-12)
+    assert op.output_shape((6, 5)) == (6 * sy, 5 * sx)
+    assert op.input_shape((6 * sy, 5 * sx)) == (6, 5)
+
+
+def test_operator_complex_objects_masks_and_parseval():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 1, 4, 4)) + 1j * rng.standard_normal((1, 1, 4, 4))
+    op = FourierMagnitude(2, n_masks=3, mask_seed=7)
+    y = op(torch.from_numpy(x)).numpy()
+    assert y.shape == (1, 3, 8, 8)
+    masks = make_phase_masks(3, (4, 4), seed=7)
+    for k in range(3):
+        ref = np.abs(np.fft.fft2(masks[k] * x[0, 0], s=(8, 8), norm="ortho"))
+        np.testing.assert_allclose(y[0, k], ref, rtol=1e-10, atol=1e-12)
+        # Parseval: every pattern carries the object's energy.
+        assert np.isclose((y[0, k] ** 2).sum(), (np.abs(x) ** 2).sum())
+    np.testing.assert_array_equal(masks, make_phase_masks(3, (4, 4), seed=7))
+    assert not np.allclose(masks, make_phase_masks(3, (4, 4), seed=8))
+
+
+def test_operator_magnitudes_blind_to_the_trivial_ambiguities():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 8)) + 1j * rng.standard_normal((8, 8))
+    frame = np.zeros((16, 16), dtype=complex)
+    frame[:8, :8] = x
+    y = FourierMagnitude(2)(torch.from_numpy(x)[None, None])[0, 0].numpy()
+    variants = [
+        np.roll(frame, (3, -5), axis=(0, 1)),
+        np.exp(0.7j) * frame,
+        np.conj(frame[::-1, ::-1]),
+    ]
+    for v in variants:
+        np.testing.assert_allclose(np.abs(np.fft.fft2(v, norm="ortho")), y, atol=1e-10)
+
+
+def test_operator_rejects_bad_configurations():
+    with pytest.raises(ValueError, match="at least 2"):
+        FourierMagnitude(oversampling=1)
+    with pytest.raises(TypeError, match="oversampling"):
+        FourierMagnitude(oversampling=2.5)
+    with pytest.raises(ValueError, match="measurement"):
+        FourierMagnitude(measurement="phase")
+    with pytest.raises(ValueError, match="n_masks"):
+        FourierMagnitude(n_masks=-1)
+    with pytest.raises(ValueError, match="not divisible"):
+        FourierMagnitude(2).input_shape((9, 8))
+
+
+def test_operator_pickles_and_is_differentiable():
+    op = pickle.loads(pickle.dumps(FourierMagnitude(2, n_masks=2)))
+    x = torch.rand(1, 1, 4, 4, requires_grad=True)
+    op(x).square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+# ---------------------------------------------------------------- simulation
+def test_simulate_noise_free_matches_the_operator_and_keeps_scale():
+    x = _blob()
+    y = simulate_diffraction(x, oversampling=2)
+    assert y.shape == (16, 16) and y.dtype == np.float64
+    ref = np.abs(np.fft.fft2(x, s=(16, 16), norm="ortho"))
+    np.testing.assert_allclose(y, ref, atol=1e-12)
+    np.testing.assert_allclose(simulate_diffraction(x, measurement="intensity"), ref**2, atol=1e-12)
+    cdp = simulate_diffraction(x, n_masks=2, mask_seed=1)
+    assert cdp.shape == (16, 16, 2)
+
+
+def test_simulate_poisson_noise_level_and_reproducibility():
+    x = _blob(16)
+    clean = simulate_diffraction(x, measurement="intensity")
+    few = simulate_diffraction(x, measurement="intensity", photons=1e3, random_state=0)
+    many = simulate_diffraction(x, measurement="intensity", photons=1e7, random_state=0)
+    err_few = np.linalg.norm(few - clean) / np.linalg.norm(clean)
+    err_many = np.linalg.norm(many - clean) / np.linalg.norm(clean)
+    assert err_many < 0.05 * err_few
+    assert abs(few.sum() / clean.sum() - 1) < 0.1  # same scale on average
+    again = simulate_diffraction(x, measurement="intensity", photons=1e3, random_state=0)
+    np.testing.assert_array_equal(few, again)
+    assert (few >= 0).all()
+
+
+def test_simulate_rejects_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        simulate_diffraction(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        simulate_diffraction(np.full((4, 4), np.nan))
+    with pytest.raises(ValueError, match="photons"):
+        simulate_diffraction(np.ones((4, 4)), photons=0)
+    with pytest.raises(ValueError, match="measurement"):
+        simulate_diffraction(np.ones((4, 4)), measurement="amplitude")
+
+
+# ------------------------------------------------------------------- metrics
+def test_metrics_are_invariant_to_translation_flip_and_global_phase():
+    rng = np.random.default_rng(4)
+    x = rng.random((8, 8)) * np.exp(1j * rng.uniform(-np.pi, np.pi, (8, 8)))
+    x[:2] = 0  # room to move inside the box
+    pad = np.zeros((16, 16), dtype=complex)
+    pad[:8, :8] = x
+    moved = np.roll(pad, (-2, 0), axis=(0, 1))[:8, :8]  # still inside the box
+    twin = np.conj(x[::-1, ::-1])
+    for variant in (moved, twin, np.exp(2.1j) * x, np.exp(-1j) * np.roll(twin, 1, axis=0)):
+        assert phase_retrieval_error(x, variant) < 1e-12
+        assert phase_retrieval_psnr(x, variant) == np.inf
+        np.testing.assert_allclose(align_phase_retrieval(x, variant), x, atol=1e-12)
+    # The flip is an ambiguity only when allowed (coded patterns remove it).
+    assert phase_retrieval_error(x, twin, flip=False) > 0.1
+
+
+def test_metrics_real_objects_and_misplaced_energy():
+    x = _blob()
+    aligned, params = align_phase_retrieval(x, np.roll(x, 0), return_params=True)
+    assert aligned.dtype == np.float64 and params["shift"] == (0, 0) and not params["flipped"]
+    assert phase_retrieval_error(x, np.zeros_like(x)) == pytest.approx(1.0)
+    noisy = x + 0.05 * np.random.default_rng(0).standard_normal(x.shape)
+    err = phase_retrieval_error(x, noisy)
+    assert 0 < err < 0.2
+    mse = np.sum((x - noisy) ** 2) / x.size
+    assert phase_retrieval_psnr(x, noisy) >= 10 * np.log10(1 / mse) - 1e-9  # never worse
+    # With oversampling=1 the shift wraps inside the arrays' own frame.
+    assert phase_retrieval_error(x, np.roll(x, 3, axis=1), oversampling=1) < 1e-12
+    assert phase_retrieval_error(x, np.roll(x, 3, axis=1), oversampling=2) > 0.1
+
+
+def test_metrics_reject_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        phase_retrieval_error(np.ones((4, 4)), np.ones((4, 5)))
+    with pytest.raises(ValueError, match="all zeros"):
+        phase_retrieval_error(np.zeros((4, 4)), np.ones((4, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        phase_retrieval_psnr(np.ones((4, 4)), np.full((4, 4), np.nan))
+
+
+# ----------------------------------------------------------------------- HIO
+def test_hio_recovers_a_small_real_object_from_exact_magnitudes():
+    x = _blob(12)
+    hio = HIOPhaseRetriever(max_iter=400, n_er=50, random_state=0).fit(simulate_diffraction(x))
+    assert hio.reconstruction_.shape == (12, 12)
+    assert phase_retrieval_error(x, hio.reconstruction_) < 1e-3
+    assert hio.fourier_error_ < 1e-3
+    assert hio.history_["fourier_error"].shape == (400,)
+    assert hio.n_iter_ == 400
+    # Intensities are the squared magnitudes.
+    hio_i = HIOPhaseRetriever(max_iter=400, n_er=50, measurement="intensity", random_state=0)
+    rec = hio_i.fit_transform(simulate_diffraction(x, measurement="intensity"))
+    assert phase_retrieval_error(x, rec) < 1e-3
+
+
+def test_hio_is_deterministic_keeps_the_best_restart_and_scores():
+    x = _blob()
+    y = simulate_diffraction(x, photons=1e5, random_state=0)
+    a = HIOPhaseRetriever(max_iter=60, n_er=10, n_init=3, random_state=1).fit(y)
+    b = HIOPhaseRetriever(max_iter=60, n_er=10, n_init=3, random_state=1).fit(y)
+    np.testing.assert_array_equal(a.reconstruction_, b.reconstruction_)
+    assert a.restart_errors_.shape == (3,)
+    assert a.fourier_error_ == pytest.approx(a.restart_errors_.min())
+    assert a.score(y) == pytest.approx(-a.fourier_error_)
+    assert a.score(y, x) == pytest.approx(phase_retrieval_psnr(x, a.reconstruction_))
+    assert not np.allclose(
+        HIOPhaseRetriever(max_iter=60, n_er=10, random_state=2).fit_transform(y),
+        a.reconstruction_,
+    )
+
+
+def test_hio_complex_objects_masks_and_shrinkwrap():
+    rng = np.random.default_rng(5)
+    x = rng.random((8, 8)) * np.exp(1j * rng.uniform(-1, 1, (8, 8)))
+    # Coded diffraction patterns make the problem easy enough for a few iterations.
+    y = simulate_diffraction(x, n_masks=3, mask_seed=4)
+    hio = HIOPhaseRetriever(object_type="complex", n_masks=3, mask_seed=4, max_iter=300, n_er=50)
+    rec = hio.fit(y).transform()
+    assert np.iscomplexobj(rec) and rec.shape == (8, 8)
+    assert phase_retrieval_error(x, rec, flip=False) < 1e-2
+    sw = HIOPhaseRetriever(shrinkwrap_every=10, max_iter=50, n_er=5, random_state=0)
+    sw.fit(simulate_diffraction(_blob()))
+    assert sw.support_.shape == (8, 8) and sw.support_.dtype == bool
+    assert not np.any(sw.reconstruction_[~sw.support_])
+
+
+def test_hio_support_float32_and_batches():
+    x = _blob()
+    support = np.zeros((8, 8), dtype=bool)
+    support[1:7, 1:7] = True
+    y = simulate_diffraction(x).astype(np.float32)
+    hio = HIOPhaseRetriever(support=support, max_iter=40, n_er=5, random_state=0).fit(y)
+    assert hio.reconstruction_.dtype == np.float32
+    assert not np.any(hio.reconstruction_[~support])
+    batch = np.stack([y, y])[..., None]
+    out = HIOPhaseRetriever(max_iter=20, n_er=5, random_state=0).fit_transform(batch)
+    assert out.shape == (2, 8, 8)
+
+
+# ------------------------------------------------------------ PhaseRetriever
+def test_phase_retriever_runs_with_shapes_dtypes_and_attributes():
+    x = _blob()
+    y = simulate_diffraction(x)
+    pr = _tiny_pr().fit(y)
+    rec = pr.transform()
+    assert rec.shape == (8, 8) and rec.dtype == np.float64 and (rec >= 0).all()
+    assert pr.n_iter_ == 15 and len(pr.history_["loss"]) == 15
+    assert pr.restart_losses_.shape == (1,)
+    assert 0 <= pr.fourier_error_ < 1
+    assert pr.n_features_in_ == 16
+    rec32 = _tiny_pr().fit_transform(y.astype(np.float32))
+    assert rec32.dtype == np.float32
+    # The same measurement given again is not solved again.
+    np.testing.assert_array_equal(pr.transform(y.copy()), rec)
+
+
+def test_phase_retriever_is_deterministic_and_seed_dependent():
+    y = simulate_diffraction(_blob(), photons=1e5, random_state=0)
+    a = _tiny_pr().fit_transform(y)
+    b = _tiny_pr().fit_transform(y)
+    c = _tiny_pr(random_state=1).fit_transform(y)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_phase_retriever_respects_the_support():
+    support = np.zeros((8, 8), dtype=bool)
+    support[2:7, 1:6] = True
+    pr = _tiny_pr(support=support, init="random").fit(simulate_diffraction(_blob()))
+    rec = pr.reconstruction_
+    assert np.all(rec[~support] == 0)
+    assert np.any(rec[support] != 0)
+
+
+def test_n_init_keeps_the_restart_with_the_lowest_loss():
+    y = simulate_diffraction(_blob(), photons=1e5, random_state=0)
+    pr = _tiny_pr(n_init=3, init="random").fit(y)
+    losses = pr.restart_losses_
+    assert losses.shape == (3,) and len(set(losses.tolist())) == 3
+    assert pr.history_["loss"].min() == losses.min()
+    # The first restart uses the single-run seed: n_init=1 reproduces it.
+    single = _tiny_pr(n_init=1, init="random").fit(y)
+    assert single.restart_losses_[0] == losses[0]
+
+
+def test_phase_retriever_complex_objects_and_coded_patterns():
+    rng = np.random.default_rng(6)
+    x = rng.random((8, 8)) * np.exp(1j * rng.uniform(-1, 1, (8, 8)))
+    y = simulate_diffraction(x, n_masks=2, mask_seed=3)
+    pr = _tiny_pr(object_type="complex", n_masks=2, mask_seed=3).fit(y)
+    rec = pr.reconstruction_
+    assert np.iscomplexobj(rec) and rec.shape == (8, 8) and rec.dtype == np.complex128
+    assert np.isfinite(pr.score(y))  # no-reference score
+    assert pr.score(y, x) == pytest.approx(phase_retrieval_psnr(x, rec, flip=False))
+
+
+def test_phase_retriever_intensity_measurements_and_scale():
+    x = 3.0 * _blob()  # not on [0, 1]: the reconstruction keeps the data's scale
+    y = simulate_diffraction(x)
+    intensity = simulate_diffraction(x, measurement="intensity")
+    pr = _tiny_pr(init="hio", max_iter=1, measurement="intensity").fit(intensity)
+    pr_mag = _tiny_pr(init="hio", max_iter=1).fit(y)
+    np.testing.assert_allclose(pr.reconstruction_, pr_mag.reconstruction_, rtol=1e-4, atol=1e-5)
+    ratio = np.linalg.norm(pr.reconstruction_) / np.linalg.norm(x)
+    assert 0.5 < ratio < 2.0
+
+
+def test_pretraining_from_hio_starts_near_the_classical_solution():
+    x = _blob()
+    y = simulate_diffraction(x)
+    hio = HIOPhaseRetriever(max_iter=200, n_er=20)
+    cold = _tiny_pr(init="random", max_iter=1, reg_noise_std=0).fit(y)
+    warm = _tiny_pr(init=hio, pretrain_iter=150, max_iter=1, reg_noise_std=0).fit(y)
+    assert warm.fourier_error_ < cold.fourier_error_
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (-np.ones((16, 16)), "Negative values"),
+        (np.full((16, 16), np.nan), "NaN"),
+        (np.ones((15, 16)), "not divisible"),
+        (np.ones((16, 16, 2)), "channel"),
+    ],
+)
+def test_bad_measurements_are_rejected(X, match):
+    for est in (_tiny_pr(), HIOPhaseRetriever(max_iter=2, n_er=1)):
+        with pytest.raises(ValueError, match=match):
+            est.fit(X)
+
+
+def test_bad_parameters_are_rejected():
+    y = simulate_diffraction(_blob())
+    with pytest.raises(ValueError, match="support has shape"):
+        _tiny_pr(support=np.ones((4, 4), dtype=bool)).fit(y)
+    with pytest.raises(ValueError, match="support is empty"):
+        HIOPhaseRetriever(support=np.zeros((8, 8), dtype=bool)).fit(y)
+    with pytest.raises(ValueError, match="at least 2"):
+        _tiny_pr(oversampling=(2, 1)).fit(y)
+    with pytest.raises(ValueError, match="n_er"):
+        HIOPhaseRetriever(max_iter=5, n_er=6).fit(y)
+    with pytest.raises(ValueError, match="beta"):
+        HIOPhaseRetriever(beta=0).fit(y)
+    with pytest.raises(ValueError, match="object_type"):
+        clone(_tiny_pr()).set_params(object_type="quaternion").fit(y)

@@ -1,0 +1,121 @@
+"""A DIP estimator as a step before a scikit-learn estimator."""
+
+import numpy as np
+import pytest
+from joblib import Memory
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+import skdip._engine
+from skdip import DIPDenoiser, SkipNetwork
+from skdip.metrics import get_scorer
+
+TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+
+
+def flatten(images):
+    # Module level, so the pipeline pickles (joblib workers, Memory).
+    return np.asarray(images).reshape(len(images), -1)
+
+
+def _den(**kw):
+    params = dict(generator=TINY, max_iter=4, early_stopping=None, random_state=0, device="cpu")
+    params.update(kw)
+    return DIPDenoiser(**params)
+
+
+def _data(n=8, size=16):
+    """Noisy horizontal (label 0) and vertical (label 1) stripes, as an (N, H, W, 1) batch."""
+    rng = np.random.default_rng(0)
+    stripes = (np.arange(size) // 2 % 2).astype(float)
+    X, y = [], []
+    for i in range(n):
+        label = i % 2
+        img = np.tile(stripes, (size, 1)) if label else np.tile(stripes[:, None], (1, size))
+        X.append(np.clip(0.2 + 0.6 * img + 0.1 * rng.standard_normal((size, size)), 0, 1))
+        y.append(label)
+    return np.stack(X)[..., None], np.array(y)
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    calls = []
+    original = skdip._engine.fit_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
+    return calls
+
+
+def test_dip_fit_ignores_a_label_vector():
+    X, y = _data(4)
+    np.testing.assert_array_equal(_den().fit_transform(X, y), _den().fit_transform(X))
+
+
+def test_pipeline_equals_the_steps_run_by_hand():
+    X, y = _data()
+    pipe = make_pipeline(_den(), FunctionTransformer(flatten), LogisticRegression())
+    pipe.fit(X, y)
+    denoised = _den().fit_transform(X)
+    assert denoised.shape == X.shape
+    clf = LogisticRegression().fit(flatten(denoised), y)
+    np.testing.assert_allclose(
+        pipe.predict_proba(X), clf.predict_proba(flatten(denoised)), rtol=1e-10
+    )
+    assert pipe.score(X, y) == clf.score(flatten(denoised), y)
+    # New images are solved on their own at predict time.
+    X_new, _ = _data(2)
+    X_new = X_new[:, ::-1]
+    expected = clf.predict(flatten(_den().fit_transform(X_new)))
+    np.testing.assert_array_equal(pipe.predict(X_new), expected)
+
+
+def test_grid_search_over_both_steps():
+    X, y = _data()
+    pipe = Pipeline(
+        [("dip", _den()), ("flat", FunctionTransformer(flatten)), ("clf", LogisticRegression())]
+    )
+    grid = {"dip__lr": [0.005, 0.05], "clf__C": [0.01, 10.0]}
+    search = GridSearchCV(pipe, grid, cv=StratifiedKFold(2)).fit(X, y)
+    res = search.cv_results_
+    assert len(res["params"]) == 4 and np.isfinite(res["mean_test_score"]).all()
+    assert set(search.best_params_) == {"dip__lr", "clf__C"}
+    assert search.best_estimator_.named_steps["dip"].lr == search.best_params_["dip__lr"]
+    assert search.predict(X).shape == y.shape
+    # The no-reference scorer reaches the DIP step inside the pipeline.
+    dip = search.best_estimator_.named_steps["dip"]
+    assert get_scorer("emv")(search.best_estimator_, X) == pytest.approx(get_scorer("emv")(dip, X))
+
+
+def test_pipeline_memory_skips_repeated_denoising(count_fits, tmp_path):
+    X, y = _data()
+    grid = {"clf__C": [0.1, 10.0]}
+
+    def search(memory):
+        pipe = Pipeline(
+            [
+                ("dip", _den()),
+                ("flat", FunctionTransformer(flatten)),
+                ("clf", LogisticRegression()),
+            ],
+            memory=memory,
+        )
+        return GridSearchCV(pipe, grid, cv=StratifiedKFold(2), refit=False).fit(X, y)
+
+    plain = search(None)
+    n_plain = len(count_fits)
+    # Each candidate x fold: 4 training + 4 test images.
+    assert n_plain == 2 * 2 * 8
+    count_fits.clear()
+    cached = search(Memory(tmp_path, verbose=0))
+    # The training images of a fold are denoised once for both values of C;
+    # the test images are still solved at predict time.
+    assert len(count_fits) == 2 * 4 + 2 * 2 * 4
+    np.testing.assert_allclose(
+        plain.cv_results_["mean_test_score"], cached.cv_results_["mean_test_score"]
+    )

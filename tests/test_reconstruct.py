@@ -1,0 +1,463 @@
+"""Tests of the inverse-problem estimators and of the sparse noise model."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skdip import (
+    DIPDeconvolver,
+    DIPInpainter,
+    DIPReconstructor,
+    DIPSuperResolver,
+    ExponentialMovingVariance,
+    GradientRatio,
+    SparseNoise,
+    TotalVariation,
+)
+from skdip.datasets import add_impulse_noise
+from skdip.generators import ConvDecoder, DeepDecoder, ImplicitNeuralRepresentation, SkipNetwork
+from skdip.operators import Downsample, FunctionOperator
+from skdip.operators._convolution import convolve
+
+TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+COMMON = dict(generator=TINY, max_iter=10, early_stopping=None, random_state=0, device="cpu")
+
+
+def _smooth(shape=(16, 16), seed=0):
+    """A smooth test picture with values in [0.1, 0.9]."""
+    h, w = shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    phase = np.random.default_rng(seed).random(3) * 6
+    img = 0.5 + 0.4 * np.sin(3 * xx + phase[0]) * np.cos(2 * yy + phase[1])
+    if len(shape) == 3:
+        img = np.stack([np.roll(img, k, axis=1) for k in range(shape[2])], axis=-1)
+    return img
+
+
+def _channel_mean(x):
+    return x.mean(dim=1, keepdim=True)
+
+
+# One configured instance per estimator, and its matching observation/reference.
+def _cases():
+    kernel = np.outer([1, 2, 1], [1, 2, 3, 2, 1]).astype(float)
+    kernel /= kernel.sum()
+    return {
+        "reconstructor": (DIPReconstructor(operator=Downsample(2, kernel="box"), **COMMON), 2),
+        "inpainter": (DIPInpainter(**COMMON), 1),
+        "superresolver": (DIPSuperResolver(scale=2, **COMMON), 2),
+        "deconvolver": (DIPDeconvolver(kernel=kernel, boundary="valid", **COMMON), 1),
+    }
+
+
+CASES = _cases()
+
+
+def _observation(name, shape=(16, 16, 3), seed=0):
+    x = _smooth(shape, seed)
+    if name == "inpainter":
+        x = x.copy()
+        x[3:7, 5:9] = np.nan
+    return x
+
+
+def _reference(name, obs):
+    factor = CASES[name][1]
+    ref = np.nan_to_num(obs, nan=0.5)
+    return np.repeat(np.repeat(ref, factor, axis=0), factor, axis=1)
+
+
+# ------------------------------------------------------------------- shared contract
+@pytest.mark.parametrize("name", list(CASES))
+def test_shapes_determinism_and_input_untouched(name):
+    est, factor = CASES[name]
+    obs = _observation(name)
+    before = obs.copy()
+    out1 = clone(est).fit_transform(obs)
+    out2 = clone(est).fit_transform(obs)
+    assert out1.shape == (16 * factor, 16 * factor, 3)
+    assert np.isfinite(out1).all()
+    np.testing.assert_array_equal(out1, out2)
+    np.testing.assert_array_equal(np.isnan(obs), np.isnan(before))
+    np.testing.assert_array_equal(np.nan_to_num(obs), np.nan_to_num(before))
+    out3 = clone(est).set_params(random_state=1).fit_transform(obs)
+    assert not np.array_equal(out1, out3)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_grey_2d_in_2d_out(name):
+    est, factor = CASES[name]
+    obs = _observation(name, shape=(16, 16))
+    assert clone(est).fit_transform(obs).shape == (16 * factor, 16 * factor)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_batches_lists_score_and_pickle(name):
+    est, factor = CASES[name]
+    batch = np.stack([_observation(name, seed=s) for s in range(2)])
+    fitted = clone(est).fit(batch)
+    assert fitted.reconstruction_.shape == (2, 16 * factor, 16 * factor, 3)
+    assert fitted.n_images_ == 2 and len(fitted.best_iter_) == 2
+    # a list of images of different sizes
+    items = [_observation(name, shape=(16, 16, 3)), _observation(name, shape=(8, 12))]
+    outs = clone(est).fit_transform(items)
+    assert [o.shape for o in outs] == [(16 * factor,) * 2 + (3,), (8 * factor, 12 * factor)]
+    # score against clean references (PSNR) without solving again
+    refs = np.stack([_reference(name, b) for b in batch])
+    assert np.isfinite(fitted.score(batch, refs))
+    # a fitted estimator pickles and keeps its result
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(restored.transform(batch), fitted.reconstruction_)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_transform_of_new_data_leaves_the_fit_alone(name):
+    est, _ = CASES[name]
+    fitted = clone(est).fit(_observation(name, seed=0))
+    kept = fitted.reconstruction_.copy()
+    other = fitted.transform(_observation(name, seed=1))
+    assert other.shape == kept.shape and not np.array_equal(other, kept)
+    np.testing.assert_array_equal(fitted.reconstruction_, kept)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_fit_reduces_the_data_loss(name):
+    est, _ = CASES[name]
+    fitted = clone(est).set_params(max_iter=60).fit(_observation(name))
+    assert fitted.loss_curve_[-1] < 0.2 * fitted.loss_curve_[0]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_early_stopping_regularizers_and_history(name):
+    est, _ = CASES[name]
+    obs = _observation(name)
+    rule = ExponentialMovingVariance(warmup=2, patience=3)
+    for reg in (TotalVariation(weight=0.01, isotropic=True), GradientRatio(weight=1e-3)):
+        fitted = clone(est).set_params(early_stopping=rule, regularizer=reg, max_iter=60)
+        fitted.fit(obs, y=_reference(name, obs))
+        assert fitted.stopped_by_ == "early_stopping"
+        assert fitted.n_iter_ < 60 and 0 <= fitted.best_iter_ < fitted.n_iter_
+        assert len(fitted.history_["psnr"]) == fitted.n_iter_
+        # the no-reference score is defined once a variance signal exists
+        assert np.isfinite(fitted.score(obs))
+
+
+@pytest.mark.parametrize(
+    "generator",
+    [
+        TINY,
+        DeepDecoder(channels=8, n_blocks=3),
+        ConvDecoder(channels=8, n_layers=3, input_size=4),
+        ImplicitNeuralRepresentation(hidden=16, n_layers=2),
+        "skip-small",
+    ],
+    ids=lambda g: type(g).__name__ if not isinstance(g, str) else g,
+)
+def test_every_generator_works(generator):
+    obs = _smooth((8, 8, 3))
+    noise = 0.0 if isinstance(generator, ImplicitNeuralRepresentation) else 1 / 30
+    sr = DIPSuperResolver(scale=2, **{**COMMON, "generator": generator, "reg_noise_std": noise})
+    out = sr.fit_transform(obs)
+    assert out.shape == (16, 16, 3) and np.isfinite(out).all()
+
+
+# ------------------------------------------------------------------------- generic
+def test_reconstructor_defaults_to_the_identity():
+    obs = _smooth((16, 16))
+    out = DIPReconstructor(**COMMON).fit_transform(obs)
+    assert out.shape == obs.shape
+
+
+def test_reconstructor_with_a_function_and_explicit_output_shape():
+    obs = _smooth((12, 12))
+
+    def crop(x):
+        return x[..., 2:-2, 2:-2]
+
+    est = DIPReconstructor(operator=crop, output_shape=(16, 16), **COMMON)
+    assert est.fit_transform(obs).shape == (16, 16)
+    # an output shape the operator cannot map onto the observation is reported
+    with pytest.raises(ValueError, match="predicts measurements of shape"):
+        DIPReconstructor(operator=crop, output_shape=(20, 20), **COMMON).fit(obs)
+
+
+def test_reconstructor_output_channels_differ_from_the_observation():
+    # a colour image observed through a grey camera: the output keeps 3 channels
+    grey = _smooth((16, 16))
+    est = DIPReconstructor(
+        operator=FunctionOperator(_channel_mean), output_channels=3, **COMMON
+    ).fit(grey)
+    assert est.reconstruction_.shape == (16, 16, 3)
+    assert est.transform(grey).shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("shape", [(16,), (16, 16, 3), (0, 4), (4, 4.5), (-4, 4), "big"])
+def test_reconstructor_rejects_bad_output_shapes(shape):
+    with pytest.raises(ValueError, match="output_shape"):
+        DIPReconstructor(output_shape=shape, **COMMON).fit(_smooth())
+
+
+def test_reconstructor_rejects_bad_operators():
+    with pytest.raises(InvalidParameterError, match="operator"):
+        DIPReconstructor(operator="blur", **COMMON).fit(_smooth())
+    with pytest.raises(InvalidParameterError, match="output_channels"):
+        DIPReconstructor(output_channels=0, **COMMON).fit(_smooth())
+
+
+def test_operator_is_not_modified_by_fitting():
+    op = Downsample(2)
+    taps = op.taps.clone()
+    DIPReconstructor(operator=op, **COMMON).fit(_smooth((8, 8)))
+    assert torch.equal(op.taps, taps) and op.taps.device.type == "cpu"
+
+
+# ----------------------------------------------------------------------- inpainting
+def test_inpainter_keeps_observed_values_and_fills_holes():
+    clean = _smooth((16, 16, 3))
+    obs = clean.copy()
+    obs[4:9, 5:10] = np.nan
+    hole = np.isnan(obs)
+    inp = DIPInpainter(**{**COMMON, "max_iter": 100}).fit(obs)
+    out = inp.reconstruction_
+    np.testing.assert_array_equal(out[~hole], clean[~hole])
+    assert inp.mask_.shape == (16, 16)
+    np.testing.assert_array_equal(inp.mask_, ~hole[..., 0])
+    # the hole is filled with something close to the picture, not with zeros
+    err = np.abs(out[hole] - clean[hole]).mean()
+    assert err < 0.25 * np.abs(clean[hole]).mean()
+    free = DIPInpainter(keep_observed=False, **{**COMMON, "max_iter": 100}).fit(obs)
+    assert not np.array_equal(free.reconstruction_[~hole], clean[~hole])
+    np.testing.assert_array_equal(free.reconstruction_[hole], out[hole])
+
+
+def test_mask_is_equivalent_to_nan_and_both_combine():
+    clean = _smooth((16, 16, 3))
+    mask = np.ones((16, 16), dtype=bool)
+    mask[2:6, 2:6] = False
+    with_nan = clean.copy()
+    with_nan[~mask] = np.nan
+    garbage = clean.copy()
+    garbage[~mask] = 0.77  # hidden by the mask: must not matter
+    a = DIPInpainter(**COMMON).fit_transform(with_nan)
+    b = DIPInpainter(**COMMON).fit_transform(garbage, mask=mask)
+    np.testing.assert_array_equal(a, b)
+    # NaN elsewhere and a mask: a value is observed only if both say so
+    both = garbage.copy()
+    both[10:12, 10:12, 1] = np.nan
+    inp = DIPInpainter(**COMMON).fit(both, mask=mask.astype(int))
+    expected = np.broadcast_to(mask[..., None], both.shape) & ~np.isnan(both)
+    assert inp.mask_.shape == (16, 16, 3)
+    np.testing.assert_array_equal(inp.mask_, expected)
+
+
+@pytest.mark.parametrize("mask_shape", [(16, 16), (16, 16, 1), (16, 16, 3), (1, 16, 16)])
+def test_mask_shapes(mask_shape):
+    mask2d = np.ones((16, 16), dtype=bool)
+    mask2d[3:5, 3:5] = False
+    if mask_shape == (1, 16, 16):
+        mask = mask2d[None]
+    elif len(mask_shape) == 3:
+        mask = np.repeat(mask2d[..., None], mask_shape[2], axis=2)
+    else:
+        mask = mask2d
+    out = DIPInpainter(**COMMON).fit(_smooth((16, 16, 3)), mask=mask)
+    assert not out.mask_[3, 3].any() and out.mask_[0, 0].all()
+
+
+@pytest.mark.parametrize(
+    "mask, match",
+    [
+        (np.ones((8, 8), dtype=bool), "mask has shape"),
+        (np.ones((16, 16, 2), dtype=bool), "mask has shape"),
+        (np.full((16, 16), 2.0), "only 0/1"),
+        (np.full((16, 16), np.nan), "NaN"),
+        (np.zeros((16, 16), dtype=bool), "no observed value"),
+        (np.full((16, 16), "a"), None),
+    ],
+)
+def test_bad_masks_are_rejected(mask, match):
+    err = TypeError if match is None else ValueError
+    with pytest.raises(err, match=match):
+        DIPInpainter(**COMMON).fit(_smooth((16, 16, 3)), mask=mask)
+
+
+def test_all_missing_image_is_rejected():
+    with pytest.raises(ValueError, match="no observed"):
+        DIPInpainter(**COMMON).fit(np.full((16, 16), np.nan))
+    with pytest.raises(ValueError, match="infinity"):
+        DIPInpainter(**COMMON).fit(np.where(np.eye(16) > 0, np.inf, 0.5))
+
+
+def test_transform_reuses_the_fitted_mask_only_for_the_fitted_image():
+    obs = _smooth((16, 16))
+    mask = np.ones((16, 16), dtype=bool)
+    mask[4:8, 4:8] = False
+    inp = DIPInpainter(**COMMON).fit(obs, mask=mask)
+    np.testing.assert_array_equal(inp.transform(obs), inp.reconstruction_)
+    # a different mask for the same pixels is a new problem
+    other = inp.transform(obs, mask=np.ones((16, 16), dtype=bool))
+    np.testing.assert_array_equal(other, obs)  # fully observed: kept as it is
+    assert not np.array_equal(other, inp.reconstruction_)
+
+
+def test_grid_search_slices_masks_per_fold():
+    rng = np.random.default_rng(0)
+    images = np.stack([_smooth((16, 16, 3), seed=s) for s in range(3)])
+    masks = rng.random((3, 16, 16)) > 0.3
+    idx = np.array([2, 0])
+    seen = []
+
+    def scorer(est, X, y):
+        seen.append(np.array(est.mask_))
+        return est.score(X, y)  # no mask here: the fitted result is reused
+
+    search = GridSearchCV(
+        DIPInpainter(**COMMON),
+        {"lr": [0.01, 0.02]},
+        cv=[(idx, idx)],
+        scoring=scorer,
+        refit=False,
+        error_score="raise",
+    )
+    search.fit(images, images, mask=masks)
+    assert len(seen) == 2
+    for got in seen:
+        np.testing.assert_array_equal(got, masks[idx])
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+# ------------------------------------------------------------------ super-resolution
+@pytest.mark.parametrize("kernel", ["lanczos2", "bicubic", "box"])
+def test_superresolver_output_is_consistent_with_the_observation(kernel):
+    low = _smooth((8, 8, 3))
+    sr = DIPSuperResolver(scale=3, kernel=kernel, **{**COMMON, "max_iter": 60}).fit(low)
+    high = sr.transform()
+    assert high.shape == (24, 24, 3)
+    down = Downsample(3, kernel=kernel)(torch.as_tensor(high.transpose(2, 0, 1)[None]))
+    err = np.abs(down[0].numpy().transpose(1, 2, 0) - low).mean()
+    assert err < 0.05
+
+
+def test_superresolver_rejects_bad_parameters():
+    with pytest.raises(InvalidParameterError, match="scale"):
+        DIPSuperResolver(scale=0, **COMMON).fit(_smooth())
+    with pytest.raises(InvalidParameterError, match="kernel"):
+        DIPSuperResolver(kernel="nearest", **COMMON).fit(_smooth())
+
+
+# ------------------------------------------------------------------------ deblurring
+@pytest.mark.parametrize(
+    "centre, aligned", [((1, 2), True), ((0, 0), False)], ids=["centre", "corner"]
+)
+def test_valid_deconvolution_returns_the_window_under_the_kernel_centre(centre, aligned):
+    # With a delta kernel at its centre, the 'valid' blur of the generated scene is
+    # exactly the returned window; a delta elsewhere shifts the measurement.
+    kernel = np.zeros((3, 5))
+    kernel[centre] = 1.0
+    dec = DIPDeconvolver(kernel=kernel, boundary="valid", **COMMON)
+    dec._check_params()
+    image = _smooth((10, 12, 1))
+    model, _, _ = dec._make_model(image, {}, seed=0, device=torch.device("cpu"))
+    with torch.no_grad():
+        estimate, prediction = model(None)
+    assert estimate.shape == prediction.shape == (1, 1, 10, 12)
+    assert torch.allclose(estimate, prediction) == aligned
+
+
+def test_valid_deconvolution_accepts_an_aligned_reference():
+    kernel = np.ones((3, 3)) / 9
+    scene = _smooth((18, 18))
+    blurred = convolve(torch.as_tensor(scene)[None, None], torch.as_tensor(kernel), "valid")
+    blurred = blurred[0, 0].numpy()
+    dec = DIPDeconvolver(kernel=kernel, boundary="valid", **{**COMMON, "max_iter": 30})
+    dec.fit(blurred, y=scene[1:-1, 1:-1])
+    assert dec.reconstruction_.shape == (16, 16)
+    assert dec.history_["psnr"][-1] > dec.history_["psnr"][0]
+
+
+@pytest.mark.parametrize(
+    "kernel, err",
+    [(None, ValueError), (np.ones(3), ValueError), (np.full((3, 3), np.nan), ValueError)],
+)
+def test_deconvolver_rejects_bad_kernels(kernel, err):
+    with pytest.raises(err, match="kernel"):
+        DIPDeconvolver(kernel=kernel, **COMMON).fit(_smooth())
+
+
+def test_circular_deconvolution_keeps_the_shape():
+    out = DIPDeconvolver(kernel=np.ones((5, 5)) / 25, **COMMON).fit_transform(_smooth((16, 20)))
+    assert out.shape == (16, 20)
+
+
+# ---------------------------------------------------------------------- sparse noise
+def _impulse_case(seed=0):
+    clean = _smooth((16, 16))
+    noisy = add_impulse_noise(clean, 0.2, random_state=seed)
+    return clean, noisy
+
+
+def test_sparse_noise_absorbs_the_impulses():
+    clean, noisy = _impulse_case()
+    # a faster rate than the default suits this tiny, smooth picture
+    est = DIPReconstructor(noise_model=SparseNoise(lr=0.2), **{**COMMON, "max_iter": 200})
+    est.fit(noisy, y=clean)
+    s = est.sparse_noise_
+    assert s.shape == (16, 16, 1)
+    outliers = np.abs(noisy - clean) > 0.2
+    # the absorbed component is large on the outliers and small elsewhere
+    assert np.abs(s[..., 0][outliers]).mean() > 5 * np.abs(s[..., 0][~outliers]).mean()
+    plain = DIPReconstructor(loss="mse", **{**COMMON, "max_iter": 200}).fit(noisy, y=clean)
+    # at the end of the run the plain fit has absorbed the impulses, the sparse model has not
+    assert est.history_["psnr"][-1] > plain.history_["psnr"][-1] + 10
+
+
+def test_sparse_noise_is_deterministic_scaled_and_calls_back():
+    clean, noisy = _impulse_case()
+    calls = []
+
+    def callback(it, loss, estimate):
+        calls.append(it)
+        return it == 14
+
+    params = {**COMMON, "max_iter": 40, "callback": callback}
+    a = DIPReconstructor(noise_model="sparse", **params).fit(noisy * 255)
+    assert a.n_iter_ == 15 and calls == list(range(15)) and a.stopped_by_ == "callback"
+    b = DIPReconstructor(noise_model="sparse", **params).fit(noisy * 255)
+    np.testing.assert_array_equal(a.reconstruction_, b.reconstruction_)
+    np.testing.assert_array_equal(a.sparse_noise_, b.sparse_noise_)
+    unit = DIPReconstructor(noise_model="sparse", **params).fit(noisy)
+    np.testing.assert_allclose(a.sparse_noise_, 255 * unit.sparse_noise_, rtol=1e-4, atol=1e-6)
+    assert not hasattr(DIPReconstructor(**COMMON).fit(noisy), "sparse_noise_")
+
+
+def test_sparse_noise_lives_in_the_measurement_space():
+    low = _smooth((8, 8))
+    sr = DIPSuperResolver(scale=2, noise_model="sparse", **COMMON).fit(low)
+    assert sr.sparse_noise_.shape == (8, 8, 1) and sr.reconstruction_.shape == (16, 16)
+    inp = DIPInpainter(noise_model="sparse", **COMMON).fit([low, low], mask=[low > 0.5] * 2)
+    assert len(inp.sparse_noise_) == 2
+
+
+@pytest.mark.parametrize(
+    "noise_model, err",
+    [
+        ("dense", InvalidParameterError),
+        (SparseNoise(lr=0), ValueError),
+        (SparseNoise(init_std=-1.0), ValueError),
+        (SparseNoise(lr="fast"), ValueError),
+    ],
+)
+def test_bad_noise_models_are_rejected(noise_model, err):
+    with pytest.raises(err, match="noise_model|SparseNoise"):
+        DIPReconstructor(noise_model=noise_model, **COMMON).fit(_smooth())
+
+
+def test_noise_model_is_tunable_by_name():
+    est = DIPInpainter(noise_model=SparseNoise()).set_params(noise_model__lr=0.2)
+    assert est.get_params()["noise_model__lr"] == 0.2
+    assert clone(est).noise_model.lr == 0.2

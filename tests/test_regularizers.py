@@ -1,0 +1,120 @@
+"""Tests of the image regularizers: total variation and the gradient l1/l2 ratio."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+
+from skdip import DIPReconstructor, GradientRatio, TotalVariation
+from skdip.generators import SkipNetwork
+from skdip.losses import BaseRegularizer
+
+
+def _step_image(size=8, edge=4):
+    x = torch.zeros(1, 1, size, size, dtype=torch.float64)
+    x[..., edge:] = 1.0  # one vertical edge
+    return x
+
+
+def _ramp(size=8):
+    i = torch.arange(size, dtype=torch.float64)
+    return (i[:, None] + i[None, :]).reshape(1, 1, size, size)
+
+
+def test_tv_values_on_known_images():
+    # 7 of the 7x7 horizontal differences are 1: the mean is 1/7.
+    x = _step_image()
+    assert float(TotalVariation(weight=1.0)(x)) == pytest.approx(1 / 7)
+    assert float(TotalVariation(weight=1.0, isotropic=True)(x)) == pytest.approx(1 / 7, abs=1e-5)
+    # A diagonal ramp: both differences are 1 everywhere.
+    r = _ramp()
+    assert float(TotalVariation(weight=1.0)(r)) == pytest.approx(2.0)
+    assert float(TotalVariation(weight=1.0, isotropic=True)(r)) == pytest.approx(math.sqrt(2))
+
+
+def test_weight_multiplies_and_zero_weight_gives_zero():
+    r = _ramp()
+    assert float(TotalVariation(weight=0.25)(r)) == pytest.approx(0.5)
+    assert float(GradientRatio(weight=0.0)(r)) == 0.0
+    assert float(GradientRatio(weight=2.0)(r)) == pytest.approx(2 * GradientRatio(1.0).penalty(r))
+
+
+@pytest.mark.parametrize("weight", [-1.0, "a", None, True, float("nan")])
+@pytest.mark.parametrize("cls", [TotalVariation, GradientRatio])
+def test_invalid_weight_raises(cls, weight):
+    with pytest.raises(ValueError, match="weight"):
+        cls(weight=weight)(_ramp())
+
+
+def test_tv_is_linear_in_contrast_but_ratio_is_scale_invariant():
+    rng = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 12, 12, generator=rng, dtype=torch.float64)
+    tv, ratio = TotalVariation(weight=1.0), GradientRatio(weight=1.0)
+    assert float(tv(3 * x)) == pytest.approx(3 * float(tv(x)))
+    assert float(ratio(3 * x)) == pytest.approx(float(ratio(x)))
+    # both ignore a constant offset
+    assert float(tv(x + 5)) == pytest.approx(float(tv(x)))
+    assert float(ratio(x + 5)) == pytest.approx(float(ratio(x)))
+
+
+def test_ratio_prefers_sparse_gradients():
+    # one sharp edge: l1/l2 = sqrt(number of non-zero differences) = sqrt(7)
+    edge = _step_image()
+    assert float(GradientRatio(weight=1.0)(edge)) == pytest.approx(math.sqrt(7), rel=1e-6)
+    # the same edge smeared over three columns has more non-zero differences
+    smooth = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    smooth[..., 3], smooth[..., 4], smooth[..., 5:] = 1 / 3, 2 / 3, 1.0
+    assert float(GradientRatio(weight=1.0)(smooth)) > float(GradientRatio(weight=1.0)(edge))
+    # whereas total variation cannot tell them apart
+    tv = TotalVariation(weight=1.0)
+    assert float(tv(smooth)) == pytest.approx(float(tv(edge)))
+
+
+@pytest.mark.parametrize(
+    "reg", [TotalVariation(1.0), TotalVariation(1.0, isotropic=True), GradientRatio(1.0)]
+)
+def test_gradients_are_finite_even_on_constant_images(reg):
+    x = torch.full((1, 2, 6, 6), 0.5, requires_grad=True)
+    value = reg(x)
+    value.backward()
+    assert torch.isfinite(value)
+    assert torch.isfinite(x.grad).all()
+    assert float(value.detach()) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_batch_penalty_is_the_mean_over_images():
+    r = _ramp().float()
+    batch = torch.cat([r, r])
+    tv = TotalVariation(weight=1.0)
+    assert float(tv(batch)) == pytest.approx(float(tv(r)))
+
+
+def test_regularizers_clone_pickle_and_tune_in_an_estimator():
+    reg = GradientRatio(weight=0.3, eps=1e-6)
+    assert isinstance(reg, BaseRegularizer)
+    assert clone(reg).get_params() == {"weight": 0.3, "eps": 1e-6}
+    assert pickle.loads(pickle.dumps(reg)).get_params() == reg.get_params()
+    est = DIPReconstructor(regularizer=TotalVariation()).set_params(regularizer__weight=0.7)
+    assert est.regularizer.weight == 0.7
+
+
+def test_a_strong_tv_weight_smooths_the_reconstruction():
+    rng = np.random.default_rng(0)
+    noisy = rng.random((16, 16))
+    net = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+
+    def fitted_tv(weight):
+        est = DIPReconstructor(
+            generator=net,
+            regularizer=TotalVariation(weight=weight),
+            max_iter=60,
+            early_stopping=None,
+            random_state=0,
+        )
+        out = est.fit_transform(noisy)
+        return float(np.abs(np.diff(out, axis=0)).mean() + np.abs(np.diff(out, axis=1)).mean())
+
+    assert fitted_tv(1.0) < 0.5 * fitted_tv(0.0)

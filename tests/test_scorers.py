@@ -1,0 +1,263 @@
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils._param_validation import InvalidParameterError
+
+import skdip._engine
+from skdip import DIPDenoiser, ExponentialMovingVariance, SkipNetwork, WindowedMovingVariance
+from skdip.estimators._base import _Scaling
+from skdip.metrics import (
+    SCORER_NAMES,
+    NoReferenceScorer,
+    ReferenceScorer,
+    get_scorer,
+    psnr,
+    ssim,
+)
+from skdip.metrics._scorers import no_reference_scores
+from skdip.model_selection import FitImagesCV
+
+TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+SIGMA = 0.1
+
+
+def _den(**kw):
+    params = dict(generator=TINY, max_iter=12, early_stopping=None, random_state=0, device="cpu")
+    params.update(kw)
+    return DIPDenoiser(**params)
+
+
+def _clean(shape=(16, 16), seed=0):
+    yy, xx = np.mgrid[: shape[0], : shape[1]] / max(shape)
+    img = 0.3 + 0.4 * np.sin(3 * xx + seed) * np.cos(2 * yy)
+    return img if len(shape) == 2 else np.repeat(img[..., None], shape[2], axis=2)
+
+
+def _noisy(clean, seed=0):
+    rng = np.random.default_rng(seed)
+    return clean + SIGMA * rng.standard_normal(clean.shape)
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    calls = []
+    original = skdip._engine.fit_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
+    return calls
+
+
+# ------------------------------------------------------------------ registry
+def test_registry_names_and_fresh_instances():
+    assert {"emv", "wmv", "psnr", "ssim"} <= set(SCORER_NAMES)
+    for name in SCORER_NAMES:
+        assert callable(get_scorer(name))
+    assert get_scorer("emv") is not get_scorer("emv")
+    assert get_scorer("emv").rule == "emv" and get_scorer("wmv").rule == "wmv"
+    assert get_scorer("psnr", data_range=255).data_range == 255
+    assert get_scorer("emv", sigma=0.2).sigma == 0.2
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="unknown scorer 'nope'"):
+        get_scorer("nope")
+    with pytest.raises(TypeError, match="must be a str"):
+        get_scorer(3)
+    with pytest.raises(InvalidParameterError):
+        get_scorer("emv", sigma=-1.0)
+    with pytest.raises(InvalidParameterError):
+        get_scorer("psnr", data_range=0)
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        get_scorer("emv", data_range=1.0)
+
+
+# -------------------------------------------------------- the discrepancy rule
+def test_discrepancy_ranks_a_clean_estimate_above_under_and_overfitted_ones():
+    # Direct check of the criterion on hand-made "fits": the clean image leaves
+    # a residual of noise power (score near 0 dB); returning the noisy image
+    # (noise fitted) or a flat image (structure lost) scores far lower.
+    clean = _clean((32, 32, 1))
+    noisy = _noisy(clean)
+    den = _den()
+    history = {"signal": np.array([1e-4]), "loss": np.array([0.0])}
+
+    def score(estimate):
+        result = {"estimate": estimate, "scaling": _Scaling(), "history": history, "best_iter": 0}
+        return no_reference_scores(den, [noisy], [result], sigma=SIGMA)[0]
+
+    good = score(clean)
+    overfit = score(noisy + 0.2 * (clean - noisy))
+    underfit = score(np.full_like(clean, clean.mean()))
+    assert abs(good) < 0.5
+    assert overfit < good - 3 and underfit < good - 3
+
+
+def test_discrepancy_value_is_the_documented_formula():
+    noisy = _noisy(_clean())
+    den = _den().fit(noisy)
+    residual = np.mean((den.reconstruction_ - noisy) ** 2)
+    expected = -abs(10 * np.log10(residual / 0.07**2))
+    assert get_scorer("emv", sigma=0.07)(den, noisy) == pytest.approx(expected, rel=1e-9)
+    # The estimated noise level is close to the true one on a smooth image.
+    estimated = get_scorer("emv")(den, noisy)
+    with_truth = get_scorer("emv", sigma=SIGMA)(den, noisy)
+    assert estimated == pytest.approx(with_truth, abs=1.5)
+
+
+def test_sigma_is_on_the_callers_intensity_scale():
+    noisy = _noisy(_clean())
+    # The same affine map to [0, 1] for both, so both solve the same problem.
+    den = _den(rescale=True).fit(noisy)
+    den255 = _den(rescale=True).fit(noisy * 255.0)
+    a = get_scorer("emv", sigma=SIGMA)(den, noisy)
+    b = get_scorer("emv", sigma=SIGMA * 255.0)(den255, noisy * 255.0)
+    assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_estimator_score_without_reference_is_the_discrepancy_scorer():
+    noisy = _noisy(_clean())
+    den = _den().fit(noisy)
+    value = den.score(noisy)
+    assert value == pytest.approx(get_scorer("discrepancy")(den, noisy))
+    assert value <= 0.0
+    # A 1-D target (labels through a Pipeline) is ignored like None.
+    assert den.score(noisy, np.zeros(3)) == pytest.approx(value)
+
+
+def test_variance_criterion_is_the_running_variance_in_db():
+    noisy = _noisy(_clean())
+    den = _den().fit(noisy)
+    v = den.history_["signal"][den.best_iter_]
+    expected = 10 * np.log10(SIGMA**2 / v)
+    assert get_scorer("emv_variance", sigma=SIGMA)(den, noisy) == pytest.approx(expected)
+
+
+def test_variance_criterion_needs_a_recorded_signal_but_discrepancy_does_not():
+    noisy = _noisy(_clean())
+    rule = ExponentialMovingVariance(warmup=50, patience=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        den = _den(early_stopping=rule, max_iter=10).fit(noisy)
+    with pytest.raises(ValueError, match="no running-variance signal"):
+        get_scorer("emv_variance")(den, noisy)
+    assert np.isfinite(get_scorer("emv")(den, noisy))
+
+
+# ------------------------------------------------------------------ rules
+def test_rule_must_match_the_estimators_stopping_rule():
+    noisy = _noisy(_clean())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        wmv = _den(early_stopping=WindowedMovingVariance(window=4, patience=50)).fit(noisy)
+    assert np.isfinite(get_scorer("wmv")(wmv, noisy))
+    assert np.isfinite(get_scorer("discrepancy")(wmv, noisy))
+    with pytest.raises(ValueError, match="picked by EMV"):
+        get_scorer("emv")(wmv, noisy)
+    # No rule: a passive EMV is recorded, so the EMV scorers apply.
+    plain = _den().fit(noisy)
+    assert np.isfinite(get_scorer("emv")(plain, noisy))
+    with pytest.raises(ValueError, match="picked by WMV"):
+        get_scorer("wmv")(plain, noisy)
+
+
+def test_not_a_dip_estimator_is_a_type_error():
+    with pytest.raises(TypeError, match="need a fitted skdip DIP estimator"):
+        get_scorer("emv")(FunctionTransformer(), np.zeros((8, 8)))
+
+
+# ------------------------------------------------------------------ caching
+def test_scoring_the_fitted_images_does_not_solve_again(count_fits):
+    images = [_noisy(_clean(seed=s), seed=s) for s in range(2)]
+    den = _den().fit(images)
+    assert len(count_fits) == 2
+    for name in ("emv", "discrepancy", "emv_variance"):
+        get_scorer(name)(den, [im.copy() for im in images])
+    get_scorer("psnr")(den, [im.copy() for im in images], [_clean(seed=s) for s in range(2)])
+    assert len(count_fits) == 2
+    # New data is solved (and leaves the fitted state alone).
+    fitted = den.reconstruction_[0].copy()
+    get_scorer("emv")(den, images[0] + 0.01)
+    assert len(count_fits) == 3
+    np.testing.assert_array_equal(den.reconstruction_[0], fitted)
+
+
+# --------------------------------------------------------- full reference
+def test_reference_scorers_match_the_metrics():
+    clean = _clean((16, 16, 3))
+    noisy = np.clip(_noisy(clean), 0, 1)
+    den = _den().fit(noisy)
+    assert get_scorer("psnr")(den, noisy, clean) == pytest.approx(psnr(clean, den.reconstruction_))
+    assert get_scorer("ssim")(den, noisy, clean) == pytest.approx(ssim(clean, den.reconstruction_))
+    # data_range enters the PSNR as 20 log10(range).
+    assert ReferenceScorer("psnr", data_range=2.0)(den, noisy, clean) == pytest.approx(
+        psnr(clean, den.reconstruction_) + 20 * np.log10(2.0)
+    )
+    span = np.ptp(clean)
+    assert ReferenceScorer("psnr", data_range=None)(den, noisy, clean) == pytest.approx(
+        psnr(clean, den.reconstruction_, data_range=span)
+    )
+
+
+def test_reference_scorer_errors():
+    noisy = _noisy(_clean())
+    den = _den().fit(noisy)
+    with pytest.raises(ValueError, match="needs clean reference images"):
+        get_scorer("psnr")(den, noisy)
+    with pytest.raises(ValueError, match="needs clean reference images"):
+        get_scorer("psnr")(den, noisy, np.array([0, 1]))
+    with pytest.raises(ValueError, match="y holds 2 images"):
+        get_scorer("psnr")(den, noisy, [noisy, noisy])
+    with pytest.raises(ValueError, match="y has shape"):
+        get_scorer("psnr")(den, noisy, np.zeros((16, 17)))
+    with pytest.raises(InvalidParameterError):
+        ReferenceScorer("mae")(den, noisy, noisy)
+
+
+# ------------------------------------------------------- use in a search
+def test_multi_metric_search_with_refit_by_name(count_fits):
+    clean = [_clean(seed=s) for s in range(2)]
+    images = [_noisy(c, seed=s) for s, c in enumerate(clean)]
+    scoring = {"emv": get_scorer("emv"), "psnr": get_scorer("psnr")}
+    search = GridSearchCV(
+        _den(), {"lr": [0.01, 0.03]}, scoring=scoring, refit="emv", cv=FitImagesCV()
+    )
+    search.fit(images, clean)
+    res = search.cv_results_
+    assert np.isfinite(res["mean_test_emv"]).all() and np.isfinite(res["mean_test_psnr"]).all()
+    assert search.best_index_ == int(np.argmax(res["mean_test_emv"]))
+    assert search.best_params_ == res["params"][search.best_index_]
+    # 2 candidates x 2 images, scored by both metrics without solving again; refit: 2.
+    assert len(count_fits) == 6
+    assert search.score(images) == pytest.approx(get_scorer("emv")(search.best_estimator_, images))
+
+
+def test_scorer_finds_the_dip_step_of_a_pipeline():
+    noisy = _noisy(_clean())
+    pipe = make_pipeline(FunctionTransformer(lambda x: x * 0.5 + 0.25), _den())
+    pipe.fit(noisy)
+    dip = pipe[-1]
+    assert get_scorer("emv")(pipe, noisy) == pytest.approx(
+        get_scorer("emv")(dip, noisy * 0.5 + 0.25)
+    )
+    assert isinstance(get_scorer("emv"), NoReferenceScorer)
+
+
+def test_noise_level_with_missing_pixels_uses_the_observed_blocks():
+    from skdip.metrics._scorers import _observed_noise_var
+
+    rng = np.random.default_rng(0)
+    noisy = _noisy(_clean((64, 64, 1)))
+    holed = noisy.copy()
+    holed[rng.random(holed.shape) < 0.3] = np.nan
+    assert np.sqrt(_observed_noise_var(holed)) == pytest.approx(SIGMA, rel=0.15)
+    with pytest.raises(ValueError, match="too few observed pixels"):
+        _observed_noise_var(np.full((8, 8, 1), np.nan))
