@@ -10,7 +10,7 @@ kernel (``skdip.datasets.make_motion_kernel``) and Gaussian noise is added.
 kernel nor its size. It prints the PSNR of the blurry and the restored image
 after the best small shift (blind deblurring cannot know the absolute
 position), the kernel error, and saves blurry | restored | sharp and the
-estimated | true kernels side by side as a PNG. About two minutes on a 2-core
+estimated | true kernels side by side as a PNG. Under a minute on a 2-core
 CPU with the small generator.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 from skimage.io import imsave
 from skimage.transform import resize
 
-from skdip import BlindDeblurrer
+from skdip import BlindDeblurrer, ExponentialMovingVariance
 from skdip.datasets import add_gaussian_noise, blur, load_image, make_motion_kernel
 from skdip.metrics import aligned_psnr, kernel_error
 
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
         "--noise", type=float, default=0.05, help="noise std, intensities in [0, 1]"
     )
     parser.add_argument("--generator", default="skip-small")
-    parser.add_argument("--max-iter", type=int, default=1000)
+    parser.add_argument("--max-iter", type=int, default=600)
     parser.add_argument("--out", default="deblurred.png")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -62,7 +62,12 @@ def main(argv=None) -> None:
     truth = sharp[c : c + args.size, c : c + args.size]
 
     deb = BlindDeblurrer(
-        generator=args.generator, max_iter=args.max_iter, random_state=args.seed, verbose=True
+        generator=args.generator,
+        max_iter=args.max_iter,
+        # A shorter patience than the default 1000 suits this short run.
+        early_stopping=ExponentialMovingVariance(patience=200),
+        random_state=args.seed,
+        verbose=True,
     )
     start = time.perf_counter()
     restored = deb.fit_transform(blurry)  # kernel_size=None: over-specified from the image size

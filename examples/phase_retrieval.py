@@ -12,7 +12,7 @@ magnitudes by the classical hybrid input-output algorithm
 (:class:`skdip.HIOPhaseRetriever`) and by the Deep Image Prior
 (:class:`skdip.PhaseRetriever`). Both are scored after alignment over the
 ambiguities no phase retrieval method can resolve (translation, twin image,
-global sign). The picture true | HIO | DIP is saved as a PNG. About a minute
+global sign). The picture true | HIO | DIP is saved as a PNG. A few seconds
 of HIO and one to two minutes of DIP on a 2-core CPU with the small generator.
 """
 

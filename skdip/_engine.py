@@ -244,7 +244,9 @@ def fit_model(
             optimizer.step()
             n_steps += 1
             min_loss = min(min_loss, loss_value)
-            if it % checkpoint_every == 0:
+            # The snapshot taken before the first step stands until the first
+            # full interval, so even a bad first step can be undone.
+            if (it + 1) % checkpoint_every == 0:
                 snapshot = _snapshot(model, optimizer)
                 snapshot_loss = loss_value
 

@@ -30,7 +30,8 @@ class ImageLayout:
         """Return ``(H, W, C)`` float64 results in the input's layout and dtype."""
         out = []
         for img, squeeze, dtype in zip(images, self.squeeze_channel, self.dtypes, strict=True):
-            img = img[..., 0] if squeeze else img
+            # A grey input gives a 2-D result unless the estimator made channels.
+            img = img[..., 0] if squeeze and img.shape[-1] == 1 else img
             out.append(np.asarray(img, dtype=dtype))
         if self.kind == "single":
             return out[0]
@@ -156,6 +157,8 @@ def check_images(
 
 def _check_one_allow_nan(image, name: str, min_size: int):
     arr = np.asarray(image)
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
     if arr.dtype.kind == "f" and np.isinf(arr).any():
         raise ValueError(f"{name} contains infinity")
     nan = np.isnan(arr) if arr.dtype.kind == "f" else None

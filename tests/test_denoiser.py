@@ -16,7 +16,15 @@ TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 
 
 def _den(**kw):
-    params = dict(generator=TINY, max_iter=8, early_stopping=None, random_state=0, device="cpu")
+    # Raw iterates unless a test says otherwise: the engine details are clearer.
+    params = dict(
+        generator=TINY,
+        max_iter=8,
+        early_stopping=None,
+        random_state=0,
+        device="cpu",
+        output_averaging=None,
+    )
     params.update(kw)
     return DIPDenoiser(**params)
 
@@ -344,3 +352,37 @@ def test_fitted_state_holds_no_torch_tensors():
                 walk(v)
 
     walk({k: v for k, v in vars(den).items() if k.endswith("_") or k.startswith("_fit")})
+
+
+def test_sparse_noise_model_absorbs_impulses():
+    from skdip.datasets import add_impulse_noise
+    from skdip.estimators._sparse_noise import SparseNoise
+
+    yy, xx = np.mgrid[0:24, 0:24] / 23.0
+    clean = 0.3 + 0.4 * xx * yy
+    noisy = add_impulse_noise(clean, 0.2, random_state=0)
+    # A faster rate than the default suits this tiny smooth picture.
+    den = _den(max_iter=150, noise_model=SparseNoise(lr=0.2)).fit(noisy)
+    s = den.sparse_noise_[..., 0]  # measurement layout (H, W, C)
+    hits = np.abs(noisy - clean) > 0.2
+    # The sparse term takes the impulses, not the clean pixels.
+    assert np.abs(s[hits]).mean() > 5 * np.abs(s[~hits]).mean()
+    assert den.get_params()["noise_model__lr"] == 0.2
+
+
+def test_default_averaging_returns_the_average_after_the_raw_minimum():
+    x = _image()
+    seen = {}
+
+    def callback(it, loss, estimate):
+        seen[it] = estimate.clone()  # with averaging: the average
+
+    rule = ExponentialMovingVariance(patience=120, warmup=2)
+    den = DIPDenoiser(
+        generator=TINY, early_stopping=rule, max_iter=1000, random_state=0, callback=callback
+    ).fit(x)
+    assert den.output_averaging == 0.99
+    raw_minimum = int(np.nanargmin(den.history_["signal"]))
+    assert den.best_iter_ == raw_minimum + 100
+    expected = seen[den.best_iter_][0].numpy().transpose(1, 2, 0)[..., 0]
+    np.testing.assert_allclose(den.reconstruction_, expected, rtol=1e-6, atol=1e-7)

@@ -230,8 +230,9 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
     (the best of 4 HIO restarts), and then to the magnitudes. The short
     pretraining gives a smooth version of the HIO estimate: it places the fit
     in the right basin without copying HIO's noise, and the first steps of
-    the magnitude fit move well away from it (the DIP routinely ends several
-    dB above its HIO start under shot noise). ``init="random"`` skips it.
+    the magnitude fit move well away from it (under shot noise the DIP
+    usually ends several dB above its HIO start; see
+    ``benchmarks/results/phase_64.md``). ``init="random"`` skips it.
 
     Measurement scale: the magnitudes are divided by a constant so that the
     object implied by Parseval's identity has a root-mean-square value of

@@ -16,7 +16,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from .._validation import ImageLayout, check_images, images_digest
+from .._validation import ImageLayout
 from ..operators import (
     Convolution,
     Downsample,
@@ -421,17 +421,6 @@ class DIPInpainter(_InverseProblemEstimator):
         shared = bool((observed == observed[..., :1]).all())
         out["mask"] = np.array(observed[..., 0] if shared else observed)
         return out
-
-    def _set_fitted(self, images, layout, results, fit_params) -> None:
-        super()._set_fitted(images, layout, results, fit_params)
-        self._fit_images_digest = images_digest(images)
-
-    def _results_for(self, X, fit_params):
-        if fit_params.get("mask") is None and hasattr(self, "_fit_images_digest"):
-            images, layout = check_images(X, min_size=self._min_image_size, allow_nan=True)
-            if images_digest(images) == self._fit_images_digest:
-                return images, _output_layout(layout, self._fit_results), self._fit_results
-        return super()._results_for(X, fit_params)
 
 
 # ----------------------------------------------------------------------- super-resolution
