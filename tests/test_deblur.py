@@ -209,6 +209,12 @@ def test_early_stopping_watches_the_aligned_image():
     assert deb.reconstruction_.shape == (30, 30)
 
 
+def test_output_averaging_averages_image_and_kernel_together():
+    deb = _deb(output_averaging=0.9, max_iter=6).fit(_blurry())
+    assert deb.reconstruction_.shape == (30, 30)
+    assert deb.kernel_full_.sum() == pytest.approx(1.0) and deb.kernel_.min() >= 0
+
+
 def test_batch_gives_one_kernel_per_image():
     ys = [_blurry(seed=0), _blurry(seed=1)]
     deb = _deb(max_iter=2).fit(ys)

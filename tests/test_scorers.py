@@ -27,7 +27,15 @@ SIGMA = 0.1
 
 
 def _den(**kw):
-    params = dict(generator=TINY, max_iter=12, early_stopping=None, random_state=0, device="cpu")
+    # Raw iterates: the averaged output of a 12-step fit is still mostly its start.
+    params = dict(
+        generator=TINY,
+        max_iter=12,
+        early_stopping=None,
+        random_state=0,
+        device="cpu",
+        output_averaging=None,
+    )
     params.update(kw)
     return DIPDenoiser(**params)
 

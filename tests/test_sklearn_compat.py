@@ -13,6 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdip import (
+    BlindDeblurrer,
     DIPDeconvolver,
     DIPDenoiser,
     DIPInpainter,
@@ -111,6 +112,7 @@ ESTIMATORS = [
     DIPInpainter(**COMMON),
     DIPSuperResolver(scale=2, **COMMON),
     DIPDeconvolver(kernel=np.ones((3, 3)) / 9, **COMMON),
+    BlindDeblurrer(**COMMON),
     PhaseRetriever(pretrain_iter=2, init=HIOPhaseRetriever(max_iter=5, n_er=1), **COMMON),
     HIOPhaseRetriever(max_iter=10, n_er=2, random_state=0),
 ]

@@ -28,7 +28,7 @@ _MAX_AUTO_KERNEL = 65
 # pixel is of order 1 / ||grad x||_2, about 1 / sqrt(H' W'), while that of the (mean) MSE is
 # of order 1 / (H' W'): the "ratio" weight is therefore c / sqrt(H' W') for the generated
 # H' x W' image, so that the balance does not depend on the size (c = 8e-4 gives 1e-5 for a
-# 64x64 observation with its default 17x17 kernel, the value found best in benchmarks).
+# 64x64 observation with its default 17x17 kernel, the best of the values tried in tuning).
 _RATIO_WEIGHT = 8e-4
 _TV_WEIGHT = 1e-3
 # Rows/columns of the estimated kernel whose largest entry is below this fraction of the

@@ -121,6 +121,10 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     (32, 32)
     """
 
+    # The observation is the image itself (identity forward model): scorers
+    # may compare the returned estimate with X directly.
+    _observes_the_image = True
+
     _parameter_constraints: dict = {
         **BaseDIPEstimator._parameter_constraints,
         "noise_model": [StrOptions({"sparse"}), SparseNoise, None],

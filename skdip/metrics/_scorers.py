@@ -76,12 +76,10 @@ def _measures_in_image_space(estimator: Any) -> bool:
     and ``X``, whatever the loss or regularizer; otherwise the recorded loss
     at the picked iteration is used.
     """
-    from ..estimators._base import BaseDIPEstimator
-
-    cls = type(estimator)
-    return isinstance(estimator, BaseDIPEstimator) and all(
-        getattr(cls, name) is getattr(BaseDIPEstimator, name)
-        for name in ("_forward_problem", "_make_model", "_finish")
+    # Estimators declare it (DIPDenoiser); a sparse noise model adds a term
+    # between the image and the observation, so then the loss is used.
+    return bool(getattr(estimator, "_observes_the_image", False)) and (
+        getattr(estimator, "noise_model", None) is None
     )
 
 
