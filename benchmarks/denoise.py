@@ -280,6 +280,9 @@ def write_table(rows: list[dict], timing: list[dict], path: Path, args) -> None:
         ("emv_avg_iter", "@"),
         ("wmv_avg_psnr", "WMV avg"),
         ("wmv_avg_iter", "@"),
+        ("avg_at_emv_raw", "avg at EMV raw"),
+        ("avg_after_emv_raw", "avg +100 after EMV raw"),
+        ("avg_after_wmv_raw", "avg +100 after WMV raw"),
         ("n_iter", "iters"),
         ("wall_s", "DIP s"),
         ("tv", "TV"),
@@ -338,15 +341,41 @@ def _summary(rows: list[dict]) -> dict:
         "avg_after_wmv_raw",
     ]
     for key in variants:
-        gap = [r["peak_raw"] - r[key] for r in rows if key in r and np.isfinite(r[key])]
-        if gap:
-            out[f"{key}: best raw iterate minus it, dB (median over {len(gap)} cases)"] = float(
-                np.median(gap)
-            )
-    out["avg peak minus raw peak, dB"] = float(
+        have = [r for r in rows if key in r and np.isfinite(r[key])]
+        if not have:
+            continue
+        gap = [r["peak_raw"] - r[key] for r in have]
+        above = sum(g < 0 for g in gap)
+        out[
+            f"{key}: best raw iterate minus it, dB, median over {len(gap)} cases "
+            f"({above} above the best raw iterate)"
+        ] = float(np.median(gap))
+    out["averaged output's peak minus raw peak, dB (median)"] = float(
         np.median([r["peak_avg"] - r["peak_raw"] for r in rows])
     )
+    both = [r for r in rows if "avg_after_emv_raw" in r]
+    if both:
+        diff = [r["emv_avg_psnr"] - r["avg_after_emv_raw"] for r in both]
+        out[
+            f"EMV on the average minus average after EMV raw, dB, median over {len(both)} "
+            f"cases (min {min(diff):.2f}, max {max(diff):.2f})"
+        ] = float(np.median(diff))
     return out
+
+
+def merge(tag: str = "denoise") -> None:
+    """Combine every results/denoise_*.jsonl into results/{tag}.md."""
+    rows, timing = [], []
+    for path in sorted(RESULTS.glob("denoise_*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if "timing" in record:
+                timing.append(record["timing"])
+            else:
+                record["run"] = path.stem
+                rows.append(record)
+    args = argparse.Namespace(generator="skip-small", max_iter=4000, patience=1000)
+    write_table(rows, timing, RESULTS / f"{tag}.md", args)
 
 
 def main(argv=None) -> None:
@@ -371,10 +400,18 @@ def main(argv=None) -> None:
         help="explicit image:noise cases (replaces --images/--noises/--extra)",
     )
     parser.add_argument("--tag", default="denoise")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="only combine the committed results into results/denoise.md",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.merge:
+        merge()
+        return
 
     RESULTS.mkdir(exist_ok=True)
     if args.cases is not None:

@@ -195,6 +195,7 @@ def fit_model(
     watch_raw = averaging is not None and averaging_monitor == "raw"
     delay = round(1.0 / (1.0 - averaging)) if watch_raw else 0
     capture_at = None
+    first_checked = detected = None
     average = None
     best = last = None
     best_iter = -1
@@ -263,6 +264,8 @@ def fit_model(
 
             scalars = []
             sig = rule.signal(monitor(raw if watch_raw else estimate), it)
+            if sig is not None and first_checked is None:
+                first_checked = it
             if sig is not None:
                 scalars.append(sig.reshape(()).float())
             if reference is not None:
@@ -283,6 +286,8 @@ def fit_model(
                 is_best, stop = False, False
             else:
                 is_best, stop = rule.observe(signal_value, it)
+            if is_best:
+                detected = it
             if is_best and watch_raw:
                 capture_at = it + delay
             elif is_best:
@@ -312,6 +317,15 @@ def fit_model(
         bar.close()
     elapsed = time.perf_counter() - start_time
 
+    if stopped_by == "early_stopping" and detected is not None and detected == first_checked:
+        warnings.warn(
+            f"the running variance was lowest at the first iteration it was checked ({detected}) "
+            "and never went lower: often a spurious early minimum (the network was still "
+            "learning structure, e.g. a texture). Consider a longer warm-up (early_stopping="
+            "ExponentialMovingVariance(warmup=...)) and compare with the result at a later step.",
+            UserWarning,
+            stacklevel=3,
+        )
     if capture_at is not None and last is not None:
         # The run ended inside the delay: the latest average is the closest.
         best, best_iter = last.clone(), n_steps - 1

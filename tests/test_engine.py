@@ -235,3 +235,27 @@ def test_an_early_overshoot_is_not_taken_for_divergence():
 
     result = fit_model(model, target, loss=overshooting, max_iter=20, checkpoint_every=10)
     assert result.history["divergences"] == []
+
+
+def test_a_minimum_at_the_first_checked_step_is_flagged():
+    model = _Pixels()
+    target = torch.ones(1, 1, 4, 4)
+    g = torch.Generator().manual_seed(0)
+
+    def growing_jitter(it, loss, estimate):
+        # Iterates that move more and more: the variance only grows.
+        with torch.no_grad():
+            model.x.add_(torch.randn(model.x.shape, generator=g) * 1e-3 * (it + 1))
+
+    rule = ExponentialMovingVariance(patience=5, warmup=4)
+    with pytest.warns(UserWarning, match="spurious early minimum"):
+        result = fit_model(
+            model,
+            target,
+            loss=get_loss("mse"),
+            max_iter=100,
+            lr=1e-4,
+            stopping=rule,
+            callback=growing_jitter,
+        )
+    assert result.best_iter == 4
