@@ -370,8 +370,7 @@ def test_sparse_noise_model_absorbs_impulses():
     assert den.get_params()["noise_model__lr"] == 0.2
 
 
-def test_default_averaging_returns_the_average_after_the_raw_minimum():
-    x = _image()
+def _averaging_run(**kw):
     seen = {}
 
     def callback(it, loss, estimate):
@@ -379,10 +378,25 @@ def test_default_averaging_returns_the_average_after_the_raw_minimum():
 
     rule = ExponentialMovingVariance(patience=120, warmup=2)
     den = DIPDenoiser(
-        generator=TINY, early_stopping=rule, max_iter=1000, random_state=0, callback=callback
-    ).fit(x)
-    assert den.output_averaging == 0.99
+        generator=TINY,
+        early_stopping=rule,
+        max_iter=1000,
+        random_state=0,
+        callback=callback,
+        **kw,
+    ).fit(_image())
+    returned = seen[den.best_iter_][0].numpy().transpose(1, 2, 0)[..., 0]
+    np.testing.assert_allclose(den.reconstruction_, returned, rtol=1e-6, atol=1e-7)
+    return den
+
+
+def test_default_averaging_watches_the_average():
+    den = _averaging_run()
+    assert den.output_averaging == 0.99 and den.averaging_monitor == "average"
+    assert den.best_iter_ == int(np.nanargmin(den.history_["signal"]))
+
+
+def test_raw_monitor_returns_the_average_after_the_raw_minimum():
+    den = _averaging_run(averaging_monitor="raw")
     raw_minimum = int(np.nanargmin(den.history_["signal"]))
     assert den.best_iter_ == raw_minimum + 100
-    expected = seen[den.best_iter_][0].numpy().transpose(1, 2, 0)[..., 0]
-    np.testing.assert_allclose(den.reconstruction_, expected, rtol=1e-6, atol=1e-7)

@@ -78,6 +78,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         "regularizer": [BaseRegularizer, callable, None],
         "reg_noise_std": [Interval(Real, 0, None, closed="left")],
         "output_averaging": [Interval(Real, 0, 1, closed="left"), None],
+        "averaging_monitor": [StrOptions({"average", "raw"})],
         "rescale": [StrOptions({"auto"}), "boolean"],
         "device": [str, torch.device],
         "random_state": ["random_state"],
@@ -172,10 +173,9 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             regularizer=self.regularizer,
             stopping=get_stopping_rule(self.early_stopping),
             averaging=self.output_averaging,
-            # Measured (benchmarks/results/denoise*.md): watching the raw iterates
-            # and returning the average a little after their variance minimum is
-            # the robust variant; watching the average itself drifts late.
-            averaging_monitor="raw",
+            # Estimators that expose the choice have the parameter; the others
+            # watch what they return.
+            averaging_monitor=getattr(self, "averaging_monitor", "average"),
             callback=self.callback,
             verbose=bool(self.verbose),
             reference=ref_tensor,
