@@ -390,13 +390,13 @@ def _averaging_run(**kw):
     return den
 
 
-def test_default_averaging_watches_the_average():
+def test_default_averaging_returns_the_average_after_the_raw_minimum():
     den = _averaging_run()
-    assert den.output_averaging == 0.99 and den.averaging_monitor == "average"
-    assert den.best_iter_ == int(np.nanargmin(den.history_["signal"]))
-
-
-def test_raw_monitor_returns_the_average_after_the_raw_minimum():
-    den = _averaging_run(averaging_monitor="raw")
+    assert den.output_averaging == 0.99 and den.averaging_monitor == "raw"
     raw_minimum = int(np.nanargmin(den.history_["signal"]))
     assert den.best_iter_ == raw_minimum + 100
+
+
+def test_average_monitor_returns_the_average_at_its_own_minimum():
+    den = _averaging_run(averaging_monitor="average")
+    assert den.best_iter_ == int(np.nanargmin(den.history_["signal"]))
