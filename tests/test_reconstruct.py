@@ -461,3 +461,16 @@ def test_noise_model_is_tunable_by_name():
     est = DIPInpainter(noise_model=SparseNoise()).set_params(noise_model__lr=0.2)
     assert est.get_params()["noise_model__lr"] == 0.2
     assert clone(est).noise_model.lr == 0.2
+
+
+def test_per_image_fit_parameters_must_match_the_batch():
+    images = [np.full((16, 16), 0.5), np.full((16, 16), 0.4)]
+    masks = [np.ones((16, 16), bool)] * 3
+    with pytest.raises(ValueError, match="one entry per image \\(2\\)"):
+        DIPInpainter(**COMMON).fit(images, mask=masks)
+    # A single image takes its mask as is, or wrapped in a one-element list.
+    mask = np.ones((16, 16), bool)
+    mask[4:8, 4:8] = False
+    a = DIPInpainter(**COMMON).fit(images[0], mask=mask).transform()
+    b = DIPInpainter(**COMMON).fit(images[0], mask=[mask]).transform()
+    np.testing.assert_array_equal(a, b)

@@ -206,21 +206,25 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         return out
 
     def _split_extra(self, n_images: int, fit_params: dict) -> list[dict]:
+        """Per-image fit parameters: one entry per image, as GridSearchCV slices them."""
         extras: list[dict] = [{} for _ in range(n_images)]
         for key, value in fit_params.items():
             if value is None:
                 continue
-            values = value if isinstance(value, list | tuple) else None
-            if values is None:
+            if n_images == 1:
+                # One image: a one-element list holds its entry; anything else is the entry.
+                single = isinstance(value, list | tuple) and len(value) == 1
+                extras[0][key] = value[0] if single else value
+                continue
+            if isinstance(value, list | tuple):
+                values = list(value)
+            else:
                 arr = np.asarray(value)
-                values = (
-                    list(arr) if n_images > 1 and arr.ndim >= 1 and len(arr) == n_images else None
-                )
-            if values is None:
-                values = [value] * n_images if n_images == 1 else None
-            if values is None or len(values) != n_images:
+                values = list(arr) if arr.ndim >= 1 else []
+            if len(values) != n_images:
                 raise ValueError(
                     f"{key} must hold one entry per image ({n_images}), got {type(value).__name__}"
+                    f" with {len(values)}"
                 )
             for extra, v in zip(extras, values, strict=True):
                 extra[key] = v
@@ -274,9 +278,8 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.n_iter_ = pick("n_iter")
         self.stopped_by_ = pick("stopped_by")
         self.history_ = pick("history")
-        self.loss_curve_ = results[0]["history"]["loss"] if single else pick("history")
-        if not single:
-            self.loss_curve_ = [h["loss"] for h in self.loss_curve_]
+        curves = [r["history"]["loss"] for r in results]
+        self.loss_curve_ = curves[0] if single else curves
         self.n_images_ = len(images)
         for key in results[0]:
             if key not in _COMMON_KEYS:
