@@ -320,13 +320,13 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
     def _results_for(self, X, fit_params):
         images, layout = check_images(X, min_size=self._min_image_size, allow_nan=self._allow_nan)
-        if _digest(images, fit_params) == self._fit_digest:
-            return images, layout, self._fit_results
-        # The fitted images without their fit parameters (scorers and
-        # pipelines often pass X alone): the fit holds the answer.
-        if not any(v is not None for v in fit_params.values()) and (
-            images_digest(images) == getattr(self, "_fit_images_only_digest", None)
-        ):
+        if any(v is not None for v in fit_params.values()):
+            reuse = _digest(images, fit_params) == self._fit_digest
+        else:
+            # X alone (scorers and pipelines pass no fit parameters): the fitted
+            # images, whatever parameters they were fitted with, hold the answer.
+            reuse = images_digest(images) == getattr(self, "_fit_images_only_digest", None)
+        if reuse:
             return images, layout, self._fit_results
         self._check_params()
         _, _, results = self._solve(X, None, **fit_params)
