@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .operators import ForwardOperator, Identity
 from .stopping import BaseStoppingRule, ExponentialMovingVariance
 
-__all__ = ["DIPModel", "FitResult", "fit_model", "resolve_device"]
+__all__ = ["DIPModel", "FitResult", "fit_batch", "fit_model", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -68,13 +68,22 @@ class DIPModel(nn.Module):
         self.operator = operator if operator is not None else Identity()
         self.input_noise_std = float(input_noise_std)
 
-    def forward(self, rng: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, rng: torch.Generator | None = None, z: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(estimate, prediction)``; the input is ``z`` when given."""
+        if z is None:
+            z = self.perturbed_input(rng)
+        x = self.network(z)
+        return x, self.operator(x)
+
+    def perturbed_input(self, rng: torch.Generator | None) -> torch.Tensor:
+        """The input code plus this step's perturbation (none without ``rng``)."""
         z = self.network.input
         if rng is not None and self.input_noise_std > 0:
             noise = torch.randn(z.shape, generator=rng, device=z.device, dtype=z.dtype)
             z = z + self.input_noise_std * noise
-        x = self.network(z)
-        return x, self.operator(x)
+        return z
 
 
 @dataclass
@@ -178,27 +187,8 @@ def fit_model(
     optimizer = torch.optim.Adam(param_groups, lr=lr)
     rng = torch.Generator(device=device)
     rng.manual_seed(int(seed))
-    # Without a stopping rule an EMV still watches, passively, so that the
-    # running variance of the returned (last) iterate is recorded for scoring.
-    passive = stopping is None
-    rule = clone(stopping) if stopping is not None else ExponentialMovingVariance(warmup=0)
-    rule.start()
-    monitor = monitor if monitor is not None else (lambda t: t)
-
-    losses: list[float] = []
-    signals: list[float] = []
-    psnrs: list[float] = []
-    psnrs_raw: list[float] = []
+    selection = _Selection(stopping, averaging, averaging_monitor, monitor, reference)
     events: list[dict] = []
-    if averaging_monitor not in ("average", "raw"):
-        raise ValueError(f"averaging_monitor must be 'average' or 'raw', got {averaging_monitor!r}")
-    watch_raw = averaging is not None and averaging_monitor == "raw"
-    delay = round(1.0 / (1.0 - averaging)) if watch_raw else 0
-    capture_at = None
-    first_checked = detected = None
-    average = None
-    best = last = None
-    best_iter = -1
     stopped_by = "max_iter"
     snapshot = _snapshot(model, optimizer)
     snapshot_loss = min_loss = math.inf
@@ -224,22 +214,20 @@ def fit_model(
             # Adam steps of some networks overshoot briefly before settling.
             spiked = it >= checkpoint_every and loss_value > divergence_ratio * min_loss
             if not math.isfinite(loss_value) or spiked:
+                current = _lrs(optimizer)
                 model.load_state_dict(snapshot[0])
                 optimizer.load_state_dict(snapshot[1])
                 # Measure later steps against the restored point, or a rollback
                 # to a snapshot older than the lowest loss would loop forever.
                 min_loss = snapshot_loss
-                for group in optimizer.param_groups:
-                    group["lr"] *= 0.5
+                # Halve the rate in force, not the snapshot's: a second divergence
+                # before the next snapshot must step down again.
+                for group, rate in zip(optimizer.param_groups, current, strict=True):
+                    group["lr"] = 0.5 * rate
                 events.append({"iteration": it, "loss": loss_value, "lr": _lrs(optimizer)})
                 if len(events) > max_divergences:
                     stopped_by = "divergence"
-                    warnings.warn(
-                        f"the fit diverged {len(events)} times; stopping at iteration {it} "
-                        "with the best estimate so far. Try a smaller learning rate.",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
+                    _warn_diverged(len(events), it)
                     break
                 continue
             optimizer.step()
@@ -251,56 +239,14 @@ def fit_model(
                 snapshot = _snapshot(model, optimizer)
                 snapshot_loss = loss_value
 
-            raw = x.detach()
-            if averaging is not None:
-                if average is None:
-                    average = raw.clone()
-                else:
-                    average.mul_(averaging).add_(raw, alpha=1.0 - averaging)
-                estimate = average
-            else:
-                estimate = raw
-            last = estimate
-
-            scalars = []
-            sig = rule.signal(monitor(raw if watch_raw else estimate), it)
-            if sig is not None and first_checked is None:
-                first_checked = it
-            if sig is not None:
-                scalars.append(sig.reshape(()).float())
-            if reference is not None:
-                scalars.append(_psnr(estimate, reference).float())
-                if averaging is not None:
-                    scalars.append(_psnr(raw, reference).float())
+            scalars = selection.track(x.detach(), it)
             values = torch.stack(scalars).tolist() if scalars else []
-
-            losses.append(loss_value)
-            signal_value = values.pop(0) if sig is not None else math.nan
-            signals.append(signal_value)
-            if reference is not None:
-                psnrs.append(values.pop(0))
-                if averaging is not None:
-                    psnrs_raw.append(values.pop(0))
-
-            if passive or sig is None:
-                is_best, stop = False, False
-            else:
-                is_best, stop = rule.observe(signal_value, it)
-            if is_best:
-                detected = it
-            if is_best and watch_raw:
-                capture_at = it + delay
-            elif is_best:
-                best = estimate.clone()
-                best_iter = it
-            if capture_at == it:
-                best, best_iter, capture_at = estimate.clone(), it, None
-
+            stop = selection.observe(values, loss_value, it)
             if verbose:
                 bar.update(1)
                 if it % 25 == 0:
-                    bar.set_postfix(loss=f"{loss_value:.3e}", signal=f"{signal_value:.3e}")
-            if callback is not None and callback(it, loss_value, estimate):
+                    bar.set_postfix(loss=f"{loss_value:.3e}", signal=f"{selection.signals[-1]:.3e}")
+            if callback is not None and callback(it, loss_value, selection.estimate):
                 stopped_by = "callback"
                 break
             if stop:
@@ -308,53 +254,492 @@ def fit_model(
                 break
     except KeyboardInterrupt:
         stopped_by = "interrupted"
-        warnings.warn(
-            f"fit interrupted after {n_steps} steps; keeping the best estimate so far",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        _warn_interrupted(n_steps)
     finally:
         bar.close()
     elapsed = time.perf_counter() - start_time
+    return selection.result(model, n_steps, stopped_by, events, elapsed)
 
-    if stopped_by == "early_stopping" and detected is not None and detected == first_checked:
-        warnings.warn(
-            f"the running variance was lowest at the first iteration it was checked ({detected}) "
-            "and never went lower: often a spurious early minimum (the network was still "
-            "learning structure, e.g. a texture). Consider a longer warm-up (early_stopping="
-            "ExponentialMovingVariance(warmup=...)) and compare with the result at a later step.",
-            UserWarning,
-            stacklevel=3,
-        )
-    if capture_at is not None and last is not None:
-        # The run ended inside the delay: the latest average is the closest.
-        best, best_iter = last.clone(), n_steps - 1
-    if last is None:  # not a single good step
+
+def fit_batch(
+    models: list[DIPModel],
+    targets: list[torch.Tensor],
+    *,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    max_iter: int,
+    lr: float = 0.01,
+    regularizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    stopping: BaseStoppingRule | None = None,
+    averaging: float | None = None,
+    averaging_monitor: str = "average",
+    callback: Callable | None = None,
+    verbose: bool = False,
+    references: list[torch.Tensor | None] | None = None,
+    seeds: list[int] | None = None,
+    checkpoint_every: int = 50,
+    divergence_ratio: float = 10**0.5,
+    max_divergences: int = 10,
+    description: str = "fit",
+) -> list[FitResult]:
+    """Fit several independent models of one architecture in one vectorised run.
+
+    Each member is the fit :func:`fit_model` would make of ``models[k]`` to
+    ``targets[k]`` on its own (same input perturbations, Adam updates,
+    divergence guard, stopping rule and selected estimate), up to
+    floating-point rounding. The members' parameters are stacked and every
+    step runs one batched forward and backward pass (``torch.func.vmap``),
+    which saves the per-operation launch cost on a GPU for small images. A
+    member whose fit has ended leaves the batch, so the others go on at the
+    cost of the remaining ones only.
+
+    Parameters
+    ----------
+    models : list of DIPModel
+        Models with identical parameter and buffer shapes (the same generator
+        and image size), on one device. Buffers such as the input code or an
+        operator's mask may differ. Their parameters hold the final values
+        when the call returns.
+    targets : list of Tensor
+        One observation per model.
+    references : list of Tensor or None, optional
+        Clean images, to record PSNR curves as :func:`fit_model` does.
+    seeds : list of int, optional
+        Seed of each member's input perturbations.
+    callback : callable, optional
+        Called as in :func:`fit_model`, once per member and step; returning
+        True ends that member's fit.
+
+    The other parameters are those of :func:`fit_model`, applied to every
+    member. Adam runs with PyTorch's default settings, as in :func:`fit_model`.
+
+    Returns
+    -------
+    results : list of FitResult
+        One per model, in order.
+    """
+    n = len(models)
+    if n == 0:
+        raise ValueError("fit_batch needs at least one model")
+    if len(targets) != n:
+        raise ValueError(f"{n} models but {len(targets)} targets")
+    references = list(references) if references is not None else [None] * n
+    seeds = list(seeds) if seeds is not None else [0] * n
+    if len(references) != n or len(seeds) != n:
+        raise ValueError("references and seeds must hold one entry per model")
+    _check_stackable(models)
+    device = targets[0].device
+    rngs = []
+    for seed in seeds:
+        rng = torch.Generator(device=device)
+        rng.manual_seed(int(seed))
+        rngs.append(rng)
+    selections = [
+        _Selection(stopping, averaging, averaging_monitor, None, ref) for ref in references
+    ]
+
+    first = models[0]
+    trainable = [name for name, p in first.named_parameters() if p.requires_grad]
+    fixed = [name for name, p in first.named_parameters() if not p.requires_grad]
+    fixed += [name for name, _ in first.named_buffers()]
+
+    def stacked(names, source):
+        return {name: torch.stack([source(m)[name].detach() for m in models]) for name in names}
+
+    params = {k: v.requires_grad_() for k, v in stacked(trainable, _tensors).items()}
+    constants = stacked(fixed, _tensors)
+    adam = _StackedAdam(params, lr, n)
+    snapshot = adam.state_copy()
+    # Run the members through a parameter-less copy: any tensor the stacked
+    # dictionaries do not provide fails loudly instead of leaking member 0's.
+    template = copy.deepcopy(first).to("meta")
+
+    def member_forward(p, c, z):
+        return torch.func.functional_call(template, (p, c), (None,), {"z": z}, strict=True)
+
+    batched_forward = torch.func.vmap(member_forward)
+
+    active = list(range(n))  # member behind each row of the stacked tensors
+    n_steps = [0] * n
+    min_loss = [math.inf] * n
+    snapshot_loss = [math.inf] * n
+    events: list[list[dict]] = [[] for _ in range(n)]
+    stopped_by = ["max_iter"] * n
+    results: list[FitResult | None] = [None] * n
+    start_time = time.perf_counter()
+    bar = tqdm(total=max_iter, desc=description, disable=not verbose, leave=False)
+
+    def finish(rows: list[int]) -> None:
+        elapsed = time.perf_counter() - start_time
+        for row in rows:
+            m = active[row]
+            _unstack_into(models[m], params, constants, row)
+            results[m] = selections[m].result(
+                models[m], n_steps[m], stopped_by[m], events[m], elapsed
+            )
+        keep = [row for row in range(len(active)) if row not in rows]
+        if len(keep) < len(active):
+            index = torch.tensor(keep, device=device, dtype=torch.long)
+            for name in list(params):
+                params[name] = params[name].detach()[index].requires_grad_()
+            for name in list(constants):
+                constants[name] = constants[name][index]
+            adam.keep(params, index)
+            snapshot.keep(index)
+            active[:] = [active[row] for row in keep]
+
+    for model in models:
+        model.train()
+    try:
+        while active:
+            z = torch.stack([models[m].perturbed_input(rngs[m]) for m in active])
+            x, prediction = batched_forward(params, constants, z)
+            member_losses = []
+            for row, m in enumerate(active):
+                if n_steps[m] == 0 and not events[m]:
+                    _check_shapes(x[row], prediction[row], targets[m], references[m])
+                value = loss(prediction[row], targets[m])
+                if regularizer is not None:
+                    value = value + regularizer(x[row])
+                member_losses.append(value)
+            totals = torch.stack(member_losses)
+            grads = torch.autograd.grad(totals.sum(), list(params.values()))
+            loss_values = totals.detach().tolist()  # the one required sync per step
+
+            rejected = []
+            for row, m in enumerate(active):
+                value = loss_values[row]
+                spiked = n_steps[m] >= checkpoint_every and value > divergence_ratio * min_loss[m]
+                if not math.isfinite(value) or spiked:
+                    rejected.append(row)
+            adam.step(params, grads)
+            ended = []
+            for row in rejected:
+                m = active[row]
+                adam.restore(params, snapshot, row)
+                min_loss[m] = snapshot_loss[m]
+                adam.lr[row] *= 0.5
+                events[m].append(
+                    {"iteration": n_steps[m], "loss": loss_values[row], "lr": [adam.lr[row]]}
+                )
+                if len(events[m]) > max_divergences:
+                    stopped_by[m] = "divergence"
+                    _warn_diverged(len(events[m]), n_steps[m])
+                    ended.append(row)
+
+            accepted = [row for row in range(len(active)) if row not in rejected]
+            scalars, counts = [], []
+            for row in accepted:
+                m = active[row]
+                it = n_steps[m]
+                n_steps[m] += 1
+                min_loss[m] = min(min_loss[m], loss_values[row])
+                if (it + 1) % checkpoint_every == 0:
+                    snapshot.update(adam, params, row)
+                    snapshot_loss[m] = loss_values[row]
+                member = selections[m].track(x[row].detach(), it)
+                scalars += member
+                counts.append(len(member))
+            values = torch.stack(scalars).tolist() if scalars else []
+            for row, count in zip(accepted, counts, strict=True):
+                m = active[row]
+                it = n_steps[m] - 1
+                stop = selections[m].observe(values[:count], loss_values[row], it)
+                values = values[count:]
+                if callback is not None and callback(it, loss_values[row], selections[m].estimate):
+                    stopped_by[m] = "callback"
+                    ended.append(row)
+                elif stop:
+                    stopped_by[m] = "early_stopping"
+                    ended.append(row)
+                elif n_steps[m] >= max_iter:
+                    ended.append(row)
+            if verbose:
+                bar.update(1)
+                bar.set_postfix(active=len(active) - len(ended))
+            if ended:
+                finish(sorted(set(ended)))
+    except KeyboardInterrupt:
+        for row in range(len(active)):
+            stopped_by[active[row]] = "interrupted"
+        _warn_interrupted(max(n_steps))
+        finish(list(range(len(active))))
+    finally:
+        bar.close()
+    return results
+
+
+class _StackedAdam:
+    """Adam over parameters stacked along a leading member axis.
+
+    Each member (row) has its own step count and learning rate, so rows can
+    be rolled back and slowed down independently. Same update as
+    ``torch.optim.Adam`` with its defaults (betas 0.9 and 0.999, eps 1e-8).
+    """
+
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+
+    def __init__(self, params: dict, lr: float, n: int):
+        self.exp_avg = {k: torch.zeros_like(v) for k, v in params.items()}
+        self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in params.items()}
+        self.steps = [0] * n
+        self.lr = [float(lr)] * n
+        self.params = params
+
+    def step(self, params: dict, grads) -> None:
+        self.steps = [s + 1 for s in self.steps]
+        t = torch.tensor(self.steps, dtype=torch.float64)
+        rate = torch.tensor(self.lr, dtype=torch.float64)
+        step_size = rate / (1 - self.beta1**t)
+        correction = (1 - self.beta2**t).sqrt()
         with torch.no_grad():
-            last = model(None)[0].detach()
-    if best is None or passive:
-        best, best_iter = last, max(n_steps - 1, 0)
-    history = {
-        "loss": np.asarray(losses),
-        "signal": np.asarray(signals),
-        "divergences": events,
-        "fit_time": elapsed,
-        "seconds_per_step": elapsed / max(len(losses), 1),
-    }
-    if reference is not None:
-        history["psnr"] = np.asarray(psnrs)
-        if averaging is not None:
-            history["psnr_raw"] = np.asarray(psnrs_raw)
-    # The model stays in training mode: BatchNorm in eval mode would use running
-    # statistics and produce a different image than the estimate returned.
-    return FitResult(
-        estimate=best.detach().to("cpu"),
-        last=last.detach().to("cpu"),
-        best_iter=int(best_iter),
-        n_iter=int(n_steps),
-        stopped_by=stopped_by,
-        history=history,
-        model=model,
+            for (name, p), g in zip(params.items(), grads, strict=True):
+                view = (-1,) + (1,) * (p.dim() - 1)
+                size = step_size.to(p.device, p.dtype).view(view)
+                corr = correction.to(p.device, p.dtype).view(view)
+                m, v = self.exp_avg[name], self.exp_avg_sq[name]
+                m.lerp_(g, 1 - self.beta1)
+                v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+                p.sub_(size * m / (v.sqrt() / corr + self.eps))
+        self.params = params
+
+    def keep(self, params: dict, index: torch.Tensor) -> None:
+        rows = index.tolist()
+        self.exp_avg = {k: v[index] for k, v in self.exp_avg.items()}
+        self.exp_avg_sq = {k: v[index] for k, v in self.exp_avg_sq.items()}
+        self.steps = [self.steps[r] for r in rows]
+        self.lr = [self.lr[r] for r in rows]
+        self.params = params
+
+    def state_copy(self) -> _AdamSnapshot:
+        return _AdamSnapshot(self)
+
+    def restore(self, params: dict, snapshot: _AdamSnapshot, row: int) -> None:
+        with torch.no_grad():
+            for name, p in params.items():
+                p[row] = snapshot.params[name][row]
+                self.exp_avg[name][row] = snapshot.exp_avg[name][row]
+                self.exp_avg_sq[name][row] = snapshot.exp_avg_sq[name][row]
+        self.steps[row] = snapshot.steps[row]
+
+
+class _AdamSnapshot:
+    """Rows of parameters and Adam state saved for the divergence guard."""
+
+    def __init__(self, adam: _StackedAdam):
+        self.params = {k: v.detach().clone() for k, v in adam.params.items()}
+        self.exp_avg = {k: v.clone() for k, v in adam.exp_avg.items()}
+        self.exp_avg_sq = {k: v.clone() for k, v in adam.exp_avg_sq.items()}
+        self.steps = list(adam.steps)
+
+    def update(self, adam: _StackedAdam, params: dict, row: int) -> None:
+        with torch.no_grad():
+            for name, p in params.items():
+                self.params[name][row] = p[row]
+                self.exp_avg[name][row] = adam.exp_avg[name][row]
+                self.exp_avg_sq[name][row] = adam.exp_avg_sq[name][row]
+        self.steps[row] = adam.steps[row]
+
+    def keep(self, index: torch.Tensor) -> None:
+        self.params = {k: v[index] for k, v in self.params.items()}
+        self.exp_avg = {k: v[index] for k, v in self.exp_avg.items()}
+        self.exp_avg_sq = {k: v[index] for k, v in self.exp_avg_sq.items()}
+        self.steps = [self.steps[r] for r in index.tolist()]
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def _unstack_into(model: nn.Module, params: dict, constants: dict, row: int) -> None:
+    """Write one row of the stacked state back into its member's module."""
+    with torch.no_grad():
+        own = _tensors(model)
+        for source in (params, constants):
+            for name, value in source.items():
+                own[name].copy_(value[row])
+
+
+def _check_stackable(models: list[nn.Module]) -> None:
+    """Members of a batched fit must share every shape and every non-buffer tensor."""
+    first = models[0]
+    layout = {k: (v.shape, v.dtype, v.device) for k, v in _tensors(first).items()}
+    for k, model in enumerate(models[1:], start=1):
+        if not isinstance(model, DIPModel) or type(model) is not type(first):
+            raise ValueError(
+                "fit_batch needs DIPModel members of one type, got "
+                f"{type(first).__name__} and {type(model).__name__}"
+            )
+        other = {key: (v.shape, v.dtype, v.device) for key, v in _tensors(model).items()}
+        if other != layout:
+            raise ValueError(
+                f"member {k} differs in its parameters or buffers from member 0 (another "
+                "generator, image size or device): such images cannot be fitted in one batch"
+            )
+        for a, b in zip(first.modules(), model.modules(), strict=True):
+            if type(a) is not type(b):
+                raise ValueError(f"member {k} has another architecture than member 0")
+            registered = set(a._parameters) | set(a._buffers)
+            for name, value in vars(a).items():
+                if name in registered or not isinstance(value, torch.Tensor):
+                    continue
+                theirs = getattr(b, name, None)
+                if not isinstance(theirs, torch.Tensor) or not torch.equal(value, theirs):
+                    raise ValueError(
+                        f"member {k} differs from member 0 in the tensor attribute {name!r} "
+                        f"of {type(a).__name__}, which a batched fit cannot stack"
+                    )
+    if not isinstance(first, DIPModel):
+        raise ValueError(f"fit_batch needs DIPModel members, got {type(first).__name__}")
+
+
+class _Selection:
+    """What one fit keeps track of: the averaged output, the stopping rule, the
+    estimate it selects and the per-step history.
+
+    Shared by :func:`fit_model` and :func:`fit_batch` so that a member of a
+    batched run selects its estimate exactly as a fit on its own does.
+    """
+
+    def __init__(self, stopping, averaging, averaging_monitor, monitor, reference):
+        if averaging_monitor not in ("average", "raw"):
+            raise ValueError(
+                f"averaging_monitor must be 'average' or 'raw', got {averaging_monitor!r}"
+            )
+        # Without a stopping rule an EMV still watches, passively, so that the
+        # running variance of the returned (last) iterate is recorded for scoring.
+        self.passive = stopping is None
+        self.rule = clone(stopping) if stopping is not None else ExponentialMovingVariance(warmup=0)
+        self.rule.start()
+        self.monitor = monitor if monitor is not None else (lambda t: t)
+        self.reference = reference
+        self.averaging = averaging
+        self.watch_raw = averaging is not None and averaging_monitor == "raw"
+        # Watching the raw iterates, the average is captured once it has had
+        # about 1 / (1 - w) steps to absorb the iterates around the minimum.
+        self.delay = round(1.0 / (1.0 - averaging)) if self.watch_raw else 0
+        self.capture_at = None
+        self.first_checked = self.detected = None
+        self.average = self.best = self.last = self.estimate = None
+        self.best_iter = -1
+        self.has_signal = False
+        self.losses: list[float] = []
+        self.signals: list[float] = []
+        self.psnrs: list[float] = []
+        self.psnrs_raw: list[float] = []
+
+    def track(self, raw: torch.Tensor, it: int) -> list[torch.Tensor]:
+        """Take the iterate of accepted step ``it``; return the scalars to read."""
+        if self.averaging is not None:
+            if self.average is None:
+                self.average = raw.clone()
+            else:
+                self.average.mul_(self.averaging).add_(raw, alpha=1.0 - self.averaging)
+            self.estimate = self.average
+        else:
+            self.estimate = raw
+        self.last = self.estimate
+        scalars = []
+        sig = self.rule.signal(self.monitor(raw if self.watch_raw else self.estimate), it)
+        self.has_signal = sig is not None
+        if sig is not None:
+            if self.first_checked is None:
+                self.first_checked = it
+            scalars.append(sig.reshape(()).float())
+        if self.reference is not None:
+            scalars.append(_psnr(self.estimate, self.reference).float())
+            if self.averaging is not None:
+                scalars.append(_psnr(raw, self.reference).float())
+        return scalars
+
+    def observe(self, values: list[float], loss_value: float, it: int) -> bool:
+        """Record the scalars read for step ``it``; return whether the rule stops."""
+        values = list(values)
+        self.losses.append(loss_value)
+        signal_value = values.pop(0) if self.has_signal else math.nan
+        self.signals.append(signal_value)
+        if self.reference is not None:
+            self.psnrs.append(values.pop(0))
+            if self.averaging is not None:
+                self.psnrs_raw.append(values.pop(0))
+        if self.passive or not self.has_signal:
+            is_best, stop = False, False
+        else:
+            is_best, stop = self.rule.observe(signal_value, it)
+        if is_best:
+            self.detected = it
+        if is_best and self.watch_raw:
+            self.capture_at = it + self.delay
+        elif is_best:
+            self.best, self.best_iter = self.estimate.clone(), it
+        if self.capture_at == it:
+            self.best, self.best_iter, self.capture_at = self.estimate.clone(), it, None
+        return stop
+
+    def result(
+        self, model: nn.Module, n_steps: int, stopped_by: str, events: list, elapsed: float
+    ) -> FitResult:
+        """The fit's outcome; ``model`` holds the final parameters."""
+        if (
+            stopped_by == "early_stopping"
+            and self.detected is not None
+            and self.detected == self.first_checked
+        ):
+            warnings.warn(
+                f"the running variance was lowest at the first iteration it was checked "
+                f"({self.detected}) and never went lower: often a spurious early minimum (the "
+                "network was still learning structure, e.g. a texture). Consider a longer "
+                "warm-up (early_stopping=ExponentialMovingVariance(warmup=...)) and compare "
+                "with the result at a later step.",
+                UserWarning,
+                stacklevel=4,
+            )
+        best, best_iter, last = self.best, self.best_iter, self.last
+        if self.capture_at is not None and last is not None:
+            # The run ended inside the delay: the latest average is the closest.
+            best, best_iter = last.clone(), n_steps - 1
+        if last is None:  # not a single good step
+            with torch.no_grad():
+                last = model(None)[0].detach()
+        if best is None or self.passive:
+            best, best_iter = last, max(n_steps - 1, 0)
+        history = {
+            "loss": np.asarray(self.losses),
+            "signal": np.asarray(self.signals),
+            "divergences": events,
+            "fit_time": elapsed,
+            "seconds_per_step": elapsed / max(len(self.losses), 1),
+        }
+        if self.reference is not None:
+            history["psnr"] = np.asarray(self.psnrs)
+            if self.averaging is not None:
+                history["psnr_raw"] = np.asarray(self.psnrs_raw)
+        # The model stays in training mode: BatchNorm in eval mode would use running
+        # statistics and produce a different image than the estimate returned.
+        return FitResult(
+            estimate=best.detach().to("cpu"),
+            last=last.detach().to("cpu"),
+            best_iter=int(best_iter),
+            n_iter=int(n_steps),
+            stopped_by=stopped_by,
+            history=history,
+            model=model,
+        )
+
+
+def _warn_diverged(count: int, it: int) -> None:
+    warnings.warn(
+        f"the fit diverged {count} times; stopping at iteration {it} "
+        "with the best estimate so far. Try a smaller learning rate.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _warn_interrupted(n_steps: int) -> None:
+    warnings.warn(
+        f"fit interrupted after {n_steps} steps; keeping the best estimate so far",
+        RuntimeWarning,
+        stacklevel=4,
     )
 
 

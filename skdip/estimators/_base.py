@@ -24,7 +24,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .._engine import DIPModel, FitResult, fit_model, resolve_device
+from .._engine import DIPModel, FitResult, fit_batch, fit_model, resolve_device
 from .._validation import check_images, images_digest, is_target_vector, to_numpy, to_tensor
 from ..generators import BaseGenerator, get_generator
 from ..losses import BaseRegularizer, get_loss
@@ -141,23 +141,61 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         n = len(images)
         seeds = [int(rng.randint(0, 2**31 - 1)) for _ in range(n)]
         refs = references if references is not None else [None] * n
+        groups = _batches([im.shape for im in images], int(getattr(self, "batch_size", 1)))
+        tasks = [[(i, images[i], refs[i], extras[i], seeds[i]) for i in g] for g in groups]
         n_jobs = getattr(self, "n_jobs", None)
-        workers = min(n, effective_n_jobs(n_jobs)) if n_jobs not in (None, 1) else 1
+        workers = min(len(tasks), effective_n_jobs(n_jobs)) if n_jobs not in (None, 1) else 1
         if workers <= 1:
-            return [
-                self._fit_single(images[i], refs[i], extras[i], seeds[i], i, n, self._device)
-                for i in range(n)
-            ]
-        devices = _worker_devices(self._device, n)
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        return Parallel(n_jobs=workers)(
-            delayed(_fit_in_worker)(
-                self, images[i], refs[i], extras[i], seeds[i], i, n, devices[i], threads
+            outputs = [self._fit_group(task, n, self._device) for task in tasks]
+        else:
+            devices = _worker_devices(self._device, len(tasks))
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            outputs = Parallel(n_jobs=workers)(
+                delayed(_fit_in_worker)(self, task, n, devices[k], threads)
+                for k, task in enumerate(tasks)
             )
-            for i in range(n)
-        )
+        results: list[dict] = [{}] * n
+        for group, output in zip(groups, outputs, strict=True):
+            for i, result in zip(group, output, strict=True):
+                results[i] = result
+        return results
 
-    def _fit_single(self, image, reference, extra, seed, index, n_images, device) -> dict:
+    def _fit_group(self, task: list[tuple], n_images: int, device) -> list[dict]:
+        """Fit the images of one batch: alone, or together in one vectorised run."""
+        if len(task) == 1:
+            i, image, reference, extra, seed = task[0]
+            return [self._fit_single(image, reference, extra, seed, i, n_images, device)]
+        prepared = [
+            self._prepare(image, reference, extra, seed, device)
+            for _, image, reference, extra, seed in task
+        ]
+        for _, model, _, fit_kwargs, _ in prepared:
+            if type(model) is not DIPModel or fit_kwargs:
+                raise ValueError(
+                    f"{type(self).__name__} cannot fit images in batches with these parameters "
+                    f"(its model is a {type(model).__name__}"
+                    + (" with its own optimiser settings" if fit_kwargs else "")
+                    + "); use batch_size=1"
+                )
+        first, last = task[0][0] + 1, task[-1][0] + 1
+        label = f"{type(self).__name__} [{first}-{last}/{n_images}]"
+        kwargs = self._engine_kwargs(label)
+        kwargs.pop("reference"), kwargs.pop("seed")
+        fitted = fit_batch(
+            [p[1] for p in prepared],
+            [p[2] for p in prepared],
+            references=[p[4] for p in prepared],
+            seeds=[seed + 1 for *_, seed in task],
+            **kwargs,
+        )
+        return [
+            self._complete(result, p[0], image, extra)
+            for result, p, (_, image, _, extra, _) in zip(fitted, prepared, task, strict=True)
+        ]
+
+    def _prepare(self, image, reference, extra, seed, device):
+        """Scale one observation and build its model: ``(scaling, model, target,
+        fit_kwargs, reference_tensor)``."""
         scaling = _Scaling.fit(image, self.rescale)
         scaled = scaling.forward(image)
         with torch.random.fork_rng(devices=[]):
@@ -165,8 +203,11 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         ref_tensor = None
         if reference is not None:
             ref_tensor = to_tensor(scaling.forward(reference), device)
-        label = type(self).__name__ + (f" [{index + 1}/{n_images}]" if n_images > 1 else "")
-        kwargs = dict(
+        return scaling, model, target, fit_kwargs, ref_tensor
+
+    def _engine_kwargs(self, label: str, reference=None, seed: int = 0) -> dict:
+        """The engine settings this estimator's parameters give."""
+        return dict(
             loss=get_loss(self.loss),
             max_iter=self.max_iter,
             lr=self.lr,
@@ -178,19 +219,30 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             averaging_monitor=getattr(self, "averaging_monitor", "raw"),
             callback=self.callback,
             verbose=bool(self.verbose),
-            reference=ref_tensor,
-            seed=seed + 1,
+            reference=reference,
+            seed=seed,
             description=label,
         )
+
+    def _fit_single(self, image, reference, extra, seed, index, n_images, device) -> dict:
+        scaling, model, target, fit_kwargs, ref_tensor = self._prepare(
+            image, reference, extra, seed, device
+        )
+        label = type(self).__name__ + (f" [{index + 1}/{n_images}]" if n_images > 1 else "")
+        kwargs = self._engine_kwargs(label, ref_tensor, seed + 1)
         kwargs.update(fit_kwargs)
         result = fit_model(model, target, **kwargs)
+        return self._complete(result, scaling, image, extra)
+
+    def _complete(self, result: FitResult, scaling, image, extra) -> dict:
+        """Turn one engine result into the per-image fitted values."""
         if result.stopped_by == "max_iter" and self.early_stopping is not None:
             warnings.warn(
                 f"{type(self).__name__}: max_iter={self.max_iter} ended the fit before the "
                 "stopping rule fired; the estimate at the variance minimum so far is returned. "
                 "Increase max_iter or lower the rule's patience.",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=6,
             )
         estimate = scaling.inverse(to_numpy(result.estimate))
         out = {
@@ -396,15 +448,28 @@ def _worker_devices(device: torch.device, n: int) -> list[torch.device]:
     return [device] * n
 
 
-def _fit_in_worker(estimator, image, reference, extra, seed, index, n, device, threads):
+def _fit_in_worker(estimator, task, n, device, threads):
     # Each worker gets its share of the cores, so workers x threads never
     # oversubscribes the machine.
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return estimator._fit_single(image, reference, extra, seed, index, n, device)
+        return estimator._fit_group(task, n, device)
     finally:
         torch.set_num_threads(previous)
+
+
+def _batches(shapes: list[tuple], batch_size: int) -> list[list[int]]:
+    """Indices of the images fitted together: same shape, at most ``batch_size``."""
+    if batch_size <= 1:
+        return [[i] for i in range(len(shapes))]
+    by_shape: dict[tuple, list[int]] = {}
+    for i, shape in enumerate(shapes):
+        by_shape.setdefault(tuple(shape), []).append(i)
+    groups = []
+    for indices in by_shape.values():
+        groups += [indices[k : k + batch_size] for k in range(0, len(indices), batch_size)]
+    return groups
 
 
 _COMMON_KEYS = {

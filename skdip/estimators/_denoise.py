@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sklearn.utils._param_validation import StrOptions
+from numbers import Integral
+
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseDIPEstimator
 from ._sparse_noise import SparseNoise, SparseNoiseMixin
@@ -84,6 +86,16 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         Images of a batch fitted in parallel (joblib; None means 1, -1 all
         cores). Each worker gets ``cores // n_jobs`` torch threads; on a
         machine with several GPUs, images are spread over them.
+    batch_size : int, default=1
+        Number of images of one shape fitted together in one vectorised run:
+        their networks are stacked and run as one (``torch.func.vmap``), so
+        each step launches a few large operations instead of many small
+        ones, which pays on a GPU for small images. Every image gets the fit
+        it gets alone (same seeds, steps and stopping), up to floating-point
+        rounding; an image whose fit ends leaves the batch. On a CPU this is
+        slower than one image after another (``benchmarks/results/batched.md``).
+        Not available with ``noise_model``. Batches are spread over the
+        ``n_jobs`` workers.
 
     Attributes
     ----------
@@ -135,6 +147,7 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     _parameter_constraints: dict = {
         **BaseDIPEstimator._parameter_constraints,
         "noise_model": [StrOptions({"sparse"}), SparseNoise, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -155,6 +168,7 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         verbose=False,
         callback=None,
         n_jobs=None,
+        batch_size: int = 1,
     ):
         self.generator = generator
         self.early_stopping = early_stopping
@@ -172,3 +186,4 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         self.verbose = verbose
         self.callback = callback
         self.n_jobs = n_jobs
+        self.batch_size = batch_size

@@ -524,10 +524,11 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
             threads = max(1, (os.cpu_count() or 1) // workers)
             runs = Parallel(n_jobs=workers)(
                 delayed(_fit_in_worker)(
-                    self, images[i], None, extras[i], seed, i, n, devices[j], threads
+                    self, [(i, images[i], None, extras[i], seed)], n, devices[j], threads
                 )
                 for j, (i, seed) in enumerate(jobs)
             )
+            runs = [run[0] for run in runs]
         results = []
         for i in range(n):
             mine = runs[i * self.n_init : (i + 1) * self.n_init]
