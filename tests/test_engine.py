@@ -259,3 +259,21 @@ def test_a_minimum_at_the_first_checked_step_is_flagged():
             callback=growing_jitter,
         )
     assert result.best_iter == 4
+
+
+def test_repeated_divergences_within_one_interval_keep_halving_the_rate():
+    model = _Pixels()
+    target = torch.ones(1, 1, 4, 4)
+    calls = {"n": 0}
+
+    def twice_nan(pred, tgt):
+        calls["n"] += 1
+        value = (pred - tgt).square().mean()
+        return value * float("nan") if calls["n"] in (8, 9) else value
+
+    result = fit_model(model, target, loss=twice_nan, max_iter=20, lr=0.1, checkpoint_every=5)
+    events = result.history["divergences"]
+    assert [e["iteration"] for e in events] == [7, 7]
+    # Both rollbacks go to the same snapshot; the rate must still step down twice.
+    assert events[0]["lr"] == [pytest.approx(0.05)]
+    assert events[1]["lr"] == [pytest.approx(0.025)]
