@@ -9,8 +9,9 @@ import torch
 from skdip import DIPDenoiser, ExponentialMovingVariance, SkipNetwork
 from skdip._engine import DIPModel, fit_batch, fit_model
 from skdip.estimators._base import _batches
+from skdip.generators import get_generator
 from skdip.losses import TotalVariation, get_loss
-from skdip.operators import PixelMask
+from skdip.operators import Convolution, Downsample, PixelMask
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 MSE = get_loss("mse")
@@ -260,3 +261,32 @@ def test_batches_are_spread_over_joblib_workers():
     serial = DIPDenoiser(batch_size=2, **kw).fit_transform(X)
     parallel = DIPDenoiser(batch_size=2, n_jobs=2, **kw).fit_transform(X)
     np.testing.assert_array_equal(parallel, serial)
+
+
+OPERATORS = {
+    "identity": lambda k: None,
+    "downsample": lambda k: Downsample(2),
+    "blur": lambda k: Convolution(np.ones((3, 3)) / 9),
+    "mask": lambda k: PixelMask(np.random.default_rng(k).random((16, 16)) > 0.5),
+}
+
+
+@pytest.mark.parametrize("generator", ["skip-small", "deep-decoder", "conv-decoder", "inr"])
+@pytest.mark.parametrize("operator", list(OPERATORS))
+def test_every_generator_and_operator_batches(float64, generator, operator):
+    gen = get_generator(generator)
+
+    def members():
+        return [DIPModel(gen.build((16, 16), 1, seed=k), OPERATORS[operator](k)) for k in (0, 1)]
+
+    with torch.no_grad():
+        shape = members()[0](None)[1].shape
+    targets = [torch.rand(shape, generator=torch.Generator().manual_seed(k)) for k in (0, 1)]
+    kw = dict(loss=MSE, max_iter=4)
+    alone = [
+        fit_model(m, t, seed=k, **kw)
+        for k, (m, t) in enumerate(zip(members(), targets, strict=True))
+    ]
+    together = fit_batch(members(), targets, seeds=[0, 1], **kw)
+    for a, b in zip(alone, together, strict=True):
+        torch.testing.assert_close(b.estimate, a.estimate, atol=1e-7, rtol=0)
