@@ -280,6 +280,7 @@ def fit_batch(
     divergence_ratio: float = 10**0.5,
     max_divergences: int = 10,
     description: str = "fit",
+    settings: list[dict] | None = None,
 ) -> list[FitResult]:
     """Fit several independent models of one architecture in one vectorised run.
 
@@ -308,6 +309,11 @@ def fit_batch(
     callback : callable, optional
         Called as in :func:`fit_model`, once per member and step; returning
         True ends that member's fit.
+    settings : list of dict, optional
+        One dict per member overriding, for that member only, any of
+        ``loss``, ``max_iter``, ``lr``, ``regularizer``, ``stopping``,
+        ``averaging``, ``averaging_monitor`` and ``callback``: several
+        settings of one architecture run in one batch.
 
     The other parameters are those of :func:`fit_model`, applied to every
     member. Adam runs with PyTorch's default settings, as in :func:`fit_model`.
@@ -326,6 +332,26 @@ def fit_batch(
     seeds = list(seeds) if seeds is not None else [0] * n
     if len(references) != n or len(seeds) != n:
         raise ValueError("references and seeds must hold one entry per model")
+    shared = dict(
+        loss=loss,
+        max_iter=max_iter,
+        lr=lr,
+        regularizer=regularizer,
+        stopping=stopping,
+        averaging=averaging,
+        averaging_monitor=averaging_monitor,
+        callback=callback,
+    )
+    settings = list(settings) if settings is not None else [{}] * n
+    if len(settings) != n:
+        raise ValueError(f"settings must hold one dict per model ({n}), got {len(settings)}")
+    for own in settings:
+        unknown = set(own) - set(shared)
+        if unknown:
+            raise ValueError(
+                f"unknown per-member settings {sorted(unknown)}; known: {sorted(shared)}"
+            )
+    cfg = [{**shared, **own} for own in settings]
     _check_stackable(models)
     device = targets[0].device
     rngs = []
@@ -334,7 +360,8 @@ def fit_batch(
         rng.manual_seed(int(seed))
         rngs.append(rng)
     selections = [
-        _Selection(stopping, averaging, averaging_monitor, None, ref) for ref in references
+        _Selection(c["stopping"], c["averaging"], c["averaging_monitor"], None, ref)
+        for c, ref in zip(cfg, references, strict=True)
     ]
 
     first = models[0]
@@ -347,7 +374,7 @@ def fit_batch(
 
     params = {k: v.requires_grad_() for k, v in stacked(trainable, _tensors).items()}
     constants = stacked(fixed, _tensors)
-    adam = _StackedAdam(params, lr, n)
+    adam = _StackedAdam(params, [c["lr"] for c in cfg])
     snapshot = adam.state_copy()
     # Run the members through a parameter-less copy: any tensor the stacked
     # dictionaries do not provide fails loudly instead of leaking member 0's.
@@ -366,7 +393,8 @@ def fit_batch(
     stopped_by = ["max_iter"] * n
     results: list[FitResult | None] = [None] * n
     start_time = time.perf_counter()
-    bar = tqdm(total=max_iter, desc=description, disable=not verbose, leave=False)
+    longest = max(c["max_iter"] for c in cfg)
+    bar = tqdm(total=longest, desc=description, disable=not verbose, leave=False)
 
     def finish(rows: list[int]) -> None:
         elapsed = time.perf_counter() - start_time
@@ -397,9 +425,9 @@ def fit_batch(
             for row, m in enumerate(active):
                 if n_steps[m] == 0 and not events[m]:
                     _check_shapes(x[row], prediction[row], targets[m], references[m])
-                value = loss(prediction[row], targets[m])
-                if regularizer is not None:
-                    value = value + regularizer(x[row])
+                value = cfg[m]["loss"](prediction[row], targets[m])
+                if cfg[m]["regularizer"] is not None:
+                    value = value + cfg[m]["regularizer"](x[row])
                 member_losses.append(value)
             totals = torch.stack(member_losses)
             grads = torch.autograd.grad(totals.sum(), list(params.values()))
@@ -445,13 +473,14 @@ def fit_batch(
                 it = n_steps[m] - 1
                 stop = selections[m].observe(values[:count], loss_values[row], it)
                 values = values[count:]
-                if callback is not None and callback(it, loss_values[row], selections[m].estimate):
+                hook = cfg[m]["callback"]
+                if hook is not None and hook(it, loss_values[row], selections[m].estimate):
                     stopped_by[m] = "callback"
                     ended.append(row)
                 elif stop:
                     stopped_by[m] = "early_stopping"
                     ended.append(row)
-                elif n_steps[m] >= max_iter:
+                elif n_steps[m] >= cfg[m]["max_iter"]:
                     ended.append(row)
             if verbose:
                 bar.update(1)
@@ -478,11 +507,11 @@ class _StackedAdam:
 
     beta1, beta2, eps = 0.9, 0.999, 1e-8
 
-    def __init__(self, params: dict, lr: float, n: int):
+    def __init__(self, params: dict, lrs: list[float]):
         self.exp_avg = {k: torch.zeros_like(v) for k, v in params.items()}
         self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in params.items()}
-        self.steps = [0] * n
-        self.lr = [float(lr)] * n
+        self.steps = [0] * len(lrs)
+        self.lr = [float(rate) for rate in lrs]
         self.params = params
 
     def step(self, params: dict, grads) -> None:

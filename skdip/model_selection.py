@@ -12,16 +12,26 @@ exactly one solve per image:
 - :class:`PerImageCV`: one split per image, train = test = that image; the
   per-split scores choose a setting per image (see
   :func:`best_params_per_image`).
+
+:func:`fit_candidates` fits many settings of one architecture together, in
+vectorised runs (for GPUs), and returns one fitted estimator per setting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from numbers import Integral
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
+from sklearn.utils import check_random_state
 
-__all__ = ["FitImagesCV", "PerImageCV", "best_params_per_image"]
+from ._validation import check_images, is_target_vector
+from .estimators._base import _fit_together, _image_seeds
+from .generators import get_generator
+
+__all__ = ["FitImagesCV", "PerImageCV", "best_params_per_image", "fit_candidates"]
 
 
 def _n_samples(X: Any) -> int:
@@ -252,3 +262,117 @@ def best_params_per_image(search: Any, metric: str | None = None) -> list[dict]:
         best = int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))
         chosen.append(dict(results["params"][best]))
     return chosen
+
+
+def fit_candidates(
+    estimator: Any,
+    X: Any,
+    candidates: Iterable[dict],
+    y: Any = None,
+    *,
+    batch_size: int | None = None,
+    **fit_params: Any,
+) -> list:
+    """Fit one copy of ``estimator`` per candidate setting, many per vectorised run.
+
+    Settings that keep the network's architecture (learning rate, input
+    noise, stopping rule, loss, regularizer, output averaging, ``max_iter``,
+    ``random_state``) are fitted together: the networks of every (setting,
+    image) pair with the same generator and image shape are stacked and
+    trained as one batch (see ``batch_size`` of :class:`skdip.DIPDenoiser`),
+    which pays on a GPU. Each returned estimator is the one
+    ``clone(estimator).set_params(**candidate).fit(X, y)`` gives, up to
+    float32 rounding, with its cache in place: scoring it on ``X`` solves
+    nothing again.
+
+    Parameters
+    ----------
+    estimator : DIPDenoiser
+        An unfitted estimator with batched fitting (a ``batch_size``
+        parameter).
+    X : array-like
+        The image(s) to fit, as for ``estimator.fit``.
+    candidates : iterable of dict
+        Parameter settings, e.g. ``sklearn.model_selection.ParameterGrid``.
+    y : array-like, optional
+        Clean references, only recorded (as in ``fit``).
+    batch_size : int, optional
+        Largest number of fits per batched run; None puts every compatible
+        fit in one run. 1 fits one after another.
+    **fit_params
+        Per-image fit parameters, as for ``estimator.fit``.
+
+    Returns
+    -------
+    fitted : list of estimators
+        One per candidate, in order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.model_selection import ParameterGrid
+    >>> from skdip import DIPDenoiser
+    >>> from skdip.metrics import get_scorer
+    >>> from skdip.model_selection import fit_candidates
+    >>> noisy = np.random.default_rng(0).random((16, 16))
+    >>> grid = ParameterGrid({"lr": [0.01, 0.02], "reg_noise_std": [0.0, 0.05]})
+    >>> den = DIPDenoiser(generator="skip-small", max_iter=10, early_stopping=None,
+    ...                   random_state=0)
+    >>> fitted = fit_candidates(den, noisy, grid)
+    >>> scores = [get_scorer("emv")(est, noisy) for est in fitted]
+    >>> best = fitted[int(np.argmax(scores))]
+    >>> best.reconstruction_.shape
+    (16, 16)
+    """
+    candidates = [dict(c) for c in candidates]
+    if not candidates:
+        raise ValueError("fit_candidates needs at least one candidate setting")
+    if not hasattr(estimator, "get_params") or "batch_size" not in estimator.get_params():
+        raise TypeError(
+            f"fit_candidates needs an estimator with batched fitting (a batch_size "
+            f"parameter, e.g. DIPDenoiser), got {type(estimator).__name__}"
+        )
+    if batch_size is not None and (
+        not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    fitted = [clone(estimator).set_params(**c) for c in candidates]
+    for est in fitted:
+        est._check_params()
+    first = fitted[0]
+    images, layout = check_images(X, min_size=first._min_image_size, allow_nan=first._allow_nan)
+    references = None
+    if y is not None and not is_target_vector(y):
+        references, _ = check_images(y, name="y", min_size=first._min_image_size)
+        if len(references) != len(images):
+            raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
+    n = len(images)
+    refs = references if references is not None else [None] * n
+
+    # Every (candidate, image) fit, grouped by what decides the stacked shapes.
+    groups: dict[tuple, list[tuple]] = {}
+    for k, est in enumerate(fitted):
+        extras = est._split_extra(n, fit_params)
+        seeds = _image_seeds(check_random_state(est.random_state), n)
+        for i in range(n):
+            key = (repr(get_generator(est.generator)), images[i].shape, str(est._device))
+            groups.setdefault(key, []).append(
+                (k, (est, i, images[i], refs[i], extras[i], seeds[i]))
+            )
+    results: dict[tuple[int, int], dict] = {}
+    for members in groups.values():
+        size = len(members) if batch_size is None else batch_size
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            entries = [entry for _, entry in chunk]
+            device = entries[0][0]._device
+            if len(entries) == 1:
+                est, i, image, ref, extra, seed = entries[0]
+                out = [est._fit_single(image, ref, extra, seed, i, n, device)]
+            else:
+                out = _fit_together(entries, n, device, strict=False)
+            for (k, entry), result in zip(chunk, out, strict=True):
+                results[(k, entry[1])] = result
+    for k, est in enumerate(fitted):
+        est._set_fitted(images, layout, [results[(k, i)] for i in range(n)], fit_params)
+    return fitted

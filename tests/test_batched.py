@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from skdip import DIPDenoiser, ExponentialMovingVariance, SkipNetwork
+from skdip import BlindDeblurrer, DIPDenoiser, ExponentialMovingVariance, SkipNetwork
 from skdip._engine import DIPModel, fit_batch, fit_model
 from skdip.estimators._base import _batches
 from skdip.generators import get_generator
 from skdip.losses import TotalVariation, get_loss
+from skdip.metrics import get_scorer
+from skdip.model_selection import fit_candidates
 from skdip.operators import Convolution, Downsample, PixelMask
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
@@ -290,3 +292,98 @@ def test_every_generator_and_operator_batches(float64, generator, operator):
     together = fit_batch(members(), targets, seeds=[0, 1], **kw)
     for a, b in zip(alone, together, strict=True):
         torch.testing.assert_close(b.estimate, a.estimate, atol=1e-7, rtol=0)
+
+
+# ------------------------------------------------------------ fit_candidates
+def _spy(monkeypatch, module, name):
+    calls = []
+    original = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(len(args[0]) if name == "fit_batch" else 1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+GRID = [
+    {"lr": 0.01, "reg_noise_std": 0.0},
+    {"lr": 0.02, "reg_noise_std": 0.0},
+    {"lr": 0.01, "reg_noise_std": 0.05, "random_state": 3},
+    {"lr": 0.02, "reg_noise_std": 0.05, "max_iter": 6},
+]
+
+
+def _candidate_base():
+    return DIPDenoiser(generator=TINY, max_iter=10, early_stopping=None, random_state=0)
+
+
+def test_fit_candidates_gives_each_setting_its_own_fit(monkeypatch):
+    import skdip.estimators._base as base
+
+    X = _images()
+    batches = _spy(monkeypatch, base, "fit_batch")
+    singles = _spy(monkeypatch, base, "fit_model")
+    fitted = fit_candidates(_candidate_base(), X, GRID)
+    # 4 settings x 3 images of one shape in one run; the odd-shaped image's 4 in another.
+    assert sorted(batches) == [4, 12] and singles == []
+    for est, params in zip(fitted, GRID, strict=True):
+        assert {k: est.get_params()[k] for k in params} == params
+        alone = _candidate_base().set_params(**params).fit(X)
+        assert est.n_iter_ == alone.n_iter_ == [params.get("max_iter", 10)] * 4
+        for a, b in zip(alone.reconstruction_, est.reconstruction_, strict=True):
+            assert np.abs(b - a).mean() < 0.005 and np.abs(b - a).max() < 0.05
+    # Different settings are different fits.
+    assert not np.allclose(fitted[0].reconstruction_[0], fitted[2].reconstruction_[0])
+
+
+def test_fit_candidates_leaves_estimators_that_score_without_solving(monkeypatch):
+    import skdip.estimators._base as base
+
+    X = _images()[:2]
+    fitted = fit_candidates(_candidate_base(), X, GRID[:2], batch_size=3)
+    batches = _spy(monkeypatch, base, "fit_batch")
+    singles = _spy(monkeypatch, base, "fit_model")
+    scores = [get_scorer("emv")(est, X) for est in fitted]
+    assert np.isfinite(scores).all()
+    assert [est.transform(X)[0].shape for est in fitted] == [(12, 12, 1)] * 2
+    assert batches == [] and singles == []
+
+
+def test_fit_candidates_batch_size_and_architectures(monkeypatch):
+    import skdip.estimators._base as base
+
+    X = _images()[:1]
+    other = SkipNetwork(width=4, depth=2, input_channels=4, skip_channels=2)
+    grid = [{"lr": 0.01}, {"lr": 0.02}, {"lr": 0.03}, {"generator": other, "lr": 0.01}]
+    batches = _spy(monkeypatch, base, "fit_batch")
+    singles = _spy(monkeypatch, base, "fit_model")
+    fit_candidates(_candidate_base(), X, grid, batch_size=2)
+    # The three TINY settings run as 2 + 1; the other architecture alone.
+    assert batches == [2] and len(singles) == 2
+
+
+def test_fit_candidates_falls_back_for_settings_that_cannot_batch():
+    X = _images()[:2]
+    grid = [{"noise_model": "sparse"}, {"noise_model": "sparse", "lr": 0.02}]
+    fitted = fit_candidates(_candidate_base(), X, grid)
+    for est, params in zip(fitted, grid, strict=True):
+        alone = _candidate_base().set_params(**params).fit(X)
+        for a, b in zip(alone.reconstruction_, est.reconstruction_, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert est.sparse_noise_[0].shape == (12, 12, 1)
+
+
+def test_fit_candidates_rejects_bad_calls():
+    X = _images()[:1]
+    with pytest.raises(ValueError, match="at least one"):
+        fit_candidates(_candidate_base(), X, [])
+    with pytest.raises(ValueError, match="batch_size"):
+        fit_candidates(_candidate_base(), X, GRID, batch_size=0)
+    with pytest.raises(TypeError, match="batched fitting"):
+        fit_candidates(BlindDeblurrer(), X, GRID)
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        fit_candidates(_candidate_base(), X, [{"not_a_parameter": 1}])
+    with pytest.raises(ValueError, match="lr"):
+        fit_candidates(_candidate_base(), X, [{"lr": -1.0}])

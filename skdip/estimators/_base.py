@@ -139,7 +139,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
     def _fit_images(self, images, references, extras, rng) -> list[dict]:
         n = len(images)
-        seeds = [int(rng.randint(0, 2**31 - 1)) for _ in range(n)]
+        seeds = _image_seeds(rng, n)
         refs = references if references is not None else [None] * n
         groups = _batches([im.shape for im in images], int(getattr(self, "batch_size", 1)))
         tasks = [[(i, images[i], refs[i], extras[i], seeds[i]) for i in g] for g in groups]
@@ -165,33 +165,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         if len(task) == 1:
             i, image, reference, extra, seed = task[0]
             return [self._fit_single(image, reference, extra, seed, i, n_images, device)]
-        prepared = [
-            self._prepare(image, reference, extra, seed, device)
-            for _, image, reference, extra, seed in task
-        ]
-        for _, model, _, fit_kwargs, _ in prepared:
-            if type(model) is not DIPModel or fit_kwargs:
-                raise ValueError(
-                    f"{type(self).__name__} cannot fit images in batches with these parameters "
-                    f"(its model is a {type(model).__name__}"
-                    + (" with its own optimiser settings" if fit_kwargs else "")
-                    + "); use batch_size=1"
-                )
-        first, last = task[0][0] + 1, task[-1][0] + 1
-        label = f"{type(self).__name__} [{first}-{last}/{n_images}]"
-        kwargs = self._engine_kwargs(label)
-        kwargs.pop("reference"), kwargs.pop("seed")
-        fitted = fit_batch(
-            [p[1] for p in prepared],
-            [p[2] for p in prepared],
-            references=[p[4] for p in prepared],
-            seeds=[seed + 1 for *_, seed in task],
-            **kwargs,
-        )
-        return [
-            self._complete(result, p[0], image, extra)
-            for result, p, (_, image, _, extra, _) in zip(fitted, prepared, task, strict=True)
-        ]
+        return _fit_together([(self, *entry) for entry in task], n_images, device)
 
     def _prepare(self, image, reference, extra, seed, device):
         """Scale one observation and build its model: ``(scaling, model, target,
@@ -457,6 +431,78 @@ def _fit_in_worker(estimator, task, n, device, threads):
         return estimator._fit_group(task, n, device)
     finally:
         torch.set_num_threads(previous)
+
+
+def _image_seeds(rng: np.random.RandomState, n: int) -> list[int]:
+    """The seed of each image's fit, drawn from the estimator's random state."""
+    return [int(rng.randint(0, 2**31 - 1)) for _ in range(n)]
+
+
+# Engine settings an estimator decides per member of a batched run.
+_MEMBER_SETTINGS = (
+    "loss",
+    "max_iter",
+    "lr",
+    "regularizer",
+    "stopping",
+    "averaging",
+    "averaging_monitor",
+    "callback",
+)
+
+
+def _fit_together(entries: list[tuple], n_images: int, device, strict: bool = True) -> list[dict]:
+    """Fit ``(estimator, index, image, reference, extra, seed)`` entries in one batched run.
+
+    The estimators may differ in any setting the engine takes per member
+    (learning rate, input noise, stopping rule, ...), not in architecture.
+    Members whose model cannot be stacked raise a ValueError when ``strict``;
+    otherwise the entries are fitted one after another.
+    """
+    prepared = [
+        est._prepare(image, reference, extra, seed, device)
+        for est, _, image, reference, extra, seed in entries
+    ]
+    plain = all(type(p[1]) is DIPModel and not p[3] for p in prepared)
+    if not plain and strict:
+        est, model, fit_kwargs = next(
+            (e[0], p[1], p[3])
+            for e, p in zip(entries, prepared, strict=True)
+            if type(p[1]) is not DIPModel or p[3]
+        )
+        raise ValueError(
+            f"{type(est).__name__} cannot fit images in batches with these parameters "
+            f"(its model is a {type(model).__name__}"
+            + (" with its own optimiser settings" if fit_kwargs else "")
+            + "); use batch_size=1"
+        )
+    name = type(entries[0][0]).__name__
+    results = []
+    if not plain:
+        for (est, i, image, _, extra, seed), p in zip(entries, prepared, strict=True):
+            label = name + (f" [{i + 1}/{n_images}]" if n_images > 1 else "")
+            kwargs = est._engine_kwargs(label, p[4], seed + 1)
+            kwargs.update(p[3])
+            results.append(est._complete(fit_model(p[1], p[2], **kwargs), p[0], image, extra))
+        return results
+    first, last = entries[0][1] + 1, entries[-1][1] + 1
+    label = f"{name} [{len(entries)} fits, images {first}-{last}/{n_images}]"
+    own = [est._engine_kwargs(label) for est, *_ in entries]
+    settings = [{k: kw[k] for k in _MEMBER_SETTINGS} for kw in own]
+    fitted = fit_batch(
+        [p[1] for p in prepared],
+        [p[2] for p in prepared],
+        references=[p[4] for p in prepared],
+        seeds=[entry[-1] + 1 for entry in entries],
+        settings=settings,
+        loss=settings[0]["loss"],
+        max_iter=settings[0]["max_iter"],
+        verbose=any(kw["verbose"] for kw in own),
+        description=label,
+    )
+    for result, p, (est, _, image, _, extra, _) in zip(fitted, prepared, entries, strict=True):
+        results.append(est._complete(result, p[0], image, extra))
+    return results
 
 
 def _batches(shapes: list[tuple], batch_size: int) -> list[list[int]]:
