@@ -272,8 +272,9 @@ def test_no_reference_score_is_the_discrepancy_of_the_picked_estimate():
     den = _den(early_stopping=ExponentialMovingVariance(patience=3, warmup=2), max_iter=200)
     den.fit(x)
     r = np.mean((den.reconstruction_ - x) ** 2)
-    assert get_scorer("emv", sigma=0.1)(den, x) == pytest.approx(-abs(10 * np.log10(r / 0.01)))
-    assert den.score(x) == pytest.approx(get_scorer("discrepancy")(den, x))
+    expected = -abs(10 * np.log10(r / 0.01))
+    assert get_scorer("emv", sigma=0.1, criterion="discrepancy")(den, x) == pytest.approx(expected)
+    assert den.score(x) == pytest.approx(get_scorer("no_reference")(den, x))
 
 
 def test_not_fitted_errors():

@@ -2,6 +2,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -9,7 +10,14 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 
 import skdip._engine
-from skdip import DIPDenoiser, ExponentialMovingVariance, SkipNetwork, WindowedMovingVariance
+from skdip import (
+    DIPDenoiser,
+    DIPInpainter,
+    ExponentialMovingVariance,
+    SkipNetwork,
+    WindowedMovingVariance,
+)
+from skdip.datasets import load_image
 from skdip.estimators._base import _Scaling
 from skdip.metrics import (
     SCORER_NAMES,
@@ -98,15 +106,20 @@ def test_discrepancy_ranks_a_clean_estimate_above_under_and_overfitted_ones():
     den = _den()
     history = {"signal": np.array([1e-4]), "loss": np.array([0.0])}
 
-    def score(estimate):
+    def score(estimate, criterion="discrepancy"):
         result = {"estimate": estimate, "scaling": _Scaling(), "history": history, "best_iter": 0}
-        return no_reference_scores(den, [noisy], [result], sigma=SIGMA)[0]
+        return no_reference_scores(den, [noisy], [result], sigma=SIGMA, criterion=criterion)[0]
 
     good = score(clean)
     overfit = score(noisy + 0.2 * (clean - noisy))
     underfit = score(np.full_like(clean, clean.mean()))
     assert abs(good) < 0.5
     assert overfit < good - 3 and underfit < good - 3
+    # The default adds the whiteness test, which keeps this order (on 32x32
+    # pixels its own sampling spread is about half a dB).
+    good = score(clean, "auto")
+    assert score(noisy + 0.2 * (clean - noisy), "auto") < good - 3
+    assert score(np.full_like(clean, clean.mean()), "auto") < good - 3
 
 
 def test_discrepancy_value_is_the_documented_formula():
@@ -114,7 +127,9 @@ def test_discrepancy_value_is_the_documented_formula():
     den = _den().fit(noisy)
     residual = np.mean((den.reconstruction_ - noisy) ** 2)
     expected = -abs(10 * np.log10(residual / 0.07**2))
-    assert get_scorer("emv", sigma=0.07)(den, noisy) == pytest.approx(expected, rel=1e-9)
+    discrepancy = get_scorer("emv", sigma=0.07, criterion="discrepancy")
+    assert discrepancy(den, noisy) == pytest.approx(expected, rel=1e-9)
+    assert get_scorer("discrepancy", sigma=0.07)(den, noisy) == pytest.approx(expected, rel=1e-9)
     # The estimated noise level is close to the true one on a smooth image.
     estimated = get_scorer("emv")(den, noisy)
     with_truth = get_scorer("emv", sigma=SIGMA)(den, noisy)
@@ -131,11 +146,12 @@ def test_sigma_is_on_the_callers_intensity_scale():
     assert a == pytest.approx(b, abs=1e-6)
 
 
-def test_estimator_score_without_reference_is_the_discrepancy_scorer():
+def test_estimator_score_without_reference_is_the_default_no_reference_scorer():
     noisy = _noisy(_clean())
     den = _den().fit(noisy)
     value = den.score(noisy)
-    assert value == pytest.approx(get_scorer("discrepancy")(den, noisy))
+    assert value == pytest.approx(get_scorer("no_reference")(den, noisy))
+    assert value == pytest.approx(get_scorer("emv")(den, noisy))
     assert value <= 0.0
     # A 1-D target (labels through a Pipeline) is ignored like None.
     assert den.score(noisy, np.zeros(3)) == pytest.approx(value)
@@ -187,7 +203,7 @@ def test_scoring_the_fitted_images_does_not_solve_again(count_fits):
     images = [_noisy(_clean(seed=s), seed=s) for s in range(2)]
     den = _den().fit(images)
     assert len(count_fits) == 2
-    for name in ("emv", "discrepancy", "emv_variance"):
+    for name in ("emv", "discrepancy", "no_reference", "emv_variance"):
         get_scorer(name)(den, [im.copy() for im in images])
     get_scorer("psnr")(den, [im.copy() for im in images], [_clean(seed=s) for s in range(2)])
     assert len(count_fits) == 2
@@ -269,3 +285,67 @@ def test_noise_level_with_missing_pixels_uses_the_observed_blocks():
     assert np.sqrt(_observed_noise_var(holed)) == pytest.approx(SIGMA, rel=0.15)
     with pytest.raises(ValueError, match="too few observed pixels"):
         _observed_noise_var(np.full((8, 8, 1), np.nan))
+
+
+# ------------------------------------------------------------------ whiteness
+def test_residual_structure_is_zero_for_white_noise_and_large_for_image_detail():
+    from skdip.metrics._scorers import _residual_structure
+
+    rng = np.random.default_rng(0)
+    white = rng.normal(0, 0.1, (64, 64, 1))
+    assert abs(_residual_structure(white)) < 0.3
+    ramp = np.linspace(0, 1, 64)[None, :, None] * np.ones((64, 1, 1))
+    detail = np.sin(8 * np.pi * ramp) * 0.1
+    assert _residual_structure(detail) > 8
+    assert _residual_structure(white + detail) > 3
+    # Constant residuals (no fluctuation at all) carry no structure.
+    assert _residual_structure(np.full((8, 8, 1), 0.3)) == 0.0
+
+
+def test_whiteness_criterion_is_discrepancy_minus_residual_structure():
+    from skdip.metrics._scorers import _residual_structure
+
+    noisy = _noisy(_clean())
+    den = _den().fit(noisy)
+    residual = noisy[..., None] - den.reconstruction_[..., None]
+    discrepancy = get_scorer("emv", sigma=SIGMA, criterion="discrepancy")(den, noisy)
+    expected = discrepancy - _residual_structure(residual)
+    assert get_scorer("emv", sigma=SIGMA)(den, noisy) == pytest.approx(expected, rel=1e-9)
+    whiteness = get_scorer("emv", sigma=SIGMA, criterion="discrepancy_whiteness")
+    assert whiteness(den, noisy) == pytest.approx(expected, rel=1e-9)
+
+
+def test_whiteness_separates_fits_the_discrepancy_cannot():
+    # Two estimates whose residuals have the noise's power: one leaves white
+    # noise, the other trades part of the noise for lost image detail.
+    clean = load_image("camera", size=32, as_gray=True)[..., None]
+    noisy = _noisy(clean)
+    den = _den().fit(noisy)
+    history = {"loss": np.zeros(1), "signal": np.ones(1)}
+
+    def scores(estimate, criterion):
+        result = {"estimate": estimate, "scaling": _Scaling(), "history": history, "best_iter": 0}
+        return no_reference_scores(den, [noisy], [result], sigma=SIGMA, criterion=criterion)[0]
+
+    detail = clean - ndimage.uniform_filter(clean, (5, 5, 1))
+    noise = noisy - clean
+    # Same residual power as the noise alone: noise scaled down, detail lost.
+    k = np.sqrt(max(0.0, 1 - np.mean(detail**2) / np.mean(noise**2)))
+    blurred = noisy - (k * noise + detail)
+    assert np.mean((noisy - blurred) ** 2) == pytest.approx(np.mean(noise**2), rel=0.05)
+    assert abs(scores(clean, "discrepancy") - scores(blurred, "discrepancy")) < 0.3
+    assert scores(clean, "auto") > scores(blurred, "auto") + 1.0
+
+
+def test_whiteness_needs_the_residual_image():
+    rng = np.random.default_rng(0)
+    image = rng.random((16, 16))
+    mask = rng.random((16, 16)) > 0.3
+    inp = DIPInpainter(generator=TINY, max_iter=5, early_stopping=None, random_state=0)
+    inp.fit(np.where(mask, image, np.nan))
+    observed = np.where(mask, image, np.nan)
+    auto = NoReferenceScorer(criterion="auto", sigma=0.05)(inp, observed)
+    plain = NoReferenceScorer(criterion="discrepancy", sigma=0.05)(inp, observed)
+    assert auto == pytest.approx(plain)
+    with pytest.raises(ValueError, match="residual image"):
+        NoReferenceScorer(criterion="discrepancy_whiteness")(inp, observed)

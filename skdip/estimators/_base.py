@@ -362,12 +362,14 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """Quality of the reconstruction of ``X``; higher is better.
 
         With clean references ``y``: the mean PSNR (dB) of the reconstructions
-        against them (data range 1). Without: the no-reference discrepancy
-        score of :class:`skdip.metrics.NoReferenceScorer`, averaged over
-        images: ``-|10 log10(r / sigma**2)|`` in dB (0 is best), ``r`` the mean
+        against them (data range 1). Without: the default no-reference score
+        of :class:`skdip.metrics.NoReferenceScorer`, averaged over images:
+        ``-|10 log10(r / sigma**2)|`` in dB (0 is best), ``r`` the mean
         squared residual of the estimate the stopping rule picked and
-        ``sigma`` the noise level estimated from ``X``. It is comparable across
-        learning rates, widths, input noise and generators, so
+        ``sigma`` the noise level estimated from ``X``, minus, when the
+        residual image is available (denoising), the structure left in it
+        (``10 log10(9 p3 / p)``, 0 dB for a white residual). It is comparable
+        across learning rates, widths, input noise and generators, so
         ``GridSearchCV`` works with ``scoring=None`` and no clean image.
 
         Parameters

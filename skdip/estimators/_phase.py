@@ -597,8 +597,9 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         With clean objects ``y``: the mean PSNR (dB, data range 1) after
         alignment over translation, conjugate flip (not with coded masks)
         and global phase (:func:`skdip.metrics.phase_retrieval_psnr`).
-        Without: the no-reference score of :class:`DIPDenoiser` (minus the
-        log10 of the running variance at the detected iteration).
+        Without: the no-reference discrepancy score of
+        :class:`skdip.metrics.NoReferenceScorer` on the magnitude residual
+        recorded at the picked iteration (``loss`` must be "mse").
 
         Parameters
         ----------

@@ -16,6 +16,12 @@ leaves a residual whose power equals the noise power; a smaller residual means
 noise was fitted, a larger one that structure was lost. The score,
 ``-|10 log10(residual / sigma**2)|`` in dB, is in units of the data, so it is
 comparable across learning rates, widths, input-noise levels and generators.
+
+When the residual image itself is available (denoising), the default adds a
+whiteness test: a residual that is only noise has no structure, so a 3x3 local
+mean keeps 1/9 of its power; image detail left in the residual (an
+over-smoothed estimate) keeps more. Residuals of the right power can differ
+this way, which the discrepancy alone cannot see.
 """
 
 from __future__ import annotations
@@ -127,7 +133,7 @@ def no_reference_scores(
     images: list[np.ndarray],
     results: list[dict],
     *,
-    criterion: str = "discrepancy",
+    criterion: str = "auto",
     sigma: float | None = None,
 ) -> np.ndarray:
     """Per-image no-reference scores of fitted results (higher is better).
@@ -141,7 +147,7 @@ def no_reference_scores(
     results : list of dict
         The per-image fit results (``estimate``, ``history``, ``best_iter``,
         ``scaling``).
-    criterion : {"discrepancy", "variance"}
+    criterion : {"auto", "discrepancy_whiteness", "discrepancy", "variance"}
         See :class:`NoReferenceScorer`.
     sigma : float, optional
         Noise standard deviation on the caller's intensity scale; estimated
@@ -151,7 +157,17 @@ def no_reference_scores(
     -------
     scores : ndarray of shape (n_images,)
     """
-    direct = criterion == "discrepancy" and _measures_in_image_space(estimator)
+    in_image_space = _measures_in_image_space(estimator)
+    if criterion == "auto":
+        criterion = "discrepancy_whiteness" if in_image_space else "discrepancy"
+    if criterion == "discrepancy_whiteness" and not in_image_space:
+        raise ValueError(
+            "the whiteness test needs the residual image, which "
+            f"{type(estimator).__name__} with these parameters does not observe directly "
+            "(a forward operator or a noise model sits between the image and X); use "
+            "criterion='discrepancy'"
+        )
+    direct = criterion != "variance" and in_image_space
     if criterion == "discrepancy" and not direct and getattr(estimator, "loss", "mse") != "mse":
         raise ValueError(
             "the discrepancy criterion compares a mean squared residual with the noise "
@@ -173,9 +189,12 @@ def no_reference_scores(
             # Jitter of the iterates against the noise power, in dB per pixel.
             scores.append(10.0 * np.log10(noise_var / value))
             continue
+        structure = 0.0
         if direct:
             estimate = scaling.forward(np.asarray(result["estimate"], dtype=np.float64))
             residual = float(np.mean((estimate - observation) ** 2))
+            if criterion == "discrepancy_whiteness":
+                structure = _residual_structure(observation - estimate)
         else:
             residual = _picked(result, "loss")
             mask = result.get("mask")
@@ -185,8 +204,25 @@ def no_reference_scores(
         if not np.isfinite(residual):
             raise ValueError("no finite residual was recorded at the picked iteration")
         residual = max(residual, _MIN_NOISE_VAR)
-        scores.append(-abs(10.0 * np.log10(residual / noise_var)))
+        scores.append(-abs(10.0 * np.log10(residual / noise_var)) - structure)
     return np.asarray(scores, dtype=np.float64)
+
+
+def _residual_structure(residual: np.ndarray) -> float:
+    """Power of the residual's 3x3 local mean against white noise's, in dB.
+
+    0 dB for a white residual (the mean of 9 independent values keeps 1/9 of
+    their power); positive when image structure, which is locally correlated,
+    was left in the residual.
+    """
+    from scipy.ndimage import uniform_filter
+
+    centred = residual - residual.mean(axis=(0, 1), keepdims=True)
+    power = float(np.mean(centred**2))
+    if power <= _MIN_NOISE_VAR:
+        return 0.0
+    local = uniform_filter(centred, size=(3, 3, 1), mode="reflect")
+    return 10.0 * float(np.log10(max(9.0 * float(np.mean(local**2)), _MIN_NOISE_VAR) / power))
 
 
 class NoReferenceScorer(BaseEstimator):
@@ -204,11 +240,20 @@ class NoReferenceScorer(BaseEstimator):
         Require the estimator's stopping rule to be this one (an estimator with
         ``early_stopping=None`` records a passive EMV and counts as "emv");
         None accepts any rule.
-    criterion : {"discrepancy", "variance"}, default="discrepancy"
+    criterion : {"auto", "discrepancy_whiteness", "discrepancy", "variance"}, \
+            default="auto"
         ``"discrepancy"``: ``-|10 log10(r / sigma**2)|`` with ``r`` the mean
         squared residual of the picked estimate to the observation and
         ``sigma`` the noise level (0 dB is best). It compares across settings
-        (learning rate, width, input noise, generator). ``"variance"``:
+        (learning rate, width, input noise, generator).
+        ``"discrepancy_whiteness"``: the discrepancy minus
+        ``10 log10(9 p3 / p)``, with ``p`` the power of the residual image and
+        ``p3`` that of its 3x3 local mean (0 dB for a white residual, more
+        when image structure was left in it); it needs the residual image,
+        i.e. an estimator that observes the image itself
+        (:class:`~skdip.DIPDenoiser` without ``noise_model``). ``"auto"``:
+        ``"discrepancy_whiteness"`` where the residual image is available,
+        else ``"discrepancy"``. ``"variance"``:
         ``10 log10(sigma**2 / v)`` with ``v`` the running variance at the
         picked iteration; it favours small steps and fits that overfit without
         a valley, so it is NOT comparable across such settings (kept as the
@@ -251,11 +296,11 @@ class NoReferenceScorer(BaseEstimator):
 
     _parameter_constraints: dict = {
         "rule": [StrOptions({"emv", "wmv"}), None],
-        "criterion": [StrOptions({"discrepancy", "variance"})],
+        "criterion": [StrOptions({"auto", "discrepancy_whiteness", "discrepancy", "variance"})],
         "sigma": [Interval(Real, 0, None, closed="neither"), None],
     }
 
-    def __init__(self, rule: str | None = None, criterion: str = "discrepancy", sigma=None):
+    def __init__(self, rule: str | None = None, criterion: str = "auto", sigma=None):
         self.rule = rule
         self.criterion = criterion
         self.sigma = sigma
@@ -384,7 +429,8 @@ class ReferenceScorer(BaseEstimator):
 _REGISTRY = {
     "emv": lambda: NoReferenceScorer(rule="emv"),
     "wmv": lambda: NoReferenceScorer(rule="wmv"),
-    "discrepancy": lambda: NoReferenceScorer(rule=None),
+    "no_reference": lambda: NoReferenceScorer(rule=None),
+    "discrepancy": lambda: NoReferenceScorer(rule=None, criterion="discrepancy"),
     "emv_variance": lambda: NoReferenceScorer(rule="emv", criterion="variance"),
     "wmv_variance": lambda: NoReferenceScorer(rule="wmv", criterion="variance"),
     "psnr": lambda: ReferenceScorer("psnr"),
@@ -402,8 +448,9 @@ def get_scorer(name: str, **params: Any) -> NoReferenceScorer | ReferenceScorer:
     ----------
     name : str
         One of :data:`SCORER_NAMES`: ``"emv"`` / ``"wmv"`` (no reference: the
-        discrepancy score of the estimate picked by that rule),
-        ``"discrepancy"`` (same, any rule), ``"emv_variance"`` /
+        default criterion of :class:`NoReferenceScorer` on the estimate picked
+        by that rule), ``"no_reference"`` (same, any rule), ``"discrepancy"``
+        (the discrepancy alone, any rule), ``"emv_variance"`` /
         ``"wmv_variance"`` (the plain running variance, not comparable across
         settings), ``"psnr"`` / ``"ssim"`` (clean references as ``y``).
     **params
