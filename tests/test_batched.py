@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from skdip import BlindDeblurrer, DIPDenoiser, ExponentialMovingVariance, SkipNetwork
+from skdip import (
+    BlindDeblurrer,
+    DIPDeconvolver,
+    DIPDenoiser,
+    DIPInpainter,
+    DIPSuperResolver,
+    ExponentialMovingVariance,
+    SkipNetwork,
+)
 from skdip._engine import DIPModel, fit_batch, fit_model
 from skdip.estimators._base import _batches
 from skdip.generators import get_generator
@@ -387,3 +395,42 @@ def test_fit_candidates_rejects_bad_calls():
         fit_candidates(_candidate_base(), X, [{"not_a_parameter": 1}])
     with pytest.raises(ValueError, match="lr"):
         fit_candidates(_candidate_base(), X, [{"lr": -1.0}])
+
+
+# ------------------------------------------------------- inverse problems
+def _masked_images():
+    rng = np.random.default_rng(3)
+    images = []
+    for _ in range(3):
+        image = rng.random((12, 12, 1))
+        image[rng.random((12, 12)) < 0.3] = np.nan  # each image its own mask
+        images.append(image)
+    return images
+
+
+@pytest.mark.parametrize(
+    "make, X",
+    [
+        (lambda **kw: DIPInpainter(**kw), _masked_images()),
+        (lambda **kw: DIPSuperResolver(scale=2, **kw), [_images()[k][:6, :6] for k in range(3)]),
+        (lambda **kw: DIPDeconvolver(kernel=np.ones((3, 3)) / 9, **kw), _images()[:3]),
+    ],
+    ids=["inpainter", "super-resolver", "deconvolver"],
+)
+def test_inverse_problem_estimators_batch(make, X):
+    kw = dict(generator=TINY, max_iter=8, early_stopping=None, random_state=0, device="cpu")
+    one = make(**kw).fit(X)
+    batched = make(batch_size=3, **kw).fit(X)
+    for a, b in zip(one.reconstruction_, batched.reconstruction_, strict=True):
+        assert a.shape == b.shape
+        assert np.abs(b - a).max() < 0.05
+    assert batched.n_iter_ == one.n_iter_ == [8] * 3
+
+
+def test_deconvolver_valid_boundary_cannot_batch():
+    X = _images()[:2]
+    den = DIPDeconvolver(
+        kernel=np.ones((3, 3)) / 9, boundary="valid", generator=TINY, max_iter=2, batch_size=2
+    )
+    with pytest.raises(ValueError, match="cannot fit images in batches"):
+        den.fit(X)
