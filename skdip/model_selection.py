@@ -27,7 +27,6 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 
-from ._validation import check_images, is_target_vector
 from .estimators._base import _fit_together, _image_seeds
 from .generators import get_generator
 
@@ -339,13 +338,7 @@ def fit_candidates(
     fitted = [clone(estimator).set_params(**c) for c in candidates]
     for est in fitted:
         est._check_params()
-    first = fitted[0]
-    images, layout = check_images(X, min_size=first._min_image_size, allow_nan=first._allow_nan)
-    references = None
-    if y is not None and not is_target_vector(y):
-        references, _ = check_images(y, name="y", min_size=first._min_image_size)
-        if len(references) != len(images):
-            raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
+    images, layout, references = fitted[0]._check_inputs(X, y)
     n = len(images)
     refs = references if references is not None else [None] * n
 

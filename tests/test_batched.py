@@ -434,3 +434,13 @@ def test_deconvolver_valid_boundary_cannot_batch():
     )
     with pytest.raises(ValueError, match="cannot fit images in batches"):
         den.fit(X)
+
+
+def test_fit_candidates_records_reference_psnr_and_checks_y():
+    X = _images()[:2]
+    clean = [np.clip(x, 0.2, 0.8) for x in X]
+    fitted = fit_candidates(_candidate_base(), X, GRID[:2], y=clean)
+    for est in fitted:
+        assert all(len(h["psnr"]) == est.n_iter_[0] for h in est.history_)
+    with pytest.raises(ValueError, match="y holds 1 images"):
+        fit_candidates(_candidate_base(), X, GRID[:2], y=clean[:1])

@@ -256,13 +256,18 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                 extra[key] = v
         return extras
 
-    def _solve(self, X, y=None, **fit_params):
+    def _check_inputs(self, X, y=None):
+        """Validated ``(images, layout, references)``; references None without clean ``y``."""
         images, layout = check_images(X, min_size=self._min_image_size, allow_nan=self._allow_nan)
         references = None
         if y is not None and not is_target_vector(y):
             references, _ = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(images):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
+        return images, layout, references
+
+    def _solve(self, X, y=None, **fit_params):
+        images, layout, references = self._check_inputs(X, y)
         extras = self._split_extra(len(images), fit_params)
         rng = check_random_state(self.random_state)
         results = self._fit_images(images, references, extras, rng)
