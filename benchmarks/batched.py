@@ -9,7 +9,8 @@ For each image size and batch size K, K noisy bundled images are denoised
 with a fixed number of steps (``early_stopping=None``, so both runs do the
 same work) by ``batch_size=1`` and by ``batch_size=K``; wall times, the
 speed-up and the largest difference between the two reconstructions are
-written to ``benchmarks/results/batched_<device>.md`` (and ``.jsonl``).
+written to ``benchmarks/results/batched_<device>.md`` (and ``.jsonl``; on a CPU the
+device tag holds the thread count, e.g. ``cpu_t2``).
 The batched run vectorises the K networks with ``torch.func.vmap``; it is
 meant for GPUs, where small images leave most of the device idle.
 """
@@ -75,7 +76,7 @@ def main(argv=None) -> None:
         name = torch.cuda.get_device_name(device)
     else:
         name = f"{platform.machine()} CPU, {os.cpu_count()} cores"
-    tag = device.type
+    tag = device.type if device.type == "cuda" else f"cpu_t{torch.get_num_threads()}"
     RESULTS.mkdir(exist_ok=True)
     rows = []
     for size in args.sizes:

@@ -16,8 +16,11 @@ PSNR curve (never used to fit, stop or score, except by the oracle).
 
 Candidate scores (higher is better):
 
-- ``discrepancy``: the registered ``get_scorer("emv")`` (the estimator's
-  ``score(X)``): ``-|10 log10(r / sigma_hat**2)|``, ``r`` the residual of the
+- ``whiteness``: the registered ``get_scorer("emv")`` / ``get_scorer("wmv")``
+  (the estimator's ``score(X)``): the discrepancy below minus the structure
+  left in the residual, ``10 log10(9 p3 / p)`` (``p3`` the power of the
+  residual's 3x3 local mean, ``p`` its power; 0 dB for white noise).
+- ``discrepancy``: ``-|10 log10(r / sigma_hat**2)|``, ``r`` the residual of the
   picked estimate, ``sigma_hat`` estimated from the noisy image.
 - ``discrepancy_true_sigma``: the same with the nominal noise level given to
   ``add_noise`` (before its clipping to [0, 1], which lowers the actual noise).
@@ -48,15 +51,20 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.exceptions import ConvergenceWarning
 
-from skdip import DIPDenoiser, ExponentialMovingVariance, SkipNetwork
+from skdip import DIPDenoiser, ExponentialMovingVariance, SkipNetwork, WindowedMovingVariance
 from skdip.datasets import add_noise, load_image
 from skdip.metrics import get_scorer, psnr
 
 RESULTS = Path(__file__).parent / "results"
 
 # name -> (bundled image, grey)
-IMAGES = {"astronaut": ("astronaut", False), "brick": ("brick", True)}
-NOISES = {"gaussian25": 25 / 255, "gaussian50": 50 / 255}
+IMAGES = {
+    "astronaut": ("astronaut", False),
+    "brick": ("brick", True),
+    "camera": ("camera", True),
+    "coffee": ("coffee", False),
+}
+NOISES = {"gaussian15": 15 / 255, "gaussian25": 25 / 255, "gaussian50": 50 / 255}
 GENERATORS = {
     "skip-small": "skip-small",
     "skip-w16": SkipNetwork(width=16, depth=4, skip_channels=4, input_channels=8),
@@ -66,7 +74,14 @@ LRS = (0.01, 0.03)
 REG_NOISE = (0.0, 1.0 / 30.0)
 # The library defaults (lr 0.01, reg_noise_std 1/30) on the CPU-sized network.
 DEFAULT = ("skip-small", 0.01, 1.0 / 30.0)
-SCORES = ("discrepancy", "discrepancy_true_sigma", "variance", "variance_rel", "residual")
+SCORES = (
+    "whiteness",
+    "discrepancy",
+    "discrepancy_true_sigma",
+    "variance",
+    "variance_rel",
+    "residual",
+)
 
 
 def _settings():
@@ -76,12 +91,18 @@ def _settings():
                 yield g, lr, rn
 
 
+def _rule(args):
+    if args.rule == "wmv":
+        return WindowedMovingVariance(window=100, patience=args.patience)
+    return ExponentialMovingVariance(patience=args.patience)
+
+
 def _label(setting) -> str:
     g, lr, rn = setting
     return f"{g} lr={lr:g} rn={rn:.3g}"
 
 
-def _scores(den: DIPDenoiser, noisy: np.ndarray, sigma: float) -> dict:
+def _scores(den: DIPDenoiser, noisy: np.ndarray, sigma: float, rule: str) -> dict:
     hist = den.history_
     b = den.best_iter_
     signal = hist["signal"]
@@ -97,9 +118,12 @@ def _scores(den: DIPDenoiser, noisy: np.ndarray, sigma: float) -> dict:
             return float("nan")
 
     return {
-        "discrepancy": safe(lambda: get_scorer("emv")(den, noisy)),
-        "discrepancy_true_sigma": safe(lambda: get_scorer("emv", sigma=sigma)(den, noisy)),
-        "variance": safe(lambda: get_scorer("emv_variance")(den, noisy)),
+        "whiteness": safe(lambda: get_scorer(rule)(den, noisy)),
+        "discrepancy": safe(lambda: get_scorer(rule, criterion="discrepancy")(den, noisy)),
+        "discrepancy_true_sigma": safe(
+            lambda: get_scorer(rule, criterion="discrepancy", sigma=sigma)(den, noisy)
+        ),
+        "variance": safe(lambda: get_scorer(f"{rule}_variance")(den, noisy)),
         "variance_rel": safe(
             lambda: float(np.log10(signal[first[0]] / signal[b])) if len(first) else np.nan
         ),
@@ -137,7 +161,7 @@ def run_grid(args) -> None:
                         lr=lr,
                         reg_noise_std=rn,
                         max_iter=args.max_iter,
-                        early_stopping=ExponentialMovingVariance(patience=args.patience),
+                        early_stopping=_rule(args),
                         random_state=0,
                         device="cpu",
                     )
@@ -146,6 +170,16 @@ def run_grid(args) -> None:
                         warnings.simplefilter("ignore", (ConvergenceWarning, UserWarning))
                         den.fit(noisy, clean)
                     secs = time.perf_counter() - t0
+                    if args.save_estimates:
+                        # For scoring new criteria offline, without refitting.
+                        path = Path(args.save_estimates) / args.tag
+                        path.mkdir(parents=True, exist_ok=True)
+                        np.savez_compressed(
+                            path / f"{image}_{noise}_{label.replace(' ', '_')}.npz",
+                            estimate=den.reconstruction_.astype(np.float32),
+                            noisy=noisy.astype(np.float32),
+                            clean=clean.astype(np.float32),
+                        )
                     rec = {
                         "kind": "fit",
                         "image": image,
@@ -160,7 +194,7 @@ def run_grid(args) -> None:
                         "n_iter": int(den.n_iter_),
                         "stopped_by": den.stopped_by_,
                         "seconds": secs,
-                        "scores": _scores(den, noisy, sigma),
+                        "scores": _scores(den, noisy, sigma, args.rule),
                     }
                     out.write(json.dumps(rec) + "\n")
                     out.flush()
@@ -186,10 +220,12 @@ def summarise(jsonl: Path, args) -> None:
     lines = [
         f"# Model selection without a reference ({args.tag})",
         "",
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/selection.py --part grid --tag {args.tag}` "
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/selection.py --part grid --tag {args.tag} "
+        f"--rule {args.rule}` "
         f"({platform.machine()}, "
         f"torch {torch.__version__}, 1 thread, shared 2-core machine). "
-        f"{args.size}x{args.size} images, Gaussian noise, ES-EMV (patience {args.patience}), "
+        f"{args.size}x{args.size} images, Gaussian noise, ES-{args.rule.upper()} "
+        f"(patience {args.patience}), "
         f"max_iter {args.max_iter}, seed 0. Grid: generator "
         f"{{{', '.join(GENERATORS)}}} x lr {{{', '.join(f'{v:g}' for v in LRS)}}} x "
         f"reg_noise_std {{{', '.join(f'{v:.3g}' for v in REG_NOISE)}}} (12 settings); "
@@ -248,17 +284,17 @@ def summarise(jsonl: Path, args) -> None:
         "",
         "## Every fit",
         "",
-        "| image | noise | setting | PSNR | peak (iter) | picked iter / run | discrepancy dB "
-        "| variance dB | s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| image | noise | setting | PSNR | peak (iter) | picked iter / run | whiteness dB "
+        "| discrepancy dB | variance dB | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in fits:
         sc = r["scores"]
         lines.append(
             f"| {r['image']} | {r['noise']} | {r['setting']} | {r['psnr']:.2f} | "
             f"{r['peak_psnr']:.2f} ({r['peak_iter']}) | {r['best_iter']} / {r['n_iter']} | "
-            f"{sc['discrepancy']:.2f} | {sc['variance']:.2f} | {r['seconds']:.0f} |"
-            + (" diverged" if r["stopped_by"] == "divergence" else "")
+            f"{sc['whiteness']:.2f} | {sc['discrepancy']:.2f} | {sc['variance']:.2f} | "
+            f"{r['seconds']:.0f} |" + (" diverged" if r["stopped_by"] == "divergence" else "")
         )
     total = sum(r["seconds"] for r in fits)
     lines += ["", f"Total fitting time: {total:.0f} s for {len(fits)} fits."]
@@ -378,9 +414,14 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--threads-baseline", action="store_true", help="also time n_jobs=1 with 2 torch threads"
     )
-    parser.add_argument("--tag", default="emv")
+    parser.add_argument("--rule", choices=["emv", "wmv"], default="emv")
+    parser.add_argument("--tag", default=None, help="results file suffix (default: the rule)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier records")
+    parser.add_argument(
+        "--save-estimates", default=None, help="folder for the returned images (not committed)"
+    )
     args = parser.parse_args(argv)
+    args.tag = args.tag or args.rule
     print(sys.version.split()[0], platform.platform(), _uptime(), flush=True)
     if args.part == "grid":
         run_grid(args)

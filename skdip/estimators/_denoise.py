@@ -92,8 +92,9 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         each step launches a few large operations instead of many small
         ones, which pays on a GPU for small images. Every image gets the fit
         it gets alone (same seeds, steps and stopping), up to floating-point
-        rounding; an image whose fit ends leaves the batch. On a CPU this is
-        slower than one image after another (``benchmarks/results/batched.md``).
+        rounding; an image whose fit ends leaves the batch. On a CPU it gains
+        little or loses (0.67x to 1.36x measured,
+        ``benchmarks/results/batched_cpu_t*.md``).
         Not available with ``noise_model``. Batches are spread over the
         ``n_jobs`` workers.
 
