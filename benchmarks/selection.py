@@ -2,12 +2,13 @@
 
 Run by hand (not in CI)::
 
-    python benchmarks/selection.py --part grid     # scorers vs true PSNR over a grid
+    python benchmarks/selection.py --part grid --rule emv   # scorers vs true PSNR
+    python benchmarks/selection.py --part grid --rule wmv   # the same under ES-WMV
     python benchmarks/selection.py --part njobs    # n_jobs=2 vs n_jobs=1 on a batch
 
 ``grid``: for every (image, noise level) case, each setting of a 12-point grid
 (generator x learning rate x input-noise level) denoises the noisy image with
-ES-EMV, as ``GridSearchCV(..., cv=FitImagesCV())`` would, and every candidate
+ES-EMV (or ES-WMV), as ``GridSearchCV(..., cv=FitImagesCV())`` would, and every candidate
 score is computed on the fitted estimator. Reported per case: the true PSNR of
 the setting each score picks, the oracle (best true PSNR over the grid) and the
 default setting, and the Spearman rank correlation between score and true
