@@ -213,7 +213,10 @@ def _residual_structure(residual: np.ndarray) -> float:
 
     0 dB for a white residual (the mean of 9 independent values keeps 1/9 of
     their power); positive when image structure, which is locally correlated,
-    was left in the residual.
+    was left in the residual; negative when the residual lacks low
+    frequencies (a DIP estimate keeps the noise's low frequencies, which it
+    fits first). Kept signed: penalising both signs selected worse settings
+    in the design run (``benchmarks/results/selection_design.md``).
     """
     from scipy.ndimage import uniform_filter
 
