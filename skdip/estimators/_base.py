@@ -369,11 +369,12 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         With clean references ``y``: the mean PSNR (dB) of the reconstructions
         against them (data range 1). Without: the default no-reference score
         of :class:`skdip.metrics.NoReferenceScorer`, averaged over images:
-        ``-|10 log10(r / sigma**2)|`` in dB (0 is best), ``r`` the mean
+        ``-|10 log10(r / sigma**2)|`` in dB (at most 0), ``r`` the mean
         squared residual of the estimate the stopping rule picked and
         ``sigma`` the noise level estimated from ``X``, minus, when the
         residual image is available (denoising), the structure left in it
-        (``10 log10(9 p3 / p)``, 0 dB for a white residual). It is comparable
+        (``10 log10(9 p3 / p)``, 0 dB for a white residual, negative for one
+        poorer in low frequencies, so the total can exceed 0). It is comparable
         across learning rates, widths, input noise and generators, so
         ``GridSearchCV`` works with ``scoring=None`` and no clean image.
 

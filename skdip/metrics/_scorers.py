@@ -292,8 +292,9 @@ class NoReferenceScorer(BaseEstimator):
     >>> noisy = np.clip(0.5 + 0.1 * rng.standard_normal((16, 16)), 0, 1)
     >>> den = DIPDenoiser(generator=SkipNetwork(width=8, depth=2, input_channels=4),
     ...                   max_iter=10, early_stopping=None, random_state=0).fit(noisy)
-    >>> score = NoReferenceScorer(rule="emv")(den, noisy)
-    >>> score <= 0.0
+    >>> score = NoReferenceScorer(rule="emv")(den, noisy)  # higher is better
+    >>> discrepancy = NoReferenceScorer(rule="emv", criterion="discrepancy")(den, noisy)
+    >>> discrepancy <= 0.0  # 0 dB: a residual of exactly the noise power
     True
     """
 

@@ -1,0 +1,47 @@
+"""Choose DIP settings without the clean image: GridSearchCV with a no-reference scorer.
+
+Run: ``python examples/grid_search_without_reference.py`` (CPU, 2 cores: about 3.5 minutes).
+
+A noisy 64x64 colour image is denoised with six settings (learning rate x
+input-noise level). ``GridSearchCV`` ranks them with ``get_scorer("emv")``,
+which sees only the noisy image; ``cv=FitImagesCV()`` scores each setting on
+the fit it just made, so each setting is solved once. The clean image is used
+at the end only, to show how good the choice was: the same six fits are made
+again with ``fit_candidates`` (which, on a GPU, runs them in one batched run)
+and compared with the truth.
+
+Measured (2-core CPU): noisy 20.90 dB; the six settings reach 24.26 to 29.19 dB; the
+no-reference choice (lr=0.03, reg_noise_std=1/15) reaches 29.14 dB.
+"""
+
+import numpy as np
+from sklearn.model_selection import GridSearchCV, ParameterGrid
+
+from skdip import DIPDenoiser
+from skdip.datasets import add_noise, load_image
+from skdip.metrics import get_scorer, psnr
+from skdip.model_selection import FitImagesCV, fit_candidates
+
+clean = load_image("coffee", size=64)
+noisy = add_noise(clean, "gaussian", 25 / 255, random_state=0)
+denoiser = DIPDenoiser(generator="skip-small", max_iter=1500, random_state=0)
+grid = {"lr": [0.01, 0.03], "reg_noise_std": [0.0, 1 / 30, 1 / 15]}
+scorer = get_scorer("emv")
+
+# The scikit-learn way. refit=False: a refit would solve the best setting once more.
+search = GridSearchCV(denoiser, grid, cv=FitImagesCV(), scoring=scorer, refit=False)
+search.fit(noisy)
+print("chosen without the clean image:", search.best_params_)
+
+# The same fits, kept, to compare the scores with the truth.
+candidates = list(ParameterGrid(grid))
+fitted = fit_candidates(denoiser, noisy, candidates)
+scores = [scorer(est, noisy) for est in fitted]
+truth = [psnr(clean, est.reconstruction_) for est in fitted]
+print(f"noisy input: {psnr(clean, noisy):.2f} dB")
+print("setting                    score (dB, higher is better)   true PSNR")
+for params, score, true in zip(candidates, scores, truth, strict=True):
+    label = f"lr={params['lr']:g} reg_noise_std={params['reg_noise_std']:.3f}"
+    mark = " <- chosen" if params == candidates[int(np.argmax(scores))] else ""
+    print(f"{label:30s} {score:14.2f} {true:24.2f} dB{mark}")
+print(f"best possible here: {max(truth):.2f} dB; chosen: {truth[int(np.argmax(scores))]:.2f} dB")
