@@ -104,9 +104,50 @@ def _psnr(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return -10.0 * torch.log10(mse.clamp_min(1e-20))
 
 
-def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+def _snapshot(model: nn.Module, optimizer: _Optimizers) -> tuple[dict, list]:
     params = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return params, copy.deepcopy(optimizer.state_dict())
+
+
+class _Optimizers:
+    """Adam for the parameter groups, plain gradient steps for those marked "sgd".
+
+    One object with the optimizer methods the loop uses, so that the
+    divergence guard snapshots, restores and slows down every group.
+    """
+
+    def __init__(self, param_groups: list[dict], lr: float):
+        kinds: dict[str, list[dict]] = {"adam": [], "sgd": []}
+        for group in param_groups:
+            group = dict(group)
+            kind = group.pop("optimizer", "adam")
+            if kind not in kinds:
+                raise ValueError(
+                    f"a parameter group's optimizer must be 'adam' or 'sgd', got {kind!r}"
+                )
+            kinds[kind].append(group)
+        self.optimizers = [torch.optim.Adam(kinds["adam"], lr=lr)] if kinds["adam"] else []
+        if kinds["sgd"]:
+            self.optimizers.append(torch.optim.SGD(kinds["sgd"], lr=lr))
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for opt in self.optimizers for g in opt.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def state_dict(self) -> list[dict]:
+        return [opt.state_dict() for opt in self.optimizers]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for opt, state in zip(self.optimizers, states, strict=True):
+            opt.load_state_dict(state)
 
 
 def fit_model(
@@ -146,7 +187,10 @@ def fit_model(
     lr : float
         Learning rate of every parameter group that does not set its own.
     param_groups : list of dict, optional
-        Adam parameter groups; default: every parameter of ``model`` at ``lr``.
+        Parameter groups; default: every parameter of ``model`` at ``lr``.
+        A group is trained by Adam, or by plain gradient steps when it sets
+        ``"optimizer": "sgd"`` (e.g. the sparse noise terms). The divergence
+        guard rolls back and slows down both.
     regularizer : callable, optional
         ``regularizer(estimate) -> scalar`` added to the loss.
     stopping : BaseStoppingRule, optional
@@ -184,7 +228,7 @@ def fit_model(
     device = target.device
     if param_groups is None:
         param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    optimizer = torch.optim.Adam(param_groups, lr=lr)
+    optimizer = _Optimizers(param_groups, lr)
     rng = torch.Generator(device=device)
     rng.manual_seed(int(seed))
     selection = _Selection(stopping, averaging, averaging_monitor, monitor, reference)
@@ -785,5 +829,5 @@ def _check_shapes(x, prediction, target, reference) -> None:
         )
 
 
-def _lrs(optimizer: torch.optim.Optimizer) -> list[float]:
+def _lrs(optimizer: _Optimizers) -> list[float]:
     return [g["lr"] for g in optimizer.param_groups]

@@ -277,3 +277,46 @@ def test_repeated_divergences_within_one_interval_keep_halving_the_rate():
     # Both rollbacks go to the same snapshot; the rate must still step down twice.
     assert events[0]["lr"] == [pytest.approx(0.05)]
     assert events[1]["lr"] == [pytest.approx(0.025)]
+
+
+def test_sgd_parameter_groups_take_plain_steps_and_are_slowed_by_the_guard():
+    class _TwoParts(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.zeros(1, 1, 4, 4))
+            self.b = nn.Parameter(torch.zeros(1, 1, 4, 4))
+
+        def forward(self, rng=None):
+            return self.a, self.a + self.b
+
+    target = torch.ones(1, 1, 4, 4)
+    model = _TwoParts()
+    groups = [{"params": [model.a]}, {"params": [model.b], "lr": 0.5, "optimizer": "sgd"}]
+    fit_model(model, target, loss=get_loss("mse"), max_iter=1, lr=0.01, param_groups=groups)
+    # One plain step: b = 0 - 0.5 * d(mean((a + b - 1)^2))/db = 0.5 * 2 / 16.
+    torch.testing.assert_close(model.b.detach(), torch.full((1, 1, 4, 4), 1 / 16))
+    # Adam's first step moves a by its learning rate whatever the gradient's size.
+    torch.testing.assert_close(model.a.detach(), torch.full((1, 1, 4, 4), 0.01))
+
+    calls = {"n": 0}
+
+    def flaky(pred, tgt):
+        calls["n"] += 1
+        value = (pred - tgt).square().mean()
+        return value * float("nan") if calls["n"] == 4 else value
+
+    model = _TwoParts()
+    groups = [{"params": [model.a]}, {"params": [model.b], "lr": 0.5, "optimizer": "sgd"}]
+    result = fit_model(
+        model, target, loss=flaky, max_iter=6, lr=0.01, param_groups=groups, checkpoint_every=2
+    )
+    (event,) = result.history["divergences"]
+    assert event["lr"] == [pytest.approx(0.005), pytest.approx(0.25)]
+    with pytest.raises(ValueError, match="'adam' or 'sgd'"):
+        fit_model(
+            _TwoParts(),
+            target,
+            loss=get_loss("mse"),
+            max_iter=1,
+            param_groups=[{"params": [nn.Parameter(torch.zeros(1))], "optimizer": "lbfgs"}],
+        )

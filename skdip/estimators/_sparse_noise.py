@@ -11,9 +11,9 @@ tune (You et al., NeurIPS 2020).
 
 That bias needs *plain* gradient steps: Adam rescales every entry's step to
 about its learning rate, whatever the residual, and would let ``s`` absorb
-everything. The engine optimises with Adam only, so ``g`` and ``h`` are kept
-out of its parameter groups and updated here, by one plain gradient step
-after each engine step (through the engine's per-step callback).
+everything. So ``g`` and ``h`` form a parameter group marked ``"sgd"``: the
+engine steps them by plain gradient descent next to the network's Adam step,
+and its divergence guard rolls them back and halves their rate with the rest.
 """
 
 from __future__ import annotations
@@ -126,32 +126,6 @@ class SparseNoiseModel(nn.Module):
         return estimate, prediction + self.noise()
 
 
-class _PlainStep:
-    """Per-step callback: a plain gradient step on ``g`` and ``h``, then the user's callback.
-
-    It runs after the engine's Adam step, while the gradients of that step are
-    still stored. A step rejected by the engine's divergence guard never
-    reaches the callback, and the rollback restores ``g`` and ``h`` too (they
-    are parameters of the model, hence in its ``state_dict``).
-    """
-
-    def __init__(self, params: list[nn.Parameter], rate: float, user_callback=None):
-        self.params = params
-        self.rate = rate
-        self.user_callback = user_callback
-
-    def __call__(self, iteration: int, loss: float, estimate: torch.Tensor):
-        with torch.no_grad():
-            for p in self.params:
-                if p.grad is not None:
-                    p.sub_(self.rate * p.grad)
-                    # The engine's optimizer only clears its own gradients.
-                    p.grad = None
-        if self.user_callback is not None:
-            return self.user_callback(iteration, loss, estimate)
-        return False
-
-
 class SparseNoiseMixin:
     """Adds the ``noise_model`` option to a :class:`BaseDIPEstimator` subclass.
 
@@ -178,8 +152,12 @@ class SparseNoiseMixin:
         # The gradient of a mean loss shrinks with the number of values; scaling
         # it back makes `lr` a per-value rate, independent of the image size.
         rate = float(noise.lr) * target.numel()
-        user_callback = fit_kwargs.get("callback", self.callback)
-        fit_kwargs["callback"] = _PlainStep([wrapped.g, wrapped.h], rate, user_callback)
+        # Plain gradient steps (not Adam): the double over-parameterisation's
+        # implicit bias towards sparse s holds for gradient descent.
+        fit_kwargs["param_groups"] = [
+            *fit_kwargs["param_groups"],
+            {"params": [wrapped.g, wrapped.h], "lr": rate, "optimizer": "sgd"},
+        ]
         return wrapped, target, fit_kwargs
 
     def _finish(self, estimate, result, image, extra):
