@@ -564,11 +564,17 @@ class _StackedAdam:
         rate = torch.tensor(self.lr, dtype=torch.float64)
         step_size = rate / (1 - self.beta1**t)
         correction = (1 - self.beta2**t).sqrt()
+        # One host-to-device copy per step, not one per parameter tensor.
+        factors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         with torch.no_grad():
             for (name, p), g in zip(params.items(), grads, strict=True):
+                key = (p.device, p.dtype)
+                if key not in factors:
+                    both = torch.stack([step_size, correction]).to(p.device, p.dtype)
+                    factors[key] = (both[0], both[1])
                 view = (-1,) + (1,) * (p.dim() - 1)
-                size = step_size.to(p.device, p.dtype).view(view)
-                corr = correction.to(p.device, p.dtype).view(view)
+                size = factors[key][0].view(view)
+                corr = factors[key][1].view(view)
                 m, v = self.exp_avg[name], self.exp_avg_sq[name]
                 m.lerp_(g, 1 - self.beta1)
                 v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
