@@ -130,6 +130,11 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """
         return {}
 
+    def _restore(self, layout, results: list[dict]):
+        """The reconstruction(s) in the caller's layout (an estimator whose output is
+        not an image of the input's kind overrides this)."""
+        return layout.restore([r["estimate"] for r in results])
+
     # -------------------------------------------------------------- internals
     def _check_params(self) -> None:
         self._validate_params()
@@ -304,7 +309,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     def _set_fitted(self, images, layout, results, fit_params) -> None:
         single = layout.kind == "single"
         pick = (lambda key: results[0][key]) if single else (lambda key: [r[key] for r in results])
-        self.reconstruction_ = layout.restore([r["estimate"] for r in results])
+        self.reconstruction_ = self._restore(layout, results)
         self.best_iter_ = pick("best_iter")
         self.n_iter_ = pick("n_iter")
         self.stopped_by_ = pick("stopped_by")
@@ -343,7 +348,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         if X is None:
             return copy.deepcopy(self.reconstruction_)
         images, layout, results = self._results_for(X, fit_params)
-        return layout.restore([r["estimate"] for r in results])
+        return self._restore(layout, results)
 
     def fit_transform(self, X, y=None, **fit_params):
         """Fit to ``X`` and return its reconstruction (see :meth:`fit`)."""

@@ -559,12 +559,10 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         self : object
             The fitted estimator.
         """
-        super().fit(X)
-        _, layout = check_images(X, min_size=self._min_image_size)
-        self.reconstruction_ = _restore_objects(
-            layout, [_as_object(r["estimate"]) for r in self._fit_results]
-        )
-        return self
+        return super().fit(X)
+
+    def _restore(self, layout, results):
+        return _restore_objects(layout, [_as_object(r["estimate"]) for r in results])
 
     def transform(self, X=None):
         """Return the reconstructed object(s).
@@ -581,11 +579,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         objects : ndarray or list of ndarray
             ``(H, W)`` objects, real or complex (see ``object_type``).
         """
-        check_is_fitted(self, "reconstruction_")
-        if X is None:
-            return copy.deepcopy(self.reconstruction_)
-        _, layout, results = self._results_for(X, {})
-        return _restore_objects(layout, [_as_object(r["estimate"]) for r in results])
+        return super().transform(X)
 
     def fit_transform(self, X, y=None):
         """Fit to ``X`` and return its reconstruction (see :meth:`fit`)."""
