@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from sklearn.base import clone
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._warnings import warn
 from .operators import ForwardOperator, Identity
 from .stopping import BaseStoppingRule, ExponentialMovingVariance
 
@@ -763,14 +763,13 @@ class _Selection:
             and self.detected is not None
             and self.detected == self.first_checked
         ):
-            warnings.warn(
+            warn(
                 f"the running variance was lowest at the first iteration it was checked "
                 f"({self.detected}) and never went lower: often a spurious early minimum (the "
                 "network was still learning structure, e.g. a texture). Consider a longer "
                 "warm-up (early_stopping=ExponentialMovingVariance(warmup=...)) and compare "
                 "with the result at a later step.",
                 UserWarning,
-                stacklevel=4,
             )
         best, best_iter, last = self.best, self.best_iter, self.last
         if self.capture_at is not None and last is not None:
@@ -806,20 +805,15 @@ class _Selection:
 
 
 def _warn_diverged(count: int, it: int) -> None:
-    warnings.warn(
+    warn(
         f"the fit diverged {count} times; stopping at iteration {it} "
         "with the best estimate so far. Try a smaller learning rate.",
         RuntimeWarning,
-        stacklevel=4,
     )
 
 
 def _warn_interrupted(n_steps: int) -> None:
-    warnings.warn(
-        f"fit interrupted after {n_steps} steps; keeping the best estimate so far",
-        RuntimeWarning,
-        stacklevel=4,
-    )
+    warn(f"fit interrupted after {n_steps} steps; keeping the best estimate so far", RuntimeWarning)
 
 
 def _check_shapes(x, prediction, target, reference) -> None:

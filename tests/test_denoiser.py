@@ -401,3 +401,15 @@ def test_default_averaging_returns_the_average_after_the_raw_minimum():
 def test_average_monitor_returns_the_average_at_its_own_minimum():
     den = _averaging_run(averaging_monitor="average")
     assert den.best_iter_ == int(np.nanargmin(den.history_["signal"]))
+
+
+def test_warnings_point_at_the_callers_line():
+    import warnings as _w
+
+    x = _image()
+    den = _den(early_stopping=ExponentialMovingVariance(patience=500, warmup=2), max_iter=5)
+    with _w.catch_warnings(record=True) as caught:
+        _w.simplefilter("always")
+        den.fit(x)
+    convergence = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert convergence and convergence[0].filename == __file__

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -26,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._engine import DIPModel, FitResult, fit_batch, fit_model, resolve_device
 from .._validation import check_images, images_digest, is_target_vector, to_numpy, to_tensor
+from .._warnings import warn
 from ..generators import BaseGenerator, get_generator
 from ..losses import BaseRegularizer, get_loss
 from ..operators import ForwardOperator, Identity
@@ -107,11 +107,10 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         operator, target, out_shape, out_channels = self._forward_problem(image, extra)
         generator = get_generator(self.generator)
         if self.reg_noise_std > 0 and not generator.accepts_input_noise:
-            warnings.warn(
+            warn(
                 f"{type(generator).__name__} does not use input noise; "
                 "set reg_noise_std=0 to silence this warning",
                 UserWarning,
-                stacklevel=4,
             )
         network = generator.build(out_shape, out_channels, seed=seed)
         # Deep-copy the operator: .to(device) must not move the user's object.
@@ -216,12 +215,11 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     def _complete(self, result: FitResult, scaling, image, extra) -> dict:
         """Turn one engine result into the per-image fitted values."""
         if result.stopped_by == "max_iter" and self.early_stopping is not None:
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: max_iter={self.max_iter} ended the fit before the "
                 "stopping rule fired; the estimate at the variance minimum so far is returned. "
                 "Increase max_iter or lower the rule's patience.",
                 ConvergenceWarning,
-                stacklevel=6,
             )
         estimate = scaling.inverse(to_numpy(result.estimate))
         out = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -13,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from .._validation import to_numpy, to_tensor
+from .._warnings import warn
 from ..generators import get_generator
 from ..losses import BaseRegularizer, GradientRatio, TotalVariation
 from ..operators._convolution import convolve
@@ -441,11 +441,10 @@ class BlindDeblurrer(BaseDIPEstimator):
         padded = (h + kh - 1, w + kw - 1)
         generator = get_generator(self.generator)
         if self.reg_noise_std > 0 and not generator.accepts_input_noise:
-            warnings.warn(
+            warn(
                 f"{type(generator).__name__} does not use input noise; "
                 "set reg_noise_std=0 to silence this warning",
                 UserWarning,
-                stacklevel=4,
             )
         image_net = generator.build(padded, channels, seed=seed)
         torch.manual_seed(int(seed) + 1)  # the caller restores the global RNG

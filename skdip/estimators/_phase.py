@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import os
 import time
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -27,6 +26,7 @@ from torch import nn
 
 from .._engine import fit_model
 from .._validation import check_images, images_digest, is_target_vector
+from .._warnings import warn
 from ..generators import get_generator
 from ..losses import get_loss
 from ..metrics._phase import phase_retrieval_psnr
@@ -431,11 +431,10 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         target = magnitudes / self._normalisation(magnitudes)
         generator = get_generator(self.generator)
         if self.reg_noise_std > 0 and not generator.accepts_input_noise:
-            warnings.warn(
+            warn(
                 f"{type(generator).__name__} does not use input noise; "
                 "set reg_noise_std=0 to silence this warning",
                 UserWarning,
-                stacklevel=4,
             )
         magnitude_net = generator.build(shape, 1, seed=seed)
         phase_net = None
