@@ -281,8 +281,9 @@ def fit_candidates(
     trained as one batch (see ``batch_size`` of :class:`skdip.DIPDenoiser`),
     which pays on a GPU. Each returned estimator is the one
     ``clone(estimator).set_params(**candidate).fit(X, y)`` gives, up to
-    float32 rounding, with its cache in place: scoring it on ``X`` solves
-    nothing again.
+    float32 rounding (``batch_size=1`` gives exactly those fits), with its
+    cache in place: scoring it on ``X`` solves nothing again. All fits run in
+    this process, on the estimator's device (its ``n_jobs`` is not used).
 
     Parameters
     ----------
