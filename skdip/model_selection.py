@@ -279,11 +279,13 @@ def fit_candidates(
     ``random_state``) are fitted together: the networks of every (setting,
     image) pair with the same generator and image shape are stacked and
     trained as one batch (see ``batch_size`` of :class:`skdip.DIPDenoiser`),
-    which pays on a GPU. Each returned estimator is the one
-    ``clone(estimator).set_params(**candidate).fit(X, y)`` gives, up to
-    float32 rounding (``batch_size=1`` gives exactly those fits), with its
-    cache in place: scoring it on ``X`` solves nothing again. All fits run in
-    this process, on the estimator's device (its ``n_jobs`` is not used).
+    which pays on a GPU. Each returned estimator is fitted as
+    ``clone(estimator).set_params(**candidate).fit(X, y)`` would be, with
+    its cache in place: scoring it on ``X`` solves nothing again. Batched
+    fits differ from those by float32 rounding, which can move an
+    early-stopping point and so change single fits; ``batch_size=1`` gives
+    exactly those fits. All fits run in this process, on the estimator's
+    device (its ``n_jobs`` is not used).
 
     Parameters
     ----------

@@ -90,9 +90,10 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         Number of images of one shape fitted together in one vectorised run:
         their networks are stacked and run as one (``torch.func.vmap``), so
         each step launches a few large operations instead of many small
-        ones, which pays on a GPU for small images. Every image gets the fit
-        it gets alone (same seeds, steps and stopping), up to floating-point
-        rounding; an image whose fit ends leaves the batch. On a CPU it gains
+        ones, which pays on a GPU for small images. Every image is fitted by
+        the same algorithm as alone (same seeds, Adam, stopping rule); only
+        float32 rounding differs, which Adam can amplify and which can move
+        the early-stopping point. An image whose fit ends leaves the batch. On a CPU it gains
         little or loses (0.67x to 1.36x measured,
         ``benchmarks/results/batched_cpu_t*.md``).
         Not available with ``noise_model``. Batches are spread over the

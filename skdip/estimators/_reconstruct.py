@@ -74,8 +74,9 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         True stops the fit.
     batch_size : int, default=1
         Number of images of one shape fitted together in one vectorised run
-        (for GPUs; see :class:`DIPDenoiser`). Each image gets the fit it gets
-        alone, up to float32 rounding. Not available with ``noise_model`` or
+        (for GPUs; see :class:`DIPDenoiser`): the same algorithm as alone,
+        up to float32 rounding (which can move the early-stopping point).
+        Not available with ``noise_model`` or
         ``DIPDeconvolver(boundary="valid")``."""
 
 _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
