@@ -166,7 +166,7 @@ def run_grid(args) -> None:
                         reg_noise_std=rn,
                         max_iter=args.max_iter,
                         early_stopping=_rule(args),
-                        random_state=0,
+                        random_state=args.seed,
                         device="cpu",
                     )
                     t0 = time.perf_counter()
@@ -225,12 +225,12 @@ def summarise(jsonl: Path, args) -> None:
         f"# Model selection without a reference ({args.tag})",
         "",
         f"Command: `OMP_NUM_THREADS=1 python benchmarks/selection.py --part grid --tag {args.tag} "
-        f"--rule {args.rule}` "
+        f"--rule {args.rule} --seed {args.seed}` "
         f"({platform.machine()}, "
         f"torch {torch.__version__}, 1 thread, shared 2-core machine). "
         f"{args.size}x{args.size} images, Gaussian noise, ES-{args.rule.upper()} "
         f"(patience {args.patience}), "
-        f"max_iter {args.max_iter}, seed 0. Grid: generator "
+        f"max_iter {args.max_iter}, fit seed {args.seed} (noise seed 0). Grid: generator "
         f"{{{', '.join(GENERATORS)}}} x lr {{{', '.join(f'{v:g}' for v in LRS)}}} x "
         f"reg_noise_std {{{', '.join(f'{v:.3g}' for v in REG_NOISE)}}} (12 settings); "
         f"default = {_label(DEFAULT)}. PSNR in dB of the returned (EMV-picked) estimate.",
@@ -505,6 +505,7 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--rule", choices=["emv", "wmv"], default="emv")
     parser.add_argument("--tag", default=None, help="results file suffix (default: the rule)")
+    parser.add_argument("--seed", type=int, default=0, help="random_state of the fits (grid)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier records")
     parser.add_argument(
         "--save-estimates", default=None, help="folder for the returned images (not committed)"
