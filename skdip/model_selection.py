@@ -13,14 +13,18 @@ exactly one solve per image:
   per-split scores choose a setting per image (see
   :func:`best_params_per_image`).
 
+:class:`PreferDefault` is a choice rule for those searches (``refit=``):
+keep a default setting unless another one scores clearly better, because a
+single fit's score is noisy.
+
 :func:`fit_candidates` fits many settings of one architecture together, in
 vectorised runs (for GPUs), and returns one fitted estimator per setting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from numbers import Integral
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -30,7 +34,13 @@ from sklearn.utils import check_random_state
 from .estimators._base import _fit_together, _image_seeds
 from .generators import get_generator
 
-__all__ = ["FitImagesCV", "PerImageCV", "best_params_per_image", "fit_candidates"]
+__all__ = [
+    "FitImagesCV",
+    "PerImageCV",
+    "PreferDefault",
+    "best_params_per_image",
+    "fit_candidates",
+]
 
 
 def _n_samples(X: Any) -> int:
@@ -206,7 +216,201 @@ class PerImageCV(_ImageSplitter):
         return self._count(X)
 
 
-def best_params_per_image(search: Any, metric: str | None = None) -> list[dict]:
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether two parameter values are the same setting."""
+    if a is b:
+        return True
+    if isinstance(a, Real) and isinstance(b, Real) and not isinstance(a, bool | np.bool_):
+        return bool(np.isclose(float(a), float(b), rtol=1e-9, atol=0.0))
+    if hasattr(a, "get_params") and hasattr(b, "get_params"):
+        # Generator objects: clones of one configuration are equal settings.
+        return type(a) is type(b) and repr(a) == repr(b)
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # arrays and other ambiguous comparisons
+        return False
+
+
+class PreferDefault:
+    """Choose a default setting unless another one scores clearly better.
+
+    A single DIP fit is noisy: two seeds of the same setting give no-reference
+    scores about 0.4 dB apart at the median and more than 1 dB apart in a
+    quarter of the cases (``benchmarks/results/selection_*.md``). Taking the
+    arg-max of such scores sometimes trades a sound default for a setting that
+    only scored better by chance. This rule keeps ``default`` unless the best
+    candidate beats its score by more than ``margin``.
+
+    Use it as the ``refit`` of a ``GridSearchCV`` (scikit-learn calls it with
+    ``cv_results_`` and refits the candidate it returns), with
+    :func:`best_params_per_image` for one choice per image, or on scores you
+    computed yourself with :meth:`select`.
+
+    Parameters
+    ----------
+    default : dict or int
+        The default setting: a dict of parameter values that exactly one
+        candidate matches (keys it does not name are free), or the index of
+        the candidate in the search's ``params``.
+    margin : float, default=1.0
+        How much better, in the units of the score, another candidate must
+        score to replace the default. skdip's no-reference scores are in dB;
+        1 dB is about the 75th percentile of the score's spread between two
+        seeds of one setting. 0 chooses the best score, ties going to the
+        default.
+    metric : str, optional
+        Name of the score in a multi-metric search (the key of ``scoring``);
+        default: the single score of the search.
+
+    See Also
+    --------
+    best_params_per_image : One choice per image from a :class:`PerImageCV` search.
+
+    Notes
+    -----
+    The default is kept when its score is NaN only if every other candidate
+    failed too; a failed default is otherwise replaced by the best candidate
+    that did not fail. With ``refit`` a callable, scikit-learn sets
+    ``best_index_`` and ``best_params_`` from this rule and leaves
+    ``best_score_`` unset.
+
+    Examples
+    --------
+    >>> from skdip.model_selection import PreferDefault
+    >>> rule = PreferDefault(default={"lr": 0.01}, margin=1.0)
+    >>> params = [{"lr": 0.01}, {"lr": 0.03}, {"lr": 0.1}]
+    >>> rule.select(params, [-2.0, -1.5, -3.0])  # 0.5 dB better: keep the default
+    0
+    >>> rule.select(params, [-2.0, -0.5, -3.0])  # 1.5 dB better: switch
+    1
+    >>> rule({"params": params, "mean_test_score": [-2.0, -0.5, -3.0]})  # as refit=
+    1
+    """
+
+    def __init__(
+        self, default: Mapping | int, margin: float = 1.0, metric: str | None = None
+    ) -> None:
+        self.default = default
+        self.margin = margin
+        self.metric = metric
+
+    def __repr__(self) -> str:
+        return (
+            f"PreferDefault(default={self.default!r}, margin={self.margin!r}, "
+            f"metric={self.metric!r})"
+        )
+
+    def _check(self) -> None:
+        if isinstance(self.default, bool) or not isinstance(self.default, Integral | Mapping):
+            raise TypeError(
+                f"default must be a dict of parameter values or a candidate index, "
+                f"got {type(self.default).__name__}"
+            )
+        if isinstance(self.default, Mapping) and not self.default:
+            raise ValueError("default must name at least one parameter")
+        margin = self.margin
+        if (
+            isinstance(margin, bool)
+            or not isinstance(margin, Real)
+            or not np.isfinite(margin)
+            or margin < 0
+        ):
+            raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+        if self.metric is not None and not isinstance(self.metric, str):
+            raise TypeError(f"metric must be a str or None, got {type(self.metric).__name__}")
+
+    def default_index(self, params: Sequence[Mapping]) -> int:
+        """The index of the default setting among ``params``.
+
+        Parameters
+        ----------
+        params : sequence of dict
+            The candidates, e.g. ``search.cv_results_["params"]``.
+
+        Returns
+        -------
+        index : int
+        """
+        self._check()
+        n = len(params)
+        if isinstance(self.default, Integral):
+            index = int(self.default)
+            if not 0 <= index < n:
+                raise ValueError(f"default index {index} is out of range for {n} candidates")
+            return index
+        matches = [
+            i
+            for i, candidate in enumerate(params)
+            if all(k in candidate and _same_value(candidate[k], v) for k, v in self.default.items())
+        ]
+        if len(matches) != 1:
+            shown = ", ".join(repr(dict(c)) for c in list(params)[:6])
+            more = f" (and {n - 6} more)" if n > 6 else ""
+            what = "no candidate" if not matches else f"{len(matches)} candidates"
+            raise ValueError(
+                f"{what} match the default {dict(self.default)!r}; it must match exactly "
+                f"one of: {shown}{more}"
+            )
+        return matches[0]
+
+    def select(self, params: Sequence[Mapping], scores: Sequence[float]) -> int:
+        """The chosen candidate for one set of scores.
+
+        Parameters
+        ----------
+        params : sequence of dict
+            The candidates.
+        scores : sequence of float
+            One score per candidate, higher is better; NaN marks a failed fit.
+
+        Returns
+        -------
+        index : int
+        """
+        scores = np.asarray(scores, dtype=float)
+        if scores.ndim != 1 or len(scores) != len(params):
+            raise ValueError(
+                f"need one score per candidate: {len(params)} candidates, scores of shape "
+                f"{scores.shape}"
+            )
+        index = self.default_index(params)
+        finite = np.isfinite(scores)
+        if not finite.any():
+            raise ValueError("every candidate failed (all scores are NaN or infinite)")
+        best = int(np.nanargmax(np.where(finite, scores, np.nan)))
+        if not finite[index]:
+            return best
+        return best if scores[best] - scores[index] > self.margin else index
+
+    def __call__(self, cv_results: Mapping) -> int:
+        """The candidate a search refits: its mean test score against the default.
+
+        Parameters
+        ----------
+        cv_results : dict
+            A search's ``cv_results_`` (``params`` and ``mean_test_<metric>``).
+
+        Returns
+        -------
+        index : int
+        """
+        return self.select(cv_results["params"], cv_results[_score_key(cv_results, self.metric)])
+
+
+def _score_key(results: Mapping, metric: str | None, kind: str = "mean") -> str:
+    """The ``cv_results_`` key of a metric's scores (``mean_test_score`` if unnamed)."""
+    name = "score" if metric is None else metric
+    key = f"{kind}_test_{name}"
+    if key in results:
+        return key
+    names = sorted(k[len("mean_test_") :] for k in results if k.startswith("mean_test_"))
+    hint = "; name one with metric=" if metric is None else ""
+    raise ValueError(f"no test scores named {name!r} in the search{hint}; known: {names}")
+
+
+def best_params_per_image(
+    search: Any, metric: str | None = None, *, prefer: PreferDefault | None = None
+) -> list[dict]:
     """The best setting of each image from a search run with :class:`PerImageCV`.
 
     Parameters
@@ -214,21 +418,27 @@ def best_params_per_image(search: Any, metric: str | None = None) -> list[dict]:
     search : GridSearchCV or RandomizedSearchCV
         A fitted search whose splits are one image each (``cv=PerImageCV()``).
     metric : str, optional
-        Name of the metric in a multi-metric search; default: the ``refit``
-        name when it is a string, else the single score.
+        Name of the metric in a multi-metric search; default: the metric of
+        ``prefer``, else the ``refit`` name when it is a string, else the
+        single score.
+    prefer : PreferDefault, optional
+        Choice rule applied to each image's scores; default: the search's
+        ``refit`` when that is a :class:`PreferDefault`, else the highest
+        score.
 
     Returns
     -------
     params : list of dict
-        ``params[i]`` is the candidate with the highest test score on image
-        ``i`` (NaN scores, from failed fits, are never chosen).
+        ``params[i]`` is the candidate chosen for image ``i``: the highest
+        test score on that image, or ``prefer``'s choice (NaN scores, from
+        failed fits, are never chosen).
 
     Examples
     --------
     >>> import numpy as np
     >>> from sklearn.base import BaseEstimator
     >>> from sklearn.model_selection import GridSearchCV
-    >>> from skdip.model_selection import PerImageCV, best_params_per_image
+    >>> from skdip.model_selection import PerImageCV, PreferDefault, best_params_per_image
     >>> class Toy(BaseEstimator):
     ...     def __init__(self, a=0.0):
     ...         self.a = a
@@ -240,26 +450,37 @@ def best_params_per_image(search: Any, metric: str | None = None) -> list[dict]:
     >>> search = GridSearchCV(Toy(), {"a": [0.0, 1.0]}, cv=PerImageCV(), refit=False)
     >>> best_params_per_image(search.fit(images))
     [{'a': 0.0}, {'a': 1.0}]
+    >>> best_params_per_image(search, prefer=PreferDefault({"a": 0.0}, margin=2.0))
+    [{'a': 0.0}, {'a': 0.0}]
     """
     results = getattr(search, "cv_results_", None)
     if results is None:
         raise ValueError("the search is not fitted: call its fit first")
+    refit = getattr(search, "refit", None)
+    if prefer is None and isinstance(refit, PreferDefault):
+        prefer = refit
+    if prefer is not None and not isinstance(prefer, PreferDefault):
+        raise TypeError(f"prefer must be a PreferDefault, got {type(prefer).__name__}")
     if metric is None:
-        refit = getattr(search, "refit", None)
-        metric = refit if isinstance(refit, str) else "score"
-    prefix, suffix = "split", f"_test_{metric}"
+        if prefer is not None and prefer.metric is not None:
+            metric = prefer.metric
+        elif isinstance(refit, str):
+            metric = refit
+    _score_key(results, metric)  # a clear error for an unknown metric
+    prefix, suffix = "split", f"_test_{'score' if metric is None else metric}"
     keys = [k for k in results if k.startswith(prefix) and k.endswith(suffix)]
-    if not keys:
-        names = sorted(k[len("mean_test_") :] for k in results if k.startswith("mean_test_"))
-        raise ValueError(f"no test scores named {metric!r} in the search; known: {names}")
     keys.sort(key=lambda k: int(k[len(prefix) : -len(suffix)]))
+    params = results["params"]
     chosen = []
     for key in keys:
         scores = np.asarray(results[key], dtype=float)
         if not np.isfinite(scores).any():
             raise ValueError(f"every candidate failed on split {key[len(prefix) : -len(suffix)]}")
-        best = int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))
-        chosen.append(dict(results["params"][best]))
+        if prefer is not None:
+            best = prefer.select(params, scores)
+        else:
+            best = int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))
+        chosen.append(dict(params[best]))
     return chosen
 
 

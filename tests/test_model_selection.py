@@ -1,11 +1,19 @@
+import pickle
+
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 
 import skdip._engine
 from skdip import DIPDenoiser, DIPInpainter, SkipNetwork
 from skdip.metrics import get_scorer
-from skdip.model_selection import FitImagesCV, PerImageCV, best_params_per_image
+from skdip.model_selection import (
+    FitImagesCV,
+    PerImageCV,
+    PreferDefault,
+    best_params_per_image,
+)
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 
@@ -160,3 +168,117 @@ def test_per_image_fit_params_are_sliced_and_the_fit_reused(count_fits):
     search.fit(images, mask=masks)
     assert len(count_fits) == 4
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+# ------------------------------------------------------------- PreferDefault
+PARAMS = [
+    {"generator": "skip-small", "lr": 0.01},
+    {"generator": "skip-small", "lr": 0.03},
+    {"generator": TINY, "lr": 0.01},
+]
+
+
+def test_prefer_default_keeps_the_default_within_the_margin():
+    rule = PreferDefault({"generator": "skip-small", "lr": 0.01}, margin=1.0)
+    assert rule.select(PARAMS, [0.0, 0.9, -5.0]) == 0
+    assert rule.select(PARAMS, [0.0, 1.1, -5.0]) == 1
+    assert rule.select(PARAMS, [-3.0, -2.5, -1.9]) == 2  # 1.1 better
+    # margin 0: the plain arg-max, a tie going to the default.
+    assert PreferDefault(1, margin=0.0).select(PARAMS, [0.5, 0.5, 0.1]) == 1
+    assert PreferDefault(0, margin=0.0).select(PARAMS, [0.5, 0.6, 0.1]) == 1
+
+
+def test_prefer_default_matches_partial_dicts_floats_and_generators():
+    # A clone of a generator object is the same setting; 1/30 written twice is the same float.
+    assert (
+        PreferDefault({"generator": TINY.__class__(**TINY.get_params())}).default_index(PARAMS) == 2
+    )
+    params = [{"reg_noise_std": 0.0}, {"reg_noise_std": 1 / 30}]
+    assert PreferDefault({"reg_noise_std": 1.0 / 30.0}).default_index(params) == 1
+    with pytest.raises(ValueError, match="2 candidates match the default"):
+        PreferDefault({"lr": 0.01}).default_index(PARAMS)
+    with pytest.raises(ValueError, match="no candidate match"):
+        PreferDefault({"lr": 0.02}).default_index(PARAMS)
+    with pytest.raises(ValueError, match="no candidate match"):
+        PreferDefault({"width": 8}).default_index(PARAMS)  # a key no candidate has
+
+
+def test_prefer_default_failed_fits():
+    rule = PreferDefault(0, margin=1.0)
+    # A failed default is replaced by the best candidate that did not fail.
+    assert rule.select(PARAMS, [np.nan, -0.5, -3.0]) == 1
+    # A failed challenger never wins, however the NaN compares.
+    assert rule.select(PARAMS, [0.0, np.nan, np.nan]) == 0
+    with pytest.raises(ValueError, match="every candidate failed"):
+        rule.select(PARAMS, [np.nan, np.nan, np.inf])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"default": "lr"}, TypeError, "default must be a dict"),
+        ({"default": True}, TypeError, "default must be a dict"),
+        ({"default": {}}, ValueError, "at least one parameter"),
+        ({"default": 3}, ValueError, "out of range for 3 candidates"),
+        ({"default": -1}, ValueError, "out of range"),
+        ({"default": 0, "margin": -0.1}, ValueError, "margin must be"),
+        ({"default": 0, "margin": np.nan}, ValueError, "margin must be"),
+        ({"default": 0, "margin": "1"}, ValueError, "margin must be"),
+        ({"default": 0, "metric": 3}, TypeError, "metric must be"),
+    ],
+)
+def test_prefer_default_rejects_bad_parameters(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        PreferDefault(**kwargs).select(PARAMS, [0.0, 0.0, 0.0])
+
+
+def test_prefer_default_needs_one_score_per_candidate():
+    with pytest.raises(ValueError, match="one score per candidate"):
+        PreferDefault(0).select(PARAMS, [0.0, 1.0])
+
+
+def test_prefer_default_as_refit_of_a_grid_search():
+    images = _images(2)
+    grid = {"lr": [0.005, 0.03], "reg_noise_std": [0.0, 0.05]}
+    plain = GridSearchCV(
+        _den(), grid, cv=FitImagesCV(), scoring=get_scorer("emv"), refit=False
+    ).fit(images)
+    scores = plain.cv_results_["mean_test_score"]
+    params = plain.cv_results_["params"]
+    best = int(np.argmax(scores))
+    default = next(i for i in range(4) if i != best)
+    gain = scores[best] - scores[default]
+    assert gain > 0
+    for margin, expected in [(gain / 2, best), (gain * 2, default)]:
+        rule = PreferDefault(dict(params[default]), margin=margin)
+        search = GridSearchCV(
+            _den(), grid, cv=FitImagesCV(), scoring=get_scorer("emv"), refit=rule
+        ).fit(images)
+        assert search.best_index_ == expected
+        assert search.best_params_ == params[expected]
+        assert search.best_estimator_.get_params()["lr"] == params[expected]["lr"]
+        # The search and its rule survive clone and pickle (the rule is a parameter).
+        assert repr(clone(search).refit) == repr(rule)
+        assert pickle.loads(pickle.dumps(search)).best_index_ == expected
+
+
+def test_prefer_default_multi_metric_and_per_image():
+    images = _images(3)
+    scoring = {"emv": get_scorer("emv"), "d": get_scorer("discrepancy")}
+    grid = {"lr": [0.005, 0.03], "reg_noise_std": [0.0, 0.05]}
+    rule = PreferDefault({"lr": 0.005, "reg_noise_std": 0.0}, margin=1e9, metric="d")
+    search = GridSearchCV(_den(), grid, cv=PerImageCV(), scoring=scoring, refit=rule)
+    search.fit(images)
+    assert search.best_index_ == 0
+    # The search's rule is used for each image: a huge margin keeps the default everywhere.
+    assert best_params_per_image(search) == [search.cv_results_["params"][0]] * 3
+    # margin 0 on the same search: the per-image arg-max of the named metric.
+    res = search.cv_results_
+    for metric in ("emv", "d"):
+        chosen = best_params_per_image(search, prefer=PreferDefault(0, 0.0, metric=metric))
+        for i, params in enumerate(chosen):
+            assert params == res["params"][int(np.argmax(res[f"split{i}_test_{metric}"]))]
+    with pytest.raises(ValueError, match="no test scores named 'score'.*metric="):
+        PreferDefault(0)(res)
+    with pytest.raises(TypeError, match="prefer must be a PreferDefault"):
+        best_params_per_image(search, prefer=0)
