@@ -16,15 +16,14 @@ run (an oracle) and of the last iterate.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import case_parser, save, start
 from skimage.draw import line
 from skimage.morphology import dilation, footprint_rectangle
 from skimage.restoration import inpaint_biharmonic
@@ -33,7 +32,6 @@ from skdip import DIPInpainter
 from skdip.datasets import load_image
 from skdip.metrics import psnr, ssim
 
-RESULTS = Path(__file__).parent / "results"
 IMAGES = {
     "camera": ("camera", True),
     "astronaut": ("astronaut", False),
@@ -138,29 +136,17 @@ def write_table(rows: list[dict], path: Path, args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", nargs="+", default=["camera", "astronaut"], choices=IMAGES)
+    parser = case_parser(__doc__.splitlines()[0], IMAGES, tag="inpaint", max_iter=1500)
     parser.add_argument("--masks", nargs="+", default=["random50", "text"])
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--generator", default="skip-small")
-    parser.add_argument("--max-iter", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tag", default="inpaint")
     args = parser.parse_args()
-    args.command = "python benchmarks/inpaint.py " + " ".join(sys.argv[1:])
-    torch.set_num_threads(args.threads)
-    RESULTS.mkdir(exist_ok=True)
+    start(args, "inpaint.py")
     rows = []
     for image in args.images:
         for mask in args.masks:
             row = run_case(image, mask, args.size, args.generator, args.max_iter, args.seed)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    with open(RESULTS / f"{args.tag}.jsonl", "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-    write_table(rows, RESULTS / f"{args.tag}.md", args)
+    save(rows, args, write_table)
 
 
 if __name__ == "__main__":

@@ -15,22 +15,20 @@ reference.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import case_parser, save, start
 from scipy.ndimage import median_filter
 
 from skdip import DIPReconstructor, SparseNoise
 from skdip.datasets import add_impulse_noise, load_image
 from skdip.metrics import psnr
 
-RESULTS = Path(__file__).parent / "results"
 IMAGES = {
     "camera": ("camera", True),
     "astronaut": ("astronaut", False),
@@ -106,20 +104,11 @@ def write_table(rows: list[dict], path: Path, args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", nargs="+", default=["camera", "astronaut"], choices=IMAGES)
+    parser = case_parser(__doc__.splitlines()[0], IMAGES, tag="sparse_noise", max_iter=1500)
     parser.add_argument("--amount", type=float, default=0.5)
     parser.add_argument("--lrs", nargs="+", type=float, default=[0.03])
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--generator", default="skip-small")
-    parser.add_argument("--max-iter", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tag", default="sparse_noise")
     args = parser.parse_args()
-    args.command = "python benchmarks/sparse_noise.py " + " ".join(sys.argv[1:])
-    torch.set_num_threads(args.threads)
-    RESULTS.mkdir(exist_ok=True)
+    start(args, "sparse_noise.py")
     rows = []
     for image in args.images:
         name, grey = IMAGES[image]
@@ -139,10 +128,7 @@ def main() -> None:
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
-    with open(RESULTS / f"{args.tag}.jsonl", "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-    write_table(rows, RESULTS / f"{args.tag}.md", args)
+    save(rows, args, write_table)
 
 
 if __name__ == "__main__":

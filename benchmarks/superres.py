@@ -15,15 +15,14 @@ PSNR over the run (an oracle) and the detection gap between them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import case_parser, save, start
 from skimage.transform import resize
 
 from skdip import DIPSuperResolver
@@ -31,7 +30,6 @@ from skdip.datasets import load_image
 from skdip.metrics import psnr, ssim
 from skdip.operators import Downsample
 
-RESULTS = Path(__file__).parent / "results"
 IMAGES = {
     "camera": ("camera", True),
     "astronaut": ("astronaut", False),
@@ -106,29 +104,17 @@ def write_table(rows: list[dict], path: Path, args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", nargs="+", default=["camera", "astronaut"], choices=IMAGES)
+    parser = case_parser(__doc__.splitlines()[0], IMAGES, tag="superres", max_iter=1000)
     parser.add_argument("--scales", nargs="+", type=int, default=[2, 4])
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--generator", default="skip-small")
-    parser.add_argument("--max-iter", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tag", default="superres")
     args = parser.parse_args()
-    args.command = "python benchmarks/superres.py " + " ".join(sys.argv[1:])
-    torch.set_num_threads(args.threads)
-    RESULTS.mkdir(exist_ok=True)
+    start(args, "superres.py")
     rows = []
     for image in args.images:
         for scale in args.scales:
             row = run_case(image, scale, args.size, args.generator, args.max_iter, args.seed)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    with open(RESULTS / f"{args.tag}.jsonl", "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-    write_table(rows, RESULTS / f"{args.tag}.md", args)
+    save(rows, args, write_table)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,51 @@
+"""Command-line and output plumbing shared by the per-method benchmark scripts.
+
+The scripts run as ``python benchmarks/<name>.py``, so this folder is on
+``sys.path`` and they import this module as ``_common``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def case_parser(
+    description: str, images: dict, *, tag: str, max_iter: int
+) -> argparse.ArgumentParser:
+    """A parser with the options every per-method benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--images", nargs="+", default=["camera", "astronaut"], choices=images)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--generator", default="skip-small")
+    parser.add_argument("--max-iter", type=int, default=max_iter)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default=tag)
+    return parser
+
+
+def start(args: argparse.Namespace, script: str) -> None:
+    """Record the command line (for the results header) and set the torch threads."""
+    args.command = f"python benchmarks/{script} " + " ".join(sys.argv[1:])
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(exist_ok=True)
+
+
+def save(
+    rows: list[dict],
+    args: argparse.Namespace,
+    write_table: Callable[[list[dict], Path, argparse.Namespace], None],
+) -> None:
+    """Write the rows as ``results/<tag>.jsonl`` and their table as ``<tag>.md``."""
+    with open(RESULTS / f"{args.tag}.jsonl", "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    write_table(rows, RESULTS / f"{args.tag}.md", args)
