@@ -235,7 +235,7 @@ class PreferDefault:
     """Choose a default setting unless another one scores clearly better.
 
     A single DIP fit is noisy: two seeds of the same setting give no-reference
-    scores about 0.4 dB apart at the median and more than 1 dB apart in a
+    scores about 0.4 dB apart at the median and about 1 dB or more apart in a
     quarter of the cases (``benchmarks/results/selection_*.md``). Taking the
     arg-max of such scores sometimes trades a sound default for a setting that
     only scored better by chance. This rule keeps ``default`` unless the best
