@@ -287,6 +287,48 @@ def test_noise_level_with_missing_pixels_uses_the_observed_blocks():
         _observed_noise_var(np.full((8, 8, 1), np.nan))
 
 
+def test_wavelet_noise_level_of_white_noise_on_an_image():
+    from skdip.metrics._scorers import _noise_var, _wavelet_noise_sigma
+
+    camera = load_image("camera", size=96)
+    # Image content barely reaches the finest diagonal sub-band (the clean image reads as
+    # sigma 0.004), so the estimate is close from moderate noise levels on.
+    assert _wavelet_noise_sigma(camera) < 0.01
+    for sigma in (0.05, 0.1, 0.2):
+        noisy = camera + sigma * np.random.default_rng(1).standard_normal(camera.shape)
+        assert _wavelet_noise_sigma(noisy) == pytest.approx(sigma, rel=0.1)
+        assert np.sqrt(_noise_var(noisy[..., None], None, 1.0)) == pytest.approx(sigma, rel=0.15)
+    # Channels are estimated one by one and averaged, on the fitting scale.
+    pair = np.stack(
+        [
+            camera + 0.02 * np.random.default_rng(2).standard_normal(camera.shape),
+            camera + 0.06 * np.random.default_rng(3).standard_normal(camera.shape),
+        ],
+        -1,
+    )
+    both = [_wavelet_noise_sigma(pair[..., c]) for c in range(2)]
+    assert np.sqrt(_noise_var(pair, None, 1.0)) == pytest.approx(np.mean(both))
+    # A constant image has no noise (rounding only), and the variance is floored, not NaN.
+    assert _wavelet_noise_sigma(np.full((8, 8), 0.3)) < 1e-12
+    assert _wavelet_noise_sigma(np.zeros((8, 8))) == 0.0
+    assert 0 < _noise_var(np.full((8, 8, 1), 0.3), None, 1.0) <= 1e-12
+
+
+def test_wavelet_noise_level_is_scikit_images_estimate():
+    # Only where PyWavelets is installed (it is not an skdip dependency).
+    pytest.importorskip("pywt")
+    from skimage.restoration import estimate_sigma
+
+    from skdip.metrics._scorers import _wavelet_noise_sigma
+
+    rng = np.random.default_rng(0)
+    for shape in [(2, 2), (5, 4), (16, 16), (17, 23), (64, 64)]:
+        image = rng.random(shape)
+        assert _wavelet_noise_sigma(image) == pytest.approx(estimate_sigma(image), rel=1e-12)
+    saturated = np.clip(0.9 + 0.2 * rng.standard_normal((32, 32)), 0, 1)
+    assert _wavelet_noise_sigma(saturated) == pytest.approx(estimate_sigma(saturated), rel=1e-12)
+
+
 # ------------------------------------------------------------------ whiteness
 def test_residual_structure_is_zero_for_white_noise_and_large_for_image_detail():
     from skdip.metrics._scorers import _residual_structure
