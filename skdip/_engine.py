@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from sklearn.base import clone
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._warnings import warn
 from .operators import ForwardOperator, Identity
@@ -150,6 +149,36 @@ class _Optimizers:
             opt.load_state_dict(state)
 
 
+class _NoProgressBar:
+    """Stands in for a progress bar when none is shown (no tqdm needed)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **values: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, description: str, verbose: bool):
+    """A tqdm bar when ``verbose``; tqdm is an optional extra, needed only then.
+
+    Raised before the first step, so a missing tqdm costs no work.
+    """
+    if not verbose:
+        return _NoProgressBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as exc:
+        raise ImportError(
+            "verbose=True shows a progress bar, which needs tqdm: pip install "
+            "'skdip[progress]' (or pip install tqdm), or leave verbose=False"
+        ) from exc
+    return tqdm(total=total, desc=description, leave=False)
+
+
 def fit_model(
     model: nn.Module,
     target: torch.Tensor,
@@ -238,7 +267,7 @@ def fit_model(
     snapshot_loss = min_loss = math.inf
     n_steps = 0
     start_time = time.perf_counter()
-    bar = tqdm(total=max_iter, desc=description, disable=not verbose, leave=False)
+    bar = _progress_bar(max_iter, description, verbose)
     model.train()
     try:
         # Iterations count accepted steps only; a step rejected by the divergence
@@ -438,7 +467,7 @@ def fit_batch(
     results: list[FitResult | None] = [None] * n
     start_time = time.perf_counter()
     longest = max(c["max_iter"] for c in cfg)
-    bar = tqdm(total=longest, desc=description, disable=not verbose, leave=False)
+    bar = _progress_bar(longest, description, verbose)
 
     def finish(rows: list[int]) -> None:
         elapsed = time.perf_counter() - start_time

@@ -444,3 +444,19 @@ def test_fit_candidates_records_reference_psnr_and_checks_y():
         assert all(len(h["psnr"]) == est.n_iter_[0] for h in est.history_)
     with pytest.raises(ValueError, match="y holds 1 images"):
         fit_candidates(_candidate_base(), X, GRID[:2], y=clean[:1])
+
+
+def test_batched_run_shows_one_progress_bar(capsys):
+    pytest.importorskip("tqdm")
+    images = np.random.default_rng(0).random((2, 16, 16, 1))  # two grey images
+    den = DIPDenoiser(
+        generator=TINY,
+        max_iter=4,
+        early_stopping=None,
+        batch_size=2,
+        verbose=True,
+        random_state=0,
+        device="cpu",
+    ).fit(images)
+    assert den.reconstruction_.shape == (2, 16, 16, 1)
+    assert "2 fits" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -320,3 +321,34 @@ def test_sgd_parameter_groups_take_plain_steps_and_are_slowed_by_the_guard():
             max_iter=1,
             param_groups=[{"params": [nn.Parameter(torch.zeros(1))], "optimizer": "lbfgs"}],
         )
+
+
+# --------------------------------------------------------------- progress bar
+def test_verbose_shows_a_progress_bar(capsys):
+    pytest.importorskip("tqdm")
+    model, target = _problem()
+    fit_model(model, target, loss=get_loss("mse"), max_iter=5, verbose=True, description="tiny")
+    assert "tiny" in capsys.readouterr().err
+    model, target = _problem()
+    fit_model(model, target, loss=get_loss("mse"), max_iter=5, verbose=False, description="tiny")
+    assert "tiny" not in capsys.readouterr().err
+
+
+def test_progress_bar_needs_tqdm_only_when_verbose(monkeypatch):
+    # tqdm is an optional extra: without it, quiet fits run and verbose ones say what is
+    # missing before the first step.
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    model, target = _problem()
+    assert fit_model(model, target, loss=get_loss("mse"), max_iter=3).n_iter == 3
+    steps = []
+    with pytest.raises(ImportError, match=r"skdip\[progress\]"):
+        fit_model(
+            model,
+            target,
+            loss=get_loss("mse"),
+            max_iter=3,
+            verbose=True,
+            callback=lambda it, loss, x: steps.append(it),
+        )
+    assert steps == []

@@ -293,7 +293,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         Seeds both networks, their input codes and the perturbations. The
         same seed gives identical results on the CPU.
     verbose : bool or int, default=False
-        Show a progress bar.
+        Show a progress bar (needs tqdm: the ``progress`` extra).
     callback : callable, default=None
         ``callback(iteration, loss, estimate)`` after every step, with
         ``estimate`` the aligned ``(1, C, H, W)`` image on the fitting device;

@@ -77,7 +77,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         Seeds the network weights, its input code and the perturbations. The
         same seed gives identical results on the CPU.
     verbose : bool or int, default=False
-        Show a progress bar with the loss and the stopping signal.
+        Show a progress bar with the loss and the stopping signal (needs
+        tqdm: the ``progress`` extra).
     callback : callable, default=None
         ``callback(iteration, loss, estimate)`` after every step, with
         ``estimate`` a ``(1, C, H, W)`` tensor on the fitting device; returning

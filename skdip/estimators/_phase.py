@@ -305,7 +305,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         start of every restart. The same seed gives identical results on the
         CPU.
     verbose : bool or int, default=False
-        Show a progress bar.
+        Show a progress bar (needs tqdm: the ``progress`` extra).
     callback : callable, default=None
         ``callback(iteration, loss, estimate)`` after every step (the
         estimate is normalised: real/imaginary channels for complex objects).

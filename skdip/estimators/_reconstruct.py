@@ -68,7 +68,7 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         Seeds the network, its input code and the perturbations; the same
         seed gives identical results on the CPU.
     verbose : bool or int, default=False
-        Show a progress bar.
+        Show a progress bar (needs tqdm: the ``progress`` extra).
     callback : callable, default=None
         ``callback(iteration, loss, estimate)`` after every step; returning
         True stops the fit.
