@@ -393,8 +393,25 @@ class PreferDefault:
         Returns
         -------
         index : int
+
+        Raises
+        ------
+        ValueError or TypeError
+            When the default or the metric does not fit the search, or every
+            fit failed. scikit-learn calls the rule after all fits and drops
+            its results when it raises, so the error carries them: its
+            ``cv_results`` attribute is the search's ``cv_results_``.
         """
-        return self.select(cv_results["params"], cv_results[_score_key(cv_results, self.metric)])
+        try:
+            scores = cv_results[_score_key(cv_results, self.metric)]
+            return self.select(cv_results["params"], scores)
+        except (TypeError, ValueError) as exc:
+            error = type(exc)(
+                f"{exc} (the search's fits are not lost: this error's cv_results attribute "
+                "holds its cv_results_)"
+            )
+            error.cv_results = cv_results
+            raise error from exc
 
 
 def _score_key(results: Mapping, metric: str | None, kind: str = "mean") -> str:

@@ -282,3 +282,21 @@ def test_prefer_default_multi_metric_and_per_image():
         PreferDefault(0)(res)
     with pytest.raises(TypeError, match="prefer must be a PreferDefault"):
         best_params_per_image(search, prefer=0)
+
+
+def test_prefer_default_errors_keep_the_searchs_results():
+    # scikit-learn calls refit after every fit and drops cv_results_ when it raises.
+    images = _images(1)
+    search = GridSearchCV(
+        _den(),
+        {"lr": [0.005, 0.03]},
+        cv=FitImagesCV(),
+        scoring=get_scorer("emv"),
+        refit=PreferDefault({"lr": 0.01}),  # a default the grid does not hold
+    )
+    with pytest.raises(ValueError, match="no candidate match.*not lost") as info:
+        search.fit(images)
+    assert not hasattr(search, "cv_results_")
+    kept = info.value.cv_results
+    assert [p["lr"] for p in kept["params"]] == [0.005, 0.03]
+    assert np.isfinite(kept["mean_test_score"]).all()
