@@ -165,7 +165,7 @@ class _NoProgressBar:
 def _progress_bar(total: int, description: str, verbose: bool):
     """A tqdm bar when ``verbose``; tqdm is an optional extra, needed only then.
 
-    Raised before the first step, so a missing tqdm costs no work.
+    A missing tqdm is reported before the first step, so it costs no work.
     """
     if not verbose:
         return _NoProgressBar()
