@@ -696,6 +696,15 @@ def _check_stackable(models: list[nn.Module]) -> None:
                         f"member {k} differs from member 0 in the tensor attribute {name!r} "
                         f"of {type(a).__name__}, which a batched fit cannot stack"
                     )
+        # Settings that are neither tensors nor module types (a LeakyReLU's slope, a
+        # padding mode) show in extra_repr; the networks run as member 0's template.
+        for a, b in zip(first.network.modules(), model.network.modules(), strict=True):
+            if a.extra_repr() != b.extra_repr():
+                raise ValueError(
+                    f"member {k}'s network differs from member 0's in a {type(a).__name__} "
+                    f"({b.extra_repr()} instead of {a.extra_repr()}): such networks cannot "
+                    "be fitted in one batch"
+                )
     if not isinstance(first, DIPModel):
         raise ValueError(f"fit_batch needs DIPModel members, got {type(first).__name__}")
 

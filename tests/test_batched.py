@@ -214,6 +214,19 @@ def test_members_must_share_their_shapes():
         fit_batch([], [], loss=MSE, max_iter=2)
 
 
+def test_members_must_share_the_networks_settings():
+    # Same parameter shapes and module types, another LeakyReLU slope: member 0's network
+    # is the template of the batched run, so the difference must not pass silently.
+    other = _model(1)
+    slopes = [m for m in other.network.modules() if isinstance(m, torch.nn.LeakyReLU)]
+    assert slopes
+    slopes[0].negative_slope = 0.05
+    with pytest.raises(ValueError, match="network differs from member 0's in a LeakyReLU"):
+        fit_batch([_model(0), other], [_target(0), _target(1)], loss=MSE, max_iter=2)
+    # Operators may differ in their data (masks) but not the networks: this one runs.
+    fit_batch([_model(0), _model(1)], [_target(0), _target(1)], loss=MSE, max_iter=2)
+
+
 def test_batches_group_images_by_shape():
     shapes = [(8, 8, 1), (9, 9, 1), (8, 8, 1), (8, 8, 1), (9, 9, 1)]
     assert _batches(shapes, 1) == [[0], [1], [2], [3], [4]]
