@@ -599,12 +599,7 @@ def fit_candidates(
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
             entries = [entry for _, entry in chunk]
-            device = entries[0][0]._device
-            if len(entries) == 1:
-                est, i, image, ref, extra, seed = entries[0]
-                out = [est._fit_single(image, ref, extra, seed, i, n, device)]
-            else:
-                out = _fit_together(entries, n, device, strict=False)
+            out = _fit_together(entries, n, entries[0][0]._device, strict=False)
             for (k, entry), result in zip(chunk, out, strict=True):
                 results[(k, entry[1])] = result
     for k, est in enumerate(fitted):

@@ -203,9 +203,12 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         )
 
     def _fit_single(self, image, reference, extra, seed, index, n_images, device) -> dict:
-        scaling, model, target, fit_kwargs, ref_tensor = self._prepare(
-            image, reference, extra, seed, device
-        )
+        prepared = self._prepare(image, reference, extra, seed, device)
+        return self._fit_prepared(prepared, image, extra, seed, index, n_images)
+
+    def _fit_prepared(self, prepared, image, extra, seed, index, n_images) -> dict:
+        """Fit one observation whose model :meth:`_prepare` built, on its own."""
+        scaling, model, target, fit_kwargs, ref_tensor = prepared
         label = type(self).__name__ + (f" [{index + 1}/{n_images}]" if n_images > 1 else "")
         kwargs = self._engine_kwargs(label, ref_tensor, seed + 1)
         kwargs.update(fit_kwargs)
@@ -468,7 +471,7 @@ def _fit_together(entries: list[tuple], n_images: int, device, strict: bool = Tr
     The estimators may differ in any setting the engine takes per member
     (learning rate, input noise, stopping rule, ...), not in architecture.
     Members whose model cannot be stacked raise a ValueError when ``strict``;
-    otherwise the entries are fitted one after another.
+    otherwise the entries are fitted one after another, as is a single entry.
     """
     prepared = [
         est._prepare(image, reference, extra, seed, device)
@@ -487,15 +490,13 @@ def _fit_together(entries: list[tuple], n_images: int, device, strict: bool = Tr
             + (" with its own optimiser settings" if fit_kwargs else "")
             + "); use batch_size=1"
         )
+    if not plain or len(entries) == 1:
+        return [
+            est._fit_prepared(p, image, extra, seed, i, n_images)
+            for (est, i, image, _, extra, seed), p in zip(entries, prepared, strict=True)
+        ]
     name = type(entries[0][0]).__name__
     results = []
-    if not plain:
-        for (est, i, image, _, extra, seed), p in zip(entries, prepared, strict=True):
-            label = name + (f" [{i + 1}/{n_images}]" if n_images > 1 else "")
-            kwargs = est._engine_kwargs(label, p[4], seed + 1)
-            kwargs.update(p[3])
-            results.append(est._complete(fit_model(p[1], p[2], **kwargs), p[0], image, extra))
-        return results
     first, last = entries[0][1] + 1, entries[-1][1] + 1
     label = f"{name} [{len(entries)} fits, images {first}-{last}/{n_images}]"
     own = [est._engine_kwargs(label) for est, *_ in entries]
