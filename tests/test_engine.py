@@ -31,6 +31,17 @@ class _Pixels(nn.Module):
         return self.x, self.x
 
 
+def _mse_scaled(factor):
+    """MSE whose value at its k-th call (from 1) is multiplied by ``factor(k)``."""
+    calls = [0]
+
+    def loss(pred, tgt):
+        calls[0] += 1
+        return (pred - tgt).square().mean() * factor(calls[0])
+
+    return loss
+
+
 def test_fit_reduces_the_loss_and_records_history():
     model, target = _problem()
     result = fit_model(model, target, loss=get_loss("mse"), max_iter=40, lr=0.01)
@@ -105,12 +116,7 @@ def test_averaging_returns_the_exponential_average():
 def test_nan_loss_rolls_back_and_halves_the_learning_rate():
     model = _Pixels()
     target = torch.ones(1, 1, 4, 4)
-    calls = {"n": 0}
-
-    def flaky_mse(pred, tgt):
-        calls["n"] += 1
-        value = (pred - tgt).square().mean()
-        return value * float("nan") if calls["n"] == 8 else value
+    flaky_mse = _mse_scaled(lambda call: float("nan") if call == 8 else 1.0)
 
     result = fit_model(model, target, loss=flaky_mse, max_iter=20, lr=0.1, checkpoint_every=5)
     events = result.history["divergences"]
@@ -125,12 +131,7 @@ def test_nan_loss_rolls_back_and_halves_the_learning_rate():
 def test_exploding_loss_is_caught_and_repeated_divergence_stops():
     model = _Pixels()
     target = torch.ones(1, 1, 4, 4)
-    calls = {"n": 0}
-
-    def exploding(pred, tgt):
-        calls["n"] += 1
-        value = (pred - tgt).square().mean()
-        return value * 1e6 if calls["n"] > 5 else value
+    exploding = _mse_scaled(lambda call: 1e6 if call > 5 else 1.0)
 
     with pytest.warns(RuntimeWarning, match="diverged"):
         result = fit_model(
@@ -227,12 +228,7 @@ def test_bad_averaging_monitor():
 def test_an_early_overshoot_is_not_taken_for_divergence():
     model = _Pixels()
     target = torch.ones(1, 1, 4, 4)
-    calls = {"n": 0}
-
-    def overshooting(pred, tgt):
-        calls["n"] += 1
-        value = (pred - tgt).square().mean()
-        return value * 100 if calls["n"] == 3 else value
+    overshooting = _mse_scaled(lambda call: 100 if call == 3 else 1.0)
 
     result = fit_model(model, target, loss=overshooting, max_iter=20, checkpoint_every=10)
     assert result.history["divergences"] == []
@@ -265,12 +261,7 @@ def test_a_minimum_at_the_first_checked_step_is_flagged():
 def test_repeated_divergences_within_one_interval_keep_halving_the_rate():
     model = _Pixels()
     target = torch.ones(1, 1, 4, 4)
-    calls = {"n": 0}
-
-    def twice_nan(pred, tgt):
-        calls["n"] += 1
-        value = (pred - tgt).square().mean()
-        return value * float("nan") if calls["n"] in (8, 9) else value
+    twice_nan = _mse_scaled(lambda call: float("nan") if call in (8, 9) else 1.0)
 
     result = fit_model(model, target, loss=twice_nan, max_iter=20, lr=0.1, checkpoint_every=5)
     events = result.history["divergences"]
@@ -299,12 +290,7 @@ def test_sgd_parameter_groups_take_plain_steps_and_are_slowed_by_the_guard():
     # Adam's first step moves a by its learning rate whatever the gradient's size.
     torch.testing.assert_close(model.a.detach(), torch.full((1, 1, 4, 4), 0.01))
 
-    calls = {"n": 0}
-
-    def flaky(pred, tgt):
-        calls["n"] += 1
-        value = (pred - tgt).square().mean()
-        return value * float("nan") if calls["n"] == 4 else value
+    flaky = _mse_scaled(lambda call: float("nan") if call == 4 else 1.0)
 
     model = _TwoParts()
     groups = [{"params": [model.a]}, {"params": [model.b], "lr": 0.5, "optimizer": "sgd"}]
