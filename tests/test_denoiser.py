@@ -335,6 +335,22 @@ def test_n_jobs_gives_the_same_result_as_sequential():
         np.testing.assert_array_equal(a, b)
 
 
+def test_parallel_fits_spread_over_the_visible_gpus(monkeypatch):
+    # Device assignment only (no GPU needed): one device per batch, round robin.
+    import torch
+
+    from skdip.estimators._base import _worker_devices
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    spread = _worker_devices(torch.device("cuda"), 5)
+    assert spread == [torch.device("cuda", i) for i in (0, 1, 2, 0, 1)]
+    # A device the user pinned, and the CPU, are kept for every worker.
+    assert _worker_devices(torch.device("cuda", 1), 2) == [torch.device("cuda", 1)] * 2
+    assert _worker_devices(torch.device("cpu"), 2) == [torch.device("cpu")] * 2
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert _worker_devices(torch.device("cuda"), 2) == [torch.device("cuda")] * 2
+
+
 def test_fitted_state_holds_no_torch_tensors():
     # A model fitted on a GPU must unpickle on a CPU-only machine: fitted state
     # is NumPy and plain Python only.
