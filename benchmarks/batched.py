@@ -4,13 +4,15 @@ Run by hand (not in CI)::
 
     python benchmarks/batched.py                       # the device "auto" picks
     python benchmarks/batched.py --device cpu --threads 1
+    python benchmarks/batched.py --summary cuda        # rebuild the .md from the .jsonl
 
 For each image size and batch size K, K noisy bundled images are denoised
 with a fixed number of steps (``early_stopping=None``, so both runs do the
 same work) by ``batch_size=1`` and by ``batch_size=K``; wall times, the
 speed-up and the largest difference between the two reconstructions are
-written to ``benchmarks/results/batched_<device>.md`` (and ``.jsonl``; on a CPU the
-device tag holds the thread count, e.g. ``cpu_t2``).
+appended to ``benchmarks/results/batched_<device>.jsonl`` row by row (on a CPU the
+device tag holds the thread count, e.g. ``cpu_t2``), and the ``.md`` beside it
+is rebuilt from all its rows.
 The batched run vectorises the K networks with ``torch.func.vmap``; it is
 meant for GPUs, where small images leave most of the device idle.
 """
@@ -59,6 +61,53 @@ def _timed(estimator: DIPDenoiser, X: np.ndarray, device: torch.device) -> tuple
     return time.perf_counter() - t0, out
 
 
+def _command(args) -> str:
+    return (
+        f"python benchmarks/batched.py --device {args.device}"
+        + (f" --threads {args.threads}" if args.threads else "")
+        + f" --sizes {' '.join(map(str, args.sizes))} --batch-sizes "
+        f"{' '.join(map(str, args.batch_sizes))} --steps {args.steps} --repeats {args.repeats}"
+    )
+
+
+def write_summary(tag: str) -> str:
+    """Rebuild ``batched_<tag>.md`` from every row of ``batched_<tag>.jsonl``."""
+    rows = [json.loads(line) for line in (RESULTS / f"batched_{tag}.jsonl").open()]
+    name, device_type = rows[-1]["device"], rows[-1]["device_type"]
+    commands = list(dict.fromkeys(r["command"] for r in rows if "command" in r))
+    versions = sorted({r["torch"] for r in rows})
+    lines = [
+        f"# Batched fitting on {name} ({device_type})",
+        "",
+        "Commands: "
+        + "; ".join(f"`{c}`" for c in commands)
+        + f". torch {', '.join(versions)}, {rows[-1]['threads']} CPU thread(s). Generator "
+        f"`{rows[-1]['generator']}`, a fixed number of steps per image (no early stopping), "
+        "grey images with Gaussian noise 25/255. Best of the repeats, wall time of "
+        "`fit_transform` for the whole batch.",
+        "",
+        "| size | images | steps | one after another (s) | batched (s) | speed-up | "
+        "PSNR one / batched (dB) | max / mean abs diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["size"], r["images"])):
+        lines.append(
+            f"| {r['size']}x{r['size']} | {r['images']} | {r['steps']} | "
+            f"{r['sequential_s']:.2f} | {r['batched_s']:.2f} | {r['speedup']:.2f} | "
+            f"{r['psnr_sequential']:.2f} / {r['psnr_batched']:.2f} | "
+            f"{r['max_abs_diff']:.1e} / {r['mean_abs_diff']:.1e} |"
+        )
+    lines += [
+        "",
+        "The difference between the two reconstructions is float32 rounding (the batched "
+        "convolutions sum in another order), amplified by Adam over the steps; in float64 the "
+        "two runs agree to 1e-10 (tests/test_batched.py).",
+    ]
+    text = "\n".join(lines) + "\n"
+    (RESULTS / f"batched_{tag}.md").write_text(text)
+    return text
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
@@ -68,7 +117,16 @@ def main(argv=None) -> None:
     parser.add_argument("--generator", default="skip-small")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--summary",
+        metavar="TAG",
+        default=None,
+        help="only rebuild results/batched_TAG.md from its .jsonl (e.g. cuda)",
+    )
     args = parser.parse_args(argv)
+    if args.summary:
+        print(write_summary(args.summary))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -78,7 +136,6 @@ def main(argv=None) -> None:
         name = f"{platform.machine()} CPU, {os.cpu_count()} cores"
     tag = device.type if device.type == "cuda" else f"cpu_t{torch.get_num_threads()}"
     RESULTS.mkdir(exist_ok=True)
-    rows = []
     for size in args.sizes:
         for k in args.batch_sizes:
             X, clean = _batch(size, k)
@@ -110,6 +167,7 @@ def main(argv=None) -> None:
                 "size": size,
                 "images": k,
                 "steps": args.steps,
+                "repeats": args.repeats,
                 "sequential_s": min(seq),
                 "batched_s": min(bat),
                 "speedup": min(seq) / min(bat),
@@ -118,42 +176,13 @@ def main(argv=None) -> None:
                 "psnr_sequential": _mean_psnr(clean, out_seq),
                 "psnr_batched": _mean_psnr(clean, out_bat),
                 "torch": torch.__version__,
+                "command": _command(args),
             }
-            rows.append(row)
+            # Written row by row: a run stopped part-way keeps what it measured.
+            with (RESULTS / f"batched_{tag}.jsonl").open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
-    with (RESULTS / f"batched_{tag}.jsonl").open("a") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-    lines = [
-        f"# Batched fitting on {name} ({device.type})",
-        "",
-        f"Command: `python benchmarks/batched.py --device {args.device}"
-        + (f" --threads {args.threads}" if args.threads else "")
-        + f" --sizes {' '.join(map(str, args.sizes))} --batch-sizes "
-        f"{' '.join(map(str, args.batch_sizes))} --steps {args.steps} --repeats {args.repeats}`; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s). "
-        f"Generator `{args.generator}`, {args.steps} steps per image (no early stopping), grey "
-        "images with Gaussian noise 25/255. Best of the repeats, wall time of `fit_transform` "
-        "for the whole batch.",
-        "",
-        "| size | images | one after another (s) | batched (s) | speed-up | PSNR one / batched "
-        "(dB) | max / mean abs diff |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['size']}x{r['size']} | {r['images']} | {r['sequential_s']:.2f} | "
-            f"{r['batched_s']:.2f} | {r['speedup']:.2f} | {r['psnr_sequential']:.2f} / "
-            f"{r['psnr_batched']:.2f} | {r['max_abs_diff']:.1e} / {r['mean_abs_diff']:.1e} |"
-        )
-    lines += [
-        "",
-        "The difference between the two reconstructions is float32 rounding (the batched "
-        "convolutions sum in another order), amplified by Adam over the steps; in float64 the "
-        "two runs agree to 1e-10 (tests/test_batched.py).",
-    ]
-    (RESULTS / f"batched_{tag}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_summary(tag))
 
 
 if __name__ == "__main__":
