@@ -55,6 +55,28 @@ def test_fit_reduces_the_loss_and_records_history():
     assert np.isfinite(result.history["signal"][1:]).all()
 
 
+def test_the_fit_is_plain_adam_on_the_loss():
+    # The engine's steps are those of a bare PyTorch loop with torch.optim.Adam
+    # (default per-tensor implementation): same numbers, bit for bit.
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(1, 1, 16, 16, generator=g)
+
+    def model():
+        return DIPModel(TINY.build((16, 16), 1, seed=0), None, 0.0)
+
+    result = fit_model(model(), target, loss=get_loss("mse"), max_iter=12, lr=0.02)
+    bare = model()
+    opt = torch.optim.Adam(bare.parameters(), lr=0.02, foreach=False)
+    for _ in range(12):
+        opt.zero_grad(set_to_none=True)
+        x, prediction = bare(None)
+        nn.functional.mse_loss(prediction, target).backward()
+        opt.step()
+    # ``last`` is the iterate of the last step (computed before its update).
+    torch.testing.assert_close(result.last, x.detach(), rtol=0, atol=0)
+    assert result.n_iter == 12
+
+
 def test_same_seed_same_result_and_different_seed_differs():
     runs = []
     for seed in (0, 0, 1):
