@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
 from skdip import (
     BlindDeblurrer,
@@ -394,6 +395,21 @@ def test_fit_candidates_falls_back_for_settings_that_cannot_batch():
         for a, b in zip(alone.reconstruction_, est.reconstruction_, strict=True):
             np.testing.assert_array_equal(a, b)
         assert est.sparse_noise_[0].shape == (12, 12, 1)
+
+
+def test_fit_candidates_batches_settings_that_change_the_model_shape_apart(monkeypatch):
+    import skdip.estimators._base as base
+
+    y = _images()[0][:8, :8]
+    sr = DIPSuperResolver(generator=TINY, max_iter=4, early_stopping=None, random_state=0)
+    grid = [{"scale": 2}, {"scale": 3}, {"scale": 2, "lr": 0.02}]
+    batches = _spy(monkeypatch, base, "fit_batch")
+    fitted = fit_candidates(sr, y, grid)
+    # The two scale-2 settings in one run, the scale-3 one alone.
+    assert batches == [2]
+    assert [est.reconstruction_.shape for est in fitted] == [(16, 16, 1), (24, 24, 1), (16, 16, 1)]
+    alone = clone(sr).set_params(scale=3).fit(y)
+    np.testing.assert_array_equal(fitted[1].reconstruction_, alone.reconstruction_)
 
 
 def test_fit_candidates_rejects_bad_calls():

@@ -23,7 +23,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .._engine import DIPModel, FitResult, fit_batch, fit_model, resolve_device
+from .._engine import (
+    DIPModel,
+    FitResult,
+    _check_stackable,
+    fit_batch,
+    fit_model,
+    resolve_device,
+)
 from .._validation import check_images, images_digest, is_target_vector, to_numpy, to_tensor
 from .._warnings import warn
 from ..generators import BaseGenerator, get_generator
@@ -466,12 +473,14 @@ _MEMBER_SETTINGS = (
 
 
 def _fit_together(entries: list[tuple], n_images: int, device, strict: bool = True) -> list[dict]:
-    """Fit ``(estimator, index, image, reference, extra, seed)`` entries in one batched run.
+    """Fit ``(estimator, index, image, reference, extra, seed)`` entries in batched runs.
 
     The estimators may differ in any setting the engine takes per member
     (learning rate, input noise, stopping rule, ...), not in architecture.
     Members whose model cannot be stacked raise a ValueError when ``strict``;
-    otherwise the entries are fitted one after another, as is a single entry.
+    otherwise they are fitted in as few batched runs as their models allow
+    (models of another shape, e.g. another super-resolution scale, run
+    apart), and models that never stack are fitted one after another.
     """
     prepared = [
         est._prepare(image, reference, extra, seed, device)
@@ -490,13 +499,44 @@ def _fit_together(entries: list[tuple], n_images: int, device, strict: bool = Tr
             + (" with its own optimiser settings" if fit_kwargs else "")
             + "); use batch_size=1"
         )
-    if not plain or len(entries) == 1:
-        return [
-            est._fit_prepared(p, image, extra, seed, i, n_images)
-            for (est, i, image, _, extra, seed), p in zip(entries, prepared, strict=True)
-        ]
+    if not plain:
+        groups = [[k] for k in range(len(entries))]
+    elif strict:
+        groups = [list(range(len(entries)))]
+    else:
+        groups = _stackable_groups([p[1] for p in prepared])
+    results: list[dict | None] = [None] * len(entries)
+    for group in groups:
+        if len(group) == 1:
+            (k,) = group
+            est, i, image, _, extra, seed = entries[k]
+            results[k] = est._fit_prepared(prepared[k], image, extra, seed, i, n_images)
+            continue
+        fitted = _fit_stacked([entries[k] for k in group], [prepared[k] for k in group], n_images)
+        for k, result in zip(group, fitted, strict=True):
+            results[k] = result
+    return results
+
+
+def _stackable_groups(models: list[DIPModel]) -> list[list[int]]:
+    """Indices of ``models`` in groups that one batched run can fit, in order."""
+    groups: list[list[int]] = []
+    for k, model in enumerate(models):
+        for group in groups:
+            try:
+                _check_stackable([models[group[0]], model])
+            except ValueError:
+                continue
+            group.append(k)
+            break
+        else:
+            groups.append([k])
+    return groups
+
+
+def _fit_stacked(entries: list[tuple], prepared: list[tuple], n_images: int) -> list[dict]:
+    """One batched run over entries whose prepared models stack."""
     name = type(entries[0][0]).__name__
-    results = []
     first, last = entries[0][1] + 1, entries[-1][1] + 1
     label = f"{name} [{len(entries)} fits, images {first}-{last}/{n_images}]"
     own = [est._engine_kwargs(label) for est, *_ in entries]
@@ -512,9 +552,10 @@ def _fit_together(entries: list[tuple], n_images: int, device, strict: bool = Tr
         verbose=any(kw["verbose"] for kw in own),
         description=label,
     )
-    for result, p, (est, _, image, _, extra, _) in zip(fitted, prepared, entries, strict=True):
-        results.append(est._complete(result, p[0], image, extra))
-    return results
+    return [
+        est._complete(result, p[0], image, extra)
+        for result, p, (est, _, image, _, extra, _) in zip(fitted, prepared, entries, strict=True)
+    ]
 
 
 def _batches(shapes: list[tuple], batch_size: int) -> list[list[int]]:
