@@ -3,16 +3,19 @@ import pickle
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, KFold, cross_validate
+from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, cross_validate
+from sklearn.utils._param_validation import InvalidParameterError
 
 import skdip._engine
-from skdip import DIPDenoiser, DIPInpainter, SkipNetwork
+from skdip import BlindDeblurrer, DIPDenoiser, DIPInpainter, DIPSuperResolver, SkipNetwork
 from skdip.metrics import get_scorer
 from skdip.model_selection import (
+    AverageOfBest,
     FitImagesCV,
     PerImageCV,
     PreferDefault,
     best_params_per_image,
+    fit_candidates,
 )
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
@@ -300,3 +303,116 @@ def test_prefer_default_errors_keep_the_searchs_results():
     kept = info.value.cv_results
     assert [p["lr"] for p in kept["params"]] == [0.005, 0.03]
     assert np.isfinite(kept["mean_test_score"]).all()
+
+
+# ------------------------------------------------------------------ AverageOfBest
+GRID = {"lr": [0.01, 0.03], "reg_noise_std": [0.0, 0.05]}
+
+
+def _noisy_batch(n=2, size=16):
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    clean = 0.5 + 0.3 * np.sin(4 * xx) * np.cos(3 * yy)
+    return np.stack([np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1) for _ in range(n)])[
+        ..., None
+    ]
+
+
+def test_average_of_best_averages_the_top_scored_fits_of_each_image():
+    X = _noisy_batch()
+    avg = AverageOfBest(_den(), GRID, n_best=2).fit(X)
+    fitted = fit_candidates(_den(), X, ParameterGrid(GRID))
+    scorer = get_scorer("no_reference")
+    expected_scores = np.stack([scorer.score_images(est, X) for est in fitted])
+    np.testing.assert_array_equal(avg.scores_, expected_scores)
+    assert avg.candidates_ == list(ParameterGrid(GRID))
+    assert avg.selected_.shape == (4, 2) and avg.n_images_ == 2
+    for i in range(2):
+        top = np.argsort(-expected_scores[:, i])[:2]
+        assert set(np.flatnonzero(avg.selected_[:, i])) == set(top)
+        mean = np.mean([fitted[k].reconstruction_[i] for k in top], axis=0)
+        np.testing.assert_allclose(avg.reconstruction_[i], mean, rtol=0, atol=1e-7)
+    assert avg.reconstruction_.shape == X.shape
+    assert avg.reconstruction_.dtype == fitted[0].reconstruction_.dtype
+    # The average is not one of the fits (unless they agree), and n_best=1 is the arg-max.
+    best = AverageOfBest(_den(), GRID, n_best=1).fit(X)
+    for i in range(2):
+        k = int(np.argmax(expected_scores[:, i]))
+        np.testing.assert_array_equal(best.reconstruction_[i], fitted[k].reconstruction_[i])
+        assert not np.allclose(avg.reconstruction_[i], best.reconstruction_[i])
+
+
+def test_average_of_best_keeps_the_input_layout():
+    X = _noisy_batch(2)
+    single = AverageOfBest(_den(), GRID, n_best=2).fit_transform(X[0, ..., 0])
+    assert single.shape == (16, 16)
+    listed = AverageOfBest(_den(), GRID, n_best=2).fit_transform([X[0], X[1, :12, :14]])
+    assert isinstance(listed, list) and [a.shape for a in listed] == [(16, 16, 1), (12, 14, 1)]
+    np.testing.assert_allclose(listed[0], AverageOfBest(_den(), GRID, n_best=2).fit_transform(X[0]))
+
+
+def test_average_of_best_transform_reuses_the_fit_and_leaves_it_alone(monkeypatch):
+    import skdip.model_selection as ms
+
+    X = _noisy_batch(1)
+    avg = AverageOfBest(_den(), GRID, n_best=2).fit(X)
+    kept = avg.reconstruction_.copy()
+    calls = []
+    original = ms.fit_candidates
+    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: calls.append(1) or original(*a, **k))
+    np.testing.assert_array_equal(avg.transform(), kept)
+    np.testing.assert_array_equal(avg.transform(X.copy()), kept)
+    assert calls == []
+    other = avg.transform(_noisy_batch(1)[:, ::-1])
+    assert calls == [1] and not np.allclose(other, kept)
+    np.testing.assert_array_equal(avg.reconstruction_, kept)
+
+
+def test_average_of_best_skips_fits_that_cannot_be_scored(monkeypatch):
+    import skdip.model_selection as ms
+
+    X = _noisy_batch(1)
+    real = ms._finite_scores
+    seen = []
+
+    def some_nan(scorer, est, X):
+        seen.append(1)
+        scores = real(scorer, est, X)
+        return scores * np.nan if len(seen) in (1, 2) else scores
+
+    monkeypatch.setattr(ms, "_finite_scores", some_nan)
+    avg = AverageOfBest(_den(), GRID, n_best=3).fit(X)
+    assert np.isnan(avg.scores_[:2]).all()
+    np.testing.assert_array_equal(avg.selected_[:, 0], [False, False, True, True])
+    monkeypatch.setattr(ms, "_finite_scores", lambda scorer, est, X: np.array([np.inf]))
+    with pytest.raises(ValueError, match="no setting could be scored on image 0"):
+        AverageOfBest(_den(), GRID).fit(X)
+
+
+def test_average_of_best_validates_its_parameters():
+    X = _noisy_batch(1)
+    with pytest.raises(InvalidParameterError, match="n_best"):
+        AverageOfBest(_den(), GRID, n_best=0).fit(X)
+    with pytest.raises(InvalidParameterError, match="scoring"):
+        AverageOfBest(_den(), GRID, scoring="psnr").fit(X)
+    with pytest.raises(ValueError, match="unknown|Invalid parameter"):
+        AverageOfBest(_den(), {"learning_rate": [0.1]}).fit(X)
+    with pytest.raises(TypeError, match="batched fitting"):
+        AverageOfBest(BlindDeblurrer(generator=TINY), {"lr": [0.01]}).fit(X)
+
+
+def test_average_of_best_refuses_settings_that_change_the_output_shape():
+    y = _noisy_batch(1)[0, :8, :8]
+    sr = DIPSuperResolver(generator=TINY, max_iter=3, early_stopping=None, random_state=0)
+    with pytest.raises(ValueError, match="different shapes"):
+        AverageOfBest(sr, {"scale": [2, 3]}, n_best=2).fit(y)
+
+
+def test_average_of_best_clones_and_pickles():
+    X = _noisy_batch(1)
+    avg = AverageOfBest(_den(), GRID, n_best=2, scoring="emv")
+    twin = clone(avg)
+    assert twin.get_params()["n_best"] == 2 and twin.estimator is not avg.estimator
+    avg.fit(X)
+    restored = pickle.loads(pickle.dumps(avg))
+    np.testing.assert_array_equal(restored.transform(X), avg.reconstruction_)
