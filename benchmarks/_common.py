@@ -49,3 +49,14 @@ def save(
         for row in rows:
             fh.write(json.dumps(row) + "\n")
     write_table(rows, RESULTS / f"{args.tag}.md", args)
+
+
+def read_records(path: Path) -> tuple[list[dict], str]:
+    """The JSON records of a results file and a ``Commands: `...`; `...``` line for them.
+
+    Records that carry a ``command`` are listed once each, in order, so a table
+    built from several runs says which commands made it.
+    """
+    records = [json.loads(line) for line in path.open()]
+    commands = list(dict.fromkeys(r["command"] for r in records if "command" in r))
+    return records, "Commands: " + "; ".join(f"`{c}`" for c in commands)

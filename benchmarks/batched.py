@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import read_records
 
 from skdip import DIPDenoiser
 from skdip._engine import resolve_device
@@ -72,16 +73,13 @@ def _command(args) -> str:
 
 def write_summary(tag: str) -> str:
     """Rebuild ``batched_<tag>.md`` from every row of ``batched_<tag>.jsonl``."""
-    rows = [json.loads(line) for line in (RESULTS / f"batched_{tag}.jsonl").open()]
+    rows, commands = read_records(RESULTS / f"batched_{tag}.jsonl")
     name, device_type = rows[-1]["device"], rows[-1]["device_type"]
-    commands = list(dict.fromkeys(r["command"] for r in rows if "command" in r))
     versions = sorted({r["torch"] for r in rows})
     lines = [
         f"# Batched fitting on {name} ({device_type})",
         "",
-        "Commands: "
-        + "; ".join(f"`{c}`" for c in commands)
-        + f". torch {', '.join(versions)}, {rows[-1]['threads']} CPU thread(s). Generator "
+        commands + f". torch {', '.join(versions)}, {rows[-1]['threads']} CPU thread(s). Generator "
         f"`{rows[-1]['generator']}`, a fixed number of steps per image (no early stopping), "
         "grey images with Gaussian noise 25/255. Best of the repeats, wall time of "
         "`fit_transform` for the whole batch.",

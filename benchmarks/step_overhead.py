@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import read_records
 from sklearn.exceptions import ConvergenceWarning
 
 from skdip import DIPDenoiser, ExponentialMovingVariance
@@ -195,17 +196,14 @@ def _command(args) -> str:
 
 def write_summary(device_type: str) -> str:
     """Rebuild ``step_overhead_<device>.md`` from every record of its ``.jsonl``."""
-    records = [json.loads(line) for line in (RESULTS / f"step_overhead_{device_type}.jsonl").open()]
+    records, commands = read_records(RESULTS / f"step_overhead_{device_type}.jsonl")
     rows = [r for r in records if "reproducibility" not in r]
     repro = [r for r in records if "reproducibility" in r]
-    commands = list(dict.fromkeys(r["command"] for r in records if "command" in r))
     nan = float("nan")
     lines = [
         f"# Time per step on {records[-1]['device_name']}",
         "",
-        "Commands: "
-        + "; ".join(f"`{c}`" for c in commands)
-        + f"; torch {', '.join(sorted({r['torch'] for r in records if 'torch' in r}))}. "
+        commands + f"; torch {', '.join(sorted({r['torch'] for r in records if 'torch' in r}))}. "
         "Milliseconds per step (median of the repeats), RGB images. `gpu busy` is the kernel "
         "time per step from torch.profiler, `launches` the kernel launches per step (both "
         "from a profiled engine + EMV run).",
