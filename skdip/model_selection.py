@@ -18,7 +18,9 @@ keep a default setting unless another one scores clearly better, because a
 single fit's score is noisy.
 
 :func:`fit_candidates` fits many settings of one architecture together, in
-vectorised runs (for GPUs), and returns one fitted estimator per setting.
+vectorised runs (for GPUs), and returns one fitted estimator per setting;
+:class:`AverageOfBest` fits every setting of a grid and returns, per image, the
+mean of the estimates of the best-scored ones.
 """
 
 from __future__ import annotations
