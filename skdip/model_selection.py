@@ -645,8 +645,9 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         lists of values, or a list of such dicts. They must not change the
         output's shape.
     n_best : int, default=3
-        Number of best-scored settings averaged per image (fewer when fewer
-        fits have a finite score). 1 returns the best-scored estimate.
+        Number of best-scored settings averaged per image (all of them when
+        the grid, or the set of fits with a finite score, is smaller). 1
+        returns the best-scored estimate.
     scoring : str or NoReferenceScorer, default="no_reference"
         A no-reference scorer name of :func:`skdip.metrics.get_scorer`
         (``"no_reference"``, ``"emv"``, ``"wmv"``, ``"discrepancy"``) or a

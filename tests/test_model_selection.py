@@ -401,6 +401,26 @@ def test_average_of_best_validates_its_parameters():
         AverageOfBest(BlindDeblurrer(generator=TINY), {"lr": [0.01]}).fit(X)
 
 
+def test_average_of_best_rejects_bad_images_and_leaves_the_callers_alone():
+    X = _noisy_batch(1)[0]
+    before = X.copy()
+    avg = AverageOfBest(_den(), GRID, n_best=2).fit(X)
+    np.testing.assert_array_equal(X, before)
+    bad = X.copy()
+    bad[2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        AverageOfBest(_den(), GRID).fit(bad)
+    with pytest.raises(ValueError, match="infinity"):
+        avg.transform(np.where(bad == bad, bad, np.inf))
+    with pytest.raises(ValueError, match="got an array with 1 dimension"):
+        AverageOfBest(_den(), GRID).fit(np.ones(5))
+    with pytest.raises(TypeError, match="array-like image"):
+        AverageOfBest(_den(), GRID).fit("image.png")
+    # More best settings than the grid holds: every setting is averaged.
+    every = AverageOfBest(_den(), GRID, n_best=10).fit(X)
+    assert every.selected_.all()
+
+
 def test_average_of_best_refuses_settings_that_change_the_output_shape():
     y = _noisy_batch(1)[0, :8, :8]
     sr = DIPSuperResolver(generator=TINY, max_iter=3, early_stopping=None, random_state=0)
