@@ -33,11 +33,21 @@ class ImageLayout:
             # A grey input gives a 2-D result unless the estimator made channels.
             img = img[..., 0] if squeeze and img.shape[-1] == 1 else img
             out.append(np.asarray(img, dtype=dtype))
+        return self.arrange(out)
+
+    def arrange(self, images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+        """Per-image results, as they are, in the input's layout (one, a stack, a list)."""
         if self.kind == "single":
-            return out[0]
+            return images[0]
         if self.kind == "array":
-            return np.stack(out)
-        return out
+            return np.stack(images)
+        return list(images)
+
+    def split(self, output: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
+        """The inverse of :meth:`arrange`: a result in the input's layout, one per image."""
+        if self.kind == "single":
+            return [np.asarray(output)]
+        return [np.asarray(item) for item in output]
 
 
 def _output_dtype(dtype: np.dtype) -> np.dtype:

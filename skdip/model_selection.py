@@ -615,13 +615,6 @@ def fit_candidates(
     return fitted
 
 
-def _per_image(output: Any, kind: str) -> list[np.ndarray]:
-    """An estimator's output as one array per image (inverse of ImageLayout.restore)."""
-    if kind == "single":
-        return [np.asarray(output)]
-    return [np.asarray(item) for item in output]
-
-
 class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Fit every candidate setting, return the mean of the best-scored estimates.
 
@@ -739,9 +732,9 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         fitted = fit_candidates(
             self.estimator, X, candidates, y, batch_size=self.batch_size, **fit_params
         )
-        kind = check_images(X, allow_nan=True)[1].kind
+        layout = check_images(X, allow_nan=True)[1]
         scores = np.stack([_finite_scores(scorer, est, X) for est in fitted])
-        outputs = [_per_image(est.reconstruction_, kind) for est in fitted]
+        outputs = [layout.split(est.reconstruction_) for est in fitted]
         n_images = scores.shape[1]
         selected = np.zeros_like(scores, dtype=bool)
         averaged = []
@@ -768,7 +761,7 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         self.selected_ = selected
         self.estimators_ = fitted
         self.n_images_ = n_images
-        self.reconstruction_ = _restore_layout(averaged, kind)
+        self.reconstruction_ = layout.arrange(averaged)
         self._fit_digest = fitted[0]._fit_images_only_digest
         return self
 
@@ -802,11 +795,3 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
 def _finite_scores(scorer: NoReferenceScorer, estimator: Any, X: Any) -> np.ndarray:
     scores = np.asarray(scorer.score_images(estimator, X), dtype=np.float64)
     return np.where(np.isfinite(scores), scores, np.nan)
-
-
-def _restore_layout(images: list[np.ndarray], kind: str) -> Any:
-    if kind == "single":
-        return images[0]
-    if kind == "array":
-        return np.stack(images)
-    return images
