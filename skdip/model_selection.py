@@ -20,7 +20,8 @@ single fit's score is noisy.
 :func:`fit_candidates` fits many settings of one architecture together, in
 vectorised runs (for GPUs), and returns one fitted estimator per setting;
 :class:`AverageOfBest` fits every setting of a grid and returns, per image, the
-mean of the estimates of the best-scored ones.
+mean of the estimates of the best-scored ones (:func:`best_scored` is its choice
+of those, for scores computed elsewhere).
 """
 
 from __future__ import annotations
@@ -615,6 +616,59 @@ def fit_candidates(
     return fitted
 
 
+def _check_best_scored(n_best: Any, margin: Any) -> None:
+    if n_best is not None and (
+        isinstance(n_best, bool | np.bool_) or not isinstance(n_best, Integral) or n_best < 1
+    ):
+        raise ValueError(f"n_best must be an int >= 1 or None, got {n_best!r}")
+    if margin is None:
+        return
+    if isinstance(margin, bool | np.bool_) or not isinstance(margin, Real):
+        raise ValueError(f"margin must be a finite number >= 0 or None, got {margin!r}")
+    if not (np.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0 or None, got {margin!r}")
+
+
+def best_scored(
+    scores: Any, *, n_best: int | None = None, margin: float | None = None
+) -> np.ndarray:
+    """Indices of the best-scored candidates, best first: the ones AverageOfBest averages.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_candidates,)
+        One score per candidate, higher is better; NaN or infinite marks a
+        candidate that could not be scored, which is never chosen.
+    n_best : int or None, default=None
+        Keep at most this many; None: no limit.
+    margin : float or None, default=None
+        Keep only the candidates that score within ``margin`` of the best
+        score; None: no such limit.
+
+    Returns
+    -------
+    indices : ndarray of int
+        Empty when no score is finite. Ties keep the candidates' order.
+
+    Examples
+    --------
+    >>> from skdip.model_selection import best_scored
+    >>> best_scored([-3.0, -1.0, -1.5, float("nan")], n_best=2)
+    array([1, 2])
+    >>> best_scored([-3.0, -1.0, -1.5, -2.2], margin=1.0)
+    array([1, 2])
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be 1-D (one per candidate), got shape {scores.shape}")
+    _check_best_scored(n_best, margin)
+    finite = np.flatnonzero(np.isfinite(scores))
+    order = finite[np.argsort(-scores[finite], kind="stable")]
+    if margin is not None and order.size:
+        order = order[scores[order] >= scores[order[0]] - margin]
+    return order if n_best is None else order[:n_best]
+
+
 class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Fit every candidate setting, return the mean of the best-scored estimates.
 
@@ -637,10 +691,18 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         Settings to fit, as for ``GridSearchCV``: a dict of parameter names to
         lists of values, or a list of such dicts. They must not change the
         output's shape.
-    n_best : int, default=3
-        Number of best-scored settings averaged per image (all of them when
-        the grid, or the set of fits with a finite score, is smaller). 1
-        returns the best-scored estimate.
+    n_best : int or None, default=3
+        Largest number of best-scored settings averaged per image (all of
+        them when the grid, or the set of fits with a finite score, is
+        smaller). 1 returns the best-scored estimate; None sets no limit.
+    margin : float or None, default=None
+        If set, only the settings that score within ``margin`` of the
+        image's best score are averaged (at most ``n_best`` of them): those
+        that the score cannot tell apart from the best, while settings that
+        score clearly worse are left out. In the units of the score (dB for
+        skdip's no-reference scores; 1 dB is about the 75th percentile of
+        the score's spread between two seeds of one setting). None averages
+        the ``n_best`` best-scored, however far apart their scores are.
     scoring : str or NoReferenceScorer, default="no_reference"
         A no-reference scorer name of :func:`skdip.metrics.get_scorer`
         (``"no_reference"``, ``"emv"``, ``"wmv"``, ``"discrepancy"``) or a
@@ -688,7 +750,8 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
     _parameter_constraints: dict = {
         "estimator": [HasMethods(["fit", "get_params", "set_params"])],
         "param_grid": [dict, list],
-        "n_best": [Interval(Integral, 1, None, closed="left")],
+        "n_best": [Interval(Integral, 1, None, closed="left"), None],
+        "margin": [Interval(Real, 0, None, closed="left"), None],
         "scoring": [StrOptions({"no_reference", "emv", "wmv", "discrepancy"}), NoReferenceScorer],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
     }
@@ -698,13 +761,15 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         estimator: Any,
         param_grid: dict | list,
         *,
-        n_best: int = 3,
+        n_best: int | None = 3,
+        margin: float | None = None,
         scoring: str | NoReferenceScorer = "no_reference",
         batch_size: int | None = None,
     ):
         self.estimator = estimator
         self.param_grid = param_grid
         self.n_best = n_best
+        self.margin = margin
         self.scoring = scoring
         self.batch_size = batch_size
 
@@ -725,6 +790,8 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         self : AverageOfBest
         """
         self._validate_params()
+        # Interval accepts inf; refuse it here, before the fits, not after them.
+        _check_best_scored(self.n_best, self.margin)
         candidates = list(ParameterGrid(self.param_grid))
         if not candidates:
             raise ValueError("param_grid holds no setting")
@@ -739,14 +806,12 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         selected = np.zeros_like(scores, dtype=bool)
         averaged = []
         for i in range(n_images):
-            finite = np.flatnonzero(np.isfinite(scores[:, i]))
-            if finite.size == 0:
+            chosen = best_scored(scores[:, i], n_best=self.n_best, margin=self.margin)
+            if chosen.size == 0:
                 raise ValueError(
                     f"no setting could be scored on image {i}: every score is NaN or "
                     "infinite; check the scorer's requirements (e.g. its rule)"
                 )
-            order = finite[np.argsort(-scores[finite, i], kind="stable")]
-            chosen = order[: self.n_best]
             selected[chosen, i] = True
             shapes = {outputs[k][i].shape for k in chosen}
             if len(shapes) > 1:

@@ -15,6 +15,7 @@ from skdip.model_selection import (
     PerImageCV,
     PreferDefault,
     best_params_per_image,
+    best_scored,
     fit_candidates,
 )
 
@@ -419,6 +420,79 @@ def test_average_of_best_rejects_bad_images_and_leaves_the_callers_alone():
     # More best settings than the grid holds: every setting is averaged.
     every = AverageOfBest(_den(), GRID, n_best=10).fit(X)
     assert every.selected_.all()
+
+
+@pytest.mark.parametrize(
+    "scores, n_best, margin, expected",
+    [
+        ([-3.0, -1.0, -1.5, -2.2], None, None, [1, 2, 3, 0]),
+        ([-3.0, -1.0, -1.5, -2.2], 2, None, [1, 2]),
+        ([-3.0, -1.0, -1.5, -2.2], None, 1.0, [1, 2]),
+        ([-3.0, -1.0, -1.5, -2.0], None, 1.0, [1, 2, 3]),  # exactly at the margin: kept
+        ([-3.0, -1.0, -1.5, -2.2], None, 0.0, [1]),
+        ([-1.0, -1.0, -1.5, -2.2], None, 0.0, [0, 1]),  # ties keep the candidates' order
+        ([-3.0, -1.0, -1.5, -2.2], 1, 5.0, [1]),  # both limits: the tighter wins
+        ([np.nan, -1.0, np.inf, -np.inf], None, None, [1]),  # unscorable: never chosen
+        ([np.nan, np.nan], 3, 1.0, []),
+    ],
+)
+def test_best_scored(scores, n_best, margin, expected):
+    chosen = best_scored(scores, n_best=n_best, margin=margin)
+    assert chosen.dtype.kind == "i"
+    assert chosen.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_best": 0}, "n_best"),
+        ({"n_best": 2.0}, "n_best"),
+        ({"n_best": True}, "n_best"),
+        ({"margin": -0.1}, "margin"),
+        ({"margin": np.nan}, "margin"),
+        ({"margin": np.inf}, "margin"),
+        ({"margin": "1"}, "margin"),
+    ],
+)
+def test_best_scored_rejects_bad_limits(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        best_scored([1.0, 2.0], **kwargs)
+    with pytest.raises(ValueError, match="1-D"):
+        best_scored([[1.0, 2.0]])
+
+
+def test_average_of_best_margin_averages_the_settings_the_score_cannot_tell_apart(monkeypatch):
+    import skdip.model_selection as ms
+
+    X = _noisy_batch(2)
+    fixed = np.array([[-1.0, -4.0], [-1.8, -1.0], [-2.5, -1.9], [-1.2, -3.5]])
+    calls = iter(range(4))
+    monkeypatch.setattr(ms, "_finite_scores", lambda scorer, est, X: fixed[next(calls)])
+    avg = AverageOfBest(_den(), GRID, n_best=None, margin=1.0).fit(X)
+    fitted = fit_candidates(_den(), X, ParameterGrid(GRID))
+    # Image 0: settings 0, 3, 1 lie within 1 of the best; image 1: settings 1 and 2.
+    np.testing.assert_array_equal(avg.selected_[:, 0], [True, True, False, True])
+    np.testing.assert_array_equal(avg.selected_[:, 1], [False, True, True, False])
+    for i, members in enumerate(([0, 1, 3], [1, 2])):
+        mean = np.mean([fitted[k].reconstruction_[i] for k in members], axis=0)
+        np.testing.assert_allclose(avg.reconstruction_[i], mean, rtol=0, atol=1e-7)
+    # n_best caps the members: the two best of image 0.
+    calls = iter(range(4))
+    capped = AverageOfBest(_den(), GRID, n_best=2, margin=1.0).fit(X)
+    np.testing.assert_array_equal(capped.selected_[:, 0], [True, False, False, True])
+    np.testing.assert_array_equal(capped.selected_[:, 1], [False, True, True, False])
+
+
+def test_average_of_best_refuses_a_bad_margin_before_fitting(monkeypatch):
+    import skdip.model_selection as ms
+
+    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: pytest.fail("fitted"))
+    X = _noisy_batch(1)
+    for margin in (-1.0, np.inf, np.nan, "1"):
+        with pytest.raises(ValueError, match="margin"):
+            AverageOfBest(_den(), GRID, margin=margin).fit(X)
+    with pytest.raises(ValueError, match="n_best"):
+        AverageOfBest(_den(), GRID, n_best=0).fit(X)
 
 
 def test_average_of_best_refuses_settings_that_change_the_output_shape():
