@@ -60,3 +60,24 @@ def read_records(path: Path) -> tuple[list[dict], str]:
     records = [json.loads(line) for line in path.open()]
     commands = list(dict.fromkeys(r["command"] for r in records if "command" in r))
     return records, "Commands: " + "; ".join(f"`{c}`" for c in commands)
+
+
+def bare_adam_loop(
+    model: torch.nn.Module, target: torch.Tensor, steps: int, *, read_loss: bool = True
+) -> None:
+    """``steps`` of a plain PyTorch loop (Adam, lr 0.01, MSE) over a ``DIPModel``.
+
+    The floor that the engine's per-step cost is compared with. Reading the loss
+    back each step (``read_loss``) is what any loop that logs or stops does; on a
+    GPU it also waits for the step to finish.
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    rng = torch.Generator(device=target.device).manual_seed(1)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        _, pred = model(rng)
+        loss = torch.nn.functional.mse_loss(pred, target)
+        loss.backward()
+        opt.step()
+        if read_loss:
+            float(loss.detach())

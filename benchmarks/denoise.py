@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import bare_adam_loop
 from skimage.restoration import (
     denoise_nl_means,
     denoise_tv_chambolle,
@@ -210,16 +211,8 @@ def time_steps(size: int, generator: str, n_steps: int, repeats: int) -> dict:
 
     def bare():
         model = build()
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        rng = torch.Generator().manual_seed(1)
         t = time.perf_counter()
-        for _ in range(n_steps):
-            opt.zero_grad(set_to_none=True)
-            x, pred = model(rng)
-            loss = torch.nn.functional.mse_loss(pred, target)
-            loss.backward()
-            opt.step()
-            float(loss.detach())  # a bare loop reads its loss too
+        bare_adam_loop(model, target, n_steps)
         return (time.perf_counter() - t) / n_steps
 
     def engine():

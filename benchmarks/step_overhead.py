@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import read_records
+from _common import bare_adam_loop, read_records
 from sklearn.exceptions import ConvergenceWarning
 
 from skdip import DIPDenoiser, ExponentialMovingVariance
@@ -65,17 +65,7 @@ def measure(generator: str, size: int, device: torch.device, n_steps: int, repea
 
     def bare(read_loss: bool):
         def run(steps):
-            model = _build(generator, size, device)
-            opt = torch.optim.Adam(model.parameters(), lr=0.01)
-            rng = torch.Generator(device=device).manual_seed(1)
-            for _ in range(steps):
-                opt.zero_grad(set_to_none=True)
-                _, pred = model(rng)
-                loss = torch.nn.functional.mse_loss(pred, target)
-                loss.backward()
-                opt.step()
-                if read_loss:
-                    float(loss.detach())
+            bare_adam_loop(_build(generator, size, device), target, steps, read_loss=read_loss)
 
         return run
 
