@@ -119,3 +119,28 @@ def test_pipeline_memory_skips_repeated_denoising(count_fits, tmp_path):
     np.testing.assert_allclose(
         plain.cv_results_["mean_test_score"], cached.cv_results_["mean_test_score"]
     )
+
+
+def test_average_of_best_is_a_pipeline_step():
+    from skdip.model_selection import AverageOfBest
+
+    X, y = _data(4)
+    grid = {"lr": [0.005, 0.05]}
+    pipe = make_pipeline(
+        AverageOfBest(_den(), grid, n_best=2), FunctionTransformer(flatten), LogisticRegression()
+    )
+    pipe.fit(X, y)  # the labels reach AverageOfBest.fit and must not be taken for images
+    averaged = AverageOfBest(_den(), grid, n_best=2).fit_transform(X)
+    clf = LogisticRegression().fit(flatten(averaged), y)
+    np.testing.assert_allclose(
+        pipe.predict_proba(X), clf.predict_proba(flatten(averaged)), rtol=1e-10
+    )
+    # Its parameters, and the wrapped estimator's, are searchable like any step's.
+    search = GridSearchCV(
+        pipe,
+        {"averageofbest__n_best": [1, 2], "averageofbest__estimator__max_iter": [2]},
+        cv=StratifiedKFold(2),
+    ).fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    step = search.best_estimator_.named_steps["averageofbest"]
+    assert step.estimator.max_iter == 2 and step.n_best in (1, 2)
