@@ -1,0 +1,206 @@
+"""How the no-reference score's noise level moves the choice of a setting.
+
+The default no-reference score (``whiteness``) compares each fit's residual
+with a noise level, which it estimates from the data unless ``sigma=`` is given.
+This script re-scores the fits of ``selection.py`` runs from their saved
+estimates with three noise levels and repeats the choices:
+
+- ``estimated``: the library's estimate (wavelet MAD), what the runs recorded;
+- ``nominal``: the true sigma of the added noise (what ``sigma=`` would pass);
+- ``unclipped``: an experiment, not in the library: the same wavelet MAD over
+  only the coefficients whose support holds no pixel at the range's ends (0 or
+  1), where clipping makes the noise smaller than sigma.
+
+It also reports each estimate against the noise power actually in the data,
+``mean((noisy - clean) ** 2)``, which clipping lowers below sigma squared.
+
+Run ``selection.py --part grid --save-estimates DIR`` first, then::
+
+    python benchmarks/noise_level.py --tags emv wmv --estimates DIR --name NAME
+
+which reads ``results/selection_<tag>.jsonl`` and ``DIR/<tag>/`` and writes
+``results/noise_level_<NAME>.md`` (and ``.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from skdip.metrics import psnr
+from skdip.metrics._scorers import (
+    _DB2_HIGH,
+    _MAD_TO_SIGMA,
+    _MIN_NOISE_VAR,
+    _noise_var,
+    _residual_structure,
+)
+from skdip.model_selection import best_scored
+
+RESULTS = Path(__file__).parent / "results"
+VARIANTS = ("estimated", "nominal", "unclipped")
+CHOICES = {
+    "arg-max": {"n_best": 1},
+    "AverageOfBest(n_best=3)": {"n_best": 3},
+    "AverageOfBest(margin=1)": {"margin": 1.0},
+}
+# Fewer unclipped coefficients than this: use them all, as the library does.
+MIN_COEFFICIENTS = 64
+
+
+def _decimated(channel: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """The finest diagonal sub-band's geometry (as the library's db2 transform)."""
+    out = channel
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (3, 3)
+        ext = np.pad(out, pad, mode="symmetric")
+        filtered = sum(
+            taps[k] * np.take(ext, np.arange(3 - k, ext.shape[axis] - k), axis=axis)
+            for k in range(4)
+        )
+        out = np.take(filtered, np.arange(1, filtered.shape[axis], 2), axis=axis)
+    return out
+
+
+def unclipped_noise_var(observation: np.ndarray) -> float:
+    """Wavelet-MAD noise variance from coefficients untouched by clipped pixels."""
+    sigmas = []
+    for c in range(observation.shape[-1]):
+        channel = observation[..., c]
+        detail = _decimated(channel, _DB2_HIGH)
+        clipped = ((channel <= 0) | (channel >= 1)).astype(float)
+        touched = _decimated(clipped, np.ones(4)) > 0
+        keep = (detail != 0) & ~touched
+        if keep.sum() < MIN_COEFFICIENTS:
+            keep = detail != 0
+        sigmas.append(np.median(np.abs(detail[keep])) / _MAD_TO_SIGMA if keep.any() else 0.0)
+    return max(float(np.mean(sigmas)) ** 2, _MIN_NOISE_VAR)
+
+
+def _channels_last(a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    return a if a.ndim == 3 else a[..., None]
+
+
+def _whiteness(observation: np.ndarray, estimate: np.ndarray, noise_var: float) -> float:
+    residual = max(float(np.mean((estimate - observation) ** 2)), _MIN_NOISE_VAR)
+    structure = _residual_structure(observation - estimate)
+    return -abs(10.0 * np.log10(residual / noise_var)) - structure
+
+
+def _cases(tag: str, folder: Path):
+    records = [json.loads(line) for line in (RESULTS / f"selection_{tag}.jsonl").open()]
+    fits = [r for r in records if r["kind"] == "fit"]
+    for image, noise in sorted({(r["image"], r["noise"]) for r in fits}):
+        group = [r for r in fits if (r["image"], r["noise"]) == (image, noise)]
+        saved = [
+            np.load(folder / f"{image}_{noise}_{r['setting'].replace(' ', '_')}.npz") for r in group
+        ]
+        yield image, noise, group, saved
+
+
+def run(args) -> None:
+    rows = []
+    for tag in args.tags:
+        for image, noise, group, saved in _cases(tag, Path(args.estimates) / tag):
+            noisy = _channels_last(saved[0]["noisy"])
+            clean = _channels_last(saved[0]["clean"])
+            estimates = np.stack([_channels_last(d["estimate"]) for d in saved])
+            true = np.array([psnr(clean, e) for e in estimates])
+            sigma = float(noise.removeprefix("gaussian")) / 255
+            actual = float(np.mean((noisy - clean) ** 2))
+            levels = {
+                "estimated": _noise_var(noisy, None, 1.0),
+                "nominal": sigma**2,
+                "unclipped": unclipped_noise_var(noisy),
+            }
+            default = next(k for k, r in enumerate(group) if r["default"])
+            row = {
+                "tag": tag,
+                "image": image,
+                "noise": noise,
+                "clipped": float(np.mean((noisy <= 0) | (noisy >= 1))),
+                "oracle": float(true.max()),
+                "default": float(true[default]),
+            }
+            for variant, level in levels.items():
+                row[f"{variant}_vs_actual_db"] = 10 * np.log10(level / actual)
+                scores = np.array([_whiteness(noisy, e, level) for e in estimates])
+                if variant == "estimated":
+                    recorded = np.array([r["scores"]["whiteness"] for r in group])
+                    # float32 saved estimates against the float64 fits: rounding only.
+                    if np.abs(scores - recorded).max() > 5e-3:
+                        raise RuntimeError(f"{tag} {image}/{noise}: scores do not reproduce")
+                for choice, kw in CHOICES.items():
+                    members = best_scored(scores, **kw)
+                    row[f"{variant}|{choice}"] = psnr(clean, estimates[members].mean(axis=0))
+            rows.append(row)
+    with (RESULTS / f"noise_level_{args.name}.jsonl").open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    write_md(args, rows)
+
+
+def write_md(args, rows: list[dict]) -> None:
+    md = [
+        f"# The score's noise level and the choice of a setting ({args.name})",
+        "",
+        f"Command: `python benchmarks/noise_level.py --tags {' '.join(args.tags)} --estimates "
+        f"DIR --name {args.name}` on the estimates saved by `selection.py --part grid "
+        "--save-estimates DIR` for those runs (re-scoring with the `estimated` level "
+        "reproduces the recorded scores). Noise levels against the noise power actually in "
+        "the data, `mean((noisy - clean)**2)`, in dB (< 0: below it); "
+        "`clipped`: the share of noisy pixels at 0 or 1.",
+        "",
+        "| image | noise | clipped | estimated | nominal | unclipped |",
+        "|---|---|---|---|---|---|",
+    ]
+    seen = set()
+    for r in rows:
+        # Every run adds the same noise (seed 0) to an image: one row per image and level.
+        if (r["image"], r["noise"]) in seen:
+            continue
+        seen.add((r["image"], r["noise"]))
+        md.append(
+            f"| {r['image']} | {r['noise']} | {r['clipped']:.2f} | "
+            + " | ".join(f"{r[f'{v}_vs_actual_db']:+.2f}" for v in VARIANTS)
+            + " |"
+        )
+    default = np.array([r["default"] for r in rows])
+    oracle = np.array([r["oracle"] for r in rows])
+    md += [
+        "",
+        f"Choices over {len(rows)} cases (PSNR of the choice against the default setting's "
+        "and the best setting's):",
+        "",
+        "| noise level | choice | median gain over default | worst | cases below default "
+        "(> 0.5 dB) | median / mean gap to oracle |",
+        "|---|---|---|---|---|---|",
+    ]
+    for variant in VARIANTS:
+        for choice in CHOICES:
+            v = np.array([r[f"{variant}|{choice}"] for r in rows])
+            gain, gap = v - default, oracle - v
+            md.append(
+                f"| {variant} | {choice} | {np.median(gain):+.2f} | {gain.min():+.2f} | "
+                f"{int((gain < 0).sum())} ({int((gain < -0.5).sum())}) | "
+                f"{np.median(gap):.2f} / {gap.mean():.2f} |"
+            )
+    (RESULTS / f"noise_level_{args.name}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tags", nargs="+", required=True)
+    parser.add_argument("--estimates", required=True, help="the --save-estimates folder")
+    parser.add_argument("--name", required=True, help="results file suffix")
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
