@@ -5,11 +5,12 @@ with a noise level, which it estimates from the data unless ``sigma=`` is given.
 This script re-scores the fits of ``selection.py`` runs from their saved
 estimates with three noise levels and repeats the choices:
 
-- ``estimated``: the library's estimate (wavelet MAD), what the runs recorded;
+- ``all details``: the wavelet MAD over every finest diagonal detail, the
+  library's estimate until it began to leave out the details touched by clipped
+  pixels; the runs up to ``fresh2`` recorded their scores with it;
 - ``nominal``: the true sigma of the added noise (what ``sigma=`` would pass);
-- ``unclipped``: an experiment, not in the library: the same wavelet MAD over
-  only the coefficients whose support holds no pixel at the range's ends (0 or
-  1), where clipping makes the noise smaller than sigma.
+- ``library``: the library's estimate now, which leaves out the details whose
+  support holds a clipped pixel (where clipping makes the noise smaller).
 
 It also reports each estimate against the noise power actually in the data,
 ``mean((noisy - clean) ** 2)``, which clipping lowers below sigma squared.
@@ -35,49 +36,28 @@ from skdip.metrics._scorers import (
     _DB2_HIGH,
     _MAD_TO_SIGMA,
     _MIN_NOISE_VAR,
+    _finest_diagonal,
     _noise_var,
     _residual_structure,
 )
-from skdip.model_selection import best_scored
+from skdip.model_selection import PreferDefault, best_scored
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = ("estimated", "nominal", "unclipped")
+VARIANTS = ("all details", "nominal", "library")
 CHOICES = {
     "arg-max": {"n_best": 1},
     "AverageOfBest(n_best=3)": {"n_best": 3},
     "AverageOfBest(margin=1)": {"margin": 1.0},
 }
-# Fewer unclipped coefficients than this: use them all, as the library does.
-MIN_COEFFICIENTS = 64
 
 
-def _decimated(channel: np.ndarray, taps: np.ndarray) -> np.ndarray:
-    """The finest diagonal sub-band's geometry (as the library's db2 transform)."""
-    out = channel
-    for axis in (0, 1):
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (3, 3)
-        ext = np.pad(out, pad, mode="symmetric")
-        filtered = sum(
-            taps[k] * np.take(ext, np.arange(3 - k, ext.shape[axis] - k), axis=axis)
-            for k in range(4)
-        )
-        out = np.take(filtered, np.arange(1, filtered.shape[axis], 2), axis=axis)
-    return out
-
-
-def unclipped_noise_var(observation: np.ndarray) -> float:
-    """Wavelet-MAD noise variance from coefficients untouched by clipped pixels."""
+def all_details_noise_var(observation: np.ndarray) -> float:
+    """The wavelet-MAD noise variance over every nonzero finest diagonal detail."""
     sigmas = []
     for c in range(observation.shape[-1]):
-        channel = observation[..., c]
-        detail = _decimated(channel, _DB2_HIGH)
-        clipped = ((channel <= 0) | (channel >= 1)).astype(float)
-        touched = _decimated(clipped, np.ones(4)) > 0
-        keep = (detail != 0) & ~touched
-        if keep.sum() < MIN_COEFFICIENTS:
-            keep = detail != 0
-        sigmas.append(np.median(np.abs(detail[keep])) / _MAD_TO_SIGMA if keep.any() else 0.0)
+        detail = _finest_diagonal(observation[..., c], _DB2_HIGH)
+        detail = np.abs(detail[detail != 0])
+        sigmas.append(float(np.median(detail)) / _MAD_TO_SIGMA if detail.size else 0.0)
     return max(float(np.mean(sigmas)) ** 2, _MIN_NOISE_VAR)
 
 
@@ -114,9 +94,9 @@ def run(args) -> None:
             sigma = float(noise.removeprefix("gaussian")) / 255
             actual = float(np.mean((noisy - clean) ** 2))
             levels = {
-                "estimated": _noise_var(noisy, None, 1.0),
+                "all details": all_details_noise_var(noisy),
                 "nominal": sigma**2,
-                "unclipped": unclipped_noise_var(noisy),
+                "library": _noise_var(noisy, None, 1.0),
             }
             default = next(k for k, r in enumerate(group) if r["default"])
             row = {
@@ -130,7 +110,7 @@ def run(args) -> None:
             for variant, level in levels.items():
                 row[f"{variant}_vs_actual_db"] = 10 * np.log10(level / actual)
                 scores = np.array([_whiteness(noisy, e, level) for e in estimates])
-                if variant == "estimated":
+                if variant == "all details":
                     recorded = np.array([r["scores"]["whiteness"] for r in group])
                     # float32 saved estimates against the float64 fits: rounding only.
                     if np.abs(scores - recorded).max() > 5e-3:
@@ -138,6 +118,8 @@ def run(args) -> None:
                 for choice, kw in CHOICES.items():
                     members = best_scored(scores, **kw)
                     row[f"{variant}|{choice}"] = psnr(clean, estimates[members].mean(axis=0))
+                kept = PreferDefault(default, margin=1.0).select([{}] * len(scores), scores)
+                row[f"{variant}|PreferDefault(margin=1)"] = float(true[kept])
             rows.append(row)
     with (RESULTS / f"noise_level_{args.name}.jsonl").open("w") as fh:
         for row in rows:
@@ -151,12 +133,12 @@ def write_md(args, rows: list[dict]) -> None:
         "",
         f"Command: `python benchmarks/noise_level.py --tags {' '.join(args.tags)} --estimates "
         f"DIR --name {args.name}` on the estimates saved by `selection.py --part grid "
-        "--save-estimates DIR` for those runs (re-scoring with the `estimated` level "
+        "--save-estimates DIR` for those runs (re-scoring with the `all details` level "
         "reproduces the recorded scores). Noise levels against the noise power actually in "
         "the data, `mean((noisy - clean)**2)`, in dB (< 0: below it); "
         "`clipped`: the share of noisy pixels at 0 or 1.",
         "",
-        "| image | noise | clipped | estimated | nominal | unclipped |",
+        "| image | noise | clipped | all details | nominal | library |",
         "|---|---|---|---|---|---|",
     ]
     seen = set()
@@ -182,7 +164,7 @@ def write_md(args, rows: list[dict]) -> None:
         "|---|---|---|---|---|---|",
     ]
     for variant in VARIANTS:
-        for choice in CHOICES:
+        for choice in [*CHOICES, "PreferDefault(margin=1)"]:
             v = np.array([r[f"{variant}|{choice}"] for r in rows])
             gain, gap = v - default, oracle - v
             md.append(

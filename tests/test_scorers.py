@@ -325,8 +325,56 @@ def test_wavelet_noise_level_is_scikit_images_estimate():
     for shape in [(2, 2), (5, 4), (16, 16), (17, 23), (64, 64)]:
         image = rng.random(shape)
         assert _wavelet_noise_sigma(image) == pytest.approx(estimate_sigma(image), rel=1e-12)
-    saturated = np.clip(0.9 + 0.2 * rng.standard_normal((32, 32)), 0, 1)
-    assert _wavelet_noise_sigma(saturated) == pytest.approx(estimate_sigma(saturated), rel=1e-12)
+    # Details touched by clipped pixels are left out on purpose (scikit-image keeps them).
+    saturated = _half_black(0.2)
+    assert abs(_wavelet_noise_sigma(saturated) - 0.2) < abs(estimate_sigma(saturated) - 0.2) / 3
+
+
+def _half_black(sigma, size=64, seed=0):
+    """A black left half and a gentle ramp on the right, noise added, clipped to [0, 1]."""
+    clean = np.zeros((size, size))
+    clean[:, size // 2 :] = np.linspace(0.3, 0.7, size)[:, None]
+    noisy = clean + sigma * np.random.default_rng(seed).standard_normal(clean.shape)
+    return np.clip(noisy, 0, 1)
+
+
+@pytest.mark.parametrize("sigma", [0.06, 0.1, 0.2])
+def test_wavelet_noise_level_leaves_out_details_touched_by_clipped_pixels(sigma):
+    from skdip.metrics._scorers import (
+        _DB2_HIGH,
+        _MAD_TO_SIGMA,
+        _finest_diagonal,
+        _wavelet_noise_sigma,
+    )
+
+    noisy = _half_black(sigma)
+    detail = _finest_diagonal(noisy, _DB2_HIGH)
+    every_detail = np.median(np.abs(detail[detail != 0])) / _MAD_TO_SIGMA
+    # With the clipped half counted the estimate is far too low ...
+    assert every_detail < 0.85 * sigma
+    # ... without it, it measures the noise that was added.
+    assert _wavelet_noise_sigma(noisy) == pytest.approx(sigma, rel=0.1)
+
+
+def test_clipped_pixels_are_shared_extreme_values():
+    from skdip.metrics._scorers import _clipped_pixels, _wavelet_noise_sigma
+
+    rng = np.random.default_rng(1)
+    unclipped = 0.5 + 0.1 * rng.standard_normal((16, 16))
+    assert not _clipped_pixels(unclipped).any()  # unique min and max
+    clipped = np.clip(unclipped, 0.45, 0.6)
+    np.testing.assert_array_equal(_clipped_pixels(clipped), (clipped == 0.45) | (clipped == 0.6))
+    # Any range: integer data clipped at 0 and 255 is flagged the same way.
+    counts = np.clip(np.round(255 * (0.9 + 0.2 * rng.standard_normal((16, 16)))), 0, 255)
+    np.testing.assert_array_equal(_clipped_pixels(counts), counts == 255)
+    # Too few untouched details left: every detail is used, as without clipping.
+    tiny = np.clip(0.5 + 0.3 * rng.standard_normal((8, 8)), 0, 1)
+    from skdip.metrics._scorers import _DB2_HIGH, _MAD_TO_SIGMA, _finest_diagonal
+
+    d = _finest_diagonal(tiny, _DB2_HIGH)
+    assert _wavelet_noise_sigma(tiny) == pytest.approx(
+        np.median(np.abs(d[d != 0])) / _MAD_TO_SIGMA, rel=1e-12
+    )
 
 
 # ------------------------------------------------------------------ whiteness
