@@ -295,6 +295,13 @@ def summarise(jsonl: Path, args) -> None:
         rho_cells = []
         for s in SCORES:
             vals = np.array([r["scores"][s] for r in rows], dtype=float)
+            if np.isnan(vals).all():  # e.g. no running variance before the rule's warm-up
+                gaps[s].append(np.nan)
+                vs_default[s].append(np.nan)
+                rhos[s].append(np.nan)
+                cells.append("n/a")
+                rho_cells.append("n/a")
+                continue
             # NaN (a fit the score cannot judge) is never picked.
             pick = float(true[int(np.nanargmax(vals))])
             gaps[s].append(oracle - pick)
@@ -317,12 +324,12 @@ def summarise(jsonl: Path, args) -> None:
         rho_rows.append(f"| {image} | {noise} | " + " | ".join(rho_cells) + " |")
     lines.append(
         "| **median gap** | | | | | "
-        + " | ".join(f"**{np.median(gaps[s]):.2f}**" for s in SCORES)
+        + " | ".join(f"**{np.nanmedian(gaps[s]):.2f}**" for s in SCORES)
         + f" | **{np.median(prefer_gaps):.2f}** |"
     )
     lines.append(
         "| **worst vs default** | | | | | "
-        + " | ".join(f"{min(vs_default[s]):+.2f}" for s in SCORES)
+        + " | ".join(f"{np.nanmin(vs_default[s]):+.2f}" for s in SCORES)
         + f" | {min(prefer_vs_default):+.2f} |"
     )
     lines.append(
@@ -337,7 +344,7 @@ def summarise(jsonl: Path, args) -> None:
         "| image | noise | " + " | ".join(SCORES) + " |",
         "|---|---|" + "---|" * len(SCORES),
         *rho_rows,
-        "| **mean** | | " + " | ".join(f"**{np.mean(rhos[s]):+.2f}**" for s in SCORES) + " |",
+        "| **mean** | | " + " | ".join(f"**{np.nanmean(rhos[s]):+.2f}**" for s in SCORES) + " |",
         "",
         "## Every fit",
         "",
