@@ -48,6 +48,7 @@ __all__ = [
     "PerImageCV",
     "PreferDefault",
     "best_params_per_image",
+    "best_scored",
     "fit_candidates",
 ]
 
@@ -621,11 +622,11 @@ def _check_best_scored(n_best: Any, margin: Any) -> None:
         isinstance(n_best, bool | np.bool_) or not isinstance(n_best, Integral) or n_best < 1
     ):
         raise ValueError(f"n_best must be an int >= 1 or None, got {n_best!r}")
-    if margin is None:
-        return
-    if isinstance(margin, bool | np.bool_) or not isinstance(margin, Real):
-        raise ValueError(f"margin must be a finite number >= 0 or None, got {margin!r}")
-    if not (np.isfinite(margin) and margin >= 0):
+    if margin is not None and (
+        isinstance(margin, bool | np.bool_)
+        or not isinstance(margin, Real)
+        or not (np.isfinite(margin) and margin >= 0)
+    ):
         raise ValueError(f"margin must be a finite number >= 0 or None, got {margin!r}")
 
 
@@ -658,7 +659,10 @@ def best_scored(
     >>> best_scored([-3.0, -1.0, -1.5, -2.2], margin=1.0)
     array([1, 2])
     """
-    scores = np.asarray(scores, dtype=np.float64)
+    try:
+        scores = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"scores must be numbers, one per candidate: {exc}") from None
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D (one per candidate), got shape {scores.shape}")
     _check_best_scored(n_best, margin)

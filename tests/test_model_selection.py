@@ -461,6 +461,17 @@ def test_best_scored_rejects_bad_limits(kwargs, match):
         best_scored([[1.0, 2.0]])
 
 
+def test_best_scored_rejects_non_numbers_and_leaves_the_scores_alone():
+    with pytest.raises(TypeError, match="scores must be numbers"):
+        best_scored(["a", "b"])
+    with pytest.raises(TypeError, match="scores must be numbers"):
+        best_scored([{"x": 1}])
+    scores = np.array([-2.0, np.nan, -1.0, np.inf])
+    before = scores.copy()
+    assert best_scored(scores, n_best=2, margin=0.5).tolist() == [2]
+    np.testing.assert_array_equal(scores, before)
+
+
 def test_average_of_best_margin_averages_the_settings_the_score_cannot_tell_apart(monkeypatch):
     import skdip.model_selection as ms
 
