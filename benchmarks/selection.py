@@ -8,6 +8,8 @@ Run by hand (not in CI)::
     python benchmarks/selection.py --part batched --images camera coffee --noises gaussian25
         # the grid by fit_candidates (batched) against the one-by-one fits
         # (with --device cuda the one-by-one fits are re-run on the GPU and timed too)
+    python benchmarks/selection.py --part seeds --tags emv emv_seed1 --tag 72
+        # how far each setting's fit moves between two runs differing only in the seed
 
 ``grid``: for every (image, noise level) case, each setting of a 12-point grid
 (generator x learning rate x input-noise level) denoises the noisy image with
@@ -631,6 +633,79 @@ def run_pooled(args) -> None:
     print("\n".join(md))
 
 
+def run_seeds(args) -> None:
+    """How far one setting's fit moves when only its seed changes (``--tags A B``).
+
+    The target "never below the default" compares two single fits; this measures how
+    much the default setting itself moves between two runs of the grid that differ in
+    nothing but the fits' ``random_state`` (same images, same noise).
+    """
+    if not args.tags or len(args.tags) % 2:
+        raise SystemExit("--part seeds needs pairs of tags: --tags A1 B1 [A2 B2 ...]")
+    rows = []
+    for first, second in zip(args.tags[::2], args.tags[1::2], strict=True):
+        runs = []
+        for tag in (first, second):
+            records = (json.loads(line) for line in (RESULTS / f"selection_{tag}.jsonl").open())
+            runs.append(
+                {(r["image"], r["noise"], r["setting"]): r for r in records if r["kind"] == "fit"}
+            )
+        for key in sorted(runs[0].keys() & runs[1].keys()):
+            a, b = runs[0][key], runs[1][key]
+            rows.append(
+                {
+                    "pair": f"{first} / {second}",
+                    "image": key[0],
+                    "noise": key[1],
+                    "setting": key[2],
+                    "default": bool(a["default"]),
+                    "change": b["psnr"] - a["psnr"],
+                    "score_change": b["scores"]["whiteness"] - a["scores"]["whiteness"],
+                }
+            )
+    default = [r for r in rows if r["default"]]
+    md = [
+        "# One setting, two seeds: how far a single fit moves",
+        "",
+        f"Command: `python benchmarks/selection.py --part seeds --tags {' '.join(args.tags)} "
+        f"--tag {args.tag}`. "
+        "Each pair of runs fitted the same noisy images with the same grid and differs only "
+        "in the fits' `random_state`. Change: true PSNR of the second run's fit minus the "
+        "first's (dB); score change: the same for the recorded no-reference score "
+        "(`whiteness`, as scored when the fits ran).",
+        "",
+        "The default setting:",
+        "",
+        "| pair | image | noise | PSNR change | score change |",
+        "|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['pair']} | {r['image']} | {r['noise']} | {r['change']:+.2f} | "
+        f"{r['score_change']:+.2f} |"
+        for r in default
+    ]
+
+    def spread(group: list[dict], key: str) -> str:
+        v = np.array([r[key] for r in group])
+        a = np.abs(v[np.isfinite(v)])
+        return (
+            f"{np.median(a):.2f} | {np.percentile(a, 90):.2f} | {a.max():.2f} | "
+            f"{int(np.sum(v < 0))} of {v.size} | {int(np.sum(v < -0.5))}"
+        )
+
+    md += [
+        "",
+        "| fits | quantity | median abs change | 90th percentile | largest | second run "
+        "lower | lower by > 0.5 dB |",
+        "|---|---|---|---|---|---|---|",
+        f"| default setting | PSNR (dB) | {spread(default, 'change')} |",
+        f"| every setting | PSNR (dB) | {spread(rows, 'change')} |",
+        f"| every setting | score (dB) | {spread(rows, 'score_change')} |",
+    ]
+    (RESULTS / f"selection_seeds_{args.tag}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def _write_device_batched(args, rows: list[dict], device_name: str) -> None:
     """Results of ``--part batched`` on an accelerator: batched vs one by one there."""
     tag = f"{args.tag}_{args.device.split(':')[0]}"
@@ -769,7 +844,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--part",
-        choices=["grid", "njobs", "batched", "average", "pooled", "summary"],
+        choices=["grid", "njobs", "batched", "average", "pooled", "seeds", "summary"],
         default="grid",
     )
     parser.add_argument(
@@ -788,7 +863,7 @@ def main(argv=None) -> None:
         "--threads-baseline", action="store_true", help="also time n_jobs=1 with 2 torch threads"
     )
     parser.add_argument("--rule", choices=["emv", "wmv"], default="emv")
-    parser.add_argument("--tags", nargs="+", default=None, help="for --part pooled")
+    parser.add_argument("--tags", nargs="+", default=None, help="for --part pooled and seeds")
     parser.add_argument("--tag", default=None, help="results file suffix (default: the rule)")
     parser.add_argument("--seed", type=int, default=0, help="random_state of the fits (grid)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier records")
@@ -808,6 +883,8 @@ def main(argv=None) -> None:
         run_average(args)
     elif args.part == "pooled":
         run_pooled(args)
+    elif args.part == "seeds":
+        run_seeds(args)
     else:
         summarise(RESULTS / f"selection_{args.tag}.jsonl", args)
 
