@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results"
@@ -81,3 +82,24 @@ def bare_adam_loop(
         opt.step()
         if read_loss:
             float(loss.detach())
+
+
+def choice_stats(
+    choice: np.ndarray, default: np.ndarray, oracle: np.ndarray
+) -> dict[str, float | int]:
+    """How a selection rule's choices compare, case by case, with the default and oracle.
+
+    All three are true PSNRs (dB), one per case. Gains are over the default setting;
+    gaps are to the best setting of the grid (< 0: the choice beat every single setting,
+    as an average of estimates can).
+    """
+    gain, gap = choice - default, oracle - choice
+    return {
+        "median_gain": float(np.median(gain)),
+        "mean_gain": float(np.mean(gain)),
+        "worst_gain": float(np.min(gain)),
+        "below": int(np.sum(gain < 0)),
+        "below_half_db": int(np.sum(gain < -0.5)),
+        "median_gap": float(np.median(gap)),
+        "mean_gap": float(np.mean(gap)),
+    }

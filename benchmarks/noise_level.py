@@ -30,6 +30,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from _common import choice_stats
 
 from skdip.metrics import psnr
 from skdip.metrics._scorers import (
@@ -165,12 +166,11 @@ def write_md(args, rows: list[dict]) -> None:
     ]
     for variant in VARIANTS:
         for choice in [*CHOICES, "PreferDefault(margin=1)"]:
-            v = np.array([r[f"{variant}|{choice}"] for r in rows])
-            gain, gap = v - default, oracle - v
+            s = choice_stats(np.array([r[f"{variant}|{choice}"] for r in rows]), default, oracle)
             md.append(
-                f"| {variant} | {choice} | {np.median(gain):+.2f} | {gain.min():+.2f} | "
-                f"{int((gain < 0).sum())} ({int((gain < -0.5).sum())}) | "
-                f"{np.median(gap):.2f} / {gap.mean():.2f} |"
+                f"| {variant} | {choice} | {s['median_gain']:+.2f} | {s['worst_gain']:+.2f} | "
+                f"{s['below']} ({s['below_half_db']}) | "
+                f"{s['median_gap']:.2f} / {s['mean_gap']:.2f} |"
             )
     (RESULTS / f"noise_level_{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import choice_stats
 from scipy.stats import spearmanr
 from sklearn.exceptions import ConvergenceWarning
 
@@ -591,20 +592,19 @@ def _average_summary(rows: list[dict], columns: dict) -> list[str]:
     """Markdown rows: each rule's gains over the default and gaps to the oracle."""
     default = np.array([r["default"] for r in rows])
     oracle = np.array([r["oracle"] for r in rows])
-    summary = {
-        "median gain over the default (dB)": lambda v: np.median(v - default),
-        "mean gain over the default (dB)": lambda v: np.mean(v - default),
-        "worst gain over the default (dB)": lambda v: np.min(v - default),
-        "cases below the default": lambda v: int(np.sum(v - default < 0)),
-        "cases more than 0.5 dB below the default": lambda v: int(np.sum(v - default < -0.5)),
-        "median gap to the oracle (dB; < 0: above the best single setting)": lambda v: np.median(
-            oracle - v
-        ),
-        "mean gap to the oracle (dB)": lambda v: np.mean(oracle - v),
+    labels = {
+        "median_gain": "median gain over the default (dB)",
+        "mean_gain": "mean gain over the default (dB)",
+        "worst_gain": "worst gain over the default (dB)",
+        "below": "cases below the default",
+        "below_half_db": "cases more than 0.5 dB below the default",
+        "median_gap": "median gap to the oracle (dB; < 0: above the best single setting)",
+        "mean_gap": "mean gap to the oracle (dB)",
     }
+    stats = [choice_stats(np.array([r[k] for r in rows]), default, oracle) for k in columns]
     md = [f"| | {' | '.join(columns.values())} |", "|---" * (1 + len(columns)) + "|"]
-    for label, fn in summary.items():
-        values = [fn(np.array([r[k] for r in rows])) for k in columns]
+    for key, label in labels.items():
+        values = [s[key] for s in stats]
         md.append(
             f"| {label} | "
             + " | ".join(f"{v:d}" if isinstance(v, int) else f"{v:+.2f}" for v in values)
