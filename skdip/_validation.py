@@ -32,7 +32,8 @@ class ImageLayout:
         for img, squeeze, dtype in zip(images, self.squeeze_channel, self.dtypes, strict=True):
             # A grey input gives a 2-D result unless the estimator made channels.
             img = img[..., 0] if squeeze and img.shape[-1] == 1 else img
-            out.append(np.asarray(img, dtype=dtype))
+            # Always a copy: the result must not alias fitted state the caller could edit.
+            out.append(np.array(img, dtype=dtype))
         return self.arrange(out)
 
     def arrange(self, images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:

@@ -596,7 +596,7 @@ def fit_candidates(
     # Every (candidate, image) fit, grouped by what decides the stacked shapes.
     groups: dict[tuple, list[tuple]] = {}
     for k, est in enumerate(fitted):
-        extras = est._split_extra(n, fit_params)
+        extras = est._per_image_inputs(images, references, fit_params)
         seeds = _image_seeds(check_random_state(est.random_state), n)
         for i in range(n):
             key = (repr(get_generator(est.generator)), images[i].shape, str(est._device))

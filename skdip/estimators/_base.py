@@ -97,6 +97,8 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     # Smallest height/width accepted; the generators pad internally.
     _min_image_size = 2
     _allow_nan = False
+    # Names of the per-image inputs ``fit(X, **fit_params)`` takes (e.g. "mask").
+    _fit_param_names: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ hooks
     def _forward_problem(
@@ -244,8 +246,18 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         out.update(self._finish(estimate, result, image, extra))
         return out
 
+    def _check_fit_params(self, fit_params: dict) -> None:
+        unknown = sorted(set(fit_params) - set(self._fit_param_names))
+        if unknown:
+            takes = ", ".join(self._fit_param_names) or "none"
+            raise TypeError(
+                f"{type(self).__name__} got unexpected fit parameter(s) {', '.join(unknown)}; "
+                f"the per-image inputs it takes: {takes}"
+            )
+
     def _split_extra(self, n_images: int, fit_params: dict) -> list[dict]:
         """Per-image fit parameters: one entry per image, as GridSearchCV slices them."""
+        self._check_fit_params(fit_params)
         extras: list[dict] = [{} for _ in range(n_images)]
         for key, value in fit_params.items():
             if value is None:
@@ -269,6 +281,36 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                 extra[key] = v
         return extras
 
+    def _check_observation(self, image: np.ndarray, reference, extra: dict) -> None:
+        """Check one observation's per-image inputs and clean reference before any fit.
+
+        The images of a batch are fitted one after another, so a problem the fit
+        itself finds would surface only after the earlier images' fits: whatever
+        can be checked from the data alone is checked here, for every image first.
+        """
+        if reference is None and not extra:
+            return
+        expected = self._reconstruction_shape(image, extra)
+        if reference is not None and reference.shape != expected:
+            raise ValueError(
+                f"the clean reference y has shape {reference.shape} (as (H, W, C)) but the "
+                f"reconstruction of this observation has shape {expected}"
+            )
+
+    def _reconstruction_shape(self, image: np.ndarray, extra: dict) -> tuple[int, int, int]:
+        """The ``(H, W, C)`` shape of one observation's reconstruction (builds the
+        forward problem, which also checks the per-image inputs)."""
+        _, _, out_shape, channels = self._forward_problem(image, extra)
+        return (*out_shape, channels)
+
+    def _per_image_inputs(self, images, references, fit_params) -> list[dict]:
+        """The per-image fit parameters, every image's inputs checked before any fit."""
+        extras = self._split_extra(len(images), fit_params)
+        refs = references if references is not None else [None] * len(images)
+        for image, reference, extra in zip(images, refs, extras, strict=True):
+            self._check_observation(image, reference, extra)
+        return extras
+
     def _check_inputs(self, X, y=None):
         """Validated ``(images, layout, references)``; references None without clean ``y``."""
         images, layout = check_images(X, min_size=self._min_image_size, allow_nan=self._allow_nan)
@@ -281,7 +323,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
     def _solve(self, X, y=None, **fit_params):
         images, layout, references = self._check_inputs(X, y)
-        extras = self._split_extra(len(images), fit_params)
+        extras = self._per_image_inputs(images, references, fit_params)
         rng = check_random_state(self.random_state)
         results = self._fit_images(images, references, extras, rng)
         return images, layout, results
@@ -315,6 +357,10 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         return self
 
     def _set_fitted(self, images, layout, results, fit_params) -> None:
+        # A refit replaces the whole fitted state: attributes that only some fits set
+        # (a sparse_noise_, n_features_in_) must not survive from an earlier fit.
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+            delattr(self, name)
         single = layout.kind == "single"
         pick = (lambda key: results[0][key]) if single else (lambda key: [r[key] for r in results])
         self.reconstruction_ = self._restore(layout, results)
@@ -363,6 +409,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         return self.fit(X, y, **fit_params).transform()
 
     def _results_for(self, X, fit_params):
+        self._check_fit_params(fit_params)
         images, layout = check_images(X, min_size=self._min_image_size, allow_nan=self._allow_nan)
         if any(v is not None for v in fit_params.values()):
             reuse = _digest(images, fit_params) == self._fit_digest
@@ -403,15 +450,20 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         score : float
         """
         check_is_fitted(self, "reconstruction_")
+        references = None
+        if y is not None and not is_target_vector(y):
+            # Checked before X is solved: new data costs a full fit.
+            references, _ = check_images(y, name="y", min_size=self._min_image_size)
+            observed = check_images(X, min_size=self._min_image_size, allow_nan=self._allow_nan)[0]
+            if len(references) != len(observed):
+                raise ValueError(f"y holds {len(references)} images but X holds {len(observed)}")
+            self._per_image_inputs(observed, references, fit_params)
         images, layout, results = self._results_for(X, fit_params)
-        if y is None or is_target_vector(y):
+        if references is None:
             # Imported here: the scorers module imports this one when it runs.
             from ..metrics._scorers import no_reference_scores
 
             return float(np.mean(no_reference_scores(self, images, results)))
-        references, _ = check_images(y, name="y", min_size=self._min_image_size)
-        if len(references) != len(results):
-            raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")
         scores = []
         for r, ref in zip(results, references, strict=True):
             est = r["estimate"]

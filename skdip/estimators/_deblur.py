@@ -426,6 +426,11 @@ class BlindDeblurrer(BaseDIPEstimator):
         return None if reg is None else _ImageOnly(reg)
 
     # --------------------------------------------------------------- hooks
+    def _check_observation(self, image, reference, extra) -> None:
+        self._kernel_shape_for(image.shape[:2])
+        # The reference is compared with the aligned estimate, which has the image's shape.
+        super()._check_observation(image, reference, extra)
+
     def _fit_single(self, image, reference, extra, *args, **kwargs) -> dict:
         # The engine compares its reference with the (packed) estimate; the PSNR of the
         # aligned image is recorded by this estimator's callback instead.

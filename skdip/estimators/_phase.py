@@ -95,7 +95,8 @@ def _restore_objects(layout, objects: list[np.ndarray]):
     for obj, dtype in zip(objects, layout.dtypes, strict=True):
         if np.iscomplexobj(obj):
             dtype = np.complex64 if dtype == np.float32 else np.complex128
-        out.append(np.asarray(obj, dtype=dtype))
+        # Always a copy: the result must not alias fitted state the caller could edit.
+        out.append(np.array(obj, dtype=dtype))
     if layout.kind == "single":
         return out[0]
     if layout.kind == "array":

@@ -350,6 +350,7 @@ class DIPInpainter(_InverseProblemEstimator):
         "keep_observed": ["boolean"],
     }
     _allow_nan = True
+    _fit_param_names = ("mask",)
 
     def __init__(
         self,
@@ -639,6 +640,11 @@ class DIPDeconvolver(_InverseProblemEstimator):
         operator = self._convolution
         out_shape = operator.input_shape(image.shape[:2])
         return operator, image, out_shape, image.shape[2]
+
+    def _reconstruction_shape(self, image, extra):
+        shape = super()._reconstruction_shape(image, extra)
+        # "valid": the estimate is cropped back to the observation's field of view.
+        return (*image.shape[:2], shape[2]) if self.boundary == "valid" else shape
 
     def _make_model(self, image, extra, seed, device):
         model, target, fit_kwargs = super()._make_model(image, extra, seed, device)

@@ -1,0 +1,173 @@
+"""The estimators' shared promises about inputs, fitted state and returned arrays.
+
+Checks that need only the data run before any fit (a batch is fitted image after
+image, so a late check would throw away the earlier images' fits); results never
+alias the fitted state; a refit replaces the whole fitted state.
+"""
+
+import numpy as np
+import pytest
+
+import skdip._engine
+from skdip import (
+    BlindDeblurrer,
+    DIPDeconvolver,
+    DIPDenoiser,
+    DIPInpainter,
+    DIPReconstructor,
+    DIPSuperResolver,
+    HIOPhaseRetriever,
+    SkipNetwork,
+)
+from skdip.datasets import simulate_diffraction
+
+TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+COMMON = dict(generator=TINY, max_iter=4, early_stopping=None, random_state=0, device="cpu")
+
+
+def _image(shape=(16, 16), seed=0):
+    return np.random.default_rng(seed).random(shape)
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    calls = []
+    original = skdip._engine.fit_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
+    return calls
+
+
+# ------------------------------------------------------- checks before any fit
+def test_a_bad_mask_of_a_later_image_fails_before_the_first_fit(count_fits):
+    images = [_image(seed=0), _image(seed=1)]
+    masks = [np.ones((16, 16), bool), np.ones((8, 8), bool)]
+    with pytest.raises(ValueError, match="mask has shape"):
+        DIPInpainter(**COMMON).fit(images, mask=masks)
+    assert count_fits == []
+
+
+def test_a_kernel_larger_than_a_later_image_fails_before_the_first_fit(count_fits):
+    images = [_image((20, 20)), _image((6, 6))]
+    with pytest.raises(ValueError, match="larger than the 6x6 image"):
+        BlindDeblurrer(kernel_size=9, **COMMON).fit(images)
+    assert count_fits == []
+
+
+@pytest.mark.parametrize(
+    "estimator, reference_shape",
+    [
+        (DIPDenoiser(**COMMON), (16, 16, 3)),  # colour reference for a grey image
+        (DIPDenoiser(**COMMON), (18, 18)),
+        (BlindDeblurrer(kernel_size=3, **COMMON), (16, 16, 3)),
+        (BlindDeblurrer(kernel_size=3, **COMMON), (18, 18)),
+        (DIPSuperResolver(scale=2, **COMMON), (16, 16)),  # the observation's size, not 2x
+        (DIPReconstructor(**COMMON), (16, 16, 2)),
+    ],
+)
+def test_a_clean_reference_of_the_wrong_shape_fails_before_the_first_fit(
+    count_fits, estimator, reference_shape
+):
+    images = [_image(), _image(seed=1)]
+    references = [_image(), _image(reference_shape, seed=2)]  # the second one is wrong
+    with pytest.raises(ValueError, match="clean reference y has shape"):
+        estimator.fit(images, references)
+    assert count_fits == []
+
+
+def test_references_of_the_reconstruction_shape_are_accepted():
+    kernel = np.outer([1, 2, 1], [1, 2, 1]) / 16.0
+    x = _image()
+    DIPSuperResolver(scale=2, **COMMON).fit(x, _image((32, 32)))
+    DIPDeconvolver(kernel=kernel, boundary="valid", **COMMON).fit(x, _image())
+    BlindDeblurrer(kernel_size=3, **COMMON).fit(x, _image())
+
+
+def test_score_checks_the_references_before_solving_new_data(count_fits):
+    den = DIPDenoiser(**COMMON).fit(_image())
+    fits = len(count_fits)
+    new = _image(seed=3)
+    with pytest.raises(ValueError, match="y holds 2 images but X holds 1"):
+        den.score(new, [_image(), _image()])
+    with pytest.raises(ValueError, match="clean reference y has shape"):
+        den.score(new, _image((12, 12)))
+    assert len(count_fits) == fits
+    assert np.isfinite(den.score(new, _image()))  # a matching reference still scores
+    assert len(count_fits) == fits + 1
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        DIPDenoiser(**COMMON),
+        DIPSuperResolver(scale=2, **COMMON),
+        DIPReconstructor(**COMMON),
+        BlindDeblurrer(kernel_size=3, **COMMON),
+    ],
+)
+def test_unknown_fit_parameters_are_refused(count_fits, estimator):
+    mask = np.ones((16, 16), bool)
+    with pytest.raises(TypeError, match="unexpected fit parameter.*mask"):
+        estimator.fit(_image(), mask=mask)
+    assert count_fits == []
+
+
+def test_unknown_parameters_are_refused_by_transform_and_score_too():
+    den = DIPDenoiser(**COMMON).fit(_image())
+    with pytest.raises(TypeError, match="unexpected fit parameter.*sample_weight"):
+        den.transform(_image(), sample_weight=np.ones(1))
+    with pytest.raises(TypeError, match="unexpected fit parameter.*mask"):
+        den.score(_image(), mask=np.ones((16, 16), bool))
+
+
+def test_the_inpainter_takes_its_mask():
+    mask = np.ones((16, 16), bool)
+    mask[4:8, 4:8] = False
+    inp = DIPInpainter(**COMMON).fit(_image(), mask=mask)
+    assert inp.transform(_image(), mask=mask).shape == (16, 16)
+
+
+# ------------------------------------------------------- returned arrays and state
+def test_transform_of_the_fitted_images_returns_a_copy():
+    x = _image()
+    den = DIPDenoiser(**COMMON).fit(x)
+    before = den.reconstruction_.copy()
+    score = den.score(x, _image(seed=5))
+    for out in (den.transform(x), den.transform()):
+        assert not np.shares_memory(out, den.reconstruction_)
+        out[:] = 0  # a caller editing its result in place
+    np.testing.assert_array_equal(den.reconstruction_, before)
+    np.testing.assert_array_equal(den.transform(x), before)
+    assert den.score(x, _image(seed=5)) == score
+
+
+def test_hio_transform_of_the_fitted_measurement_returns_a_copy():
+    obj = np.zeros((8, 8))
+    obj[2:6, 3:6] = 1.0
+    y = simulate_diffraction(obj)
+    hio = HIOPhaseRetriever(max_iter=20, n_er=5, random_state=0).fit(y)
+    before = hio.reconstruction_.copy()
+    out = hio.transform(y)
+    out[:] = 0
+    np.testing.assert_array_equal(hio.reconstruction_, before)
+
+
+def test_a_refit_leaves_no_attribute_of_the_earlier_fit():
+    den = DIPDenoiser(noise_model="sparse", **COMMON).fit(_image())
+    assert hasattr(den, "sparse_noise_") and hasattr(den, "n_features_in_")
+    den.set_params(noise_model=None).fit(_image((16, 16, 3)))
+    assert not hasattr(den, "sparse_noise_")
+    assert not hasattr(den, "n_features_in_")  # a colour image has no sklearn features
+    assert den.reconstruction_.shape == (16, 16, 3)
+
+
+def test_a_failed_refit_keeps_the_earlier_fit():
+    den = DIPDenoiser(**COMMON).fit(_image())
+    before = den.reconstruction_.copy()
+    with pytest.raises(ValueError):
+        den.fit(_image(), _image((8, 8)))  # wrong reference: refused before fitting
+    np.testing.assert_array_equal(den.reconstruction_, before)
