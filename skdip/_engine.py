@@ -235,8 +235,9 @@ def fit_model(
         ``a_t = w a_{t-1} + (1 - w) x_t``. When given, the average is the
         estimate the stopping rule watches and the one returned.
     callback : callable, optional
-        ``callback(iteration, loss, estimate)`` after each step; returning
-        True stops the fit (the best estimate so far is kept).
+        ``callback(iteration, loss, estimate)`` after each step, ``estimate``
+        a copy the callback may keep; returning True stops the fit (the best
+        estimate so far is kept).
     verbose : bool
         Show a progress bar with the loss and the stopping signal.
     reference : Tensor, optional
@@ -323,7 +324,8 @@ def fit_model(
                 bar.update(1)
                 if it % 25 == 0:
                     bar.set_postfix(loss=f"{loss_value:.3e}", signal=f"{selection.signals[-1]:.3e}")
-            if callback is not None and callback(it, loss_value, selection.estimate):
+            # A copy: with output averaging the estimate is updated in place next step.
+            if callback is not None and callback(it, loss_value, selection.estimate.clone()):
                 stopped_by = "callback"
                 break
             if stop:
@@ -551,7 +553,8 @@ def fit_batch(
                 stop = selections[m].observe(values[:count], loss_values[row], it)
                 values = values[count:]
                 hook = cfg[m]["callback"]
-                if hook is not None and hook(it, loss_values[row], selections[m].estimate):
+                estimate = selections[m].estimate
+                if hook is not None and hook(it, loss_values[row], estimate.clone()):
                     stopped_by[m] = "callback"
                     ended.append(row)
                 elif stop:

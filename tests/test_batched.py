@@ -201,6 +201,22 @@ def test_a_callback_ends_one_member():
     assert len(seen) == 3 * 2 + 7
 
 
+def test_batched_callback_estimates_can_be_kept():
+    kept = []
+    fit_batch(
+        [_model(k, masked=False) for k in range(2)],
+        [_target(k) for k in range(2)],
+        loss=MSE,
+        max_iter=4,
+        averaging=0.9,
+        callback=lambda it, loss, x: kept.append((x, x.clone())),
+    )
+    assert len(kept) == 8
+    for x, snapshot in kept:
+        assert torch.equal(x, snapshot)
+    assert not torch.equal(kept[0][0], kept[-2][0])  # member 0, first and last step
+
+
 def test_members_must_share_their_shapes():
     with pytest.raises(ValueError, match="cannot be fitted in one batch"):
         fit_batch(

@@ -172,6 +172,26 @@ def test_callback_can_stop_the_fit():
     assert result.stopped_by == "callback" and result.n_iter == 5
 
 
+@pytest.mark.parametrize("averaging", [None, 0.9])
+def test_callback_estimates_can_be_kept(averaging):
+    # With output averaging the engine updates its average in place: the callback
+    # must get a copy, or every kept estimate would end up the last one.
+    model, target = _problem()
+    kept = []
+    fit_model(
+        model,
+        target,
+        loss=get_loss("mse"),
+        max_iter=5,
+        averaging=averaging,
+        callback=lambda it, loss, x: kept.append((x, x.clone())),
+    )
+    assert len(kept) == 5
+    for x, snapshot in kept:
+        assert torch.equal(x, snapshot)
+    assert not torch.equal(kept[0][0], kept[-1][0])
+
+
 def test_interrupt_keeps_the_best_estimate():
     model, target = _problem()
 

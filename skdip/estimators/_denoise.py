@@ -81,8 +81,9 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         tqdm: the ``progress`` extra).
     callback : callable, default=None
         ``callback(iteration, loss, estimate)`` after every step, with
-        ``estimate`` a ``(1, C, H, W)`` tensor on the fitting device; returning
-        True stops the fit, keeping the best estimate so far.
+        ``estimate`` a ``(1, C, H, W)`` tensor on the fitting device (a copy,
+        safe to keep); returning True stops the fit, keeping the best estimate
+        so far.
     n_jobs : int, default=None
         Images of a batch fitted in parallel (joblib; None means 1, -1 all
         cores). Each worker gets ``cores // n_jobs`` torch threads; on a
