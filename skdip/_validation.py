@@ -57,7 +57,9 @@ def _output_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def _check_one(image, name: str, min_size: int) -> tuple[np.ndarray, bool, np.dtype]:
+def _check_one(
+    image, name: str, min_size: int, scale_uint8: bool = True
+) -> tuple[np.ndarray, bool, np.dtype]:
     if isinstance(image, torch.Tensor):
         raise TypeError(
             f"{name} is a torch.Tensor; pass a NumPy array (e.g. tensor.cpu().numpy()) "
@@ -87,7 +89,7 @@ def _check_one(image, name: str, min_size: int) -> tuple[np.ndarray, bool, np.dt
             f"{name} is too small: {h}x{w} pixels, at least {min_size}x{min_size} are needed"
         )
     out_dtype = _output_dtype(arr.dtype)
-    if arr.dtype == np.uint8:
+    if arr.dtype == np.uint8 and scale_uint8:
         arr = arr / 255.0  # a new array: the caller's is never touched
     elif np.issubdtype(arr.dtype, np.integer):
         arr = arr.astype(np.float64)
@@ -102,7 +104,7 @@ def _check_one(image, name: str, min_size: int) -> tuple[np.ndarray, bool, np.dt
 
 
 def check_images(
-    X, *, name: str = "X", min_size: int = 2, allow_nan: bool = False
+    X, *, name: str = "X", min_size: int = 2, allow_nan: bool = False, scale_uint8: bool = True
 ) -> tuple[list[np.ndarray], ImageLayout]:
     """Validate one image or a batch and convert it to float64 ``(H, W, C)`` arrays.
 
@@ -117,6 +119,9 @@ def check_images(
         Smallest accepted height and width.
     allow_nan : bool
         Accept NaN (used by estimators where NaN marks missing pixels).
+    scale_uint8 : bool
+        Map uint8 to [0, 1] as 8-bit images; False takes the numbers as they
+        are (measurements such as photon counts).
 
     Returns
     -------
@@ -157,16 +162,16 @@ def check_images(
     for i, item in enumerate(items):
         label = name if kind == "single" else f"{name}[{i}]"
         if allow_nan:
-            img, sq, dt = _check_one_allow_nan(item, label, min_size)
+            img, sq, dt = _check_one_allow_nan(item, label, min_size, scale_uint8)
         else:
-            img, sq, dt = _check_one(item, label, min_size)
+            img, sq, dt = _check_one(item, label, min_size, scale_uint8)
         images.append(img)
         squeeze.append(sq)
         dtypes.append(dt)
     return images, ImageLayout(kind, tuple(squeeze), tuple(dtypes))
 
 
-def _check_one_allow_nan(image, name: str, min_size: int):
+def _check_one_allow_nan(image, name: str, min_size: int, scale_uint8: bool = True):
     arr = np.asarray(image)
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
@@ -176,7 +181,7 @@ def _check_one_allow_nan(image, name: str, min_size: int):
     if nan is not None and nan.all():
         raise ValueError(f"{name} has no observed (non-NaN) pixel")
     filled = np.where(nan, 0.0, arr) if nan is not None and nan.any() else arr
-    img, sq, dt = _check_one(filled, name, min_size)
+    img, sq, dt = _check_one(filled, name, min_size, scale_uint8)
     if nan is not None and nan.any():
         img[np.broadcast_to(nan[..., None] if sq else nan, img.shape)] = np.nan
     return img, sq, dt

@@ -60,6 +60,13 @@ def test_float32_in_float32_out():
     assert out.dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.uint16, np.int32])
+def test_other_dtypes_come_back_as_float64(dtype):
+    # As the README says: only float32 and float64 are kept.
+    out = _den().fit_transform((_image() * 100).astype(dtype))
+    assert out.dtype == np.float64
+
+
 def test_uint8_is_scaled_to_unit_range():
     x8 = (np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)
     den = _den()

@@ -359,3 +359,19 @@ def test_bad_parameters_are_rejected():
         HIOPhaseRetriever(beta=0).fit(y)
     with pytest.raises(ValueError, match="object_type"):
         clone(_tiny_pr()).set_params(object_type="quaternion").fit(y)
+
+
+@pytest.mark.parametrize("estimator", [_tiny_pr(), HIOPhaseRetriever(max_iter=30, n_er=10)])
+def test_integer_measurements_are_counts_whatever_their_dtype(estimator):
+    # Photon counts in uint8 are not 8-bit pixel levels: they must give the object the
+    # same scale as the same counts in float or uint16.
+    counts = np.round(simulate_diffraction(_blob(), measurement="intensity") * 20)
+    assert counts.max() < 256
+    objects = [
+        clone(estimator)
+        .set_params(measurement="intensity", random_state=0)
+        .fit_transform(counts.astype(dtype))
+        for dtype in (np.float64, np.uint16, np.uint8)
+    ]
+    np.testing.assert_allclose(objects[2], objects[0], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(objects[1], objects[0], rtol=1e-6, atol=1e-9)

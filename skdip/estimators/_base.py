@@ -99,6 +99,9 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     _allow_nan = False
     # Names of the per-image inputs ``fit(X, **fit_params)`` takes (e.g. "mask").
     _fit_param_names: tuple[str, ...] = ()
+    # uint8 observations are 8-bit images, mapped to [0, 1]; estimators whose
+    # observations are measurements (photon counts) take the numbers as they are.
+    _scale_uint8 = True
 
     # ------------------------------------------------------------------ hooks
     def _forward_problem(
@@ -281,6 +284,14 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                 extra[key] = v
         return extras
 
+    def _check_observations(self, X):
+        return check_images(
+            X,
+            min_size=self._min_image_size,
+            allow_nan=self._allow_nan,
+            scale_uint8=self._scale_uint8,
+        )
+
     def _check_observation(self, image: np.ndarray, reference, extra: dict) -> None:
         """Check one observation's per-image inputs and clean reference before any fit.
 
@@ -313,7 +324,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
     def _check_inputs(self, X, y=None):
         """Validated ``(images, layout, references)``; references None without clean ``y``."""
-        images, layout = check_images(X, min_size=self._min_image_size, allow_nan=self._allow_nan)
+        images, layout = self._check_observations(X)
         references = None
         if y is not None and not is_target_vector(y):
             references, _ = check_images(y, name="y", min_size=self._min_image_size)
@@ -410,7 +421,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
     def _results_for(self, X, fit_params):
         self._check_fit_params(fit_params)
-        images, layout = check_images(X, min_size=self._min_image_size, allow_nan=self._allow_nan)
+        images, layout = self._check_observations(X)
         if any(v is not None for v in fit_params.values()):
             reuse = _digest(images, fit_params) == self._fit_digest
         else:
@@ -454,7 +465,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         if y is not None and not is_target_vector(y):
             # Checked before X is solved: new data costs a full fit.
             references, _ = check_images(y, name="y", min_size=self._min_image_size)
-            observed = check_images(X, min_size=self._min_image_size, allow_nan=self._allow_nan)[0]
+            observed = self._check_observations(X)[0]
             if len(references) != len(observed):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(observed)}")
             self._per_image_inputs(observed, references, fit_params)

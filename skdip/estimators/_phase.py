@@ -360,6 +360,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
     # the base class's affine rescaling (an offset would break |F x|).
     rescale = False
     _min_image_size = 2
+    _scale_uint8 = False  # measurements: uint8 holds counts, not 8-bit pixel levels
 
     def __init__(
         self,
@@ -770,7 +771,7 @@ class HIOPhaseRetriever(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
             )
 
     def _solve(self, X):
-        images, layout = check_images(X, min_size=self._min_image_size)
+        images, layout = check_images(X, min_size=self._min_image_size, scale_uint8=False)
         oversampling = check_oversampling(self.oversampling)
         n_patterns = max(int(self.n_masks), 1)
         shapes = []
@@ -896,7 +897,7 @@ class HIOPhaseRetriever(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         return self
 
     def _results_for(self, X):
-        images, layout = check_images(X, min_size=self._min_image_size)
+        images, layout = check_images(X, min_size=self._min_image_size, scale_uint8=False)
         if images_digest(images) == self._fit_digest:
             return layout, self._fit_results
         self._check_params()

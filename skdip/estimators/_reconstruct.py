@@ -58,7 +58,10 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         (set 0 for generators that ignore it, such as ``"inr"``).
     output_averaging : float or None, default=None
         Weight ``w`` of the exponential average of outputs (0.99 in the DIP
-        paper); when set, the average is watched and returned.
+        paper). When set, the stopping rule watches the raw iterates and the
+        average ``round(1 / (1 - w))`` steps after their variance minimum is
+        returned (``DIPDenoiser``'s ``averaging_monitor="raw"``); ``best_iter_``
+        is the step of that average.
     rescale : "auto" or bool, default="auto"
         Map intensities to [0, 1] before fitting and back after ("auto": only
         for data clearly outside [0, 1]).
