@@ -439,3 +439,33 @@ def test_whiteness_needs_the_residual_image():
     assert auto == pytest.approx(plain)
     with pytest.raises(ValueError, match="residual image"):
         NoReferenceScorer(criterion="discrepancy_whiteness")(inp, observed)
+
+
+def test_sigma_is_on_the_8_bit_scale_for_uint8_images():
+    noisy = np.clip(_noisy(_clean((16, 16))), 0, 1)
+    as_uint8 = np.round(noisy * 255).astype(np.uint8)
+    den = _den().fit(as_uint8)
+    on_255 = get_scorer("discrepancy", sigma=SIGMA * 255)(den, as_uint8)
+    # The same fit, scored with the level on the [0, 1] scale it was fitted on.
+    on_unit = no_reference_scores(
+        den, [as_uint8[..., None] / 255.0], den._fit_results, criterion="discrepancy", sigma=SIGMA
+    )[0]
+    assert on_255 == pytest.approx(on_unit, abs=1e-9)
+    # A float image on the 0-255 scale is rescaled by the estimator, so it gets the same.
+    den_float = _den().fit(as_uint8.astype(np.float64))
+    float_score = get_scorer("discrepancy", sigma=SIGMA * 255)(den_float, as_uint8.astype(float))
+    assert np.isfinite(float_score) and float_score > -10
+
+
+def test_pixels_hidden_by_a_mask_are_left_out_of_the_noise_estimate():
+    rng = np.random.default_rng(0)
+    noisy = _noisy(_clean((32, 32)))
+    observed = rng.random(noisy.shape) > 0.3
+    as_nan = np.where(observed, noisy, np.nan)
+    overlaid = np.where(observed, noisy, 1.0)  # the same hidden pixels, given by mask=
+    kw = dict(generator=TINY, max_iter=10, early_stopping=None, random_state=0, device="cpu")
+    a = DIPInpainter(**kw).fit(as_nan)
+    b = DIPInpainter(**kw).fit(overlaid, mask=observed)
+    np.testing.assert_allclose(a.reconstruction_, b.reconstruction_)
+    scorer = get_scorer("discrepancy")
+    assert scorer(b, overlaid) == pytest.approx(scorer(a, as_nan), abs=1e-9)

@@ -208,7 +208,7 @@ def no_reference_scores(
     results: list[dict],
     *,
     criterion: str = "auto",
-    sigma: float | None = None,
+    sigma: float | list[float] | None = None,
 ) -> np.ndarray:
     """Per-image no-reference scores of fitted results (higher is better).
 
@@ -223,9 +223,9 @@ def no_reference_scores(
         ``scaling``).
     criterion : {"auto", "discrepancy_whiteness", "discrepancy", "variance"}
         See :class:`NoReferenceScorer`.
-    sigma : float, optional
-        Noise standard deviation on the caller's intensity scale; estimated
-        from each image when None.
+    sigma : float or list of float, optional
+        Noise standard deviation on the scale of ``images`` (one value, or one
+        per image); estimated from each image when None.
 
     Returns
     -------
@@ -248,11 +248,22 @@ def no_reference_scores(
             f"variance; it needs loss='mse' for {type(estimator).__name__}, got "
             f"{estimator.loss!r}. Use criterion='variance' or a full-reference scorer"
         )
+    sigmas = sigma if isinstance(sigma, list | tuple) else [sigma] * len(images)
     scores = []
-    for image, result in zip(images, results, strict=True):
+    for image, result, image_sigma in zip(images, results, sigmas, strict=True):
         scaling = result["scaling"]
         observation = scaling.forward(image)
-        noise_var = _noise_var(observation, sigma, scaling.scale)
+        mask = result.get("mask")
+        if image_sigma is None and mask is not None:
+            # Pixels a mask= hides hold no observation (overlays, dead pixels): as NaN,
+            # they are left out of the noise estimate, as missing pixels are.
+            hidden = ~np.broadcast_to(
+                np.asarray(mask, bool).reshape(*mask.shape[:2], -1), observation.shape
+            )
+            observation_for_noise = np.where(hidden, np.nan, observation)
+        else:
+            observation_for_noise = observation
+        noise_var = _noise_var(observation_for_noise, image_sigma, scaling.scale)
         if criterion == "variance":
             value = _picked(result, "signal")
             if not (np.isfinite(value) and value > 0):
@@ -280,6 +291,14 @@ def no_reference_scores(
         residual = max(residual, _MIN_NOISE_VAR)
         scores.append(-abs(10.0 * np.log10(residual / noise_var)) - structure)
     return np.asarray(scores, dtype=np.float64)
+
+
+def _item_dtypes(X: Any) -> list[np.dtype]:
+    """The dtype of each image of ``X``, split as :func:`check_images` splits it."""
+    if isinstance(X, list | tuple) and X and not all(np.ndim(item) <= 1 for item in X):
+        return [np.asarray(item).dtype for item in X]
+    arr = np.asarray(X)
+    return [arr.dtype] * (arr.shape[0] if arr.ndim == 4 else 1)
 
 
 def _residual_structure(residual: np.ndarray) -> float:
@@ -336,12 +355,13 @@ class NoReferenceScorer(BaseEstimator):
         a valley, so it is NOT comparable across such settings (kept as the
         plain signal, e.g. to compare seeds of one setting).
     sigma : float or None, default=None
-        Noise standard deviation of ``X`` on its intensity scale, when known.
-        None estimates it per image (wavelet median absolute deviation, the
-        estimate of :func:`skimage.restoration.estimate_sigma`, computed
-        without PyWavelets and leaving out the details that clipped pixels
-        touch; with missing (NaN) pixels,
-        the same idea on the fully observed 2x2 blocks), which assumes additive
+        Noise standard deviation of ``X`` on its intensity scale, when known
+        (0-255 for uint8 images). None estimates it per image (wavelet median
+        absolute deviation, the estimate of
+        :func:`skimage.restoration.estimate_sigma`, computed without PyWavelets
+        and leaving out the details that clipped pixels touch; with missing
+        pixels, NaN or hidden by a ``mask=`` fit parameter, the same idea on
+        the fully observed 2x2 blocks), which assumes additive
         Gaussian-like noise on an image-like observation. Pass it for other
         problems.
 
@@ -408,7 +428,11 @@ class NoReferenceScorer(BaseEstimator):
                 f"early_stopping={self.rule!r} or use a scorer with rule=None"
             )
         images, _, results = dip._results_for(X, {})
-        return no_reference_scores(dip, images, results, criterion=self.criterion, sigma=self.sigma)
+        sigma = self.sigma
+        if sigma is not None and getattr(dip, "_scale_uint8", True):
+            # sigma is on X's scale: 0-255 for 8-bit images, which are fitted on [0, 1].
+            sigma = [sigma / 255.0 if d == np.uint8 else sigma for d in _item_dtypes(X)]
+        return no_reference_scores(dip, images, results, criterion=self.criterion, sigma=sigma)
 
     def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
         """Mean score over the images of ``X``; ``y`` is ignored.
