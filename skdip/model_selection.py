@@ -38,6 +38,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_images, images_digest
+from ._warnings import warn
 from .estimators._base import _fit_together, _image_seeds
 from .generators import get_generator
 from .metrics import NoReferenceScorer, get_scorer
@@ -231,7 +232,8 @@ def _same_value(a: Any, b: Any) -> bool:
     if a is b:
         return True
     if isinstance(a, Real) and isinstance(b, Real) and not isinstance(a, bool | np.bool_):
-        return bool(np.isclose(float(a), float(b), rtol=1e-9, atol=0.0))
+        # float32 grids (np.float32(0.01) is 0.01 to 2e-8) must match their float64 values.
+        return bool(np.isclose(float(a), float(b), rtol=1e-6, atol=0.0))
     if hasattr(a, "get_params") and hasattr(b, "get_params"):
         # Generator objects: clones of one configuration are equal settings.
         return type(a) is type(b) and repr(a) == repr(b)
@@ -483,6 +485,14 @@ def best_params_per_image(
     results = getattr(search, "cv_results_", None)
     if results is None:
         raise ValueError("the search is not fitted: call its fit first")
+    if not isinstance(getattr(search, "cv", None), PerImageCV):
+        # Any other splitter's splits are not images: one "per image" entry per split
+        # would be silently wrong.
+        raise ValueError(
+            "best_params_per_image needs a search run with cv=PerImageCV() (one split per "
+            f"image), got cv={getattr(search, 'cv', None)!r}; for one setting for all "
+            "images, read search.best_params_"
+        )
     refit = getattr(search, "refit", None)
     if prefer is None and isinstance(refit, PreferDefault):
         prefer = refit
@@ -574,6 +584,11 @@ def fit_candidates(
     >>> best.reconstruction_.shape
     (16, 16)
     """
+    if isinstance(candidates, dict):
+        raise TypeError(
+            "candidates must be a sequence of settings (dicts); for a grid of values such as "
+            "{'lr': [0.01, 0.03]}, pass sklearn.model_selection.ParameterGrid(grid)"
+        )
     candidates = [dict(c) for c in candidates]
     if not candidates:
         raise ValueError("fit_candidates needs at least one candidate setting")
@@ -802,12 +817,15 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         if not candidates:
             raise ValueError("param_grid holds no setting")
         scorer = get_scorer(self.scoring) if isinstance(self.scoring, str) else self.scoring
+        for setting in candidates:  # before the fits, not after them
+            scorer._check_can_score(clone(self.estimator).set_params(**setting))
         fitted = fit_candidates(
             self.estimator, X, candidates, y, batch_size=self.batch_size, **fit_params
         )
         layout = check_images(X, allow_nan=True)[1]
         scores = np.stack([_finite_scores(scorer, est, X) for est in fitted])
-        outputs = [layout.split(est.reconstruction_) for est in fitted]
+        # Float64 (H, W, C) per image, so the average can be laid out as any input asks.
+        estimates = [[r["estimate"] for r in est._fit_results] for est in fitted]
         n_images = scores.shape[1]
         selected = np.zeros_like(scores, dtype=bool)
         averaged = []
@@ -819,20 +837,20 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
                     "infinite; check the scorer's requirements (e.g. its rule)"
                 )
             selected[chosen, i] = True
-            shapes = {outputs[k][i].shape for k in chosen}
+            shapes = {estimates[k][i].shape for k in chosen}
             if len(shapes) > 1:
                 raise ValueError(
                     f"the settings give estimates of different shapes {sorted(shapes)} for "
                     f"image {i}; AverageOfBest needs settings that keep the output shape"
                 )
-            stack = np.stack([outputs[k][i].astype(np.float64) for k in chosen])
-            averaged.append(stack.mean(axis=0).astype(outputs[chosen[0]][i].dtype))
+            averaged.append(np.mean([estimates[k][i] for k in chosen], axis=0))
         self.candidates_ = candidates
         self.scores_ = scores
         self.selected_ = selected
         self.estimators_ = fitted
         self.n_images_ = n_images
-        self.reconstruction_ = layout.arrange(averaged)
+        self.reconstruction_ = layout.restore(averaged)
+        self._averages = averaged
         self._fit_digest = fitted[0]._fit_images_only_digest
         return self
 
@@ -852,9 +870,10 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         """
         check_is_fitted(self, "reconstruction_")
         if X is not None:
-            images, _ = check_images(X, allow_nan=True)
+            images, layout = check_images(X, allow_nan=True)
             if images_digest(images) != self._fit_digest:
                 return clone(self).fit(X).reconstruction_
+            return layout.restore(self._averages)  # in the layout X came in, as a copy
         out = self.reconstruction_
         return [a.copy() for a in out] if isinstance(out, list) else out.copy()
 
@@ -864,5 +883,11 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
 
 
 def _finite_scores(scorer: NoReferenceScorer, estimator: Any, X: Any) -> np.ndarray:
-    scores = np.asarray(scorer.score_images(estimator, X), dtype=np.float64)
+    try:
+        scores = np.asarray(scorer.score_images(estimator, X), dtype=np.float64)
+    except ValueError as err:
+        # One setting the score cannot judge (e.g. no variance recorded before its fit
+        # ended) is left out, as GridSearchCV's error_score does; the others are kept.
+        warn(f"a setting could not be scored and is left out: {err}", UserWarning)
+        return np.full(estimator.n_images_, np.nan)
     return np.where(np.isfinite(scores), scores, np.nan)

@@ -521,3 +521,76 @@ def test_average_of_best_clones_and_pickles():
     avg.fit(X)
     restored = pickle.loads(pickle.dumps(avg))
     np.testing.assert_array_equal(restored.transform(X), avg.reconstruction_)
+
+
+# ------------------------------------------------------------ refusals before fits
+def test_average_of_best_refuses_a_scorer_it_cannot_use_before_fitting(monkeypatch):
+    import skdip.model_selection as ms
+    from skdip.metrics import NoReferenceScorer
+
+    calls = []
+    original = ms.fit_candidates
+    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: calls.append(1) or original(*a, **k))
+    X = _noisy_batch(1)
+    with pytest.raises(ValueError, match="judges the estimate picked by EMV"):
+        AverageOfBest(_den(early_stopping="wmv", max_iter=300), GRID, scoring="emv").fit(X)
+    with pytest.raises(InvalidParameterError, match="criterion"):
+        AverageOfBest(_den(), GRID, scoring=NoReferenceScorer(criterion="discrepency")).fit(X)
+    assert calls == []
+
+
+def test_average_of_best_leaves_out_a_setting_whose_scorer_raises(monkeypatch):
+    from skdip.metrics import NoReferenceScorer
+
+    X = _noisy_batch(1)
+    real = NoReferenceScorer.score_images
+    calls = []
+
+    def first_fails(self, est, X):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("no running-variance signal was recorded")
+        return real(self, est, X)
+
+    monkeypatch.setattr(NoReferenceScorer, "score_images", first_fails)
+    with pytest.warns(UserWarning, match="could not be scored and is left out"):
+        avg = AverageOfBest(_den(), GRID, n_best=2).fit(X)
+    assert np.isnan(avg.scores_[0, 0]) and np.isfinite(avg.scores_[1:, 0]).all()
+    assert not avg.selected_[0, 0] and avg.selected_[:, 0].sum() == 2
+
+
+def test_average_of_best_transform_of_the_fitted_images_takes_their_layout(monkeypatch):
+    import skdip.model_selection as ms
+
+    X = _noisy_batch(2)
+    avg = AverageOfBest(_den(), GRID, n_best=2).fit(X)
+    calls = []
+    original = ms.fit_candidates
+    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: calls.append(1) or original(*a, **k))
+    as_list = avg.transform(list(X))
+    assert isinstance(as_list, list) and [a.shape for a in as_list] == [(16, 16, 1)] * 2
+    np.testing.assert_array_equal(np.stack(as_list), avg.reconstruction_)
+    grey = AverageOfBest(_den(), GRID, n_best=2).fit(X[0, ..., 0])
+    assert grey.transform(X[0]).shape == (16, 16, 1)  # same pixels, given with a channel axis
+    assert grey.transform().shape == (16, 16)
+    assert calls == [1]  # the second AverageOfBest's fit; no transform refitted
+
+
+def test_best_params_per_image_needs_per_image_splits():
+    search = GridSearchCV(
+        _den(), {"lr": [0.01, 0.03]}, cv=FitImagesCV(), scoring=get_scorer("emv"), refit=False
+    ).fit(_images(3))
+    with pytest.raises(ValueError, match="needs a search run with cv=PerImageCV"):
+        best_params_per_image(search)
+
+
+def test_fit_candidates_explains_that_a_grid_needs_parameter_grid(count_fits):
+    with pytest.raises(TypeError, match="ParameterGrid"):
+        fit_candidates(_den(), _images(1), {"lr": [0.01, 0.03]})
+    assert count_fits == []
+
+
+def test_prefer_default_matches_float32_grid_values():
+    params = [{"lr": np.float32(0.01)}, {"lr": np.float32(0.03)}]
+    assert PreferDefault({"lr": 0.01}).select(params, [0.0, 0.5]) == 0
+    assert PreferDefault({"lr": 0.03}).select(params, [0.0, 0.5]) == 1

@@ -419,20 +419,27 @@ class NoReferenceScorer(BaseEstimator):
         -------
         scores : ndarray of shape (n_images,)
         """
-        self._validate_params()
         dip, X = _dip_step(estimator, X)
-        if self.rule is not None and _rule_kind(dip) != self.rule:
-            raise ValueError(
-                f"this scorer judges the estimate picked by {self.rule.upper()}, but the "
-                f"estimator uses early_stopping={dip.early_stopping!r}; fit with "
-                f"early_stopping={self.rule!r} or use a scorer with rule=None"
-            )
+        self._check_can_score(dip)
         images, _, results = dip._results_for(X, {})
         sigma = self.sigma
         if sigma is not None and getattr(dip, "_scale_uint8", True):
             # sigma is on X's scale: 0-255 for 8-bit images, which are fitted on [0, 1].
             sigma = [sigma / 255.0 if d == np.uint8 else sigma for d in _item_dtypes(X)]
         return no_reference_scores(dip, images, results, criterion=self.criterion, sigma=sigma)
+
+    def _check_can_score(self, dip: Any) -> None:
+        """Refuse, from its parameters alone, an estimator this scorer cannot judge.
+
+        Needs no fit, so callers that fit many settings check them all first.
+        """
+        self._validate_params()
+        if self.rule is not None and _rule_kind(dip) != self.rule:
+            raise ValueError(
+                f"this scorer judges the estimate picked by {self.rule.upper()}, but the "
+                f"estimator uses early_stopping={dip.early_stopping!r}; fit with "
+                f"early_stopping={self.rule!r} or use a scorer with rule=None"
+            )
 
     def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
         """Mean score over the images of ``X``; ``y`` is ignored.
