@@ -252,7 +252,8 @@ def fit_model(
         non-finite loss, counts as divergence: the last snapshot is restored
         and the learning rates are halved.
     max_divergences : int
-        After this many divergences the fit ends with the best estimate.
+        Rollbacks allowed; the divergence after them (one more) ends the fit
+        with the best estimate (it is recorded too).
     monitor : callable, optional
         Maps the estimate to the tensor the stopping rule watches (default:
         the estimate itself), for models whose estimate is not a plain image.
