@@ -39,7 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_images, images_digest
 from ._warnings import warn
-from .estimators._base import _fit_together, _image_seeds
+from .estimators._base import _digest, _fit_together, _image_seeds
 from .generators import get_generator
 from .metrics import NoReferenceScorer, get_scorer
 
@@ -854,7 +854,7 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         self._fit_digest = fitted[0]._fit_images_only_digest
         return self
 
-    def transform(self, X: Any = None) -> Any:
+    def transform(self, X: Any = None, **fit_params: Any) -> Any:
         """The averaged estimate(s) of ``X``.
 
         Parameters
@@ -863,6 +863,9 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
             None (or the fitted images) returns the fitted result; other images
             are solved by a fresh copy (every setting fitted again), leaving
             this one's fit untouched.
+        **fit_params
+            Per-image inputs of the estimator for ``X`` (e.g. ``mask=`` of
+            :class:`~skdip.DIPInpainter`), as in :meth:`fit`.
 
         Returns
         -------
@@ -871,8 +874,12 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         check_is_fitted(self, "reconstruction_")
         if X is not None:
             images, layout = check_images(X, allow_nan=True)
-            if images_digest(images) != self._fit_digest:
-                return clone(self).fit(X).reconstruction_
+            if any(v is not None for v in fit_params.values()):
+                same = _digest(images, fit_params) == self.estimators_[0]._fit_digest
+            else:
+                same = images_digest(images) == self._fit_digest
+            if not same:
+                return clone(self).fit(X, **fit_params).reconstruction_
             return layout.restore(self._averages)  # in the layout X came in, as a copy
         out = self.reconstruction_
         return [a.copy() for a in out] if isinstance(out, list) else out.copy()

@@ -594,3 +594,24 @@ def test_prefer_default_matches_float32_grid_values():
     params = [{"lr": np.float32(0.01)}, {"lr": np.float32(0.03)}]
     assert PreferDefault({"lr": 0.01}).select(params, [0.0, 0.5]) == 0
     assert PreferDefault({"lr": 0.03}).select(params, [0.0, 0.5]) == 1
+
+
+def test_average_of_best_transform_passes_per_image_inputs(monkeypatch):
+    import skdip.model_selection as ms
+
+    X = _noisy_batch(1)[0]
+    mask = np.ones(X.shape[:2], bool)
+    mask[4:9, 3:8] = False
+    inp = DIPInpainter(generator=TINY, max_iter=6, early_stopping=None, random_state=0)
+    avg = AverageOfBest(inp, GRID, n_best=2).fit(X, mask=mask)
+    calls = []
+    original = ms.fit_candidates
+    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: calls.append(k) or original(*a, **k))
+    np.testing.assert_array_equal(avg.transform(X.copy(), mask=mask), avg.reconstruction_)
+    assert calls == []  # the fitted images with their mask: reused
+    other = np.ones_like(mask)
+    other[:5, :5] = False
+    new = avg.transform(X, mask=other)  # same pixels, another mask: a new problem
+    assert len(calls) == 1 and calls[0]["mask"] is other
+    expected = AverageOfBest(inp, GRID, n_best=2).fit(X, mask=other).reconstruction_
+    np.testing.assert_array_equal(new, expected)
