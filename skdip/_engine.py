@@ -713,8 +713,46 @@ def _check_stackable(models: list[nn.Module]) -> None:
                     f"({b.extra_repr()} instead of {a.extra_repr()}): such networks cannot "
                     "be fitted in one batch"
                 )
+        # The operators run as member 0's too; their settings are plain attributes
+        # (a FunctionOperator's function, a Downsample's padding), not tensors.
+        for a, b in zip(first.operator.modules(), model.operator.modules(), strict=True):
+            mine, theirs = _plain_settings(a), _plain_settings(b)
+            if mine.keys() != theirs.keys() or not all(
+                _same_setting(value, theirs[name]) for name, value in mine.items()
+            ):
+                changed = sorted(
+                    name
+                    for name in mine.keys() | theirs.keys()
+                    if not _same_setting(mine.get(name), theirs.get(name))
+                )
+                raise ValueError(
+                    f"member {k}'s {type(b).__name__} differs from member 0's in "
+                    f"{', '.join(changed)}: such operators cannot be fitted in one batch"
+                )
     if not isinstance(first, DIPModel):
         raise ValueError(f"fit_batch needs DIPModel members, got {type(first).__name__}")
+
+
+def _plain_settings(module: nn.Module) -> dict:
+    """A module's own attributes that are neither tensors, modules nor torch internals."""
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and name != "training"
+        and not isinstance(value, torch.Tensor | nn.Module)
+    }
+
+
+def _same_setting(a, b) -> bool:
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 class _Selection:

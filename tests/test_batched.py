@@ -22,7 +22,7 @@ from skdip.generators import get_generator
 from skdip.losses import TotalVariation, get_loss
 from skdip.metrics import get_scorer
 from skdip.model_selection import fit_candidates
-from skdip.operators import Convolution, Downsample, PixelMask
+from skdip.operators import Convolution, Downsample, FunctionOperator, PixelMask
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 MSE = get_loss("mse")
@@ -215,6 +215,49 @@ def test_batched_callback_estimates_can_be_kept():
     for x, snapshot in kept:
         assert torch.equal(x, snapshot)
     assert not torch.equal(kept[0][0], kept[-2][0])  # member 0, first and last step
+
+
+def _double(x):
+    return 2.0 * x
+
+
+def _identity(x):
+    return x
+
+
+@pytest.mark.parametrize(
+    "operators",
+    [
+        (FunctionOperator(_identity), FunctionOperator(_double)),
+        (Downsample(2, padding="replicate"), Downsample(2, padding="zeros")),
+    ],
+)
+def test_members_whose_operators_differ_in_a_setting_are_not_stacked(operators):
+    # The batch runs every member through member 0's operator: settings that are not
+    # tensors must match, or member 1 would silently be fitted to another problem.
+    size = 16 if isinstance(operators[0], FunctionOperator) else 32
+    models = [
+        DIPModel(TINY.build((size, size), 1, seed=k), op, 0.0) for k, op in enumerate(operators)
+    ]
+    targets = [_target(k, 16) for k in range(2)]
+    with pytest.raises(ValueError, match="cannot be fitted in one batch"):
+        fit_batch(models, targets, loss=MSE, max_iter=2)
+
+
+def test_fit_candidates_fits_differing_operators_apart():
+    from skdip import DIPReconstructor
+
+    base = DIPReconstructor(generator=TINY, max_iter=5, early_stopping=None, random_state=0)
+    candidates = [
+        {"operator": FunctionOperator(_identity)},
+        {"operator": FunctionOperator(_double)},
+    ]
+    y = _target(0).numpy()[0, 0] * 0.4
+    together = fit_candidates(base, y, candidates)
+    apart = fit_candidates(base, y, candidates, batch_size=1)
+    for a, b in zip(together, apart, strict=True):
+        np.testing.assert_array_equal(a.reconstruction_, b.reconstruction_)
+    assert not np.array_equal(together[0].reconstruction_, together[1].reconstruction_)
 
 
 def test_members_must_share_their_shapes():
