@@ -142,7 +142,17 @@ class FourierMagnitude(ForwardOperator):
         self.measurement = measurement
         self.n_masks = int(n_masks)
         self.mask_seed = int(mask_seed)
-        self.register_buffer("masks", None)
+        # The masks follow from (n_masks, shape, mask_seed): a cache, not module state, so
+        # the state_dict is the same before and after the first call (the divergence
+        # guard restores snapshots taken before it), and a changed mask_seed takes effect.
+        self._masks_cache: dict[tuple, torch.Tensor] = {}
+
+    def __getstate__(self) -> dict:
+        # The cache is rebuilt on use: a pickle must not carry tensors of a device
+        # the loading machine may lack.
+        state = self.__dict__.copy()
+        state["_masks_cache"] = {}
+        return state
 
     @property
     def n_patterns(self) -> int:
@@ -150,10 +160,14 @@ class FourierMagnitude(ForwardOperator):
         return max(self.n_masks, 1)
 
     def _masks_for(self, shape: tuple[int, int], device, dtype) -> torch.Tensor:
-        if self.masks is None or tuple(self.masks.shape[-2:]) != tuple(shape):
+        key = (self.n_masks, tuple(shape), self.mask_seed, str(device), dtype)
+        if key not in self._masks_cache:
             masks = make_phase_masks(self.n_masks, tuple(shape), self.mask_seed)
-            self.masks = torch.as_tensor(masks, dtype=torch.complex128)
-        return self.masks.to(device=device, dtype=dtype)
+            self._masks_cache.clear()  # one entry: the operator serves one problem at a time
+            self._masks_cache[key] = torch.as_tensor(masks, dtype=torch.complex128).to(
+                device=device, dtype=dtype
+            )
+        return self._masks_cache[key]
 
     def spectrum(self, x: torch.Tensor) -> torch.Tensor:
         """The complex field ``F(pad(mask * x))``, shape ``(B, C * n_patterns, sH, sW)``."""
