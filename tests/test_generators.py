@@ -398,3 +398,29 @@ def test_numpy_integers_are_accepted():
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+@pytest.mark.parametrize(
+    "shape, channels", [((0, 8), 1), ((-4, 8), 1), ((8,), 1), ((8, 8), 0), ((8, 8), True)]
+)
+def test_every_generator_refuses_outputs_no_network_can_make(name, shape, channels):
+    with pytest.raises(ValueError, match="out_shape|out_channels"):
+        SMALL[name]().build(shape, channels)
+
+
+def test_skip_network_takes_numpy_integers_and_refuses_bad_values():
+    # A ParameterGrid over np.array([4, 8]) hands numpy integers to the generator.
+    net = SkipNetwork(width=np.int64(8), depth=np.int32(2), input_channels=np.int64(4))
+    assert net.build((8, 8), 1)(net.build((8, 8), 1).input).shape == (1, 1, 8, 8)
+    for bad in (
+        dict(width=True),
+        dict(width=0),
+        dict(depth=2.0),
+        dict(skip_channels=-1),
+        dict(input_scale=float("inf")),
+        dict(input_scale=0.0),
+        dict(upsample="cubic"),
+    ):
+        with pytest.raises(ValueError, match="SkipNetwork"):
+            SkipNetwork(**bad).build((8, 8), 1)

@@ -12,6 +12,7 @@ padded grid internally and crop on the way out, so callers never pad.
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 
 import torch
@@ -21,6 +22,23 @@ from torch import nn
 __all__ = ["BaseGenerator", "GeneratorNetwork", "center_crop", "padded_size"]
 
 _BUILD_LOCK = threading.Lock()
+
+
+def _check_int(owner: str, name: str, value: object, minimum: int = 1) -> int:
+    """Validate an integer parameter (numpy integers included) and return it as an int."""
+    # bool is an int subclass; True as a channel count is almost surely a mistake.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{owner}.{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_positive_real(owner: str, name: str, value: object) -> float:
+    """Validate a finite, strictly positive real parameter and return it as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{owner}.{name} must be a positive number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{owner}.{name} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def padded_size(size: int, multiple: int) -> int:
@@ -113,9 +131,16 @@ class BaseGenerator(BaseEstimator):
         """
         # The global RNG is seeded for the build, so builds in threads of one
         # process (Dask or joblib threading workers) must not interleave.
+        owner = type(self).__name__
+        shape = tuple(out_shape)
+        if len(shape) != 2 or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape
+        ):
+            raise ValueError(f"{owner}: out_shape must be two sizes >= 1, got {out_shape!r}")
+        channels = _check_int(owner, "out_channels", out_channels)
         with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            network = self._build(tuple(int(s) for s in out_shape), int(out_channels))
+            network = self._build(tuple(int(s) for s in shape), channels)
         return network
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:

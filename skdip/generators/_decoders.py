@@ -9,39 +9,21 @@ fit noise more slowly.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
 
-from ._base import BaseGenerator, GeneratorNetwork, center_crop, output_activation, padded_size
+from ._base import (
+    BaseGenerator,
+    GeneratorNetwork,
+    _check_int,
+    _check_positive_real,
+    center_crop,
+    output_activation,
+    padded_size,
+)
 
 __all__ = ["DeepDecoder", "ConvDecoder"]
-
-
-def _check_int(owner: str, name: str, value: object, minimum: int = 1) -> int:
-    """Validate an integer parameter (numpy integers included) and return it as an int."""
-    # bool is an int subclass; True as a channel count is almost surely a mistake.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{owner}.{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive_real(owner: str, name: str, value: object) -> float:
-    """Validate a finite, strictly positive real parameter and return it as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{owner}.{name} must be a positive number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{owner}.{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _check_output(owner: str, out_shape: tuple[int, int], out_channels: int) -> None:
-    """Reject output sizes no network can produce."""
-    if len(out_shape) != 2 or min(out_shape) < 1:
-        raise ValueError(f"{owner}: out_shape must be two sizes >= 1, got {out_shape!r}")
-    if out_channels < 1:
-        raise ValueError(f"{owner}: out_channels must be >= 1, got {out_channels!r}")
 
 
 # --------------------------------------------------------------------------- Deep Decoder
@@ -139,7 +121,6 @@ class DeepDecoder(BaseGenerator):
         self.output_activation = output_activation
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
-        _check_output("DeepDecoder", out_shape, out_channels)
         channels = _check_int("DeepDecoder", "channels", self.channels)
         n_blocks = _check_int("DeepDecoder", "n_blocks", self.n_blocks)
         input_scale = _check_positive_real("DeepDecoder", "input_scale", self.input_scale)
@@ -286,7 +267,6 @@ class ConvDecoder(BaseGenerator):
         self.output_activation = output_activation
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
-        _check_output("ConvDecoder", out_shape, out_channels)
         channels = _check_int("ConvDecoder", "channels", self.channels)
         n_layers = _check_int("ConvDecoder", "n_layers", self.n_layers, minimum=2)
         input_size = _check_int("ConvDecoder", "input_size", self.input_size)

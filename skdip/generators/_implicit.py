@@ -7,8 +7,13 @@ import math
 import torch
 from torch import nn
 
-from ._base import BaseGenerator, GeneratorNetwork, output_activation
-from ._decoders import _check_int, _check_output, _check_positive_real
+from ._base import (
+    BaseGenerator,
+    GeneratorNetwork,
+    _check_int,
+    _check_positive_real,
+    output_activation,
+)
 
 __all__ = ["ImplicitNeuralRepresentation"]
 
@@ -181,7 +186,6 @@ class ImplicitNeuralRepresentation(BaseGenerator):
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
         owner = "ImplicitNeuralRepresentation"
-        _check_output(owner, out_shape, out_channels)
         hidden = _check_int(owner, "hidden", self.hidden)
         n_layers = _check_int(owner, "n_layers", self.n_layers)
         if self.encoding not in ("sine", "fourier"):

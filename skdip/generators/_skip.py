@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
-from ._base import BaseGenerator, GeneratorNetwork, center_crop, output_activation, padded_size
+from ._base import (
+    BaseGenerator,
+    GeneratorNetwork,
+    _check_int,
+    _check_positive_real,
+    center_crop,
+    output_activation,
+    padded_size,
+)
 
 __all__ = ["SkipNetwork"]
 
@@ -141,18 +151,16 @@ class SkipNetwork(BaseGenerator):
         self.output_activation = output_activation
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
-        for name in ("width", "depth", "input_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"SkipNetwork.{name} must be a positive int, got {value!r}")
-        if not isinstance(self.skip_channels, int) or self.skip_channels < 0:
-            raise ValueError(
-                f"SkipNetwork.skip_channels must be a non-negative int, got {self.skip_channels!r}"
-            )
+        owner = "SkipNetwork"
+        # A validated copy: numpy integers from a grid become ints, bad values fail here.
+        cfg = copy.copy(self)
+        cfg.width = _check_int(owner, "width", self.width)
+        cfg.depth = _check_int(owner, "depth", self.depth)
+        cfg.input_channels = _check_int(owner, "input_channels", self.input_channels)
+        cfg.skip_channels = _check_int(owner, "skip_channels", self.skip_channels, minimum=0)
+        cfg.input_scale = _check_positive_real(owner, "input_scale", self.input_scale)
         if self.upsample not in ("bilinear", "nearest"):
             raise ValueError(
                 f"SkipNetwork.upsample must be 'bilinear' or 'nearest', got {self.upsample!r}"
             )
-        if not self.input_scale > 0:
-            raise ValueError(f"SkipNetwork.input_scale must be > 0, got {self.input_scale!r}")
-        return _SkipNetworkModule(self, out_shape, out_channels)
+        return _SkipNetworkModule(cfg, out_shape, out_channels)
