@@ -25,19 +25,42 @@ def _ramp(size=8):
 
 
 def test_tv_values_on_known_images():
-    # 7 of the 7x7 horizontal differences are 1: the mean is 1/7.
+    # The differences are taken at all 8x8 pixels (zero beyond the last row and
+    # column): 8 horizontal differences are 1, one per row, so the mean is 1/8.
     x = _step_image()
-    assert float(TotalVariation(weight=1.0)(x)) == pytest.approx(1 / 7)
-    assert float(TotalVariation(weight=1.0, isotropic=True)(x)) == pytest.approx(1 / 7, abs=1e-5)
-    # A diagonal ramp: both differences are 1 everywhere.
+    assert float(TotalVariation(weight=1.0)(x)) == pytest.approx(1 / 8)
+    assert float(TotalVariation(weight=1.0, isotropic=True)(x)) == pytest.approx(1 / 8, abs=1e-5)
+    # A diagonal ramp: both differences are 1 except past the last row / column.
     r = _ramp()
-    assert float(TotalVariation(weight=1.0)(r)) == pytest.approx(2.0)
-    assert float(TotalVariation(weight=1.0, isotropic=True)(r)) == pytest.approx(math.sqrt(2))
+    assert float(TotalVariation(weight=1.0)(r)) == pytest.approx(2 * 7 / 8)
+    iso = (49 * math.sqrt(2) + 14 * 1.0 + 0.0) / 64  # inside, last row/column, corner
+    assert float(TotalVariation(weight=1.0, isotropic=True)(r)) == pytest.approx(iso)
+
+
+def test_differences_of_the_last_row_and_column_count():
+    # A single bright corner pixel: the cropped grid of a former version saw no change.
+    x = torch.zeros(1, 1, 6, 6, dtype=torch.float64)
+    x[..., -1, -1] = 1.0
+    assert float(TotalVariation(weight=1.0)(x)) == pytest.approx(2 / 36)
+    assert float(GradientRatio(weight=1.0)(x)) == pytest.approx(math.sqrt(2))
+    # One pixel high: no vertical difference, a finite penalty.
+    row = torch.arange(8, dtype=torch.float64).reshape(1, 1, 1, 8)
+    assert float(TotalVariation(weight=1.0)(row)) == pytest.approx(7 / 8)
+
+
+def test_gradient_ratio_of_a_batch_is_the_mean_over_its_images():
+    a, b = _step_image(), _ramp()
+    batch = torch.cat([a, b])
+    expected = (GradientRatio(1.0).penalty(a) + GradientRatio(1.0).penalty(b)) / 2
+    assert float(GradientRatio(1.0).penalty(batch)) == pytest.approx(float(expected))
+    assert float(GradientRatio(1.0).penalty(torch.cat([a, a]))) == pytest.approx(
+        float(GradientRatio(1.0).penalty(a))
+    )
 
 
 def test_weight_multiplies_and_zero_weight_gives_zero():
     r = _ramp()
-    assert float(TotalVariation(weight=0.25)(r)) == pytest.approx(0.5)
+    assert float(TotalVariation(weight=0.25)(r)) == pytest.approx(0.25 * 2 * 7 / 8)
     assert float(GradientRatio(weight=0.0)(r)) == 0.0
     assert float(GradientRatio(weight=2.0)(r)) == pytest.approx(2 * GradientRatio(1.0).penalty(r))
 
@@ -61,9 +84,9 @@ def test_tv_is_linear_in_contrast_but_ratio_is_scale_invariant():
 
 
 def test_ratio_prefers_sparse_gradients():
-    # one sharp edge: l1/l2 = sqrt(number of non-zero differences) = sqrt(7)
+    # one sharp edge: l1/l2 = sqrt(number of non-zero differences) = sqrt(8)
     edge = _step_image()
-    assert float(GradientRatio(weight=1.0)(edge)) == pytest.approx(math.sqrt(7), rel=1e-6)
+    assert float(GradientRatio(weight=1.0)(edge)) == pytest.approx(math.sqrt(8), rel=1e-6)
     # the same edge smeared over three columns has more non-zero differences
     smooth = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
     smooth[..., 3], smooth[..., 4], smooth[..., 5:] = 1 / 3, 2 / 3, 1.0

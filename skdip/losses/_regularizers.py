@@ -11,9 +11,14 @@ __all__ = ["BaseRegularizer", "TotalVariation", "GradientRatio"]
 
 
 def _finite_differences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward differences along rows and columns, cropped to a common grid."""
-    dy = x[..., 1:, :-1] - x[..., :-1, :-1]
-    dx = x[..., :-1, 1:] - x[..., :-1, :-1]
+    """Forward differences along rows and columns at every pixel, ``(B, C, H, W)`` each.
+
+    The image is taken as constant beyond its last row and column (a zero
+    difference there), so every difference inside the image counts, also those
+    of the last row and column, and a one-pixel-high image has a finite penalty.
+    """
+    dy = torch.nn.functional.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    dx = torch.nn.functional.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
     return dy, dx
 
 
@@ -90,8 +95,8 @@ class GradientRatio(BaseRegularizer):
     >>> from skdip.losses import GradientRatio
     >>> x = torch.zeros(1, 1, 8, 8)
     >>> x[..., 4:, :] = 1.0
-    >>> round(float(GradientRatio(weight=1.0)(x)), 3)  # one edge: l1/l2 = sqrt(7)
-    2.646
+    >>> round(float(GradientRatio(weight=1.0)(x)), 3)  # one edge, 8 steps: l1/l2 = sqrt(8)
+    2.828
     """
 
     def __init__(self, weight: float = 0.001, eps: float = 1e-8):
@@ -100,5 +105,6 @@ class GradientRatio(BaseRegularizer):
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         dy, dx = _finite_differences(x)
-        g = torch.cat([dy.flatten(), dx.flatten()])
-        return g.abs().sum() / (g.norm() + self.eps)
+        # Per image, then the mean over the batch (as TotalVariation's mean does).
+        g = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)
+        return (g.abs().sum(dim=1) / (g.norm(dim=1) + self.eps)).mean()
