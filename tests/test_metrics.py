@@ -192,3 +192,29 @@ def test_kernel_error_errors():
         kernel_error(k[None], k)
     with pytest.raises(ValueError, match="NaN"):
         kernel_error(k, np.full((3, 3), np.nan))
+
+
+def test_uint8_images_are_read_on_the_unit_scale():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+    expected = peak_signal_noise_ratio(a, b, data_range=255)
+    assert psnr(a, b) == pytest.approx(expected)
+    assert psnr(a, b / 255.0) == pytest.approx(expected)  # mixed: the same scale
+    assert ssim(a, b) == pytest.approx(structural_similarity(a, b, data_range=255))
+
+
+@pytest.mark.parametrize("kwargs", [{"full": True}, {"gradient": True}, {"channel_axis": 0}])
+def test_ssim_refuses_options_that_change_what_it_returns(kwargs):
+    x = np.random.default_rng(0).random((16, 16))
+    with pytest.raises(TypeError, match="ssim does not take"):
+        ssim(x, x, **kwargs)
+
+
+def test_ssim_size_check_knows_the_gaussian_window():
+    x = np.random.default_rng(0).random((10, 10))
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ssim(x, x, gaussian_weights=True)
+    assert ssim(x, x, gaussian_weights=True, sigma=1.0) == pytest.approx(1.0)  # 9x9 window

@@ -92,7 +92,7 @@ def load_image(
         shrinking). ``None`` keeps the original size.
     as_gray : bool, default=False
         Convert colour pictures to grey with :func:`skimage.color.rgb2gray`
-        (ITU-R 601 luma weights). Grey pictures are unchanged.
+        (ITU-R BT.709 luma weights). Grey pictures are unchanged.
 
     Returns
     -------

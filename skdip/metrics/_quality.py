@@ -24,6 +24,9 @@ def _as_image(image: Any, name: str) -> np.ndarray:
         )
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
+    if arr.dtype == np.uint8:
+        # 8-bit images are on [0, 1] in skdip, as the estimators read them.
+        return arr / 255.0
     arr = arr.astype(np.float64, copy=False)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
@@ -61,7 +64,18 @@ def _psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
 def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> float:
     from skimage.metrics import structural_similarity
 
-    win_size = kwargs.get("win_size") or 7
+    refused = sorted({"full", "gradient", "channel_axis", "data_range"} & set(kwargs))
+    if refused:
+        raise TypeError(
+            f"ssim does not take {', '.join(refused)}: it returns the mean SSIM as a float, "
+            "sets channel_axis from the image and data_range from its own argument; call "
+            "skimage.metrics.structural_similarity for the SSIM map or gradient"
+        )
+    win_size = kwargs.get("win_size")
+    if win_size is None:
+        # scikit-image's default: 7, or the Gaussian's support (truncated at 3.5 sigma).
+        sigma = kwargs.get("sigma", 1.5)
+        win_size = 2 * int(3.5 * sigma + 0.5) + 1 if kwargs.get("gaussian_weights") else 7
     if min(a.shape[:2]) < win_size:
         raise ValueError(
             f"SSIM needs images of at least {win_size}x{win_size} pixels "
@@ -86,7 +100,8 @@ def psnr(image_true: Any, image_test: Any, data_range: float = 1.0) -> float:
     image_test : array-like of the same shape
         Image to evaluate.
     data_range : float, default=1.0
-        Range of the intensities (1 for images in ``[0, 1]``).
+        Range of the intensities (1 for images in ``[0, 1]``). uint8 images
+        are scaled to ``[0, 1]`` first, as skdip's estimators read them.
 
     Returns
     -------
@@ -125,11 +140,13 @@ def ssim(image_true: Any, image_test: Any, data_range: float = 1.0, **kwargs: An
     image_test : array-like of the same shape
         Image to evaluate.
     data_range : float, default=1.0
-        Range of the intensities (1 for images in ``[0, 1]``).
+        Range of the intensities (1 for images in ``[0, 1]``). uint8 images
+        are scaled to ``[0, 1]`` first, as skdip's estimators read them.
     **kwargs
         Passed on to :func:`skimage.metrics.structural_similarity`
         (for example ``gaussian_weights=True, sigma=1.5,
-        use_sample_covariance=False`` for the settings of Wang et al. 2004).
+        use_sample_covariance=False`` for the settings of Wang et al. 2004);
+        not ``full``, ``gradient``, ``channel_axis`` or ``data_range``.
 
     Returns
     -------
