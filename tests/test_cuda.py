@@ -68,7 +68,7 @@ def _smooth(size=16, channels=None, seed=0):
 
 
 def _cases():
-    kernel = make_motion_kernel(5, random_state=0)
+    kernel = make_motion_kernel(5, random_state=0, smoothing=0)
     holes = _smooth(16, 3)
     holes[3:7, 5:9] = np.nan
     blob = np.random.default_rng(3).random((8, 8))

@@ -175,8 +175,10 @@ def test_noise_errors():
         add_noise(GREY, "pink", 0.1)
     with pytest.raises(ValueError):
         add_gaussian_noise(GREY, -0.1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"photons must be in \(0, inf\), got 0"):
         add_poisson_noise(GREY, 0)
+    with pytest.raises(ValueError, match="beyond what a Poisson draw can take"):
+        add_poisson_noise(GREY, 1e30)
     with pytest.raises(ValueError):
         add_impulse_noise(GREY, 1.5)
     with pytest.raises(TypeError):
@@ -328,3 +330,17 @@ def test_blur_errors():
         blur(x, np.ones((3, 3, 1)))
     with pytest.raises(ValueError):
         blur(x, np.full((3, 3), np.inf))
+
+
+def test_motion_kernel_too_small_to_move_is_refused():
+    # At size 5 the default smoothing leaves the path no room: every seed gave the
+    # same centred blob. Without smoothing a 5x5 kernel can move.
+    with pytest.raises(ValueError, match="no room for motion.*smallest size is 7"):
+        make_motion_kernel(5, random_state=0)
+    with pytest.raises(ValueError, match="no room for motion"):
+        make_motion_kernel(3, random_state=0, smoothing=0)
+    moving = [make_motion_kernel(5, random_state=s, smoothing=0) for s in range(3)]
+    assert not np.allclose(moving[0], moving[1]) or not np.allclose(moving[1], moving[2])
+    assert not np.allclose(
+        make_motion_kernel(7, random_state=0), make_motion_kernel(7, random_state=1)
+    )

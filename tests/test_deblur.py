@@ -37,7 +37,7 @@ def _sharp(size=34, channels=None, seed=0):
 
 
 def _blurry(size=34, kernel=None, channels=None, seed=0):
-    kernel = make_motion_kernel(5, random_state=0) if kernel is None else kernel
+    kernel = make_motion_kernel(5, random_state=0, smoothing=0) if kernel is None else kernel
     return blur(_sharp(size, channels, seed), kernel, mode="valid")
 
 

@@ -223,6 +223,12 @@ def test_metrics_real_objects_and_misplaced_energy():
     assert phase_retrieval_psnr(x, noisy) >= 10 * np.log10(1 / mse) - 1e-9  # never worse
     # With oversampling=1 the shift wraps inside the arrays' own frame.
     assert phase_retrieval_error(x, np.roll(x, 3, axis=1), oversampling=1) < 1e-12
+    assert phase_retrieval_error(x, np.roll(x, 3, axis=1), oversampling=(1, 1)) < 1e-12
+    for bad in (0, (1, 0), -2):
+        with pytest.raises(ValueError, match="at least 1"):
+            phase_retrieval_error(x, x, oversampling=bad)
+    with pytest.raises(TypeError, match="int or a pair"):
+        phase_retrieval_error(x, x, oversampling=1.5)
     assert phase_retrieval_error(x, np.roll(x, 3, axis=1), oversampling=2) > 0.1
 
 

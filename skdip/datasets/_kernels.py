@@ -182,7 +182,9 @@ def make_motion_kernel(
     Parameters
     ----------
     size : int
-        Odd side length of the kernel (``>= 3``; 9 to 41 are typical).
+        Odd side length of the kernel (9 to 41 are typical). It must leave the
+        path room to move inside the splat and smoothing footprints: at least
+        7 with the default smoothing, 5 without smoothing.
     random_state : None, int, RandomState or Generator, default=None
         Source of randomness.
     length : float or None, default=None
@@ -236,7 +238,13 @@ def make_motion_kernel(
     truncate = 2.0
     smooth_radius = int(truncate * smoothing + 0.5) if smoothing > 0 else 0
     centre = size // 2
-    half_width = max(centre - 1 - smooth_radius, 0)
+    half_width = centre - 1 - smooth_radius
+    if half_width < 1:
+        # No room for a path: every seed would give the same centred blob.
+        raise ValueError(
+            f"size={size} leaves no room for motion with smoothing={smoothing:g}: the "
+            f"smallest size is {2 * (2 + smooth_radius) + 1}"
+        )
 
     # Dense sampling, equal time per step; scale the path first so the density
     # of samples along it is known in pixels.

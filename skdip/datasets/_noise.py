@@ -80,6 +80,10 @@ def _check_image(image: Any, name: str = "image", check_range: bool = True) -> n
     return out
 
 
+# NumPy's Poisson sampler refuses larger means ("lam value too large").
+_MAX_POISSON_MEAN = 1e15
+
+
 def _check_level(value: Any, name: str, low: float, high: float, low_open: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -89,7 +93,8 @@ def _check_level(value: Any, name: str, low: float, high: float, low_open: bool)
     too_low = value <= low if low_open else value < low
     if too_low or value > high:
         left = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {left}{low:g}, {high:g}], got {value:g}")
+        right = ")" if high == np.inf else "]"
+        raise ValueError(f"{name} must be in {left}{low:g}, {high:g}{right}, got {value:g}")
     return value
 
 
@@ -164,6 +169,11 @@ def add_poisson_noise(image: Any, photons: float, random_state: Any = None) -> n
     """
     x = _check_image(image)
     photons = _check_level(photons, "photons", 0.0, np.inf, low_open=True)
+    if photons * float(x.max()) > _MAX_POISSON_MEAN:
+        raise ValueError(
+            f"photons={photons:g} is beyond what a Poisson draw can take (means up to "
+            f"{_MAX_POISSON_MEAN:g}); at such counts the noise is below 1e-7 of the signal"
+        )
     rng = _check_random_state(random_state)
     noisy = rng.poisson(photons * x.astype(np.float64)) / photons
     return _finish(np.asarray(noisy, dtype=np.float64), x)
