@@ -24,8 +24,9 @@ __all__ = [
     "add_speckle_noise",
 ]
 
-#: The published noise levels (ImageNet-C severities 2, 3 and 4) used by the
-#: early-stopping study of Wang et al.: ``sigma`` for ``"gaussian"``,
+#: The published noise levels used by the early-stopping study of Wang et al.
+#: (ImageNet-C's severities 2, 3 and 4 for Gaussian, shot and speckle noise;
+#: larger impulse amounts than ImageNet-C's): ``sigma`` for ``"gaussian"``,
 #: ``photons`` (lambda) for ``"poisson"``, ``c`` for ``"speckle"`` and
 #: ``amount`` for ``"impulse"``. Read-only mapping: kind -> (low, medium, high).
 NOISE_LEVELS = MappingProxyType(
