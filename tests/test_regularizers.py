@@ -65,7 +65,7 @@ def test_weight_multiplies_and_zero_weight_gives_zero():
     assert float(GradientRatio(weight=2.0)(r)) == pytest.approx(2 * GradientRatio(1.0).penalty(r))
 
 
-@pytest.mark.parametrize("weight", [-1.0, "a", None, True, float("nan")])
+@pytest.mark.parametrize("weight", [-1.0, "a", None, True, float("nan"), float("inf")])
 @pytest.mark.parametrize("cls", [TotalVariation, GradientRatio])
 def test_invalid_weight_raises(cls, weight):
     with pytest.raises(ValueError, match="weight"):
@@ -141,3 +141,11 @@ def test_a_strong_tv_weight_smooths_the_reconstruction():
         return float(np.abs(np.diff(out, axis=0)).mean() + np.abs(np.diff(out, axis=1)).mean())
 
     assert fitted_tv(1.0) < 0.5 * fitted_tv(0.0)
+
+
+def test_invalid_isotropic_and_eps_raise():
+    with pytest.raises(ValueError, match="isotropic"):
+        TotalVariation(1.0, isotropic="no")(_ramp())
+    for eps in (0.0, -1e-3, None):
+        with pytest.raises(ValueError, match="eps"):
+            GradientRatio(1.0, eps=eps)(torch.zeros(1, 1, 4, 4))

@@ -35,8 +35,8 @@ class BaseRegularizer(BaseEstimator):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        if not isinstance(w, numbers.Real) or isinstance(w, bool) or not w >= 0:
-            raise ValueError(f"{type(self).__name__}.weight must be a real >= 0, got {w!r}")
+        if not isinstance(w, numbers.Real) or isinstance(w, bool) or not 0 <= w < float("inf"):
+            raise ValueError(f"{type(self).__name__}.weight must be a finite real >= 0, got {w!r}")
         return float(w) * self.penalty(x)
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -69,6 +69,8 @@ class TotalVariation(BaseRegularizer):
         self.isotropic = isotropic
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self.isotropic, bool):
+            raise ValueError(f"TotalVariation.isotropic must be a bool, got {self.isotropic!r}")
         dy, dx = _finite_differences(x)
         if self.isotropic:
             # The small constant keeps the gradient of sqrt finite on flat regions.
@@ -104,7 +106,11 @@ class GradientRatio(BaseRegularizer):
         self.eps = eps
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        eps = self.eps
+        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps > 0:
+            # eps = 0 would give 0/0 on a flat image.
+            raise ValueError(f"GradientRatio.eps must be a real > 0, got {eps!r}")
         dy, dx = _finite_differences(x)
         # Per image, then the mean over the batch (as TotalVariation's mean does).
         g = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)
-        return (g.abs().sum(dim=1) / (g.norm(dim=1) + self.eps)).mean()
+        return (g.abs().sum(dim=1) / (g.norm(dim=1) + eps)).mean()
