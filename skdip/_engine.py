@@ -284,11 +284,14 @@ def fit_model(
             x, prediction = model(rng)
             if it == 0:
                 _check_shapes(x, prediction, target, reference)
-            total = loss(prediction, target)
-            if regularizer is not None:
-                total = total + regularizer(x)
+            data = loss(prediction, target)
+            total = data if regularizer is None else data + regularizer(x)
             total.backward()
-            loss_value = float(total.detach())  # the one required sync per step
+            # The one required sync per step (the data term rides along with a penalty).
+            if regularizer is None:
+                loss_value, data_value = float(total.detach()), None
+            else:
+                loss_value, data_value = torch.stack([total.detach(), data.detach()]).tolist()
             # The ratio test waits for the first checkpoint interval: the first
             # Adam steps of some networks overshoot briefly before settling.
             spiked = it >= checkpoint_every and loss_value > divergence_ratio * min_loss
@@ -320,7 +323,7 @@ def fit_model(
 
             scalars = selection.track(x.detach(), it)
             values = torch.stack(scalars).tolist() if scalars else []
-            stop = selection.observe(values, loss_value, it)
+            stop = selection.observe(values, loss_value, it, data_value)
             if verbose:
                 bar.update(1)
                 if it % 25 == 0:
@@ -501,17 +504,22 @@ def fit_batch(
         while active:
             z = torch.stack([models[m].perturbed_input(rngs[m]) for m in active])
             x, prediction = batched_forward(params, constants, z)
-            member_losses = []
+            member_losses, member_data = [], []
             for row, m in enumerate(active):
                 if n_steps[m] == 0 and not events[m]:
                     _check_shapes(x[row], prediction[row], targets[m], references[m])
-                value = cfg[m]["loss"](prediction[row], targets[m])
+                data = cfg[m]["loss"](prediction[row], targets[m])
+                member_data.append(data)
                 if cfg[m]["regularizer"] is not None:
-                    value = value + cfg[m]["regularizer"](x[row])
-                member_losses.append(value)
+                    member_losses.append(data + cfg[m]["regularizer"](x[row]))
+                else:
+                    member_losses.append(data)
             totals = torch.stack(member_losses)
             grads = torch.autograd.grad(totals.sum(), list(params.values()))
-            loss_values = totals.detach().tolist()  # the one required sync per step
+            # The one required sync per step: totals and data terms together.
+            loss_values, data_values = torch.stack(
+                [totals.detach(), torch.stack(member_data).detach()]
+            ).tolist()
 
             rejected = []
             for row, m in enumerate(active):
@@ -551,7 +559,8 @@ def fit_batch(
             for row, count in zip(accepted, counts, strict=True):
                 m = active[row]
                 it = n_steps[m] - 1
-                stop = selections[m].observe(values[:count], loss_values[row], it)
+                data_value = data_values[row] if cfg[m]["regularizer"] is not None else None
+                stop = selections[m].observe(values[:count], loss_values[row], it, data_value)
                 values = values[count:]
                 hook = cfg[m]["callback"]
                 estimate = selections[m].estimate
@@ -786,6 +795,7 @@ class _Selection:
         self.best_iter = -1
         self.has_signal = False
         self.losses: list[float] = []
+        self.data_losses: list[float] = []
         self.signals: list[float] = []
         self.psnrs: list[float] = []
         self.psnrs_raw: list[float] = []
@@ -814,10 +824,17 @@ class _Selection:
                 scalars.append(_psnr(raw, self.reference).float())
         return scalars
 
-    def observe(self, values: list[float], loss_value: float, it: int) -> bool:
-        """Record the scalars read for step ``it``; return whether the rule stops."""
+    def observe(
+        self, values: list[float], loss_value: float, it: int, data_loss: float | None = None
+    ) -> bool:
+        """Record the scalars read for step ``it``; return whether the rule stops.
+
+        ``data_loss`` is the data term alone, given when a penalty was added to it.
+        """
         values = list(values)
         self.losses.append(loss_value)
+        if data_loss is not None:
+            self.data_losses.append(data_loss)
         signal_value = values.pop(0) if self.has_signal else math.nan
         self.signals.append(signal_value)
         if self.reference is not None:
@@ -866,6 +883,7 @@ class _Selection:
             best, best_iter = last, max(n_steps - 1, 0)
         history = {
             "loss": np.asarray(self.losses),
+            **({"data_loss": np.asarray(self.data_losses)} if self.data_losses else {}),
             "signal": np.asarray(self.signals),
             "divergences": events,
             "fit_time": elapsed,

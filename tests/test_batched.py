@@ -126,6 +126,8 @@ def test_batched_members_record_reference_psnr_and_honour_the_regularizer():
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_allclose(b.history["psnr"], a.history["psnr"], rtol=1e-10)
         np.testing.assert_allclose(b.history["loss"], a.history["loss"], rtol=1e-10)
+        np.testing.assert_allclose(b.history["data_loss"], a.history["data_loss"], rtol=1e-10)
+        assert (b.history["loss"] > b.history["data_loss"]).all()  # the penalty is on top
     # Different references give different curves: the rows are not mixed up.
     assert not np.allclose(together[0].history["psnr"], together[1].history["psnr"])
 

@@ -469,3 +469,25 @@ def test_pixels_hidden_by_a_mask_are_left_out_of_the_noise_estimate():
     np.testing.assert_allclose(a.reconstruction_, b.reconstruction_)
     scorer = get_scorer("discrepancy")
     assert scorer(b, overlaid) == pytest.approx(scorer(a, as_nan), abs=1e-9)
+
+
+def test_the_discrepancy_ignores_the_regularizer_penalty():
+    # The score judges the data fit: a penalty added to the loss is no misfit.
+    from skdip import TotalVariation
+
+    rng = np.random.default_rng(0)
+    noisy = _noisy(_clean((16, 16)))
+    observed = rng.random(noisy.shape) > 0.3
+    kw = dict(generator=TINY, max_iter=1, early_stopping=None, random_state=0, device="cpu")
+    scores, data = [], []
+    for weight in (0.0, 0.1, 1.0):
+        inp = DIPInpainter(regularizer=TotalVariation(weight=weight), **kw).fit(
+            np.where(observed, noisy, np.nan)
+        )
+        data.append(inp.history_["data_loss"][0])
+        if weight > 0:
+            assert inp.history_["loss"][0] > inp.history_["data_loss"][0]
+        scores.append(get_scorer("discrepancy")(inp, np.where(observed, noisy, np.nan)))
+    # One step from the same start: the same estimate, the same data term and score.
+    assert data[0] == pytest.approx(data[1]) == pytest.approx(data[2])
+    assert scores[0] == pytest.approx(scores[1]) == pytest.approx(scores[2])

@@ -113,8 +113,9 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         Why the fit ended: "early_stopping", "max_iter", "callback",
         "interrupted" or "divergence".
     history_ : dict or list of dict
-        Per-iteration records: "loss", "signal" (the running variance; NaN
-        during warm-up), "psnr" when clean references were given to ``fit``,
+        Per-iteration records: "loss" (with a ``regularizer``, its penalty
+        included, and "data_loss" the data term alone), "signal" (the running
+        variance; NaN during warm-up), "psnr" when clean references were given to ``fit``,
         "divergences" (rollbacks of the divergence guard), "fit_time" and
         "seconds_per_step".
     loss_curve_ : ndarray or list of ndarray

@@ -90,8 +90,9 @@ _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
         Why the fit ended: "early_stopping", "max_iter", "callback",
         "interrupted" or "divergence".
     history_ : dict or list of dict
-        Per-iteration records ("loss", "signal", "psnr" when clean references
-        were given to ``fit``, "fit_time", "seconds_per_step", ...).
+        Per-iteration records ("loss", with a ``regularizer`` its penalty
+        included and "data_loss" the data term alone, "signal", "psnr" when
+        clean references were given to ``fit``, "fit_time", "seconds_per_step", ...).
     loss_curve_ : ndarray or list of ndarray
         The loss at every iteration.
     sparse_noise_ : ndarray or list of ndarray

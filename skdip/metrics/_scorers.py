@@ -281,7 +281,8 @@ def no_reference_scores(
             if criterion == "discrepancy_whiteness":
                 structure = _residual_structure(observation - estimate)
         else:
-            residual = _picked(result, "loss")
+            # The data term alone: a regularizer's penalty is no misfit of the data.
+            residual = _picked(result, "data_loss" if "data_loss" in result["history"] else "loss")
             mask = result.get("mask")
             if mask is not None and np.mean(mask) > 0:
                 # A masked loss averages over all pixels; the residual is per observed one.
