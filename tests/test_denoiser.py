@@ -342,6 +342,21 @@ def test_n_jobs_gives_the_same_result_as_sequential():
         np.testing.assert_array_equal(a, b)
 
 
+def test_n_jobs_in_threads_gives_the_same_result_as_sequential():
+    # joblib runs nested work (an estimator's n_jobs inside GridSearchCV(n_jobs=2)) in
+    # threads of one process: seeded builds there must not interleave with another
+    # thread's restore of torch's global RNG.
+    from joblib import parallel_config
+
+    images = [_image((16, 16), s) for s in range(6)]
+    sequential = _den(random_state=5, generator="skip-small").fit_transform(images)
+    for _ in range(3):
+        with parallel_config(backend="threading"):
+            threaded = _den(random_state=5, generator="skip-small", n_jobs=3).fit_transform(images)
+        for a, b in zip(sequential, threaded, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_parallel_fits_spread_over_the_visible_gpus(monkeypatch):
     # Device assignment only (no GPU needed): one device per batch, round robin.
     import torch

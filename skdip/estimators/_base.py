@@ -34,6 +34,7 @@ from .._engine import (
 from .._validation import check_images, images_digest, is_target_vector, to_numpy, to_tensor
 from .._warnings import warn
 from ..generators import BaseGenerator, get_generator
+from ..generators._base import _BUILD_LOCK
 from ..losses import BaseRegularizer, get_loss
 from ..operators import ForwardOperator, Identity
 from ..stopping import BaseStoppingRule, get_stopping_rule
@@ -188,7 +189,9 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         fit_kwargs, reference_tensor)``."""
         scaling = _Scaling.fit(image, self.rescale)
         scaled = scaling.forward(image)
-        with torch.random.fork_rng(devices=[]):
+        # Under the lock the builds take: restoring torch's global RNG when this block
+        # ends must not land in the middle of another thread's seeded build.
+        with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
             model, target, fit_kwargs = self._make_model(scaled, extra, seed, device)
         ref_tensor = None
         if reference is not None:

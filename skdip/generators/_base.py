@@ -21,7 +21,9 @@ from torch import nn
 
 __all__ = ["BaseGenerator", "GeneratorNetwork", "center_crop", "padded_size"]
 
-_BUILD_LOCK = threading.Lock()
+# Re-entrant: an estimator holds it around its whole model set-up (which seeds
+# torch's global RNG too, and builds the network inside).
+_BUILD_LOCK = threading.RLock()
 
 
 def _check_int(owner: str, name: str, value: object, minimum: int = 1) -> int:
