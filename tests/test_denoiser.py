@@ -342,6 +342,22 @@ def test_n_jobs_gives_the_same_result_as_sequential():
         np.testing.assert_array_equal(a, b)
 
 
+def test_warnings_of_parallel_workers_reach_the_caller():
+    # Worker processes have their own warning filters: their warnings are replayed in
+    # the caller's process, where catch_warnings and filters apply.
+    images = [_image((16, 16), s) for s in range(2)]
+    den = _den(early_stopping="emv", max_iter=5, n_jobs=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        den.fit(images)
+    assert [w.category for w in caught].count(ConvergenceWarning) == 2
+    assert all(w.filename == __file__ for w in caught if w.category is ConvergenceWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        with pytest.raises(ConvergenceWarning):
+            den.fit(images)
+
+
 def test_n_jobs_in_threads_gives_the_same_result_as_sequential():
     # joblib runs nested work (an estimator's n_jobs inside GridSearchCV(n_jobs=2)) in
     # threads of one process: seeded builds there must not interleave with another

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -165,12 +166,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         if workers <= 1:
             outputs = [self._fit_group(task, n, self._device) for task in tasks]
         else:
-            devices = _worker_devices(self._device, len(tasks))
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            outputs = Parallel(n_jobs=workers)(
-                delayed(_fit_in_worker)(self, task, n, devices[k], threads)
-                for k, task in enumerate(tasks)
-            )
+            outputs = _fit_in_workers(self, tasks, n, workers)
         results: list[dict] = [{}] * n
         for group, output in zip(groups, outputs, strict=True):
             for i, result in zip(group, output, strict=True):
@@ -509,13 +505,37 @@ def _worker_devices(device: torch.device, n: int) -> list[torch.device]:
     return [device] * n
 
 
-def _fit_in_worker(estimator, task, n, device, threads):
-    # Each worker gets its share of the cores, so workers x threads never
-    # oversubscribes the machine.
+def _fit_in_workers(estimator, tasks: list[list[tuple]], n: int, workers: int) -> list:
+    """``estimator._fit_group`` of every task in ``workers`` joblib workers, in order.
+
+    Each worker gets its share of the cores, so workers x threads never
+    oversubscribes the machine. Warnings raised in worker processes are replayed
+    here, where the caller's warning filters (and ``catch_warnings``) apply.
+    """
+    devices = _worker_devices(estimator._device, len(tasks))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    runs = Parallel(n_jobs=workers)(
+        delayed(_fit_in_worker)(estimator, task, n, devices[k], threads, os.getpid())
+        for k, task in enumerate(tasks)
+    )
+    for _, caught in runs:
+        for message, category in caught:
+            warn(message, category)
+    return [output for output, _ in runs]
+
+
+def _fit_in_worker(estimator, task, n, device, threads, parent_pid):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return estimator._fit_group(task, n, device)
+        if os.getpid() == parent_pid:
+            # A thread of the caller's process: its warnings reach the caller's
+            # filters directly (and catch_warnings is not thread-safe).
+            return estimator._fit_group(task, n, device), []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            output = estimator._fit_group(task, n, device)
+        return output, [(str(w.message), w.category) for w in caught]
     finally:
         torch.set_num_threads(previous)
 

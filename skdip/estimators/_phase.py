@@ -10,13 +10,12 @@ and return the object, up to the trivial ambiguities of the problem
 from __future__ import annotations
 
 import copy
-import os
 import time
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import effective_n_jobs
 from scipy import ndimage
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
@@ -31,7 +30,7 @@ from ..generators import get_generator
 from ..losses import get_loss
 from ..metrics._phase import phase_retrieval_psnr
 from ..operators._fourier import FourierMagnitude, check_oversampling, make_phase_masks
-from ._base import BaseDIPEstimator, _fit_in_worker, _worker_devices
+from ._base import BaseDIPEstimator, _fit_in_workers
 
 __all__ = ["HIOPhaseRetriever", "PhaseRetriever"]
 
@@ -521,15 +520,8 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
                 for i, seed in jobs
             ]
         else:
-            devices = _worker_devices(self._device, len(jobs))
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            runs = Parallel(n_jobs=workers)(
-                delayed(_fit_in_worker)(
-                    self, [(i, images[i], None, extras[i], seed)], n, devices[j], threads
-                )
-                for j, (i, seed) in enumerate(jobs)
-            )
-            runs = [run[0] for run in runs]
+            tasks = [[(i, images[i], None, extras[i], seed)] for i, seed in jobs]
+            runs = [output[0] for output in _fit_in_workers(self, tasks, n, workers)]
         results = []
         for i in range(n):
             mine = runs[i * self.n_init : (i + 1) * self.n_init]
