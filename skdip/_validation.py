@@ -187,13 +187,21 @@ def _check_one_allow_nan(image, name: str, min_size: int, scale_uint8: bool = Tr
     return img, sq, dt
 
 
-def is_target_vector(y) -> bool:
-    """Whether ``y`` is a 0-D/1-D target (class labels in a Pipeline), not images."""
+def is_target_vector(y, n_images: int | None = None) -> bool:
+    """Whether ``y`` is a supervised target (labels in a Pipeline), not clean images.
+
+    A 0-D/1-D ``y`` always is. With ``n_images`` > 1 (a batch), so is a 2-D
+    array with one row per image (multi-output labels): as clean images it
+    would be a single image for several observations, which is never valid.
+    """
     if y is None:
         return False
     if isinstance(y, list | tuple):
         return all(np.ndim(item) == 0 for item in y)
-    return np.asarray(y).ndim <= 1
+    shape = np.asarray(y).shape
+    if n_images is not None and n_images > 1 and len(shape) == 2 and shape[0] == n_images:
+        return True
+    return len(shape) <= 1
 
 
 def images_digest(images: list[np.ndarray]) -> str:

@@ -467,3 +467,11 @@ def test_warnings_point_at_the_callers_line():
         den.fit(x)
     convergence = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert convergence and convergence[0].filename == __file__
+
+
+def test_convergence_warning_says_what_was_returned():
+    x = _image()
+    with pytest.warns(ConvergenceWarning, match="had not started watching.*last estimate"):
+        _den(early_stopping=ExponentialMovingVariance(warmup=50), max_iter=5).fit(x)
+    with pytest.warns(ConvergenceWarning, match="variance minimum so far"):
+        _den(early_stopping=ExponentialMovingVariance(warmup=2, patience=100), max_iter=10).fit(x)

@@ -144,3 +144,25 @@ def test_average_of_best_is_a_pipeline_step():
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     step = search.best_estimator_.named_steps["averageofbest"]
     assert step.estimator.max_iter == 2 and step.n_best in (1, 2)
+
+
+def test_a_label_matrix_reaching_the_dip_step_is_ignored():
+    # Multi-output targets (one row of labels per image) are not clean images.
+    from sklearn.linear_model import Ridge
+
+    X, labels = _data(4)
+    Y = np.stack([labels, 1 - labels], axis=1).astype(float)
+    pipe = make_pipeline(_den(), FunctionTransformer(flatten), Ridge()).fit(X, Y)
+    assert pipe.predict(X).shape == (4, 2)
+    den = _den().fit(X, Y)
+    np.testing.assert_array_equal(den.reconstruction_, _den().fit(X).reconstruction_)
+    assert "psnr" not in den.history_[0]
+
+
+def test_set_output_on_a_pipeline_with_a_dip_step():
+    X, labels = _data(4)
+    pipe = make_pipeline(_den(), FunctionTransformer(flatten), LogisticRegression())
+    pipe.set_output(transform="default").fit(X, labels)
+    assert pipe.predict(X).shape == (4,)
+    with pytest.raises(ValueError, match="returns images as NumPy arrays"):
+        pipe.set_output(transform="pandas")

@@ -491,3 +491,16 @@ def test_the_discrepancy_ignores_the_regularizer_penalty():
     # One step from the same start: the same estimate, the same data term and score.
     assert data[0] == pytest.approx(data[1]) == pytest.approx(data[2])
     assert scores[0] == pytest.approx(scores[1]) == pytest.approx(scores[2])
+
+
+def test_rule_scorers_judge_the_rule_the_images_were_fitted_with():
+    # set_params after a fit changes no fitted result: the fitted images keep their
+    # WMV fit, so the "wmv" scorer takes it and the "emv" scorer refuses it.
+    noisy = _noisy(_clean((16, 16)))
+    den = _den(early_stopping=WindowedMovingVariance(window=3, patience=5), max_iter=20)
+    den.fit(noisy)
+    before = get_scorer("wmv")(den, noisy)
+    den.set_params(early_stopping="emv")
+    assert get_scorer("wmv")(den, noisy) == before
+    with pytest.raises(ValueError, match="fitted with early_stopping=WindowedMovingVariance"):
+        get_scorer("emv")(den, noisy)

@@ -229,10 +229,19 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     def _complete(self, result: FitResult, scaling, image, extra) -> dict:
         """Turn one engine result into the per-image fitted values."""
         if result.stopped_by == "max_iter" and self.early_stopping is not None:
+            if np.isfinite(result.history["signal"]).any():
+                what = "the estimate at the variance minimum so far is returned"
+                advice = "Increase max_iter or lower the rule's patience."
+            else:
+                # The rule never watched: max_iter ended the fit within its warm-up.
+                what = (
+                    "the rule had not started watching (its warm-up), so the last "
+                    "estimate is returned"
+                )
+                advice = "Increase max_iter beyond the rule's warm-up (and window)."
             warn(
                 f"{type(self).__name__}: max_iter={self.max_iter} ended the fit before the "
-                "stopping rule fired; the estimate at the variance minimum so far is returned. "
-                "Increase max_iter or lower the rule's patience.",
+                f"stopping rule fired; {what}. {advice}",
                 ConvergenceWarning,
             )
         estimate = scaling.inverse(to_numpy(result.estimate))
@@ -244,6 +253,8 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             "history": result.history,
             "best_signal": _best_signal(result),
             "scaling": scaling,
+            # The rule this fit ran with: set_params after the fit does not change it.
+            "early_stopping": self.early_stopping,
         }
         out.update(self._finish(estimate, result, image, extra))
         return out
@@ -325,7 +336,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """Validated ``(images, layout, references)``; references None without clean ``y``."""
         images, layout = self._check_observations(X)
         references = None
-        if y is not None and not is_target_vector(y):
+        if y is not None and not is_target_vector(y, len(images)):
             references, _ = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(images):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
@@ -397,9 +408,10 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         ----------
         X : array-like, optional
             None, or the fitted observation(s) (compared by content), returns
-            the fitted reconstruction without refitting. Other data is solved
-            from scratch with the same parameters; the fitted state is left as
-            it is.
+            the fitted reconstruction without refitting (also after
+            ``set_params``, which refits nothing: call ``fit`` for that).
+            Other data is solved from scratch with the current parameters;
+            the fitted state is left as it is.
         **fit_params
             Per-image inputs for new data, as in :meth:`fit`.
 
@@ -417,6 +429,27 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     def fit_transform(self, X, y=None, **fit_params):
         """Fit to ``X`` and return its reconstruction (see :meth:`fit`)."""
         return self.fit(X, y, **fit_params).transform()
+
+    def set_output(self, *, transform=None):
+        """Accept scikit-learn's output configuration; images stay NumPy arrays.
+
+        Parameters
+        ----------
+        transform : {"default"} or None
+            Only the default container exists for images: ``Pipeline.set_output``
+            with "default" (or None) works through this step; "pandas" or
+            "polars" are refused, since a table cannot hold ``(H, W, C)`` images.
+
+        Returns
+        -------
+        self : object
+        """
+        if transform not in (None, "default"):
+            raise ValueError(
+                f"{type(self).__name__} returns images as NumPy arrays; "
+                f"set_output(transform={transform!r}) is not available (only 'default')"
+            )
+        return self
 
     def _results_for(self, X, fit_params):
         self._check_fit_params(fit_params)
@@ -461,10 +494,10 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """
         check_is_fitted(self, "reconstruction_")
         references = None
-        if y is not None and not is_target_vector(y):
+        observed = self._check_observations(X)[0] if y is not None else []
+        if y is not None and not is_target_vector(y, len(observed)):
             # Checked before X is solved: new data costs a full fit.
             references, _ = check_images(y, name="y", min_size=self._min_image_size)
-            observed = self._check_observations(X)[0]
             if len(references) != len(observed):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(observed)}")
             self._per_image_inputs(observed, references, fit_params)
@@ -665,6 +698,7 @@ _COMMON_KEYS = {
     "history",
     "best_signal",
     "scaling",
+    "early_stopping",
 }
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._validation import images_digest
 from ._quality import psnr as _psnr_metric
 from ._quality import ssim as _ssim_metric
 
@@ -63,10 +64,15 @@ def _dip_step(estimator: Any, X: Any) -> tuple[Any, Any]:
 
 
 def _rule_kind(estimator: Any) -> str:
-    """Which running variance the estimator recorded: "emv", "wmv" or "other"."""
+    """Which running variance the estimator records: "emv", "wmv" or "other"."""
+    return _kind_of_rule(getattr(estimator, "early_stopping", None))
+
+
+def _kind_of_rule(spec: Any) -> str:
+    """ "emv", "wmv" or "other" for an ``early_stopping`` value."""
     from ..stopping import ExponentialMovingVariance, WindowedMovingVariance, get_stopping_rule
 
-    rule = get_stopping_rule(getattr(estimator, "early_stopping", None))
+    rule = get_stopping_rule(spec)
     # Without a rule the engine still records a passive EMV.
     if rule is None or isinstance(rule, ExponentialMovingVariance):
         return "emv"
@@ -421,8 +427,23 @@ class NoReferenceScorer(BaseEstimator):
         scores : ndarray of shape (n_images,)
         """
         dip, X = _dip_step(estimator, X)
-        self._check_can_score(dip)
+        digest = getattr(dip, "_fit_images_only_digest", None)
+        fitted = digest is not None and images_digest(dip._check_observations(X)[0]) == digest
+        if fitted:
+            self._validate_params()
+        else:
+            self._check_can_score(dip)  # before new data is solved
         images, _, results = dip._results_for(X, {})
+        if self.rule is not None:
+            # The fitted images keep the fit they had, whatever set_params did since.
+            for result in results:
+                used = result.get("early_stopping", dip.early_stopping)
+                if _kind_of_rule(used) != self.rule:
+                    raise ValueError(
+                        f"this scorer judges the estimate picked by {self.rule.upper()}, but "
+                        f"these images were fitted with early_stopping={used!r}; refit with "
+                        f"early_stopping={self.rule!r} or use a scorer with rule=None"
+                    )
         sigma = self.sigma
         if sigma is not None and getattr(dip, "_scale_uint8", True):
             # sigma is on X's scale: 0-255 for 8-bit images, which are fitted on [0, 1].
