@@ -171,3 +171,35 @@ def test_a_failed_refit_keeps_the_earlier_fit():
     with pytest.raises(ValueError):
         den.fit(_image(), _image((8, 8)))  # wrong reference: refused before fitting
     np.testing.assert_array_equal(den.reconstruction_, before)
+
+
+def test_hio_refit_leaves_no_attribute_of_the_earlier_fit():
+    obj = np.zeros((8, 8))
+    obj[2:6, 3:6] = 1.0
+    y = simulate_diffraction(obj)
+    hio = HIOPhaseRetriever(max_iter=10, n_er=2, random_state=0).fit(y)
+    assert hio.n_features_in_ == 16
+    hio.fit([y, y])
+    assert not hasattr(hio, "n_features_in_") and len(hio.reconstruction_) == 2
+
+
+def test_noise_model_with_batch_size_is_refused_whatever_the_shapes(count_fits):
+    for images in ([_image(seed=0), _image(seed=1)], [_image((16, 16)), _image((12, 14))]):
+        with pytest.raises(ValueError, match="batch_size > 1 is not available with a noise_model"):
+            DIPDenoiser(noise_model="sparse", batch_size=2, **COMMON).fit(images)
+    assert count_fits == []
+
+
+def test_blind_deblurrer_refuses_a_bool_kernel_size():
+    with pytest.raises(TypeError, match="kernel_size"):
+        BlindDeblurrer(kernel_size=True, **COMMON).fit(_image())
+
+
+def test_phase_retriever_init_must_be_hio():
+    from sklearn.preprocessing import StandardScaler
+
+    from skdip import PhaseRetriever
+
+    y = simulate_diffraction(np.ones((8, 8)))
+    with pytest.raises(TypeError, match="init must be 'hio', 'random' or a HIOPhaseRetriever"):
+        PhaseRetriever(init=StandardScaler(), **COMMON).fit(y)

@@ -408,6 +408,8 @@ class BlindDeblurrer(BaseDIPEstimator):
                 )
             shape = (int(size[0]), int(size[1]))
         else:
+            if isinstance(size, bool):
+                raise TypeError(f"kernel_size must be an int, a pair of ints or None, got {size!r}")
             shape = (int(size), int(size))
         if min(shape) < 1:
             raise ValueError(f"kernel_size must be positive, got {size!r}")

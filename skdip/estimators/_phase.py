@@ -410,6 +410,15 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         self.n_jobs = n_jobs
 
     # ------------------------------------------------------------- helpers
+    def _check_params(self) -> None:
+        super()._check_params()
+        # The constraint admits any transformer; only HIO gives the start it needs.
+        if not isinstance(self.init, str) and not isinstance(self.init, HIOPhaseRetriever):
+            raise TypeError(
+                "init must be 'hio', 'random' or a HIOPhaseRetriever, got "
+                f"{type(self.init).__name__}"
+            )
+
     def _operator(self) -> FourierMagnitude:
         return FourierMagnitude(self.oversampling, "magnitude", self.n_masks, self.mask_seed)
 
@@ -875,6 +884,9 @@ class HIOPhaseRetriever(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         def pick(key):
             return results[0][key] if single else [r[key] for r in results]
 
+        # A refit replaces the whole fitted state (n_features_in_ only fits a 2-D input).
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+            delattr(self, name)
         self.reconstruction_ = _restore_objects(layout, [r["object"] for r in results])
         self.n_iter_ = pick("n_iter")
         self.history_ = pick("history")

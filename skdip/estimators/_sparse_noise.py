@@ -137,6 +137,17 @@ class SparseNoiseMixin:
     shape ``(h, w, C)`` and on the caller's intensity scale.
     """
 
+    def _check_params(self) -> None:
+        super()._check_params()
+        noise = resolve_noise_model(getattr(self, "noise_model", None))
+        if noise is not None and getattr(self, "batch_size", 1) > 1:
+            # Refused whatever the data: images of one shape would fail to batch, and
+            # images of different shapes would pass, which hides the limit.
+            raise ValueError(
+                f"{type(self).__name__}: batch_size > 1 is not available with a noise_model "
+                "(its sparse term has its own optimiser); use batch_size=1"
+            )
+
     def _make_model(self, image, extra, seed, device):
         model, target, fit_kwargs = super()._make_model(image, extra, seed, device)
         noise = resolve_noise_model(getattr(self, "noise_model", None))
