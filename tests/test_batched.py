@@ -340,7 +340,8 @@ def test_denoiser_batch_size_is_validated_and_not_silently_ignored():
     X = _images()[:2]
     with pytest.raises(ValueError, match="batch_size"):
         DIPDenoiser(generator=TINY, max_iter=2, batch_size=0).fit(X)
-    with pytest.raises(ValueError, match="cannot fit images in batches"):
+    # Refused by the parameter checks, before any image is looked at.
+    with pytest.raises(ValueError, match="batch_size > 1 is not available with a noise_model"):
         DIPDenoiser(generator=TINY, max_iter=2, batch_size=2, noise_model="sparse").fit(X)
 
 
