@@ -422,3 +422,16 @@ def test_integer_measurements_are_counts_whatever_their_dtype(estimator):
     ]
     np.testing.assert_allclose(objects[2], objects[0], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(objects[1], objects[0], rtol=1e-6, atol=1e-9)
+
+
+def test_no_reference_score_does_not_depend_on_the_measurement_units():
+    # The fit is the same for X and 10 X (the magnitudes are normalised), and for the
+    # same data given as intensities: so must the score be.
+    y = simulate_diffraction(_blob(), photons=1e4, random_state=0)
+    kw = dict(init="random", pretrain_iter=0)
+    base = _tiny_pr(**kw).fit(y)
+    scaled = _tiny_pr(**kw).fit(10 * y)
+    intensity = _tiny_pr(measurement="intensity", **kw).fit(y**2)
+    np.testing.assert_allclose(scaled.reconstruction_, 10 * base.reconstruction_, rtol=1e-5)
+    assert scaled.score(10 * y) == pytest.approx(base.score(y), abs=1e-6)
+    assert intensity.score(y**2) == pytest.approx(base.score(y), abs=1e-3)

@@ -425,6 +425,17 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
     def _magnitudes(self, image: np.ndarray) -> np.ndarray:
         return np.sqrt(image) if self.measurement == "intensity" else image
 
+    def _fitted_observation(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The magnitudes the network was fitted to (normalised) and their divisor.
+
+        The no-reference score compares the recorded loss, computed on these,
+        with a noise level: both must be on this scale, whatever the units of
+        ``X`` or whether it holds magnitudes or intensities.
+        """
+        magnitudes = self._magnitudes(image)
+        norm = self._normalisation(magnitudes)
+        return magnitudes / norm, norm
+
     def _normalisation(self, magnitudes: np.ndarray) -> float:
         """Divisor of the magnitudes that gives the implied object an RMS of 0.5."""
         h, w = _object_shape(magnitudes.shape[:2], check_oversampling(self.oversampling))

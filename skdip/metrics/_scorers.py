@@ -258,7 +258,12 @@ def no_reference_scores(
     scores = []
     for image, result, image_sigma in zip(images, results, sigmas, strict=True):
         scaling = result["scaling"]
-        observation = scaling.forward(image)
+        # The observation on the scale the loss was computed on, and the factor from
+        # the caller's units to it (estimators whose target is not the scaled X say so).
+        if hasattr(estimator, "_fitted_observation"):
+            observation, sigma_scale = estimator._fitted_observation(image)
+        else:
+            observation, sigma_scale = scaling.forward(image), scaling.scale
         mask = result.get("mask")
         if image_sigma is None and mask is not None:
             # Pixels a mask= hides hold no observation (overlays, dead pixels): as NaN,
@@ -269,7 +274,7 @@ def no_reference_scores(
             observation_for_noise = np.where(hidden, np.nan, observation)
         else:
             observation_for_noise = observation
-        noise_var = _noise_var(observation_for_noise, image_sigma, scaling.scale)
+        noise_var = _noise_var(observation_for_noise, image_sigma, sigma_scale)
         if criterion == "variance":
             value = _picked(result, "signal")
             if not (np.isfinite(value) and value > 0):
@@ -363,7 +368,8 @@ class NoReferenceScorer(BaseEstimator):
         plain signal, e.g. to compare seeds of one setting).
     sigma : float or None, default=None
         Noise standard deviation of ``X`` on its intensity scale, when known
-        (0-255 for uint8 images). None estimates it per image (wavelet median
+        (0-255 for uint8 images; for phase retrieval, of the Fourier magnitudes,
+        also when ``X`` holds intensities). None estimates it per image (wavelet median
         absolute deviation, the estimate of
         :func:`skimage.restoration.estimate_sigma`, computed without PyWavelets
         and leaving out the details that clipped pixels touch; with missing
