@@ -14,6 +14,7 @@ from skdip.estimators._deblur import (
     _centred_support,
     _DoubleDIPModel,
     _KernelMLP,
+    _mass_centre,
     auto_kernel_size,
 )
 from skdip.metrics import aligned_psnr, kernel_error
@@ -87,6 +88,20 @@ def test_centred_support_crops_and_centres():
     out = _centred_support(k)
     assert out.shape == (1, 5)
     np.testing.assert_allclose(out[0], [0.0, 0.0, 0.7, 0.2, 0.1])
+
+
+def test_a_faint_background_does_not_pull_the_centre():
+    # The softmax gives every entry some mass: 30% spread over a 17x17 window, the
+    # blur itself near a corner. The centre is the blur's, as kernel_ and the image
+    # crop both use it.
+    k = np.full((17, 17), 0.30 / 289)
+    k[2, 3:6] += [0.2, 0.3, 0.2]
+    k /= k.sum()
+    out = _centred_support(k)
+    rows, cols = np.indices(out.shape)
+    assert out.shape == (1, 3)
+    assert (rows * out).sum() == pytest.approx(0.0) and (cols * out).sum() == pytest.approx(1.0)
+    assert _mass_centre(torch.as_tensor(k)) == (2, 4)
 
 
 # ------------------------------------------------- model and alignment

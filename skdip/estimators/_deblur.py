@@ -127,8 +127,14 @@ def _unpack(
 
 
 def _mass_centre(kernel: torch.Tensor) -> tuple[int, int]:
-    """Centre of mass of a non-negative kernel, rounded to the nearest pixel."""
+    """Centre of mass of a non-negative kernel's support, rounded to the nearest pixel.
+
+    The support is the entries of at least ``_SUPPORT_THRESHOLD`` times the peak:
+    the softmax never gives exact zeros, and a faint background spread over the
+    window would pull the centre away from the blur itself.
+    """
     k = kernel.detach().double()
+    k = torch.where(k >= _SUPPORT_THRESHOLD * k.max(), k, torch.zeros_like(k))
     total = k.sum().clamp_min(1e-30)
     rows = torch.arange(k.shape[0], dtype=k.dtype, device=k.device)
     cols = torch.arange(k.shape[1], dtype=k.dtype, device=k.device)
@@ -159,20 +165,23 @@ def _aligned_image(packed: torch.Tensor, kernel_shape: tuple[int, int]) -> torch
 
 
 def _centred_support(kernel: np.ndarray) -> np.ndarray:
-    """Move the kernel's mass centre to the middle and crop it to its support.
+    """Crop the kernel to its support, centred on the support's centre of mass.
 
-    The result has odd sides, its centre of mass on the central pixel (to the
-    nearest pixel), only near-empty border rows/columns removed, and sums to one.
+    The support is the entries of at least ``_SUPPORT_THRESHOLD`` times the peak;
+    fainter entries (the softmax's background) are set to zero. The result has
+    odd sides, its centre of mass on the central pixel (to the nearest pixel),
+    and sums to one.
     """
     k = np.clip(np.asarray(kernel, dtype=np.float64), 0.0, None)
     kh, kw = k.shape
-    total = k.sum()
-    if total <= 0:
+    if k.sum() <= 0:
         return np.ones((1, 1))
+    strong = k >= _SUPPORT_THRESHOLD * k.max()
+    k = np.where(strong, k, 0.0)
+    total = k.sum()
     rows, cols = np.arange(kh), np.arange(kw)
     cy = int(np.clip(np.floor((k.sum(1) * rows).sum() / total + 0.5), 0, kh - 1))
     cx = int(np.clip(np.floor((k.sum(0) * cols).sum() / total + 0.5), 0, kw - 1))
-    strong = k >= _SUPPORT_THRESHOLD * k.max()
     ys, xs = np.nonzero(strong.any(1))[0], np.nonzero(strong.any(0))[0]
     # Half-sizes symmetric about the centre pixel, so the crop stays centred.
     ry = max(cy - ys[0], ys[-1] - cy)
@@ -307,8 +316,9 @@ class BlindDeblurrer(BaseDIPEstimator):
         The sharp image(s), same shape, layout and float dtype as ``X``,
         aligned with it.
     kernel_ : ndarray or list of ndarray
-        The estimated kernel(s): centred, cropped to the support (odd sides,
-        near-empty border rows/columns removed), non-negative, summing to 1.
+        The estimated kernel(s): cropped to the support (the entries of at
+        least 2% of the peak; fainter ones set to 0), centred on its centre of
+        mass, odd sides, non-negative, summing to 1.
     kernel_full_ : ndarray or list of ndarray
         The kernel(s) at the working size ``kernel_size_``, as generated
         (not centred).
