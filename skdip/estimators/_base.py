@@ -16,7 +16,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import Parallel, cpu_count, delayed, effective_n_jobs
 from skimage.metrics import peak_signal_noise_ratio
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -546,7 +546,8 @@ def _fit_in_workers(estimator, tasks: list[list[tuple]], n: int, workers: int) -
     here, where the caller's warning filters (and ``catch_warnings``) apply.
     """
     devices = _worker_devices(estimator._device, len(tasks))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # joblib's count honours CPU affinity and container quotas; os.cpu_count does not.
+    threads = max(1, cpu_count() // workers)
     runs = Parallel(n_jobs=workers)(
         delayed(_fit_in_worker)(estimator, task, n, devices[k], threads, os.getpid())
         for k, task in enumerate(tasks)
