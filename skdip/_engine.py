@@ -173,6 +173,11 @@ def _progress_bar(total: int, description: str, verbose: bool):
     """
     if not verbose:
         return _NoProgressBar()
+    return require_tqdm()(total=total, desc=description, leave=False)
+
+
+def require_tqdm():
+    """tqdm's progress bar class, or a clear ImportError (estimators check it up front)."""
     try:
         from tqdm.auto import tqdm
     except ImportError as exc:
@@ -180,7 +185,7 @@ def _progress_bar(total: int, description: str, verbose: bool):
             "verbose=True shows a progress bar, which needs tqdm: pip install "
             "'skdip[progress]' (or pip install tqdm), or leave verbose=False"
         ) from exc
-    return tqdm(total=total, desc=description, leave=False)
+    return tqdm
 
 
 def fit_model(

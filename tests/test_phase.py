@@ -435,3 +435,19 @@ def test_no_reference_score_does_not_depend_on_the_measurement_units():
     np.testing.assert_allclose(scaled.reconstruction_, 10 * base.reconstruction_, rtol=1e-5)
     assert scaled.score(10 * y) == pytest.approx(base.score(y), abs=1e-6)
     assert intensity.score(y**2) == pytest.approx(base.score(y), abs=1e-3)
+
+
+def test_verbose_without_tqdm_fails_before_the_hio_initialisation(monkeypatch):
+    import sys
+
+    import skdip.estimators._phase as phase
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    started = []
+    monkeypatch.setattr(
+        phase.PhaseRetriever, "_initial_object", lambda *a, **k: started.append(1) or 1 / 0
+    )
+    with pytest.raises(ImportError, match=r"skdip\[progress\]"):
+        _tiny_pr(verbose=True).fit(simulate_diffraction(_blob()))
+    assert started == []

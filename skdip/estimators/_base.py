@@ -30,6 +30,7 @@ from .._engine import (
     _check_stackable,
     fit_batch,
     fit_model,
+    require_tqdm,
     resolve_device,
 )
 from .._validation import check_images, images_digest, is_target_vector, to_numpy, to_tensor
@@ -153,6 +154,8 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self._validate_params()
         get_generator(self.generator)  # raises on unknown names
         get_loss(self.loss)
+        if self.verbose:
+            require_tqdm()  # before any work (an initialisation, the first images)
         self._device = resolve_device(self.device)
 
     def _fit_images(self, images, references, extras, rng) -> list[dict]:
