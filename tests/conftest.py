@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+import skdip._engine
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
@@ -10,3 +12,17 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    """The one-by-one fits (the engine's fit_model calls) made while a test runs."""
+    calls = []
+    original = skdip._engine.fit_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
+    return calls

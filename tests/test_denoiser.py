@@ -8,7 +8,6 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
-import skdip._engine
 from skdip import DIPDenoiser, ExponentialMovingVariance, SkipNetwork, TotalVariation
 from skdip.metrics import psnr
 
@@ -31,19 +30,6 @@ def _den(**kw):
 
 def _image(shape=(16, 16), seed=0):
     return np.random.default_rng(seed).random(shape)
-
-
-@pytest.fixture
-def count_fits(monkeypatch):
-    calls = []
-    original = skdip._engine.fit_model
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
-    return calls
 
 
 # ------------------------------------------------------------------ layouts

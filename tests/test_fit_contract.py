@@ -8,7 +8,6 @@ alias the fitted state; a refit replaces the whole fitted state.
 import numpy as np
 import pytest
 
-import skdip._engine
 from skdip import (
     BlindDeblurrer,
     DIPDeconvolver,
@@ -27,19 +26,6 @@ COMMON = dict(generator=TINY, max_iter=4, early_stopping=None, random_state=0, d
 
 def _image(shape=(16, 16), seed=0):
     return np.random.default_rng(seed).random(shape)
-
-
-@pytest.fixture
-def count_fits(monkeypatch):
-    calls = []
-    original = skdip._engine.fit_model
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
-    return calls
 
 
 # ------------------------------------------------------- checks before any fit

@@ -6,7 +6,6 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, cross_validate
 from sklearn.utils._param_validation import InvalidParameterError
 
-import skdip._engine
 from skdip import BlindDeblurrer, DIPDenoiser, DIPInpainter, DIPSuperResolver, SkipNetwork
 from skdip.metrics import get_scorer
 from skdip.model_selection import (
@@ -31,19 +30,6 @@ def _den(**kw):
 def _images(n=2, shape=(16, 16)):
     rng = np.random.default_rng(0)
     return [np.clip(0.5 + 0.1 * rng.standard_normal(shape), 0, 1) for _ in range(n)]
-
-
-@pytest.fixture
-def count_fits(monkeypatch):
-    calls = []
-    original = skdip._engine.fit_model
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
-    return calls
 
 
 # ------------------------------------------------------------------ splitters

@@ -8,7 +8,6 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-import skdip._engine
 from skdip import DIPDenoiser, SkipNetwork
 from skdip.metrics import get_scorer
 
@@ -37,19 +36,6 @@ def _data(n=8, size=16):
         X.append(np.clip(0.2 + 0.6 * img + 0.1 * rng.standard_normal((size, size)), 0, 1))
         y.append(label)
     return np.stack(X)[..., None], np.array(y)
-
-
-@pytest.fixture
-def count_fits(monkeypatch):
-    calls = []
-    original = skdip._engine.fit_model
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
-    return calls
 
 
 def test_dip_fit_ignores_a_label_vector():

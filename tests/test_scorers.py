@@ -9,7 +9,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 
-import skdip._engine
 from skdip import (
     DIPDenoiser,
     DIPInpainter,
@@ -57,19 +56,6 @@ def _clean(shape=(16, 16), seed=0):
 def _noisy(clean, seed=0):
     rng = np.random.default_rng(seed)
     return clean + SIGMA * rng.standard_normal(clean.shape)
-
-
-@pytest.fixture
-def count_fits(monkeypatch):
-    calls = []
-    original = skdip._engine.fit_model
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
-    return calls
 
 
 # ------------------------------------------------------------------ registry
