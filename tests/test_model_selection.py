@@ -32,6 +32,17 @@ def _images(n=2, shape=(16, 16)):
     return [np.clip(0.5 + 0.1 * rng.standard_normal(shape), 0, 1) for _ in range(n)]
 
 
+@pytest.fixture
+def candidate_runs(monkeypatch):
+    """The keyword arguments of every fit_candidates call AverageOfBest makes."""
+    import skdip.model_selection as ms
+
+    calls = []
+    original = ms.fit_candidates
+    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: calls.append(k) or original(*a, **k))
+    return calls
+
+
 # ------------------------------------------------------------------ splitters
 def test_fit_images_cv_splits():
     cv = FitImagesCV()
@@ -338,20 +349,17 @@ def test_average_of_best_keeps_the_input_layout():
     np.testing.assert_allclose(listed[0], AverageOfBest(_den(), GRID, n_best=2).fit_transform(X[0]))
 
 
-def test_average_of_best_transform_reuses_the_fit_and_leaves_it_alone(monkeypatch):
-    import skdip.model_selection as ms
-
+def test_average_of_best_transform_reuses_the_fit_and_leaves_it_alone(candidate_runs):
     X = _noisy_batch(1)
     avg = AverageOfBest(_den(), GRID, n_best=2).fit(X)
     kept = avg.reconstruction_.copy()
-    calls = []
-    original = ms.fit_candidates
-    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: calls.append(1) or original(*a, **k))
+    del candidate_runs[:]  # count from here
+    calls = candidate_runs
     np.testing.assert_array_equal(avg.transform(), kept)
     np.testing.assert_array_equal(avg.transform(X.copy()), kept)
     assert calls == []
     other = avg.transform(_noisy_batch(1)[:, ::-1])
-    assert calls == [1] and not np.allclose(other, kept)
+    assert len(calls) == 1 and not np.allclose(other, kept)
     np.testing.assert_array_equal(avg.reconstruction_, kept)
 
 
@@ -510,13 +518,10 @@ def test_average_of_best_clones_and_pickles():
 
 
 # ------------------------------------------------------------ refusals before fits
-def test_average_of_best_refuses_a_scorer_it_cannot_use_before_fitting(monkeypatch):
-    import skdip.model_selection as ms
+def test_average_of_best_refuses_a_scorer_it_cannot_use_before_fitting(candidate_runs):
     from skdip.metrics import NoReferenceScorer
 
-    calls = []
-    original = ms.fit_candidates
-    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: calls.append(1) or original(*a, **k))
+    calls = candidate_runs
     X = _noisy_batch(1)
     with pytest.raises(ValueError, match="judges the estimate picked by EMV"):
         AverageOfBest(_den(early_stopping="wmv", max_iter=300), GRID, scoring="emv").fit(X)
@@ -545,21 +550,18 @@ def test_average_of_best_leaves_out_a_setting_whose_scorer_raises(monkeypatch):
     assert not avg.selected_[0, 0] and avg.selected_[:, 0].sum() == 2
 
 
-def test_average_of_best_transform_of_the_fitted_images_takes_their_layout(monkeypatch):
-    import skdip.model_selection as ms
-
+def test_average_of_best_transform_of_the_fitted_images_takes_their_layout(candidate_runs):
     X = _noisy_batch(2)
     avg = AverageOfBest(_den(), GRID, n_best=2).fit(X)
-    calls = []
-    original = ms.fit_candidates
-    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: calls.append(1) or original(*a, **k))
+    del candidate_runs[:]  # count from here
+    calls = candidate_runs
     as_list = avg.transform(list(X))
     assert isinstance(as_list, list) and [a.shape for a in as_list] == [(16, 16, 1)] * 2
     np.testing.assert_array_equal(np.stack(as_list), avg.reconstruction_)
     grey = AverageOfBest(_den(), GRID, n_best=2).fit(X[0, ..., 0])
     assert grey.transform(X[0]).shape == (16, 16, 1)  # same pixels, given with a channel axis
     assert grey.transform().shape == (16, 16)
-    assert calls == [1]  # the second AverageOfBest's fit; no transform refitted
+    assert len(calls) == 1  # the second AverageOfBest's fit; no transform refitted
 
 
 def test_best_params_per_image_needs_per_image_splits():
@@ -582,17 +584,14 @@ def test_prefer_default_matches_float32_grid_values():
     assert PreferDefault({"lr": 0.03}).select(params, [0.0, 0.5]) == 1
 
 
-def test_average_of_best_transform_passes_per_image_inputs(monkeypatch):
-    import skdip.model_selection as ms
-
+def test_average_of_best_transform_passes_per_image_inputs(candidate_runs):
     X = _noisy_batch(1)[0]
     mask = np.ones(X.shape[:2], bool)
     mask[4:9, 3:8] = False
     inp = DIPInpainter(generator=TINY, max_iter=6, early_stopping=None, random_state=0)
     avg = AverageOfBest(inp, GRID, n_best=2).fit(X, mask=mask)
-    calls = []
-    original = ms.fit_candidates
-    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: calls.append(k) or original(*a, **k))
+    del candidate_runs[:]  # count from here
+    calls = candidate_runs
     np.testing.assert_array_equal(avg.transform(X.copy(), mask=mask), avg.reconstruction_)
     assert calls == []  # the fitted images with their mask: reused
     other = np.ones_like(mask)
