@@ -155,7 +155,9 @@ class WindowedMovingVariance(BaseStoppingRule):
     patience : int, default=1000
         Steps without a new variance minimum after which to stop.
     warmup : int, default=0
-        Iterations before the variance is checked, on top of filling the window.
+        First iteration at which the variance may be checked. The window must
+        be full as well, so the first check comes at iteration
+        ``max(window - 1, warmup)`` (counting from 0).
 
     Attributes
     ----------
