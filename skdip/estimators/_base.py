@@ -365,7 +365,8 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         y : array-like, optional
             Clean references in the layout of ``X``, used only to record the
             PSNR of every iterate in ``history_`` (never to fit or to stop).
-            A 1-D target (such as class labels passed through a ``Pipeline``)
+            A 1-D target (such as class labels passed through a ``Pipeline``),
+            or a 2-D one with a row per image of a batch (multi-output labels),
             is ignored, as scikit-learn transformers do.
         **fit_params
             Per-image inputs of the estimator (see its documentation).
