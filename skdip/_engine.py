@@ -103,6 +103,12 @@ def _psnr(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return -10.0 * torch.log10(mse.clamp_min(1e-20))
 
 
+def _spiked(loss_value: float, min_loss: float, ratio: float) -> bool:
+    """Whether a loss jumped far above the lowest so far (a ratio, so only for a
+    positive lowest loss: with a negative one, a ratio says nothing)."""
+    return min_loss > 0 and loss_value > ratio * min_loss
+
+
 def _snapshot(model: nn.Module, optimizer: _Optimizers) -> tuple[dict, list]:
     params = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return params, copy.deepcopy(optimizer.state_dict())
@@ -253,9 +259,9 @@ def fit_model(
     checkpoint_every : int
         Steps between snapshots of the parameters for the divergence guard.
     divergence_ratio : float
-        A loss above ``divergence_ratio`` times the lowest loss so far, or a
-        non-finite loss, counts as divergence: the last snapshot is restored
-        and the learning rates are halved.
+        A loss above ``divergence_ratio`` times the lowest loss so far (while
+        that is positive), or a non-finite loss, counts as divergence: the last
+        snapshot is restored and the learning rates are halved.
     max_divergences : int
         Rollbacks allowed; the divergence after them (one more) ends the fit
         with the best estimate (it is recorded too).
@@ -299,11 +305,13 @@ def fit_model(
                 loss_value, data_value = torch.stack([total.detach(), data.detach()]).tolist()
             # The ratio test waits for the first checkpoint interval: the first
             # Adam steps of some networks overshoot briefly before settling.
-            spiked = it >= checkpoint_every and loss_value > divergence_ratio * min_loss
+            spiked = it >= checkpoint_every and _spiked(loss_value, min_loss, divergence_ratio)
             if not math.isfinite(loss_value) or spiked:
                 current = _lrs(optimizer)
                 model.load_state_dict(snapshot[0])
-                optimizer.load_state_dict(snapshot[1])
+                # A copy: load_state_dict adopts the given tensors, and later Adam steps
+                # would then rewrite the snapshot a second rollback returns to.
+                optimizer.load_state_dict(copy.deepcopy(snapshot[1]))
                 # Measure later steps against the restored point, or a rollback
                 # to a snapshot older than the lowest loss would loop forever.
                 min_loss = snapshot_loss
@@ -529,7 +537,9 @@ def fit_batch(
             rejected = []
             for row, m in enumerate(active):
                 value = loss_values[row]
-                spiked = n_steps[m] >= checkpoint_every and value > divergence_ratio * min_loss[m]
+                spiked = n_steps[m] >= checkpoint_every and _spiked(
+                    value, min_loss[m], divergence_ratio
+                )
                 if not math.isfinite(value) or spiked:
                     rejected.append(row)
             adam.step(params, grads)
@@ -584,7 +594,9 @@ def fit_batch(
                 finish(sorted(set(ended)))
     except KeyboardInterrupt:
         for row in range(len(active)):
-            stopped_by[active[row]] = "interrupted"
+            # A member that ended in this very step keeps its reason.
+            if stopped_by[active[row]] == "max_iter":
+                stopped_by[active[row]] = "interrupted"
         _warn_interrupted(max(n_steps))
         finish(list(range(len(active))))
     finally:
@@ -864,6 +876,9 @@ class _Selection:
         self, model: nn.Module, n_steps: int, stopped_by: str, events: list, elapsed: float
     ) -> FitResult:
         """The fit's outcome; ``model`` holds the final parameters."""
+        # An interruption can fall between a step and its record: count recorded steps,
+        # so that n_iter and the history agree.
+        n_steps = min(n_steps, len(self.losses))
         if (
             stopped_by == "early_stopping"
             and self.detected is not None

@@ -380,3 +380,71 @@ def test_progress_bar_needs_tqdm_only_when_verbose(monkeypatch):
             callback=lambda it, loss, x: steps.append(it),
         )
     assert steps == []
+
+
+def _nan_at(calls):
+    # A loss that is NaN at the given calls (1-based), the MSE otherwise.
+    count = [0]
+
+    def loss(prediction, target):
+        count[0] += 1
+        value = (prediction - target).square().mean()
+        return value * float("nan") if count[0] in calls else value
+
+    return loss
+
+
+def test_a_second_rollback_to_one_snapshot_restores_it_exactly():
+    from skdip._engine import fit_batch
+
+    # Steps 0-3, a snapshot after step 2; step 4 diverges (rollback), is retried, and
+    # step 5 diverges (a second rollback to the same snapshot). The lone fit must match
+    # the batched engine, whose snapshots are copies: Adam steps taken after the first
+    # rollback must not have rewritten the snapshot.
+    kw = dict(max_iter=10, checkpoint_every=3, lr=0.01)
+    model, target = _problem()
+    alone = fit_model(model.double(), target.double(), seed=0, loss=_nan_at({5, 7}), **kw)
+    model, target = _problem()
+    (together,) = fit_batch(
+        [model.double()], [target.double()], seeds=[0], loss=_nan_at({5, 7}), **kw
+    )
+    assert len(alone.history["divergences"]) == 2
+    torch.testing.assert_close(alone.estimate, together.estimate, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(alone.history["loss"], together.history["loss"], rtol=1e-10)
+
+
+def test_a_negative_loss_is_no_divergence():
+    # A user loss may be negative (a log-likelihood without its constant): the ratio
+    # test against the lowest loss says nothing then.
+    model, target = _problem()
+    shifted = fit_model(
+        model,
+        target,
+        loss=lambda p, t: (p - t).square().mean() - 1.0,
+        max_iter=40,
+        checkpoint_every=5,
+    )
+    assert shifted.stopped_by == "max_iter" and shifted.history["divergences"] == []
+    assert shifted.n_iter == 40
+
+
+def test_an_interruption_leaves_n_iter_and_the_history_consistent():
+    # Ctrl-C between a step and its record: the step is not counted.
+    from skdip._engine import _Selection
+
+    original = _Selection.track
+    calls = [0]
+
+    def track(self, raw, it):
+        calls[0] += 1
+        if calls[0] == 7:
+            raise KeyboardInterrupt
+        return original(self, raw, it)
+
+    model, target = _problem()
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_Selection, "track", track)
+            result = fit_model(model, target, loss=get_loss("mse"), max_iter=20)
+    assert result.stopped_by == "interrupted"
+    assert result.n_iter == len(result.history["loss"]) == len(result.history["signal"]) == 6
