@@ -16,7 +16,7 @@ small network do not beat it there.
 import numpy as np
 import torch
 from skimage.draw import line
-from skimage.morphology import dilation, footprint_rectangle
+from skimage.morphology import dilation
 from skimage.restoration import inpaint_biharmonic
 
 from skdip import DIPInpainter
@@ -50,7 +50,7 @@ for top in (10, 30, 50):
             c0, c1 = rng.integers(left, left + 7, size=2)
             rr, cc = line(r0, c0, r1, c1)
             strokes[rr, cc] = True
-strokes = dilation(strokes, footprint_rectangle((2, 2)))
+strokes = dilation(strokes, np.ones((2, 2), dtype=bool))  # a 2x2 square footprint
 mask = ~strokes
 with_text = np.where(mask, clean, 1.0)  # white text burnt into the picture
 

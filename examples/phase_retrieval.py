@@ -56,7 +56,8 @@ def main(argv=None) -> None:
     ).fit(y)
     print(
         f"PhaseRetriever: aligned PSNR {phase_retrieval_psnr(x, dip.reconstruction_):5.2f} dB "
-        f"({time.perf_counter() - start:.1f} s, stopped at step {dip.best_iter_})"
+        f"({time.perf_counter() - start:.1f} s, {dip.n_iter_} steps ({dip.stopped_by_}), "
+        f"returned step {dip.best_iter_})"
     )
 
     # Undo the unresolvable translation / twin / sign before showing the results.

@@ -404,7 +404,8 @@ def test_sparse_noise_model_absorbs_impulses():
     noisy = add_impulse_noise(clean, 0.2, random_state=0)
     # A faster rate than the default suits this tiny smooth picture.
     den = _den(max_iter=150, noise_model=SparseNoise(lr=0.2)).fit(noisy)
-    s = den.sparse_noise_[..., 0]  # measurement layout (H, W, C)
+    s = den.sparse_noise_  # the observation's layout: (H, W) for this grey image
+    assert s.shape == noisy.shape
     hits = np.abs(noisy - clean) > 0.2
     # The sparse term takes the impulses, not the clean pixels.
     assert np.abs(s[hits]).mean() > 5 * np.abs(s[~hits]).mean()

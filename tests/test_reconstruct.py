@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from skdip import (
     DIPDeconvolver,
+    DIPDenoiser,
     DIPInpainter,
     DIPReconstructor,
     DIPSuperResolver,
@@ -407,10 +408,10 @@ def test_sparse_noise_absorbs_the_impulses():
     est = DIPReconstructor(noise_model=SparseNoise(lr=0.2), **{**COMMON, "max_iter": 200})
     est.fit(noisy, y=clean)
     s = est.sparse_noise_
-    assert s.shape == (16, 16, 1)
+    assert s.shape == noisy.shape == (16, 16)  # the observation's layout
     outliers = np.abs(noisy - clean) > 0.2
     # the absorbed component is large on the outliers and small elsewhere
-    assert np.abs(s[..., 0][outliers]).mean() > 5 * np.abs(s[..., 0][~outliers]).mean()
+    assert np.abs(s[outliers]).mean() > 5 * np.abs(s[~outliers]).mean()
     plain = DIPReconstructor(loss="mse", **{**COMMON, "max_iter": 200}).fit(noisy, y=clean)
     # at the end of the run the plain fit has absorbed the impulses, the sparse model has not
     assert est.history_["psnr"][-1] > plain.history_["psnr"][-1] + 10
@@ -438,9 +439,14 @@ def test_sparse_noise_is_deterministic_scaled_and_calls_back():
 def test_sparse_noise_lives_in_the_measurement_space():
     low = _smooth((8, 8))
     sr = DIPSuperResolver(scale=2, noise_model="sparse", **COMMON).fit(low)
-    assert sr.sparse_noise_.shape == (8, 8, 1) and sr.reconstruction_.shape == (16, 16)
+    assert sr.sparse_noise_.shape == (8, 8) and sr.reconstruction_.shape == (16, 16)
     inp = DIPInpainter(noise_model="sparse", **COMMON).fit([low, low], mask=[low > 0.5] * 2)
     assert len(inp.sparse_noise_) == 2
+    # In the layout of the observation: the outliers subtract from it directly.
+    colour = DIPDenoiser(noise_model="sparse", **COMMON).fit(_smooth((8, 8, 3)).astype(np.float32))
+    assert colour.sparse_noise_.shape == (8, 8, 3) and colour.sparse_noise_.dtype == np.float32
+    batch = DIPDenoiser(noise_model="sparse", **COMMON).fit(np.stack([low, low])[..., None])
+    assert batch.sparse_noise_.shape == (2, 8, 8, 1)
 
 
 @pytest.mark.parametrize(

@@ -397,7 +397,11 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.loss_curve_ = curves[0] if single else curves
         self.n_images_ = len(images)
         for key in results[0]:
-            if key not in _COMMON_KEYS:
+            if key in _OBSERVATION_SHAPED:
+                # In the observation's layout, as reconstruction_ is in the input's: a
+                # grey (H, W) observation gives an (H, W) array, not (H, W, 1).
+                setattr(self, key + "_", layout.restore([r[key] for r in results]))
+            elif key not in _COMMON_KEYS:
                 setattr(self, key + "_", pick(key))
         if single and images[0].shape[2] == 1 and layout.squeeze_channel[0]:
             self.n_features_in_ = images[0].shape[1]
@@ -694,6 +698,9 @@ def _batches(shapes: list[tuple], batch_size: int) -> list[list[int]]:
         groups += [indices[k : k + batch_size] for k in range(0, len(indices), batch_size)]
     return groups
 
+
+# Per-image results shaped like the observation, handed back in its layout.
+_OBSERVATION_SHAPED = {"sparse_noise"}
 
 _COMMON_KEYS = {
     "estimate",

@@ -125,8 +125,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     n_features_in_ : int
         Width of the image, set when ``X`` is a single 2-D array.
     sparse_noise_ : ndarray or list of ndarray
-        With ``noise_model``: the fitted sparse noise term, on the intensity
-        scale of ``X``.
+        With ``noise_model``: the fitted sparse noise term, in the layout and
+        on the intensity scale of ``X``.
 
     See Also
     --------

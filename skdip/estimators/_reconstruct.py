@@ -97,7 +97,8 @@ _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
         The loss at every iteration.
     sparse_noise_ : ndarray or list of ndarray
         Only with a ``noise_model``: the sparse component of the measurement
-        at the end of the fit, shaped like the observation (channels last).
+        at the end of the fit, in the observation's layout (``(h, w)`` for a
+        grey 2-D one, else channels last).
     n_images_ : int
         Number of images fitted."""
 

@@ -134,7 +134,8 @@ class SparseNoiseMixin:
     ``"noise_model": [StrOptions({"sparse"}), SparseNoise, None]``. With a
     noise model, the fitted estimator gains the attribute ``sparse_noise_``:
     the sparse component ``s`` at the end of the fit, in the measurement's
-    shape ``(h, w, C)`` and on the caller's intensity scale.
+    layout (``(h, w)`` for a grey 2-D one, else ``(h, w, C)``) and on the
+    caller's intensity scale.
     """
 
     def _check_params(self) -> None:
