@@ -448,6 +448,10 @@ def fit_batch(
                 f"unknown per-member settings {sorted(unknown)}; known: {sorted(shared)}"
             )
     cfg = [{**shared, **own} for own in settings]
+    for k, c in enumerate(cfg):
+        # Every member takes a step before its budget is checked.
+        if int(c["max_iter"]) < 1:
+            raise ValueError(f"member {k}: max_iter must be >= 1, got {c['max_iter']!r}")
     _check_stackable(models)
     device = targets[0].device
     rngs = []

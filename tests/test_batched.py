@@ -267,6 +267,17 @@ def test_fit_candidates_fits_differing_operators_apart():
     assert not np.array_equal(together[0].reconstruction_, together[1].reconstruction_)
 
 
+def test_a_member_without_a_step_is_refused():
+    with pytest.raises(ValueError, match="member 1: max_iter must be >= 1"):
+        fit_batch(
+            [_model(0), _model(1)],
+            [_target(0), _target(1)],
+            loss=MSE,
+            max_iter=3,
+            settings=[{}, {"max_iter": 0}],
+        )
+
+
 def test_members_must_share_their_shapes():
     with pytest.raises(ValueError, match="cannot be fitted in one batch"):
         fit_batch(
