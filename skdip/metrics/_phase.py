@@ -10,33 +10,14 @@ cross-correlation, for the estimate and for its conjugate flip.
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import Any
 
 import numpy as np
 
+from ..operators._fourier import check_oversampling
 from ._quality import _check_data_range
 
 __all__ = ["align_phase_retrieval", "phase_retrieval_error", "phase_retrieval_psnr"]
-
-
-def _comparison_frame(oversampling) -> tuple[int, int]:
-    """Padding factors ``(sy, sx)`` of the frame the objects are compared in.
-
-    A measurement needs at least 2 per axis; a comparison also takes 1 (the
-    arrays as given), as an int or in a pair.
-    """
-    integer = isinstance(oversampling, Integral) and not isinstance(oversampling, bool)
-    pair = (oversampling, oversampling) if integer else oversampling
-    if (
-        not isinstance(pair, tuple | list)
-        or len(pair) != 2
-        or not all(isinstance(v, Integral) and not isinstance(v, bool) for v in pair)
-    ):
-        raise TypeError(f"oversampling must be an int or a pair of ints, got {oversampling!r}")
-    if min(pair) < 1:
-        raise ValueError(f"oversampling must be at least 1 along each axis, got {oversampling!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def _as_object(image: Any, name: str) -> np.ndarray:
@@ -62,7 +43,7 @@ def _align(image_true, image_test, oversampling, flip):
         raise ValueError(
             f"image_true and image_test must have the same shape, got {a.shape} and {b.shape}"
         )
-    sy, sx = _comparison_frame(oversampling)
+    sy, sx = check_oversampling(oversampling, minimum=1)
     frame = (a.shape[0] * sy, a.shape[1] * sx)
     a_pad = np.zeros(frame, dtype=a.dtype)
     a_pad[: a.shape[0], : a.shape[1]] = a

@@ -12,8 +12,12 @@ from ._base import ForwardOperator
 __all__ = ["FourierMagnitude", "check_oversampling", "make_phase_masks"]
 
 
-def check_oversampling(oversampling) -> tuple[int, int]:
-    """Validate an oversampling factor (an int or a pair) and return ``(sy, sx)``."""
+def check_oversampling(oversampling, minimum: int = 2) -> tuple[int, int]:
+    """Validate an oversampling factor (an int or a pair) and return ``(sy, sx)``.
+
+    A measurement needs at least 2 per axis; comparing objects in their padded
+    frame (the phase-retrieval metrics) also takes 1, the arrays as given.
+    """
     pair = (
         (oversampling, oversampling)
         if isinstance(oversampling, Integral) and not isinstance(oversampling, bool)
@@ -25,10 +29,12 @@ def check_oversampling(oversampling) -> tuple[int, int]:
         or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in pair)
     ):
         raise TypeError(f"oversampling must be an int or a pair of ints, got {oversampling!r}")
-    if min(pair) < 2:
+    if min(pair) < minimum:
         # Below 2 the autocorrelation of the object is undersampled and the
         # phase is not determined by the magnitudes, even in principle.
-        raise ValueError(f"oversampling must be at least 2 along each axis, got {oversampling!r}")
+        raise ValueError(
+            f"oversampling must be at least {minimum} along each axis, got {oversampling!r}"
+        )
     return int(pair[0]), int(pair[1])
 
 
