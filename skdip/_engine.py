@@ -533,10 +533,13 @@ def fit_batch(
                     member_losses.append(data)
             totals = torch.stack(member_losses)
             grads = torch.autograd.grad(totals.sum(), list(params.values()))
-            # The one required sync per step: totals and data terms together.
-            loss_values, data_values = torch.stack(
-                [totals.detach(), torch.stack(member_data).detach()]
-            ).tolist()
+            # The one required sync per step (with a penalty, the data terms ride along).
+            if any(cfg[m]["regularizer"] is not None for m in active):
+                loss_values, data_values = torch.stack(
+                    [totals.detach(), torch.stack(member_data).detach()]
+                ).tolist()
+            else:
+                loss_values = data_values = totals.detach().tolist()
 
             rejected = []
             for row, m in enumerate(active):

@@ -25,6 +25,9 @@ class ImageLayout:
     kind: str  # "single", "array" (an (N, H, W, C) array) or "list"
     squeeze_channel: tuple[bool, ...]  # per image: was it (H, W)?
     dtypes: tuple[np.dtype, ...]  # per image: float dtype to return
+    # per image: was it uint8, read on [0, 1] (so intensities given on its scale, such
+    # as a noise level, are 255 times the fitted ones)?
+    scaled_uint8: tuple[bool, ...] = ()
 
     def restore(self, images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         """Return ``(H, W, C)`` float64 results in the input's layout and dtype."""
@@ -43,12 +46,6 @@ class ImageLayout:
         if self.kind == "array":
             return np.stack(images)
         return list(images)
-
-    def split(self, output: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
-        """The inverse of :meth:`arrange`: a result in the input's layout, one per image."""
-        if self.kind == "single":
-            return [np.asarray(output)]
-        return [np.asarray(item) for item in output]
 
 
 def _output_dtype(dtype: np.dtype) -> np.dtype:
@@ -158,8 +155,9 @@ def check_images(
             )
         else:
             items, kind = [X], "single"
-    images, squeeze, dtypes = [], [], []
+    images, squeeze, dtypes, scaled = [], [], [], []
     for i, item in enumerate(items):
+        scaled.append(scale_uint8 and np.asarray(item).dtype == np.uint8)
         label = name if kind == "single" else f"{name}[{i}]"
         if allow_nan:
             img, sq, dt = _check_one_allow_nan(item, label, min_size, scale_uint8)
@@ -168,7 +166,7 @@ def check_images(
         images.append(img)
         squeeze.append(sq)
         dtypes.append(dt)
-    return images, ImageLayout(kind, tuple(squeeze), tuple(dtypes))
+    return images, ImageLayout(kind, tuple(squeeze), tuple(dtypes), tuple(scaled))
 
 
 def _check_one_allow_nan(image, name: str, min_size: int, scale_uint8: bool = True):

@@ -37,9 +37,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_images, images_digest
 from ._warnings import warn
-from .estimators._base import _digest, _fit_together, _image_seeds
+from .estimators._base import _fit_together, _image_seeds
 from .generators import get_generator
 from .metrics import NoReferenceScorer, get_scorer
 
@@ -822,7 +821,7 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         fitted = fit_candidates(
             self.estimator, X, candidates, y, batch_size=self.batch_size, **fit_params
         )
-        layout = check_images(X, allow_nan=True)[1]
+        layout = fitted[0]._check_observations(X)[1]
         scores = np.stack([_finite_scores(scorer, est, X) for est in fitted])
         # Float64 (H, W, C) per image, so the average can be laid out as any input asks.
         estimates = [[r["estimate"] for r in est._fit_results] for est in fitted]
@@ -851,7 +850,6 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         self.n_images_ = n_images
         self.reconstruction_ = layout.restore(averaged)
         self._averages = averaged
-        self._fit_digest = fitted[0]._fit_images_only_digest
         return self
 
     def transform(self, X: Any = None, **fit_params: Any) -> Any:
@@ -873,12 +871,8 @@ class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         """
         check_is_fitted(self, "reconstruction_")
         if X is not None:
-            images, layout = check_images(X, allow_nan=True)
-            if any(v is not None for v in fit_params.values()):
-                same = _digest(images, fit_params) == self.estimators_[0]._fit_digest
-            else:
-                same = images_digest(images) == self._fit_digest
-            if not same:
+            images, layout = self.estimators_[0]._check_observations(X)
+            if not self.estimators_[0]._reuses_fit(images, fit_params):
                 return clone(self).fit(X, **fit_params).reconstruction_
             return layout.restore(self._averages)  # in the layout X came in, as a copy
         out = self.reconstruction_

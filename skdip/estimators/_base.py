@@ -382,10 +382,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         return self
 
     def _set_fitted(self, images, layout, results, fit_params) -> None:
-        # A refit replaces the whole fitted state: attributes that only some fits set
-        # (a sparse_noise_, n_features_in_) must not survive from an earlier fit.
-        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
-            delattr(self, name)
+        clear_fitted(self)
         single = layout.kind == "single"
         pick = (lambda key: results[0][key]) if single else (lambda key: [r[key] for r in results])
         self.reconstruction_ = self._restore(layout, results)
@@ -459,16 +456,21 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             )
         return self
 
-    def _results_for(self, X, fit_params):
-        self._check_fit_params(fit_params)
-        images, layout = self._check_observations(X)
+    def _reuses_fit(self, images: list[np.ndarray], fit_params: dict) -> bool:
+        """Whether these (checked) images, with these inputs, are the fitted ones."""
         if any(v is not None for v in fit_params.values()):
-            reuse = _digest(images, fit_params) == self._fit_digest
-        else:
-            # X alone (scorers and pipelines pass no fit parameters): the fitted
-            # images, whatever parameters they were fitted with, hold the answer.
-            reuse = images_digest(images) == getattr(self, "_fit_images_only_digest", None)
-        if reuse:
+            return _digest(images, fit_params) == getattr(self, "_fit_digest", None)
+        # X alone (scorers and pipelines pass no fit parameters): the fitted
+        # images, whatever parameters they were fitted with, hold the answer.
+        return images_digest(images) == getattr(self, "_fit_images_only_digest", None)
+
+    def _results_for(self, X, fit_params, checked=None):
+        """``(images, layout, results)`` for ``X``: the fit's when ``X`` is the fitted
+        data, else a new solve. ``checked``: ``X`` already through
+        :meth:`_check_observations`, so that callers that looked first do not check twice."""
+        self._check_fit_params(fit_params)
+        images, layout = checked if checked is not None else self._check_observations(X)
+        if self._reuses_fit(images, fit_params):
             return images, layout, self._fit_results
         self._check_params()
         _, _, results = self._solve(X, None, **fit_params)
@@ -501,15 +503,15 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         score : float
         """
         check_is_fitted(self, "reconstruction_")
+        checked = self._check_observations(X)
         references = None
-        observed = self._check_observations(X)[0] if y is not None else []
-        if y is not None and not is_target_vector(y, len(observed)):
+        if y is not None and not is_target_vector(y, len(checked[0])):
             # Checked before X is solved: new data costs a full fit.
             references, _ = check_images(y, name="y", min_size=self._min_image_size)
-            if len(references) != len(observed):
-                raise ValueError(f"y holds {len(references)} images but X holds {len(observed)}")
-            self._per_image_inputs(observed, references, fit_params)
-        images, layout, results = self._results_for(X, fit_params)
+            if len(references) != len(checked[0]):
+                raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
+            self._per_image_inputs(checked[0], references, fit_params)
+        images, layout, results = self._results_for(X, fit_params, checked)
         if references is None:
             # Imported here: the scorers module imports this one when it runs.
             from ..metrics._scorers import no_reference_scores
@@ -536,6 +538,16 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         if tags.transformer_tags is not None:
             tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def clear_fitted(estimator) -> None:
+    """Remove an estimator's fitted attributes (public names ending in "_").
+
+    A refit replaces the whole fitted state: attributes that only some fits set
+    (a ``sparse_noise_``, ``n_features_in_``) must not survive from an earlier fit.
+    """
+    for name in [k for k in vars(estimator) if k.endswith("_") and not k.startswith("_")]:
+        delattr(estimator, name)
 
 
 def _worker_devices(device: torch.device, n: int) -> list[torch.device]:

@@ -30,7 +30,7 @@ from ..generators import get_generator
 from ..losses import get_loss
 from ..metrics._phase import phase_retrieval_psnr
 from ..operators._fourier import FourierMagnitude, check_oversampling, make_phase_masks
-from ._base import BaseDIPEstimator, _fit_in_workers
+from ._base import BaseDIPEstimator, _fit_in_workers, clear_fitted
 
 __all__ = ["HIOPhaseRetriever", "PhaseRetriever"]
 
@@ -895,9 +895,7 @@ class HIOPhaseRetriever(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         def pick(key):
             return results[0][key] if single else [r[key] for r in results]
 
-        # A refit replaces the whole fitted state (n_features_in_ only fits a 2-D input).
-        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
-            delattr(self, name)
+        clear_fitted(self)  # n_features_in_ only fits a 2-D input
         self.reconstruction_ = _restore_objects(layout, [r["object"] for r in results])
         self.n_iter_ = pick("n_iter")
         self.history_ = pick("history")

@@ -8,6 +8,7 @@ parameters (and, for inpainting, from the observation itself).
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from numbers import Integral
 
@@ -126,8 +127,8 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         images, layout, results = super()._solve(X, y, **fit_params)
         return images, _output_layout(layout, results), results
 
-    def _results_for(self, X, fit_params):
-        images, layout, results = super()._results_for(X, fit_params)
+    def _results_for(self, X, fit_params, checked=None):
+        images, layout, results = super()._results_for(X, fit_params, checked)
         return images, _output_layout(layout, results), results
 
 
@@ -137,7 +138,7 @@ def _output_layout(layout: ImageLayout, results: list[dict]) -> ImageLayout:
         bool(sq and r["estimate"].shape[2] == 1)
         for sq, r in zip(layout.squeeze_channel, results, strict=True)
     )
-    return ImageLayout(layout.kind, squeeze, layout.dtypes)
+    return dataclasses.replace(layout, squeeze_channel=squeeze)
 
 
 # --------------------------------------------------------------------------- generic

@@ -33,7 +33,6 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._validation import images_digest
 from ._quality import psnr as _psnr_metric
 from ._quality import ssim as _ssim_metric
 
@@ -63,16 +62,11 @@ def _dip_step(estimator: Any, X: Any) -> tuple[Any, Any]:
     )
 
 
-def _rule_kind(estimator: Any) -> str:
-    """Which running variance the estimator records: "emv", "wmv" or "other"."""
-    return _kind_of_rule(getattr(estimator, "early_stopping", None))
-
-
-def _kind_of_rule(spec: Any) -> str:
-    """ "emv", "wmv" or "other" for an ``early_stopping`` value."""
+def _rule_kind(early_stopping: Any) -> str:
+    """Which running variance an ``early_stopping`` value records: "emv", "wmv" or "other"."""
     from ..stopping import ExponentialMovingVariance, WindowedMovingVariance, get_stopping_rule
 
-    rule = get_stopping_rule(spec)
+    rule = get_stopping_rule(early_stopping)
     # Without a rule the engine still records a passive EMV.
     if rule is None or isinstance(rule, ExponentialMovingVariance):
         return "emv"
@@ -305,14 +299,6 @@ def no_reference_scores(
     return np.asarray(scores, dtype=np.float64)
 
 
-def _item_dtypes(X: Any) -> list[np.dtype]:
-    """The dtype of each image of ``X``, split as :func:`check_images` splits it."""
-    if isinstance(X, list | tuple) and X and not all(np.ndim(item) <= 1 for item in X):
-        return [np.asarray(item).dtype for item in X]
-    arr = np.asarray(X)
-    return [arr.dtype] * (arr.shape[0] if arr.ndim == 4 else 1)
-
-
 def _residual_structure(residual: np.ndarray) -> float:
     """Power of the residual's 3x3 local mean against white noise's, in dB.
 
@@ -433,27 +419,19 @@ class NoReferenceScorer(BaseEstimator):
         scores : ndarray of shape (n_images,)
         """
         dip, X = _dip_step(estimator, X)
-        digest = getattr(dip, "_fit_images_only_digest", None)
-        fitted = digest is not None and images_digest(dip._check_observations(X)[0]) == digest
-        if fitted:
+        checked = dip._check_observations(X)
+        if dip._reuses_fit(checked[0], {}):
             self._validate_params()
         else:
             self._check_can_score(dip)  # before new data is solved
-        images, _, results = dip._results_for(X, {})
-        if self.rule is not None:
+        images, layout, results = dip._results_for(X, {}, checked)
+        for result in results:
             # The fitted images keep the fit they had, whatever set_params did since.
-            for result in results:
-                used = result.get("early_stopping", dip.early_stopping)
-                if _kind_of_rule(used) != self.rule:
-                    raise ValueError(
-                        f"this scorer judges the estimate picked by {self.rule.upper()}, but "
-                        f"these images were fitted with early_stopping={used!r}; refit with "
-                        f"early_stopping={self.rule!r} or use a scorer with rule=None"
-                    )
+            self._check_rule(result["early_stopping"], "these images were fitted with")
         sigma = self.sigma
-        if sigma is not None and getattr(dip, "_scale_uint8", True):
+        if sigma is not None:
             # sigma is on X's scale: 0-255 for 8-bit images, which are fitted on [0, 1].
-            sigma = [sigma / 255.0 if d == np.uint8 else sigma for d in _item_dtypes(X)]
+            sigma = [sigma / 255.0 if scaled else sigma for scaled in layout.scaled_uint8]
         return no_reference_scores(dip, images, results, criterion=self.criterion, sigma=sigma)
 
     def _check_can_score(self, dip: Any) -> None:
@@ -462,10 +440,13 @@ class NoReferenceScorer(BaseEstimator):
         Needs no fit, so callers that fit many settings check them all first.
         """
         self._validate_params()
-        if self.rule is not None and _rule_kind(dip) != self.rule:
+        self._check_rule(dip.early_stopping, "the estimator uses")
+
+    def _check_rule(self, early_stopping: Any, whose: str) -> None:
+        if self.rule is not None and _rule_kind(early_stopping) != self.rule:
             raise ValueError(
-                f"this scorer judges the estimate picked by {self.rule.upper()}, but the "
-                f"estimator uses early_stopping={dip.early_stopping!r}; fit with "
+                f"this scorer judges the estimate picked by {self.rule.upper()}, but "
+                f"{whose} early_stopping={early_stopping!r}; fit with "
                 f"early_stopping={self.rule!r} or use a scorer with rule=None"
             )
 
