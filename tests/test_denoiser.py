@@ -359,6 +359,61 @@ def test_n_jobs_in_threads_gives_the_same_result_as_sequential():
             np.testing.assert_array_equal(a, b)
 
 
+def test_worker_threads_share_the_callers_torch_threads_and_give_them_back(monkeypatch):
+    # torch's thread count is process-wide: two worker threads that each saved and
+    # restored it left the caller with a worker's count when they overlapped.
+    import threading
+    import time
+
+    import torch
+    from joblib import parallel_config
+
+    inside = threading.Barrier(2)
+    seen = []
+    original = DIPDenoiser._fit_group
+
+    def fit_group(self, task, n, device):
+        inside.wait(timeout=30)  # both workers have set their threads
+        seen.append(torch.get_num_threads())
+        if task[0][0] == 1:
+            time.sleep(0.2)  # this one ends after the other has left
+        return original(self, task, n, device)
+
+    monkeypatch.setattr(DIPDenoiser, "_fit_group", fit_group)
+    monkeypatch.setattr("skdip.estimators._base.cpu_count", lambda: 8)  # any machine
+    previous = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        with parallel_config(backend="threading"):
+            _den(max_iter=2, n_jobs=2).fit([_image(), _image(seed=1)])
+        assert seen == [2, 2]  # half of the caller's 4 threads each
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_overlapping_worker_threads_restore_the_count_the_first_one_found():
+    # Worker threads overlap in any order: the one that ends first must not restore
+    # the count under the other, nor the last one restore a worker's count.
+    import torch
+
+    from skdip.estimators._base import _shared_torch_threads
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        first, second = _shared_torch_threads(2), _shared_torch_threads(2)
+        first.__enter__()
+        second.__enter__()
+        assert torch.get_num_threads() == 2
+        first.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2  # the second worker still runs
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_parallel_fits_spread_over_the_visible_gpus(monkeypatch):
     # Device assignment only (no GPU needed): one device per batch, round robin.
     import torch
@@ -427,7 +482,7 @@ def _averaging_run(**kw):
         callback=callback,
         **kw,
     ).fit(_image())
-    returned = seen[den.best_iter_][0].numpy().transpose(1, 2, 0)[..., 0]
+    returned = seen[den.best_iter_][0].cpu().numpy().transpose(1, 2, 0)[..., 0]
     np.testing.assert_allclose(den.reconstruction_, returned, rtol=1e-6, atol=1e-7)
     return den
 

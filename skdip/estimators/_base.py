@@ -9,8 +9,10 @@ model, for multi-network methods) for one observation.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import threading
 import warnings
 from numbers import Integral, Real
 
@@ -561,13 +563,14 @@ def _worker_devices(device: torch.device, n: int) -> list[torch.device]:
 def _fit_in_workers(estimator, tasks: list[list[tuple]], n: int, workers: int) -> list:
     """``estimator._fit_group`` of every task in ``workers`` joblib workers, in order.
 
-    Each worker gets its share of the cores, so workers x threads never
-    oversubscribes the machine. Warnings raised in worker processes are replayed
+    Each worker gets its share of the caller's torch threads, so workers x
+    threads never oversubscribes the machine. Warnings raised in worker processes are replayed
     here, where the caller's warning filters (and ``catch_warnings``) apply.
     """
     devices = _worker_devices(estimator._device, len(tasks))
-    # joblib's count honours CPU affinity and container quotas; os.cpu_count does not.
-    threads = max(1, cpu_count() // workers)
+    # The workers share the threads this process has: torch's count honours a
+    # user's limit or an outer joblib worker's; joblib's honours container quotas.
+    threads = max(1, min(torch.get_num_threads(), cpu_count()) // workers)
     runs = Parallel(n_jobs=workers)(
         delayed(_fit_in_worker)(estimator, task, n, devices[k], threads, os.getpid())
         for k, task in enumerate(tasks)
@@ -579,19 +582,46 @@ def _fit_in_workers(estimator, tasks: list[list[tuple]], n: int, workers: int) -
 
 
 def _fit_in_worker(estimator, task, n, device, threads, parent_pid):
+    if os.getpid() == parent_pid:
+        # A thread of the caller's process: its warnings reach the caller's
+        # filters directly (and catch_warnings is not thread-safe).
+        with _shared_torch_threads(threads):
+            return estimator._fit_group(task, n, device), []
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        if os.getpid() == parent_pid:
-            # A thread of the caller's process: its warnings reach the caller's
-            # filters directly (and catch_warnings is not thread-safe).
-            return estimator._fit_group(task, n, device), []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             output = estimator._fit_group(task, n, device)
         return output, [(str(w.message), w.category) for w in caught]
     finally:
         torch.set_num_threads(previous)
+
+
+# torch's thread count is one setting for the whole process. Worker threads that
+# each saved and restored it could leave the caller with a worker's count (one
+# saves the count another has just set); the first to start saves it, the last
+# to end restores it.
+_THREADS_LOCK = threading.Lock()
+_threads_users = 0
+_threads_before = 0
+
+
+@contextlib.contextmanager
+def _shared_torch_threads(threads: int):
+    global _threads_users, _threads_before
+    with _THREADS_LOCK:
+        if _threads_users == 0:
+            _threads_before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+        _threads_users += 1
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_before)
 
 
 def _image_seeds(rng: np.random.RandomState, n: int) -> list[int]:

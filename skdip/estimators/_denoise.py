@@ -86,8 +86,9 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         so far.
     n_jobs : int, default=None
         Images of a batch fitted in parallel (joblib; None means 1, -1 all
-        cores). Each worker gets ``cores // n_jobs`` torch threads; on a
-        machine with several GPUs, images are spread over them.
+        cores). Each worker gets its share of the caller's torch threads
+        (``torch.get_num_threads() // n_jobs``); on a machine with several
+        GPUs, images are spread over them.
     batch_size : int, default=1
         Number of images of one shape fitted together in one vectorised run:
         their networks are stacked and run as one (``torch.func.vmap``), so

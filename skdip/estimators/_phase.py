@@ -312,7 +312,8 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
     n_jobs : int, default=None
         Fits run in parallel (joblib; None means 1, -1 all cores), over the
         measurements of a batch and the restarts of ``n_init``. Each worker
-        gets ``cores // n_jobs`` torch threads.
+        gets its share of the caller's torch threads
+        (``torch.get_num_threads() // n_jobs``).
 
     Attributes
     ----------
