@@ -254,7 +254,9 @@ def test_members_whose_operators_differ_in_a_setting_are_not_stacked(operators):
 def test_fit_candidates_fits_differing_operators_apart():
     from skdip import DIPReconstructor
 
-    base = DIPReconstructor(generator=TINY, max_iter=5, early_stopping=None, random_state=0)
+    base = DIPReconstructor(
+        generator=TINY, max_iter=5, early_stopping=None, random_state=0, device="cpu"
+    )  # the CPU: bit-for-bit comparison
     candidates = [
         {"operator": FunctionOperator(_identity)},
         {"operator": FunctionOperator(_double)},
@@ -416,7 +418,11 @@ GRID = [
 
 
 def _candidate_base():
-    return DIPDenoiser(generator=TINY, max_iter=10, early_stopping=None, random_state=0)
+    # The CPU, also on a GPU machine: these tests compare fits bit for bit, and GPU
+    # kernels are not bit-reproducible from run to run.
+    return DIPDenoiser(
+        generator=TINY, max_iter=10, early_stopping=None, random_state=0, device="cpu"
+    )
 
 
 def test_fit_candidates_gives_each_setting_its_own_fit(monkeypatch):
@@ -479,7 +485,9 @@ def test_fit_candidates_batches_settings_that_change_the_model_shape_apart(monke
     import skdip.estimators._base as base
 
     y = _images()[0][:8, :8]
-    sr = DIPSuperResolver(generator=TINY, max_iter=4, early_stopping=None, random_state=0)
+    sr = DIPSuperResolver(
+        generator=TINY, max_iter=4, early_stopping=None, random_state=0, device="cpu"
+    )  # the CPU: bit-for-bit comparison
     grid = [{"scale": 2}, {"scale": 3}, {"scale": 2, "lr": 0.02}]
     batches = _spy(monkeypatch, base, "fit_batch")
     fitted = fit_candidates(sr, y, grid)

@@ -588,7 +588,9 @@ def test_average_of_best_transform_passes_per_image_inputs(candidate_runs):
     X = _noisy_batch(1)[0]
     mask = np.ones(X.shape[:2], bool)
     mask[4:9, 3:8] = False
-    inp = DIPInpainter(generator=TINY, max_iter=6, early_stopping=None, random_state=0)
+    inp = DIPInpainter(
+        generator=TINY, max_iter=6, early_stopping=None, random_state=0, device="cpu"
+    )  # the CPU: bit-for-bit comparison
     avg = AverageOfBest(inp, GRID, n_best=2).fit(X, mask=mask)
     del candidate_runs[:]  # count from here
     calls = candidate_runs
