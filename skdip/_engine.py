@@ -130,12 +130,18 @@ class _Optimizers:
                 raise ValueError(
                     f"a parameter group's optimizer must be 'adam' or 'sgd', got {kind!r}"
                 )
+            params = group["params"]
+            group["params"] = [params] if isinstance(params, torch.Tensor) else list(params)
             kinds[kind].append(group)
         # foreach: the same numbers as the per-tensor loop (tested), in a few
         # multi-tensor operations; PyTorch picks it on GPUs only, and on a CPU it
-        # saves up to ~18% of a small network's step.
+        # saves up to ~18% of a small network's step. On a GPU, where a step is
+        # bound by kernel launches, the fused kernels are ~10% faster (H100:
+        # benchmarks/adam_kernels.py) for the same update, up to float rounding.
         adam = kinds["adam"]
-        self.optimizers = [torch.optim.Adam(adam, lr=lr, foreach=True)] if adam else []
+        on_gpu = all(p.is_cuda for g in adam for p in g["params"])
+        fast = {"fused": True} if adam and on_gpu else {"foreach": True}
+        self.optimizers = [torch.optim.Adam(adam, lr=lr, **fast)] if adam else []
         if kinds["sgd"]:
             self.optimizers.append(torch.optim.SGD(kinds["sgd"], lr=lr, foreach=True))
 

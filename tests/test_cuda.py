@@ -172,6 +172,34 @@ def test_engine_in_float64_on_cuda_is_the_cpu_fit(float64):
     np.testing.assert_allclose(gpu.history["loss"], cpu.history["loss"], rtol=1e-9)
 
 
+def test_fused_adam_on_cuda_rolls_back_like_the_cpu_fit(float64, monkeypatch):
+    # On a GPU the engine takes Adam's fused kernels (fewer launches per step); a
+    # step that diverges twice must still be rolled back to the same snapshot.
+    made = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            made.append(kw)
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    count = [0]
+
+    def nan_at_5_and_7(prediction, target):
+        count[0] += 1
+        value = (prediction - target).square().mean()
+        return value * float("nan") if count[0] in (5, 7) else value
+
+    target = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    kw = dict(loss=nan_at_5_and_7, max_iter=12, checkpoint_every=3, seed=0)
+    cpu = fit_model(DIPModel(TINY.build((16, 16), 1, seed=0)), target, **kw)
+    count[0] = 0
+    gpu = fit_model(DIPModel(TINY.build((16, 16), 1, seed=0)).cuda(), target.cuda(), **kw)
+    assert [k.get("fused") for k in made] == [None, True]
+    assert len(gpu.history["divergences"]) == len(cpu.history["divergences"]) == 2
+    torch.testing.assert_close(gpu.estimate, cpu.estimate, atol=1e-9, rtol=0)
+
+
 def test_batched_fits_on_cuda_are_the_single_fits(float64):
     mse = get_loss("mse")
     targets = [
