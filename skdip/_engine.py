@@ -794,6 +794,15 @@ def _same_setting(a, b) -> bool:
         return False
 
 
+def averaging_delay(averaging: float) -> int:
+    """Steps after the raw variance minimum at which the average is returned.
+
+    Watching the raw iterates, the average is captured once it has had about
+    ``1 / (1 - w)`` steps to absorb the iterates around the minimum.
+    """
+    return round(1.0 / (1.0 - averaging))
+
+
 class _Selection:
     """What one fit keeps track of: the averaged output, the stopping rule, the
     estimate it selects and the per-step history.
@@ -816,9 +825,7 @@ class _Selection:
         self.reference = reference
         self.averaging = averaging
         self.watch_raw = averaging is not None and averaging_monitor == "raw"
-        # Watching the raw iterates, the average is captured once it has had
-        # about 1 / (1 - w) steps to absorb the iterates around the minimum.
-        self.delay = round(1.0 / (1.0 - averaging)) if self.watch_raw else 0
+        self.delay = averaging_delay(averaging) if self.watch_raw else 0
         self.capture_at = None
         self.first_checked = self.detected = None
         self.average = self.best = self.last = self.estimate = None

@@ -499,6 +499,36 @@ def test_average_monitor_returns_the_average_at_its_own_minimum():
     assert den.best_iter_ == int(np.nanargmin(den.history_["signal"]))
 
 
+@pytest.mark.parametrize(
+    "settings, warns",
+    [
+        (dict(early_stopping=ExponentialMovingVariance(patience=50)), True),
+        (dict(early_stopping=ExponentialMovingVariance(patience=100)), False),
+        (dict(early_stopping="emv", output_averaging=0.9995), True),  # delay 2000 > 1000
+        (dict(early_stopping="emv"), False),
+        (
+            dict(
+                early_stopping=ExponentialMovingVariance(patience=50),
+                averaging_monitor="average",
+            ),
+            False,
+        ),
+        (dict(early_stopping=ExponentialMovingVariance(patience=50), output_averaging=None), False),
+        (dict(early_stopping=None), False),
+    ],
+)
+def test_a_patience_shorter_than_the_averaging_delay_is_reported(settings, warns):
+    params = dict(output_averaging=0.99) | settings
+    den = _den(max_iter=3, **params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        den.fit(_image())
+    said = [w for w in caught if "averaging delay" in str(w.message)]
+    assert len(said) == int(warns)
+    if warns:
+        assert said[0].category is UserWarning and said[0].filename == __file__
+
+
 def test_warnings_point_at_the_callers_line():
     import warnings as _w
 

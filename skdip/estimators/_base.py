@@ -30,6 +30,7 @@ from .._engine import (
     DIPModel,
     FitResult,
     _check_stackable,
+    averaging_delay,
     fit_batch,
     fit_model,
     require_tqdm,
@@ -159,6 +160,27 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         if self.verbose:
             require_tqdm()  # before any work (an initialisation, the first images)
         self._device = resolve_device(self.device)
+        self._warn_short_patience()
+
+    def _warn_short_patience(self) -> None:
+        """Say, before any fit, when every run would end before its average is due."""
+        rule = get_stopping_rule(self.early_stopping)
+        averaging = self.output_averaging
+        patience = getattr(rule, "patience", None)
+        if averaging is None or patience is None:
+            return
+        if getattr(self, "averaging_monitor", "raw") != "raw":
+            return
+        delay = averaging_delay(averaging)
+        if patience < delay:
+            warn(
+                f"{type(self).__name__}: the stopping rule's patience ({patience}) is "
+                f"shorter than the averaging delay ({delay} steps for output_averaging="
+                f"{averaging}): each run ends before the average after the variance minimum "
+                "is due, and the latest average is returned instead. Use a patience of at "
+                f"least {delay}, or averaging_monitor='average'.",
+                UserWarning,
+            )
 
     def _fit_images(self, images, references, extras, rng) -> list[dict]:
         n = len(images)
