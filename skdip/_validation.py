@@ -188,16 +188,17 @@ def _check_one_allow_nan(image, name: str, min_size: int, scale_uint8: bool = Tr
 def is_target_vector(y, n_images: int | None = None) -> bool:
     """Whether ``y`` is a supervised target (labels in a Pipeline), not clean images.
 
-    A 0-D/1-D ``y`` always is. With ``n_images`` > 1 (a batch), so is a 2-D
-    array with one row per image (multi-output labels): as clean images it
-    would be a single image for several observations, which is never valid.
+    A 0-D/1-D ``y`` always is. Given ``n_images``, so is a 2-D array with one
+    row per image (multi-output labels): as clean images it would be a single
+    image for several observations, or, for one observation, an image one
+    pixel high, neither of which is valid.
     """
     if y is None:
         return False
     if isinstance(y, list | tuple):
         return all(np.ndim(item) == 0 for item in y)
     shape = np.asarray(y).shape
-    if n_images is not None and n_images > 1 and len(shape) == 2 and shape[0] == n_images:
+    if n_images is not None and len(shape) == 2 and shape[0] == n_images:
         return True
     return len(shape) <= 1
 

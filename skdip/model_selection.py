@@ -230,6 +230,8 @@ def _same_value(a: Any, b: Any) -> bool:
     """Whether two parameter values are the same setting."""
     if a is b:
         return True
+    if isinstance(a, Integral) and isinstance(b, Integral):
+        return bool(a == b)  # seeds, max_iter: exact, however large
     if isinstance(a, Real) and isinstance(b, Real) and not isinstance(a, bool | np.bool_):
         # float32 grids (np.float32(0.01) is 0.01 to 2e-8) must match their float64 values.
         return bool(np.isclose(float(a), float(b), rtol=1e-6, atol=0.0))

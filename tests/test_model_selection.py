@@ -578,6 +578,12 @@ def test_fit_candidates_explains_that_a_grid_needs_parameter_grid(count_fits):
     assert count_fits == []
 
 
+def test_prefer_default_compares_integers_exactly():
+    # A relative tolerance would take two large seeds 600 apart for one setting.
+    params = [{"random_state": 1234567890}, {"random_state": 1234568500}]
+    assert PreferDefault({"random_state": 1234568500}).select(params, [0.0, 0.0]) == 1
+
+
 def test_prefer_default_matches_float32_grid_values():
     params = [{"lr": np.float32(0.01)}, {"lr": np.float32(0.03)}]
     assert PreferDefault({"lr": 0.01}).select(params, [0.0, 0.5]) == 0

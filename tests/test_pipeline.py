@@ -143,6 +143,10 @@ def test_a_label_matrix_reaching_the_dip_step_is_ignored():
     den = _den().fit(X, Y)
     np.testing.assert_array_equal(den.reconstruction_, _den().fit(X).reconstruction_)
     assert "psnr" not in den.history_[0]
+    # One image and its row of labels (a fold of one image): still labels.
+    one = _den().fit(X[:1], Y[:1])
+    np.testing.assert_array_equal(one.reconstruction_, _den().fit(X[:1]).reconstruction_)
+    assert "psnr" not in one.history_[0]
 
 
 def test_set_output_on_a_pipeline_with_a_dip_step():
