@@ -320,6 +320,30 @@ def test_blur_wrap_and_input_untouched():
     assert np.allclose(blur(x, shifted, mode="wrap"), np.roll(x, 1, axis=1))
 
 
+@pytest.mark.parametrize("shape", [(4, 4), (2, 3), (4, 3)])
+def test_blur_centres_even_kernels_like_the_convolution_operator_and_scipy(shape):
+    # Data simulated with blur(mode="wrap") must be the DIPDeconvolver's model
+    # (Convolution, boundary="circular"), not that model shifted by a pixel.
+    import torch
+    from scipy.signal import convolve2d
+
+    from skdip.operators import Convolution
+
+    rng = np.random.default_rng(0)
+    x, k = rng.random((9, 8)), rng.random(shape)
+    model = Convolution(k, boundary="circular").double()
+    expected = model(torch.from_numpy(x)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(blur(x, k, mode="wrap"), expected, atol=1e-6)
+    np.testing.assert_allclose(blur(x, k, mode="same"), convolve2d(x, k, mode="same"), atol=1e-12)
+
+
+def test_a_tiny_gaussian_sigma_gives_the_delta_kernel():
+    k = make_gaussian_kernel(3, 1e-200)
+    delta = np.zeros((3, 3))
+    delta[1, 1] = 1.0
+    np.testing.assert_array_equal(k, delta)
+
+
 def test_blur_errors():
     x = np.zeros((8, 8))
     with pytest.raises(ValueError, match="mode"):

@@ -451,3 +451,25 @@ def test_verbose_without_tqdm_fails_before_the_hio_initialisation(monkeypatch):
     with pytest.raises(ImportError, match=r"skdip\[progress\]"):
         _tiny_pr(verbose=True).fit(simulate_diffraction(_blob()))
     assert started == []
+
+
+def test_a_restart_whose_every_step_diverged_ranks_last_instead_of_crashing():
+    def nan_loss(prediction, target):
+        return prediction.mean() * float("nan")
+
+    y = simulate_diffraction(_blob(4))
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        pr = _tiny_pr(loss=nan_loss, init="random", max_iter=5).fit(y)
+    assert pr.stopped_by_ == "divergence"
+    assert np.isinf(pr.restart_losses_).all()
+
+
+def test_huge_counts_give_the_object_on_their_scale():
+    # The normalisation squares the magnitudes; 1e160 squared overflows float64.
+    y = simulate_diffraction(_blob(4))
+    small = _tiny_pr(init="random", max_iter=5).fit_transform(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's own overflow notes
+        huge = _tiny_pr(init="random", max_iter=5).fit_transform(y * 1e160)
+    assert np.isfinite(huge).all()
+    np.testing.assert_allclose(huge / 1e160, small, rtol=1e-4, atol=1e-6)

@@ -67,7 +67,10 @@ def make_gaussian_kernel(size: int, sigma: float) -> np.ndarray:
     size = _check_size(size)
     sigma = _check_positive(sigma, "sigma")
     r = np.arange(size, dtype=np.float64) - size // 2
-    g = np.exp(-(r**2) / (2.0 * sigma**2))
+    # r / sigma, not r**2 / sigma**2: a tiny sigma squared underflows to 0 (NaN
+    # kernel); this way the kernel tends to the delta it should be.
+    with np.errstate(over="ignore"):
+        g = np.exp(-0.5 * (r / sigma) ** 2)
     kernel = np.outer(g, g)
     return kernel / kernel.sum()
 
@@ -289,7 +292,8 @@ def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
 
     This is a true convolution (the kernel is flipped), the model
     ``y = k * x`` of blind deblurring. With ``kh, kw = kernel.shape`` and
-    ``c = (kh // 2, kw // 2)``:
+    ``c = ((kh - 1) // 2, (kw - 1) // 2)`` (the convention of
+    :class:`skdip.operators.Convolution` and of SciPy's ``"same"`` mode):
 
     - ``"valid"``: ``y[i, j] = sum_{m, n} k[m, n] x[i + kh - 1 - m, j + kw - 1 - n]``,
       only where the kernel fits inside the image; shape ``(H - kh + 1, W - kw + 1)``.
@@ -360,9 +364,10 @@ def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
         x = x[:, :, None]
     conv_mode = mode
     if mode in ("same", "wrap"):
-        # Pad so that a 'valid' convolution puts the kernel centre (kh // 2, kw // 2)
-        # on each output pixel (also for even sizes); periodic padding makes it circular.
-        pads = ((kh - 1 - kh // 2, kh // 2), (kw - 1 - kw // 2, kw // 2), (0, 0))
+        # Pad so that a 'valid' convolution puts the kernel centre c on each output
+        # pixel; periodic padding makes it circular.
+        ch, cw = (kh - 1) // 2, (kw - 1) // 2
+        pads = ((kh - 1 - ch, ch), (kw - 1 - cw, cw), (0, 0))
         x = np.pad(x, pads, mode="wrap" if mode == "wrap" else "constant")
         conv_mode = "valid"
     out = signal.fftconvolve(x, k[:, :, None], mode=conv_mode, axes=(0, 1))

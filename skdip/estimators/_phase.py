@@ -441,9 +441,13 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         """Divisor of the magnitudes that gives the implied object an RMS of 0.5."""
         h, w = _object_shape(magnitudes.shape[:2], check_oversampling(self.oversampling))
         # Parseval (orthonormal FFT, unit-modulus masks): each pattern carries ||x||^2.
-        energy = float(np.sum(magnitudes**2)) / magnitudes.shape[2]
-        rms = np.sqrt(energy / (h * w))
-        return rms / _TARGET_RMS if rms > 0 else 1.0
+        # Squares taken relative to the peak, so that huge counts do not overflow.
+        peak = float(np.max(magnitudes))
+        if not peak > 0:
+            return 1.0
+        energy = float(np.sum((magnitudes / peak) ** 2)) / magnitudes.shape[2]
+        rms = peak * np.sqrt(energy / (h * w))
+        return rms / _TARGET_RMS
 
     # --------------------------------------------------------------- hooks
     def _make_model(self, image, extra, seed, device):
@@ -548,7 +552,8 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
             mine = runs[i * self.n_init : (i + 1) * self.n_init]
             # Keep the best data fit: the lowest loss a restart reached tells
             # its basin (stagnated restarts plateau far above a good one).
-            losses = np.array([np.min(r["history"]["loss"]) for r in mine])
+            # A restart whose every step diverged recorded no loss: it ranks last.
+            losses = np.array([np.min(r["history"]["loss"], initial=np.inf) for r in mine])
             best = mine[int(np.argmin(losses))]
             best["restart_losses"] = losses
             results.append(best)
