@@ -482,3 +482,52 @@ def test_per_image_fit_parameters_must_match_the_batch():
     a = DIPInpainter(**COMMON).fit(images[0], mask=mask).transform()
     b = DIPInpainter(**COMMON).fit(images[0], mask=[mask]).transform()
     np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ rescaling
+
+
+def test_rescaling_moves_its_offset_through_a_kernel_that_does_not_sum_to_one():
+    # y = (2k) * x is y = k * (2x): the gain-2 fit must be the gain-1 fit halved,
+    # not shifted by the offset the rescaling removed from the measurement.
+    kernel = np.outer([1, 2, 1], [1, 2, 1]).astype(float)
+    kernel /= kernel.sum()
+    y = 200 + 200 * _smooth()  # raw data: rescale="auto" maps it to [0, 1]
+    params = dict(COMMON, boundary="circular", max_iter=20)
+    once = DIPDeconvolver(kernel=kernel, **params).fit_transform(y)
+    twice = DIPDeconvolver(kernel=2 * kernel, **params).fit_transform(y)
+    # Equal up to Adam's eps on a 4x larger loss (0.2% here); the offset error this
+    # guards against was 100, half the offset, on values near 150.
+    np.testing.assert_allclose(twice, once / 2, rtol=1e-2)
+
+
+def test_values_hidden_by_a_mask_do_not_set_the_rescaling():
+    image = _smooth()
+    mask = np.ones(image.shape, bool)
+    mask[4:8, 4:8] = False
+    fits = []
+    for placeholder in (0.0, 255.0, -1e4):
+        held = np.where(mask, image, placeholder)
+        fits.append(DIPInpainter(**COMMON).fit_transform(held, mask=mask))
+    np.testing.assert_array_equal(fits[1], fits[0])
+    np.testing.assert_array_equal(fits[2], fits[0])
+
+
+def _squared(x):
+    return x**2
+
+
+def _zero_padded_shift(x):
+    return torch.nn.functional.pad(x, (1, 0, 0, 0))[..., :-1]  # linear; a zero column enters
+
+
+def test_rescaling_refuses_what_it_cannot_carry_through_the_forward_model():
+    y = 200 + 200 * _smooth()
+    with pytest.raises(ValueError, match="not linear"):
+        DIPReconstructor(operator=FunctionOperator(_squared), **COMMON).fit(y)
+    with pytest.raises(ValueError, match="no offset"):
+        DIPReconstructor(operator=FunctionOperator(_zero_padded_shift), **COMMON).fit(y - 300)
+    # Non-negative data through that linear model: a pure rescaling, and it fits.
+    fitted = DIPReconstructor(operator=FunctionOperator(_zero_padded_shift), **COMMON).fit(y)
+    assert np.isfinite(fitted.reconstruction_).all()
+    assert fitted.reconstruction_.max() > 100  # back on the data's scale

@@ -14,6 +14,7 @@ import copy
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from numbers import Integral, Real
 
 import numpy as np
@@ -52,25 +53,53 @@ _AUTO_RESCALE_BOUNDS = (-0.25, 1.25)
 
 
 class _Scaling:
-    """An affine map of intensities to [0, 1] and back."""
+    """An affine map of intensities to about [0, 1] and back.
 
-    def __init__(self, offset: float = 0.0, scale: float = 1.0):
+    Measurements map as ``(y - offset) / scale`` and the network's images back
+    as ``x * scale + image_offset``. The two offsets differ when the forward
+    model scales a constant image by a gain ``g`` (a kernel that does not sum
+    to 1): the image behind the constant measurement ``offset`` is ``offset / g``.
+    """
+
+    def __init__(self, offset: float = 0.0, scale: float = 1.0, image_offset: float | None = None):
         self.offset, self.scale = offset, scale
+        self.image_offset = offset if image_offset is None else image_offset
 
     @classmethod
-    def fit(cls, image: np.ndarray, mode) -> _Scaling:
-        finite = image[np.isfinite(image)]
+    def fit(cls, values: np.ndarray, mode, gain: Callable[[], float | None] | None = None):
+        """The map for the observed ``values``; ``gain()`` is asked only when one is needed.
+
+        ``gain()`` returns the forward model's gain on constant images, or None
+        when it does not map constant images to constant measurements.
+        """
+        finite = values[np.isfinite(values)]
         lo, hi = float(finite.min()), float(finite.max())
         needed = lo < _AUTO_RESCALE_BOUNDS[0] or hi > _AUTO_RESCALE_BOUNDS[1]
-        if mode is True or (mode == "auto" and needed):
-            return cls(lo, hi - lo if hi > lo else 1.0)
-        return cls()
+        if not (mode is True or (mode == "auto" and needed)):
+            return cls()
+        span = hi - lo if hi > lo else 1.0
+        g = 1.0 if gain is None else gain()
+        if g is not None:
+            return cls(lo, span / g, lo / g)
+        # No offset can be moved through this model; a linear one still takes a
+        # pure rescaling, which cannot make negative data reachable, though.
+        if lo < 0:
+            raise ValueError(
+                f"rescale={mode!r}: the measurements span [{lo:.4g}, {hi:.4g}], and this forward "
+                "model does not map constant images to constant measurements, so no offset "
+                "can be removed from them. Bring the data near [0, 1] yourself and pass "
+                "rescale=False."
+            )
+        return cls(0.0, hi if hi > 0 else 1.0, 0.0)
 
-    def forward(self, image: np.ndarray) -> np.ndarray:
-        return (image - self.offset) / self.scale
+    def forward(self, measurement: np.ndarray) -> np.ndarray:
+        return (measurement - self.offset) / self.scale
+
+    def forward_image(self, image: np.ndarray) -> np.ndarray:
+        return (image - self.image_offset) / self.scale
 
     def inverse(self, image: np.ndarray) -> np.ndarray:
-        return image * self.scale + self.offset
+        return image * self.scale + self.image_offset
 
 
 class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
@@ -119,6 +148,23 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         ``target`` is what the prediction ``operator(x)`` is compared with.
         """
         return Identity(), image, image.shape[:2], image.shape[2]
+
+    def _fit_scaling(self, image: np.ndarray, extra: dict) -> _Scaling:
+        """The intensity map of one observation (``rescale``)."""
+        return _Scaling.fit(
+            self._scaling_values(image, extra),
+            self.rescale,
+            gain=lambda: self._intensity_gain(image, extra),
+        )
+
+    def _scaling_values(self, image: np.ndarray, extra: dict) -> np.ndarray:
+        """The observed values that decide the intensity rescaling."""
+        return image
+
+    def _intensity_gain(self, image: np.ndarray, extra: dict) -> float | None:
+        """Factor by which the forward model maps a constant image to a constant
+        measurement; None when it does not (asked only when rescaling)."""
+        return 1.0
 
     def _make_model(self, image: np.ndarray, extra: dict, seed: int, device: torch.device):
         """Build ``(model, target_tensor, fit_kwargs)`` for one observation."""
@@ -210,7 +256,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     def _prepare(self, image, reference, extra, seed, device):
         """Scale one observation and build its model: ``(scaling, model, target,
         fit_kwargs, reference_tensor)``."""
-        scaling = _Scaling.fit(image, self.rescale)
+        scaling = self._fit_scaling(image, extra)
         scaled = scaling.forward(image)
         # Under the lock the builds take: restoring torch's global RNG when this block
         # ends must not land in the middle of another thread's seeded build.
@@ -218,7 +264,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             model, target, fit_kwargs = self._make_model(scaled, extra, seed, device)
         ref_tensor = None
         if reference is not None:
-            ref_tensor = to_tensor(scaling.forward(reference), device)
+            ref_tensor = to_tensor(scaling.forward_image(reference), device)
         return scaling, model, target, fit_kwargs, ref_tensor
 
     def _engine_kwargs(self, label: str, reference=None, seed: int = 0) -> dict:
@@ -546,7 +592,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             est = r["estimate"]
             if ref.shape != est.shape:
                 raise ValueError(f"y has shape {ref.shape} but the reconstruction {est.shape}")
-            lo, span = r["scaling"].offset, r["scaling"].scale
+            lo, span = r["scaling"].image_offset, r["scaling"].scale
             scores.append(
                 peak_signal_noise_ratio(ref, np.clip(est, lo, lo + span), data_range=span)
             )

@@ -449,7 +449,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         extra = dict(extra)
         scaling = _Scaling.fit(image, self.rescale)
         extra["_scaling"] = scaling
-        extra["_reference"] = None if reference is None else scaling.forward(reference)
+        extra["_reference"] = None if reference is None else scaling.forward_image(reference)
         return super()._fit_single(image, None, extra, *args, **kwargs)
 
     def _make_model(self, image: np.ndarray, extra: dict, seed: int, device: torch.device):

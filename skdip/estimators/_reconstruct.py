@@ -8,6 +8,7 @@ parameters (and, for inpainting, from the observation itself).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import numbers
 from numbers import Integral
@@ -65,7 +66,13 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         is the step of that average.
     rescale : "auto" or bool, default="auto"
         Map intensities to [0, 1] before fitting and back after ("auto": only
-        for data clearly outside [0, 1]).
+        for data clearly outside [0, 1]). The offset removed from the
+        measurements is carried through the forward model: divided by its gain
+        on constant images (a kernel summing to 2 halves it). A linear model
+        that does not keep constant images constant (zero padding) is rescaled
+        without an offset. Data that needs rescaling but that the model cannot
+        carry (negative values through such a model; a non-linear model) is
+        refused with an error. Pixels hidden by a mask do not count.
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None
@@ -122,6 +129,37 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         "noise_model": [StrOptions({"sparse"}), SparseNoise, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
     }
+
+    def _intensity_gain(self, image, extra):
+        # Probed on constant images: a kernel that does not sum to 1 scales them,
+        # zero padding or an arbitrary function does not keep them constant.
+        try:
+            operator, _, out_shape, channels = self._forward_problem(image, extra)
+            operator = copy.deepcopy(operator).to("cpu")
+            probe = torch.rand(
+                (1, channels, *out_shape), generator=torch.Generator().manual_seed(0)
+            )
+            with torch.no_grad():
+                zero, one, two, x, twice_x = (
+                    operator(v).double().numpy()
+                    for v in (0 * probe, 0 * probe + 1, 0 * probe + 2, probe, 2 * probe)
+                )
+        except Exception:
+            # A model that does not fit the data is reported by the fit itself.
+            return 1.0
+        size = max(float(np.abs(x).max()), float(np.abs(one).max()), 1e-12)
+        if np.abs(zero).max() > 1e-4 * size or np.abs(twice_x - 2 * x).max() > 2e-4 * size:
+            raise ValueError(
+                f"rescale={self.rescale!r} would rescale these measurements (they reach outside "
+                "[-0.25, 1.25]), but the forward model is not linear, so the image cannot be "
+                "rescaled with them. Bring the data near [0, 1] yourself and pass rescale=False."
+            )
+        gain = float(one.mean())
+        if abs(gain) <= 1e-6 * size or np.abs(one - gain).max() > 1e-4 * size:
+            return None  # linear, but constant images do not stay constant
+        if np.abs(two - 2 * gain).max() > 2e-4 * size:
+            return None
+        return gain
 
     def _solve(self, X, y=None, **fit_params):
         images, layout, results = super()._solve(X, y, **fit_params)
@@ -421,6 +459,13 @@ class DIPInpainter(_InverseProblemEstimator):
         if not observed.any():
             raise ValueError("an image has no observed value (its mask and NaNs hide everything)")
         return observed
+
+    def _scaling_values(self, image, extra):
+        # Values hidden by a mask (placeholders, overlays) must not set the scale.
+        return image[self._observed(image, extra)]
+
+    def _intensity_gain(self, image, extra):
+        return 1.0  # the observed pixels are the image's own
 
     def _forward_problem(self, image, extra):
         observed = self._observed(image, extra)
