@@ -232,6 +232,24 @@ def test_reference_scorer_errors():
         ReferenceScorer("mae")(den, noisy, noisy)
 
 
+def test_reference_scorer_refuses_data_ranges_that_do_not_fit_the_images():
+    clean = _clean((16, 16))
+    noisy8 = np.round(np.clip(_noisy(clean), 0, 1) * 255).astype(np.uint8)
+    clean8 = np.round(clean * 255).astype(np.uint8)
+    den = _den().fit(noisy8)
+    right = get_scorer("psnr")(den, noisy8, clean8)  # uint8 is read on [0, 1]
+    assert right == pytest.approx(psnr(clean8, den.reconstruction_))
+    # 255 would report 48 dB too much: uint8 images are compared on [0, 1].
+    with pytest.raises(ValueError, match="uint8 images are read on"):
+        get_scorer("psnr", data_range=255)(den, noisy8, clean8)
+    # 16-bit counts with the default range of 1 gave -86 dB: refused, the range asked.
+    counts = np.round(clean * 60000).astype(np.uint16)
+    fitted = _den().fit(counts + 0.0)
+    with pytest.raises(ValueError, match="more than data_range=1"):
+        get_scorer("psnr")(fitted, counts + 0.0, counts)
+    assert np.isfinite(get_scorer("psnr", data_range=65535)(fitted, counts + 0.0, counts))
+
+
 # ------------------------------------------------------- use in a search
 def test_multi_metric_search_with_refit_by_name(count_fits):
     clean = [_clean(seed=s) for s in range(2)]

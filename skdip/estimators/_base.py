@@ -550,7 +550,11 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         """Quality of the reconstruction of ``X``; higher is better.
 
         With clean references ``y``: the mean PSNR (dB) of the reconstructions
-        against them (data range 1). Without: the default no-reference score
+        against them, clipped to and measured on the intensity range the fit
+        worked on: 1 for data on [0, 1] (and uint8 images), else the range
+        ``rescale`` mapped to [0, 1] (for PSNRs comparable across
+        settings use ``skdip.metrics.get_scorer("psnr", data_range=...)``,
+        whose range is fixed). Without: the default no-reference score
         of :class:`skdip.metrics.NoReferenceScorer`, averaged over images:
         ``-|10 log10(r / sigma**2)|`` in dB (at most 0), ``r`` the mean
         squared residual of the estimate the stopping rule picked and

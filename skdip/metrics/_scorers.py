@@ -477,8 +477,10 @@ class ReferenceScorer(BaseEstimator):
     metric : {"psnr", "ssim"}, default="psnr"
         :func:`skdip.metrics.psnr` (dB) or :func:`skdip.metrics.ssim`.
     data_range : float or None, default=1.0
-        Intensity range of the images (1 for [0, 1] data, 255 for 8-bit
-        scales). None uses the range (max - min) of each reference.
+        Intensity range of the images: 1 for [0, 1] data and for uint8 images
+        (skdip reads them on [0, 1]); 255 for float data on a 0-255 scale,
+        65535 for 16-bit counts. None uses the range (max - min) of each
+        reference. A reference spanning more than ``data_range`` is refused.
 
     Examples
     --------
@@ -527,10 +529,15 @@ class ReferenceScorer(BaseEstimator):
                 "them use a no-reference scorer such as get_scorer('emv')"
             )
         dip, X = _dip_step(estimator, X)
+        references, ref_layout = check_images(y, name="y")
         images, layout, results = dip._results_for(X, {})
-        references, _ = check_images(y, name="y")
         if len(references) != len(results):
             raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")
+        if self.data_range not in (None, 1) and any(layout.scaled_uint8 + ref_layout.scaled_uint8):
+            raise ValueError(
+                "uint8 images are read on [0, 1] (divided by 255), and so are their "
+                f"reconstructions: their data range is 1 (the default), not {self.data_range}"
+            )
         metric = _psnr_metric if self.metric == "psnr" else _ssim_metric
         scores = []
         for result, ref in zip(results, references, strict=True):
@@ -542,6 +549,12 @@ class ReferenceScorer(BaseEstimator):
             span = self.data_range
             if span is None:
                 span = float(np.ptp(ref)) or 1.0
+            elif float(np.ptp(ref)) > span * (1 + 1e-6):
+                raise ValueError(
+                    f"y spans {float(np.ptp(ref)):.6g} in intensity, more than data_range={span}: "
+                    "pass the range of the images' scale (e.g. data_range=65535 for 16-bit "
+                    "counts), or data_range=None for each reference's own range"
+                )
             scores.append(metric(ref, estimate, data_range=span))
         return float(np.mean(scores))
 
