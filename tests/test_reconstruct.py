@@ -187,6 +187,16 @@ def test_reconstructor_with_a_function_and_explicit_output_shape():
         DIPReconstructor(operator=crop, output_shape=(20, 20), **COMMON).fit(obs)
 
 
+def test_an_operator_that_misses_a_later_image_is_reported_before_any_fit(count_fits):
+    def crop(x):
+        return x[..., 2:-2, 2:-2]
+
+    batch = [_smooth((12, 12)), _smooth((10, 10))]  # output_shape suits the first only
+    with pytest.raises(ValueError, match="predicts measurements of shape"):
+        DIPReconstructor(operator=crop, output_shape=(16, 16), **COMMON).fit(batch)
+    assert count_fits == []
+
+
 def test_reconstructor_output_channels_differ_from_the_observation():
     # a colour image observed through a grey camera: the output keeps 3 channels
     grey = _smooth((16, 16))

@@ -28,13 +28,14 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     generator : str or BaseGenerator, default="skip"
         The network: a name from :data:`skdip.generators.GENERATOR_NAMES`
         (``"skip"``, the DIP paper's encoder-decoder, about 2.2M parameters;
-        ``"skip-small"``, about 30x faster per step) or a configuration
+        ``"skip-small"``, about 7x faster per step on a CPU) or a configuration
         such as ``SkipNetwork(width=64)``.
     early_stopping : {"emv", "wmv"}, BaseStoppingRule or None, default="emv"
         ``"emv"``: :class:`ExponentialMovingVariance` with its defaults;
         ``"wmv"``: :class:`WindowedMovingVariance`; a rule object to set its
         parameters (tunable as ``early_stopping__patience``); None runs
-        ``max_iter`` steps and returns the last iterate.
+        ``max_iter`` steps and returns the last estimate (the last average
+        with ``output_averaging``).
     max_iter : int, default=5000
         Maximum number of optimisation steps.
     lr : float, default=0.01
@@ -107,7 +108,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     reconstruction_ : ndarray or list of ndarray
         The denoised image(s), in the layout and float dtype of ``X``.
     best_iter_ : int or list of int
-        Iteration whose estimate was returned (the variance minimum).
+        Iteration whose estimate was returned: the variance minimum, plus
+        the averaging delay with ``averaging_monitor="raw"`` (the default).
     n_iter_ : int or list of int
         Iterations run.
     stopped_by_ : str or list of str
@@ -126,8 +128,9 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     n_features_in_ : int
         Width of the image, set when ``X`` is a single 2-D array.
     sparse_noise_ : ndarray or list of ndarray
-        With ``noise_model``: the fitted sparse noise term, in the layout and
-        on the intensity scale of ``X``.
+        With ``noise_model``: the fitted sparse noise term, in the layout of
+        ``X`` and on the intensity scale of ``reconstruction_`` ([0, 1] for
+        uint8 input).
 
     See Also
     --------

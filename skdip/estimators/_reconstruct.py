@@ -298,6 +298,23 @@ class DIPReconstructor(_InverseProblemEstimator):
             return self.operator
         return FunctionOperator(self.operator)
 
+    def _check_observation(self, image, reference, extra) -> None:
+        super()._check_observation(image, reference, extra)
+        # A user's operator may not map the reconstruction onto this observation:
+        # found here for every image of a batch, not after the earlier images' fits.
+        operator, _, out_shape, channels = self._forward_problem(image, extra)
+        try:
+            with torch.no_grad():
+                predicted = copy.deepcopy(operator).to("cpu")(torch.zeros(1, channels, *out_shape))
+        except Exception:
+            return  # the fit reports what the operator cannot do
+        if tuple(predicted.shape[-2:]) != image.shape[:2]:
+            raise ValueError(
+                f"the model predicts measurements of shape {tuple(predicted.shape[-2:])} but "
+                f"the observation has shape {image.shape[:2]}; check the forward operator "
+                "(and output_shape)"
+            )
+
     def _forward_problem(self, image, extra):
         operator = self._operator()
         observed_shape = image.shape[:2]

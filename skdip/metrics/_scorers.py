@@ -373,8 +373,8 @@ class NoReferenceScorer(BaseEstimator):
     -----
     For :class:`~skdip.DIPDenoiser` the residual is computed from the returned
     image and ``X``. For estimators with a forward operator it is the loss
-    recorded at the picked iteration, which must be the MSE (and includes the
-    penalty of a ``regularizer``, if any); for an estimator that reports a
+    recorded at the picked iteration, which must be the MSE (the data term
+    alone: a ``regularizer``'s penalty is left out); for an estimator that reports a
     pixel mask (inpainting) it is rescaled to a mean over observed pixels.
     The criterion was designed and measured on Gaussian denoising only.
 
