@@ -473,3 +473,19 @@ def test_huge_counts_give_the_object_on_their_scale():
         huge = _tiny_pr(init="random", max_iter=5).fit_transform(y * 1e160)
     assert np.isfinite(huge).all()
     np.testing.assert_allclose(huge / 1e160, small, rtol=1e-4, atol=1e-6)
+
+
+def test_skdip_scorers_on_phase_retrievers():
+    from skdip.metrics import get_scorer
+
+    obj = _blob(4)
+    y = simulate_diffraction(obj)
+    pr = _tiny_pr(init="random", max_iter=5).fit(y)
+    # The object comes back up to a shift, flip and global phase: the aligned PSNR.
+    assert get_scorer("psnr")(pr, y, obj) == pytest.approx(pr.score(y, obj))
+    with pytest.raises(ValueError, match="after alignment"):
+        get_scorer("ssim")(pr, y, obj)
+    hio = HIOPhaseRetriever(max_iter=5, n_er=2, random_state=0).fit(y)
+    for name in ("emv", "discrepancy", "psnr"):
+        with pytest.raises(TypeError, match="use its own score"):
+            get_scorer(name)(hio, y, obj if name == "psnr" else None)

@@ -350,6 +350,9 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
     (8, 8)
     """
 
+    # Reference scorers use the aligned PSNR (score); see skdip.metrics.ReferenceScorer.
+    _aligned_reference = True
+
     _parameter_constraints: dict = {
         **{k: v for k, v in BaseDIPEstimator._parameter_constraints.items() if k != "rescale"},
         **_COMMON_PHASE_CONSTRAINTS,
@@ -734,6 +737,9 @@ class HIOPhaseRetriever(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
     >>> x.shape
     (8, 8)
     """
+
+    # No iterate history nor running variance: skdip's scorers refuse it clearly.
+    _own_score_only = True
 
     _parameter_constraints: dict = {
         **_COMMON_PHASE_CONSTRAINTS,

@@ -46,6 +46,11 @@ _MIN_NOISE_VAR = 1e-12
 def _dip_step(estimator: Any, X: Any) -> tuple[Any, Any]:
     """The DIP estimator to score and its input (through a Pipeline's earlier steps)."""
     if hasattr(estimator, "_results_for"):
+        if getattr(estimator, "_own_score_only", False):
+            raise TypeError(
+                f"{type(estimator).__name__} records no iterates or running variance for "
+                "skdip's scorers: use its own score(X, y) (scoring=None in a search)"
+            )
         return estimator, X
     steps = getattr(estimator, "steps", None)
     if steps is not None:
@@ -529,6 +534,15 @@ class ReferenceScorer(BaseEstimator):
                 "them use a no-reference scorer such as get_scorer('emv')"
             )
         dip, X = _dip_step(estimator, X)
+        if getattr(dip, "_aligned_reference", False):
+            # Phase retrieval recovers the object up to a shift, a flip and a global
+            # phase: only the aligned PSNR (data range 1) is meaningful.
+            if self.metric != "psnr" or self.data_range != 1:
+                raise ValueError(
+                    f"{type(dip).__name__} is scored by the PSNR after alignment (data range "
+                    f"1), got metric={self.metric!r}, data_range={self.data_range!r}"
+                )
+            return float(dip.score(X, y))
         references, ref_layout = check_images(y, name="y")
         images, layout, results = dip._results_for(X, {})
         if len(references) != len(results):
