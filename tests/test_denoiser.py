@@ -344,6 +344,21 @@ def test_warnings_of_parallel_workers_reach_the_caller():
             den.fit(images)
 
 
+def test_a_callback_in_worker_processes_is_reported():
+    from joblib import parallel_config
+
+    seen = []
+    images = [_image((16, 16), s) for s in range(2)]
+    den = _den(max_iter=3, n_jobs=2, callback=lambda it, loss, x: seen.append(it))
+    with pytest.warns(UserWarning, match="callback ran in joblib's worker processes"):
+        den.fit(images)
+    assert seen == []  # the calls happened in the workers
+    with parallel_config(backend="threading"), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # threads: no warning, effects kept
+        den.fit(images)
+    assert len(seen) == 6
+
+
 def test_n_jobs_in_threads_gives_the_same_result_as_sequential():
     # joblib runs nested work (an estimator's n_jobs inside GridSearchCV(n_jobs=2)) in
     # threads of one process: seeded builds there must not interleave with another

@@ -647,10 +647,18 @@ def _fit_in_workers(estimator, tasks: list[list[tuple]], n: int, workers: int) -
         delayed(_fit_in_worker)(estimator, task, n, devices[k], threads, os.getpid())
         for k, task in enumerate(tasks)
     )
-    for _, caught in runs:
+    for _, caught, _ in runs:
         for message, category in caught:
             warn(message, category)
-    return [output for output, _ in runs]
+    if getattr(estimator, "callback", None) is not None and not all(own for *_, own in runs):
+        warn(
+            f"{type(estimator).__name__}: with n_jobs, the callback ran in joblib's worker "
+            "processes, so what it changed there (lists, files it keeps open, counters) does "
+            "not reach this process. Use joblib.parallel_config(backend='threading') or "
+            "n_jobs=None to keep its effects.",
+            UserWarning,
+        )
+    return [output for output, *_ in runs]
 
 
 def _fit_in_worker(estimator, task, n, device, threads, parent_pid):
@@ -658,14 +666,14 @@ def _fit_in_worker(estimator, task, n, device, threads, parent_pid):
         # A thread of the caller's process: its warnings reach the caller's
         # filters directly (and catch_warnings is not thread-safe).
         with _shared_torch_threads(threads):
-            return estimator._fit_group(task, n, device), []
+            return estimator._fit_group(task, n, device), [], True
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             output = estimator._fit_group(task, n, device)
-        return output, [(str(w.message), w.category) for w in caught]
+        return output, [(str(w.message), w.category) for w in caught], False
     finally:
         torch.set_num_threads(previous)
 

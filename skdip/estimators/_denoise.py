@@ -84,7 +84,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         ``callback(iteration, loss, estimate)`` after every step, with
         ``estimate`` a ``(1, C, H, W)`` tensor on the fitting device (a copy,
         safe to keep); returning True stops the fit, keeping the best estimate
-        so far.
+        so far. With ``n_jobs`` the callback runs in joblib's worker processes
+        (a warning says so): its side effects stay there.
     n_jobs : int, default=None
         Images of a batch fitted in parallel (joblib; None means 1, -1 all
         cores). Each worker gets its share of the caller's torch threads
