@@ -1,6 +1,7 @@
 """Tests of the inverse-problem estimators and of the sparse noise model."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -541,3 +542,20 @@ def test_rescaling_refuses_what_it_cannot_carry_through_the_forward_model():
     fitted = DIPReconstructor(operator=FunctionOperator(_zero_padded_shift), **COMMON).fit(y)
     assert np.isfinite(fitted.reconstruction_).all()
     assert fitted.reconstruction_.max() > 100  # back on the data's scale
+
+
+def test_new_images_without_the_fit_parameters_the_fit_had_are_reported():
+    # With a plain KFold, scikit-learn hands mask= to fit only: the test images would
+    # be solved with their hidden pixels taken as observed, silently.
+    image = _smooth()
+    mask = np.ones(image.shape, bool)
+    mask[4:8, 4:8] = False
+    inp = DIPInpainter(**COMMON).fit(image, mask=mask)
+    other = _smooth(seed=1)
+    with pytest.warns(UserWarning, match="fitted with mask="):
+        inp.transform(other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        inp.transform(other, mask=mask)  # given: no warning
+        inp.transform(image)  # the fitted image: its fit and mask are reused
+        DIPInpainter(**COMMON).fit(image).transform(other)  # fitted without a mask

@@ -473,6 +473,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         if single and images[0].shape[2] == 1 and layout.squeeze_channel[0]:
             self.n_features_in_ = images[0].shape[1]
         self._fit_digest = _digest(images, fit_params)
+        self._fitted_inputs = tuple(sorted(k for k, v in fit_params.items() if v is not None))
         self._fit_images_only_digest = images_digest(images)
         self._fit_results = results
 
@@ -542,6 +543,17 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         images, layout = checked if checked is not None else self._check_observations(X)
         if self._reuses_fit(images, fit_params):
             return images, layout, self._fit_results
+        missing = [k for k in getattr(self, "_fitted_inputs", ()) if fit_params.get(k) is None]
+        if missing:
+            # A cross-validation splitter hands fit parameters to fit only: new images
+            # scored without them would be solved as a different problem.
+            warn(
+                f"{type(self).__name__} was fitted with {', '.join(missing)}=..., but these new "
+                f"images come without it, so they are solved without it (for DIPInpainter, "
+                "only NaN pixels count as missing). Pass it to transform/score, or score the "
+                "fitted images (skdip.model_selection.FitImagesCV, PerImageCV).",
+                UserWarning,
+            )
         self._check_params()
         _, _, results = self._solve(X, None, **fit_params)
         return images, layout, results
