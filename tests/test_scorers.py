@@ -250,6 +250,28 @@ def test_reference_scorer_refuses_data_ranges_that_do_not_fit_the_images():
     assert np.isfinite(get_scorer("psnr", data_range=65535)(fitted, counts + 0.0, counts))
 
 
+def test_a_fit_cut_short_by_ctrl_c_is_not_scored():
+    # A search would otherwise rank the truncated fit among complete ones.
+    def ctrl_c(it, loss, estimate):
+        if it == 3:
+            raise KeyboardInterrupt
+
+    clean = _clean()
+    noisy = _noisy(clean)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        den = _den(callback=ctrl_c).fit(noisy)
+    assert den.stopped_by_ == "interrupted"
+    for score in (
+        lambda: den.score(noisy),
+        lambda: den.score(noisy, clean),
+        lambda: get_scorer("emv")(den, noisy),
+        lambda: get_scorer("psnr")(den, noisy, clean),
+    ):
+        with pytest.raises(ValueError, match="interrupted"):
+            score()
+    assert np.isfinite(_den().fit(noisy).score(noisy))  # a complete fit scores
+
+
 # ------------------------------------------------------- use in a search
 def test_multi_metric_search_with_refit_by_name(count_fits):
     clean = [_clean(seed=s) for s in range(2)]

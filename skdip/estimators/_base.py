@@ -598,11 +598,12 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                 raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
             self._per_image_inputs(checked[0], references, fit_params)
         images, layout, results = self._results_for(X, fit_params, checked)
-        if references is None:
-            # Imported here: the scorers module imports this one when it runs.
-            from ..metrics._scorers import no_reference_scores
+        # Imported here: the scorers module imports this one when it runs.
+        from ..metrics._scorers import check_complete, no_reference_scores
 
+        if references is None:
             return float(np.mean(no_reference_scores(self, images, results)))
+        check_complete(results)
         scores = []
         for r, ref in zip(results, references, strict=True):
             est = r["estimate"]

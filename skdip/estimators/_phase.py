@@ -632,6 +632,9 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
             return super().score(X)
         check_is_fitted(self, "reconstruction_")
         _, _, results = self._results_for(X, {})
+        from ..metrics._scorers import check_complete  # imports this module when it runs
+
+        check_complete(results)
         refs = _as_reference_list(y, len(results))
         values = [
             phase_retrieval_psnr(

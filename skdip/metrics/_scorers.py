@@ -207,6 +207,18 @@ def _picked(result: dict, key: str) -> float:
     return float("nan")
 
 
+def check_complete(results: list[dict]) -> None:
+    """Refuse to score a fit that Ctrl-C cut short: a search would rank a truncated
+    fit against complete ones (and refit it if it won)."""
+    cut = [i for i, r in enumerate(results) if r.get("stopped_by") == "interrupted"]
+    if cut:
+        raise ValueError(
+            f"the fit of image(s) {cut} was interrupted (Ctrl-C) after "
+            f"{results[cut[0]]['n_iter']} steps; a truncated fit is not scored. Fit again to "
+            "score it."
+        )
+
+
 def no_reference_scores(
     estimator: Any,
     images: list[np.ndarray],
@@ -236,6 +248,7 @@ def no_reference_scores(
     -------
     scores : ndarray of shape (n_images,)
     """
+    check_complete(results)
     in_image_space = _measures_in_image_space(estimator)
     if criterion == "auto":
         criterion = "discrepancy_whiteness" if in_image_space else "discrepancy"
@@ -545,6 +558,7 @@ class ReferenceScorer(BaseEstimator):
             return float(dip.score(X, y))
         references, ref_layout = check_images(y, name="y")
         images, layout, results = dip._results_for(X, {})
+        check_complete(results)
         if len(references) != len(results):
             raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")
         if self.data_range not in (None, 1) and any(layout.scaled_uint8 + ref_layout.scaled_uint8):
