@@ -344,6 +344,13 @@ def test_warnings_of_parallel_workers_reach_the_caller():
             den.fit(images)
 
 
+def test_an_images_fit_does_not_depend_on_its_place_in_the_batch():
+    a, b = _image(seed=1), _image(seed=2)
+    together = _den().fit([a, b]).reconstruction_
+    np.testing.assert_array_equal(together[1], _den().fit(b).reconstruction_)
+    np.testing.assert_array_equal(together[0], _den().fit(a).reconstruction_)
+
+
 def test_a_callback_in_worker_processes_is_reported():
     from joblib import parallel_config
 

@@ -145,6 +145,18 @@ def test_best_params_per_image_errors_and_metric_names():
         best_params_per_image(search, metric="psnr")
 
 
+def test_the_refit_after_per_image_splits_reproduces_the_scored_fits():
+    images = _images(3)
+    scorer = get_scorer("emv")
+    search = GridSearchCV(
+        _den(), {"lr": [0.01, 0.03]}, cv=PerImageCV(), scoring=scorer, refit=True
+    ).fit(images)
+    split_scores = [
+        search.cv_results_[f"split{i}_test_score"][search.best_index_] for i in range(3)
+    ]
+    np.testing.assert_allclose(scorer.score_images(search.best_estimator_, images), split_scores)
+
+
 def test_cross_validate_with_fit_images_cv(count_fits):
     images = _images(2)
     out = cross_validate(_den(), images, cv=FitImagesCV(), scoring=get_scorer("emv"))

@@ -718,8 +718,14 @@ def _shared_torch_threads(threads: int):
 
 
 def _image_seeds(rng: np.random.RandomState, n: int) -> list[int]:
-    """The seed of each image's fit, drawn from the estimator's random state."""
-    return [int(rng.randint(0, 2**31 - 1)) for _ in range(n)]
+    """The seed of each image's fit, drawn from the estimator's random state.
+
+    One seed for every image: an image's fit then does not depend on its place
+    in the batch, so a split that fits one image (PerImageCV) and the refit on
+    all of them solve it identically.
+    """
+    seed = int(rng.randint(0, 2**31 - 1))
+    return [seed] * n
 
 
 # Engine settings an estimator decides per member of a batched run.

@@ -76,7 +76,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None
         Seeds the network weights, its input code and the perturbations. The
-        same seed gives identical results on the CPU.
+        same seed gives identical results on the CPU; every image of a batch
+        gets the same seed, so an image's fit does not depend on the others.
     verbose : bool or int, default=False
         Show a progress bar with the loss and the stopping signal (needs
         tqdm: the ``progress`` extra).

@@ -538,8 +538,10 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
             )
             _check_support(self.support, shape)
         n = len(images)
-        # Seeds in (image, restart) order: with n_init=1 these are the base class's.
-        jobs = [(i, int(rng.randint(0, 2**31 - 3))) for i in range(n) for _ in range(self.n_init)]
+        # One seed per restart, the same for every measurement: a measurement's fit
+        # does not depend on its place in the batch (as in the base class).
+        restart_seeds = [int(rng.randint(0, 2**31 - 3)) for _ in range(self.n_init)]
+        jobs = [(i, seed) for i in range(n) for seed in restart_seeds]
         n_jobs = self.n_jobs
         workers = min(len(jobs), effective_n_jobs(n_jobs)) if n_jobs not in (None, 1) else 1
         if workers <= 1:
