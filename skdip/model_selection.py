@@ -181,8 +181,9 @@ class PerImageCV(_ImageSplitter):
         if _is_single_image(X):
             raise ValueError(
                 "PerImageCV needs a batch of images (an (N, H, W, C) array or a list of "
-                f"images); got a single image of shape {np.shape(X)}. Use FitImagesCV for "
-                "one image"
+                f"images); got a single image of shape {np.shape(X)}. A 3-D array is one "
+                "(H, W, C) image: a batch of grey images is X[..., None] (N, H, W, 1) or a "
+                "list; for one image use FitImagesCV"
             )
         n = _n_samples(X)
         if n < 1:

@@ -69,6 +69,9 @@ def test_per_image_cv_splits():
         list(cv.split(np.zeros((8, 8))))
     with pytest.raises(ValueError, match="needs a batch of images"):
         cv.get_n_splits(np.zeros((8, 8, 3)))
+    # A stack of grey images (N, H, W) reads as one image with W channels: say how to pass it.
+    with pytest.raises(ValueError, match=r"X\[\.\.\., None\]"):
+        cv.get_n_splits(np.zeros((5, 16, 16)))
     with pytest.raises(ValueError, match="needs X"):
         cv.get_n_splits()
 
