@@ -101,6 +101,22 @@ def test_plain_kfold_would_solve_the_test_images_again(count_fits):
     assert len(count_fits) == 4  # 2 folds x (1 train + 1 test image)
 
 
+def test_the_scorers_of_a_multi_metric_search_share_one_solve_of_the_test_images(count_fits):
+    images = _images(2)
+    scoring = {name: get_scorer(name) for name in ("emv", "discrepancy", "emv_variance")}
+    search = GridSearchCV(_den(random_state=None), {"lr": [0.01]}, cv=KFold(2), refit=False)
+    search.set_params(scoring=scoring).fit(images)
+    assert len(count_fits) == 4  # 2 folds x (1 train + 1 test image), not 1 test solve per scorer
+    # One fit behind all the metrics of a split, even without a seed.
+    den = _den(random_state=None).fit(images[0])
+    first = den.transform(images[1])
+    np.testing.assert_array_equal(den.transform(images[1]), first)
+    den.set_params(lr=0.02)  # other parameters: a new solve
+    del count_fits[:]
+    den.transform(images[1])
+    assert len(count_fits) == 1
+
+
 def test_scores_equal_those_of_a_separate_fit():
     images = _images(2)
     search = GridSearchCV(
