@@ -559,3 +559,16 @@ def test_new_images_without_the_fit_parameters_the_fit_had_are_reported():
         inp.transform(other, mask=mask)  # given: no warning
         inp.transform(image)  # the fitted image: its fit and mask are reused
         DIPInpainter(**COMMON).fit(image).transform(other)  # fitted without a mask
+
+
+def test_a_new_kernel_of_the_same_size_is_a_new_problem():
+    # Large arrays print alike (NumPy elides their middle): the kept solve must not
+    # be reused for another kernel.
+    kernel = np.full((33, 33), 1.0 / 33**2)
+    other = kernel.copy()
+    other[16, 16], other[16, 17] = 2 * kernel[16, 16], 0.0  # same sum, same edges
+    image = _smooth((40, 40))
+    den = DIPDeconvolver(kernel=kernel, **COMMON).fit(_smooth((40, 40), seed=1))
+    first = den.transform(image)
+    den.set_params(kernel=other)
+    assert not np.array_equal(den.transform(image), first)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import os
 import threading
 import warnings
@@ -556,7 +557,7 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             )
         # The last new solve is kept: several scorers of one search (a multi-metric
         # dict over KFold test images) then score one fit, not one solve each.
-        key = (_digest(images, fit_params), repr(sorted(self.get_params(deep=False).items())))
+        key = (_digest(images, fit_params), _params_key(self))
         last = getattr(self, "_last_solve", None)
         if last is not None and last[0] == key:
             return images, layout, last[1]
@@ -872,6 +873,24 @@ def _best_signal(result: FitResult) -> float:
     if 0 <= result.best_iter < len(signal) and np.isfinite(signal[result.best_iter]):
         return float(signal[result.best_iter])
     return float("nan")
+
+
+def _params_key(estimator) -> str:
+    """The estimator's parameters as a string that changes with any of their values.
+
+    Arrays (a deconvolution kernel) enter by content: NumPy's repr elides the
+    middle of large ones, so two kernels could print alike.
+    """
+    parts = []
+    for name, value in sorted(estimator.get_params(deep=True).items()):
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if isinstance(value, np.ndarray):
+            value = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest() + str(
+                (value.shape, value.dtype)
+            )
+        parts.append(f"{name}={value!r}")
+    return ";".join(parts)
 
 
 def _digest(images, fit_params) -> str:
