@@ -38,7 +38,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._warnings import warn
-from .estimators._base import _fit_together, _image_seeds
+from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds
 from .generators import get_generator
 from .metrics import NoReferenceScorer, get_scorer
 
@@ -690,7 +690,7 @@ def best_scored(
     return order if n_best is None else order[:n_best]
 
 
-class AverageOfBest(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Fit every candidate setting, return the mean of the best-scored estimates.
 
     A no-reference score picks good settings, but a single fit's score is

@@ -156,3 +156,19 @@ def test_set_output_on_a_pipeline_with_a_dip_step():
     assert pipe.predict(X).shape == (4,)
     with pytest.raises(ValueError, match="returns images as NumPy arrays"):
         pipe.set_output(transform="pandas")
+
+
+@pytest.mark.parametrize("step", ["average_of_best", "hio"])
+def test_set_output_through_the_other_image_transformers(step):
+    from skdip import HIOPhaseRetriever
+    from skdip.model_selection import AverageOfBest
+
+    first = (
+        AverageOfBest(_den(), {"lr": [0.01]})
+        if step == "average_of_best"
+        else (HIOPhaseRetriever())
+    )
+    pipe = make_pipeline(first, FunctionTransformer(flatten))
+    assert pipe.set_output(transform="default") is pipe  # it raised "Unable to configure"
+    with pytest.raises(ValueError, match="returns images as NumPy arrays"):
+        pipe.set_output(transform="pandas")

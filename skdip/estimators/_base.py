@@ -103,7 +103,34 @@ class _Scaling:
         return image * self.scale + self.image_offset
 
 
-class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+class ImageOutputMixin:
+    """``set_output`` for transformers whose output is images (no table container)."""
+
+    def set_output(self, *, transform=None):
+        """Accept scikit-learn's output configuration; images stay NumPy arrays.
+
+        Parameters
+        ----------
+        transform : {"default"} or None
+            Only the default container exists for images: ``Pipeline.set_output``
+            with "default" (or None) works through this step; "pandas" or
+            "polars" are refused, since a table cannot hold ``(H, W, C)`` images.
+
+        Returns
+        -------
+        self : object
+        """
+        if transform not in (None, "default"):
+            raise ValueError(
+                f"{type(self).__name__} returns images as NumPy arrays; "
+                f"set_output(transform={transform!r}) is not available (only 'default')"
+            )
+        return self
+
+
+class BaseDIPEstimator(
+    ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
+):
     """Base class of the Deep Image Prior estimators. Not for direct use.
 
     Subclasses set their parameter defaults in ``__init__`` and may override
@@ -506,27 +533,6 @@ class BaseDIPEstimator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     def fit_transform(self, X, y=None, **fit_params):
         """Fit to ``X`` and return its reconstruction (see :meth:`fit`)."""
         return self.fit(X, y, **fit_params).transform()
-
-    def set_output(self, *, transform=None):
-        """Accept scikit-learn's output configuration; images stay NumPy arrays.
-
-        Parameters
-        ----------
-        transform : {"default"} or None
-            Only the default container exists for images: ``Pipeline.set_output``
-            with "default" (or None) works through this step; "pandas" or
-            "polars" are refused, since a table cannot hold ``(H, W, C)`` images.
-
-        Returns
-        -------
-        self : object
-        """
-        if transform not in (None, "default"):
-            raise ValueError(
-                f"{type(self).__name__} returns images as NumPy arrays; "
-                f"set_output(transform={transform!r}) is not available (only 'default')"
-            )
-        return self
 
     def _reuses_fit(self, images: list[np.ndarray], fit_params: dict) -> bool:
         """Whether these (checked) images, with these inputs, are the fitted ones."""

@@ -30,7 +30,7 @@ from ..generators import get_generator
 from ..losses import get_loss
 from ..metrics._phase import phase_retrieval_psnr
 from ..operators._fourier import FourierMagnitude, check_oversampling, make_phase_masks
-from ._base import BaseDIPEstimator, _fit_in_workers, clear_fitted
+from ._base import BaseDIPEstimator, ImageOutputMixin, _fit_in_workers, clear_fitted
 
 __all__ = ["HIOPhaseRetriever", "PhaseRetriever"]
 
@@ -654,7 +654,9 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
 
 
 # ----------------------------------------------------------- the HIO baseline
-class HIOPhaseRetriever(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+class HIOPhaseRetriever(
+    ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
+):
     """Classical phase retrieval: Fienup's hybrid input-output with error reduction.
 
     The iterate ``g`` lives on the padded frame. Each step replaces the
