@@ -959,6 +959,11 @@ def _warn_interrupted(n_steps: int) -> None:
 
 
 def _check_shapes(x, prediction, target, reference) -> None:
+    if prediction.is_complex() and not target.is_complex():
+        raise ValueError(
+            "the forward operator returns complex values but the observation is real; "
+            "return what is measured (e.g. magnitudes, or real and imaginary parts as channels)"
+        )
     if prediction.shape != target.shape:
         raise ValueError(
             f"the model predicts measurements of shape {tuple(prediction.shape)} but the "

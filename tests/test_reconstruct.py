@@ -572,3 +572,12 @@ def test_a_new_kernel_of_the_same_size_is_a_new_problem():
     first = den.transform(image)
     den.set_params(kernel=other)
     assert not np.array_equal(den.transform(image), first)
+
+
+def _fft(x):
+    return torch.fft.fft2(x)
+
+
+def test_an_operator_returning_complex_values_is_reported_clearly():
+    with pytest.raises(ValueError, match="returns complex values"):
+        DIPReconstructor(operator=FunctionOperator(_fft), **COMMON).fit(_smooth())

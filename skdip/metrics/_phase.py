@@ -96,7 +96,9 @@ def align_phase_retrieval(
     Parameters
     ----------
     image_true : array-like of shape (H, W)
-        Reference object, real or complex.
+        Reference object, real or complex. Integer objects (uint8 too) are taken
+        as numbers, as :func:`skdip.datasets.simulate_diffraction` takes them
+        (unlike :func:`psnr`, which reads uint8 images on [0, 1]).
     image_test : array-like of shape (H, W)
         Estimate, real or complex.
     oversampling : int or tuple of int, default=2
@@ -193,7 +195,9 @@ def phase_retrieval_psnr(
     Parameters
     ----------
     image_true : array-like of shape (H, W)
-        Reference object, real or complex.
+        Reference object, real or complex. Integer objects (uint8 too) are taken
+        as numbers, as :func:`skdip.datasets.simulate_diffraction` takes them
+        (unlike :func:`psnr`, which reads uint8 images on [0, 1]).
     image_test : array-like of shape (H, W)
         Estimate.
     oversampling : int or tuple of int, default=2
