@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import save
 from skimage import data
 
 from skdip import DIPDenoiser
@@ -105,17 +106,18 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    tag = device.type
+    args.tag, args.command, args.device_name = f"adam_kernels_{device.type}", command, name
     RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / f"adam_kernels_{tag}.jsonl", "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
+    save(rows, args, _write_table)
+
+
+def _write_table(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
     lines = [
-        f"# Adam's fused kernels against foreach ones on {name}",
+        f"# Adam's fused kernels against foreach ones on {args.device_name}",
         "",
-        f"Command: `{command}`; torch {torch.__version__}. `DIPDenoiser.fit` on an RGB crop of"
-        f" astronaut, {args.steps} steps, no early stopping; milliseconds per step, median of"
-        f" {args.repeats} runs of each, the two alternating.",
+        f"Command: `{args.command}`; torch {torch.__version__}. `DIPDenoiser.fit` on an RGB"
+        f" crop of astronaut, {args.steps} steps, no early stopping; milliseconds per step,"
+        f" median of {args.repeats} runs of each, the two alternating.",
         "",
         "| generator | size | fused (ms) | foreach (ms) | foreach / fused | max / mean abs diff |",
         "|---|---|---|---|---|---|",
@@ -126,7 +128,7 @@ def main() -> None:
             f" {r['ms_foreach'] / r['ms_fused']:.2f} |"
             f" {r['max_abs_diff']:.1e} / {r['mean_abs_diff']:.1e} |"
         )
-    (RESULTS / f"adam_kernels_{tag}.md").write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
