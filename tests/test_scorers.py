@@ -272,6 +272,20 @@ def test_a_fit_cut_short_by_ctrl_c_is_not_scored():
     assert np.isfinite(_den().fit(noisy).score(noisy))  # a complete fit scores
 
 
+def test_a_fit_that_accepted_no_step_is_not_scored():
+    def nan_loss(prediction, target):
+        return prediction.mean() * float("nan")
+
+    noisy = _noisy(_clean())
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        den = _den(loss=nan_loss).fit(noisy)
+    assert den.n_iter_ == 0
+    with pytest.raises(ValueError, match="accepted no step"):
+        den.score(noisy)
+    with pytest.raises(ValueError, match="accepted no step"):
+        get_scorer("discrepancy")(den, noisy)
+
+
 # ------------------------------------------------------- use in a search
 def test_multi_metric_search_with_refit_by_name(count_fits):
     clean = [_clean(seed=s) for s in range(2)]

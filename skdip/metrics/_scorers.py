@@ -208,14 +208,21 @@ def _picked(result: dict, key: str) -> float:
 
 
 def check_complete(results: list[dict]) -> None:
-    """Refuse to score a fit that Ctrl-C cut short: a search would rank a truncated
-    fit against complete ones (and refit it if it won)."""
+    """Refuse to score a fit that Ctrl-C cut short, or one that accepted no step: a
+    search would rank it against complete ones (and refit it if it won)."""
     cut = [i for i, r in enumerate(results) if r.get("stopped_by") == "interrupted"]
     if cut:
         raise ValueError(
             f"the fit of image(s) {cut} was interrupted (Ctrl-C) after "
             f"{results[cut[0]]['n_iter']} steps; a truncated fit is not scored. Fit again to "
             "score it."
+        )
+    # Every step diverged: the "estimate" is the untrained network's output.
+    empty = [i for i, r in enumerate(results) if r.get("n_iter", 1) == 0]
+    if empty:
+        raise ValueError(
+            f"the fit of image(s) {empty} accepted no step (every step diverged); there is "
+            "no fit to score. Try a smaller learning rate."
         )
 
 
