@@ -521,6 +521,14 @@ def test_average_monitor_returns_the_average_at_its_own_minimum():
     assert den.best_iter_ == int(np.nanargmin(den.history_["signal"]))
 
 
+def test_an_invalid_patience_gets_the_rules_own_error():
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    rule = ExponentialMovingVariance(patience="300")
+    with pytest.raises(InvalidParameterError, match="patience"):
+        _den(early_stopping=rule, output_averaging=0.99).fit(_image())
+
+
 @pytest.mark.parametrize(
     "settings, warns",
     [

@@ -486,6 +486,11 @@ def test_skdip_scorers_on_phase_retrievers():
     with pytest.raises(ValueError, match="after alignment"):
         get_scorer("ssim")(pr, y, obj)
     hio = HIOPhaseRetriever(max_iter=5, n_er=2, random_state=0).fit(y)
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    piped = make_pipeline(FunctionTransformer(), HIOPhaseRetriever(max_iter=5, n_er=2)).fit(y)
     for name in ("emv", "discrepancy", "psnr"):
-        with pytest.raises(TypeError, match="use its own score"):
-            get_scorer(name)(hio, y, obj if name == "psnr" else None)
+        for fitted in (hio, piped):
+            with pytest.raises(TypeError, match="use its own score"):
+                get_scorer(name)(fitted, y, obj if name == "psnr" else None)

@@ -532,16 +532,35 @@ def _zero_padded_shift(x):
     return torch.nn.functional.pad(x, (1, 0, 0, 0))[..., :-1]  # linear; a zero column enters
 
 
-def test_rescaling_refuses_what_it_cannot_carry_through_the_forward_model():
+def test_rescaling_refuses_a_non_linear_forward_model():
     y = 200 + 200 * _smooth()
     with pytest.raises(ValueError, match="not linear"):
         DIPReconstructor(operator=FunctionOperator(_squared), **COMMON).fit(y)
-    with pytest.raises(ValueError, match="no offset"):
-        DIPReconstructor(operator=FunctionOperator(_zero_padded_shift), **COMMON).fit(y - 300)
-    # Non-negative data through that linear model: a pure rescaling, and it fits.
-    fitted = DIPReconstructor(operator=FunctionOperator(_zero_padded_shift), **COMMON).fit(y)
-    assert np.isfinite(fitted.reconstruction_).all()
-    assert fitted.reconstruction_.max() > 100  # back on the data's scale
+
+
+def test_rescaling_through_a_linear_model_that_does_not_keep_constants():
+    # Zero padding: the constant image is not measured as a constant. The offset
+    # removed is the model's measurement of the constant image, exact for any linear
+    # model, so data below 0 still fits.
+    y = 200 * _smooth() - 100
+    est = DIPReconstructor(
+        operator=FunctionOperator(_zero_padded_shift), **{**COMMON, "max_iter": 100}
+    ).fit(y)
+    predicted = _zero_padded_shift(torch.from_numpy(est.reconstruction_)[None, None])[0, 0]
+    misfit = np.abs(predicted.numpy() - y)[:, 1:].mean()  # column 0 is the padding
+    assert misfit < 5  # 2.3 seen; values span 160
+
+
+def test_rescaling_with_a_kernel_of_negative_sum():
+    # (-k) * x = -y is k * x = y: the same fit, and a score on the right range.
+    kernel = np.outer([1, 2, 1], [1, 2, 1]).astype(float) / 16
+    y = 200 + 200 * _smooth()
+    params = dict(COMMON, boundary="circular", max_iter=20)
+    plain = DIPDeconvolver(kernel=kernel, **params).fit(y)
+    negated = DIPDeconvolver(kernel=-kernel, **params).fit(-y)
+    np.testing.assert_allclose(negated.reconstruction_, plain.reconstruction_, rtol=1e-4)
+    clean = 200 + 200 * _smooth(seed=0)
+    assert negated.score(-y, clean) == pytest.approx(plain.score(y, clean), rel=1e-3)
 
 
 def test_new_images_without_the_fit_parameters_the_fit_had_are_reported():
@@ -581,3 +600,52 @@ def _fft(x):
 def test_an_operator_returning_complex_values_is_reported_clearly():
     with pytest.raises(ValueError, match="returns complex values"):
         DIPReconstructor(operator=FunctionOperator(_fft), **COMMON).fit(_smooth())
+
+
+def _scale_by(factor):
+    def scale(x):
+        return factor * x
+
+    return scale
+
+
+def test_the_kept_solve_is_not_reused_for_another_operator():
+    # Operators print alike whatever their kernel or function.
+    image = _smooth()
+    est = DIPReconstructor(operator=FunctionOperator(_scale_by(1.0)), **COMMON).fit(_smooth(seed=1))
+    first = est.transform(image)
+    est.set_params(operator=FunctionOperator(_scale_by(0.5)))
+    assert not np.allclose(est.transform(image), first)
+    conv = DIPDeconvolver(kernel=np.ones((3, 3)) / 9, **COMMON).fit(_smooth(seed=1))
+    before = conv.transform(image)
+    conv.kernel = np.eye(3) / 3  # assigned directly, not through set_params
+    assert not np.allclose(conv.transform(image), before)
+
+
+class _CtrlCAt:
+    """A callback that counts the steps and interrupts once, at step ``at`` overall."""
+
+    def __init__(self, at):
+        self.at, self.calls = at, 0
+
+    def __call__(self, it, loss, estimate):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+
+
+def test_a_solve_cut_short_is_not_kept_and_pickling_keeps_the_cache():
+    import copy
+
+    callback = _CtrlCAt(COMMON["max_iter"] + 3)  # in the first new solve, after the fit
+    est = DIPReconstructor(callback=callback, **COMMON).fit(_smooth(seed=1))
+    image = _smooth()
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        cut = est.transform(image)
+    complete = est.transform(image)  # solved again, to the end
+    assert not np.array_equal(cut, complete)
+    pickle.dumps(est)
+    copy.deepcopy(est)
+    n = callback.calls
+    np.testing.assert_array_equal(est.transform(image), complete)  # kept, still
+    assert callback.calls == n

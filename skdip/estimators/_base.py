@@ -57,21 +57,24 @@ class _Scaling:
     """An affine map of intensities to about [0, 1] and back.
 
     Measurements map as ``(y - offset) / scale`` and the network's images back
-    as ``x * scale + image_offset``. The two offsets differ when the forward
-    model scales a constant image by a gain ``g`` (a kernel that does not sum
-    to 1): the image behind the constant measurement ``offset`` is ``offset / g``.
+    as ``x * scale + image_offset``. The offset removed from the measurements is
+    what the forward model makes of the constant image ``image_offset``: the
+    same constant for the identity, ``g`` times it for a model with gain ``g``
+    on constants (a kernel that does not sum to 1), and, for a linear model that
+    does not keep constants constant (a mask, zero padding), an array.
     """
 
-    def __init__(self, offset: float = 0.0, scale: float = 1.0, image_offset: float | None = None):
+    def __init__(self, offset=0.0, scale: float = 1.0, image_offset: float | None = None):
         self.offset, self.scale = offset, scale
         self.image_offset = offset if image_offset is None else image_offset
 
     @classmethod
-    def fit(cls, values: np.ndarray, mode, gain: Callable[[], float | None] | None = None):
-        """The map for the observed ``values``; ``gain()`` is asked only when one is needed.
+    def fit(cls, values: np.ndarray, mode, constant_response: Callable | None = None):
+        """The map for the observed ``values``.
 
-        ``gain()`` returns the forward model's gain on constant images, or None
-        when it does not map constant images to constant measurements.
+        ``constant_response()`` (asked only when rescaling) is the forward
+        model's measurement of the constant image 1: a number (its gain) when
+        that measurement is constant, else an array in the measurement's layout.
         """
         finite = values[np.isfinite(values)]
         lo, hi = float(finite.min()), float(finite.max())
@@ -79,19 +82,14 @@ class _Scaling:
         if not (mode is True or (mode == "auto" and needed)):
             return cls()
         span = hi - lo if hi > lo else 1.0
-        g = 1.0 if gain is None else gain()
-        if g is not None:
-            return cls(lo, span / g, lo / g)
-        # No offset can be moved through this model; a linear one still takes a
-        # pure rescaling, which cannot make negative data reachable, though.
-        if lo < 0:
-            raise ValueError(
-                f"rescale={mode!r}: the measurements span [{lo:.4g}, {hi:.4g}], and this forward "
-                "model does not map constant images to constant measurements, so no offset "
-                "can be removed from them. Bring the data near [0, 1] yourself and pass "
-                "rescale=False."
-            )
-        return cls(0.0, hi if hi > 0 else 1.0, 0.0)
+        response = 1.0 if constant_response is None else constant_response()
+        if np.ndim(response) == 0:
+            g = float(response)
+            # The image behind [lo, hi] spans [lo, hi] / g (reversed for g < 0).
+            low = min(lo / g, hi / g)
+            return cls(g * low, span / abs(g), low)
+        # Linear: the constant image `lo` measures as lo * response, exactly.
+        return cls(lo * np.asarray(response), span, lo)
 
     def forward(self, measurement: np.ndarray) -> np.ndarray:
         return (measurement - self.offset) / self.scale
@@ -182,16 +180,16 @@ class BaseDIPEstimator(
         return _Scaling.fit(
             self._scaling_values(image, extra),
             self.rescale,
-            gain=lambda: self._intensity_gain(image, extra),
+            constant_response=lambda: self._constant_response(image, extra),
         )
 
     def _scaling_values(self, image: np.ndarray, extra: dict) -> np.ndarray:
         """The observed values that decide the intensity rescaling."""
         return image
 
-    def _intensity_gain(self, image: np.ndarray, extra: dict) -> float | None:
-        """Factor by which the forward model maps a constant image to a constant
-        measurement; None when it does not (asked only when rescaling)."""
+    def _constant_response(self, image: np.ndarray, extra: dict) -> float | np.ndarray:
+        """The forward model's measurement of the constant image 1 (asked only when
+        rescaling): its gain when constant, else an ``(h, w, c)`` array."""
         return 1.0
 
     def _make_model(self, image: np.ndarray, extra: dict, seed: int, device: torch.device):
@@ -241,8 +239,8 @@ class BaseDIPEstimator(
         rule = get_stopping_rule(self.early_stopping)
         averaging = self.output_averaging
         patience = getattr(rule, "patience", None)
-        if averaging is None or patience is None:
-            return
+        if averaging is None or not isinstance(patience, Integral) or isinstance(patience, bool):
+            return  # an invalid patience is reported by the rule's own checks
         if getattr(self, "averaging_monitor", "raw") != "raw":
             return
         delay = averaging_delay(averaging)
@@ -410,6 +408,7 @@ class BaseDIPEstimator(
         itself finds would surface only after the earlier images' fits: whatever
         can be checked from the data alone is checked here, for every image first.
         """
+        self._fit_scaling(image, extra)  # a rescaling the model cannot carry is refused here
         if reference is None and not extra:
             return
         expected = self._reconstruction_shape(image, extra)
@@ -569,13 +568,20 @@ class BaseDIPEstimator(
             return images, layout, last[1]
         self._check_params()
         _, _, results = self._solve(X, None, **fit_params)
-        self._last_solve = (key, results)
+        if all(r["stopped_by"] != "interrupted" for r in results):
+            self._last_solve = (key, results)  # a solve Ctrl-C cut short is not kept
         return images, layout, results
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: the live object keeps its cache
         state.pop("_last_solve", None)  # a cache: not worth its size in a pickle
         return state
+
+    def set_params(self, **params):
+        # Parameters such as operators print alike whatever their content: a kept
+        # solve is dropped rather than trusted to the key.
+        self.__dict__.pop("_last_solve", None)
+        return super().set_params(**params)
 
     def score(self, X, y=None, **fit_params) -> float:
         """Quality of the reconstruction of ``X``; higher is better.
@@ -889,6 +895,14 @@ def _params_key(estimator) -> str:
     """
     parts = []
     for name, value in sorted(estimator.get_params(deep=True).items()):
+        if isinstance(value, torch.nn.Module):
+            # Weights and buffers (a kernel, a mask), and the function of a FunctionOperator.
+            tensors = [t.detach().cpu().numpy() for t in value.state_dict().values()]
+            value = (
+                repr(value),
+                id(getattr(value, "function", None)),
+                images_digest([np.atleast_3d(t.astype(np.float64)) for t in tensors if t.size]),
+            )
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu().numpy()
         if isinstance(value, np.ndarray):

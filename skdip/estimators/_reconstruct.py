@@ -130,23 +130,24 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def _intensity_gain(self, image, extra):
-        # Probed on constant images: a kernel that does not sum to 1 scales them,
-        # zero padding or an arbitrary function does not keep them constant.
+    def _constant_response(self, image, extra):
+        # Probed on the fitting device (a function may hold tensors there): on
+        # constant images for the gain, on a random one for linearity.
+        device = getattr(self, "_device", torch.device("cpu"))
         try:
             operator, _, out_shape, channels = self._forward_problem(image, extra)
-            operator = copy.deepcopy(operator).to("cpu")
+            operator = copy.deepcopy(operator).to(device)
             probe = torch.rand(
                 (1, channels, *out_shape), generator=torch.Generator().manual_seed(0)
             )
+            probe = probe.to(device)
             with torch.no_grad():
-                zero, one, two, x, twice_x = (
-                    operator(v).double().numpy()
-                    for v in (0 * probe, 0 * probe + 1, 0 * probe + 2, probe, 2 * probe)
+                zero, one, x, twice_x = (
+                    operator(v).double().cpu().numpy()
+                    for v in (0 * probe, 0 * probe + 1, probe, 2 * probe)
                 )
         except Exception:
-            # A model that does not fit the data is reported by the fit itself.
-            return 1.0
+            return 1.0  # a model that does not fit the data is reported by the fit itself
         size = max(float(np.abs(x).max()), float(np.abs(one).max()), 1e-12)
         if np.abs(zero).max() > 1e-4 * size or np.abs(twice_x - 2 * x).max() > 2e-4 * size:
             raise ValueError(
@@ -155,11 +156,9 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
                 "rescaled with them. Bring the data near [0, 1] yourself and pass rescale=False."
             )
         gain = float(one.mean())
-        if abs(gain) <= 1e-6 * size or np.abs(one - gain).max() > 1e-4 * size:
-            return None  # linear, but constant images do not stay constant
-        if np.abs(two - 2 * gain).max() > 2e-4 * size:
-            return None
-        return gain
+        if abs(gain) > 1e-6 * size and np.abs(one - gain).max() <= 1e-4 * size:
+            return gain
+        return one[0].transpose(1, 2, 0)  # (h, w, c): the measurement's layout
 
     def _solve(self, X, y=None, **fit_params):
         images, layout, results = super()._solve(X, y, **fit_params)
@@ -481,7 +480,7 @@ class DIPInpainter(_InverseProblemEstimator):
         # Values hidden by a mask (placeholders, overlays) must not set the scale.
         return image[self._observed(image, extra)]
 
-    def _intensity_gain(self, image, extra):
+    def _constant_response(self, image, extra):
         return 1.0  # the observed pixels are the image's own
 
     def _forward_problem(self, image, extra):

@@ -45,26 +45,29 @@ _MIN_NOISE_VAR = 1e-12
 
 def _dip_step(estimator: Any, X: Any) -> tuple[Any, Any]:
     """The DIP estimator to score and its input (through a Pipeline's earlier steps)."""
+    dip = None
     if hasattr(estimator, "_results_for"):
-        if getattr(estimator, "_own_score_only", False):
-            raise TypeError(
-                f"{type(estimator).__name__} records no iterates or running variance for "
-                "skdip's scorers: use its own score(X, y) (scoring=None in a search)"
-            )
-        return estimator, X
-    steps = getattr(estimator, "steps", None)
-    if steps is not None:
+        dip = estimator
+    else:
+        steps = getattr(estimator, "steps", None)
         # Score the last DIP step, on the data the earlier steps hand it.
-        positions = [i for i, (_, step) in enumerate(steps) if hasattr(step, "_results_for")]
+        positions = [i for i, (_, step) in enumerate(steps or []) if hasattr(step, "_results_for")]
         if positions:
             for _, step in steps[: positions[-1]]:
                 if step is not None and step != "passthrough":
                     X = step.transform(X)
-            return steps[positions[-1]][1], X
-    raise TypeError(
-        "skdip scorers need a fitted skdip DIP estimator (or a Pipeline containing one), "
-        f"got {type(estimator).__name__}"
-    )
+            dip = steps[positions[-1]][1]
+    if dip is None:
+        raise TypeError(
+            "skdip scorers need a fitted skdip DIP estimator (or a Pipeline containing one), "
+            f"got {type(estimator).__name__}"
+        )
+    if getattr(dip, "_own_score_only", False):
+        raise TypeError(
+            f"{type(dip).__name__} records no iterates or running variance for "
+            "skdip's scorers: use its own score(X, y) (scoring=None in a search)"
+        )
+    return dip, X
 
 
 def _rule_kind(early_stopping: Any) -> str:
