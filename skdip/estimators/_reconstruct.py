@@ -68,11 +68,11 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         Map intensities to [0, 1] before fitting and back after ("auto": only
         for data clearly outside [0, 1]). The offset removed from the
         measurements is carried through the forward model: divided by its gain
-        on constant images (a kernel summing to 2 halves it). A linear model
-        that does not keep constant images constant (zero padding) is rescaled
-        without an offset. Data that needs rescaling but that the model cannot
-        carry (negative values through such a model; a non-linear model) is
-        refused with an error. Pixels hidden by a mask do not count.
+        on constant images (a kernel summing to 2 halves it); for a linear
+        model that does not keep constant images constant (zero padding), its
+        measurement of the constant image is removed instead. Data that needs
+        rescaling through a non-linear model is refused before any fit. Pixels
+        hidden by a mask do not count.
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None
