@@ -893,22 +893,22 @@ def _params_key(estimator) -> str:
     Arrays (a deconvolution kernel) enter by content: NumPy's repr elides the
     middle of large ones, so two kernels could print alike.
     """
+
+    def content(arrays) -> str:
+        h = hashlib.sha1()
+        for a in arrays:
+            h.update(f"{a.shape}{a.dtype}".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
     parts = []
     for name, value in sorted(estimator.get_params(deep=True).items()):
         if isinstance(value, torch.nn.Module):
             # Weights and buffers (a kernel, a mask), and the function of a FunctionOperator.
             tensors = [t.detach().cpu().numpy() for t in value.state_dict().values()]
-            value = (
-                repr(value),
-                id(getattr(value, "function", None)),
-                images_digest([np.atleast_3d(t.astype(np.float64)) for t in tensors if t.size]),
-            )
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().numpy()
-        if isinstance(value, np.ndarray):
-            value = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest() + str(
-                (value.shape, value.dtype)
-            )
+            value = (repr(value), id(getattr(value, "function", None)), content(tensors))
+        elif isinstance(value, torch.Tensor | np.ndarray):
+            value = content([value.detach().cpu().numpy() if torch.is_tensor(value) else value])
         parts.append(f"{name}={value!r}")
     return ";".join(parts)
 
