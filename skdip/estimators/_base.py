@@ -887,6 +887,12 @@ def _best_signal(result: FitResult) -> float:
     return float("nan")
 
 
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    # NumPy has no bfloat16: its values are hashed as float32 (exact).
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def _params_key(estimator) -> str:
     """The estimator's parameters as a string that changes with any of their values.
 
@@ -905,10 +911,10 @@ def _params_key(estimator) -> str:
     for name, value in sorted(estimator.get_params(deep=True).items()):
         if isinstance(value, torch.nn.Module):
             # Weights and buffers (a kernel, a mask), and the function of a FunctionOperator.
-            tensors = [t.detach().cpu().numpy() for t in value.state_dict().values()]
+            tensors = [_as_numpy(t) for t in value.state_dict().values()]
             value = (repr(value), id(getattr(value, "function", None)), content(tensors))
         elif isinstance(value, torch.Tensor | np.ndarray):
-            value = content([value.detach().cpu().numpy() if torch.is_tensor(value) else value])
+            value = content([_as_numpy(value) if torch.is_tensor(value) else value])
         parts.append(f"{name}={value!r}")
     return ";".join(parts)
 
