@@ -524,9 +524,12 @@ def test_average_monitor_returns_the_average_at_its_own_minimum():
 def test_an_invalid_patience_gets_the_rules_own_error():
     from sklearn.utils._param_validation import InvalidParameterError
 
-    rule = ExponentialMovingVariance(patience="300")
-    with pytest.raises(InvalidParameterError, match="patience"):
-        _den(early_stopping=rule, output_averaging=0.99).fit(_image())
+    for patience in ("300", 0, -3):
+        rule = ExponentialMovingVariance(patience=patience)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no short-patience warning first
+            with pytest.raises(InvalidParameterError, match="patience"):
+                _den(early_stopping=rule, output_averaging=0.99).fit(_image())
 
 
 @pytest.mark.parametrize(

@@ -88,8 +88,13 @@ class _Scaling:
             # The image behind [lo, hi] spans [lo, hi] / g (reversed for g < 0).
             low = min(lo / g, hi / g)
             return cls(g * low, span / abs(g), low)
-        # Linear: the constant image `lo` measures as lo * response, exactly.
-        return cls(lo * np.asarray(response), span, lo)
+        # Linear, constants not kept (a mask, zero padding): the constant image c
+        # measures as c * response, exactly; the response's largest entry stands
+        # for the gain that sets the image's range, as above.
+        response = np.asarray(response)
+        g = float(response.flat[np.argmax(np.abs(response))])
+        low = min(lo / g, hi / g)
+        return cls(low * response, span / abs(g), low)
 
     def forward(self, measurement: np.ndarray) -> np.ndarray:
         return (measurement - self.offset) / self.scale
@@ -239,7 +244,7 @@ class BaseDIPEstimator(
         rule = get_stopping_rule(self.early_stopping)
         averaging = self.output_averaging
         patience = getattr(rule, "patience", None)
-        if averaging is None or not isinstance(patience, Integral) or isinstance(patience, bool):
+        if averaging is None or not isinstance(patience, Integral) or patience < 1:
             return  # an invalid patience is reported by the rule's own checks
         if getattr(self, "averaging_monitor", "raw") != "raw":
             return
@@ -408,7 +413,6 @@ class BaseDIPEstimator(
         itself finds would surface only after the earlier images' fits: whatever
         can be checked from the data alone is checked here, for every image first.
         """
-        self._fit_scaling(image, extra)  # a rescaling the model cannot carry is refused here
         if reference is None and not extra:
             return
         expected = self._reconstruction_shape(image, extra)
@@ -424,12 +428,19 @@ class BaseDIPEstimator(
         _, _, out_shape, channels = self._forward_problem(image, extra)
         return (*out_shape, channels)
 
-    def _per_image_inputs(self, images, references, fit_params) -> list[dict]:
-        """The per-image fit parameters, every image's inputs checked before any fit."""
+    def _check_solvable(self, image: np.ndarray, extra: dict) -> None:
+        """Refuse, before any fit, an observation the current parameters cannot solve."""
+        self._fit_scaling(image, extra)  # e.g. a rescaling the model cannot carry
+
+    def _per_image_inputs(self, images, references, fit_params, solving=True) -> list[dict]:
+        """The per-image fit parameters, every image's inputs checked before any fit
+        (and, when the images are to be solved, whether they can be)."""
         extras = self._split_extra(len(images), fit_params)
         refs = references if references is not None else [None] * len(images)
         for image, reference, extra in zip(images, refs, extras, strict=True):
             self._check_observation(image, reference, extra)
+            if solving:
+                self._check_solvable(image, extra)
         return extras
 
     def _check_inputs(self, X, y=None):
@@ -621,7 +632,9 @@ class BaseDIPEstimator(
             references, _ = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(checked[0]):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
-            self._per_image_inputs(checked[0], references, fit_params)
+            # The fitted images are not solved again, whatever the parameters are now.
+            solving = not self._reuses_fit(checked[0], fit_params)
+            self._per_image_inputs(checked[0], references, fit_params, solving=solving)
         images, layout, results = self._results_for(X, fit_params, checked)
         # Imported here: the scorers module imports this one when it runs.
         from ..metrics._scorers import check_complete, no_reference_scores
@@ -910,9 +923,10 @@ def _params_key(estimator) -> str:
     parts = []
     for name, value in sorted(estimator.get_params(deep=True).items()):
         if isinstance(value, torch.nn.Module):
-            # Weights and buffers (a kernel, a mask), and the function of a FunctionOperator.
+            # Weights and buffers (a kernel, a mask), and the functions a FunctionOperator holds.
             tensors = [_as_numpy(t) for t in value.state_dict().values()]
-            value = (repr(value), id(getattr(value, "function", None)), content(tensors))
+            functions = sorted((k, id(v)) for k, v in vars(value).items() if callable(v))
+            value = (repr(value), functions, content(tensors))
         elif isinstance(value, torch.Tensor | np.ndarray):
             value = content([_as_numpy(value) if torch.is_tensor(value) else value])
         parts.append(f"{name}={value!r}")

@@ -143,7 +143,7 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
             probe = probe.to(device)
             with torch.no_grad():
                 zero, one, x, twice_x = (
-                    operator(v).double().cpu().numpy()
+                    operator(v).cpu().double().numpy()
                     for v in (0 * probe, 0 * probe + 1, probe, 2 * probe)
                 )
         except Exception:
@@ -297,14 +297,16 @@ class DIPReconstructor(_InverseProblemEstimator):
             return self.operator
         return FunctionOperator(self.operator)
 
-    def _check_observation(self, image, reference, extra) -> None:
-        super()._check_observation(image, reference, extra)
+    def _check_solvable(self, image, extra) -> None:
+        super()._check_solvable(image, extra)
         # A user's operator may not map the reconstruction onto this observation:
         # found here for every image of a batch, not after the earlier images' fits.
         operator, _, out_shape, channels = self._forward_problem(image, extra)
+        device = getattr(self, "_device", torch.device("cpu"))
         try:
             with torch.no_grad():
-                predicted = copy.deepcopy(operator).to("cpu")(torch.zeros(1, channels, *out_shape))
+                zeros = torch.zeros(1, channels, *out_shape, device=device)
+                predicted = copy.deepcopy(operator).to(device)(zeros)
         except Exception:
             return  # the fit reports what the operator cannot do
         if tuple(predicted.shape[-2:]) != image.shape[:2]:
