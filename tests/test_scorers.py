@@ -313,6 +313,15 @@ def test_scorer_finds_the_dip_step_of_a_pipeline():
         get_scorer("emv")(dip, noisy * 0.5 + 0.25)
     )
     assert isinstance(get_scorer("emv"), NoReferenceScorer)
+    # Nested: the DIP step inside an inner Pipeline, after an outer step.
+    nested = make_pipeline(
+        FunctionTransformer(lambda x: x * 0.5),
+        make_pipeline(FunctionTransformer(lambda x: x + 0.25), _den()),
+        FunctionTransformer(),
+    ).fit(noisy)
+    assert get_scorer("emv")(nested, noisy) == pytest.approx(
+        get_scorer("emv")(nested[1][-1], noisy * 0.5 + 0.25)
+    )
 
 
 def test_noise_level_with_missing_pixels_uses_the_observed_blocks():

@@ -43,20 +43,30 @@ __all__ = ["NoReferenceScorer", "ReferenceScorer", "get_scorer", "SCORER_NAMES"]
 _MIN_NOISE_VAR = 1e-12
 
 
+def _holds_dip(step: Any) -> bool:
+    return hasattr(step, "_results_for") or any(
+        _holds_dip(inner) for _, inner in getattr(step, "steps", None) or []
+    )
+
+
+def _find_dip_step(estimator: Any, X: Any) -> tuple[Any, Any]:
+    """The last DIP step (in nested Pipelines too) and the data the steps before it
+    hand it; ``(None, X)`` when there is none."""
+    if hasattr(estimator, "_results_for"):
+        return estimator, X
+    steps = getattr(estimator, "steps", None) or []
+    positions = [i for i, (_, step) in enumerate(steps) if _holds_dip(step)]
+    if not positions:
+        return None, X
+    for _, step in steps[: positions[-1]]:
+        if step is not None and step != "passthrough":
+            X = step.transform(X)
+    return _find_dip_step(steps[positions[-1]][1], X)
+
+
 def _dip_step(estimator: Any, X: Any) -> tuple[Any, Any]:
     """The DIP estimator to score and its input (through a Pipeline's earlier steps)."""
-    dip = None
-    if hasattr(estimator, "_results_for"):
-        dip = estimator
-    else:
-        steps = getattr(estimator, "steps", None)
-        # Score the last DIP step, on the data the earlier steps hand it.
-        positions = [i for i, (_, step) in enumerate(steps or []) if hasattr(step, "_results_for")]
-        if positions:
-            for _, step in steps[: positions[-1]]:
-                if step is not None and step != "passthrough":
-                    X = step.transform(X)
-            dip = steps[positions[-1]][1]
+    dip, X = _find_dip_step(estimator, X)
     if dip is None:
         raise TypeError(
             "skdip scorers need a fitted skdip DIP estimator (or a Pipeline containing one), "
