@@ -82,19 +82,14 @@ class _Scaling:
         if not (mode is True or (mode == "auto" and needed)):
             return cls()
         span = hi - lo if hi > lo else 1.0
-        response = 1.0 if constant_response is None else constant_response()
-        if np.ndim(response) == 0:
-            g = float(response)
-            # The image behind [lo, hi] spans [lo, hi] / g (reversed for g < 0).
-            low = min(lo / g, hi / g)
-            return cls(g * low, span / abs(g), low)
-        # Linear, constants not kept (a mask, zero padding): the constant image c
-        # measures as c * response, exactly; the response's largest entry stands
-        # for the gain that sets the image's range, as above.
-        response = np.asarray(response)
+        response = np.asarray(1.0 if constant_response is None else constant_response())
+        # The gain g (for a response that is not constant, a mask or zero padding,
+        # its largest entry): the image behind [lo, hi] spans [lo, hi] / g, reversed
+        # for g < 0. Its lowest value c measures as c * response, exactly.
         g = float(response.flat[np.argmax(np.abs(response))])
         low = min(lo / g, hi / g)
-        return cls(low * response, span / abs(g), low)
+        offset = low * response if response.ndim else low * g
+        return cls(offset, span / abs(g), low)
 
     def forward(self, measurement: np.ndarray) -> np.ndarray:
         return (measurement - self.offset) / self.scale

@@ -130,24 +130,35 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def _constant_response(self, image, extra):
-        # Probed on the fitting device (a function may hold tensors there): on
-        # constant images for the gain, on a random one for linearity.
+    def _probe_operator(self, image, extra, make_inputs) -> list[np.ndarray] | None:
+        """The forward model of one observation applied to ``make_inputs(shape)``
+        (images of the reconstruction's ``(1, C, H, W)`` shape), as float64 arrays.
+
+        On a copy, on the fitting device (a function may hold tensors there).
+        None when the model fails: the fit itself reports what it cannot do.
+        """
         device = getattr(self, "_device", torch.device("cpu"))
         try:
             operator, _, out_shape, channels = self._forward_problem(image, extra)
             operator = copy.deepcopy(operator).to(device)
-            probe = torch.rand(
-                (1, channels, *out_shape), generator=torch.Generator().manual_seed(0)
-            )
-            probe = probe.to(device)
             with torch.no_grad():
-                zero, one, x, twice_x = (
-                    operator(v).cpu().double().numpy()
-                    for v in (0 * probe, 0 * probe + 1, probe, 2 * probe)
-                )
+                return [
+                    operator(v.to(device)).cpu().double().numpy()
+                    for v in make_inputs((1, channels, *out_shape))
+                ]
         except Exception:
-            return 1.0  # a model that does not fit the data is reported by the fit itself
+            return None
+
+    def _constant_response(self, image, extra):
+        # Constant images give the gain, a random one tests linearity.
+        def inputs(shape):
+            probe = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+            return 0 * probe, 0 * probe + 1, probe, 2 * probe
+
+        outputs = self._probe_operator(image, extra, inputs)
+        if outputs is None:
+            return 1.0
+        zero, one, x, twice_x = outputs
         size = max(float(np.abs(x).max()), float(np.abs(one).max()), 1e-12)
         if np.abs(zero).max() > 1e-4 * size or np.abs(twice_x - 2 * x).max() > 2e-4 * size:
             raise ValueError(
@@ -301,14 +312,10 @@ class DIPReconstructor(_InverseProblemEstimator):
         super()._check_solvable(image, extra)
         # A user's operator may not map the reconstruction onto this observation:
         # found here for every image of a batch, not after the earlier images' fits.
-        operator, _, out_shape, channels = self._forward_problem(image, extra)
-        device = getattr(self, "_device", torch.device("cpu"))
-        try:
-            with torch.no_grad():
-                zeros = torch.zeros(1, channels, *out_shape, device=device)
-                predicted = copy.deepcopy(operator).to(device)(zeros)
-        except Exception:
-            return  # the fit reports what the operator cannot do
+        outputs = self._probe_operator(image, extra, lambda shape: [torch.zeros(shape)])
+        if outputs is None:
+            return
+        (predicted,) = outputs
         if tuple(predicted.shape[-2:]) != image.shape[:2]:
             raise ValueError(
                 f"the model predicts measurements of shape {tuple(predicted.shape[-2:])} but "
