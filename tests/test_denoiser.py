@@ -91,6 +91,19 @@ def test_data_outside_unit_range_is_rescaled_and_restored():
     assert out.mean() > 100
 
 
+def test_unscaled_data_far_outside_unit_range_is_reported_before_fitting():
+    # The sigmoid head cannot leave [0, 1]: the fit silently returned values below 0.72.
+    with pytest.warns(UserWarning, match="rescale=False, but the data spans"):
+        _den(max_iter=2, rescale=False).fit(_image() * 200.0 + 50.0)
+    # Beyond float32's square root every step diverged and the initial image came back.
+    with pytest.raises(ValueError, match="too large for the float32 fit"):
+        _den(max_iter=2, rescale=False).fit(_image() * 1e20)
+    # On the [0, 1] scale, nothing is said.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _den(max_iter=2, rescale=False, early_stopping=None).fit(_image())
+
+
 # -------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "bad, error, match",

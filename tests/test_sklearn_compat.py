@@ -5,6 +5,7 @@ contract (cloning, parameters, fitting, pickling, dtypes, ...). The few that
 cannot hold for an image estimator are declared below with their reason.
 """
 
+import re
 import warnings
 
 import numpy as np
@@ -135,3 +136,20 @@ def test_expected_failures_really_fail(estimator):
         results = check_estimator(estimator, on_fail=None)
     failed = {r["check_name"] for r in results if r["status"] == "failed"}
     assert failed == set(_expected_failed_checks(estimator))
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_every_fitted_attribute_is_documented(estimator):
+    from sklearn.base import clone
+
+    # A 2-D input sets n_features_in_ too; 16x16 suits every estimator (even sides).
+    x = np.random.default_rng(0).random((16, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = clone(estimator).fit(x)
+    attributes = {k for k in vars(fitted) if k.endswith("_") and not k.startswith("_")}
+    doc = type(fitted).__doc__.split("Attributes\n    ----------")[1].split("\n    See Also")[0]
+    documented = set(re.findall(r"^    (\w+_)\b", doc, flags=re.M))
+    for line in re.findall(r"^    (\w+_(?:, \w+_)+)", doc, flags=re.M):
+        documented.update(line.split(", "))
+    assert attributes <= documented, sorted(attributes - documented)

@@ -51,6 +51,8 @@ __all__ = ["BaseDIPEstimator"]
 # Data whose range leaves [-0.25, 1.25] is not on the [0, 1] scale the sigmoid
 # head can produce; "auto" rescaling maps it there and back.
 _AUTO_RESCALE_BOUNDS = (-0.25, 1.25)
+# sqrt of float32's largest value, rounded down.
+_FLOAT32_SQUARE_LIMIT = 1e19
 
 
 class _Scaling:
@@ -426,6 +428,30 @@ class BaseDIPEstimator(
     def _check_solvable(self, image: np.ndarray, extra: dict) -> None:
         """Refuse, before any fit, an observation the current parameters cannot solve."""
         self._fit_scaling(image, extra)  # e.g. a rescaling the model cannot carry
+        # Estimators that normalise their own measurements have no rescale parameter.
+        if self.rescale is False and "rescale" in self._parameter_constraints:
+            self._check_unscaled_range(self._scaling_values(image, extra))
+
+    def _check_unscaled_range(self, values: np.ndarray) -> None:
+        """With ``rescale=False`` the data is fitted as given, in float32."""
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            return
+        lo, hi = float(finite.min()), float(finite.max())
+        # Beyond this a float32 squared misfit overflows: every step would diverge.
+        if max(abs(lo), abs(hi)) > _FLOAT32_SQUARE_LIMIT:
+            raise ValueError(
+                f"rescale=False, but the data spans [{lo:.3g}, {hi:.3g}]: too large for the "
+                "float32 fit (its squared misfit overflows). Use rescale='auto' or scale the data."
+            )
+        if lo < _AUTO_RESCALE_BOUNDS[0] or hi > _AUTO_RESCALE_BOUNDS[1]:
+            warn(
+                f"rescale=False, but the data spans [{lo:.3g}, {hi:.3g}], far outside [0, 1]: "
+                "the networks' default output (a sigmoid) cannot leave [0, 1], so such a fit "
+                "cannot reach the data. Use rescale='auto' unless your generator's output "
+                "covers this range.",
+                UserWarning,
+            )
 
     def _per_image_inputs(self, images, references, fit_params, solving=True) -> list[dict]:
         """The per-image fit parameters, every image's inputs checked before any fit

@@ -295,7 +295,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         together), as in :class:`DIPDenoiser`.
     rescale : "auto" or bool, default="auto"
         Map intensities to [0, 1] before fitting and back after ("auto": only
-        for data clearly outside [0, 1]).
+        for data clearly outside [0, 1]). With False, as in :class:`DIPDenoiser`.
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None

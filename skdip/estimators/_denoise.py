@@ -72,6 +72,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     rescale : "auto" or bool, default="auto"
         Map intensities to [0, 1] before fitting and back after. "auto" does
         so only for data clearly outside [0, 1] (below -0.25 or above 1.25).
+        With False the data is fitted as given: a warning says when it leaves
+        [-0.25, 1.25], and data beyond 1e19 in absolute value is refused.
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None

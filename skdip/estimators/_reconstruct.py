@@ -73,6 +73,8 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         measurement of the constant image is removed instead. Data that needs
         rescaling through a non-linear model is refused before any fit. Pixels
         hidden by a mask do not count.
+        With False, as in :class:`DIPDenoiser` (a warning for data far outside
+        [0, 1]).
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None
@@ -108,7 +110,9 @@ _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
         at the end of the fit, in the observation's layout (``(h, w)`` for a
         grey 2-D one, else channels last).
     n_images_ : int
-        Number of images fitted."""
+        Number of images fitted.
+    n_features_in_ : int
+        Width of the observation, set when ``X`` is a single 2-D array."""
 
 
 def _doc(cls):
@@ -132,7 +136,8 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
 
     def _probe_operator(self, image, extra, make_inputs) -> list[np.ndarray] | None:
         """The forward model of one observation applied to ``make_inputs(shape)``
-        (images of the reconstruction's ``(1, C, H, W)`` shape), as float64 arrays.
+        (images of the reconstruction's ``(1, C, H, W)`` shape), as float64 arrays
+        (complex128 for a model with complex output).
 
         On a copy, on the fitting device (a function may hold tensors there).
         None when the model fails: the fit itself reports what it cannot do.
@@ -142,10 +147,10 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
             operator, _, out_shape, channels = self._forward_problem(image, extra)
             operator = copy.deepcopy(operator).to(device)
             with torch.no_grad():
-                return [
-                    operator(v.to(device)).cpu().double().numpy()
-                    for v in make_inputs((1, channels, *out_shape))
+                outputs = [
+                    operator(v.to(device)).cpu() for v in make_inputs((1, channels, *out_shape))
                 ]
+            return [(t.cdouble() if t.is_complex() else t.double()).numpy() for t in outputs]
         except Exception:
             return None
 
@@ -309,19 +314,24 @@ class DIPReconstructor(_InverseProblemEstimator):
         return FunctionOperator(self.operator)
 
     def _check_solvable(self, image, extra) -> None:
-        super()._check_solvable(image, extra)
         # A user's operator may not map the reconstruction onto this observation:
         # found here for every image of a batch, not after the earlier images' fits.
         outputs = self._probe_operator(image, extra, lambda shape: [torch.zeros(shape)])
-        if outputs is None:
-            return
-        (predicted,) = outputs
-        if tuple(predicted.shape[-2:]) != image.shape[:2]:
-            raise ValueError(
-                f"the model predicts measurements of shape {tuple(predicted.shape[-2:])} but "
-                f"the observation has shape {image.shape[:2]}; check the forward operator "
-                "(and output_shape)"
-            )
+        if outputs is not None:
+            (predicted,) = outputs
+            if np.iscomplexobj(predicted):
+                raise ValueError(
+                    "the forward operator returns complex values but the observation is real; "
+                    "return what is measured (e.g. magnitudes, or real and imaginary parts as "
+                    "channels)"
+                )
+            if tuple(predicted.shape[-2:]) != image.shape[:2]:
+                raise ValueError(
+                    f"the model predicts measurements of shape {tuple(predicted.shape[-2:])} but "
+                    f"the observation has shape {image.shape[:2]}; check the forward operator "
+                    "(and output_shape)"
+                )
+        super()._check_solvable(image, extra)  # the rescaling probes the same model
 
     def _forward_problem(self, image, extra):
         operator = self._operator()
