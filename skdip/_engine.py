@@ -266,8 +266,9 @@ def fit_model(
         Steps between snapshots of the parameters for the divergence guard.
     divergence_ratio : float
         A loss above ``divergence_ratio`` times the lowest loss so far (while
-        that is positive), or a non-finite loss, counts as divergence: the last
-        snapshot is restored and the learning rates are halved.
+        that is positive; from step ``checkpoint_every`` on), or a non-finite
+        loss at any step, counts as divergence: the last snapshot is restored
+        and the learning rates are halved.
     max_divergences : int
         Rollbacks allowed; the divergence after them (one more) ends the fit
         with the best estimate (it is recorded too).
@@ -481,7 +482,7 @@ def fit_batch(
     params = {k: v.requires_grad_() for k, v in stacked(trainable, _tensors).items()}
     constants = stacked(fixed, _tensors)
     adam = _StackedAdam(params, [c["lr"] for c in cfg])
-    snapshot = adam.state_copy()
+    snapshot = adam.state_copy(constants)
     # Run the members through a parameter-less copy: any tensor the stacked
     # dictionaries do not provide fails loudly instead of leaking member 0's.
     template = copy.deepcopy(first).to("meta")
@@ -559,7 +560,8 @@ def fit_batch(
             ended = []
             for row in rejected:
                 m = active[row]
-                adam.restore(params, snapshot, row)
+                # Buffers too: the rejected step's forward moved BatchNorm's statistics.
+                adam.restore(params, constants, snapshot, row)
                 min_loss[m] = snapshot_loss[m]
                 adam.lr[row] *= 0.5
                 events[m].append(
@@ -578,7 +580,7 @@ def fit_batch(
                 n_steps[m] += 1
                 min_loss[m] = min(min_loss[m], loss_values[row])
                 if (it + 1) % checkpoint_every == 0:
-                    snapshot.update(adam, params, row)
+                    snapshot.update(adam, params, constants, row)
                     snapshot_loss[m] = loss_values[row]
                 member = selections[m].track(x[row].detach(), it)
                 scalars += member
@@ -665,39 +667,46 @@ class _StackedAdam:
         self.lr = [self.lr[r] for r in rows]
         self.params = params
 
-    def state_copy(self) -> _AdamSnapshot:
-        return _AdamSnapshot(self)
+    def state_copy(self, buffers: dict) -> _RowSnapshot:
+        return _RowSnapshot(self, buffers)
 
-    def restore(self, params: dict, snapshot: _AdamSnapshot, row: int) -> None:
+    def restore(self, params: dict, buffers: dict, snapshot: _RowSnapshot, row: int) -> None:
         with torch.no_grad():
             for name, p in params.items():
                 p[row] = snapshot.params[name][row]
                 self.exp_avg[name][row] = snapshot.exp_avg[name][row]
                 self.exp_avg_sq[name][row] = snapshot.exp_avg_sq[name][row]
+            for name, b in buffers.items():
+                b[row] = snapshot.buffers[name][row]
         self.steps[row] = snapshot.steps[row]
 
 
-class _AdamSnapshot:
-    """Rows of parameters and Adam state saved for the divergence guard."""
+class _RowSnapshot:
+    """Rows of parameters, Adam state and buffers (BatchNorm statistics) saved
+    for the divergence guard, as ``fit_model``'s snapshot of the whole state."""
 
-    def __init__(self, adam: _StackedAdam):
+    def __init__(self, adam: _StackedAdam, buffers: dict):
         self.params = {k: v.detach().clone() for k, v in adam.params.items()}
         self.exp_avg = {k: v.clone() for k, v in adam.exp_avg.items()}
         self.exp_avg_sq = {k: v.clone() for k, v in adam.exp_avg_sq.items()}
+        self.buffers = {k: v.clone() for k, v in buffers.items()}
         self.steps = list(adam.steps)
 
-    def update(self, adam: _StackedAdam, params: dict, row: int) -> None:
+    def update(self, adam: _StackedAdam, params: dict, buffers: dict, row: int) -> None:
         with torch.no_grad():
             for name, p in params.items():
                 self.params[name][row] = p[row]
                 self.exp_avg[name][row] = adam.exp_avg[name][row]
                 self.exp_avg_sq[name][row] = adam.exp_avg_sq[name][row]
+            for name, b in buffers.items():
+                self.buffers[name][row] = b[row]
         self.steps[row] = adam.steps[row]
 
     def keep(self, index: torch.Tensor) -> None:
         self.params = {k: v[index] for k, v in self.params.items()}
         self.exp_avg = {k: v[index] for k, v in self.exp_avg.items()}
         self.exp_avg_sq = {k: v[index] for k, v in self.exp_avg_sq.items()}
+        self.buffers = {k: v[index] for k, v in self.buffers.items()}
         self.steps = [self.steps[r] for r in index.tolist()]
 
 

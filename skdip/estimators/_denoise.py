@@ -114,8 +114,10 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     best_iter_ : int or list of int
         Iteration whose estimate was returned: the variance minimum, plus
         the averaging delay with ``averaging_monitor="raw"`` (the default).
+        0 with ``n_iter_ == 0`` when no step was accepted (every step
+        diverged): the estimate is then the untrained network's output.
     n_iter_ : int or list of int
-        Iterations run.
+        Iterations run (accepted steps).
     stopped_by_ : str or list of str
         Why the fit ended: "early_stopping", "max_iter", "callback",
         "interrupted" or "divergence".

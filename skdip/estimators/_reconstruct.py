@@ -93,9 +93,10 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         ``DIPDeconvolver(boundary="valid")``."""
 
 _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
-        Iteration whose estimate was returned.
+        Iteration whose estimate was returned (0 with ``n_iter_ == 0`` when
+        every step diverged: the untrained network's output).
     n_iter_ : int or list of int
-        Iterations run.
+        Iterations run (accepted steps).
     stopped_by_ : str or list of str
         Why the fit ended: "early_stopping", "max_iter", "callback",
         "interrupted" or "divergence".
