@@ -23,7 +23,7 @@ from skdip import (
 )
 from skdip.datasets import add_impulse_noise
 from skdip.generators import ConvDecoder, DeepDecoder, ImplicitNeuralRepresentation, SkipNetwork
-from skdip.operators import Downsample, FunctionOperator
+from skdip.operators import Downsample, FunctionOperator, PixelMask
 from skdip.operators._convolution import convolve
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
@@ -206,6 +206,11 @@ def test_reconstructor_output_channels_differ_from_the_observation():
     ).fit(grey)
     assert est.reconstruction_.shape == (16, 16, 3)
     assert est.transform(grey).shape == (16, 16, 3)
+    # The sparse noise lives with the grey 2-D observation: (h, w), not (h, w, 1).
+    sparse = DIPReconstructor(
+        operator=FunctionOperator(_channel_mean), output_channels=3, noise_model="sparse", **COMMON
+    ).fit(grey)
+    assert sparse.reconstruction_.shape == (16, 16, 3) and sparse.sparse_noise_.shape == (16, 16)
 
 
 @pytest.mark.parametrize("shape", [(16,), (16, 16, 3), (0, 4), (4, 4.5), (-4, 4), "big"])
@@ -428,6 +433,21 @@ def test_sparse_noise_absorbs_the_impulses():
     plain = DIPReconstructor(loss="mse", **{**COMMON, "max_iter": 200}).fit(noisy, y=clean)
     # at the end of the run the plain fit has absorbed the impulses, the sparse model has not
     assert est.history_["psnr"][-1] > plain.history_["psnr"][-1] + 10
+
+
+def test_an_inpainter_with_a_noise_model_does_not_put_the_impulses_back():
+    clean, noisy = _impulse_case()
+    noisy[5:9, 5:9] = np.nan
+    params = {**COMMON, "max_iter": 200}
+    kept = DIPInpainter(noise_model=SparseNoise(lr=0.2), **params).fit(noisy)
+    impulses = np.abs(noisy - clean) > 0.2  # False in the hole (NaN)
+    # The impulses were put back as observed values (errors of ~0.5 on them).
+    assert np.abs(kept.reconstruction_ - clean)[impulses].max() < 0.1
+    # What is kept is the observation less its fitted sparse part.
+    observed = ~np.isnan(noisy)
+    np.testing.assert_allclose(
+        kept.reconstruction_[observed], (noisy - kept.sparse_noise_)[observed], atol=1e-12
+    )
 
 
 def test_sparse_noise_is_deterministic_scaled_and_calls_back():
@@ -706,3 +726,43 @@ def test_the_fitted_images_score_after_set_params_to_a_model_that_could_not_solv
     est = DIPReconstructor(operator=FunctionOperator(_scale_by(1.0)), **COMMON).fit(y)
     est.set_params(operator=FunctionOperator(_squared))  # non-linear: could not rescale y
     assert np.isfinite(est.score(y, y))  # the fitted images: their fit is reused
+
+
+@pytest.mark.parametrize("before, after", [("valid", "circular"), ("circular", "valid")])
+def test_deconvolver_scores_its_fit_after_the_boundary_changes(before, after):
+    # A convolution kept from the fit gave score()'s shape check the old boundary:
+    # "the clean reference y has shape (16, 16, 1) ... reconstruction ... (18, 18, 1)".
+    image = _smooth()
+    est = DIPDeconvolver(kernel=np.ones((3, 3)) / 9, boundary=before, **COMMON).fit(image)
+    fitted = est.score(image, image)
+    est.set_params(boundary=after)
+    assert est.score(image, image) == fitted  # the fitted image keeps its fit
+    assert np.isfinite(est.score(_smooth(seed=3), _smooth(seed=3)))  # new data: solved anew
+
+
+def test_the_sparse_noise_rate_is_tunable_only_on_an_instance():
+    est = DIPReconstructor(noise_model="sparse", **COMMON)
+    with pytest.raises(ValueError, match=r"noise_model=SparseNoise\(\)"):
+        est.set_params(noise_model__lr=0.1)  # was AttributeError on a str
+    est.set_params(noise_model=SparseNoise(), noise_model__lr=0.1)
+    assert est.noise_model.lr == 0.1
+    est.set_params(noise_model__init_std=1e-4)
+    assert est.get_params()["noise_model__init_std"] == 1e-4
+
+
+def test_measurements_a_mask_hides_do_not_set_the_scale():
+    # A PixelMask measures 0 where it hides: a placeholder there (255) rescaled the
+    # data by 255 and wrecked the fit (errors of 4.9 on [0, 1] data).
+    image = _smooth()
+    hidden = np.zeros(image.shape, bool)
+    hidden[4:9, 5:10] = True
+    outputs = []
+    for placeholder in (0.0, 255.0):
+        y = np.where(hidden, placeholder, image)
+        est = DIPReconstructor(operator=PixelMask(~hidden), **COMMON)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # nor a false range warning
+            est.fit(y)
+            DIPReconstructor(operator=PixelMask(~hidden), **{**COMMON, "rescale": False}).fit(y)
+        outputs.append(est.reconstruction_)
+    np.testing.assert_array_equal(outputs[1], outputs[0])

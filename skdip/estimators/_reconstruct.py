@@ -9,7 +9,6 @@ parameters (and, for inpainting, from the observation itself).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import numbers
 from numbers import Integral
 
@@ -18,7 +17,6 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from .._validation import ImageLayout
 from ..operators import (
     Convolution,
     Downsample,
@@ -71,8 +69,10 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         on constant images (a kernel summing to 2 halves it); for a linear
         model that does not keep constant images constant (zero padding), its
         measurement of the constant image is removed instead. Data that needs
-        rescaling through a non-linear model is refused before any fit. Pixels
-        hidden by a mask do not count.
+        rescaling through a non-linear model is refused before any fit.
+        Measurements the model never produces (pixels a mask hides, whether
+        by ``DIPInpainter``'s ``mask=`` or a ``PixelMask`` operator) do not
+        count.
         With False, as in :class:`DIPDenoiser` (a warning for data far outside
         [0, 1]).
     device : str or torch.device, default="auto"
@@ -155,6 +155,21 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         except Exception:
             return None
 
+    def _scaling_values(self, image, extra):
+        # Measurements the model never produces (a PixelMask's hidden pixels)
+        # hold placeholders: they must not set the scale. A linear model gives 0
+        # at an entry for both probes only where its row is 0.
+        def inputs(shape):
+            probe = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+            return 0 * probe + 1, probe
+
+        outputs = self._probe_operator(image, extra, inputs)
+        if outputs is None or outputs[0].shape[1:] != image.shape[2:] + image.shape[:2]:
+            return image
+        reached = (outputs[0][0] != 0) | (outputs[1][0] != 0)
+        reached = reached.transpose(1, 2, 0)
+        return image[reached] if reached.any() else image
+
     def _constant_response(self, image, extra):
         # Constant images give the gain, a random one tests linearity.
         def inputs(shape):
@@ -176,23 +191,6 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         if abs(gain) > 1e-6 * size and np.abs(one - gain).max() <= 1e-4 * size:
             return gain
         return one[0].transpose(1, 2, 0)  # (h, w, c): the measurement's layout
-
-    def _solve(self, X, y=None, **fit_params):
-        images, layout, results = super()._solve(X, y, **fit_params)
-        return images, _output_layout(layout, results), results
-
-    def _results_for(self, X, fit_params, checked=None):
-        images, layout, results = super()._results_for(X, fit_params, checked)
-        return images, _output_layout(layout, results), results
-
-
-def _output_layout(layout: ImageLayout, results: list[dict]) -> ImageLayout:
-    """A 2-D input gives a 2-D output only if the reconstruction has one channel."""
-    squeeze = tuple(
-        bool(sq and r["estimate"].shape[2] == 1)
-        for sq, r in zip(layout.squeeze_channel, results, strict=True)
-    )
-    return dataclasses.replace(layout, squeeze_channel=squeeze)
 
 
 # --------------------------------------------------------------------------- generic
@@ -399,7 +397,9 @@ class DIPInpainter(_InverseProblemEstimator):
     keep_observed : bool, default=True
         Put the observed values back into the returned image (only the holes
         come from the network). False returns the network's output
-        everywhere, which also smooths the observed pixels.
+        everywhere, which also smooths the observed pixels. With a
+        ``noise_model`` the values put back are the observed ones less the
+        fitted sparse noise (``sparse_noise_``), so impulses do not return.
     %(common_params)s
 
     Attributes
@@ -515,7 +515,10 @@ class DIPInpainter(_InverseProblemEstimator):
         observed = self._observed(image, extra)
         if self.keep_observed:
             filled = np.array(estimate, copy=True)
-            filled[observed] = image[observed]
+            # With a noise model the observation holds impulses: what is kept is the
+            # observation less its fitted sparse part, not the impulses themselves.
+            kept = image if "sparse_noise" not in out else image - out["sparse_noise"]
+            filled[observed] = kept[observed]
             out["estimate"] = filled
         shared = bool((observed == observed[..., :1]).all())
         out["mask"] = np.array(observed[..., 0] if shared else observed)
@@ -727,10 +730,15 @@ class DIPDeconvolver(_InverseProblemEstimator):
         super()._check_params()
         if self.kernel is None:
             raise ValueError("DIPDeconvolver needs the blur kernel: pass kernel=<2-D array>")
-        self._convolution = Convolution(self.kernel, boundary=self.boundary)  # validates it
+        self._convolution()  # validates the kernel
+
+    def _convolution(self) -> Convolution:
+        # Built from the current parameters each time: a copy kept from the last
+        # fit would outlive set_params (the shape checks of score read it).
+        return Convolution(self.kernel, boundary=self.boundary)
 
     def _forward_problem(self, image, extra):
-        operator = self._convolution
+        operator = self._convolution()
         out_shape = operator.input_shape(image.shape[:2])
         return operator, image, out_shape, image.shape[2]
 
@@ -742,7 +750,7 @@ class DIPDeconvolver(_InverseProblemEstimator):
     def _make_model(self, image, extra, seed, device):
         model, target, fit_kwargs = super()._make_model(image, extra, seed, device)
         if self.boundary == "valid":
-            kh, kw = self._convolution.kernel_size
+            kh, kw = self._convolution().kernel_size
             h, w = image.shape[:2]
             model = _CroppedEstimate(model, (kh - 1 - (kh - 1) // 2, kw - 1 - (kw - 1) // 2, h, w))
         return model, target, fit_kwargs

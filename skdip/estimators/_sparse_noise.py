@@ -35,7 +35,8 @@ class SparseNoise(BaseEstimator):
 
     Pass it (or the string ``"sparse"`` for the defaults) as the
     ``noise_model`` parameter of an estimator. Its parameters are tunable in a
-    grid search as ``noise_model__lr`` and ``noise_model__init_std``.
+    grid search as ``noise_model__lr`` and ``noise_model__init_std`` when
+    ``noise_model`` is an instance (the string has no parameters to set).
 
     Parameters
     ----------
@@ -136,6 +137,18 @@ class SparseNoiseMixin:
     layout (``(h, w)`` for a grey 2-D one, else ``(h, w, C)``) and on the
     caller's intensity scale.
     """
+
+    def set_params(self, **params):
+        nested = sorted(k for k in params if k.startswith("noise_model__"))
+        target = params.get("noise_model", getattr(self, "noise_model", None))
+        if nested and not isinstance(target, SparseNoise):
+            # Else scikit-learn fails with "'str' object has no attribute 'set_params'".
+            raise ValueError(
+                f"{', '.join(nested)} sets a parameter of noise_model, but "
+                f"noise_model={target!r} is not a SparseNoise; pass noise_model=SparseNoise() "
+                "(the same model as 'sparse') to tune its parameters"
+            )
+        return super().set_params(**params)
 
     def _check_params(self) -> None:
         super()._check_params()
