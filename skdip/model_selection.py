@@ -282,11 +282,13 @@ class PreferDefault:
 
     Notes
     -----
-    The default is kept when its score is NaN only if every other candidate
-    failed too; a failed default is otherwise replaced by the best candidate
-    that did not fail. With ``refit`` a callable, scikit-learn sets
-    ``best_index_`` and ``best_params_`` from this rule and leaves
-    ``best_score_`` unset.
+    A NaN or infinite score marks a failed fit (a no-reference score is
+    infinite only for a degenerate fit, such as a residual of exactly 0; a
+    PSNR of +inf is left out too). The default is kept when its score is
+    NaN only if every other candidate failed too; a failed default is
+    otherwise replaced by the best candidate that did not fail. With
+    ``refit`` a callable, scikit-learn sets ``best_index_`` and
+    ``best_params_`` from this rule and leaves ``best_score_`` unset.
 
     Examples
     --------
@@ -375,7 +377,8 @@ class PreferDefault:
         params : sequence of dict
             The candidates.
         scores : sequence of float
-            One score per candidate, higher is better; NaN marks a failed fit.
+            One score per candidate, higher is better; NaN or infinite marks
+            a failed fit.
 
         Returns
         -------
@@ -461,8 +464,8 @@ def best_params_per_image(
     -------
     params : list of dict
         ``params[i]`` is the candidate chosen for image ``i``: the highest
-        test score on that image, or ``prefer``'s choice (NaN scores, from
-        failed fits, are never chosen).
+        test score on that image, or ``prefer``'s choice (NaN or infinite
+        scores, from failed fits, are never chosen).
 
     Examples
     --------

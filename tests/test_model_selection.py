@@ -558,6 +558,15 @@ def test_average_of_best_refuses_a_scorer_it_cannot_use_before_fitting(candidate
         AverageOfBest(_den(early_stopping="wmv", max_iter=300), GRID, scoring="emv").fit(X)
     with pytest.raises(InvalidParameterError, match="criterion"):
         AverageOfBest(_den(), GRID, scoring=NoReferenceScorer(criterion="discrepency")).fit(X)
+    # Requirements of the criterion on the estimator: all settings were fitted, then
+    # "no setting could be scored", the cause only in warnings.
+    inpainter = DIPInpainter(generator=TINY, max_iter=6, random_state=0, device="cpu")
+    grid = {"lr": [0.01, 0.02]}
+    with pytest.raises(ValueError, match="needs loss='mse'"):
+        AverageOfBest(inpainter.set_params(loss="l1"), grid).fit(X)
+    whiteness = NoReferenceScorer(criterion="discrepancy_whiteness")
+    with pytest.raises(ValueError, match="whiteness test needs the residual image"):
+        AverageOfBest(inpainter.set_params(loss="mse"), grid, scoring=whiteness).fit(X)
     assert calls == []
 
 

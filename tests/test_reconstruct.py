@@ -766,3 +766,14 @@ def test_measurements_a_mask_hides_do_not_set_the_scale():
             DIPReconstructor(operator=PixelMask(~hidden), **{**COMMON, "rescale": False}).fit(y)
         outputs.append(est.reconstruction_)
     np.testing.assert_array_equal(outputs[1], outputs[0])
+
+
+def test_the_fitted_images_are_known_however_their_masks_are_packed(monkeypatch):
+    X = np.stack([_smooth(), _smooth(seed=1)])[..., None]  # (N, H, W, 1): two grey images
+    masks = np.ones((2, 16, 16), bool)
+    masks[:, 3:6, 3:6] = False
+    est = DIPInpainter(**{**COMMON, "random_state": None}).fit(X, mask=masks)
+    monkeypatch.setattr(type(est), "_solve", lambda *a, **k: pytest.fail("solved again"))
+    # One (N, H, W) array at fit, a list of N masks (or of (H, W, 1) masks) now.
+    for packed in (masks, list(masks), [m[..., None] for m in masks]):
+        np.testing.assert_array_equal(est.transform(X, mask=packed), est.reconstruction_)

@@ -132,6 +132,25 @@ def test_sigma_is_on_the_callers_intensity_scale():
     assert a == pytest.approx(b, abs=1e-6)
 
 
+def test_reference_scores_hold_for_data_near_the_float64_limit():
+    # The PSNR's data_range**2 overflowed (OverflowError) for data near 1e200.
+    clean = _clean()
+    noisy = _noisy(clean)
+    den = _den(rescale=True).fit(noisy)
+    huge = _den(rescale=True).fit(noisy * 1e200)
+    assert huge.score(noisy * 1e200, clean * 1e200) == pytest.approx(den.score(noisy, clean))
+    for name in ("psnr", "ssim"):
+        big = get_scorer(name, data_range=None)(huge, noisy * 1e200, clean * 1e200)
+        assert big == pytest.approx(get_scorer(name, data_range=None)(den, noisy, clean))
+
+
+def test_a_reference_on_another_scale_than_x_is_refused():
+    noisy = _noisy(_clean())
+    den = _den().fit((noisy * 255).astype(np.uint8))  # read on [0, 1]
+    with pytest.raises(ValueError, match="more than 10 times the range"):
+        den.score((noisy * 255).astype(np.uint8), _clean() * 255)  # was -42 dB, silently
+
+
 def test_estimator_score_without_reference_is_the_default_no_reference_scorer():
     noisy = _noisy(_clean())
     den = _den().fit(noisy)
@@ -553,3 +572,13 @@ def test_rule_scorers_judge_the_rule_the_images_were_fitted_with():
     assert get_scorer("wmv")(den, noisy) == before
     with pytest.raises(ValueError, match="fitted with early_stopping=WindowedMovingVariance"):
         get_scorer("emv")(den, noisy)
+
+
+@pytest.mark.parametrize("name", ["emv", "psnr"])
+def test_scorers_refuse_an_unfitted_estimator(name):
+    from sklearn.exceptions import NotFittedError
+
+    noisy = _noisy(_clean())
+    # Was fitted quietly (a full solve) and scored, unlike score().
+    with pytest.raises(NotFittedError):
+        get_scorer(name)(_den(), noisy, _clean())

@@ -531,7 +531,7 @@ class BaseDIPEstimator(
                 setattr(self, key + "_", pick(key))
         if single and images[0].shape[2] == 1 and layout.squeeze_channel[0]:
             self.n_features_in_ = images[0].shape[1]
-        self._fit_digest = _digest(images, fit_params)
+        self._fit_digest = self._inputs_digest(images, fit_params)
         self._fitted_inputs = tuple(sorted(k for k, v in fit_params.items() if v is not None))
         self._fit_images_only_digest = images_digest(images)
         self._fit_results = results
@@ -546,7 +546,9 @@ class BaseDIPEstimator(
             the fitted reconstruction without refitting (also after
             ``set_params``, which refits nothing: call ``fit`` for that).
             Other data is solved from scratch with the current parameters;
-            the fitted state is left as it is.
+            the fitted state is left as it is. The last such solve is kept:
+            the same data, inputs and parameters again return it (with
+            ``random_state=None`` too) until ``set_params`` or another solve.
         **fit_params
             Per-image inputs for new data, as in :meth:`fit`.
 
@@ -565,10 +567,23 @@ class BaseDIPEstimator(
         """Fit to ``X`` and return its reconstruction (see :meth:`fit`)."""
         return self.fit(X, y, **fit_params).transform()
 
+    def _inputs_digest(self, images: list[np.ndarray], fit_params: dict) -> str:
+        """Content hash of the images and their per-image inputs, however those
+        come packed (one ``(N, H, W)`` array of masks or a list of N masks)."""
+        parts = list(images)
+        extras = self._split_extra(len(images), fit_params)
+        for key in sorted({k for extra in extras for k in extra}):
+            parts.extend(
+                np.atleast_3d(np.asarray(extra[key], dtype=np.float64))
+                for extra in extras
+                if key in extra
+            )
+        return images_digest(parts)
+
     def _reuses_fit(self, images: list[np.ndarray], fit_params: dict) -> bool:
         """Whether these (checked) images, with these inputs, are the fitted ones."""
         if any(v is not None for v in fit_params.values()):
-            return _digest(images, fit_params) == getattr(self, "_fit_digest", None)
+            return self._inputs_digest(images, fit_params) == getattr(self, "_fit_digest", None)
         # X alone (scorers and pipelines pass no fit parameters): the fitted
         # images, whatever parameters they were fitted with, hold the answer.
         return images_digest(images) == getattr(self, "_fit_images_only_digest", None)
@@ -594,7 +609,7 @@ class BaseDIPEstimator(
             )
         # The last new solve is kept: several scorers of one search (a multi-metric
         # dict over KFold test images) then score one fit, not one solve each.
-        key = (_digest(images, fit_params), _params_key(self))
+        key = (self._inputs_digest(images, fit_params), _params_key(self))
         last = getattr(self, "_last_solve", None)
         if last is not None and last[0] == key:
             return images, layout, last[1]
@@ -629,7 +644,7 @@ class BaseDIPEstimator(
         squared residual of the estimate the stopping rule picked and
         ``sigma`` the noise level estimated from ``X``, minus, when the
         residual image is available (denoising), the structure left in it
-        (``10 log10(9 p3 / p)``, 0 dB for a white residual, negative for one
+        (``10 log10(9 p3 / p)``, about 0 dB for a white residual, negative for one
         poorer in low frequencies, so the total can exceed 0). It is comparable
         across learning rates, widths, input noise and generators, so
         ``GridSearchCV`` works with ``scoring=None`` and no clean image.
@@ -669,9 +684,16 @@ class BaseDIPEstimator(
             if ref.shape != est.shape:
                 raise ValueError(f"y has shape {ref.shape} but the reconstruction {est.shape}")
             lo, span = r["scaling"].image_offset, r["scaling"].scale
-            scores.append(
-                peak_signal_noise_ratio(ref, np.clip(est, lo, lo + span), data_range=span)
-            )
+            if float(np.ptp(ref)) > 10 * span:
+                # e.g. uint8 X (fitted on [0, 1]) against a float y on 0-255: -42 dB.
+                raise ValueError(
+                    f"y spans {float(np.ptp(ref)):.6g} in intensity, more than 10 times the "
+                    f"range the fit of X worked on ({span:.6g}): give y on X's scale (uint8 "
+                    "images are read on [0, 1])"
+                )
+            # On the unit range the fit worked on: span**2 overflows for data near 1e200.
+            unit_ref, unit_est = (ref - lo) / span, (np.clip(est, lo, lo + span) - lo) / span
+            scores.append(peak_signal_noise_ratio(unit_ref, unit_est, data_range=1.0))
         return float(np.mean(scores))
 
     def __sklearn_tags__(self):
@@ -952,14 +974,3 @@ def _params_key(estimator) -> str:
             value = content([_as_numpy(value) if torch.is_tensor(value) else value])
         parts.append(f"{name}={value!r}")
     return ";".join(parts)
-
-
-def _digest(images, fit_params) -> str:
-    parts = list(images)
-    for key in sorted(fit_params):
-        value = fit_params[key]
-        if value is None:
-            continue
-        values = value if isinstance(value, list | tuple) else [value]
-        parts.extend(np.atleast_3d(np.asarray(v, dtype=np.float64)) for v in values)
-    return images_digest(parts)

@@ -58,7 +58,8 @@ def _psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
 
     if np.array_equal(a, b):
         return float("inf")
-    return float(peak_signal_noise_ratio(a, b, data_range=data_range))
+    # On the unit range: the same ratio, and data_range**2 cannot overflow (1e200).
+    return float(peak_signal_noise_ratio(a / data_range, b / data_range, data_range=1.0))
 
 
 def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> float:
@@ -82,9 +83,10 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> flo
             f"(win_size={win_size}), got spatial shape {a.shape[:2]}"
         )
     channel_axis = -1 if a.ndim == 3 else None
-    return float(
-        structural_similarity(a, b, data_range=data_range, channel_axis=channel_axis, **kwargs)
-    )
+    # On the unit range: SSIM is unchanged by a common scale and its variances
+    # cannot overflow.
+    a, b = a / data_range, b / data_range
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=channel_axis, **kwargs))
 
 
 def psnr(image_true: Any, image_test: Any, data_range: float = 1.0) -> float:
