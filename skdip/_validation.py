@@ -15,6 +15,8 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from ._warnings import warn
+
 __all__ = ["ImageLayout", "check_images", "images_digest", "to_tensor", "to_numpy"]
 
 
@@ -155,6 +157,18 @@ def check_images(
             )
         else:
             items, kind = [X], "single"
+            rows, channels = (arr.shape[0], arr.shape[2]) if arr.ndim == 3 else (0, 0)
+            if arr.dtype != object and channels > 4 and (rows <= 4 or 4 * rows <= channels):
+                # Far more channels than rows: most likely a stack of grey images or a
+                # channels-first image, either of which this reading silently garbles
+                # (a hyperspectral cube, (64, 64, 31), has more rows than bands).
+                warn(
+                    f"{name} of shape {arr.shape} is read as one {arr.shape[0]}x{arr.shape[1]} "
+                    f"image with {arr.shape[2]} channels (channels last). For N grey images "
+                    "pass an (N, H, W, 1) array or a list of images; for a channels-first "
+                    "image, move the channels last (np.moveaxis(X, 0, -1)).",
+                    UserWarning,
+                )
     images, squeeze, dtypes, scaled = [], [], [], []
     for i, item in enumerate(items):
         scaled.append(scale_uint8 and np.asarray(item).dtype == np.uint8)
