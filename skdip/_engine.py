@@ -11,8 +11,10 @@ guard, progress, callbacks, reference tracking and interruption.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +28,14 @@ from ._warnings import warn
 from .operators import ForwardOperator, Identity
 from .stopping import BaseStoppingRule, ExponentialMovingVariance
 
-__all__ = ["DIPModel", "FitResult", "fit_batch", "fit_model", "resolve_device"]
+__all__ = [
+    "DIPModel",
+    "FitResult",
+    "fit_batch",
+    "fit_model",
+    "one_interruption",
+    "resolve_device",
+]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -83,6 +92,42 @@ class DIPModel(nn.Module):
             noise = torch.randn(z.shape, generator=rng, device=z.device, dtype=z.dtype)
             z = z + self.input_noise_std * noise
         return z
+
+
+# Per thread: the flag of the outermost one_interruption block in force, if any.
+_INTERRUPTION = threading.local()
+
+
+@contextlib.contextmanager
+def one_interruption():
+    """Within this block, one Ctrl-C ends every fit: the fit it cuts keeps its
+    best estimate, and the fits after it return at once (no step, the
+    untrained network's output, ``stopped_by="interrupted"``).
+
+    Without it a caller fitting many images (or settings) one after another
+    would need one Ctrl-C per fit. Nested blocks share the outer block's flag.
+    Yields a one-item list, ``[True]`` once a fit was interrupted.
+    """
+    outer = getattr(_INTERRUPTION, "flag", None)
+    if outer is not None:
+        yield outer
+        return
+    _INTERRUPTION.flag = flag = [False]
+    try:
+        yield flag
+    finally:
+        _INTERRUPTION.flag = None
+
+
+def _interrupted_before() -> bool:
+    flag = getattr(_INTERRUPTION, "flag", None)
+    return bool(flag and flag[0])
+
+
+def _record_interruption() -> None:
+    flag = getattr(_INTERRUPTION, "flag", None)
+    if flag is not None:
+        flag[0] = True
 
 
 @dataclass
@@ -293,10 +338,13 @@ def fit_model(
     start_time = time.perf_counter()
     bar = _progress_bar(max_iter, description, verbose)
     model.train()
+    skipped = _interrupted_before()
+    if skipped:
+        stopped_by = "interrupted"  # an earlier fit of this call was; this one runs no step
     try:
         # Iterations count accepted steps only; a step rejected by the divergence
         # guard is retried after the rollback, at most max_divergences times.
-        while n_steps < max_iter:
+        while n_steps < max_iter and not skipped:
             it = n_steps
             optimizer.zero_grad(set_to_none=True)
             x, prediction = model(rng)
@@ -357,6 +405,7 @@ def fit_model(
                 break
     except KeyboardInterrupt:
         stopped_by = "interrupted"
+        _record_interruption()
         _warn_interrupted(n_steps)
     finally:
         bar.close()
@@ -524,6 +573,9 @@ def fit_batch(
 
     for model in models:
         model.train()
+    if _interrupted_before():  # an earlier fit of this call was: no member runs a step
+        stopped_by[:] = ["interrupted"] * n
+        finish(list(range(len(active))))
     try:
         while active:
             z = torch.stack([models[m].perturbed_input(rngs[m]) for m in active])
@@ -612,6 +664,7 @@ def fit_batch(
             # A member that ended in this very step keeps its reason.
             if stopped_by[active[row]] == "max_iter":
                 stopped_by[active[row]] = "interrupted"
+        _record_interruption()
         _warn_interrupted(max(n_steps))
         finish(list(range(len(active))))
     finally:

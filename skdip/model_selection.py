@@ -37,6 +37,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._engine import one_interruption
 from ._warnings import warn
 from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds
 from .generators import get_generator
@@ -624,14 +625,28 @@ def fit_candidates(
                 (k, (est, i, images[i], refs[i], extras[i], seeds[i]))
             )
     results: dict[tuple[int, int], dict] = {}
-    for members in groups.values():
-        size = len(members) if batch_size is None else batch_size
-        for start in range(0, len(members), size):
-            chunk = members[start : start + size]
-            entries = [entry for _, entry in chunk]
-            out = _fit_together(entries, n, entries[0][0]._device, strict=False)
-            for (k, entry), result in zip(chunk, out, strict=True):
-                results[(k, entry[1])] = result
+    # One Ctrl-C ends every fit of the call, not only the one it cuts.
+    with one_interruption() as interrupted:
+        for members in groups.values():
+            size = len(members) if batch_size is None else batch_size
+            for start in range(0, len(members), size):
+                chunk = members[start : start + size]
+                entries = [entry for _, entry in chunk]
+                out = _fit_together(entries, n, entries[0][0]._device, strict=False)
+                for (k, entry), result in zip(chunk, out, strict=True):
+                    results[(k, entry[1])] = result
+    if interrupted[0]:
+        skipped = sorted(
+            key
+            for key, r in results.items()
+            if r["stopped_by"] == "interrupted" and not r["n_iter"]
+        )
+        warn(
+            f"fit_candidates: Ctrl-C ended the fits; {len(skipped)} of {len(results)} (setting, "
+            f"image) fits were not fitted, e.g. {skipped[:3]} (no step: the untrained "
+            "network's output, stopped_by_ 'interrupted').",
+            RuntimeWarning,
+        )
     for k, est in enumerate(fitted):
         est._set_fitted(images, layout, [results[(k, i)] for i in range(n)], fit_params)
     return fitted

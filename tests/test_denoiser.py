@@ -607,3 +607,31 @@ def test_convergence_warning_says_what_was_returned():
         _den(early_stopping=ExponentialMovingVariance(warmup=50), max_iter=5).fit(x)
     with pytest.warns(ConvergenceWarning, match="variance minimum so far"):
         _den(early_stopping=ExponentialMovingVariance(warmup=2, patience=100), max_iter=10).fit(x)
+
+
+def _ctrl_c_at(step):
+    calls = []
+
+    def callback(it, loss, estimate):
+        calls.append(it)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+
+    return callback, calls
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_one_ctrl_c_ends_the_whole_batch(batch_size):
+    # Each image (or batched run) caught its own Ctrl-C: a batch of N needed N of them.
+    callback, calls = _ctrl_c_at(3)
+    images = np.stack([_image(seed=k) for k in range(4)])[..., None]
+    den = _den(callback=callback, max_iter=10, batch_size=batch_size)
+    skipped = [1, 2, 3] if batch_size == 1 else [2, 3]
+    with pytest.warns(RuntimeWarning, match=rf"image\(s\) \{skipped}\ of 4 were not fitted"):
+        den.fit(images)
+    assert den.stopped_by_ == ["interrupted"] * 4
+    assert [den.n_iter_[i] for i in skipped] == [0] * len(skipped)
+    assert all(den.n_iter_[i] >= 1 for i in range(4) if i not in skipped) and len(calls) == 3
+    # The next call fits again from the start, all the way.
+    again = _den(max_iter=10, batch_size=batch_size).fit(images)
+    assert again.n_iter_ == [10] * 4 and again.stopped_by_ == ["max_iter"] * 4

@@ -648,3 +648,19 @@ def test_average_of_best_transform_passes_per_image_inputs(candidate_runs):
     assert len(calls) == 1 and calls[0]["mask"] is other
     expected = AverageOfBest(inp, GRID, n_best=2).fit(X, mask=other).reconstruction_
     np.testing.assert_array_equal(new, expected)
+
+
+def test_one_ctrl_c_ends_every_fit_of_fit_candidates():
+    calls = []
+
+    def ctrl_c(it, loss, estimate):
+        calls.append(it)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    other = SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1)
+    candidates = [{"generator": TINY}, {"generator": other}]  # fitted apart
+    with pytest.warns(RuntimeWarning, match=r"1 of 2 \(setting, image\) fits were not fitted"):
+        fitted = fit_candidates(_den(callback=ctrl_c, max_iter=10), _images(1)[0], candidates)
+    assert [est.stopped_by_ for est in fitted] == ["interrupted", "interrupted"]
+    assert fitted[0].n_iter_ == 2 and fitted[1].n_iter_ == 0 and len(calls) == 2

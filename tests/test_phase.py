@@ -494,3 +494,21 @@ def test_skdip_scorers_on_phase_retrievers():
         for fitted in (hio, piped):
             with pytest.raises(TypeError, match="use its own score"):
                 get_scorer(name)(fitted, y, obj if name == "psnr" else None)
+
+
+def test_one_ctrl_c_ends_every_restart():
+    # Each restart caught its own Ctrl-C: n_init restarts needed n_init of them.
+    calls = []
+
+    def ctrl_c(it, loss, estimate):
+        calls.append(it)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+
+    y = simulate_diffraction(_blob(), oversampling=2)
+    pr = _tiny_pr(n_init=3, callback=ctrl_c)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        pr.fit(y)
+    assert len(calls) == 4 and pr.stopped_by_ == "interrupted"
+    # The cut restart (4 steps) is kept: the skipped ones recorded no loss.
+    assert pr.n_iter_ == 4 and np.isinf(pr.restart_losses_[1:]).all()

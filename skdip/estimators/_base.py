@@ -35,6 +35,7 @@ from .._engine import (
     averaging_delay,
     fit_batch,
     fit_model,
+    one_interruption,
     require_tqdm,
     resolve_device,
 )
@@ -478,7 +479,10 @@ class BaseDIPEstimator(
         images, layout, references = self._check_inputs(X, y)
         extras = self._per_image_inputs(images, references, fit_params)
         rng = check_random_state(self.random_state)
-        results = self._fit_images(images, references, extras, rng)
+        with one_interruption() as interrupted:
+            results = self._fit_images(images, references, extras, rng)
+        if interrupted[0]:
+            _warn_not_fitted(type(self).__name__, results)
         return images, layout, results
 
     # ------------------------------------------------------------------- API
@@ -706,6 +710,20 @@ class BaseDIPEstimator(
         if tags.transformer_tags is not None:
             tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _warn_not_fitted(name: str, results: list[dict]) -> None:
+    """After a Ctrl-C, say which images the call left without a single step."""
+    skipped = [
+        i for i, r in enumerate(results) if r["stopped_by"] == "interrupted" and not r["n_iter"]
+    ]
+    if skipped:
+        warn(
+            f"{name}: Ctrl-C ended the fit; image(s) {skipped} of {len(results)} were not "
+            "fitted (no step: their reconstruction is the untrained network's output, "
+            "stopped_by_ 'interrupted'). Fit again to solve them.",
+            RuntimeWarning,
+        )
 
 
 def clear_fitted(estimator) -> None:
