@@ -1,5 +1,7 @@
 """Tests of skdip.datasets: bundled images, noise models, blur kernels."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -368,3 +370,12 @@ def test_motion_kernel_too_small_to_move_is_refused():
     assert not np.allclose(
         make_motion_kernel(7, random_state=0), make_motion_kernel(7, random_state=1)
     )
+
+
+def test_a_gaussian_level_on_the_0_255_scale_is_reported():
+    # sigma=25 left 98.5% of the pixels at 0 or 1, silently.
+    with pytest.warns(UserWarning, match=r"sigma=25/255"):
+        add_noise(GREY, "gaussian", 25, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        add_noise(GREY, "gaussian", 25 / 255, random_state=0)

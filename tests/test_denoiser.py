@@ -91,6 +91,33 @@ def test_data_outside_unit_range_is_rescaled_and_restored():
     assert out.mean() > 100
 
 
+def test_dark_data_on_the_unit_scale_is_rescaled_too():
+    # 12-bit counts read by img_as_float from a 16-bit container span ~0.06: fitted as
+    # they were, near the sigmoid's flat end, they came back worse than the input.
+    dark = _image() * 0.05
+    auto = _den(max_iter=5).fit(dark)
+    forced = _den(max_iter=5, rescale=True).fit(dark)
+    np.testing.assert_array_equal(auto.reconstruction_, forced.reconstruction_)
+    assert not np.array_equal(
+        auto.reconstruction_, _den(max_iter=5, rescale=False).fit_transform(dark)
+    )
+    # A span of a tenth or more of [0, 1] is fitted as it is.
+    wide = 0.2 + 0.15 * _image()
+    np.testing.assert_array_equal(
+        _den(max_iter=5).fit_transform(wide), _den(max_iter=5, rescale=False).fit_transform(wide)
+    )
+
+
+def test_a_few_extreme_values_that_set_the_rescaling_are_reported():
+    counts = 100 + 500 * _image((24, 24))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _den(max_iter=1).fit(counts)  # a plain rescaling: nothing to say
+    counts[3, 4] = 65535  # a hot pixel squeezed the rest into [0, 0.008], silently
+    with pytest.warns(UserWarning, match="a few extreme values"):
+        _den(max_iter=1).fit(counts)
+
+
 def test_unscaled_data_far_outside_unit_range_is_reported_before_fitting():
     # The sigmoid head cannot leave [0, 1]: the fit silently returned values below 0.72.
     with pytest.warns(UserWarning, match="rescale=False, but the data spans"):
@@ -635,3 +662,31 @@ def test_one_ctrl_c_ends_the_whole_batch(batch_size):
     # The next call fits again from the start, all the way.
     again = _den(max_iter=10, batch_size=batch_size).fit(images)
     assert again.n_iter_ == [10] * 4 and again.stopped_by_ == ["max_iter"] * 4
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        ({"generator": "skip-small", "generator__width": 8}, "a generator object"),
+        ({"early_stopping": "emv", "early_stopping__patience": 5}, "a rule object"),
+        ({"regularizer": None, "regularizer__weight": 0.1}, "a regularizer object"),
+    ],
+)
+def test_nested_parameters_of_a_name_get_a_clear_error(params, name):
+    # scikit-learn's own message: "'str' object has no attribute 'set_params'".
+    est = DIPDenoiser()
+    key = next(k for k in params if "__" in k)
+    with pytest.raises(ValueError, match=f"{key} sets a parameter .* pass {name}"):
+        est.set_params(**params)
+    # An object, given in the same call, takes them.
+    est.set_params(generator=SkipNetwork(), generator__width=8)
+    assert est.generator.width == 8
+
+
+def test_a_constant_fourth_channel_is_reported_as_an_alpha_channel():
+    rgba = np.concatenate([_image((16, 16, 3)), np.ones((16, 16, 1))], axis=2)
+    with pytest.warns(UserWarning, match="likely an alpha channel"):
+        _den(max_iter=1).fit(rgba)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _den(max_iter=1).fit(_image((16, 16, 4)))  # four varying channels

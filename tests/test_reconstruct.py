@@ -742,7 +742,7 @@ def test_deconvolver_scores_its_fit_after_the_boundary_changes(before, after):
 
 def test_the_sparse_noise_rate_is_tunable_only_on_an_instance():
     est = DIPReconstructor(noise_model="sparse", **COMMON)
-    with pytest.raises(ValueError, match=r"noise_model=SparseNoise\(\)"):
+    with pytest.raises(ValueError, match=r"pass SparseNoise\(\) .* as noise_model"):
         est.set_params(noise_model__lr=0.1)  # was AttributeError on a str
     est.set_params(noise_model=SparseNoise(), noise_model__lr=0.1)
     assert est.noise_model.lr == 0.1
@@ -777,3 +777,13 @@ def test_the_fitted_images_are_known_however_their_masks_are_packed(monkeypatch)
     # One (N, H, W) array at fit, a list of N masks (or of (H, W, 1) masks) now.
     for packed in (masks, list(masks), [m[..., None] for m in masks]):
         np.testing.assert_array_equal(est.transform(X, mask=packed), est.reconstruction_)
+
+
+def test_dark_data_through_a_non_linear_model_is_fitted_as_it_is():
+    # "auto" rescales narrow data where the model allows; a non-linear one does not.
+    dark = 0.05 * _smooth()
+    est = DIPReconstructor(operator=FunctionOperator(_squared), **COMMON).fit(dark)
+    plain = DIPReconstructor(operator=FunctionOperator(_squared), rescale=False, **COMMON)
+    np.testing.assert_array_equal(est.reconstruction_, plain.fit(dark).reconstruction_)
+    with pytest.raises(ValueError, match="not linear"):  # asked for: refused, as before
+        DIPReconstructor(operator=FunctionOperator(_squared), rescale=True, **COMMON).fit(dark)

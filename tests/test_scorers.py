@@ -149,6 +149,9 @@ def test_a_reference_on_another_scale_than_x_is_refused():
     den = _den().fit((noisy * 255).astype(np.uint8))  # read on [0, 1]
     with pytest.raises(ValueError, match="more than 10 times the range"):
         den.score((noisy * 255).astype(np.uint8), _clean() * 255)  # was -42 dB, silently
+    # The PSNR recorded during a fit too, before any step (history_["psnr"] was -45.7).
+    with pytest.raises(ValueError, match="more than 10 times the range"):
+        _den().fit((noisy * 255).astype(np.uint8), _clean() * 255)
 
 
 def test_estimator_score_without_reference_is_the_default_no_reference_scorer():

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
+from .._warnings import warn
+
 __all__ = [
     "NOISE_KINDS",
     "NOISE_LEVELS",
@@ -99,6 +101,18 @@ def _check_level(value: Any, name: str, low: float, high: float, low_open: bool)
     return value
 
 
+def _warn_saturating(level: float, name: str) -> None:
+    # The images are on [0, 1] and clipped to it: a level above 1 (often one on the
+    # 0-255 scale, 25 for 25/255) leaves nearly every pixel at 0 or 1.
+    if level > 1:
+        warn(
+            f"{name}={level:g} is larger than the whole [0, 1] intensity range: the noisy "
+            f"image is nearly all 0 or 1 after clipping. For a level on the 0-255 scale, "
+            f"pass {name}={level:g}/255.",
+            UserWarning,
+        )
+
+
 def _finish(noisy: np.ndarray, like: np.ndarray) -> np.ndarray:
     np.clip(noisy, 0.0, 1.0, out=noisy)
     return noisy.astype(like.dtype, copy=False)
@@ -133,6 +147,7 @@ def add_gaussian_noise(image: Any, sigma: float, random_state: Any = None) -> np
     """
     x = _check_image(image)
     sigma = _check_level(sigma, "sigma", 0.0, np.inf, low_open=False)
+    _warn_saturating(sigma, "sigma")
     rng = _check_random_state(random_state)
     noisy = x.astype(np.float64) + sigma * rng.standard_normal(x.shape)
     return _finish(noisy, x)

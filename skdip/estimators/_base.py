@@ -52,6 +52,16 @@ __all__ = ["BaseDIPEstimator"]
 # Data whose range leaves [-0.25, 1.25] is not on the [0, 1] scale the sigmoid
 # head can produce; "auto" rescaling maps it there and back.
 _AUTO_RESCALE_BOUNDS = (-0.25, 1.25)
+# Data spanning less than this, such as 12-bit counts read by img_as_float from a
+# 16-bit container (up to 0.0625) or an under-exposed picture, sits where the
+# sigmoid is nearly flat: "auto" maps it to [0, 1] too, where the model allows.
+_AUTO_RESCALE_MIN_SPAN = 0.1
+
+
+class NonLinearModelError(ValueError):
+    """The forward model is not linear, so measurements cannot be rescaled through it."""
+
+
 # sqrt of float32's largest value, rounded down.
 _FLOAT32_SQUARE_LIMIT = 1e19
 
@@ -82,10 +92,16 @@ class _Scaling:
         finite = values[np.isfinite(values)]
         lo, hi = float(finite.min()), float(finite.max())
         needed = lo < _AUTO_RESCALE_BOUNDS[0] or hi > _AUTO_RESCALE_BOUNDS[1]
-        if not (mode is True or (mode == "auto" and needed)):
+        narrow = 0 < hi - lo < _AUTO_RESCALE_MIN_SPAN
+        if not (mode is True or (mode == "auto" and (needed or narrow))):
             return cls()
         span = hi - lo if hi > lo else 1.0
-        response = np.asarray(1.0 if constant_response is None else constant_response())
+        try:
+            response = np.asarray(1.0 if constant_response is None else constant_response())
+        except NonLinearModelError:
+            if mode == "auto" and not needed:
+                return cls()  # narrow data on [0, 1] can still be fitted as it is
+            raise
         # The gain g (for a response that is not constant, a mask or zero padding,
         # its largest entry): the image behind [lo, hi] spans [lo, hi] / g, reversed
         # for g < 0. Its lowest value c measures as c * response, exactly.
@@ -397,12 +413,22 @@ class BaseDIPEstimator(
         return extras
 
     def _check_observations(self, X):
-        return check_images(
+        images, layout = check_images(
             X,
             min_size=self._min_image_size,
             allow_nan=self._allow_nan,
             scale_uint8=self._scale_uint8,
         )
+        alpha = [i for i, im in enumerate(images) if im.shape[2] == 4 and np.ptp(im[..., 3]) == 0]
+        if alpha:
+            # An opaque alpha (1.0) came back at 0.94-0.98: fitted like a colour channel.
+            warn(
+                f"image(s) {alpha} have 4 channels and a constant last one, likely an alpha "
+                "channel: it is fitted like a colour channel and does not come back exactly. "
+                "Pass the colour channels (X[..., :3]) and put the alpha back afterwards.",
+                UserWarning,
+            )
+        return images, layout
 
     def _check_observation(self, image: np.ndarray, reference, extra: dict) -> None:
         """Check one observation's per-image inputs and clean reference before any fit.
@@ -428,10 +454,15 @@ class BaseDIPEstimator(
 
     def _check_solvable(self, image: np.ndarray, extra: dict) -> None:
         """Refuse, before any fit, an observation the current parameters cannot solve."""
-        self._fit_scaling(image, extra)  # e.g. a rescaling the model cannot carry
+        scaling = self._fit_scaling(image, extra)  # e.g. a rescaling the model cannot carry
         # Estimators that normalise their own measurements have no rescale parameter.
-        if self.rescale is False and "rescale" in self._parameter_constraints:
-            self._check_unscaled_range(self._scaling_values(image, extra))
+        if "rescale" not in self._parameter_constraints:
+            return
+        values = self._scaling_values(image, extra)
+        if self.rescale is False:
+            self._check_unscaled_range(values)
+        elif scaling.scale != 1 or np.any(scaling.offset != 0):
+            _check_outliers(values)
 
     def _check_unscaled_range(self, values: np.ndarray) -> None:
         """With ``rescale=False`` the data is fitted as given, in float32."""
@@ -463,6 +494,8 @@ class BaseDIPEstimator(
             self._check_observation(image, reference, extra)
             if solving:
                 self._check_solvable(image, extra)
+                if reference is not None:
+                    _check_reference_scale(reference, self._fit_scaling(image, extra).scale)
         return extras
 
     def _check_inputs(self, X, y=None):
@@ -629,6 +662,16 @@ class BaseDIPEstimator(
         return state
 
     def set_params(self, **params):
+        for key in sorted(params):
+            name, nested, _ = key.partition("__")
+            target = params.get(name, getattr(self, name, None))
+            if nested and not hasattr(target, "set_params"):
+                # Else scikit-learn fails with "'str' object has no attribute 'set_params'".
+                hint = _TUNABLE_FORMS.get(name, "an object with parameters")
+                raise ValueError(
+                    f"{key} sets a parameter of {name}, but {name}={target!r} has no "
+                    f"parameters to set; pass {hint} as {name} to tune them"
+                )
         # Parameters such as operators print alike whatever their content: a kept
         # solve is dropped rather than trusted to the key.
         self.__dict__.pop("_last_solve", None)
@@ -688,13 +731,7 @@ class BaseDIPEstimator(
             if ref.shape != est.shape:
                 raise ValueError(f"y has shape {ref.shape} but the reconstruction {est.shape}")
             lo, span = r["scaling"].image_offset, r["scaling"].scale
-            if float(np.ptp(ref)) > 10 * span:
-                # e.g. uint8 X (fitted on [0, 1]) against a float y on 0-255: -42 dB.
-                raise ValueError(
-                    f"y spans {float(np.ptp(ref)):.6g} in intensity, more than 10 times the "
-                    f"range the fit of X worked on ({span:.6g}): give y on X's scale (uint8 "
-                    "images are read on [0, 1])"
-                )
+            _check_reference_scale(ref, span)
             # On the unit range the fit worked on: span**2 overflows for data near 1e200.
             unit_ref, unit_est = (ref - lo) / span, (np.clip(est, lo, lo + span) - lo) / span
             scores.append(peak_signal_noise_ratio(unit_ref, unit_est, data_range=1.0))
@@ -710,6 +747,42 @@ class BaseDIPEstimator(
         if tags.transformer_tags is not None:
             tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+# The objects whose parameters a search can tune, for the names that stand for them.
+_TUNABLE_FORMS = {
+    "generator": "a generator object (SkipNetwork(...), DeepDecoder(...), ...)",
+    "early_stopping": "a rule object (ExponentialMovingVariance(...), ...)",
+    "noise_model": "SparseNoise() (the same model as 'sparse')",
+    "regularizer": "a regularizer object (TotalVariation(...), ...)",
+}
+
+
+def _check_reference_scale(reference: np.ndarray, span: float) -> None:
+    """Refuse a clean reference on another intensity scale than the fit's."""
+    if float(np.ptp(reference)) > 10 * span:
+        # e.g. uint8 X (fitted on [0, 1]) against a float y on 0-255: -42 dB.
+        raise ValueError(
+            f"y spans {float(np.ptp(reference)):.6g} in intensity, more than 10 times the "
+            f"range the fit of X works on ({span:.6g}): give y on X's scale (uint8 "
+            "images are read on [0, 1])"
+        )
+
+
+def _check_outliers(values: np.ndarray) -> None:
+    """Warn when a few extreme values set the range the data is rescaled from."""
+    finite = values[np.isfinite(values)]
+    lo, hi = float(finite.min()), float(finite.max())
+    low, high = np.percentile(finite, [1, 99])
+    if hi > lo and high - low < 0.05 * (hi - lo):
+        warn(
+            f"98% of the values lie in [{low:.4g}, {high:.4g}], under 5% of the data's range "
+            f"[{lo:.4g}, {hi:.4g}]: a few extreme values (hot pixels, a saturated spot, a "
+            "placeholder) set the rescaling, which squeezes the rest near one end of [0, 1], "
+            "where the fit is poor. Remove or clip them (or mask them, with DIPInpainter), "
+            "unless they are real (a few bright stars).",
+            UserWarning,
+        )
 
 
 def _warn_not_fitted(name: str, results: list[dict]) -> None:

@@ -294,8 +294,8 @@ class BlindDeblurrer(BaseDIPEstimator):
         Weight of an exponential average of the iterates (image and kernel
         together), as in :class:`DIPDenoiser`.
     rescale : "auto" or bool, default="auto"
-        Map intensities to [0, 1] before fitting and back after ("auto": only
-        for data clearly outside [0, 1]). With False, as in :class:`DIPDenoiser`.
+        Map intensities to [0, 1] before fitting and back after ("auto" and
+        False as in :class:`DIPDenoiser`).
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None
@@ -305,7 +305,8 @@ class BlindDeblurrer(BaseDIPEstimator):
         Show a progress bar (needs tqdm: the ``progress`` extra).
     callback : callable, default=None
         ``callback(iteration, loss, estimate)`` after every step, with
-        ``estimate`` the aligned ``(1, C, H, W)`` image on the fitting device;
+        ``estimate`` the aligned ``(1, C, H, W)`` image on the fitting device,
+        on the intensity scale the fit works on ([0, 1] for rescaled data);
         returning True stops the fit.
     n_jobs : int, default=None
         Images of a batch fitted in parallel (as in :class:`DIPDenoiser`).

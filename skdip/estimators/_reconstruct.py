@@ -25,7 +25,7 @@ from ..operators import (
     Identity,
     PixelMask,
 )
-from ._base import BaseDIPEstimator
+from ._base import BaseDIPEstimator, NonLinearModelError
 from ._sparse_noise import SparseNoise, SparseNoiseMixin
 
 __all__ = ["DIPDeconvolver", "DIPInpainter", "DIPReconstructor", "DIPSuperResolver"]
@@ -63,8 +63,10 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         returned (``DIPDenoiser``'s ``averaging_monitor="raw"``); ``best_iter_``
         is the step of that average.
     rescale : "auto" or bool, default="auto"
-        Map intensities to [0, 1] before fitting and back after ("auto": only
-        for data clearly outside [0, 1]). The offset removed from the
+        Map intensities to [0, 1] before fitting and back after ("auto": for
+        data clearly outside [0, 1], and for data spanning less than 0.1
+        where the model is linear; see :class:`DIPDenoiser`). The offset
+        removed from the
         measurements is carried through the forward model: divided by its gain
         on constant images (a kernel summing to 2 halves it); for a linear
         model that does not keep constant images constant (zero padding), its
@@ -83,8 +85,9 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
     verbose : bool or int, default=False
         Show a progress bar (needs tqdm: the ``progress`` extra).
     callback : callable, default=None
-        ``callback(iteration, loss, estimate)`` after every step; returning
-        True stops the fit.
+        ``callback(iteration, loss, estimate)`` after every step, with
+        ``estimate`` on the intensity scale the fit works on ([0, 1] for
+        rescaled data); returning True stops the fit.
     batch_size : int, default=1
         Number of images of one shape fitted together in one vectorised run
         (for GPUs; see :class:`DIPDenoiser`): the same algorithm as alone,
@@ -182,7 +185,7 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         zero, one, x, twice_x = outputs
         size = max(float(np.abs(x).max()), float(np.abs(one).max()), 1e-12)
         if np.abs(zero).max() > 1e-4 * size or np.abs(twice_x - 2 * x).max() > 2e-4 * size:
-            raise ValueError(
+            raise NonLinearModelError(
                 f"rescale={self.rescale!r} would rescale these measurements (they reach outside "
                 "[-0.25, 1.25]), but the forward model is not linear, so the image cannot be "
                 "rescaled with them. Bring the data near [0, 1] yourself and pass rescale=False."

@@ -138,18 +138,6 @@ class SparseNoiseMixin:
     caller's intensity scale.
     """
 
-    def set_params(self, **params):
-        nested = sorted(k for k in params if k.startswith("noise_model__"))
-        target = params.get("noise_model", getattr(self, "noise_model", None))
-        if nested and not isinstance(target, SparseNoise):
-            # Else scikit-learn fails with "'str' object has no attribute 'set_params'".
-            raise ValueError(
-                f"{', '.join(nested)} sets a parameter of noise_model, but "
-                f"noise_model={target!r} is not a SparseNoise; pass noise_model=SparseNoise() "
-                "(the same model as 'sparse') to tune its parameters"
-            )
-        return super().set_params(**params)
-
     def _check_params(self) -> None:
         super()._check_params()
         noise = resolve_noise_model(getattr(self, "noise_model", None))

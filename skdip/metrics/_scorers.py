@@ -228,10 +228,10 @@ def check_complete(results: list[dict]) -> None:
     search would rank it against complete ones (and refit it if it won)."""
     cut = [i for i, r in enumerate(results) if r.get("stopped_by") == "interrupted"]
     if cut:
+        steps = [results[i]["n_iter"] for i in cut]
         raise ValueError(
-            f"the fit of image(s) {cut} was interrupted (Ctrl-C) after "
-            f"{results[cut[0]]['n_iter']} steps; a truncated fit is not scored. Fit again to "
-            "score it."
+            f"the fit of image(s) {cut} was interrupted (Ctrl-C) after {steps} steps; a "
+            "truncated fit is not scored. Fit again to score it."
         )
     # Every step diverged: the "estimate" is the untrained network's output.
     empty = [i for i, r in enumerate(results) if r.get("n_iter", 1) == 0]
