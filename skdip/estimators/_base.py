@@ -682,8 +682,9 @@ class BaseDIPEstimator(
 
         With clean references ``y``: the mean PSNR (dB) of the reconstructions
         against them, clipped to and measured on the intensity range the fit
-        worked on: 1 for data on [0, 1] (and uint8 images), else the range
-        ``rescale`` mapped to [0, 1] (for PSNRs comparable across
+        worked on: 1 for data fitted as it is (on [0, 1], and uint8 images),
+        else the range ``rescale`` mapped to [0, 1] (raw counts, or data
+        spanning less than 0.1 with "auto") (for PSNRs comparable across
         settings use ``skdip.metrics.get_scorer("psnr", data_range=...)``,
         whose range is fixed). Without: the default no-reference score
         of :class:`skdip.metrics.NoReferenceScorer`, averaged over images:
