@@ -157,11 +157,12 @@ def check_images(
             )
         else:
             items, kind = [X], "single"
-            rows, channels = (arr.shape[0], arr.shape[2]) if arr.ndim == 3 else (0, 0)
-            if arr.dtype != object and channels > 4 and (rows <= 4 or 4 * rows <= channels):
-                # Far more channels than rows: most likely a stack of grey images or a
-                # channels-first image, either of which this reading silently garbles
-                # (a hyperspectral cube, (64, 64, 31), has more rows than bands).
+            rows, width, channels = arr.shape if arr.ndim == 3 else (0, 0, 0)
+            # A channels-first image, (3, H, W), or a stack of grey images, (N, H, W),
+            # often of square images; a many-band image, (H, W, B), has its two spatial
+            # sides first. Either misreading garbles the result silently.
+            stack_like = rows <= 4 or (width == channels != rows)
+            if arr.dtype != object and channels > 4 and stack_like:
                 warn(
                     f"{name} of shape {arr.shape} is read as one {arr.shape[0]}x{arr.shape[1]} "
                     f"image with {arr.shape[2]} channels (channels last). For N grey images "

@@ -635,12 +635,14 @@ def fit_candidates(
                 out = _fit_together(entries, n, entries[0][0]._device, strict=False)
                 for (k, entry), result in zip(chunk, out, strict=True):
                     results[(k, entry[1])] = result
+    skipped = []
     if interrupted[0]:
         skipped = sorted(
             key
             for key, r in results.items()
             if r["stopped_by"] == "interrupted" and not r["n_iter"]
         )
+    if skipped:
         warn(
             f"fit_candidates: Ctrl-C ended the fits; {len(skipped)} of {len(results)} (setting, "
             f"image) fits were not fitted, e.g. {skipped[:3]} (no step: the untrained "
@@ -852,6 +854,11 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         for i in range(n_images):
             chosen = best_scored(scores[:, i], n_best=self.n_best, margin=self.margin)
             if chosen.size == 0:
+                if any(est._fit_results[i]["stopped_by"] == "interrupted" for est in fitted):
+                    raise ValueError(
+                        f"no setting of image {i} was fitted to the end: Ctrl-C interrupted "
+                        "the fits, and a truncated fit is not scored. Fit again."
+                    )
                 raise ValueError(
                     f"no setting could be scored on image {i}: every score is NaN or "
                     "infinite; check the scorer's requirements (e.g. its rule)"

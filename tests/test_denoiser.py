@@ -131,7 +131,7 @@ def test_unscaled_data_far_outside_unit_range_is_reported_before_fitting():
         _den(max_iter=2, rescale=False, early_stopping=None).fit(_image())
 
 
-@pytest.mark.parametrize("shape", [(2, 16, 16), (3, 24, 24)])
+@pytest.mark.parametrize("shape", [(2, 16, 16), (3, 24, 20), (8, 16, 16)])
 def test_an_array_with_more_channels_than_rows_is_reported(shape):
     # A stack of grey images or a channels-first image, read silently as one image.
     with pytest.warns(UserWarning, match=r"read as one .* channels \(channels last\)"):
@@ -142,6 +142,7 @@ def test_many_channel_images_are_read_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         _den(max_iter=1).fit(np.random.default_rng(0).random((24, 24, 31)))  # hyperspectral
+        _den(max_iter=1).fit(np.random.default_rng(0).random((16, 16, 64)))
         _den(max_iter=1).fit(np.random.default_rng(0).random((2, 16, 16, 1)))  # a stack
 
 
@@ -678,6 +679,9 @@ def test_nested_parameters_of_a_name_get_a_clear_error(params, name):
     key = next(k for k in params if "__" in k)
     with pytest.raises(ValueError, match=f"{key} sets a parameter .* pass {name}"):
         est.set_params(**params)
+    # A misspelt name keeps scikit-learn's own error, which names it.
+    with pytest.raises(ValueError, match="Invalid parameter 'foo'"):
+        est.set_params(foo__bar=1)
     # An object, given in the same call, takes them.
     est.set_params(generator=SkipNetwork(), generator__width=8)
     assert est.generator.width == 8

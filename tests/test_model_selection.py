@@ -1,4 +1,5 @@
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -664,3 +665,18 @@ def test_one_ctrl_c_ends_every_fit_of_fit_candidates():
         fitted = fit_candidates(_den(callback=ctrl_c, max_iter=10), _images(1)[0], candidates)
     assert [est.stopped_by_ for est in fitted] == ["interrupted", "interrupted"]
     assert fitted[0].n_iter_ == 2 and fitted[1].n_iter_ == 0 and len(calls) == 2
+
+
+def test_average_of_best_after_ctrl_c_says_so():
+    def ctrl_c(it, loss, estimate):
+        if it == 2:
+            raise KeyboardInterrupt
+
+    X = _noisy_batch(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # "no setting could be scored ... check the scorer's requirements (e.g. its rule)"
+        with pytest.raises(ValueError, match="Ctrl-C interrupted the fits"):
+            AverageOfBest(_den(callback=ctrl_c, max_iter=10), GRID).fit(X)
+    # One batched run was cut: no fit was left without a step, so no such warning.
+    assert not [w for w in caught if "were not fitted" in str(w.message)]

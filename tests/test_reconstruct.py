@@ -21,7 +21,7 @@ from skdip import (
     SparseNoise,
     TotalVariation,
 )
-from skdip.datasets import add_impulse_noise
+from skdip.datasets import add_impulse_noise, blur
 from skdip.generators import ConvDecoder, DeepDecoder, ImplicitNeuralRepresentation, SkipNetwork
 from skdip.operators import Downsample, FunctionOperator, PixelMask
 from skdip.operators._convolution import convolve
@@ -780,10 +780,30 @@ def test_the_fitted_images_are_known_however_their_masks_are_packed(monkeypatch)
 
 
 def test_dark_data_through_a_non_linear_model_is_fitted_as_it_is():
-    # "auto" rescales narrow data where the model allows; a non-linear one does not.
+    # "auto" rescales narrow data only where the measurement is the image (a blur would
+    # cap the image at the measurement's range); through a model, none is refused.
     dark = 0.05 * _smooth()
     est = DIPReconstructor(operator=FunctionOperator(_squared), **COMMON).fit(dark)
     plain = DIPReconstructor(operator=FunctionOperator(_squared), rescale=False, **COMMON)
     np.testing.assert_array_equal(est.reconstruction_, plain.fit(dark).reconstruction_)
     with pytest.raises(ValueError, match="not linear"):  # asked for: refused, as before
         DIPReconstructor(operator=FunctionOperator(_squared), rescale=True, **COMMON).fit(dark)
+
+
+def test_narrow_data_through_a_blur_is_not_rescaled():
+    # Rescaled, the estimate could not leave the blurred measurement's range: a dim
+    # star's peak came back capped at the blurred peak. The sharp reference spans
+    # 20 times the measurement and is accepted.
+    sharp = np.zeros((16, 16))
+    sharp[8, 8] = 0.9
+    kernel = np.ones((5, 5)) / 25
+    blurred = blur(sharp, kernel, mode="wrap")
+    params = dict(kernel=kernel, boundary="circular", **COMMON)
+    auto = DIPDeconvolver(**params).fit(blurred, y=sharp)
+    plain = DIPDeconvolver(rescale=False, **params).fit(blurred, y=sharp)
+    np.testing.assert_array_equal(auto.reconstruction_, plain.reconstruction_)
+    dark = 0.05 * _smooth()
+    dark[5:9, 5:9] = np.nan  # the hole is the network's
+    inpainted = DIPInpainter(**COMMON).fit_transform(dark)  # the image itself: rescaled
+    as_is = DIPInpainter(rescale=False, **COMMON).fit_transform(dark)
+    assert not np.array_equal(inpainted, as_is)

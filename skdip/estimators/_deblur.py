@@ -294,8 +294,10 @@ class BlindDeblurrer(BaseDIPEstimator):
         Weight of an exponential average of the iterates (image and kernel
         together), as in :class:`DIPDenoiser`.
     rescale : "auto" or bool, default="auto"
-        Map intensities to [0, 1] before fitting and back after ("auto" and
-        False as in :class:`DIPDenoiser`).
+        Map intensities to [0, 1] before fitting and back after ("auto": for
+        data clearly outside [0, 1], not for narrow data, whose rescaled image
+        could not leave the blurred measurement's range; False as in
+        :class:`DIPDenoiser`).
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None

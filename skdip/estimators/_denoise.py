@@ -165,6 +165,7 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     # The observation is the image itself (identity forward model): scorers
     # may compare the returned estimate with X directly.
     _observes_the_image = True
+    _measurement_is_the_image = True
 
     _parameter_constraints: dict = {
         **BaseDIPEstimator._parameter_constraints,

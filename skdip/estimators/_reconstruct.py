@@ -25,7 +25,7 @@ from ..operators import (
     Identity,
     PixelMask,
 )
-from ._base import BaseDIPEstimator, NonLinearModelError
+from ._base import BaseDIPEstimator
 from ._sparse_noise import SparseNoise, SparseNoiseMixin
 
 __all__ = ["DIPDeconvolver", "DIPInpainter", "DIPReconstructor", "DIPSuperResolver"]
@@ -64,10 +64,11 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         is the step of that average.
     rescale : "auto" or bool, default="auto"
         Map intensities to [0, 1] before fitting and back after ("auto": for
-        data clearly outside [0, 1], and for data spanning less than 0.1
-        where the model is linear; see :class:`DIPDenoiser`). The offset
-        removed from the
-        measurements is carried through the forward model: divided by its gain
+        data clearly outside [0, 1]; for ``DIPInpainter`` also for data
+        spanning less than 0.1, as in :class:`DIPDenoiser`, which through
+        another model would cap the image at the measurement's narrow range).
+        The offset removed from the measurements is carried through the
+        forward model: divided by its gain
         on constant images (a kernel summing to 2 halves it); for a linear
         model that does not keep constant images constant (zero padding), its
         measurement of the constant image is removed instead. Data that needs
@@ -185,7 +186,7 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         zero, one, x, twice_x = outputs
         size = max(float(np.abs(x).max()), float(np.abs(one).max()), 1e-12)
         if np.abs(zero).max() > 1e-4 * size or np.abs(twice_x - 2 * x).max() > 2e-4 * size:
-            raise NonLinearModelError(
+            raise ValueError(
                 f"rescale={self.rescale!r} would rescale these measurements (they reach outside "
                 "[-0.25, 1.25]), but the forward model is not linear, so the image cannot be "
                 "rescaled with them. Bring the data near [0, 1] yourself and pass rescale=False."
@@ -433,6 +434,7 @@ class DIPInpainter(_InverseProblemEstimator):
         "keep_observed": ["boolean"],
     }
     _allow_nan = True
+    _measurement_is_the_image = True  # the observed pixels are the image's own
     _fit_param_names = ("mask",)
 
     def __init__(
