@@ -167,7 +167,9 @@ def load_rows(path: Path) -> list[dict]:
 
 def write_table(rows: list[dict], args, path: Path) -> None:
     noises = sorted({r["noise"] for r in rows})
-    families = [f for f in args.families if any(r["family"] == f for r in rows)]
+    # Every family in the rows: a --resume run over some families keeps the others.
+    found = {r["family"] for r in rows}
+    families = [f for f in args.families if f in found] + sorted(found - set(args.families))
     columns = [(n, f) for n in noises for f in families]
     images = sorted({r["image"] for r in rows})
 
@@ -306,9 +308,16 @@ def main(argv=None) -> None:
     rows = load_rows(jsonl) if args.resume else []
     if not (args.resume or args.table_only):
         jsonl.write_text("")
+    settings = RESULTS / f"{args.tag}.settings.json"
     if args.table_only:
+        # The header describes the run that made the rows, not this command line.
+        if settings.exists():
+            for key, value in json.loads(settings.read_text()).items():
+                setattr(args, key, value)
         write_table(load_rows(jsonl), args, RESULTS / f"{args.tag}.md")
         return
+    keys = ("size", "generator", "max_iter", "patience", "max_shift", "seed", "threads", "command")
+    settings.write_text(json.dumps({k: getattr(args, k) for k in keys}) + "\n")
     done = {(r["image"], r["family"], r["noise"], r["method"]) for r in rows}
     for noise in args.noises:
         for family in args.families:

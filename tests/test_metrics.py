@@ -218,3 +218,11 @@ def test_ssim_size_check_knows_the_gaussian_window():
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(x, x, gaussian_weights=True)
     assert ssim(x, x, gaussian_weights=True, sigma=1.0) == pytest.approx(1.0)  # 9x9 window
+
+
+@pytest.mark.parametrize("level", [0.0, 3e4, 1e6])
+def test_align_shift_is_blind_to_a_common_level(level):
+    # The FFT's round-off grew with the level: at 3e4 the true shift tied with none.
+    x = np.random.default_rng(0).random((32, 32))
+    y = np.roll(x, (2, -1), axis=(0, 1))
+    assert align_shift(x + level, y + level, 3) == (2, -1)

@@ -531,3 +531,14 @@ def test_cuda_matches_cpu(name):
     gpu = PICKLABLE[name]().to("cuda")
     torch.testing.assert_close(gpu(x.cuda()).cpu(), y, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(gpu.adjoint(y.cuda()).cpu(), aty, rtol=1e-5, atol=1e-6)
+
+
+def test_fourier_magnitude_exposes_the_masks_it_used():
+    from skdip.operators import FourierMagnitude, make_phase_masks
+
+    op = FourierMagnitude(n_masks=2, mask_seed=3)
+    assert op.masks is None  # documented, but missing: AttributeError
+    op(torch.rand(1, 1, 6, 5))
+    expected = torch.as_tensor(make_phase_masks(2, (6, 5), seed=3), dtype=torch.complex64)
+    torch.testing.assert_close(op.masks, expected)
+    assert FourierMagnitude().masks is None

@@ -111,8 +111,8 @@ class FourierMagnitude(ForwardOperator):
     Attributes
     ----------
     masks : Tensor or None
-        The complex masks, shape ``(n_masks, H, W)``, created for the object
-        shape of the first call (None without masks).
+        The complex masks, shape ``(n_masks, H, W)``, of the object shape of
+        the last call (None before any call and without masks).
 
     Examples
     --------
@@ -159,6 +159,14 @@ class FourierMagnitude(ForwardOperator):
         state = self.__dict__.copy()
         state["_masks_cache"] = {}
         return state
+
+    @property
+    def masks(self) -> torch.Tensor | None:
+        """The complex masks of the last call, ``(n_masks, H, W)``; None before any
+        call and without masks (``make_phase_masks`` gives them for any shape)."""
+        if not self.n_masks or not self._masks_cache:
+            return None
+        return next(iter(self._masks_cache.values()))
 
     @property
     def n_patterns(self) -> int:
