@@ -26,3 +26,22 @@ def count_fits(monkeypatch):
 
     monkeypatch.setattr("skdip.estimators._base.fit_model", counting)
     return calls
+
+
+class _CtrlCAt:
+    """A fit callback that records the steps it sees and raises KeyboardInterrupt
+    (a simulated Ctrl-C) at its ``at``-th call overall."""
+
+    def __init__(self, at: int):
+        self.at, self.calls = at, []
+
+    def __call__(self, it, loss, estimate):
+        self.calls.append(it)
+        if len(self.calls) == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture
+def ctrl_c_at():
+    """Factory of callbacks simulating one Ctrl-C at a given call: ``ctrl_c_at(3)``."""
+    return _CtrlCAt

@@ -637,21 +637,11 @@ def test_convergence_warning_says_what_was_returned():
         _den(early_stopping=ExponentialMovingVariance(warmup=2, patience=100), max_iter=10).fit(x)
 
 
-def _ctrl_c_at(step):
-    calls = []
-
-    def callback(it, loss, estimate):
-        calls.append(it)
-        if len(calls) == step:
-            raise KeyboardInterrupt
-
-    return callback, calls
-
-
 @pytest.mark.parametrize("batch_size", [1, 2])
-def test_one_ctrl_c_ends_the_whole_batch(batch_size):
+def test_one_ctrl_c_ends_the_whole_batch(batch_size, ctrl_c_at):
     # Each image (or batched run) caught its own Ctrl-C: a batch of N needed N of them.
-    callback, calls = _ctrl_c_at(3)
+    callback = ctrl_c_at(3)
+    calls = callback.calls
     images = np.stack([_image(seed=k) for k in range(4)])[..., None]
     den = _den(callback=callback, max_iter=10, batch_size=batch_size)
     skipped = [1, 2, 3] if batch_size == 1 else [2, 3]

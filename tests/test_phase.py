@@ -496,15 +496,10 @@ def test_skdip_scorers_on_phase_retrievers():
                 get_scorer(name)(fitted, y, obj if name == "psnr" else None)
 
 
-def test_one_ctrl_c_ends_every_restart():
+def test_one_ctrl_c_ends_every_restart(ctrl_c_at):
     # Each restart caught its own Ctrl-C: n_init restarts needed n_init of them.
-    calls = []
-
-    def ctrl_c(it, loss, estimate):
-        calls.append(it)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-
+    ctrl_c = ctrl_c_at(4)
+    calls = ctrl_c.calls
     y = simulate_diffraction(_blob(), oversampling=2)
     pr = _tiny_pr(n_init=3, callback=ctrl_c)
     with pytest.warns(RuntimeWarning, match="interrupted"):
