@@ -854,11 +854,6 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         for i in range(n_images):
             chosen = best_scored(scores[:, i], n_best=self.n_best, margin=self.margin)
             if chosen.size == 0:
-                if any(est._fit_results[i]["stopped_by"] == "interrupted" for est in fitted):
-                    raise ValueError(
-                        f"no setting of image {i} was fitted to the end: Ctrl-C interrupted "
-                        "the fits, and a truncated fit is not scored. Fit again."
-                    )
                 raise ValueError(
                     f"no setting could be scored on image {i}: every score is NaN or "
                     "infinite; check the scorer's requirements (e.g. its rule)"

@@ -35,6 +35,11 @@ class _CtrlCAt:
     def __init__(self, at: int):
         self.at, self.calls = at, []
 
+    def __deepcopy__(self, memo):
+        # clone() deep-copies callbacks: every copy counts on the one record, as a
+        # function's closure would.
+        return self
+
     def __call__(self, it, loss, estimate):
         self.calls.append(it)
         if len(self.calls) == self.at:

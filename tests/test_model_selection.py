@@ -8,6 +8,7 @@ from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, cross_va
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skdip import BlindDeblurrer, DIPDenoiser, DIPInpainter, DIPSuperResolver, SkipNetwork
+from skdip.exceptions import FitInterrupted
 from skdip.metrics import get_scorer
 from skdip.model_selection import (
     AverageOfBest,
@@ -658,9 +659,7 @@ def test_one_ctrl_c_ends_every_fit_of_fit_candidates(ctrl_c_at):
     with pytest.warns(RuntimeWarning, match=r"1 of 2 \(setting, image\) fits were not fitted"):
         fitted = fit_candidates(_den(callback=ctrl_c, max_iter=10), _images(1)[0], candidates)
     assert [est.stopped_by_ for est in fitted] == ["interrupted", "interrupted"]
-    # Each setting's copy of the callback (clone copies it): the first saw 2 steps.
-    calls = [len(est.callback.calls) for est in fitted]
-    assert fitted[0].n_iter_ == 2 and fitted[1].n_iter_ == 0 and calls == [2, 0]
+    assert fitted[0].n_iter_ == 2 and fitted[1].n_iter_ == 0 and len(ctrl_c.calls) == 2
 
 
 def test_average_of_best_after_ctrl_c_says_so():
@@ -672,7 +671,7 @@ def test_average_of_best_after_ctrl_c_says_so():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # "no setting could be scored ... check the scorer's requirements (e.g. its rule)"
-        with pytest.raises(ValueError, match="Ctrl-C interrupted the fits"):
+        with pytest.raises(FitInterrupted, match=r"interrupted \(Ctrl-C\)"):
             AverageOfBest(_den(callback=ctrl_c, max_iter=10), GRID).fit(X)
     # One batched run was cut: no fit was left without a step, so no such warning.
     assert not [w for w in caught if "were not fitted" in str(w.message)]

@@ -13,6 +13,7 @@ MODULES = [
     "skdip.stopping",
     "skdip.metrics",
     "skdip.datasets",
+    "skdip.exceptions",
     "skdip.model_selection",
 ]
 INDEX = Path(__file__).resolve().parents[1] / "doc" / "index.md"

@@ -18,6 +18,7 @@ from skdip import (
 )
 from skdip.datasets import load_image
 from skdip.estimators._base import _Scaling
+from skdip.exceptions import FitInterrupted
 from skdip.metrics import (
     SCORER_NAMES,
     NoReferenceScorer,
@@ -289,9 +290,27 @@ def test_a_fit_cut_short_by_ctrl_c_is_not_scored():
         lambda: get_scorer("emv")(den, noisy),
         lambda: get_scorer("psnr")(den, noisy, clean),
     ):
-        with pytest.raises(ValueError, match="interrupted"):
+        with pytest.raises(FitInterrupted, match="interrupted"):
             score()
     assert np.isfinite(_den().fit(noisy).score(noisy))  # a complete fit scores
+
+
+@pytest.mark.parametrize("scoring", [None, "emv"])
+def test_one_ctrl_c_stops_a_search(ctrl_c_at, scoring):
+    # The estimator kept its fit, the search scored it as failed and went on to the
+    # next candidate: a search needed one Ctrl-C per fit.
+    from sklearn.model_selection import GridSearchCV
+
+    callback = ctrl_c_at(3)
+    noisy = _noisy(_clean())
+    scorer = None if scoring is None else get_scorer(scoring)
+    search = GridSearchCV(
+        _den(callback=callback), {"lr": [0.01, 0.02, 0.03]}, cv=FitImagesCV(), scoring=scorer
+    )
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        with pytest.raises(FitInterrupted):
+            search.fit(noisy)
+    assert len(callback.calls) == 3  # no later candidate ran
 
 
 def test_a_fit_that_accepted_no_step_is_not_scored():

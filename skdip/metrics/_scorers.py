@@ -34,6 +34,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ..exceptions import FitInterrupted
 from ._quality import psnr as _psnr_metric
 from ._quality import ssim as _ssim_metric
 
@@ -224,12 +225,14 @@ def _picked(result: dict, key: str) -> float:
 
 
 def check_complete(results: list[dict]) -> None:
-    """Refuse to score a fit that Ctrl-C cut short, or one that accepted no step: a
-    search would rank it against complete ones (and refit it if it won)."""
+    """Refuse to score a fit that Ctrl-C cut short (:class:`FitInterrupted`), or one
+    that accepted no step: a search would rank it against complete ones (and refit
+    it if it won)."""
     cut = [i for i, r in enumerate(results) if r.get("stopped_by") == "interrupted"]
     if cut:
         steps = [results[i]["n_iter"] for i in cut]
-        raise ValueError(
+        # A KeyboardInterrupt: a search that scores it stops, as the user asked.
+        raise FitInterrupted(
             f"the fit of image(s) {cut} was interrupted (Ctrl-C) after {steps} steps; a "
             "truncated fit is not scored. Fit again to score it."
         )
