@@ -58,8 +58,6 @@ _AUTO_RESCALE_BOUNDS = (-0.25, 1.25)
 # image itself. Through a blur it is not: the rescaled image could not leave the
 # measurement's range, which a blur narrows (a dim star's peak comes back capped).
 _AUTO_RESCALE_MIN_SPAN = 0.1
-
-
 # sqrt of float32's largest value, rounded down.
 _FLOAT32_SQUARE_LIMIT = 1e19
 
