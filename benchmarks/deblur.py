@@ -317,7 +317,8 @@ def main(argv=None) -> None:
         write_table(load_rows(jsonl), args, RESULTS / f"{args.tag}.md")
         return
     keys = ("size", "generator", "max_iter", "patience", "max_shift", "seed", "threads", "command")
-    settings.write_text(json.dumps({k: getattr(args, k) for k in keys}) + "\n")
+    if not (args.resume and settings.exists()):  # a resumed run keeps the first run's record
+        settings.write_text(json.dumps({k: getattr(args, k) for k in keys}) + "\n")
     done = {(r["image"], r["family"], r["noise"], r["method"]) for r in rows}
     for noise in args.noises:
         for family in args.families:

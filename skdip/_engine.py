@@ -25,6 +25,7 @@ from sklearn.base import clone
 from torch import nn
 
 from ._warnings import warn
+from .exceptions import FitInterrupted
 from .operators import ForwardOperator, Identity
 from .stopping import BaseStoppingRule, ExponentialMovingVariance
 
@@ -403,7 +404,9 @@ def fit_model(
             if stop:
                 stopped_by = "early_stopping"
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, FitInterrupted):
+            raise  # an error of the caller's code (scoring a cut fit), not a Ctrl-C
         stopped_by = "interrupted"
         _record_interruption()
         _warn_interrupted(n_steps)
@@ -659,7 +662,9 @@ def fit_batch(
                 bar.set_postfix(active=len(active) - len(ended))
             if ended:
                 finish(sorted(set(ended)))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, FitInterrupted):
+            raise
         for row in range(len(active)):
             # A member that ended in this very step keeps its reason.
             if stopped_by[active[row]] == "max_iter":

@@ -158,16 +158,18 @@ def check_images(
         else:
             items, kind = [X], "single"
             rows, width, channels = arr.shape if arr.ndim == 3 else (0, 0, 0)
-            # A channels-first image, (3, H, W), or a stack of grey images, (N, H, W),
-            # often of square images; a many-band image, (H, W, B), has its two spatial
-            # sides first. Either misreading garbles the result silently.
-            stack_like = rows <= 4 or (width == channels != rows)
+            # A channels-first image, (3, H, W), or a stack of grey images, (N, H, W):
+            # far more "channels" than rows, or square images. A many-band image,
+            # (H, W, B), has its two spatial sides first; a miss garbles silently, a
+            # false alarm only warns, so the test leans to warning.
+            stack_like = rows <= 4 or 4 * rows <= channels or width == channels != rows
             if arr.dtype != object and channels > 4 and stack_like:
                 warn(
                     f"{name} of shape {arr.shape} is read as one {arr.shape[0]}x{arr.shape[1]} "
                     f"image with {arr.shape[2]} channels (channels last). For N grey images "
                     "pass an (N, H, W, 1) array or a list of images; for a channels-first "
-                    "image, move the channels last (np.moveaxis(X, 0, -1)).",
+                    "image, move the channels last (np.moveaxis(X, 0, -1)). If it is one "
+                    "image with these channels, ignore this warning.",
                     UserWarning,
                 )
     images, squeeze, dtypes, scaled = [], [], [], []

@@ -226,3 +226,9 @@ def test_align_shift_is_blind_to_a_common_level(level):
     x = np.random.default_rng(0).random((32, 32))
     y = np.roll(x, (2, -1), axis=(0, 1))
     assert align_shift(x + level, y + level, 3) == (2, -1)
+
+
+def test_align_shift_is_blind_to_a_level_per_channel():
+    x = np.random.default_rng(1).random((32, 32, 3)) + np.array([3e4, 0.0, -1e5])
+    y = np.roll(x, (3, -2), axis=(0, 1))
+    assert align_shift(x, y, 4) == (3, -2)

@@ -313,6 +313,34 @@ def test_one_ctrl_c_stops_a_search(ctrl_c_at, scoring):
     assert len(callback.calls) == 3  # no later candidate ran
 
 
+def test_one_ctrl_c_stops_a_kfold_search_too(ctrl_c_at):
+    # The test images are solved anew, so the cut training fit was never scored and
+    # the search ran every candidate and the refit.
+    from sklearn.model_selection import KFold
+
+    callback = ctrl_c_at(3)
+    X = np.stack([_noisy(_clean(), seed=k) for k in range(4)])[..., None]
+    search = GridSearchCV(_den(callback=callback), {"lr": [0.01, 0.02]}, cv=KFold(2))
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        with pytest.raises(FitInterrupted, match="on these or other images"):
+            search.fit(X)
+    assert len(callback.calls) == 3
+
+
+def test_scoring_a_cut_fit_inside_a_fit_is_an_error_not_a_ctrl_c(ctrl_c_at):
+    # A FitInterrupted raised by the caller's code during a fit was taken for a
+    # Ctrl-C: swallowed, the fit "interrupted" and the next images skipped.
+    noisy = _noisy(_clean())
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        cut = _den(callback=ctrl_c_at(2)).fit(noisy)
+
+    def scores_the_cut_fit(it, loss, estimate):
+        cut.score(noisy)
+
+    with pytest.raises(FitInterrupted):
+        _den(callback=scores_the_cut_fit).fit(np.stack([noisy, noisy])[..., None])
+
+
 def test_a_fit_that_accepted_no_step_is_not_scored():
     def nan_loss(prediction, target):
         return prediction.mean() * float("nan")
@@ -604,3 +632,15 @@ def test_scorers_refuse_an_unfitted_estimator(name):
     # Was fitted quietly (a full solve) and scored, unlike score().
     with pytest.raises(NotFittedError):
         get_scorer(name)(_den(), noisy, _clean())
+
+
+def test_unscaled_data_is_scored_on_its_own_range():
+    # rescale=False on 0-255 data with a linear head: the estimate was clipped to
+    # [0, 1] and an exact estimate scored -27.8 dB.
+    noisy = _noisy(_clean()) * 255
+    linear = SkipNetwork(
+        width=8, depth=2, input_channels=4, skip_channels=2, output_activation=None
+    )
+    with pytest.warns(UserWarning, match="rescale=False"):
+        den = _den(generator=linear, rescale=False).fit(noisy)
+    assert den.score(noisy, den.reconstruction_) == np.inf

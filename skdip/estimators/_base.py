@@ -730,6 +730,14 @@ class BaseDIPEstimator(
         score : float
         """
         check_is_fitted(self, "reconstruction_")
+        # Imported here: the scorers module imports this one when it runs.
+        from ..metrics._scorers import (
+            check_complete,
+            check_fit_not_interrupted,
+            no_reference_scores,
+        )
+
+        check_fit_not_interrupted(self)
         checked = self._check_observations(X)
         references = None
         if y is not None and not is_target_vector(y, len(checked[0])):
@@ -741,9 +749,6 @@ class BaseDIPEstimator(
             solving = not self._reuses_fit(checked[0], fit_params)
             self._per_image_inputs(checked[0], references, fit_params, solving=solving)
         images, layout, results = self._results_for(X, fit_params, checked)
-        # Imported here: the scorers module imports this one when it runs.
-        from ..metrics._scorers import check_complete, no_reference_scores
-
         if references is None:
             return float(np.mean(no_reference_scores(self, images, results)))
         check_complete(results)
@@ -754,6 +759,14 @@ class BaseDIPEstimator(
             if ref.shape != est.shape:
                 raise ValueError(f"y has shape {ref.shape} but the reconstruction {est.shape}")
             lo, span = r["scaling"].image_offset, r["scaling"].scale
+            if span == 1 and np.all(r["scaling"].offset == 0):
+                # Fitted as given (rescale=False): outside [0, 1], the data's own range
+                # (clipping to [0, 1] scored an exact estimate on 0-255 at -27.8 dB).
+                values = self._scaling_values(image, extra)
+                values = values[np.isfinite(values)]
+                low, high = float(values.min()), float(values.max())
+                if low < _AUTO_RESCALE_BOUNDS[0] or high > _AUTO_RESCALE_BOUNDS[1]:
+                    lo, span = low, high - low
             self._check_reference_scale(ref, image, extra, span)
             # On the unit range the fit worked on: span**2 overflows for data near 1e200.
             unit_ref, unit_est = (ref - lo) / span, (np.clip(est, lo, lo + span) - lo) / span

@@ -633,9 +633,11 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         if y is None or (not isinstance(y, list | tuple) and np.asarray(y).ndim <= 1):
             return super().score(X)
         check_is_fitted(self, "reconstruction_")
-        _, _, results = self._results_for(X, {})
-        from ..metrics._scorers import check_complete  # imports this module when it runs
+        # Imported here: the scorers module imports this one when it runs.
+        from ..metrics._scorers import check_complete, check_fit_not_interrupted
 
+        check_fit_not_interrupted(self)
+        _, _, results = self._results_for(X, {})
         check_complete(results)
         refs = _as_reference_list(y, len(results))
         values = [

@@ -65,9 +65,10 @@ def _best_shift(a: np.ndarray, b: np.ndarray, max_shift: int, crop: int) -> tupl
     """Shift minimising the MSE between ``a`` cropped and ``b`` displaced, via FFT."""
     if max_shift == 0:
         return 0, 0
-    # The MSE is blind to a level common to both images, the FFT's round-off is not:
-    # on a 1e5 offset real differences between shifts fell under the tie tolerance.
-    level = float(np.mean(a))
+    # The MSE is blind to a level common to both images (per channel), the FFT's
+    # round-off is not: on a 1e5 offset real differences between shifts fell under
+    # the tie tolerance.
+    level = np.mean(a, axis=(0, 1), keepdims=True)
     a, b = a - level, b - level
     h, w = a.shape[:2]
     ref = a[crop : h - crop, crop : w - crop]

@@ -81,6 +81,7 @@ def _dip_step(estimator: Any, X: Any) -> tuple[Any, Any]:
         )
     # As score() does: an unfitted estimator would otherwise be fitted here, quietly.
     check_is_fitted(dip)
+    check_fit_not_interrupted(dip)
     return dip, X
 
 
@@ -222,6 +223,22 @@ def _picked(result: dict, key: str) -> float:
     if 0 <= b < len(values) and np.isfinite(values[b]):
         return float(values[b])
     return float("nan")
+
+
+def check_fit_not_interrupted(estimator: Any) -> None:
+    """Refuse to score, on any images, an estimator whose own fit Ctrl-C cut short.
+
+    With a splitter whose test images differ from the fitted ones (``KFold``),
+    the scores solve the test images anew and would never see the cut fit: the
+    search went on after the Ctrl-C that was meant to stop it.
+    """
+    results = getattr(estimator, "_fit_results", None) or []
+    cut = [i for i, r in enumerate(results) if r.get("stopped_by") == "interrupted"]
+    if cut:
+        raise FitInterrupted(
+            f"the fit of this {type(estimator).__name__} was interrupted (Ctrl-C) on image(s) "
+            f"{cut}; it is not scored, on these or other images. Fit again to score it."
+        )
 
 
 def check_complete(results: list[dict]) -> None:
