@@ -60,7 +60,8 @@ class DIPModel(nn.Module):
     network : GeneratorNetwork
         The built generator; its ``input`` buffer is the fixed code ``z``.
     operator : ForwardOperator, optional
-        The forward model ``f``; identity when None.
+        The forward model ``f``; identity when None. Its parameters, if any,
+        are frozen (``requires_grad=False``): only the network is fitted.
     input_noise_std : float
         Standard deviation of the Gaussian perturbation added to ``z`` at each
         step (0 disables it).
@@ -75,6 +76,10 @@ class DIPModel(nn.Module):
         super().__init__()
         self.network = network
         self.operator = operator if operator is not None else Identity()
+        # The forward model is known, not learned: weights it holds as parameters
+        # (a FunctionOperator around an nn.Conv2d) were trained with the network.
+        for weight in self.operator.parameters():
+            weight.requires_grad_(False)
         self.input_noise_std = float(input_noise_std)
 
     def forward(
@@ -350,9 +355,12 @@ def fit_model(
             optimizer.zero_grad(set_to_none=True)
             x, prediction = model(rng)
             if it == 0:
-                _check_shapes(x, prediction, target, reference)
+                _check_shapes(x, prediction, target, reference, model)
             data = loss(prediction, target)
             total = data if regularizer is None else data + regularizer(x)
+            if it == 0:
+                _check_scalar(data, "the loss")
+                _check_scalar(total, "the loss plus the regularizer")
             total.backward()
             # The one required sync per step (the data term rides along with a penalty).
             if regularizer is None:
@@ -585,14 +593,18 @@ def fit_batch(
             x, prediction = batched_forward(params, constants, z)
             member_losses, member_data = [], []
             for row, m in enumerate(active):
-                if n_steps[m] == 0 and not events[m]:
-                    _check_shapes(x[row], prediction[row], targets[m], references[m])
+                first = n_steps[m] == 0 and not events[m]
+                if first:
+                    _check_shapes(x[row], prediction[row], targets[m], references[m], models[m])
                 data = cfg[m]["loss"](prediction[row], targets[m])
                 member_data.append(data)
                 if cfg[m]["regularizer"] is not None:
                     member_losses.append(data + cfg[m]["regularizer"](x[row]))
                 else:
                     member_losses.append(data)
+                if first:
+                    _check_scalar(data, "the loss")
+                    _check_scalar(member_losses[-1], "the loss plus the regularizer")
             totals = torch.stack(member_losses)
             grads = torch.autograd.grad(totals.sum(), list(params.values()))
             # The one required sync per step (with a penalty, the data terms ride along).
@@ -1025,7 +1037,28 @@ def _warn_interrupted(n_steps: int) -> None:
     warn(f"fit interrupted after {n_steps} steps; keeping the best estimate so far", RuntimeWarning)
 
 
-def _check_shapes(x, prediction, target, reference) -> None:
+def _check_scalar(value, what: str) -> None:
+    """A user's loss or regularizer must give a scalar tensor (the gradient's root)."""
+    if not torch.is_tensor(value):
+        raise TypeError(
+            f"{what} must return a torch tensor (to differentiate), got {type(value).__name__}"
+        )
+    if value.numel() != 1:
+        raise ValueError(f"{what} must return a scalar tensor, got shape {tuple(value.shape)}")
+
+
+def _check_shapes(x, prediction, target, reference, model=None) -> None:
+    # A user's generator or operator returning NumPy failed with "'numpy.ndarray'
+    # object has no attribute 'is_complex'".
+    for value, what in ((x, "the generator"), (prediction, "the forward operator")):
+        if not torch.is_tensor(value):
+            raise TypeError(f"{what} must return a torch tensor, got {type(value).__name__}")
+    # Without an operator, a wrong shape is the generator's.
+    culprit = (
+        "the generator's output shape"
+        if isinstance(getattr(model, "operator", None), Identity)
+        else "the forward operator"
+    )
     if prediction.is_complex() and not target.is_complex():
         raise ValueError(
             "the forward operator returns complex values but the observation is real; "
@@ -1034,7 +1067,7 @@ def _check_shapes(x, prediction, target, reference) -> None:
     if prediction.shape != target.shape:
         raise ValueError(
             f"the model predicts measurements of shape {tuple(prediction.shape)} but the "
-            f"observation has shape {tuple(target.shape)}; check the forward operator"
+            f"observation has shape {tuple(target.shape)}; check {culprit}"
         )
     if reference is not None and reference.shape != x.shape:
         raise ValueError(

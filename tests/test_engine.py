@@ -448,3 +448,36 @@ def test_an_interruption_leaves_n_iter_and_the_history_consistent():
             result = fit_model(model, target, loss=get_loss("mse"), max_iter=20)
     assert result.stopped_by == "interrupted"
     assert result.n_iter == len(result.history["loss"]) == len(result.history["signal"]) == 6
+
+
+@pytest.mark.parametrize(
+    "loss, error, match",
+    [
+        (lambda p, t: (p - t).square(), ValueError, r"the loss must return a scalar tensor"),
+        (lambda p, t: float((p - t).square().mean()), TypeError, "the loss must return a torch"),
+    ],
+)
+def test_a_users_loss_that_is_not_a_scalar_tensor_is_named(loss, error, match):
+    # torch's "grad can be implicitly created only for scalar outputs" and "'float'
+    # object has no attribute 'backward'" named no culprit.
+    model, target = _problem()
+    with pytest.raises(error, match=match):
+        fit_model(model, target, loss=loss, max_iter=2)
+
+
+class _NumpyOperator(nn.Module):
+    def forward(self, x):
+        return x.detach().numpy()
+
+
+def test_a_users_operator_returning_numpy_is_named():
+    model, target = _problem()
+    model = DIPModel(model.network, _NumpyOperator(), 0.0)
+    with pytest.raises(TypeError, match="the forward operator must return a torch tensor"):
+        fit_model(model, target, loss=get_loss("mse"), max_iter=2)
+
+
+def test_a_wrong_shape_without_an_operator_names_the_generator():
+    model, _ = _problem()
+    with pytest.raises(ValueError, match="check the generator's output shape"):
+        fit_model(model, torch.zeros(1, 1, 8, 8), loss=get_loss("mse"), max_iter=2)

@@ -23,7 +23,7 @@ from skdip import (
 )
 from skdip.datasets import add_impulse_noise, blur
 from skdip.generators import ConvDecoder, DeepDecoder, ImplicitNeuralRepresentation, SkipNetwork
-from skdip.operators import Downsample, FunctionOperator, PixelMask
+from skdip.operators import Downsample, ForwardOperator, FunctionOperator, PixelMask
 from skdip.operators._convolution import convolve
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
@@ -795,3 +795,44 @@ def test_narrow_data_through_a_blur_is_not_rescaled():
     inpainted = DIPInpainter(**COMMON).fit_transform(dark)  # the image itself: rescaled
     as_is = DIPInpainter(rescale=False, **COMMON).fit_transform(dark)
     assert not np.array_equal(inpainted, as_is)
+
+
+def test_an_operators_own_weights_are_not_fitted():
+    # A FunctionOperator around an nn.Conv2d: Adam trained its kernel with the
+    # network (18% drift in 100 steps), so another forward model was inverted.
+    kernel = torch.full((1, 1, 3, 3), 1 / 9)
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(kernel)
+    image = _smooth()
+    as_module = DIPReconstructor(operator=FunctionOperator(conv), **COMMON).fit(image)
+    as_tensor = DIPReconstructor(operator=FunctionOperator(_fixed_blur), **COMMON).fit(image)
+    np.testing.assert_allclose(as_module.reconstruction_, as_tensor.reconstruction_, atol=1e-6)
+    torch.testing.assert_close(conv.weight, kernel)  # the caller's module, untouched
+    assert conv.weight.requires_grad
+
+
+def _fixed_blur(x):
+    kernel = torch.full((1, 1, 3, 3), 1 / 9, dtype=x.dtype, device=x.device)
+    return torch.nn.functional.conv2d(x, kernel, padding=1)
+
+
+class _Gain(ForwardOperator):
+    """A user's operator whose setting its repr does not show."""
+
+    def __init__(self, strength):
+        super().__init__()
+        self.strength = strength
+
+    def forward(self, x):
+        return self.strength * x
+
+
+def test_the_kept_solve_sees_a_user_operators_attributes():
+    # The key held repr "_Gain()" and an empty state_dict: a changed strength (or a
+    # loss object's weight) returned the stale solve.
+    est = DIPReconstructor(operator=_Gain(1.0), **COMMON).fit(_smooth(seed=1))
+    image = _smooth()
+    first = est.transform(image)
+    est.operator.strength = 0.5  # in place, not through set_params
+    assert not np.array_equal(est.transform(image), first)

@@ -113,3 +113,22 @@ def test_get_stopping_rule():
     assert get_stopping_rule(rule) is rule
     with pytest.raises(ValueError, match="early_stopping"):
         get_stopping_rule("variance")
+
+
+def test_the_base_rule_ignores_values_before_its_warmup():
+    # A user's rule whose signal() does not hide the warm-up stopped at iteration 6
+    # with its minimum at 0, under warmup=30.
+    from skdip.stopping import BaseStoppingRule
+
+    class Raw(BaseStoppingRule):
+        def _start(self):
+            pass
+
+        def signal(self, x, iteration):
+            return x.sum()
+
+    rule = Raw(patience=2, warmup=3)
+    rule.start()
+    decisions = [rule.observe(v, i) for i, v in enumerate([1.0, 2.0, 3.0, 9.0, 8.0, 8.5, 8.6])]
+    assert decisions[:3] == [(False, False)] * 3
+    assert rule.best_iter_ == 4 and decisions[-1] == (False, True)

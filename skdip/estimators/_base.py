@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import os
 import threading
 import warnings
@@ -1080,14 +1081,35 @@ def _params_key(estimator) -> str:
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
 
+    def attributes(obj) -> list:
+        # The public attributes of a user's object (an operator's ``strength``, a loss
+        # object's weight), which its repr need not show: arrays by content,
+        # functions (a FunctionOperator's) by identity, the rest by repr.
+        out = []
+        for k, v in sorted(vars(obj).items()):
+            if k.startswith("_"):
+                continue
+            if isinstance(v, torch.Tensor | np.ndarray):
+                v = content([_as_numpy(v) if torch.is_tensor(v) else v])
+            elif callable(v):
+                v = id(v)
+            out.append((k, repr(v)))
+        return out
+
     parts = []
     for name, value in sorted(estimator.get_params(deep=True).items()):
         if isinstance(value, torch.nn.Module):
-            # Weights and buffers (a kernel, a mask), and the functions a FunctionOperator holds.
+            # Weights and buffers (a kernel, a mask) and the public attributes.
             tensors = [_as_numpy(t) for t in value.state_dict().values()]
-            functions = sorted((k, id(v)) for k, v in vars(value).items() if callable(v))
-            value = (repr(value), functions, content(tensors))
+            value = (repr(value), attributes(value), content(tensors))
         elif isinstance(value, torch.Tensor | np.ndarray):
             value = content([_as_numpy(value) if torch.is_tensor(value) else value])
+        elif (
+            name != "callback"  # its state (steps it saw) is no setting of the fit
+            and callable(value)
+            and hasattr(value, "__dict__")
+            and not inspect.isroutine(value)
+        ):
+            value = (repr(value), attributes(value))  # a callable object, e.g. a loss
         parts.append(f"{name}={value!r}")
     return ";".join(parts)

@@ -100,8 +100,14 @@ class GeneratorNetwork(nn.Module):
 class BaseGenerator(BaseEstimator):
     """Base class of generator configurations.
 
-    Subclasses implement :meth:`build`. Every parameter is a plain value set in
-    ``__init__``, following the scikit-learn convention.
+    Subclasses implement ``_build(out_shape, out_channels)``, which returns a
+    :class:`GeneratorNetwork` (its ``input`` buffer is the code ``z``); the
+    public :meth:`build` validates the arguments, seeds torch's global RNG with
+    ``seed`` and calls it, so ``_build`` only creates the layers. Every
+    parameter is a plain value set in ``__init__``, following the scikit-learn
+    convention. For ``batch_size > 1`` the network must run under
+    :func:`torch.func.vmap` (no dropout, no ``.item()`` or data-dependent
+    branching); ``batch_size=1`` has no such limit.
     """
 
     #: whether perturbing the input code each step (``reg_noise_std``) makes

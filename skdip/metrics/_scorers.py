@@ -281,7 +281,8 @@ def resolve_criterion(estimator: Any, criterion: str) -> str:
         raise ValueError(
             "the discrepancy criterion compares a mean squared residual with the noise "
             f"variance; it needs loss='mse' for {type(estimator).__name__}, got "
-            f"{estimator.loss!r}. Use criterion='variance' or a full-reference scorer"
+            f"{estimator.loss!r} (a callable loss is not known to be one). Score with "
+            "NoReferenceScorer(criterion='variance') or a full-reference scorer"
         )
     return criterion
 

@@ -70,7 +70,13 @@ class BaseStoppingRule(BaseEstimator):
         raise NotImplementedError
 
     def observe(self, value: float, iteration: int) -> tuple[bool, bool]:
-        """Record the signal's value; return ``(is_new_minimum, should_stop)``."""
+        """Record the signal's value; return ``(is_new_minimum, should_stop)``.
+
+        Values before ``warmup`` are ignored, also for a subclass whose
+        :meth:`signal` returns them.
+        """
+        if iteration < self.warmup:
+            return False, False
         if value < self.best_value_:
             self.best_value_ = value
             self.best_iter_ = iteration
