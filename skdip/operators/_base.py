@@ -14,7 +14,10 @@ class ForwardOperator(nn.Module):
     Operators are ``torch.nn.Module`` objects so that the tensors they hold
     (masks, kernels) follow ``.to(device)`` and pickle with the estimator.
     They act on batched tensors of shape ``(B, C, H, W)`` and are
-    differentiable, which is all the fitting engine needs.
+    differentiable, which is all the fitting engine needs. The engine holds
+    an operator's parameters fixed (the forward model is known), and the
+    estimators fit a copy, never the caller's object. Settings kept as public
+    attributes (or tensors) are part of the estimators' kept-solve key.
 
     Subclasses implement :meth:`forward` and, when linear, :meth:`adjoint`,
     and say how shapes change through :meth:`output_shape` and
