@@ -1037,6 +1037,12 @@ def _warn_interrupted(n_steps: int) -> None:
     warn(f"fit interrupted after {n_steps} steps; keeping the best estimate so far", RuntimeWarning)
 
 
+COMPLEX_OUTPUT_MESSAGE = (
+    "the forward operator returns complex values but the observation is real; "
+    "return what is measured (e.g. magnitudes, or real and imaginary parts as channels)"
+)
+
+
 def _check_scalar(value, what: str) -> None:
     """A user's loss or regularizer must give a scalar tensor (the gradient's root)."""
     if not torch.is_tensor(value):
@@ -1060,10 +1066,7 @@ def _check_shapes(x, prediction, target, reference, model=None) -> None:
         else "the forward operator"
     )
     if prediction.is_complex() and not target.is_complex():
-        raise ValueError(
-            "the forward operator returns complex values but the observation is real; "
-            "return what is measured (e.g. magnitudes, or real and imaginary parts as channels)"
-        )
+        raise ValueError(COMPLEX_OUTPUT_MESSAGE)
     if prediction.shape != target.shape:
         raise ValueError(
             f"the model predicts measurements of shape {tuple(prediction.shape)} but the "

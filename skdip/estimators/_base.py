@@ -196,10 +196,11 @@ class BaseDIPEstimator(
         """
         return Identity(), image, image.shape[:2], image.shape[2]
 
-    def _fit_scaling(self, image: np.ndarray, extra: dict) -> _Scaling:
-        """The intensity map of one observation (``rescale``)."""
+    def _fit_scaling(self, image: np.ndarray, extra: dict, values=None) -> _Scaling:
+        """The intensity map of one observation (``rescale``); ``values``: its
+        :meth:`_scaling_values`, when the caller has them already."""
         return _Scaling.fit(
-            self._scaling_values(image, extra),
+            self._scaling_values(image, extra) if values is None else values,
             self.rescale,
             constant_response=lambda: self._constant_response(image, extra),
             narrow=self._measurement_is_the_image,
@@ -455,17 +456,19 @@ class BaseDIPEstimator(
         _, _, out_shape, channels = self._forward_problem(image, extra)
         return (*out_shape, channels)
 
-    def _check_solvable(self, image: np.ndarray, extra: dict) -> None:
-        """Refuse, before any fit, an observation the current parameters cannot solve."""
-        scaling = self._fit_scaling(image, extra)  # e.g. a rescaling the model cannot carry
-        # Estimators that normalise their own measurements have no rescale parameter.
-        if "rescale" not in self._parameter_constraints:
-            return
+    def _check_solvable(self, image: np.ndarray, extra: dict, reference=None) -> None:
+        """Refuse, before any fit, an observation the current parameters cannot solve
+        (and a clean ``reference`` on another intensity scale)."""
         values = self._scaling_values(image, extra)
-        if self.rescale is False:
-            self._check_unscaled_range(values)
-        elif scaling.scale != 1 or np.any(scaling.offset != 0):
-            _check_outliers(values)
+        scaling = self._fit_scaling(image, extra, values)  # e.g. a rescaling the model cannot carry
+        # Estimators that normalise their own measurements have no rescale parameter.
+        if "rescale" in self._parameter_constraints:
+            if self.rescale is False:
+                self._check_unscaled_range(values)
+            elif scaling.scale != 1 or np.any(scaling.offset != 0):
+                _check_outliers(values)
+        if reference is not None:
+            self._check_reference_scale(reference, values, scaling.scale)
 
     def _check_unscaled_range(self, values: np.ndarray) -> None:
         """With ``rescale=False`` the data is fitted as given, in float32."""
@@ -488,10 +491,9 @@ class BaseDIPEstimator(
                 UserWarning,
             )
 
-    def _check_reference_scale(self, reference, image, extra, span: float) -> None:
+    def _check_reference_scale(self, reference, values: np.ndarray, span: float) -> None:
         """Refuse a clean reference on another intensity scale than the observation's
-        (e.g. uint8 X, read on [0, 1], against a float y on 0-255: -42 dB)."""
-        values = self._scaling_values(image, extra)
+        ``values`` (e.g. uint8 X, read on [0, 1], against a float y on 0-255: -42 dB)."""
         finite = values[np.isfinite(values)]
         scale = max(span, float(np.ptp(finite)) if finite.size else 0.0)
         # Through a blur a sharp reference spans more than its measurement (a point
@@ -512,10 +514,7 @@ class BaseDIPEstimator(
         for image, reference, extra in zip(images, refs, extras, strict=True):
             self._check_observation(image, reference, extra)
             if solving:
-                self._check_solvable(image, extra)
-                if reference is not None:
-                    span = self._fit_scaling(image, extra).scale
-                    self._check_reference_scale(reference, image, extra, span)
+                self._check_solvable(image, extra, reference)
         return extras
 
     def _check_inputs(self, X, y=None):
@@ -760,15 +759,15 @@ class BaseDIPEstimator(
             if ref.shape != est.shape:
                 raise ValueError(f"y has shape {ref.shape} but the reconstruction {est.shape}")
             lo, span = r["scaling"].image_offset, r["scaling"].scale
+            values = self._scaling_values(image, extra)
             if span == 1 and np.all(r["scaling"].offset == 0):
                 # Fitted as given (rescale=False): outside [0, 1], the data's own range
                 # (clipping to [0, 1] scored an exact estimate on 0-255 at -27.8 dB).
-                values = self._scaling_values(image, extra)
-                values = values[np.isfinite(values)]
-                low, high = float(values.min()), float(values.max())
+                finite = values[np.isfinite(values)]
+                low, high = float(finite.min()), float(finite.max())
                 if low < _AUTO_RESCALE_BOUNDS[0] or high > _AUTO_RESCALE_BOUNDS[1]:
                     lo, span = low, high - low
-            self._check_reference_scale(ref, image, extra, span)
+            self._check_reference_scale(ref, values, span)
             # On the unit range the fit worked on: span**2 overflows for data near 1e200.
             unit_ref, unit_est = (ref - lo) / span, (np.clip(est, lo, lo + span) - lo) / span
             scores.append(peak_signal_noise_ratio(unit_ref, unit_est, data_range=1.0))

@@ -17,6 +17,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
+from .._engine import COMPLEX_OUTPUT_MESSAGE
 from ..operators import (
     Convolution,
     Downsample,
@@ -316,25 +317,21 @@ class DIPReconstructor(_InverseProblemEstimator):
             return self.operator
         return FunctionOperator(self.operator)
 
-    def _check_solvable(self, image, extra) -> None:
+    def _check_solvable(self, image, extra, reference=None) -> None:
         # A user's operator may not map the reconstruction onto this observation:
         # found here for every image of a batch, not after the earlier images' fits.
         outputs = self._probe_operator(image, extra, lambda shape: [torch.zeros(shape)])
         if outputs is not None:
             (predicted,) = outputs
             if np.iscomplexobj(predicted):
-                raise ValueError(
-                    "the forward operator returns complex values but the observation is real; "
-                    "return what is measured (e.g. magnitudes, or real and imaginary parts as "
-                    "channels)"
-                )
+                raise ValueError(COMPLEX_OUTPUT_MESSAGE)
             if tuple(predicted.shape[-2:]) != image.shape[:2]:
                 raise ValueError(
                     f"the model predicts measurements of shape {tuple(predicted.shape[-2:])} but "
                     f"the observation has shape {image.shape[:2]}; check the forward operator "
                     "(and output_shape)"
                 )
-        super()._check_solvable(image, extra)  # the rescaling probes the same model
+        super()._check_solvable(image, extra, reference)  # the rescaling probes the same model
 
     def _forward_problem(self, image, extra):
         operator = self._operator()
