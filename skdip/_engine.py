@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Real
 
 import numpy as np
 import torch
@@ -590,7 +591,17 @@ def fit_batch(
     try:
         while active:
             z = torch.stack([models[m].perturbed_input(rngs[m]) for m in active])
-            x, prediction = batched_forward(params, constants, z)
+            try:
+                x, prediction = batched_forward(params, constants, z)
+            except RuntimeError as error:
+                if "vmap" not in str(error):
+                    raise
+                raise RuntimeError(
+                    "batch_size > 1 fits the images together under torch.func.vmap, and the "
+                    "generator or forward operator cannot run under it (dropout, .item() or a "
+                    "branch on the data are common causes); use batch_size=1, which fits them "
+                    f"one by one. torch said: {error}"
+                ) from error
             member_losses, member_data = [], []
             for row, m in enumerate(active):
                 first = n_steps[m] == 0 and not events[m]
@@ -933,7 +944,7 @@ class _Selection:
         if sig is not None:
             if self.first_checked is None:
                 self.first_checked = it
-            scalars.append(sig.reshape(()).float())
+            scalars.append(_signal_tensor(sig, self.rule, raw))
         if self.reference is not None:
             scalars.append(_psnr(self.estimate, self.reference).float())
             if self.averaging is not None:
@@ -1041,6 +1052,31 @@ COMPLEX_OUTPUT_MESSAGE = (
     "the forward operator returns complex values but the observation is real; "
     "return what is measured (e.g. magnitudes, or real and imaginary parts as channels)"
 )
+
+
+def _signal_tensor(value, rule, like: torch.Tensor) -> torch.Tensor:
+    """A stopping rule's signal as a 0-d float tensor on the iterate's device.
+
+    A user's rule may return a Python or NumPy number (it costs a sync, but it
+    is not wrong); anything else gets an error naming the rule.
+    """
+    name = type(rule).__name__
+    if not torch.is_tensor(value):
+        if isinstance(value, Real) and not isinstance(value, bool):
+            value = torch.tensor(float(value), device=like.device)
+        else:
+            raise TypeError(
+                f"{name}.signal must return a scalar torch tensor or None, "
+                f"got {type(value).__name__}"
+            )
+    if value.numel() != 1:
+        raise ValueError(
+            f"{name}.signal must return a scalar (one value per iterate), "
+            f"got shape {tuple(value.shape)}"
+        )
+    if value.is_complex():
+        raise TypeError(f"{name}.signal must return a real value, got {value.dtype}")
+    return value.detach().reshape(()).float().to(like.device)
 
 
 def _check_scalar(value, what: str) -> None:

@@ -613,3 +613,31 @@ def test_batched_run_shows_one_progress_bar(capsys):
     ).fit(images)
     assert den.reconstruction_.shape == (2, 16, 16, 1)
     assert "2 fits" in capsys.readouterr().err
+
+
+def _branch_on_the_data(x):
+    # .item() cannot run under vmap.
+    return x * 0.5 if x.mean().item() > 0.5 else x
+
+
+def _dropout(x):
+    return torch.nn.functional.dropout(x, 0.1, training=True)
+
+
+@pytest.mark.parametrize("function", [_branch_on_the_data, _dropout])
+def test_an_operator_that_cannot_be_vmapped_names_batch_size(function):
+    from skdip import DIPReconstructor
+
+    images = np.random.default_rng(0).random((2, 8, 8, 1))
+    est = DIPReconstructor(
+        operator=FunctionOperator(function),
+        generator=TINY,
+        max_iter=3,
+        early_stopping=None,
+        batch_size=2,
+        device="cpu",
+    )
+    with pytest.raises(RuntimeError, match=r"batch_size > 1 fits the images together.*vmap"):
+        est.fit(images)
+    # One by one it runs.
+    assert est.set_params(batch_size=1).fit(images).transform().shape == images.shape

@@ -132,3 +132,75 @@ def test_the_base_rule_ignores_values_before_its_warmup():
     decisions = [rule.observe(v, i) for i, v in enumerate([1.0, 2.0, 3.0, 9.0, 8.0, 8.5, 8.6])]
     assert decisions[:3] == [(False, False)] * 3
     assert rule.best_iter_ == 4 and decisions[-1] == (False, True)
+
+
+def _user_rule(returns):
+    from skdip.stopping import BaseStoppingRule
+
+    class UserRule(BaseStoppingRule):
+        def _start(self):
+            pass
+
+        def signal(self, x, iteration):
+            return returns(x, iteration)
+
+    return UserRule(patience=3, warmup=0)
+
+
+def _fit_with(rule, batch_size=1, n_images=1):
+    from skdip import DIPDenoiser, SkipNetwork
+
+    den = DIPDenoiser(
+        generator=SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1),
+        max_iter=20,
+        early_stopping=rule,
+        random_state=0,
+        device="cpu",
+        output_averaging=None,
+        batch_size=batch_size,
+    )
+    images = np.random.default_rng(0).random((n_images, 8, 8, 1))
+    return den.fit(images if n_images > 1 else images[0, ..., 0])
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_user_rule_may_return_a_python_number(batch_size):
+    # 'float' object has no attribute 'reshape' before; a number is a valid signal.
+    # A valley at 3; patience 3 stops at 6.
+    den = _fit_with(_user_rule(lambda x, it: float(abs(it - 3))), batch_size, n_images=2)
+    assert list(den.stopped_by_) == ["early_stopping"] * 2
+    assert list(den.n_iter_) == [7, 7] and list(den.best_iter_) == [3, 3]
+
+
+@pytest.mark.parametrize(
+    "returns, error, match",
+    [
+        (
+            lambda x, it: x,
+            ValueError,
+            r"UserRule.signal must return a scalar.*shape \(1, 1, 8, 8\)",
+        ),
+        (lambda x, it: "low", TypeError, "UserRule.signal must return a scalar torch tensor"),
+        (lambda x, it: x.mean() * 1j, TypeError, "must return a real value"),
+    ],
+)
+def test_a_user_rule_returning_a_wrong_signal_is_named(returns, error, match):
+    with pytest.raises(error, match=match):
+        _fit_with(_user_rule(returns))
+
+
+def test_a_user_rule_missing_its_hooks_is_told_what_to_define():
+    from skdip.stopping import BaseStoppingRule
+
+    class NoStart(BaseStoppingRule):
+        def signal(self, x, iteration):
+            return x.mean()
+
+    class NoSignal(BaseStoppingRule):
+        def _start(self):
+            pass
+
+    with pytest.raises(NotImplementedError, match=r"NoStart must define _start\(\)"):
+        _fit_with(NoStart())
+    with pytest.raises(NotImplementedError, match=r"NoSignal must define signal\(x, iteration\)"):
+        _fit_with(NoSignal())

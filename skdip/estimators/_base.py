@@ -1050,6 +1050,8 @@ _COMMON_KEYS = {
     "best_signal",
     "scaling",
     "early_stopping",
+    # (h, w, c) booleans: the entries that hold measurements, where some do not.
+    "measured",
 }
 
 

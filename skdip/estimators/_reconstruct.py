@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from .._engine import COMPLEX_OUTPUT_MESSAGE
+from .._validation import to_tensor
 from ..operators import (
     Convolution,
     Downsample,
@@ -160,20 +161,34 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         except Exception:
             return None
 
-    def _scaling_values(self, image, extra):
-        # Measurements the model never produces (a PixelMask's hidden pixels)
-        # hold placeholders: they must not set the scale. A linear model gives 0
-        # at an entry for both probes only where its row is 0.
+    def _unmeasured(self, image, extra) -> np.ndarray | None:
+        """Entries of the observation a linear forward model never produces, as an
+        ``(h, w, c)`` boolean array (a PixelMask's hidden pixels); None when there
+        are none, or when the model is not linear (or cannot be probed).
+
+        They hold placeholders, not measurements: they must set neither the
+        scale, nor the loss, nor the noise level a scorer estimates.
+        """
+
         def inputs(shape):
             probe = torch.rand(shape, generator=torch.Generator().manual_seed(1))
-            return 0 * probe + 1, probe
+            return 0 * probe, 0 * probe + 1, probe, 2 * probe
 
         outputs = self._probe_operator(image, extra, inputs)
         if outputs is None or outputs[0].shape[1:] != image.shape[2:] + image.shape[:2]:
-            return image
-        reached = (outputs[0][0] != 0) | (outputs[1][0] != 0)
-        reached = reached.transpose(1, 2, 0)
-        return image[reached] if reached.any() else image
+            return None
+        zero, one, x, twice_x = (out[0].transpose(1, 2, 0) for out in outputs)
+        size = max(float(np.abs(x).max()), float(np.abs(one).max()), 1e-12)
+        if np.abs(zero).max() > 1e-4 * size or np.abs(twice_x - 2 * x).max() > 2e-4 * size:
+            return None
+        # A linear model gives exactly 0 at an entry for both probes only where its
+        # row is 0.
+        unmeasured = (one == 0) & (x == 0)
+        return unmeasured if unmeasured.any() and not unmeasured.all() else None
+
+    def _scaling_values(self, image, extra):
+        unmeasured = self._unmeasured(image, extra)
+        return image if unmeasured is None else image[~unmeasured]
 
     def _constant_response(self, image, extra):
         # Constant images give the gain, a random one tests linearity.
@@ -342,6 +357,22 @@ class DIPReconstructor(_InverseProblemEstimator):
             out_shape = operator.input_shape(observed_shape)
         channels = self.output_channels if self.output_channels is not None else image.shape[2]
         return operator, image, out_shape, int(channels)
+
+    def _make_model(self, image, extra, seed, device):
+        model, target, fit_kwargs = super()._make_model(image, extra, seed, device)
+        unmeasured = self._unmeasured(image, extra)
+        if unmeasured is not None:
+            # The model predicts 0 there: a placeholder would add a constant misfit
+            # to the loss (and to the score read from it).
+            target = target.masked_fill(to_tensor(unmeasured, device, torch.bool), 0.0)
+        return model, target, fit_kwargs
+
+    def _finish(self, estimate, result, image, extra):
+        out = super()._finish(estimate, result, image, extra)
+        unmeasured = self._unmeasured(image, extra)
+        if unmeasured is not None:
+            out["measured"] = ~unmeasured  # for the scorers, as an inpainter's mask
+        return out
 
 
 # --------------------------------------------------------------------------- inpainting
@@ -524,6 +555,7 @@ class DIPInpainter(_InverseProblemEstimator):
             out["estimate"] = filled
         shared = bool((observed == observed[..., :1]).all())
         out["mask"] = np.array(observed[..., 0] if shared else observed)
+        out["measured"] = observed
         return out
 
 

@@ -329,13 +329,11 @@ def no_reference_scores(
             observation, sigma_scale = estimator._fitted_observation(image)
         else:
             observation, sigma_scale = scaling.forward(image), scaling.scale
-        mask = result.get("mask")
-        if image_sigma is None and mask is not None:
-            # Pixels a mask= hides hold no observation (overlays, dead pixels): as NaN,
+        measured = result.get("measured")
+        if image_sigma is None and measured is not None:
+            # Pixels a mask hides hold no observation (overlays, dead pixels): as NaN,
             # they are left out of the noise estimate, as missing pixels are.
-            hidden = ~np.broadcast_to(
-                np.asarray(mask, bool).reshape(*mask.shape[:2], -1), observation.shape
-            )
+            hidden = ~np.broadcast_to(measured, observation.shape)
             observation_for_noise = np.where(hidden, np.nan, observation)
         else:
             observation_for_noise = observation
@@ -359,10 +357,9 @@ def no_reference_scores(
         else:
             # The data term alone: a regularizer's penalty is no misfit of the data.
             residual = _picked(result, "data_loss" if "data_loss" in result["history"] else "loss")
-            mask = result.get("mask")
-            if mask is not None and np.mean(mask) > 0:
-                # A masked loss averages over all pixels; the residual is per observed one.
-                residual /= float(np.mean(mask))
+            if measured is not None and np.mean(measured) > 0:
+                # A masked loss averages over all pixels; the residual is per measured one.
+                residual /= float(np.mean(measured))
         if not np.isfinite(residual):
             raise ValueError("no finite residual was recorded at the picked iteration")
         residual = max(residual, _MIN_NOISE_VAR)

@@ -59,15 +59,22 @@ class BaseStoppingRule(BaseEstimator):
         self._start()
 
     def _start(self) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must define _start(), which resets the running "
+            "statistics before each fit (define it with 'pass' if there are none)"
+        )
 
     def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
         """Update the running statistics with iterate ``x``; return the signal.
 
         Returns a scalar tensor on ``x``'s device, or None while the rule is
-        warming up. No host-device synchronisation happens here.
+        warming up. No host-device synchronisation happens here (a Python
+        number is accepted too, at the cost of one).
         """
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must define signal(x, iteration), which returns "
+            "the stopping signal (lower is better) or None"
+        )
 
     def observe(self, value: float, iteration: int) -> tuple[bool, bool]:
         """Record the signal's value; return ``(is_new_minimum, should_stop)``.
