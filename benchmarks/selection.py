@@ -105,6 +105,8 @@ FRESH2_IMAGES = {
 }
 ALL_IMAGES = {**IMAGES, **HOLDOUT_IMAGES, **FRESH_IMAGES, **FRESH2_IMAGES}
 NOISES = {"gaussian15": 15 / 255, "gaussian25": 25 / 255, "gaussian50": 50 / 255}
+# Levels no rule or margin was designed on: for validation runs (with --noise-seed).
+ALL_NOISES = {**NOISES, "gaussian20": 20 / 255, "gaussian35": 35 / 255}
 GENERATORS = {
     "skip-small": "skip-small",
     "skip-w16": SkipNetwork(width=16, depth=4, skip_channels=4, input_channels=8),
@@ -192,8 +194,8 @@ def run_grid(args) -> None:
             name, grey = ALL_IMAGES[image]
             clean = load_image(name, size=args.size, as_gray=grey)
             for noise in args.noises:
-                sigma = NOISES[noise]
-                noisy = add_noise(clean, "gaussian", sigma, random_state=0)
+                sigma = ALL_NOISES[noise]
+                noisy = add_noise(clean, "gaussian", sigma, random_state=args.noise_seed)
                 for setting in _settings():
                     label = _label(setting)
                     if (image, noise, label) in done:
@@ -267,6 +269,7 @@ def summarise(jsonl: Path, args) -> None:
         f"--rule {args.rule} --seed {args.seed}"
         + ("" if args.images == list(IMAGES) else f" --images {' '.join(args.images)}")
         + ("" if args.noises == list(NOISES) else f" --noises {' '.join(args.noises)}")
+        + ("" if args.noise_seed == 0 else f" --noise-seed {args.noise_seed}")
         + ("" if args.size == 64 else f" --size {args.size}")
         + ("" if args.max_iter == 1500 else f" --max-iter {args.max_iter}")
         + ("" if args.patience == 250 else f" --patience {args.patience}")
@@ -275,7 +278,8 @@ def summarise(jsonl: Path, args) -> None:
         f"torch {torch.__version__}, 1 thread, shared 2-core machine). "
         f"{args.size}x{args.size} images, Gaussian noise, ES-{args.rule.upper()} "
         f"(patience {args.patience}), "
-        f"max_iter {args.max_iter}, fit seed {args.seed} (noise seed 0). Grid: generator "
+        f"max_iter {args.max_iter}, fit seed {args.seed} (noise seed {args.noise_seed}). "
+        "Grid: generator "
         f"{{{', '.join(GENERATORS)}}} x lr {{{', '.join(f'{v:g}' for v in LRS)}}} x "
         f"reg_noise_std {{{', '.join(f'{v:.3g}' for v in REG_NOISE)}}} (12 settings); "
         f"default = {_label(DEFAULT)}. PSNR in dB of the returned (EMV-picked) estimate.",
@@ -403,7 +407,7 @@ def run_batched(args) -> None:
         name, grey = ALL_IMAGES[image]
         clean = load_image(name, size=args.size, as_gray=grey)
         for noise in args.noises:
-            noisy = add_noise(clean, "gaussian", NOISES[noise], random_state=0)
+            noisy = add_noise(clean, "gaussian", ALL_NOISES[noise], random_state=args.noise_seed)
             settings = list(_settings())
             base = DIPDenoiser(
                 max_iter=args.max_iter,
@@ -466,7 +470,9 @@ def run_batched(args) -> None:
         f"# The selection grid fitted in batched runs ({args.tag})",
         "",
         f"Command: `python benchmarks/selection.py --part batched --rule {args.rule} --images "
-        f"{' '.join(args.images)} --noises {' '.join(args.noises)} --device {args.device}` "
+        f"{' '.join(args.images)} --noises {' '.join(args.noises)} --device {args.device}"
+        + ("" if args.noise_seed == 0 else f" --noise-seed {args.noise_seed}")
+        + "` "
         f"({args.device}, {torch.get_num_threads()} CPU thread). The 12 settings of "
         f"`selection_{args.tag}.md` "
         "fitted by `skdip.model_selection.fit_candidates` (one batched run per generator: "
@@ -720,7 +726,9 @@ def _write_device_batched(args, rows: list[dict], device_name: str) -> None:
         f"# The selection grid fitted in batched runs on {device_name} ({args.tag})",
         "",
         f"Command: `python benchmarks/selection.py --part batched --rule {args.rule} --images "
-        f"{' '.join(args.images)} --noises {' '.join(args.noises)} --device {args.device}`; "
+        f"{' '.join(args.images)} --noises {' '.join(args.noises)} --device {args.device}"
+        + ("" if args.noise_seed == 0 else f" --noise-seed {args.noise_seed}")
+        + "`; "
         f"torch {torch.__version__}. The 12 settings of `selection_{args.tag}.md` fitted on "
         "the device by `skdip.model_selection.fit_candidates`, once batched (one run per "
         "generator: 4 settings each) and once one by one (`batch_size=1`), with early "
@@ -860,7 +868,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="for --part batched")
     parser.add_argument("--images", nargs="+", default=list(IMAGES), choices=list(ALL_IMAGES))
-    parser.add_argument("--noises", nargs="+", default=list(NOISES), choices=list(NOISES))
+    parser.add_argument("--noises", nargs="+", default=list(NOISES), choices=list(ALL_NOISES))
+    parser.add_argument("--noise-seed", type=int, default=0, help="random_state of add_noise")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--max-iter", type=int, default=1500)
     parser.add_argument("--patience", type=int, default=250)
