@@ -387,7 +387,7 @@ def fit_model(
                 events.append({"iteration": it, "loss": loss_value, "lr": _lrs(optimizer)})
                 if len(events) > max_divergences:
                     stopped_by = "divergence"
-                    _warn_diverged(len(events), it)
+                    _warn_diverged(events, it)
                     break
                 continue
             optimizer.step()
@@ -647,7 +647,7 @@ def fit_batch(
                 )
                 if len(events[m]) > max_divergences:
                     stopped_by[m] = "divergence"
-                    _warn_diverged(len(events[m]), n_steps[m])
+                    _warn_diverged(events[m], n_steps[m])
                     ended.append(row)
 
             accepted = [row for row in range(len(active)) if row not in rejected]
@@ -1036,9 +1036,19 @@ class _Selection:
         )
 
 
-def _warn_diverged(count: int, it: int) -> None:
+def _warn_diverged(events: list[dict], it: int) -> None:
+    if it == 0 and not any(math.isfinite(e["loss"]) for e in events):
+        # Not the step size: the untrained network's loss is already not finite.
+        warn(
+            f"no step could be taken: the loss of the untrained network was not finite "
+            f"({len(events)} tries), so the forward operator, the loss or the data overflow "
+            "(e.g. a kernel or measurements too large for float32); the untrained "
+            "network's output is returned.",
+            RuntimeWarning,
+        )
+        return
     warn(
-        f"the fit diverged {count} times; stopping at iteration {it} "
+        f"the fit diverged {len(events)} times; stopping at iteration {it} "
         "with the best estimate so far. Try a smaller learning rate.",
         RuntimeWarning,
     )

@@ -9,6 +9,7 @@ what is needed to hand results back in the caller's layout and dtype.
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,16 @@ def _check_one(
         )
     if isinstance(image, str | bytes) or image is None:
         raise TypeError(f"{name} must be an array-like image, got {type(image).__name__}")
+    if np.ma.isMaskedArray(image):
+        hidden = int(np.count_nonzero(np.ma.getmaskarray(image)))
+        if hidden:
+            # np.asarray would drop the mask and fit the values under it.
+            raise ValueError(
+                f"{name} is a masked array with {hidden} masked value(s); this estimator "
+                "fits every pixel. Fill them (X.filled(value)), or fill them in with "
+                "DIPInpainter, which reads masked values as missing."
+            )
+        image = np.ma.getdata(image)
     arr = np.asarray(image)
     if arr.dtype == object:
         raise TypeError(f"{name} has dtype object; images must be numeric arrays")
@@ -136,11 +147,31 @@ def check_images(
             f"{name} is a sparse matrix; sparse input is not supported, pass a dense image"
         )
     if isinstance(X, list | tuple) and X and all(np.ndim(item) <= 1 for item in X):
-        X = np.asarray(X)  # nested lists of numbers: one image, as array-likes go
+        # Nested lists of numbers: one image, as array-likes go.
+        try:
+            X = np.asarray(X)
+        except ValueError as error:
+            raise ValueError(
+                f"{name} is a nested list whose rows have different lengths; an image's "
+                "rows must all have the same number of pixels"
+            ) from error
     if isinstance(X, list | tuple):
         if len(X) == 0:
             raise ValueError(f"{name} is an empty list; pass at least one image")
         items, kind = list(X), "list"
+        shapes = {np.shape(item) for item in items}
+        if len(items) > 1 and len(shapes) == 1:
+            (shape,) = shapes
+            if len(shape) == 2 and shape[1] <= 4 and shape[0] > shape[1]:
+                # list(rgb) or rgb.tolist(): the rows of one colour image, which would
+                # be fitted as grey images a few pixels wide.
+                raise ValueError(
+                    f"{name} is a list of {len(items)} items of shape {shape}, which would be "
+                    f"read as {len(items)} grey images {shape[1]} pixel(s) wide. For one "
+                    f"colour image pass an array (np.asarray({name}), shape "
+                    f"({len(items)}, {shape[0]}, {shape[1]})); for a batch of images this "
+                    "narrow, give each a channel axis ((H, W, 1))."
+                )
     else:
         if isinstance(X, torch.Tensor):
             _check_one(X, name, min_size)  # raises the tensor TypeError
@@ -162,7 +193,7 @@ def check_images(
             # far more "channels" than rows, or square images. A many-band image,
             # (H, W, B), has its two spatial sides first; a miss garbles silently, a
             # false alarm only warns, so the test leans to warning.
-            stack_like = rows <= 4 or 4 * rows <= channels or width == channels != rows
+            stack_like = rows <= 4 or 4 * rows <= channels or width == channels
             if arr.dtype != object and channels > 4 and stack_like:
                 warn(
                     f"{name} of shape {arr.shape} is read as one {arr.shape[0]}x{arr.shape[1]} "
@@ -187,7 +218,22 @@ def check_images(
 
 
 def _check_one_allow_nan(image, name: str, min_size: int, scale_uint8: bool = True):
+    if isinstance(image, torch.Tensor):
+        _check_one(image, name, min_size)  # raises the tensor TypeError
+    masked = None
+    if np.ma.isMaskedArray(image):
+        # Masked values are missing, as NaN are.
+        masked = np.ma.getmaskarray(image)
+        image = np.ma.getdata(image)
     arr = np.asarray(image)
+    if masked is not None and masked.any():
+        if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+            return _check_one(arr, name, min_size, scale_uint8)  # its dtype error
+        scale = 255.0 if arr.dtype == np.uint8 and scale_uint8 else 1.0
+        out_dtype = _output_dtype(arr.dtype)
+        arr = np.where(masked, np.nan, arr.astype(np.float64) / scale)
+        img, sq, _ = _check_one_allow_nan(arr, name, min_size, scale_uint8=False)
+        return img, sq, out_dtype
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
     if arr.dtype.kind == "f" and np.isinf(arr).any():
@@ -200,6 +246,59 @@ def _check_one_allow_nan(image, name: str, min_size: int, scale_uint8: bool = Tr
     if nan is not None and nan.any():
         img[np.broadcast_to(nan[..., None] if sq else nan, img.shape)] = np.nan
     return img, sq, dt
+
+
+def reject_bool_numbers(estimator) -> None:
+    """Refuse True/False for a numeric parameter (bool is an int to Python, so
+    ``max_iter=True`` ran one step and ``lr=True`` a rate of 1, silently)."""
+    from sklearn.utils._param_validation import Interval, InvalidParameterError
+
+    for name, constraints in estimator._parameter_constraints.items():
+        value = getattr(estimator, name, None)
+        if not isinstance(value, bool | np.bool_):
+            continue
+        numeric = any(
+            isinstance(c, Interval) or (isinstance(c, type) and issubclass(c, numbers.Number))
+            for c in constraints
+        )
+        accepts_bool = any(
+            c in ("boolean", "verbose", "random_state") or c is bool for c in constraints
+        )
+        if numeric and not accepts_bool:
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {type(estimator).__name__} must be a number, "
+                f"not a bool; got {value!r}."
+            )
+
+
+def check_same_scale(
+    images: list[np.ndarray],
+    layout: ImageLayout,
+    references: list[np.ndarray],
+    ref_layout: ImageLayout,
+) -> None:
+    """Refuse clean references read on another scale than the observations because
+    one side was uint8 (read on [0, 1]) and the other was not.
+
+    A float X on 0-255 (noise added to a uint8 picture) against its uint8 clean
+    image scored 15 dB too low, silently.
+    """
+    for i, (image, reference) in enumerate(zip(images, references, strict=False)):
+        x_uint8 = bool(layout.scaled_uint8[i]) if layout.scaled_uint8 else False
+        y_uint8 = bool(ref_layout.scaled_uint8[i]) if ref_layout.scaled_uint8 else False
+        if x_uint8 == y_uint8:
+            continue
+        other, other_name = (image, "X") if y_uint8 else (reference, "y")
+        finite = other[np.isfinite(other)]
+        span = float(np.ptp(finite)) if finite.size else 0.0
+        if span > 2.0:
+            uint8_name = "y" if y_uint8 else "X"
+            raise ValueError(
+                f"{uint8_name} is uint8, read on [0, 1] (divided by 255), but {other_name} is "
+                f"not and spans {span:.6g}: give both on one scale, e.g. "
+                f"{uint8_name}.astype(float) for both on 0-255, or {other_name} / 255 for "
+                "both on [0, 1]"
+            )
 
 
 def is_target_vector(y, n_images: int | None = None) -> bool:

@@ -131,7 +131,9 @@ def test_unscaled_data_far_outside_unit_range_is_reported_before_fitting():
         _den(max_iter=2, rescale=False, early_stopping=None).fit(_image())
 
 
-@pytest.mark.parametrize("shape", [(2, 16, 16), (3, 24, 20), (8, 16, 16), (10, 32, 48)])
+@pytest.mark.parametrize(
+    "shape", [(2, 16, 16), (3, 24, 20), (8, 16, 16), (10, 32, 48), (16, 16, 16)]
+)
 def test_an_array_with_more_channels_than_rows_is_reported(shape):
     # A stack of grey images or a channels-first image, read silently as one image.
     with pytest.warns(UserWarning, match=r"read as one .* channels \(channels last\)"):

@@ -365,7 +365,7 @@ def test_superresolver_rejects_bad_parameters():
         DIPSuperResolver(scale=0, **COMMON).fit(_smooth())
     with pytest.raises(InvalidParameterError, match="kernel"):
         DIPSuperResolver(kernel="nearest", **COMMON).fit(_smooth())
-    with pytest.raises(ValueError, match="scale must be an int"):
+    with pytest.raises(ValueError, match="'scale' parameter of DIPSuperResolver must be a number"):
         DIPSuperResolver(scale=True, **COMMON).fit(_smooth())  # not a factor of 1
 
 

@@ -147,12 +147,36 @@ def test_reference_scores_hold_for_data_near_the_float64_limit():
 
 def test_a_reference_on_another_scale_than_x_is_refused():
     noisy = _noisy(_clean())
-    den = _den().fit((noisy * 255).astype(np.uint8))  # read on [0, 1]
-    with pytest.raises(ValueError, match="more than 10 times X.s range"):
-        den.score((noisy * 255).astype(np.uint8), _clean() * 255)  # was -42 dB, silently
+    uint8 = (noisy * 255).astype(np.uint8)
+    den = _den().fit(uint8)  # read on [0, 1]
+    one_side = "X is uint8, read on .0, 1. .divided by 255., but y is not and spans"
+    with pytest.raises(ValueError, match=one_side):
+        den.score(uint8, _clean() * 255)  # was -42 dB, silently
     # The PSNR recorded during a fit too, before any step (history_["psnr"] was -45.7).
+    with pytest.raises(ValueError, match=one_side):
+        _den().fit(uint8, _clean() * 255)
+    # Float data on two scales: the range check.
+    den = _den().fit(noisy)
     with pytest.raises(ValueError, match="more than 10 times X.s range"):
-        _den().fit((noisy * 255).astype(np.uint8), _clean() * 255)
+        den.score(noisy, _clean() * 255)
+
+
+def test_a_uint8_reference_for_float_data_on_0_255_is_refused():
+    # Noise added to a uint8 picture as floats, scored against the uint8 picture: the
+    # reference was read on [0, 1] and the PSNR came out 15 dB low, silently.
+    clean = (_clean() * 255).astype(np.uint8)
+    noisy = clean + np.random.default_rng(0).normal(0, 10, clean.shape)
+    den = _den(rescale=True).fit(noisy)
+    message = "y is uint8, read on .0, 1. .divided by 255., but X is not and spans"
+    scorers = [get_scorer("psnr", data_range=None), get_scorer("ssim")]
+    for score in [den.score, *(lambda X, y, s=s: s(den, X, y) for s in scorers)]:
+        with pytest.raises(ValueError, match=message):
+            score(noisy, clean)
+    with pytest.raises(ValueError, match=message):
+        _den(rescale=True).fit(noisy, clean)
+    # Both on one scale: scored.
+    assert np.isfinite(den.score(noisy, clean.astype(float)))
+    assert np.isfinite(_den().fit(clean, clean / 255.0).score(clean, clean / 255.0))
 
 
 def test_estimator_score_without_reference_is_the_default_no_reference_scorer():
@@ -346,7 +370,7 @@ def test_a_fit_that_accepted_no_step_is_not_scored():
         return prediction.mean() * float("nan")
 
     noisy = _noisy(_clean())
-    with pytest.warns(RuntimeWarning, match="diverged"):
+    with pytest.warns(RuntimeWarning, match="no step could be taken"):
         den = _den(loss=nan_loss).fit(noisy)
     assert den.n_iter_ == 0
     with pytest.raises(ValueError, match="accepted no step"):

@@ -40,7 +40,15 @@ from .._engine import (
     require_tqdm,
     resolve_device,
 )
-from .._validation import check_images, images_digest, is_target_vector, to_numpy, to_tensor
+from .._validation import (
+    check_images,
+    check_same_scale,
+    images_digest,
+    is_target_vector,
+    reject_bool_numbers,
+    to_numpy,
+    to_tensor,
+)
 from .._warnings import warn
 from ..generators import BaseGenerator, get_generator
 from ..generators._base import _BUILD_LOCK
@@ -104,6 +112,13 @@ class _Scaling:
         # its largest entry): the image behind [lo, hi] spans [lo, hi] / g, reversed
         # for g < 0. Its lowest value c measures as c * response, exactly.
         g = float(response.flat[np.argmax(np.abs(response))])
+        if g == 0:
+            raise ValueError(
+                f"rescale={mode!r} would rescale these measurements (they reach outside "
+                "[-0.25, 1.25]), but the forward model measures a constant image as 0 (a "
+                "kernel summing to 0, a difference operator), so the image's level cannot be "
+                "set from them. Bring the data near [0, 1] yourself and pass rescale=False."
+            )
         low = min(lo / g, hi / g)
         offset = low * response if response.ndim else low * g
         return cls(offset, span / abs(g), low)
@@ -250,6 +265,7 @@ class BaseDIPEstimator(
     # -------------------------------------------------------------- internals
     def _check_params(self) -> None:
         self._validate_params()
+        reject_bool_numbers(self)
         get_generator(self.generator)  # raises on unknown names
         get_loss(self.loss)
         if self.verbose:
@@ -408,9 +424,15 @@ class BaseDIPEstimator(
                 arr = np.asarray(value)
                 values = list(arr) if arr.ndim >= 1 else []
             if len(values) != n_images:
+                what = (
+                    f"an array of shape {np.shape(value)}"
+                    if not isinstance(value, list | tuple)
+                    else f"a {type(value).__name__} of {len(values)}"
+                )
                 raise ValueError(
-                    f"{key} must hold one entry per image ({n_images}), got {type(value).__name__}"
-                    f" with {len(values)}"
+                    f"{key} must hold one entry per image ({n_images}): an array with a leading "
+                    f"axis of {n_images} or a list of {n_images}; got {what}. To share one "
+                    f"entry, repeat it (e.g. np.broadcast_to({key}, ({n_images}, *{key}.shape)))"
                 )
             for extra, v in zip(extras, values, strict=True):
                 extra[key] = v
@@ -522,9 +544,10 @@ class BaseDIPEstimator(
         images, layout = self._check_observations(X)
         references = None
         if y is not None and not is_target_vector(y, len(images)):
-            references, _ = check_images(y, name="y", min_size=self._min_image_size)
+            references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(images):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
+            check_same_scale(images, layout, references, ref_layout)
         return images, layout, references
 
     def _solve(self, X, y=None, **fit_params):
@@ -742,9 +765,10 @@ class BaseDIPEstimator(
         references = None
         if y is not None and not is_target_vector(y, len(checked[0])):
             # Checked before X is solved: new data costs a full fit.
-            references, _ = check_images(y, name="y", min_size=self._min_image_size)
+            references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(checked[0]):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
+            check_same_scale(*checked, references, ref_layout)
             # The fitted images are not solved again, whatever the parameters are now.
             solving = not self._reuses_fit(checked[0], fit_params)
             self._per_image_inputs(checked[0], references, fit_params, solving=solving)

@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._engine import fit_model
-from .._validation import check_images, images_digest, is_target_vector
+from .._validation import check_images, images_digest, is_target_vector, reject_bool_numbers
 from .._warnings import warn
 from ..generators import get_generator
 from ..losses import get_loss
@@ -797,6 +797,7 @@ class HIOPhaseRetriever(
     # ----------------------------------------------------------- internals
     def _check_params(self) -> None:
         self._validate_params()
+        reject_bool_numbers(self)
         check_oversampling(self.oversampling)
         if self.n_er > self.max_iter:
             raise ValueError(

@@ -335,16 +335,34 @@ class DIPReconstructor(_InverseProblemEstimator):
     def _check_solvable(self, image, extra, reference=None) -> None:
         # A user's operator may not map the reconstruction onto this observation:
         # found here for every image of a batch, not after the earlier images' fits.
-        outputs = self._probe_operator(image, extra, lambda shape: [torch.zeros(shape)])
+        outputs = self._probe_operator(
+            image, extra, lambda shape: [torch.zeros(shape), torch.full(shape, 0.5)]
+        )
         if outputs is not None:
-            (predicted,) = outputs
+            predicted = outputs[0]
             if np.iscomplexobj(predicted):
                 raise ValueError(COMPLEX_OUTPUT_MESSAGE)
+            if predicted.ndim != 4:
+                raise ValueError(
+                    "the forward operator must return a (B, C, h, w) tensor, got shape "
+                    f"{tuple(predicted.shape)}"
+                )
             if tuple(predicted.shape[-2:]) != image.shape[:2]:
                 raise ValueError(
                     f"the model predicts measurements of shape {tuple(predicted.shape[-2:])} but "
                     f"the observation has shape {image.shape[:2]}; check the forward operator "
                     "(and output_shape)"
+                )
+            if predicted.shape[1] != image.shape[2]:
+                raise ValueError(
+                    f"the model predicts measurements with {predicted.shape[1]} channel(s) but "
+                    f"the observation has {image.shape[2]}; check the forward operator (and "
+                    "output_channels)"
+                )
+            if not all(np.isfinite(out).all() for out in outputs):
+                raise ValueError(
+                    "the forward operator gives NaN or infinite measurements of a constant "
+                    "image; no step could be fitted through it"
                 )
         super()._check_solvable(image, extra, reference)  # the rescaling probes the same model
 
@@ -396,7 +414,14 @@ def _check_mask(mask, image_shape: tuple[int, int, int]) -> np.ndarray:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[:2] != (h, w) or arr.shape[2] not in (1, c):
         expected = f"({h}, {w})" + (f" or ({h}, {w}, {c})" if c > 1 else "")
-        raise ValueError(f"mask has shape {np.shape(mask)} but the image needs {expected}")
+        # A batch splits its mask along the first axis: one (H, W) mask for several
+        # images arrives here as its rows.
+        hint = (
+            "; for several images pass one mask per image (an (N, H, W) array or a list)"
+            if arr.ndim < 2
+            else ""
+        )
+        raise ValueError(f"mask has shape {np.shape(mask)} but the image needs {expected}{hint}")
     if arr.dtype != bool:
         if not np.isfinite(arr).all():
             raise ValueError("mask contains NaN or infinity")
@@ -412,11 +437,12 @@ class DIPInpainter(_InverseProblemEstimator):
 
     The loss compares the generator's output with the observation on the
     observed pixels only (``y = m * x``); the network's structure fills the
-    holes. Missing pixels are marked either as NaN in ``X`` (the
-    scikit-learn convention, as for ``SimpleImputer``) or by a boolean
-    ``mask`` passed to :meth:`fit` (True = observed), or both: a value is
-    observed only if it is not NaN and the mask says so. A 2-D mask is
-    shared by all channels; a 3-D ``(H, W, C)`` mask gives each its own.
+    holes. Missing pixels are marked as NaN in ``X`` (the scikit-learn
+    convention, as for ``SimpleImputer``), as the masked values of a NumPy
+    masked array, or by a boolean ``mask`` passed to :meth:`fit` (True =
+    observed), or together: a value is observed only if all say so. A 2-D
+    mask is shared by all channels; a 3-D ``(H, W, C)`` mask gives each its
+    own. A channel with no observed value is refused.
 
     ``mask`` is a per-image fit parameter: for a batch ``(N, H, W, C)`` pass
     ``(N, H, W)`` or ``(N, H, W, C)`` masks (or a list), which
@@ -527,6 +553,16 @@ class DIPInpainter(_InverseProblemEstimator):
             observed = observed & _check_mask(extra["mask"], image.shape)
         if not observed.any():
             raise ValueError("an image has no observed value (its mask and NaNs hide everything)")
+        empty = [c for c in range(observed.shape[2]) if not observed[..., c].any()]
+        if empty:
+            # Nothing would tie that channel to the data: the network's output there is
+            # returned as if it were a reconstruction.
+            raise ValueError(
+                f"channel(s) {empty} of an image have no observed value (its mask and NaNs hide "
+                "them entirely), so nothing constrains them; to fill in whole channels from "
+                "the others, use DIPReconstructor with an operator that measures the observed "
+                "channels"
+            )
         return observed
 
     def _scaling_values(self, image, extra):

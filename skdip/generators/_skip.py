@@ -79,6 +79,15 @@ class _SkipNetworkModule(GeneratorNetwork):
         multiple = 2**cfg.depth
         # The coarsest scale must keep at least 2x2 pixels for reflection padding and BatchNorm.
         h, w = (max(padded_size(s, multiple), 2 * multiple) for s in out_shape)
+        if h * w > max(64 * out_shape[0] * out_shape[1], 256 * 256):
+            # A 16x16 image under depth=10 ran on a 2048x2048 canvas and ran out of memory.
+            raise ValueError(
+                f"SkipNetwork(depth={cfg.depth}) works on a {h}x{w} canvas for a "
+                f"{out_shape[0]}x{out_shape[1]} image ({h * w // (out_shape[0] * out_shape[1])} "
+                "times its pixels, and as many times the memory and time per step); use a "
+                "smaller depth (each level halves the resolution, so about log2 of the "
+                "image's shorter side at most)"
+            )
         z = torch.rand(1, cfg.input_channels, h, w) * cfg.input_scale
         self.register_buffer("input", z)
         inner: nn.Module | None = None

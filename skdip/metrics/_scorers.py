@@ -592,7 +592,7 @@ class ReferenceScorer(BaseEstimator):
         -------
         score : float
         """
-        from .._validation import check_images, is_target_vector
+        from .._validation import check_images, check_same_scale, is_target_vector
 
         self._validate_params()
         if y is None or is_target_vector(y):
@@ -615,6 +615,7 @@ class ReferenceScorer(BaseEstimator):
         check_complete(results)
         if len(references) != len(results):
             raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")
+        check_same_scale(images, layout, references, ref_layout)
         if self.data_range not in (None, 1) and any(layout.scaled_uint8 + ref_layout.scaled_uint8):
             raise ValueError(
                 "uint8 images are read on [0, 1] (divided by 255), and so are their "

@@ -283,6 +283,9 @@ class Convolution(ForwardOperator):
                 f"kernel must be 2-D (kh, kw) and is shared by all channels, "
                 f"got shape {tuple(k.shape)}"
             )
+        if not bool(k.any()):
+            # Every measurement would be 0 whatever the image: nothing to fit.
+            raise ValueError("kernel is all zeros; a blur kernel needs a nonzero entry")
         self.boundary = _check_boundary(boundary)
         self.register_buffer("kernel", k)
 

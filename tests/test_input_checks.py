@@ -1,0 +1,177 @@
+"""Bad or ambiguous input found by a review of the entry points: each case was a
+silent wrong answer, a raw error deep inside, or work thrown away."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skdip import (
+    DIPDeconvolver,
+    DIPDenoiser,
+    DIPInpainter,
+    DIPReconstructor,
+    HIOPhaseRetriever,
+    SkipNetwork,
+)
+
+TINY = SkipNetwork(width=4, depth=2, input_channels=2, skip_channels=1)
+COMMON = dict(generator=TINY, max_iter=3, early_stopping=None, random_state=0, device="cpu")
+
+
+def _ramp(h=16, w=16):
+    return np.tile(np.linspace(0.1, 0.9, w), (h, 1))
+
+
+# ------------------------------------------------------------------ containers
+def test_masked_values_are_missing_for_the_inpainter():
+    # np.asarray dropped the mask: the placeholder -1000 was fitted and put back.
+    data = _ramp()
+    data[4:8, 4:8] = -1000
+    masked = np.ma.masked_array(data, mask=False)
+    masked[4:8, 4:8] = np.ma.masked
+    inp = DIPInpainter(**COMMON).fit(masked)
+    nan = _ramp()
+    nan[4:8, 4:8] = np.nan
+    expected = DIPInpainter(**COMMON).fit(nan)
+    assert not inp.mask_[4:8, 4:8].any() and inp.mask_.sum() == 256 - 16
+    np.testing.assert_array_equal(inp.reconstruction_, expected.reconstruction_)
+    assert data[5, 5] == -1000  # the caller's data untouched
+
+
+def test_a_masked_uint8_image_keeps_its_scale():
+    data = (_ramp() * 255).astype(np.uint8)
+    masked = np.ma.masked_array(data, mask=np.zeros(data.shape, bool))
+    masked[0, 0] = np.ma.masked
+    out = DIPInpainter(**COMMON).fit_transform(masked)
+    assert out.dtype == np.float64 and out.max() <= 1.0
+    np.testing.assert_allclose(out[0, 1:], data[0, 1:] / 255.0)  # kept observed values
+
+
+def test_other_estimators_refuse_masked_values():
+    masked = np.ma.masked_array(_ramp(), mask=False)
+    masked[2, 2] = np.ma.masked
+    with pytest.raises(ValueError, match="masked array with 1 masked value"):
+        DIPDenoiser(**COMMON).fit(masked)
+    # Nothing masked: the data as they are.
+    plain = DIPDenoiser(**COMMON).fit_transform(_ramp())
+    np.testing.assert_array_equal(
+        DIPDenoiser(**COMMON).fit_transform(np.ma.masked_array(_ramp())), plain
+    )
+
+
+@pytest.mark.parametrize("as_list", [lambda a: a.tolist(), list])
+def test_the_rows_of_a_colour_image_are_not_taken_for_a_batch(as_list):
+    # rgb.tolist() came back as 8 "grey images" of shape (8, 3).
+    rgb = np.stack([_ramp(8, 8)] * 3, -1)
+    with pytest.raises(ValueError, match=r"list of 8 items of shape \(8, 3\).*np.asarray"):
+        DIPDenoiser(**COMMON).fit(as_list(rgb))
+    assert DIPDenoiser(**COMMON).fit_transform(np.asarray(rgb.tolist())).shape == (8, 8, 3)
+
+
+def test_a_ragged_nested_list_is_named():
+    with pytest.raises(ValueError, match="rows have different lengths"):
+        DIPDenoiser(**COMMON).fit([[0.1, 0.2, 0.3], [0.4, 0.5], [0.6, 0.7, 0.8]])
+
+
+def test_the_inpainter_refuses_tensors_as_the_others_do():
+    with pytest.raises(TypeError, match=r"X\[0\] is a torch.Tensor"):
+        DIPInpainter(**COMMON).fit([torch.tensor(_ramp())])
+
+
+# ----------------------------------------------------------------- parameters
+@pytest.mark.parametrize("name", ["max_iter", "lr", "batch_size", "reg_noise_std"])
+def test_a_bool_is_not_a_number(name):
+    # max_iter=True ran one step and lr=True a rate of 1, silently.
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter .* not a bool"):
+        DIPDenoiser(**{**COMMON, name: True}).fit(_ramp())
+
+
+def test_a_bool_is_not_a_number_for_hio_either():
+    with pytest.raises(InvalidParameterError, match="'max_iter' parameter .* not a bool"):
+        HIOPhaseRetriever(max_iter=True).fit(np.ones((8, 8)))
+
+
+def test_bool_parameters_still_take_bools():
+    DIPDenoiser(**{**COMMON, "rescale": True, "verbose": False}).fit(_ramp())
+
+
+def test_a_skip_network_far_deeper_than_the_image_is_refused():
+    # depth=10 on 16x16 ran on a 2048x2048 canvas and exhausted the memory.
+    with pytest.raises(ValueError, match=r"depth=10\) works on a 2048x2048 canvas"):
+        DIPDenoiser(**{**COMMON, "generator": SkipNetwork(depth=10, width=4)}).fit(_ramp())
+    # The default depth on a small image is fine.
+    SkipNetwork(width=4).build((8, 8), 1)
+
+
+# ------------------------------------------------------------- forward models
+def _grey_camera(x):
+    return x.mean(1, keepdim=True)
+
+
+def test_a_channel_mismatch_is_found_before_the_first_fit():
+    # Image 0 was fitted to the end (200 steps), then the error came at image 1.
+    steps = []
+    est = DIPReconstructor(
+        operator=_grey_camera, callback=lambda i, loss, e: steps.append(i), **COMMON
+    )
+    with pytest.raises(ValueError, match=r"1 channel\(s\) but the observation has 3"):
+        est.fit([_ramp(), np.stack([_ramp()] * 3, -1)])
+    assert steps == []
+
+
+def test_a_forward_model_giving_nan_is_refused_before_the_fit():
+    with pytest.raises(ValueError, match="NaN or infinite measurements"):
+        DIPReconstructor(operator=lambda x: x * float("nan"), **COMMON).fit(_ramp())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DIPDeconvolver(kernel=[[0, 1, 0], [1, -4, 1], [0, 1, 0]], **COMMON),
+        lambda: DIPReconstructor(operator=lambda x: x - torch.roll(x, 1, -1), **COMMON),
+    ],
+)
+def test_a_zero_gain_model_cannot_be_rescaled(make):
+    # ZeroDivisionError in the rescaling before.
+    with pytest.raises(ValueError, match="measures a constant image as 0"):
+        make().fit(_ramp() * 255)
+    make().set_params(rescale=False).fit(_ramp())  # on [0, 1], as given
+
+
+def test_an_all_zero_kernel_is_refused():
+    # The loss stayed constant and the untrained network came back, silently.
+    with pytest.raises(ValueError, match="kernel is all zeros"):
+        DIPDeconvolver(kernel=np.zeros((3, 3)), **COMMON).fit(_ramp())
+
+
+def test_an_overflowing_model_is_not_blamed_on_the_learning_rate():
+    with pytest.warns(RuntimeWarning, match="no step could be taken") as record:
+        est = DIPDeconvolver(kernel=np.ones((3, 3)) * 1e30, **COMMON).fit(_ramp())
+    assert est.n_iter_ == 0
+    assert not any("smaller learning rate" in str(w.message) for w in record)
+
+
+# ------------------------------------------------------------------ inpainting
+def test_a_channel_with_no_observed_value_is_refused():
+    rgb = np.stack([_ramp()] * 3, -1)
+    rgb[..., 2] = np.nan
+    with pytest.raises(ValueError, match=r"channel\(s\) \[2\] of an image have no observed"):
+        DIPInpainter(**COMMON).fit(rgb)
+    mask = np.ones(rgb.shape, bool)
+    mask[..., 1] = False
+    with pytest.raises(ValueError, match=r"channel\(s\) \[1\]"):
+        DIPInpainter(**COMMON).fit(np.nan_to_num(rgb), mask=mask)
+
+
+@pytest.mark.parametrize("n", [3, 16])
+def test_one_mask_for_a_batch_gets_a_clear_error(n):
+    X = np.random.default_rng(0).random((n, 16, 16, 1))
+    shared = np.ones((16, 16), bool)
+    with pytest.raises(ValueError, match="one mask per image|one entry per image"):
+        DIPInpainter(**COMMON).fit(X, mask=shared)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        DIPInpainter(**COMMON).fit(X[:3], mask=np.broadcast_to(shared, (3, 16, 16)))
