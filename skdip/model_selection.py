@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.model_selection import ParameterGrid
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -767,6 +767,8 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         The averaged estimate(s), in the input's layout.
     n_images_ : int
         Number of images fitted.
+    n_features_in_ : int
+        Width of the image, set when ``X`` is a single 2-D array.
 
     See Also
     --------
@@ -873,6 +875,8 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         self.n_images_ = n_images
         self.reconstruction_ = layout.restore(averaged)
         self._averages = averaged
+        if hasattr(fitted[0], "n_features_in_"):
+            self.n_features_in_ = fitted[0].n_features_in_
         return self
 
     def transform(self, X: Any = None, **fit_params: Any) -> Any:
@@ -904,6 +908,88 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
         """Fit to ``X`` and return the averaged estimate(s) (see :meth:`fit`)."""
         return self.fit(X, y, **fit_params).transform()
+
+    def score(self, X: Any, y: Any = None, **fit_params: Any) -> float:
+        """Mean PSNR of the averaged estimates of ``X`` against clean images ``y``.
+
+        The PSNR is taken as the wrapped estimator's ``score`` takes it (on the
+        range the fits worked on). An average of several fits has no running
+        variance or picked iterate of its own, so there is no no-reference
+        score: ``y`` is required (the settings' own scores are in ``scores_``).
+
+        Parameters
+        ----------
+        X : array-like
+            The fitted image(s), or new ones (solved by a fresh copy).
+        y : array-like
+            Clean image(s) in the layout of ``X``.
+        **fit_params
+            Per-image inputs for new images, as in :meth:`fit`.
+
+        Returns
+        -------
+        score : float
+        """
+        from ._validation import check_images, check_same_scale, is_target_vector
+        from .metrics._scorers import check_complete
+
+        check_is_fitted(self, "reconstruction_")
+        first = self.estimators_[0]
+        checked = first._check_observations(X)
+        if y is None or is_target_vector(y, len(checked[0])):
+            raise ValueError(
+                "AverageOfBest is scored against clean images only (pass y): an average of "
+                "several fits has no no-reference score; the settings' scores are in scores_"
+            )
+        references, ref_layout = check_images(y, name="y", min_size=first._min_image_size)
+        if len(references) != len(checked[0]):
+            raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
+        check_same_scale(*checked, references, ref_layout)
+        images, _, results = self._results_for(X, fit_params, checked)
+        check_complete(results)
+        extras = first._split_extra(len(images), fit_params)
+        return float(np.mean(first._reference_psnrs(images, results, references, extras)))
+
+    # For the reference scorers (PSNR, SSIM); the no-reference ones refuse it.
+    _averages_fits = True
+
+    def _results_for(self, X: Any, fit_params: dict, checked: tuple | None = None) -> tuple:
+        """``(images, layout, results)`` of ``X``, each result holding the averaged
+        estimate (new images are solved by a fresh copy)."""
+        check_is_fitted(self, "reconstruction_")
+        images, layout = (
+            checked if checked is not None else self.estimators_[0]._check_observations(X)
+        )
+        source = self
+        if not self.estimators_[0]._reuses_fit(images, fit_params):
+            source = clone(self).fit(X, **fit_params)
+        results = []
+        for i, average in enumerate(source._averages):
+            members = [
+                est._fit_results[i]
+                for est, chosen in zip(source.estimators_, source.selected_[:, i], strict=True)
+                if chosen
+            ]
+            cut = any(m["stopped_by"] == "interrupted" for m in members)
+            results.append(
+                {
+                    **members[0],
+                    "estimate": average,
+                    "stopped_by": "interrupted" if cut else members[0]["stopped_by"],
+                    "n_iter": min(m["n_iter"] for m in members),
+                }
+            )
+        return images, layout, results
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Its inputs and outputs are the wrapped estimator's.
+        inner = get_tags(self.estimator)
+        tags.input_tags = inner.input_tags
+        tags.requires_fit = True
+        if tags.transformer_tags is not None and inner.transformer_tags is not None:
+            tags.transformer_tags.preserves_dtype = inner.transformer_tags.preserves_dtype
+        return tags
 
 
 def _finite_scores(scorer: NoReferenceScorer, estimator: Any, X: Any) -> np.ndarray:

@@ -373,6 +373,53 @@ def test_average_of_best_averages_the_top_scored_fits_of_each_image():
         assert not np.allclose(avg.reconstruction_[i], best.reconstruction_[i])
 
 
+def test_average_of_best_is_scored_against_clean_images():
+    # No skdip scorer took it (TypeError) and it had no score method, so neither
+    # cross_validate nor a search could evaluate it.
+    from skdip.metrics import psnr
+    from skdip.model_selection import FitImagesCV
+
+    X = _noisy_batch()
+    size = X.shape[1]
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    clean = np.stack([0.5 + 0.3 * np.sin(4 * xx) * np.cos(3 * yy)] * len(X))[..., None]
+    avg = AverageOfBest(_den(), GRID, n_best=2).fit(X)
+    expected = np.mean([psnr(c, r) for c, r in zip(clean, avg.reconstruction_, strict=True)])
+    assert avg.score(X, clean) == pytest.approx(expected)
+    assert get_scorer("psnr")(avg, X, clean) == pytest.approx(expected)
+    ssim = get_scorer("ssim")(avg, X, clean)
+    assert 0 < ssim <= 1
+    with pytest.raises(TypeError, match="averages several fits: it has no running variance"):
+        get_scorer("emv")(avg, X)
+    with pytest.raises(ValueError, match="scored against clean images only"):
+        avg.score(X)
+    # New images: solved by a fresh copy, as transform does.
+    assert avg.score(X[:1], clean[:1]) == pytest.approx(psnr(clean[0], avg.transform(X[:1])[0]))
+    scores = cross_validate(
+        AverageOfBest(_den(), GRID, n_best=2),
+        X,
+        clean,
+        cv=FitImagesCV(),
+        scoring=get_scorer("psnr"),
+    )["test_score"]
+    assert scores[0] == pytest.approx(expected)
+    # A search over n_best, with the estimator's own score.
+    search = GridSearchCV(
+        AverageOfBest(_den(), GRID), {"n_best": [1, 2]}, cv=FitImagesCV(), refit=False
+    ).fit(X, clean)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_average_of_best_has_the_estimators_tags_and_width():
+    from sklearn.utils import get_tags
+
+    avg = AverageOfBest(DIPInpainter(generator=TINY, max_iter=3, early_stopping=None), GRID)
+    tags = get_tags(avg)
+    assert tags.input_tags.allow_nan and tags.input_tags.three_d_array
+    assert "float32" in tags.transformer_tags.preserves_dtype
+    assert AverageOfBest(_den(), GRID, n_best=2).fit(_images(1)[0]).n_features_in_ == 16
+
+
 def test_average_of_best_keeps_the_input_layout():
     X = _noisy_batch(2)
     single = AverageOfBest(_den(), GRID, n_best=2).fit_transform(X[0, ..., 0])

@@ -776,8 +776,13 @@ class BaseDIPEstimator(
         if references is None:
             return float(np.mean(no_reference_scores(self, images, results)))
         check_complete(results)
-        scores = []
         extras = self._split_extra(len(images), fit_params)
+        return float(np.mean(self._reference_psnrs(images, results, references, extras)))
+
+    def _reference_psnrs(self, images, results, references, extras) -> list[float]:
+        """Per image, the PSNR of the estimate against its clean reference, on the
+        unit range the fit worked on."""
+        scores = []
         for r, ref, image, extra in zip(results, references, images, extras, strict=True):
             est = r["estimate"]
             if ref.shape != est.shape:
@@ -795,7 +800,7 @@ class BaseDIPEstimator(
             # On the unit range the fit worked on: span**2 overflows for data near 1e200.
             unit_ref, unit_est = (ref - lo) / span, (np.clip(est, lo, lo + span) - lo) / span
             scores.append(peak_signal_noise_ratio(unit_ref, unit_est, data_range=1.0))
-        return float(np.mean(scores))
+        return scores
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

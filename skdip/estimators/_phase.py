@@ -30,7 +30,7 @@ from ..generators import get_generator
 from ..losses import get_loss
 from ..metrics._phase import phase_retrieval_psnr
 from ..operators._fourier import FourierMagnitude, check_oversampling, make_phase_masks
-from ._base import BaseDIPEstimator, ImageOutputMixin, _fit_in_workers, clear_fitted
+from ._base import BaseDIPEstimator, ImageOutputMixin, _fit_in_workers, _image_seeds, clear_fitted
 
 __all__ = ["HIOPhaseRetriever", "PhaseRetriever"]
 
@@ -815,10 +815,13 @@ class HIOPhaseRetriever(
             )
             _check_support(self.support, shape)
             shapes.append(shape)
-        rng = check_random_state(self.random_state)
+        # One seed for every image, as the DIP estimators do: an image's result does
+        # not depend on its place in the batch (a PerImageCV split and the refit agree).
+        seeds = _image_seeds(check_random_state(self.random_state), len(images))
         results = []
-        for image, shape in zip(images, shapes, strict=True):
+        for image, shape, seed in zip(images, shapes, seeds, strict=True):
             magnitudes = np.sqrt(image) if self.measurement == "intensity" else image
+            rng = np.random.RandomState(seed)
             runs = [self._run(magnitudes, shape, rng) for _ in range(self.n_init)]
             errors = np.array([r["fourier_error"] for r in runs])
             best = runs[int(np.argmin(errors))]

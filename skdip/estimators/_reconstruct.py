@@ -432,7 +432,7 @@ def _check_mask(mask, image_shape: tuple[int, int, int]) -> np.ndarray:
 
 
 @_doc
-class DIPInpainter(_InverseProblemEstimator):
+class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
     """Fill in missing pixels with a Deep Image Prior.
 
     The loss compares the generator's output with the observation on the
@@ -546,6 +546,44 @@ class DIPInpainter(_InverseProblemEstimator):
         self : DIPInpainter
         """
         return super().fit(X, y, mask=mask)
+
+    # mask named in the signatures (not **fit_params): scikit-learn's metadata routing
+    # offers set_transform_request / set_score_request only for named parameters.
+    def transform(self, X=None, mask=None):
+        """Return the reconstruction.
+
+        Parameters
+        ----------
+        X : array-like, optional
+            None or the fitted observation(s): the fitted reconstruction. Other
+            data is solved from scratch, as described for
+            :meth:`BaseDIPEstimator.transform`.
+        mask : array-like or list of array-like, optional
+            The masks of new data, as in :meth:`fit`.
+
+        Returns
+        -------
+        X_hat : ndarray or list of ndarray
+        """
+        return super().transform(X, mask=mask)
+
+    def score(self, X, y=None, mask=None) -> float:
+        """PSNR against clean ``y``, or the no-reference score without it.
+
+        Parameters
+        ----------
+        X : array-like
+            Observation(s); the fitted ones reuse the fit.
+        y : array-like, optional
+            Clean references.
+        mask : array-like or list of array-like, optional
+            The masks of new data, as in :meth:`fit`.
+
+        Returns
+        -------
+        score : float
+        """
+        return super().score(X, y, mask=mask)
 
     def _observed(self, image: np.ndarray, extra: dict) -> np.ndarray:
         observed = ~np.isnan(image)

@@ -66,13 +66,20 @@ def _find_dip_step(estimator: Any, X: Any) -> tuple[Any, Any]:
     return _find_dip_step(steps[positions[-1]][1], X)
 
 
-def _dip_step(estimator: Any, X: Any) -> tuple[Any, Any]:
-    """The DIP estimator to score and its input (through a Pipeline's earlier steps)."""
+def _dip_step(estimator: Any, X: Any, reference: bool = False) -> tuple[Any, Any]:
+    """The DIP estimator to score and its input (through a Pipeline's earlier steps);
+    ``reference`` for a scorer against clean images."""
     dip, X = _find_dip_step(estimator, X)
     if dip is None:
         raise TypeError(
             "skdip scorers need a fitted skdip DIP estimator (or a Pipeline containing one), "
             f"got {type(estimator).__name__}"
+        )
+    if not reference and getattr(dip, "_averages_fits", False):
+        raise TypeError(
+            f"{type(dip).__name__} averages several fits: it has no running variance or "
+            "picked iterate for a no-reference score (the settings' scores are in its "
+            "scores_); score it against clean images (get_scorer('psnr'))"
         )
     if getattr(dip, "_own_score_only", False):
         raise TypeError(
@@ -390,7 +397,40 @@ def _residual_structure(residual: np.ndarray) -> float:
     return 10.0 * float(np.log10(max(9.0 * float(np.mean(local**2)), _MIN_NOISE_VAR) / power))
 
 
-class NoReferenceScorer(BaseEstimator):
+class _RoutedInputsMixin:
+    """Per-image fit inputs (an inpainter's ``mask``) routed to a scorer.
+
+    With scikit-learn's metadata routing on, ``scorer.set_score_request(mask=True)``
+    asks a search or ``cross_validate`` to pass the test images' masks to the
+    scorer, as ``set_score_request`` does on scikit-learn's own scorers; the
+    scorer hands them to the estimator for images it has not fitted.
+    """
+
+    def set_score_request(self, **requests):
+        """Request per-image inputs to be routed to this scorer.
+
+        Parameters
+        ----------
+        **requests : bool, str or None
+            ``name=True`` to receive ``name``, ``name="alias"`` to receive it
+            under another name, ``False``/``None`` not to.
+
+        Returns
+        -------
+        self : object
+        """
+        from sklearn.utils.metadata_routing import MetadataRequest
+
+        # Kept where scikit-learn keeps an estimator's requests: clone() copies them,
+        # and get_metadata_routing() reads them.
+        if not hasattr(self, "_metadata_request"):
+            self._metadata_request = MetadataRequest(owner=type(self).__name__)
+        for name, alias in requests.items():
+            self._metadata_request.score.add_request(param=name, alias=alias)
+        return self
+
+
+class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
     """Score a fitted DIP estimator without the clean image (higher is better).
 
     The estimate judged is the one the early-stopping rule returned (the
@@ -475,7 +515,7 @@ class NoReferenceScorer(BaseEstimator):
         self.criterion = criterion
         self.sigma = sigma
 
-    def score_images(self, estimator: Any, X: Any) -> np.ndarray:
+    def score_images(self, estimator: Any, X: Any, **fit_params) -> np.ndarray:
         """Per-image scores of ``X`` (see the class description).
 
         Parameters
@@ -484,6 +524,8 @@ class NoReferenceScorer(BaseEstimator):
             A fitted skdip estimator, or a fitted Pipeline with one.
         X : array-like
             Observation(s), as given to ``fit``.
+        **fit_params
+            Per-image inputs of new images (e.g. ``mask``), as for ``fit``.
 
         Returns
         -------
@@ -491,11 +533,11 @@ class NoReferenceScorer(BaseEstimator):
         """
         dip, X = _dip_step(estimator, X)
         checked = dip._check_observations(X)
-        if dip._reuses_fit(checked[0], {}):
+        if dip._reuses_fit(checked[0], fit_params):
             self._validate_params()
         else:
             self._check_can_score(dip)  # before new data is solved
-        images, layout, results = dip._results_for(X, {}, checked)
+        images, layout, results = dip._results_for(X, fit_params, checked)
         for result in results:
             # The fitted images keep the fit they had, whatever set_params did since.
             self._check_rule(result["early_stopping"], "these images were fitted with")
@@ -522,7 +564,7 @@ class NoReferenceScorer(BaseEstimator):
                 f"early_stopping={self.rule!r} or use a scorer with rule=None"
             )
 
-    def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
+    def __call__(self, estimator: Any, X: Any, y: Any = None, **fit_params) -> float:
         """Mean score over the images of ``X``; ``y`` is ignored.
 
         Parameters
@@ -533,15 +575,17 @@ class NoReferenceScorer(BaseEstimator):
             Observation(s).
         y : ignored
             Accepted for the scorer signature (labels in a Pipeline, or None).
+        **fit_params
+            Per-image inputs of new images (e.g. ``mask``), as for ``fit``.
 
         Returns
         -------
         score : float
         """
-        return float(np.mean(self.score_images(estimator, X)))
+        return float(np.mean(self.score_images(estimator, X, **fit_params)))
 
 
-class ReferenceScorer(BaseEstimator):
+class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
     """Score reconstructions against clean images ``y`` (PSNR or SSIM, higher is better).
 
     Parameters
@@ -576,7 +620,7 @@ class ReferenceScorer(BaseEstimator):
         self.metric = metric
         self.data_range = data_range
 
-    def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
+    def __call__(self, estimator: Any, X: Any, y: Any = None, **fit_params) -> float:
         """Mean PSNR/SSIM of the reconstructions of ``X`` against ``y``.
 
         Parameters
@@ -587,6 +631,8 @@ class ReferenceScorer(BaseEstimator):
             Observation(s).
         y : array-like
             Clean image(s) in the layout of ``X``.
+        **fit_params
+            Per-image inputs of new images (e.g. ``mask``), as for ``fit``.
 
         Returns
         -------
@@ -600,7 +646,7 @@ class ReferenceScorer(BaseEstimator):
                 f"the {self.metric!r} scorer needs clean reference images as y; without "
                 "them use a no-reference scorer such as get_scorer('emv')"
             )
-        dip, X = _dip_step(estimator, X)
+        dip, X = _dip_step(estimator, X, reference=True)
         if getattr(dip, "_aligned_reference", False):
             # Phase retrieval recovers the object up to a shift, a flip and a global
             # phase: only the aligned PSNR (data range 1) is meaningful.
@@ -609,9 +655,9 @@ class ReferenceScorer(BaseEstimator):
                     f"{type(dip).__name__} is scored by the PSNR after alignment (data range "
                     f"1), got metric={self.metric!r}, data_range={self.data_range!r}"
                 )
-            return float(dip.score(X, y))
+            return float(dip.score(X, y, **fit_params))
         references, ref_layout = check_images(y, name="y")
-        images, layout, results = dip._results_for(X, {})
+        images, layout, results = dip._results_for(X, fit_params)
         check_complete(results)
         if len(references) != len(results):
             raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")
