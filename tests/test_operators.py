@@ -494,6 +494,33 @@ def test_pickle_round_trip(name):
     assert clone.output_shape((6, 6)) == op.output_shape((6, 6))
 
 
+@pytest.mark.parametrize("name", list(PICKLABLE))
+def test_copies_of_an_operator_hash_alike(name):
+    # Tensors pickle with a storage key: two copies hashed apart, so joblib's caches
+    # (Pipeline(memory=...)) never matched an estimator holding an operator.
+    import copy
+
+    import joblib
+    from sklearn.base import clone
+
+    from skdip import DIPReconstructor
+
+    op = PICKLABLE[name]()
+    assert joblib.hash(copy.deepcopy(op)) == joblib.hash(op)
+    est = DIPReconstructor(operator=op)
+    assert joblib.hash(clone(est)) == joblib.hash(clone(est))
+    copied = copy.deepcopy(op)
+    pairs = zip(op.state_dict().items(), copied.state_dict().items(), strict=True)
+    for (key, a), (_, b) in pairs:
+        assert torch.equal(a, b) and a.dtype == b.dtype and a.device == b.device, key
+        assert a.data_ptr() != b.data_ptr() or a.numel() == 0  # a copy, not shared
+    # A different operator hashes apart.
+    other = Convolution(np.ones((3, 3)) / 9)
+    assert joblib.hash(DIPReconstructor(operator=other)) != joblib.hash(
+        DIPReconstructor(operator=Convolution(np.ones((3, 3)) / 8))
+    )
+
+
 def test_lambda_function_operator_does_not_pickle():
     op = FunctionOperator(lambda x: x)
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):

@@ -31,6 +31,22 @@ class ForwardOperator(nn.Module):
 
     linear: bool = True
 
+    # Buffers travel as NumPy arrays in pickles and copies: a torch tensor pickles
+    # with a storage key, so two copies of one operator hashed apart and joblib's
+    # caches (Pipeline(memory=...)) never matched an estimator holding one.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_buffers"] = {name: _BufferArray.of(value) for name, value in self._buffers.items()}
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        state["_buffers"] = {
+            name: value.tensor() if isinstance(value, _BufferArray) else value
+            for name, value in state.get("_buffers", {}).items()
+        }
+        super().__setstate__(state)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Apply the forward model to images ``x`` of shape ``(B, C, H, W)``."""
         raise NotImplementedError
@@ -46,6 +62,22 @@ class ForwardOperator(nn.Module):
     def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
         """Spatial shape of the image that produces a measurement of ``output_shape``."""
         return tuple(output_shape)
+
+
+class _BufferArray:
+    """A buffer's values as a NumPy array, with the dtype and device to restore."""
+
+    def __init__(self, array, dtype: torch.dtype, device: str):
+        self.array, self.dtype, self.device = array, dtype, device
+
+    @classmethod
+    def of(cls, value):
+        if not isinstance(value, torch.Tensor) or value.dtype == torch.bfloat16:
+            return value  # None, or a dtype NumPy lacks: pickled by torch
+        return cls(value.detach().cpu().numpy().copy(), value.dtype, str(value.device))
+
+    def tensor(self) -> torch.Tensor:
+        return torch.from_numpy(self.array.copy()).to(device=self.device, dtype=self.dtype)
 
 
 class Identity(ForwardOperator):
