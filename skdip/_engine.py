@@ -594,13 +594,17 @@ def fit_batch(
             try:
                 x, prediction = batched_forward(params, constants, z)
             except RuntimeError as error:
-                if "vmap" not in str(error):
+                # Not every vmap failure names vmap (a round trip through NumPy: "Cannot
+                # access data pointer of Tensor that doesn't have storage"); on the first
+                # forward pass, any failure is likely one.
+                first_pass = all(n_steps[m] == 0 and not events[m] for m in active)
+                if "vmap" not in str(error) and not first_pass:
                     raise
                 raise RuntimeError(
                     "batch_size > 1 fits the images together under torch.func.vmap, and the "
-                    "generator or forward operator cannot run under it (dropout, .item() or a "
-                    "branch on the data are common causes); use batch_size=1, which fits them "
-                    f"one by one. torch said: {error}"
+                    "generator or forward operator failed under it (dropout, .item(), NumPy "
+                    "or a branch on the data are common causes); if it runs with "
+                    f"batch_size=1, which fits the images one by one, use that. torch said: {error}"
                 ) from error
             member_losses, member_data = [], []
             for row, m in enumerate(active):

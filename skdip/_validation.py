@@ -163,15 +163,20 @@ def check_images(
         if len(items) > 1 and len(shapes) == 1:
             (shape,) = shapes
             if len(shape) == 2 and shape[1] <= 4 and shape[0] > shape[1]:
-                # list(rgb) or rgb.tolist(): the rows of one colour image, which would
-                # be fitted as grey images a few pixels wide.
-                raise ValueError(
-                    f"{name} is a list of {len(items)} items of shape {shape}, which would be "
-                    f"read as {len(items)} grey images {shape[1]} pixel(s) wide. For one "
-                    f"colour image pass an array (np.asarray({name}), shape "
-                    f"({len(items)}, {shape[0]}, {shape[1]})); for a batch of images this "
-                    "narrow, give each a channel axis ((H, W, 1))."
+                # rgb.tolist() or list(rgb): the rows of one colour image, which would
+                # be fitted as grey images a few pixels wide. Nested lists are refused
+                # (as arrays they are one image); arrays only warned of, as a batch of
+                # narrow images is possible, if rare.
+                message = (
+                    f"{name} is a list of {len(items)} items of shape {shape}, read as "
+                    f"{len(items)} grey images {shape[1]} pixel(s) wide. For one colour "
+                    f"image pass an array (np.asarray({name}), shape ({len(items)}, "
+                    f"{shape[0]}, {shape[1]})); for a batch of images this narrow, give "
+                    "each a channel axis ((H, W, 1))."
                 )
+                if not any(isinstance(item, np.ndarray) for item in items):
+                    raise ValueError(message)
+                warn(message, UserWarning)
     else:
         if isinstance(X, torch.Tensor):
             _check_one(X, name, min_size)  # raises the tensor TypeError
@@ -227,6 +232,8 @@ def _check_one_allow_nan(image, name: str, min_size: int, scale_uint8: bool = Tr
         image = np.ma.getdata(image)
     arr = np.asarray(image)
     if masked is not None and masked.any():
+        if arr.dtype == bool:
+            arr = arr.astype(np.float64)
         if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
             return _check_one(arr, name, min_size, scale_uint8)  # its dtype error
         scale = 255.0 if arr.dtype == np.uint8 and scale_uint8 else 1.0
@@ -276,26 +283,30 @@ def check_same_scale(
     layout: ImageLayout,
     references: list[np.ndarray],
     ref_layout: ImageLayout,
+    measurement_is_image: bool = True,
 ) -> None:
     """Refuse clean references read on another scale than the observations because
-    one side was uint8 (read on [0, 1]) and the other was not.
+    one side was uint8 (read on [0, 1]) and the other, on 0-255, was not.
 
     A float X on 0-255 (noise added to a uint8 picture) against its uint8 clean
-    image scored 15 dB too low, silently.
+    image scored 15 dB too low, silently. The other side counts as 0-255 when it
+    spans more than 20: strong noise on [0, 1] data (sigma 0.5 spans about 3)
+    stays far below. A measurement that is not the image (a blur, a projection)
+    may have any scale, so then only ``y`` is judged.
     """
     for i, (image, reference) in enumerate(zip(images, references, strict=False)):
         x_uint8 = bool(layout.scaled_uint8[i]) if layout.scaled_uint8 else False
         y_uint8 = bool(ref_layout.scaled_uint8[i]) if ref_layout.scaled_uint8 else False
-        if x_uint8 == y_uint8:
+        if x_uint8 == y_uint8 or (y_uint8 and not measurement_is_image):
             continue
         other, other_name = (image, "X") if y_uint8 else (reference, "y")
         finite = other[np.isfinite(other)]
         span = float(np.ptp(finite)) if finite.size else 0.0
-        if span > 2.0:
+        if span > 20.0:
             uint8_name = "y" if y_uint8 else "X"
             raise ValueError(
                 f"{uint8_name} is uint8, read on [0, 1] (divided by 255), but {other_name} is "
-                f"not and spans {span:.6g}: give both on one scale, e.g. "
+                f"not and spans {span:.6g}, as on 0-255: give both on one scale, e.g. "
                 f"{uint8_name}.astype(float) for both on 0-255, or {other_name} / 255 for "
                 "both on [0, 1]"
             )

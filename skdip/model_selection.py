@@ -39,7 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._engine import one_interruption
 from ._warnings import warn
-from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds
+from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _params_key
 from .generators import get_generator
 from .metrics import NoReferenceScorer, get_scorer
 
@@ -835,6 +835,8 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         self : AverageOfBest
         """
         self._validate_params()
+        for stale in ("n_features_in_", "_last_solve"):  # from an earlier fit
+            self.__dict__.pop(stale, None)
         # Interval accepts inf; refuse it here, before the fits, not after them.
         _check_best_scored(self.n_best, self.margin)
         candidates = list(ParameterGrid(self.param_grid))
@@ -900,7 +902,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         if X is not None:
             images, layout = self.estimators_[0]._check_observations(X)
             if not self.estimators_[0]._reuses_fit(images, fit_params):
-                return clone(self).fit(X, **fit_params).reconstruction_
+                return layout.restore(self._new_fit(X, images, fit_params)._averages)
             return layout.restore(self._averages)  # in the layout X came in, as a copy
         out = self.reconstruction_
         return [a.copy() for a in out] if isinstance(out, list) else out.copy()
@@ -944,7 +946,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         references, ref_layout = check_images(y, name="y", min_size=first._min_image_size)
         if len(references) != len(checked[0]):
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
-        check_same_scale(*checked, references, ref_layout)
+        check_same_scale(*checked, references, ref_layout, self._measurement_is_the_image)
         images, _, results = self._results_for(X, fit_params, checked)
         check_complete(results)
         extras = first._split_extra(len(images), fit_params)
@@ -952,6 +954,10 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
 
     # For the reference scorers (PSNR, SSIM); the no-reference ones refuse it.
     _averages_fits = True
+
+    @property
+    def _measurement_is_the_image(self) -> bool:
+        return getattr(self.estimator, "_measurement_is_the_image", True)
 
     def _results_for(self, X: Any, fit_params: dict, checked: tuple | None = None) -> tuple:
         """``(images, layout, results)`` of ``X``, each result holding the averaged
@@ -962,7 +968,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         )
         source = self
         if not self.estimators_[0]._reuses_fit(images, fit_params):
-            source = clone(self).fit(X, **fit_params)
+            source = self._new_fit(X, images, fit_params)
         results = []
         for i, average in enumerate(source._averages):
             members = [
@@ -980,6 +986,26 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
                 }
             )
         return images, layout, results
+
+    def _new_fit(self, X: Any, images: list, fit_params: dict) -> AverageOfBest:
+        """A fresh copy fitted to new images; the last one is kept, so that several
+        scorers of one search (or transform, then score) fit the grid once."""
+        key = (self.estimators_[0]._inputs_digest(images, fit_params), _params_key(self))
+        last = getattr(self, "_last_solve", None)
+        if last is not None and last[0] == key:
+            return last[1]
+        fitted = clone(self).fit(X, **fit_params)
+        self._last_solve = (key, fitted)
+        return fitted
+
+    def set_params(self, **params):
+        self.__dict__.pop("_last_solve", None)
+        return super().set_params(**params)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_last_solve", None)  # a cache: not worth its size in a pickle
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

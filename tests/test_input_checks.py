@@ -62,13 +62,17 @@ def test_other_estimators_refuse_masked_values():
     )
 
 
-@pytest.mark.parametrize("as_list", [lambda a: a.tolist(), list])
-def test_the_rows_of_a_colour_image_are_not_taken_for_a_batch(as_list):
+def test_the_rows_of_a_colour_image_are_not_taken_for_a_batch():
     # rgb.tolist() came back as 8 "grey images" of shape (8, 3).
     rgb = np.stack([_ramp(8, 8)] * 3, -1)
     with pytest.raises(ValueError, match=r"list of 8 items of shape \(8, 3\).*np.asarray"):
-        DIPDenoiser(**COMMON).fit(as_list(rgb))
+        DIPDenoiser(**COMMON).fit(rgb.tolist())
     assert DIPDenoiser(**COMMON).fit_transform(np.asarray(rgb.tolist())).shape == (8, 8, 3)
+    # Arrays may be a batch of narrow images: a warning, and fitted as given.
+    with pytest.warns(UserWarning, match=r"list of 8 items of shape \(8, 3\)"):
+        assert DIPDenoiser(**COMMON).fit(list(rgb)).n_images_ == 8
+    with pytest.warns(UserWarning, match="read as 2 grey images 4 pixel"):
+        assert DIPDenoiser(**COMMON).fit([_ramp(24, 4), _ramp(24, 4)]).n_images_ == 2
 
 
 def test_a_ragged_nested_list_is_named():
@@ -136,7 +140,7 @@ def test_a_forward_model_giving_nan_is_refused_before_the_fit():
 )
 def test_a_zero_gain_model_cannot_be_rescaled(make):
     # ZeroDivisionError in the rescaling before.
-    with pytest.raises(ValueError, match="measures a constant image as 0"):
+    with pytest.raises(ValueError, match=r"measures a constant image as \(nearly\) 0"):
         make().fit(_ramp() * 255)
     make().set_params(rescale=False).fit(_ramp())  # on [0, 1], as given
 
@@ -175,3 +179,67 @@ def test_one_mask_for_a_batch_gets_a_clear_error(n):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         DIPInpainter(**COMMON).fit(X[:3], mask=np.broadcast_to(shared, (3, 16, 16)))
+
+
+def test_a_bool_masked_array_keeps_its_mask():
+    rng = np.random.default_rng(0)
+    values = np.ma.masked_array(rng.random((16, 16)) > 0.5, mask=rng.random((16, 16)) > 0.7)
+    inp = DIPInpainter(**COMMON).fit(values)
+    np.testing.assert_array_equal(inp.mask_, ~np.ma.getmaskarray(values))
+
+
+def test_uint8_references_for_data_on_the_unit_scale_are_accepted():
+    # Strong noise on [0, 1] data spans over 2 (here 3.3); a blur's measurements too.
+    clean = (_ramp() * 255).astype(np.uint8)
+    noisy = clean / 255 + np.random.default_rng(0).normal(0, 0.5, clean.shape)
+    den = DIPDenoiser(**COMMON).fit(noisy, clean)
+    assert np.isfinite(den.score(noisy, clean))
+    blurred = 3.0 * (clean / 255.0)  # a kernel summing to 3
+    kernel = np.full((3, 3), 3.0 / 9)
+    assert np.isfinite(
+        DIPDeconvolver(kernel=kernel, **COMMON).fit(blurred, clean).score(blurred, clean)
+    )
+
+
+def _normalised(x):
+    return x / x.amax(dim=(-2, -1), keepdim=True)
+
+
+def test_a_model_undefined_only_at_zero_is_fitted():
+    # The zero image is no network output: a normalisation (or a logarithm) was refused.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        est = DIPReconstructor(operator=_normalised, **COMMON).fit(_ramp() / 0.9)
+    assert est.n_iter_ == 3
+
+
+def test_a_nearly_zero_gain_is_refused_too():
+    # A difference of Gaussians sums to 1e-8 in float32: the scale came out 6e8.
+    yy, xx = np.mgrid[-3:4, -3:4]
+    g1, g2 = np.exp(-(xx**2 + yy**2) / 2), np.exp(-(xx**2 + yy**2) / 8)
+    dog = g1 / g1.sum() - g2 / g2.sum()
+    y = np.random.default_rng(0).random((16, 16)) * 2.2 - 0.96
+    with pytest.raises(ValueError, match="rescale='auto' would rescale"):
+        DIPDeconvolver(kernel=dog, **COMMON).fit(y)
+    with pytest.raises(ValueError, match=r"rescale=True rescales the measurements, but"):
+        DIPDeconvolver(kernel=dog, **{**COMMON, "rescale": True}).fit(y * 0.1)
+
+
+def test_the_canvas_of_every_image_is_checked_before_the_first_fit():
+    steps = []
+    deep = SkipNetwork(width=2, depth=8, input_channels=1, skip_channels=1)
+    est = DIPDenoiser(**{**COMMON, "generator": deep, "callback": lambda i, l, e: steps.append(i)})
+    with pytest.raises(ValueError, match="depth=8.*for a 16x16 image"):
+        est.fit([np.random.default_rng(0).random((100, 100)), _ramp()])
+    assert steps == []
+
+
+def _through_numpy(x):
+    return torch.from_numpy(x.detach().cpu().numpy())
+
+
+def test_a_vmap_failure_that_does_not_name_vmap_names_batch_size():
+    with pytest.raises(RuntimeError, match="batch_size > 1 fits the images together"):
+        DIPReconstructor(operator=_through_numpy, **{**COMMON, "batch_size": 2}).fit(
+            np.stack([_ramp()] * 2)[..., None]
+        )

@@ -420,6 +420,27 @@ def test_average_of_best_has_the_estimators_tags_and_width():
     assert AverageOfBest(_den(), GRID, n_best=2).fit(_images(1)[0]).n_features_in_ == 16
 
 
+def test_average_of_best_solves_new_images_once_for_several_scorers(candidate_runs):
+    X = _noisy_batch(3)
+    clean = np.clip(X, 0, 1)
+    avg = AverageOfBest(_den(), {"lr": [0.01, 0.03]}, n_best=2).fit(X[:2])
+    assert len(candidate_runs) == 1
+    for scorer in (get_scorer("psnr"), get_scorer("ssim"), get_scorer("psnr")):
+        scorer(avg, X[2:], clean[2:])
+    avg.transform(X[2:])
+    assert len(candidate_runs) == 2  # one solve of the grid, for all four
+    avg.set_params(n_best=1)  # new parameters: solved again
+    get_scorer("psnr")(avg, X[2:], clean[2:])
+    assert len(candidate_runs) == 3
+
+
+def test_average_of_best_forgets_the_width_of_an_earlier_fit():
+    avg = AverageOfBest(_den(), GRID, n_best=2).fit(_images(1)[0])
+    assert avg.n_features_in_ == 16
+    avg.fit([_images(1)[0], _images(1, (20, 12))[0]])
+    assert not hasattr(avg, "n_features_in_")
+
+
 def test_average_of_best_keeps_the_input_layout():
     X = _noisy_batch(2)
     single = AverageOfBest(_den(), GRID, n_best=2).fit_transform(X[0, ..., 0])

@@ -521,6 +521,46 @@ def test_copies_of_an_operator_hash_alike(name):
     )
 
 
+class _Held(ForwardOperator):
+    """An operator holding whatever tensors a test gives it."""
+
+    def __init__(self, **tensors):
+        super().__init__()
+        for name, value in tensors.items():
+            if isinstance(value, torch.nn.Parameter):
+                self.register_parameter(name, value)
+            else:
+                self.register_buffer(name, value)
+
+    def forward(self, x):
+        return x
+
+
+def test_unusual_operator_tensors_survive_copies_and_pickles():
+    # Buffers travel as NumPy arrays; the ones NumPy cannot hold (sparse, conjugate
+    # views, bfloat16) made deepcopy, pickle, clone and fit fail.
+    import copy
+
+    index = torch.tensor([[0, 1, 2], [0, 5, 7]])
+    shared = torch.arange(6.0)
+    op = _Held(
+        sparse=torch.sparse_coo_tensor(index, torch.ones(3), (4, 16)).coalesce(),
+        conj=torch.randn(4, dtype=torch.complex64).conj(),
+        brain=torch.ones(3, dtype=torch.bfloat16),
+        weight=torch.nn.Parameter(torch.ones(3)),
+        frozen=torch.ones(2).requires_grad_(),
+    )
+    for copied in (copy.deepcopy(op), pickle.loads(pickle.dumps(op))):
+        assert torch.equal(copied.sparse.to_dense(), op.sparse.to_dense())
+        assert torch.equal(copied.conj, op.conj) and copied.brain.dtype == torch.bfloat16
+        assert isinstance(copied.weight, torch.nn.Parameter) and copied.weight.requires_grad
+        assert copied.frozen.requires_grad
+    # Buffers sharing memory stay shared.
+    views = copy.deepcopy(_Held(a=shared, b=shared[:3]))
+    views.a[0] = 42.0
+    assert views.b[0] == 42.0
+
+
 def test_lambda_function_operator_does_not_pickle():
     op = FunctionOperator(lambda x: x)
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):

@@ -67,6 +67,25 @@ _AUTO_RESCALE_BOUNDS = (-0.25, 1.25)
 # image itself. Through a blur it is not: the rescaled image could not leave the
 # measurement's range, which a blur narrows (a dim star's peak comes back capped).
 _AUTO_RESCALE_MIN_SPAN = 0.1
+
+
+def rescaling_reason(mode, narrow: bool = False) -> str:
+    """Why the measurements are being rescaled, for the errors that refuse it
+    (``narrow``: whether narrow data are rescaled too)."""
+    if mode is True:
+        return "rescale=True rescales the measurements"
+    also = f" or span under {_AUTO_RESCALE_MIN_SPAN}" if narrow else ""
+    return (
+        f"rescale={mode!r} would rescale these measurements (they reach outside "
+        f"[{_AUTO_RESCALE_BOUNDS[0]}, {_AUTO_RESCALE_BOUNDS[1]}]{also})"
+    )
+
+
+ZERO_GAIN_MESSAGE = (
+    "{reason}, but the forward model measures a constant image as (nearly) 0 (a kernel "
+    "summing to 0, a difference operator), so the image's level cannot be set from them. "
+    "Bring the data near [0, 1] yourself and pass rescale=False."
+)
 # sqrt of float32's largest value, rounded down.
 _FLOAT32_SQUARE_LIMIT = 1e19
 
@@ -113,12 +132,7 @@ class _Scaling:
         # for g < 0. Its lowest value c measures as c * response, exactly.
         g = float(response.flat[np.argmax(np.abs(response))])
         if g == 0:
-            raise ValueError(
-                f"rescale={mode!r} would rescale these measurements (they reach outside "
-                "[-0.25, 1.25]), but the forward model measures a constant image as 0 (a "
-                "kernel summing to 0, a difference operator), so the image's level cannot be "
-                "set from them. Bring the data near [0, 1] yourself and pass rescale=False."
-            )
+            raise ValueError(ZERO_GAIN_MESSAGE.format(reason=rescaling_reason(mode, narrow)))
         low = min(lo / g, hi / g)
         offset = low * response if response.ndim else low * g
         return cls(offset, span / abs(g), low)
@@ -481,6 +495,11 @@ class BaseDIPEstimator(
     def _check_solvable(self, image: np.ndarray, extra: dict, reference=None) -> None:
         """Refuse, before any fit, an observation the current parameters cannot solve
         (and a clean ``reference`` on another intensity scale)."""
+        if "generator" in self._parameter_constraints:
+            # e.g. a network far deeper than the image: found for every image of a batch
+            # before the first one is fitted.
+            out_shape = self._reconstruction_shape(image, extra)[:2]
+            get_generator(self.generator)._check_output_shape(out_shape)
         values = self._scaling_values(image, extra)
         scaling = self._fit_scaling(image, extra, values)  # e.g. a rescaling the model cannot carry
         # Estimators that normalise their own measurements have no rescale parameter.
@@ -547,7 +566,7 @@ class BaseDIPEstimator(
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(images):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
-            check_same_scale(images, layout, references, ref_layout)
+            check_same_scale(images, layout, references, ref_layout, self._measurement_is_the_image)
         return images, layout, references
 
     def _solve(self, X, y=None, **fit_params):
@@ -768,7 +787,7 @@ class BaseDIPEstimator(
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(checked[0]):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
-            check_same_scale(*checked, references, ref_layout)
+            check_same_scale(*checked, references, ref_layout, self._measurement_is_the_image)
             # The fitted images are not solved again, whatever the parameters are now.
             solving = not self._reuses_fit(checked[0], fit_params)
             self._per_image_inputs(checked[0], references, fit_params, solving=solving)

@@ -154,3 +154,7 @@ class BaseGenerator(BaseEstimator):
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
         """Build the network; the global torch RNG is already seeded."""
         raise NotImplementedError
+
+    def _check_output_shape(self, out_shape: tuple[int, int]) -> None:
+        """Refuse, before any fit, an image shape this configuration cannot serve
+        (the estimators ask for every image of a batch before fitting the first)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import numbers
 
 import torch
 from torch import nn
@@ -71,23 +72,29 @@ class _Scale(nn.Module):
         return self.merge(torch.cat([self.skip(x), deep], dim=1))
 
 
+def _check_canvas(depth: int, out_shape: tuple[int, int]) -> tuple[int, int]:
+    """The padded size the network computes on; refused when far larger than the image."""
+    multiple = 2**depth
+    # The coarsest scale must keep at least 2x2 pixels for reflection padding and BatchNorm.
+    h, w = (max(padded_size(s, multiple), 2 * multiple) for s in out_shape)
+    if h * w > max(64 * out_shape[0] * out_shape[1], 256 * 256):
+        # A 16x16 image under depth=10 ran on a 2048x2048 canvas and ran out of memory.
+        raise ValueError(
+            f"SkipNetwork(depth={depth}) works on a {h}x{w} canvas for a "
+            f"{out_shape[0]}x{out_shape[1]} image ({h * w // (out_shape[0] * out_shape[1])} "
+            "times its pixels, and as many times the memory and time per step); use a "
+            "smaller depth (each level halves the resolution, so about log2 of the "
+            "image's shorter side at most)"
+        )
+    return h, w
+
+
 class _SkipNetworkModule(GeneratorNetwork):
     def __init__(self, cfg: SkipNetwork, out_shape: tuple[int, int], out_channels: int):
         super().__init__()
         self.out_shape = out_shape
         self.out_channels = out_channels
-        multiple = 2**cfg.depth
-        # The coarsest scale must keep at least 2x2 pixels for reflection padding and BatchNorm.
-        h, w = (max(padded_size(s, multiple), 2 * multiple) for s in out_shape)
-        if h * w > max(64 * out_shape[0] * out_shape[1], 256 * 256):
-            # A 16x16 image under depth=10 ran on a 2048x2048 canvas and ran out of memory.
-            raise ValueError(
-                f"SkipNetwork(depth={cfg.depth}) works on a {h}x{w} canvas for a "
-                f"{out_shape[0]}x{out_shape[1]} image ({h * w // (out_shape[0] * out_shape[1])} "
-                "times its pixels, and as many times the memory and time per step); use a "
-                "smaller depth (each level halves the resolution, so about log2 of the "
-                "image's shorter side at most)"
-            )
+        h, w = _check_canvas(cfg.depth, out_shape)
         z = torch.rand(1, cfg.input_channels, h, w) * cfg.input_scale
         self.register_buffer("input", z)
         inner: nn.Module | None = None
@@ -173,3 +180,7 @@ class SkipNetwork(BaseGenerator):
                 f"SkipNetwork.upsample must be 'bilinear' or 'nearest', got {self.upsample!r}"
             )
         return _SkipNetworkModule(cfg, out_shape, out_channels)
+
+    def _check_output_shape(self, out_shape: tuple[int, int]) -> None:
+        if isinstance(self.depth, numbers.Integral) and not isinstance(self.depth, bool):
+            _check_canvas(int(self.depth), tuple(int(s) for s in out_shape))

@@ -661,7 +661,9 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         check_complete(results)
         if len(references) != len(results):
             raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")
-        check_same_scale(images, layout, references, ref_layout)
+        check_same_scale(
+            images, layout, references, ref_layout, getattr(dip, "_measurement_is_the_image", True)
+        )
         if self.data_range not in (None, 1) and any(layout.scaled_uint8 + ref_layout.scaled_uint8):
             raise ValueError(
                 "uint8 images are read on [0, 1] (divided by 255), and so are their "

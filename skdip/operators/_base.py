@@ -36,15 +36,24 @@ class ForwardOperator(nn.Module):
     # caches (Pipeline(memory=...)) never matched an estimator holding one.
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_buffers"] = {name: _BufferArray.of(value) for name, value in self._buffers.items()}
+        for kind in ("_buffers", "_parameters"):
+            tensors = [t for t in state.get(kind, {}).values() if isinstance(t, torch.Tensor)]
+            storages = [
+                t.untyped_storage().data_ptr() for t in tensors if t.layout == torch.strided
+            ]
+            if len(set(storages)) < len(storages):
+                continue  # tensors sharing memory: torch's pickling keeps them shared
+            state[kind] = {name: _BufferArray.of(value) for name, value in state[kind].items()}
         return state
 
     def __setstate__(self, state):
         state = dict(state)
-        state["_buffers"] = {
-            name: value.tensor() if isinstance(value, _BufferArray) else value
-            for name, value in state.get("_buffers", {}).items()
-        }
+        for kind in ("_buffers", "_parameters"):
+            if kind in state:
+                state[kind] = {
+                    name: value.tensor() if isinstance(value, _BufferArray) else value
+                    for name, value in state[kind].items()
+                }
         super().__setstate__(state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -65,19 +74,35 @@ class ForwardOperator(nn.Module):
 
 
 class _BufferArray:
-    """A buffer's values as a NumPy array, with the dtype and device to restore."""
+    """A tensor's values as a NumPy array, with what it takes to restore it."""
 
-    def __init__(self, array, dtype: torch.dtype, device: str):
+    def __init__(self, array, dtype: torch.dtype, device: str, requires_grad: bool, parameter):
         self.array, self.dtype, self.device = array, dtype, device
+        self.requires_grad, self.parameter = requires_grad, parameter
 
     @classmethod
     def of(cls, value):
-        if not isinstance(value, torch.Tensor) or value.dtype == torch.bfloat16:
-            return value  # None, or a dtype NumPy lacks: pickled by torch
-        return cls(value.detach().cpu().numpy().copy(), value.dtype, str(value.device))
+        """The tensor as an array where NumPy holds it exactly; else the tensor itself
+        (None, sparse or other layouts, dtypes NumPy lacks), pickled by torch."""
+        if not isinstance(value, torch.Tensor) or value.layout != torch.strided:
+            return value
+        try:
+            array = value.detach().resolve_conj().resolve_neg().cpu().numpy().copy()
+        except (TypeError, RuntimeError):
+            return value
+        return cls(
+            array,
+            value.dtype,
+            str(value.device),
+            value.requires_grad,
+            isinstance(value, nn.Parameter),
+        )
 
     def tensor(self) -> torch.Tensor:
-        return torch.from_numpy(self.array.copy()).to(device=self.device, dtype=self.dtype)
+        tensor = torch.from_numpy(self.array.copy()).to(device=self.device, dtype=self.dtype)
+        if self.parameter:
+            return nn.Parameter(tensor, requires_grad=self.requires_grad)
+        return tensor.requires_grad_(self.requires_grad)
 
 
 class Identity(ForwardOperator):
