@@ -1006,6 +1006,16 @@ class _Selection:
                 "with the result at a later step.",
                 UserWarning,
             )
+        finite = [v for v in self.losses if math.isfinite(v)]
+        if finite and min(finite) > 0 and finite[-1] > 1e3 * min(finite):
+            # The ratio guard waits for the first checkpoint: a step size far too large
+            # (a noise model's lr=1e9) ran the loss up 1e7-fold in 20 steps, silently.
+            warn(
+                f"the loss ended {finite[-1] / min(finite):.3g} times above its lowest "
+                f"({min(finite):.3g}): the fit went astray, most likely from a learning rate "
+                "far too large; the estimate returned may be meaningless",
+                RuntimeWarning,
+            )
         best, best_iter, last = self.best, self.best_iter, self.last
         if self.capture_at is not None and last is not None:
             # The run ended inside the delay: the latest average is the closest.

@@ -113,6 +113,23 @@ def _check_one(
     return arr, squeeze, out_dtype
 
 
+def looks_like_a_stack(shape: tuple[int, ...]) -> bool:
+    """Whether a 3-D ``(H, W, C)`` shape looks like a stack of grey images,
+    ``(N, H, W)``, or a channels-first image, ``(3, H, W)``, instead.
+
+    More than 4 "channels" and: far more of them than rows, or square images. A
+    many-band image, ``(H, W, B)``, has its two spatial sides first; a miss
+    garbles silently, a false alarm only warns, so the test leans to warning.
+    """
+    rows, width, channels = shape
+    return channels > 4 and (rows <= 4 or 4 * rows <= channels or width == channels)
+
+
+def _array_like(item) -> bool:
+    """An array (NumPy, torch, pandas, ...) rather than nested lists of numbers."""
+    return isinstance(item, torch.Tensor) or hasattr(item, "__array__")
+
+
 def check_images(
     X, *, name: str = "X", min_size: int = 2, allow_nan: bool = False, scale_uint8: bool = True
 ) -> tuple[list[np.ndarray], ImageLayout]:
@@ -146,15 +163,18 @@ def check_images(
         raise TypeError(
             f"{name} is a sparse matrix; sparse input is not supported, pass a dense image"
         )
-    if isinstance(X, list | tuple) and X and all(np.ndim(item) <= 1 for item in X):
-        # Nested lists of numbers: one image, as array-likes go.
+    if isinstance(X, list | tuple) and X and not any(_array_like(item) for item in X):
+        # Nested lists of numbers are one array, as array-likes go (rgb.tolist() is one
+        # colour image); a list of arrays is a batch.
         try:
             X = np.asarray(X)
         except ValueError as error:
-            raise ValueError(
-                f"{name} is a nested list whose rows have different lengths; an image's "
-                "rows must all have the same number of pixels"
-            ) from error
+            if all(np.ndim(item) <= 1 for item in X):
+                raise ValueError(
+                    f"{name} is a nested list whose rows have different lengths; an image's "
+                    "rows must all have the same number of pixels"
+                ) from error
+            # Images of different sizes, each as nested lists: a list of images.
     if isinstance(X, list | tuple):
         if len(X) == 0:
             raise ValueError(f"{name} is an empty list; pass at least one image")
@@ -163,18 +183,17 @@ def check_images(
         if len(items) > 1 and len(shapes) == 1:
             (shape,) = shapes
             if len(shape) == 2 and shape[1] <= 4 and shape[0] > shape[1]:
-                # rgb.tolist() or list(rgb): the rows of one colour image, which would
-                # be fitted as grey images a few pixels wide. Nested lists are refused
-                # (as arrays they are one image); arrays only warned of, as a batch of
-                # narrow images is possible, if rare.
+                # list(rgb): the rows of one colour image, which would be fitted as grey
+                # images a few pixels wide. Refused for 3 or 4 "columns" (colour, alpha),
+                # only warned of otherwise: a batch of such narrow images is possible.
                 message = (
-                    f"{name} is a list of {len(items)} items of shape {shape}, read as "
+                    f"{name} is a list of {len(items)} arrays of shape {shape}, read as "
                     f"{len(items)} grey images {shape[1]} pixel(s) wide. For one colour "
                     f"image pass an array (np.asarray({name}), shape ({len(items)}, "
                     f"{shape[0]}, {shape[1]})); for a batch of images this narrow, give "
                     "each a channel axis ((H, W, 1))."
                 )
-                if not any(isinstance(item, np.ndarray) for item in items):
+                if shape[1] in (3, 4):
                     raise ValueError(message)
                 warn(message, UserWarning)
     else:
@@ -193,13 +212,7 @@ def check_images(
             )
         else:
             items, kind = [X], "single"
-            rows, width, channels = arr.shape if arr.ndim == 3 else (0, 0, 0)
-            # A channels-first image, (3, H, W), or a stack of grey images, (N, H, W):
-            # far more "channels" than rows, or square images. A many-band image,
-            # (H, W, B), has its two spatial sides first; a miss garbles silently, a
-            # false alarm only warns, so the test leans to warning.
-            stack_like = rows <= 4 or 4 * rows <= channels or width == channels
-            if arr.dtype != object and channels > 4 and stack_like:
+            if arr.dtype != object and arr.ndim == 3 and looks_like_a_stack(arr.shape):
                 warn(
                     f"{name} of shape {arr.shape} is read as one {arr.shape[0]}x{arr.shape[1]} "
                     f"image with {arr.shape[2]} channels (channels last). For N grey images "
@@ -289,25 +302,31 @@ def check_same_scale(
     one side was uint8 (read on [0, 1]) and the other, on 0-255, was not.
 
     A float X on 0-255 (noise added to a uint8 picture) against its uint8 clean
-    image scored 15 dB too low, silently. The other side counts as 0-255 when it
-    spans more than 20: strong noise on [0, 1] data (sigma 0.5 spans about 3)
-    stays far below. A measurement that is not the image (a blur, a projection)
-    may have any scale, so then only ``y`` is judged.
+    image scored 15 dB too low, silently. The sides are compared by their spans:
+    more than 10 times apart (100 through a forward model, which may scale the
+    image: a kernel summing to 3) is another scale; strong noise on [0, 1] data
+    (sigma 0.5 spans about 3) stays well within it, a dark picture on 0-255
+    (span 14 against 0.04) far beyond.
     """
+    factor = 10.0 if measurement_is_image else 100.0
     for i, (image, reference) in enumerate(zip(images, references, strict=False)):
         x_uint8 = bool(layout.scaled_uint8[i]) if layout.scaled_uint8 else False
         y_uint8 = bool(ref_layout.scaled_uint8[i]) if ref_layout.scaled_uint8 else False
-        if x_uint8 == y_uint8 or (y_uint8 and not measurement_is_image):
+        if x_uint8 == y_uint8:
             continue
-        other, other_name = (image, "X") if y_uint8 else (reference, "y")
-        finite = other[np.isfinite(other)]
-        span = float(np.ptp(finite)) if finite.size else 0.0
-        if span > 20.0:
-            uint8_name = "y" if y_uint8 else "X"
+        (eight, eight_name), (other, other_name) = (
+            ((reference, "y"), (image, "X")) if y_uint8 else ((image, "X"), (reference, "y"))
+        )
+        spans = []
+        for values in (eight, other):
+            finite = values[np.isfinite(values)]
+            spans.append(float(np.ptp(finite)) if finite.size else 0.0)
+        # One grey level at least: a constant uint8 side has no span to compare with.
+        if spans[1] > 1.0 and spans[1] > factor * max(spans[0], 1.0 / 255.0):
             raise ValueError(
-                f"{uint8_name} is uint8, read on [0, 1] (divided by 255), but {other_name} is "
-                f"not and spans {span:.6g}, as on 0-255: give both on one scale, e.g. "
-                f"{uint8_name}.astype(float) for both on 0-255, or {other_name} / 255 for "
+                f"{eight_name} is uint8, read on [0, 1] (divided by 255), but {other_name} is "
+                f"not and spans {spans[1]:.6g}, as on 0-255: give both on one scale, e.g. "
+                f"{eight_name}.astype(float) for both on 0-255, or {other_name} / 255 for "
                 "both on [0, 1]"
             )
 

@@ -63,16 +63,19 @@ def test_other_estimators_refuse_masked_values():
 
 
 def test_the_rows_of_a_colour_image_are_not_taken_for_a_batch():
-    # rgb.tolist() came back as 8 "grey images" of shape (8, 3).
+    # rgb.tolist() came back as 8 "grey images" of shape (8, 3): nested lists are one
+    # array, as np.asarray reads them; a list of the rows as arrays is refused.
     rgb = np.stack([_ramp(8, 8)] * 3, -1)
-    with pytest.raises(ValueError, match=r"list of 8 items of shape \(8, 3\).*np.asarray"):
-        DIPDenoiser(**COMMON).fit(rgb.tolist())
-    assert DIPDenoiser(**COMMON).fit_transform(np.asarray(rgb.tolist())).shape == (8, 8, 3)
-    # Arrays may be a batch of narrow images: a warning, and fitted as given.
-    with pytest.warns(UserWarning, match=r"list of 8 items of shape \(8, 3\)"):
-        assert DIPDenoiser(**COMMON).fit(list(rgb)).n_images_ == 8
-    with pytest.warns(UserWarning, match="read as 2 grey images 4 pixel"):
-        assert DIPDenoiser(**COMMON).fit([_ramp(24, 4), _ramp(24, 4)]).n_images_ == 2
+    expected = DIPDenoiser(**COMMON).fit_transform(rgb)
+    np.testing.assert_array_equal(DIPDenoiser(**COMMON).fit_transform(rgb.tolist()), expected)
+    with pytest.raises(ValueError, match=r"list of 8 arrays of shape \(8, 3\).*np.asarray"):
+        DIPDenoiser(**COMMON).fit(list(rgb))
+    # Two "columns": possibly a batch of narrow images, so a warning, fitted as given.
+    with pytest.warns(UserWarning, match="read as 2 grey images 2 pixel"):
+        assert DIPDenoiser(**COMMON).fit([_ramp(24, 2), _ramp(24, 2)]).n_images_ == 2
+    # Nested lists of several images of different sizes stay a list of images.
+    pair = DIPDenoiser(**COMMON).fit_transform([_ramp(8, 8).tolist(), _ramp(9, 7).tolist()])
+    assert [p.shape for p in pair] == [(8, 8), (9, 7)]
 
 
 def test_a_ragged_nested_list_is_named():
@@ -243,3 +246,98 @@ def test_a_vmap_failure_that_does_not_name_vmap_names_batch_size():
         DIPReconstructor(operator=_through_numpy, **{**COMMON, "batch_size": 2}).fit(
             np.stack([_ramp()] * 2)[..., None]
         )
+
+
+# ------------------------------------------------------ second review of the checks
+def test_float_data_on_0_255_through_a_model_against_uint8_is_refused():
+    # A super-resolver or deblurrer keeps the image's scale: -42.7 dB, silently.
+    from skdip import DIPSuperResolver
+    from skdip.metrics import get_scorer
+
+    high = (np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)
+    low = high.reshape(8, 2, 8, 2).mean((1, 3))  # float, on 0-255
+    sr = DIPSuperResolver(scale=2, kernel="box", **COMMON).fit(low)
+    for score in (sr.score, lambda X, y: get_scorer("psnr")(sr, X, y)):
+        with pytest.raises(ValueError, match="y is uint8, read on"):
+            score(low, high)
+
+
+def test_a_dark_picture_on_0_255_against_uint8_is_refused():
+    rng = np.random.default_rng(0)
+    clean = np.round(rng.random((16, 16)) * 10).astype(np.uint8)
+    noisy = clean + rng.normal(0, 1, clean.shape)  # spans about 14, not 255
+    with pytest.raises(ValueError, match="y is uint8, read on"):
+        DIPDenoiser(**COMMON).fit(noisy).score(noisy, clean)
+
+
+def test_the_canvas_check_uses_the_shape_the_network_is_built_for():
+    from skdip import BlindDeblurrer, PhaseRetriever
+    from skdip.datasets import simulate_diffraction
+
+    deep = SkipNetwork(width=2, depth=8, input_channels=1, skip_channels=1)
+    # The scene behind a "valid" blur is larger than the observation: fitted.
+    DIPDeconvolver(
+        kernel=np.ones((33, 33)) / 33**2, boundary="valid", **{**COMMON, "generator": deep}
+    ).fit(np.random.default_rng(0).random((32, 32)))
+    BlindDeblurrer(generator=deep, kernel_size=25, max_iter=2, device="cpu").fit(
+        np.random.default_rng(0).random((40, 40))
+    )
+    # A phase object is half its diffraction pattern: refused before any step.
+    steps = []
+    pr = PhaseRetriever(
+        generator=deep,
+        init="random",
+        pretrain_iter=0,
+        max_iter=2,
+        early_stopping=None,
+        callback=lambda i, l, e: steps.append(i),
+        device="cpu",
+    )
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="for a 32x32 image"):
+        pr.fit(
+            [simulate_diffraction(rng.random((64, 64))), simulate_diffraction(rng.random((32, 32)))]
+        )
+    assert steps == []
+
+
+def test_blur_warns_of_a_stack():
+    from skdip.datasets import blur, make_gaussian_kernel
+
+    with pytest.warns(UserWarning, match=r"blurred as one 4x32 image with 32 channels"):
+        blur(np.random.default_rng(0).random((4, 32, 32)), make_gaussian_kernel(3, 1.0), "same")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        blur(np.random.default_rng(0).random((32, 32, 3)), make_gaussian_kernel(3, 1.0))
+
+
+def test_a_phase_reference_on_another_scale_is_refused():
+    from skdip.datasets import simulate_diffraction
+
+    obj = np.random.default_rng(0).random((8, 8))
+    y = simulate_diffraction(obj)
+    hio = HIOPhaseRetriever(max_iter=30, n_er=10, random_state=0).fit(y)
+    with pytest.raises(ValueError, match=r"y\[0\] reaches 254 in magnitude"):
+        hio.score(y, (obj * 255).astype(np.uint8))  # was -43 dB
+    assert hio.score(y, obj[..., None]) == hio.score(y, obj)  # one (H, W, 1) object
+
+
+def test_simulate_diffraction_names_its_bad_arguments():
+    from skdip.datasets import simulate_diffraction
+
+    x = np.random.default_rng(0).random((8, 8))
+    with pytest.raises(ValueError, match="beyond what a Poisson draw can take"):
+        simulate_diffraction(x, photons=1e30)
+    with pytest.raises(ValueError, match=r"mask_seed must be an int in \[0, 2\*\*32\)"):
+        simulate_diffraction(x, n_masks=2, mask_seed=-1)
+
+
+def test_a_fit_gone_astray_before_the_guard_starts_is_reported():
+    # The ratio guard starts at step 50: lr=1e9 on the noise model ran the loss up
+    # 1e7-fold in 20 steps and the estimate came back as if fine.
+    from skdip import SparseNoise
+    from skdip.datasets import add_impulse_noise
+
+    x = add_impulse_noise(_ramp(8, 8), 0.1, random_state=0)
+    with pytest.warns(RuntimeWarning, match="the loss ended .* times above its lowest"):
+        DIPDenoiser(noise_model=SparseNoise(lr=1e9), **{**COMMON, "max_iter": 20}).fit(x)

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, signal
 
+from .._validation import looks_like_a_stack
+from .._warnings import warn
 from ._noise import _check_random_state
 
 __all__ = ["blur", "make_disk_kernel", "make_gaussian_kernel", "make_motion_kernel"]
@@ -343,6 +345,14 @@ def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
     if x.ndim not in (2, 3) or x.size == 0:
         raise ValueError(
             f"image must be a non-empty 2-D (H, W) or 3-D (H, W, C) array, got shape {x.shape}"
+        )
+    if x.ndim == 3 and looks_like_a_stack(x.shape):
+        # Blurred as one image, a stack's images would be mixed with each other.
+        warn(
+            f"image of shape {x.shape} is blurred as one {x.shape[0]}x{x.shape[1]} image with "
+            f"{x.shape[2]} channels (channels last); for a stack of grey images blur each "
+            "one, for a channels-first image move the channels last (np.moveaxis(image, 0, -1))",
+            UserWarning,
         )
     k = np.asarray(kernel)
     if k.dtype.kind not in "biuf":

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..operators._fourier import FourierMagnitude, check_oversampling
-from ._noise import _check_random_state
+from ._noise import _MAX_POISSON_MEAN, _check_random_state
 
 __all__ = ["simulate_diffraction"]
 
@@ -91,6 +91,12 @@ def simulate_diffraction(
             raise ValueError(f"photons must be a positive number or None, got {photons!r}")
         if not np.isfinite(photons):
             raise ValueError(f"photons must be finite, got {photons!r}")
+    if (
+        isinstance(mask_seed, bool)
+        or not isinstance(mask_seed, Integral)
+        or not 0 <= mask_seed < 2**32
+    ):
+        raise ValueError(f"mask_seed must be an int in [0, 2**32), got {mask_seed!r}")
     operator = FourierMagnitude(oversampling, "intensity", n_masks, mask_seed)
     dtype = torch.complex128 if arr.dtype.kind == "c" else torch.float64
     x = torch.as_tensor(np.array(arr, copy=True), dtype=dtype)[None, None]
@@ -98,6 +104,12 @@ def simulate_diffraction(
         intensity = operator(x)[0].numpy().transpose(1, 2, 0).astype(np.float64)
     if photons is not None:
         total = float(intensity.sum())
+        if total > 0 and float(photons) * float(intensity.max()) / total > _MAX_POISSON_MEAN:
+            raise ValueError(
+                f"photons={photons:g} is beyond what a Poisson draw can take (a pixel's "
+                f"mean count up to {_MAX_POISSON_MEAN:g}); at such counts the noise is "
+                "below 1e-7 of the signal: pass photons=None for none"
+            )
         if total > 0:
             rng = _check_random_state(random_state)
             counts = rng.poisson(intensity * (float(photons) / total))

@@ -492,14 +492,18 @@ class BaseDIPEstimator(
         _, _, out_shape, channels = self._forward_problem(image, extra)
         return (*out_shape, channels)
 
+    def _network_shape(self, image: np.ndarray, extra: dict) -> tuple[int, int]:
+        """The ``(H, W)`` the generator is built for (a padded scene, an object
+        smaller than its diffraction pattern: not always the returned shape)."""
+        return tuple(self._forward_problem(image, extra)[2])
+
     def _check_solvable(self, image: np.ndarray, extra: dict, reference=None) -> None:
         """Refuse, before any fit, an observation the current parameters cannot solve
         (and a clean ``reference`` on another intensity scale)."""
         if "generator" in self._parameter_constraints:
             # e.g. a network far deeper than the image: found for every image of a batch
             # before the first one is fitted.
-            out_shape = self._reconstruction_shape(image, extra)[:2]
-            get_generator(self.generator)._check_output_shape(out_shape)
+            get_generator(self.generator)._check_output_shape(self._network_shape(image, extra))
         values = self._scaling_values(image, extra)
         scaling = self._fit_scaling(image, extra, values)  # e.g. a rescaling the model cannot carry
         # Estimators that normalise their own measurements have no rescale parameter.

@@ -455,10 +455,16 @@ class BlindDeblurrer(BaseDIPEstimator):
         extra["_reference"] = None if reference is None else scaling.forward_image(reference)
         return super()._fit_single(image, None, extra, *args, **kwargs)
 
-    def _make_model(self, image: np.ndarray, extra: dict, seed: int, device: torch.device):
-        h, w, channels = image.shape
+    def _network_shape(self, image: np.ndarray, extra: dict) -> tuple[int, int]:
+        # The scene behind a "valid" blur: the observation grown by the kernel.
+        h, w = image.shape[:2]
         kh, kw = self._kernel_shape_for((h, w))
-        padded = (h + kh - 1, w + kw - 1)
+        return (h + kh - 1, w + kw - 1)
+
+    def _make_model(self, image: np.ndarray, extra: dict, seed: int, device: torch.device):
+        channels = image.shape[2]
+        kh, kw = self._kernel_shape_for(image.shape[:2])
+        padded = self._network_shape(image, extra)
         generator = get_generator(self.generator)
         if self.reg_noise_std > 0 and not generator.accepts_input_noise:
             warn(

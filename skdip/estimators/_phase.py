@@ -103,20 +103,35 @@ def _restore_objects(layout, objects: list[np.ndarray]):
     return out
 
 
-def _as_reference_list(y, n: int) -> list[np.ndarray]:
-    """Clean objects for scoring (real or complex, one per measurement)."""
+def _as_reference_list(y, objects: list[np.ndarray]) -> list[np.ndarray]:
+    """Clean objects for scoring (real or complex, one per measurement), checked
+    against the recovered ``objects`` for their scale."""
+    n = len(objects)
     if isinstance(y, list | tuple):
         refs = [np.asarray(v) for v in y]
     else:
         arr = np.asarray(y)
+        if arr.ndim == 3 and arr.shape[2] == 1 and n == 1:
+            arr = arr[..., 0]  # one (H, W, 1) object, not H objects
         if arr.ndim == 2:
             refs = [arr]
         elif arr.ndim == 3:
             refs = list(arr)
         else:
             raise ValueError(f"y must hold 2-D objects, got an array of shape {arr.shape}")
+    refs = [r[..., 0] if r.ndim == 3 and r.shape[2] == 1 else r for r in refs]
     if len(refs) != n:
         raise ValueError(f"y holds {len(refs)} objects but X holds {n} measurements")
+    for i, (ref, obj) in enumerate(zip(refs, objects, strict=True)):
+        # The measurement fixes the object's scale: a reference 255 times larger (a
+        # uint8 picture of a [0, 1] object) scored -43 dB, silently.
+        big, small = float(np.abs(ref).max(initial=0.0)), float(np.abs(obj).max(initial=0.0))
+        if big > 0 and small > 0 and not 0.1 <= big / small <= 10:
+            raise ValueError(
+                f"y[{i}] reaches {big:.6g} in magnitude, {big / small:.3g} times the object "
+                f"recovered from the measurement ({small:.6g}): give y on the scale the "
+                "measurement implies (integers are taken as numbers, not as 8-bit levels)"
+            )
     return refs
 
 
@@ -453,9 +468,12 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         return rms / _TARGET_RMS
 
     # --------------------------------------------------------------- hooks
+    def _network_shape(self, image, extra):
+        # The object, smaller than its oversampled diffraction pattern.
+        return _object_shape(image.shape[:2], check_oversampling(self.oversampling))
+
     def _make_model(self, image, extra, seed, device):
-        oversampling = check_oversampling(self.oversampling)
-        shape = _object_shape(image.shape[:2], oversampling)
+        shape = self._network_shape(image, extra)
         magnitudes = self._magnitudes(image)
         target = magnitudes / self._normalisation(magnitudes)
         generator = get_generator(self.generator)
@@ -639,12 +657,11 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         check_fit_not_interrupted(self)
         _, _, results = self._results_for(X, {})
         check_complete(results)
-        refs = _as_reference_list(y, len(results))
+        objects = [_as_object(r["estimate"]) for r in results]
+        refs = _as_reference_list(y, objects)
         values = [
-            phase_retrieval_psnr(
-                ref, _as_object(r["estimate"]), self.oversampling, flip=self.n_masks == 0
-            )
-            for ref, r in zip(refs, results, strict=True)
+            phase_retrieval_psnr(ref, obj, self.oversampling, flip=self.n_masks == 0)
+            for ref, obj in zip(refs, objects, strict=True)
         ]
         return float(np.mean(values))
 
@@ -987,7 +1004,7 @@ class HIOPhaseRetriever(
         _, results = self._results_for(X)
         if y is None or is_target_vector(y):
             return -float(np.mean([r["fourier_error"] for r in results]))
-        refs = _as_reference_list(y, len(results))
+        refs = _as_reference_list(y, [r["object"] for r in results])
         values = [
             phase_retrieval_psnr(ref, r["object"], self.oversampling, flip=self.n_masks == 0)
             for ref, r in zip(refs, results, strict=True)
