@@ -1007,7 +1007,9 @@ class _Selection:
                 UserWarning,
             )
         finite = [v for v in self.losses if math.isfinite(v)]
-        if finite and min(finite) > 0 and finite[-1] > 1e3 * min(finite):
+        # Far above its start too: near 0, a near-perfect fit's loss jitters by large
+        # ratios (1e4 above a lowest of 3e-10).
+        if finite and min(finite) > 0 and finite[-1] > max(1e3 * min(finite), 10 * finite[0], 1e-3):
             # The ratio guard waits for the first checkpoint: a step size far too large
             # (a noise model's lr=1e9) ran the loss up 1e7-fold in 20 steps, silently.
             warn(

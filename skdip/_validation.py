@@ -130,6 +130,37 @@ def _array_like(item) -> bool:
     return isinstance(item, torch.Tensor) or hasattr(item, "__array__")
 
 
+def _nested_lists_as_array(X: list | tuple, name: str):
+    """A list that is one image, as an array; any other list as it is (a batch).
+
+    Rows (items of at most one dimension, lists or arrays) make one image. Nested
+    lists of numbers two levels deep are one image too when their last axis is a
+    few channels (``rgb.tolist()``); wider, they are a batch of grey images, as a
+    list of arrays is.
+    """
+    try:
+        rows = all(np.ndim(item) <= 1 for item in X)
+    except ValueError:  # a ragged item
+        rows = False
+    if rows:
+        try:
+            return np.asarray(X)
+        except ValueError as error:
+            raise ValueError(
+                f"{name} is a nested list whose rows have different lengths; an image's "
+                "rows must all have the same number of pixels"
+            ) from error
+    if any(_array_like(item) for item in X):
+        return X
+    try:
+        arr = np.asarray(X)
+    except ValueError:
+        return X  # images of different sizes, each as nested lists
+    if arr.ndim == 3 and arr.shape[2] > 4:
+        return X  # grey images, each as nested lists
+    return arr
+
+
 def check_images(
     X, *, name: str = "X", min_size: int = 2, allow_nan: bool = False, scale_uint8: bool = True
 ) -> tuple[list[np.ndarray], ImageLayout]:
@@ -163,18 +194,8 @@ def check_images(
         raise TypeError(
             f"{name} is a sparse matrix; sparse input is not supported, pass a dense image"
         )
-    if isinstance(X, list | tuple) and X and not any(_array_like(item) for item in X):
-        # Nested lists of numbers are one array, as array-likes go (rgb.tolist() is one
-        # colour image); a list of arrays is a batch.
-        try:
-            X = np.asarray(X)
-        except ValueError as error:
-            if all(np.ndim(item) <= 1 for item in X):
-                raise ValueError(
-                    f"{name} is a nested list whose rows have different lengths; an image's "
-                    "rows must all have the same number of pixels"
-                ) from error
-            # Images of different sizes, each as nested lists: a list of images.
+    if isinstance(X, list | tuple) and X:
+        X = _nested_lists_as_array(X, name)
     if isinstance(X, list | tuple):
         if len(X) == 0:
             raise ValueError(f"{name} is an empty list; pass at least one image")
@@ -296,38 +317,36 @@ def check_same_scale(
     layout: ImageLayout,
     references: list[np.ndarray],
     ref_layout: ImageLayout,
-    measurement_is_image: bool = True,
+    gain: float | None = 1.0,
 ) -> None:
     """Refuse clean references read on another scale than the observations because
     one side was uint8 (read on [0, 1]) and the other, on 0-255, was not.
 
     A float X on 0-255 (noise added to a uint8 picture) against its uint8 clean
-    image scored 15 dB too low, silently. The sides are compared by their spans:
-    more than 10 times apart (100 through a forward model, which may scale the
-    image: a kernel summing to 3) is another scale; strong noise on [0, 1] data
-    (sigma 0.5 spans about 3) stays well within it, a dark picture on 0-255
-    (span 14 against 0.04) far beyond.
+    image scored 15 dB too low, silently. The other side counts as 0-255 when its
+    robust span (1st to 99th percentile; in image units, for X: divided by the
+    forward model's ``gain``) exceeds 5: strong noise on [0, 1] data (sigma 0.5)
+    spans about 3, a hot pixel does not count, a dark 0-255 picture spans more.
+    ``gain`` None (a model of unknown gain) leaves X unjudged.
     """
-    factor = 10.0 if measurement_is_image else 100.0
     for i, (image, reference) in enumerate(zip(images, references, strict=False)):
         x_uint8 = bool(layout.scaled_uint8[i]) if layout.scaled_uint8 else False
         y_uint8 = bool(ref_layout.scaled_uint8[i]) if ref_layout.scaled_uint8 else False
-        if x_uint8 == y_uint8:
+        if x_uint8 == y_uint8 or (y_uint8 and not gain):
             continue
-        (eight, eight_name), (other, other_name) = (
-            ((reference, "y"), (image, "X")) if y_uint8 else ((image, "X"), (reference, "y"))
-        )
-        spans = []
-        for values in (eight, other):
-            finite = values[np.isfinite(values)]
-            spans.append(float(np.ptp(finite)) if finite.size else 0.0)
-        # One grey level at least: a constant uint8 side has no span to compare with.
-        if spans[1] > 1.0 and spans[1] > factor * max(spans[0], 1.0 / 255.0):
+        other, other_name = (image, "X") if y_uint8 else (reference, "y")
+        finite = other[np.isfinite(other)]
+        if finite.size == 0:
+            continue
+        low, high = np.percentile(finite, [1, 99])
+        span = float(high - low) / (abs(gain) if y_uint8 else 1.0)
+        if span > 5.0:
+            uint8_name = "y" if y_uint8 else "X"
             raise ValueError(
-                f"{eight_name} is uint8, read on [0, 1] (divided by 255), but {other_name} is "
-                f"not and spans {spans[1]:.6g}, as on 0-255: give both on one scale, e.g. "
-                f"{eight_name}.astype(float) for both on 0-255, or {other_name} / 255 for "
-                "both on [0, 1]"
+                f"{uint8_name} is uint8, read on [0, 1] (divided by 255), but {other_name} is "
+                f"not and spans {float(high - low):.6g} (1st to 99th percentile), as on "
+                f"0-255: give both on one scale, e.g. {uint8_name}.astype(float) for both "
+                f"on 0-255, or {other_name} / 255 for both on [0, 1]"
             )
 
 

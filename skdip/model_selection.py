@@ -946,7 +946,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         references, ref_layout = check_images(y, name="y", min_size=first._min_image_size)
         if len(references) != len(checked[0]):
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
-        check_same_scale(*checked, references, ref_layout, self._measurement_is_the_image)
+        check_same_scale(*checked, references, ref_layout, self._measurement_gain)
         images, _, results = self._results_for(X, fit_params, checked)
         check_complete(results)
         extras = first._split_extra(len(images), fit_params)
@@ -956,8 +956,8 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     _averages_fits = True
 
     @property
-    def _measurement_is_the_image(self) -> bool:
-        return getattr(self.estimator, "_measurement_is_the_image", True)
+    def _measurement_gain(self) -> float | None:
+        return getattr(self.estimator, "_measurement_gain", 1.0)
 
     def _results_for(self, X: Any, fit_params: dict, checked: tuple | None = None) -> tuple:
         """``(images, layout, results)`` of ``X``, each result holding the averaged

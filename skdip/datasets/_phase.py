@@ -91,7 +91,7 @@ def simulate_diffraction(
             raise ValueError(f"photons must be a positive number or None, got {photons!r}")
         if not np.isfinite(photons):
             raise ValueError(f"photons must be finite, got {photons!r}")
-    if (
+    if n_masks and (
         isinstance(mask_seed, bool)
         or not isinstance(mask_seed, Integral)
         or not 0 <= mask_seed < 2**32

@@ -492,6 +492,12 @@ class BaseDIPEstimator(
         _, _, out_shape, channels = self._forward_problem(image, extra)
         return (*out_shape, channels)
 
+    @property
+    def _measurement_gain(self) -> float | None:
+        """How the forward model scales a constant image (1 where the measurement is
+        the image), None where unknown: for judging a reference's scale."""
+        return 1.0 if self._measurement_is_the_image else None
+
     def _network_shape(self, image: np.ndarray, extra: dict) -> tuple[int, int]:
         """The ``(H, W)`` the generator is built for (a padded scene, an object
         smaller than its diffraction pattern: not always the returned shape)."""
@@ -570,7 +576,7 @@ class BaseDIPEstimator(
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(images):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
-            check_same_scale(images, layout, references, ref_layout, self._measurement_is_the_image)
+            check_same_scale(images, layout, references, ref_layout, self._measurement_gain)
         return images, layout, references
 
     def _solve(self, X, y=None, **fit_params):
@@ -791,7 +797,7 @@ class BaseDIPEstimator(
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(checked[0]):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
-            check_same_scale(*checked, references, ref_layout, self._measurement_is_the_image)
+            check_same_scale(*checked, references, ref_layout, self._measurement_gain)
             # The fitted images are not solved again, whatever the parameters are now.
             solving = not self._reuses_fit(checked[0], fit_params)
             self._per_image_inputs(checked[0], references, fit_params, solving=solving)

@@ -124,13 +124,14 @@ def _as_reference_list(y, objects: list[np.ndarray]) -> list[np.ndarray]:
         raise ValueError(f"y holds {len(refs)} objects but X holds {n} measurements")
     for i, (ref, obj) in enumerate(zip(refs, objects, strict=True)):
         # The measurement fixes the object's scale: a reference 255 times larger (a
-        # uint8 picture of a [0, 1] object) scored -43 dB, silently.
-        big, small = float(np.abs(ref).max(initial=0.0)), float(np.abs(obj).max(initial=0.0))
+        # uint8 picture of a [0, 1] object) scored -43 dB, silently. Energies, not
+        # peaks: a weak fit spreads a point object but keeps the measured energy.
+        big, small = float(np.linalg.norm(ref)), float(np.linalg.norm(obj))
         if big > 0 and small > 0 and not 0.1 <= big / small <= 10:
             raise ValueError(
-                f"y[{i}] reaches {big:.6g} in magnitude, {big / small:.3g} times the object "
-                f"recovered from the measurement ({small:.6g}): give y on the scale the "
-                "measurement implies (integers are taken as numbers, not as 8-bit levels)"
+                f"y[{i}] has {big / small:.3g} times the energy (norm) of the object "
+                "recovered from the measurement: give y on the scale the measurement "
+                "implies (integers are taken as numbers, not as 8-bit levels)"
             )
     return refs
 

@@ -678,6 +678,9 @@ class DIPSuperResolver(_InverseProblemEstimator):
     (16, 16)
     """
 
+    # Its anti-aliasing filters sum to 1: the measurement keeps the image's scale.
+    _measurement_gain = 1.0
+
     _parameter_constraints: dict = {
         **_InverseProblemEstimator._parameter_constraints,
         "scale": [Interval(Integral, 1, None, closed="left")],
@@ -795,6 +798,15 @@ class DIPDeconvolver(_InverseProblemEstimator):
     >>> dec.fit_transform(blurred).shape
     (16, 16)
     """
+
+    @property
+    def _measurement_gain(self) -> float | None:
+        # The blur scales a constant image by the kernel's sum.
+        try:
+            gain = float(np.sum(np.asarray(self.kernel, dtype=np.float64)))
+        except (TypeError, ValueError):
+            return None
+        return gain if np.isfinite(gain) and gain != 0 else None
 
     _parameter_constraints: dict = {
         **_InverseProblemEstimator._parameter_constraints,

@@ -662,7 +662,7 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         if len(references) != len(results):
             raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")
         check_same_scale(
-            images, layout, references, ref_layout, getattr(dip, "_measurement_is_the_image", True)
+            images, layout, references, ref_layout, getattr(dip, "_measurement_gain", 1.0)
         )
         if self.data_range not in (None, 1) and any(layout.scaled_uint8 + ref_layout.scaled_uint8):
             raise ValueError(

@@ -36,10 +36,14 @@ class ForwardOperator(nn.Module):
     # caches (Pipeline(memory=...)) never matched an estimator holding one.
     def __getstate__(self):
         state = self.__dict__.copy()
+        if type(self).__setstate__ is not ForwardOperator.__setstate__:
+            return state  # a subclass's own __setstate__ expects the tensors as they are
         for kind in ("_buffers", "_parameters"):
             tensors = [t for t in state.get(kind, {}).values() if isinstance(t, torch.Tensor)]
             storages = [
-                t.untyped_storage().data_ptr() for t in tensors if t.layout == torch.strided
+                t.untyped_storage().data_ptr()
+                for t in tensors
+                if t.layout == torch.strided and t.numel() > 0
             ]
             if len(set(storages)) < len(storages):
                 continue  # tensors sharing memory: torch's pickling keeps them shared
