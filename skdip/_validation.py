@@ -138,6 +138,8 @@ def _nested_lists_as_array(X: list | tuple, name: str):
     few channels (``rgb.tolist()``); wider, they are a batch of grey images, as a
     list of arrays is.
     """
+    if any(isinstance(item, torch.Tensor) for item in X):
+        return X  # refused item by item, with the tensor's own message
     try:
         rows = all(np.ndim(item) <= 1 for item in X)
     except ValueError:  # a ragged item
@@ -157,7 +159,15 @@ def _nested_lists_as_array(X: list | tuple, name: str):
     except ValueError:
         return X  # images of different sizes, each as nested lists
     if arr.ndim == 3 and arr.shape[2] > 4:
-        return X  # grey images, each as nested lists
+        # Grey images, each as nested lists, as a list of arrays would be; said, as
+        # np.asarray would read one many-band image.
+        warn(
+            f"{name} is nested lists of shape {arr.shape}, read as {arr.shape[0]} grey "
+            f"images of {arr.shape[1]}x{arr.shape[2]}; for one image with {arr.shape[2]} "
+            f"channels pass np.asarray({name})",
+            UserWarning,
+        )
+        return X
     return arr
 
 
@@ -317,36 +327,42 @@ def check_same_scale(
     layout: ImageLayout,
     references: list[np.ndarray],
     ref_layout: ImageLayout,
-    gain: float | None = 1.0,
+    predict,
 ) -> None:
     """Refuse clean references read on another scale than the observations because
-    one side was uint8 (read on [0, 1]) and the other, on 0-255, was not.
+    one side was uint8 (read on [0, 1], divided by 255) and the other was not.
 
     A float X on 0-255 (noise added to a uint8 picture) against its uint8 clean
-    image scored 15 dB too low, silently. The other side counts as 0-255 when its
-    robust span (1st to 99th percentile; in image units, for X: divided by the
-    forward model's ``gain``) exceeds 5: strong noise on [0, 1] data (sigma 0.5)
-    spans about 3, a hot pixel does not count, a dark 0-255 picture spans more.
-    ``gain`` None (a model of unknown gain) leaves X unjudged.
+    image scored 15-43 dB too low, silently. Which scale fits is asked of the
+    data: ``predict(i, [y, y_rescaled])`` gives the measurements the forward
+    model predicts for the reference as read and for it moved to the other side's
+    scale (x255 or /255; NaN where nothing is measured; None when the model cannot
+    tell), and the reference is refused when the rescaled one matches ``X`` far
+    better, in median absolute residual (robust to noise, impulses, hot pixels
+    and placeholders under a mask).
     """
     for i, (image, reference) in enumerate(zip(images, references, strict=False)):
         x_uint8 = bool(layout.scaled_uint8[i]) if layout.scaled_uint8 else False
         y_uint8 = bool(ref_layout.scaled_uint8[i]) if ref_layout.scaled_uint8 else False
-        if x_uint8 == y_uint8 or (y_uint8 and not gain):
+        if x_uint8 == y_uint8:
             continue
-        other, other_name = (image, "X") if y_uint8 else (reference, "y")
-        finite = other[np.isfinite(other)]
-        if finite.size == 0:
+        moved = reference * 255.0 if y_uint8 else reference / 255.0
+        predicted = predict(i, [reference, moved])
+        if predicted is None:
             continue
-        low, high = np.percentile(finite, [1, 99])
-        span = float(high - low) / (abs(gain) if y_uint8 else 1.0)
-        if span > 5.0:
-            uint8_name = "y" if y_uint8 else "X"
+        as_read, rescaled = predicted
+        valid = np.isfinite(image) & np.isfinite(as_read) & np.isfinite(rescaled)
+        if not valid.any():
+            continue
+        misfit = float(np.median(np.abs(image[valid] - as_read[valid])))
+        other = float(np.median(np.abs(image[valid] - rescaled[valid])))
+        if other < 0.25 * misfit:
+            eight, other_name = ("y", "X") if y_uint8 else ("X", "y")
             raise ValueError(
-                f"{uint8_name} is uint8, read on [0, 1] (divided by 255), but {other_name} is "
-                f"not and spans {float(high - low):.6g} (1st to 99th percentile), as on "
-                f"0-255: give both on one scale, e.g. {uint8_name}.astype(float) for both "
-                f"on 0-255, or {other_name} / 255 for both on [0, 1]"
+                f"{eight} is uint8, read on [0, 1] (divided by 255), but {other_name} is not "
+                f"and matches {eight} on 0-255 (median misfit {other:.3g} against {misfit:.3g} "
+                f"on [0, 1]): give both on one scale, e.g. {eight}.astype(float) for both on "
+                f"0-255, or {other_name} / 255 for both on [0, 1]"
             )
 
 

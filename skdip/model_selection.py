@@ -932,7 +932,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         -------
         score : float
         """
-        from ._validation import check_images, check_same_scale, is_target_vector
+        from ._validation import check_images, is_target_vector
         from .metrics._scorers import check_complete
 
         check_is_fitted(self, "reconstruction_")
@@ -946,7 +946,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         references, ref_layout = check_images(y, name="y", min_size=first._min_image_size)
         if len(references) != len(checked[0]):
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
-        check_same_scale(*checked, references, ref_layout, self._measurement_gain)
+        first._check_reference_dtypes(*checked, references, ref_layout, fit_params)
         images, _, results = self._results_for(X, fit_params, checked)
         check_complete(results)
         extras = first._split_extra(len(images), fit_params)
@@ -955,9 +955,10 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     # For the reference scorers (PSNR, SSIM); the no-reference ones refuse it.
     _averages_fits = True
 
-    @property
-    def _measurement_gain(self) -> float | None:
-        return getattr(self.estimator, "_measurement_gain", 1.0)
+    def _check_reference_dtypes(self, images, layout, references, ref_layout, fit_params):
+        self.estimators_[0]._check_reference_dtypes(
+            images, layout, references, ref_layout, fit_params
+        )
 
     def _results_for(self, X: Any, fit_params: dict, checked: tuple | None = None) -> tuple:
         """``(images, layout, results)`` of ``X``, each result holding the averaged

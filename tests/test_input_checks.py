@@ -453,3 +453,58 @@ def test_an_unused_mask_seed_is_not_checked():
     np.testing.assert_array_equal(
         simulate_diffraction(x, n_masks=0, mask_seed=2**32), simulate_diffraction(x)
     )
+
+
+# ------------------------------------------------------ fourth review of the checks
+def test_the_reference_scale_is_judged_through_the_forward_model():
+    from skdip import SparseNoise
+    from skdip.metrics import get_scorer
+    from skdip.operators import Convolution, Identity, PixelMask
+
+    rng = np.random.default_rng(0)
+    ref = np.tile(np.linspace(20, 220, 16), (16, 1)).astype(np.uint8)
+    # 0-255 data through any model, the reconstructor's included: refused.
+    for op in (Identity(), Convolution(np.ones((3, 3)) / 9), PixelMask(np.ones((16, 16), bool))):
+        with pytest.raises(ValueError, match="y is uint8, read on .0, 1. .divided by 255."):
+            DIPReconstructor(operator=op, **COMMON).fit(ref * 1.0, ref)
+    # A kernel with a tiny sum, impulses, placeholders under a mask: accepted.
+    yy, xx = np.mgrid[-3:4, -3:4]
+    g1, g2 = np.exp(-(xx**2 + yy**2) / 2), np.exp(-(xx**2 + yy**2) / 8)
+    dog = g1 / g1.sum() - g2 / g2.sum() + 1e-3 / 49
+    from scipy.ndimage import convolve
+
+    blurred = convolve(ref / 255.0, dog, mode="wrap")
+    DIPDeconvolver(kernel=dog, rescale=False, **COMMON).fit(blurred, ref)
+    impulses = ref / 255 + rng.normal(0, 0.05, ref.shape)
+    hit = rng.random(ref.shape) < 0.05
+    impulses[hit] = rng.choice([-3.0, 6.0], hit.sum())
+    DIPDenoiser(noise_model=SparseNoise(), **COMMON).fit(impulses, ref)
+    observed = rng.random(ref.shape) > 0.3
+    held = np.where(observed, ref / 255, -999.0)
+    inp = DIPInpainter(**COMMON).fit(held, ref, mask=observed)
+    assert np.isfinite(get_scorer("psnr")(inp, held, ref, mask=observed))
+    # A kernel that requires grad: its y is checked without NumPy on it.
+    kernel = torch.full((3, 3), 1 / 9, requires_grad=True)
+    DIPDeconvolver(kernel=kernel, **COMMON).fit(ref / 255.0, ref / 255.0)
+
+
+def test_nested_lists_of_many_bands_are_said_to_be_a_batch():
+    from skdip._validation import check_images
+
+    with pytest.warns(UserWarning, match="read as 8 grey images of 8x6"):
+        _, layout = check_images(np.random.default_rng(0).random((8, 8, 6)).tolist())
+    assert layout.kind == "list"
+
+
+def test_a_list_of_tensor_rows_is_refused_as_tensors():
+    with pytest.raises(TypeError, match=r"X\[0\] is a torch.Tensor"):
+        DIPDenoiser(**COMMON).fit([torch.rand(8) for _ in range(8)])
+
+
+def test_a_phase_reference_as_nested_lists_is_one_object():
+    from skdip.datasets import simulate_diffraction
+
+    obj = np.random.default_rng(0).random((8, 8))
+    y = simulate_diffraction(obj)
+    hio = HIOPhaseRetriever(max_iter=30, n_er=10, random_state=0).fit(y)
+    assert hio.score(y, obj.tolist()) == hio.score(y, obj)

@@ -492,11 +492,28 @@ class BaseDIPEstimator(
         _, _, out_shape, channels = self._forward_problem(image, extra)
         return (*out_shape, channels)
 
-    @property
-    def _measurement_gain(self) -> float | None:
-        """How the forward model scales a constant image (1 where the measurement is
-        the image), None where unknown: for judging a reference's scale."""
-        return 1.0 if self._measurement_is_the_image else None
+    def _predict_measurements(
+        self, image: np.ndarray, extra: dict, candidates: list[np.ndarray]
+    ) -> list[np.ndarray] | None:
+        """The measurements the forward model predicts for candidate images, on the
+        observation's grid (NaN where nothing is measured); None when it cannot
+        tell. Here the measurement is the image (or, for a blind deblurrer, close
+        enough to it to tell two scales apart)."""
+        if any(c.shape != image.shape for c in candidates):
+            return None
+        return list(candidates)
+
+    def _check_reference_dtypes(self, images, layout, references, ref_layout, fit_params):
+        """Refuse a clean ``y`` read on another scale than ``X`` because one side was
+        uint8 (see :func:`~skdip._validation.check_same_scale`)."""
+        extras = self._split_extra(len(images), fit_params)
+        check_same_scale(
+            images,
+            layout,
+            references,
+            ref_layout,
+            lambda i, candidates: self._predict_measurements(images[i], extras[i], candidates),
+        )
 
     def _network_shape(self, image: np.ndarray, extra: dict) -> tuple[int, int]:
         """The ``(H, W)`` the generator is built for (a padded scene, an object
@@ -568,7 +585,7 @@ class BaseDIPEstimator(
                 self._check_solvable(image, extra, reference)
         return extras
 
-    def _check_inputs(self, X, y=None):
+    def _check_inputs(self, X, y=None, fit_params=None):
         """Validated ``(images, layout, references)``; references None without clean ``y``."""
         images, layout = self._check_observations(X)
         references = None
@@ -576,11 +593,11 @@ class BaseDIPEstimator(
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(images):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
-            check_same_scale(images, layout, references, ref_layout, self._measurement_gain)
+            self._check_reference_dtypes(images, layout, references, ref_layout, fit_params or {})
         return images, layout, references
 
     def _solve(self, X, y=None, **fit_params):
-        images, layout, references = self._check_inputs(X, y)
+        images, layout, references = self._check_inputs(X, y, fit_params)
         extras = self._per_image_inputs(images, references, fit_params)
         rng = check_random_state(self.random_state)
         with one_interruption() as interrupted:
@@ -797,7 +814,7 @@ class BaseDIPEstimator(
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(checked[0]):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
-            check_same_scale(*checked, references, ref_layout, self._measurement_gain)
+            self._check_reference_dtypes(*checked, references, ref_layout, fit_params)
             # The fitted images are not solved again, whatever the parameters are now.
             solving = not self._reuses_fit(checked[0], fit_params)
             self._per_image_inputs(checked[0], references, fit_params, solving=solving)

@@ -354,9 +354,6 @@ class BlindDeblurrer(BaseDIPEstimator):
     (True, 1.0, 1)
     """
 
-    # The estimated kernel sums to 1: the measurement keeps the image's scale.
-    _measurement_gain = 1.0
-
     _parameter_constraints: dict = {
         **BaseDIPEstimator._parameter_constraints,
         "kernel_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],

@@ -24,7 +24,13 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._engine import fit_model
-from .._validation import check_images, images_digest, is_target_vector, reject_bool_numbers
+from .._validation import (
+    _nested_lists_as_array,
+    check_images,
+    images_digest,
+    is_target_vector,
+    reject_bool_numbers,
+)
 from .._warnings import warn
 from ..generators import get_generator
 from ..losses import get_loss
@@ -107,6 +113,8 @@ def _as_reference_list(y, objects: list[np.ndarray]) -> list[np.ndarray]:
     """Clean objects for scoring (real or complex, one per measurement), checked
     against the recovered ``objects`` for their scale."""
     n = len(objects)
+    if isinstance(y, list | tuple):
+        y = _nested_lists_as_array(y, "y")  # nested lists of numbers: one object
     if isinstance(y, list | tuple):
         refs = [np.asarray(v) for v in y]
     else:

@@ -161,6 +161,29 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         except Exception:
             return None
 
+    def _predict_measurements(self, image, extra, candidates):
+        if self._measurement_is_the_image:
+            predicted = super()._predict_measurements(image, extra, candidates)
+            if predicted is not None and hasattr(self, "_observed"):
+                hidden = ~self._observed(image, extra)
+                predicted = [np.where(hidden, np.nan, p) for p in predicted]
+            return predicted
+        _, _, out_shape, channels = self._forward_problem(image, extra)
+        if any(c.shape != (*out_shape, channels) for c in candidates):
+            return None
+        outputs = self._probe_operator(
+            image, extra, lambda shape: [to_tensor(c, torch.device("cpu")) for c in candidates]
+        )
+        if outputs is None or any(np.iscomplexobj(o) for o in outputs):
+            return None
+        predicted = [o[0].transpose(1, 2, 0) for o in outputs]
+        if any(p.shape != image.shape for p in predicted):
+            return None
+        unmeasured = self._unmeasured(image, extra)
+        if unmeasured is not None:
+            predicted = [np.where(unmeasured, np.nan, p) for p in predicted]
+        return predicted
+
     def _unmeasured(self, image, extra) -> np.ndarray | None:
         """Entries of the observation a linear forward model never produces, as an
         ``(h, w, c)`` boolean array (a PixelMask's hidden pixels); None when there
@@ -678,9 +701,6 @@ class DIPSuperResolver(_InverseProblemEstimator):
     (16, 16)
     """
 
-    # Its anti-aliasing filters sum to 1: the measurement keeps the image's scale.
-    _measurement_gain = 1.0
-
     _parameter_constraints: dict = {
         **_InverseProblemEstimator._parameter_constraints,
         "scale": [Interval(Integral, 1, None, closed="left")],
@@ -798,15 +818,6 @@ class DIPDeconvolver(_InverseProblemEstimator):
     >>> dec.fit_transform(blurred).shape
     (16, 16)
     """
-
-    @property
-    def _measurement_gain(self) -> float | None:
-        # The blur scales a constant image by the kernel's sum.
-        try:
-            gain = float(np.sum(np.asarray(self.kernel, dtype=np.float64)))
-        except (TypeError, ValueError):
-            return None
-        return gain if np.isfinite(gain) and gain != 0 else None
 
     _parameter_constraints: dict = {
         **_InverseProblemEstimator._parameter_constraints,

@@ -638,7 +638,7 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         -------
         score : float
         """
-        from .._validation import check_images, check_same_scale, is_target_vector
+        from .._validation import check_images, is_target_vector
 
         self._validate_params()
         if y is None or is_target_vector(y):
@@ -661,9 +661,7 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         check_complete(results)
         if len(references) != len(results):
             raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")
-        check_same_scale(
-            images, layout, references, ref_layout, getattr(dip, "_measurement_gain", 1.0)
-        )
+        dip._check_reference_dtypes(images, layout, references, ref_layout, fit_params)
         if self.data_range not in (None, 1) and any(layout.scaled_uint8 + ref_layout.scaled_uint8):
             raise ValueError(
                 "uint8 images are read on [0, 1] (divided by 255), and so are their "
