@@ -152,8 +152,8 @@ def _nested_lists_as_array(X: list | tuple, name: str):
                 f"{name} is a nested list whose rows have different lengths; an image's "
                 "rows must all have the same number of pixels"
             ) from error
-    if any(_array_like(item) for item in X):
-        return X
+    if len(X) == 1 or any(_array_like(item) for item in X):
+        return X  # a list of one image (as nested lists or not), or of arrays
     try:
         arr = np.asarray(X)
     except ValueError:
@@ -333,36 +333,34 @@ def check_same_scale(
     one side was uint8 (read on [0, 1], divided by 255) and the other was not.
 
     A float X on 0-255 (noise added to a uint8 picture) against its uint8 clean
-    image scored 15-43 dB too low, silently. Which scale fits is asked of the
-    data: ``predict(i, [y, y_rescaled])`` gives the measurements the forward
-    model predicts for the reference as read and for it moved to the other side's
-    scale (x255 or /255; NaN where nothing is measured; None when the model cannot
-    tell), and the reference is refused when the rescaled one matches ``X`` far
-    better, in median absolute residual (robust to noise, impulses, hot pixels
-    and placeholders under a mask).
+    image scored 15-43 dB too low, silently. The scale is estimated from the data:
+    ``predict(i, y)`` gives the measurements the forward model predicts for the
+    reference (NaN where nothing is measured; None when it cannot tell), and the
+    least-squares factor ``a`` in ``X ~ a * prediction`` is about 1 on one scale
+    and 255 (or 1/255) across them. Noise averages out of ``a``, black pixels add
+    nothing to it, and impulses or placeholders move it far less than the factor
+    16 (the geometric middle) that decides.
     """
     for i, (image, reference) in enumerate(zip(images, references, strict=False)):
         x_uint8 = bool(layout.scaled_uint8[i]) if layout.scaled_uint8 else False
         y_uint8 = bool(ref_layout.scaled_uint8[i]) if ref_layout.scaled_uint8 else False
         if x_uint8 == y_uint8:
             continue
-        moved = reference * 255.0 if y_uint8 else reference / 255.0
-        predicted = predict(i, [reference, moved])
-        if predicted is None:
+        predicted = predict(i, reference)
+        if predicted is None or predicted.shape != image.shape:
             continue
-        as_read, rescaled = predicted
-        valid = np.isfinite(image) & np.isfinite(as_read) & np.isfinite(rescaled)
-        if not valid.any():
+        valid = np.isfinite(image) & np.isfinite(predicted)
+        power = float(np.sum(predicted[valid] ** 2))
+        if power <= 0:
             continue
-        misfit = float(np.median(np.abs(image[valid] - as_read[valid])))
-        other = float(np.median(np.abs(image[valid] - rescaled[valid])))
-        if other < 0.25 * misfit:
-            eight, other_name = ("y", "X") if y_uint8 else ("X", "y")
+        factor = float(np.sum(image[valid] * predicted[valid])) / power
+        if (y_uint8 and factor > 16.0) or (x_uint8 and 0 < factor < 1 / 16.0):
+            eight, other = ("y", "X") if y_uint8 else ("X", "y")
             raise ValueError(
-                f"{eight} is uint8, read on [0, 1] (divided by 255), but {other_name} is not "
-                f"and matches {eight} on 0-255 (median misfit {other:.3g} against {misfit:.3g} "
-                f"on [0, 1]): give both on one scale, e.g. {eight}.astype(float) for both on "
-                f"0-255, or {other_name} / 255 for both on [0, 1]"
+                f"{eight} is uint8, read on [0, 1] (divided by 255), but {other} is not and "
+                f"is on another scale (X is about {factor:.3g} times what y predicts, as for "
+                f"0-255 against [0, 1]): give both on one scale, e.g. {eight}.astype(float) "
+                f"for both on 0-255, or {other} / 255 for both on [0, 1]"
             )
 
 

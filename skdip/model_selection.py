@@ -610,7 +610,7 @@ def fit_candidates(
     fitted = [clone(estimator).set_params(**c) for c in candidates]
     for est in fitted:
         est._check_params()
-    images, layout, references = fitted[0]._check_inputs(X, y)
+    images, layout, references = fitted[0]._check_inputs(X, y, fit_params)
     n = len(images)
     refs = references if references is not None else [None] * n
 

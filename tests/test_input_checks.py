@@ -508,3 +508,47 @@ def test_a_phase_reference_as_nested_lists_is_one_object():
     y = simulate_diffraction(obj)
     hio = HIOPhaseRetriever(max_iter=30, n_er=10, random_state=0).fit(y)
     assert hio.score(y, obj.tolist()) == hio.score(y, obj)
+
+
+def test_a_list_of_one_image_as_nested_lists_is_a_batch_of_one_without_a_warning():
+    from skdip._validation import check_images
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        images, layout = check_images([_ramp(8, 12).tolist()])
+    assert layout.kind == "list" and images[0].shape == (8, 12, 1)
+
+
+def test_the_reference_scale_is_a_least_squares_factor():
+    # Median residuals were fooled by black pixels and noise (70% black 0-255 data
+    # passed, at -39 dB) and by zeros in uint8 data (a dark scene was refused).
+    from skdip.model_selection import fit_candidates
+
+    rng = np.random.default_rng(0)
+    sparse = np.zeros((16, 16))
+    sparse[rng.random((16, 16)) < 0.3] = 200
+    sparse = sparse.astype(np.uint8)
+    with pytest.raises(ValueError, match="is on another scale"):
+        DIPDenoiser(**COMMON).fit(sparse + rng.normal(0, 5, sparse.shape), sparse)
+    dim = rng.integers(5, 36, (16, 16)).astype(np.uint8)
+    with pytest.raises(ValueError, match="is on another scale"):
+        DIPDenoiser(**COMMON).fit(dim + rng.normal(0, 10, dim.shape), dim)
+    # "valid" blurs: the reference is on the observation's grid.
+    ref = np.tile(np.linspace(20, 220, 16), (16, 1)).astype(np.uint8)
+    from scipy.ndimage import convolve
+
+    seen = convolve(ref.astype(float), np.ones((3, 3)) / 9, mode="nearest")
+    valid = DIPDeconvolver(kernel=np.ones((3, 3)) / 9, boundary="valid", **COMMON)
+    with pytest.raises(ValueError, match="is on another scale"):
+        valid.fit(seen, ref)
+    valid.fit(seen / 255, ref)
+    # uint8 data with many zeros against a float reference on [0, 1]: accepted.
+    dark = np.clip(rng.random((16, 16)) * 0.02 * (rng.random((16, 16)) > 0.5), 0, 1)
+    noisy = np.clip(np.round((dark + rng.normal(0, 0.1, dark.shape)) * 255), 0, 255)
+    DIPDenoiser(**COMMON).fit(noisy.astype(np.uint8), dark)
+    # The masks of a candidate search reach the check.
+    clean = np.tile(np.linspace(0.2, 0.9, 16), (16, 1))
+    observed = rng.random((16, 16)) > 0.6
+    held = np.where(observed, np.round(clean * 255), 0).astype(np.uint8)
+    fit_candidates(DIPInpainter(**COMMON), held, [{"lr": 0.01}], clean, mask=observed)
+    assert np.isfinite(DIPInpainter(**COMMON).fit(held, clean, mask=observed).score(held, clean))

@@ -493,15 +493,13 @@ class BaseDIPEstimator(
         return (*out_shape, channels)
 
     def _predict_measurements(
-        self, image: np.ndarray, extra: dict, candidates: list[np.ndarray]
-    ) -> list[np.ndarray] | None:
-        """The measurements the forward model predicts for candidate images, on the
+        self, image: np.ndarray, extra: dict, reference: np.ndarray
+    ) -> np.ndarray | None:
+        """The measurement the forward model predicts for a clean image, on the
         observation's grid (NaN where nothing is measured); None when it cannot
-        tell. Here the measurement is the image (or, for a blind deblurrer, close
-        enough to it to tell two scales apart)."""
-        if any(c.shape != image.shape for c in candidates):
-            return None
-        return list(candidates)
+        tell. Here the measurement is the image (for a blind deblurrer, close
+        enough to it to tell 0-255 from [0, 1])."""
+        return reference if reference.shape == image.shape else None
 
     def _check_reference_dtypes(self, images, layout, references, ref_layout, fit_params):
         """Refuse a clean ``y`` read on another scale than ``X`` because one side was
@@ -512,7 +510,7 @@ class BaseDIPEstimator(
             layout,
             references,
             ref_layout,
-            lambda i, candidates: self._predict_measurements(images[i], extras[i], candidates),
+            lambda i, reference: self._predict_measurements(images[i], extras[i], reference),
         )
 
     def _network_shape(self, image: np.ndarray, extra: dict) -> tuple[int, int]:

@@ -161,28 +161,25 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         except Exception:
             return None
 
-    def _predict_measurements(self, image, extra, candidates):
+    def _predict_measurements(self, image, extra, reference):
         if self._measurement_is_the_image:
-            predicted = super()._predict_measurements(image, extra, candidates)
-            if predicted is not None and hasattr(self, "_observed"):
-                hidden = ~self._observed(image, extra)
-                predicted = [np.where(hidden, np.nan, p) for p in predicted]
-            return predicted
+            if reference.shape != image.shape:
+                return None
+            if hasattr(self, "_observed"):  # placeholders under a mask say nothing
+                return np.where(self._observed(image, extra), reference, np.nan)
+            return reference
         _, _, out_shape, channels = self._forward_problem(image, extra)
-        if any(c.shape != (*out_shape, channels) for c in candidates):
-            return None
+        if reference.shape != (*out_shape, channels):
+            # On the observation's grid (the field of view of a "valid" blur): a
+            # blur or a resampling keeps the scale, so the image itself tells it.
+            return reference if reference.shape == image.shape else None
         outputs = self._probe_operator(
-            image, extra, lambda shape: [to_tensor(c, torch.device("cpu")) for c in candidates]
+            image, extra, lambda shape: [to_tensor(reference, torch.device("cpu"))]
         )
-        if outputs is None or any(np.iscomplexobj(o) for o in outputs):
+        if outputs is None or np.iscomplexobj(outputs[0]):
             return None
-        predicted = [o[0].transpose(1, 2, 0) for o in outputs]
-        if any(p.shape != image.shape for p in predicted):
-            return None
-        unmeasured = self._unmeasured(image, extra)
-        if unmeasured is not None:
-            predicted = [np.where(unmeasured, np.nan, p) for p in predicted]
-        return predicted
+        # Entries the model never produces predict 0 and so weigh nothing.
+        return outputs[0][0].transpose(1, 2, 0)
 
     def _unmeasured(self, image, extra) -> np.ndarray | None:
         """Entries of the observation a linear forward model never produces, as an
