@@ -334,12 +334,14 @@ def check_same_scale(
 
     A float X on 0-255 (noise added to a uint8 picture) against its uint8 clean
     image scored 15-43 dB too low, silently. The scale is estimated from the data:
-    ``predict(i, y)`` gives the measurements the forward model predicts for the
-    reference (NaN where nothing is measured; None when it cannot tell), and the
-    least-squares factor ``a`` in ``X ~ a * prediction`` is about 1 on one scale
-    and 255 (or 1/255) across them. Noise averages out of ``a``, black pixels add
-    nothing to it, and impulses or placeholders move it far less than the factor
-    16 (the geometric middle) that decides.
+    ``predict(i, y)`` gives the measurements a linear forward model predicts for
+    the reference (NaN where nothing is measured; None when it cannot tell), and
+    the factor ``a`` in ``X ~ a * prediction`` is about 1 on one scale and 255 (or
+    1/255) across them. It is taken twice, through the origin (robust to
+    placeholders, which do not follow the prediction) and centred (robust to an
+    offset such as clipped noise on a dark image), and the reference is refused
+    only when both pass the geometric middle, 16 (or 1/16): a refusal of sound
+    data would be worse than the silent miss it guards against.
     """
     for i, (image, reference) in enumerate(zip(images, references, strict=False)):
         x_uint8 = bool(layout.scaled_uint8[i]) if layout.scaled_uint8 else False
@@ -350,17 +352,23 @@ def check_same_scale(
         if predicted is None or predicted.shape != image.shape:
             continue
         valid = np.isfinite(image) & np.isfinite(predicted)
-        power = float(np.sum(predicted[valid] ** 2))
-        if power <= 0:
+        x, p = image[valid], predicted[valid]
+        if p.size < 2 or float(np.sum(p**2)) <= 0 or float(np.var(p)) <= 0:
             continue
-        factor = float(np.sum(image[valid] * predicted[valid])) / power
-        if (y_uint8 and factor > 16.0) or (x_uint8 and 0 < factor < 1 / 16.0):
+        through_origin = float(np.sum(x * p)) / float(np.sum(p**2))
+        centred = float(np.mean((x - x.mean()) * (p - p.mean()))) / float(np.var(p))
+        if y_uint8:
+            wrong = min(through_origin, centred) > 16.0
+        else:
+            wrong = 0 < through_origin < 1 / 16.0 and 0 < centred < 1 / 16.0
+        if wrong:
             eight, other = ("y", "X") if y_uint8 else ("X", "y")
             raise ValueError(
-                f"{eight} is uint8, read on [0, 1] (divided by 255), but {other} is not and "
-                f"is on another scale (X is about {factor:.3g} times what y predicts, as for "
-                f"0-255 against [0, 1]): give both on one scale, e.g. {eight}.astype(float) "
-                f"for both on 0-255, or {other} / 255 for both on [0, 1]"
+                f"{eight} is uint8, read on [0, 1] (divided by 255), and {other} is not: X is "
+                f"about {centred:.3g} times what y predicts, so the two are on different "
+                f"scales (0-255 against [0, 1] gives 255 or 1/255). Give y on X's scale, e.g. "
+                f"{eight}.astype(float) when both are on 0-255, or {other} / 255 when both "
+                "should be on [0, 1]"
             )
 
 

@@ -611,6 +611,9 @@ def fit_candidates(
     for est in fitted:
         est._check_params()
     images, layout, references = fitted[0]._check_inputs(X, y, fit_params)
+    if references is not None:
+        for est in fitted[1:]:  # a candidate's own forward model judges y's scale
+            est._check_inputs(X, y, fit_params)
     n = len(images)
     refs = references if references is not None else [None] * n
 
@@ -956,9 +959,8 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     _averages_fits = True
 
     def _check_reference_dtypes(self, images, layout, references, ref_layout, fit_params):
-        self.estimators_[0]._check_reference_dtypes(
-            images, layout, references, ref_layout, fit_params
-        )
+        for est in self.estimators_:
+            est._check_reference_dtypes(images, layout, references, ref_layout, fit_params)
 
     def _results_for(self, X: Any, fit_params: dict, checked: tuple | None = None) -> tuple:
         """``(images, layout, results)`` of ``X``, each result holding the averaged

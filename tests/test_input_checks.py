@@ -528,10 +528,10 @@ def test_the_reference_scale_is_a_least_squares_factor():
     sparse = np.zeros((16, 16))
     sparse[rng.random((16, 16)) < 0.3] = 200
     sparse = sparse.astype(np.uint8)
-    with pytest.raises(ValueError, match="is on another scale"):
+    with pytest.raises(ValueError, match="on different scales"):
         DIPDenoiser(**COMMON).fit(sparse + rng.normal(0, 5, sparse.shape), sparse)
     dim = rng.integers(5, 36, (16, 16)).astype(np.uint8)
-    with pytest.raises(ValueError, match="is on another scale"):
+    with pytest.raises(ValueError, match="on different scales"):
         DIPDenoiser(**COMMON).fit(dim + rng.normal(0, 10, dim.shape), dim)
     # "valid" blurs: the reference is on the observation's grid.
     ref = np.tile(np.linspace(20, 220, 16), (16, 1)).astype(np.uint8)
@@ -539,7 +539,7 @@ def test_the_reference_scale_is_a_least_squares_factor():
 
     seen = convolve(ref.astype(float), np.ones((3, 3)) / 9, mode="nearest")
     valid = DIPDeconvolver(kernel=np.ones((3, 3)) / 9, boundary="valid", **COMMON)
-    with pytest.raises(ValueError, match="is on another scale"):
+    with pytest.raises(ValueError, match="on different scales"):
         valid.fit(seen, ref)
     valid.fit(seen / 255, ref)
     # uint8 data with many zeros against a float reference on [0, 1]: accepted.
@@ -552,3 +552,34 @@ def test_the_reference_scale_is_a_least_squares_factor():
     held = np.where(observed, np.round(clean * 255), 0).astype(np.uint8)
     fit_candidates(DIPInpainter(**COMMON), held, [{"lr": 0.01}], clean, mask=observed)
     assert np.isfinite(DIPInpainter(**COMMON).fit(held, clean, mask=observed).score(held, clean))
+
+
+def test_the_reference_scale_allows_offsets_gains_and_non_linear_models():
+    from scipy.signal import convolve2d
+
+    from skdip.model_selection import fit_candidates
+
+    rng = np.random.default_rng(0)
+    ref = (np.clip(np.tile(np.linspace(0.1, 0.9, 20), (20, 1)), 0, 1) * 255).astype(np.uint8)
+    # A "valid" blur with gain 20: judged through the gain, accepted; 0-255 data refused.
+    gain20 = np.ones((3, 3)) * 20 / 9
+    seen = convolve2d(ref / 255, gain20, mode="valid")
+    DIPDeconvolver(kernel=gain20, boundary="valid", rescale=False, **COMMON).fit(
+        seen, ref[1:-1, 1:-1]
+    )
+    faint = np.ones((3, 3)) * 0.05 / 9
+    wrong = convolve2d(ref.astype(float), faint, mode="valid")
+    with pytest.raises(ValueError, match="on different scales"):
+        DIPDeconvolver(kernel=faint, boundary="valid", **COMMON).fit(wrong, ref[1:-1, 1:-1])
+    # Clipped noise on a dark reference, a pedestal: offsets, accepted.
+    dark = np.round(rng.random((16, 16)) * 2.4).astype(np.uint8)
+    DIPDenoiser(**COMMON).fit(
+        np.clip(dark / 255 + 0.3 * rng.standard_normal(dark.shape), 0, 1), dark
+    )
+    DIPDenoiser(**COMMON).fit(dark / 255 + 0.1, dark)
+    # Every candidate's own model judges: the gain-1 candidate refuses gain-20 data.
+    wrapped = convolve2d(ref / 255, gain20, mode="same", boundary="wrap")
+    base = DIPDeconvolver(kernel=np.ones((3, 3)) / 9, rescale=False, **COMMON)
+    candidates = [{"kernel": gain20}, {"kernel": np.ones((3, 3)) / 9}]
+    with pytest.raises(ValueError, match="on different scales"):
+        fit_candidates(base, wrapped, candidates, ref)

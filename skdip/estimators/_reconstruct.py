@@ -170,16 +170,25 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
             return reference
         _, _, out_shape, channels = self._forward_problem(image, extra)
         if reference.shape != (*out_shape, channels):
-            # On the observation's grid (the field of view of a "valid" blur): a
-            # blur or a resampling keeps the scale, so the image itself tells it.
-            return reference if reference.shape == image.shape else None
-        outputs = self._probe_operator(
-            image, extra, lambda shape: [to_tensor(reference, torch.device("cpu"))]
-        )
+            if reference.shape != image.shape:
+                return None
+            # On the observation's grid (the field of view of a "valid" blur): the
+            # reference scaled by the model's gain on a constant image.
+            try:
+                gain = self._constant_response(image, extra)
+            except ValueError:  # not linear
+                return None
+            return reference * gain if np.ndim(gain) == 0 else None
+        probe = to_tensor(reference, torch.device("cpu"))
+        outputs = self._probe_operator(image, extra, lambda shape: [probe, 2 * probe])
         if outputs is None or np.iscomplexobj(outputs[0]):
             return None
+        once, twice = (o[0].transpose(1, 2, 0) for o in outputs)
+        size = float(np.abs(once).max(initial=0.0))
+        if size == 0 or float(np.abs(twice - 2 * once).max()) > 1e-4 * size:
+            return None  # not linear: no single factor tells the scale
         # Entries the model never produces predict 0 and so weigh nothing.
-        return outputs[0][0].transpose(1, 2, 0)
+        return once
 
     def _unmeasured(self, image, extra) -> np.ndarray | None:
         """Entries of the observation a linear forward model never produces, as an
