@@ -357,10 +357,19 @@ def check_same_scale(
             continue
         through_origin = float(np.sum(x * p)) / float(np.sum(p**2))
         centred = float(np.mean((x - x.mean()) * (p - p.mean()))) / float(np.var(p))
+        # Three standard errors off the factors: a reference whose signal is below
+        # the noise (one faint pixel in a dark frame) tells no scale.
+        spread = [
+            float(np.std(x - through_origin * p)) / float(np.sqrt(np.sum(p**2))),
+            float(np.std(x - centred * p)) / float(np.sqrt(np.sum((p - p.mean()) ** 2))),
+        ]
+        factors = [through_origin, centred]
         if y_uint8:
-            wrong = min(through_origin, centred) > 16.0
+            wrong = all(a - 3 * e > 16.0 for a, e in zip(factors, spread, strict=True))
         else:
-            wrong = 0 < through_origin < 1 / 16.0 and 0 < centred < 1 / 16.0
+            wrong = all(
+                0 < a - 3 * e and a + 3 * e < 1 / 16.0 for a, e in zip(factors, spread, strict=True)
+            )
         if wrong:
             eight, other = ("y", "X") if y_uint8 else ("X", "y")
             raise ValueError(

@@ -170,15 +170,9 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
             return reference
         _, _, out_shape, channels = self._forward_problem(image, extra)
         if reference.shape != (*out_shape, channels):
-            if reference.shape != image.shape:
-                return None
-            # On the observation's grid (the field of view of a "valid" blur): the
-            # reference scaled by the model's gain on a constant image.
-            try:
-                gain = self._constant_response(image, extra)
-            except ValueError:  # not linear
-                return None
-            return reference * gain if np.ndim(gain) == 0 else None
+            # On the observation's grid (the field of view of a "valid" blur), the model
+            # cannot be applied to it: a gain alone misjudged a blurred star field.
+            return None
         probe = to_tensor(reference, torch.device("cpu"))
         outputs = self._probe_operator(image, extra, lambda shape: [probe, 2 * probe])
         if outputs is None or np.iscomplexobj(outputs[0]):
