@@ -745,12 +745,6 @@ class DIPSuperResolver(_InverseProblemEstimator):
         self.callback = callback
         self.batch_size = batch_size
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        if isinstance(self.scale, bool | np.bool_):
-            # An int to Python; as a factor, True would silently mean 1.
-            raise ValueError(f"scale must be an int >= 1, got {self.scale!r}")
-
     def _forward_problem(self, image, extra):
         operator = Downsample(int(self.scale), kernel=self.kernel)
         out_shape = operator.input_shape(image.shape[:2])
