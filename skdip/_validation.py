@@ -353,7 +353,14 @@ def check_same_scale(
             continue
         valid = np.isfinite(image) & np.isfinite(predicted)
         x, p = image[valid], predicted[valid]
-        if p.size < 2 or float(np.sum(p**2)) <= 0 or float(np.var(p)) <= 0:
+        # In units of each side's largest magnitude, so that the squares below stay
+        # finite for data near 1e200; the factors are put back in X's units after.
+        x_unit = float(np.abs(x).max(initial=0.0))
+        p_unit = float(np.abs(p).max(initial=0.0))
+        if p.size < 2 or x_unit == 0 or p_unit == 0 or not np.isfinite(x_unit / p_unit):
+            continue
+        x, p = x / x_unit, p / p_unit
+        if float(np.var(p)) <= 0:
             continue
         through_origin = float(np.sum(x * p)) / float(np.sum(p**2))
         centred = float(np.mean((x - x.mean()) * (p - p.mean()))) / float(np.var(p))
@@ -363,7 +370,10 @@ def check_same_scale(
             float(np.std(x - through_origin * p)) / float(np.sqrt(np.sum(p**2))),
             float(np.std(x - centred * p)) / float(np.sqrt(np.sum((p - p.mean()) ** 2))),
         ]
-        factors = [through_origin, centred]
+        unit = x_unit / p_unit
+        factors = [through_origin * unit, centred * unit]
+        spread = [e * unit for e in spread]
+        centred = factors[1]
         if y_uint8:
             wrong = all(a - 3 * e > 16.0 for a, e in zip(factors, spread, strict=True))
         else:
@@ -375,9 +385,10 @@ def check_same_scale(
             raise ValueError(
                 f"{eight} is uint8, read on [0, 1] (divided by 255), and {other} is not: X is "
                 f"about {centred:.3g} times what y predicts, so the two are on different "
-                f"scales (0-255 against [0, 1] gives 255 or 1/255). Give y on X's scale, e.g. "
-                f"{eight}.astype(float) when both are on 0-255, or {other} / 255 when both "
-                "should be on [0, 1]"
+                f"scales (0-255 against [0, 1] gives 255 or 1/255). Give y on X's scale: "
+                f"e.g. {eight}.astype(float) when both are on 0-255, or {other} / 255 when "
+                f"both should be on [0, 1]; for another scale (photon counts, a detector's "
+                f"gain), divide by that scale instead"
             )
 
 

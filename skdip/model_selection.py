@@ -949,7 +949,8 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         references, ref_layout = check_images(y, name="y", min_size=first._min_image_size)
         if len(references) != len(checked[0]):
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
-        first._check_reference_dtypes(*checked, references, ref_layout, fit_params)
+        # Every setting's own model judges y, as in fit and the scorers.
+        self._check_reference_dtypes(*checked, references, ref_layout, fit_params)
         images, _, results = self._results_for(X, fit_params, checked)
         check_complete(results)
         extras = first._split_extra(len(images), fit_params)

@@ -592,3 +592,72 @@ def test_the_reference_scale_allows_offsets_gains_and_non_linear_models():
     candidates = [{"kernel": gain20}, {"kernel": np.ones((3, 3)) / 9}]
     with pytest.raises(ValueError, match="on different scales"):
         fit_candidates(base, wrapped, candidates, ref)
+
+
+def test_a_blind_deblurrer_judges_the_scale_through_a_box_over_its_kernel_size():
+    # The sharp reference stood in for the unknown blur: a blurred star field on
+    # [0, 1] looked 35x too faint and was refused; 0-255 data at factor 7 passed.
+    from scipy.signal import convolve2d
+
+    from skdip import BlindDeblurrer
+    from skdip.metrics import get_scorer
+
+    stars = np.zeros((32, 32))
+    stars[4:30:7, 4:30:7] = 1.0
+    bell = np.exp(-(np.arange(-4, 5) ** 2) / 8.0)
+    gauss = np.outer(bell, bell) / np.outer(bell, bell).sum()
+    seen = convolve2d(stars, gauss, mode="same", boundary="wrap")
+    blind = dict(COMMON, kernel_size=9)
+    deb = BlindDeblurrer(**blind).fit(np.round(seen * 255).astype(np.uint8), stars)
+    assert np.isfinite(deb.score(np.round(seen * 255).astype(np.uint8), stars))
+    # Stars further apart than the kernel size, on 0-255: refused. (Closer ones
+    # overlap under the box and tell the centred factor too little: not judged.)
+    apart = np.zeros((32, 32))
+    apart[4:30:10, 4:30:10] = 1.0
+    seen_apart = convolve2d(apart, gauss, mode="same", boundary="wrap")
+    with pytest.raises(ValueError, match="on different scales"):
+        BlindDeblurrer(**blind).fit(seen_apart * 255, (apart * 255).astype(np.uint8))
+    smooth = np.round(255 * np.tile(np.linspace(0.1, 0.9, 32), (32, 1))).astype(np.uint8)
+    with pytest.raises(ValueError, match="on different scales"):
+        BlindDeblurrer(**blind).fit(smooth * 1.0, smooth)
+    # The scorer too: on one scale accepted, across scales refused.
+    fitted = BlindDeblurrer(**blind).fit(smooth / 255.0)
+    assert np.isfinite(get_scorer("psnr")(fitted, smooth / 255.0, smooth))
+    fitted = BlindDeblurrer(**blind).fit(smooth * 1.0)
+    with pytest.raises(ValueError, match="on different scales"):
+        get_scorer("psnr")(fitted, smooth * 1.0, smooth)
+
+
+def test_the_reference_scale_is_judged_before_new_images_are_solved():
+    # The PSNR scorer solved new images in full before refusing their y.
+    from skdip.metrics import get_scorer
+
+    ref = np.tile(np.linspace(20, 220, 16), (16, 1)).astype(np.uint8)
+    den = DIPDenoiser(**COMMON).fit(ref / 255.0)
+    other = np.flipud(ref) * 1.0  # new images, on 0-255
+    with pytest.raises(ValueError, match="on different scales"):
+        get_scorer("psnr")(den, other, np.flipud(ref))
+    assert not hasattr(den, "_last_solve")  # nothing was solved
+
+
+def test_average_of_best_judges_y_with_every_setting_in_score():
+    # score() judged y with the first setting's model only, which could not judge it.
+    from scipy.signal import convolve2d
+
+    from skdip.model_selection import AverageOfBest
+
+    ref = np.tile(np.linspace(20, 220, 16), (16, 1)).astype(np.uint8)
+    box = np.ones((3, 3)) / 9
+    seen = convolve2d(ref / 255.0, box, mode="same", boundary="wrap") * 255
+    base = DIPDeconvolver(kernel=box, **COMMON)
+    avg = AverageOfBest(base, {"boundary": ["valid", "circular"]}, n_best=2).fit(seen)
+    with pytest.raises(ValueError, match="on different scales"):
+        avg.score(seen, ref)
+
+
+def test_the_reference_scale_check_holds_for_data_near_1e200():
+    ref = np.tile(np.linspace(20, 220, 16), (16, 1)).astype(np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(ValueError, match="on different scales"):
+            DIPDenoiser(**COMMON).fit(ref / 255.0 * 1e200, ref)

@@ -497,8 +497,7 @@ class BaseDIPEstimator(
     ) -> np.ndarray | None:
         """The measurement the forward model predicts for a clean image, on the
         observation's grid (NaN where nothing is measured); None when it cannot
-        tell. Here the measurement is the image (for a blind deblurrer, close
-        enough to it to tell 0-255 from [0, 1])."""
+        tell. Here the measurement is the image."""
         return reference if reference.shape == image.shape else None
 
     def _check_reference_dtypes(self, images, layout, references, ref_layout, fit_params):

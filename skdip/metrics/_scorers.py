@@ -657,11 +657,14 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
                 )
             return float(dip.score(X, y, **fit_params))
         references, ref_layout = check_images(y, name="y")
-        images, layout, results = dip._results_for(X, fit_params)
+        # y is checked against X before new images are solved, not after the solve.
+        first = dip.estimators_[0] if getattr(dip, "_averages_fits", False) else dip
+        checked = first._check_observations(X)
+        if len(references) != len(checked[0]):
+            raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
+        dip._check_reference_dtypes(*checked, references, ref_layout, fit_params)
+        images, layout, results = dip._results_for(X, fit_params, checked)
         check_complete(results)
-        if len(references) != len(results):
-            raise ValueError(f"y holds {len(references)} images but X holds {len(results)}")
-        dip._check_reference_dtypes(images, layout, references, ref_layout, fit_params)
         if self.data_range not in (None, 1) and any(layout.scaled_uint8 + ref_layout.scaled_uint8):
             raise ValueError(
                 "uint8 images are read on [0, 1] (divided by 255), and so are their "
