@@ -119,6 +119,8 @@ REG_NOISE = (0.0, 1.0 / 30.0)
 # PreferDefault's margin: the 75th percentile of the score's seed-to-seed spread
 # (selection_emv vs selection_emv_seed1, and the same for WMV).
 MARGIN = 1.0
+# AverageOfBest(default=DEFAULT, n_best=4, margin=0.5), pre-registered in 234d4cc.
+ANCHORED = {"n_best": 4, "margin": 0.5}
 # The library defaults (lr 0.01, reg_noise_std 1/30) on the CPU-sized network.
 DEFAULT = ("skip-small", 0.01, 1.0 / 30.0)
 SCORES = (
@@ -550,6 +552,10 @@ def run_average(args) -> None:
             members = best_scored(scores, margin=m)
             row[f"within{m:g}"] = psnr(clean, estimates[members].mean(axis=0))
             row[f"within{m:g}_members"] = int(members.size)
+        # Anchored on the default (pre-registered in 234d4cc): AverageOfBest(default=...).
+        anchored = best_scored(scores, default=default, **ANCHORED)
+        row["anchored"] = psnr(clean, estimates[anchored].mean(axis=0))
+        row["anchored_members"] = int(anchored.size)
         rule = PreferDefault(default, margin=MARGIN)
         labels = [{"setting": r["setting"]} for r in group]
         row["prefer_default"] = float(true[rule.select(labels, scores)])
@@ -571,7 +577,9 @@ def run_average(args) -> None:
         "(`n_best=n`; n = 1 is the arg-max choice of that file), or every setting that "
         "scores within m dB of the best (`n_best=None, margin=m`; the number of settings "
         "averaged is in brackets). `PreferDefault` is the single setting that rule keeps "
-        f"(margin {MARGIN:g} dB), as in `selection_{args.tag}.md`.",
+        f"(margin {MARGIN:g} dB), as in `selection_{args.tag}.md`. The anchored average is "
+        "`AverageOfBest(default=..., n_best=4, margin=0.5)`: the default setting's estimate "
+        "and those of up to 3 others, best-scored first, that score at most 0.5 dB below it.",
         "",
         f"| image | noise | oracle | default | {heads} |",
         "|---" * (4 + len(columns)) + "|",
@@ -595,6 +603,7 @@ def run_average(args) -> None:
 
 def _average_columns() -> dict:
     columns = {"prefer_default": f"PreferDefault({MARGIN:g} dB)"}
+    columns["anchored"] = "default + up to 3 within 0.5 dB of it"
     columns.update({f"best{n}": f"mean of best {n}" if n > 1 else "best-scored" for n in N_BEST})
     columns.update({f"within{m:g}": f"within {m:g} dB of the best" for m in MARGINS})
     return columns
@@ -630,7 +639,8 @@ def run_pooled(args) -> None:
     rows = []
     for tag in args.tags:
         rows += [json.loads(line) for line in (RESULTS / f"selection_average_{tag}.jsonl").open()]
-    columns = _average_columns()
+    # Files written before a rule existed lack its column: pooled only where all have it.
+    columns = {k: v for k, v in _average_columns().items() if all(k in r for r in rows)}
     md = [
         f"# Averaging the best-scored settings: {len(rows)} cases pooled",
         "",

@@ -743,3 +743,73 @@ def test_average_of_best_after_ctrl_c_says_so():
             AverageOfBest(_den(callback=ctrl_c, max_iter=10), GRID).fit(X)
     # One batched run was cut: no fit was left without a step, so no such warning.
     assert not [w for w in caught if "were not fitted" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    "scores, n_best, margin, default, expected",
+    [
+        # The default first, then the others scoring at least its score minus margin.
+        ([-3.0, -1.0, -1.5, -2.2], None, 0.5, 3, [3, 1, 2]),
+        ([-3.0, -1.0, -1.5, -2.2], None, None, 3, [3, 1, 2]),  # margin None: 0
+        ([-3.0, -1.0, -1.5, -2.2], None, 1.0, 3, [3, 1, 2, 0]),  # -3.2 and up
+        ([-3.0, -1.0, -1.5, -2.2], 2, 0.5, 3, [3, 1]),  # n_best counts the default
+        ([-3.0, -1.0, -1.5, -2.2], 1, 0.5, 3, [3]),
+        ([-3.0, -1.0, -1.5, -2.2], None, 0.0, 1, [1]),  # the best default stays alone
+        ([-3.0, -1.0, -1.5, -2.2], None, 0.5, 1, [1, 2]),
+        ([-2.0, -2.0, -1.5], None, 0.0, 1, [1, 2, 0]),  # a tie with it joins
+        ([np.nan, -1.0, -1.5], 2, 0.5, 0, [1, 2]),  # an unscorable default: left out
+        ([-1.0, np.nan, np.inf], None, 5.0, 0, [0]),
+    ],
+)
+def test_best_scored_anchored_on_a_default(scores, n_best, margin, default, expected):
+    chosen = best_scored(scores, n_best=n_best, margin=margin, default=default)
+    assert chosen.dtype.kind == "i"
+    assert chosen.tolist() == expected
+
+
+@pytest.mark.parametrize("default", [-1, 4, 1.0, True, "0"])
+def test_best_scored_refuses_a_default_that_is_no_candidate(default):
+    with pytest.raises(ValueError, match="default must be the index of a candidate"):
+        best_scored([1.0, 2.0, 3.0, 4.0], default=default)
+
+
+def test_average_of_best_anchored_on_a_default_always_averages_it(monkeypatch):
+    import skdip.model_selection as ms
+
+    X = _noisy_batch(2)
+    fixed = np.array([[-1.0, -4.0], [-1.8, -1.0], [-2.5, -1.9], [-1.2, -3.5]])
+    calls = iter(range(4))
+    monkeypatch.setattr(ms, "_finite_scores", lambda scorer, est, X: fixed[next(calls)])
+    # Candidate 2 of ParameterGrid(GRID) is lr=0.03, reg_noise_std=0.0.
+    default = {"lr": 0.03, "reg_noise_std": 0.0}
+    avg = AverageOfBest(_den(), GRID, n_best=3, margin=0.5, default=default).fit(X)
+    assert avg.candidates_[2] == default and avg.default_index_ == 2
+    fitted = fit_candidates(_den(), X, ParameterGrid(GRID))
+    # Image 0: the default scores -2.5; 0, 3 and 1 score -2.0 or better, the best two
+    # join it. Image 1: -1.9; only setting 1 (-1.0) scores -2.4 or better.
+    np.testing.assert_array_equal(avg.selected_[:, 0], [True, False, True, True])
+    np.testing.assert_array_equal(avg.selected_[:, 1], [False, True, True, False])
+    for i, members in enumerate(([2, 0, 3], [2, 1])):
+        mean = np.mean([fitted[k].reconstruction_[i] for k in members], axis=0)
+        np.testing.assert_allclose(avg.reconstruction_[i], mean, rtol=0, atol=1e-7)
+    # n_best=1: the default's own estimate, whatever the scores.
+    calls = iter(range(4))
+    alone = AverageOfBest(_den(), GRID, n_best=1, default=2).fit(X)
+    np.testing.assert_array_equal(alone.reconstruction_, fitted[2].reconstruction_)
+
+
+def test_average_of_best_refuses_a_bad_default_before_fitting(monkeypatch):
+    import skdip.model_selection as ms
+
+    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: pytest.fail("fitted"))
+    X = _noisy_batch(1)
+    with pytest.raises(ValueError, match="no candidate match"):
+        AverageOfBest(_den(), GRID, default={"lr": 0.02}).fit(X)
+    with pytest.raises(ValueError, match="2 candidates match"):
+        AverageOfBest(_den(), GRID, default={"lr": 0.01}).fit(X)
+    with pytest.raises(ValueError, match="out of range"):
+        AverageOfBest(_den(), GRID, default=4).fit(X)
+    with pytest.raises((TypeError, InvalidParameterError), match="default"):
+        AverageOfBest(_den(), GRID, default=True).fit(X)
+    with pytest.raises(InvalidParameterError, match="default"):
+        AverageOfBest(_den(), GRID, default="skip-small").fit(X)
