@@ -1,3 +1,4 @@
+import itertools
 import pickle
 import warnings
 
@@ -567,23 +568,32 @@ def test_best_scored_rejects_non_numbers_and_leaves_the_scores_alone():
     np.testing.assert_array_equal(scores, before)
 
 
-def test_average_of_best_margin_averages_the_settings_the_score_cannot_tell_apart(monkeypatch):
+def _fix_scores(monkeypatch, fixed):
+    """Each fit's scores: row k of ``fixed`` for setting k (again for every fit)."""
     import skdip.model_selection as ms
 
+    rows = itertools.cycle(fixed)
+    monkeypatch.setattr(ms, "_finite_scores", lambda scorer, est, X: next(rows))
+
+
+def _assert_averages_of(avg, fitted, members_per_image):
+    """Each image's result is the mean of its members' estimates."""
+    for i, members in enumerate(members_per_image):
+        mean = np.mean([fitted[k].reconstruction_[i] for k in members], axis=0)
+        np.testing.assert_allclose(avg.reconstruction_[i], mean, rtol=0, atol=1e-7)
+
+
+def test_average_of_best_margin_averages_the_settings_the_score_cannot_tell_apart(monkeypatch):
     X = _noisy_batch(2)
     fixed = np.array([[-1.0, -4.0], [-1.8, -1.0], [-2.5, -1.9], [-1.2, -3.5]])
-    calls = iter(range(4))
-    monkeypatch.setattr(ms, "_finite_scores", lambda scorer, est, X: fixed[next(calls)])
+    _fix_scores(monkeypatch, fixed)
     avg = AverageOfBest(_den(), GRID, n_best=None, margin=1.0).fit(X)
     fitted = fit_candidates(_den(), X, ParameterGrid(GRID))
     # Image 0: settings 0, 3, 1 lie within 1 of the best; image 1: settings 1 and 2.
     np.testing.assert_array_equal(avg.selected_[:, 0], [True, True, False, True])
     np.testing.assert_array_equal(avg.selected_[:, 1], [False, True, True, False])
-    for i, members in enumerate(([0, 1, 3], [1, 2])):
-        mean = np.mean([fitted[k].reconstruction_[i] for k in members], axis=0)
-        np.testing.assert_allclose(avg.reconstruction_[i], mean, rtol=0, atol=1e-7)
+    _assert_averages_of(avg, fitted, ([0, 1, 3], [1, 2]))
     # n_best caps the members: the two best of image 0.
-    calls = iter(range(4))
     capped = AverageOfBest(_den(), GRID, n_best=2, margin=1.0).fit(X)
     np.testing.assert_array_equal(capped.selected_[:, 0], [True, False, False, True])
     np.testing.assert_array_equal(capped.selected_[:, 1], [False, True, True, False])
@@ -774,26 +784,20 @@ def test_best_scored_refuses_a_default_that_is_no_candidate(default):
 
 
 def test_average_of_best_anchored_on_a_default_always_averages_it(monkeypatch):
-    import skdip.model_selection as ms
-
     X = _noisy_batch(2)
     fixed = np.array([[-1.0, -4.0], [-1.8, -1.0], [-2.5, -1.9], [-1.2, -3.5]])
-    calls = iter(range(4))
-    monkeypatch.setattr(ms, "_finite_scores", lambda scorer, est, X: fixed[next(calls)])
+    _fix_scores(monkeypatch, fixed)
     # Candidate 2 of ParameterGrid(GRID) is lr=0.03, reg_noise_std=0.0.
     default = {"lr": 0.03, "reg_noise_std": 0.0}
     avg = AverageOfBest(_den(), GRID, n_best=3, margin=0.5, default=default).fit(X)
     assert avg.candidates_[2] == default and avg.default_index_ == 2
     fitted = fit_candidates(_den(), X, ParameterGrid(GRID))
-    # Image 0: the default scores -2.5; 0, 3 and 1 score -2.0 or better, the best two
-    # join it. Image 1: -1.9; only setting 1 (-1.0) scores -2.4 or better.
+    # Image 0: the default scores -2.5; settings 0, 3 and 1 all score -3.0 or better,
+    # and the best two join it. Image 1: -1.9; only setting 1 (-1.0) scores -2.4 or better.
     np.testing.assert_array_equal(avg.selected_[:, 0], [True, False, True, True])
     np.testing.assert_array_equal(avg.selected_[:, 1], [False, True, True, False])
-    for i, members in enumerate(([2, 0, 3], [2, 1])):
-        mean = np.mean([fitted[k].reconstruction_[i] for k in members], axis=0)
-        np.testing.assert_allclose(avg.reconstruction_[i], mean, rtol=0, atol=1e-7)
+    _assert_averages_of(avg, fitted, ([2, 0, 3], [2, 1]))
     # n_best=1: the default's own estimate, whatever the scores.
-    calls = iter(range(4))
     alone = AverageOfBest(_den(), GRID, n_best=1, default=2).fit(X)
     np.testing.assert_array_equal(alone.reconstruction_, fitted[2].reconstruction_)
 
