@@ -31,6 +31,7 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.model_selection import ParameterGrid
 from sklearn.utils import check_random_state, get_tags
@@ -240,9 +241,16 @@ def _same_value(a: Any, b: Any) -> bool:
     if hasattr(a, "get_params") and hasattr(b, "get_params"):
         # Generator objects: clones of one configuration are equal settings.
         return type(a) is type(b) and repr(a) == repr(b)
+    if isinstance(a, np.ndarray | torch.Tensor) or isinstance(b, np.ndarray | torch.Tensor):
+        # Kernels, masks: by content (clone copies a grid and its default apart).
+        try:
+            a, b = (np.asarray(v.detach().cpu() if torch.is_tensor(v) else v) for v in (a, b))
+            return a.shape == b.shape and bool(np.array_equal(a, b))
+        except (TypeError, ValueError, RuntimeError):
+            return False
     try:
         return bool(a == b)
-    except (TypeError, ValueError):  # arrays and other ambiguous comparisons
+    except (TypeError, ValueError):  # other ambiguous comparisons
         return False
 
 
@@ -689,7 +697,7 @@ def best_scored(
     margin : float or None, default=None
         Keep only the candidates that score within ``margin`` of the best
         score; None: no such limit. With ``default``, measured from the
-        default's score instead.
+        default's score instead, and None means 0.
     default : int or None, default=None
         Index of a trusted default candidate. It is always kept, first, and
         another candidate only when it scores at least the default's score
@@ -768,7 +776,8 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     n_best : int or None, default=3
         Largest number of best-scored settings averaged per image (all of
         them when the grid, or the set of fits with a finite score, is
-        smaller). 1 returns the best-scored estimate; None sets no limit.
+        smaller). 1 returns the best-scored estimate (the default's, with
+        ``default``); None sets no limit.
     margin : float or None, default=None
         If set, only the settings that score within ``margin`` of the
         image's best score are averaged (at most ``n_best`` of them): those
@@ -777,7 +786,9 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         skdip's no-reference scores; 1 dB is about the 75th percentile of
         the score's spread between two seeds of one setting). None averages
         the ``n_best`` best-scored, however far apart their scores are.
-        With ``default``, measured from the default's score instead.
+        With ``default``, measured from the default's score instead, and
+        None means 0: only settings scoring at least as well as the default
+        join it.
     default : dict, int or None, default=None
         A trusted default setting (a dict of parameter values that exactly one
         setting matches, or the index of a setting in ``candidates_``). When
@@ -1002,6 +1013,9 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
         # Every setting's own model judges y, as in fit and the scorers.
         self._check_reference_dtypes(*checked, references, ref_layout, fit_params)
+        # y's shapes and a new solve's inputs, before every setting is fitted to X.
+        solving = not first._reuses_fit(checked[0], fit_params)
+        first._per_image_inputs(checked[0], references, fit_params, solving=solving)
         images, _, results = self._results_for(X, fit_params, checked)
         check_complete(results)
         extras = first._split_extra(len(images), fit_params)

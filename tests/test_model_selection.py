@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, cross_validate
 from sklearn.utils._param_validation import InvalidParameterError
@@ -817,3 +818,46 @@ def test_average_of_best_refuses_a_bad_default_before_fitting(monkeypatch):
         AverageOfBest(_den(), GRID, default=True).fit(X)
     with pytest.raises(InvalidParameterError, match="default"):
         AverageOfBest(_den(), GRID, default="skip-small").fit(X)
+
+
+def test_average_of_best_matches_an_array_default_by_content_in_clones():
+    # clone copies the grid and the default apart: matching by identity failed there,
+    # so new images (solved by a clone) and searches could not find the default.
+    from skdip import DIPDeconvolver
+
+    box, cross = np.ones((3, 3)) / 9, np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]]) / 8.0
+    X = _noisy_batch(1)
+    deconv = DIPDeconvolver(kernel=box, generator=TINY, max_iter=3, early_stopping=None)
+    grid = {"kernel": [box, cross]}
+    avg = AverageOfBest(deconv, grid, default={"kernel": cross.copy()}, n_best=1).fit(X)
+    assert avg.default_index_ == 1
+    assert clone(avg).fit(X).default_index_ == 1
+    np.testing.assert_array_equal(avg.transform(X[:, ::-1].copy()).shape, X.shape)
+    with pytest.raises(ValueError, match="no candidate match"):
+        AverageOfBest(deconv, grid, default={"kernel": box.T[:2]}).fit(X)
+    torch_default = {"kernel": torch.as_tensor(cross)}
+    assert AverageOfBest(deconv, grid, default=torch_default, n_best=1).fit(X).default_index_ == 1
+
+
+def test_reference_scorers_check_y_before_solving_new_images():
+    from skdip.metrics import ReferenceScorer
+
+    X = _noisy_batch(1)[0]
+    den = _den().fit(X)
+    new = X[::-1].copy()
+    for scorer, y, match in [
+        (get_scorer("psnr"), np.zeros((12, 12)), "clean reference y has shape"),
+        (ReferenceScorer("psnr"), new * 3, "more than data_range"),
+        (
+            ReferenceScorer("psnr", data_range=255),
+            (new * 255).astype(np.uint8),
+            "data range is 1",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            scorer(den, (new * 255).astype(np.uint8) if "range is" in match else new, y)
+        assert not hasattr(den, "_last_solve")  # nothing was solved
+    avg = AverageOfBest(_den(), GRID, n_best=2).fit(X)
+    with pytest.raises(ValueError, match="clean reference y has shape"):
+        avg.score(new, np.zeros((12, 12)))
+    assert not hasattr(avg, "_last_solve")

@@ -663,13 +663,26 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         if len(references) != len(checked[0]):
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
         dip._check_reference_dtypes(*checked, references, ref_layout, fit_params)
-        images, layout, results = dip._results_for(X, fit_params, checked)
-        check_complete(results)
-        if self.data_range not in (None, 1) and any(layout.scaled_uint8 + ref_layout.scaled_uint8):
+        # The shapes of y against the reconstructions, and the inputs of a new solve.
+        solving = not first._reuses_fit(checked[0], fit_params)
+        first._per_image_inputs(checked[0], references, fit_params, solving=solving)
+        if self.data_range not in (None, 1) and any(
+            checked[1].scaled_uint8 + ref_layout.scaled_uint8
+        ):
             raise ValueError(
                 "uint8 images are read on [0, 1] (divided by 255), and so are their "
                 f"reconstructions: their data range is 1 (the default), not {self.data_range}"
             )
+        for ref in references:
+            if self.data_range is not None and float(np.ptp(ref)) > self.data_range * (1 + 1e-6):
+                raise ValueError(
+                    f"y spans {float(np.ptp(ref)):.6g} in intensity, more than data_range="
+                    f"{self.data_range}: pass the range of the images' scale (e.g. "
+                    "data_range=65535 for 16-bit counts), or data_range=None for each "
+                    "reference's own range"
+                )
+        images, layout, results = dip._results_for(X, fit_params, checked)
+        check_complete(results)
         metric = _psnr_metric if self.metric == "psnr" else _ssim_metric
         scores = []
         for result, ref in zip(results, references, strict=True):
@@ -678,15 +691,7 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
                 raise ValueError(
                     f"y has shape {ref.shape} but the reconstruction has {estimate.shape}"
                 )
-            span = self.data_range
-            if span is None:
-                span = float(np.ptp(ref)) or 1.0
-            elif float(np.ptp(ref)) > span * (1 + 1e-6):
-                raise ValueError(
-                    f"y spans {float(np.ptp(ref)):.6g} in intensity, more than data_range={span}: "
-                    "pass the range of the images' scale (e.g. data_range=65535 for 16-bit "
-                    "counts), or data_range=None for each reference's own range"
-                )
+            span = self.data_range if self.data_range is not None else float(np.ptp(ref)) or 1.0
             scores.append(metric(ref, estimate, data_range=span))
         return float(np.mean(scores))
 
