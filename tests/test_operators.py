@@ -474,11 +474,27 @@ def test_shape_helpers_validate(op):
     assert op.output_shape(np.array([4, 4])) == op.output_shape((4, 4))
 
 
+class _BlurModule(torch.nn.Module):
+    """A plain torch module as a forward model: a fixed 3x3 mean and a gain."""
+
+    def __init__(self, gain=2.0):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1 / 9)
+        self.register_buffer("gain", torch.tensor(gain))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        return self.gain * self.conv(x.reshape(b * c, 1, h, w)).reshape(b, c, h, w)
+
+
 PICKLABLE = {
     "PixelMask": lambda: PixelMask(_rng(18).random((6, 6, 3)) > 0.3),
     "Downsample": lambda: Downsample(3, kernel="bicubic", padding="reflect"),
     "Convolution": lambda: Convolution(_rng(19).random((3, 2)), boundary="valid"),
     "FunctionOperator": lambda: FunctionOperator(double_it, adjoint=double_it, linear=True),
+    "FunctionOperator(module)": lambda: FunctionOperator(_BlurModule(), _BlurModule(), linear=True),
 }
 
 
@@ -519,6 +535,34 @@ def test_copies_of_an_operator_hash_alike(name):
     assert joblib.hash(DIPReconstructor(operator=other)) != joblib.hash(
         DIPReconstructor(operator=Convolution(np.ones((3, 3)) / 8))
     )
+
+
+def test_plain_modules_inside_an_operator_hash_by_content():
+    # torch pickled a FunctionOperator(module)'s tensors with storage keys: its copies
+    # hashed apart, so Pipeline(memory=...) refitted every time.
+    import copy
+
+    import joblib
+
+    op = FunctionOperator(_BlurModule(), linear=True)
+    assert joblib.hash(copy.deepcopy(op)) == joblib.hash(op)
+    assert joblib.hash(op) != joblib.hash(FunctionOperator(_BlurModule(gain=3.0), linear=True))
+    copied = pickle.loads(pickle.dumps(op))
+    assert type(copied.function) is _BlurModule
+    weight = copied.function.conv.weight
+    assert isinstance(weight, torch.nn.Parameter) and weight.requires_grad
+    x = torch.rand(1, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(copied(x), op(x))
+    # Shared sub-modules and tied tensors stay shared: torch's own pickling keeps them.
+    tied = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    tied[1].weight = tied[0].weight
+    twice = torch.nn.Module()
+    twice.a = twice.b = torch.nn.Linear(2, 2)
+    copies = [copy.deepcopy(FunctionOperator(m)).function for m in (tied, twice)]
+    assert copies[0][1].weight is copies[0][0].weight and copies[1].a is copies[1].b
+    blur = _BlurModule()
+    both = copy.deepcopy(FunctionOperator(blur, adjoint=blur, linear=True))
+    assert both.function is both.adjoint_function
 
 
 class _Held(ForwardOperator):

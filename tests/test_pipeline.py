@@ -2,14 +2,16 @@
 
 import numpy as np
 import pytest
+import torch
 from joblib import Memory
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from skdip import DIPDenoiser, SkipNetwork
+from skdip import DIPDenoiser, DIPReconstructor, SkipNetwork
 from skdip.metrics import get_scorer
+from skdip.operators import FunctionOperator
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 
@@ -78,14 +80,37 @@ def test_grid_search_over_both_steps():
     assert get_scorer("emv")(search.best_estimator_, X) == pytest.approx(get_scorer("emv")(dip, X))
 
 
-def test_pipeline_memory_skips_repeated_denoising(count_fits, tmp_path):
+class _MeanBlur(torch.nn.Module):
+    """A plain torch module as a forward model (module level: Memory pickles it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("kernel", torch.full((1, 1, 3, 3), 1 / 9))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        out = torch.nn.functional.conv2d(x.reshape(b * c, 1, h, w), self.kernel, padding=1)
+        return out.reshape(b, c, h, w)
+
+
+def _reconstructor():
+    # Tensors inside a plain module had pickled with storage keys: every copy hashed
+    # apart and Memory never matched.
+    op = FunctionOperator(_MeanBlur(), linear=True)
+    return DIPReconstructor(
+        operator=op, generator=TINY, max_iter=4, early_stopping=None, random_state=0
+    )
+
+
+@pytest.mark.parametrize("make_step", [_den, _reconstructor], ids=["denoiser", "module"])
+def test_pipeline_memory_skips_repeated_denoising(count_fits, tmp_path, make_step):
     X, y = _data()
     grid = {"clf__C": [0.1, 10.0]}
 
     def search(memory):
         pipe = Pipeline(
             [
-                ("dip", _den()),
+                ("dip", make_step()),
                 ("flat", FunctionTransformer(flatten)),
                 ("clf", LogisticRegression()),
             ],

@@ -38,6 +38,11 @@ class ForwardOperator(nn.Module):
         state = self.__dict__.copy()
         if type(self).__setstate__ is not ForwardOperator.__setstate__:
             return state  # a subclass's own __setstate__ expects the tensors as they are
+        # Plain torch modules inside (FunctionOperator(my_module)) travel the same way.
+        if state.get("_modules") and _ModuleArrays.can_convert(state["_modules"].values()):
+            state["_modules"] = {
+                name: _ModuleArrays.of(module) for name, module in state["_modules"].items()
+            }
         for kind in ("_buffers", "_parameters"):
             tensors = [t for t in state.get(kind, {}).values() if isinstance(t, torch.Tensor)]
             storages = [
@@ -51,14 +56,7 @@ class ForwardOperator(nn.Module):
         return state
 
     def __setstate__(self, state):
-        state = dict(state)
-        for kind in ("_buffers", "_parameters"):
-            if kind in state:
-                state[kind] = {
-                    name: value.tensor() if isinstance(value, _BufferArray) else value
-                    for name, value in state[kind].items()
-                }
-        super().__setstate__(state)
+        super().__setstate__(_restored(state))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Apply the forward model to images ``x`` of shape ``(B, C, H, W)``."""
@@ -107,6 +105,75 @@ class _BufferArray:
         if self.parameter:
             return nn.Parameter(tensor, requires_grad=self.requires_grad)
         return tensor.requires_grad_(self.requires_grad)
+
+
+def _restored(state: dict) -> dict:
+    """A module's state with its tensors and plain sub-modules made again."""
+    state = dict(state)
+    for kind in ("_buffers", "_parameters"):
+        if kind in state:
+            state[kind] = {
+                name: value.tensor() if isinstance(value, _BufferArray) else value
+                for name, value in state[kind].items()
+            }
+    if state.get("_modules"):
+        state["_modules"] = {
+            name: value.module() if isinstance(value, _ModuleArrays) else value
+            for name, value in state["_modules"].items()
+        }
+    return state
+
+
+class _ModuleArrays:
+    """A plain ``nn.Module`` whose tensors travel as NumPy arrays (see
+    :meth:`ForwardOperator.__getstate__`), rebuilt as an instance of its class."""
+
+    def __init__(self, cls: type, state: dict):
+        self.cls, self.state = cls, state
+
+    @staticmethod
+    def can_convert(modules) -> bool:
+        """Whether plain modules (an operator's children) may travel as arrays: not
+        where torch's own pickling must stay, i.e. a class with its own pickling, or
+        sub-modules or tensors that are shared (one module given as both function and
+        adjoint, tied weights): a copy must keep them shared. A class's own
+        ``__setstate__`` (torch's layers have them) is fine: it gets the state that
+        default pickling would give it."""
+        tree = [
+            m
+            for module in modules
+            if isinstance(module, nn.Module) and not isinstance(module, ForwardOperator)
+            for _, m in module.named_modules(remove_duplicate=False)
+            if not isinstance(m, ForwardOperator)  # converts its own tensors
+        ]
+        if len({id(m) for m in tree}) < len(tree):
+            return False
+        custom = ("__getstate__", "__reduce__", "__reduce_ex__")
+        if any(getattr(type(m), n) is not getattr(nn.Module, n) for m in tree for n in custom):
+            return False
+        storages = [
+            t.untyped_storage().data_ptr()
+            for m in tree
+            for t in (*m._buffers.values(), *m._parameters.values())
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided and t.numel() > 0
+        ]
+        return len(set(storages)) == len(storages)
+
+    @classmethod
+    def of(cls, module):
+        """The module in this form (see :meth:`can_convert`); an operator as it is."""
+        if not isinstance(module, nn.Module) or isinstance(module, ForwardOperator):
+            return module
+        state = module.__dict__.copy()
+        for kind in ("_buffers", "_parameters"):
+            state[kind] = {name: _BufferArray.of(value) for name, value in state[kind].items()}
+        state["_modules"] = {name: cls.of(child) for name, child in state["_modules"].items()}
+        return cls(type(module), state)
+
+    def module(self) -> nn.Module:
+        module = self.cls.__new__(self.cls)
+        module.__setstate__(_restored(self.state))
+        return module
 
 
 class Identity(ForwardOperator):
