@@ -245,7 +245,13 @@ def _same_value(a: Any, b: Any) -> bool:
         # Kernels, masks: by content (clone copies a grid and its default apart).
         try:
             a, b = (np.asarray(v.detach().cpu() if torch.is_tensor(v) else v) for v in (a, b))
-            return a.shape == b.shape and bool(np.array_equal(a, b))
+            if a.size == 1 and b.size == 1:
+                return _same_value(a.item(), b.item())  # np.float32(0.01) against 0.01
+            if a.shape != b.shape:
+                return False
+            if a.dtype.kind in "fc" or b.dtype.kind in "fc":
+                return bool(np.allclose(a, b, rtol=1e-6, atol=0.0, equal_nan=True))
+            return bool(np.array_equal(a, b))
         except (TypeError, ValueError, RuntimeError):
             return False
     try:
@@ -1013,9 +1019,9 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
         # Every setting's own model judges y, as in fit and the scorers.
         self._check_reference_dtypes(*checked, references, ref_layout, fit_params)
-        # y's shapes and a new solve's inputs, before every setting is fitted to X.
-        solving = not first._reuses_fit(checked[0], fit_params)
-        first._per_image_inputs(checked[0], references, fit_params, solving=solving)
+        # y's shapes only: a new solve checks that it can run, before any fit
+        # (checked here too, its warnings came twice).
+        first._per_image_inputs(checked[0], references, fit_params, solving=False)
         images, _, results = self._results_for(X, fit_params, checked)
         check_complete(results)
         extras = first._split_extra(len(images), fit_params)

@@ -861,3 +861,23 @@ def test_reference_scorers_check_y_before_solving_new_images():
     with pytest.raises(ValueError, match="clean reference y has shape"):
         avg.score(new, np.zeros((12, 12)))
     assert not hasattr(avg, "_last_solve")
+
+
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        (np.array(0.01, np.float32), 0.01, True),  # a 0-d float32 against its float
+        (torch.tensor(0.01), 0.01, True),
+        (np.array([0.01]), 0.01, True),
+        (np.ones((3, 3)), np.ones((3, 3), np.float32), True),
+        (np.array([np.nan, 1.0]), np.array([np.nan, 1.0]), True),  # a copy with NaN
+        (np.ones(3), np.ones(4), False),
+        (np.ones((3, 3)), np.ones((3, 3)) * 1.001, False),
+        (np.ones(2), 2.0, False),
+        (np.array(["a"]), "a", True),
+    ],
+)
+def test_default_values_match_arrays_by_content(a, b, same):
+    from skdip.model_selection import _same_value
+
+    assert _same_value(a, b) is same and _same_value(b, a) is same

@@ -653,3 +653,53 @@ def test_fourier_magnitude_exposes_the_masks_it_used():
     expected = torch.as_tensor(make_phase_masks(2, (6, 5), seed=3), dtype=torch.complex64)
     torch.testing.assert_close(op.masks, expected)
     assert FourierMagnitude().masks is None
+
+
+class _Counting(torch.nn.Module):
+    """A module that counts its calls through a hook bound to itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 6, bias=False)
+        self.calls = 0
+        self.register_forward_hook(self._count)
+
+    def _count(self, module, inputs, output):
+        self.calls += 1
+
+    def forward(self, x):
+        return self.lin(x)
+
+    def transposed(self, y):
+        return y @ self.lin.weight
+
+
+class _OwnCopy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.marker = "original"
+
+    def __deepcopy__(self, memo):
+        fresh = _OwnCopy()
+        fresh.marker = "its own deepcopy"
+        return fresh
+
+    def forward(self, x):
+        return x
+
+
+def test_modules_that_plain_pickling_would_not_rebuild_keep_torchs_pickling():
+    # A review of the first version: hooks and a bound-method adjoint were cut from the
+    # restored module, a class's own __deepcopy__ was ignored, scripted modules failed.
+    import copy
+
+    counting = _Counting()
+    op = FunctionOperator(counting, adjoint=counting.transposed, linear=True)
+    for copied in (copy.deepcopy(op), pickle.loads(pickle.dumps(op))):
+        copied(torch.rand(1, 1, 6, 6))
+        assert copied.function.calls == 1
+        assert copied.adjoint_function.__self__ is copied.function
+    assert copy.deepcopy(FunctionOperator(_OwnCopy())).function.marker == "its own deepcopy"
+    scripted = FunctionOperator(torch.jit.script(_BlurModule()), linear=True)
+    x = torch.rand(1, 1, 6, 6)
+    assert torch.equal(copy.deepcopy(scripted)(x), scripted(x))

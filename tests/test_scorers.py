@@ -668,3 +668,20 @@ def test_unscaled_data_is_scored_on_its_own_range():
     with pytest.warns(UserWarning, match="rescale=False"):
         den = _den(generator=linear, rescale=False).fit(noisy)
     assert den.score(noisy, den.reconstruction_) == np.inf
+
+
+def test_scoring_new_images_warns_once_about_their_range():
+    # score() checked a new solve's inputs before the solve and again in it: every
+    # warning came twice.
+    import warnings
+
+    from skdip import DIPDenoiser, SkipNetwork
+
+    tiny = SkipNetwork(width=4, depth=2, input_channels=2, skip_channels=1)
+    X = np.random.default_rng(0).random((16, 16))
+    den = DIPDenoiser(generator=tiny, max_iter=2, early_stopping=None, rescale=False).fit(X)
+    new = X[::-1] * 3
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        den.score(new, new)
+    assert sum("rescale=False" in str(w.message) for w in seen) == 1

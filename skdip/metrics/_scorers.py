@@ -663,9 +663,9 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         if len(references) != len(checked[0]):
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
         dip._check_reference_dtypes(*checked, references, ref_layout, fit_params)
-        # The shapes of y against the reconstructions, and the inputs of a new solve.
-        solving = not first._reuses_fit(checked[0], fit_params)
-        first._per_image_inputs(checked[0], references, fit_params, solving=solving)
+        # y's shapes only: a new solve checks that it can run, before any fit
+        # (checked here too, its warnings came twice).
+        first._per_image_inputs(checked[0], references, fit_params, solving=False)
         if self.data_range not in (None, 1) and any(
             checked[1].scaled_uint8 + ref_layout.scaled_uint8
         ):
