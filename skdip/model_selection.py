@@ -26,6 +26,7 @@ of those, for scores computed elsewhere).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -1019,9 +1020,12 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
         # Every setting's own model judges y, as in fit and the scorers.
         self._check_reference_dtypes(*checked, references, ref_layout, fit_params)
-        # y's shapes only: a new solve checks that it can run, before any fit
-        # (checked here too, its warnings came twice).
-        first._per_image_inputs(checked[0], references, fit_params, solving=False)
+        # Before new images are solved: y's shapes and scale, and whether they can be
+        # (the solve checks that again and warns then: its warnings, once).
+        solving = not first._reuses_fit(checked[0], fit_params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            first._per_image_inputs(checked[0], references, fit_params, solving=solving)
         images, _, results = self._results_for(X, fit_params, checked)
         check_complete(results)
         extras = first._split_extra(len(images), fit_params)

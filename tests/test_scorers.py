@@ -685,3 +685,9 @@ def test_scoring_new_images_warns_once_about_their_range():
         warnings.simplefilter("always")
         den.score(new, new)
     assert sum("rescale=False" in str(w.message) for w in seen) == 1
+    # And a y on another scale is still refused before the new images are solved.
+    den = DIPDenoiser(generator=tiny, max_iter=2, early_stopping=None).fit(X)
+    for score in (den.score, lambda X, y: get_scorer("psnr")(den, X, y)):
+        with pytest.raises(ValueError, match="more than 10 times"):
+            score(new / 300, X)
+        assert not hasattr(den, "_last_solve")

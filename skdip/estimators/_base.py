@@ -812,9 +812,12 @@ class BaseDIPEstimator(
             if len(references) != len(checked[0]):
                 raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
             self._check_reference_dtypes(*checked, references, ref_layout, fit_params)
-            # y's shapes only: a new solve checks that it can run, before any fit
-            # (checked here too, its warnings came twice).
-            self._per_image_inputs(checked[0], references, fit_params, solving=False)
+            # Before new images are solved: y's shapes and scale, and whether they can be
+            # (the solve checks that again and warns then: its warnings, once).
+            solving = not self._reuses_fit(checked[0], fit_params)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._per_image_inputs(checked[0], references, fit_params, solving=solving)
         images, layout, results = self._results_for(X, fit_params, checked)
         if references is None:
             return float(np.mean(no_reference_scores(self, images, results)))

@@ -26,6 +26,7 @@ this way, which the discrepancy alone cannot see.
 
 from __future__ import annotations
 
+import warnings
 from numbers import Real
 from typing import Any
 
@@ -663,9 +664,12 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         if len(references) != len(checked[0]):
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
         dip._check_reference_dtypes(*checked, references, ref_layout, fit_params)
-        # y's shapes only: a new solve checks that it can run, before any fit
-        # (checked here too, its warnings came twice).
-        first._per_image_inputs(checked[0], references, fit_params, solving=False)
+        # Before new images are solved: y's shapes and scale, and whether they can be
+        # (the solve checks that again and warns then: its warnings, once).
+        solving = not first._reuses_fit(checked[0], fit_params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            first._per_image_inputs(checked[0], references, fit_params, solving=solving)
         if self.data_range not in (None, 1) and any(
             checked[1].scaled_uint8 + ref_layout.scaled_uint8
         ):
