@@ -26,7 +26,6 @@ of those, for scores computed elsewhere).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -1016,16 +1015,8 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
                 "several fits has no no-reference score; the settings' scores are in scores_"
             )
         references, ref_layout = check_images(y, name="y", min_size=first._min_image_size)
-        if len(references) != len(checked[0]):
-            raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
-        # Every setting's own model judges y, as in fit and the scorers.
-        self._check_reference_dtypes(*checked, references, ref_layout, fit_params)
-        # Before new images are solved: y's shapes and scale, and whether they can be
-        # (the solve checks that again and warns then: its warnings, once).
-        solving = not first._reuses_fit(checked[0], fit_params)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            first._per_image_inputs(checked[0], references, fit_params, solving=solving)
+        # Every setting's own model judges y's scale, as in fit and the scorers.
+        first._check_references_first(checked, references, ref_layout, fit_params, judge=self)
         images, _, results = self._results_for(X, fit_params, checked)
         check_complete(results)
         extras = first._split_extra(len(images), fit_params)

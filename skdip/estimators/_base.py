@@ -809,21 +809,27 @@ class BaseDIPEstimator(
         if y is not None and not is_target_vector(y, len(checked[0])):
             # Checked before X is solved: new data costs a full fit.
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
-            if len(references) != len(checked[0]):
-                raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
-            self._check_reference_dtypes(*checked, references, ref_layout, fit_params)
-            # Before new images are solved: y's shapes and scale, and whether they can be
-            # (the solve checks that again and warns then: its warnings, once).
-            solving = not self._reuses_fit(checked[0], fit_params)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._per_image_inputs(checked[0], references, fit_params, solving=solving)
+            self._check_references_first(checked, references, ref_layout, fit_params)
         images, layout, results = self._results_for(X, fit_params, checked)
         if references is None:
             return float(np.mean(no_reference_scores(self, images, results)))
         check_complete(results)
         extras = self._split_extra(len(images), fit_params)
         return float(np.mean(self._reference_psnrs(images, results, references, extras)))
+
+    def _check_references_first(self, checked, references, ref_layout, fit_params, judge=None):
+        """Every check of clean references against ``X`` (``checked``: as
+        :meth:`_check_observations` gives it) that can run before new images are
+        solved, as a solve costs a full fit: their number, scale (judged by
+        ``judge``, default this estimator), shapes, and whether the images can be
+        solved. Silently: the solve checks again and warns then, once."""
+        if len(references) != len(checked[0]):
+            raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
+        (judge or self)._check_reference_dtypes(*checked, references, ref_layout, fit_params)
+        solving = not self._reuses_fit(checked[0], fit_params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._per_image_inputs(checked[0], references, fit_params, solving=solving)
 
     def _reference_psnrs(self, images, results, references, extras) -> list[float]:
         """Per image, the PSNR of the estimate against its clean reference, on the

@@ -26,7 +26,6 @@ this way, which the discrepancy alone cannot see.
 
 from __future__ import annotations
 
-import warnings
 from numbers import Real
 from typing import Any
 
@@ -661,15 +660,7 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         # y is checked against X before new images are solved, not after the solve.
         first = dip.estimators_[0] if getattr(dip, "_averages_fits", False) else dip
         checked = first._check_observations(X)
-        if len(references) != len(checked[0]):
-            raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
-        dip._check_reference_dtypes(*checked, references, ref_layout, fit_params)
-        # Before new images are solved: y's shapes and scale, and whether they can be
-        # (the solve checks that again and warns then: its warnings, once).
-        solving = not first._reuses_fit(checked[0], fit_params)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            first._per_image_inputs(checked[0], references, fit_params, solving=solving)
+        first._check_references_first(checked, references, ref_layout, fit_params, judge=dip)
         if self.data_range not in (None, 1) and any(
             checked[1].scaled_uint8 + ref_layout.scaled_uint8
         ):
