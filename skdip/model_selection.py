@@ -237,7 +237,7 @@ def _same_value(a: Any, b: Any) -> bool:
         return bool(a == b)  # seeds, max_iter: exact, however large
     if isinstance(a, Real) and isinstance(b, Real) and not isinstance(a, bool | np.bool_):
         # float32 grids (np.float32(0.01) is 0.01 to 2e-8) must match their float64 values.
-        return bool(np.isclose(float(a), float(b), rtol=1e-6, atol=0.0))
+        return bool(np.isclose(float(a), float(b), rtol=1e-6, atol=0.0, equal_nan=True))
     if hasattr(a, "get_params") and hasattr(b, "get_params"):
         # Generator objects: clones of one configuration are equal settings.
         return type(a) is type(b) and repr(a) == repr(b)
@@ -245,11 +245,11 @@ def _same_value(a: Any, b: Any) -> bool:
         # Kernels, masks: by content (clone copies a grid and its default apart).
         try:
             a, b = (np.asarray(v.detach().cpu() if torch.is_tensor(v) else v) for v in (a, b))
-            if a.size == 1 and b.size == 1:
+            if a.size == 1 and b.size == 1 and min(a.ndim, b.ndim) == 0:
                 return _same_value(a.item(), b.item())  # np.float32(0.01) against 0.01
             if a.shape != b.shape:
                 return False
-            if a.dtype.kind in "fc" or b.dtype.kind in "fc":
+            if a.dtype.kind == "f" and b.dtype.kind == "f":  # float32 against float64
                 return bool(np.allclose(a, b, rtol=1e-6, atol=0.0, equal_nan=True))
             return bool(np.array_equal(a, b))
         except (TypeError, ValueError, RuntimeError):

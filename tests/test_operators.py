@@ -494,7 +494,6 @@ PICKLABLE = {
     "Downsample": lambda: Downsample(3, kernel="bicubic", padding="reflect"),
     "Convolution": lambda: Convolution(_rng(19).random((3, 2)), boundary="valid"),
     "FunctionOperator": lambda: FunctionOperator(double_it, adjoint=double_it, linear=True),
-    "FunctionOperator(module)": lambda: FunctionOperator(_BlurModule(), _BlurModule(), linear=True),
 }
 
 
@@ -537,23 +536,19 @@ def test_copies_of_an_operator_hash_alike(name):
     )
 
 
-def test_plain_modules_inside_an_operator_hash_by_content():
-    # torch pickled a FunctionOperator(module)'s tensors with storage keys: its copies
-    # hashed apart, so Pipeline(memory=...) refitted every time.
+def test_an_operator_holding_a_plain_module_round_trips():
+    # Its copies hash apart (torch pickles a tensor with its storage's address as key),
+    # so Pipeline(memory=...) misses for it: a known limitation, see test_pipeline.py.
     import copy
 
-    import joblib
-
     op = FunctionOperator(_BlurModule(), linear=True)
-    assert joblib.hash(copy.deepcopy(op)) == joblib.hash(op)
-    assert joblib.hash(op) != joblib.hash(FunctionOperator(_BlurModule(gain=3.0), linear=True))
-    copied = pickle.loads(pickle.dumps(op))
-    assert type(copied.function) is _BlurModule
-    weight = copied.function.conv.weight
-    assert isinstance(weight, torch.nn.Parameter) and weight.requires_grad
     x = torch.rand(1, 2, 6, 6, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(copied(x), op(x))
-    # Shared sub-modules and tied tensors stay shared: torch's own pickling keeps them.
+    for copied in (copy.deepcopy(op), pickle.loads(pickle.dumps(op))):
+        assert type(copied.function) is _BlurModule
+        weight = copied.function.conv.weight
+        assert isinstance(weight, torch.nn.Parameter) and weight.requires_grad
+        assert torch.equal(copied(x), op(x))
+    # Shared sub-modules and tied tensors stay shared.
     tied = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     tied[1].weight = tied[0].weight
     twice = torch.nn.Module()
@@ -688,9 +683,10 @@ class _OwnCopy(torch.nn.Module):
         return x
 
 
-def test_modules_that_plain_pickling_would_not_rebuild_keep_torchs_pickling():
-    # A review of the first version: hooks and a bound-method adjoint were cut from the
-    # restored module, a class's own __deepcopy__ was ignored, scripted modules failed.
+def test_copies_of_an_operator_keep_its_modules_hooks_and_bound_methods():
+    # An attempt to pickle child modules' tensors as arrays (reverted) had cut hooks and
+    # bound-method adjoints from the restored module, ignored a class's own
+    # __deepcopy__ and failed on scripted modules: guards for any next attempt.
     import copy
 
     counting = _Counting()

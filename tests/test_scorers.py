@@ -691,3 +691,34 @@ def test_scoring_new_images_warns_once_about_their_range():
         with pytest.raises(ValueError, match="more than 10 times"):
             score(new / 300, X)
         assert not hasattr(den, "_last_solve")
+
+
+def test_the_early_checks_hold_warnings_back_per_thread_and_issue_them_on_error():
+    # They had used warnings.catch_warnings, whose filters are the whole process's
+    # (two threads scoring at once could leave every warning switched off), and an
+    # early error dropped the warning that explained it.
+    import threading
+    import warnings
+
+    from skdip import DIPDenoiser, SkipNetwork
+    from skdip._warnings import held_back, warn
+
+    tiny = SkipNetwork(width=4, depth=2, input_channels=2, skip_channels=1)
+    X = np.random.default_rng(0).random((16, 16))
+    den = DIPDenoiser(generator=tiny, max_iter=2, early_stopping=None, rescale=False).fit(X)
+    before = list(warnings.filters)
+    with pytest.warns(UserWarning, match="rescale=False"):
+        with pytest.raises(ValueError, match="more than 10 times"):
+            den.score(X[::-1] * 3, X * 300)
+    assert warnings.filters == before
+    # Held back in this thread only.
+    seen = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with held_back():
+            thread = threading.Thread(target=lambda: warn("from another thread"))
+            thread.start()
+            thread.join()
+            warn("held")
+        seen = [str(w.message) for w in caught]
+    assert seen == ["from another thread"]

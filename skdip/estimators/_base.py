@@ -49,7 +49,7 @@ from .._validation import (
     to_numpy,
     to_tensor,
 )
-from .._warnings import warn
+from .._warnings import held_back, warn
 from ..generators import BaseGenerator, get_generator
 from ..generators._base import _BUILD_LOCK
 from ..losses import BaseRegularizer, get_loss
@@ -822,13 +822,13 @@ class BaseDIPEstimator(
         :meth:`_check_observations` gives it) that can run before new images are
         solved, as a solve costs a full fit: their number, scale (judged by
         ``judge``, default this estimator), shapes, and whether the images can be
-        solved. Silently: the solve checks again and warns then, once."""
+        solved. Its warnings are held back (issued if a check fails): the solve checks
+        again and warns then, once."""
         if len(references) != len(checked[0]):
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
         (judge or self)._check_reference_dtypes(*checked, references, ref_layout, fit_params)
         solving = not self._reuses_fit(checked[0], fit_params)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with held_back():
             self._per_image_inputs(checked[0], references, fit_params, solving=solving)
 
     def _reference_psnrs(self, images, results, references, extras) -> list[float]:

@@ -28,10 +28,7 @@ class FunctionOperator(ForwardOperator):
     function : callable
         Maps a ``(B, C, H, W)`` tensor to the measurement tensor. A ``torch.nn.Module`` is
         registered as a sub-module, so its buffers and parameters follow ``.to(device)``
-        (its parameters are held fixed during a fit: only the network is fitted), and
-        they pickle by value, so copies of the operator hash alike (joblib caches such as
-        ``Pipeline(memory=...)`` match them) unless its class has its own pickling or
-        shares tensors or sub-modules.
+        (its parameters are held fixed during a fit: only the network is fitted).
     adjoint : callable, default=None
         The adjoint of ``function`` (only for ``linear=True``). Without it :meth:`adjoint`
         raises ``NotImplementedError``.
