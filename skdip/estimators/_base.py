@@ -827,9 +827,11 @@ class BaseDIPEstimator(
         if len(references) != len(checked[0]):
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
         (judge or self)._check_reference_dtypes(*checked, references, ref_layout, fit_params)
-        solving = not self._reuses_fit(checked[0], fit_params)
+        if self._reuses_fit(checked[0], fit_params):  # no solve: nothing checks again
+            self._per_image_inputs(checked[0], references, fit_params, solving=False)
+            return
         with held_back():
-            self._per_image_inputs(checked[0], references, fit_params, solving=solving)
+            self._per_image_inputs(checked[0], references, fit_params, solving=True)
 
     def _reference_psnrs(self, images, results, references, extras) -> list[float]:
         """Per image, the PSNR of the estimate against its clean reference, on the
