@@ -9,6 +9,9 @@ import threading
 import warnings
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# A warning held back (held_back) is issued from a context manager's exit, under
+# contextlib's own frame: skipped too, so that it still names the caller's line.
+_CONTEXTLIB = os.path.abspath(contextlib.__file__)
 
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
@@ -24,7 +27,10 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
         return
     frame = sys._getframe(1)  # warn's caller: stacklevel 2
     level = 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+    while frame is not None and (
+        os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR)
+        or os.path.abspath(frame.f_code.co_filename) == _CONTEXTLIB
+    ):
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)

@@ -249,7 +249,7 @@ def _same_value(a: Any, b: Any) -> bool:
                 return _same_value(a.item(), b.item())  # np.float32(0.01) against 0.01
             if a.shape != b.shape:
                 return False
-            if a.dtype.kind == "f" and b.dtype.kind == "f":  # float32 against float64
+            if a.dtype.kind in "fc" and b.dtype.kind in "fc":  # float32 against float64
                 return bool(np.allclose(a, b, rtol=1e-6, atol=0.0, equal_nan=True))
             return bool(np.array_equal(a, b))
         except (TypeError, ValueError, RuntimeError):

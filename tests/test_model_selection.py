@@ -879,7 +879,7 @@ def test_reference_scorers_check_y_before_solving_new_images():
         (np.ones((1, 1)), np.ones(1), False),  # other shapes
         (np.array([10**7]), np.array([10**7 + 5.0]), False),  # exact unless both float
         (np.array([True, False]), np.array([1 - 1e-7, 0.0]), False),
-        (np.array([1 + 1e-7j]), np.array([1.0]), False),
+        (np.full(3, 0.1 + 0.2j, np.complex64), np.full(3, 0.1 + 0.2j), True),
     ],
 )
 def test_default_values_match_arrays_by_content(a, b, same):

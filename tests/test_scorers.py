@@ -722,3 +722,18 @@ def test_the_early_checks_hold_warnings_back_per_thread_and_issue_them_on_error(
             warn("held")
         seen = [str(w.message) for w in caught]
     assert seen == ["from another thread"]
+
+
+def test_warnings_held_back_and_issued_name_the_callers_line():
+    import warnings
+
+    from skdip import DIPDenoiser, SkipNetwork
+
+    tiny = SkipNetwork(width=4, depth=2, input_channels=2, skip_channels=1)
+    X = np.random.default_rng(0).random((16, 16))
+    den = DIPDenoiser(generator=tiny, max_iter=2, early_stopping=None, rescale=False).fit(X)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError):
+            den.score(X[::-1] * 3, X * 300)
+    assert caught and all(w.filename == __file__ for w in caught)

@@ -660,7 +660,6 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         # y is checked against X before new images are solved, not after the solve.
         first = dip.estimators_[0] if getattr(dip, "_averages_fits", False) else dip
         checked = first._check_observations(X)
-        first._check_references_first(checked, references, ref_layout, fit_params, judge=dip)
         if self.data_range not in (None, 1) and any(
             checked[1].scaled_uint8 + ref_layout.scaled_uint8
         ):
@@ -676,6 +675,7 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
                     "data_range=65535 for 16-bit counts), or data_range=None for each "
                     "reference's own range"
                 )
+        first._check_references_first(checked, references, ref_layout, fit_params, judge=dip)
         images, layout, results = dip._results_for(X, fit_params, checked)
         check_complete(results)
         metric = _psnr_metric if self.metric == "psnr" else _ssim_metric
