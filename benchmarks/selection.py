@@ -109,6 +109,8 @@ NOISES = {"gaussian15": 15 / 255, "gaussian25": 25 / 255, "gaussian50": 50 / 255
 ALL_NOISES = {**NOISES, "gaussian20": 20 / 255, "gaussian35": 35 / 255}
 # A second validation set (noise seed 2, fit seed 6): levels not used before.
 ALL_NOISES.update({"gaussian30": 30 / 255, "gaussian40": 40 / 255})
+# A third (noise seed 3, fit seed 7): the lowest and highest levels used so far, widened.
+ALL_NOISES.update({"gaussian10": 10 / 255, "gaussian45": 45 / 255})
 GENERATORS = {
     "skip-small": "skip-small",
     "skip-w16": SkipNetwork(width=16, depth=4, skip_channels=4, input_channels=8),
