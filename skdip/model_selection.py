@@ -43,6 +43,7 @@ from ._warnings import warn
 from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _params_key
 from .generators import get_generator
 from .metrics import NoReferenceScorer, get_scorer
+from .metrics._scorers import _measures_in_image_space, distances_to
 
 __all__ = [
     "AverageOfBest",
@@ -690,6 +691,8 @@ def best_scored(
     n_best: int | None = None,
     margin: float | None = None,
     default: int | None = None,
+    distances: Any = None,
+    max_distance: float | None = None,
 ) -> np.ndarray:
     """Indices of the best-scored candidates, best first: the ones AverageOfBest averages.
 
@@ -710,6 +713,14 @@ def best_scored(
         minus ``margin`` (0 when None); ``n_best`` counts the default. A
         default that could not be scored (NaN or infinite) is not kept, and
         the others are chosen as without ``default``.
+    distances : array-like of shape (n_candidates,), optional
+        With ``max_distance``: how far each candidate's estimate lies from the
+        default's (for :class:`AverageOfBest`, the mean squared difference in
+        dB relative to the noise variance). NaN never joins.
+    max_distance : float or None, default=None
+        With ``default``: another candidate joins the default only if its
+        distance is at most this (applied before ``n_best``). None: no
+        such limit. Without a scorable default it is not used.
 
     Returns
     -------
@@ -725,6 +736,9 @@ def best_scored(
     array([1, 2])
     >>> best_scored([-3.0, -1.0, -1.5, -2.2], margin=0.5, default=3)  # -2.2 - 0.5 and up
     array([3, 1, 2])
+    >>> best_scored([-3.0, -1.0, -1.5, -2.2], margin=0.5, default=3,
+    ...             distances=[-9.0, -10.0, -14.0, float("nan")], max_distance=-12.0)
+    array([3, 2])
     """
     try:
         scores = np.asarray(scores, dtype=np.float64)
@@ -741,6 +755,26 @@ def best_scored(
         raise ValueError(
             f"default must be the index of a candidate (0 to {scores.size - 1}), got {default!r}"
         )
+    if max_distance is not None:
+        if default is None:
+            raise ValueError("max_distance limits what joins a default: pass default too")
+        if (
+            isinstance(max_distance, bool | np.bool_)
+            or not isinstance(max_distance, Real)
+            or np.isnan(max_distance)
+        ):
+            raise ValueError(f"max_distance must be a number or None, got {max_distance!r}")
+        if distances is None:
+            raise ValueError("max_distance needs distances, one per candidate")
+        try:
+            distances = np.asarray(distances, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"distances must be numbers, one per candidate: {exc}") from None
+        if distances.shape != scores.shape:
+            raise ValueError(
+                f"distances must have one value per candidate ({scores.size}), "
+                f"got shape {distances.shape}"
+            )
     finite = np.flatnonzero(np.isfinite(scores))
     order = finite[np.argsort(-scores[finite], kind="stable")]
     if default is not None and np.isfinite(scores[default]):
@@ -748,6 +782,11 @@ def best_scored(
         # well, so the average leans on it where the score cannot tell them apart.
         floor = scores[default] - (0.0 if margin is None else margin)
         others = order[(order != default) & (scores[order] >= floor)]
+        if max_distance is not None:
+            # An estimate far from the default's is a different solution: one of the
+            # two is far from the truth, and averaging a far worse one costs more than
+            # the independent errors save (NaN compares False: never joins).
+            others = others[distances[others] <= max_distance]
         chosen = np.concatenate([[int(default)], others]).astype(order.dtype)
         return chosen if n_best is None else chosen[:n_best]
     if margin is not None and order.size:
@@ -806,6 +845,16 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         setting, on 46 cases never used to design it, the average fell below
         the default once (by 0.40 dB) at a median gap of 0.19 dB to the best
         single setting (``doc/model_selection.md``).
+    max_distance : float or None, default=None
+        With ``default``: another setting joins the default's estimate only if
+        the mean squared difference between the two estimates is at most
+        ``10**(max_distance / 10)`` times the noise variance (the scorer's
+        ``sigma``, or its estimate from the image), i.e. ``max_distance`` dB
+        relative to the noise. Two estimates that far apart are different
+        solutions, one of them poor, and averaging in the poorer one costs
+        more than the independent errors save. Only for estimators that
+        observe the image itself (:class:`~skdip.DIPDenoiser` without
+        ``noise_model``). None: no such limit.
     scoring : str or NoReferenceScorer, default="no_reference"
         A no-reference scorer name of :func:`skdip.metrics.get_scorer`
         (``"no_reference"``, ``"emv"``, ``"wmv"``, ``"discrepancy"``) or a
@@ -823,6 +872,9 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         The settings averaged for each image.
     default_index_ : int or None
         The index of ``default`` in ``candidates_`` (None without one).
+    distances_ : ndarray of shape (n_candidates, n_images) or None
+        With ``max_distance``: each setting's distance to the default's
+        estimate, in dB relative to the noise variance (None otherwise).
     estimators_ : list of estimators
         The fitted estimator of each setting.
     reconstruction_ : ndarray or list of ndarray
@@ -860,6 +912,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         "n_best": [Interval(Integral, 1, None, closed="left"), None],
         "margin": [Interval(Real, 0, None, closed="left"), None],
         "default": [dict, Interval(Integral, 0, None, closed="left"), None],
+        "max_distance": [Interval(Real, None, None, closed="neither"), None],
         "scoring": [StrOptions({"no_reference", "emv", "wmv", "discrepancy"}), NoReferenceScorer],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
     }
@@ -872,6 +925,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         n_best: int | None = 3,
         margin: float | None = None,
         default: dict | int | None = None,
+        max_distance: float | None = None,
         scoring: str | NoReferenceScorer = "no_reference",
         batch_size: int | None = None,
     ):
@@ -880,6 +934,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         self.n_best = n_best
         self.margin = margin
         self.default = default
+        self.max_distance = max_distance
         self.scoring = scoring
         self.batch_size = batch_size
 
@@ -912,12 +967,21 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         )
         scorer = get_scorer(self.scoring) if isinstance(self.scoring, str) else self.scoring
         for setting in candidates:  # before the fits, not after them
-            scorer._check_can_score(clone(self.estimator).set_params(**setting))
+            configured = clone(self.estimator).set_params(**setting)
+            scorer._check_can_score(configured)
+            if self.max_distance is not None:
+                _check_distance_applies(configured, default_index)
         fitted = fit_candidates(
             self.estimator, X, candidates, y, batch_size=self.batch_size, **fit_params
         )
-        layout = fitted[0]._check_observations(X)[1]
+        images, layout = fitted[0]._check_observations(X)
         scores = np.stack([_finite_scores(scorer, est, X) for est in fitted])
+        distances = None
+        if self.max_distance is not None:
+            anchor, sigmas = fitted[default_index], scorer._sigmas(layout)
+            distances = np.stack(
+                [distances_to(est, anchor, images, sigma=sigmas) for est in fitted]
+            )
         # Float64 (H, W, C) per image, so the average can be laid out as any input asks.
         estimates = [[r["estimate"] for r in est._fit_results] for est in fitted]
         n_images = scores.shape[1]
@@ -925,7 +989,12 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         averaged = []
         for i in range(n_images):
             chosen = best_scored(
-                scores[:, i], n_best=self.n_best, margin=self.margin, default=default_index
+                scores[:, i],
+                n_best=self.n_best,
+                margin=self.margin,
+                default=default_index,
+                distances=None if distances is None else distances[:, i],
+                max_distance=self.max_distance,
             )
             if chosen.size == 0:
                 raise ValueError(
@@ -944,6 +1013,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         self.scores_ = scores
         self.selected_ = selected
         self.default_index_ = default_index
+        self.distances_ = distances
         self.estimators_ = fitted
         self.n_images_ = n_images
         self.reconstruction_ = layout.restore(averaged)
@@ -1086,6 +1156,19 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         if tags.transformer_tags is not None and inner.transformer_tags is not None:
             tags.transformer_tags.preserves_dtype = inner.transformer_tags.preserves_dtype
         return tags
+
+
+def _check_distance_applies(estimator: Any, default_index: int | None) -> None:
+    """Refuse ``max_distance`` where it means nothing, before any fit."""
+    if default_index is None:
+        raise ValueError("max_distance limits what joins the default: pass default too")
+    if not _measures_in_image_space(estimator):
+        raise ValueError(
+            "max_distance compares estimates with the noise of an observation of the image "
+            f"itself; {type(estimator).__name__} (with these parameters) observes it through "
+            "a forward model or a noise model, where that noise level says nothing of how "
+            "far apart two images are"
+        )
 
 
 def _finite_scores(scorer: NoReferenceScorer, estimator: Any, X: Any) -> np.ndarray:

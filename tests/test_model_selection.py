@@ -886,3 +886,114 @@ def test_default_values_match_arrays_by_content(a, b, same):
     from skdip.model_selection import _same_value
 
     assert _same_value(a, b) is same and _same_value(b, a) is same
+
+
+@pytest.mark.parametrize(
+    "distances, max_distance, n_best, expected",
+    [
+        # Scores [-3.0, -1.0, -1.5, -2.2], default 3, margin 0.5: [3, 1, 2] by score alone.
+        ([-9.0, -10.0, -14.0, np.nan], -12.0, None, [3, 2]),  # 1 lies too far away
+        ([-9.0, -13.0, -14.0, np.nan], -12.0, None, [3, 1, 2]),
+        ([-9.0, -13.0, -14.0, np.nan], -12.0, 2, [3, 1]),  # the limit first, then n_best
+        ([-9.0, -10.0, -14.0, np.nan], -12.0, 2, [3, 2]),
+        ([-20.0, np.nan, -12.0, np.nan], -12.0, None, [3, 2]),  # at the limit joins; NaN not
+        ([-20.0, -20.0, -20.0, np.nan], -np.inf, None, [3]),
+        ([-9.0, -10.0, -14.0, np.nan], np.inf, None, [3, 1, 2]),  # the score's choice
+    ],
+)
+def test_best_scored_limits_the_distance_to_the_default(distances, max_distance, n_best, expected):
+    scores = [-3.0, -1.0, -1.5, -2.2]
+    chosen = best_scored(
+        scores, n_best=n_best, margin=0.5, default=3, distances=distances, max_distance=max_distance
+    )
+    assert chosen.tolist() == expected
+    # A default that could not be scored: chosen as without it, the limit unused.
+    unscored = best_scored(
+        [-3.0, -1.0, -1.5, np.nan], default=3, distances=distances, max_distance=-50
+    )
+    assert unscored.tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"max_distance": -12.0, "distances": [0.0] * 3}, ValueError, "pass default too"),
+        ({"max_distance": -12.0, "default": 0}, ValueError, "needs distances"),
+        ({"max_distance": -12.0, "default": 0, "distances": [0.0] * 2}, ValueError, "one value"),
+        ({"max_distance": -12.0, "default": 0, "distances": ["a", 1, 2]}, TypeError, "numbers"),
+        ({"max_distance": np.nan, "default": 0, "distances": [0.0] * 3}, ValueError, "a number"),
+        ({"max_distance": True, "default": 0, "distances": [0.0] * 3}, ValueError, "a number"),
+    ],
+)
+def test_best_scored_refuses_a_bad_distance_limit(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        best_scored([-1.0, -2.0, -3.0], **kwargs)
+
+
+def test_average_of_best_leaves_out_settings_far_from_the_default(monkeypatch):
+    X = _noisy_batch(2)
+    # By score alone (margin 1 from the default, setting 2) every setting would join it.
+    fixed = np.array([[-1.0, -1.0], [-1.8, -1.0], [-2.5, -1.9], [-1.2, -1.5]])
+    _fix_scores(monkeypatch, fixed)
+    fitted = fit_candidates(_den(), X, ParameterGrid(GRID))
+    plain = AverageOfBest(_den(), GRID, n_best=None, margin=1.0, default=2).fit(X)
+    assert plain.distances_ is None and plain.selected_.all()
+    avg = AverageOfBest(_den(), GRID, n_best=None, margin=1.0, default=2, max_distance=0.0)
+    avg.fit(X)
+    # The distances, as documented: mean squared difference to the default's estimate
+    # in dB relative to the noise variance the score uses (estimated from the image).
+    from skdip.metrics._scorers import _noise_var
+
+    for i in range(2):
+        noise_var = _noise_var(X[i], None, 1.0)
+        for k in range(4):
+            spread = np.mean((fitted[k].reconstruction_[i] - fitted[2].reconstruction_[i]) ** 2)
+            expected = -np.inf if k == 2 else 10 * np.log10(spread / noise_var)
+            assert avg.distances_[k, i] == pytest.approx(expected, rel=1e-6)
+    # A limit between the distances splits the settings: the near ones join, the far don't.
+    limit = float(np.median(avg.distances_[[0, 1, 3], 0]))
+    split = AverageOfBest(_den(), GRID, n_best=None, margin=1.0, default=2, max_distance=limit)
+    split.fit(X)
+    near = [k for k in (0, 1, 3) if avg.distances_[k, 0] <= limit]
+    assert 0 < len(near) < 3
+    np.testing.assert_array_equal(np.flatnonzero(split.selected_[:, 0]), sorted([2, *near]))
+    ordered = [2, *sorted(near, key=lambda k: -fixed[k, 0])]
+    _assert_averages_of(split, fitted, [ordered])
+    # Below every distance: the default's own estimate.
+    alone = AverageOfBest(_den(), GRID, n_best=None, margin=1.0, default=2, max_distance=-200.0)
+    np.testing.assert_array_equal(alone.fit(X).reconstruction_, fitted[2].reconstruction_)
+
+
+def test_average_of_best_distance_uses_the_scorers_sigma_on_the_images_scale():
+    X = _noisy_batch(1)
+    as_uint8 = np.round(X * 255).astype(np.uint8)
+    scorer = get_scorer("no_reference", sigma=0.1)
+    on_floats = AverageOfBest(_den(), GRID, default=2, max_distance=0.0, scoring=scorer).fit(X)
+    scorer8 = get_scorer("no_reference", sigma=25.5)  # the same noise, in 0-255 units
+    on_bytes = AverageOfBest(_den(), GRID, default=2, max_distance=0.0, scoring=scorer8)
+    on_bytes.fit(as_uint8)
+    fitted = fit_candidates(_den(), X, ParameterGrid(GRID))
+    spread = np.mean((fitted[0].reconstruction_[0] - fitted[2].reconstruction_[0]) ** 2)
+    assert on_floats.distances_[0, 0] == pytest.approx(10 * np.log10(spread / 0.01), rel=1e-6)
+    # uint8 images are fitted on [0, 1]: sigma=25.5 there is 0.1, the distances alike
+    # up to the rounding of the image to bytes.
+    np.testing.assert_allclose(on_bytes.distances_, on_floats.distances_, atol=0.5)
+
+
+def test_average_of_best_refuses_a_distance_limit_it_cannot_apply_before_fitting(monkeypatch):
+    import skdip.model_selection as ms
+    from skdip import DIPDeconvolver
+
+    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: pytest.fail("fitted"))
+    X = _noisy_batch(1)
+    with pytest.raises(ValueError, match="pass default too"):
+        AverageOfBest(_den(), GRID, max_distance=-12.0).fit(X)
+    deconv = DIPDeconvolver(kernel=np.ones((3, 3)) / 9, generator=TINY, max_iter=3)
+    with pytest.raises(ValueError, match="DIPDeconvolver .* forward model"):
+        AverageOfBest(deconv, {"lr": [0.01, 0.02]}, default=0, max_distance=-12.0).fit(X)
+    with pytest.raises(ValueError, match="forward model or a noise model"):
+        AverageOfBest(_den(), {"noise_model": [None, "sparse"]}, default=0, max_distance=-12.0).fit(
+            X
+        )
+    with pytest.raises(InvalidParameterError, match="max_distance"):
+        AverageOfBest(_den(), GRID, default=0, max_distance="far").fit(X)

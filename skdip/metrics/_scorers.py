@@ -330,21 +330,8 @@ def no_reference_scores(
     scores = []
     for image, result, image_sigma in zip(images, results, sigmas, strict=True):
         scaling = result["scaling"]
-        # The observation on the scale the loss was computed on, and the factor from
-        # the caller's units to it (estimators whose target is not the scaled X say so).
-        if hasattr(estimator, "_fitted_observation"):
-            observation, sigma_scale = estimator._fitted_observation(image)
-        else:
-            observation, sigma_scale = scaling.forward(image), scaling.scale
         measured = result.get("measured")
-        if image_sigma is None and measured is not None:
-            # Pixels a mask hides hold no observation (overlays, dead pixels): as NaN,
-            # they are left out of the noise estimate, as missing pixels are.
-            hidden = ~np.broadcast_to(measured, observation.shape)
-            observation_for_noise = np.where(hidden, np.nan, observation)
-        else:
-            observation_for_noise = observation
-        noise_var = _noise_var(observation_for_noise, image_sigma, sigma_scale)
+        observation, noise_var = _observation_and_noise_var(estimator, image, result, image_sigma)
         if criterion == "variance":
             value = _picked(result, "signal")
             if not (np.isfinite(value) and value > 0):
@@ -372,6 +359,60 @@ def no_reference_scores(
         residual = max(residual, _MIN_NOISE_VAR)
         scores.append(-abs(10.0 * np.log10(residual / noise_var)) - structure)
     return np.asarray(scores, dtype=np.float64)
+
+
+def _observation_and_noise_var(
+    estimator: Any, image: np.ndarray, result: dict, sigma: float | None
+) -> tuple[np.ndarray, float]:
+    """The observation on the scale the loss was computed on, and its noise variance there.
+
+    ``sigma`` is on the caller's scale (None: estimated from the observation).
+    """
+    scaling = result["scaling"]
+    # The factor from the caller's units to the fitting scale (estimators whose
+    # target is not the scaled X say so).
+    if hasattr(estimator, "_fitted_observation"):
+        observation, sigma_scale = estimator._fitted_observation(image)
+    else:
+        observation, sigma_scale = scaling.forward(image), scaling.scale
+    measured = result.get("measured")
+    observation_for_noise = observation
+    if sigma is None and measured is not None:
+        # Pixels a mask hides hold no observation (overlays, dead pixels): as NaN,
+        # they are left out of the noise estimate, as missing pixels are.
+        hidden = ~np.broadcast_to(measured, observation.shape)
+        observation_for_noise = np.where(hidden, np.nan, observation)
+    return observation, _noise_var(observation_for_noise, sigma, sigma_scale)
+
+
+def distances_to(
+    estimator: Any,
+    anchor: Any,
+    images: list[np.ndarray],
+    *,
+    sigma: float | list[float] | None = None,
+) -> np.ndarray:
+    """How far each image's estimate lies from ``anchor``'s: dB relative to the noise.
+
+    ``10 log10(mean((x - x_anchor)**2) / sigma**2)`` per image, on the fitting
+    scale of the anchor's results, with the noise variance the no-reference
+    score uses (``sigma`` on the images' scale, one or one per image; None
+    estimates it). Only for estimators that observe the image itself.
+    """
+    sigmas = sigma if isinstance(sigma, list | tuple) else [sigma] * len(images)
+    out = []
+    for i, (image, image_sigma) in enumerate(zip(images, sigmas, strict=True)):
+        reference = anchor._fit_results[i]
+        scaling = reference["scaling"]
+        _, noise_var = _observation_and_noise_var(anchor, image, reference, image_sigma)
+        own = scaling.forward(np.asarray(estimator._fit_results[i]["estimate"], np.float64))
+        base = scaling.forward(np.asarray(reference["estimate"], np.float64))
+        if own.shape != base.shape:
+            out.append(np.nan)
+            continue
+        power = float(np.mean((own - base) ** 2))
+        out.append(-np.inf if power == 0 else 10.0 * np.log10(power / noise_var))
+    return np.asarray(out, dtype=np.float64)
 
 
 def _residual_structure(residual: np.ndarray) -> float:
@@ -541,11 +582,16 @@ class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         for result in results:
             # The fitted images keep the fit they had, whatever set_params did since.
             self._check_rule(result["early_stopping"], "these images were fitted with")
-        sigma = self.sigma
-        if sigma is not None:
-            # sigma is on X's scale: 0-255 for 8-bit images, which are fitted on [0, 1].
-            sigma = [sigma / 255.0 if scaled else sigma for scaled in layout.scaled_uint8]
-        return no_reference_scores(dip, images, results, criterion=self.criterion, sigma=sigma)
+        return no_reference_scores(
+            dip, images, results, criterion=self.criterion, sigma=self._sigmas(layout)
+        )
+
+    def _sigmas(self, layout: Any) -> list[float] | None:
+        """``sigma`` per image on the scale of the checked images (None: estimated)."""
+        if self.sigma is None:
+            return None
+        # sigma is on X's scale: 0-255 for 8-bit images, which are fitted on [0, 1].
+        return [self.sigma / 255.0 if scaled else self.sigma for scaled in layout.scaled_uint8]
 
     def _check_can_score(self, dip: Any) -> None:
         """Refuse, from its parameters alone, an estimator this scorer cannot judge.
