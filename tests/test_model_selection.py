@@ -997,3 +997,6 @@ def test_average_of_best_refuses_a_distance_limit_it_cannot_apply_before_fitting
         )
     with pytest.raises(InvalidParameterError, match="max_distance"):
         AverageOfBest(_den(), GRID, default=0, max_distance="far").fit(X)
+    for bad in (True, np.nan):
+        with pytest.raises((ValueError, InvalidParameterError), match="max_distance"):
+            AverageOfBest(_den(), GRID, default=0, max_distance=bad).fit(X)
