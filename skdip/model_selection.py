@@ -986,9 +986,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         distances = None
         if self.max_distance is not None:
             anchor, sigmas = fitted[default_index], scorer._sigmas(layout)
-            distances = np.stack(
-                [distances_to(est, anchor, images, sigma=sigmas) for est in fitted]
-            )
+            distances = distances_to(fitted, anchor, images, sigma=sigmas)
         # Float64 (H, W, C) per image, so the average can be laid out as any input asks.
         estimates = [[r["estimate"] for r in est._fit_results] for est in fitted]
         n_images = scores.shape[1]

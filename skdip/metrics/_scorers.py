@@ -386,33 +386,33 @@ def _observation_and_noise_var(
 
 
 def distances_to(
-    estimator: Any,
+    estimators: list,
     anchor: Any,
     images: list[np.ndarray],
     *,
     sigma: float | list[float] | None = None,
 ) -> np.ndarray:
-    """How far each image's estimate lies from ``anchor``'s: dB relative to the noise.
+    """How far each estimator's estimates lie from ``anchor``'s, in dB relative to the noise.
 
-    ``10 log10(mean((x - x_anchor)**2) / sigma**2)`` per image, on the fitting
-    scale of the anchor's results, with the noise variance the no-reference
-    score uses (``sigma`` on the images' scale, one or one per image; None
-    estimates it). Only for estimators that observe the image itself.
+    ``10 log10(mean((x - x_anchor)**2) / sigma**2)`` per estimator and image
+    (shape ``(n_estimators, n_images)``; NaN where the shapes differ), on the
+    fitting scale of the anchor's results, with the noise variance the
+    no-reference score uses (``sigma`` on the images' scale, one or one per
+    image; None estimates it). Only for estimators that observe the image itself.
     """
     sigmas = sigma if isinstance(sigma, list | tuple) else [sigma] * len(images)
-    out = []
+    out = np.full((len(estimators), len(images)), np.nan)
     for i, (image, image_sigma) in enumerate(zip(images, sigmas, strict=True)):
         reference = anchor._fit_results[i]
         scaling = reference["scaling"]
         _, noise_var = _observation_and_noise_var(anchor, image, reference, image_sigma)
-        own = scaling.forward(np.asarray(estimator._fit_results[i]["estimate"], np.float64))
         base = scaling.forward(np.asarray(reference["estimate"], np.float64))
-        if own.shape != base.shape:
-            out.append(np.nan)
-            continue
-        power = float(np.mean((own - base) ** 2))
-        out.append(-np.inf if power == 0 else 10.0 * np.log10(power / noise_var))
-    return np.asarray(out, dtype=np.float64)
+        for k, estimator in enumerate(estimators):
+            own = scaling.forward(np.asarray(estimator._fit_results[i]["estimate"], np.float64))
+            if own.shape == base.shape:
+                power = float(np.mean((own - base) ** 2))
+                out[k, i] = -np.inf if power == 0 else 10.0 * np.log10(power / noise_var)
+    return out
 
 
 def _residual_structure(residual: np.ndarray) -> float:
