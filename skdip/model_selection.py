@@ -672,7 +672,7 @@ def fit_candidates(
     return fitted
 
 
-def _check_best_scored(n_best: Any, margin: Any) -> None:
+def _check_best_scored(n_best: Any, margin: Any, max_distance: Any = None) -> None:
     if n_best is not None and (
         isinstance(n_best, bool | np.bool_) or not isinstance(n_best, Integral) or n_best < 1
     ):
@@ -683,6 +683,12 @@ def _check_best_scored(n_best: Any, margin: Any) -> None:
         or not (np.isfinite(margin) and margin >= 0)
     ):
         raise ValueError(f"margin must be a finite number >= 0 or None, got {margin!r}")
+    if max_distance is not None and (
+        isinstance(max_distance, bool | np.bool_)
+        or not isinstance(max_distance, Real)
+        or np.isnan(max_distance)
+    ):
+        raise ValueError(f"max_distance must be a number or None, got {max_distance!r}")
 
 
 def best_scored(
@@ -746,7 +752,7 @@ def best_scored(
         raise TypeError(f"scores must be numbers, one per candidate: {exc}") from None
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D (one per candidate), got shape {scores.shape}")
-    _check_best_scored(n_best, margin)
+    _check_best_scored(n_best, margin, max_distance)
     if default is not None and (
         isinstance(default, bool | np.bool_)
         or not isinstance(default, Integral)
@@ -758,12 +764,6 @@ def best_scored(
     if max_distance is not None:
         if default is None:
             raise ValueError("max_distance limits what joins a default: pass default too")
-        if (
-            isinstance(max_distance, bool | np.bool_)
-            or not isinstance(max_distance, Real)
-            or np.isnan(max_distance)
-        ):
-            raise ValueError(f"max_distance must be a number or None, got {max_distance!r}")
         if distances is None:
             raise ValueError("max_distance needs distances, one per candidate")
         try:
@@ -965,9 +965,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         for stale in ("n_features_in_", "_last_solve"):  # from an earlier fit
             self.__dict__.pop(stale, None)
         # Interval accepts inf (and bools as numbers); refuse them here, before the fits.
-        _check_best_scored(self.n_best, self.margin)
-        if isinstance(self.max_distance, bool | np.bool_):
-            raise ValueError(f"max_distance must be a number or None, got {self.max_distance!r}")
+        _check_best_scored(self.n_best, self.margin, self.max_distance)
         candidates = list(ParameterGrid(self.param_grid))
         if not candidates:
             raise ValueError("param_grid holds no setting")

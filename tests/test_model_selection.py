@@ -903,10 +903,12 @@ def test_default_values_match_arrays_by_content(a, b, same):
 )
 def test_best_scored_limits_the_distance_to_the_default(distances, max_distance, n_best, expected):
     scores = [-3.0, -1.0, -1.5, -2.2]
+    given = np.array(distances)
     chosen = best_scored(
-        scores, n_best=n_best, margin=0.5, default=3, distances=distances, max_distance=max_distance
+        scores, n_best=n_best, margin=0.5, default=3, distances=given, max_distance=max_distance
     )
     assert chosen.tolist() == expected
+    np.testing.assert_array_equal(given, distances)  # the caller's array is left alone
     # A default that could not be scored: chosen as without it, the limit unused.
     unscored = best_scored(
         [-3.0, -1.0, -1.5, np.nan], default=3, distances=distances, max_distance=-50
