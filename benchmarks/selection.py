@@ -114,6 +114,8 @@ ALL_NOISES.update({"gaussian30": 30 / 255, "gaussian40": 40 / 255})
 ALL_NOISES.update({"gaussian10": 10 / 255, "gaussian45": 45 / 255})
 # A fourth (noise seed 4, fit seed 8): levels between those, not used before.
 ALL_NOISES.update({"gaussian12": 12 / 255, "gaussian38": 38 / 255})
+# A fifth (noise seed 5, fit seed 9): levels not used before.
+ALL_NOISES.update({"gaussian17": 17 / 255, "gaussian32": 32 / 255})
 GENERATORS = {
     "skip-small": "skip-small",
     "skip-w16": SkipNetwork(width=16, depth=4, skip_channels=4, input_channels=8),
