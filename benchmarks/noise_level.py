@@ -3,15 +3,19 @@
 The default no-reference score (``whiteness``) compares each fit's residual
 with a noise level, which it estimates from the data unless ``sigma=`` is given.
 This script re-scores the fits of ``selection.py`` runs from their saved
-estimates with three noise levels and repeats the choices:
+estimates with four noise levels and repeats the choices:
 
-- ``all details``: the wavelet MAD over every finest diagonal detail, the
-  library's estimate until it began to leave out the details touched by clipped
-  pixels; the runs up to ``fresh2`` recorded their scores with it (later runs
-  with ``library``; the recorded scores must reproduce with one of the two);
+- ``all details``: the wavelet MAD over every finest diagonal detail
+  (scikit-image's ``estimate_sigma``), the library's estimate until it began to
+  leave out the details touched by clipped pixels; the runs up to ``fresh2``
+  recorded their scores with it;
+- ``wavelet``: that MAD without the details whose support holds a clipped pixel,
+  the library's estimate from then until the weak-texture estimate replaced it;
+  the runs from ``fresh2`` to ``val5`` recorded their scores with it (the
+  recorded scores must reproduce with one of these two);
 - ``nominal``: the true sigma of the added noise (what ``sigma=`` would pass);
-- ``library``: the library's estimate now, which leaves out the details whose
-  support holds a clipped pixel (where clipping makes the noise smaller).
+- ``library``: the library's estimate now (weak-texture patches, with a model
+  of the clip; ``skdip/metrics/_noise_level.py``).
 
 It also reports each estimate against the noise power actually in the data,
 ``mean((noisy - clean) ** 2)``, which clipping lowers below sigma squared.
@@ -22,30 +26,39 @@ Run ``selection.py --part grid --save-estimates DIR`` first, then::
 
 which reads ``results/selection_<tag>.jsonl`` and ``DIR/<tag>/`` and writes
 ``results/noise_level_<NAME>.md`` (and ``.jsonl``).
+
+``--part accuracy`` needs no fits: it adds noise to the bundled pictures
+(``--sizes``, ``--sigmas`` in /255, ``--noise-seeds``), clips it to [0, 1],
+and compares each estimate with the noise power actually added
+(``results/noise_level_accuracy[_NAME].md``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from _common import choice_stats
 
+from skdip.datasets import add_noise, load_image
 from skdip.metrics import psnr
-from skdip.metrics._scorers import (
+from skdip.metrics._noise_level import (
     _DB2_HIGH,
     _MAD_TO_SIGMA,
     _MIN_NOISE_VAR,
+    _clipped_pixels,
     _finest_diagonal,
-    _noise_var,
-    _residual_structure,
 )
+from skdip.metrics._scorers import _noise_var, _residual_structure
 from skdip.model_selection import PreferDefault, best_scored
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = ("all details", "nominal", "library")
+VARIANTS = ("all details", "wavelet", "nominal", "library")
+# The estimates whose recorded scores a run may carry.
+RECORDED_WITH = ("all details", "wavelet")
 CHOICES = {
     "arg-max": {"n_best": 1},
     "AverageOfBest(n_best=3)": {"n_best": 3},
@@ -54,6 +67,15 @@ CHOICES = {
 # Anchored on the default setting: it is always averaged, and the others join it only
 # if they score at most 0.5 dB below it (pre-registered in 234d4cc).
 ANCHORED = {"AverageOfBest(default, n_best=4, margin=0.5)": {"n_best": 4, "margin": 0.5}}
+# The same joined only by estimates close to the default's (distance relative to the
+# noise level of the variant): pre-registered in 070faa2 and again, unchanged, in a4965de.
+CLOSE = {
+    "AverageOfBest(default, n_best=4, margin=0.25, max_distance=-10.5)": {
+        "n_best": 4,
+        "margin": 0.25,
+        "max_distance": -10.5,
+    }
+}
 # PreferDefault's margin trades the median gap to the oracle against the cases that
 # fall below the default; the sweep shows what each margin costs on these cases.
 MARGINS = (0.5, 1.0, 1.5, 2.0, 3.0)
@@ -66,6 +88,31 @@ def all_details_noise_var(observation: np.ndarray) -> float:
     for c in range(observation.shape[-1]):
         detail = _finest_diagonal(observation[..., c], _DB2_HIGH)
         detail = np.abs(detail[detail != 0])
+        sigmas.append(float(np.median(detail)) / _MAD_TO_SIGMA if detail.size else 0.0)
+    return max(float(np.mean(sigmas)) ** 2, _MIN_NOISE_VAR)
+
+
+# Fewer wavelet details than this untouched by clipping: the wavelet estimate used them all.
+_MIN_UNCLIPPED_DETAILS = 64
+
+
+def untouched_details_noise_var(observation: np.ndarray) -> float:
+    """The wavelet MAD over the finest diagonal details no clipped pixel touches.
+
+    The library's estimate before the weak-texture one (all details where fewer
+    than 64 are untouched).
+    """
+    sigmas = []
+    for c in range(observation.shape[-1]):
+        channel = observation[..., c]
+        detail = _finest_diagonal(channel, _DB2_HIGH)
+        keep = detail != 0
+        clipped = _clipped_pixels(channel)
+        if clipped.any():
+            touched = _finest_diagonal(clipped.astype(np.float64), np.ones(4)) != 0
+            if np.count_nonzero(keep & ~touched) >= _MIN_UNCLIPPED_DETAILS:
+                keep &= ~touched
+        detail = np.abs(detail[keep])
         sigmas.append(float(np.median(detail)) / _MAD_TO_SIGMA if detail.size else 0.0)
     return max(float(np.mean(sigmas)) ** 2, _MIN_NOISE_VAR)
 
@@ -104,6 +151,7 @@ def run(args) -> None:
             actual = float(np.mean((noisy - clean) ** 2))
             levels = {
                 "all details": all_details_noise_var(noisy),
+                "wavelet": untouched_details_noise_var(noisy),
                 "nominal": sigma**2,
                 "library": _noise_var(noisy, None, 1.0),
             }
@@ -122,15 +170,22 @@ def run(args) -> None:
                 row[f"{variant}_vs_actual_db"] = 10 * np.log10(level / actual)
                 scores = np.array([_whiteness(noisy, e, level) for e in estimates])
                 # The recorded scores came from the library's estimate of their time: "all
-                # details" up to fresh2, "library" since. float32 saved estimates against
-                # the float64 fits: rounding only.
-                if variant != "nominal" and np.abs(scores - recorded).max() <= 5e-3:
+                # details" up to fresh2, "wavelet" from then to val5. float32 saved
+                # estimates against the float64 fits: rounding only.
+                if variant in RECORDED_WITH and np.abs(scores - recorded).max() <= 5e-3:
                     reproduced = True
                 for choice, kw in CHOICES.items():
                     members = best_scored(scores, **kw)
                     row[f"{variant}|{choice}"] = psnr(clean, estimates[members].mean(axis=0))
                 for choice, kw in ANCHORED.items():
                     members = best_scored(scores, default=default, **kw)
+                    row[f"{variant}|{choice}"] = psnr(clean, estimates[members].mean(axis=0))
+                # As AverageOfBest(max_distance=) measures it: the mean squared difference
+                # to the default's estimate against the noise level.
+                spread = np.mean((estimates - estimates[default]) ** 2, axis=(1, 2, 3))
+                distances = 10 * np.log10(np.maximum(spread, 1e-30) / level)
+                for choice, kw in CLOSE.items():
+                    members = best_scored(scores, default=default, distances=distances, **kw)
                     row[f"{variant}|{choice}"] = psnr(clean, estimates[members].mean(axis=0))
                 for margin, name in zip(MARGINS, PREFER, strict=True):
                     kept = PreferDefault(default, margin=margin).select([{}] * len(scores), scores)
@@ -151,12 +206,12 @@ def write_md(args, rows: list[dict]) -> None:
         f"Command: `python benchmarks/noise_level.py --tags {' '.join(args.tags)} --estimates "
         f"DIR --name {args.name}` on the estimates saved by `selection.py --part grid "
         "--save-estimates DIR` for those runs (re-scoring with the `all details` level "
-        "reproduces the recorded scores). Noise levels against the noise power actually in "
-        "the data, `mean((noisy - clean)**2)`, in dB (< 0: below it); "
+        "or the `wavelet` level reproduces the recorded scores). Noise levels against the "
+        "noise power actually in the data, `mean((noisy - clean)**2)`, in dB (< 0: below it); "
         "`clipped`: the share of noisy pixels at 0 or 1.",
         "",
-        "| image | noise | clipped | all details | nominal | library |",
-        "|---|---|---|---|---|---|",
+        "| image | noise | clipped | " + " | ".join(VARIANTS) + " |",
+        "|---|---|---|" + "---|" * len(VARIANTS),
     ]
     seen = set()
     for r in rows:
@@ -166,7 +221,7 @@ def write_md(args, rows: list[dict]) -> None:
         seen.add((r["image"], r["noise"]))
         md.append(
             f"| {r['image']} | {r['noise']} | {r['clipped']:.2f} | "
-            + " | ".join(f"{r[f'{v}_vs_actual_db']:+.2f}" for v in VARIANTS)
+            + " | ".join(f"{r.get(f'{v}_vs_actual_db', np.nan):+.2f}" for v in VARIANTS)
             + " |"
         )
     default = np.array([r["default"] for r in rows])
@@ -181,7 +236,7 @@ def write_md(args, rows: list[dict]) -> None:
         "|---|---|---|---|---|---|",
     ]
     for variant in VARIANTS:
-        for choice in [*CHOICES, *ANCHORED, *PREFER]:
+        for choice in [*CHOICES, *ANCHORED, *CLOSE, *PREFER]:
             if f"{variant}|{choice}" not in rows[0]:
                 continue  # a results file written before the choice existed
             s = choice_stats(np.array([r[f"{variant}|{choice}"] for r in rows]), default, oracle)
@@ -194,12 +249,89 @@ def write_md(args, rows: list[dict]) -> None:
     print("\n".join(md))
 
 
+ACCURACY_VARIANTS = {
+    "all details": all_details_noise_var,
+    "wavelet": untouched_details_noise_var,
+    "library": lambda noisy: _noise_var(noisy, None, 1.0),
+}
+
+
+def run_accuracy(args) -> None:
+    """Each estimate against the noise power actually added, on the bundled pictures."""
+    from selection import ALL_IMAGES
+
+    rows = []
+    for size in args.sizes:
+        for image, (name, grey) in ALL_IMAGES.items():
+            clean = _channels_last(load_image(name, size=size, as_gray=grey))
+            for sigma in args.sigmas:
+                for seed in args.noise_seeds:
+                    noisy = add_noise(clean, "gaussian", sigma / 255, random_state=seed)
+                    actual = float(np.mean((noisy - clean) ** 2))
+                    row = {"size": size, "image": image, "sigma": sigma, "seed": seed}
+                    row["clipped"] = float(np.mean((noisy <= 0) | (noisy >= 1)))
+                    for variant, estimate in ACCURACY_VARIANTS.items():
+                        row[variant] = 10 * np.log10(estimate(noisy) / actual)
+                    rows.append(row)
+    stem = "noise_level_accuracy" + (f"_{args.name}" if args.name else "")
+    with (RESULTS / f"{stem}.jsonl").open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    md = [
+        "# The noise level's accuracy on the bundled pictures",
+        "",
+        f"Command: `{args.command}`. Each estimate against the noise power actually in the "
+        "data, `mean((noisy - clean)**2)` (Gaussian noise clipped to [0, 1]), in dB, over "
+        f"the {len(ALL_IMAGES)} bundled pictures and noise seeds "
+        f"{', '.join(map(str, args.noise_seeds))}: the median error, the 90th percentile of "
+        "its size, and the cases more than 1 dB off.",
+        "",
+        "| size | sigma (/255) | " + " | ".join(ACCURACY_VARIANTS) + " |",
+        "|---|---|" + "---|" * len(ACCURACY_VARIANTS),
+    ]
+    for size in args.sizes:
+        for sigma in args.sigmas:
+            cells = []
+            for variant in ACCURACY_VARIANTS:
+                err = np.array(
+                    [r[variant] for r in rows if r["size"] == size and r["sigma"] == sigma]
+                )
+                cells.append(
+                    f"{np.median(err):+.2f}, {np.quantile(np.abs(err), 0.9):.2f}, "
+                    f"{np.sum(np.abs(err) > 1)}/{err.size}"
+                )
+            md.append(f"| {size} | {sigma:g} | " + " | ".join(cells) + " |")
+    md += ["", "Worst cases (library, more than 1.5 dB off):", ""]
+    for r in sorted(rows, key=lambda r: -abs(r["library"])):
+        if abs(r["library"]) <= 1.5:
+            break
+        md.append(
+            f"- {r['image']} {r['size']}px sigma {r['sigma']:g} seed {r['seed']}: "
+            f"{r['library']:+.2f} dB (clipped {r['clipped']:.2f}; wavelet {r['wavelet']:+.2f})"
+        )
+    (RESULTS / f"{stem}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tags", nargs="+", required=True)
-    parser.add_argument("--estimates", required=True, help="the --save-estimates folder")
-    parser.add_argument("--name", required=True, help="results file suffix")
-    run(parser.parse_args(argv))
+    parser.add_argument("--part", choices=["rescore", "accuracy"], default="rescore")
+    parser.add_argument("--tags", nargs="+", help="for rescore")
+    parser.add_argument("--estimates", help="for rescore: the --save-estimates folder")
+    parser.add_argument("--name", help="results file suffix (needed for rescore)")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256])
+    parser.add_argument("--sigmas", nargs="+", type=float, default=[5, 10, 15, 20, 30, 45])
+    parser.add_argument("--noise-seeds", nargs="+", type=int, default=[100, 101])
+    args = parser.parse_args(argv)
+    args.command = "python benchmarks/noise_level.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    if args.part == "accuracy":
+        run_accuracy(args)
+        return
+    if not (args.tags and args.estimates and args.name):
+        parser.error("--part rescore needs --tags, --estimates and --name")
+    run(args)
 
 
 if __name__ == "__main__":

@@ -574,6 +574,9 @@ def run_average(args) -> None:
         row["anchored_members"] = int(anchored.size)
         # AverageOfBest(default=..., max_distance=...): the distances as distances_to takes
         # them (the benchmark's [0, 1] images are fitted unscaled), with the score's noise.
+        # That is the library's estimate of now, the recorded scores that of their run: for
+        # runs recorded before the weak-texture estimate (up to val5), noise_level.py gives
+        # the choices with one estimate throughout.
         noisy = saved[0]["noisy"].astype(np.float64)
         noise_var = _noise_var(noisy if noisy.ndim == 3 else noisy[..., None], None, 1.0)
         spread = np.mean(

@@ -418,7 +418,7 @@ def test_scorer_finds_the_dip_step_of_a_pipeline():
 
 
 def test_noise_level_with_missing_pixels_uses_the_observed_blocks():
-    from skdip.metrics._scorers import _observed_noise_var
+    from skdip.metrics._noise_level import _observed_noise_var
 
     rng = np.random.default_rng(0)
     noisy = _noisy(_clean((64, 64, 1)))
@@ -429,18 +429,22 @@ def test_noise_level_with_missing_pixels_uses_the_observed_blocks():
         _observed_noise_var(np.full((8, 8, 1), np.nan))
 
 
-def test_wavelet_noise_level_of_white_noise_on_an_image():
-    from skdip.metrics._scorers import _noise_var, _wavelet_noise_sigma
+def test_noise_level_of_white_noise_on_an_image():
+    from skdip.metrics._noise_level import _wavelet_noise_sigma, estimate_noise_var
+    from skdip.metrics._scorers import _noise_var
 
     camera = load_image("camera", size=96)
     # Image content barely reaches the finest diagonal sub-band (the clean image reads as
     # sigma 0.004), so the estimate is close from moderate noise levels on.
     assert _wavelet_noise_sigma(camera) < 0.01
-    for sigma in (0.05, 0.1, 0.2):
+    for sigma in (0.02, 0.05, 0.1):
+        # Not clipped, so the power in the data is sigma squared up to the draw.
         noisy = camera + sigma * np.random.default_rng(1).standard_normal(camera.shape)
-        assert _wavelet_noise_sigma(noisy) == pytest.approx(sigma, rel=0.1)
-        assert np.sqrt(_noise_var(noisy[..., None], None, 1.0)) == pytest.approx(sigma, rel=0.15)
-    # Channels are estimated one by one and averaged, on the fitting scale.
+        actual = np.mean((noisy - camera) ** 2)
+        if sigma >= 0.05:  # lower, the camera's texture adds to the wavelet estimate
+            assert _wavelet_noise_sigma(noisy) == pytest.approx(sigma, rel=0.1)
+        assert _noise_var(noisy[..., None], None, 1.0) == pytest.approx(actual, rel=0.1)
+    # Channels are estimated one by one and their variances averaged.
     pair = np.stack(
         [
             camera + 0.02 * np.random.default_rng(2).standard_normal(camera.shape),
@@ -448,12 +452,14 @@ def test_wavelet_noise_level_of_white_noise_on_an_image():
         ],
         -1,
     )
-    both = [_wavelet_noise_sigma(pair[..., c]) for c in range(2)]
-    assert np.sqrt(_noise_var(pair, None, 1.0)) == pytest.approx(np.mean(both))
+    both = [estimate_noise_var(pair[..., c : c + 1]) for c in range(2)]
+    assert _noise_var(pair, None, 1.0) == pytest.approx(np.mean(both))
+    assert np.sqrt(both) == pytest.approx([0.02, 0.06], rel=0.1)
     # A constant image has no noise (rounding only), and the variance is floored, not NaN.
     assert _wavelet_noise_sigma(np.full((8, 8), 0.3)) < 1e-12
     assert _wavelet_noise_sigma(np.zeros((8, 8))) == 0.0
-    assert 0 < _noise_var(np.full((8, 8, 1), 0.3), None, 1.0) <= 1e-12
+    for shape in [(8, 8, 1), (64, 64, 1), (3, 3, 1)]:
+        assert 0 < _noise_var(np.full(shape, 0.3), None, 1.0) <= 1e-12
 
 
 def test_wavelet_noise_level_is_scikit_images_estimate():
@@ -461,15 +467,47 @@ def test_wavelet_noise_level_is_scikit_images_estimate():
     pytest.importorskip("pywt")
     from skimage.restoration import estimate_sigma
 
-    from skdip.metrics._scorers import _wavelet_noise_sigma
+    from skdip.metrics._noise_level import _wavelet_noise_sigma
 
     rng = np.random.default_rng(0)
     for shape in [(2, 2), (5, 4), (16, 16), (17, 23), (64, 64)]:
         image = rng.random(shape)
         assert _wavelet_noise_sigma(image) == pytest.approx(estimate_sigma(image), rel=1e-12)
-    # Details touched by clipped pixels are left out on purpose (scikit-image keeps them).
-    saturated = _half_black(0.2)
-    assert abs(_wavelet_noise_sigma(saturated) - 0.2) < abs(estimate_sigma(saturated) - 0.2) / 3
+
+
+def test_texture_threshold_is_the_quantile_of_white_noise():
+    from skdip.metrics._noise_level import _NOISE_TEXTURE_QUANTILE, _texture_energy
+
+    noise = np.random.default_rng(7).standard_normal((512, 512))
+    energy = _texture_energy(noise)
+    assert energy.shape == (508, 508)
+    assert np.mean(energy) == pytest.approx(80, rel=0.01)
+    assert np.quantile(energy, 0.99) == pytest.approx(_NOISE_TEXTURE_QUANTILE, rel=0.02)
+    # A window sum is the sum over the window, at its top-left corner.
+    from skdip.metrics._noise_level import _window_sums
+
+    values = np.arange(30.0).reshape(5, 6)
+    assert _window_sums(values, 2, 3)[1, 2] == values[1:3, 2:5].sum()
+
+
+def _flat_and_textured(sigma, size=64, seed=0):
+    """A flat left half and a fine, strong texture on the right, noise added."""
+    rng = np.random.default_rng(seed)
+    clean = np.full((size, size), 0.5)
+    clean[:, size // 2 :] += 0.15 * rng.choice([-1.0, 1.0], (size, size - size // 2))
+    return clean, clean + sigma * rng.standard_normal(clean.shape)
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.02, 0.04])
+def test_noise_level_is_measured_on_weak_texture_patches(sigma):
+    from skdip.metrics._noise_level import _wavelet_noise_sigma, estimate_noise_var
+
+    clean, noisy = _flat_and_textured(sigma)
+    actual = np.mean((noisy - clean) ** 2)
+    # Half the finest details hold texture: their median reads it as noise ...
+    assert _wavelet_noise_sigma(noisy) ** 2 > 1.5 * actual
+    # ... the flat patches measure the noise alone.
+    assert estimate_noise_var(noisy[..., None]) == pytest.approx(actual, rel=0.1)
 
 
 def _half_black(sigma, size=64, seed=0):
@@ -477,29 +515,47 @@ def _half_black(sigma, size=64, seed=0):
     clean = np.zeros((size, size))
     clean[:, size // 2 :] = np.linspace(0.3, 0.7, size)[:, None]
     noisy = clean + sigma * np.random.default_rng(seed).standard_normal(clean.shape)
-    return np.clip(noisy, 0, 1)
+    return clean, np.clip(noisy, 0, 1)
 
 
 @pytest.mark.parametrize("sigma", [0.06, 0.1, 0.2])
-def test_wavelet_noise_level_leaves_out_details_touched_by_clipped_pixels(sigma):
-    from skdip.metrics._scorers import (
-        _DB2_HIGH,
-        _MAD_TO_SIGMA,
-        _finest_diagonal,
-        _wavelet_noise_sigma,
-    )
+def test_noise_level_of_clipped_noise_is_the_power_left_in_the_data(sigma):
+    from skdip.metrics._noise_level import _wavelet_noise_sigma, estimate_noise_var
 
-    noisy = _half_black(sigma)
-    detail = _finest_diagonal(noisy, _DB2_HIGH)
-    every_detail = np.median(np.abs(detail[detail != 0])) / _MAD_TO_SIGMA
-    # With the clipped half counted the estimate is far too low ...
-    assert every_detail < 0.85 * sigma
-    # ... without it, it measures the noise that was added.
-    assert _wavelet_noise_sigma(noisy) == pytest.approx(sigma, rel=0.1)
+    clean, noisy = _half_black(sigma)
+    # The clip keeps about half the noise power in the black half: the power in the data
+    # lies well below sigma squared, and every detail's median reads less still.
+    actual = np.mean((noisy - clean) ** 2)
+    assert actual < 0.8 * sigma**2
+    assert _wavelet_noise_sigma(noisy) ** 2 < 0.8 * actual
+    # Measured on the ramp, then reduced by the model of the clip.
+    assert estimate_noise_var(noisy[..., None]) == pytest.approx(actual, rel=0.1)
+
+
+def test_clip_moments_match_a_simulation():
+    from skdip.metrics._noise_level import _clip_moments
+
+    rng = np.random.default_rng(3)
+    noise = 0.1 * rng.standard_normal(1_000_000)
+    for x, low, high in [(0.0, 0.0, 1.0), (0.05, 0.0, 1.0), (0.97, 0.0, 1.0), (0.3, -np.inf, 0.4)]:
+        observed = np.clip(x + noise, low, high)
+        mean, power = _clip_moments(np.array([x]), 0.1, low, high)
+        assert mean[0] == pytest.approx(observed.mean(), abs=3e-4)
+        assert power[0] == pytest.approx(np.mean((observed - x) ** 2), rel=0.01)
+    # At a clipped end, half the variance and a shift of sigma / sqrt(2 pi).
+    mean, power = _clip_moments(np.array([0.0]), 0.1, 0.0, np.inf)
+    assert power[0] == pytest.approx(0.005) and mean[0] == pytest.approx(0.1 / np.sqrt(2 * np.pi))
+    # Far from both ends, no clip.
+    mean, power = _clip_moments(np.array([0.5]), 0.01, 0.0, 1.0)
+    assert mean[0] == pytest.approx(0.5) and power[0] == pytest.approx(1e-4)
 
 
 def test_clipped_pixels_are_shared_extreme_values():
-    from skdip.metrics._scorers import _clipped_pixels, _wavelet_noise_sigma
+    from skdip.metrics._noise_level import (
+        _clipped_pixels,
+        _wavelet_noise_sigma,
+        estimate_noise_var,
+    )
 
     rng = np.random.default_rng(1)
     unclipped = 0.5 + 0.1 * rng.standard_normal((16, 16))
@@ -509,13 +565,11 @@ def test_clipped_pixels_are_shared_extreme_values():
     # Any range: integer data clipped at 0 and 255 is flagged the same way.
     counts = np.clip(np.round(255 * (0.9 + 0.2 * rng.standard_normal((16, 16)))), 0, 255)
     np.testing.assert_array_equal(_clipped_pixels(counts), counts == 255)
-    # Too few untouched details left: every detail is used, as without clipping.
-    tiny = np.clip(0.5 + 0.3 * rng.standard_normal((8, 8)), 0, 1)
-    from skdip.metrics._scorers import _DB2_HIGH, _MAD_TO_SIGMA, _finest_diagonal
-
-    d = _finest_diagonal(tiny, _DB2_HIGH)
-    assert _wavelet_noise_sigma(tiny) == pytest.approx(
-        np.median(np.abs(d[d != 0])) / _MAD_TO_SIGMA, rel=1e-12
+    # Clipped pixels everywhere, so no patch shows the full noise: every wavelet detail
+    # is used, as scikit-image does.
+    scattered = np.clip(0.5 + 0.3 * rng.standard_normal((32, 32)), 0, 1)
+    assert estimate_noise_var(scattered[..., None]) == pytest.approx(
+        _wavelet_noise_sigma(scattered) ** 2, rel=1e-12
     )
 
 

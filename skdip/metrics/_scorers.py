@@ -35,14 +35,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..exceptions import FitInterrupted
+from ._noise_level import _MIN_NOISE_VAR, _observed_noise_var, estimate_noise_var
 from ._quality import psnr as _psnr_metric
 from ._quality import ssim as _ssim_metric
 
 __all__ = ["NoReferenceScorer", "ReferenceScorer", "get_scorer", "SCORER_NAMES"]
-
-# A noise-free observation would make the ratio infinite; this floor keeps the
-# score finite (and still ranks smaller residuals higher).
-_MIN_NOISE_VAR = 1e-12
 
 
 def _holds_dip(step: Any) -> bool:
@@ -125,103 +122,7 @@ def _noise_var(observation: np.ndarray, sigma: float | None, scale: float) -> fl
         return max((float(sigma) / scale) ** 2, _MIN_NOISE_VAR)
     if not np.isfinite(observation).all():
         return _observed_noise_var(observation)
-    sigmas = [_wavelet_noise_sigma(observation[..., c]) for c in range(observation.shape[-1])]
-    return max(float(np.mean(sigmas)) ** 2, _MIN_NOISE_VAR)
-
-
-# Daubechies-2 analysis high-pass filter, from its closed form
-# (1 -/+ sqrt 3, 3 -/+ sqrt 3) / (4 sqrt 2) with alternating signs.
-_R3 = np.sqrt(3.0)
-_DB2_HIGH = np.array([-(1 + _R3), 3 + _R3, -(3 - _R3), -(_R3 - 1)]) / (4 * np.sqrt(2.0))
-# The MAD of a standard normal: norm.ppf(0.75).
-_MAD_TO_SIGMA = 0.6744897501960817
-
-
-def _finest_diagonal(channel: np.ndarray, taps: np.ndarray) -> np.ndarray:
-    """Filter a 2-D image with ``taps`` along both axes and keep every other sample.
-
-    With the Daubechies-2 high-pass this is the finest diagonal wavelet sub-band
-    (half-sample symmetric extension); with ones it counts, for each of those
-    coefficients, the pixels of its support that a mask marks.
-    """
-    detail = channel
-    for axis in (0, 1):
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (3, 3)
-        extended = np.pad(detail, pad, mode="symmetric")
-        # Full convolution with the 4-tap filter, then every other sample.
-        filtered = sum(
-            taps[k] * np.take(extended, np.arange(3 - k, extended.shape[axis] - k), axis=axis)
-            for k in range(4)
-        )
-        detail = np.take(filtered, np.arange(1, filtered.shape[axis], 2), axis=axis)
-    return detail
-
-
-def _clipped_pixels(channel: np.ndarray) -> np.ndarray:
-    """Pixels at the channel's lowest or highest value when several share it.
-
-    Noise added before a clip to the intensity range piles pixels up at its
-    ends; unclipped noisy data hardly ever repeats its exact extreme values.
-    """
-    clipped = np.zeros(channel.shape, dtype=bool)
-    for value in (channel.min(), channel.max()):
-        at = channel == value
-        if np.count_nonzero(at) > 1:
-            clipped |= at
-    return clipped
-
-
-# Fewer wavelet details than this untouched by clipping: use them all.
-_MIN_UNCLIPPED_DETAILS = 64
-
-
-def _wavelet_noise_sigma(channel: np.ndarray) -> float:
-    """Gaussian noise level of a 2-D image from its finest diagonal wavelet details.
-
-    Donoho and Johnstone's robust estimate: image content is sparse in the
-    finest-scale Daubechies-2 diagonal sub-band while white noise spreads
-    evenly over it, so ``median(|d|) / 0.6745`` measures the noise. The
-    transform uses half-sample symmetric extension and keeps exactly-zero
-    coefficients out (flat regions such as saturated areas carry no noise).
-
-    Clipped pixels (see :func:`_clipped_pixels`) carry less than the noise, so
-    the details whose support holds one are left out too; on images with large
-    black or white areas they pulled the estimate 1 to 2 dB low
-    (``benchmarks/results/noise_level_*.md``). Where clipped pixels are
-    scattered (a bright image under strong noise) too few details stay
-    untouched, and all are used. Without clipping this is scikit-image's
-    ``estimate_sigma``.
-    """
-    detail = _finest_diagonal(channel, _DB2_HIGH)
-    keep = detail != 0
-    clipped = _clipped_pixels(channel)
-    if clipped.any():
-        untouched = keep & (_finest_diagonal(clipped.astype(np.float64), np.ones(4)) == 0)
-        if np.count_nonzero(untouched) >= _MIN_UNCLIPPED_DETAILS:
-            keep = untouched
-    detail = np.abs(detail[keep])
-    if detail.size == 0:  # a constant image: no noise to measure
-        return 0.0
-    return float(np.median(detail) / _MAD_TO_SIGMA)
-
-
-def _observed_noise_var(observation: np.ndarray) -> float:
-    """Noise variance from the fully observed 2x2 blocks of an image with missing pixels.
-
-    The diagonal Haar detail ``(a - b - c + d) / 2`` of a block has the noise
-    variance under i.i.d. Gaussian noise and is nearly blind to smooth image
-    content; its median absolute value over blocks gives a robust estimate.
-    """
-    h, w = (s - s % 2 for s in observation.shape[:2])
-    blocks = observation[:h, :w]
-    detail = (blocks[0::2, 0::2] - blocks[0::2, 1::2] - blocks[1::2, 0::2] + blocks[1::2, 1::2]) / 2
-    detail = detail[np.isfinite(detail)]
-    if detail.size < 8:
-        raise ValueError(
-            "too few observed pixels to estimate the noise level; pass sigma= to the scorer"
-        )
-    return max(float(np.median(np.abs(detail)) / 0.6745) ** 2, _MIN_NOISE_VAR)
+    return estimate_noise_var(observation)
 
 
 def _picked(result: dict, key: str) -> float:
@@ -507,14 +408,14 @@ class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
     sigma : float or None, default=None
         Noise standard deviation of ``X`` on its intensity scale, when known
         (0-255 for uint8 images; for phase retrieval, of the Fourier magnitudes,
-        also when ``X`` holds intensities). None estimates it per image (wavelet median
-        absolute deviation, the estimate of
-        :func:`skimage.restoration.estimate_sigma`, computed without PyWavelets
-        and leaving out the details that clipped pixels touch; with missing
-        pixels, NaN or hidden by a ``mask=`` fit parameter, the same idea on
-        the fully observed 2x2 blocks), which assumes additive
-        Gaussian-like noise on an image-like observation. Pass it for other
-        problems.
+        also when ``X`` holds intensities). None estimates it per image, on the
+        patches of weak texture, with a model of the clip where pixels are
+        clipped (the wavelet median absolute deviation of
+        :func:`skimage.restoration.estimate_sigma`, computed without PyWavelets,
+        where no patch looks like noise alone; with missing pixels, NaN or
+        hidden by a ``mask=`` fit parameter, the fully observed 2x2 blocks),
+        which assumes additive Gaussian-like white noise on an image-like
+        observation. Pass it for other problems.
 
     See Also
     --------

@@ -1,0 +1,291 @@
+"""The noise level of an observation, estimated from the observation alone.
+
+The no-reference scores compare a fit's residual with the noise power of the
+data (the discrepancy principle), so that power must be measured without the
+clean image. Three facts shape the estimate:
+
+* image detail reaches the finest scales too: on a small or textured picture a
+  statistic over every pixel reads texture as noise, and overstates a low noise
+  level by several dB. Patches whose gradient energy is what noise alone would
+  give ("weak-texture" patches) carry little detail, so the noise is measured
+  on them only;
+* noise added before a clip to the intensity range is smaller at the clipped
+  pixels (half of it is cut off), so it is measured on patches whose mean lies
+  well inside the range, and the power lost near the clipped ends is then
+  subtracted with a model of the clip;
+* where neither works (tiny images, or clipped pixels everywhere) the wavelet
+  median absolute deviation over all finest details is the fallback, the
+  estimate of ``skimage.restoration.estimate_sigma``.
+
+Measured against the noise power actually in the data on the 23 bundled
+pictures (``benchmarks/noise_level.py --part accuracy``,
+``benchmarks/results/noise_level_accuracy_*.md``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import uniform_filter
+from scipy.special import ndtr
+
+# A noise-free observation would make the scores' ratios infinite; this floor keeps
+# them finite (and still ranks smaller residuals higher).
+_MIN_NOISE_VAR = 1e-12
+
+# Daubechies-2 analysis high-pass filter, from its closed form
+# (1 -/+ sqrt 3, 3 -/+ sqrt 3) / (4 sqrt 2) with alternating signs.
+_R3 = np.sqrt(3.0)
+_DB2_HIGH = np.array([-(1 + _R3), 3 + _R3, -(3 - _R3), -(_R3 - 1)]) / (4 * np.sqrt(2.0))
+# The MAD of a standard normal: norm.ppf(0.75).
+_MAD_TO_SIGMA = 0.6744897501960817
+
+# Side of the square patches the weak-texture estimate works on.
+_PATCH = 5
+# The 0.99 quantile of a patch's texture energy (see _texture_energy) for white noise of
+# unit variance: a patch above this times the noise variance holds image detail. From
+# 8 draws of 1024x1024 standard normal noise (155.72, spread 0.53 between draws); the
+# mean is 80, two differences of variance 2 for each of the 40 pixel pairs.
+_NOISE_TEXTURE_QUANTILE = 155.7
+# Fewer patches than this untouched by clipped pixels: the wavelet fallback.
+_MIN_PATCHES = 64
+# Fewer weak-texture patches than this: the 5% of least texture stand in for them.
+_MIN_WEAK_PATCHES = 16
+
+
+def _finest_diagonal(channel: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """Filter a 2-D image with ``taps`` along both axes and keep every other sample.
+
+    With the Daubechies-2 high-pass this is the finest diagonal wavelet sub-band
+    (half-sample symmetric extension).
+    """
+    detail = channel
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (3, 3)
+        extended = np.pad(detail, pad, mode="symmetric")
+        # Full convolution with the 4-tap filter, then every other sample.
+        filtered = sum(
+            taps[k] * np.take(extended, np.arange(3 - k, extended.shape[axis] - k), axis=axis)
+            for k in range(4)
+        )
+        detail = np.take(filtered, np.arange(1, filtered.shape[axis], 2), axis=axis)
+    return detail
+
+
+def _wavelet_noise_sigma(channel: np.ndarray) -> float:
+    """Gaussian noise level of a 2-D image from its finest diagonal wavelet details.
+
+    Donoho and Johnstone's robust estimate: image content is sparse in the
+    finest-scale Daubechies-2 diagonal sub-band while white noise spreads
+    evenly over it, so ``median(|d|) / 0.6745`` measures the noise. Exactly-zero
+    coefficients are left out (flat regions such as saturated areas carry no
+    noise). This is scikit-image's ``estimate_sigma``.
+    """
+    detail = _finest_diagonal(channel, _DB2_HIGH)
+    detail = np.abs(detail[detail != 0])
+    if detail.size == 0:  # a constant image: no noise to measure
+        return 0.0
+    return float(np.median(detail) / _MAD_TO_SIGMA)
+
+
+def _clipped_pixels(channel: np.ndarray) -> np.ndarray:
+    """Pixels at the channel's lowest or highest value when several share it.
+
+    Noise added before a clip to the intensity range piles pixels up at its
+    ends; unclipped noisy data hardly ever repeats its exact extreme values.
+    """
+    clipped = np.zeros(channel.shape, dtype=bool)
+    for value in (channel.min(), channel.max()):
+        at = channel == value
+        if np.count_nonzero(at) > 1:
+            clipped |= at
+    return clipped
+
+
+def _clip_bounds(channel: np.ndarray) -> tuple[float, float]:
+    """The channel's clipped ends: its lowest and highest values where several pixels share
+    them, else minus and plus infinity."""
+    bounds = []
+    for value, none in ((channel.min(), -np.inf), (channel.max(), np.inf)):
+        bounds.append(float(value) if np.count_nonzero(channel == value) > 1 else none)
+    return bounds[0], bounds[1]
+
+
+def _window_sums(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Sums over every ``height`` x ``width`` window that fits (top-left anchored)."""
+    total = np.zeros((values.shape[0] + 1, values.shape[1] + 1))
+    total[1:, 1:] = values.cumsum(0).cumsum(1)
+    return (
+        total[height:, width:]
+        - total[:-height, width:]
+        - total[height:, :-width]
+        + total[:-height, :-width]
+    )
+
+
+def _texture_energy(channel: np.ndarray) -> np.ndarray:
+    """Each patch's sum of squared differences between horizontal and vertical neighbours.
+
+    Noise of variance ``v`` gives ``80 v`` on average; image detail adds to it.
+    """
+    p = _PATCH
+    across = np.diff(channel, axis=1) ** 2
+    down = np.diff(channel, axis=0) ** 2
+    return _window_sums(across, p, p - 1) + _window_sums(down, p - 1, p)
+
+
+def _diagonal_energy(channel: np.ndarray) -> np.ndarray:
+    """Each patch's mean squared diagonal Haar detail ``(a - b - c + d) / 2``.
+
+    The detail has the noise variance under white noise and only the mixed
+    second derivative of the image, which is small in a patch of weak texture.
+    """
+    p = _PATCH
+    detail = (channel[:-1, :-1] - channel[:-1, 1:] - channel[1:, :-1] + channel[1:, 1:]) / 2
+    return _window_sums(detail**2, p - 1, p - 1) / (p - 1) ** 2
+
+
+def _weak_texture_noise_var(
+    channel: np.ndarray, eligible: np.ndarray, *, least_textured: bool = True
+) -> float | None:
+    """Noise variance measured on the eligible patches whose texture is that of noise.
+
+    Starts from every eligible patch, then keeps those whose texture energy
+    lies below the 0.99 quantile noise of the current level would give, and
+    measures again, until the level settles (a handful of rounds). The rare
+    pure-noise patch above the threshold costs about 1% of the variance.
+    Where fewer than 16 patches pass (texture everywhere), the 5% of least
+    texture stand in for them, or, with ``least_textured=False``, None is
+    returned.
+    """
+    texture = _texture_energy(channel)
+    diagonal = _diagonal_energy(channel)
+    noise_var = float(np.mean(diagonal[eligible]))
+    for _ in range(20):
+        weak = eligible & (texture <= noise_var * _NOISE_TEXTURE_QUANTILE)
+        if np.count_nonzero(weak) < _MIN_WEAK_PATCHES:
+            if not least_textured:
+                return None
+            weak = eligible & (texture <= np.quantile(texture[eligible], 0.05))
+        previous, noise_var = noise_var, float(np.mean(diagonal[weak]))
+        if abs(noise_var - previous) <= 1e-4 * previous:
+            break
+    return noise_var
+
+
+def _clip_moments(
+    x: np.ndarray, sigma: float, low: float, high: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``clip(x + n, low, high)`` and mean of ``(clip(x + n, low, high) - x)**2``.
+
+    For ``n`` normal with standard deviation ``sigma``; closed forms from the
+    truncated normal (an infinite bound is no clip).
+    """
+    # Beyond 40 standard deviations the normal's mass is zero in float64.
+    a = np.maximum((low - x) / sigma, -40.0)
+    b = np.minimum((high - x) / sigma, 40.0)
+    cdf_a, cdf_b = ndtr(a), ndtr(b)
+    pdf_a = np.exp(-0.5 * a * a) / np.sqrt(2 * np.pi)
+    pdf_b = np.exp(-0.5 * b * b) / np.sqrt(2 * np.pi)
+    shift = a * cdf_a + (pdf_a - pdf_b) + b * (1 - cdf_b)
+    power = a * a * cdf_a + (cdf_b - cdf_a + a * pdf_a - b * pdf_b) + b * b * (1 - cdf_b)
+    return x + sigma * shift, sigma * sigma * power
+
+
+def _clipped_noise_power(channel: np.ndarray, noise_var: float) -> float:
+    """Mean power of Gaussian noise of variance ``noise_var`` after the channel's clip.
+
+    A pixel whose clean value lies near a clipped end keeps less than the full
+    variance (half of it at the end itself, with a shift of its mean). The
+    clean value is unknown; it is taken as the one whose clipped noisy mean
+    equals the 5x5 local mean of the observation (inverted on a table of clean
+    values between the clip bounds), and the expected power is averaged over
+    all pixels.
+    """
+    sigma = float(np.sqrt(noise_var))
+    if sigma == 0.0:
+        return noise_var
+    low, high = _clip_bounds(channel)
+    local = uniform_filter(channel, size=5, mode="reflect").ravel()
+    # 5 sigma inside both ends the clip removes under 1e-5 of the power.
+    near = local[(local < low + 5 * sigma) | (local > high - 5 * sigma)]
+    if near.size == 0:
+        return noise_var
+    start = low if np.isfinite(low) else near.min() - 5 * sigma
+    stop = high if np.isfinite(high) else near.max() + 5 * sigma
+    # Clean values a twentieth of sigma apart: the clipped mean is increasing in them.
+    clean = np.linspace(start, stop, int(np.clip(20 * (stop - start) / sigma, 64, 20000)) + 1)
+    mean, power = _clip_moments(clean, sigma, low, high)
+    near_power = np.interp(near, mean, power)  # clamps beyond the table's ends
+    return float((np.sum(near_power) + noise_var * (local.size - near.size)) / local.size)
+
+
+def _channel_noise_var(channel: np.ndarray) -> float:
+    """Noise power of one 2-D channel: weak-texture patches, else the wavelet MAD."""
+    if min(channel.shape) < _PATCH + 1:
+        return _wavelet_noise_sigma(channel) ** 2
+    clipped = _clipped_pixels(channel)
+    if not clipped.any():
+        eligible = np.ones(tuple(s - _PATCH + 1 for s in channel.shape), dtype=bool)
+        return _weak_texture_noise_var(channel, eligible)
+    eligible = _window_sums(clipped.astype(np.float64), _PATCH, _PATCH) == 0
+    noise_var = None
+    if np.count_nonzero(eligible) >= _MIN_PATCHES:
+        noise_var = _weak_texture_noise_var(channel, eligible, least_textured=False)
+    if noise_var is None:
+        # Clipped pixels everywhere, or only at edges between clipped areas: no patch
+        # shows the full noise alone.
+        return _wavelet_noise_sigma(channel) ** 2
+    # Patches no clipped pixel touches are also those whose noise happened not to reach
+    # a bound, so their noise is smaller (by about 0.35 dB at sigma 45/255 on the bundled
+    # pictures). Patches chosen by their mean, 2 sigma inside the bounds, hardly depend on
+    # their own noise: measure again on those.
+    low, high = _clip_bounds(channel)
+    means = _window_sums(channel, _PATCH, _PATCH) / _PATCH**2
+    for _ in range(5):
+        sigma = np.sqrt(noise_var)
+        inside = (means >= low + 2 * sigma) & (means <= high - 2 * sigma)
+        if np.count_nonzero(inside) < _MIN_PATCHES:
+            break
+        refined = _weak_texture_noise_var(channel, inside, least_textured=False)
+        if refined is None:
+            break
+        previous, noise_var = noise_var, refined
+        if abs(noise_var - previous) <= 1e-3 * previous:
+            break
+    return _clipped_noise_power(channel, noise_var)
+
+
+def estimate_noise_var(observation: np.ndarray) -> float:
+    """Noise power of an ``(H, W, C)`` observation: the mean over channels, floored.
+
+    Parameters
+    ----------
+    observation : ndarray of shape (H, W, C)
+        Finite values; white Gaussian noise, perhaps clipped to the data's range.
+
+    Returns
+    -------
+    noise_var : float
+        The estimated ``mean((observation - clean)**2)``, at least ``1e-12``.
+    """
+    powers = [_channel_noise_var(observation[..., c]) for c in range(observation.shape[-1])]
+    return max(float(np.mean(powers)), _MIN_NOISE_VAR)
+
+
+def _observed_noise_var(observation: np.ndarray) -> float:
+    """Noise variance from the fully observed 2x2 blocks of an image with missing pixels.
+
+    The diagonal Haar detail ``(a - b - c + d) / 2`` of a block has the noise
+    variance under i.i.d. Gaussian noise and is nearly blind to smooth image
+    content; its median absolute value over blocks gives a robust estimate.
+    """
+    h, w = (s - s % 2 for s in observation.shape[:2])
+    blocks = observation[:h, :w]
+    detail = (blocks[0::2, 0::2] - blocks[0::2, 1::2] - blocks[1::2, 0::2] + blocks[1::2, 1::2]) / 2
+    detail = detail[np.isfinite(detail)]
+    if detail.size < 8:
+        raise ValueError(
+            "too few observed pixels to estimate the noise level; pass sigma= to the scorer"
+        )
+    return max(float(np.median(np.abs(detail)) / _MAD_TO_SIGMA) ** 2, _MIN_NOISE_VAR)
