@@ -532,6 +532,21 @@ def test_noise_level_of_clipped_noise_is_the_power_left_in_the_data(sigma):
     assert estimate_noise_var(noisy[..., None]) == pytest.approx(actual, rel=0.1)
 
 
+def test_extremes_shared_by_chance_barely_move_the_noise_level():
+    # Quantised data often repeats its extreme values without any clip: the clip model
+    # then treats the few pixels near them as clipped, which must cost next to nothing.
+    from skdip.metrics._noise_level import _clipped_pixels, estimate_noise_var
+
+    clean = 0.2 + 0.6 * load_image("camera", size=96)
+    noisy = clean + 0.02 * np.random.default_rng(4).standard_normal(clean.shape)
+    shared = noisy.copy()
+    shared[np.unravel_index(np.argsort(noisy, axis=None)[:3], noisy.shape)] = noisy.min()
+    assert _clipped_pixels(shared).sum() == 3 and not _clipped_pixels(noisy).any()
+    assert estimate_noise_var(shared[..., None]) == pytest.approx(
+        estimate_noise_var(noisy[..., None]), rel=0.02
+    )
+
+
 def test_clip_moments_match_a_simulation():
     from skdip.metrics._noise_level import _clip_moments
 
