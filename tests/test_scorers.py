@@ -547,6 +547,28 @@ def test_extremes_shared_by_chance_barely_move_the_noise_level():
     )
 
 
+def test_noise_level_is_estimated_once_per_content(monkeypatch):
+    import skdip.metrics._noise_level as noise_level
+
+    calls = []
+    original = noise_level._channel_noise_var
+    monkeypatch.setattr(
+        noise_level, "_channel_noise_var", lambda ch: calls.append(1) or original(ch)
+    )
+    monkeypatch.setattr(noise_level, "_ESTIMATES", type(noise_level._ESTIMATES)())
+    noisy = 0.5 + 0.05 * np.random.default_rng(5).standard_normal((32, 32, 2))
+    first = noise_level.estimate_noise_var(noisy)
+    assert noise_level.estimate_noise_var(noisy.copy()) == first  # a copy: same content
+    assert len(calls) == 2  # one per channel, once
+    monkeypatch.setattr(noise_level, "_CACHED_ESTIMATES", 1)
+    changed = noisy.copy()
+    changed[0, 0, 0] += 0.1
+    noise_level.estimate_noise_var(changed)  # other content: estimated, and `noisy` dropped
+    assert len(calls) == 4 and len(noise_level._ESTIMATES) == 1
+    assert noise_level.estimate_noise_var(noisy) == first
+    assert len(calls) == 6
+
+
 def test_clip_moments_match_a_simulation():
     from skdip.metrics._noise_level import _clip_moments
 

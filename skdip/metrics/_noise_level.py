@@ -24,9 +24,14 @@ pictures (``benchmarks/noise_level.py --part accuracy``,
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 from scipy.ndimage import uniform_filter
 from scipy.special import ndtr
+
+from .._validation import images_digest
 
 # A noise-free observation would make the scores' ratios infinite; this floor keeps
 # them finite (and still ranks smaller residuals higher).
@@ -48,6 +53,10 @@ _PATCH = 5
 _NOISE_TEXTURE_QUANTILE = 155.7
 # Fewer patches than this untouched by clipped pixels: the wavelet fallback.
 _MIN_PATCHES = 64
+# The most recent estimates, by the observation's content (least recently used dropped).
+_CACHED_ESTIMATES = 64
+_ESTIMATES: OrderedDict[str, float] = OrderedDict()
+_ESTIMATES_LOCK = threading.Lock()
 # Fewer weak-texture patches than this: the 5% of least texture stand in for them.
 _MIN_WEAK_PATCHES = 16
 
@@ -269,8 +278,19 @@ def estimate_noise_var(observation: np.ndarray) -> float:
     noise_var : float
         The estimated ``mean((observation - clean)**2)``, at least ``1e-12``.
     """
+    # A grid search scores every setting against the same image: estimate it once.
+    key = images_digest([observation])
+    with _ESTIMATES_LOCK:  # scorers may run in threads
+        if key in _ESTIMATES:
+            _ESTIMATES.move_to_end(key)
+            return _ESTIMATES[key]
     powers = [_channel_noise_var(observation[..., c]) for c in range(observation.shape[-1])]
-    return max(float(np.mean(powers)), _MIN_NOISE_VAR)
+    noise_var = max(float(np.mean(powers)), _MIN_NOISE_VAR)
+    with _ESTIMATES_LOCK:
+        _ESTIMATES[key] = noise_var
+        while len(_ESTIMATES) > _CACHED_ESTIMATES:
+            _ESTIMATES.popitem(last=False)
+    return noise_var
 
 
 def _observed_noise_var(observation: np.ndarray) -> float:
