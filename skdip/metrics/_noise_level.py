@@ -49,7 +49,7 @@ _PATCH = 5
 # The 0.99 quantile of a patch's texture energy (see _texture_energy) for white noise of
 # unit variance: a patch above this times the noise variance holds image detail. From
 # 8 draws of 1024x1024 standard normal noise (155.72, spread 0.53 between draws); the
-# mean is 80, two differences of variance 2 for each of the 40 pixel pairs.
+# mean is 80: 40 neighbour differences in a patch, each of variance 2.
 _NOISE_TEXTURE_QUANTILE = 155.7
 # Fewer patches than this untouched by clipped pixels: the wavelet fallback.
 _MIN_PATCHES = 64
@@ -57,7 +57,8 @@ _MIN_PATCHES = 64
 _CACHED_ESTIMATES = 64
 _ESTIMATES: OrderedDict[str, float] = OrderedDict()
 _ESTIMATES_LOCK = threading.Lock()
-# Fewer weak-texture patches than this: the 5% of least texture stand in for them.
+# Fewer weak-texture patches than this: the 5% of least texture stand in for them (where
+# clipping restricts the patches, the wavelet fallback is used instead).
 _MIN_WEAK_PATCHES = 16
 
 
