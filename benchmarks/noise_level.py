@@ -51,6 +51,7 @@ from skdip.metrics._noise_level import (
     _MIN_NOISE_VAR,
     _clipped_pixels,
     _finest_diagonal,
+    _wavelet_noise_sigma,
 )
 from skdip.metrics._scorers import _noise_var, _residual_structure
 from skdip.model_selection import PreferDefault, best_scored
@@ -84,11 +85,7 @@ PREFER = [f"PreferDefault(margin={m:g})" for m in MARGINS]
 
 def all_details_noise_var(observation: np.ndarray) -> float:
     """The wavelet-MAD noise variance over every nonzero finest diagonal detail."""
-    sigmas = []
-    for c in range(observation.shape[-1]):
-        detail = _finest_diagonal(observation[..., c], _DB2_HIGH)
-        detail = np.abs(detail[detail != 0])
-        sigmas.append(float(np.median(detail)) / _MAD_TO_SIGMA if detail.size else 0.0)
+    sigmas = [_wavelet_noise_sigma(observation[..., c]) for c in range(observation.shape[-1])]
     return max(float(np.mean(sigmas)) ** 2, _MIN_NOISE_VAR)
 
 

@@ -860,7 +860,9 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         fell below the default twice (by at most 0.14 dB) at a median gap of
         0.66 dB to the best single setting: at low noise the limit kept out
         nearly every other setting. With ``n_best=4, margin=0.25,
-        max_distance=-10.5``, on 46 more, once (by 0.07 dB) at 0.12 dB
+        max_distance=-10.5``, on 46 more, once (by 0.07 dB) at 0.12 dB; those
+        were scored with the earlier wavelet noise level. With the current one,
+        on 46 further cases, once (by 0.02 dB) at 0.09 dB
         (``doc/model_selection.md``).
     scoring : str or NoReferenceScorer, default="no_reference"
         A no-reference scorer name of :func:`skdip.metrics.get_scorer`

@@ -98,27 +98,23 @@ def _wavelet_noise_sigma(channel: np.ndarray) -> float:
     return float(np.median(detail) / _MAD_TO_SIGMA)
 
 
-def _clipped_pixels(channel: np.ndarray) -> np.ndarray:
-    """Pixels at the channel's lowest or highest value when several share it.
+def _clip_bounds(channel: np.ndarray) -> tuple[float, float]:
+    """The channel's clipped ends: its lowest and highest values where several pixels share
+    them, else minus and plus infinity.
 
     Noise added before a clip to the intensity range piles pixels up at its
     ends; unclipped noisy data hardly ever repeats its exact extreme values.
     """
-    clipped = np.zeros(channel.shape, dtype=bool)
-    for value in (channel.min(), channel.max()):
-        at = channel == value
-        if np.count_nonzero(at) > 1:
-            clipped |= at
-    return clipped
-
-
-def _clip_bounds(channel: np.ndarray) -> tuple[float, float]:
-    """The channel's clipped ends: its lowest and highest values where several pixels share
-    them, else minus and plus infinity."""
     bounds = []
     for value, none in ((channel.min(), -np.inf), (channel.max(), np.inf)):
         bounds.append(float(value) if np.count_nonzero(channel == value) > 1 else none)
     return bounds[0], bounds[1]
+
+
+def _clipped_pixels(channel: np.ndarray) -> np.ndarray:
+    """Pixels at a clipped end of the channel (see :func:`_clip_bounds`)."""
+    low, high = _clip_bounds(channel)
+    return (channel == low) | (channel == high)
 
 
 def _window_sums(values: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -144,19 +140,27 @@ def _texture_energy(channel: np.ndarray) -> np.ndarray:
     return _window_sums(across, p, p - 1) + _window_sums(down, p - 1, p)
 
 
-def _diagonal_energy(channel: np.ndarray) -> np.ndarray:
-    """Each patch's mean squared diagonal Haar detail ``(a - b - c + d) / 2``.
+def _haar_diagonal(image: np.ndarray) -> np.ndarray:
+    """The diagonal Haar detail ``(a - b - c + d) / 2`` of every 2x2 block (first two axes).
 
-    The detail has the noise variance under white noise and only the mixed
-    second derivative of the image, which is small in a patch of weak texture.
+    It has the noise variance under white noise and only the mixed second
+    derivative of the image, which is small where the texture is weak.
     """
+    return (image[:-1, :-1] - image[:-1, 1:] - image[1:, :-1] + image[1:, 1:]) / 2
+
+
+def _diagonal_energy(channel: np.ndarray) -> np.ndarray:
+    """Each patch's mean squared diagonal Haar detail."""
     p = _PATCH
-    detail = (channel[:-1, :-1] - channel[:-1, 1:] - channel[1:, :-1] + channel[1:, 1:]) / 2
-    return _window_sums(detail**2, p - 1, p - 1) / (p - 1) ** 2
+    return _window_sums(_haar_diagonal(channel) ** 2, p - 1, p - 1) / (p - 1) ** 2
 
 
 def _weak_texture_noise_var(
-    channel: np.ndarray, eligible: np.ndarray, *, least_textured: bool = True
+    texture: np.ndarray,
+    diagonal: np.ndarray,
+    eligible: np.ndarray,
+    *,
+    least_textured: bool = True,
 ) -> float | None:
     """Noise variance measured on the eligible patches whose texture is that of noise.
 
@@ -166,10 +170,9 @@ def _weak_texture_noise_var(
     pure-noise patch above the threshold costs about 1% of the variance.
     Where fewer than 16 patches pass (texture everywhere), the 5% of least
     texture stand in for them, or, with ``least_textured=False``, None is
-    returned.
+    returned. ``texture`` and ``diagonal``: each patch's :func:`_texture_energy`
+    and :func:`_diagonal_energy`.
     """
-    texture = _texture_energy(channel)
-    diagonal = _diagonal_energy(channel)
     noise_var = float(np.mean(diagonal[eligible]))
     for _ in range(20):
         weak = eligible & (texture <= noise_var * _NOISE_TEXTURE_QUANTILE)
@@ -202,7 +205,7 @@ def _clip_moments(
     return x + sigma * shift, sigma * sigma * power
 
 
-def _clipped_noise_power(channel: np.ndarray, noise_var: float) -> float:
+def _clipped_noise_power(channel: np.ndarray, noise_var: float, low: float, high: float) -> float:
     """Mean power of Gaussian noise of variance ``noise_var`` after the channel's clip.
 
     A pixel whose clean value lies near a clipped end keeps less than the full
@@ -210,12 +213,11 @@ def _clipped_noise_power(channel: np.ndarray, noise_var: float) -> float:
     clean value is unknown; it is taken as the one whose clipped noisy mean
     equals the 5x5 local mean of the observation (inverted on a table of clean
     values between the clip bounds), and the expected power is averaged over
-    all pixels.
+    all pixels. ``low``, ``high``: the clipped ends (infinite: none).
     """
     sigma = float(np.sqrt(noise_var))
     if sigma == 0.0:
         return noise_var
-    low, high = _clip_bounds(channel)
     local = uniform_filter(channel, size=5, mode="reflect").ravel()
     # 5 sigma inside both ends the clip removes under 1e-5 of the power.
     near = local[(local < low + 5 * sigma) | (local > high - 5 * sigma)]
@@ -234,14 +236,15 @@ def _channel_noise_var(channel: np.ndarray) -> float:
     """Noise power of one 2-D channel: weak-texture patches, else the wavelet MAD."""
     if min(channel.shape) < _PATCH + 1:
         return _wavelet_noise_sigma(channel) ** 2
-    clipped = _clipped_pixels(channel)
+    texture, diagonal = _texture_energy(channel), _diagonal_energy(channel)
+    low, high = _clip_bounds(channel)
+    clipped = (channel == low) | (channel == high)
     if not clipped.any():
-        eligible = np.ones(tuple(s - _PATCH + 1 for s in channel.shape), dtype=bool)
-        return _weak_texture_noise_var(channel, eligible)
+        return _weak_texture_noise_var(texture, diagonal, np.ones(texture.shape, dtype=bool))
     eligible = _window_sums(clipped.astype(np.float64), _PATCH, _PATCH) == 0
     noise_var = None
     if np.count_nonzero(eligible) >= _MIN_PATCHES:
-        noise_var = _weak_texture_noise_var(channel, eligible, least_textured=False)
+        noise_var = _weak_texture_noise_var(texture, diagonal, eligible, least_textured=False)
     if noise_var is None:
         # Clipped pixels everywhere, or only at edges between clipped areas: no patch
         # shows the full noise alone.
@@ -250,20 +253,19 @@ def _channel_noise_var(channel: np.ndarray) -> float:
     # a bound, so their noise is smaller (by about 0.35 dB at sigma 45/255 on the bundled
     # pictures). Patches chosen by their mean, 2 sigma inside the bounds, hardly depend on
     # their own noise: measure again on those.
-    low, high = _clip_bounds(channel)
     means = _window_sums(channel, _PATCH, _PATCH) / _PATCH**2
     for _ in range(5):
         sigma = np.sqrt(noise_var)
         inside = (means >= low + 2 * sigma) & (means <= high - 2 * sigma)
         if np.count_nonzero(inside) < _MIN_PATCHES:
             break
-        refined = _weak_texture_noise_var(channel, inside, least_textured=False)
+        refined = _weak_texture_noise_var(texture, diagonal, inside, least_textured=False)
         if refined is None:
             break
         previous, noise_var = noise_var, refined
         if abs(noise_var - previous) <= 1e-3 * previous:
             break
-    return _clipped_noise_power(channel, noise_var)
+    return _clipped_noise_power(channel, noise_var, low, high)
 
 
 def estimate_noise_var(observation: np.ndarray) -> float:
@@ -301,9 +303,8 @@ def _observed_noise_var(observation: np.ndarray) -> float:
     variance under i.i.d. Gaussian noise and is nearly blind to smooth image
     content; its median absolute value over blocks gives a robust estimate.
     """
-    h, w = (s - s % 2 for s in observation.shape[:2])
-    blocks = observation[:h, :w]
-    detail = (blocks[0::2, 0::2] - blocks[0::2, 1::2] - blocks[1::2, 0::2] + blocks[1::2, 1::2]) / 2
+    # The blocks that tile the image: every other one of all 2x2 blocks.
+    detail = _haar_diagonal(observation)[::2, ::2]
     detail = detail[np.isfinite(detail)]
     if detail.size < 8:
         raise ValueError(
