@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,16 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _seed_global_generators():
+    # Estimators left at random_state=None draw from the global generators, whose
+    # state would otherwise depend on which tests ran before and how far
+    # timing-dependent ones (Ctrl-C, timeouts) got: seed them so that every test
+    # sees the same draws on every machine and in any order.
+    np.random.seed(0)  # noqa: NPY002 (random_state=None draws from this legacy generator)
+    torch.manual_seed(0)
 
 
 @pytest.fixture

@@ -290,7 +290,10 @@ def test_hio_complex_objects_masks_and_shrinkwrap():
     x = rng.random((8, 8)) * np.exp(1j * rng.uniform(-1, 1, (8, 8)))
     # Coded diffraction patterns make the problem easy enough for a few iterations.
     y = simulate_diffraction(x, n_masks=3, mask_seed=4)
-    hio = HIOPhaseRetriever(object_type="complex", n_masks=3, mask_seed=4, max_iter=300, n_er=50)
+    # HIO from a random start stagnates now and then (7 of 1000 seeds here): fix the seed.
+    hio = HIOPhaseRetriever(
+        object_type="complex", n_masks=3, mask_seed=4, max_iter=300, n_er=50, random_state=0
+    )
     rec = hio.fit(y).transform()
     assert np.iscomplexobj(rec) and rec.shape == (8, 8)
     assert phase_retrieval_error(x, rec, flip=False) < 1e-2
