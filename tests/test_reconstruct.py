@@ -23,6 +23,7 @@ from skdip import (
 )
 from skdip.datasets import add_impulse_noise, blur
 from skdip.generators import ConvDecoder, DeepDecoder, ImplicitNeuralRepresentation, SkipNetwork
+from skdip.metrics import psnr
 from skdip.operators import Downsample, ForwardOperator, FunctionOperator, PixelMask
 from skdip.operators._convolution import convolve
 
@@ -858,3 +859,71 @@ def test_the_kept_solve_sees_a_user_operators_attributes():
     first = est.transform(image)
     est.operator.strength = 0.5  # in place, not through set_params
     assert not np.array_equal(est.transform(image), first)
+
+
+# ------------------------------------------- rescaling through sign-changing models
+_COLUMNS = torch.zeros(16, 16)
+_COLUMNS[:, [0, 1, 2, 5, 8, 11, 14, 15]] = 1  # half the k-space columns, DC included
+
+
+def _sampled_fourier(img):
+    """Real and imaginary parts of a column-sampled orthonormal 2-D DFT (MRI-like)."""
+    k = torch.fft.fft2(img[:, 0], norm="ortho") * _COLUMNS.to(img.device)
+    return torch.stack([k.real, k.imag], 1)
+
+
+def _kspace(unit=1.0):
+    x = _smooth()
+    k = _sampled_fourier(torch.as_tensor(x * unit)[None, None])[0].numpy().transpose(1, 2, 0)
+    return x, k
+
+
+def _kspace_fit(data, rescale):
+    params = {**COMMON, "max_iter": 150, "lr": 0.02}
+    est = DIPReconstructor(operator=_sampled_fourier, output_channels=1, rescale=rescale, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # divergence notes: the result is what is checked
+        return est.fit(data).reconstruction_[..., 0]
+
+
+def test_kspace_of_an_image_on_0_1_is_fitted_as_given():
+    # Its values span [-1, 10.6], as k-space does, but the image is on [0, 1]: nothing to
+    # rescale (the data's own range once mapped it to [0, 1], for an image spanning a
+    # quarter of it: 19.7 dB), and no warning about the range with rescale=False.
+    x, k = _kspace()
+    assert k.max() > 5
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="rescale=False")
+        unscaled = _kspace_fit(k, rescale=False)
+    np.testing.assert_array_equal(_kspace_fit(k, rescale="auto"), unscaled)
+    assert psnr(x, np.clip(unscaled, 0, 1)) > 28
+
+
+def test_kspace_of_an_image_on_0_255_is_rescaled_from_an_estimated_image():
+    x, k = _kspace(unit=255.0)
+    rescaled = _kspace_fit(k, rescale="auto") / 255
+    assert psnr(x, np.clip(rescaled, 0, 1)) > 28  # 19.7 dB from the data's range
+    with pytest.warns(UserWarning, match="an image estimated from the data spans"):
+        DIPReconstructor(operator=_sampled_fourier, output_channels=1, rescale=False, **COMMON).fit(
+            k
+        )
+
+
+def test_least_squares_image_of_a_sampled_fourier_model_is_its_zero_filled_image():
+    from skdip.estimators._reconstruct import _least_squares_image
+
+    x, k = _kspace()
+    data = torch.as_tensor(k.transpose(2, 0, 1))[None]
+    estimate = _least_squares_image(_sampled_fourier, data, (1, 1, 16, 16))[0, 0].numpy()
+    kspace = (k[..., 0] + 1j * k[..., 1]) * _COLUMNS.numpy()
+    zero_filled = np.fft.ifft2(kspace, norm="ortho").real  # the real image's least squares
+    np.testing.assert_allclose(estimate, zero_filled, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["reconstructor", "superresolver", "deconvolver", "inpainter"])
+def test_positive_models_keep_the_rescaling_by_the_data_range(name):
+    est, factor = CASES[name]
+    est = clone(est)
+    est._device = torch.device("cpu")
+    image = _smooth((16 // factor, 16 // factor) if factor > 1 else (16, 16))[..., None]
+    assert est._image_range(image * 255, {}) is None

@@ -88,6 +88,9 @@ ZERO_GAIN_MESSAGE = (
 )
 # sqrt of float32's largest value, rounded down.
 _FLOAT32_SQUARE_LIMIT = 1e19
+# The room left on each side of an image range estimated from the data, as a share of
+# it, when rescaling through a model whose measurements do not bound the image.
+_ESTIMATED_RANGE_MARGIN = 0.25
 
 
 class _Scaling:
@@ -112,13 +115,20 @@ class _Scaling:
         mode,
         constant_response: Callable | None = None,
         narrow: bool = False,
+        image_range: Callable | None = None,
     ):
         """The map for the observed ``values``.
 
         ``constant_response()`` (asked only when rescaling) is the forward
         model's measurement of the constant image 1: a number (its gain) when
         that measurement is constant, else an array in the measurement's layout.
+        ``image_range()`` (asked unless ``mode`` is False) is, for a model whose
+        measurements' range does not bound the image's (a Fourier transform),
+        the ``(low, high)`` of an image estimated from them; None otherwise.
         """
+        estimated = None if mode is False or image_range is None else image_range()
+        if estimated is not None:
+            return cls._fit_image_range(*estimated, mode, constant_response)
         finite = values[np.isfinite(values)]
         lo, hi = float(finite.min()), float(finite.max())
         needed = lo < _AUTO_RESCALE_BOUNDS[0] or hi > _AUTO_RESCALE_BOUNDS[1]
@@ -136,6 +146,26 @@ class _Scaling:
         low = min(lo / g, hi / g)
         offset = low * response if response.ndim else low * g
         return cls(offset, span / abs(g), low)
+
+    @classmethod
+    def _fit_image_range(cls, low: float, high: float, mode, constant_response):
+        """The map of an image spanning ``[low, high]``, whatever its measurements span."""
+        if not (
+            mode is True
+            or (
+                mode == "auto" and (low < _AUTO_RESCALE_BOUNDS[0] or high > _AUTO_RESCALE_BOUNDS[1])
+            )
+        ):
+            return cls()
+        span = high - low if high > low else 1.0
+        # An estimated image is not the image (a zero-filled one lacks contrast): leave
+        # room around it, as a sigmoid output cannot leave [0, 1].
+        low, span = low - _ESTIMATED_RANGE_MARGIN * span, (1 + 2 * _ESTIMATED_RANGE_MARGIN) * span
+        response = np.asarray(1.0 if constant_response is None else constant_response())
+        # The constant image `low` measures as low * response: removed from the data, the
+        # rest is the measurement of an image on [0, 1] once divided by the span.
+        offset = low * response if response.ndim else low * float(response)
+        return cls(offset, span, low)
 
     def forward(self, measurement: np.ndarray) -> np.ndarray:
         return (measurement - self.offset) / self.scale
@@ -233,11 +263,19 @@ class BaseDIPEstimator(
             self.rescale,
             constant_response=lambda: self._constant_response(image, extra),
             narrow=self._measurement_is_the_image,
+            image_range=lambda: self._image_range(image, extra),
         )
 
     def _scaling_values(self, image: np.ndarray, extra: dict) -> np.ndarray:
         """The observed values that decide the intensity rescaling."""
         return image
+
+    def _image_range(self, image: np.ndarray, extra: dict) -> tuple[float, float] | None:
+        """For a forward model whose measurements' range says nothing of the image's
+        (one with negative responses to a positive image), the ``(low, high)`` of an
+        image estimated from the observation; None where the measurements' own range
+        decides the rescaling."""
+        return None
 
     def _constant_response(self, image: np.ndarray, extra: dict) -> float | np.ndarray:
         """The forward model's measurement of the constant image 1 (asked only when
@@ -529,14 +567,15 @@ class BaseDIPEstimator(
         # Estimators that normalise their own measurements have no rescale parameter.
         if "rescale" in self._parameter_constraints:
             if self.rescale is False:
-                self._check_unscaled_range(values)
+                self._check_unscaled_range(values, self._image_range(image, extra))
             elif scaling.scale != 1 or np.any(scaling.offset != 0):
                 _check_outliers(values)
         if reference is not None:
             self._check_reference_scale(reference, values, scaling.scale)
 
-    def _check_unscaled_range(self, values: np.ndarray) -> None:
-        """With ``rescale=False`` the data is fitted as given, in float32."""
+    def _check_unscaled_range(self, values: np.ndarray, image_range=None) -> None:
+        """With ``rescale=False`` the data is fitted as given, in float32 (``image_range``:
+        see :meth:`_image_range`)."""
         finite = values[np.isfinite(values)]
         if finite.size == 0:
             return
@@ -547,9 +586,13 @@ class BaseDIPEstimator(
                 f"rescale=False, but the data spans [{lo:.3g}, {hi:.3g}]: too large for the "
                 "float32 fit (its squared misfit overflows). Use rescale='auto' or scale the data."
             )
+        # k-space of an image on [0, 1] spans far more than [0, 1]: the image matters.
+        what = "the data"
+        if image_range is not None:
+            (lo, hi), what = image_range, "an image estimated from the data"
         if lo < _AUTO_RESCALE_BOUNDS[0] or hi > _AUTO_RESCALE_BOUNDS[1]:
             warn(
-                f"rescale=False, but the data spans [{lo:.3g}, {hi:.3g}], far outside [0, 1]: "
+                f"rescale=False, but {what} spans [{lo:.3g}, {hi:.3g}], far outside [0, 1]: "
                 "the networks' default output (a sigmoid) cannot leave [0, 1], so such a fit "
                 "cannot reach the data. Use rescale='auto' unless your generator's output "
                 "covers this range.",

@@ -77,7 +77,12 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         rescaling through a non-linear model is refused before any fit.
         Measurements the model never produces (pixels a mask hides, whether
         by ``DIPInpainter``'s ``mask=`` or a ``PixelMask`` operator) do not
-        count.
+        count. Through a linear model that measures a positive image with
+        signs of both kinds (a Fourier transform: MRI k-space, as real and
+        imaginary channels), the data's range says nothing of the image's:
+        the range of an image fitted to the data by least squares (25
+        conjugate-gradient steps; with 25% room on each side) decides, and
+        data of an image on [0, 1] is fitted as it is.
         With False, as in :class:`DIPDenoiser` (a warning for data far outside
         [0, 1]).
     device : str or torch.device, default="auto"
@@ -213,6 +218,38 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         unmeasured = self._unmeasured(image, extra)
         return image if unmeasured is None else image[~unmeasured]
 
+    def _image_range(self, image, extra):
+        # A model with large negative responses to a positive image (a Fourier transform,
+        # a difference filter) measures an image on [0, 1] on any range: there the
+        # scale comes from an image estimated from the data, not from the data's range.
+        device = getattr(self, "_device", torch.device("cpu"))
+        try:
+            operator, _, out_shape, channels = self._forward_problem(image, extra)
+            operator = copy.deepcopy(operator).to(device)
+            probe = torch.rand(
+                (1, channels, *out_shape), generator=torch.Generator().manual_seed(2)
+            ).to(device)
+            with torch.no_grad():
+                zero, once, twice = (operator(v) for v in (0 * probe, probe, 2 * probe))
+            if once.is_complex() or tuple(once.shape[-2:]) != image.shape[:2]:
+                return None  # refused by the checks of the fit
+            size = float(once.abs().max())
+            if size == 0 or float(zero.abs().max()) > 1e-4 * size:
+                return None
+            if float((twice - 2 * once).abs().max()) > 2e-4 * size:
+                return None  # not linear: the rescaling refuses it
+            negative, positive = float(-once.clamp(max=0).sum()), float(once.clamp(min=0).sum())
+            if min(negative, positive) <= _SIGN_CHANGING_SHARE * max(negative, positive):
+                return None  # one sign (a kernel of negative sum flips them all): the range holds
+            data = to_tensor(np.nan_to_num(image), device)
+            estimate = _least_squares_image(operator, data, probe.shape)
+        except Exception:
+            return None  # the fit itself reports what it cannot do
+        finite = estimate[torch.isfinite(estimate)]
+        if finite.numel() == 0:
+            return None
+        return float(finite.min()), float(finite.max())
+
     def _constant_response(self, image, extra):
         # Constant images give the gain, a random one tests linearity.
         def inputs(shape):
@@ -238,6 +275,45 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         if abs(gain) > 1e-6 * size and np.abs(one - gain).max() <= 1e-4 * size:
             return gain
         return one[0].transpose(1, 2, 0)  # (h, w, c): the measurement's layout
+
+
+# A linear model whose measurement of a random positive image has a part of one sign
+# this large against the other's changes signs (a Fourier transform: about 1; an
+# interpolating kernel with small negative lobes, such as Lanczos-2: about 0).
+_SIGN_CHANGING_SHARE = 0.1
+# Conjugate-gradient steps for the image that such a model's rescaling is read from: a
+# sampled orthonormal Fourier transform needs one (its zero-filled image); a few more
+# give a smooth estimate of an ill-conditioned model, cheap next to any fit.
+_LEAST_SQUARES_STEPS = 25
+
+
+def _least_squares_image(operator, data: torch.Tensor, shape) -> torch.Tensor:
+    """An image ``x`` of ``shape`` with ``operator(x)`` near ``data``: conjugate
+    gradients on the normal equations (CGLS) from 0, the adjoint taken by autograd
+    (a user's linear function needs none of its own)."""
+
+    def adjoint(v):
+        x = torch.zeros(shape, dtype=v.dtype, device=v.device, requires_grad=True)
+        (grad,) = torch.autograd.grad((operator(x) * v).sum(), x)
+        return grad
+
+    x = torch.zeros(shape, dtype=data.dtype, device=data.device)
+    residual = data.clone()
+    gradient = adjoint(residual)
+    direction = gradient.clone()
+    gamma = first = float(gradient.square().sum())
+    for _ in range(_LEAST_SQUARES_STEPS):
+        if gamma <= 1e-12 * first or gamma == 0:
+            break
+        with torch.no_grad():
+            q = operator(direction)
+        alpha = gamma / max(float(q.square().sum()), 1e-30)
+        x = x + alpha * direction
+        residual = residual - alpha * q
+        gradient = adjoint(residual)
+        previous, gamma = gamma, float(gradient.square().sum())
+        direction = gradient + (gamma / previous) * direction
+    return x.detach()
 
 
 # --------------------------------------------------------------------------- generic
