@@ -1,4 +1,4 @@
-"""Test data: bundled pictures, synthetic noise and blur kernels.
+"""Test data: bundled pictures, synthetic noise and blur kernels, simulated measurements.
 
 Images follow skdip's convention: floating arrays with values in ``[0, 1]``,
 ``(H, W)`` for grey and ``(H, W, C)`` (channels last) for colour.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._images import IMAGE_NAMES, load_image
 from ._kernels import blur, make_disk_kernel, make_gaussian_kernel, make_motion_kernel
+from ._mri import cartesian_mask, make_coil_maps, simulate_kspace
 from ._noise import (
     NOISE_KINDS,
     NOISE_LEVELS,
@@ -29,9 +30,12 @@ __all__ = [
     "add_poisson_noise",
     "add_speckle_noise",
     "blur",
+    "cartesian_mask",
     "load_image",
+    "make_coil_maps",
     "make_disk_kernel",
     "make_gaussian_kernel",
     "make_motion_kernel",
     "simulate_diffraction",
+    "simulate_kspace",
 ]

@@ -1,0 +1,568 @@
+"""Tests of Cartesian MRI: KSpaceSampling, the k-space layout helpers and the simulations."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from skdip.datasets import cartesian_mask, make_coil_maps, simulate_kspace
+from skdip.operators import KSpaceSampling, channels_to_kspace, kspace_to_channels
+from skdip.operators._kspace import _fftc, _ifftc
+
+DT = torch.float64
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _fft_np(x: np.ndarray) -> np.ndarray:
+    """The centred orthonormal FFT of the last two axes, written with NumPy."""
+    axes = (-2, -1)
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=axes), norm="ortho"), axes=axes)
+
+
+def _random_maps(n: int, h: int, w: int, seed: int = 5) -> np.ndarray:
+    rng = _rng(seed)
+    return rng.standard_normal((n, h, w)) + 1j * rng.standard_normal((n, h, w))
+
+
+def _mask2d(h: int, w: int, seed: int = 1) -> np.ndarray:
+    mask = _rng(seed).random((h, w)) > 0.5
+    mask[h // 2, w // 2] = True
+    return mask
+
+
+def _complexify(y: torch.Tensor) -> np.ndarray:
+    """(B, 2n, H, W) channels -> complex (B, n, H, W), by hand."""
+    y = y.detach().numpy()
+    return y[:, 0::2] + 1j * y[:, 1::2]
+
+
+# ------------------------------------------------------------------------------------------
+# forward model
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(6, 8), (7, 5)])
+def test_forward_single_coil_matches_numpy(shape):
+    mask = _mask2d(*shape)
+    x = _rng(2).random(shape)
+    y = KSpaceSampling(mask)(torch.from_numpy(x)[None, None])
+    assert y.shape == (1, 2, *shape) and y.dtype == DT
+    expected = _fft_np(x) * mask
+    np.testing.assert_allclose(_complexify(y)[0, 0], expected, atol=1e-12)
+    # the layout: channel 0 the real part, channel 1 the imaginary part
+    np.testing.assert_allclose(y[0, 0].numpy(), expected.real, atol=1e-12)
+    np.testing.assert_allclose(y[0, 1].numpy(), expected.imag, atol=1e-12)
+    # unsampled entries are exactly zero
+    assert (y[0, :, ~torch.from_numpy(mask)] == 0).all()
+    # the DC sits at the centre
+    full = KSpaceSampling(np.ones(shape))(torch.ones(1, 1, *shape, dtype=DT))
+    h, w = shape
+    assert float(full[0, 0, h // 2, w // 2]) == pytest.approx(np.sqrt(h * w))
+    assert float(full.abs().sum()) == pytest.approx(np.sqrt(h * w))
+
+
+def test_forward_multi_coil_matches_numpy_and_layout():
+    h, w, n = 6, 8, 3
+    mask, maps = _mask2d(h, w), _random_maps(n, h, w)
+    x = _rng(3).random((h, w))
+    y = KSpaceSampling(mask, maps)(torch.from_numpy(x)[None, None])
+    assert y.shape == (1, 2 * n, h, w)
+    expected = _fft_np(maps * x) * mask
+    for c in range(n):  # [re_0, im_0, re_1, im_1, ...]
+        np.testing.assert_allclose(y[0, 2 * c].numpy(), expected[c].real, atol=1e-12)
+        np.testing.assert_allclose(y[0, 2 * c + 1].numpy(), expected[c].imag, atol=1e-12)
+    assert (y[0, :, ~torch.from_numpy(mask)] == 0).all()
+
+
+def test_forward_complex_image_and_column_mask():
+    h, w = 5, 6
+    cols = np.array([0, 1, 0, 1, 1, 0], dtype=bool)
+    z = _rng(4).standard_normal((h, w)) + 1j * _rng(5).standard_normal((h, w))
+    x = torch.from_numpy(np.stack([z.real, z.imag]))[None]
+    op = KSpaceSampling(cols, image="complex")
+    y = op(x)
+    np.testing.assert_allclose(_complexify(y)[0, 0], _fft_np(z) * cols, atol=1e-12)
+    assert op.mask.shape == (1, 1, 1, w) and op.image_shape == (None, w)
+    assert op.sampled_fraction == pytest.approx(0.5)
+    # a 1-D mask is the 2-D mask of whole columns
+    y2 = KSpaceSampling(np.broadcast_to(cols, (h, w)), image="complex")(x)
+    torch.testing.assert_close(y, y2, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_is_kept(dtype):
+    op = KSpaceSampling(_mask2d(4, 4), _random_maps(2, 4, 4))
+    x = torch.rand(2, 1, 4, 4, dtype=dtype)
+    y = op(x)
+    assert y.dtype == dtype and op.adjoint(y).dtype == dtype
+    if dtype == torch.float32:
+        ref = op(x.to(DT))
+        torch.testing.assert_close(y.to(DT), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_forward_is_differentiable():
+    op = KSpaceSampling(_mask2d(4, 6), _random_maps(2, 4, 6))
+    x = torch.rand(1, 1, 4, 6, dtype=DT, requires_grad=True)
+    y = torch.rand(1, 4, 4, 6, dtype=DT)
+    (op(x) * y).sum().backward()
+    # the gradient of <Ax, y> in x is A^T y
+    torch.testing.assert_close(x.grad, op.adjoint(y))
+
+
+def test_parseval_with_a_full_mask():
+    x = torch.from_numpy(_rng(6).standard_normal((2, 1, 7, 6)))
+    y = KSpaceSampling(np.ones((7, 6)))(x)
+    assert float(y.norm()) == pytest.approx(float(x.norm()), rel=1e-12)
+    z = torch.from_numpy(_rng(7).standard_normal((2, 2, 7, 6)))
+    assert float(KSpaceSampling(np.ones(6), image="complex")(z).norm()) == pytest.approx(
+        float(z.norm()), rel=1e-12
+    )
+
+
+def test_centred_fft_round_trip():
+    z = torch.from_numpy(_rng(8).standard_normal((3, 5, 4)) + 0j)
+    torch.testing.assert_close(_ifftc(_fftc(z)), z)
+    np.testing.assert_allclose(_fftc(z).numpy(), _fft_np(z.numpy()), atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------
+# adjoint
+# ------------------------------------------------------------------------------------------
+SHAPES = [(6, 8), (7, 5)]
+ADJOINT_PARAMS = [
+    pytest.param(image, n, kind, shape, id=f"{image}-coils{n}-{kind}-{shape[0]}x{shape[1]}")
+    for image in ("real", "complex")
+    for n in (0, 1, 3)
+    for kind in ("2d", "columns")
+    for shape in SHAPES
+]
+
+
+def _operator(image: str, n: int, kind: str, shape) -> KSpaceSampling:
+    h, w = shape
+    mask = _mask2d(h, w) if kind == "2d" else _rng(9).random(w) > 0.4
+    if kind == "columns":
+        mask[w // 2] = True
+    maps = _random_maps(n, h, w) if n else None
+    return KSpaceSampling(mask, maps, image=image)
+
+
+@pytest.mark.parametrize("image, n, kind, shape", ADJOINT_PARAMS)
+def test_adjoint_dot_product(image, n, kind, shape):
+    op = _operator(image, n, kind, shape)
+    assert op.linear
+    x = torch.from_numpy(_rng(10).standard_normal((2, op.n_channels, *shape)))
+    ax = op(x)
+    assert ax.shape == (2, 2 * max(n, 1), *shape)
+    y = torch.from_numpy(_rng(11).standard_normal(tuple(ax.shape)))
+    aty = op.adjoint(y)
+    assert aty.shape == x.shape
+    lhs = float((ax * y).sum())
+    rhs = float((x * aty).sum())
+    assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
+
+
+def test_the_dot_product_test_catches_a_missing_conjugate():
+    op = KSpaceSampling(_mask2d(6, 8), _random_maps(3, 6, 8))
+    x = torch.from_numpy(_rng(12).standard_normal((1, 1, 6, 8)))
+    y = torch.from_numpy(_rng(13).standard_normal((1, 6, 6, 8)))
+    k = torch.complex(y[:, 0::2], y[:, 1::2]) * op.mask
+    wrong = (_ifftc(k) * op.coil_maps).sum(dim=1, keepdim=True).real  # no conj
+    lhs = float((op(x) * y).sum())
+    assert lhs != pytest.approx(float((x * wrong).sum()), rel=1e-6)
+    assert lhs == pytest.approx(float((x * op.adjoint(y)).sum()), rel=1e-10)
+
+
+# ------------------------------------------------------------------------------------------
+# numpy helpers
+# ------------------------------------------------------------------------------------------
+def test_kspace_channels_round_trip():
+    k1 = _random_maps(1, 4, 5)[0]
+    k3 = _random_maps(3, 4, 5)
+    c1, c3 = kspace_to_channels(k1), kspace_to_channels(k3)
+    assert c1.shape == (4, 5, 2) and c3.shape == (4, 5, 6) and c3.dtype == np.float64
+    np.testing.assert_array_equal(c3[..., 2], k3[1].real)
+    np.testing.assert_array_equal(c3[..., 5], k3[2].imag)
+    np.testing.assert_array_equal(channels_to_kspace(c1), k1)
+    np.testing.assert_array_equal(channels_to_kspace(c3), k3)
+    assert channels_to_kspace(c1).shape == (4, 5)
+    single = kspace_to_channels(k3.astype(np.complex64))
+    assert single.dtype == np.float32 and channels_to_kspace(single).dtype == np.complex64
+
+
+def test_kspace_channels_match_the_operator_layout():
+    h, w = 6, 8
+    mask, maps = _mask2d(h, w), _random_maps(2, h, w)
+    x = _rng(14).random((h, w))
+    y = KSpaceSampling(mask, maps)(torch.from_numpy(x)[None, None])[0].numpy()
+    np.testing.assert_array_equal(
+        kspace_to_channels(channels_to_kspace(y.transpose(1, 2, 0))), y.transpose(1, 2, 0)
+    )
+    np.testing.assert_allclose(
+        channels_to_kspace(y.transpose(1, 2, 0)), _fft_np(maps * x) * mask, atol=1e-12
+    )
+
+
+def test_layout_helpers_reject_bad_inputs():
+    with pytest.raises(ValueError, match="even number of channels"):
+        channels_to_kspace(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match=r"\(H, W, 2 \* n_coils\)"):
+        channels_to_kspace(np.zeros((4, 4)))
+    with pytest.raises(TypeError, match="real numeric"):
+        channels_to_kspace(np.zeros((4, 4, 2), dtype=complex))
+    with pytest.raises(TypeError, match="complex array"):
+        kspace_to_channels(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(n_coils, H, W\)"):
+        kspace_to_channels(np.zeros((2, 2, 4, 4), dtype=complex))
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_zero_filled_with_a_full_mask_is_the_image(n):
+    h, w = 6, 8
+    x = _rng(15).random((h, w))
+    maps = make_coil_maps(n, (h, w)) if n else None
+    k = simulate_kspace(x, np.ones((h, w)), maps)
+    op = KSpaceSampling(np.ones((h, w)), maps)
+    np.testing.assert_allclose(op.zero_filled(k), x, atol=1e-12)
+    np.testing.assert_allclose(op.zero_filled(kspace_to_channels(k)), x, atol=1e-12)
+    assert op.zero_filled(k).dtype == np.float64
+    assert op.zero_filled(kspace_to_channels(k).astype(np.float32)).dtype == np.float32
+
+
+def test_zero_filled_is_the_adjoint_for_a_single_coil_and_ignores_unsampled_entries():
+    h, w = 6, 8
+    mask = _mask2d(h, w)
+    op = KSpaceSampling(mask)
+    k = _random_maps(1, h, w)[0]  # "measured" everywhere: the mask drops the rest
+    expected = op.adjoint(torch.from_numpy(kspace_to_channels(k).transpose(2, 0, 1))[None])
+    np.testing.assert_allclose(op.zero_filled(k), expected[0, 0].numpy(), atol=1e-12)
+    z = _rng(16).standard_normal((h, w)) + 1j * _rng(17).standard_normal((h, w))
+    complex_op = KSpaceSampling(np.ones((h, w)), image="complex")
+    np.testing.assert_allclose(complex_op.zero_filled(_fft_np(z)), np.abs(z), atol=1e-12)
+
+
+def _ifft_np(k: np.ndarray) -> np.ndarray:
+    axes = (-2, -1)
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=axes), norm="ortho"), axes=axes)
+
+
+@pytest.mark.parametrize("n", [0, 4])
+def test_data_consistency(n):
+    h, w = 8, 8
+    x = _rng(18).random((h, w)) - 0.3  # negative values: the result is a magnitude
+    maps = make_coil_maps(n, (h, w)) if n else None
+    full = KSpaceSampling(np.ones((h, w)), maps)
+    k_full = simulate_kspace(x, np.ones((h, w)), maps)
+    for estimate in (np.zeros((h, w)), x[..., None]):
+        out = full.data_consistency(estimate, k_full)
+        np.testing.assert_allclose(out, np.abs(x), atol=1e-12)
+    # a partial mask: the measured entries replace the estimate's, the others stay
+    mask = cartesian_mask((h, w), acceleration=2, random_state=0)
+    op = KSpaceSampling(mask, maps)
+    k = simulate_kspace(x, mask, maps)
+    estimate = _rng(19).random((h, w))
+    out = op.data_consistency(estimate, kspace_to_channels(k))
+    assert out.shape == (h, w) and out.dtype == np.float64 and (out >= 0).all()
+    coils = maps if n else np.ones((1, h, w))
+    consistent = np.where(mask, k, _fft_np(coils * estimate))
+    np.testing.assert_allclose(out, np.sqrt((np.abs(_ifft_np(consistent)) ** 2).sum(0)), atol=1e-12)
+    # not the plain estimate, nor the zero-filled image
+    assert not np.allclose(out, np.sqrt((np.abs(coils * estimate) ** 2).sum(0)))
+    assert not np.allclose(out, np.sqrt((np.abs(_ifft_np(k if n else k[None])) ** 2).sum(0)))
+    # an estimate that is right off the mask comes back as the true image
+    off_mask_right = np.where(mask, 0, _fft_np(coils * x))
+    right = np.sqrt((np.abs(_ifft_np(np.where(mask, k, off_mask_right))) ** 2).sum(0))
+    np.testing.assert_allclose(right, np.abs(x), atol=1e-12)
+    np.testing.assert_allclose(op.data_consistency(x, k), np.abs(x), atol=1e-12)
+
+
+def test_data_consistency_ignores_the_estimate_on_the_sampled_entries():
+    # In k-space: changing the estimate only where k-space is sampled changes nothing.
+    h, w = 8, 6
+    mask = cartesian_mask((h, w), acceleration=2, random_state=1)
+    op = KSpaceSampling(mask, image="complex")
+    z = _rng(25).standard_normal((h, w)) + 1j * _rng(26).standard_normal((h, w))
+    k = simulate_kspace(z, mask, noise_std=0.1, random_state=0)
+    estimate = _rng(27).standard_normal((h, w)) + 1j * _rng(28).standard_normal((h, w))
+    bump = _ifft_np(mask * (_rng(29).standard_normal((h, w)) + 1j))
+    first = op.data_consistency(estimate, k)
+    np.testing.assert_allclose(op.data_consistency(estimate + bump, k), first, atol=1e-12)
+    off = _ifft_np(~mask * (_rng(30).standard_normal((h, w)) + 1j))
+    assert not np.allclose(op.data_consistency(estimate + off, k), first)
+
+
+def test_data_consistency_with_a_complex_estimate():
+    h, w = 6, 6
+    z = _rng(20).standard_normal((h, w)) + 1j * _rng(21).standard_normal((h, w))
+    op = KSpaceSampling(np.ones((h, w)), image="complex")
+    k = simulate_kspace(z, np.ones((h, w)))
+    np.testing.assert_allclose(op.data_consistency(z, k), np.abs(z), atol=1e-12)
+    two = np.stack([z.real, z.imag], axis=-1).astype(np.float32)
+    out = op.data_consistency(two, k.astype(np.complex64))
+    assert out.dtype == np.float32
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, 2\)"):
+        op.data_consistency(two[..., :1].repeat(3, axis=-1), k)
+
+
+def test_helpers_reject_bad_measurements():
+    op = KSpaceSampling(np.ones((4, 4)), make_coil_maps(2, (4, 4)))
+    with pytest.raises(ValueError, match="1 coil\\(s\\) but the operator has 2"):
+        op.zero_filled(np.zeros((4, 4), dtype=complex))
+    with pytest.raises(ValueError, match="does not match the k-space mask"):
+        op.zero_filled(np.zeros((2, 4, 5), dtype=complex))
+    with pytest.raises(ValueError, match="NaN"):
+        op.zero_filled(np.full((4, 4, 4), np.nan))
+    with pytest.raises(ValueError, match="spatial shape"):
+        op.data_consistency(np.zeros((4, 5)), np.zeros((4, 4, 4)))
+    with pytest.raises(ValueError, match="image='complex'"):
+        op.data_consistency(np.zeros((4, 4), dtype=complex), np.zeros((4, 4, 4)))
+
+
+# ------------------------------------------------------------------------------------------
+# validation
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "mask, match",
+    [
+        (np.full((4, 4), 0.5), "only 0/1"),
+        (np.zeros((4, 4)), "no sampled entry"),
+        (np.zeros((2, 4, 4)), r"shape \(H, W\)"),
+        (np.array([[1.0, np.nan]]), "NaN"),
+    ],
+)
+def test_rejects_bad_masks(mask, match):
+    with pytest.raises(ValueError, match=match):
+        KSpaceSampling(mask)
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="real-valued"):
+        KSpaceSampling(np.ones((4, 4), dtype=complex))
+    with pytest.raises(ValueError, match="image must be 'real' or 'complex'"):
+        KSpaceSampling(np.ones((4, 4)), image="magnitude")
+    with pytest.raises(ValueError, match=r"coil_maps have spatial shape \(4, 5\)"):
+        KSpaceSampling(np.ones((4, 4)), np.ones((2, 4, 5)))
+    with pytest.raises(ValueError, match=r"coil_maps have spatial shape"):
+        KSpaceSampling(np.ones(4), np.ones((2, 4, 5)))
+    with pytest.raises(ValueError, match=r"\(n_coils, H, W\)"):
+        KSpaceSampling(np.ones((4, 4)), np.ones((4, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        KSpaceSampling(np.ones((4, 4)), np.full((1, 4, 4), np.inf))
+    with pytest.raises(ValueError, match="all zero"):
+        KSpaceSampling(np.ones((4, 4)), np.zeros((1, 4, 4)))
+    with pytest.raises(TypeError, match="coil_maps must be None"):
+        KSpaceSampling(np.ones((4, 4)), "maps")
+    # a 1-D mask takes the rows of the coil maps
+    assert KSpaceSampling(np.ones(5), np.ones((2, 3, 5))).image_shape == (3, 5)
+
+
+def test_rejects_bad_inputs():
+    op = KSpaceSampling(np.ones((4, 4)), np.ones((2, 4, 4)))
+    with pytest.raises(ValueError, match=r"x must have 1 channels \(a real image\), got 3"):
+        op(torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="x must have 2 channels"):
+        KSpaceSampling(np.ones((4, 4)), image="complex")(torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="does not match the k-space mask's shape"):
+        op(torch.zeros(1, 1, 4, 5))
+    with pytest.raises(ValueError, match="y must have 4 channels"):
+        op.adjoint(torch.zeros(1, 2, 4, 4))
+    with pytest.raises(TypeError, match="floating-point"):
+        op(torch.zeros(1, 1, 4, 4, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="does not match the k-space mask's shape"):
+        op.output_shape((4, 5))
+    with pytest.raises(ValueError, match="does not match the k-space mask's shape"):
+        op.input_shape((3, 4))
+    with pytest.raises(TypeError, match="pair of integers"):
+        op.output_shape((4, 4, 3))
+    assert op.output_shape((4, 4)) == op.input_shape((4, 4)) == (4, 4)
+    # without coil maps a 1-D mask takes any number of rows, but not another width
+    columns = KSpaceSampling(np.ones(4))
+    assert columns.output_shape((9, 4)) == (9, 4)
+    with pytest.raises(ValueError, match=r"\(any, 4\)"):
+        columns.input_shape((9, 5))
+
+
+# ------------------------------------------------------------------------------------------
+# pickling, copies, dtype and device
+# ------------------------------------------------------------------------------------------
+def test_pickle_and_deepcopy_give_identical_outputs():
+    op = KSpaceSampling(_mask2d(6, 8), _random_maps(2, 6, 8), image="complex")
+    x = torch.rand(2, 2, 6, 8, dtype=DT, generator=torch.Generator().manual_seed(0))
+    y = op(x)
+    for clone in (pickle.loads(pickle.dumps(op)), copy.deepcopy(op)):
+        assert type(clone) is KSpaceSampling and clone.image == "complex"
+        assert torch.equal(clone(x), y)
+        assert torch.equal(clone.adjoint(y), op.adjoint(y))
+        assert clone.coil_real.dtype == DT and torch.equal(clone.coil_maps, op.coil_maps)
+    plain = KSpaceSampling(np.ones(8))
+    assert torch.equal(pickle.loads(pickle.dumps(plain)).mask, plain.mask)
+    assert pickle.loads(pickle.dumps(plain)).coil_maps is None
+
+
+def test_copies_hash_alike():
+    import joblib
+
+    op = KSpaceSampling(_mask2d(6, 8), _random_maps(2, 6, 8))
+    assert joblib.hash(copy.deepcopy(op)) == joblib.hash(op)
+
+
+def test_buffers_follow_to():
+    op = KSpaceSampling(_mask2d(4, 6), _random_maps(2, 4, 6).astype(np.complex64))
+    assert op.coil_real.dtype == torch.float32
+    names = {name for name, _ in op.named_buffers()}
+    assert names == {"mask", "coil_real", "coil_imag"} and names <= set(op.state_dict())
+    op64 = op.to(DT)
+    assert all(b.dtype == DT for b in op64.buffers())
+    x = torch.rand(1, 1, 4, 6, dtype=DT)
+    assert op64(x).dtype == DT and op64.adjoint(op64(x)).dtype == DT
+    assert op64.to("cpu")(x).device.type == "cpu"
+    meta = copy.deepcopy(op).to("meta")
+    assert all(b.device.type == "meta" for b in meta.buffers())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    op = KSpaceSampling(_mask2d(6, 8), _random_maps(2, 6, 8))
+    x = torch.rand(2, 1, 6, 8, generator=torch.Generator().manual_seed(0))
+    y = op(x)
+    gpu = copy.deepcopy(op).to("cuda")
+    torch.testing.assert_close(gpu(x.cuda()).cpu(), y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gpu.adjoint(y.cuda()).cpu(), op.adjoint(y), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# simulations
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shape, acceleration, center_fraction",
+    [((8, 32), 4, 0.08), ((5, 17), 3.0, 0.2), ((4, 10), 1, 0.1)],
+)
+def test_cartesian_mask(shape, acceleration, center_fraction):
+    mask = cartesian_mask(shape, acceleration, center_fraction, random_state=0)
+    h, w = shape
+    assert mask.shape == shape and mask.dtype == bool
+    assert (mask == mask[:1]).all()  # whole columns
+    assert int(mask[0].sum()) == max(round(w / acceleration), round(center_fraction * w), 1)
+    n_center = max(1, round(center_fraction * w))
+    start = w // 2 - n_center // 2
+    assert mask[:, start : start + n_center].all() and mask[:, w // 2].all()
+    np.testing.assert_array_equal(mask, cartesian_mask(shape, acceleration, center_fraction, 0))
+
+
+def test_cartesian_mask_is_random_outside_the_centre():
+    masks = [cartesian_mask((4, 64), 4, 0.08, random_state=seed) for seed in range(3)]
+    assert not np.array_equal(masks[0], masks[1]) or not np.array_equal(masks[1], masks[2])
+    rng = np.random.default_rng(0)
+    assert cartesian_mask((4, 64), random_state=rng)[0].sum() == 16
+    # the centre alone may reach the total: then only the centre
+    only = cartesian_mask((4, 20), acceleration=10, center_fraction=0.5, random_state=0)
+    np.testing.assert_array_equal(np.flatnonzero(only[0]), np.arange(5, 15))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(shape=(4, 0)), ValueError, "positive"),
+        (dict(shape=(4,)), TypeError, "pair of integers"),
+        (dict(shape=(4, 4.0)), TypeError, "pair of integers"),
+        (dict(shape=(4, 8), acceleration=0.5), ValueError, "acceleration"),
+        (dict(shape=(4, 8), acceleration=np.inf), ValueError, "acceleration"),
+        (dict(shape=(4, 8), acceleration="4"), ValueError, "acceleration"),
+        (dict(shape=(4, 8), center_fraction=0), ValueError, "center_fraction"),
+        (dict(shape=(4, 8), center_fraction=1.5), ValueError, "center_fraction"),
+    ],
+)
+def test_cartesian_mask_validates(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        cartesian_mask(**kwargs)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_make_coil_maps(n):
+    maps = make_coil_maps(n, (6, 9))
+    assert maps.shape == (n, 6, 9) and maps.dtype == np.complex128
+    np.testing.assert_allclose((np.abs(maps) ** 2).sum(axis=0), 1.0, atol=1e-12)
+    np.testing.assert_array_equal(maps, make_coil_maps(n, (6, 9)))  # deterministic
+    if n > 1:
+        assert not np.allclose(np.abs(maps[0]), np.abs(maps[1]))  # coils see differently
+    with pytest.raises(ValueError, match="n_coils"):
+        make_coil_maps(0, (4, 4))
+    with pytest.raises(ValueError, match="positive"):
+        make_coil_maps(2, (0, 4))
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_simulate_kspace_matches_the_operator(n):
+    h, w = 8, 10
+    x = _rng(22).random((h, w))
+    mask = cartesian_mask((h, w), 2, random_state=1)
+    maps = make_coil_maps(n, (h, w)) if n else None
+    k = simulate_kspace(x, mask, maps)
+    assert k.dtype == np.complex128 and k.shape == ((n, h, w) if n else (h, w))
+    y = KSpaceSampling(mask, maps)(torch.from_numpy(x)[None, None])[0].numpy()
+    np.testing.assert_allclose(k, channels_to_kspace(y.transpose(1, 2, 0)), atol=1e-12)
+    expected = _fft_np((maps if n else 1) * x) * mask
+    np.testing.assert_allclose(k, expected, atol=1e-12)
+
+
+def test_simulate_kspace_noise():
+    h, w = 16, 16
+    x = _rng(23).random((h, w))
+    mask = cartesian_mask((h, w), 4, random_state=2)
+    clean = simulate_kspace(x, mask)
+    noisy = simulate_kspace(x, mask, noise_std=0.5, random_state=3)
+    assert (noisy[~mask] == 0).all()
+    diff = (noisy - clean)[mask]
+    assert (diff.real != 0).all() and (diff.imag != 0).all()
+    assert np.std(np.concatenate([diff.real, diff.imag])) == pytest.approx(0.5, rel=0.2)
+    np.testing.assert_array_equal(noisy, simulate_kspace(x, mask, noise_std=0.5, random_state=3))
+    assert not np.array_equal(noisy, simulate_kspace(x, mask, noise_std=0.5, random_state=4))
+    z = x + 1j * _rng(24).random((h, w))
+    np.testing.assert_allclose(simulate_kspace(z, np.ones((h, w))), _fft_np(z), atol=1e-12)
+
+
+def test_simulate_kspace_validates():
+    x = np.zeros((4, 4))
+    with pytest.raises(ValueError, match="noise_std"):
+        simulate_kspace(x, np.ones((4, 4)), noise_std=-1)
+    with pytest.raises(ValueError, match="2-D"):
+        simulate_kspace(np.zeros((4, 4, 1)), np.ones((4, 4)))
+    with pytest.raises(ValueError, match="does not match the k-space mask"):
+        simulate_kspace(x, np.ones((4, 5)))
+    with pytest.raises(ValueError, match="coil_maps have spatial shape"):
+        simulate_kspace(x, np.ones((4, 4)), np.ones((2, 5, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        simulate_kspace(np.full((4, 4), np.nan), np.ones((4, 4)))
+
+
+# ------------------------------------------------------------------------------------------
+# end to end
+# ------------------------------------------------------------------------------------------
+def test_dip_reconstructor_smoke():
+    from skdip import DIPReconstructor
+
+    h = w = 16
+    yy, xx = np.mgrid[:h, :w]
+    img = ((yy - 8) ** 2 + (xx - 8) ** 2 < 30).astype(np.float64) * 0.8 + 0.1
+    mask = cartesian_mask((h, w), acceleration=2, random_state=0)
+    op = KSpaceSampling(mask)
+    y = kspace_to_channels(simulate_kspace(img, mask))
+    assert y.shape == (h, w, 2)
+    est = DIPReconstructor(
+        operator=op,
+        output_channels=1,
+        generator="skip-small",
+        max_iter=30,
+        early_stopping=None,
+        random_state=0,
+        rescale=False,
+        device="cpu",
+    ).fit(y)
+    rec = np.asarray(est.reconstruction_)
+    assert rec.shape == (h, w, 1) and np.isfinite(rec).all()
+    assert op.data_consistency(rec, y).shape == (h, w)
