@@ -927,3 +927,19 @@ def test_positive_models_keep_the_rescaling_by_the_data_range(name):
     est._device = torch.device("cpu")
     image = _smooth((16 // factor, 16 // factor) if factor > 1 else (16, 16))[..., None]
     assert est._image_range(image * 255, {}) is None
+
+
+def test_no_reference_scores_of_kspace_fits_ask_for_the_noise_level():
+    from skdip.metrics import get_scorer
+
+    x, k = _kspace()
+    noisy = k + 0.01 * np.random.default_rng(0).standard_normal(k.shape) * (k != 0)
+    est = DIPReconstructor(operator=_sampled_fourier, output_channels=1, **COMMON).fit(noisy)
+    with pytest.warns(UserWarning, match="not image-like"):
+        est.score(noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert np.isfinite(get_scorer("emv", sigma=0.01)(est, noisy))
+        # A positive model's measurements are image-like: no warning there.
+        masked = DIPReconstructor(operator=PixelMask(np.ones((16, 16))), **COMMON).fit(x)
+        masked.score(x)

@@ -1178,6 +1178,8 @@ _COMMON_KEYS = {
     "early_stopping",
     # (h, w, c) booleans: the entries that hold measurements, where some do not.
     "measured",
+    # Set where the measurement is not image-like (k-space): its noise level must be given.
+    "measurement_is_no_image",
 }
 
 

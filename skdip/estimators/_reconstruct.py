@@ -218,31 +218,43 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         unmeasured = self._unmeasured(image, extra)
         return image if unmeasured is None else image[~unmeasured]
 
-    def _image_range(self, image, extra):
-        # A model with large negative responses to a positive image (a Fourier transform,
-        # a difference filter) measures an image on [0, 1] on any range: there the
-        # scale comes from an image estimated from the data, not from the data's range.
+    def _sign_changing_operator(self, image, extra) -> tuple[ForwardOperator, tuple] | None:
+        """The forward model (a copy on the fitting device) and the reconstruction's
+        ``(1, C, H, W)`` shape when the model is linear and measures a positive image
+        with both signs in substantial shares (a Fourier transform, a difference
+        filter); None otherwise, or when it cannot be probed."""
         device = getattr(self, "_device", torch.device("cpu"))
         try:
             operator, _, out_shape, channels = self._forward_problem(image, extra)
             operator = copy.deepcopy(operator).to(device)
-            probe = torch.rand(
-                (1, channels, *out_shape), generator=torch.Generator().manual_seed(2)
-            ).to(device)
+            shape = (1, channels, *out_shape)
+            probe = torch.rand(shape, generator=torch.Generator().manual_seed(2)).to(device)
             with torch.no_grad():
                 zero, once, twice = (operator(v) for v in (0 * probe, probe, 2 * probe))
-            if once.is_complex() or tuple(once.shape[-2:]) != image.shape[:2]:
-                return None  # refused by the checks of the fit
-            size = float(once.abs().max())
-            if size == 0 or float(zero.abs().max()) > 1e-4 * size:
-                return None
-            if float((twice - 2 * once).abs().max()) > 2e-4 * size:
-                return None  # not linear: the rescaling refuses it
-            negative, positive = float(-once.clamp(max=0).sum()), float(once.clamp(min=0).sum())
-            if min(negative, positive) <= _SIGN_CHANGING_SHARE * max(negative, positive):
-                return None  # one sign (a kernel of negative sum flips them all): the range holds
-            data = to_tensor(np.nan_to_num(image), device)
-            estimate = _least_squares_image(operator, data, probe.shape)
+        except Exception:
+            return None  # the fit itself reports what it cannot do
+        if once.is_complex() or tuple(once.shape[-2:]) != image.shape[:2]:
+            return None  # refused by the checks of the fit
+        size = float(once.abs().max())
+        if size == 0 or float(zero.abs().max()) > 1e-4 * size:
+            return None
+        if float((twice - 2 * once).abs().max()) > 2e-4 * size:
+            return None  # not linear: the rescaling refuses it
+        negative, positive = float(-once.clamp(max=0).sum()), float(once.clamp(min=0).sum())
+        if min(negative, positive) <= _SIGN_CHANGING_SHARE * max(negative, positive):
+            return None  # one sign (a kernel of negative sum flips them all)
+        return operator, shape
+
+    def _image_range(self, image, extra):
+        # Such a model measures an image on [0, 1] on any range: there the scale comes
+        # from an image estimated from the data, not from the data's range.
+        found = self._sign_changing_operator(image, extra)
+        if found is None:
+            return None
+        operator, shape = found
+        try:
+            data = to_tensor(np.nan_to_num(image), getattr(self, "_device", torch.device("cpu")))
+            estimate = _least_squares_image(operator, data, shape)
         except Exception:
             return None  # the fit itself reports what it cannot do
         finite = estimate[torch.isfinite(estimate)]
@@ -495,6 +507,10 @@ class DIPReconstructor(_InverseProblemEstimator):
         unmeasured = self._unmeasured(image, extra)
         if unmeasured is not None:
             out["measured"] = ~unmeasured  # for the scorers, as an inpainter's mask
+        if self._sign_changing_operator(image, extra) is not None:
+            # For the scorers: such a measurement (k-space) is no image, and the noise
+            # level read from it as from an image is wrong.
+            out["measurement_is_no_image"] = True
         return out
 
 

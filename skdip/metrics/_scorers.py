@@ -34,6 +34,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .._warnings import warn
 from ..exceptions import FitInterrupted
 from ._noise_level import _MIN_NOISE_VAR, _observed_noise_var, estimate_noise_var
 from ._quality import psnr as _psnr_metric
@@ -278,6 +279,14 @@ def _observation_and_noise_var(
         observation, sigma_scale = scaling.forward(image), scaling.scale
     measured = result.get("measured")
     observation_for_noise = observation
+    if sigma is None and result.get("measurement_is_no_image"):
+        warn(
+            "the no-reference score estimates the noise level from X as from an image, but "
+            "this forward model's measurements are not image-like (e.g. k-space, where the "
+            "estimate was 2 to 40 times too high in our checks): the score is unreliable. "
+            "Give the noise level, e.g. get_scorer('emv', sigma=...), in X's units.",
+            UserWarning,
+        )
     if sigma is None and measured is not None:
         # Pixels a mask hides hold no observation (overlays, dead pixels): as NaN,
         # they are left out of the noise estimate, as missing pixels are.
