@@ -392,6 +392,21 @@ def check_same_scale(
             )
 
 
+def check_plane(image, name: str = "image") -> np.ndarray:
+    """A single 2-D ``(H, W)`` plane of numbers, real or complex, finite and not empty
+    (an object to simulate a measurement of, or to compare): as an array, unconverted."""
+    arr = np.asarray(image)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (H, W) array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
 def is_target_vector(y, n_images: int | None = None) -> bool:
     """Whether ``y`` is a supervised target (labels in a Pipeline), not clean images.
 

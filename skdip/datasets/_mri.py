@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import check_plane
 from ..operators._convolution import _check_spatial_shape
 from ..operators._kspace import KSpaceSampling, channels_to_kspace
 from ._noise import _check_random_state
@@ -184,15 +185,7 @@ def simulate_kspace(
     >>> k.shape, bool((k[~mask] == 0).all())
     ((16, 16), True)
     """
-    arr = np.asarray(image)
-    if arr.dtype.kind not in "biufc":
-        raise TypeError(f"image must be a numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"image must be a 2-D (H, W) array, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError("image is empty")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("image contains NaN or infinite values")
+    arr = check_plane(image)
     if (
         isinstance(noise_std, bool)
         or not isinstance(noise_std, Real)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import check_plane
 from ..operators._fourier import FourierMagnitude, check_oversampling
 from ._noise import _MAX_POISSON_MEAN, _check_random_state
 
@@ -74,15 +75,7 @@ def simulate_diffraction(
     >>> simulate_diffraction(x, n_masks=3, photons=1e4, random_state=0).shape
     (16, 16, 3)
     """
-    arr = np.asarray(image)
-    if arr.dtype.kind not in "biufc":
-        raise TypeError(f"image must be a numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"image must be a 2-D (H, W) object, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError("image is empty")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("image contains NaN or infinite values")
+    arr = check_plane(image)
     check_oversampling(oversampling)
     if measurement not in ("magnitude", "intensity"):
         raise ValueError(f"measurement must be 'magnitude' or 'intensity', got {measurement!r}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import check_plane
 from ..operators._fourier import check_oversampling
 from ._quality import _check_data_range
 
@@ -21,18 +22,8 @@ __all__ = ["align_phase_retrieval", "phase_retrieval_error", "phase_retrieval_ps
 
 
 def _as_object(image: Any, name: str) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.dtype.kind not in "biufc":
-        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (H, W) object, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty")
-    dtype = np.complex128 if arr.dtype.kind == "c" else np.float64
-    arr = arr.astype(dtype, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+    arr = check_plane(image, name)
+    return arr.astype(np.complex128 if arr.dtype.kind == "c" else np.float64, copy=False)
 
 
 def _align(image_true, image_test, oversampling, flip):
