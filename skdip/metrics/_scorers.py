@@ -283,7 +283,7 @@ def _observation_and_noise_var(
         warn(
             "the no-reference score estimates the noise level from X as from an image, but "
             "this forward model's measurements are not image-like (e.g. k-space, where the "
-            "estimate was 2 to 40 times too high in our checks): the score is unreliable. "
+            "estimate was 1.2 to 39 times too high in our checks): the score is unreliable. "
             "Give the noise level, e.g. get_scorer('emv', sigma=...), in X's units.",
             UserWarning,
         )
