@@ -81,7 +81,11 @@ def _check_one(
     if arr.dtype == object:
         raise TypeError(f"{name} has dtype object; images must be numeric arrays")
     if np.iscomplexobj(arr):
-        raise ValueError(f"Complex data not supported: {name} is complex; pass real-valued images")
+        raise ValueError(
+            f"Complex data not supported: {name} is complex; pass real-valued images (complex "
+            "k-space: skdip.operators.kspace_to_channels gives its real and imaginary parts as "
+            "channels, for the KSpaceSampling operator)"
+        )
     if arr.dtype == bool:
         arr = arr.astype(np.float64)
     elif not np.issubdtype(arr.dtype, np.number):

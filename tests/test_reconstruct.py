@@ -943,3 +943,27 @@ def test_no_reference_scores_of_kspace_fits_ask_for_the_noise_level():
         # A positive model's measurements are image-like: no warning there.
         masked = DIPReconstructor(operator=PixelMask(np.ones((16, 16))), **COMMON).fit(x)
         masked.score(x)
+
+
+def test_complex_kspace_is_refused_with_the_way_to_pass_it():
+    with pytest.raises(ValueError, match="Complex data not supported.*kspace_to_channels"):
+        DIPReconstructor(operator=_sampled_fourier, output_channels=1, **COMMON).fit(
+            np.ones((16, 16), dtype=complex)
+        )
+
+
+def test_grid_search_on_kspace_with_the_noise_level_given():
+    from skdip.metrics import get_scorer
+    from skdip.model_selection import FitImagesCV
+
+    x, k = _kspace()
+    noisy = k + 0.01 * np.random.default_rng(0).standard_normal(k.shape) * (k != 0)
+    est = DIPReconstructor(operator=_sampled_fourier, output_channels=1, **COMMON)
+    search = GridSearchCV(
+        est, {"lr": [0.01, 0.03]}, scoring=get_scorer("emv", sigma=0.01), cv=FitImagesCV()
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no noise-level warning: sigma is given
+        search.fit(noisy[None])
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_estimator_.reconstruction_.shape == (1, 16, 16, 1)
