@@ -967,3 +967,34 @@ def test_grid_search_on_kspace_with_the_noise_level_given():
         search.fit(noisy[None])
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     assert search.best_estimator_.reconstruction_.shape == (1, 16, 16, 1)
+
+
+def _inpainting_masks(n):
+    rng = np.random.default_rng(3)
+    return rng.random((n, 16, 16, 1)) > 0.3
+
+
+@pytest.mark.parametrize(
+    "make, fit_params",
+    [
+        (lambda: DIPReconstructor(operator=_sampled_fourier, output_channels=1), {}),
+        (lambda: DIPInpainter(), {"mask": _inpainting_masks(3)}),
+        (lambda: DIPSuperResolver(scale=2), {}),
+        (lambda: DIPDeconvolver(kernel=np.ones((3, 3)) / 9), {}),
+    ],
+    ids=["reconstructor", "inpainter", "superresolver", "deconvolver"],
+)
+def test_n_jobs_fits_the_images_as_one_by_one(make, fit_params):
+    # The operator (a module-level function here) and the per-image fit parameters
+    # travel to the worker processes.
+    est = make()
+    if isinstance(est, DIPReconstructor):
+        images = [_kspace()[1] * s for s in (1.0, 0.8, 0.6)]
+    elif isinstance(est, DIPSuperResolver):
+        images = [_smooth((8, 8), s) for s in range(3)]
+    else:
+        images = [_smooth((16, 16), s) for s in range(3)]
+    images = np.stack([np.atleast_3d(im) for im in images])
+    sequential = clone(est).set_params(**COMMON).fit_transform(images, **fit_params)
+    parallel = clone(est).set_params(**COMMON, n_jobs=2).fit_transform(images, **fit_params)
+    np.testing.assert_array_equal(parallel, sequential)

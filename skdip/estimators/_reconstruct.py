@@ -101,7 +101,14 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         (for GPUs; see :class:`DIPDenoiser`): the same algorithm as alone,
         up to float32 rounding (which can move the early-stopping point).
         Not available with ``noise_model`` or
-        ``DIPDeconvolver(boundary="valid")``."""
+        ``DIPDeconvolver(boundary="valid")``.
+    n_jobs : int, default=None
+        Images of a batch fitted in parallel (joblib; None means 1, -1 all
+        cores), as in :class:`DIPDenoiser`: each worker gets its share of the
+        caller's torch threads, images are spread over the GPUs of a machine
+        with several, and batches (``batch_size``) over the workers. The
+        operator is sent to the worker processes: a ``FunctionOperator``
+        needs a function defined at module level (lambdas do not pickle)."""
 
 _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
         Iteration whose estimate was returned (0 with ``n_iter_ == 0`` when
@@ -408,6 +415,7 @@ class DIPReconstructor(_InverseProblemEstimator):
         verbose=False,
         callback=None,
         batch_size: int = 1,
+        n_jobs=None,
     ):
         self.operator = operator
         self.output_shape = output_shape
@@ -427,6 +435,7 @@ class DIPReconstructor(_InverseProblemEstimator):
         self.verbose = verbose
         self.callback = callback
         self.batch_size = batch_size
+        self.n_jobs = n_jobs
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -630,6 +639,7 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
         verbose=False,
         callback=None,
         batch_size: int = 1,
+        n_jobs=None,
     ):
         self.keep_observed = keep_observed
         self.generator = generator
@@ -647,6 +657,7 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
         self.verbose = verbose
         self.callback = callback
         self.batch_size = batch_size
+        self.n_jobs = n_jobs
 
     def fit(self, X, y=None, mask=None):
         """Fit the network to the observed pixels of ``X``.
@@ -818,6 +829,7 @@ class DIPSuperResolver(_InverseProblemEstimator):
         verbose=False,
         callback=None,
         batch_size: int = 1,
+        n_jobs=None,
     ):
         self.scale = scale
         self.kernel = kernel
@@ -836,6 +848,7 @@ class DIPSuperResolver(_InverseProblemEstimator):
         self.verbose = verbose
         self.callback = callback
         self.batch_size = batch_size
+        self.n_jobs = n_jobs
 
     def _forward_problem(self, image, extra):
         operator = Downsample(int(self.scale), kernel=self.kernel)
@@ -930,6 +943,7 @@ class DIPDeconvolver(_InverseProblemEstimator):
         verbose=False,
         callback=None,
         batch_size: int = 1,
+        n_jobs=None,
     ):
         self.kernel = kernel
         self.boundary = boundary
@@ -948,6 +962,7 @@ class DIPDeconvolver(_InverseProblemEstimator):
         self.verbose = verbose
         self.callback = callback
         self.batch_size = batch_size
+        self.n_jobs = n_jobs
 
     def _check_params(self) -> None:
         super()._check_params()
