@@ -998,3 +998,10 @@ def test_n_jobs_fits_the_images_as_one_by_one(make, fit_params):
     sequential = clone(est).set_params(**COMMON).fit_transform(images, **fit_params)
     parallel = clone(est).set_params(**COMMON, n_jobs=2).fit_transform(images, **fit_params)
     np.testing.assert_array_equal(parallel, sequential)
+
+
+def test_a_kspace_fit_without_output_channels_says_what_to_pass():
+    from skdip.operators import KSpaceSampling
+
+    with pytest.raises(ValueError, match="pass output_channels=1"):
+        DIPReconstructor(operator=KSpaceSampling(_COLUMNS.numpy()), **COMMON).fit(_kspace()[1])

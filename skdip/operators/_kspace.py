@@ -335,7 +335,13 @@ class KSpaceSampling(ForwardOperator):
     def _check_tensor(self, t: torch.Tensor, name: str, channels: int, what: str) -> None:
         _check_image(t, name)
         if t.shape[1] != channels:
-            raise ValueError(f"{name} must have {channels} channels ({what}), got {t.shape[1]}")
+            # An estimator makes as many image channels as X has unless told otherwise.
+            hint = (
+                f"; with DIPReconstructor, pass output_channels={channels}" if name == "x" else ""
+            )
+            raise ValueError(
+                f"{name} must have {channels} channels ({what}), got {t.shape[1]}{hint}"
+            )
         self._check_shape(tuple(t.shape[-2:]), f"{name}'s spatial shape")
 
     def _tensors(self, like: torch.Tensor):
