@@ -353,6 +353,7 @@ class DIPReconstructor(_InverseProblemEstimator):
     operator : ForwardOperator, callable or None, default=None
         The measurement model: a :class:`~skdip.operators.ForwardOperator`
         (e.g. ``Downsample(2)``, ``Convolution(kernel)``,
+        ``KSpaceSampling(mask)`` for MRI, with ``output_channels=1``,
         ``FunctionOperator(fn, ...)``) or a differentiable torch function of a
         ``(1, C, H, W)`` tensor (wrapped in ``FunctionOperator``; pass
         ``output_shape`` if it changes the shape). None is the identity
