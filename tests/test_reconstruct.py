@@ -903,6 +903,9 @@ def test_kspace_of_an_image_on_0_255_is_rescaled_from_an_estimated_image():
     x, k = _kspace(unit=255.0)
     rescaled = _kspace_fit(k, rescale="auto") / 255
     assert psnr(x, np.clip(rescaled, 0, 1)) > 28  # 19.7 dB from the data's range
+    # rescale=True maps the estimated range too, whatever the data span.
+    forced = _kspace_fit(_kspace()[1], rescale=True)
+    assert psnr(x, np.clip(forced, 0, 1)) > 28
     with pytest.warns(UserWarning, match="an image estimated from the data spans"):
         DIPReconstructor(operator=_sampled_fourier, output_channels=1, rescale=False, **COMMON).fit(
             k
