@@ -396,6 +396,18 @@ def check_same_scale(
             )
 
 
+def check_number(value, name: str, minimum: float) -> float:
+    """A finite real number (not a bool) at least ``minimum``, as a float."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or value < minimum
+    ):
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}")
+    return float(value)
+
+
 def check_plane(image, name: str = "image") -> np.ndarray:
     """A single 2-D ``(H, W)`` plane of numbers, real or complex, finite and not empty
     (an object to simulate a measurement of, or to compare): as an array, unconverted."""

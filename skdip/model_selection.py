@@ -39,6 +39,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._engine import one_interruption
+from ._validation import check_number
 from ._warnings import warn
 from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _params_key
 from .generators import get_generator
@@ -340,14 +341,7 @@ class PreferDefault:
             )
         if isinstance(self.default, Mapping) and not self.default:
             raise ValueError("default must name at least one parameter")
-        margin = self.margin
-        if (
-            isinstance(margin, bool)
-            or not isinstance(margin, Real)
-            or not np.isfinite(margin)
-            or margin < 0
-        ):
-            raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+        check_number(self.margin, "margin", 0)
         if self.metric is not None and not isinstance(self.metric, str):
             raise TypeError(f"metric must be a str or None, got {type(self.metric).__name__}")
 

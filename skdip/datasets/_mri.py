@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_plane
+from .._validation import check_number, check_plane
 from ..operators._convolution import _check_spatial_shape
 from ..operators._kspace import KSpaceSampling, channels_to_kspace
 from ._noise import _check_random_state
@@ -58,13 +58,7 @@ def cartesian_mask(
     True
     """
     h, w = _check_spatial_shape(shape, "shape")
-    if (
-        isinstance(acceleration, bool)
-        or not isinstance(acceleration, Real)
-        or not np.isfinite(acceleration)
-        or acceleration < 1
-    ):
-        raise ValueError(f"acceleration must be a finite number >= 1, got {acceleration!r}")
+    check_number(acceleration, "acceleration", 1)
     if (
         isinstance(center_fraction, bool)
         or not isinstance(center_fraction, Real)
@@ -186,13 +180,7 @@ def simulate_kspace(
     ((16, 16), True)
     """
     arr = check_plane(image)
-    if (
-        isinstance(noise_std, bool)
-        or not isinstance(noise_std, Real)
-        or not np.isfinite(noise_std)
-        or noise_std < 0
-    ):
-        raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std!r}")
+    check_number(noise_std, "noise_std", 0)
     complex_image = arr.dtype.kind == "c"
     operator = KSpaceSampling(mask, coil_maps, image="complex" if complex_image else "real")
     operator.output_shape(arr.shape)  # the image must have the mask's shape
