@@ -219,6 +219,16 @@ def test_layout_helpers_reject_bad_inputs():
         kspace_to_channels(np.zeros((4, 4)))
     with pytest.raises(ValueError, match=r"\(H, W\) or \(n_coils, H, W\)"):
         kspace_to_channels(np.zeros((2, 2, 4, 4), dtype=complex))
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="kspace contains NaN or infinite"):
+            kspace_to_channels(np.full((4, 4), bad + 0j))
+        with pytest.raises(ValueError, match="channels contain NaN or infinite"):
+            channels_to_kspace(np.full((4, 4, 2), bad))
+
+
+def test_simulate_kspace_names_the_image_shape_that_does_not_fit_the_mask():
+    with pytest.raises(ValueError, match=r"the image's shape \(4, 4\) does not match"):
+        simulate_kspace(np.ones((4, 4)), np.ones((8, 8)))
 
 
 @pytest.mark.parametrize("n", [0, 3])

@@ -183,7 +183,7 @@ def simulate_kspace(
     check_number(noise_std, "noise_std", 0)
     complex_image = arr.dtype.kind == "c"
     operator = KSpaceSampling(mask, coil_maps, image="complex" if complex_image else "real")
-    operator.output_shape(arr.shape)  # the image must have the mask's shape
+    operator._check_shape(arr.shape, "the image's shape")  # the image must have the mask's
     if complex_image:
         x = np.stack([arr.real, arr.imag]).astype(np.float64)
     else:

@@ -35,7 +35,7 @@ def kspace_to_channels(kspace) -> np.ndarray:
 
     Coil ``c`` becomes the two channels ``2 * c`` (real part) and ``2 * c + 1``
     (imaginary part): ``[re_0, im_0, re_1, im_1, ...]``, the output layout of
-    :class:`KSpaceSampling`. Values are copied as they are (NaN included).
+    :class:`KSpaceSampling`. NaN or infinite values are refused.
 
     Parameters
     ----------
@@ -69,6 +69,8 @@ def kspace_to_channels(kspace) -> np.ndarray:
         raise ValueError(
             f"kspace must have shape (H, W) or (n_coils, H, W) and not be empty, got {arr.shape}"
         )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("kspace contains NaN or infinite values")
     real_dtype = np.float32 if arr.dtype == np.complex64 else np.float64
     coils = arr if arr.ndim == 3 else arr[None]
     # (n, H, W) -> (n, 2, H, W) -> (H, W, n, 2) -> (H, W, 2n): re_0, im_0, re_1, ...
@@ -113,6 +115,8 @@ def channels_to_kspace(channels) -> np.ndarray:
             f"channels must hold an even number of channels (real and imaginary part of each "
             f"coil), got {arr.shape[-1]}"
         )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("channels contain NaN or infinite values")
     real_dtype = np.float32 if arr.dtype == np.float32 else np.float64
     complex_dtype = np.complex64 if real_dtype == np.float32 else np.complex128
     values = arr.astype(real_dtype, copy=False)
