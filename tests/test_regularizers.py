@@ -149,3 +149,34 @@ def test_invalid_isotropic_and_eps_raise():
     for eps in (0.0, -1e-3, None):
         with pytest.raises(ValueError, match="eps"):
             GradientRatio(1.0, eps=eps)(torch.zeros(1, 1, 4, 4))
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_rmse_is_the_root_of_the_mse_with_a_finite_gradient_at_an_exact_fit():
+    from skdip.losses import LOSS_NAMES, get_loss
+
+    assert "rmse" in LOSS_NAMES
+    pred = torch.tensor([[0.0, 1.0], [2.0, 3.0]], requires_grad=True)
+    target = torch.tensor([[1.0, 1.0], [2.0, 1.0]])
+    value = get_loss("rmse")(pred, target)
+    assert float(value) == pytest.approx(math.sqrt((1 + 4) / 4))
+    value.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+    exact = target.clone().requires_grad_()
+    get_loss("rmse")(exact, target).backward()
+    assert torch.isfinite(exact.grad).all()
+
+
+def test_the_estimators_take_the_rmse_loss_by_name():
+    y = np.random.default_rng(0).random((8, 8))
+    est = DIPReconstructor(
+        generator=SkipNetwork(width=4, depth=2, input_channels=2),
+        loss="rmse",
+        max_iter=3,
+        early_stopping=None,
+    )
+    assert est.fit_transform(y).shape == (8, 8)
+    with pytest.raises(ValueError, match="loss"):
+        DIPReconstructor(loss="rms").fit(y)

@@ -52,7 +52,7 @@ from .._validation import (
 from .._warnings import held_back, warn
 from ..generators import BaseGenerator, get_generator
 from ..generators._base import _BUILD_LOCK
-from ..losses import BaseRegularizer, get_loss
+from ..losses import LOSS_NAMES, BaseRegularizer, get_loss
 from ..operators import ForwardOperator, Identity
 from ..stopping import BaseStoppingRule, get_stopping_rule
 
@@ -218,7 +218,7 @@ class BaseDIPEstimator(
         "early_stopping": [StrOptions({"emv", "wmv"}), BaseStoppingRule, None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
-        "loss": [StrOptions({"mse", "l1", "huber"}), callable],
+        "loss": [StrOptions(set(LOSS_NAMES)), callable],
         "regularizer": [BaseRegularizer, callable, None],
         "reg_noise_std": [Interval(Real, 0, None, closed="left")],
         "output_averaging": [Interval(Real, 0, 1, closed="left"), None],

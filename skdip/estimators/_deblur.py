@@ -276,7 +276,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         overly wide blur (which drives the image towards a cartoon and the
         kernel towards a thin stroke). ``"uniform"``: nearly uniform over the
         window, as in SelfDeblur.
-    loss : {"mse", "l1", "huber"} or callable, default="mse"
+    loss : {"mse", "rmse", "l1", "huber"} or callable, default="mse"
         Data-fidelity loss between the blurred estimate and ``y``.
     regularizer : {"ratio", "tv"}, BaseRegularizer, callable or None, default="ratio"
         Penalty on the generated image. ``"ratio"``: :class:`GradientRatio`

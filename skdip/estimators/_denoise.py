@@ -40,8 +40,9 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         Maximum number of optimisation steps.
     lr : float, default=0.01
         Adam learning rate.
-    loss : {"mse", "l1", "huber"} or callable, default="mse"
-        Data-fidelity loss. "l1" and "huber" suit impulse-like noise.
+    loss : {"mse", "rmse", "l1", "huber"} or callable, default="mse"
+        Data-fidelity loss. "l1" and "huber" suit impulse-like noise; "rmse"
+        (its square root) goes with the "drp" generator.
     regularizer : BaseRegularizer or callable, default=None
         Optional penalty on the output, e.g. ``TotalVariation(weight=0.01)``.
     noise_model : {"sparse"}, SparseNoise or None, default=None

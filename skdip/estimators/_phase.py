@@ -312,7 +312,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         Maximum number of optimisation steps per restart.
     lr : float, default=0.01
         Adam learning rate.
-    loss : {"mse", "l1", "huber"} or callable, default="mse"
+    loss : {"mse", "rmse", "l1", "huber"} or callable, default="mse"
         Loss between predicted and measured (normalised) magnitudes.
     regularizer : BaseRegularizer or callable, default=None
         Optional penalty on the estimate (real objects; for complex ones it

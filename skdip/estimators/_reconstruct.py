@@ -45,7 +45,7 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         Maximum number of optimisation steps.
     lr : float, default=0.01
         Adam learning rate of the network.
-    loss : {"mse", "l1", "huber"} or callable, default="mse"
+    loss : {"mse", "rmse", "l1", "huber"} or callable, default="mse"
         Data fidelity between the predicted and the observed measurement.
     regularizer : BaseRegularizer or callable, default=None
         Penalty on the image estimate, e.g. ``TotalVariation(weight=0.01)``

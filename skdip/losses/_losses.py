@@ -16,6 +16,11 @@ def _mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred, target)
 
 
+def _rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # The floor keeps the gradient finite at an exact fit (d sqrt(u)/du is 1/(2 sqrt(u))).
+    return F.mse_loss(pred, target).clamp_min(1e-20).sqrt()
+
+
 def _l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(pred, target)
 
@@ -26,7 +31,7 @@ def _huber(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.huber_loss(pred, target, delta=0.1)
 
 
-_LOSSES: dict[str, LossFunction] = {"mse": _mse, "l1": _l1, "huber": _huber}
+_LOSSES: dict[str, LossFunction] = {"mse": _mse, "rmse": _rmse, "l1": _l1, "huber": _huber}
 LOSS_NAMES = tuple(_LOSSES)
 
 
@@ -35,8 +40,11 @@ def get_loss(loss: str | LossFunction) -> LossFunction:
 
     Parameters
     ----------
-    loss : {"mse", "l1", "huber"} or callable
-        A name, or a callable ``loss(prediction, target) -> scalar tensor``
+    loss : {"mse", "rmse", "l1", "huber"} or callable
+        A name (``"rmse"`` is the square root of the mean squared error: the
+        same minimiser as ``"mse"``, but its gradient does not shrink as the
+        fit improves, and a penalty's weight keeps its meaning at any noise
+        level), or a callable ``loss(prediction, target) -> scalar tensor``
         (returned unchanged). Use a module-level function, not a lambda, if
         the estimator must pickle.
 
