@@ -272,6 +272,21 @@ def test_hio_is_deterministic_keeps_the_best_restart_and_scores():
     )
 
 
+def test_hio_n_jobs_gives_the_sequential_result_bit_for_bit():
+    rng = np.random.default_rng(0)
+    Y = np.stack([simulate_diffraction(np.pad(rng.random((6, 6)), 1))[..., None] for _ in "ab"])
+    kw = dict(max_iter=60, n_er=10, n_init=3, random_state=1, shrinkwrap_every=20)
+    one = HIOPhaseRetriever(**kw).fit(Y)
+    two = HIOPhaseRetriever(n_jobs=2, **kw).fit(Y)
+    for a, b in zip(one.reconstruction_, two.reconstruction_, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(one.restart_errors_, two.restart_errors_, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert len(set(a)) == 3  # the restarts started apart
+    with pytest.raises(ValueError, match="n_jobs"):
+        HIOPhaseRetriever(n_jobs=1.5).fit(Y)
+
+
 def test_hio_solves_an_image_alike_wherever_it_stands_in_a_batch():
     # One random stream ran through the images: an image's result depended on its
     # place (differences up to 0.94), so PerImageCV scores and the refit disagreed.

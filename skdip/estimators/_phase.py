@@ -15,7 +15,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from joblib import effective_n_jobs
+from joblib import Parallel, delayed, effective_n_jobs
 from scipy import ndimage
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
@@ -735,6 +735,10 @@ class HIOPhaseRetriever(
         Seed of the coded masks.
     random_state : int, RandomState instance or None, default=None
         Seeds the random initial phases.
+    n_jobs : int, default=None
+        Runs in parallel (joblib processes; None means 1, -1 all cores), over
+        the measurements of a batch and the restarts of ``n_init``. The result
+        is the same as with one job, bit for bit.
 
     Attributes
     ----------
@@ -785,6 +789,7 @@ class HIOPhaseRetriever(
         "shrinkwrap_sigma": [Interval(Real, 0, None, closed="neither")],
         "shrinkwrap_threshold": [Interval(Real, 0, 1, closed="neither")],
         "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
     }
     _min_image_size = 2
 
@@ -804,6 +809,7 @@ class HIOPhaseRetriever(
         n_masks: int = 0,
         mask_seed: int = 0,
         random_state=None,
+        n_jobs=None,
     ):
         self.oversampling = oversampling
         self.measurement = measurement
@@ -819,6 +825,7 @@ class HIOPhaseRetriever(
         self.n_masks = n_masks
         self.mask_seed = mask_seed
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     # ----------------------------------------------------------- internals
     def _check_params(self) -> None:
@@ -844,18 +851,31 @@ class HIOPhaseRetriever(
         # One seed for every image, as the DIP estimators do: an image's result does
         # not depend on its place in the batch (a PerImageCV split and the refit agree).
         seeds = _image_seeds(check_random_state(self.random_state), len(images))
-        results = []
+        jobs = []
         for image, shape, seed in zip(images, shapes, seeds, strict=True):
             magnitudes = np.sqrt(image) if self.measurement == "intensity" else image
+            # Every restart's starting phases are drawn here, in order, so that
+            # restarts run in any order or process give the sequential result.
             rng = np.random.RandomState(seed)
-            runs = [self._run(magnitudes, shape, rng) for _ in range(self.n_init)]
-            errors = np.array([r["fourier_error"] for r in runs])
-            best = runs[int(np.argmin(errors))]
+            size = (magnitudes.shape[2], *magnitudes.shape[:2])
+            for _ in range(self.n_init):
+                jobs.append((magnitudes, shape, rng.uniform(0.0, 2.0 * np.pi, size=size)))
+        n_jobs = self.n_jobs
+        workers = min(len(jobs), effective_n_jobs(n_jobs)) if n_jobs not in (None, 1) else 1
+        if workers <= 1:
+            runs = [self._run(*job) for job in jobs]
+        else:
+            runs = Parallel(n_jobs=workers)(delayed(self._run)(*job) for job in jobs)
+        results = []
+        for i in range(len(images)):
+            mine = runs[i * self.n_init : (i + 1) * self.n_init]
+            errors = np.array([r["fourier_error"] for r in mine])
+            best = mine[int(np.argmin(errors))]
             best["restart_errors"] = errors
             results.append(best)
         return images, layout, results
 
-    def _run(self, magnitudes: np.ndarray, shape: tuple[int, int], rng) -> dict:
+    def _run(self, magnitudes: np.ndarray, shape: tuple[int, int], phases: np.ndarray) -> dict:
         start = time.perf_counter()
         frame = magnitudes.shape[:2]
         h, w = shape
@@ -888,7 +908,6 @@ class HIOPhaseRetriever(
             return float(np.linalg.norm(pred - y)) / max(float(np.linalg.norm(y)), 1e-300)
 
         # Start from the measured magnitudes with random phases.
-        phases = rng.uniform(0.0, 2.0 * np.pi, size=y.shape)
         g = np.fft.ifft2(y * np.exp(1j * phases), norm="ortho").mean(axis=0)
         g = g.real if real else g
         _, g = constrain(g, support)
