@@ -95,10 +95,16 @@ class DIPModel(nn.Module):
     def perturbed_input(self, rng: torch.Generator | None) -> torch.Tensor:
         """The input code plus this step's perturbation (none without ``rng``)."""
         z = self.network.input
-        if rng is not None and self.input_noise_std > 0:
-            noise = torch.randn(z.shape, generator=rng, device=z.device, dtype=z.dtype)
-            z = z + self.input_noise_std * noise
-        return z
+        delta = self.input_perturbation(rng)
+        return z if delta is None else z + delta
+
+    def input_perturbation(self, rng: torch.Generator | None) -> torch.Tensor | None:
+        """This step's perturbation of the code, or None when there is none."""
+        if rng is None or self.input_noise_std <= 0:
+            return None
+        z = self.network.input
+        noise = torch.randn(z.shape, generator=rng, device=z.device, dtype=z.dtype)
+        return self.input_noise_std * noise
 
 
 # Per thread: the flag of the outermost one_interruption block in force, if any.
@@ -548,8 +554,15 @@ def fit_batch(
     # dictionaries do not provide fails loudly instead of leaking member 0's.
     template = copy.deepcopy(first).to("meta")
 
-    def member_forward(p, c, z):
-        return torch.func.functional_call(template, (p, c), (None,), {"z": z}, strict=True)
+    # The code is read from the stacked state, not from the members: a generator
+    # that fits its code (a trainable ``input``) updates it there, row by row.
+    code_source = "params" if "network.input" in params else "constants"
+
+    def member_forward(p, c, delta):
+        code = (p if code_source == "params" else c)["network.input"]
+        return torch.func.functional_call(
+            template, (p, c), (None,), {"z": code + delta}, strict=True
+        )
 
     batched_forward = torch.func.vmap(member_forward)
 
@@ -590,9 +603,12 @@ def fit_batch(
         finish(list(range(len(active))))
     try:
         while active:
-            z = torch.stack([models[m].perturbed_input(rngs[m]) for m in active])
+            deltas = []
+            for m in active:
+                delta = models[m].input_perturbation(rngs[m])
+                deltas.append(torch.zeros_like(models[m].network.input) if delta is None else delta)
             try:
-                x, prediction = batched_forward(params, constants, z)
+                x, prediction = batched_forward(params, constants, torch.stack(deltas))
             except RuntimeError as error:
                 # Not every vmap failure names vmap (a round trip through NumPy: "Cannot
                 # access data pointer of Tensor that doesn't have storage"); on the first

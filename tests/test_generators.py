@@ -18,11 +18,13 @@ from skdip.generators import (
     BaseGenerator,
     ConvDecoder,
     DeepDecoder,
+    DeepRandomProjector,
     GeneratorNetwork,
     ImplicitNeuralRepresentation,
     SkipNetwork,
     _decoders,
     _implicit,
+    _projector,
     _skip,
     get_generator,
 )
@@ -39,6 +41,7 @@ SMALL = {
     "inr-fourier": lambda: ImplicitNeuralRepresentation(
         hidden=16, n_layers=2, encoding="fourier", n_frequencies=16, scale=1.0
     ),
+    "drp": lambda: DeepRandomProjector(width=8, input_channels=2),
 }
 SHAPES = [(16, 16), (17, 23), (32, 7), (5, 32), (3, 2), (1, 1)]
 
@@ -74,10 +77,13 @@ def test_perturbed_input_and_all_parameters_get_gradients(name):
     assert out.shape == (1, 2, 17, 12)
     out.square().mean().backward()
     for pname, p in net.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+        if p.requires_grad:  # the Deep Random Projector's convolutions are frozen
+            assert p.grad is not None and p.grad.abs().sum() > 0, pname
+        else:
+            assert p.grad is None, pname
 
 
-@pytest.mark.parametrize("name", list(SMALL))
+@pytest.mark.parametrize("name", [name for name in SMALL if name != "drp"])
 def test_input_is_a_batch_one_buffer_not_a_parameter(name):
     net = SMALL[name]().build((12, 20), 1, seed=0)
     buffers = dict(net.named_buffers())
@@ -142,6 +148,7 @@ def test_get_generator_by_name_returns_fresh_instances_of_the_right_class():
         "deep-decoder": DeepDecoder,
         "conv-decoder": ConvDecoder,
         "inr": ImplicitNeuralRepresentation,
+        "drp": DeepRandomProjector,
     }
     assert set(GENERATOR_NAMES) == set(expected)
     for name, cls in expected.items():
@@ -174,6 +181,7 @@ def test_public_names_are_exported():
         "DeepDecoder",
         "ConvDecoder",
         "ImplicitNeuralRepresentation",
+        "DeepRandomProjector",
         "get_generator",
         "GENERATOR_NAMES",
     ):
@@ -204,7 +212,8 @@ def test_fits_a_tiny_target(name):
     torch.manual_seed(0)
     target = _target((16, 12), 3)
     net = SMALL[name]().build((16, 12), 3, seed=0)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    # The projector moves only its code and norms: it is fitted at its recipe's rate.
+    opt = torch.optim.Adam(net.parameters(), lr=0.1 if name == "drp" else 1e-2)
     losses = []
     for _ in range(30):
         opt.zero_grad()
@@ -230,7 +239,8 @@ def test_clone_and_params_round_trip(name):
 
 
 @pytest.mark.parametrize(
-    "cls", [SkipNetwork, DeepDecoder, ConvDecoder, ImplicitNeuralRepresentation]
+    "cls",
+    [SkipNetwork, DeepDecoder, ConvDecoder, ImplicitNeuralRepresentation, DeepRandomProjector],
 )
 def test_default_configs_follow_the_sklearn_conventions(cls):
     cfg = cls()
@@ -370,6 +380,13 @@ def test_coordinate_grid():
         (ImplicitNeuralRepresentation(encoding="fourier", n_frequencies=0), "n_frequencies"),
         (ImplicitNeuralRepresentation(encoding="fourier", scale="big"), "scale"),
         (ImplicitNeuralRepresentation(output_activation="exp"), "output_activation"),
+        (DeepRandomProjector(width=0), "width"),
+        (DeepRandomProjector(depth=0), "depth"),
+        (DeepRandomProjector(input_channels=1.5), "input_channels"),
+        (DeepRandomProjector(skip_channels=-1), "skip_channels"),
+        (DeepRandomProjector(input_scale=0), "input_scale"),
+        (DeepRandomProjector(upsample="area"), "upsample"),
+        (DeepRandomProjector(output_activation="gelu"), "output_activation"),
     ],
     ids=repr,
 )
@@ -394,7 +411,7 @@ def test_numpy_integers_are_accepted():
 # --------------------------------------------------------------------------- docs
 
 
-@pytest.mark.parametrize("module", [skdip.generators, _decoders, _implicit, _skip])
+@pytest.mark.parametrize("module", [skdip.generators, _decoders, _implicit, _projector, _skip])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
@@ -424,3 +441,36 @@ def test_skip_network_takes_numpy_integers_and_refuses_bad_values():
     ):
         with pytest.raises(ValueError, match="SkipNetwork"):
             SkipNetwork(**bad).build((8, 8), 1)
+
+
+# --------------------------------------------------------------------------- Deep Random Projector
+
+
+def test_random_projector_fits_its_code_and_norms_only():
+    net = DeepRandomProjector(width=8, input_channels=2).build((12, 10), 3, seed=0)
+    trainable = {name for name, p in net.named_parameters() if p.requires_grad}
+    frozen = {name for name, p in net.named_parameters() if not p.requires_grad}
+    assert "input" in trainable and isinstance(net.input, nn.Parameter)
+    assert "input" not in dict(net.named_buffers()) and "input" in net.state_dict()
+    convs = {name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    norms = {name for name, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert convs and "input_norm" in norms
+    assert frozen == {f"{c}.{w}" for c in convs for w in ("weight", "bias")}
+    assert trainable == {"input"} | {f"{n}.{w}" for n in norms for w in ("weight", "bias")}
+    # Gaussian code of the requested scale, at the padded resolution of one scale.
+    assert net.input.shape == (1, 2, 12, 10)
+    assert abs(float(net.input.std()) - 0.1) < 0.03 and float(net.input.min()) < 0
+
+
+def test_random_projector_default_sizes():
+    net = get_generator("drp").build((64, 64), 3, seed=0)
+    assert net.input.shape == (1, 3, 64, 64)
+    # The 64x64x3 code plus the BatchNorm scales and shifts (6 + 8 + 256 + 136 + 256).
+    assert net.n_parameters() == 64 * 64 * 3 + 662
+    frozen = sum(p.numel() for p in net.parameters() if not p.requires_grad)
+    assert frozen > 50_000
+
+
+def test_random_projector_refuses_a_canvas_far_larger_than_the_image():
+    with pytest.raises(ValueError, match=r"DeepRandomProjector\(depth=9\)"):
+        DeepRandomProjector(depth=9).build((8, 8), 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._base import BaseGenerator, GeneratorNetwork
 from ._decoders import ConvDecoder, DeepDecoder
 from ._implicit import ImplicitNeuralRepresentation
+from ._projector import DeepRandomProjector
 from ._skip import SkipNetwork
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "DeepDecoder",
     "ConvDecoder",
     "ImplicitNeuralRepresentation",
+    "DeepRandomProjector",
     "get_generator",
     "GENERATOR_NAMES",
 ]
@@ -29,6 +31,8 @@ _PRESETS = {
     "conv-decoder": lambda: ConvDecoder(),
     # SIREN: 3 sine layers of width 256.
     "inr": lambda: ImplicitNeuralRepresentation(),
+    # Li et al.'s Deep Random Projector: one scale, width 64, frozen random weights.
+    "drp": lambda: DeepRandomProjector(),
 }
 
 GENERATOR_NAMES = tuple(_PRESETS)

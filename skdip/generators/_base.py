@@ -86,7 +86,10 @@ class GeneratorNetwork(nn.Module):
 
     Subclasses set :attr:`out_shape` and :attr:`out_channels` and register the
     fixed input code as the buffer ``input`` (shape ``(1, ...)``), so that it
-    moves with ``.to(device)`` and is saved in ``state_dict`` and pickles.
+    moves with ``.to(device)`` and is saved in ``state_dict`` and pickles. A
+    network whose code is fitted too registers ``input`` as an
+    ``nn.Parameter`` instead (:class:`DeepRandomProjector`); the engine then
+    trains it with the weights, in plain and in batched fits.
     """
 
     out_shape: tuple[int, int]

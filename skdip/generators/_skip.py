@@ -72,7 +72,20 @@ class _Scale(nn.Module):
         return self.merge(torch.cat([self.skip(x), deep], dim=1))
 
 
-def _check_canvas(depth: int, out_shape: tuple[int, int]) -> tuple[int, int]:
+def skip_body(
+    input_channels: int, width: int, skip_channels: int, depth: int, upsample: str
+) -> nn.Module:
+    """The ``depth`` nested scales of the U-shaped network, outermost first."""
+    inner: nn.Module | None = None
+    for level in reversed(range(depth)):
+        in_ch = input_channels if level == 0 else width
+        inner = _Scale(in_ch, width, skip_channels, inner, width, upsample)
+    return inner
+
+
+def check_canvas(
+    depth: int, out_shape: tuple[int, int], owner: str = "SkipNetwork"
+) -> tuple[int, int]:
     """The padded size the network computes on; refused when far larger than the image."""
     multiple = 2**depth
     # The coarsest scale must keep at least 2x2 pixels for reflection padding and BatchNorm.
@@ -80,7 +93,7 @@ def _check_canvas(depth: int, out_shape: tuple[int, int]) -> tuple[int, int]:
     if h * w > max(64 * out_shape[0] * out_shape[1], 256 * 256):
         # A 16x16 image under depth=10 ran on a 2048x2048 canvas and ran out of memory.
         raise ValueError(
-            f"SkipNetwork(depth={depth}) works on a {h}x{w} canvas for a "
+            f"{owner}(depth={depth}) works on a {h}x{w} canvas for a "
             f"{out_shape[0]}x{out_shape[1]} image ({h * w // (out_shape[0] * out_shape[1])} "
             "times its pixels, and as many times the memory and time per step); use a "
             "smaller depth (each level halves the resolution, so about log2 of the "
@@ -94,14 +107,12 @@ class _SkipNetworkModule(GeneratorNetwork):
         super().__init__()
         self.out_shape = out_shape
         self.out_channels = out_channels
-        h, w = _check_canvas(cfg.depth, out_shape)
+        h, w = check_canvas(cfg.depth, out_shape)
         z = torch.rand(1, cfg.input_channels, h, w) * cfg.input_scale
         self.register_buffer("input", z)
-        inner: nn.Module | None = None
-        for level in reversed(range(cfg.depth)):
-            in_ch = cfg.input_channels if level == 0 else cfg.width
-            inner = _Scale(in_ch, cfg.width, cfg.skip_channels, inner, cfg.width, cfg.upsample)
-        self.body = inner
+        self.body = skip_body(
+            cfg.input_channels, cfg.width, cfg.skip_channels, cfg.depth, cfg.upsample
+        )
         self.head = nn.Sequential(
             nn.Conv2d(cfg.width, out_channels, 1), output_activation(cfg.output_activation)
         )
@@ -183,4 +194,4 @@ class SkipNetwork(BaseGenerator):
 
     def _check_output_shape(self, out_shape: tuple[int, int]) -> None:
         if isinstance(self.depth, numbers.Integral) and not isinstance(self.depth, bool):
-            _check_canvas(int(self.depth), tuple(int(s) for s in out_shape))
+            check_canvas(int(self.depth), tuple(int(s) for s in out_shape))
