@@ -29,9 +29,11 @@ from skdip import (
     HIOPhaseRetriever,
     PhaseRetriever,
     SkipNetwork,
+    TotalVariation,
 )
 from skdip._engine import DIPModel, fit_batch, fit_model
 from skdip.datasets import blur, make_motion_kernel, simulate_diffraction
+from skdip.generators import DeepRandomProjector
 from skdip.losses import get_loss
 from skdip.metrics import get_scorer
 from skdip.model_selection import fit_candidates
@@ -75,6 +77,17 @@ def _cases():
     blob[:2, :2] = 0.0
     return {
         "denoiser": (DIPDenoiser(max_iter=30, **COMMON), _smooth(16, 3)),
+        # The projector fits its code: on the device it must move with the network.
+        "denoiser_drp": (
+            DIPDenoiser(
+                max_iter=30,
+                **{**COMMON, "generator": DeepRandomProjector(width=8)},
+                lr=0.1,
+                loss="rmse",
+                regularizer=TotalVariation(weight=0.45),
+            ),
+            _smooth(16, 3),
+        ),
         "inpainter": (DIPInpainter(max_iter=30, **COMMON), holes),
         "superresolver": (DIPSuperResolver(scale=2, max_iter=30, **COMMON), _smooth(16)),
         "deconvolver": (

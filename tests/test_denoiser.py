@@ -686,3 +686,28 @@ def test_a_constant_fourth_channel_is_reported_as_an_alpha_channel():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         _den(max_iter=1).fit(_image((16, 16, 4)))  # four varying channels
+
+
+@pytest.mark.parametrize("kind", ["denoiser", "blind_deblurrer", "phase_retriever"])
+def test_a_generator_that_ignores_input_noise_warns_in_every_estimator(kind):
+    from skdip import BlindDeblurrer, PhaseRetriever
+    from skdip.datasets import simulate_diffraction
+    from skdip.generators import ImplicitNeuralRepresentation
+
+    inr = ImplicitNeuralRepresentation(hidden=8, n_layers=1)
+    rng = np.random.default_rng(0)
+    if kind == "denoiser":
+        est, y = DIPDenoiser(generator=inr, max_iter=2, early_stopping=None), rng.random((8, 8))
+    elif kind == "blind_deblurrer":
+        est = BlindDeblurrer(generator=inr, kernel_size=3, max_iter=2, early_stopping=None)
+        y = rng.random((12, 12))
+    else:
+        est = PhaseRetriever(
+            generator=inr, max_iter=2, pretrain_iter=0, init="random", early_stopping=None
+        )
+        y = simulate_diffraction(rng.random((6, 6)))
+    with pytest.warns(UserWarning, match="does not use input noise"):
+        est.fit(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        est.set_params(reg_noise_std=0).fit(y)

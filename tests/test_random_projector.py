@@ -1,6 +1,7 @@
 """The Deep Random Projector through the engine and the estimators (tiny, CPU)."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -121,3 +122,32 @@ def test_other_estimators_accept_it(make):
         out = est.fit_transform(clean)
         assert out.shape[:2] == (32, 32) if isinstance(est, DIPSuperResolver) else clean.shape
     assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: DIPDenoiser(**_recipe(max_iter=2, **kw)),
+        lambda **kw: DIPInpainter(**_recipe(max_iter=2, **kw)),
+    ],
+    ids=["denoiser", "inpainter"],
+)
+def test_without_a_penalty_it_warns_with_the_recipe(make):
+    noisy = _noisy(_clean(16))
+    with pytest.warns(UserWarning, match=r"without a regularizer.*TotalVariation\(weight=0.45\)"):
+        make(regularizer=None).fit(noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        make().fit(noisy)  # the recipe's penalty: no warning
+        make(generator="skip-small", regularizer=None).fit(noisy)  # other networks: none
+
+
+def test_the_phase_retriever_warns_too():
+    from skdip import PhaseRetriever
+    from skdip.datasets import simulate_diffraction
+
+    y = simulate_diffraction(np.pad(_clean(6), 1))
+    with pytest.warns(UserWarning, match="without a regularizer"):
+        PhaseRetriever(
+            generator=TINY, max_iter=2, pretrain_iter=0, init="random", reg_noise_std=0
+        ).fit(y)

@@ -202,6 +202,27 @@ class ImageOutputMixin:
         return self
 
 
+def checked_generator(estimator) -> BaseGenerator:
+    """The estimator's generator, with a warning for settings it is known not to suit."""
+    generator = get_generator(estimator.generator)
+    name = type(generator).__name__
+    if estimator.reg_noise_std > 0 and not generator.accepts_input_noise:
+        warn(
+            f"{name} does not use input noise; set reg_noise_std=0 to silence this warning",
+            UserWarning,
+        )
+    if generator.needs_explicit_prior and getattr(estimator, "regularizer", None) is None:
+        # Measured: 20.94 dB returned from 20.64 dB noisy (camera 128x128, sigma 25).
+        warn(
+            f"{name} without a regularizer fits the noise within a few hundred steps, "
+            "and its running variance keeps falling as it does, so early stopping "
+            "returns a noisy estimate; pass e.g. regularizer=TotalVariation(weight=0.45) "
+            "(its authors' denoising recipe adds lr=0.1, loss='rmse', reg_noise_std=0)",
+            UserWarning,
+        )
+    return generator
+
+
 class BaseDIPEstimator(
     ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
 ):
@@ -285,13 +306,7 @@ class BaseDIPEstimator(
     def _make_model(self, image: np.ndarray, extra: dict, seed: int, device: torch.device):
         """Build ``(model, target_tensor, fit_kwargs)`` for one observation."""
         operator, target, out_shape, out_channels = self._forward_problem(image, extra)
-        generator = get_generator(self.generator)
-        if self.reg_noise_std > 0 and not generator.accepts_input_noise:
-            warn(
-                f"{type(generator).__name__} does not use input noise; "
-                "set reg_noise_std=0 to silence this warning",
-                UserWarning,
-            )
+        generator = checked_generator(self)
         network = generator.build(out_shape, out_channels, seed=seed)
         # Deep-copy the operator: .to(device) must not move the user's object.
         model = DIPModel(network, copy.deepcopy(operator), self.reg_noise_std).to(device)

@@ -13,11 +13,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from .._validation import to_numpy, to_tensor
-from .._warnings import warn
-from ..generators import get_generator
 from ..losses import BaseRegularizer, GradientRatio, TotalVariation
 from ..operators._convolution import convolve
-from ._base import BaseDIPEstimator, _Scaling
+from ._base import BaseDIPEstimator, _Scaling, checked_generator
 
 __all__ = ["BlindDeblurrer"]
 
@@ -477,13 +475,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         channels = image.shape[2]
         kh, kw = self._kernel_shape_for(image.shape[:2])
         padded = self._network_shape(image, extra)
-        generator = get_generator(self.generator)
-        if self.reg_noise_std > 0 and not generator.accepts_input_noise:
-            warn(
-                f"{type(generator).__name__} does not use input noise; "
-                "set reg_noise_std=0 to silence this warning",
-                UserWarning,
-            )
+        generator = checked_generator(self)
         image_net = generator.build(padded, channels, seed=seed)
         torch.manual_seed(int(seed) + 1)  # the caller restores the global RNG
         kernel_net = _KernelMLP((kh, kw), init=self.kernel_init)

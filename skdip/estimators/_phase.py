@@ -31,12 +31,17 @@ from .._validation import (
     is_target_vector,
     reject_bool_numbers,
 )
-from .._warnings import warn
-from ..generators import get_generator
 from ..losses import get_loss
 from ..metrics._phase import phase_retrieval_psnr
 from ..operators._fourier import FourierMagnitude, check_oversampling, make_phase_masks
-from ._base import BaseDIPEstimator, ImageOutputMixin, _fit_in_workers, _image_seeds, clear_fitted
+from ._base import (
+    BaseDIPEstimator,
+    ImageOutputMixin,
+    _fit_in_workers,
+    _image_seeds,
+    checked_generator,
+    clear_fitted,
+)
 
 __all__ = ["HIOPhaseRetriever", "PhaseRetriever"]
 
@@ -485,13 +490,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         shape = self._network_shape(image, extra)
         magnitudes = self._magnitudes(image)
         target = magnitudes / self._normalisation(magnitudes)
-        generator = get_generator(self.generator)
-        if self.reg_noise_std > 0 and not generator.accepts_input_noise:
-            warn(
-                f"{type(generator).__name__} does not use input noise; "
-                "set reg_noise_std=0 to silence this warning",
-                UserWarning,
-            )
+        generator = checked_generator(self)
         magnitude_net = generator.build(shape, 1, seed=seed)
         phase_net = None
         if self.object_type == "complex":

@@ -117,6 +117,10 @@ class BaseGenerator(BaseEstimator):
     #: sense for this architecture; estimators warn when it does not.
     accepts_input_noise: bool = True
 
+    #: whether the network needs an explicit penalty (``regularizer``) to stop
+    #: short of the noise; estimators warn when none is given.
+    needs_explicit_prior: bool = False
+
     def build(
         self,
         out_shape: tuple[int, int],

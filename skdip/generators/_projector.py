@@ -102,7 +102,9 @@ class DeepRandomProjector(BaseGenerator):
     so :meth:`GeneratorNetwork.n_parameters` counts the code: for a 64x64 image
     with the defaults, 12,288 code values and 662 BatchNorm scales and shifts.
     Perturbing the code each step (``reg_noise_std``) is allowed, but the
-    recipe above does without it.
+    recipe above does without it. Without a ``regularizer`` the estimators
+    warn: the network then reaches the noise within a few hundred steps, and
+    the running variance keeps falling as it does.
 
     Examples
     --------
@@ -113,6 +115,8 @@ class DeepRandomProjector(BaseGenerator):
     >>> net(net.input).shape
     torch.Size([1, 3, 10, 13])
     """
+
+    needs_explicit_prior = True
 
     def __init__(
         self,
