@@ -28,7 +28,9 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     generator : str or BaseGenerator, default="skip"
         The network: a name from :data:`skdip.generators.GENERATOR_NAMES`
         (``"skip"``, the DIP paper's encoder-decoder, about 2.2M parameters;
-        ``"skip-small"``, about 7x faster per step on a CPU) or a configuration
+        ``"skip-small"``, about 7x faster per step on a CPU; ``"drp"``, the
+        Deep Random Projector, with its own recipe: see
+        :class:`~skdip.generators.DeepRandomProjector`) or a configuration
         such as ``SkipNetwork(width=64)``.
     early_stopping : {"emv", "wmv"}, BaseStoppingRule or None, default="emv"
         ``"emv"``: :class:`ExponentialMovingVariance` with its defaults;

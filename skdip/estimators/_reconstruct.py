@@ -36,7 +36,7 @@ __all__ = ["DIPDeconvolver", "DIPInpainter", "DIPReconstructor", "DIPSuperResolv
 _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         The network: a name from :data:`skdip.generators.GENERATOR_NAMES`
         (``"skip"``, ``"skip-small"``, ``"deep-decoder"``, ``"conv-decoder"``,
-        ``"inr"``) or a configuration object such as ``SkipNetwork(width=64)``
+        ``"inr"``, ``"drp"``) or a configuration object such as ``SkipNetwork(width=64)``
         (tunable as ``generator__width``).
     early_stopping : {"emv", "wmv"}, BaseStoppingRule or None, default="emv"
         Reference-free stopping rule watching the running variance of the
