@@ -18,7 +18,7 @@ from .estimators import (
 )
 from .generators import SkipNetwork
 from .losses import GradientRatio, TotalVariation
-from .stopping import ExponentialMovingVariance, WindowedMovingVariance
+from .stopping import ExponentialMovingVariance, SelfValidation, WindowedMovingVariance
 
 __version__ = "0.1.0.dev0"
 
@@ -32,6 +32,7 @@ __all__ = [
     "HIOPhaseRetriever",
     "PhaseRetriever",
     "ExponentialMovingVariance",
+    "SelfValidation",
     "GradientRatio",
     "SkipNetwork",
     "SparseNoise",

@@ -204,3 +204,101 @@ def test_a_user_rule_missing_its_hooks_is_told_what_to_define():
         _fit_with(NoStart())
     with pytest.raises(NotImplementedError, match=r"NoSignal must define signal\(x, iteration\)"):
         _fit_with(NoSignal())
+
+
+# --------------------------------------------------------------------------- self-validation
+
+
+def _structured(size=16):
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    return torch.tensor(0.5 + 0.3 * np.sin(4 * xx) * np.cos(3 * yy), dtype=torch.float32)[
+        None, None
+    ]
+
+
+def test_self_validation_error_is_lowest_between_learning_and_fitting_noise():
+    # Iterates first approach the picture (a blur fading), then pick up a growing
+    # noise pattern: the autoencoder reconstructs the smooth ones, not the noisy ones.
+    from skdip.stopping import SelfValidation
+
+    clean = _structured()
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    rule = SelfValidation(window=8, batch_size=4, patience=1000, lr=1e-2)
+    rule.start()
+    signals = []
+    for it in range(120):
+        fade = max(0.0, 1 - it / 40)
+        grow = max(0.0, (it - 60) / 60)
+        x = clean * (1 - 0.5 * fade) + 0.25 * grow * noise
+        value = rule.signal(x, it)
+        assert (value is None) == (it < 7)  # the first check when the window is full
+        if value is not None:
+            signals.append(float(value))
+            rule.observe(float(value), it)
+    assert 40 <= rule.best_iter_ <= 75, rule.best_iter_
+    # The noisy end scores clearly worse than the minimum.
+    assert signals[-1] > 3 * rule.best_value_
+
+
+def test_self_validation_is_seeded_and_leaves_the_global_generator_alone():
+    from skdip.stopping import SelfValidation
+
+    def run(seed):
+        rule = SelfValidation(window=4, batch_size=2, random_state=seed)
+        rule.start()
+        x = _structured()
+        return [rule.signal(x + 0.01 * k, k) for k in range(8)][-1]
+
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    a = run(0)
+    assert torch.equal(torch.rand(2), expected)
+    assert torch.equal(a, run(0)) and not torch.equal(a, run(1))
+
+
+def test_self_validation_in_an_estimator_and_a_grid():
+    from skdip import DIPDenoiser
+    from skdip.stopping import SelfValidation
+
+    noisy = np.random.default_rng(0).random((12, 12))
+    kw = dict(
+        generator="skip-small", max_iter=12, random_state=0, device="cpu", output_averaging=None
+    )
+    rule = SelfValidation(window=3, batch_size=2, patience=2)
+    den = DIPDenoiser(early_stopping=rule, **kw).fit(noisy)
+    assert 2 <= den.best_iter_ < den.n_iter_ <= 12
+    again = DIPDenoiser(early_stopping=rule, **kw).fit(noisy)
+    np.testing.assert_array_equal(den.reconstruction_, again.reconstruction_)
+    assert clone(den).get_params()["early_stopping__window"] == 3
+
+
+def test_self_validation_trains_its_autoencoder_inside_no_grad():
+    from skdip.stopping import SelfValidation
+
+    rule = SelfValidation(window=2, batch_size=2)
+    rule.start()
+    x = _structured()
+    with torch.no_grad():
+        values = [rule.signal(x * (1 + 0.1 * k), k) for k in range(4)]
+    assert values[0] is None and all(v is not None for v in values[1:])
+    assert len({float(v) for v in values[1:]}) == 3  # it learnt between steps
+
+
+@pytest.mark.parametrize(
+    "params", [dict(window=1), dict(lr=0), dict(batch_size=0), dict(width=0), dict(random_state=-1)]
+)
+def test_self_validation_rejects_bad_parameters(params):
+    from skdip.stopping import SelfValidation
+
+    with pytest.raises(InvalidParameterError):
+        SelfValidation(**params).start()
+
+
+def test_self_validation_refuses_a_batch_of_images():
+    from skdip.stopping import SelfValidation
+
+    rule = SelfValidation(window=2)
+    rule.start()
+    with pytest.raises(ValueError, match=r"one image at a time"):
+        rule.signal(torch.rand(2, 1, 8, 8), 0)

@@ -1,11 +1,13 @@
 """Stopping rules: when to stop a fit without the clean image."""
 
+from ._self_validation import SelfValidation
 from ._variance import BaseStoppingRule, ExponentialMovingVariance, WindowedMovingVariance
 
 __all__ = [
     "BaseStoppingRule",
     "ExponentialMovingVariance",
     "WindowedMovingVariance",
+    "SelfValidation",
     "get_stopping_rule",
 ]
 

@@ -1,0 +1,201 @@
+"""Self-validation: an autoencoder trained online on the iterates judges each new one.
+
+Li et al. (BMVC 2021) observed that while a Deep Image Prior fit is still learning
+the image, its iterates are structured and a small autoencoder trained on the
+recent ones reconstructs the next one well; once the fit picks up noise, the new
+iterate holds detail the autoencoder's narrow code cannot carry, and its
+reconstruction error rises. The error's minimum tracks the quality peak.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+import torch.nn.functional as F
+from sklearn.utils._param_validation import Interval
+from torch import nn
+
+from ._variance import BaseStoppingRule
+
+__all__ = ["SelfValidation"]
+
+
+class _IterateAutoencoder(nn.Module):
+    """Strided convolutions down to a one-channel grid of at most 4x4 pixels, a
+    deep linear map on that code, and upsampling convolutions back."""
+
+    def __init__(self, channels: int, shape: tuple[int, int], width: int):
+        super().__init__()
+        n_scales = max(1, math.ceil(math.log2(max(shape) / 4)))
+        multiple = 2**n_scales
+        self.shape = shape
+        self.canvas = tuple(math.ceil(s / multiple) * multiple for s in shape)
+        self.code_shape = tuple(s // multiple for s in self.canvas)
+        widths = [min(width * 2**k, 4 * width) for k in range(n_scales - 1)] + [1]
+        encoder: list[nn.Module] = []
+        c_in = channels
+        for c_out in widths:
+            encoder += [
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            ]
+            c_in = c_out
+        self.encoder = nn.Sequential(*encoder)
+        code = self.code_shape[0] * self.code_shape[1]
+        # A product of linear maps: gradient descent favours a low-rank code.
+        self.bottleneck = nn.Sequential(*[nn.Linear(code, code, bias=False) for _ in range(4)])
+        decoder: list[nn.Module] = []
+        outs = [*reversed(widths[:-1]), channels]
+        for k, c_out in enumerate(outs):
+            decoder += [
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.Sigmoid() if k == len(outs) - 1 else nn.ReLU(),  # iterates lie in [0, 1]
+            ]
+            c_in = c_out
+        self.decoder = nn.Sequential(*decoder)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = self.shape
+        pad = (0, self.canvas[1] - w, 0, self.canvas[0] - h)
+        if any(pad):
+            x = F.pad(x, pad, mode="replicate")
+        code = self.encoder(x).flatten(1)
+        code = self.bottleneck(code).view(-1, 1, *self.code_shape)
+        return self.decoder(code)[..., :h, :w]
+
+
+class SelfValidation(BaseStoppingRule):
+    """Self-validation: the error of an autoencoder trained online on the iterates.
+
+    The rule keeps the last ``window`` iterates (clipped to ``[0, 1]``). Once
+    the window is full, each new iterate is first passed through a small
+    autoencoder trained on the earlier ones: the mean squared reconstruction
+    error is the signal (lower is better). Then the autoencoder is trained for
+    one epoch over the window (Adam, mini-batches of ``batch_size``, in a
+    random order). The autoencoder squeezes an image through a one-channel
+    code of at most 4x4 values, so it learns the slowly changing structure of
+    the recent iterates but not noise that appears in a new one.
+
+    It costs one epoch of training per step: with the defaults, ``window /
+    batch_size = 8`` autoencoder steps on batches of 32 images, far more than
+    the fit's own step. A smaller ``window`` is cheaper and reacts faster.
+
+    Parameters
+    ----------
+    window : int, default=256
+        Iterates kept for training the autoencoder; the first signal comes
+        when the window is full.
+    patience : int, default=500
+        Steps without a new minimum of the error after which to stop.
+    warmup : int, default=0
+        Iterations before the error is checked (the window must be full too).
+    lr : float, default=1e-3
+        Adam learning rate of the autoencoder.
+    batch_size : int, default=32
+        Mini-batch size of the autoencoder's training.
+    width : int, default=32
+        Channels of the autoencoder's first layer (doubling per scale, at
+        most four times this).
+    random_state : int, default=0
+        Seed of the autoencoder's weights and of the order of its batches.
+
+    Attributes
+    ----------
+    best_iter_ : int
+        Iteration of the smallest reconstruction error.
+    best_value_ : float
+        The smallest reconstruction error.
+
+    See Also
+    --------
+    ExponentialMovingVariance : the default rule, far cheaper per step.
+
+    Examples
+    --------
+    >>> from skdip import DIPDenoiser
+    >>> from skdip import SelfValidation
+    >>> den = DIPDenoiser(early_stopping=SelfValidation(window=64, patience=200))
+    >>> den.get_params()["early_stopping__window"]
+    64
+    """
+
+    _parameter_constraints: dict = {
+        **BaseStoppingRule._parameter_constraints,
+        "window": [Interval(Integral, 2, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        window: int = 256,
+        patience: int = 500,
+        warmup: int = 0,
+        lr: float = 1e-3,
+        batch_size: int = 32,
+        width: int = 32,
+        random_state: int = 0,
+    ):
+        self.window = window
+        self.patience = patience
+        self.warmup = warmup
+        self.lr = lr
+        self.batch_size = batch_size
+        self.width = width
+        self.random_state = random_state
+
+    def _start(self) -> None:
+        self._buffer = None
+        self._count = 0
+        self._autoencoder = None
+        self._optimizer = None
+        self._order = None
+
+    def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
+        x = x.detach()
+        if x.dim() != 4 or x.shape[0] != 1:
+            raise ValueError(
+                f"SelfValidation watches one image at a time, shaped (1, C, H, W); got "
+                f"{tuple(x.shape)}"
+            )
+        x = x.clamp(0.0, 1.0)
+        if self._buffer is None:
+            self._buffer = x.new_empty((self.window, *x.shape[1:]))
+        self._buffer[self._count % self.window] = x[0]
+        self._count += 1
+        if self._count < self.window:
+            return None
+        if self._autoencoder is None:
+            self._build(x)
+        net = self._autoencoder
+        with torch.no_grad():
+            net.eval()
+            error = (net(x) - x).square().mean()
+        # The engine may call this with autograd off (a user's no_grad block).
+        with torch.enable_grad():
+            net.train()
+            order = torch.randperm(self.window, generator=self._order).to(x.device)
+            for start in range(0, self.window, self.batch_size):
+                batch = self._buffer[order[start : start + self.batch_size]]
+                if batch.shape[0] == 1:
+                    continue  # BatchNorm needs two images; the next epoch sees this one
+                self._optimizer.zero_grad(set_to_none=True)
+                F.mse_loss(net(batch), batch).backward()
+                self._optimizer.step()
+        return error if iteration >= self.warmup else None
+
+    def _build(self, x: torch.Tensor) -> None:
+        # Seeded apart from the caller's global generator, which the fit also draws from.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.random_state))
+            net = _IterateAutoencoder(x.shape[1], tuple(x.shape[2:]), int(self.width))
+        self._autoencoder = net.to(device=x.device, dtype=x.dtype)
+        self._optimizer = torch.optim.Adam(self._autoencoder.parameters(), lr=self.lr)
+        self._order = torch.Generator().manual_seed(int(self.random_state))
