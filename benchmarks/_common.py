@@ -103,3 +103,20 @@ def choice_stats(
         "median_gap": float(np.median(gap)),
         "mean_gap": float(np.mean(gap)),
     }
+
+
+def merge_saved(
+    args: argparse.Namespace,
+    write_table: Callable[[list[dict], Path, argparse.Namespace], None],
+) -> None:
+    """Join the results files named by ``args.merge`` into ``args.tag``.
+
+    Their commands go to ``args.commands``, for the table's header.
+    """
+    rows, commands = [], []
+    for tag in args.merge:
+        records, line = read_records(RESULTS / f"{tag}.jsonl")
+        rows += records
+        commands.append(line.removeprefix("Commands: "))
+    args.commands = "Commands: " + "; ".join(commands)
+    save(rows, args, write_table)

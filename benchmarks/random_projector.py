@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import RESULTS, case_parser, read_records, save, start
+from _common import case_parser, merge_saved, save, start
 from skimage.restoration import denoise_tv_chambolle
 
 from skdip import DIPDenoiser, TotalVariation
@@ -146,13 +146,7 @@ def main() -> None:
     args = parser.parse_args()
     start(args, "random_projector.py")
     if args.merge:
-        rows, commands = [], []
-        for tag in args.merge:
-            records, line = read_records(RESULTS / f"{tag}.jsonl")
-            rows += records
-            commands.append(line.removeprefix("Commands: "))
-        args.commands = "Commands: " + "; ".join(commands)
-        save(rows, args, write_table)
+        merge_saved(args, write_table)
         return
     args.commands = f"Commands: `{args.command}`"
     rows = []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import RESULTS, case_parser, read_records, save, start
+from _common import case_parser, merge_saved, save, start
 
 from skdip import DIPDenoiser, ExponentialMovingVariance, WindowedMovingVariance
 from skdip.datasets import add_gaussian_noise, load_image
@@ -142,13 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     start(args, "self_validation.py")
     if args.merge:
-        rows, commands = [], []
-        for tag in args.merge:
-            records, line = read_records(RESULTS / f"{tag}.jsonl")
-            rows += records
-            commands.append(line.removeprefix("Commands: "))
-        args.commands = "Commands: " + "; ".join(commands)
-        save(rows, args, write_table)
+        merge_saved(args, write_table)
         return
     args.commands = f"Commands: `{args.command}`"
     rows = []

@@ -10,21 +10,16 @@ picture.
 
 from __future__ import annotations
 
-import copy
-import numbers
-
 import torch
 from torch import nn
 
 from ._base import (
     BaseGenerator,
     GeneratorNetwork,
-    _check_int,
-    _check_positive_real,
     center_crop,
     output_activation,
 )
-from ._skip import check_canvas, skip_body
+from ._skip import check_canvas, check_output_canvas, skip_body, validated_skip_settings
 
 __all__ = ["DeepRandomProjector"]
 
@@ -137,18 +132,7 @@ class DeepRandomProjector(BaseGenerator):
         self.output_activation = output_activation
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
-        cfg = copy.copy(self)
-        cfg.width = _check_int(_OWNER, "width", self.width)
-        cfg.depth = _check_int(_OWNER, "depth", self.depth)
-        cfg.input_channels = _check_int(_OWNER, "input_channels", self.input_channels)
-        cfg.skip_channels = _check_int(_OWNER, "skip_channels", self.skip_channels, minimum=0)
-        cfg.input_scale = _check_positive_real(_OWNER, "input_scale", self.input_scale)
-        if self.upsample not in ("bilinear", "nearest"):
-            raise ValueError(
-                f"{_OWNER}.upsample must be 'bilinear' or 'nearest', got {self.upsample!r}"
-            )
-        return _RandomProjectorModule(cfg, out_shape, out_channels)
+        return _RandomProjectorModule(validated_skip_settings(self), out_shape, out_channels)
 
     def _check_output_shape(self, out_shape: tuple[int, int]) -> None:
-        if isinstance(self.depth, numbers.Integral) and not isinstance(self.depth, bool):
-            check_canvas(int(self.depth), tuple(int(s) for s in out_shape), _OWNER)
+        check_output_canvas(self, out_shape)

@@ -178,20 +178,29 @@ class SkipNetwork(BaseGenerator):
         self.output_activation = output_activation
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
-        owner = "SkipNetwork"
-        # A validated copy: numpy integers from a grid become ints, bad values fail here.
-        cfg = copy.copy(self)
-        cfg.width = _check_int(owner, "width", self.width)
-        cfg.depth = _check_int(owner, "depth", self.depth)
-        cfg.input_channels = _check_int(owner, "input_channels", self.input_channels)
-        cfg.skip_channels = _check_int(owner, "skip_channels", self.skip_channels, minimum=0)
-        cfg.input_scale = _check_positive_real(owner, "input_scale", self.input_scale)
-        if self.upsample not in ("bilinear", "nearest"):
-            raise ValueError(
-                f"SkipNetwork.upsample must be 'bilinear' or 'nearest', got {self.upsample!r}"
-            )
-        return _SkipNetworkModule(cfg, out_shape, out_channels)
+        return _SkipNetworkModule(validated_skip_settings(self), out_shape, out_channels)
 
     def _check_output_shape(self, out_shape: tuple[int, int]) -> None:
-        if isinstance(self.depth, numbers.Integral) and not isinstance(self.depth, bool):
-            check_canvas(int(self.depth), tuple(int(s) for s in out_shape))
+        check_output_canvas(self, out_shape)
+
+
+def validated_skip_settings(cfg: BaseGenerator) -> BaseGenerator:
+    """A validated copy of a skip-architecture configuration (``SkipNetwork`` and
+    the ``DeepRandomProjector``): numpy integers from a grid become ints, bad
+    values fail here, named with the configuration's class."""
+    owner = type(cfg).__name__
+    out = copy.copy(cfg)
+    out.width = _check_int(owner, "width", cfg.width)
+    out.depth = _check_int(owner, "depth", cfg.depth)
+    out.input_channels = _check_int(owner, "input_channels", cfg.input_channels)
+    out.skip_channels = _check_int(owner, "skip_channels", cfg.skip_channels, minimum=0)
+    out.input_scale = _check_positive_real(owner, "input_scale", cfg.input_scale)
+    if cfg.upsample not in ("bilinear", "nearest"):
+        raise ValueError(f"{owner}.upsample must be 'bilinear' or 'nearest', got {cfg.upsample!r}")
+    return out
+
+
+def check_output_canvas(cfg: BaseGenerator, out_shape: tuple[int, int]) -> None:
+    """Refuse, before any fit, an image whose canvas under ``cfg.depth`` is far too large."""
+    if isinstance(cfg.depth, numbers.Integral) and not isinstance(cfg.depth, bool):
+        check_canvas(int(cfg.depth), tuple(int(s) for s in out_shape), type(cfg).__name__)
