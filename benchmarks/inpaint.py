@@ -28,8 +28,9 @@ from skimage.draw import line
 from skimage.morphology import dilation, footprint_rectangle
 from skimage.restoration import inpaint_biharmonic
 
-from skdip import DIPInpainter
+from skdip import DIPInpainter, TotalVariation
 from skdip.datasets import load_image
+from skdip.generators import DeepRandomProjector
 from skdip.metrics import psnr, ssim
 
 IMAGES = {
@@ -68,7 +69,28 @@ def text_mask(shape: tuple[int, int], seed: int, cell: int = 9) -> np.ndarray:
     return ~strokes
 
 
-def run_case(image_key: str, mask_key: str, size: int, generator: str, max_iter: int, seed: int):
+# --recipe drp: the Deep Random Projector with its authors' inpainting settings.
+RECIPES = {
+    "library": lambda generator: {"generator": generator},
+    "drp": lambda generator: {
+        "generator": DeepRandomProjector(width=128),
+        "lr": 0.05,
+        "loss": "rmse",
+        "regularizer": TotalVariation(weight=0.01),
+        "reg_noise_std": 0.0,
+    },
+}
+
+
+def run_case(
+    image_key: str,
+    mask_key: str,
+    size: int,
+    generator: str,
+    max_iter: int,
+    seed: int,
+    recipe: str = "library",
+):
     name, grey = IMAGES[image_key]
     clean = load_image(name, size=size, as_gray=grey)
     shape = clean.shape[:2]
@@ -81,7 +103,8 @@ def run_case(image_key: str, mask_key: str, size: int, generator: str, max_iter:
     bih = inpaint_biharmonic(np.nan_to_num(observed), ~mask, channel_axis=channel_axis)
     bih_s = time.perf_counter() - t
 
-    inp = DIPInpainter(generator=generator, max_iter=max_iter, random_state=seed, device="cpu")
+    settings = RECIPES[recipe](generator)
+    inp = DIPInpainter(max_iter=max_iter, random_state=seed, device="cpu", **settings)
     t = time.perf_counter()
     inp.fit(observed, y=clean)
     dip_s = time.perf_counter() - t
@@ -89,6 +112,7 @@ def run_case(image_key: str, mask_key: str, size: int, generator: str, max_iter:
     hist = inp.history_["psnr"]  # the network output, observed pixels not put back
     return {
         "image": image_key,
+        "recipe": recipe,
         "size": size,
         "mask": mask_key,
         "missing_pct": 100 * float((~mask).mean()),
@@ -108,12 +132,20 @@ def run_case(image_key: str, mask_key: str, size: int, generator: str, max_iter:
     }
 
 
+RECIPE_TEXT = {
+    "library": "library defaults",
+    "drp": "DeepRandomProjector(width=128), lr 0.05, loss rmse, TV 0.01, no input noise; "
+    "the generator option is then ignored",
+}
+
+
 def write_table(rows: list[dict], path: Path, args) -> None:
     header = (
         "# Inpainting benchmark\n\n"
         f"Command: `{args.command}`  \n"
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), "
-        f"torch {torch.__version__}, CPU only. Generator `{args.generator}`, "
+        f"torch {torch.__version__}, CPU only. Generator `{args.generator}` "
+        f"(recipe `{args.recipe}`: {RECIPE_TEXT[args.recipe]}), "
         f"max_iter {args.max_iter}, early stopping 'emv' (patience 1000), seed {args.seed}; "
         f"{args.size}x{args.size} images (small, to fit the CPU budget).\n\n"
         "PSNR (dB, full image, data range 1) and SSIM against the clean image. 'DIP' is the "
@@ -138,12 +170,15 @@ def write_table(rows: list[dict], path: Path, args) -> None:
 def main() -> None:
     parser = case_parser(__doc__.splitlines()[0], IMAGES, tag="inpaint", max_iter=1500)
     parser.add_argument("--masks", nargs="+", default=["random50", "text"])
+    parser.add_argument("--recipe", choices=RECIPES, default="library")
     args = parser.parse_args()
     start(args, "inpaint.py")
     rows = []
     for image in args.images:
         for mask in args.masks:
-            row = run_case(image, mask, args.size, args.generator, args.max_iter, args.seed)
+            row = run_case(
+                image, mask, args.size, args.generator, args.max_iter, args.seed, args.recipe
+            )
             print(json.dumps(row), flush=True)
             rows.append(row)
     save(rows, args, write_table)
