@@ -556,15 +556,18 @@ def fit_batch(
 
     # The code is read from the stacked state, not from the members: a generator
     # that fits its code (a trainable ``input``) updates it there, row by row.
-    code_source = "params" if "network.input" in params else "constants"
+    fitted_code = "network.input" in params
 
     def member_forward(p, c, delta):
-        code = (p if code_source == "params" else c)["network.input"]
+        code = (p if fitted_code else c)["network.input"]
         return torch.func.functional_call(
             template, (p, c), (None,), {"z": code + delta}, strict=True
         )
 
     batched_forward = torch.func.vmap(member_forward)
+    # Members share the code's shape, dtype and device (checked above): one zero
+    # perturbation serves every member without input noise, at every step.
+    no_perturbation = torch.zeros_like(first.network.input).detach()
 
     active = list(range(n))  # member behind each row of the stacked tensors
     n_steps = [0] * n
@@ -606,7 +609,7 @@ def fit_batch(
             deltas = []
             for m in active:
                 delta = models[m].input_perturbation(rngs[m])
-                deltas.append(torch.zeros_like(models[m].network.input) if delta is None else delta)
+                deltas.append(no_perturbation if delta is None else delta)
             try:
                 x, prediction = batched_forward(params, constants, torch.stack(deltas))
             except RuntimeError as error:
