@@ -40,6 +40,14 @@ def start(args: argparse.Namespace, script: str) -> None:
     RESULTS.mkdir(exist_ok=True)
 
 
+def where_fits_ran(args: argparse.Namespace) -> str:
+    """The machine part of a results header: the GPU's name, or a CPU-only warning."""
+    device = getattr(args, "device", "cpu")
+    if device.startswith("cuda"):
+        return f"fits on {torch.cuda.get_device_name(torch.device(device))} (one process)"
+    return "CPU only (a shared 2-core machine: timings are indicative)"
+
+
 def save(
     rows: list[dict],
     args: argparse.Namespace,

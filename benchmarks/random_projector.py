@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import case_parser, merge_saved, save, start
+from _common import case_parser, merge_saved, save, start, where_fits_ran
 from skimage.restoration import denoise_tv_chambolle
 
 from skdip import DIPDenoiser, TotalVariation
@@ -118,20 +118,12 @@ def _cell(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def _where(args) -> str:
-    device = getattr(args, "device", "cpu")
-    if device.startswith("cuda"):
-        name = torch.cuda.get_device_name(torch.device(device))
-        return f"fits on {name} (one process; TV on the CPU)"
-    return "CPU only (a shared 2-core machine: timings are indicative)"
-
-
 def write_table(rows: list[dict], path: Path, args) -> None:
     header = (
         "# Deep Random Projector benchmark (denoising)\n\n"
         f"{args.commands}  \n"
         f"Machine: {platform.machine()}, {args.threads} torch thread(s) per process, torch "
-        f"{torch.__version__}, {_where(args)}. "
+        f"{torch.__version__}, {where_fits_ran(args)}; TV on the CPU. "
         f"Images {args.size}x{args.size}, Gaussian noise sigma 25/255, noise and fit seed "
         f"{args.seed}, ES-EMV (library defaults: patience 1000, warm-up 100).\n\n"
         "PSNR in dB against the clean image. 'peak' = the best iterate of the run (an oracle) "

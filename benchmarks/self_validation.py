@@ -21,17 +21,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import case_parser, merge_saved, save, start
+from _common import case_parser, merge_saved, save, start, where_fits_ran
 
 from skdip import DIPDenoiser, ExponentialMovingVariance, WindowedMovingVariance
 from skdip.datasets import add_gaussian_noise, load_image
 from skdip.stopping import SelfValidation
 
-RULES = {
-    "ES-EMV (default)": lambda: ExponentialMovingVariance(),
-    "ES-WMV": lambda: WindowedMovingVariance(),
-    "self-validation, window 32": lambda: SelfValidation(window=32),
-}
+
+def make_rules(windows: list[int]) -> dict:
+    """The rules to compare: both variance rules, then self-validation per window."""
+    rules = {"ES-EMV (default)": ExponentialMovingVariance(), "ES-WMV": WindowedMovingVariance()}
+    for window in windows:
+        rules[f"self-validation, window {window}"] = SelfValidation(window=window)
+    return rules
 
 
 class _Watcher:
@@ -48,10 +50,12 @@ class _Watcher:
             return
         t = time.perf_counter()
         signal = self.rule.signal(estimate, it)
+        # Read inside the timing: on a GPU that waits for the rule's own work.
+        signal = None if signal is None else float(signal)
         self.seconds += time.perf_counter() - t
         if signal is None:
             return
-        _, stop = self.rule.observe(float(signal), it)
+        _, stop = self.rule.observe(signal, it)
         if stop:
             self.stop_iter = it
 
@@ -59,7 +63,7 @@ class _Watcher:
 def run_image(image: str, args) -> list[dict]:
     clean = load_image(image, size=args.size)
     noisy = add_gaussian_noise(clean, 25 / 255, random_state=args.seed)
-    watchers = {label: _Watcher(make()) for label, make in RULES.items()}
+    watchers = {label: _Watcher(rule) for label, rule in make_rules(args.windows).items()}
 
     def callback(it, loss, estimate):
         for watcher in watchers.values():
@@ -74,7 +78,7 @@ def run_image(image: str, args) -> list[dict]:
         output_averaging=None,
         callback=callback,
         random_state=args.seed,
-        device="cpu",
+        device=args.device,
     )
     t = time.perf_counter()
     den.fit(noisy, y=clean)  # the clean image only records each iterate's PSNR
@@ -108,7 +112,8 @@ def write_table(rows: list[dict], path: Path, args) -> None:
         "# Self-validation against the running-variance rules (denoising)\n\n"
         f"{args.commands}  \n"
         f"Machine: {platform.machine()}, {args.threads} torch thread(s) per process, torch "
-        f"{torch.__version__}, CPU only. `{args.generator}`, images {args.size}x{args.size}, "
+        f"{torch.__version__}, {where_fits_ran(args)}. `{args.generator}`, "
+        f"images {args.size}x{args.size}, "
         f"Gaussian noise sigma 25/255, seed {args.seed}, {args.max_iter} steps, no output "
         "averaging (the rules watch the raw iterates), library defaults otherwise. Every "
         "rule watches the same trajectory; 'stops at' is where it would have ended the fit "
@@ -138,6 +143,10 @@ def main() -> None:
         tag="self_validation",
         max_iter=2000,
     )
+    parser.add_argument(
+        "--windows", nargs="+", type=int, default=[32], help="self-validation windows to compare"
+    )
+    parser.add_argument("--device", default="cpu", help='torch device of the fit, e.g. "cuda"')
     parser.add_argument("--merge", nargs="+", metavar="TAG")
     args = parser.parse_args()
     start(args, "self_validation.py")
