@@ -2,7 +2,8 @@
 
 Run::
 
-    python examples/denoise_camera.py [--size 128] [--sigma 25] [--out denoised.png]
+    python examples/denoise_camera.py [--size 128] [--sigma 25] [--max-iter 5000]
+                                      [--out denoised.png]
 
 It adds Gaussian noise to scikit-image's bundled ``camera`` picture, denoises it
 with :class:`skdip.DIPDenoiser` (early stopping from the running variance of the
@@ -30,6 +31,7 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--sigma", type=float, default=25.0, help="noise std on the 0-255 scale")
     parser.add_argument("--generator", default="skip-small")
+    parser.add_argument("--max-iter", type=int, default=5000, help="step budget (the default)")
     parser.add_argument("--out", default="denoised.png")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -37,7 +39,9 @@ def main(argv=None) -> None:
     clean = load_image(args.image, size=args.size, as_gray=True)
     noisy = add_gaussian_noise(clean, args.sigma / 255, random_state=args.seed)
 
-    den = DIPDenoiser(generator=args.generator, random_state=args.seed, verbose=True)
+    den = DIPDenoiser(
+        generator=args.generator, max_iter=args.max_iter, random_state=args.seed, verbose=True
+    )
     start = time.perf_counter()
     restored = den.fit_transform(noisy)
     seconds = time.perf_counter() - start
