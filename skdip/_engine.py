@@ -154,6 +154,32 @@ class FitResult:
     stopped_by: str  # "early_stopping", "max_iter", "callback", "interrupted", "divergence"
     history: dict = field(default_factory=dict)
     model: nn.Module | None = None
+    # Where the fit ended, for a later call to go on from (``keep_state=True``).
+    state: FitState | None = None
+
+
+@dataclass
+class FitState:
+    """Everything :func:`fit_model` needs to go on with a fit where it ended.
+
+    The model and its optimizer (one object graph, so the optimizer still
+    steps the model's parameters after a pickle), the perturbation generator's
+    state, the stopping rule, output average and history (``selection``), the
+    divergence guard's snapshot, and the counters. Taking steps from it gives
+    the numbers one longer fit would have given.
+    """
+
+    model: nn.Module
+    target: torch.Tensor
+    optimizer: _Optimizers
+    rng_state: torch.Tensor
+    selection: _Selection
+    snapshot: tuple
+    snapshot_loss: float
+    min_loss: float
+    events: list
+    n_steps: int
+    elapsed: float
 
 
 def _psnr(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -279,6 +305,8 @@ def fit_model(
     max_divergences: int = 10,
     monitor: Callable[[torch.Tensor], torch.Tensor] | None = None,
     description: str = "fit",
+    resume: FitState | None = None,
+    keep_state: bool = False,
 ) -> FitResult:
     """Fit ``model`` to ``target`` with Adam and return the selected estimate.
 
@@ -335,19 +363,42 @@ def fit_model(
         the estimate itself), for models whose estimate is not a plain image.
     description : str
         Label of the progress bar.
+    resume : FitState, optional
+        A fit to go on with (from an earlier result's ``state``) for up to
+        ``max_iter`` more steps: its model, optimizer, stopping rule, average
+        and history are used, and ``model``, ``target``, ``param_groups``,
+        ``lr``, ``stopping``, ``averaging``, ``averaging_monitor``, ``monitor``,
+        ``reference`` and ``seed`` are not read.
+    keep_state : bool
+        Return the fit's :class:`FitState` in the result's ``state``.
     """
-    device = target.device
-    if param_groups is None:
-        param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    optimizer = _Optimizers(param_groups, lr)
-    rng = torch.Generator(device=device)
-    rng.manual_seed(int(seed))
-    selection = _Selection(stopping, averaging, averaging_monitor, monitor, reference)
-    events: list[dict] = []
+    if resume is None:
+        device = target.device
+        if param_groups is None:
+            param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        optimizer = _Optimizers(param_groups, lr)
+        rng = torch.Generator(device=device)
+        rng.manual_seed(int(seed))
+        selection = _Selection(stopping, averaging, averaging_monitor, monitor, reference)
+        events: list[dict] = []
+        snapshot = _snapshot(model, optimizer)
+        snapshot_loss = min_loss = math.inf
+        n_steps = 0
+        elapsed_before = 0.0
+    else:
+        model, target, optimizer = resume.model, resume.target, resume.optimizer
+        rng = torch.Generator(device=target.device)
+        try:
+            rng.set_state(resume.rng_state)
+        except RuntimeError:
+            # Kept on another kind of device (a GPU fit loaded on a CPU): its
+            # perturbations go on from a stream of this device's, seeded alike.
+            rng.manual_seed(int(resume.n_steps))
+        selection, events = resume.selection, list(resume.events)
+        snapshot, snapshot_loss = resume.snapshot, resume.snapshot_loss
+        min_loss, n_steps, elapsed_before = resume.min_loss, resume.n_steps, resume.elapsed
     stopped_by = "max_iter"
-    snapshot = _snapshot(model, optimizer)
-    snapshot_loss = min_loss = math.inf
-    n_steps = 0
+    last_step = n_steps + max_iter
     start_time = time.perf_counter()
     bar = _progress_bar(max_iter, description, verbose)
     model.train()
@@ -357,7 +408,7 @@ def fit_model(
     try:
         # Iterations count accepted steps only; a step rejected by the divergence
         # guard is retried after the rollback, at most max_divergences times.
-        while n_steps < max_iter and not skipped:
+        while n_steps < last_step and not skipped:
             it = n_steps
             optimizer.zero_grad(set_to_none=True)
             x, prediction = model(rng)
@@ -427,8 +478,25 @@ def fit_model(
         _warn_interrupted(n_steps)
     finally:
         bar.close()
-    elapsed = time.perf_counter() - start_time
-    return selection.result(model, n_steps, stopped_by, events, elapsed)
+    elapsed = elapsed_before + time.perf_counter() - start_time
+    result = selection.result(model, n_steps, stopped_by, events, elapsed)
+    if keep_state:
+        result.state = FitState(
+            model=model,
+            target=target,
+            optimizer=optimizer,
+            rng_state=rng.get_state(),
+            selection=selection,
+            snapshot=snapshot,
+            snapshot_loss=snapshot_loss,
+            min_loss=min_loss,
+            events=events,
+            # An interruption can fall between a step and its record: go on from
+            # the recorded steps, so that the history stays one entry per step.
+            n_steps=len(selection.losses),
+            elapsed=elapsed,
+        )
+    return result
 
 
 def fit_batch(
@@ -916,6 +984,10 @@ def averaging_delay(averaging: float) -> int:
     return round(1.0 / (1.0 - averaging))
 
 
+def _unchanged(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
 class _Selection:
     """What one fit keeps track of: the averaged output, the stopping rule, the
     estimate it selects and the per-step history.
@@ -934,7 +1006,8 @@ class _Selection:
         self.passive = stopping is None
         self.rule = clone(stopping) if stopping is not None else ExponentialMovingVariance(warmup=0)
         self.rule.start()
-        self.monitor = monitor if monitor is not None else (lambda t: t)
+        # A module-level function, not a lambda: a kept fit state must pickle.
+        self.monitor = monitor if monitor is not None else _unchanged
         self.reference = reference
         self.averaging = averaging
         self.watch_raw = averaging is not None and averaging_monitor == "raw"

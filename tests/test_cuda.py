@@ -267,3 +267,21 @@ def test_fit_candidates_on_cuda():
         assert est.get_params()["lr"] == params["lr"]
         alone = clone(base).set_params(**params).fit(y)
         assert np.abs(est.reconstruction_ - alone.reconstruction_).mean() < 0.005
+
+
+def test_a_warm_cuda_fit_goes_on_on_the_gpu_and_after_an_unpickle_on_a_cpu_only_host(monkeypatch):
+    y = _smooth(16)
+    kw = dict(COMMON, early_stopping=ExponentialMovingVariance(warmup=2, patience=1000))
+    longer = DIPDenoiser(max_iter=10, device="cuda", **kw).fit(y)
+    warm = DIPDenoiser(max_iter=4, device="cuda", warm_start=True, **kw).fit(y)
+    warm.set_params(max_iter=6).fit(y)
+    assert warm.n_iter_ == 10
+    # The same steps on the same device: only kernel nondeterminism may differ.
+    assert np.abs(warm.reconstruction_ - longer.reconstruction_).mean() < 0.01
+    # Where there is no GPU, the kept fit loads onto the CPU and goes on there.
+    auto = DIPDenoiser(max_iter=4, device="auto", warm_start=True, **kw).fit(y)
+    blob = pickle.dumps(auto)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    moved = pickle.loads(blob)
+    moved.set_params(max_iter=6).fit(y)
+    assert moved.n_iter_ == 10 and np.isfinite(moved.reconstruction_).all()

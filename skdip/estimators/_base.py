@@ -13,6 +13,7 @@ import contextlib
 import copy
 import hashlib
 import inspect
+import io
 import os
 import threading
 import warnings
@@ -250,7 +251,12 @@ class BaseDIPEstimator(
         "verbose": ["verbose"],
         "callback": [callable, None],
         "n_jobs": [Integral, None],
+        "warm_start": ["boolean"],
     }
+
+    # Parameters a warm-started fit may change: how many more steps it takes and how
+    # it reports or runs them, not the problem or the method.
+    _warm_start_free = ("max_iter", "verbose", "callback", "n_jobs", "warm_start")
 
     # Smallest height/width accepted; the generators pad internally.
     _min_image_size = 2
@@ -339,6 +345,11 @@ class BaseDIPEstimator(
             require_tqdm()  # before any work (an initialisation, the first images)
         self._device = resolve_device(self.device)
         self._warn_short_patience()
+        if getattr(self, "warm_start", False) and int(getattr(self, "batch_size", 1)) > 1:
+            raise ValueError(
+                "warm_start=True keeps each image's fit to go on with, which a batched run "
+                f"(batch_size={self.batch_size}) does not: use batch_size=1"
+            )
 
     def _warn_short_patience(self) -> None:
         """Say, before any fit, when every run would end before its average is due."""
@@ -428,8 +439,12 @@ class BaseDIPEstimator(
         label = type(self).__name__ + (f" [{index + 1}/{n_images}]" if n_images > 1 else "")
         kwargs = self._engine_kwargs(label, ref_tensor, seed + 1)
         kwargs.update(fit_kwargs)
-        result = fit_model(model, target, **kwargs)
-        return self._complete(result, scaling, image, extra)
+        keep = getattr(self, "_keeping_fit_states", False)
+        result = fit_model(model, target, keep_state=keep, **kwargs)
+        out = self._complete(result, scaling, image, extra)
+        if keep:
+            out["fit_state"] = result.state
+        return out
 
     def _complete(self, result: FitResult, scaling, image, extra) -> dict:
         """Turn one engine result into the per-image fitted values."""
@@ -437,6 +452,8 @@ class BaseDIPEstimator(
             if np.isfinite(result.history["signal"]).any():
                 what = "the estimate at the variance minimum so far is returned"
                 advice = "Increase max_iter or lower the rule's patience."
+                if hasattr(self, "warm_start"):
+                    advice = advice[:-1] + " (with warm_start=True, a next fit goes on from here)."
             else:
                 # The rule never watched: max_iter ended the fit within its warm-up.
                 what = (
@@ -651,15 +668,89 @@ class BaseDIPEstimator(
             self._check_reference_dtypes(images, layout, references, ref_layout, fit_params or {})
         return images, layout, references
 
-    def _solve(self, X, y=None, **fit_params):
+    def _solve(self, X, y=None, *, fitting: bool = False, **fit_params):
+        """Check and solve ``X``; ``fitting``: for :meth:`fit`, which may go on with
+        the last fit (``warm_start``) and keeps the fits' states for the next."""
         images, layout, references = self._check_inputs(X, y, fit_params)
         extras = self._per_image_inputs(images, references, fit_params)
         rng = check_random_state(self.random_state)
-        with one_interruption() as interrupted:
-            results = self._fit_images(images, references, extras, rng)
+        warm = fitting and bool(getattr(self, "warm_start", False))
+        states = self._states_to_continue(images, references, fit_params) if warm else None
+        if warm and states is None:
+            # A new fit: the clean images it records its PSNR against, if any.
+            self._warm_references = None if references is None else images_digest(references)
+        self._keeping_fit_states = warm
+        try:
+            with one_interruption() as interrupted:
+                if states is not None:
+                    results = self._continue_fits(states, images, extras)
+                else:
+                    results = self._fit_images(images, references, extras, rng)
+        finally:
+            del self._keeping_fit_states
         if interrupted[0]:
             _warn_not_fitted(type(self).__name__, results)
         return images, layout, results
+
+    def _states_to_continue(self, images, references, fit_params) -> list | None:
+        """The last fit's states when ``fit`` is to go on with it, else None (a new fit)."""
+        states = getattr(self, "_fit_states", None)
+        if states is None:
+            return None  # the first fit of a warm-started estimator starts afresh
+        name = type(self).__name__
+        if self._inputs_digest(images, fit_params) != self._fit_digest:
+            warn(
+                f"{name}: warm_start=True goes on with the last fit, but these are other "
+                "images (or other per-image inputs) than it fitted: fitting them afresh",
+                UserWarning,
+            )
+            return None
+        if references is not None and images_digest(references) != self._warm_references:
+            raise ValueError(
+                f"{name}: warm_start=True goes on with the last fit, which recorded its "
+                "PSNR against other clean images y: pass the same y, or none"
+            )
+        keys, last = _param_keys(self), self._warm_params
+        free = self._warm_start_free
+        changed = {
+            k
+            for k in set(keys) | set(last)
+            if k.split("__")[0] not in free and keys.get(k) != last.get(k)
+        }
+        # An object's own entry changes with any of its parameters: name those.
+        changed = sorted(k for k in changed if not any(c.startswith(k + "__") for c in changed))
+        if changed:
+            raise ValueError(
+                f"{name}: warm_start=True goes on with the last fit, but {', '.join(changed)} "
+                f"changed since; only {', '.join(free)} may change between its calls. Set "
+                "them back, or set warm_start=False for a new fit"
+            )
+        return states
+
+    def _continue_fits(self, states: list, images, extras) -> list[dict]:
+        """Up to ``max_iter`` more steps of each fit that ``max_iter`` or an
+        interruption ended; fits that ended otherwise are kept as they are."""
+        n = len(images)
+        results, kept = [], 0
+        for i, (state, previous) in enumerate(zip(states, self._fit_results, strict=True)):
+            if state is None or previous["stopped_by"] not in ("max_iter", "interrupted"):
+                results.append({**previous, "fit_state": state})
+                kept += 1
+                continue
+            label = type(self).__name__ + (f" [{i + 1}/{n}]" if n > 1 else "")
+            kwargs = self._engine_kwargs(label)
+            result = fit_model(None, None, resume=state, keep_state=True, **kwargs)
+            out = self._complete(result, previous["scaling"], images[i], extras[i])
+            out["fit_state"] = result.state
+            results.append(out)
+        if kept:
+            warn(
+                f"{type(self).__name__}: {kept} of {n} fit(s) had ended by their stopping "
+                "rule, a divergence or the callback, and are kept as they were; warm_start "
+                "goes on with fits that max_iter or an interruption cut short",
+                UserWarning,
+            )
+        return results
 
     # ------------------------------------------------------------------- API
     def fit(self, X, y=None, **fit_params):
@@ -686,8 +777,12 @@ class BaseDIPEstimator(
             The fitted estimator.
         """
         self._check_params()
-        images, layout, results = self._solve(X, y, **fit_params)
+        images, layout, results = self._solve(X, y, fitting=True, **fit_params)
+        states = [r.pop("fit_state", None) for r in results]
         self._set_fitted(images, layout, results, fit_params)
+        # Kept only for warm_start: a state holds the network and Adam's moments.
+        self._fit_states = states if any(s is not None for s in states) else None
+        self._warm_params = _param_keys(self) if self._fit_states is not None else None
         return self
 
     def _set_fitted(self, images, layout, results, fit_params) -> None:
@@ -802,7 +897,14 @@ class BaseDIPEstimator(
     def __getstate__(self):
         state = dict(super().__getstate__())  # a copy: the live object keeps its cache
         state.pop("_last_solve", None)  # a cache: not worth its size in a pickle
+        if state.get("_fit_states") is not None:
+            state["_fit_states"] = _SavedFitStates(state["_fit_states"])
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if isinstance(self.__dict__.get("_fit_states"), _SavedFitStates):
+            self._fit_states = self._fit_states.load()
 
     def set_params(self, **params):
         valid = self.get_params(deep=False)
@@ -1211,12 +1313,31 @@ def _as_numpy(t: torch.Tensor) -> np.ndarray:
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
+class _SavedFitStates:
+    """Kept fit states (``warm_start``) in torch's own format, so that a fit kept
+    on a GPU loads on a machine without one (onto the CPU) instead of failing."""
+
+    def __init__(self, states: list):
+        buffer = io.BytesIO()
+        torch.save(states, buffer)
+        self.data = buffer.getvalue()
+
+    def load(self) -> list:
+        where = None if torch.cuda.is_available() else "cpu"
+        return torch.load(io.BytesIO(self.data), map_location=where, weights_only=False)
+
+
 def _params_key(estimator) -> str:
     """The estimator's parameters as a string that changes with any of their values.
 
     Arrays (a deconvolution kernel) enter by content: NumPy's repr elides the
     middle of large ones, so two kernels could print alike.
     """
+    return ";".join(f"{name}={key}" for name, key in _param_keys(estimator).items())
+
+
+def _param_keys(estimator) -> dict[str, str]:
+    """One string per parameter (``get_params(deep=True)``) that changes with its value."""
 
     def content(arrays) -> str:
         h = hashlib.sha1()
@@ -1240,7 +1361,7 @@ def _params_key(estimator) -> str:
             out.append((k, repr(v)))
         return out
 
-    parts = []
+    parts = {}
     for name, value in sorted(estimator.get_params(deep=True).items()):
         if isinstance(value, torch.nn.Module):
             # Weights and buffers (a kernel, a mask) and the public attributes.
@@ -1255,5 +1376,5 @@ def _params_key(estimator) -> str:
             and not inspect.isroutine(value)
         ):
             value = (repr(value), attributes(value))  # a callable object, e.g. a loss
-        parts.append(f"{name}={value!r}")
-    return ";".join(parts)
+        parts[name] = repr(value)
+    return parts

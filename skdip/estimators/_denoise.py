@@ -116,6 +116,18 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         ``benchmarks/results/batched_cpu_t*.md``).
         Not available with ``noise_model``. Batches are spread over the
         ``n_jobs`` workers.
+    warm_start : bool, default=False
+        Keep each image's fit (network, Adam's state, stopping rule, history)
+        so that the next ``fit`` on the same images goes on with it for up to
+        ``max_iter`` more steps instead of starting afresh: the numbers one
+        longer fit would have given. It goes on with fits that ``max_iter``
+        cut short or that were interrupted (Ctrl-C); fits the stopping rule
+        ended stay as they are. Only ``max_iter``, ``verbose``, ``callback``
+        and ``n_jobs`` may change between the calls; other images are fitted
+        afresh (with a warning). Continued fits run one after another, in
+        this process. The kept states make the estimator (and its pickle)
+        larger: a network and two Adam moments per image. Not with
+        ``batch_size`` > 1.
 
     Attributes
     ----------
@@ -195,6 +207,7 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         callback=None,
         n_jobs=None,
         batch_size: int = 1,
+        warm_start: bool = False,
     ):
         self.generator = generator
         self.early_stopping = early_stopping
@@ -212,4 +225,5 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         self.verbose = verbose
         self.callback = callback
         self.n_jobs = n_jobs
+        self.warm_start = warm_start
         self.batch_size = batch_size

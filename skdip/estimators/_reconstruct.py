@@ -108,7 +108,13 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         caller's torch threads, images are spread over the GPUs of a machine
         with several, and batches (``batch_size``) over the workers. The
         operator is sent to the worker processes: a ``FunctionOperator``
-        needs a function defined at module level (lambdas do not pickle)."""
+        needs a function defined at module level (lambdas do not pickle).
+    warm_start : bool, default=False
+        Keep each image's fit so that the next ``fit`` on the same images
+        goes on with it for up to ``max_iter`` more steps, as in
+        :class:`DIPDenoiser` (fits that ``max_iter`` cut short or that were
+        interrupted; only ``max_iter``, ``verbose``, ``callback`` and
+        ``n_jobs`` may change between the calls; not with ``batch_size`` > 1)."""
 
 _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
         Iteration whose estimate was returned (0 with ``n_iter_ == 0`` when
@@ -417,6 +423,7 @@ class DIPReconstructor(_InverseProblemEstimator):
         callback=None,
         batch_size: int = 1,
         n_jobs=None,
+        warm_start: bool = False,
     ):
         self.operator = operator
         self.output_shape = output_shape
@@ -437,6 +444,7 @@ class DIPReconstructor(_InverseProblemEstimator):
         self.callback = callback
         self.batch_size = batch_size
         self.n_jobs = n_jobs
+        self.warm_start = warm_start
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -641,6 +649,7 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
         callback=None,
         batch_size: int = 1,
         n_jobs=None,
+        warm_start: bool = False,
     ):
         self.keep_observed = keep_observed
         self.generator = generator
@@ -659,6 +668,7 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
         self.callback = callback
         self.batch_size = batch_size
         self.n_jobs = n_jobs
+        self.warm_start = warm_start
 
     def fit(self, X, y=None, mask=None):
         """Fit the network to the observed pixels of ``X``.
@@ -831,6 +841,7 @@ class DIPSuperResolver(_InverseProblemEstimator):
         callback=None,
         batch_size: int = 1,
         n_jobs=None,
+        warm_start: bool = False,
     ):
         self.scale = scale
         self.kernel = kernel
@@ -850,6 +861,7 @@ class DIPSuperResolver(_InverseProblemEstimator):
         self.callback = callback
         self.batch_size = batch_size
         self.n_jobs = n_jobs
+        self.warm_start = warm_start
 
     def _forward_problem(self, image, extra):
         operator = Downsample(int(self.scale), kernel=self.kernel)
@@ -945,6 +957,7 @@ class DIPDeconvolver(_InverseProblemEstimator):
         callback=None,
         batch_size: int = 1,
         n_jobs=None,
+        warm_start: bool = False,
     ):
         self.kernel = kernel
         self.boundary = boundary
@@ -964,6 +977,7 @@ class DIPDeconvolver(_InverseProblemEstimator):
         self.callback = callback
         self.batch_size = batch_size
         self.n_jobs = n_jobs
+        self.warm_start = warm_start
 
     def _check_params(self) -> None:
         super()._check_params()

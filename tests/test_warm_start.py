@@ -1,0 +1,189 @@
+"""warm_start: a later fit goes on with the last one, as one longer fit would have."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from skdip import (
+    DIPDenoiser,
+    DIPInpainter,
+    DIPReconstructor,
+    ExponentialMovingVariance,
+    SkipNetwork,
+)
+from skdip.operators import Convolution
+
+TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+
+
+def _rule(patience=1000):
+    return ExponentialMovingVariance(warmup=3, patience=patience)
+
+
+def _images(n=1, seed=0):
+    rng = np.random.default_rng(seed)
+    clean = rng.random((n, 16, 16, 1))
+    noisy = np.clip(clean + 0.1 * rng.standard_normal(clean.shape), 0, 1)
+    return (noisy[0], clean[0]) if n == 1 else (noisy, clean)
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fn(*args, **kwargs)
+
+
+def _same_fit(a, b):
+    np.testing.assert_array_equal(a.reconstruction_, b.reconstruction_)
+    assert a.n_iter_ == b.n_iter_ and a.best_iter_ == b.best_iter_
+    assert a.stopped_by_ == b.stopped_by_
+    histories = zip(np.atleast_1d(a.history_), np.atleast_1d(b.history_), strict=True)
+    for ha, hb in histories:
+        for key in ("loss", "signal", "psnr"):
+            if key in ha:
+                np.testing.assert_array_equal(ha[key], hb[key])
+
+
+CASES = {
+    "denoiser": lambda **kw: DIPDenoiser(generator=TINY, early_stopping=_rule(), **kw),
+    "denoiser, no averaging": lambda **kw: DIPDenoiser(
+        generator=TINY, early_stopping=_rule(), output_averaging=None, **kw
+    ),
+    "reconstructor": lambda **kw: DIPReconstructor(
+        operator=Convolution(np.ones((3, 3)) / 9), generator=TINY, early_stopping=_rule(), **kw
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_two_warm_fits_are_one_longer_fit(name):
+    noisy, clean = _images()
+    make = CASES[name]
+    longer = _quiet(make(max_iter=25, random_state=0, device="cpu").fit, noisy, y=clean)
+    warm = make(max_iter=10, random_state=0, device="cpu", warm_start=True)
+    _quiet(warm.fit, noisy, y=clean)
+    assert warm.n_iter_ == 10
+    # The kept fit survives a pickle (a saved estimator goes on where it was).
+    warm = pickle.loads(pickle.dumps(warm))
+    _quiet(warm.set_params(max_iter=15).fit, noisy)  # y is remembered: no need to pass it
+    _same_fit(warm, longer)
+    assert warm.history_["fit_time"] > 0
+
+
+def test_inpainter_goes_on_with_its_mask():
+    noisy, _ = _images()
+    mask = np.random.default_rng(1).random(noisy.shape[:2]) > 0.3
+    kw = dict(generator=TINY, early_stopping=_rule(), random_state=0, device="cpu")
+    longer = _quiet(DIPInpainter(max_iter=20, **kw).fit, noisy, mask=mask)
+    warm = DIPInpainter(max_iter=8, warm_start=True, **kw)
+    _quiet(warm.fit, noisy, mask=mask)
+    _quiet(warm.set_params(max_iter=12).fit, noisy, mask=mask)
+    _same_fit(warm, longer)
+
+
+def test_a_batch_and_parallel_workers():
+    noisy, _ = _images(n=2)
+    kw = dict(generator=TINY, early_stopping=_rule(), random_state=0, device="cpu")
+    longer = _quiet(DIPDenoiser(max_iter=16, **kw).fit, noisy)
+    # The first fits run in worker processes; their states come back with them.
+    warm = DIPDenoiser(max_iter=6, n_jobs=2, warm_start=True, **kw)
+    _quiet(warm.fit, noisy)
+    _quiet(warm.set_params(max_iter=10, n_jobs=None).fit, noisy)
+    _same_fit(warm, longer)
+
+
+def test_an_interrupted_fit_goes_on(ctrl_c_at):
+    noisy, _ = _images(n=3)
+    kw = dict(generator=TINY, early_stopping=_rule(), random_state=0, device="cpu")
+    longer = _quiet(DIPDenoiser(max_iter=12, **kw).fit, noisy)
+    warm = DIPDenoiser(max_iter=12, warm_start=True, callback=ctrl_c_at(5), **kw)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        _quiet(warm.fit, noisy)
+    assert warm.stopped_by_ == ["interrupted"] * 3 and warm.n_iter_ == [5, 0, 0]
+    # The next call finishes the first image's fit and makes the two others.
+    _quiet(warm.set_params(callback=None).fit, noisy)
+    assert warm.n_iter_ == [17, 12, 12]
+    other = DIPDenoiser(max_iter=17, **kw)
+    first = _quiet(other.fit, noisy[:1])
+    np.testing.assert_array_equal(warm.reconstruction_[0], first.reconstruction_[0])
+    np.testing.assert_array_equal(warm.reconstruction_[1:], longer.reconstruction_[1:])
+
+
+def test_a_fit_the_rule_ended_stays_as_it_was():
+    noisy, _ = _images()
+    den = DIPDenoiser(
+        generator=TINY,
+        early_stopping=_rule(patience=3),
+        output_averaging=None,
+        max_iter=200,
+        random_state=0,
+    )
+    den.set_params(warm_start=True, device="cpu").fit(noisy)
+    assert den.stopped_by_ == "early_stopping"
+    before = den.reconstruction_.copy(), den.n_iter_
+    with pytest.warns(UserWarning, match="1 of 1 fit.*stopping rule.*kept as they were"):
+        den.fit(noisy)
+    np.testing.assert_array_equal(den.reconstruction_, before[0])
+    assert den.n_iter_ == before[1]
+
+
+def test_what_may_not_change_between_warm_fits():
+    noisy, clean = _images()
+    den = DIPDenoiser(
+        generator=TINY, early_stopping=_rule(), max_iter=5, random_state=0, warm_start=True
+    )
+    _quiet(den.fit, noisy, y=clean)
+    for params, named in [
+        ({"lr": 0.02}, "lr"),
+        ({"generator__width": 4}, "generator__width"),
+        ({"early_stopping__patience": 2000}, "early_stopping__patience"),
+        ({"random_state": 1}, "random_state"),
+    ]:
+        changed = pickle.loads(pickle.dumps(den)).set_params(**params)
+        with pytest.raises(ValueError, match=f"but {named} changed since"):
+            changed.fit(noisy)
+    with pytest.raises(ValueError, match="other clean images y"):
+        den.fit(noisy, y=np.clip(clean + 0.1, 0, 1))
+    assert den.n_iter_ == 5  # nothing was run, nothing was lost
+    # Other images are a new problem: fitted afresh, as without warm_start.
+    other, _ = _images(seed=3)
+    with pytest.warns(UserWarning, match="other images.*fitting them afresh"):
+        _quiet(den.fit, other)
+    fresh = _quiet(den.set_params(warm_start=False).fit, other)
+    assert den.n_iter_ == 5 and fresh is den
+
+
+def test_without_warm_start_nothing_is_kept_and_each_fit_starts_afresh():
+    noisy, _ = _images()
+    den = DIPDenoiser(generator=TINY, early_stopping=_rule(), max_iter=6, random_state=0)
+    first = _quiet(den.fit, noisy).reconstruction_.copy()
+    assert den._fit_states is None
+    np.testing.assert_array_equal(_quiet(den.fit, noisy).reconstruction_, first)
+    assert den.n_iter_ == 6
+
+
+def test_warm_start_refuses_batches_and_non_booleans():
+    noisy, _ = _images(n=2)
+    with pytest.raises(ValueError, match="batch_size=2.*use batch_size=1"):
+        DIPDenoiser(generator=TINY, warm_start=True, batch_size=2).fit(noisy)
+    with pytest.raises(ValueError, match="warm_start"):
+        DIPDenoiser(generator=TINY, warm_start="yes").fit(noisy)
+
+
+def test_a_state_from_another_device_goes_on_with_a_fresh_perturbation_stream():
+    # A GPU fit's generator state (16 bytes) does not fit a CPU generator: the fit
+    # goes on, its perturbations from a seeded CPU stream, instead of failing.
+    import torch
+
+    from skdip._engine import DIPModel, fit_model
+    from skdip.losses import get_loss
+
+    target = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    model = DIPModel(TINY.build((16, 16), 1, seed=0), None, 1 / 30)
+    first = fit_model(model, target, loss=get_loss("mse"), max_iter=4, keep_state=True)
+    first.state.rng_state = torch.zeros(16, dtype=torch.uint8)
+    more = fit_model(None, None, loss=get_loss("mse"), max_iter=3, resume=first.state)
+    assert more.n_iter == 7 and np.isfinite(more.history["loss"]).all()
