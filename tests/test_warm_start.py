@@ -187,3 +187,42 @@ def test_a_state_from_another_device_goes_on_with_a_fresh_perturbation_stream():
     first.state.rng_state = torch.zeros(16, dtype=torch.uint8)
     more = fit_model(None, None, loss=get_loss("mse"), max_iter=3, resume=first.state)
     assert more.n_iter == 7 and np.isfinite(more.history["loss"]).all()
+
+
+def test_a_pickled_warm_fit_goes_on_in_another_process(tmp_path):
+    # A function-valued parameter enters the parameter keys by identity, which a new
+    # process does not share: the kept fit must go on there all the same.
+    import subprocess
+    import sys
+
+    import torch
+
+    noisy, _ = _images()
+    kw = dict(generator=TINY, early_stopping=_rule(), random_state=0, device="cpu")
+    longer = _quiet(DIPDenoiser(max_iter=9, loss=torch.nn.functional.l1_loss, **kw).fit, noisy)
+    warm = DIPDenoiser(max_iter=4, loss=torch.nn.functional.l1_loss, warm_start=True, **kw)
+    _quiet(warm.fit, noisy)
+    saved, out = tmp_path / "warm.pkl", tmp_path / "out.npy"
+    saved.write_bytes(pickle.dumps((warm, noisy)))
+    script = (
+        "import pickle, sys, warnings, numpy as np, torch\n"
+        "warnings.simplefilter('ignore')\n"
+        "torch.set_num_threads(1)\n"
+        f"est, x = pickle.loads(open({str(saved)!r}, 'rb').read())\n"
+        "est.set_params(max_iter=5).fit(x)\n"
+        f"np.save({str(out)!r}, est.reconstruction_)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    np.testing.assert_array_equal(np.load(out), longer.reconstruction_)
+
+
+def test_a_change_made_before_a_pickle_is_still_refused():
+    noisy, _ = _images()
+    den = DIPDenoiser(generator=TINY, max_iter=4, random_state=0, warm_start=True)
+    _quiet(den.fit, noisy)
+    loaded = pickle.loads(pickle.dumps(den.set_params(lr=0.05)))
+    with pytest.raises(ValueError, match="but lr changed since"):
+        loaded.fit(noisy)
+    # Set back, it goes on.
+    _quiet(loaded.set_params(lr=0.01).fit, noisy)
+    assert loaded.n_iter_ == 8

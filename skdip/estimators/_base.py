@@ -710,22 +710,25 @@ class BaseDIPEstimator(
                 f"{name}: warm_start=True goes on with the last fit, which recorded its "
                 "PSNR against other clean images y: pass the same y, or none"
             )
-        keys, last = _param_keys(self), self._warm_params
-        free = self._warm_start_free
-        changed = {
-            k
-            for k in set(keys) | set(last)
-            if k.split("__")[0] not in free and keys.get(k) != last.get(k)
-        }
-        # An object's own entry changes with any of its parameters: name those.
-        changed = sorted(k for k in changed if not any(c.startswith(k + "__") for c in changed))
+        changed = self._changed_since_fit()
         if changed:
             raise ValueError(
                 f"{name}: warm_start=True goes on with the last fit, but {', '.join(changed)} "
-                f"changed since; only {', '.join(free)} may change between its calls. Set "
-                "them back, or set warm_start=False for a new fit"
+                f"changed since; only {', '.join(self._warm_start_free)} may change between "
+                "its calls. Set them back, or set warm_start=False for a new fit"
             )
         return states
+
+    def _changed_since_fit(self) -> list[str]:
+        """The parameters (other than the free ones) that changed since the kept fit."""
+        keys, last = _param_keys(self), self._warm_params
+        changed = {
+            k
+            for k in set(keys) | set(last)
+            if k.split("__")[0] not in self._warm_start_free and keys.get(k) != last.get(k)
+        }
+        # An object's own entry changes with any of its parameters: name those.
+        return sorted(k for k in changed if not any(c.startswith(k + "__") for c in changed))
 
     def _continue_fits(self, states: list, images, extras) -> list[dict]:
         """Up to ``max_iter`` more steps of each fit that ``max_iter`` or an
@@ -899,12 +902,18 @@ class BaseDIPEstimator(
         state.pop("_last_solve", None)  # a cache: not worth its size in a pickle
         if state.get("_fit_states") is not None:
             state["_fit_states"] = _SavedFitStates(state["_fit_states"])
+            # Functions enter the keys by identity, which another process does not
+            # share: the keys are made anew on loading, but for those that had
+            # changed, which keep the fit's own (a later set_params may set them back).
+            last = self._warm_params
+            state["_warm_params"] = {k: last.get(k) for k in self._changed_since_fit()}
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
         if isinstance(self.__dict__.get("_fit_states"), _SavedFitStates):
             self._fit_states = self._fit_states.load()
+            self._warm_params = {**_param_keys(self), **self._warm_params}
 
     def set_params(self, **params):
         valid = self.get_params(deep=False)
