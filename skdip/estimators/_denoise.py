@@ -126,7 +126,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         and ``n_jobs`` may change between the calls; other images are fitted
         afresh (with a warning). Continued fits run one after another, in
         this process. The kept states make the estimator (and its pickle)
-        larger: a network and two Adam moments per image. Not with
+        larger: the network, Adam's moments and the divergence guard's
+        snapshot of them, per image (55 MB for the ``"skip"`` network). Not with
         ``batch_size`` > 1.
 
     Attributes
