@@ -8,9 +8,11 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from skdip import (
+    DIPDeconvolver,
     DIPDenoiser,
     DIPInpainter,
     DIPReconstructor,
+    DIPSuperResolver,
     ExponentialMovingVariance,
     SkipNetwork,
 )
@@ -55,12 +57,24 @@ CASES = {
     "reconstructor": lambda **kw: DIPReconstructor(
         operator=Convolution(np.ones((3, 3)) / 9), generator=TINY, early_stopping=_rule(), **kw
     ),
+    # Two optimizers (Adam and plain gradient steps) and a sparse component.
+    "denoiser, sparse noise": lambda **kw: DIPDenoiser(
+        generator=TINY, early_stopping=_rule(), noise_model="sparse", **kw
+    ),
+    "super-resolver": lambda **kw: DIPSuperResolver(
+        scale=2, generator=TINY, early_stopping=_rule(), **kw
+    ),
+    "deconvolver, valid": lambda **kw: DIPDeconvolver(
+        kernel=np.ones((3, 3)) / 9, boundary="valid", generator=TINY, early_stopping=_rule(), **kw
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_two_warm_fits_are_one_longer_fit(name):
     noisy, clean = _images()
+    if name == "super-resolver":
+        clean = None  # the reference would be the high-resolution image
     make = CASES[name]
     longer = _quiet(make(max_iter=25, random_state=0, device="cpu").fit, noisy, y=clean)
     warm = make(max_iter=10, random_state=0, device="cpu", warm_start=True)
@@ -71,6 +85,8 @@ def test_two_warm_fits_are_one_longer_fit(name):
     _quiet(warm.set_params(max_iter=15).fit, noisy)  # y is remembered: no need to pass it
     _same_fit(warm, longer)
     assert warm.history_["fit_time"] > 0
+    if hasattr(longer, "sparse_noise_"):
+        np.testing.assert_array_equal(warm.sparse_noise_, longer.sparse_noise_)
 
 
 def test_inpainter_goes_on_with_its_mask():
