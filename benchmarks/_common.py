@@ -40,6 +40,21 @@ def start(args: argparse.Namespace, script: str) -> None:
     RESULTS.mkdir(exist_ok=True)
 
 
+def projector_recipe(lr: float, tv_weight: float, width: int = 128) -> dict:
+    """Estimator settings of the Deep Random Projector as its authors give them for a
+    task: the learning rate and TV weight vary, the rest is common to their recipes."""
+    from skdip import TotalVariation
+    from skdip.generators import DeepRandomProjector
+
+    return {
+        "generator": DeepRandomProjector(width=width),
+        "lr": lr,
+        "loss": "rmse",
+        "regularizer": TotalVariation(weight=tv_weight),
+        "reg_noise_std": 0.0,
+    }
+
+
 def where_fits_ran(args: argparse.Namespace) -> str:
     """The machine part of a results header: the GPU's name, or a CPU-only warning."""
     device = getattr(args, "device", "cpu")

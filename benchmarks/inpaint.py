@@ -23,14 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import case_parser, save, start
+from _common import case_parser, projector_recipe, save, start
 from skimage.draw import line
 from skimage.morphology import dilation, footprint_rectangle
 from skimage.restoration import inpaint_biharmonic
 
-from skdip import DIPInpainter, TotalVariation
+from skdip import DIPInpainter
 from skdip.datasets import load_image
-from skdip.generators import DeepRandomProjector
 from skdip.metrics import psnr, ssim
 
 IMAGES = {
@@ -72,13 +71,7 @@ def text_mask(shape: tuple[int, int], seed: int, cell: int = 9) -> np.ndarray:
 # --recipe drp: the Deep Random Projector with its authors' inpainting settings.
 RECIPES = {
     "library": lambda generator: {"generator": generator},
-    "drp": lambda generator: {
-        "generator": DeepRandomProjector(width=128),
-        "lr": 0.05,
-        "loss": "rmse",
-        "regularizer": TotalVariation(weight=0.01),
-        "reg_noise_std": 0.0,
-    },
+    "drp": lambda generator: projector_recipe(lr=0.05, tv_weight=0.01),
 }
 
 

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import case_parser, save, start, where_fits_ran
+from _common import case_parser, projector_recipe, save, start, where_fits_ran
 from skimage.transform import resize
 
-from skdip import DIPSuperResolver, TotalVariation
+from skdip import DIPSuperResolver
 from skdip.datasets import load_image
-from skdip.generators import DeepRandomProjector
 from skdip.metrics import psnr, ssim
 from skdip.operators import Downsample
 
@@ -42,13 +41,7 @@ IMAGES = {
 # --recipe drp: the Deep Random Projector with its authors' super-resolution settings.
 RECIPES = {
     "library": lambda generator: {"generator": generator},
-    "drp": lambda generator: {
-        "generator": DeepRandomProjector(width=128),
-        "lr": 0.5,
-        "loss": "rmse",
-        "regularizer": TotalVariation(weight=0.75),
-        "reg_noise_std": 0.0,
-    },
+    "drp": lambda generator: projector_recipe(lr=0.5, tv_weight=0.75),
 }
 RECIPE_TEXT = {
     "library": "library defaults",
