@@ -242,3 +242,18 @@ def test_a_change_made_before_a_pickle_is_still_refused():
     # Set back, it goes on.
     _quiet(loaded.set_params(lr=0.01).fit, noisy)
     assert loaded.n_iter_ == 8
+
+
+def test_a_continued_fit_scores_as_the_longer_fit():
+    from skdip.metrics import get_scorer
+
+    noisy, _ = _images()
+    kw = dict(generator=TINY, early_stopping=_rule(), random_state=0, device="cpu")
+    longer = _quiet(DIPDenoiser(max_iter=14, **kw).fit, noisy)
+    warm = DIPDenoiser(max_iter=6, warm_start=True, **kw)
+    _quiet(warm.fit, noisy)
+    _quiet(warm.set_params(max_iter=8).fit, noisy)
+    for name in ("emv", "discrepancy"):
+        assert get_scorer(name)(warm, noisy) == get_scorer(name)(longer, noisy)
+    assert warm.score(noisy) == longer.score(noisy)
+    np.testing.assert_array_equal(warm.transform(), longer.transform())
