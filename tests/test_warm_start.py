@@ -164,6 +164,10 @@ def test_what_may_not_change_between_warm_fits():
     with pytest.raises(ValueError, match="other clean images y"):
         den.fit(noisy, y=np.clip(clean + 0.1, 0, 1))
     assert den.n_iter_ == 5  # nothing was run, nothing was lost
+    blind = DIPDenoiser(generator=TINY, max_iter=5, random_state=0, warm_start=True)
+    _quiet(blind.fit, noisy)
+    with pytest.raises(ValueError, match="recorded no PSNR"):
+        blind.fit(noisy, y=clean)
     # Other images are a new problem: fitted afresh, as without warm_start.
     other, _ = _images(seed=3)
     with pytest.warns(UserWarning, match="other images.*fitting them afresh"):

@@ -706,9 +706,14 @@ class BaseDIPEstimator(
             )
             return None
         if references is not None and images_digest(references) != self._warm_references:
+            recorded = (
+                "recorded no PSNR (it had no y), and a curve cannot start midway"
+                if self._warm_references is None
+                else "recorded its PSNR against other clean images y"
+            )
             raise ValueError(
-                f"{name}: warm_start=True goes on with the last fit, which recorded its "
-                "PSNR against other clean images y: pass the same y, or none"
+                f"{name}: warm_start=True goes on with the last fit, which {recorded}: "
+                "pass the same y as that fit, or none"
             )
         changed = self._changed_since_fit()
         if changed:
