@@ -176,6 +176,15 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     ...                   random_state=0)
     >>> den.fit_transform(noisy).shape
     (32, 32)
+
+    With ``warm_start=True`` a second ``fit`` goes on where the first ended:
+
+    >>> warm = DIPDenoiser(generator="skip-small", max_iter=20, early_stopping=None,
+    ...                    random_state=0, warm_start=True).fit(noisy)
+    >>> warm.set_params(max_iter=20).fit(noisy).n_iter_
+    40
+    >>> bool(np.array_equal(warm.reconstruction_, den.reconstruction_))
+    True
     """
 
     # The observation is the image itself (identity forward model): scorers
