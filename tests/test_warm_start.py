@@ -261,3 +261,21 @@ def test_a_continued_fit_scores_as_the_longer_fit():
         assert get_scorer(name)(warm, noisy) == get_scorer(name)(longer, noisy)
     assert warm.score(noisy) == longer.score(noisy)
     np.testing.assert_array_equal(warm.transform(), longer.transform())
+
+
+def test_a_continuation_that_raises_leaves_the_kept_fit_as_it_was():
+    noisy, _ = _images()
+    kw = dict(generator=TINY, early_stopping=_rule(), random_state=0, device="cpu")
+    longer = _quiet(DIPDenoiser(max_iter=12, **kw).fit, noisy)
+    warm = DIPDenoiser(max_iter=5, warm_start=True, **kw)
+    _quiet(warm.fit, noisy)
+
+    def broken(it, loss, estimate):
+        if it == 7:
+            raise RuntimeError("a bug in the callback")
+
+    with pytest.raises(RuntimeError, match="a bug in the callback"):
+        _quiet(warm.set_params(max_iter=7, callback=broken).fit, noisy)
+    assert warm.n_iter_ == 5
+    _quiet(warm.set_params(callback=None).fit, noisy)
+    _same_fit(warm, longer)

@@ -747,7 +747,9 @@ class BaseDIPEstimator(
                 continue
             label = type(self).__name__ + (f" [{i + 1}/{n}]" if n > 1 else "")
             kwargs = self._engine_kwargs(label)
-            result = fit_model(None, None, resume=state, keep_state=True, **kwargs)
+            # On a copy: a continuation that raises (a callback's error) leaves the
+            # kept fit as it was, to go on with once the cause is fixed.
+            result = fit_model(None, None, resume=copy.deepcopy(state), keep_state=True, **kwargs)
             out = self._complete(result, previous["scaling"], images[i], extras[i])
             out["fit_state"] = result.state
             results.append(out)
