@@ -676,6 +676,9 @@ class BaseDIPEstimator(
         rng = check_random_state(self.random_state)
         warm = fitting and bool(getattr(self, "warm_start", False))
         states = self._states_to_continue(images, references, fit_params) if warm else None
+        if fitting and states is None:
+            # A new fit replaces the kept one: not worth sending to worker processes.
+            self._fit_states = None
         if warm and states is None:
             # A new fit: the clean images it records its PSNR against, if any.
             self._warm_references = None if references is None else images_digest(references)
