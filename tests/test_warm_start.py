@@ -279,3 +279,39 @@ def test_a_continuation_that_raises_leaves_the_kept_fit_as_it_was():
     assert warm.n_iter_ == 5
     _quiet(warm.set_params(callback=None).fit, noisy)
     _same_fit(warm, longer)
+
+
+def test_blind_deblurring_goes_on_with_both_networks_and_its_psnr_curve():
+    from skdip import BlindDeblurrer
+    from skdip.datasets import blur, make_motion_kernel
+
+    sharp = np.random.default_rng(0).random((24, 24))
+    blurry = blur(sharp, make_motion_kernel(5, random_state=0, smoothing=0))
+    truth = sharp[2:-2, 2:-2]  # the valid blur's grid
+    kw = dict(generator=TINY, kernel_size=5, early_stopping=_rule(), random_state=0)
+    longer = _quiet(BlindDeblurrer(max_iter=20, **kw).fit, blurry, y=truth)
+    warm = BlindDeblurrer(max_iter=8, warm_start=True, **kw)
+    _quiet(warm.fit, blurry, y=truth)
+    warm = pickle.loads(pickle.dumps(warm))
+    _quiet(warm.set_params(max_iter=7).fit, blurry)
+    _quiet(warm.set_params(max_iter=5).fit, blurry)  # a third call: the reference is kept
+    _same_fit(warm, longer)
+    np.testing.assert_array_equal(warm.kernel_, longer.kernel_)
+    assert len(warm.history_["psnr"]) == 20
+    assert not [k for k in vars(warm) if k.startswith("continuation")]
+
+
+def test_an_estimator_whose_fits_take_settings_of_their_own_cannot_keep_them():
+    # A guard for estimators to come: a per-fit engine setting that a continuation
+    # would not make again must not be silently dropped.
+    from skdip.losses import get_loss
+
+    class _OwnLoss(DIPDenoiser):
+        def _make_model(self, image, extra, seed, device):
+            model, target, fit_kwargs = super()._make_model(image, extra, seed, device)
+            return model, target, {**fit_kwargs, "loss": get_loss("l1")}
+
+    noisy, _ = _images()
+    with pytest.raises(NotImplementedError, match="cannot keep its fits.*loss"):
+        _OwnLoss(generator=TINY, max_iter=3, warm_start=True).fit(noisy)
+    assert _quiet(_OwnLoss(generator=TINY, max_iter=3).fit, noisy).n_iter_ == 3

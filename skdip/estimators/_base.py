@@ -257,6 +257,9 @@ class BaseDIPEstimator(
     # Parameters a warm-started fit may change: how many more steps it takes and how
     # it reports or runs them, not the problem or the method.
     _warm_start_free = ("max_iter", "verbose", "callback", "n_jobs", "warm_start")
+    # Engine settings a kept fit carries (param_groups: in its optimizer) or that
+    # :meth:`_continuation` makes again; any other per-fit setting cannot be kept.
+    _continued_fit_kwargs: frozenset[str] = frozenset({"param_groups"})
 
     # Smallest height/width accepted; the generators pad internally.
     _min_image_size = 2
@@ -440,6 +443,12 @@ class BaseDIPEstimator(
         kwargs = self._engine_kwargs(label, ref_tensor, seed + 1)
         kwargs.update(fit_kwargs)
         keep = getattr(self, "_keeping_fit_states", False)
+        lost = set(fit_kwargs) - self._continued_fit_kwargs
+        if keep and lost:
+            raise NotImplementedError(
+                f"{type(self).__name__} cannot keep its fits to go on with: their "
+                f"{', '.join(sorted(lost))} would not be made again"
+            )
         result = fit_model(model, target, keep_state=keep, **kwargs)
         out = self._complete(result, scaling, image, extra)
         if keep:
@@ -749,11 +758,12 @@ class BaseDIPEstimator(
                 kept += 1
                 continue
             label = type(self).__name__ + (f" [{i + 1}/{n}]" if n > 1 else "")
-            kwargs = self._engine_kwargs(label)
             # On a copy: a continuation that raises (a callback's error) leaves the
             # kept fit as it was, to go on with once the cause is fixed.
-            result = fit_model(None, None, resume=copy.deepcopy(state), keep_state=True, **kwargs)
-            out = self._complete(result, previous["scaling"], images[i], extras[i])
+            state = copy.deepcopy(state)
+            kwargs, extra = self._continuation(state, previous, images[i], extras[i], label)
+            result = fit_model(None, None, resume=state, keep_state=True, **kwargs)
+            out = self._complete(result, previous["scaling"], images[i], extra)
             out["fit_state"] = result.state
             results.append(out)
         if kept:
@@ -764,6 +774,11 @@ class BaseDIPEstimator(
                 UserWarning,
             )
         return results
+
+    def _continuation(self, state, previous: dict, image, extra: dict, label: str):
+        """``(engine settings, per-image inputs)`` to go on with a kept fit; estimators
+        whose fits take settings of their own (``_continued_fit_kwargs``) add them."""
+        return self._engine_kwargs(label), extra
 
     # ------------------------------------------------------------------- API
     def fit(self, X, y=None, **fit_params):
@@ -1305,6 +1320,8 @@ _OBSERVATION_SHAPED = {"sparse_noise"}
 
 _COMMON_KEYS = {
     "estimate",
+    # What an estimator keeps to go on with a fit (warm_start), not a fitted value.
+    "continuation",
     "best_iter",
     "n_iter",
     "stopped_by",

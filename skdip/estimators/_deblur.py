@@ -197,6 +197,36 @@ def _psnr(x: torch.Tensor, reference: torch.Tensor) -> float:
     return -10.0 * math.log10(max(mse, 1e-20))
 
 
+class _AlignedImage:
+    """The image a packed estimate holds, aligned with the observation: what the
+    stopping rule watches (a class, not a closure: a kept fit must pickle)."""
+
+    def __init__(self, kernel_shape: tuple[int, int]):
+        self.kernel_shape = kernel_shape
+
+    def __call__(self, packed: torch.Tensor) -> torch.Tensor:
+        return _aligned_image(packed, self.kernel_shape)
+
+
+class _AlignedCallback:
+    """Per step: the PSNR of the aligned image against a clean reference, recorded
+    in ``psnrs``, and the user's callback, which sees the aligned image."""
+
+    def __init__(self, kernel_shape, reference, user_callback, psnrs: list):
+        self.kernel_shape, self.reference = kernel_shape, reference
+        self.user_callback, self.psnrs = user_callback, psnrs
+
+    def __call__(self, iteration, loss, packed) -> bool:
+        if self.reference is None and self.user_callback is None:
+            return False
+        aligned = _aligned_image(packed, self.kernel_shape)
+        if self.reference is not None:
+            self.psnrs.append(_psnr(aligned, self.reference))
+        if self.user_callback is None:
+            return False
+        return bool(self.user_callback(iteration, loss, aligned))
+
+
 class _ImageOnly:
     """Apply a regularizer to the image channels of a packed estimate."""
 
@@ -311,6 +341,10 @@ class BlindDeblurrer(BaseDIPEstimator):
         returning True stops the fit.
     n_jobs : int, default=None
         Images of a batch fitted in parallel (as in :class:`DIPDenoiser`).
+    warm_start : bool, default=False
+        Keep each image's fit (both networks, Adam's state, the stopping rule,
+        the history) so that the next ``fit`` on the same images goes on with
+        it for up to ``max_iter`` more steps, as in :class:`DIPDenoiser`.
 
     Attributes
     ----------
@@ -382,6 +416,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         verbose=False,
         callback=None,
         n_jobs=None,
+        warm_start: bool = False,
     ):
         self.generator = generator
         self.kernel_size = kernel_size
@@ -400,6 +435,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         self.verbose = verbose
         self.callback = callback
         self.n_jobs = n_jobs
+        self.warm_start = warm_start
 
     # ------------------------------------------------------------- helpers
     def _check_params(self) -> None:
@@ -484,31 +520,33 @@ class BlindDeblurrer(BaseDIPEstimator):
         kernel_shape = (kh, kw)
         reference = extra.get("_reference")
         ref_tensor = None if reference is None else to_tensor(reference, device)
-        psnrs: list[float] = []
-        extra["_psnrs"] = psnrs
-        user_callback = self.callback
-
-        def monitor(packed: torch.Tensor) -> torch.Tensor:
-            return _aligned_image(packed, kernel_shape)
-
-        def callback(iteration, loss, packed):
-            if ref_tensor is None and user_callback is None:
-                return False
-            aligned = _aligned_image(packed, kernel_shape)
-            if ref_tensor is not None:
-                psnrs.append(_psnr(aligned, ref_tensor))
-            return bool(user_callback(iteration, loss, aligned)) if user_callback else False
-
+        extra["_psnrs"] = []
         fit_kwargs = {
             "param_groups": [
                 {"params": list(model.image_net.parameters()), "lr": self.lr},
                 {"params": list(model.kernel_net.parameters()), "lr": self.kernel_lr},
             ],
             "regularizer": self._regularizer_for(padded),
-            "monitor": monitor,
-            "callback": callback,
+            "monitor": _AlignedImage(kernel_shape),
+            "callback": _AlignedCallback(kernel_shape, ref_tensor, self.callback, extra["_psnrs"]),
         }
         return model, to_tensor(image, device), fit_kwargs
+
+    # The monitor travels in the kept fit; the rest is made again by _continuation.
+    _continued_fit_kwargs = frozenset({"param_groups", "regularizer", "monitor", "callback"})
+
+    def _continuation(self, state, previous, image, extra, label):
+        kwargs, extra = super()._continuation(state, previous, image, extra, label)
+        kernel_shape = self._kernel_shape_for(image.shape[:2])
+        reference = previous["continuation"]["reference"]
+        device = state.target.device
+        ref_tensor = None if reference is None else to_tensor(reference, device)
+        # The PSNR curve goes on from where the kept fit's ended.
+        psnrs = list(previous["history"].get("psnr", []))
+        extra = {**extra, "_scaling": previous["scaling"], "_reference": reference, "_psnrs": psnrs}
+        kwargs["regularizer"] = self._regularizer_for(self._network_shape(image, extra))
+        kwargs["callback"] = _AlignedCallback(kernel_shape, ref_tensor, self.callback, psnrs)
+        return kwargs, extra
 
     def _finish(self, estimate, result, image, extra) -> dict:
         kernel_shape = tuple(int(s) for s in self._kernel_shape_for(image.shape[:2]))
@@ -518,9 +556,13 @@ class BlindDeblurrer(BaseDIPEstimator):
         kernel = kernel / kernel.sum()
         if extra.get("_psnrs"):
             result.history["psnr"] = np.asarray(extra["_psnrs"])
-        return {
+        out = {
             "estimate": extra["_scaling"].inverse(to_numpy(aligned)),
             "kernel": _centred_support(kernel),
             "kernel_full": kernel,
             "kernel_size": kernel_shape,
         }
+        if getattr(self, "_keeping_fit_states", False):
+            # The engine never sees the reference: a continuation needs it again.
+            out["continuation"] = {"reference": extra.get("_reference")}
+        return out
