@@ -315,3 +315,39 @@ def test_an_estimator_whose_fits_take_settings_of_their_own_cannot_keep_them():
     with pytest.raises(NotImplementedError, match="cannot keep its fits.*loss"):
         _OwnLoss(generator=TINY, max_iter=3, warm_start=True).fit(noisy)
     assert _quiet(_OwnLoss(generator=TINY, max_iter=3).fit, noisy).n_iter_ == 3
+
+
+def _diffraction():
+    from skdip.datasets import simulate_diffraction
+
+    yy, xx = np.mgrid[0:12, 0:12] / 12
+    return simulate_diffraction(0.5 + 0.4 * np.sin(3 * xx) * np.cos(2 * yy))
+
+
+@pytest.mark.parametrize("n_init, n_jobs", [(1, None), (2, 2)])
+def test_phase_retrieval_goes_on_with_the_restart_it_chose(n_init, n_jobs):
+    from skdip import HIOPhaseRetriever, PhaseRetriever
+
+    y = _diffraction()
+    kw = dict(
+        generator=TINY,
+        early_stopping=_rule(),
+        random_state=0,
+        n_init=n_init,
+        pretrain_iter=5,
+        init=HIOPhaseRetriever(max_iter=30, n_er=10),
+    )
+    longer = _quiet(PhaseRetriever(max_iter=20, **kw).fit, y)
+    warm = PhaseRetriever(max_iter=8, warm_start=True, n_jobs=n_jobs, **kw)
+    _quiet(warm.fit, y)
+    chose = warm.restart_losses_.copy()
+    warm = pickle.loads(pickle.dumps(warm))
+    _quiet(warm.set_params(max_iter=12, n_jobs=None).fit, y)
+    assert warm.n_iter_ == 20
+    np.testing.assert_array_equal(warm.restart_losses_, chose)  # the losses that chose it
+    if n_init == 1:
+        _same_fit(warm, longer)
+    else:
+        # Here both choose the same restart; in general the choice can differ.
+        assert np.argmin(chose) == np.argmin(longer.restart_losses_)
+        np.testing.assert_array_equal(warm.reconstruction_, longer.reconstruction_)

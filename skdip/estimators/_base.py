@@ -764,8 +764,9 @@ class BaseDIPEstimator(
             kwargs, extra = self._continuation(state, previous, images[i], extras[i], label)
             result = fit_model(None, None, resume=state, keep_state=True, **kwargs)
             out = self._complete(result, previous["scaling"], images[i], extra)
-            out["fit_state"] = result.state
-            results.append(out)
+            # What the continuation does not make again (the losses of PhaseRetriever's
+            # restarts, which chose this fit) stays as the kept fit had it.
+            results.append({**previous, **out, "fit_state": result.state})
         if kept:
             warn(
                 f"{type(self).__name__}: {kept} of {n} fit(s) had ended by their stopping "

@@ -160,6 +160,11 @@ def _fourier_error(obj: np.ndarray, magnitudes: np.ndarray, operator: FourierMag
 
 
 # ------------------------------------------------------------------- the model
+# A pretrained fit's first Adam steps jump far above its low initial loss (see
+# PhaseRetriever._make_model): its divergence guard reacts to blow-ups only.
+_PRETRAINED_DIVERGENCE_RATIO = 1e3
+
+
 class _PhaseModel(nn.Module):
     """The object from one or two networks: ``gain * G_a`` or ``gain * G_a exp(i phi(G_p))``.
 
@@ -343,6 +348,15 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         measurements of a batch and the restarts of ``n_init``. Each worker
         gets its share of the caller's torch threads
         (``torch.get_num_threads() // n_jobs``).
+    warm_start : bool, default=False
+        Keep each measurement's fit (the restart chosen, its network, Adam's
+        state, stopping rule and history) so that the next ``fit`` on the
+        same measurements goes on with it for up to ``max_iter`` more steps,
+        as in :class:`DIPDenoiser`; the other restarts and the HIO start and
+        pretraining are not run again. With ``n_init`` > 1 the restart the
+        first fit chose goes on (``restart_losses_`` stay those that chose
+        it), so the result can differ from one longer fit's, which chooses
+        after all its steps.
 
     Attributes
     ----------
@@ -418,6 +432,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         verbose=False,
         callback=None,
         n_jobs=None,
+        warm_start: bool = False,
     ):
         self.oversampling = oversampling
         self.measurement = measurement
@@ -441,6 +456,16 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         self.verbose = verbose
         self.callback = callback
         self.n_jobs = n_jobs
+        self.warm_start = warm_start
+
+    # The pretrained fits' looser divergence guard is made again by _continuation.
+    _continued_fit_kwargs = frozenset({"param_groups", "monitor", "divergence_ratio"})
+
+    def _continuation(self, state, previous, image, extra, label):
+        kwargs, extra = super()._continuation(state, previous, image, extra, label)
+        if self.init != "random" and self.pretrain_iter > 0:
+            kwargs["divergence_ratio"] = _PRETRAINED_DIVERGENCE_RATIO
+        return kwargs, extra
 
     # ------------------------------------------------------------- helpers
     def _check_params(self) -> None:
@@ -513,7 +538,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
             # the pretrained network far off its low initial loss; that jump is
             # expected (and helps leave the stagnated classical solution), so
             # the divergence guard only reacts to blow-ups far beyond it.
-            fit_kwargs["divergence_ratio"] = 1e3
+            fit_kwargs["divergence_ratio"] = _PRETRAINED_DIVERGENCE_RATIO
         return model, target_t, fit_kwargs
 
     def _initial_object(self, image: np.ndarray, seed: int) -> np.ndarray:
