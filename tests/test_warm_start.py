@@ -107,8 +107,10 @@ def test_a_batch_and_parallel_workers():
     # The first fits run in worker processes; their states come back with them.
     warm = DIPDenoiser(max_iter=6, n_jobs=2, warm_start=True, **kw)
     _quiet(warm.fit, noisy)
-    _quiet(warm.set_params(max_iter=10, n_jobs=None).fit, noisy)
+    _quiet(warm.set_params(max_iter=4, n_jobs=None).fit, noisy)  # in this process
+    _quiet(warm.set_params(max_iter=6, n_jobs=2).fit, noisy)  # in workers again
     _same_fit(warm, longer)
+    assert warm.n_iter_ == [16, 16]
 
 
 def test_an_interrupted_fit_goes_on(ctrl_c_at):

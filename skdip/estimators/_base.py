@@ -751,22 +751,25 @@ class BaseDIPEstimator(
         """Up to ``max_iter`` more steps of each fit that ``max_iter`` or an
         interruption ended; fits that ended otherwise are kept as they are."""
         n = len(images)
-        results, kept = [], 0
+        results: list[dict] = [{}] * n
+        tasks = []
         for i, (state, previous) in enumerate(zip(states, self._fit_results, strict=True)):
             if state is None or previous["stopped_by"] not in ("max_iter", "interrupted"):
-                results.append({**previous, "fit_state": state})
-                kept += 1
-                continue
-            label = type(self).__name__ + (f" [{i + 1}/{n}]" if n > 1 else "")
-            # On a copy: a continuation that raises (a callback's error) leaves the
-            # kept fit as it was, to go on with once the cause is fixed.
-            state = copy.deepcopy(state)
-            kwargs, extra = self._continuation(state, previous, images[i], extras[i], label)
-            result = fit_model(None, None, resume=state, keep_state=True, **kwargs)
-            out = self._complete(result, previous["scaling"], images[i], extra)
-            # What the continuation does not make again (the losses of PhaseRetriever's
-            # restarts, which chose this fit) stays as the kept fit had it.
-            results.append({**previous, **out, "fit_state": result.state})
+                results[i] = {**previous, "fit_state": state}
+            else:
+                tasks.append([(i, state, previous, images[i], extras[i])])
+        n_jobs = getattr(self, "n_jobs", None)
+        workers = min(len(tasks), effective_n_jobs(n_jobs)) if n_jobs not in (None, 1) else 1
+        if workers <= 1:
+            outputs = [self._continue_group(task, n, None) for task in tasks]
+        else:
+            # Each worker gets its own fit's state, not every kept one.
+            runner = copy.copy(self)
+            runner._fit_states = None
+            outputs = _fit_in_workers(runner, tasks, n, workers, "_continue_group")
+        for task, output in zip(tasks, outputs, strict=True):
+            results[task[0][0]] = output[0]
+        kept = n - len(tasks)
         if kept:
             warn(
                 f"{type(self).__name__}: {kept} of {n} fit(s) had ended by their stopping "
@@ -775,6 +778,22 @@ class BaseDIPEstimator(
                 UserWarning,
             )
         return results
+
+    def _continue_group(self, task: list[tuple], n_images: int, device) -> list[dict]:
+        """Go on with the kept fits of ``task`` (on their own devices)."""
+        outputs = []
+        for i, state, previous, image, extra in task:
+            label = type(self).__name__ + (f" [{i + 1}/{n_images}]" if n_images > 1 else "")
+            # On a copy: a continuation that raises (a callback's error) leaves the
+            # kept fit as it was, to go on with once the cause is fixed.
+            state = copy.deepcopy(state)
+            kwargs, extra = self._continuation(state, previous, image, extra, label)
+            result = fit_model(None, None, resume=state, keep_state=True, **kwargs)
+            out = self._complete(result, previous["scaling"], image, extra)
+            # What the continuation does not make again (the losses of PhaseRetriever's
+            # restarts, which chose this fit) stays as the kept fit had it.
+            outputs.append({**previous, **out, "fit_state": result.state})
+        return outputs
 
     def _continuation(self, state, previous: dict, image, extra: dict, label: str):
         """``(engine settings, per-image inputs)`` to go on with a kept fit; estimators
@@ -1121,8 +1140,11 @@ def _worker_devices(device: torch.device, n: int) -> list[torch.device]:
     return [device] * n
 
 
-def _fit_in_workers(estimator, tasks: list[list[tuple]], n: int, workers: int) -> list:
-    """``estimator._fit_group`` of every task in ``workers`` joblib workers, in order.
+def _fit_in_workers(
+    estimator, tasks: list[list[tuple]], n: int, workers: int, method: str = "_fit_group"
+) -> list:
+    """``estimator._fit_group`` (or another ``method`` of the same signature) of every
+    task in ``workers`` joblib workers, in order.
 
     Each worker gets its share of the caller's torch threads, so workers x
     threads never oversubscribes the machine. Warnings raised in worker processes are replayed
@@ -1133,7 +1155,7 @@ def _fit_in_workers(estimator, tasks: list[list[tuple]], n: int, workers: int) -
     # user's limit or an outer joblib worker's; joblib's honours container quotas.
     threads = max(1, min(torch.get_num_threads(), cpu_count()) // workers)
     runs = Parallel(n_jobs=workers)(
-        delayed(_fit_in_worker)(estimator, task, n, devices[k], threads, os.getpid())
+        delayed(_fit_in_worker)(estimator, method, task, n, devices[k], threads, os.getpid())
         for k, task in enumerate(tasks)
     )
     for _, caught, _ in runs:
@@ -1150,18 +1172,19 @@ def _fit_in_workers(estimator, tasks: list[list[tuple]], n: int, workers: int) -
     return [output for output, *_ in runs]
 
 
-def _fit_in_worker(estimator, task, n, device, threads, parent_pid):
+def _fit_in_worker(estimator, method, task, n, device, threads, parent_pid):
+    work = getattr(estimator, method)
     if os.getpid() == parent_pid:
         # A thread of the caller's process: its warnings reach the caller's
         # filters directly (and catch_warnings is not thread-safe).
         with _shared_torch_threads(threads):
-            return estimator._fit_group(task, n, device), [], True
+            return work(task, n, device), [], True
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            output = estimator._fit_group(task, n, device)
+            output = work(task, n, device)
         return output, [(str(w.message), w.category) for w in caught], False
     finally:
         torch.set_num_threads(previous)

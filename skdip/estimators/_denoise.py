@@ -124,8 +124,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         cut short or that were interrupted (Ctrl-C); fits the stopping rule
         ended stay as they are. Only ``max_iter``, ``verbose``, ``callback``
         and ``n_jobs`` may change between the calls; other images are fitted
-        afresh (with a warning). Continued fits run one after another, in
-        this process. The kept states make the estimator (and its pickle)
+        afresh (with a warning). Continued fits run in parallel with
+        ``n_jobs``, as fits do. The kept states make the estimator (and its pickle)
         larger: the network, Adam's moments and the divergence guard's
         snapshot of them, per image (55 MB for the ``"skip"`` network). Not with
         ``batch_size`` > 1.
