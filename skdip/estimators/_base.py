@@ -763,9 +763,10 @@ class BaseDIPEstimator(
         if workers <= 1:
             outputs = [self._continue_group(task, n, None) for task in tasks]
         else:
-            # Each worker gets its own fit's state, not every kept one.
-            runner = copy.copy(self)
-            runner._fit_states = None
+            # Each worker gets its own fit's state, not every kept one. Not copy.copy:
+            # it would pickle every kept state (__getstate__) only to drop them.
+            runner = object.__new__(type(self))
+            runner.__dict__.update({**vars(self), "_fit_states": None})
             outputs = _fit_in_workers(runner, tasks, n, workers, "_continue_group")
         for task, output in zip(tasks, outputs, strict=True):
             results[task[0][0]] = output[0]
