@@ -576,3 +576,26 @@ def test_dip_reconstructor_smoke():
     rec = np.asarray(est.reconstruction_)
     assert rec.shape == (h, w, 1) and np.isfinite(rec).all()
     assert op.data_consistency(rec, y).shape == (h, w)
+
+
+def test_score_with_a_reference_is_the_psnr_on_the_image_range():
+    # k-space spans far more than the image: its span as the PSNR's range read 20 dB high.
+    from skdip import DIPReconstructor
+    from skdip.metrics import psnr
+
+    clean = np.tile(np.linspace(0.1, 0.9, 16), (16, 1))[..., None]
+    mask = cartesian_mask((16, 16), acceleration=2, random_state=0)
+    y = kspace_to_channels(simulate_kspace(clean[..., 0], mask, noise_std=0.01, random_state=0))
+    assert y.max() - y.min() > 5
+    est = DIPReconstructor(
+        operator=KSpaceSampling(mask),
+        output_channels=1,
+        generator="skip-small",
+        max_iter=10,
+        early_stopping=None,
+        random_state=0,
+        device="cpu",
+    ).fit(y, clean)
+    expected = psnr(clean, est.reconstruction_, data_range=1.0)
+    assert est.score(y, clean) == pytest.approx(expected, abs=1e-6)
+    assert est.history_["psnr"][est.best_iter_] == pytest.approx(expected, abs=1e-3)

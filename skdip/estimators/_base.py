@@ -1059,10 +1059,15 @@ class BaseDIPEstimator(
             lo, span = r["scaling"].image_offset, r["scaling"].scale
             values = self._scaling_values(image, extra)
             if span == 1 and np.all(r["scaling"].offset == 0):
-                # Fitted as given (rescale=False): outside [0, 1], the data's own range
-                # (clipping to [0, 1] scored an exact estimate on 0-255 at -27.8 dB).
-                finite = values[np.isfinite(values)]
-                low, high = float(finite.min()), float(finite.max())
+                # Fitted as given: outside [0, 1], the image's own range (clipping to
+                # [0, 1] scored an exact estimate on 0-255 at -27.8 dB). Measurements
+                # that do not bound the image (k-space) tell it only through an image
+                # estimated from them: their own span inflated the PSNR by 20 dB.
+                image_range = self._image_range(image, extra)
+                if image_range is None:
+                    finite = values[np.isfinite(values)]
+                    image_range = (float(finite.min()), float(finite.max()))
+                low, high = image_range
                 if low < _AUTO_RESCALE_BOUNDS[0] or high > _AUTO_RESCALE_BOUNDS[1]:
                     lo, span = low, high - low
             self._check_reference_scale(ref, values, span)
