@@ -447,14 +447,17 @@ def fit_model(
                     _warn_diverged(events, it)
                     break
                 continue
-            optimizer.step()
-            n_steps += 1
-            min_loss = min(min_loss, loss_value)
             # The snapshot taken before the first step stands until the first
-            # full interval, so even a bad first step can be undone.
+            # full interval, so even a bad first step can be undone. It holds the
+            # parameters the accepted loss was measured at, before this step: the
+            # step's own result is unchecked (a NaN gradient under a finite loss),
+            # and after a rollback the restored point must measure as recorded.
             if (it + 1) % checkpoint_every == 0:
                 snapshot = _snapshot(model, optimizer)
                 snapshot_loss = loss_value
+            optimizer.step()
+            n_steps += 1
+            min_loss = min(min_loss, loss_value)
 
             scalars = selection.track(x.detach(), it)
             values = torch.stack(scalars).tolist() if scalars else []
@@ -725,6 +728,10 @@ def fit_batch(
                 )
                 if not math.isfinite(value) or spiked:
                     rejected.append(row)
+                elif (n_steps[m] + 1) % checkpoint_every == 0:
+                    # Before the step, as in fit_model.
+                    snapshot.update(adam, params, constants, row)
+                    snapshot_loss[m] = value
             adam.step(params, grads)
             ended = []
             for row in rejected:
@@ -748,9 +755,6 @@ def fit_batch(
                 it = n_steps[m]
                 n_steps[m] += 1
                 min_loss[m] = min(min_loss[m], loss_values[row])
-                if (it + 1) % checkpoint_every == 0:
-                    snapshot.update(adam, params, constants, row)
-                    snapshot_loss[m] = loss_values[row]
                 member = selections[m].track(x[row].detach(), it)
                 scalars += member
                 counts.append(len(member))

@@ -481,3 +481,54 @@ def test_a_wrong_shape_without_an_operator_names_the_generator():
     model, _ = _problem()
     with pytest.raises(ValueError, match="check the generator's output shape"):
         fit_model(model, torch.zeros(1, 1, 8, 8), loss=get_loss("mse"), max_iter=2)
+
+
+def _nan_gradient_at(call_no):
+    # The MSE; at call ``call_no`` (from 1) its value stays finite but its gradient is NaN.
+    calls = [0]
+
+    def loss(prediction, target):
+        calls[0] += 1
+        value = (prediction - target).square().mean()
+        if calls[0] == call_no:
+            value = value + 0.0 * torch.sqrt((prediction - prediction.detach()).abs().sum())
+        return value
+
+    return loss
+
+
+def _run(batched, **kw):
+    # A network without input noise: the same parameters measure the same loss.
+    from skdip._engine import fit_batch
+
+    model, target = _problem(size=8)
+    model.input_noise_std = 0.0
+    if batched:
+        return fit_batch([model], [target], seeds=[0], **kw)[0]
+    return fit_model(model, target, seed=0, **kw)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["fit_model", "fit_batch"])
+@pytest.mark.parametrize("step", [7, 9], ids=["between_checkpoints", "at_a_checkpoint"])
+def test_a_nan_gradient_under_a_finite_loss_is_undone(batched, step):
+    # Step 9 ends an interval of 5: a snapshot taken after it held NaN parameters,
+    # every rollback returned to them and the fit ended as diverged.
+    result = _run(
+        batched, loss=_nan_gradient_at(step + 1), max_iter=20, lr=0.01, checkpoint_every=5
+    )
+    assert result.stopped_by == "max_iter" and result.n_iter == 20
+    assert [e["iteration"] for e in result.history["divergences"]] == [step + 1]
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert torch.isfinite(result.estimate).all()
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["fit_model", "fit_batch"])
+def test_a_rollback_returns_to_the_point_whose_loss_was_recorded(batched):
+    # A snapshot at step 4 (interval 5); step 7 is NaN. The retried step starts from
+    # the parameters step 4 measured, so it measures the same loss again; a snapshot
+    # of the parameters after step 4 measured as step 5 did instead.
+    result = _run(batched, loss=_nan_at({8}), max_iter=12, lr=0.01, checkpoint_every=5)
+    losses = result.history["loss"]
+    assert result.history["divergences"][0]["iteration"] == 7
+    assert losses[7] == pytest.approx(losses[4], rel=1e-6)
+    assert losses[7] != pytest.approx(losses[5], rel=1e-3)
