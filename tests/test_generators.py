@@ -138,6 +138,23 @@ def test_build_leaves_the_global_rng_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_fits_leave_the_gpu_generators_alone(monkeypatch):
+    # torch.manual_seed reseeds every GPU's generator too, which the CPU-only fork
+    # around a build does not restore: a fit would reset a caller's CUDA stream.
+    from skdip import BlindDeblurrer, DIPDenoiser, SelfValidation
+
+    calls = []
+    for name in ("manual_seed", "manual_seed_all"):
+        monkeypatch.setattr(torch.cuda, name, lambda seed, name=name: calls.append(name))
+    monkeypatch.setattr(torch.mps, "manual_seed", lambda seed: calls.append("mps"))
+    image = np.random.default_rng(0).random((8, 8))
+    kw = dict(generator="skip-small", max_iter=3, random_state=0, device="cpu")
+    rule = SelfValidation(window=2, patience=5)
+    DIPDenoiser(early_stopping=rule, **kw).fit(image)
+    BlindDeblurrer(kernel_size=3, early_stopping=None, **kw).fit(image)
+    assert calls == []
+
+
 # --------------------------------------------------------------------------- registry
 
 

@@ -41,6 +41,7 @@ from .._engine import (
     require_tqdm,
     resolve_device,
 )
+from .._random import BUILD_LOCK
 from .._validation import (
     check_images,
     check_same_scale,
@@ -52,7 +53,6 @@ from .._validation import (
 )
 from .._warnings import held_back, warn
 from ..generators import BaseGenerator, get_generator
-from ..generators._base import _BUILD_LOCK
 from ..losses import LOSS_NAMES, BaseRegularizer, get_loss
 from ..operators import ForwardOperator, Identity
 from ..stopping import BaseStoppingRule, get_stopping_rule
@@ -406,7 +406,7 @@ class BaseDIPEstimator(
         scaled = scaling.forward(image)
         # Under the lock the builds take: restoring torch's global RNG when this block
         # ends must not land in the middle of another thread's seeded build.
-        with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+        with BUILD_LOCK, torch.random.fork_rng(devices=[]):
             model, target, fit_kwargs = self._make_model(scaled, extra, seed, device)
         ref_tensor = None
         if reference is not None:

@@ -513,7 +513,8 @@ class BlindDeblurrer(BaseDIPEstimator):
         padded = self._network_shape(image, extra)
         generator = checked_generator(self)
         image_net = generator.build(padded, channels, seed=seed)
-        torch.manual_seed(int(seed) + 1)  # the caller restores the global RNG
+        # The caller restores the CPU generator (GPU ones are left alone: built on the CPU).
+        torch.random.default_generator.manual_seed(int(seed) + 1)
         kernel_net = _KernelMLP((kh, kw), init=self.kernel_init)
         model = _DoubleDIPModel(image_net, kernel_net, self.reg_noise_std).to(device)
 

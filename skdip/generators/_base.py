@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import math
 import numbers
-import threading
 
 import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-__all__ = ["BaseGenerator", "GeneratorNetwork", "center_crop", "padded_size"]
+from .._random import seeded_cpu_rng
 
-# Re-entrant: an estimator holds it around its whole model set-up (which seeds
-# torch's global RNG too, and builds the network inside).
-_BUILD_LOCK = threading.RLock()
+__all__ = ["BaseGenerator", "GeneratorNetwork", "center_crop", "padded_size"]
 
 
 def _check_int(owner: str, name: str, value: object, minimum: int = 1) -> int:
@@ -153,8 +150,7 @@ class BaseGenerator(BaseEstimator):
         ):
             raise ValueError(f"{owner}: out_shape must be two sizes >= 1, got {out_shape!r}")
         channels = _check_int(owner, "out_channels", out_channels)
-        with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+        with seeded_cpu_rng(seed):
             network = self._build(tuple(int(s) for s in shape), channels)
         return network
 

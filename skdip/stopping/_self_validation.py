@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 from torch import nn
 
+from .._random import seeded_cpu_rng
 from ._variance import BaseStoppingRule
 
 __all__ = ["SelfValidation"]
@@ -193,8 +194,7 @@ class SelfValidation(BaseStoppingRule):
 
     def _build(self, x: torch.Tensor) -> None:
         # Seeded apart from the caller's global generator, which the fit also draws from.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.random_state))
+        with seeded_cpu_rng(self.random_state):
             net = _IterateAutoencoder(x.shape[1], tuple(x.shape[2:]), int(self.width))
         self._autoencoder = net.to(device=x.device, dtype=x.dtype)
         self._optimizer = torch.optim.Adam(self._autoencoder.parameters(), lr=self.lr)
