@@ -609,6 +609,8 @@ def fit_batch(
         for c, ref in zip(cfg, references, strict=True)
     ]
 
+    for model in models:
+        model.train()  # before the template below copies member 0's mode
     first = models[0]
     trainable = [name for name, p in first.named_parameters() if p.requires_grad]
     fixed = [name for name, p in first.named_parameters() if not p.requires_grad]
@@ -670,8 +672,6 @@ def fit_batch(
             snapshot.keep(index)
             active[:] = [active[row] for row in keep]
 
-    for model in models:
-        model.train()
     if _interrupted_before():  # an earlier fit of this call was: no member runs a step
         stopped_by[:] = ["interrupted"] * n
         finish(list(range(len(active))))
@@ -1138,8 +1138,9 @@ class _Selection:
         # The model stays in training mode: BatchNorm in eval mode would use running
         # statistics and produce a different image than the estimate returned.
         return FitResult(
-            estimate=best.detach().to("cpu"),
-            last=last.detach().to("cpu"),
+            # Copies: on the CPU .to() would share the live average a resumed fit updates.
+            estimate=best.detach().to("cpu", copy=True),
+            last=last.detach().to("cpu", copy=True),
             best_iter=int(best_iter),
             n_iter=int(n_steps),
             stopped_by=stopped_by,

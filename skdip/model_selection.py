@@ -301,9 +301,9 @@ class PreferDefault:
     -----
     A NaN or infinite score marks a failed fit (a no-reference score is
     infinite only for a degenerate fit, such as a residual of exactly 0; a
-    PSNR of +inf is left out too). The default is kept when its score is
-    NaN only if every other candidate failed too; a failed default is
-    otherwise replaced by the best candidate that did not fail. With
+    PSNR of +inf is left out too). A failed default is replaced by the best
+    candidate that did not fail; when every candidate failed, a ValueError
+    says so. With
     ``refit`` a callable, scikit-learn sets ``best_index_`` and
     ``best_params_`` from this rule and leaves ``best_score_`` unset.
 

@@ -532,3 +532,27 @@ def test_a_rollback_returns_to_the_point_whose_loss_was_recorded(batched):
     assert result.history["divergences"][0]["iteration"] == 7
     assert losses[7] == pytest.approx(losses[4], rel=1e-6)
     assert losses[7] != pytest.approx(losses[5], rel=1e-3)
+
+
+def test_a_result_does_not_share_memory_with_the_state_a_resume_goes_on_from():
+    # On the CPU .to("cpu") returns the same tensor: a resumed fit rewrote r1.estimate.
+    model, target = _problem(size=8)
+    kw = dict(loss=get_loss("mse"), max_iter=4, averaging=0.5, seed=0)
+    first = fit_model(model, target, keep_state=True, **kw)
+    estimate, last = first.estimate.clone(), first.last.clone()
+    fit_model(first.state.model, target, resume=first.state, **kw)
+    torch.testing.assert_close(first.estimate, estimate, rtol=0, atol=0)
+    torch.testing.assert_close(first.last, last, rtol=0, atol=0)
+
+
+def test_members_handed_over_in_eval_mode_are_fitted_in_training_mode():
+    from skdip._engine import fit_batch
+
+    # The batched template copied member 0 before the members were put in training
+    # mode: BatchNorm ran on running statistics and the fit was not fit_model's.
+    kw = dict(loss=get_loss("mse"), max_iter=5, lr=0.01)
+    model, target = _problem(size=8)
+    alone = fit_model(model.double().eval(), target.double(), seed=0, **kw)
+    model, target = _problem(size=8)
+    (together,) = fit_batch([model.double().eval()], [target.double()], seeds=[0], **kw)
+    torch.testing.assert_close(alone.estimate, together.estimate, atol=1e-10, rtol=0)

@@ -102,6 +102,14 @@ def test_a_bool_is_not_a_number_for_hio_either():
         HIOPhaseRetriever(max_iter=True).fit(np.ones((8, 8)))
 
 
+@pytest.mark.parametrize("make", [DIPDenoiser, HIOPhaseRetriever], ids=["dip", "hio"])
+def test_n_jobs_zero_is_refused_before_any_work(make):
+    # It passed the checks and failed inside joblib, after the inputs were prepared.
+    with pytest.raises(InvalidParameterError, match="'n_jobs' parameter"):
+        make(n_jobs=0).fit(np.ones((8, 8)))
+    assert make(n_jobs=-1).get_params()["n_jobs"] == -1
+
+
 def test_bool_parameters_still_take_bools():
     DIPDenoiser(**{**COMMON, "rescale": True, "verbose": False}).fit(_ramp())
 

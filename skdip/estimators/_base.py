@@ -57,6 +57,13 @@ from ..losses import LOSS_NAMES, BaseRegularizer, get_loss
 from ..operators import ForwardOperator, Identity
 from ..stopping import BaseStoppingRule, get_stopping_rule
 
+# joblib's convention (-1: every core, -2: all but one); 0 means nothing to it.
+N_JOBS_CONSTRAINT = [
+    Interval(Integral, None, -1, closed="right"),
+    Interval(Integral, 1, None, closed="left"),
+    None,
+]
+
 __all__ = ["BaseDIPEstimator"]
 
 # Data whose range leaves [-0.25, 1.25] is not on the [0, 1] scale the sigmoid
@@ -250,7 +257,7 @@ class BaseDIPEstimator(
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callback": [callable, None],
-        "n_jobs": [Integral, None],
+        "n_jobs": N_JOBS_CONSTRAINT,
         "warm_start": ["boolean"],
     }
 

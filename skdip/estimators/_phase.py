@@ -35,6 +35,7 @@ from ..losses import get_loss
 from ..metrics._phase import phase_retrieval_psnr
 from ..operators._fourier import FourierMagnitude, check_oversampling, make_phase_masks
 from ._base import (
+    N_JOBS_CONSTRAINT,
     BaseDIPEstimator,
     ImageOutputMixin,
     _fit_in_workers,
@@ -813,7 +814,7 @@ class HIOPhaseRetriever(
         "shrinkwrap_sigma": [Interval(Real, 0, None, closed="neither")],
         "shrinkwrap_threshold": [Interval(Real, 0, 1, closed="neither")],
         "random_state": ["random_state"],
-        "n_jobs": [Integral, None],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
     _min_image_size = 2
 
