@@ -73,6 +73,20 @@ def test_references_of_the_reconstruction_shape_are_accepted():
     BlindDeblurrer(kernel_size=3, **COMMON).fit(x, _image())
 
 
+def test_scoring_the_fitted_images_judges_y_by_the_fitted_reconstruction(count_fits):
+    # transform keeps the fitted result after set_params; score did not, and refused a
+    # reference of the fitted reconstruction's shape for the new scale's.
+    low = _image()
+    sr = DIPSuperResolver(scale=2, **COMMON).fit(low)
+    before = sr.score(low, _image((32, 32)))
+    sr.set_params(scale=4)
+    assert sr.transform(low).shape == (32, 32)
+    assert sr.score(low, _image((32, 32))) == before
+    with pytest.raises(ValueError, match=r"y\[0\] has shape \(64, 64, 1\).*fitted reconstruction"):
+        sr.score(low, _image((64, 64)))
+    assert len(count_fits) == 1
+
+
 def test_score_checks_the_references_before_solving_new_data(count_fits):
     den = DIPDenoiser(**COMMON).fit(_image())
     fits = len(count_fits)

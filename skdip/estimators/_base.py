@@ -662,15 +662,14 @@ class BaseDIPEstimator(
                 "on [0, 1])"
             )
 
-    def _per_image_inputs(self, images, references, fit_params, solving=True) -> list[dict]:
-        """The per-image fit parameters, every image's inputs checked before any fit
-        (and, when the images are to be solved, whether they can be)."""
+    def _per_image_inputs(self, images, references, fit_params) -> list[dict]:
+        """The per-image fit parameters, every image's inputs checked before any fit,
+        and whether the images can be solved."""
         extras = self._split_extra(len(images), fit_params)
         refs = references if references is not None else [None] * len(images)
         for image, reference, extra in zip(images, refs, extras, strict=True):
             self._check_observation(image, reference, extra)
-            if solving:
-                self._check_solvable(image, extra, reference)
+            self._check_solvable(image, extra, reference)
         return extras
 
     def _check_inputs(self, X, y=None, fit_params=None):
@@ -1050,10 +1049,19 @@ class BaseDIPEstimator(
             raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
         (judge or self)._check_reference_dtypes(*checked, references, ref_layout, fit_params)
         if self._reuses_fit(checked[0], fit_params):  # no solve: nothing checks again
-            self._per_image_inputs(checked[0], references, fit_params, solving=False)
+            # Against the fitted reconstructions, which are what is scored: the
+            # parameters may have changed since (set_params(scale=4) after a fit).
+            for i, (reference, result) in enumerate(
+                zip(references, self._fit_results, strict=True)
+            ):
+                if reference.shape != result["estimate"].shape:
+                    raise ValueError(
+                        f"the clean reference y[{i}] has shape {reference.shape} (as (H, W, C)) "
+                        f"but the fitted reconstruction {result['estimate'].shape}"
+                    )
             return
         with held_back():
-            self._per_image_inputs(checked[0], references, fit_params, solving=True)
+            self._per_image_inputs(checked[0], references, fit_params)
 
     def _reference_psnrs(self, images, results, references, extras) -> list[float]:
         """Per image, the PSNR of the estimate against its clean reference, on the
