@@ -82,7 +82,9 @@ def test_scoring_the_fitted_images_judges_y_by_the_fitted_reconstruction(count_f
     sr.set_params(scale=4)
     assert sr.transform(low).shape == (32, 32)
     assert sr.score(low, _image((32, 32))) == before
-    with pytest.raises(ValueError, match=r"y\[0\] has shape \(64, 64, 1\).*fitted reconstruction"):
+    with pytest.raises(
+        ValueError, match=r"y has shape \(64, 64, 1\).*fitted reconstruction of image 0"
+    ):
         sr.score(low, _image((64, 64)))
     assert len(count_fits) == 1
 

@@ -1056,8 +1056,8 @@ class BaseDIPEstimator(
             ):
                 if reference.shape != result["estimate"].shape:
                     raise ValueError(
-                        f"the clean reference y[{i}] has shape {reference.shape} (as (H, W, C)) "
-                        f"but the fitted reconstruction {result['estimate'].shape}"
+                        f"the clean reference y has shape {reference.shape} (as (H, W, C)) but "
+                        f"the fitted reconstruction of image {i} {result['estimate'].shape}"
                     )
             return
         with held_back():
