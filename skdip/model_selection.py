@@ -558,7 +558,8 @@ def fit_candidates(
     fits differ from those by float32 rounding, which can move an
     early-stopping point and so change single fits; ``batch_size=1`` gives
     exactly those fits. All fits run in this process, on the estimator's
-    device (its ``n_jobs`` is not used).
+    device (its ``n_jobs`` is not used). No fit is kept to go on with, so
+    ``warm_start=True`` is refused.
 
     Parameters
     ----------
@@ -619,6 +620,13 @@ def fit_candidates(
     fitted = [clone(estimator).set_params(**c) for c in candidates]
     for est in fitted:
         est._check_params()
+        if getattr(est, "warm_start", False):
+            # Its next fit would silently start afresh: no state is kept here.
+            raise ValueError(
+                "fit_candidates keeps no fit to go on with, so warm_start=True would be "
+                "ignored; fit such a setting with clone(estimator).set_params(**setting)"
+                ".fit(X), or set warm_start=False"
+            )
     images, layout, references = fitted[0]._check_inputs(X, y, fit_params)
     if references is not None:
         for est in fitted[1:]:  # a candidate's own forward model judges y's scale

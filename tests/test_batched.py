@@ -556,6 +556,11 @@ def test_fit_candidates_rejects_bad_calls():
         fit_candidates(_candidate_base(), X, [{"not_a_parameter": 1}])
     with pytest.raises(ValueError, match="lr"):
         fit_candidates(_candidate_base(), X, [{"lr": -1.0}])
+    # A candidate's next fit would have started afresh, silently.
+    with pytest.raises(ValueError, match="warm_start=True would be ignored"):
+        fit_candidates(_candidate_base(), X, [{"lr": 0.01}, {"lr": 0.02, "warm_start": True}])
+    with pytest.raises(ValueError, match="warm_start"):
+        fit_candidates(_candidate_base().set_params(warm_start=True), X, GRID, batch_size=1)
 
 
 # ------------------------------------------------------- inverse problems
