@@ -429,6 +429,18 @@ def test_noise_level_with_missing_pixels_uses_the_observed_blocks():
         _observed_noise_var(np.full((8, 8, 1), np.nan))
 
 
+def test_inpainter_score_names_the_scorer_that_takes_the_noise_level():
+    # score() has no sigma: the message must say where to give one, and that works.
+    rng = np.random.default_rng(1)
+    X = _noisy(_clean((12, 12)))
+    mask = rng.random((12, 12)) > 0.5
+    inp = DIPInpainter(generator="skip-small", max_iter=3, random_state=0, device="cpu")
+    inp.fit(X, mask=mask)
+    with pytest.raises(ValueError, match=r"get_scorer\('emv', sigma=\.\.\.\)\(estimator, X\)"):
+        inp.score(X)
+    assert np.isfinite(get_scorer("emv", sigma=SIGMA)(inp, X))
+
+
 def test_noise_level_of_white_noise_on_an_image():
     from skdip.metrics._noise_level import _wavelet_noise_sigma, estimate_noise_var
     from skdip.metrics._scorers import _noise_var

@@ -307,7 +307,12 @@ def _observed_noise_var(observation: np.ndarray) -> float:
     detail = _haar_diagonal(observation)[::2, ::2]
     detail = detail[np.isfinite(detail)]
     if detail.size < 8:
+        # estimator.score has no sigma: name the scorer that takes one.
         raise ValueError(
-            "too few observed pixels to estimate the noise level; pass sigma= to the scorer"
+            f"too few observed pixels to estimate the noise level: {detail.size} 2x2 blocks "
+            "with all four pixels observed, at least 8 needed. Give the noise level (in X's "
+            "units) to a scorer: skdip.metrics.get_scorer('emv', sigma=...)(estimator, X) "
+            "instead of estimator.score(X), or scoring=get_scorer('emv', sigma=...) in a "
+            "grid search"
         )
     return max(float(np.median(np.abs(detail)) / _MAD_TO_SIGMA) ** 2, _MIN_NOISE_VAR)
