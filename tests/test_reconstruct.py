@@ -578,10 +578,28 @@ def test_rescaling_with_a_kernel_of_negative_sum():
     y = 200 + 200 * _smooth()
     params = dict(COMMON, boundary="circular", max_iter=20)
     plain = DIPDeconvolver(kernel=kernel, **params).fit(y)
-    negated = DIPDeconvolver(kernel=-kernel, **params).fit(-y)
+    with pytest.warns(UserWarning, match="kernel sums to -1 < 0"):
+        negated = DIPDeconvolver(kernel=-kernel, **params).fit(-y)
     np.testing.assert_allclose(negated.reconstruction_, plain.reconstruction_, rtol=1e-4)
     clean = 200 + 200 * _smooth(seed=0)
     assert negated.score(-y, clean) == pytest.approx(plain.score(y, clean), rel=1e-3)
+
+
+@pytest.mark.parametrize("gain", [0.5, -1.0])
+def test_data_on_the_unit_range_behind_a_gain_that_needs_another_image_range(gain):
+    # Data on [0, 1] through a kernel of sum 0.5 need an image up to 1.8, or through
+    # one of sum -1 a negative image: not rescaled, the sigmoid output saturated.
+    kernel = np.full((3, 3), gain / 9)
+    image = (0.3 + 0.6 * _smooth()) / gain  # on [0.6, 1.8], or on [-0.9, -0.3]
+    y = blur(image, kernel, mode="wrap")
+    assert 0 <= y.min() and y.max() <= 1
+    params = dict(COMMON, kernel=kernel, boundary="circular", max_iter=60, lr=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the negative kernel's warning
+        auto = DIPDeconvolver(**params).fit_transform(y)
+        as_is = DIPDeconvolver(rescale=False, **params).fit_transform(y)
+    assert np.abs(auto - image).mean() < 0.1
+    assert np.abs(as_is - image).mean() > 0.3  # held on [0, 1]
 
 
 def test_new_images_without_the_fit_parameters_the_fit_had_are_reported():

@@ -141,10 +141,24 @@ class _Scaling:
         lo, hi = float(finite.min()), float(finite.max())
         needed = lo < _AUTO_RESCALE_BOUNDS[0] or hi > _AUTO_RESCALE_BOUNDS[1]
         narrow = narrow and 0 < hi - lo < _AUTO_RESCALE_MIN_SPAN
+        response = None
+        if mode == "auto" and not (needed or narrow) and constant_response is not None:
+            # Data on [0, 1] can still need an image outside it (a kernel summing to
+            # 0.5 or to -1): a sigmoid output then saturated, silently.
+            try:
+                response = np.asarray(constant_response())
+            except ValueError:
+                pass  # not linear, or no gain: the data's range decides, as before
+            else:
+                g = float(response.flat[np.argmax(np.abs(response))])
+                if g != 0:
+                    low, high = sorted((lo / g, hi / g))
+                    needed = low < _AUTO_RESCALE_BOUNDS[0] or high > _AUTO_RESCALE_BOUNDS[1]
         if not (mode is True or (mode == "auto" and (needed or narrow))):
             return cls()
         span = hi - lo if hi > lo else 1.0
-        response = np.asarray(1.0 if constant_response is None else constant_response())
+        if response is None:
+            response = np.asarray(1.0 if constant_response is None else constant_response())
         # The gain g (for a response that is not constant, a mask or zero padding,
         # its largest entry): the image behind [lo, hi] spans [lo, hi] / g, reversed
         # for g < 0. Its lowest value c measures as c * response, exactly.

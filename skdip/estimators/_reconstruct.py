@@ -19,6 +19,7 @@ from torch import nn
 
 from .._engine import COMPLEX_OUTPUT_MESSAGE
 from .._validation import to_tensor
+from .._warnings import warn
 from ..operators import (
     Convolution,
     Downsample,
@@ -66,7 +67,9 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         is the step of that average.
     rescale : "auto" or bool, default="auto"
         Map intensities to [0, 1] before fitting and back after ("auto": for
-        data clearly outside [0, 1]; for ``DIPInpainter`` also for data
+        data clearly outside [0, 1], or data whose image, through the model's
+        gain on constant images, is: a kernel summing to 0.5 or to -1 on data
+        on [0, 1]; for ``DIPInpainter`` also for data
         spanning less than 0.1, as in :class:`DIPDenoiser`, which through
         another model would cap the image at the measurement's narrow range).
         The offset removed from the measurements is carried through the
@@ -984,6 +987,15 @@ class DIPDeconvolver(_InverseProblemEstimator):
         if self.kernel is None:
             raise ValueError("DIPDeconvolver needs the blur kernel: pass kernel=<2-D array>")
         self._convolution()  # validates the kernel
+        total = float(np.sum(np.asarray(self.kernel, dtype=np.float64)))
+        if total < 0:
+            # Fitted as given, it explains positive data by a negative image.
+            warn(
+                f"the kernel sums to {total:.3g} < 0, while a blur kernel sums to a positive "
+                "number (1 keeps the brightness): under it, the image that explains positive "
+                "data is negative. Check its sign.",
+                UserWarning,
+            )
 
     def _convolution(self) -> Convolution:
         # Built from the current parameters each time: a copy kept from the last
