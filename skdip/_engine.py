@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -141,6 +142,53 @@ def _record_interruption() -> None:
     flag = getattr(_INTERRUPTION, "flag", None)
     if flag is not None:
         flag[0] = True
+
+
+class _StepRecordGuard:
+    """Holds a Ctrl-C that arrives between a step and its record until the record
+    is complete, so that an interrupted fit's state is that of its recorded steps.
+
+    A fit kept to go on with (``keep_state``) must be the fit of the steps in its
+    history; an interruption inside ``optimizer.step()`` or before the step's
+    record left parameters, Adam's moments and the average one step ahead. Only
+    in the main thread (the only one signals reach), and only over Python's own
+    handler: a caller's own SIGINT handler is left alone.
+    """
+
+    def __init__(self) -> None:
+        self._inside = False
+        self._pending = False
+        self._previous = None
+
+    def __enter__(self) -> _StepRecordGuard:
+        self._inside = True
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self._inside = False
+        if self._pending:
+            self._pending = False
+            if kind is None:
+                raise KeyboardInterrupt
+
+    def _handle(self, signum, frame) -> None:
+        if self._inside:
+            self._pending = True
+        else:
+            signal.default_int_handler(signum, frame)
+
+    def install(self) -> None:
+        """Handle SIGINT from now on (where allowed); :meth:`uninstall` gives it back."""
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 @dataclass
@@ -405,6 +453,8 @@ def fit_model(
     skipped = _interrupted_before()
     if skipped:
         stopped_by = "interrupted"  # an earlier fit of this call was; this one runs no step
+    step_record = _StepRecordGuard()
+    step_record.install()
     try:
         # Iterations count accepted steps only; a step rejected by the divergence
         # guard is retried after the rollback, at most max_divergences times.
@@ -447,21 +497,23 @@ def fit_model(
                     _warn_diverged(events, it)
                     break
                 continue
-            # The snapshot taken before the first step stands until the first
-            # full interval, so even a bad first step can be undone. It holds the
-            # parameters the accepted loss was measured at, before this step: the
-            # step's own result is unchecked (a NaN gradient under a finite loss),
-            # and after a rollback the restored point must measure as recorded.
-            if (it + 1) % checkpoint_every == 0:
-                snapshot = _snapshot(model, optimizer)
-                snapshot_loss = loss_value
-            optimizer.step()
-            n_steps += 1
-            min_loss = min(min_loss, loss_value)
+            # A Ctrl-C in here waits for the step's record (see _StepRecordGuard).
+            with step_record:
+                # The snapshot taken before the first step stands until the first
+                # full interval, so even a bad first step can be undone. It holds the
+                # parameters the accepted loss was measured at, before this step: the
+                # step's own result is unchecked (a NaN gradient under a finite loss),
+                # and after a rollback the restored point must measure as recorded.
+                if (it + 1) % checkpoint_every == 0:
+                    snapshot = _snapshot(model, optimizer)
+                    snapshot_loss = loss_value
+                optimizer.step()
+                n_steps += 1
+                min_loss = min(min_loss, loss_value)
 
-            scalars = selection.track(x.detach(), it)
-            values = torch.stack(scalars).tolist() if scalars else []
-            stop = selection.observe(values, loss_value, it, data_value)
+                scalars = selection.track(x.detach(), it)
+                values = torch.stack(scalars).tolist() if scalars else []
+                stop = selection.observe(values, loss_value, it, data_value)
             if verbose:
                 bar.update(1)
                 if it % 25 == 0:
@@ -480,6 +532,7 @@ def fit_model(
         _record_interruption()
         _warn_interrupted(n_steps)
     finally:
+        step_record.uninstall()
         bar.close()
     elapsed = elapsed_before + time.perf_counter() - start_time
     result = selection.result(model, n_steps, stopped_by, events, elapsed)
@@ -494,7 +547,8 @@ def fit_model(
             snapshot_loss=snapshot_loss,
             min_loss=min_loss,
             events=events,
-            # An interruption can fall between a step and its record: go on from
+            # Where the guard could not hold a Ctrl-C (another thread, a caller's
+            # SIGINT handler), it can fall between a step and its record: go on from
             # the recorded steps, so that the history stays one entry per step.
             n_steps=len(selection.losses),
             elapsed=elapsed,
@@ -675,6 +729,8 @@ def fit_batch(
     if _interrupted_before():  # an earlier fit of this call was: no member runs a step
         stopped_by[:] = ["interrupted"] * n
         finish(list(range(len(active))))
+    step_record = _StepRecordGuard()
+    step_record.install()
     try:
         while active:
             deltas = []
@@ -720,51 +776,60 @@ def fit_batch(
             else:
                 loss_values = data_values = totals.detach().tolist()
 
-            rejected = []
-            for row, m in enumerate(active):
-                value = loss_values[row]
-                spiked = n_steps[m] >= checkpoint_every and _spiked(
-                    value, min_loss[m], divergence_ratio
-                )
-                if not math.isfinite(value) or spiked:
-                    rejected.append(row)
-                elif (n_steps[m] + 1) % checkpoint_every == 0:
-                    # Before the step, as in fit_model.
-                    snapshot.update(adam, params, constants, row)
-                    snapshot_loss[m] = value
-            adam.step(params, grads)
-            ended = []
-            for row in rejected:
-                m = active[row]
-                # Buffers too: the rejected step's forward moved BatchNorm's statistics.
-                adam.restore(params, constants, snapshot, row)
-                min_loss[m] = snapshot_loss[m]
-                adam.lr[row] *= 0.5
-                events[m].append(
-                    {"iteration": n_steps[m], "loss": loss_values[row], "lr": [adam.lr[row]]}
-                )
-                if len(events[m]) > max_divergences:
-                    stopped_by[m] = "divergence"
-                    _warn_diverged(events[m], n_steps[m])
-                    ended.append(row)
+            # A Ctrl-C in here waits for the step's record (see _StepRecordGuard).
+            with step_record:
+                rejected = []
+                for row, m in enumerate(active):
+                    value = loss_values[row]
+                    spiked = n_steps[m] >= checkpoint_every and _spiked(
+                        value, min_loss[m], divergence_ratio
+                    )
+                    if not math.isfinite(value) or spiked:
+                        rejected.append(row)
+                    elif (n_steps[m] + 1) % checkpoint_every == 0:
+                        # Before the step, as in fit_model.
+                        snapshot.update(adam, params, constants, row)
+                        snapshot_loss[m] = value
+                adam.step(params, grads)
+                ended = []
+                for row in rejected:
+                    m = active[row]
+                    # Buffers too: the rejected step's forward moved BatchNorm's statistics.
+                    adam.restore(params, constants, snapshot, row)
+                    min_loss[m] = snapshot_loss[m]
+                    adam.lr[row] *= 0.5
+                    events[m].append(
+                        {"iteration": n_steps[m], "loss": loss_values[row], "lr": [adam.lr[row]]}
+                    )
+                    if len(events[m]) > max_divergences:
+                        stopped_by[m] = "divergence"
+                        _warn_diverged(events[m], n_steps[m])
+                        ended.append(row)
 
-            accepted = [row for row in range(len(active)) if row not in rejected]
-            scalars, counts = [], []
-            for row in accepted:
-                m = active[row]
-                it = n_steps[m]
-                n_steps[m] += 1
-                min_loss[m] = min(min_loss[m], loss_values[row])
-                member = selections[m].track(x[row].detach(), it)
-                scalars += member
-                counts.append(len(member))
-            values = torch.stack(scalars).tolist() if scalars else []
-            for row, count in zip(accepted, counts, strict=True):
+                accepted = [row for row in range(len(active)) if row not in rejected]
+                scalars, counts = [], []
+                for row in accepted:
+                    m = active[row]
+                    it = n_steps[m]
+                    n_steps[m] += 1
+                    min_loss[m] = min(min_loss[m], loss_values[row])
+                    member = selections[m].track(x[row].detach(), it)
+                    scalars += member
+                    counts.append(len(member))
+                values = torch.stack(scalars).tolist() if scalars else []
+                stops = []
+                for row, count in zip(accepted, counts, strict=True):
+                    m = active[row]
+                    it = n_steps[m] - 1
+                    data_value = data_values[row] if cfg[m]["regularizer"] is not None else None
+                    stops.append(
+                        selections[m].observe(values[:count], loss_values[row], it, data_value)
+                    )
+                    values = values[count:]
+            # The callbacks run outside: a caller's slow callback stays interruptible.
+            for row, stop in zip(accepted, stops, strict=True):
                 m = active[row]
                 it = n_steps[m] - 1
-                data_value = data_values[row] if cfg[m]["regularizer"] is not None else None
-                stop = selections[m].observe(values[:count], loss_values[row], it, data_value)
-                values = values[count:]
                 hook = cfg[m]["callback"]
                 estimate = selections[m].estimate
                 if hook is not None and hook(it, loss_values[row], estimate.clone()):
@@ -791,6 +856,7 @@ def fit_batch(
         _warn_interrupted(max(n_steps))
         finish(list(range(len(active))))
     finally:
+        step_record.uninstall()
         bar.close()
     return results
 

@@ -1,4 +1,6 @@
 import math
+import os
+import signal
 import sys
 
 import numpy as np
@@ -556,3 +558,49 @@ def test_members_handed_over_in_eval_mode_are_fitted_in_training_mode():
     model, target = _problem(size=8)
     (together,) = fit_batch([model.double().eval()], [target.double()], seeds=[0], **kw)
     torch.testing.assert_close(alone.estimate, together.estimate, atol=1e-10, rtol=0)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name == "nt", reason="POSIX signals")
+@pytest.mark.parametrize("batched", [False, True], ids=["fit_model", "fit_batch"])
+def test_a_ctrl_c_between_a_step_and_its_record_waits_for_the_record(batched):
+    # A real SIGINT while the stopping rule reads step 5's iterate: the step was
+    # taken, so it is recorded before the fit ends, and a fit kept to go on with is
+    # the fit of the steps in its history (it was one step ahead of it).
+    from skdip._engine import _Selection, fit_batch
+
+    original = _Selection.track
+    calls = [0]
+
+    def track(self, raw, it):
+        calls[0] += 1
+        if calls[0] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, raw, it)
+
+    def fit(**kw):
+        model, target = _problem(size=8)
+        if batched:
+            return fit_batch([model], [target], seeds=[0], loss=get_loss("mse"), **kw)[0]
+        return fit_model(model, target, seed=0, loss=get_loss("mse"), **kw)
+
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_Selection, "track", track)
+            cut = fit(max_iter=20, **({} if batched else {"keep_state": True}))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert cut.stopped_by == "interrupted"
+    assert cut.n_iter == len(cut.history["loss"]) == 6
+    longer = fit(max_iter=10)
+    if not batched:
+        state = cut.state
+        resumed = fit_model(
+            state.model, state.target, resume=state, loss=get_loss("mse"), max_iter=4
+        )
+        np.testing.assert_array_equal(resumed.history["loss"], longer.history["loss"])
+        torch.testing.assert_close(resumed.estimate, longer.estimate, rtol=0, atol=0)
+    else:
+        # Unstacked into the member: the parameters of its six recorded steps.
+        np.testing.assert_array_equal(cut.history["loss"], longer.history["loss"][:6])
+        six = fit(max_iter=6).model.state_dict()
+        for name, value in cut.model.state_dict().items():
+            torch.testing.assert_close(value, six[name], rtol=0, atol=0)
