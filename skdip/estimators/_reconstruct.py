@@ -986,8 +986,8 @@ class DIPDeconvolver(_InverseProblemEstimator):
         super()._check_params()
         if self.kernel is None:
             raise ValueError("DIPDeconvolver needs the blur kernel: pass kernel=<2-D array>")
-        self._convolution()  # validates the kernel
-        total = float(np.sum(np.asarray(self.kernel, dtype=np.float64)))
+        convolution = self._convolution()  # validates the kernel
+        total = float(convolution.kernel.double().sum())
         if total < 0:
             # Fitted as given, it explains positive data by a negative image.
             warn(
