@@ -283,6 +283,25 @@ def test_a_continuation_that_raises_leaves_the_kept_fit_as_it_was():
     _same_fit(warm, longer)
 
 
+def test_a_fit_of_other_images_that_raises_keeps_the_fit_to_go_on_with():
+    noisy, _ = _images()
+    other, _ = _images(seed=1)
+    kw = dict(generator=TINY, early_stopping=_rule(), random_state=0, device="cpu")
+    longer = _quiet(DIPDenoiser(max_iter=12, **kw).fit, noisy)
+    warm = DIPDenoiser(max_iter=5, warm_start=True, **kw)
+    _quiet(warm.fit, noisy)
+
+    def broken(it, loss, estimate):
+        raise RuntimeError("a bug in the callback")
+
+    # Other images start afresh; that fit fails, and the kept one must survive it.
+    with pytest.warns(UserWarning, match="other"):
+        with pytest.raises(RuntimeError, match="a bug in the callback"):
+            _quiet(warm.set_params(callback=broken).fit, other)
+    _quiet(warm.set_params(max_iter=7, callback=None).fit, noisy)
+    _same_fit(warm, longer)
+
+
 def test_blind_deblurring_goes_on_with_both_networks_and_its_psnr_curve():
     from skdip import BlindDeblurrer
     from skdip.datasets import blur, make_motion_kernel

@@ -705,6 +705,10 @@ class BaseDIPEstimator(
         rng = check_random_state(self.random_state)
         warm = fitting and bool(getattr(self, "warm_start", False))
         states = self._states_to_continue(images, references, fit_params) if warm else None
+        # Put back if the new fit fails: the fit they belong to stays the fitted one.
+        kept = {
+            k: self.__dict__[k] for k in ("_fit_states", "_warm_references") if k in self.__dict__
+        }
         if fitting and states is None:
             # A new fit replaces the kept one: not worth sending to worker processes.
             self._fit_states = None
@@ -718,6 +722,9 @@ class BaseDIPEstimator(
                     results = self._continue_fits(states, images, extras)
                 else:
                     results = self._fit_images(images, references, extras, rng)
+        except BaseException:
+            self.__dict__.update(kept)
+            raise
         finally:
             del self._keeping_fit_states
         if interrupted[0]:
