@@ -13,10 +13,12 @@ from skdip.operators import (
     Convolution,
     Downsample,
     ForwardOperator,
+    FourierMagnitude,
     FunctionOperator,
     Identity,
     PixelMask,
     downsampling_kernel,
+    make_phase_masks,
 )
 from skdip.operators._convolution import _pad, convolve
 
@@ -461,6 +463,9 @@ def test_function_operator_rejects_bad_arguments():
         Downsample(2),
         Convolution(np.ones((3, 3))),
         FunctionOperator(crop_one),
+        # Their helpers truncated 4.5 to 4 and echoed (0, -1) back.
+        Identity(),
+        FourierMagnitude(2),
     ],
     ids=lambda o: type(o).__name__,
 )
@@ -640,7 +645,6 @@ def test_cuda_matches_cpu(name):
 
 
 def test_fourier_magnitude_exposes_the_masks_it_used():
-    from skdip.operators import FourierMagnitude, make_phase_masks
 
     op = FourierMagnitude(n_masks=2, mask_seed=3)
     assert op.masks is None  # documented, but missing: AttributeError
@@ -699,3 +703,17 @@ def test_copies_of_an_operator_keep_its_modules_hooks_and_bound_methods():
     scripted = FunctionOperator(torch.jit.script(_BlurModule()), linear=True)
     x = torch.rand(1, 1, 6, 6)
     assert torch.equal(copy.deepcopy(scripted)(x), scripted(x))
+
+
+def test_mask_seeds_outside_numpys_range_are_named():
+    # numpy's own "Seed must be between 0 and 2**32 - 1" named no parameter.
+    from skdip import HIOPhaseRetriever
+
+    with pytest.raises(ValueError, match=r"mask_seed must be in \[0, 2\*\*32\)"):
+        FourierMagnitude(2, n_masks=2, mask_seed=-1)
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*32\)"):
+        make_phase_masks(2, (4, 4), seed=2**32)
+    with pytest.raises(TypeError, match="pair of integers"):
+        make_phase_masks(2, (4,))
+    with pytest.raises(ValueError, match="'mask_seed' parameter"):
+        HIOPhaseRetriever(n_masks=1, mask_seed=2**32).fit(np.ones((8, 8)))

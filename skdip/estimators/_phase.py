@@ -239,7 +239,7 @@ _COMMON_PHASE_CONSTRAINTS = {
     "support": ["array-like", None],
     "n_init": [Interval(Integral, 1, None, closed="left")],
     "n_masks": [Interval(Integral, 0, None, closed="left")],
-    "mask_seed": [Interval(Integral, 0, None, closed="left")],
+    "mask_seed": [Interval(Integral, 0, 2**32 - 1, closed="both")],
 }
 
 

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
 import torch
 from torch import nn
 
 __all__ = ["ForwardOperator", "Identity"]
+
+
+def _check_spatial_shape(shape: object, name: str) -> tuple[int, int]:
+    """Validate a spatial shape ``(h, w)`` of two positive integers and return it as a tuple."""
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if not isinstance(shape, (tuple, list, np.ndarray)) or len(shape) != 2:
+        raise TypeError(f"{name} must be a pair of integers (h, w), got {shape!r}")
+    out = []
+    for s in shape:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"{name} must be a pair of integers (h, w), got {shape!r}")
+        if s <= 0:
+            raise ValueError(f"{name} must contain positive sizes, got {tuple(shape)!r}")
+        out.append(int(s))
+    return out[0], out[1]
 
 
 class ForwardOperator(nn.Module):
@@ -70,11 +89,11 @@ class ForwardOperator(nn.Module):
 
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         """Spatial shape ``(h, w)`` of the measurement of an image of ``input_shape``."""
-        return tuple(input_shape)
+        return _check_spatial_shape(input_shape, "input_shape")
 
     def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
         """Spatial shape of the image that produces a measurement of ``output_shape``."""
-        return tuple(output_shape)
+        return _check_spatial_shape(output_shape, "output_shape")
 
 
 class _BufferArray:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._base import ForwardOperator
+from ._base import ForwardOperator, _check_spatial_shape
 
 __all__ = ["Convolution", "convolve", "convolve_adjoint"]
 
@@ -30,22 +28,6 @@ def _check_image(x: object, name: str = "x") -> torch.Tensor:
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     return x
-
-
-def _check_spatial_shape(shape: object, name: str) -> tuple[int, int]:
-    """Validate a spatial shape ``(h, w)`` of two positive integers and return it as a tuple."""
-    if isinstance(shape, torch.Size):
-        shape = tuple(shape)
-    if not isinstance(shape, (tuple, list, np.ndarray)) or len(shape) != 2:
-        raise TypeError(f"{name} must be a pair of integers (h, w), got {shape!r}")
-    out = []
-    for s in shape:
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
-            raise TypeError(f"{name} must be a pair of integers (h, w), got {shape!r}")
-        if s <= 0:
-            raise ValueError(f"{name} must contain positive sizes, got {tuple(shape)!r}")
-        out.append(int(s))
-    return out[0], out[1]
 
 
 def _as_float_tensor(value: object, name: str) -> torch.Tensor:
@@ -248,7 +230,11 @@ class Convolution(ForwardOperator):
     Attributes
     ----------
     kernel : torch.Tensor of shape (kh, kw)
-        The kernel (a registered buffer: it follows ``.to(device)`` and pickles).
+        The kernel (a registered buffer: it follows ``.to(device)`` and pickles), in
+        torch's default dtype (float32 unless ``torch.set_default_dtype`` changed it, which
+        also suits devices without float64): for double-precision work, set float64 as
+        the default before building the operator, as ``.to(torch.float64)`` cannot give
+        back digits already rounded away.
     boundary : str
         The boundary handling.
     kernel_size : tuple of int

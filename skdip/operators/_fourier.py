@@ -7,7 +7,7 @@ from numbers import Integral
 import numpy as np
 import torch
 
-from ._base import ForwardOperator
+from ._base import ForwardOperator, _check_spatial_shape
 
 __all__ = ["FourierMagnitude", "check_oversampling", "make_phase_masks"]
 
@@ -71,6 +71,9 @@ def make_phase_masks(n_masks: int, shape: tuple[int, int], seed: int = 0) -> np.
         raise ValueError(f"n_masks must be a positive int, got {n_masks!r}")
     if isinstance(seed, bool) or not isinstance(seed, Integral):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed!r}")
+    shape = _check_spatial_shape(shape, "shape")
     rng = np.random.RandomState(int(seed))
     phases = rng.uniform(0.0, 2.0 * np.pi, size=(int(n_masks), *shape))
     return np.exp(1j * phases)
@@ -145,6 +148,8 @@ class FourierMagnitude(ForwardOperator):
             raise ValueError(f"n_masks must be a non-negative int, got {n_masks!r}")
         if isinstance(mask_seed, bool) or not isinstance(mask_seed, Integral):
             raise TypeError(f"mask_seed must be an int, got {mask_seed!r}")
+        if not 0 <= mask_seed < 2**32:
+            raise ValueError(f"mask_seed must be in [0, 2**32), got {mask_seed!r}")
         self.measurement = measurement
         self.n_masks = int(n_masks)
         self.mask_seed = int(mask_seed)
@@ -205,11 +210,12 @@ class FourierMagnitude(ForwardOperator):
 
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         sy, sx = self.oversampling
-        return int(input_shape[0]) * sy, int(input_shape[1]) * sx
+        h, w = _check_spatial_shape(input_shape, "input_shape")
+        return h * sy, w * sx
 
     def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
         sy, sx = self.oversampling
-        h, w = (int(s) for s in output_shape)
+        h, w = _check_spatial_shape(output_shape, "output_shape")
         if h % sy or w % sx:
             raise ValueError(
                 f"a diffraction pattern of shape {(h, w)} is not divisible by the "

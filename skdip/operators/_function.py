@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._base import ForwardOperator
-from ._convolution import _check_spatial_shape
+from ._base import ForwardOperator, _check_spatial_shape
 
 __all__ = ["FunctionOperator"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._base import ForwardOperator
-from ._convolution import _as_float_tensor, _check_image, _check_spatial_shape
+from ._base import ForwardOperator, _check_spatial_shape
+from ._convolution import _as_float_tensor, _check_image
 
 __all__ = ["PixelMask"]
 

@@ -130,7 +130,8 @@ class Downsample(ForwardOperator):
     padding : str
         The border handling.
     taps : torch.Tensor of shape (K,)
-        The 1-D filter (a registered buffer; the 2-D filter is its outer product).
+        The 1-D filter (a registered buffer; the 2-D filter is its outer product), in
+        torch's default dtype, as :class:`Convolution`'s kernel.
     offset : int
         Index of the first tap relative to the first pixel of a block (see
         :func:`downsampling_kernel`).
