@@ -26,6 +26,7 @@ of those, for scores computed elsewhere).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -519,15 +520,17 @@ def best_params_per_image(
         elif isinstance(refit, str):
             metric = refit
     _score_key(results, metric)  # a clear error for an unknown metric
-    prefix, suffix = "split", f"_test_{'score' if metric is None else metric}"
-    keys = [k for k in results if k.startswith(prefix) and k.endswith(suffix)]
-    keys.sort(key=lambda k: int(k[len(prefix) : -len(suffix)]))
+    # Whole keys only: metric "psnr" must not take "split0_test_val_test_psnr".
+    pattern = re.compile(rf"split(\d+)_test_{re.escape('score' if metric is None else metric)}")
+    splits = sorted(
+        (int(found.group(1)), key) for key in results if (found := pattern.fullmatch(key))
+    )
     params = results["params"]
     chosen = []
-    for key in keys:
+    for split, key in splits:
         scores = np.asarray(results[key], dtype=float)
         if not np.isfinite(scores).any():
-            raise ValueError(f"every candidate failed on split {key[len(prefix) : -len(suffix)]}")
+            raise ValueError(f"every candidate failed on split {split}")
         if prefer is not None:
             best = prefer.select(params, scores)
         else:

@@ -206,6 +206,37 @@ def test_uint8_images_are_read_on_the_unit_scale():
     assert ssim(a, b) == pytest.approx(structural_similarity(a, b, data_range=255))
 
 
+def test_images_on_another_scale_than_data_range_are_refused():
+    from skimage.metrics import peak_signal_noise_ratio
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+    # scikit-image's usual data_range=255 on uint8, read on [0, 1]: 48 dB too high.
+    for metric in (psnr, ssim, lambda x, y, **kw: aligned_psnr(x, y, 0, 0, **kw)):
+        with pytest.raises(ValueError, match="uint8 images are read on"):
+            metric(a, b, data_range=255)
+    # 16-bit counts, or float on 0-255, against the default range of 1.
+    with pytest.raises(ValueError, match="image_true spans 65535 .*data_range=1:"):
+        psnr(a.astype(np.uint16) * 257, b.astype(np.uint16) * 257)
+    with pytest.raises(ValueError, match="image_test spans"):
+        psnr(a, b * 1.0)  # uint8 against its pixel values as float
+    with pytest.raises(ValueError, match="image_true spans"):
+        aligned_ssim(a * 1.0, b * 1.0, max_shift=1)
+    # Given the right range, float 0-255 agrees with scikit-image.
+    expected = peak_signal_noise_ratio(a * 1.0, b * 1.0, data_range=255)
+    assert psnr(a * 1.0, b * 1.0, data_range=255) == pytest.approx(expected)
+    # A noisy estimate beyond [0, 1] is still an estimate on that scale.
+    assert np.isfinite(psnr(a / 255.0, a / 255.0 + rng.normal(0, 0.2, a.shape)))
+
+
+def test_aligned_ssim_names_the_crop_that_leaves_too_little():
+    x = np.random.default_rng(0).random((24, 24))
+    with pytest.raises(ValueError, match="crop=10 .* smaller max_shift"):
+        aligned_ssim(x, x)
+    assert aligned_ssim(x, x, max_shift=3) == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("kwargs", [{"full": True}, {"gradient": True}, {"channel_axis": 0}])
 def test_ssim_refuses_options_that_change_what_it_returns(kwargs):
     x = np.random.default_rng(0).random((16, 16))

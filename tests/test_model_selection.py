@@ -168,6 +168,27 @@ def test_best_params_per_image_errors_and_metric_names():
         best_params_per_image(search, metric="psnr")
 
 
+def test_best_params_per_image_reads_whole_metric_names():
+    # "psnr" took split0_test_val_test_psnr too, and int("0_test_val") failed.
+    results = {
+        "params": [{"lr": 0.01}, {"lr": 0.03}],
+        "split0_test_psnr": np.array([1.0, 2.0]),
+        "split1_test_psnr": np.array([2.0, 1.0]),
+        "split0_test_val_test_psnr": np.array([2.0, 1.0]),
+        "split1_test_val_test_psnr": np.array([1.0, 2.0]),
+        "mean_test_psnr": np.array([1.5, 1.5]),
+        "mean_test_val_test_psnr": np.array([1.5, 1.5]),
+    }
+
+    class Fitted:
+        cv_results_ = results
+        cv = PerImageCV()
+        refit = False
+
+    assert best_params_per_image(Fitted(), metric="psnr") == [{"lr": 0.03}, {"lr": 0.01}]
+    assert best_params_per_image(Fitted(), metric="val_test_psnr") == [{"lr": 0.01}, {"lr": 0.03}]
+
+
 def test_the_refit_after_per_image_splits_reproduces_the_scored_fits():
     images = _images(3)
     scorer = get_scorer("emv")

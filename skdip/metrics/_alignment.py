@@ -43,9 +43,9 @@ def _pick_best(cost: np.ndarray, max_shift: int) -> tuple[int, int]:
 
 
 def _prepare(
-    image_true: Any, image_test: Any, max_shift: Any, crop: Any
+    image_true: Any, image_test: Any, max_shift: Any, crop: Any, data_range: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
-    a, b = _check_pair(image_true, image_test)
+    a, b = _check_pair(image_true, image_test, data_range)
     max_shift = _check_nonneg_int(max_shift, "max_shift")
     crop = max_shift if crop is None else _check_nonneg_int(crop, "crop")
     if crop < max_shift:
@@ -182,8 +182,8 @@ def aligned_psnr(
     >>> aligned_psnr(x, np.roll(x, (1, 2), axis=(0, 1)), max_shift=3)
     inf
     """
-    a, b, max_shift, crop = _prepare(image_true, image_test, max_shift, crop)
     data_range = _check_data_range(data_range)
+    a, b, max_shift, crop = _prepare(image_true, image_test, max_shift, crop, data_range)
     ref, test = _crop_pair(a, b, _best_shift(a, b, max_shift, crop), crop)
     return _psnr(ref, test, data_range)
 
@@ -229,9 +229,16 @@ def aligned_ssim(
     >>> aligned_ssim(x, np.roll(x, (-2, 0), axis=(0, 1)), max_shift=3)
     1.0
     """
-    a, b, max_shift, crop = _prepare(image_true, image_test, max_shift, crop)
     data_range = _check_data_range(data_range)
+    a, b, max_shift, crop = _prepare(image_true, image_test, max_shift, crop, data_range)
     grey = np.ndim(image_true) == 2
+    if min(a.shape[:2]) - 2 * crop < 7:
+        # _ssim's own message would name only the cropped size.
+        raise ValueError(
+            f"aligned_ssim compares the images without a border of crop={crop} pixels (crop "
+            f"defaults to max_shift), which leaves less than SSIM's 7x7 window of the "
+            f"{a.shape[:2]} images: pass a smaller max_shift (and crop)"
+        )
     ref, test = _crop_pair(a, b, _best_shift(a, b, max_shift, crop), crop)
     return _ssim(_squeeze(ref, grey), _squeeze(test, grey), data_range)
 

@@ -33,14 +33,38 @@ def _as_image(image: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _check_pair(image_true: Any, image_test: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a (reference, estimate) pair; return float64 views or copies."""
+def _check_pair(
+    image_true: Any, image_test: Any, data_range: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a (reference, estimate) pair; return float64 views or copies.
+
+    With ``data_range``, also refuse values on another scale than it: a uint8
+    image (read on [0, 1]) with ``data_range=255`` read 48 dB too high, and
+    16-bit counts against the default range of 1 read -54 dB.
+    """
     a = _as_image(image_true, "image_true")
     b = _as_image(image_test, "image_test")
     if a.shape != b.shape:
         raise ValueError(
             f"image_true and image_test must have the same shape, got {a.shape} and {b.shape}"
         )
+    if data_range is None:
+        return a, b
+    if data_range != 1 and any(np.asarray(x).dtype == np.uint8 for x in (image_true, image_test)):
+        raise ValueError(
+            "uint8 images are read on [0, 1] (divided by 255), as skdip's estimators read "
+            f"them: their data range is 1 (the default), not {data_range:g}"
+        )
+    # Beyond these margins the images are on another scale, not merely noisy.
+    for name, image, bound in (("image_true", a, 1.5), ("image_test", b, 10.0)):
+        span = float(np.ptp(image))
+        if span > bound * data_range:
+            raise ValueError(
+                f"{name} spans {span:.6g} in intensity, far more than data_range="
+                f"{data_range:g}: pass the range of the images' scale (e.g. data_range=255 "
+                "for float data on 0-255, 65535 for 16-bit counts) and both images on that "
+                "scale (uint8 images are read on [0, 1])"
+            )
     return a, b
 
 
@@ -103,7 +127,10 @@ def psnr(image_true: Any, image_test: Any, data_range: float = 1.0) -> float:
         Image to evaluate.
     data_range : float, default=1.0
         Range of the intensities (1 for images in ``[0, 1]``). uint8 images
-        are scaled to ``[0, 1]`` first, as skdip's estimators read them.
+        are scaled to ``[0, 1]`` first, as skdip's estimators read them, so
+        with a uint8 image it must stay 1. A reference spanning more than 1.5
+        times it, or an estimate more than 10 times, is refused as being on
+        another scale (16-bit counts, floats on 0-255).
 
     Returns
     -------
@@ -113,8 +140,8 @@ def psnr(image_true: Any, image_test: Any, data_range: float = 1.0) -> float:
     Raises
     ------
     ValueError
-        On shape mismatch, wrong number of dimensions, NaN/inf values or a
-        non-positive ``data_range``.
+        On shape mismatch, wrong number of dimensions, NaN/inf values, a
+        non-positive ``data_range`` or images on another scale than it.
 
     Examples
     --------
@@ -124,8 +151,9 @@ def psnr(image_true: Any, image_test: Any, data_range: float = 1.0) -> float:
     >>> round(psnr(x, x + 0.1), 6)  # MSE = 0.01
     20.0
     """
-    a, b = _check_pair(image_true, image_test)
-    return _psnr(a, b, _check_data_range(data_range))
+    data_range = _check_data_range(data_range)
+    a, b = _check_pair(image_true, image_test, data_range)
+    return _psnr(a, b, data_range)
 
 
 def ssim(image_true: Any, image_test: Any, data_range: float = 1.0, **kwargs: Any) -> float:
@@ -143,7 +171,10 @@ def ssim(image_true: Any, image_test: Any, data_range: float = 1.0, **kwargs: An
         Image to evaluate.
     data_range : float, default=1.0
         Range of the intensities (1 for images in ``[0, 1]``). uint8 images
-        are scaled to ``[0, 1]`` first, as skdip's estimators read them.
+        are scaled to ``[0, 1]`` first, as skdip's estimators read them, so
+        with a uint8 image it must stay 1. A reference spanning more than 1.5
+        times it, or an estimate more than 10 times, is refused as being on
+        another scale (16-bit counts, floats on 0-255).
     **kwargs
         Passed on to :func:`skimage.metrics.structural_similarity`
         (for example ``gaussian_weights=True, sigma=1.5,
@@ -159,7 +190,8 @@ def ssim(image_true: Any, image_test: Any, data_range: float = 1.0, **kwargs: An
     ------
     ValueError
         On shape mismatch, wrong number of dimensions, NaN/inf values, a
-        non-positive ``data_range`` or images smaller than the window.
+        non-positive ``data_range``, images on another scale than it or
+        images smaller than the window.
 
     Examples
     --------
@@ -169,5 +201,6 @@ def ssim(image_true: Any, image_test: Any, data_range: float = 1.0, **kwargs: An
     >>> ssim(x, x)
     1.0
     """
-    a, b = _check_pair(image_true, image_test)
-    return _ssim(a, b, _check_data_range(data_range), **kwargs)
+    data_range = _check_data_range(data_range)
+    a, b = _check_pair(image_true, image_test, data_range)
+    return _ssim(a, b, data_range, **kwargs)
