@@ -715,5 +715,6 @@ def test_mask_seeds_outside_numpys_range_are_named():
         make_phase_masks(2, (4, 4), seed=2**32)
     with pytest.raises(TypeError, match="pair of integers"):
         make_phase_masks(2, (4,))
-    with pytest.raises(ValueError, match="'mask_seed' parameter"):
+    with pytest.raises(ValueError, match="mask_seed must be below 2"):
         HIOPhaseRetriever(n_masks=1, mask_seed=2**32).fit(np.ones((8, 8)))
+    FourierMagnitude(2, n_masks=0, mask_seed=2**32)  # unused: not checked

@@ -239,8 +239,16 @@ _COMMON_PHASE_CONSTRAINTS = {
     "support": ["array-like", None],
     "n_init": [Interval(Integral, 1, None, closed="left")],
     "n_masks": [Interval(Integral, 0, None, closed="left")],
-    "mask_seed": [Interval(Integral, 0, 2**32 - 1, closed="both")],
+    "mask_seed": [Interval(Integral, 0, None, closed="left")],
 }
+
+
+def _check_mask_seed(estimator) -> None:
+    """numpy's seed range, for a seed that is used (``n_masks`` > 0)."""
+    if estimator.n_masks > 0 and estimator.mask_seed >= 2**32:
+        raise ValueError(
+            f"mask_seed must be below 2**32 (numpy's seed range), got {estimator.mask_seed}"
+        )
 
 
 # ----------------------------------------------------------- the DIP estimator
@@ -471,6 +479,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
     # ------------------------------------------------------------- helpers
     def _check_params(self) -> None:
         super()._check_params()
+        _check_mask_seed(self)
         # The constraint admits any transformer; only HIO gives the start it needs.
         if not isinstance(self.init, str) and not isinstance(self.init, HIOPhaseRetriever):
             raise TypeError(
@@ -856,6 +865,7 @@ class HIOPhaseRetriever(
     def _check_params(self) -> None:
         self._validate_params()
         reject_bool_numbers(self)
+        _check_mask_seed(self)
         check_oversampling(self.oversampling)
         if self.n_er > self.max_iter:
             raise ValueError(

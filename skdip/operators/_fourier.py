@@ -148,7 +148,7 @@ class FourierMagnitude(ForwardOperator):
             raise ValueError(f"n_masks must be a non-negative int, got {n_masks!r}")
         if isinstance(mask_seed, bool) or not isinstance(mask_seed, Integral):
             raise TypeError(f"mask_seed must be an int, got {mask_seed!r}")
-        if not 0 <= mask_seed < 2**32:
+        if n_masks > 0 and not 0 <= mask_seed < 2**32:  # an unused seed is not checked
             raise ValueError(f"mask_seed must be in [0, 2**32), got {mask_seed!r}")
         self.measurement = measurement
         self.n_masks = int(n_masks)
