@@ -1,6 +1,6 @@
 """The single fitting loop behind every skdip estimator.
 
-It solves ``min_theta loss(y, f(G_theta(z))) + lambda * R(G_theta(z))`` by Adam
+It solves ``min_theta loss(f(G_theta(z)), y) + lambda * R(G_theta(z))`` by Adam
 for one observation ``y``. What varies between estimators (which networks,
 which forward model, how many parameter groups) lives in the *model*: a
 ``torch.nn.Module`` whose ``forward(rng)`` returns ``(estimate, prediction)``,
@@ -29,7 +29,7 @@ from torch import nn
 from ._warnings import warn
 from .exceptions import FitInterrupted
 from .operators import ForwardOperator, Identity
-from .stopping import BaseStoppingRule, ExponentialMovingVariance
+from .stopping import BaseStoppingRule, ExponentialMovingVariance, WindowedMovingVariance
 
 __all__ = [
     "DIPModel",
@@ -51,6 +51,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise ValueError(f"invalid device {device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was requested but CUDA is not available")
+    if dev.type == "meta":
+        raise ValueError("device 'meta' holds no data, so nothing can be fitted on it")
+    if dev.type not in ("cpu", "cuda"):
+        # Other accelerators (mps, xpu, ...) say whether they are there as CUDA does;
+        # without a check they failed later with torch's own, less clear errors.
+        backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None or not available():
+            raise ValueError(
+                f"device {device!r} was requested but {dev.type} is not available here"
+            )
     return dev
 
 
@@ -1106,6 +1117,10 @@ class _Selection:
         self.last = self.estimate
         scalars = []
         sig = self.rule.signal(self.monitor(raw if self.watch_raw else self.estimate), it)
+        if it < getattr(self.rule, "warmup", 0):
+            # A rule may return values in its warm-up (the base class lets it); they
+            # count nowhere, so the history shows none (and warm-up advice holds).
+            sig = None
         self.has_signal = sig is not None
         if sig is not None:
             if self.first_checked is None:
@@ -1160,12 +1175,18 @@ class _Selection:
             and self.detected is not None
             and self.detected == self.first_checked
         ):
+            rule = type(self.rule).__name__
+            signal_name = (
+                "the running variance"
+                if isinstance(self.rule, ExponentialMovingVariance | WindowedMovingVariance)
+                else f"the stopping signal of {rule}"
+            )
             warn(
-                f"the running variance was lowest at the first iteration it was checked "
+                f"{signal_name} was lowest at the first iteration it was checked "
                 f"({self.detected}) and never went lower: often a spurious early minimum (the "
                 "network was still learning structure, e.g. a texture). Consider a longer "
-                "warm-up (early_stopping=ExponentialMovingVariance(warmup=...)) and compare "
-                "with the result at a later step.",
+                f"warm-up (early_stopping={rule}(warmup=...)) and compare with the result at "
+                "a later step.",
                 UserWarning,
             )
         finite = [v for v in self.losses if math.isfinite(v)]

@@ -635,7 +635,7 @@ def test_convergence_warning_says_what_was_returned():
     x = _image()
     with pytest.warns(ConvergenceWarning, match="had not started watching.*last estimate"):
         _den(early_stopping=ExponentialMovingVariance(warmup=50), max_iter=5).fit(x)
-    with pytest.warns(ConvergenceWarning, match="variance minimum so far"):
+    with pytest.warns(ConvergenceWarning, match="signal.s minimum so far"):
         _den(early_stopping=ExponentialMovingVariance(warmup=2, patience=100), max_iter=10).fit(x)
 
 

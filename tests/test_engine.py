@@ -235,6 +235,12 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+    # Other devices were not checked: torch's own errors came later, from .to().
+    with pytest.raises(ValueError, match="'meta' holds no data"):
+        resolve_device("meta")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="mps is not available here"):
+            resolve_device("mps")
 
 
 def test_raw_monitor_returns_the_average_a_delay_after_the_raw_minimum():

@@ -134,7 +134,7 @@ def test_the_base_rule_ignores_values_before_its_warmup():
     assert rule.best_iter_ == 4 and decisions[-1] == (False, True)
 
 
-def _user_rule(returns):
+def _user_rule(returns, warmup=0):
     from skdip.stopping import BaseStoppingRule
 
     class UserRule(BaseStoppingRule):
@@ -144,7 +144,7 @@ def _user_rule(returns):
         def signal(self, x, iteration):
             return returns(x, iteration)
 
-    return UserRule(patience=3, warmup=0)
+    return UserRule(patience=3, warmup=warmup)
 
 
 def _fit_with(rule, batch_size=1, n_images=1):
@@ -187,6 +187,16 @@ def test_a_user_rule_may_return_a_python_number(batch_size):
 def test_a_user_rule_returning_a_wrong_signal_is_named(returns, error, match):
     with pytest.raises(error, match=match):
         _fit_with(_user_rule(returns))
+
+
+def test_a_user_rules_values_within_its_warm_up_count_nowhere():
+    # The base class lets signal() return values in the warm-up; the history showed
+    # them, and the spurious-first-minimum warning never fired for such a rule.
+    with pytest.warns(UserWarning, match=r"stopping signal of UserRule was lowest at the first"):
+        den = _fit_with(_user_rule(lambda x, it: float(abs(it - 3)), warmup=5))
+    signal = den.history_["signal"]
+    assert np.isnan(signal[:5]).all() and np.isfinite(signal[5:]).all()
+    assert den.best_iter_ == 5 and den.n_iter_ == 9
 
 
 def test_a_user_rule_missing_its_hooks_is_told_what_to_define():
@@ -286,7 +296,15 @@ def test_self_validation_trains_its_autoencoder_inside_no_grad():
 
 
 @pytest.mark.parametrize(
-    "params", [dict(window=1), dict(lr=0), dict(batch_size=0), dict(width=0), dict(random_state=-1)]
+    "params",
+    [
+        dict(window=1),
+        dict(lr=0),
+        dict(batch_size=0),
+        dict(batch_size=1),  # its BatchNorm skipped every batch of one: never trained
+        dict(width=0),
+        dict(random_state=-1),
+    ],
 )
 def test_self_validation_rejects_bad_parameters(params):
     from skdip.stopping import SelfValidation

@@ -480,7 +480,7 @@ class BaseDIPEstimator(
         """Turn one engine result into the per-image fitted values."""
         if result.stopped_by == "max_iter" and self.early_stopping is not None:
             if np.isfinite(result.history["signal"]).any():
-                what = "the estimate at the variance minimum so far is returned"
+                what = "the estimate at the stopping signal's minimum so far is returned"
                 advice = "Increase max_iter or lower the rule's patience."
                 if hasattr(self, "warm_start"):
                     advice = advice[:-1] + " (with warm_start=True, a next fit goes on from here)."

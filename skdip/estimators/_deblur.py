@@ -247,7 +247,7 @@ class BlindDeblurrer(BaseDIPEstimator):
     on the grid ``(H + kh - 1, W + kw - 1)`` and blurred by a 'valid'
     convolution, so that the prediction covers every observed pixel and no
     boundary condition is assumed. The objective is
-    ``loss(y, G_k * G_x) + lambda R(G_x)``, with ``R`` the scale-invariant
+    ``loss(G_k * G_x, y) + lambda R(G_x)``, with ``R`` the scale-invariant
     ratio ``||grad x||_1 / ||grad x||_2`` by default (Zhuang et al.,
     arXiv 2208.09483), which keeps the fit stable when the kernel size is
     over-specified and the noise is substantial.
@@ -306,6 +306,9 @@ class BlindDeblurrer(BaseDIPEstimator):
         window, as in SelfDeblur.
     loss : {"mse", "rmse", "l1", "huber"} or callable, default="mse"
         Data-fidelity loss between the blurred estimate and ``y``.
+        A callable is called as ``loss(prediction, target)``, the model's
+        prediction of the measurement first and the observation second
+        (tensors shaped ``(1, C, H, W)``), and returns a scalar tensor.
     regularizer : {"ratio", "tv"}, BaseRegularizer, callable or None, default="ratio"
         Penalty on the generated image. ``"ratio"``: :class:`GradientRatio`
         with weight ``8e-4 / sqrt(H' W')``, ``H' x W'`` the generated image's

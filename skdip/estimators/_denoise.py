@@ -16,7 +16,7 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     """Denoise images with a Deep Image Prior and reference-free early stopping.
 
     An untrained generator ``G_theta(z)`` is fitted to the noisy image ``y``
-    by minimising ``loss(y, G_theta(z)) + R(G_theta(z))``. The network
+    by minimising ``loss(G_theta(z), y) + R(G_theta(z))``. The network
     reproduces image structure long before it reproduces noise, so the
     quality rises, peaks and then falls; the early-stopping rule watches the
     running variance of the iterates, whose minimum tracks the peak, and the
@@ -28,7 +28,7 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     generator : str or BaseGenerator, default="skip"
         The network: a name from :data:`skdip.generators.GENERATOR_NAMES`
         (``"skip"``, the DIP paper's encoder-decoder, about 2.2M parameters;
-        ``"skip-small"``, about 7x faster per step on a CPU; ``"drp"``, the
+        ``"skip-small"``, about 5x faster per step on a CPU (measured); ``"drp"``, the
         Deep Random Projector, with its own recipe: see
         :class:`~skdip.generators.DeepRandomProjector`) or a configuration
         such as ``SkipNetwork(width=64)``.
@@ -45,6 +45,9 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     loss : {"mse", "rmse", "l1", "huber"} or callable, default="mse"
         Data-fidelity loss. "l1" and "huber" suit impulse-like noise; "rmse"
         (its square root) goes with the "drp" generator.
+        A callable is called as ``loss(prediction, target)``, the model's
+        prediction of the measurement first and the observation second
+        (tensors shaped ``(1, C, H, W)``), and returns a scalar tensor.
     regularizer : BaseRegularizer or callable, default=None
         Optional penalty on the output, e.g. ``TotalVariation(weight=0.01)``.
     noise_model : {"sparse"}, SparseNoise or None, default=None

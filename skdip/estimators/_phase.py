@@ -333,6 +333,9 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         Adam learning rate.
     loss : {"mse", "rmse", "l1", "huber"} or callable, default="mse"
         Loss between predicted and measured (normalised) magnitudes.
+        A callable is called as ``loss(prediction, target)``, the model's
+        prediction of the measurement first and the observation second
+        (tensors shaped ``(1, C, H, W)``), and returns a scalar tensor.
     regularizer : BaseRegularizer or callable, default=None
         Optional penalty on the estimate (real objects; for complex ones it
         receives the real and imaginary parts as two channels).

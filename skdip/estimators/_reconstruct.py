@@ -1,6 +1,6 @@
 """Deep Image Prior for known forward models: generic, inpainting, super-resolution, deblurring.
 
-Every estimator here solves ``min_theta loss(y, f(G_theta(z))) + R(G_theta(z))``
+Every estimator here solves ``min_theta loss(f(G_theta(z)), y) + R(G_theta(z))``
 for a known measurement model ``f`` and returns ``G_theta(z)`` at the
 selected iteration. They differ only in how ``f`` is built from their
 parameters (and, for inpainting, from the observation itself).
@@ -48,6 +48,9 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         Adam learning rate of the network.
     loss : {"mse", "rmse", "l1", "huber"} or callable, default="mse"
         Data fidelity between the predicted and the observed measurement.
+        A callable is called as ``loss(prediction, target)``, the model's
+        prediction of the measurement first and the observation second
+        (tensors shaped ``(1, C, H, W)``), and returns a scalar tensor.
     regularizer : BaseRegularizer or callable, default=None
         Penalty on the image estimate, e.g. ``TotalVariation(weight=0.01)``
         or ``GradientRatio()`` (tunable as ``regularizer__weight``).

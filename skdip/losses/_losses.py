@@ -1,4 +1,4 @@
-"""Data-fidelity losses ``loss(y, f(x))``."""
+"""Data-fidelity losses ``loss(f(x), y)``."""
 
 from __future__ import annotations
 

@@ -98,7 +98,8 @@ class SelfValidation(BaseStoppingRule):
     lr : float, default=1e-3
         Adam learning rate of the autoencoder.
     batch_size : int, default=32
-        Mini-batch size of the autoencoder's training.
+        Mini-batch size of the autoencoder's training, at least 2 (its
+        BatchNorm needs two images).
     width : int, default=32
         Channels of the autoencoder's first layer (doubling per scale, at
         most four times this).
@@ -129,7 +130,8 @@ class SelfValidation(BaseStoppingRule):
         **BaseStoppingRule._parameter_constraints,
         "window": [Interval(Integral, 2, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        # BatchNorm trains on two images or more: batches of one never trained it.
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
         "width": [Interval(Integral, 1, None, closed="left")],
         "random_state": [Interval(Integral, 0, None, closed="left")],
     }
