@@ -3,7 +3,9 @@
 Run by hand (not in CI)::
 
     python benchmarks/denoise.py                      # full grid, writes benchmarks/results/
-    python benchmarks/denoise.py --images camera --noises gaussian25 --max-iter 600  # a quick look
+    # a quick look: one 128x128 case, no 256x256 case, timing at 64x64 only
+    python benchmarks/denoise.py --images camera --noises gaussian25 --extra --timing-sizes 64 \
+        --max-iter 600
 
 For every (image, noise) case one DIP run is made and four detectors watch the
 same trajectory side by side: ES-EMV and ES-WMV on the raw iterates x_t, and

@@ -162,7 +162,9 @@ def write_table(rows: list[dict], path: Path, args) -> None:
 
 def main() -> None:
     parser = case_parser(__doc__.splitlines()[0], IMAGES, tag="inpaint", max_iter=1500)
-    parser.add_argument("--masks", nargs="+", default=["random50", "text"])
+    parser.add_argument(
+        "--masks", nargs="+", default=["random50", "text"], choices=["random50", "text"]
+    )
     parser.add_argument("--recipe", choices=RECIPES, default="library")
     args = parser.parse_args()
     start(args, "inpaint.py")

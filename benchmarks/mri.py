@@ -135,7 +135,9 @@ def write_table(rows: list[dict], path: Path, args) -> None:
 
 
 def main() -> None:
-    parser = case_parser(__doc__.splitlines()[0], IMAGES, tag="mri", max_iter=3000)
+    parser = case_parser(
+        __doc__.splitlines()[0], IMAGES, tag="mri", max_iter=3000, generator=False
+    )  # --generators below
     parser.set_defaults(images=["phantom", "camera"])
     parser.add_argument("--coils", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--generators", nargs="+", default=CPU_GENERATORS, choices=GENERATORS)

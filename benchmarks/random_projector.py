@@ -145,7 +145,11 @@ def write_table(rows: list[dict], path: Path, args) -> None:
 
 def main() -> None:
     parser = case_parser(
-        __doc__.splitlines()[0], dict.fromkeys(IMAGES), tag="random_projector", max_iter=0
+        __doc__.splitlines()[0],
+        dict.fromkeys(IMAGES),
+        tag="random_projector",
+        max_iter=0,
+        generator=False,  # each configuration names its own
     )
     parser.set_defaults(size=128)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)

@@ -440,7 +440,7 @@ def run_batched(args) -> None:
             base = DIPDenoiser(
                 max_iter=args.max_iter,
                 early_stopping=_rule(args),
-                random_state=0,
+                random_state=args.seed,  # as the grid runs it compares with
                 device=args.device,
             )
             candidates = [
