@@ -87,6 +87,13 @@ class GeneratorNetwork(nn.Module):
     network whose code is fitted too registers ``input`` as an
     ``nn.Parameter`` instead (:class:`DeepRandomProjector`); the engine then
     trains it with the weights, in plain and in batched fits.
+
+    Examples
+    --------
+    >>> from skdip.generators import SkipNetwork
+    >>> net = SkipNetwork(width=8, depth=2).build((16, 16), 3, seed=0)
+    >>> net.out_shape, net.out_channels, net(net.input).shape
+    ((16, 16), 3, torch.Size([1, 3, 16, 16]))
     """
 
     out_shape: tuple[int, int]
@@ -108,6 +115,38 @@ class BaseGenerator(BaseEstimator):
     convention. For ``batch_size > 1`` the network must run under
     :func:`torch.func.vmap` (no dropout, no ``.item()`` or data-dependent
     branching); ``batch_size=1`` has no such limit.
+
+    Examples
+    --------
+    A network of your own, tunable as ``generator__width`` in a search:
+
+    >>> import numpy as np
+    >>> import torch
+    >>> from torch import nn
+    >>> from skdip import DIPDenoiser
+    >>> from skdip.generators import BaseGenerator, GeneratorNetwork
+    >>> class TwoLayers(GeneratorNetwork):
+    ...     def __init__(self, out_shape, out_channels, width):
+    ...         super().__init__()
+    ...         self.out_shape, self.out_channels = out_shape, out_channels
+    ...         self.register_buffer("input", 0.1 * torch.rand(1, width, *out_shape))
+    ...         self.layers = nn.Sequential(
+    ...             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+    ...             nn.Conv2d(width, out_channels, 1), nn.Sigmoid())
+    ...     def forward(self, z):
+    ...         return self.layers(z)
+    >>> class TwoLayerGenerator(BaseGenerator):
+    ...     def __init__(self, width=8):
+    ...         self.width = width
+    ...     def _build(self, out_shape, out_channels):
+    ...         return TwoLayers(out_shape, out_channels, self.width)
+    >>> net = TwoLayerGenerator(width=4).build((8, 8), 1, seed=0)
+    >>> net(net.input).shape, net.n_parameters()
+    (torch.Size([1, 1, 8, 8]), 153)
+    >>> noisy = np.random.default_rng(0).random((8, 8))
+    >>> den = DIPDenoiser(generator=TwoLayerGenerator(), max_iter=3, early_stopping=None)
+    >>> den.fit_transform(noisy).shape
+    (8, 8)
     """
 
     #: whether perturbing the input code each step (``reg_noise_std``) makes

@@ -51,6 +51,14 @@ def get_loss(loss: str | LossFunction) -> LossFunction:
     Returns
     -------
     loss : callable
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdip.losses import get_loss
+    >>> mse = get_loss("mse")
+    >>> float(mse(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.5)))
+    0.25
     """
     if callable(loss):
         return loss

@@ -27,7 +27,25 @@ class BaseRegularizer(BaseEstimator):
 
     Calling the object returns ``weight * penalty(x)`` as a scalar tensor.
     Being a scikit-learn ``BaseEstimator``, its ``weight`` can be tuned in a
-    grid search as ``regularizer__weight``.
+    grid search as ``regularizer__weight``. Subclasses define
+    :meth:`penalty`.
+
+    Parameters
+    ----------
+    weight : float, default=0.01
+        Multiplier of the penalty (finite, >= 0).
+
+    Examples
+    --------
+    A penalty of your own: the mean distance of the image from mid-grey.
+
+    >>> import torch
+    >>> from skdip.losses import BaseRegularizer
+    >>> class TowardsGrey(BaseRegularizer):
+    ...     def penalty(self, x):
+    ...         return (x - 0.5).abs().mean()
+    >>> float(TowardsGrey(weight=2.0)(torch.ones(1, 1, 4, 4)))
+    1.0
     """
 
     def __init__(self, weight: float = 0.01):

@@ -46,6 +46,32 @@ class ForwardOperator(nn.Module):
     ----------
     linear : bool
         Whether the operator is linear (then :meth:`adjoint` is defined).
+
+    Examples
+    --------
+    A forward model of your own: every other pixel of each row, measured.
+
+    >>> import numpy as np
+    >>> from skdip import DIPReconstructor
+    >>> from skdip.operators import ForwardOperator
+    >>> class EveryOtherColumn(ForwardOperator):
+    ...     def forward(self, x):
+    ...         return x[..., ::2]
+    ...     def adjoint(self, y):
+    ...         x = y.new_zeros((*y.shape[:-1], 2 * y.shape[-1]))
+    ...         x[..., ::2] = y
+    ...         return x
+    ...     def output_shape(self, input_shape):
+    ...         h, w = input_shape
+    ...         return h, (w + 1) // 2
+    ...     def input_shape(self, output_shape):
+    ...         h, w = output_shape
+    ...         return h, 2 * w
+    >>> y = np.random.default_rng(0).random((8, 4))
+    >>> est = DIPReconstructor(operator=EveryOtherColumn(), generator="skip-small",
+    ...                        max_iter=3, early_stopping=None, random_state=0)
+    >>> est.fit(y).reconstruction_.shape
+    (8, 8)
     """
 
     linear: bool = True

@@ -15,7 +15,23 @@ __all__ = [
 def get_stopping_rule(early_stopping) -> BaseStoppingRule | None:
     """Resolve ``early_stopping`` ("emv", "wmv", None or a rule) to a rule object.
 
-    A rule object is returned unchanged; callers clone it before a fit.
+    Parameters
+    ----------
+    early_stopping : {"emv", "wmv"}, BaseStoppingRule or None
+        A name of a rule with its defaults, a rule object (returned
+        unchanged; callers clone it before a fit), or None (no rule).
+
+    Returns
+    -------
+    rule : BaseStoppingRule or None
+
+    Examples
+    --------
+    >>> from skdip.stopping import get_stopping_rule
+    >>> get_stopping_rule("wmv")
+    WindowedMovingVariance()
+    >>> get_stopping_rule(None) is None
+    True
     """
     if early_stopping is None:
         return None

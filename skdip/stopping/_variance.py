@@ -39,6 +39,27 @@ class BaseStoppingRule(BaseEstimator):
         Iteration (0-based) of the smallest signal seen; -1 before any.
     best_value_ : float
         The smallest signal seen.
+
+    Examples
+    --------
+    A rule of your own: the mean squared change between successive iterates.
+
+    >>> import torch
+    >>> from skdip.stopping import BaseStoppingRule
+    >>> class StepSize(BaseStoppingRule):
+    ...     def _start(self):
+    ...         self._previous = None
+    ...     def signal(self, x, iteration):
+    ...         previous, self._previous = self._previous, x.detach().clone()
+    ...         return None if previous is None else (x - previous).square().mean()
+    >>> rule = StepSize(patience=2, warmup=0)
+    >>> rule.start()
+    >>> for it, step in enumerate([1.0, 0.5, 0.25, 0.5, 1.0]):
+    ...     value = rule.signal(torch.full((1, 1, 2, 2), step), it)
+    ...     if value is not None:
+    ...         stop = rule.observe(float(value), it)[1]
+    >>> rule.best_iter_, stop
+    (2, True)
     """
 
     _parameter_constraints: dict = {
