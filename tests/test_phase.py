@@ -539,3 +539,38 @@ def test_one_ctrl_c_ends_every_restart(ctrl_c_at):
     assert len(calls) == 4 and pr.stopped_by_ == "interrupted"
     # The cut restart (4 steps) is kept: the skipped ones recorded no loss.
     assert pr.n_iter_ == 4 and np.isinf(pr.restart_losses_[1:]).all()
+
+
+def test_restarts_and_pretraining_leave_the_fitted_state_and_the_build_lock_alone(monkeypatch):
+    # HIO's workers got the bound method of the fitted estimator (every result of the
+    # last fit); the pretraining held the build lock other threads' builds wait for.
+    from joblib import parallel_config
+
+    from skdip._random import BUILD_LOCK
+
+    x = np.random.default_rng(0).random((6, 6))
+    y = simulate_diffraction(x, oversampling=2)
+    seen = []
+    original = HIOPhaseRetriever._run
+
+    def run(self, *args):
+        seen.append(set(vars(self)))
+        return original(self, *args)
+
+    monkeypatch.setattr(HIOPhaseRetriever, "_run", run)
+    hio = HIOPhaseRetriever(n_init=2, max_iter=5, n_er=2, n_jobs=2, random_state=0)
+    with parallel_config(backend="threading"):
+        hio.fit(y).fit(y)
+    assert len(seen) == 4 and not any("reconstruction_" in keys for keys in seen)
+
+    held = []
+    pretrain = PhaseRetriever._pretrain
+
+    def spy(self, *args):
+        held.append(BUILD_LOCK._is_owned())
+        return pretrain(self, *args)
+
+    monkeypatch.setattr(PhaseRetriever, "_pretrain", spy)
+    est = PhaseRetriever(generator="skip-small", max_iter=3, pretrain_iter=2, random_state=0)
+    est.fit(y)
+    assert held == [False]

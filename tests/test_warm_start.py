@@ -372,3 +372,33 @@ def test_phase_retrieval_goes_on_with_the_restart_it_chose(n_init, n_jobs):
         # Here both choose the same restart; in general the choice can differ.
         assert np.argmin(chose) == np.argmin(longer.restart_losses_)
         np.testing.assert_array_equal(warm.reconstruction_, longer.reconstruction_)
+
+
+def test_workers_get_the_parameters_not_the_fitted_state(monkeypatch):
+    # Every task's pickle carried the whole fitted estimator, kept states included
+    # (590 MB to transform four new images after four kept skip fits).
+    from joblib import parallel_config
+
+    import skdip.estimators._base as base
+
+    seen = []
+    original = base._fit_in_worker
+
+    def spy(estimator, *args):
+        seen.append(set(vars(estimator)))
+        return original(estimator, *args)
+
+    monkeypatch.setattr(base, "_fit_in_worker", spy)
+    noisy, _ = _images(n=2)
+    other, _ = _images(n=2, seed=1)
+    kw = dict(generator=TINY, early_stopping=_rule(), random_state=0, device="cpu")
+    den = DIPDenoiser(max_iter=4, warm_start=True, n_jobs=2, **kw)
+    with parallel_config(backend="threading"):  # the spy sees the workers' copies
+        _quiet(den.fit, noisy)
+        _quiet(den.transform, other)
+        _quiet(den.set_params(max_iter=2).fit, noisy)  # a continuation
+    assert len(seen) == 6
+    fitted = {"_fit_results", "_fit_states", "_last_solve", "reconstruction_", "history_"}
+    assert all(not fitted & keys for keys in seen)
+    assert "lr" in seen[-1] and "_device" in seen[-1]
+    assert den._fit_states is not None and den.n_iter_ == [6, 6]

@@ -342,6 +342,11 @@ class BaseDIPEstimator(
         model = DIPModel(network, copy.deepcopy(operator), self.reg_noise_std).to(device)
         return model, to_tensor(target, device), {}
 
+    def _after_build(self, model, image: np.ndarray, extra: dict, seed: int, device, fit_kwargs):
+        """Work on a freshly built model that needs neither the build lock nor torch's
+        global RNG (a pretraining); returns the engine settings. Here: nothing."""
+        return fit_kwargs
+
     def _finish(
         self, estimate: np.ndarray, result: FitResult, image: np.ndarray, extra: dict
     ) -> dict:
@@ -429,6 +434,8 @@ class BaseDIPEstimator(
         # ends must not land in the middle of another thread's seeded build.
         with BUILD_LOCK, torch.random.fork_rng(devices=[]):
             model, target, fit_kwargs = self._make_model(scaled, extra, seed, device)
+        # Outside the lock: long work here must not hold up other threads' builds.
+        fit_kwargs = self._after_build(model, scaled, extra, seed, device, fit_kwargs)
         ref_tensor = None
         if reference is not None:
             ref_tensor = to_tensor(scaling.forward_image(reference), device)
@@ -790,11 +797,8 @@ class BaseDIPEstimator(
         if workers <= 1:
             outputs = [self._continue_group(task, n, None) for task in tasks]
         else:
-            # Each worker gets its own fit's state, not every kept one. Not copy.copy:
-            # it would pickle every kept state (__getstate__) only to drop them.
-            runner = object.__new__(type(self))
-            runner.__dict__.update({**vars(self), "_fit_states": None})
-            outputs = _fit_in_workers(runner, tasks, n, workers, "_continue_group")
+            # Each worker gets its own fit's state (in its task), not every kept one.
+            outputs = _fit_in_workers(self, tasks, n, workers, "_continue_group")
         for task, output in zip(tasks, outputs, strict=True):
             results[task[0][0]] = output[0]
         kept = n - len(tasks)
@@ -1182,6 +1186,26 @@ def _worker_devices(device: torch.device, n: int) -> list[torch.device]:
     return [device] * n
 
 
+def without_fitted_state(estimator):
+    """A shallow copy of ``estimator`` for joblib workers: its parameters and fit-time
+    settings, without what a fit left (fitted attributes, results, kept states, the
+    solve cache), which every task's pickle would carry (590 MB for four kept skip
+    fits). Not ``copy.copy``: that pickles every kept state only to drop it."""
+    runner = object.__new__(type(estimator))
+    runner.__dict__.update(
+        {
+            k: v
+            for k, v in vars(estimator).items()
+            if not (k.endswith("_") and not k.startswith("_")) and k not in _FITTED_PRIVATE
+        }
+    )
+    return runner
+
+
+# What a fit leaves in private attributes; workers never read them.
+_FITTED_PRIVATE = ("_fit_results", "_fit_states", "_last_solve")
+
+
 def _fit_in_workers(
     estimator, tasks: list[list[tuple]], n: int, workers: int, method: str = "_fit_group"
 ) -> list:
@@ -1193,6 +1217,7 @@ def _fit_in_workers(
     here, where the caller's warning filters (and ``catch_warnings``) apply.
     """
     devices = _worker_devices(estimator._device, len(tasks))
+    estimator = without_fitted_state(estimator)
     # The workers share the threads this process has: torch's count honours a
     # user's limit or an outer joblib worker's; joblib's honours container quotas.
     threads = max(1, min(torch.get_num_threads(), cpu_count()) // workers)

@@ -42,6 +42,7 @@ from ._base import (
     _image_seeds,
     checked_generator,
     clear_fitted,
+    without_fitted_state,
 )
 
 __all__ = ["HIOPhaseRetriever", "PhaseRetriever"]
@@ -544,15 +545,21 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
             np.ascontiguousarray(target.transpose(2, 0, 1)), dtype=torch.float32
         )[None].to(device)
         fit_kwargs = {"monitor": _modulus} if self.object_type == "complex" else {}
+        return model, target_t, fit_kwargs
+
+    def _after_build(self, model, image, extra, seed, device, fit_kwargs):
+        # The classical start and the pretraining draw on their own seeded
+        # generators: they run outside the build lock, beside other threads' builds.
         if self.init != "random" and self.pretrain_iter > 0:
+            magnitudes = self._magnitudes(image)
             start = self._initial_object(image, seed) / self._normalisation(magnitudes)
             self._pretrain(model, start, seed, device)
             # A fresh Adam's first steps (every weight moved by about lr) knock
             # the pretrained network far off its low initial loss; that jump is
             # expected (and helps leave the stagnated classical solution), so
             # the divergence guard only reacts to blow-ups far beyond it.
-            fit_kwargs["divergence_ratio"] = _PRETRAINED_DIVERGENCE_RATIO
-        return model, target_t, fit_kwargs
+            fit_kwargs = {**fit_kwargs, "divergence_ratio": _PRETRAINED_DIVERGENCE_RATIO}
+        return fit_kwargs
 
     def _initial_object(self, image: np.ndarray, seed: int) -> np.ndarray:
         """A classical reconstruction (HIO) to start from, on the caller's scale."""
@@ -903,7 +910,9 @@ class HIOPhaseRetriever(
         if workers <= 1:
             runs = [self._run(*job) for job in jobs]
         else:
-            runs = Parallel(n_jobs=workers)(delayed(self._run)(*job) for job in jobs)
+            # Only the parameters travel, not a previous fit's results.
+            runner = without_fitted_state(self)
+            runs = Parallel(n_jobs=workers)(delayed(runner._run)(*job) for job in jobs)
         results = []
         for i in range(len(images)):
             mine = runs[i * self.n_init : (i + 1) * self.n_init]
