@@ -599,3 +599,29 @@ def test_score_with_a_reference_is_the_psnr_on_the_image_range():
     expected = psnr(clean, est.reconstruction_, data_range=1.0)
     assert est.score(y, clean) == pytest.approx(expected, abs=1e-6)
     assert est.history_["psnr"][est.best_iter_] == pytest.approx(expected, abs=1e-3)
+
+
+def test_noisy_two_coil_kspace_of_an_image_on_the_unit_range_is_fitted_as_it_is():
+    # The range comes from a least-squares image; at 25 CGLS steps it semi-converged
+    # on these data to [-1.04, 2.08]: fitted on a 4.7-wide span, scored 10 dB high.
+    from skdip import DIPReconstructor
+    from skdip.datasets import load_image
+    from skdip.metrics import psnr
+
+    image = load_image("camera", size=24, as_gray=True)
+    mask = cartesian_mask(image.shape, acceleration=4, center_fraction=0.08, random_state=0)
+    maps = make_coil_maps(2, image.shape)
+    y = kspace_to_channels(simulate_kspace(image, mask, maps, noise_std=0.005, random_state=0))
+    est = DIPReconstructor(
+        operator=KSpaceSampling(mask, maps),
+        output_channels=1,
+        generator="skip-small",
+        max_iter=5,
+        early_stopping=None,
+        random_state=0,
+        device="cpu",
+    ).fit(y)
+    scaling = est._fit_results[0]["scaling"]
+    assert scaling.scale == 1 and np.all(scaling.offset == 0)
+    expected = psnr(image[..., None], np.clip(est.reconstruction_, 0, 1))
+    assert est.score(y, image[..., None]) == pytest.approx(expected, abs=1e-6)

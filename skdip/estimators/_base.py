@@ -1098,11 +1098,16 @@ class BaseDIPEstimator(
                 raise ValueError(f"y has shape {ref.shape} but the reconstruction {est.shape}")
             lo, span = r["scaling"].image_offset, r["scaling"].scale
             values = self._scaling_values(image, extra)
-            if span == 1 and np.all(r["scaling"].offset == 0):
-                # Fitted as given: outside [0, 1], the image's own range (clipping to
-                # [0, 1] scored an exact estimate on 0-255 at -27.8 dB). Measurements
-                # that do not bound the image (k-space) tell it only through an image
-                # estimated from them: their own span inflated the PSNR by 20 dB.
+            in_unit_range = (
+                _AUTO_RESCALE_BOUNDS[0] <= ref.min() <= ref.max() <= _AUTO_RESCALE_BOUNDS[1]
+            )
+            if span == 1 and np.all(r["scaling"].offset == 0) and not in_unit_range:
+                # Fitted as given, of an image outside [0, 1]: the image's own range
+                # (clipping to [0, 1] scored an exact estimate on 0-255 at -27.8 dB).
+                # Measurements that do not bound the image (k-space) tell it only
+                # through an image estimated from them: their own span inflated the
+                # PSNR by 20 dB. A reference on [0, 1] says the range is [0, 1] (a
+                # noisy estimate of it read 10 dB high).
                 image_range = self._image_range(image, extra)
                 if image_range is None:
                     finite = values[np.isfinite(values)]
