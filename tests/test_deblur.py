@@ -240,7 +240,8 @@ def test_batch_gives_one_kernel_per_image():
 def test_rescaled_intensities_come_back_on_the_input_scale():
     y = 255.0 * _blurry()
     out = _deb().fit_transform(y)
-    assert out.max() > 2.0 and out.min() >= -1e-6 and out.max() <= 255 + 1e-6
+    # Non-negative data keep a non-negative estimate; above, there is headroom.
+    assert out.max() > 2.0 and out.min() >= -1e-6 and out.max() <= 1.25 * y.max()
 
 
 # ------------------------------------------------------- validation

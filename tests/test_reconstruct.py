@@ -602,6 +602,19 @@ def test_data_on_the_unit_range_behind_a_gain_that_needs_another_image_range(gai
     assert np.abs(as_is - image).mean() > 0.3  # held on [0, 1]
 
 
+def test_a_rescaled_blur_leaves_the_sharp_image_room_beyond_the_blurred_range():
+    # Mapped exactly onto the blurred data's range, the sigmoid output could never
+    # leave it: point sources came back capped at the blurred peak.
+    sharp = np.zeros((16, 16))
+    sharp[4, 4] = sharp[11, 9] = 1.0
+    kernel = np.ones((3, 3)) / 9
+    y = 255 * blur(sharp, kernel, mode="wrap")
+    params = dict(COMMON, kernel=kernel, boundary="circular", max_iter=80, lr=0.05)
+    out = DIPDeconvolver(**params).fit_transform(y)
+    assert out.max() > 1.1 * y.max()
+    assert out.min() >= -1e-6  # non-negative data: no room below 0
+
+
 def test_new_images_without_the_fit_parameters_the_fit_had_are_reported():
     # With a plain KFold, scikit-learn hands mask= to fit only: the test images would
     # be solved with their hidden pixels taken as observed, silently.

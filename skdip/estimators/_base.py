@@ -124,6 +124,7 @@ class _Scaling:
         constant_response: Callable | None = None,
         narrow: bool = False,
         image_range: Callable | None = None,
+        headroom: bool = False,
     ):
         """The map for the observed ``values``.
 
@@ -165,9 +166,19 @@ class _Scaling:
         g = float(response.flat[np.argmax(np.abs(response))])
         if g == 0:
             raise ValueError(ZERO_GAIN_MESSAGE.format(reason=rescaling_reason(mode, narrow)))
-        low = min(lo / g, hi / g)
+        low, image_span = min(lo / g, hi / g), span / abs(g)
+        if headroom:
+            # A sharp image spans more than its blurred or downsampled measurement:
+            # mapped exactly onto the data's range, a sigmoid output could never leave
+            # it (point sources came back capped at the blurred peak). Not below 0
+            # under non-negative data: intensities stay intensities.
+            high = low + (1 + _ESTIMATED_RANGE_MARGIN) * image_span
+            low -= _ESTIMATED_RANGE_MARGIN * image_span
+            if min(lo / g, hi / g) >= 0:
+                low = max(low, 0.0)
+            image_span = high - low
         offset = low * response if response.ndim else low * g
-        return cls(offset, span / abs(g), low)
+        return cls(offset, image_span, low)
 
     @classmethod
     def _fit_image_range(cls, low: float, high: float, mode, constant_response):
@@ -315,6 +326,7 @@ class BaseDIPEstimator(
             constant_response=lambda: self._constant_response(image, extra),
             narrow=self._measurement_is_the_image,
             image_range=lambda: self._image_range(image, extra),
+            headroom=not self._measurement_is_the_image,
         )
 
     def _scaling_values(self, image: np.ndarray, extra: dict) -> np.ndarray:

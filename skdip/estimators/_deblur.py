@@ -329,7 +329,9 @@ class BlindDeblurrer(BaseDIPEstimator):
         Map intensities to [0, 1] before fitting and back after ("auto": for
         data clearly outside [0, 1], not for narrow data, whose rescaled image
         could not leave the blurred measurement's range; False as in
-        :class:`DIPDenoiser`).
+        :class:`DIPDenoiser`). The data's range maps to the middle of [0, 1]
+        with a quarter of its span to spare on each side (none below 0 for
+        non-negative data), as the sharp image spans more than the blurred one.
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None
@@ -499,7 +501,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         # The engine compares its reference with the (packed) estimate; the PSNR of the
         # aligned image is recorded by this estimator's callback instead.
         extra = dict(extra)
-        scaling = _Scaling.fit(image, self.rescale)
+        scaling = _Scaling.fit(image, self.rescale, headroom=True)  # the sharp image spans more
         extra["_scaling"] = scaling
         extra["_reference"] = None if reference is None else scaling.forward_image(reference)
         return super()._fit_single(image, None, extra, *args, **kwargs)
