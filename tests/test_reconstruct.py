@@ -615,6 +615,20 @@ def test_a_rescaled_blur_leaves_the_sharp_image_room_beyond_the_blurred_range():
     assert out.min() >= -1e-6  # non-negative data: no room below 0
 
 
+def test_a_reference_whose_contrast_lies_in_the_hole_is_accepted():
+    # The observed pixels (a dark sky) span 0.04, the hidden scene 0.6: a clean y on
+    # X's own scale was refused as "more than 10 times X's range".
+    clean = np.zeros((16, 16))
+    clean[:8] = 0.02 + 0.04 * np.linspace(0, 1, 16)[None]
+    clean[8:] = 0.3 + 0.6 * np.random.default_rng(0).random((8, 16))
+    observed = clean.copy()
+    observed[8:] = np.nan
+    inp = DIPInpainter(**COMMON).fit(observed, clean)
+    assert np.isfinite(inp.score(observed, clean))
+    with pytest.raises(ValueError, match="give y on X's scale"):
+        inp.score(observed, 255 * clean)  # still refused: another scale
+
+
 def test_new_images_without_the_fit_parameters_the_fit_had_are_reported():
     # With a plain KFold, scikit-learn hands mask= to fit only: the test images would
     # be solved with their hidden pixels taken as observed, silently.
