@@ -574,3 +574,23 @@ def test_restarts_and_pretraining_leave_the_fitted_state_and_the_build_lock_alon
     est = PhaseRetriever(generator="skip-small", max_iter=3, pretrain_iter=2, random_state=0)
     est.fit(y)
     assert held == [False]
+
+
+def test_a_centred_pattern_and_an_empty_one_are_told_apart_from_a_pattern():
+    # A detector-style (fftshift-ed) pattern was fitted as garbage in silence; an
+    # all-zero one gave PhaseRetriever an object anyway.
+    x = np.random.default_rng(0).random((6, 6))
+    y = simulate_diffraction(x, oversampling=2)
+    hio = HIOPhaseRetriever(object_type="real", max_iter=5, n_er=2, random_state=0)
+    with pytest.warns(UserWarning, match=r"centred \(fftshift\)\?.*ifftshift"):
+        hio.fit(np.fft.fftshift(y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        hio.fit(y)  # numpy's layout: no warning
+        # Coded patterns do not peak at the zero frequency: no warning either.
+        HIOPhaseRetriever(n_masks=2, max_iter=5, n_er=2, random_state=0).fit(
+            simulate_diffraction(x, oversampling=2, n_masks=2)
+        )
+    for est in (hio, PhaseRetriever(generator="skip-small", max_iter=2)):
+        with pytest.raises(ValueError, match="zero everywhere"):
+            est.fit(np.zeros_like(y))

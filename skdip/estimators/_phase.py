@@ -31,6 +31,7 @@ from .._validation import (
     is_target_vector,
     reject_bool_numbers,
 )
+from .._warnings import warn
 from ..losses import get_loss
 from ..metrics._phase import phase_retrieval_psnr
 from ..operators._fourier import FourierMagnitude, check_oversampling, make_phase_masks
@@ -64,7 +65,11 @@ def _object_shape(frame: tuple[int, int], oversampling: tuple[int, int]) -> tupl
 
 
 def _check_measurement(
-    image: np.ndarray, oversampling: tuple[int, int], n_patterns: int, index: int | None
+    image: np.ndarray,
+    oversampling: tuple[int, int],
+    n_patterns: int,
+    index: int | None,
+    object_type: str = "complex",
 ) -> tuple[int, int]:
     """Validate one ``(sH, sW, K)`` measurement; return the object shape."""
     name = "X" if index is None else f"X[{index}]"
@@ -78,6 +83,20 @@ def _check_measurement(
         raise ValueError(
             f"Negative values in data passed to {name} (min {image.min():g}): magnitudes and "
             "intensities are non-negative"
+        )
+    if not image.max() > 0:
+        # No light measured: PhaseRetriever returned an object anyway, and a relative
+        # Fourier error has nothing to be relative to.
+        raise ValueError(f"{name} is zero everywhere: no diffraction pattern was measured")
+    if object_type == "real" and n_patterns == 1 and image[0, 0].max() < 0.5 * image.max():
+        # A non-negative object's pattern peaks at the zero frequency, which numpy's
+        # layout puts at [0, 0]; a centred (fftshift-ed) pattern was fitted as garbage.
+        warn(
+            f"{name}: the zero frequency X[0, 0] is {image[0, 0].max() / image.max():.2g} "
+            "of the pattern's peak, while a non-negative object's pattern peaks there: is "
+            "the pattern centred (fftshift)? skdip reads numpy's layout, zero frequency at "
+            "[0, 0]; pass np.fft.ifftshift(X, axes=(0, 1)).",
+            UserWarning,
         )
     return _object_shape(image.shape[:2], oversampling)
 
@@ -605,7 +624,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         n_patterns = max(int(self.n_masks), 1)
         for i, image in enumerate(images):
             shape = _check_measurement(
-                image, oversampling, n_patterns, None if len(images) == 1 else i
+                image, oversampling, n_patterns, None if len(images) == 1 else i, self.object_type
             )
             _check_support(self.support, shape)
         n = len(images)
@@ -889,7 +908,7 @@ class HIOPhaseRetriever(
         shapes = []
         for i, image in enumerate(images):
             shape = _check_measurement(
-                image, oversampling, n_patterns, None if len(images) == 1 else i
+                image, oversampling, n_patterns, None if len(images) == 1 else i, self.object_type
             )
             _check_support(self.support, shape)
             shapes.append(shape)
