@@ -643,7 +643,11 @@ def fit_candidates(
         extras = est._per_image_inputs(images, references, fit_params)
         seeds = _image_seeds(check_random_state(est.random_state), n)
         for i in range(n):
-            key = (repr(get_generator(est.generator)), images[i].shape, str(est._device))
+            key = (
+                repr(get_generator(est.generator)),
+                est._batch_key(images[i], extras[i]),
+                str(est._device),
+            )
             groups.setdefault(key, []).append(
                 (k, (est, i, images[i], refs[i], extras[i], seeds[i]))
             )

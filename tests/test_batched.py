@@ -654,3 +654,18 @@ def test_an_operator_that_cannot_be_vmapped_names_batch_size(function):
         est.fit(images)
     # One by one it runs.
     assert est.set_params(batch_size=1).fit(images).transform().shape == images.shape
+
+
+def test_images_whose_masks_differ_in_kind_are_batched_apart():
+    # NaN in one channel gives an (H, W, C) mask, NaN in every channel an (H, W) one:
+    # stacked together they failed, blaming "another generator, image size or device".
+    rng = np.random.default_rng(0)
+    X = rng.random((3, 12, 12, 3))
+    X[0, 2:5, 2:5, 0] = np.nan
+    X[1, 6:9, 6:9, :] = np.nan
+    X[2, 1:3, 7:9, :] = np.nan
+    kw = dict(generator=TINY, max_iter=4, early_stopping=None, random_state=0, device="cpu")
+    alone = DIPInpainter(**kw).fit_transform(X)
+    batched = DIPInpainter(batch_size=3, **kw).fit_transform(X)
+    np.testing.assert_array_equal(batched[0], alone[0])  # fitted alone in either case
+    np.testing.assert_allclose(batched[1:], alone[1:], atol=1e-4)  # the two (H, W) masks

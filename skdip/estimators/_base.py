@@ -354,6 +354,11 @@ class BaseDIPEstimator(
         model = DIPModel(network, copy.deepcopy(operator), self.reg_noise_std).to(device)
         return model, to_tensor(target, device), {}
 
+    def _batch_key(self, image: np.ndarray, extra: dict) -> tuple:
+        """What images fitted together in one vectorised run must share: models whose
+        buffers differ in shape cannot be stacked. Here: the image's shape."""
+        return tuple(image.shape)
+
     def _after_build(self, model, image: np.ndarray, extra: dict, seed: int, device, fit_kwargs):
         """Work on a freshly built model that needs neither the build lock nor torch's
         global RNG (a pretraining); returns the engine settings. Here: nothing."""
@@ -416,7 +421,8 @@ class BaseDIPEstimator(
         n = len(images)
         seeds = _image_seeds(rng, n)
         refs = references if references is not None else [None] * n
-        groups = _batches([im.shape for im in images], int(getattr(self, "batch_size", 1)))
+        keys = [self._batch_key(image, extra) for image, extra in zip(images, extras, strict=True)]
+        groups = _batches(keys, int(getattr(self, "batch_size", 1)))
         tasks = [[(i, images[i], refs[i], extras[i], seeds[i]) for i in g] for g in groups]
         n_jobs = getattr(self, "n_jobs", None)
         workers = min(len(tasks), effective_n_jobs(n_jobs)) if n_jobs not in (None, 1) else 1
@@ -1413,7 +1419,8 @@ def _fit_stacked(entries: list[tuple], prepared: list[tuple], n_images: int) -> 
 
 
 def _batches(shapes: list[tuple], batch_size: int) -> list[list[int]]:
-    """Indices of the images fitted together: same shape, at most ``batch_size``."""
+    """Indices of the images fitted together: same shape (batch key, see
+    ``_batch_key``), at most ``batch_size``."""
     if batch_size <= 1:
         return [[i] for i in range(len(shapes))]
     by_shape: dict[tuple, list[int]] = {}

@@ -766,9 +766,17 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
     def _constant_response(self, image, extra):
         return 1.0  # the observed pixels are the image's own
 
+    @staticmethod
+    def _shared_mask(observed: np.ndarray) -> bool:
+        return bool((observed == observed[..., :1]).all())
+
+    def _batch_key(self, image, extra):
+        # A mask shared by the channels is (H, W), another (H, W, C): not stackable.
+        return (*image.shape, self._shared_mask(self._observed(image, extra)))
+
     def _forward_problem(self, image, extra):
         observed = self._observed(image, extra)
-        shared = bool((observed == observed[..., :1]).all())
+        shared = self._shared_mask(observed)
         operator = PixelMask(observed[..., 0] if shared else observed)
         target = np.where(observed, image, 0.0)
         return operator, target, image.shape[:2], image.shape[2]
