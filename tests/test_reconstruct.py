@@ -824,6 +824,21 @@ def test_a_pixel_mask_reconstructor_fits_and_scores_as_the_inpainter():
         assert scorer(est, y) == pytest.approx(expected, abs=1e-6)
 
 
+def test_a_pixel_mask_reconstructor_rescales_raw_counts_as_the_inpainter():
+    # Through the identity or a mask the measured pixels are the image's own: no room
+    # is left beyond their range (as through a blur), so the two fit alike.
+    rng = np.random.default_rng(0)
+    noisy = 255 * (_smooth((16, 16)) + rng.normal(0, 0.05, (16, 16)))
+    observed = rng.random(noisy.shape) > 0.3
+    params = {**COMMON, "max_iter": 10}
+    inpainter = DIPInpainter(keep_observed=False, **params).fit(noisy, mask=observed)
+    est = DIPReconstructor(operator=PixelMask(observed), **params).fit(noisy)
+    assert est._fit_results[0]["scaling"].scale == inpainter._fit_results[0]["scaling"].scale
+    np.testing.assert_allclose(est.reconstruction_, inpainter.reconstruction_, atol=1e-4)
+    den = DIPReconstructor(**params).fit(noisy)  # the identity: as DIPDenoiser's rescaling
+    assert den._fit_results[0]["scaling"].scale == pytest.approx(np.ptp(noisy))
+
+
 def test_the_fitted_images_are_known_however_their_masks_are_packed(monkeypatch):
     X = np.stack([_smooth(), _smooth(seed=1)])[..., None]  # (N, H, W, 1): two grey images
     masks = np.ones((2, 16, 16), bool)

@@ -326,8 +326,14 @@ class BaseDIPEstimator(
             constant_response=lambda: self._constant_response(image, extra),
             narrow=self._measurement_is_the_image,
             image_range=lambda: self._image_range(image, extra),
-            headroom=not self._measurement_is_the_image,
+            headroom=self._scaling_headroom(),
         )
+
+    def _scaling_headroom(self) -> bool:
+        """Whether a rescaling leaves the image room beyond the data's range: a sharp
+        image spans more than its blurred or downsampled measurement, not more than
+        its own noisy or masked pixels."""
+        return not self._measurement_is_the_image
 
     def _scaling_values(self, image: np.ndarray, extra: dict) -> np.ndarray:
         """The observed values that decide the intensity rescaling."""

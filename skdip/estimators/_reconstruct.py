@@ -514,6 +514,11 @@ class DIPReconstructor(_InverseProblemEstimator):
                 )
         super()._check_solvable(image, extra, reference)  # the rescaling probes the same model
 
+    def _scaling_headroom(self) -> bool:
+        # Through the identity or a mask the measured pixels are the image's own: fitted
+        # and scored as DIPDenoiser and DIPInpainter do.
+        return not isinstance(self._operator(), Identity | PixelMask)
+
     def _forward_problem(self, image, extra):
         operator = self._operator()
         observed_shape = image.shape[:2]
