@@ -72,9 +72,10 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         Map intensities to [0, 1] before fitting and back after ("auto": for
         data clearly outside [0, 1], or data whose image, through the model's
         gain on constant images, is: a kernel summing to 0.5 or to -1 on data
-        on [0, 1]). But for ``DIPInpainter``, whose observed pixels are the
-        image's own, the image's range maps to the middle of [0, 1] with a
-        quarter of its span to spare on each side (none below 0 for
+        on [0, 1]). But where the measured pixels are the image's own
+        (``DIPInpainter``, or an ``Identity`` or ``PixelMask`` operator), the
+        image's range maps to the middle of [0, 1] with a quarter of its span
+        to spare on each side (none below 0 for
         non-negative data): a sharp image spans more than its blurred or
         downsampled measurement. For ``DIPInpainter`` also for data
         spanning less than 0.1, as in :class:`DIPDenoiser`, which through
