@@ -594,3 +594,10 @@ def test_a_centred_pattern_and_an_empty_one_are_told_apart_from_a_pattern():
     for est in (hio, PhaseRetriever(generator="skip-small", max_iter=2)):
         with pytest.raises(ValueError, match="zero everywhere"):
             est.fit(np.zeros_like(y))
+
+
+def test_tuning_the_default_hio_start_names_the_object_to_pass():
+    with pytest.raises(ValueError, match=r"pass a HIOPhaseRetriever\(\.\.\.\)"):
+        PhaseRetriever(init="hio").set_params(init__n_init=3)
+    est = PhaseRetriever(init=HIOPhaseRetriever(n_init=4)).set_params(init__n_init=3)
+    assert est.init.n_init == 3

@@ -1166,6 +1166,7 @@ _TUNABLE_FORMS = {
     "noise_model": "SparseNoise() (the same model as 'sparse')",
     "regularizer": "a regularizer object (TotalVariation(...), ...)",
     "operator": "a new operator (operators have no nested parameters)",
+    "init": "a HIOPhaseRetriever(...) (the start 'hio' is HIOPhaseRetriever(n_init=4))",
 }
 
 
