@@ -12,7 +12,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from skdip import HIOPhaseRetriever, PhaseRetriever, SkipNetwork
-from skdip.datasets import simulate_diffraction
+from skdip.datasets import load_image, simulate_diffraction
 from skdip.metrics import align_phase_retrieval, phase_retrieval_error, phase_retrieval_psnr
 from skdip.operators import FourierMagnitude, make_phase_masks
 
@@ -601,3 +601,26 @@ def test_tuning_the_default_hio_start_names_the_object_to_pass():
         PhaseRetriever(init="hio").set_params(init__n_init=3)
     est = PhaseRetriever(init=HIOPhaseRetriever(n_init=4)).set_params(init__n_init=3)
     assert est.init.n_init == 3
+
+
+def test_an_oversampling_larger_than_the_datas_is_reported():
+    # A 12x12 object at oversampling 2 read with 3 or 4 was fitted as an 8x8 or 6x6
+    # object in silence; its autocorrelation reaches lags such objects cannot make.
+    x = load_image("camera", size=12, as_gray=True)
+    for photons in (None, 1e4):
+        y = simulate_diffraction(x, oversampling=2, photons=photons, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            HIOPhaseRetriever(max_iter=4, n_er=2, random_state=0).fit(y)  # right: quiet
+        for factor in (3, 4):
+            with pytest.warns(UserWarning, match=r"autocorrelation .* check oversampling"):
+                HIOPhaseRetriever(oversampling=factor, max_iter=4, n_er=2).fit(y)
+    # Intensities are read as such, coded patterns one by one.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        HIOPhaseRetriever(measurement="intensity", max_iter=4, n_er=2).fit(
+            simulate_diffraction(x, oversampling=2, measurement="intensity")
+        )
+        HIOPhaseRetriever(n_masks=2, max_iter=4, n_er=2).fit(
+            simulate_diffraction(x, oversampling=2, n_masks=2)
+        )

@@ -70,6 +70,7 @@ def _check_measurement(
     n_patterns: int,
     index: int | None,
     object_type: str = "complex",
+    measurement: str = "magnitude",
 ) -> tuple[int, int]:
     """Validate one ``(sH, sW, K)`` measurement; return the object shape."""
     name = "X" if index is None else f"X[{index}]"
@@ -98,7 +99,43 @@ def _check_measurement(
             "[0, 0]; pass np.fft.ifftshift(X, axes=(0, 1)).",
             UserWarning,
         )
-    return _object_shape(image.shape[:2], oversampling)
+    shape = _object_shape(image.shape[:2], oversampling)
+    _check_autocorrelation(image, shape, measurement, name)
+    return shape
+
+
+# Share of the pattern's autocorrelation (zero lag left out) that an object of the
+# assumed shape cannot produce, above which the oversampling is doubted. Measured on
+# 5 images x 3 sizes simulated at oversampling 2: at most 0.5% down to 1e4 photons
+# with the right factor, 30 to 52% with 4.
+_AUTOCORRELATION_OUTSIDE = 0.05
+
+
+def _outside_share(correlation: np.ndarray, shape: tuple[int, int]) -> float:
+    """Share of ``correlation`` (zero lag excluded) outside the lags of a ``shape`` object."""
+    (H, W), (h, w) = correlation.shape, shape
+    inside = np.zeros((H, W), dtype=bool)
+    inside[np.ix_(np.r_[0:h, H - h + 1 : H], np.r_[0:w, W - w + 1 : W])] = True
+    total = float(correlation.sum())
+    return float(correlation[~inside].sum() / total) if total > 0 else 0.0
+
+
+def _check_autocorrelation(image, shape, measurement: str, name: str) -> None:
+    """Warn when the pattern holds lags that an object of ``shape`` cannot produce: the
+    oversampling was too large for the data (a 12x12 object read as 8x8 or 6x6 returned
+    a wrong object without a word)."""
+    intensity = image**2 if measurement == "magnitude" else image
+    correlation = np.abs(np.fft.ifft2(intensity, axes=(0, 1))).sum(axis=2)
+    correlation[0, 0] = 0.0  # the zero lag holds the noise's own energy
+    share = _outside_share(correlation, shape)
+    if share > _AUTOCORRELATION_OUTSIDE:
+        warn(
+            f"{name}: {share:.0%} of the pattern's autocorrelation lies at lags an object of "
+            f"shape {shape} (the pattern's shape / oversampling) cannot produce: the object "
+            "looks larger than that; check oversampling (the data's own oversampling is "
+            "smaller).",
+            UserWarning,
+        )
 
 
 def _check_support(support, shape: tuple[int, int]) -> np.ndarray | None:
@@ -624,7 +661,12 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         n_patterns = max(int(self.n_masks), 1)
         for i, image in enumerate(images):
             shape = _check_measurement(
-                image, oversampling, n_patterns, None if len(images) == 1 else i, self.object_type
+                image,
+                oversampling,
+                n_patterns,
+                None if len(images) == 1 else i,
+                self.object_type,
+                self.measurement,
             )
             _check_support(self.support, shape)
         n = len(images)
@@ -908,7 +950,12 @@ class HIOPhaseRetriever(
         shapes = []
         for i, image in enumerate(images):
             shape = _check_measurement(
-                image, oversampling, n_patterns, None if len(images) == 1 else i, self.object_type
+                image,
+                oversampling,
+                n_patterns,
+                None if len(images) == 1 else i,
+                self.object_type,
+                self.measurement,
             )
             _check_support(self.support, shape)
             shapes.append(shape)
