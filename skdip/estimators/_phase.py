@@ -138,6 +138,22 @@ def _check_autocorrelation(image, shape, measurement: str, name: str) -> None:
         )
 
 
+def _check_measurements(estimator, images: list[np.ndarray]) -> list[tuple[int, int]]:
+    """Check every measurement of a batch (and the support) against ``estimator``'s
+    measurement model before any work; return the object shapes."""
+    oversampling = check_oversampling(estimator.oversampling)
+    n_patterns = max(int(estimator.n_masks), 1)
+    shapes = []
+    for i, image in enumerate(images):
+        index = None if len(images) == 1 else i
+        shape = _check_measurement(
+            image, oversampling, n_patterns, index, estimator.object_type, estimator.measurement
+        )
+        _check_support(estimator.support, shape)
+        shapes.append(shape)
+    return shapes
+
+
 def _check_support(support, shape: tuple[int, int]) -> np.ndarray | None:
     if support is None:
         return None
@@ -657,18 +673,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
 
     # ----------------------------------------------------------- internals
     def _fit_images(self, images, references, extras, rng) -> list[dict]:
-        oversampling = check_oversampling(self.oversampling)
-        n_patterns = max(int(self.n_masks), 1)
-        for i, image in enumerate(images):
-            shape = _check_measurement(
-                image,
-                oversampling,
-                n_patterns,
-                None if len(images) == 1 else i,
-                self.object_type,
-                self.measurement,
-            )
-            _check_support(self.support, shape)
+        _check_measurements(self, images)
         n = len(images)
         # One seed per restart, the same for every measurement: a measurement's fit
         # does not depend on its place in the batch (as in the base class).
@@ -945,20 +950,7 @@ class HIOPhaseRetriever(
 
     def _solve(self, X):
         images, layout = check_images(X, min_size=self._min_image_size, scale_uint8=False)
-        oversampling = check_oversampling(self.oversampling)
-        n_patterns = max(int(self.n_masks), 1)
-        shapes = []
-        for i, image in enumerate(images):
-            shape = _check_measurement(
-                image,
-                oversampling,
-                n_patterns,
-                None if len(images) == 1 else i,
-                self.object_type,
-                self.measurement,
-            )
-            _check_support(self.support, shape)
-            shapes.append(shape)
+        shapes = _check_measurements(self, images)
         # One seed for every image, as the DIP estimators do: an image's result does
         # not depend on its place in the batch (a PerImageCV split and the refit agree).
         seeds = _image_seeds(check_random_state(self.random_state), len(images))
