@@ -1068,3 +1068,55 @@ def test_a_kspace_fit_without_output_channels_says_what_to_pass():
 
     with pytest.raises(ValueError, match="pass output_channels=1"):
         DIPReconstructor(operator=KSpaceSampling(_COLUMNS.numpy()), **COMMON).fit(_kspace()[1])
+
+
+class _EveryOtherColumn(ForwardOperator):
+    """Measures every other column of the image: its own pixels, a subset."""
+
+    measures_pixels = True
+
+    def forward(self, x):
+        return x[..., ::2]
+
+    def adjoint(self, y):
+        x = y.new_zeros((*y.shape[:-1], 2 * y.shape[-1]))
+        x[..., ::2] = y
+        return x
+
+    def output_shape(self, input_shape):
+        return input_shape[0], (input_shape[1] + 1) // 2
+
+    def input_shape(self, output_shape):
+        return output_shape[0], 2 * output_shape[1]
+
+
+@pytest.mark.parametrize("measures_pixels", [True, False])
+def test_an_operator_that_measures_pixels_is_rescaled_as_the_identity(measures_pixels):
+    # The rescaling asks the operator, not its class: an operator of one's own that
+    # picks pixels leaves no room beyond the data's range, and stretches narrow data.
+    rng = np.random.default_rng(0)
+    y = 255 * (_smooth((16, 8)) + rng.normal(0, 0.05, (16, 8)))
+    op = _EveryOtherColumn()
+    op.measures_pixels = measures_pixels
+    est = DIPReconstructor(operator=op, **COMMON).fit(y)
+    scale = est._fit_results[0]["scaling"].scale
+    if measures_pixels:
+        assert scale == pytest.approx(np.ptp(y))
+    else:
+        assert scale > 1.2 * np.ptp(y)
+    narrow = 0.45 + 0.04 * _smooth((16, 8))
+    est = DIPReconstructor(operator=op, **COMMON).fit(narrow)
+    stretched = est._fit_results[0]["scaling"].scale != 1.0
+    assert stretched == measures_pixels
+
+
+def test_a_pixel_mask_reconstructor_stretches_narrow_data_as_the_inpainter():
+    rng = np.random.default_rng(1)
+    narrow = 0.45 + 0.04 * _smooth() + rng.normal(0, 0.002, (16, 16))
+    observed = rng.random(narrow.shape) > 0.3
+    params = {**COMMON, "max_iter": 10}
+    inpainter = DIPInpainter(keep_observed=False, **params).fit(narrow, mask=observed)
+    est = DIPReconstructor(operator=PixelMask(observed), **params).fit(narrow)
+    assert inpainter._fit_results[0]["scaling"].scale < 0.1
+    assert est._fit_results[0]["scaling"].scale == inpainter._fit_results[0]["scaling"].scale
+    np.testing.assert_allclose(est.reconstruction_, inpainter.reconstruction_, atol=1e-4)

@@ -110,6 +110,11 @@ class _Scaling:
     same constant for the identity, ``g`` times it for a model with gain ``g``
     on constants (a kernel that does not sum to 1), and, for a linear model that
     does not keep constants constant (a mask, zero padding), an array.
+
+    The data's range maps onto [0, 1]; with ``headroom`` (a model that narrows
+    the image's range, such as a blur) onto its middle, a quarter of the span
+    to spare on each side, none below 0 for non-negative data. An image range
+    estimated from the data (``image_range``) always gets that room.
     """
 
     def __init__(self, offset=0.0, scale: float = 1.0, image_offset: float | None = None):
@@ -324,16 +329,18 @@ class BaseDIPEstimator(
             self._scaling_values(image, extra) if values is None else values,
             self.rescale,
             constant_response=lambda: self._constant_response(image, extra),
-            narrow=self._measurement_is_the_image,
+            narrow=self._measures_own_pixels(),
             image_range=lambda: self._image_range(image, extra),
-            headroom=self._scaling_headroom(),
+            # A sharp image spans more than its blurred or downsampled measurement,
+            # not more than its own noisy or masked pixels.
+            headroom=not self._measures_own_pixels(),
         )
 
-    def _scaling_headroom(self) -> bool:
-        """Whether a rescaling leaves the image room beyond the data's range: a sharp
-        image spans more than its blurred or downsampled measurement, not more than
-        its own noisy or masked pixels."""
-        return not self._measurement_is_the_image
+    def _measures_own_pixels(self) -> bool:
+        """Whether the measurements are pixels of the image itself, for the
+        rescaling: then data spanning under 0.1 is stretched to [0, 1], and no room
+        is left beyond the data's range."""
+        return self._measurement_is_the_image
 
     def _scaling_values(self, image: np.ndarray, extra: dict) -> np.ndarray:
         """The observed values that decide the intensity rescaling."""

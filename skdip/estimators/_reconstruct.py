@@ -69,29 +69,29 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         returned (``DIPDenoiser``'s ``averaging_monitor="raw"``); ``best_iter_``
         is the step of that average.
     rescale : "auto" or bool, default="auto"
-        Map intensities to [0, 1] before fitting and back after ("auto": for
-        data clearly outside [0, 1], or data whose image, through the model's
-        gain on constant images, is: a kernel summing to 0.5 or to -1 on data
-        on [0, 1]). But where the measured pixels are the image's own
-        (``DIPInpainter``, or an ``Identity`` or ``PixelMask`` operator), the
-        image's range maps to the middle of [0, 1] with a quarter of its span
-        to spare on each side (none below 0 for
-        non-negative data): a sharp image spans more than its blurred or
-        downsampled measurement. For ``DIPInpainter`` also for data
-        spanning less than 0.1, as in :class:`DIPDenoiser`, which through
-        another model would cap the image at the measurement's narrow range).
+        Map intensities to about [0, 1] before fitting and back after.
+        "auto" does it for data clearly outside [0, 1], and for data whose
+        image, through the model's gain on constant images, is (a kernel
+        summing to 0.5 or to -1 on data on [0, 1]). Through a model that
+        narrows the image's range (a blur, a downsampling), the image is left
+        a quarter of the data's span to spare on each side (none below 0 for
+        non-negative data), as a sharp image spans more than its measurement.
+        Where the measured pixels are the image's own (``DIPInpainter``, or an
+        operator whose ``measures_pixels`` is True: ``Identity``,
+        ``PixelMask``), no room is left, and "auto" also stretches data
+        spanning less than 0.1, as :class:`DIPDenoiser` does.
         The offset removed from the measurements is carried through the
-        forward model: divided by its gain
-        on constant images (a kernel summing to 2 halves it); for a linear
-        model that does not keep constant images constant (zero padding), its
-        measurement of the constant image is removed instead. Data that needs
-        rescaling through a non-linear model is refused before any fit.
+        forward model: divided by its gain on constant images (a kernel
+        summing to 2 halves it); for a linear model that does not keep
+        constant images constant (zero padding), its measurement of the
+        constant image is removed instead. Data that needs rescaling through
+        a non-linear model is refused before any fit.
         Measurements the model never produces (pixels a mask hides, whether
         by ``DIPInpainter``'s ``mask=`` or a ``PixelMask`` operator) do not
         count. Through a linear model that measures a positive image with
         signs of both kinds (a Fourier transform: MRI k-space, as real and
         imaginary channels), the data's range says nothing of the image's:
-        the range of an image fitted to the data by least squares (25
+        the range of an image fitted to the data by least squares (8
         conjugate-gradient steps; with 25% room on each side) decides, and
         data of an image on [0, 1] is fitted as it is.
         With False, as in :class:`DIPDenoiser` (a warning for data far outside
@@ -515,10 +515,12 @@ class DIPReconstructor(_InverseProblemEstimator):
                 )
         super()._check_solvable(image, extra, reference)  # the rescaling probes the same model
 
-    def _scaling_headroom(self) -> bool:
-        # Through the identity or a mask the measured pixels are the image's own: fitted
-        # and scored as DIPDenoiser and DIPInpainter do.
-        return not isinstance(self._operator(), Identity | PixelMask)
+    def _measures_own_pixels(self) -> bool:
+        # Through the identity or a mask the measured pixels are the image's own:
+        # rescaled as DIPDenoiser and DIPInpainter do.
+        return self._measurement_is_the_image or bool(
+            getattr(self._operator(), "measures_pixels", False)
+        )
 
     def _forward_problem(self, image, extra):
         operator = self._operator()

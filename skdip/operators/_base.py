@@ -46,6 +46,14 @@ class ForwardOperator(nn.Module):
     ----------
     linear : bool
         Whether the operator is linear (then :meth:`adjoint` is defined).
+    measures_pixels : bool
+        Whether each measurement is one of the image's own pixel values, as
+        through :class:`Identity` and :class:`~skdip.operators.PixelMask`
+        (False by default). The estimators' ``rescale`` then treats the data
+        as :class:`~skdip.DIPDenoiser` does: no room is left for the image
+        beyond the measured range, which a blur or a downsampling would
+        narrow, and data spanning under 0.1 is stretched to [0, 1]. Set it
+        on a subclass that picks or keeps pixels.
 
     Examples
     --------
@@ -75,6 +83,7 @@ class ForwardOperator(nn.Module):
     """
 
     linear: bool = True
+    measures_pixels: bool = False
 
     # Buffers travel as NumPy arrays in pickles and copies: a torch tensor pickles
     # with a storage key, so two copies of one operator hashed apart and joblib's
@@ -165,6 +174,8 @@ class Identity(ForwardOperator):
     >>> bool(torch.equal(Identity()(x), x))
     True
     """
+
+    measures_pixels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

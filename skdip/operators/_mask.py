@@ -38,6 +38,8 @@ class PixelMask(ForwardOperator):
         Fraction of observed entries of the mask.
     linear : bool
         Always ``True``.
+    measures_pixels : bool
+        Always ``True``: the measurements are the observed pixels themselves.
 
     Examples
     --------
@@ -56,6 +58,7 @@ class PixelMask(ForwardOperator):
     """
 
     linear = True
+    measures_pixels = True
 
     def __init__(self, mask: np.ndarray | torch.Tensor) -> None:
         super().__init__()
