@@ -185,8 +185,22 @@ def test_reconstructor_with_a_function_and_explicit_output_shape():
     est = DIPReconstructor(operator=crop, output_shape=(16, 16), **COMMON)
     assert est.fit_transform(obs).shape == (16, 16)
     # an output shape the operator cannot map onto the observation is reported
-    with pytest.raises(ValueError, match="predicts measurements of shape"):
+    with pytest.raises(ValueError, match=r"from an image of shape \(20, 20\) \(output_shape="):
         DIPReconstructor(operator=crop, output_shape=(20, 20), **COMMON).fit(obs)
+    # without output_shape the message says where the image's shape came from
+    with pytest.raises(ValueError, match=r"of shape \(12, 12\) \(the operator's input_shape"):
+        DIPReconstructor(operator=crop, **COMMON).fit(obs)
+
+
+def test_a_channel_mismatch_names_where_the_channel_count_came_from():
+    def to_grey(x):
+        return x.mean(dim=1, keepdim=True)
+
+    colour = np.stack([_smooth((12, 12))] * 3, axis=-1)
+    with pytest.raises(ValueError, match="from an image with 3 \\(as many as the observation"):
+        DIPReconstructor(operator=to_grey, **COMMON).fit(colour)
+    with pytest.raises(ValueError, match="from an image with 2 \\(output_channels=2\\)"):
+        DIPReconstructor(operator=to_grey, output_channels=2, **COMMON).fit(colour)
 
 
 def test_an_operator_that_misses_a_later_image_is_reported_before_any_fit(count_fits):

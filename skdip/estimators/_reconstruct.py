@@ -495,16 +495,28 @@ class DIPReconstructor(_InverseProblemEstimator):
                     f"{tuple(predicted.shape)}"
                 )
             if tuple(predicted.shape[-2:]) != image.shape[:2]:
+                _, _, out_shape, _ = self._forward_problem(image, extra)
+                source = (
+                    f"output_shape={tuple(self.output_shape)!r}"
+                    if self.output_shape is not None
+                    else "the operator's input_shape of the observation's; pass output_shape "
+                    "if the operator changes the shape otherwise"
+                )
                 raise ValueError(
-                    f"the model predicts measurements of shape {tuple(predicted.shape[-2:])} but "
-                    f"the observation has shape {image.shape[:2]}; check the forward operator "
-                    "(and output_shape)"
+                    f"the model predicts measurements of shape {tuple(predicted.shape[-2:])} "
+                    f"from an image of shape {out_shape} ({source}), but the observation has "
+                    f"shape {image.shape[:2]}; check the forward operator"
                 )
             if predicted.shape[1] != image.shape[2]:
+                source = (
+                    f"output_channels={self.output_channels}"
+                    if self.output_channels is not None
+                    else "as many as the observation's when output_channels is None"
+                )
                 raise ValueError(
-                    f"the model predicts measurements with {predicted.shape[1]} channel(s) but "
-                    f"the observation has {image.shape[2]}; check the forward operator (and "
-                    "output_channels)"
+                    f"the model predicts measurements with {predicted.shape[1]} channel(s) from "
+                    f"an image with {self._forward_problem(image, extra)[3]} ({source}), but the "
+                    f"observation has {image.shape[2]}; check the forward operator"
                 )
             # Of a mid-grey image: the zero image is no output of a network, and some
             # models (a logarithm, a normalisation) are undefined there only.
