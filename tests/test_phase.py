@@ -528,6 +528,37 @@ def test_skdip_scorers_on_phase_retrievers():
                 get_scorer(name)(fitted, y, obj if name == "psnr" else None)
 
 
+def test_objects_given_as_counts_are_scored_on_their_own_scale():
+    # Scored on the data range 1, an object on 0-255 read about 48 dB high, and the
+    # psnr scorer refused any other data_range for phase retrieval.
+    from skdip.metrics import ReferenceScorer, phase_retrieval_psnr
+
+    obj = _blob(4)
+    y = simulate_diffraction(obj)
+    pr = _tiny_pr(init="random", max_iter=5).fit(y)
+    obj255 = 255 * obj
+    pr255 = _tiny_pr(init="random", max_iter=5).fit(simulate_diffraction(obj255))
+    peak255 = float(obj255.max())  # the reference's peak is its scale's
+    assert peak255 > 100
+    own = phase_retrieval_psnr(obj255, pr255.reconstruction_, data_range=peak255)
+    assert pr255.score(simulate_diffraction(obj255), obj255) == pytest.approx(own)
+    assert pr.score(y, obj) == pytest.approx(phase_retrieval_psnr(obj, pr.reconstruction_))
+    scorer = ReferenceScorer("psnr", data_range=2.0)
+    assert scorer(pr, y, obj) == pytest.approx(pr.score(y, obj) + 20 * np.log10(2))
+    peak = float(np.abs(obj).max())
+    assert ReferenceScorer("psnr", data_range=None)(pr, y, obj) == pytest.approx(
+        pr.score(y, obj) + 20 * np.log10(peak)
+    )
+    with pytest.raises(ValueError, match="more than data_range=1"):
+        ReferenceScorer("psnr")(pr255, simulate_diffraction(obj255), obj255)
+    assert ReferenceScorer("psnr", data_range=None)(
+        pr255, simulate_diffraction(obj255), obj255
+    ) == pytest.approx(own)
+    hio = HIOPhaseRetriever(max_iter=5, n_er=2, random_state=0).fit(simulate_diffraction(obj255))
+    hio_own = phase_retrieval_psnr(obj255, hio.reconstruction_, data_range=peak255)
+    assert hio.score(simulate_diffraction(obj255), obj255) == pytest.approx(hio_own)
+
+
 def test_one_ctrl_c_ends_every_restart(ctrl_c_at):
     # Each restart caught its own Ctrl-C: n_init restarts needed n_init of them.
     ctrl_c = ctrl_c_at(4)

@@ -223,6 +223,33 @@ def _as_reference_list(y, objects: list[np.ndarray]) -> list[np.ndarray]:
     return refs
 
 
+def _aligned_psnr(refs, objects, oversampling, flip: bool, data_range="auto") -> float:
+    """Mean aligned PSNR of ``objects`` against the clean ``refs``.
+
+    ``data_range``: a number (a reference whose modulus exceeds it is refused),
+    None (each reference's peak modulus), or "auto" (1, or the reference's peak
+    modulus when it exceeds 1: objects given as counts, e.g. 0-255, are measured
+    on their own scale, not 48 dB high on [0, 1]'s).
+    """
+    values = []
+    for i, (ref, obj) in enumerate(zip(refs, objects, strict=True)):
+        peak = float(np.abs(ref).max(initial=0.0))
+        if data_range is None:
+            scale = peak if peak > 0 else 1.0
+        elif data_range == "auto":
+            scale = max(1.0, peak)
+        else:
+            if peak > data_range * (1 + 1e-6):
+                raise ValueError(
+                    f"y[{i}] reaches {peak:.6g} in modulus, more than data_range="
+                    f"{data_range}: pass the peak of the objects' scale (e.g. 255), or "
+                    "data_range=None for each reference's own peak"
+                )
+            scale = data_range
+        values.append(phase_retrieval_psnr(ref, obj, oversampling, flip=flip, data_range=scale))
+    return float(np.mean(values))
+
+
 def _fourier_error(obj: np.ndarray, magnitudes: np.ndarray, operator: FourierMagnitude) -> float:
     """``|| |F(obj)| - Y || / ||Y||`` for a 2-D object and ``(sH, sW, K)`` magnitudes."""
     dtype = torch.complex128 if np.iscomplexobj(obj) else torch.float64
@@ -749,9 +776,12 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
     def score(self, X, y=None) -> float:
         """Quality of the reconstruction of ``X``; higher is better.
 
-        With clean objects ``y``: the mean PSNR (dB, data range 1) after
-        alignment over translation, conjugate flip (not with coded masks)
-        and global phase (:func:`skdip.metrics.phase_retrieval_psnr`).
+        With clean objects ``y``: the mean PSNR (dB) after alignment over
+        translation, conjugate flip (not with coded masks) and global phase
+        (:func:`skdip.metrics.phase_retrieval_psnr`), on the data range 1, or
+        on the reference's peak modulus when it exceeds 1 (objects given as
+        counts, e.g. 0-255). ``ReferenceScorer("psnr", data_range=...)`` sets
+        the range.
         Without: the no-reference discrepancy score of
         :class:`skdip.metrics.NoReferenceScorer` on the magnitude residual
         recorded at the picked iteration (``loss`` must be "mse").
@@ -769,6 +799,11 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         """
         if y is None or (not isinstance(y, list | tuple) and np.asarray(y).ndim <= 1):
             return super().score(X)
+        return self._aligned_score(X, y)
+
+    def _aligned_score(self, X, y, data_range="auto") -> float:
+        """The mean aligned PSNR against clean objects ``y`` (see :func:`_aligned_psnr`
+        for ``data_range``)."""
         check_is_fitted(self, "reconstruction_")
         # Imported here: the scorers module imports this one when it runs.
         from ..metrics._scorers import check_complete, check_fit_not_interrupted
@@ -778,11 +813,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         check_complete(results)
         objects = [_as_object(r["estimate"]) for r in results]
         refs = _as_reference_list(y, objects)
-        values = [
-            phase_retrieval_psnr(ref, obj, self.oversampling, flip=self.n_masks == 0)
-            for ref, obj in zip(refs, objects, strict=True)
-        ]
-        return float(np.mean(values))
+        return _aligned_psnr(refs, objects, self.oversampling, self.n_masks == 0, data_range)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1118,8 +1149,9 @@ class HIOPhaseRetriever(
     def score(self, X, y=None) -> float:
         """Quality of the reconstruction of ``X``; higher is better.
 
-        With clean objects ``y``: the mean ambiguity-aligned PSNR (dB, data
-        range 1, :func:`skdip.metrics.phase_retrieval_psnr`). Without: minus
+        With clean objects ``y``: the mean ambiguity-aligned PSNR (dB,
+        :func:`skdip.metrics.phase_retrieval_psnr`) on the data range 1, or on
+        the reference's peak modulus when it exceeds 1. Without: minus
         the mean relative Fourier error (a data fit, not an image quality).
 
         Parameters
@@ -1137,12 +1169,9 @@ class HIOPhaseRetriever(
         _, results = self._results_for(X)
         if y is None or is_target_vector(y):
             return -float(np.mean([r["fourier_error"] for r in results]))
-        refs = _as_reference_list(y, [r["object"] for r in results])
-        values = [
-            phase_retrieval_psnr(ref, r["object"], self.oversampling, flip=self.n_masks == 0)
-            for ref, r in zip(refs, results, strict=True)
-        ]
-        return float(np.mean(values))
+        objects = [r["object"] for r in results]
+        refs = _as_reference_list(y, objects)
+        return _aligned_psnr(refs, objects, self.oversampling, self.n_masks == 0)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

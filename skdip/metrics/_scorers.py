@@ -605,13 +605,13 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         dip, X = _dip_step(estimator, X, reference=True)
         if getattr(dip, "_aligned_reference", False):
             # Phase retrieval recovers the object up to a shift, a flip and a global
-            # phase: only the aligned PSNR (data range 1) is meaningful.
-            if self.metric != "psnr" or self.data_range != 1:
+            # phase: only the aligned PSNR is meaningful.
+            if self.metric != "psnr":
                 raise ValueError(
-                    f"{type(dip).__name__} is scored by the PSNR after alignment (data range "
-                    f"1), got metric={self.metric!r}, data_range={self.data_range!r}"
+                    f"{type(dip).__name__} is scored by the PSNR after alignment, got "
+                    f"metric={self.metric!r}"
                 )
-            return float(dip.score(X, y, **fit_params))
+            return dip._aligned_score(X, y, self.data_range, **fit_params)
         references, ref_layout = check_images(y, name="y")
         # y is checked against X before new images are solved, not after the solve.
         first = dip.estimators_[0] if getattr(dip, "_averages_fits", False) else dip
