@@ -118,14 +118,27 @@ def _cell(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def write_table(rows: list[dict], path: Path, args) -> None:
-    header = (
-        "# Deep Random Projector benchmark (denoising)\n\n"
-        f"{args.commands}  \n"
+def _run_settings(args) -> str:
+    """The settings of this run's fits, kept in each row: a merged table's header is
+    made from its rows, not from the --merge command line."""
+    return (
         f"Machine: {platform.machine()}, {args.threads} torch thread(s) per process, torch "
         f"{torch.__version__}, {where_fits_ran(args)}; TV on the CPU. "
         f"Images {args.size}x{args.size}, Gaussian noise sigma 25/255, noise and fit seed "
-        f"{args.seed}, ES-EMV (library defaults: patience 1000, warm-up 100).\n\n"
+        f"{args.seed}"
+    )
+
+
+def write_table(rows: list[dict], path: Path, args) -> None:
+    settings = list(dict.fromkeys(r.get("settings") for r in rows))
+    if settings == [None]:
+        settings = ["Settings not recorded in the merged files (see their commands)"]
+    elif len(settings) > 1:
+        settings = ["Settings per run: " + "; ".join(str(s) for s in settings)]
+    header = (
+        "# Deep Random Projector benchmark (denoising)\n\n"
+        f"{args.commands}  \n"
+        f"{settings[0]}, ES-EMV (library defaults: patience 1000, warm-up 100).\n\n"
         "PSNR in dB against the clean image. 'peak' = the best iterate of the run (an oracle) "
         "and its step; 'returned' = the estimate at the running-variance minimum; 's to peak' = "
         "seconds per step times the steps to the peak; 'wall' = the whole fit.\n\n"
@@ -170,6 +183,7 @@ def main() -> None:
         for label in args.configs:
             row = run_case(label, image, clean, noisy, args.seed, args.max_iter, device=args.device)
             row["command"] = args.command
+            row["settings"] = _run_settings(args)
             print(json.dumps(row), flush=True)
             rows.append(row)
     save(rows, args, write_table)

@@ -205,15 +205,35 @@ def _scores(den: DIPDenoiser, noisy: np.ndarray, sigma: float, rule: str) -> dic
     }
 
 
+def _grid_run(args) -> dict:
+    """The settings a grid's fits ran with, kept in each record: a summary's header
+    is made from them, and a resumed run refuses records made otherwise."""
+    return {
+        "rule": args.rule,
+        "seed": args.seed,
+        "noise_seed": args.noise_seed,
+        "size": args.size,
+        "max_iter": args.max_iter,
+        "patience": args.patience,
+        "torch": torch.__version__,
+    }
+
+
 def run_grid(args) -> None:
     torch.set_num_threads(1)
     RESULTS.mkdir(exist_ok=True)
     jsonl = RESULTS / f"selection_{args.tag}.jsonl"
+    run = _grid_run(args)
     done = set()
     if jsonl.exists() and not args.fresh:
         for line in jsonl.read_text().splitlines():
             rec = json.loads(line)
             if rec.get("kind") == "fit":
+                if rec.get("run", run) != run:
+                    raise SystemExit(
+                        f"{jsonl} holds fits made with {rec['run']}, not {run}: resume with "
+                        "the same settings, or pass --fresh or another --tag"
+                    )
                 done.add((rec["image"], rec["noise"], rec["setting"]))
     elif jsonl.exists():
         jsonl.unlink()
@@ -268,6 +288,7 @@ def run_grid(args) -> None:
                         "stopped_by": den.stopped_by_,
                         "seconds": secs,
                         "scores": _scores(den, noisy, sigma, args.rule),
+                        "run": run,
                     }
                     out.write(json.dumps(rec) + "\n")
                     out.flush()
@@ -290,23 +311,41 @@ def summarise(jsonl: Path, args) -> None:
     cases = [c for c in all_cases if count[c] >= n_settings]
     partial = [f"{c[0]}/{c[1]} ({count[c]} of {n_settings})" for c in all_cases if c not in cases]
     fits = [r for r in fits if (r["image"], r["noise"]) in cases]
+    runs = [
+        dict(t) for t in dict.fromkeys(tuple(sorted(r["run"].items())) for r in fits if "run" in r)
+    ]
+    if len(runs) > 1:
+        raise SystemExit(f"{jsonl} mixes fits made with different settings: {runs}")
+    # Files written before the records kept their settings: the summary's arguments
+    # stand for them, and the header says so.
+    run = runs[0] if runs and all("run" in r for r in fits) else None
+    known = run or _grid_run(args)
+    # The cases in the file, not those of this command line.
+    images = [i for i in ALL_IMAGES if any(c[0] == i for c in all_cases)]
+    noises = [n for n in ALL_NOISES if any(c[1] == n for c in all_cases)]
     lines = [
         f"# Model selection without a reference ({args.tag})",
         "",
         f"Command: `OMP_NUM_THREADS=1 python benchmarks/selection.py --part grid --tag {args.tag} "
-        f"--rule {args.rule} --seed {args.seed}"
-        + ("" if args.images == list(IMAGES) else f" --images {' '.join(args.images)}")
-        + ("" if args.noises == list(NOISES) else f" --noises {' '.join(args.noises)}")
-        + ("" if args.noise_seed == 0 else f" --noise-seed {args.noise_seed}")
-        + ("" if args.size == 64 else f" --size {args.size}")
-        + ("" if args.max_iter == 1500 else f" --max-iter {args.max_iter}")
-        + ("" if args.patience == 250 else f" --patience {args.patience}")
+        f"--rule {known['rule']} --seed {known['seed']}"
+        + ("" if images == list(IMAGES) else f" --images {' '.join(images)}")
+        + ("" if noises == list(NOISES) else f" --noises {' '.join(noises)}")
+        + ("" if known["noise_seed"] == 0 else f" --noise-seed {known['noise_seed']}")
+        + ("" if known["size"] == 64 else f" --size {known['size']}")
+        + ("" if known["max_iter"] == 1500 else f" --max-iter {known['max_iter']}")
+        + ("" if known["patience"] == 250 else f" --patience {known['patience']}")
         + "` "
         f"({platform.machine()}, "
-        f"torch {torch.__version__}, 1 thread, shared 2-core machine). "
-        f"{args.size}x{args.size} images, Gaussian noise, ES-{args.rule.upper()} "
-        f"(patience {args.patience}), "
-        f"max_iter {args.max_iter}, fit seed {args.seed} (noise seed {args.noise_seed}). "
+        f"torch {known['torch']}, 1 thread, shared 2-core machine). "
+        + (
+            ""
+            if run
+            else "(Settings not recorded in the results file: those given to this summary.) "
+        )
+        + f"{known['size']}x{known['size']} images, Gaussian noise, ES-{known['rule'].upper()} "
+        f"(patience {known['patience']}), "
+        f"max_iter {known['max_iter']}, fit seed {known['seed']} (noise seed "
+        f"{known['noise_seed']}). "
         "Grid: generator "
         f"{{{', '.join(GENERATORS)}}} x lr {{{', '.join(f'{v:g}' for v in LRS)}}} x "
         f"reg_noise_std {{{', '.join(f'{v:.3g}' for v in REG_NOISE)}}} (12 settings); "
