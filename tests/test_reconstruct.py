@@ -986,6 +986,29 @@ def test_kspace_of_an_image_on_0_255_is_rescaled_from_an_estimated_image():
         )
 
 
+def test_kspace_of_a_dim_image_is_stretched_from_the_estimated_image():
+    # k-space in a scanner's units (an image on [0, 1e-3]): its estimated image lies
+    # inside [0, 1], so it was fitted as it was, near the sigmoid's flat end (-17.5 dB).
+    x, k = _kspace(unit=1e-3)
+    dim = _kspace_fit(k, rescale="auto") / 1e-3
+    assert psnr(x, np.clip(dim, 0, 1)) > 28
+    assert psnr(x, np.clip(_kspace_fit(k, rescale=False) / 1e-3, 0, 1)) < 15
+
+
+def test_dim_data_through_a_blur_is_stretched_but_a_dim_star_is_not():
+    # Narrow data through a blur: a dim image (1e-2 of [0, 1]) fitted as it was came back
+    # as noise (1.8 dB); a star's blurred peak is as narrow, but its estimated image is not.
+    kernel = np.ones((3, 3)) / 9
+    x = _smooth()
+    y = blur(0.01 * x, kernel, mode="wrap")
+    params = dict(COMMON, kernel=kernel, boundary="circular", max_iter=150, lr=0.02)
+    auto = DIPDeconvolver(**params).fit(y)
+    assert auto._fit_results[0]["scaling"].scale < 0.1
+    assert psnr(x, np.clip(auto.reconstruction_ / 0.01, 0, 1)) > 24
+    as_is = DIPDeconvolver(rescale=False, **params).fit_transform(y)
+    assert psnr(x, np.clip(as_is / 0.01, 0, 1)) < 15
+
+
 def test_least_squares_image_of_a_sampled_fourier_model_is_its_zero_filled_image():
     from skdip.estimators._reconstruct import _least_squares_image
 

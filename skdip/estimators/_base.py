@@ -188,12 +188,12 @@ class _Scaling:
     @classmethod
     def _fit_image_range(cls, low: float, high: float, mode, constant_response):
         """The map of an image spanning ``[low, high]``, whatever its measurements span."""
-        if not (
-            mode is True
-            or (
-                mode == "auto" and (low < _AUTO_RESCALE_BOUNDS[0] or high > _AUTO_RESCALE_BOUNDS[1])
-            )
-        ):
+        outside = low < _AUTO_RESCALE_BOUNDS[0] or high > _AUTO_RESCALE_BOUNDS[1]
+        # A dim image (k-space in a scanner's units, 1e-3 of [0, 1]) is stretched as
+        # narrow data is where the measurement is the image: fitted as it was, it
+        # came back as noise (-17.5 dB).
+        narrow = 0 < high - low < _AUTO_RESCALE_MIN_SPAN
+        if not (mode is True or (mode == "auto" and (outside or narrow))):
             return cls()
         span = high - low if high > low else 1.0
         # An estimated image is not the image (a zero-filled one lacks contrast): leave

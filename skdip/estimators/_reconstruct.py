@@ -28,7 +28,12 @@ from ..operators import (
     Identity,
     PixelMask,
 )
-from ._base import ZERO_GAIN_MESSAGE, BaseDIPEstimator, rescaling_reason
+from ._base import (
+    _AUTO_RESCALE_MIN_SPAN,
+    ZERO_GAIN_MESSAGE,
+    BaseDIPEstimator,
+    rescaling_reason,
+)
 from ._sparse_noise import SparseNoise, SparseNoiseMixin
 
 __all__ = ["DIPDeconvolver", "DIPInpainter", "DIPReconstructor", "DIPSuperResolver"]
@@ -79,7 +84,10 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         Where the measured pixels are the image's own (``DIPInpainter``, or an
         operator whose ``measures_pixels`` is True: ``Identity``,
         ``PixelMask``), no room is left, and "auto" also stretches data
-        spanning less than 0.1, as :class:`DIPDenoiser` does.
+        spanning less than 0.1, as :class:`DIPDenoiser` does; through
+        another linear model, narrow data is stretched where the image
+        estimated from it by least squares spans less than 0.1 (a dim
+        image, not a dim star whose blurred peak alone is narrow).
         The offset removed from the measurements is carried through the
         forward model: divided by its gain on constant images (a kernel
         summing to 2 halves it); for a linear model that does not keep
@@ -93,7 +101,8 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         imaginary channels), the data's range says nothing of the image's:
         the range of an image fitted to the data by least squares (8
         conjugate-gradient steps; with 25% room on each side) decides, and
-        data of an image on [0, 1] is fitted as it is.
+        data of an image on [0, 1] is fitted as it is (one spanning less than
+        0.1 of it is stretched).
         With False, as in :class:`DIPDenoiser` (a warning for data far outside
         [0, 1]).
     device : str or torch.device, default="auto"
@@ -247,6 +256,19 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         ``(1, C, H, W)`` shape when the model is linear and measures a positive image
         with both signs in substantial shares (a Fourier transform, a difference
         filter); None otherwise, or when it cannot be probed."""
+        found = self._linear_operator(image, extra)
+        if found is None:
+            return None
+        operator, shape, once = found
+        negative, positive = float(-once.clamp(max=0).sum()), float(once.clamp(min=0).sum())
+        if min(negative, positive) <= _SIGN_CHANGING_SHARE * max(negative, positive):
+            return None  # one sign (a kernel of negative sum flips them all)
+        return operator, shape
+
+    def _linear_operator(self, image, extra) -> tuple[ForwardOperator, tuple, torch.Tensor] | None:
+        """The forward model (a copy on the fitting device), the reconstruction's
+        ``(1, C, H, W)`` shape and the model's measurement of a random positive
+        image, when the model is linear; None otherwise, or when it cannot be probed."""
         device = getattr(self, "_device", torch.device("cpu"))
         try:
             operator, _, out_shape, channels = self._forward_problem(image, extra)
@@ -264,15 +286,19 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
             return None
         if float((twice - 2 * once).abs().max()) > 2e-4 * size:
             return None  # not linear: the rescaling refuses it
-        negative, positive = float(-once.clamp(max=0).sum()), float(once.clamp(min=0).sum())
-        if min(negative, positive) <= _SIGN_CHANGING_SHARE * max(negative, positive):
-            return None  # one sign (a kernel of negative sum flips them all)
-        return operator, shape
+        return operator, shape, once
 
     def _image_range(self, image, extra):
         # Such a model measures an image on [0, 1] on any range: there the scale comes
         # from an image estimated from the data, not from the data's range.
         found = self._sign_changing_operator(image, extra)
+        if found is None and self._narrow_through_a_model(image, extra):
+            # Data spanning under 0.1 through a blur or a downsampling: a dim image
+            # (1e-3 of a scanner's units) fitted as it was came back as noise (1.8 dB),
+            # while a dim star, its peak blurred 25 times lower, spans far more once
+            # estimated. The estimate tells them apart.
+            linear = self._linear_operator(image, extra)
+            found = None if linear is None else linear[:2]
         if found is None:
             return None
         operator, shape = found
@@ -285,6 +311,15 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         if finite.numel() == 0:
             return None
         return float(finite.min()), float(finite.max())
+
+    def _narrow_through_a_model(self, image, extra) -> bool:
+        """Whether ``rescale="auto"`` sees data spanning under 0.1 through a model
+        that does not measure the image's own pixels."""
+        if self.rescale != "auto" or self._measures_own_pixels():
+            return False
+        values = self._scaling_values(image, extra)
+        finite = values[np.isfinite(values)]
+        return finite.size > 0 and 0 < float(np.ptp(finite)) < _AUTO_RESCALE_MIN_SPAN
 
     def _constant_response(self, image, extra):
         # Constant images give the gain, a random one tests linearity.
