@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
+import joblib
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, clone
@@ -242,8 +243,9 @@ def _same_value(a: Any, b: Any) -> bool:
         # float32 grids (np.float32(0.01) is 0.01 to 2e-8) must match their float64 values.
         return bool(np.isclose(float(a), float(b), rtol=1e-6, atol=0.0, equal_nan=True))
     if hasattr(a, "get_params") and hasattr(b, "get_params"):
-        # Generator objects: clones of one configuration are equal settings.
-        return type(a) is type(b) and repr(a) == repr(b)
+        # Generator objects: clones of one configuration are equal settings (by
+        # content: a repr shortens the arrays it prints).
+        return type(a) is type(b) and _same_content(a, b)
     if isinstance(a, np.ndarray | torch.Tensor) or isinstance(b, np.ndarray | torch.Tensor):
         # Kernels, masks: by content (clone copies a grid and its default apart).
         try:
@@ -258,8 +260,20 @@ def _same_value(a: Any, b: Any) -> bool:
         except (TypeError, ValueError, RuntimeError):
             return False
     try:
-        return bool(a == b)
-    except (TypeError, ValueError):  # other ambiguous comparisons
+        if bool(a == b):
+            return True
+    except (TypeError, ValueError, RuntimeError):  # other ambiguous comparisons
+        pass
+    # Objects compared by identity (forward operators, functions with bound values):
+    # clone copies a grid and its default apart, so their copies are compared by content.
+    return type(a) is type(b) and _same_content(a, b)
+
+
+def _same_content(a: Any, b: Any) -> bool:
+    """Whether two objects pickle alike (joblib's content hash)."""
+    try:
+        return joblib.hash(a) == joblib.hash(b)
+    except Exception:  # an object that cannot be pickled: only itself is the same
         return False
 
 
@@ -620,7 +634,9 @@ def fit_candidates(
         not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1
     ):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    fitted = [clone(estimator).set_params(**c) for c in candidates]
+    # The settings are copied too, as GridSearchCV does: a generator object shared
+    # by two candidates was one object, so tuning one fitted candidate changed the other.
+    fitted = [clone(estimator).set_params(**clone(c, safe=False)) for c in candidates]
     for est in fitted:
         est._check_params()
         if getattr(est, "warm_start", False):

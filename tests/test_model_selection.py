@@ -1023,3 +1023,78 @@ def test_average_of_best_refuses_a_distance_limit_it_cannot_apply_before_fitting
     for bad in (True, np.nan):
         with pytest.raises((ValueError, InvalidParameterError), match="max_distance"):
             AverageOfBest(_den(), GRID, default=0, max_distance=bad).fit(X)
+
+
+def test_fitted_candidates_own_copies_of_the_grids_objects():
+    # A generator object of the grid was shared by every fitted candidate and the
+    # caller: tuning one fitted candidate changed the others' next solves.
+    g = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+    fitted = fit_candidates(
+        _den(), _images(1), ParameterGrid({"generator": [g], "lr": [0.01, 0.02]})
+    )
+    assert fitted[0].generator is not g and fitted[0].generator is not fitted[1].generator
+    fitted[0].set_params(generator__width=4)
+    assert g.width == 8 and fitted[1].generator.width == 8
+
+
+def test_average_of_best_matches_an_operator_default_after_clone():
+    # clone copies param_grid and default apart; an operator compared by identity
+    # then matched no candidate ("no candidate match the default").
+    from skdip import DIPReconstructor
+    from skdip.operators import PixelMask
+
+    m1, m2 = np.ones((16, 16)), np.ones((16, 16))
+    m1[4:8, 4:8] = 0
+    m2[8:12, 8:12] = 0
+    op1, op2 = PixelMask(m1), PixelMask(m2)
+    base = DIPReconstructor(generator=TINY, max_iter=3, early_stopping=None, random_state=0)
+    avg = AverageOfBest(
+        base,
+        {"operator": [op1, op2]},
+        default={"operator": op1},
+        n_best=1,
+        scoring=get_scorer("discrepancy", sigma=0.1),
+    )
+    assert clone(avg).fit(_images(1)[0]).default_index_ == 0
+    # ... but a default of other content is no candidate
+    avg.set_params(default={"operator": PixelMask(np.ones((16, 16)))})
+    with pytest.raises(ValueError, match="default"):
+        clone(avg).fit(_images(1)[0])
+
+
+def test_kept_solves_notice_arrays_a_repr_prints_alike():
+    # The kept-solve key read a partial's bound array and a grid's operators through
+    # their repr, which elides the middle of large arrays (and prints masks alike).
+    import functools
+
+    from skdip import DIPReconstructor
+    from skdip.operators import PixelMask
+
+    weight = np.ones((40, 40), dtype=np.float32)
+
+    def weighted_mse(pred, target, weight):
+        w = torch.as_tensor(weight[: pred.shape[-2], : pred.shape[-1]])
+        return (w * (pred - target) ** 2).mean()
+
+    X, new = _images(2)
+    est = _den(loss=functools.partial(weighted_mse, weight=weight)).fit(X)
+    before = est.transform(new)
+    weight[5:12, 5:12] = 0.0
+    after = est.transform(new)
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(after, clone(est).fit(new).transform())
+
+    m = np.ones((16, 16))
+    m[::2, ::2] = 0
+    op = PixelMask(m)
+    base = DIPReconstructor(generator=TINY, max_iter=3, early_stopping=None, random_state=0)
+    avg = AverageOfBest(
+        base,
+        {"operator": [op], "lr": [0.01, 0.02]},
+        n_best=2,
+        scoring=get_scorer("discrepancy", sigma=0.1),
+    ).fit(X)
+    before = avg.transform(new)
+    avg.param_grid["operator"][0].mask.copy_(torch.as_tensor(np.roll(m, 1, axis=0)))
+    after = avg.transform(new)
+    assert not np.array_equal(before, after)

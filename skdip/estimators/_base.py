@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import inspect
 import io
@@ -1505,43 +1506,61 @@ def _params_key(estimator) -> str:
 
 def _param_keys(estimator) -> dict[str, str]:
     """One string per parameter (``get_params(deep=True)``) that changes with its value."""
+    return {
+        name: _value_key(value, callback=name == "callback")
+        for name, value in sorted(estimator.get_params(deep=True).items())
+    }
 
-    def content(arrays) -> str:
-        h = hashlib.sha1()
-        for a in arrays:
-            h.update(f"{a.shape}{a.dtype}".encode())
-            h.update(np.ascontiguousarray(a).tobytes())
-        return h.hexdigest()
+
+def _content(arrays) -> str:
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _value_key(value, callback: bool = False, depth: int = 0) -> str:
+    """A string that changes with a parameter value: arrays, tensors and modules
+    (a kernel, a mask) by content, also inside lists, dicts (a grid) and the bound
+    arguments of a ``functools.partial`` (a weighted loss), which a repr shortens or
+    prints alike; functions by identity; a callable object's public attributes."""
+    if depth > 20:  # a self-referencing structure: its repr stands for it
+        return repr(value)
+
+    def key(v) -> str:
+        return _value_key(v, depth=depth + 1)
 
     def attributes(obj) -> list:
         # The public attributes of a user's object (an operator's ``strength``, a loss
-        # object's weight), which its repr need not show: arrays by content,
-        # functions (a FunctionOperator's) by identity, the rest by repr.
-        out = []
-        for k, v in sorted(vars(obj).items()):
-            if k.startswith("_"):
-                continue
-            if isinstance(v, torch.Tensor | np.ndarray):
-                v = content([_as_numpy(v) if torch.is_tensor(v) else v])
-            elif callable(v):
-                v = id(v)
-            out.append((k, repr(v)))
-        return out
+        # object's weight), which its repr need not show.
+        return [
+            (k, id(v) if callable(v) and not isinstance(v, torch.nn.Module) else key(v))
+            for k, v in sorted(vars(obj).items())
+            if not k.startswith("_")
+        ]
 
-    parts = {}
-    for name, value in sorted(estimator.get_params(deep=True).items()):
-        if isinstance(value, torch.nn.Module):
-            # Weights and buffers (a kernel, a mask) and the public attributes.
-            tensors = [_as_numpy(t) for t in value.state_dict().values()]
-            value = (repr(value), attributes(value), content(tensors))
-        elif isinstance(value, torch.Tensor | np.ndarray):
-            value = content([_as_numpy(value) if torch.is_tensor(value) else value])
-        elif (
-            name != "callback"  # its state (steps it saw) is no setting of the fit
-            and callable(value)
-            and hasattr(value, "__dict__")
-            and not inspect.isroutine(value)
-        ):
-            value = (repr(value), attributes(value))  # a callable object, e.g. a loss
-        parts[name] = repr(value)
-    return parts
+    if isinstance(value, torch.nn.Module):
+        # Weights and buffers and the public attributes.
+        tensors = [_as_numpy(t) for t in value.state_dict().values()]
+        return repr((repr(value), attributes(value), _content(tensors)))
+    if isinstance(value, torch.Tensor | np.ndarray):
+        if isinstance(value, np.ndarray) and value.dtype == object:
+            return repr([key(v) for v in value.ravel()])
+        return repr(_content([_as_numpy(value) if torch.is_tensor(value) else value]))
+    if isinstance(value, functools.partial):
+        args = [key(v) for v in value.args]
+        keywords = {k: key(v) for k, v in sorted(value.keywords.items())}
+        return repr(("partial", key(value.func), args, keywords))
+    if isinstance(value, list | tuple):
+        return repr((type(value).__name__, [key(v) for v in value]))
+    if isinstance(value, dict):
+        return repr(("dict", [(repr(k), key(v)) for k, v in value.items()]))
+    if (
+        not callback  # its state (steps it saw) is no setting of the fit
+        and callable(value)
+        and hasattr(value, "__dict__")
+        and not inspect.isroutine(value)
+    ):
+        return repr((repr(value), attributes(value)))  # a callable object, e.g. a loss
+    return repr(value)
