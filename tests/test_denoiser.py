@@ -108,6 +108,34 @@ def test_dark_data_on_the_unit_scale_is_rescaled_too():
     )
 
 
+@pytest.mark.parametrize("low", [-0.2, 1.0])
+def test_data_shifted_off_the_unit_range_is_rescaled(low):
+    # Within [-0.25, 1.25] but off [0, 1] (a dark-frame-subtracted image on [-0.2, 0]):
+    # fitted as given, every pixel came back with the wrong sign, silently.
+    x = low + 0.2 * _image()
+    auto = _den(max_iter=5).fit(x)
+    forced = _den(max_iter=5, rescale=True).fit(x)
+    np.testing.assert_array_equal(auto.reconstruction_, forced.reconstruction_)
+    assert (
+        low - 1e-6 <= auto.reconstruction_.min() <= auto.reconstruction_.max() <= low + 0.2 + 1e-6
+    )
+    with pytest.warns(UserWarning, match=r"rescale=False, but the data spans .* off \[0, 1\]"):
+        _den(max_iter=2, rescale=False).fit(x)
+    # Noise around a black image keeps its median near 0: fitted as it is.
+    black = np.clip(np.random.default_rng(0).normal(0, 0.05, (16, 16)), -0.2, None)
+    black[:4] = 0.3
+    np.testing.assert_array_equal(
+        _den(max_iter=5).fit_transform(black), _den(max_iter=5, rescale=False).fit_transform(black)
+    )
+
+
+def test_data_whose_span_overflows_is_refused():
+    x = (2 * _image() - 1) * 1.5e308  # finite values, whose span is not
+    assert np.isfinite(x).all()
+    with pytest.raises(ValueError, match="overflows float64"):
+        _den(max_iter=2).fit(x)
+
+
 def test_a_few_extreme_values_that_set_the_rescaling_are_reported():
     counts = 100 + 500 * _image((24, 24))
     with warnings.catch_warnings():

@@ -70,12 +70,27 @@ __all__ = ["BaseDIPEstimator"]
 # Data whose range leaves [-0.25, 1.25] is not on the [0, 1] scale the sigmoid
 # head can produce; "auto" rescaling maps it there and back.
 _AUTO_RESCALE_BOUNDS = (-0.25, 1.25)
+# Data whose median lies this far outside [0, 1] is shifted off it, though within
+# the bounds above (a dark-frame-subtracted image on [-0.2, 0] came back with every
+# pixel's sign wrong); noise around a black or white image leaves it near 0 or 1.
+_AUTO_RESCALE_MEDIAN_MARGIN = 0.05
 # Data spanning less than this, such as 12-bit counts read by img_as_float from a
 # 16-bit container (up to 0.0625) or an under-exposed picture, sits where the
 # sigmoid is nearly flat: "auto" maps it to [0, 1] too when the measurement is the
-# image itself. Through a blur it is not: the rescaled image could not leave the
-# measurement's range, which a blur narrows (a dim star's peak comes back capped).
+# image itself. Through a blur, only when the image estimated from it is narrow too:
+# a dim star's blurred peak is narrow, the star is not (rescaled from the data, its
+# peak came back capped).
 _AUTO_RESCALE_MIN_SPAN = 0.1
+
+
+def _off_the_unit_range(lo: float, hi: float, median: float) -> bool:
+    """Whether values spanning ``[lo, hi]`` around ``median`` are not on [0, 1]."""
+    margin = _AUTO_RESCALE_MEDIAN_MARGIN
+    return (
+        lo < _AUTO_RESCALE_BOUNDS[0]
+        or hi > _AUTO_RESCALE_BOUNDS[1]
+        or not -margin <= median <= 1 + margin
+    )
 
 
 def rescaling_reason(mode, narrow: bool = False) -> str:
@@ -86,7 +101,8 @@ def rescaling_reason(mode, narrow: bool = False) -> str:
     also = f" or span under {_AUTO_RESCALE_MIN_SPAN}" if narrow else ""
     return (
         f"rescale={mode!r} would rescale these measurements (they reach outside "
-        f"[{_AUTO_RESCALE_BOUNDS[0]}, {_AUTO_RESCALE_BOUNDS[1]}]{also})"
+        f"[{_AUTO_RESCALE_BOUNDS[0]}, {_AUTO_RESCALE_BOUNDS[1]}], or lie mostly outside "
+        f"[0, 1]{also})"
     )
 
 
@@ -146,7 +162,13 @@ class _Scaling:
             return cls._fit_image_range(*estimated, mode, constant_response)
         finite = values[np.isfinite(values)]
         lo, hi = float(finite.min()), float(finite.max())
-        needed = lo < _AUTO_RESCALE_BOUNDS[0] or hi > _AUTO_RESCALE_BOUNDS[1]
+        median = float(np.median(finite))
+        if not np.isfinite(hi - lo):
+            raise ValueError(
+                f"the data span [{lo:.6g}, {hi:.6g}] overflows float64; bring the data to "
+                "a smaller scale"
+            )
+        needed = _off_the_unit_range(lo, hi, median)
         narrow = narrow and 0 < hi - lo < _AUTO_RESCALE_MIN_SPAN
         response = None
         if mode == "auto" and not (needed or narrow) and constant_response is not None:
@@ -160,7 +182,7 @@ class _Scaling:
                 g = float(response.flat[np.argmax(np.abs(response))])
                 if g != 0:
                     low, high = sorted((lo / g, hi / g))
-                    needed = low < _AUTO_RESCALE_BOUNDS[0] or high > _AUTO_RESCALE_BOUNDS[1]
+                    needed = _off_the_unit_range(low, high, median / g)
         if not (mode is True or (mode == "auto" and (needed or narrow))):
             return cls()
         span = hi - lo if hi > lo else 1.0
@@ -688,12 +710,14 @@ class BaseDIPEstimator(
                 "float32 fit (its squared misfit overflows). Use rescale='auto' or scale the data."
             )
         # k-space of an image on [0, 1] spans far more than [0, 1]: the image matters.
-        what = "the data"
+        what, median = "the data", float(np.median(finite))
         if image_range is not None:
             (lo, hi), what = image_range, "an image estimated from the data"
-        if lo < _AUTO_RESCALE_BOUNDS[0] or hi > _AUTO_RESCALE_BOUNDS[1]:
+            median = (lo + hi) / 2
+        if _off_the_unit_range(lo, hi, median):
             warn(
-                f"rescale=False, but {what} spans [{lo:.3g}, {hi:.3g}], far outside [0, 1]: "
+                f"rescale=False, but {what} spans [{lo:.3g}, {hi:.3g}] (median "
+                f"{median:.3g}), off [0, 1]: "
                 "the networks' default output (a sigmoid) cannot leave [0, 1], so such a fit "
                 "cannot reach the data. Use rescale='auto' unless your generator's output "
                 "covers this range.",

@@ -77,14 +77,15 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         average.
     rescale : "auto" or bool, default="auto"
         Map intensities to [0, 1] before fitting and back after. "auto" does
-        so for data clearly outside [0, 1] (below -0.25 or above 1.25) and for
+        so for data clearly outside [0, 1] (below -0.25 or above 1.25, or
+        with its median off [-0.05, 1.05], such as data on [-0.2, 0]) and for
         data spanning less than 0.1 (a dark picture, or 12-bit counts that
         ``img_as_float`` read from a 16-bit container), which the sigmoid
         head fits poorly near its flat end (on a 3%-exposure crop: 24.6 dB
         as it was, 34.7 dB rescaled). ``score(X, y)`` measures the PSNR on
         the range the fit worked on, so for such data on that span.
-        With False the data is fitted as given: a warning says when it leaves
-        [-0.25, 1.25], and data beyond 1e19 in absolute value is refused.
+        With False the data is fitted as given: a warning says when it is off
+        [0, 1] as above, and data beyond 1e19 in absolute value is refused.
     device : str or torch.device, default="auto"
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None

@@ -75,7 +75,8 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         is the step of that average.
     rescale : "auto" or bool, default="auto"
         Map intensities to about [0, 1] before fitting and back after.
-        "auto" does it for data clearly outside [0, 1], and for data whose
+        "auto" does it for data clearly outside [0, 1] (below -0.25 or above
+        1.25, or with its median off [-0.05, 1.05]), and for data whose
         image, through the model's gain on constant images, is (a kernel
         summing to 0.5 or to -1 on data on [0, 1]). Through a model that
         narrows the image's range (a blur, a downsampling), the image is left
