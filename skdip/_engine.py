@@ -124,6 +124,16 @@ _INTERRUPTION = threading.local()
 
 
 @contextlib.contextmanager
+def autograd_on():
+    """Autograd on, whatever the caller's mode: a fit called inside ``torch.no_grad()``
+    or ``torch.inference_mode()`` (an evaluation loop) failed with torch's "element 0
+    of tensors does not require grad". The networks are built inside it too:
+    parameters made under inference mode cannot be trained."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+@contextlib.contextmanager
 def one_interruption():
     """Within this block, one Ctrl-C ends every fit: the fit it cuts keeps its
     best estimate, and the fits after it return at once (no step, the

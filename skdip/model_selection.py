@@ -40,7 +40,7 @@ from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._engine import one_interruption
+from ._engine import autograd_on, one_interruption
 from ._validation import check_number
 from ._warnings import warn
 from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _params_key
@@ -669,7 +669,7 @@ def fit_candidates(
             )
     results: dict[tuple[int, int], dict] = {}
     # One Ctrl-C ends every fit of the call, not only the one it cuts.
-    with one_interruption() as interrupted:
+    with one_interruption() as interrupted, autograd_on():
         for members in groups.values():
             size = len(members) if batch_size is None else batch_size
             for start in range(0, len(members), size):

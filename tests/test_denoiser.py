@@ -739,3 +739,25 @@ def test_a_generator_that_ignores_input_noise_warns_in_every_estimator(kind):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         est.set_params(reg_noise_std=0).fit(y)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_a_fit_inside_a_no_grad_block_trains_as_usual(mode):
+    # An evaluation loop's torch.no_grad() or inference_mode() made every fit fail with
+    # torch's "element 0 of tensors does not require grad".
+    import torch
+
+    from skdip.model_selection import fit_candidates
+
+    x, new = _image(), _image(seed=1)
+    plain = _den(max_iter=4).fit(x)
+    with getattr(torch, mode)():
+        inside = _den(max_iter=4).fit(x)
+        np.testing.assert_array_equal(inside.transform(new), plain.transform(new))
+        batched = _den(max_iter=4, batch_size=2).fit([x, new])
+        (candidate,) = fit_candidates(_den(max_iter=4), x, [{"lr": 0.01}])
+    np.testing.assert_array_equal(inside.reconstruction_, plain.reconstruction_)
+    together = _den(max_iter=4, batch_size=2).fit([x, new])
+    np.testing.assert_array_equal(batched.reconstruction_, together.reconstruction_)
+    np.testing.assert_array_equal(candidate.reconstruction_, plain.reconstruction_)
+    assert torch.is_grad_enabled()

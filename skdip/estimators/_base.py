@@ -35,6 +35,7 @@ from .._engine import (
     DIPModel,
     FitResult,
     _check_stackable,
+    autograd_on,
     averaging_delay,
     fit_batch,
     fit_model,
@@ -782,7 +783,7 @@ class BaseDIPEstimator(
             self._warm_references = None if references is None else images_digest(references)
         self._keeping_fit_states = warm
         try:
-            with one_interruption() as interrupted:
+            with one_interruption() as interrupted, autograd_on():
                 if states is not None:
                     results = self._continue_fits(states, images, extras)
                 else:
