@@ -413,6 +413,36 @@ def test_n_jobs_gives_the_same_result_as_sequential():
         np.testing.assert_array_equal(a, b)
 
 
+def test_n_jobs_fits_in_the_callers_default_dtype():
+    # Worker processes start with torch's float32 default: under a caller's float64
+    # default their networks differed from n_jobs=1's by 0.45, silently.
+    import torch
+
+    images = [_image((16, 16), s) for s in range(2)]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        sequential = _den(random_state=5).fit_transform(images)
+        parallel = _den(random_state=5, n_jobs=2).fit_transform(images)
+    finally:
+        torch.set_default_dtype(previous)
+    for a, b in zip(sequential, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_error_in_a_worker_carries_the_warnings_before_it():
+    def failing(it, loss, x):
+        import warnings
+
+        warnings.warn("a clue from the worker", UserWarning, stacklevel=2)
+        raise RuntimeError("callback failed")
+
+    images = [_image((16, 16), s) for s in range(2)]
+    with pytest.raises(RuntimeError, match="callback failed") as info:
+        _den(max_iter=2, n_jobs=2, callback=failing).fit(images)
+    assert any("a clue from the worker" in note for note in info.value.__notes__)
+
+
 def test_warnings_of_parallel_workers_reach_the_caller():
     # Worker processes have their own warning filters: their warnings are replayed in
     # the caller's process, where catch_warnings and filters apply.

@@ -1286,8 +1286,11 @@ def _fit_in_workers(
     # The workers share the threads this process has: torch's count honours a
     # user's limit or an outer joblib worker's; joblib's honours container quotas.
     threads = max(1, min(torch.get_num_threads(), cpu_count()) // workers)
+    # A worker process starts with torch's float32 default: a caller's float64 default
+    # gave other networks there than n_jobs=1 (0.45 apart), silently.
+    dtype = torch.get_default_dtype()
     runs = Parallel(n_jobs=workers)(
-        delayed(_fit_in_worker)(estimator, method, task, n, devices[k], threads, os.getpid())
+        delayed(_fit_in_worker)(estimator, method, task, n, devices[k], threads, os.getpid(), dtype)
         for k, task in enumerate(tasks)
     )
     for _, caught, _ in runs:
@@ -1304,22 +1307,30 @@ def _fit_in_workers(
     return [output for output, *_ in runs]
 
 
-def _fit_in_worker(estimator, method, task, n, device, threads, parent_pid):
+def _fit_in_worker(estimator, method, task, n, device, threads, parent_pid, dtype):
     work = getattr(estimator, method)
     if os.getpid() == parent_pid:
         # A thread of the caller's process: its warnings reach the caller's
         # filters directly (and catch_warnings is not thread-safe).
         with _shared_torch_threads(threads):
             return work(task, n, device), [], True
-    previous = torch.get_num_threads()
+    previous, previous_dtype = torch.get_num_threads(), torch.get_default_dtype()
     torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            output = work(task, n, device)
+            try:
+                output = work(task, n, device)
+            except Exception as error:
+                # The caller sees the error, not the warnings that led to it.
+                for w in caught:
+                    error.add_note(f"warning in the worker: {w.category.__name__}: {w.message}")
+                raise
         return output, [(str(w.message), w.category) for w in caught], False
     finally:
         torch.set_num_threads(previous)
+        torch.set_default_dtype(previous_dtype)
 
 
 # torch's thread count is one setting for the whole process. Worker threads that
