@@ -153,3 +153,15 @@ def test_every_fitted_attribute_is_documented(estimator):
     for line in re.findall(r"^    (\w+_(?:, \w+_)+)", doc, flags=re.M):
         documented.update(line.split(", "))
     assert attributes <= documented, sorted(attributes - documented)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_the_constraints_name_exactly_the_parameters(estimator):
+    # sklearn's check_param_validation (which parametrize_with_checks does not run)
+    # refused a constraint for averaging_monitor on estimators without it.
+    from sklearn.utils.estimator_checks import check_param_validation
+
+    assert set(estimator._parameter_constraints) == set(estimator.get_params(deep=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_param_validation(type(estimator).__name__, estimator)

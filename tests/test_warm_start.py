@@ -402,3 +402,23 @@ def test_workers_get_the_parameters_not_the_fitted_state(monkeypatch):
     assert all(not fitted & keys for keys in seen)
     assert "lr" in seen[-1] and "_device" in seen[-1]
     assert den._fit_states is not None and den.n_iter_ == [6, 6]
+
+
+def test_the_max_iter_warning_says_what_warm_start_does_now():
+    # With warm_start=False it said "with warm_start=True, a next fit goes on from
+    # here": following it restarted at step 0, as nothing had been kept.
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skdip import DIPDenoiser, SkipNetwork
+
+    x = np.random.default_rng(0).random((16, 16))
+    kw = dict(
+        generator=SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1),
+        early_stopping=ExponentialMovingVariance(warmup=0, patience=100),
+        max_iter=3,
+        random_state=0,
+    )
+    with pytest.warns(ConvergenceWarning, match="fitted with warm_start=True, a fit is kept"):
+        DIPDenoiser(**kw).fit(x)
+    with pytest.warns(ConvergenceWarning, match="warm_start=True: a next fit goes on from here"):
+        DIPDenoiser(warm_start=True, **kw).fit(x)

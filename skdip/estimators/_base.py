@@ -305,7 +305,6 @@ class BaseDIPEstimator(
         "regularizer": [BaseRegularizer, callable, None],
         "reg_noise_std": [Interval(Real, 0, None, closed="left")],
         "output_averaging": [Interval(Real, 0, 1, closed="left"), None],
-        "averaging_monitor": [StrOptions({"average", "raw"})],
         "rescale": [StrOptions({"auto"}), "boolean"],
         "device": [str, torch.device],
         "random_state": ["random_state"],
@@ -544,8 +543,14 @@ class BaseDIPEstimator(
             if np.isfinite(result.history["signal"]).any():
                 what = "the estimate at the stopping signal's minimum so far is returned"
                 advice = "Increase max_iter or lower the rule's patience."
-                if hasattr(self, "warm_start"):
-                    advice = advice[:-1] + " (with warm_start=True, a next fit goes on from here)."
+                if getattr(self, "_keeping_fit_states", False):
+                    advice = advice[:-1] + " (warm_start=True: a next fit goes on from here)."
+                elif hasattr(self, "warm_start"):
+                    # With warm_start=False nothing is kept: setting it now restarts at 0.
+                    advice = advice[:-1] + (
+                        " (fitted with warm_start=True, a fit is kept and a next fit goes on "
+                        "from where it stopped)."
+                    )
             else:
                 # The rule never watched: max_iter ended the fit within its warm-up.
                 what = (

@@ -200,6 +200,7 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         **BaseDIPEstimator._parameter_constraints,
         "noise_model": [StrOptions({"sparse"}), SparseNoise, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "averaging_monitor": [StrOptions({"average", "raw"})],
     }
 
     def __init__(
