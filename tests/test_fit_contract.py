@@ -19,6 +19,8 @@ from skdip import (
     SkipNetwork,
 )
 from skdip.datasets import simulate_diffraction
+from skdip.losses import TotalVariation
+from skdip.stopping import ExponentialMovingVariance, WindowedMovingVariance
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 COMMON = dict(generator=TINY, max_iter=4, early_stopping=None, random_state=0, device="cpu")
@@ -205,3 +207,31 @@ def test_phase_retriever_init_must_be_hio():
     y = simulate_diffraction(np.ones((8, 8)))
     with pytest.raises(TypeError, match="init must be 'hio', 'random' or a HIOPhaseRetriever"):
         PhaseRetriever(init=StandardScaler(), **COMMON).fit(y)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"early_stopping": ExponentialMovingVariance(alpha=2.0)}, "alpha"),
+        ({"early_stopping": WindowedMovingVariance(window=1)}, "window"),
+        ({"regularizer": TotalVariation(weight=-1)}, "weight must be a finite real"),
+        ({"loss": lambda prediction: prediction.sum()}, r"loss is called as loss\(prediction"),
+        ({"callback": lambda it: None}, r"callback is called as callback\(iteration"),
+        ({"regularizer": lambda: 0.0}, r"regularizer is called as regularizer\(image\)"),
+    ],
+)
+def test_bad_settings_of_parts_are_refused_before_any_work(params, match, monkeypatch):
+    # Found only when the fit reached them: after PhaseRetriever's HIO start and
+    # pretraining, or after the earlier candidates of fit_candidates; a function's
+    # wrong form raised Python's bare "<lambda>() takes 1 positional argument".
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    est = DIPDenoiser(
+        generator=SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1),
+        max_iter=2,
+        random_state=0,
+        **params,
+    )
+    monkeypatch.setattr(type(est), "_fit_images", lambda *a, **k: pytest.fail("fitted"))
+    with pytest.raises((ValueError, TypeError, InvalidParameterError), match=match):
+        est.fit(np.random.default_rng(0).random((16, 16)))

@@ -423,6 +423,20 @@ class BaseDIPEstimator(
         reject_bool_numbers(self)
         get_generator(self.generator)  # raises on unknown names
         get_loss(self.loss)
+        # Before any work (an initialisation, earlier images or settings), not when
+        # the fit reaches them: a rule's or a regularizer's settings, and the call
+        # forms of a user's functions (Python's own error named neither).
+        rule = get_stopping_rule(self.early_stopping)
+        if rule is not None:
+            rule._validate_params()
+        if isinstance(self.regularizer, BaseRegularizer):
+            self.regularizer._checked_weight()
+        elif callable(self.regularizer):
+            _check_call_form(self.regularizer, 1, "regularizer", "regularizer(image)")
+        if callable(self.loss):
+            _check_call_form(self.loss, 2, "loss", "loss(prediction, target)")
+        if self.callback is not None:
+            _check_call_form(self.callback, 3, "callback", "callback(iteration, loss, estimate)")
         if self.verbose:
             require_tqdm()  # before any work (an initialisation, the first images)
         self._device = resolve_device(self.device)
@@ -1534,6 +1548,23 @@ class _SavedFitStates:
     def load(self) -> list:
         where = None if torch.cuda.is_available() else "cpu"
         return torch.load(io.BytesIO(self.data), map_location=where, weights_only=False)
+
+
+def _check_call_form(function, n_args: int, name: str, form: str) -> None:
+    """Refuse a function that cannot be called with ``n_args`` positional arguments."""
+    if not callable(function):
+        raise TypeError(f"{name} must be callable as {form}, got {function!r}")
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: its call will tell
+    try:
+        signature.bind(*range(n_args))
+    except TypeError as error:
+        raise TypeError(
+            f"{name} is called as {form}, but {function!r} cannot take {n_args} "
+            f"positional arguments ({error})"
+        ) from None
 
 
 def _params_key(estimator) -> str:

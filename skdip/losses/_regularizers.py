@@ -52,10 +52,14 @@ class BaseRegularizer(BaseEstimator):
         self.weight = weight
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._checked_weight() * self.penalty(x)
+
+    def _checked_weight(self) -> float:
+        """The weight, refused unless a finite real >= 0 (the estimators ask before a fit)."""
         w = self.weight
         if not isinstance(w, numbers.Real) or isinstance(w, bool) or not 0 <= w < float("inf"):
             raise ValueError(f"{type(self).__name__}.weight must be a finite real >= 0, got {w!r}")
-        return float(w) * self.penalty(x)
+        return float(w)
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """The unweighted penalty."""
