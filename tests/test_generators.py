@@ -325,6 +325,75 @@ def test_deep_decoder_structure():
     assert all(m.mode == "nearest" for m in nearest.modules() if isinstance(m, nn.Upsample))
 
 
+def _first_batchnorm_spread(net: GeneratorNetwork) -> float:
+    """Largest per-channel spatial std of what the first BatchNorm of ``net.body`` sees."""
+    seen = []
+    first = next(m for m in net.body if isinstance(m, nn.BatchNorm2d))
+    handle = first.register_forward_hook(lambda m, i, o: seen.append(i[0].std(dim=(2, 3))))
+    with torch.no_grad():
+        net(net.input)
+    handle.remove()
+    return float(seen[0].max())
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(16, 64), (64, 16), (16, 16), (32, 32), (4, 64), (3, 5)],
+    ids=lambda s: f"{s[0]}x{s[1]}",
+)
+@pytest.mark.parametrize(
+    "make", [DeepDecoder, lambda: ConvDecoder(channels=8, n_layers=4)], ids=["deep", "conv"]
+)
+def test_decoders_vary_along_both_axes_of_small_images(make, shape):
+    # The default Deep Decoder once drew a 1-pixel code for any side <= 32: upsampled,
+    # it was constant, the first BatchNorm saw no spread and a 16x64 output had
+    # constant columns.
+    net = make().build(shape, 1, seed=0)
+    if make is DeepDecoder:  # the ConvDecoder's zero padding breaks a 1-pixel code's symmetry
+        assert min(net.input.shape[-2:]) >= 2
+    assert _first_batchnorm_spread(net) > 1e-3
+    with torch.no_grad():
+        out = net(net.input)[0, 0]
+    assert out.std(dim=0).mean() > 5e-3 and out.std(dim=1).mean() > 5e-3
+
+
+def test_deep_decoder_canvas_is_unchanged_for_sides_above_the_multiple():
+    # Sides above 2**(n_blocks - 1) keep the plain padded grid (same code, same
+    # weights, same outputs for a seed); only smaller sides get the 2-pixel code.
+    net = DeepDecoder().build((33, 100), 1)
+    assert net.padded_shape == (64, 128) and net.input.shape[-2:] == (2, 4)
+    net = DeepDecoder().build((32, 100), 1)
+    assert net.padded_shape == (64, 128) and net.input.shape[-2:] == (2, 4)
+    net = DeepDecoder(channels=4, n_blocks=1).build((1, 5), 1)
+    assert net.padded_shape == (2, 5)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (16, 64)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_default_deep_decoder_fits_a_small_ramp(shape):
+    # Before the code had 2 pixels per side, a 32x32 fit did worse than a flat image.
+    rows = torch.linspace(0, 1, shape[0])[:, None]
+    cols = torch.linspace(0, 1, shape[1])[None, :]
+    target = (0.25 + 0.3 * rows + 0.2 * torch.sin(6 * cols)).expand(1, 1, *shape).clone()
+    net = get_generator("deep-decoder").build(shape, 1, seed=0)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        nn.functional.mse_loss(net(net.input), target).backward()
+        opt.step()
+    with torch.no_grad():
+        mse = nn.functional.mse_loss(net(net.input), target).item()
+    assert mse < 0.1 * target.var().item(), mse
+
+
+def test_deep_decoder_refuses_a_canvas_far_larger_than_the_image():
+    with pytest.raises(ValueError, match=r"DeepDecoder\(n_blocks=10\) works on a 1024x1024"):
+        DeepDecoder(n_blocks=10).build((16, 16), 1)
+    with pytest.raises(ValueError, match="smaller n_blocks"):
+        DeepDecoder(n_blocks=10)._check_output_shape((16, 16))
+    DeepDecoder()._check_output_shape((1, 1))  # a 64x64 grid: allowed
+    DeepDecoder(n_blocks=0)._check_output_shape((8, 8))  # left for build() to refuse
+
+
 def test_conv_decoder_structure_and_geometric_sizes():
     net = ConvDecoder(channels=4, n_layers=5, input_size=4).build((32, 16), 1, seed=0)
     assert net.input.shape == (1, 4, 4, 2)  # aspect ratio kept, long side = input_size

@@ -9,6 +9,7 @@ fit noise more slowly.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -29,6 +30,24 @@ __all__ = ["DeepDecoder", "ConvDecoder"]
 # --------------------------------------------------------------------------- Deep Decoder
 
 
+def _deep_decoder_canvas(n_blocks: int, out_shape: tuple[int, int]) -> tuple[int, int]:
+    """The padded size a Deep Decoder computes on; refused when far larger than the image."""
+    multiple = 2 ** (n_blocks - 1)
+    # The code must have at least 2 pixels per side: upsampling a single pixel gives a
+    # constant map, which the first BatchNorm turns into rounding noise, so a side of
+    # ``multiple`` pixels or fewer came out constant (or random) along that axis.
+    h, w = (max(padded_size(s, multiple), 2 * multiple) for s in out_shape)
+    if h * w > max(64 * out_shape[0] * out_shape[1], 256 * 256):
+        raise ValueError(
+            f"DeepDecoder(n_blocks={n_blocks}) works on a {h}x{w} canvas for a "
+            f"{out_shape[0]}x{out_shape[1]} image ({h * w // (out_shape[0] * out_shape[1])} "
+            "times its pixels, and as many times the memory and time per step); use a "
+            "smaller n_blocks (each block but the last doubles the resolution, so about "
+            "log2 of the image's shorter side at most)"
+        )
+    return h, w
+
+
 class _DeepDecoderModule(GeneratorNetwork):
     def __init__(
         self,
@@ -46,9 +65,7 @@ class _DeepDecoderModule(GeneratorNetwork):
         self.out_channels = out_channels
         n_up = n_blocks - 1
         multiple = 2**n_up
-        # Work on a grid padded to a multiple of 2**n_up (and at least 2 pixels per
-        # side, so that BatchNorm always sees more than one value per channel).
-        self.padded_shape = tuple(max(padded_size(s, multiple), 2) for s in out_shape)
+        self.padded_shape = _deep_decoder_canvas(n_blocks, out_shape)
         h0, w0 = (s // multiple for s in self.padded_shape)
         self.register_buffer("input", torch.rand(1, channels, h0, w0) * input_scale)
         align = None if upsample == "nearest" else False
@@ -78,7 +95,11 @@ class DeepDecoder(BaseGenerator):
     ``U(0, input_scale)``, has ``channels`` channels and a spatial size of
     ``1 / 2**(n_blocks - 1)`` of the image. Images whose sides are not
     multiples of ``2**(n_blocks - 1)`` are produced on a padded grid and
-    cropped at the centre. Only the upsampling mixes neighbouring pixels,
+    cropped at the centre; the grid is at least ``2 * 2**(n_blocks - 1)``
+    pixels per side (64 with the defaults), so that the code always has at
+    least 2x2 pixels and small images are produced in the centre of a larger
+    grid. A configuration whose grid would exceed 64 times the image's pixels
+    (and 256x256) is refused. Only the upsampling mixes neighbouring pixels,
     which is what makes the model a strong smoothness prior; with the defaults
     it has about 25 thousand parameters (25,539 for 3 output channels).
 
@@ -88,11 +109,12 @@ class DeepDecoder(BaseGenerator):
         Channels of every block (``k`` in the paper).
     n_blocks : int, default=6
         Number of blocks. The input code is ``2**(n_blocks - 1)`` times smaller
-        than the image along each side.
+        than the (padded) image along each side.
     input_scale : float, default=0.1
         The code is drawn uniformly from ``[0, input_scale)``.
     upsample : {"bilinear", "nearest"}, default="bilinear"
-        Upsampling mode.
+        Upsampling mode. With ``"nearest"`` the output is constant on blocks of
+        ``2**(n_blocks - 1)`` pixels, since every other layer acts pixel by pixel.
     output_activation : {"sigmoid", "tanh", "relu", "softplus"} or None, default="sigmoid"
         Activation of the head. The sigmoid keeps outputs in ``[0, 1]``.
 
@@ -138,6 +160,12 @@ class DeepDecoder(BaseGenerator):
             upsample=self.upsample,
             activation=self.output_activation,
         )
+
+    def _check_output_shape(self, out_shape: tuple[int, int]) -> None:
+        # A bad n_blocks is left for build() to report with the other parameters.
+        if isinstance(self.n_blocks, numbers.Integral) and not isinstance(self.n_blocks, bool):
+            if self.n_blocks >= 1:
+                _deep_decoder_canvas(int(self.n_blocks), tuple(int(s) for s in out_shape))
 
 
 # --------------------------------------------------------------------------- ConvDecoder
