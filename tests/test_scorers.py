@@ -840,3 +840,22 @@ def test_warnings_held_back_and_issued_name_the_callers_line():
         with pytest.raises(ValueError):
             den.score(X[::-1] * 3, X * 300)
     assert caught and all(w.filename == __file__ for w in caught)
+
+
+def test_a_fit_is_scored_with_the_loss_and_noise_model_it_ran_with():
+    # After set_params, transform() still gave the fit, but score() read it with the
+    # new settings: an L1 loss as a mean squared one, a sparse fit as a plain one.
+    from skdip import DIPReconstructor, SparseNoise
+    from skdip.operators import Convolution
+
+    noisy = _noisy(_clean())
+    est = DIPReconstructor(
+        operator=Convolution(np.ones((3, 3)) / 9), loss="l1", generator=TINY, max_iter=5
+    ).fit(noisy)
+    est.set_params(loss="mse")
+    with pytest.raises(ValueError, match="needs loss='mse'"):
+        est.score(noisy)
+    den = _den(noise_model=SparseNoise(), max_iter=5).fit(noisy)
+    before = den.score(noisy)
+    den.set_params(noise_model=None)
+    assert den.score(noisy) == before

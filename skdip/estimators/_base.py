@@ -586,8 +586,11 @@ class BaseDIPEstimator(
             "history": result.history,
             "best_signal": _best_signal(result),
             "scaling": scaling,
-            # The rule this fit ran with: set_params after the fit does not change it.
+            # The rule, loss and noise model this fit ran with: set_params after the fit
+            # does not change them (a score read an L1 loss as a mean squared one).
             "early_stopping": self.early_stopping,
+            "loss": self.loss,
+            "noise_model": getattr(self, "noise_model", None),
         }
         out.update(self._finish(estimate, result, image, extra))
         return out

@@ -26,6 +26,7 @@ this way, which the discrepancy alone cannot see.
 
 from __future__ import annotations
 
+import copy
 from numbers import Real
 from typing import Any
 
@@ -101,6 +102,17 @@ def _rule_kind(early_stopping: Any) -> str:
     if isinstance(rule, WindowedMovingVariance):
         return "wmv"
     return "other"
+
+
+def _as_fitted(estimator: Any, results: list[dict] | None) -> Any:
+    """The estimator's settings that its ``results`` were made with (``loss``,
+    ``noise_model``): a ``set_params`` after the fit does not change what they are."""
+    if not results or "loss" not in results[0]:
+        return estimator
+    # Only its parameters are read: a shallow copy with the recorded ones.
+    fitted = copy.copy(estimator)
+    fitted.__dict__.update(loss=results[0]["loss"], noise_model=results[0]["noise_model"])
+    return fitted
 
 
 def _measures_in_image_space(estimator: Any) -> bool:
@@ -226,8 +238,9 @@ def no_reference_scores(
     scores : ndarray of shape (n_images,)
     """
     check_complete(results)
-    criterion = resolve_criterion(estimator, criterion)
-    direct = criterion != "variance" and _measures_in_image_space(estimator)
+    fitted = _as_fitted(estimator, results)
+    criterion = resolve_criterion(fitted, criterion)
+    direct = criterion != "variance" and _measures_in_image_space(fitted)
     sigmas = sigma if isinstance(sigma, list | tuple) else [sigma] * len(images)
     scores = []
     for image, result, image_sigma in zip(images, results, sigmas, strict=True):
