@@ -1157,3 +1157,11 @@ def test_a_pixel_mask_reconstructor_stretches_narrow_data_as_the_inpainter():
     assert inpainter._fit_results[0]["scaling"].scale < 0.1
     assert est._fit_results[0]["scaling"].scale == inpainter._fit_results[0]["scaling"].scale
     np.testing.assert_allclose(est.reconstruction_, inpainter.reconstruction_, atol=1e-4)
+
+
+def test_a_downsampling_factor_larger_than_the_image_is_named():
+    # It advised to "crop the image to (0, 0)".
+    from skdip.operators import Downsample
+
+    with pytest.raises(ValueError, match=r"smaller than the downsampling factor 8"):
+        Downsample(8).output_shape((4, 16))

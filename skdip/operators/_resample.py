@@ -224,6 +224,11 @@ class Downsample(ForwardOperator):
         """``(H // factor, W // factor)``; ``H`` and ``W`` must be multiples of the factor."""
         h, w = _check_spatial_shape(input_shape, "input_shape")
         f = self.factor
+        if h < f or w < f:
+            raise ValueError(
+                f"image shape {(h, w)} is smaller than the downsampling factor {f}: each "
+                "side needs at least one low-resolution pixel"
+            )
         if h % f or w % f:
             raise ValueError(
                 f"image shape {(h, w)} is not divisible by the downsampling factor {f}; "
