@@ -422,3 +422,20 @@ def test_the_max_iter_warning_says_what_warm_start_does_now():
         DIPDenoiser(**kw).fit(x)
     with pytest.warns(ConvergenceWarning, match="warm_start=True: a next fit goes on from here"):
         DIPDenoiser(warm_start=True, **kw).fit(x)
+
+
+def test_a_kept_fit_holds_no_gradients():
+    # The last step's gradients stayed with the kept fit, as large as the network.
+    from skdip import DIPDenoiser, SkipNetwork
+
+    x = np.random.default_rng(0).random((16, 16))
+    den = DIPDenoiser(
+        generator=SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1),
+        early_stopping=None,
+        max_iter=3,
+        random_state=0,
+        warm_start=True,
+    ).fit(x)
+    (state,) = den._fit_states
+    params = list(state.model.parameters())
+    assert params and all(p.grad is None for p in params)
