@@ -925,7 +925,9 @@ class BaseDIPEstimator(
             to [0, 1]; other ranges are rescaled (see ``rescale``).
         y : array-like, optional
             Clean references in the layout of ``X``, used only to record the
-            PSNR of every iterate in ``history_`` (never to fit or to stop).
+            PSNR of every step's estimate in ``history_`` (never to fit or to
+            stop): ``"psnr"``, of the running average with output averaging,
+            and ``"psnr_raw"``, of the raw iterates, then.
             A 1-D target (such as class labels passed through a ``Pipeline``),
             or a 2-D one with a row per image of a batch (multi-output labels),
             is ignored, as scikit-learn transformers do.
@@ -991,7 +993,7 @@ class BaseDIPEstimator(
         Returns
         -------
         X_hat : ndarray or list of ndarray
-            Reconstruction(s) in the layout and float dtype of the input.
+            Reconstruction(s) in the layout of the input, float32 for float32 input, else float64.
         """
         check_is_fitted(self, "reconstruction_")
         if X is None:

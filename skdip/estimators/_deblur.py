@@ -354,8 +354,8 @@ class BlindDeblurrer(BaseDIPEstimator):
     Attributes
     ----------
     reconstruction_ : ndarray or list of ndarray
-        The sharp image(s), same shape, layout and float dtype as ``X``,
-        aligned with it.
+        The sharp image(s), same shape and layout as ``X`` (float32 for
+        float32 ``X``, else float64), aligned with it.
     kernel_ : ndarray or list of ndarray
         The estimated kernel(s): cropped to the support (the entries of at
         least 2% of the peak; fainter ones set to 0), centred on its centre of

@@ -137,7 +137,7 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     Attributes
     ----------
     reconstruction_ : ndarray or list of ndarray
-        The denoised image(s), in the layout and float dtype of ``X``.
+        The denoised image(s), in the layout of ``X`` (float32 for float32 ``X``, else float64).
     best_iter_ : int or list of int
         Iteration whose estimate was returned: the variance minimum, plus
         the averaging delay with ``averaging_monitor="raw"`` (the default).
@@ -151,9 +151,11 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     history_ : dict or list of dict
         Per-iteration records: "loss" (with a ``regularizer``, its penalty
         included, and "data_loss" the data term alone), "signal" (the running
-        variance; NaN during warm-up), "psnr" when clean references were given to ``fit``,
-        "divergences" (rollbacks of the divergence guard), "fit_time" and
-        "seconds_per_step".
+        variance; NaN during warm-up), "psnr" when clean references were given to ``fit``
+        (the PSNR of the estimate each step would return: with output
+        averaging, of the running average, and "psnr_raw" that of the raw
+        iterates), "divergences" (rollbacks of the divergence guard), "fit_time"
+        and "seconds_per_step".
     loss_curve_ : ndarray or list of ndarray
         The loss at every iteration (as ``history_["loss"]``).
     n_images_ : int

@@ -148,7 +148,9 @@ _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
     history_ : dict or list of dict
         Per-iteration records ("loss", with a ``regularizer`` its penalty
         included and "data_loss" the data term alone, "signal", "psnr" when
-        clean references were given to ``fit``, "fit_time", "seconds_per_step", ...).
+        clean references were given to ``fit`` (with ``output_averaging``, of the
+        running average, and "psnr_raw" of the raw iterates), "fit_time",
+        "seconds_per_step", ...).
     loss_curve_ : ndarray or list of ndarray
         The loss at every iteration.
     sparse_noise_ : ndarray or list of ndarray
@@ -425,8 +427,9 @@ class DIPReconstructor(_InverseProblemEstimator):
     ----------
     reconstruction_ : ndarray or list of ndarray
         The reconstructed image(s) of shape ``output_shape`` (channels last),
-        in the layout and float dtype of ``X``; a 2-D grey input gives a 2-D
-        output when the reconstruction has one channel.
+        in the layout of ``X`` (float32 for float32 ``X``, else float64); a
+        2-D grey input gives a 2-D output when the reconstruction has one
+        channel.
     %(common_attributes)s
 
     See Also
@@ -878,7 +881,8 @@ class DIPSuperResolver(_InverseProblemEstimator):
     Attributes
     ----------
     reconstruction_ : ndarray or list of ndarray
-        The high-resolution image(s), in the layout and float dtype of ``X``.
+        The high-resolution image(s), in the layout of ``X`` (float32 for
+        float32 ``X``, else float64).
     %(common_attributes)s
 
     Examples
