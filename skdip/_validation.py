@@ -129,6 +129,42 @@ def looks_like_a_stack(shape: tuple[int, ...]) -> bool:
     return channels > 4 and (rows <= 4 or 4 * rows <= channels or width == channels)
 
 
+def _warn_of_stacks(shapes: list[tuple[int, ...]], name: str, kind: str) -> None:
+    """Warn, once, when images given channels last look like stacks or channels-first
+    images instead (see :func:`looks_like_a_stack`), with the fix for the layout given.
+
+    ``kind`` is how ``shapes`` arrived, as in :class:`ImageLayout`: "single" (one
+    array), "array" (the images of an (N, H, W, C) batch) or "list".
+    """
+    stacks = [i for i, shape in enumerate(shapes) if len(shape) == 3 and looks_like_a_stack(shape)]
+    if not stacks:
+        return
+    shape = tuple(shapes[stacks[0]])
+    image = f"{shape[0]}x{shape[1]} image with {shape[2]} channels (channels last)"
+    if kind == "single":
+        message = (
+            f"{name} of shape {shape} is read as one {image}. For N grey images pass an "
+            "(N, H, W, 1) array or a list of images; for a channels-first image, move the "
+            f"channels last (np.moveaxis({name}, 0, -1))."
+        )
+    elif kind == "array":
+        n = len(shapes)
+        message = (
+            f"{name} of shape {(n, *shape)} is read as {n} image(s), each a {image}. For a "
+            "channels-first (N, C, H, W) batch, as PyTorch lays them out, move the channels "
+            f"last (np.moveaxis({name}, 1, -1)); for stacks of grey images pass an "
+            f"(N, H, W, 1) array ({name}.reshape(-1, {shape[1]}, {shape[2]}, 1))."
+        )
+    else:
+        others = f"; so are {len(stacks) - 1} other item(s) of {name}" if len(stacks) > 1 else ""
+        message = (
+            f"{name}[{stacks[0]}] of shape {shape} is read as one {image}{others}. For "
+            f"channels-first images, move the channels last ([np.moveaxis(x, 0, -1) for x "
+            f"in {name}]); for a stack of grey images, give each image as an item of the list."
+        )
+    warn(message + " If these are images with these channels, ignore this warning.", UserWarning)
+
+
 def _array_like(item) -> bool:
     """An array (NumPy, torch, pandas, ...) rather than nested lists of numbers."""
     return isinstance(item, torch.Tensor) or hasattr(item, "__array__")
@@ -214,7 +250,10 @@ def check_images(
         if len(X) == 0:
             raise ValueError(f"{name} is an empty list; pass at least one image")
         items, kind = list(X), "list"
-        shapes = {np.shape(item) for item in items}
+        item_shapes = [tuple(np.shape(item)) for item in items]
+        if not any(isinstance(item, torch.Tensor) for item in items):
+            _warn_of_stacks(item_shapes, name, kind)  # (tensors are refused below)
+        shapes = set(item_shapes)
         if len(items) > 1 and len(shapes) == 1:
             (shape,) = shapes
             if len(shape) == 2 and shape[1] <= 4 and shape[0] > shape[1]:
@@ -239,6 +278,7 @@ def check_images(
             if arr.shape[0] == 0:
                 raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
             items, kind = list(arr), "array"
+            _warn_of_stacks([arr.shape[1:]] * arr.shape[0], name, kind)
         elif arr.dtype != object and arr.ndim not in (2, 3):
             hint = " Reshape your data into an (H, W) image." if arr.ndim < 2 else ""
             raise ValueError(
@@ -247,15 +287,8 @@ def check_images(
             )
         else:
             items, kind = [X], "single"
-            if arr.dtype != object and arr.ndim == 3 and looks_like_a_stack(arr.shape):
-                warn(
-                    f"{name} of shape {arr.shape} is read as one {arr.shape[0]}x{arr.shape[1]} "
-                    f"image with {arr.shape[2]} channels (channels last). For N grey images "
-                    "pass an (N, H, W, 1) array or a list of images; for a channels-first "
-                    "image, move the channels last (np.moveaxis(X, 0, -1)). If it is one "
-                    "image with these channels, ignore this warning.",
-                    UserWarning,
-                )
+            if arr.dtype != object:
+                _warn_of_stacks([arr.shape], name, kind)
     images, squeeze, dtypes, scaled = [], [], [], []
     for i, item in enumerate(items):
         scaled.append(scale_uint8 and np.asarray(item).dtype == np.uint8)
@@ -408,10 +441,28 @@ def check_number(value, name: str, minimum: float) -> float:
     return float(value)
 
 
+def metric_array(image) -> np.ndarray:
+    """``image`` as a NumPy array for a metric or a simulation: torch tensors too.
+
+    A tensor is detached and brought to the CPU first: NumPy cannot read one that
+    requires grad or lives on a GPU, and scoring a network's output should not
+    depend on where it was made. Estimators refuse tensors instead (their results
+    are NumPy arrays in the caller's layout).
+    """
+    if isinstance(image, torch.Tensor):
+        # resolve_conj/neg: NumPy cannot read torch's lazy conjugate (x.conj()) either.
+        image = image.detach().cpu().resolve_conj().resolve_neg()
+        if image.dtype == torch.bfloat16:
+            image = image.to(torch.float32)  # NumPy has no bfloat16
+        return image.numpy()
+    return np.asarray(image)
+
+
 def check_plane(image, name: str = "image") -> np.ndarray:
     """A single 2-D ``(H, W)`` plane of numbers, real or complex, finite and not empty
-    (an object to simulate a measurement of, or to compare): as an array, unconverted."""
-    arr = np.asarray(image)
+    (an object to simulate a measurement of, or to compare): as an array, unconverted.
+    Torch tensors are read as :func:`metric_array` reads them."""
+    arr = metric_array(image)
     if arr.dtype.kind not in "biufc":
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
     if arr.ndim != 2:

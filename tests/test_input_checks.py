@@ -133,7 +133,7 @@ def test_a_channel_mismatch_is_found_before_the_first_fit():
     est = DIPReconstructor(
         operator=_grey_camera, callback=lambda i, loss, e: steps.append(i), **COMMON
     )
-    with pytest.raises(ValueError, match=r"1 channel\(s\) but the observation has 3"):
+    with pytest.raises(ValueError, match=r"1 channel\(s\) from .* but the observation has 3"):
         est.fit([_ramp(), np.stack([_ramp()] * 3, -1)])
     assert steps == []
 
@@ -669,3 +669,33 @@ def test_the_reference_scale_check_holds_for_data_near_1e200():
         warnings.simplefilter("error", RuntimeWarning)
         with pytest.raises(ValueError, match="on different scales"):
             DIPDenoiser(**COMMON).fit(ref / 255.0 * 1e200, ref)
+
+
+def test_channels_first_images_in_a_list_or_a_4d_batch_are_warned_of():
+    # A channels-first (3, H, W) image was warned of alone but fitted silently inside
+    # a list or a PyTorch-style (N, 3, H, W) batch, as images 3 pixels tall.
+    from skdip._validation import check_images
+
+    chw = np.random.default_rng(0).random((3, 16, 16))
+    with pytest.warns(UserWarning, match=r"X\[0\] of shape \(3, 16, 16\) is read as one 3x16"):
+        check_images([chw])
+    with pytest.warns(UserWarning, match=r"X\[1\] of shape .*; so are 1 other item\(s\) of X"):
+        check_images([chw.transpose(1, 2, 0), chw, chw])
+    with pytest.warns(UserWarning, match=r"read as 2 image\(s\), .*np\.moveaxis\(X, 1, -1\)"):
+        check_images(np.stack([chw, chw]))
+    with pytest.warns(UserWarning, match=r"each a 1x16 image with 16 channels"):
+        with pytest.raises(ValueError, match="too small"):  # grey NCHW: 1 pixel tall
+            check_images(np.zeros((2, 1, 16, 16)))
+    with pytest.warns(UserWarning, match=r"X\[0\] of shape \(3, 16, 16\)"):
+        DIPDenoiser(**{**COMMON, "max_iter": 1}).fit([chw])
+    # Channels-last batches and lists stay silent, tiny ambiguous ones too (as alone).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        for X in (
+            np.zeros((2, 16, 16, 3)),
+            np.zeros((2, 16, 16, 4)),
+            np.zeros((2, 16, 16, 1)),
+            np.zeros((2, 3, 4, 4)),  # (3, 4, 4): a 3x4 RGBA image as much as anything
+            [np.zeros((16, 16, 3)), np.zeros((8, 8))],
+        ):
+            check_images(X)

@@ -263,3 +263,67 @@ def test_align_shift_is_blind_to_a_level_per_channel():
     x = np.random.default_rng(1).random((32, 32, 3)) + np.array([3e4, 0.0, -1e5])
     y = np.roll(x, (3, -2), axis=(0, 1))
     assert align_shift(x, y, 4) == (3, -2)
+
+
+# --------------------------------------------------------------------------- torch inputs
+
+
+def test_metrics_read_tensors_that_require_grad():
+    # np.asarray raised torch's own RuntimeError on these (a network's output).
+    torch = pytest.importorskip("torch")
+    from skdip.metrics import phase_retrieval_error, phase_retrieval_psnr
+
+    x = _smooth_image((16, 16))
+    est = np.clip(x + 0.05 * np.random.default_rng(1).standard_normal(x.shape), 0, 1)
+    t_x = torch.tensor(x, requires_grad=True)
+    t_est = torch.tensor(est, requires_grad=True)
+    for metric in (
+        psnr,
+        ssim,
+        lambda a, b: aligned_psnr(a, b, max_shift=1),
+        lambda a, b: align_shift(a, b, max_shift=1),
+        kernel_error,
+        phase_retrieval_psnr,
+        phase_retrieval_error,
+    ):
+        assert metric(t_x, t_est) == metric(x, est)
+    assert psnr(torch.tensor(x).to(torch.bfloat16), x) > 40  # no bfloat16 in NumPy
+    z = torch.tensor(x * np.exp(1j), requires_grad=True)
+    assert phase_retrieval_error(z.conj(), np.conj(z.detach().numpy())) == 0.0
+    # uint8 tensors are read on [0, 1] as uint8 arrays are.
+    x8 = (x * 255).astype(np.uint8)
+    assert psnr(torch.from_numpy(x8), est) == psnr(x8, est)
+    with pytest.raises(ValueError, match="uint8 images are read on"):
+        psnr(torch.from_numpy(x8), torch.from_numpy(x8), data_range=255)
+
+
+# --------------------------------------------------------------------------- phase retrieval
+
+
+def test_phase_retrieval_psnr_refuses_a_reference_on_another_scale():
+    # Objects on 0-255 against the default data_range=1 read -22 dB (psnr refuses them).
+    from skdip.metrics import phase_retrieval_psnr
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 16))
+    est = np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1)
+    x8, est8 = (x * 255).astype(np.uint8), (est * 255).astype(np.uint8)
+    for true, test in ((x8, est8), (x * 255, est * 255), (x8, est), (x * 1j * 255, est * 255)):
+        with pytest.raises(ValueError, match=r"image_true reaches .* in modulus.*data_range=1:"):
+            phase_retrieval_psnr(true, test)
+    # On its own scale the same pair scores as on [0, 1] (integers are numbers here).
+    expected = phase_retrieval_psnr(x, est)
+    assert phase_retrieval_psnr(x * 255, est * 255, data_range=255) == pytest.approx(expected)
+    assert np.isfinite(phase_retrieval_psnr(x8, est8, data_range=255))
+    # A reference a little beyond data_range (noise, ringing) is still on its scale.
+    assert np.isfinite(phase_retrieval_psnr(1.4 * x, est))
+
+
+def test_kernel_error_reads_uint8_on_the_unit_scale():
+    # As documented: uint8 kernels are divided by 255, other numbers taken as given,
+    # and a unit-sum normalisation compares the shapes only.
+    k = np.outer(*2 * [np.hanning(7)])
+    k8 = np.round(k / k.max() * 255).astype(np.uint8)
+    assert kernel_error(k8, k8 / 255.0) == 0.0
+    assert kernel_error(k8, k / k.sum()) > 0.5
+    assert kernel_error(k8 / k8.sum(), k / k.sum()) < 0.01

@@ -114,9 +114,9 @@ def align_shift(
 
     Parameters
     ----------
-    image_true : array-like of shape (H, W) or (H, W, C)
+    image_true : array-like or torch.Tensor of shape (H, W) or (H, W, C)
         Reference image.
-    image_test : array-like of the same shape
+    image_test : array-like or torch.Tensor of the same shape
         Image to align.
     max_shift : int, default=10
         Largest displacement searched along each axis.
@@ -157,9 +157,9 @@ def aligned_psnr(
 
     Parameters
     ----------
-    image_true : array-like of shape (H, W) or (H, W, C)
+    image_true : array-like or torch.Tensor of shape (H, W) or (H, W, C)
         Reference image.
-    image_test : array-like of the same shape
+    image_test : array-like or torch.Tensor of the same shape
         Estimate (for example a deblurred image).
     max_shift : int, default=10
         Largest displacement searched along each axis.
@@ -204,9 +204,9 @@ def aligned_ssim(
 
     Parameters
     ----------
-    image_true : array-like of shape (H, W) or (H, W, C)
+    image_true : array-like or torch.Tensor of shape (H, W) or (H, W, C)
         Reference image.
-    image_test : array-like of the same shape
+    image_test : array-like or torch.Tensor of the same shape
         Estimate.
     max_shift : int, default=10
         Largest displacement searched along each axis.
@@ -280,11 +280,18 @@ def kernel_error(
     compared as given (not renormalised); 0 means identical up to shift,
     and a kernel compared with zeros scores 1.
 
+    "As given" means on the kernels' own scales, which the error depends on:
+    uint8 kernels are read on [0, 1] (divided by 255, as the other metrics
+    read uint8 images) and other numbers are taken as they are. To compare
+    shapes only, for example a kernel saved as an 8-bit image against
+    :class:`~skdip.BlindDeblurrer`'s ``kernel_`` (which sums to 1), normalise
+    both to unit sum first: ``kernel_error(k / k.sum(), k_est / k_est.sum())``.
+
     Parameters
     ----------
-    kernel_true : array-like of shape (h1, w1)
+    kernel_true : array-like or torch.Tensor of shape (h1, w1)
         Reference kernel (not all zeros).
-    kernel_est : array-like of shape (h2, w2)
+    kernel_est : array-like or torch.Tensor of shape (h2, w2)
         Estimated kernel; its size may differ from the reference.
     max_shift : int or None, default=None
         Largest displacement searched along each axis, relative to the

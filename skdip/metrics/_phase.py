@@ -16,7 +16,7 @@ import numpy as np
 
 from .._validation import check_plane
 from ..operators._fourier import check_oversampling
-from ._quality import _check_data_range
+from ._quality import _REFERENCE_MARGIN, _check_data_range
 
 __all__ = ["align_phase_retrieval", "phase_retrieval_error", "phase_retrieval_psnr"]
 
@@ -86,11 +86,11 @@ def align_phase_retrieval(
 
     Parameters
     ----------
-    image_true : array-like of shape (H, W)
+    image_true : array-like or torch.Tensor of shape (H, W)
         Reference object, real or complex. Integer objects (uint8 too) are taken
         as numbers, as :func:`skdip.datasets.simulate_diffraction` takes them
         (unlike :func:`psnr`, which reads uint8 images on [0, 1]).
-    image_test : array-like of shape (H, W)
+    image_test : array-like or torch.Tensor of shape (H, W)
         Estimate, real or complex.
     oversampling : int or tuple of int, default=2
         Padding factor per axis of the measurement (1: compare the arrays
@@ -139,9 +139,9 @@ def phase_retrieval_error(
 
     Parameters
     ----------
-    image_true : array-like of shape (H, W)
+    image_true : array-like or torch.Tensor of shape (H, W)
         Reference object (not all zeros), real or complex.
-    image_test : array-like of shape (H, W)
+    image_test : array-like or torch.Tensor of shape (H, W)
         Estimate.
     oversampling : int or tuple of int, default=2
         Padding factor per axis of the measurement.
@@ -185,23 +185,31 @@ def phase_retrieval_psnr(
 
     Parameters
     ----------
-    image_true : array-like of shape (H, W)
+    image_true : array-like or torch.Tensor of shape (H, W)
         Reference object, real or complex. Integer objects (uint8 too) are taken
         as numbers, as :func:`skdip.datasets.simulate_diffraction` takes them
         (unlike :func:`psnr`, which reads uint8 images on [0, 1]).
-    image_test : array-like of shape (H, W)
+    image_test : array-like or torch.Tensor of shape (H, W)
         Estimate.
     oversampling : int or tuple of int, default=2
         Padding factor per axis of the measurement.
     flip : bool, default=True
         Also consider the conjugate flip.
     data_range : float, default=1.0
-        Peak value of the reference's scale.
+        Peak value of the reference's scale. A reference whose modulus exceeds
+        1.5 times it is refused as being on another scale, as :func:`psnr` refuses
+        it (an object on 0-255 with the default range read about -22 dB).
 
     Returns
     -------
     value : float
         ``inf`` for a perfect match.
+
+    Raises
+    ------
+    ValueError
+        On shape mismatch, NaN/inf values, a non-positive ``data_range`` or a
+        reference on another scale than it.
 
     Examples
     --------
@@ -213,6 +221,14 @@ def phase_retrieval_psnr(
     """
     data_range = _check_data_range(data_range)
     a, a_pad, aligned, _ = _align(image_true, image_test, oversampling, bool(flip))
+    peak = float(np.abs(a).max())
+    if peak > _REFERENCE_MARGIN * data_range:
+        raise ValueError(
+            f"image_true reaches {peak:.6g} in modulus, far more than data_range="
+            f"{data_range:g}: pass the peak of the objects' scale (e.g. data_range=255 for "
+            "objects on 0-255) and both objects on that scale. Integer objects (uint8 too) "
+            "are taken as numbers here, not read on [0, 1] as psnr reads uint8 images"
+        )
     sq = float(np.sum(np.abs(a_pad - aligned) ** 2))
     if sq <= 1e-24 * max(float(np.sum(np.abs(a) ** 2)), 1e-300):
         return float("inf")

@@ -2,6 +2,9 @@
 
 Thin wrappers over :mod:`skimage.metrics` that fix skdip's conventions
 (``(H, W)`` grey or ``(H, W, C)`` colour, reference first) and validate input.
+Every metric of :mod:`skdip.metrics` also takes torch tensors, in the same
+layout: they are read detached and on the CPU (so a network's output can be
+scored as it is, even one that requires grad or lives on a GPU).
 """
 
 from __future__ import annotations
@@ -11,11 +14,17 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import metric_array
+
 __all__ = ["psnr", "ssim"]
+
+# A reference beyond this many times data_range is on another scale, not merely
+# noisy or ringing (estimates get a wider margin, 10, in _check_pair).
+_REFERENCE_MARGIN = 1.5
 
 
 def _as_image(image: Any, name: str) -> np.ndarray:
-    arr = np.asarray(image)
+    arr = metric_array(image)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if arr.ndim not in (2, 3):
@@ -42,6 +51,8 @@ def _check_pair(
     image (read on [0, 1]) with ``data_range=255`` read 48 dB too high, and
     16-bit counts against the default range of 1 read -54 dB.
     """
+    # Once, here: the uint8 test below reads the dtypes of the arrays, not of tensors.
+    image_true, image_test = metric_array(image_true), metric_array(image_test)
     a = _as_image(image_true, "image_true")
     b = _as_image(image_test, "image_test")
     if a.shape != b.shape:
@@ -50,13 +61,13 @@ def _check_pair(
         )
     if data_range is None:
         return a, b
-    if data_range != 1 and any(np.asarray(x).dtype == np.uint8 for x in (image_true, image_test)):
+    if data_range != 1 and any(x.dtype == np.uint8 for x in (image_true, image_test)):
         raise ValueError(
             "uint8 images are read on [0, 1] (divided by 255), as skdip's estimators read "
             f"them: their data range is 1 (the default), not {data_range:g}"
         )
     # Beyond these margins the images are on another scale, not merely noisy.
-    for name, image, bound in (("image_true", a, 1.5), ("image_test", b, 10.0)):
+    for name, image, bound in (("image_true", a, _REFERENCE_MARGIN), ("image_test", b, 10.0)):
         span = float(np.ptp(image))
         if span > bound * data_range:
             raise ValueError(
@@ -121,9 +132,9 @@ def psnr(image_true: Any, image_test: Any, data_range: float = 1.0) -> float:
 
     Parameters
     ----------
-    image_true : array-like of shape (H, W) or (H, W, C)
+    image_true : array-like or torch.Tensor of shape (H, W) or (H, W, C)
         Reference (ground-truth) image.
-    image_test : array-like of the same shape
+    image_test : array-like or torch.Tensor of the same shape
         Image to evaluate.
     data_range : float, default=1.0
         Range of the intensities (1 for images in ``[0, 1]``). uint8 images
@@ -165,9 +176,9 @@ def ssim(image_true: Any, image_test: Any, data_range: float = 1.0, **kwargs: An
 
     Parameters
     ----------
-    image_true : array-like of shape (H, W) or (H, W, C)
+    image_true : array-like or torch.Tensor of shape (H, W) or (H, W, C)
         Reference (ground-truth) image, at least 7x7 pixels.
-    image_test : array-like of the same shape
+    image_test : array-like or torch.Tensor of the same shape
         Image to evaluate.
     data_range : float, default=1.0
         Range of the intensities (1 for images in ``[0, 1]``). uint8 images
