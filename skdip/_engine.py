@@ -154,6 +154,27 @@ def one_interruption():
         _INTERRUPTION.flag = None
 
 
+@contextlib.contextmanager
+def shared_interruption(flag: list | None):
+    """Within this block (a worker thread), ``flag`` (the caller's
+    :func:`one_interruption` flag) is this thread's too: set by the caller on a
+    Ctrl-C, it ends the thread's fits at their next step."""
+    if flag is None:
+        yield
+        return
+    before = getattr(_INTERRUPTION, "flag", None)
+    _INTERRUPTION.flag = flag
+    try:
+        yield
+    finally:
+        _INTERRUPTION.flag = before
+
+
+def current_interruption() -> list | None:
+    """This thread's :func:`one_interruption` flag, if inside one."""
+    return getattr(_INTERRUPTION, "flag", None)
+
+
 def _interrupted_before() -> bool:
     flag = getattr(_INTERRUPTION, "flag", None)
     return bool(flag and flag[0])
@@ -480,6 +501,8 @@ def fit_model(
         # Iterations count accepted steps only; a step rejected by the divergence
         # guard is retried after the rollback, at most max_divergences times.
         while n_steps < last_step and not skipped:
+            if _interrupted_before():
+                raise KeyboardInterrupt  # set by the caller of a worker thread (n_jobs)
             it = n_steps
             optimizer.zero_grad(set_to_none=True)
             x, prediction = model(rng)
@@ -758,6 +781,8 @@ def fit_batch(
     step_record.install()
     try:
         while active:
+            if _interrupted_before():
+                raise KeyboardInterrupt  # set by the caller of a worker thread (n_jobs)
             deltas = []
             for m in active:
                 delta = models[m].input_perturbation(rngs[m])

@@ -791,3 +791,27 @@ def test_a_fit_inside_a_no_grad_block_trains_as_usual(mode):
     np.testing.assert_array_equal(batched.reconstruction_, together.reconstruction_)
     np.testing.assert_array_equal(candidate.reconstruction_, plain.reconstruction_)
     assert torch.is_grad_enabled()
+
+
+def test_ctrl_c_ends_the_fits_of_worker_threads():
+    # Under joblib's threading backend the worker threads never saw the Ctrl-C: the
+    # call raised, they fitted on, and the interpreter aborted at exit.
+    import _thread
+    import time
+
+    from joblib import parallel_config
+
+    steps = []
+
+    def record(it, loss, x):
+        steps.append(it)
+        if len(steps) == 20:
+            _thread.interrupt_main()  # a Ctrl-C, in the caller's thread
+
+    images = [_image((16, 16), s) for s in range(2)]
+    with parallel_config(backend="threading"):
+        with pytest.raises(KeyboardInterrupt):
+            _den(max_iter=100_000, n_jobs=2, callback=record).fit(images)
+    seen = len(steps)
+    time.sleep(0.5)
+    assert len(steps) <= seen + 2

@@ -37,11 +37,13 @@ from .._engine import (
     _check_stackable,
     autograd_on,
     averaging_delay,
+    current_interruption,
     fit_batch,
     fit_model,
     one_interruption,
     require_tqdm,
     resolve_device,
+    shared_interruption,
 )
 from .._random import BUILD_LOCK
 from .._validation import (
@@ -1313,10 +1315,21 @@ def _fit_in_workers(
     # A worker process starts with torch's float32 default: a caller's float64 default
     # gave other networks there than n_jobs=1 (0.45 apart), silently.
     dtype = torch.get_default_dtype()
-    runs = Parallel(n_jobs=workers)(
-        delayed(_fit_in_worker)(estimator, method, task, n, devices[k], threads, os.getpid(), dtype)
-        for k, task in enumerate(tasks)
-    )
+    # Worker threads (joblib's threading backend) never see a Ctrl-C, which reaches
+    # this thread only: they share its flag, set here, and stop at their next step
+    # (they fitted on after the call had ended, and the interpreter aborted at exit).
+    flag = current_interruption()
+    try:
+        runs = Parallel(n_jobs=workers)(
+            delayed(_fit_in_worker)(
+                estimator, method, task, n, devices[k], threads, os.getpid(), dtype, flag
+            )
+            for k, task in enumerate(tasks)
+        )
+    except KeyboardInterrupt:
+        if flag is not None:
+            flag[0] = True
+        raise
     for _, caught, _ in runs:
         for message, category in caught:
             warn(message, category)
@@ -1331,12 +1344,12 @@ def _fit_in_workers(
     return [output for output, *_ in runs]
 
 
-def _fit_in_worker(estimator, method, task, n, device, threads, parent_pid, dtype):
+def _fit_in_worker(estimator, method, task, n, device, threads, parent_pid, dtype, flag):
     work = getattr(estimator, method)
     if os.getpid() == parent_pid:
         # A thread of the caller's process: its warnings reach the caller's
         # filters directly (and catch_warnings is not thread-safe).
-        with _shared_torch_threads(threads):
+        with _shared_torch_threads(threads), shared_interruption(flag):
             return work(task, n, device), [], True
     previous, previous_dtype = torch.get_num_threads(), torch.get_default_dtype()
     torch.set_num_threads(threads)
