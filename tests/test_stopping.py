@@ -320,3 +320,79 @@ def test_self_validation_refuses_a_batch_of_images():
     rule.start()
     with pytest.raises(ValueError, match=r"one image at a time"):
         rule.signal(torch.rand(2, 1, 8, 8), 0)
+
+
+# --------------------------------------------------------------------------- kept state
+
+
+def _window_rules():
+    from skdip.stopping import SelfValidation
+
+    return {
+        "wmv": lambda: WindowedMovingVariance(window=6, patience=1000),
+        "self-validation": lambda: SelfValidation(window=6, batch_size=2, patience=1000),
+    }
+
+
+@pytest.mark.parametrize("name", list(_window_rules()))
+@pytest.mark.parametrize("copy_with", ["pickle", "deepcopy"])
+def test_a_copied_window_rule_goes_on_bit_identically(name, copy_with):
+    # Cut before the window is full, as it fills, and after it wrapped around.
+    import copy
+    import pickle
+
+    make = _window_rules()[name]
+    xs = [x.float() for x in _sequence(16, shape=(1, 2, 8, 8))]
+    expected = _feed(make(), xs)
+    for cut in (2, 5, 6, 9):
+        rule = make()
+        rule.start()
+        got = [rule.signal(x, it) for it, x in enumerate(xs[:cut])]
+        if copy_with == "pickle":
+            rule = pickle.loads(pickle.dumps(rule))
+        else:
+            rule = copy.deepcopy(rule)
+        got += [rule.signal(x, it) for it, x in enumerate(xs[cut:], start=cut)]
+        got = np.array([np.nan if g is None else float(g) for g in got])
+        np.testing.assert_array_equal(got, expected, err_msg=f"cut at {cut}")
+
+
+@pytest.mark.parametrize("name", list(_window_rules()))
+def test_a_window_rule_pickles_only_the_iterates_it_has_seen(name):
+    # WMV's window (and SelfValidation's) was allocated whole at the first step and
+    # pickled whole: 100 iterates of the image after a 2-step warm_start fit.
+    import pickle
+
+    rule = _window_rules()[name]().set_params(window=40)
+    rule.start()
+    x = torch.rand(1, 3, 16, 16)
+    image = x.numel() * x.element_size()
+    for it in range(2):
+        rule.signal(x + it, it)
+    # Two iterates, and WMV's two float64 sums (four float32 images).
+    assert len(pickle.dumps(rule)) < 8 * image
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("name", list(_window_rules()))
+def test_a_pickled_warm_fit_with_a_window_rule_is_one_longer_fit(name):
+    import pickle
+
+    from skdip import DIPDenoiser, SkipNetwork
+
+    kw = dict(
+        generator=SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1),
+        early_stopping=_window_rules()[name](),
+        random_state=0,
+        device="cpu",
+    )
+    noisy = np.random.default_rng(0).random((12, 12, 3))
+    longer = DIPDenoiser(max_iter=11, **kw).fit(noisy)
+    warm = DIPDenoiser(max_iter=2, warm_start=True, **kw).fit(noisy)
+    # The kept rule holds two iterates; a continuation works on a deep copy of it.
+    warm = pickle.loads(pickle.dumps(warm))
+    warm.set_params(max_iter=3).fit(noisy)  # the window fills
+    warm.set_params(max_iter=6).fit(noisy)  # and wraps around
+    np.testing.assert_array_equal(warm.reconstruction_, longer.reconstruction_)
+    np.testing.assert_array_equal(warm.history_["signal"], longer.history_["signal"])
+    assert warm.best_iter_ == longer.best_iter_ and warm.n_iter_ == 11

@@ -85,6 +85,9 @@ class SelfValidation(BaseStoppingRule):
     It costs one epoch of training per step: with the defaults, ``window /
     batch_size = 8`` autoencoder steps on batches of 32 images, far more than
     the fit's own step. A smaller ``window`` is cheaper and reacts faster.
+    The window's iterates take ``window`` images of memory per fitted image,
+    also in a kept ``warm_start`` state; its pickle holds only those seen so
+    far while the window fills.
 
     Parameters
     ----------
@@ -160,6 +163,25 @@ class SelfValidation(BaseStoppingRule):
         self._autoencoder = None
         self._optimizer = None
         self._order = None
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: the live rule keeps its window
+        buffer = state.get("_buffer")
+        if buffer is not None and self._count < buffer.shape[0]:
+            # The window is allocated whole at the first step: a pickle (or a deep
+            # copy) of a fit shorter than the window carries only the iterates it
+            # made, a copy so that the rest of the storage stays out.
+            state["_buffer"] = buffer[: self._count].clone()
+        return state
+
+    def __setstate__(self, state):
+        buffer = state.get("_buffer")
+        if buffer is not None and buffer.shape[0] < state["window"]:
+            # The whole window again: signal() writes the next iterates in place.
+            full = buffer.new_empty((state["window"], *buffer.shape[1:]))
+            full[: buffer.shape[0]] = buffer
+            state = {**state, "_buffer": full}
+        super().__setstate__(state)
 
     def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
         x = x.detach()
