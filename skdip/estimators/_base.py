@@ -266,13 +266,21 @@ class ImageOutputMixin:
         return self
 
 
+def input_noise_std(estimator, generator: BaseGenerator) -> float:
+    """The perturbation of the input code each step: none for a generator that does
+    not take one (its coordinates were jittered by up to 1.6 grid spacings)."""
+    return float(estimator.reg_noise_std) if generator.accepts_input_noise else 0.0
+
+
 def checked_generator(estimator) -> BaseGenerator:
     """The estimator's generator, with a warning for settings it is known not to suit."""
     generator = get_generator(estimator.generator)
     name = type(generator).__name__
     if estimator.reg_noise_std > 0 and not generator.accepts_input_noise:
         warn(
-            f"{name} does not use input noise; set reg_noise_std=0 to silence this warning",
+            f"{name} does not use input noise (on its coordinate grid it would only blur "
+            "the image), so reg_noise_std is not applied; set reg_noise_std=0 to silence "
+            "this warning",
             UserWarning,
         )
     if generator.needs_explicit_prior and getattr(estimator, "regularizer", None) is None:
@@ -389,7 +397,9 @@ class BaseDIPEstimator(
         generator = checked_generator(self)
         network = generator.build(out_shape, out_channels, seed=seed)
         # Deep-copy the operator: .to(device) must not move the user's object.
-        model = DIPModel(network, copy.deepcopy(operator), self.reg_noise_std).to(device)
+        model = DIPModel(network, copy.deepcopy(operator), input_noise_std(self, generator)).to(
+            device
+        )
         return model, to_tensor(target, device), {}
 
     def _batch_key(self, image: np.ndarray, extra: dict) -> tuple:

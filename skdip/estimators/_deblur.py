@@ -15,7 +15,7 @@ from torch import nn
 from .._validation import to_numpy, to_tensor
 from ..losses import BaseRegularizer, GradientRatio, TotalVariation
 from ..operators._convolution import convolve
-from ._base import BaseDIPEstimator, _Scaling, checked_generator
+from ._base import BaseDIPEstimator, _Scaling, checked_generator, input_noise_std
 
 __all__ = ["BlindDeblurrer"]
 
@@ -521,7 +521,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         # The caller restores the CPU generator (GPU ones are left alone: built on the CPU).
         torch.random.default_generator.manual_seed(int(seed) + 1)
         kernel_net = _KernelMLP((kh, kw), init=self.kernel_init)
-        model = _DoubleDIPModel(image_net, kernel_net, self.reg_noise_std).to(device)
+        model = _DoubleDIPModel(image_net, kernel_net, input_noise_std(self, generator)).to(device)
 
         kernel_shape = (kh, kw)
         reference = extra.get("_reference")
