@@ -268,7 +268,9 @@ class BlindDeblurrer(BaseDIPEstimator):
     kernel size, no image regularizer, a nearly uniform first kernel and a
     fixed number of iterations, is ``BlindDeblurrer(kernel_size=k,
     regularizer=None, kernel_init="uniform", early_stopping=None)``
-    (SelfDeblur also uses ``kernel_lr=1e-4`` and ``max_iter=5000``).
+    (SelfDeblur also uses ``kernel_lr=1e-4`` and ``max_iter=5000``). Its switch
+    from the MSE to a 1 - SSIM loss after 1000 steps is not reproduced: a
+    ``loss`` holds for the whole fit.
 
     Parameters
     ----------

@@ -23,7 +23,8 @@ __all__ = [
 # Named presets. Values are factories so every call returns a fresh configuration.
 _PRESETS = {
     "skip": lambda: SkipNetwork(),
-    # About 7x cheaper per step than "skip" on a CPU: for CPUs, quick looks and tests.
+    # About 5x cheaper per step than "skip" on a CPU (0.041 s against 0.19 s at 128x128
+    # on 2 cores, benchmarks/results/denoise_timing*.md): for CPUs, quick looks and tests.
     "skip-small": lambda: SkipNetwork(width=32, depth=4, skip_channels=4, input_channels=8),
     # Heckel & Hand: k=64, 6 blocks, about 25k parameters; overfits noise slowly.
     "deep-decoder": lambda: DeepDecoder(),
