@@ -1014,7 +1014,22 @@ class BaseDIPEstimator(
         return self._restore(layout, results)
 
     def fit_transform(self, X, y=None, **fit_params):
-        """Fit to ``X`` and return its reconstruction (see :meth:`fit`)."""
+        """Fit to ``X`` and return its reconstruction (see :meth:`fit`).
+
+        Parameters
+        ----------
+        X : array-like
+            Observation(s), as for :meth:`fit`.
+        y : array-like, optional
+            Clean references, used only to record the PSNR curve (see :meth:`fit`).
+        **fit_params
+            Per-image inputs (e.g. ``mask`` for :class:`~skdip.DIPInpainter`).
+
+        Returns
+        -------
+        reconstruction : ndarray or list of ndarray
+            As ``reconstruction_``.
+        """
         return self.fit(X, y, **fit_params).transform()
 
     def _inputs_digest(self, images: list[np.ndarray], fit_params: dict) -> str:
@@ -1131,6 +1146,8 @@ class BaseDIPEstimator(
             Observation(s); the fitted ones are not solved again.
         y : array-like, optional
             Clean references.
+        **fit_params
+            Per-image inputs of new images (e.g. ``mask``), as for :meth:`fit`.
 
         Returns
         -------

@@ -978,9 +978,11 @@ class DIPDeconvolver(_InverseProblemEstimator):
 
     Parameters
     ----------
-    kernel : array-like of shape (kh, kw)
+    kernel : array-like of shape (kh, kw), default=None
         The blur kernel (a true convolution, as ``scipy.signal.convolve2d``),
-        shared by all channels. Required. It is used as given: make it sum to
+        shared by all channels. Required: ``fit`` refuses None (the default
+        only lets ``DIPDeconvolver()`` be made first, as scikit-learn's
+        ``clone`` does). It is used as given: make it sum to
         1 to keep the mean intensity.
     boundary : {"circular", "valid"}, default="circular"
         The blur's border model. ``"circular"``: the scene is periodic and the

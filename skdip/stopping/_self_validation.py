@@ -92,8 +92,8 @@ class SelfValidation(BaseStoppingRule):
     Parameters
     ----------
     window : int, default=256
-        Iterates kept for training the autoencoder; the first signal comes
-        when the window is full.
+        Iterates kept for training the autoencoder (at least 2); the first
+        signal comes when the window is full.
     patience : int, default=500
         Steps without a new minimum of the error after which to stop.
     warmup : int, default=0

@@ -27,9 +27,9 @@ class BaseStoppingRule(BaseEstimator):
 
     Parameters
     ----------
-    patience : int
-        Steps without a new minimum of the signal after which to stop.
-    warmup : int
+    patience : int, default=1000
+        Steps without a new minimum of the signal after which to stop (at least 1).
+    warmup : int, default=100
         Iterations before the signal is checked at all (the first iterates of
         a fit change fast and can create spurious early minima).
 
@@ -126,7 +126,7 @@ class ExponentialMovingVariance(BaseStoppingRule):
     Parameters
     ----------
     alpha : float, default=0.1
-        Forgetting factor; larger reacts faster and is noisier.
+        Forgetting factor, in (0, 1); larger reacts faster and is noisier.
     patience : int, default=1000
         Steps without a new variance minimum after which to stop.
     warmup : int, default=100
@@ -189,7 +189,7 @@ class WindowedMovingVariance(BaseStoppingRule):
     Parameters
     ----------
     window : int, default=100
-        Number of iterates in the window.
+        Number of iterates in the window (at least 2).
     patience : int, default=1000
         Steps without a new variance minimum after which to stop.
     warmup : int, default=0
