@@ -1560,7 +1560,10 @@ _COMMON_KEYS = {
     "history",
     "best_signal",
     "scaling",
+    # The settings the fit ran with (for scoring it after a set_params).
     "early_stopping",
+    "loss",
+    "noise_model",
     # (h, w, c) booleans: the entries that hold measurements, where some do not.
     "measured",
     # Set where the measurement is not image-like (k-space): its noise level must be given.
