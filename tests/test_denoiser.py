@@ -770,9 +770,8 @@ def test_a_generator_that_ignores_input_noise_warns_in_every_estimator(kind):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         plain = est.set_params(reg_noise_std=0).fit(y).reconstruction_
-    if kind != "phase_retriever":  # PhaseRetriever's own model: see its tests
-        # Not applied, as the warning says (the coordinates were jittered).
-        np.testing.assert_array_equal(noisy, plain)
+    # Not applied, as the warning says (the coordinates were jittered).
+    np.testing.assert_array_equal(noisy, plain)
 
 
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])

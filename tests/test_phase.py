@@ -655,3 +655,200 @@ def test_an_oversampling_larger_than_the_datas_is_reported():
         HIOPhaseRetriever(n_masks=2, max_iter=4, n_er=2).fit(
             simulate_diffraction(x, oversampling=2, n_masks=2)
         )
+
+
+def test_a_ctrl_c_in_a_later_restart_ends_the_call_and_is_not_scored(ctrl_c_at, monkeypatch):
+    # The restart with the lowest loss was kept as if nothing had happened: the
+    # fit read stopped_by_ "max_iter", it was scored, and a search went on.
+    from sklearn.model_selection import GridSearchCV
+
+    from skdip.exceptions import FitInterrupted
+    from skdip.model_selection import FitImagesCV
+
+    y = simulate_diffraction(_blob(), oversampling=2)
+    ctrl_c = ctrl_c_at(15 + 3)  # the 3rd step of the 2nd restart (15 steps each)
+    pr = _tiny_pr(n_init=3, callback=ctrl_c)
+    starts = []
+    run = HIOPhaseRetriever._run
+
+    def counting(self, *args):
+        starts.append(1)
+        return run(self, *args)
+
+    monkeypatch.setattr(HIOPhaseRetriever, "_run", counting)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        pr.fit(y)
+    assert pr.stopped_by_ == "interrupted"
+    # The first restart is complete and kept; the third ran neither HIO nor a step.
+    assert pr.n_iter_ == 15 and np.isinf(pr.restart_losses_[2]) and len(starts) == 2
+    with pytest.raises(FitInterrupted):
+        pr.score(y)
+    # A search stops at the Ctrl-C instead of ranking the cut candidate.
+    ctrl_c.calls.clear()
+    search = GridSearchCV(pr, {"lr": [0.01, 0.02]}, cv=FitImagesCV(), refit=False)
+    with pytest.raises(FitInterrupted), pytest.warns(RuntimeWarning, match="interrupted"):
+        search.fit(y)
+    assert len(ctrl_c.calls) == 18
+
+
+def _fit_keeping_ctrl_c(estimator, X):
+    """``estimator.fit(X)``; a Ctrl-C that escapes it fails the test instead of
+    ending the test session."""
+    try:
+        return estimator.fit(X)
+    except KeyboardInterrupt as escaped:
+        pytest.fail(f"the Ctrl-C escaped {type(estimator).__name__}.fit: {escaped!r}")
+
+
+class _CtrlCInRun(HIOPhaseRetriever):
+    """HIO whose ``at``-th run overall (counted in ``runs``) meets a Ctrl-C."""
+
+    runs: list = []
+    at = 2
+
+    def _run(self, *args):
+        self.runs.append(1)
+        if len(self.runs) == self.at:
+            raise KeyboardInterrupt
+        return super()._run(*args)
+
+
+@pytest.mark.parametrize("where", ["start", "loop"])
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_ctrl_c_in_an_hio_start_keeps_the_finished_fits(where, batch, monkeypatch):
+    # It escaped as a bare KeyboardInterrupt: the fits of the earlier restarts or
+    # measurements were lost and the estimator was left unfitted.
+    from scipy import ndimage
+
+    y = simulate_diffraction(_blob(), oversampling=2)
+    X = [y, y[::-1].copy()] if batch else y
+    init = HIOPhaseRetriever(max_iter=30, n_er=10, shrinkwrap_every=5)
+    if where == "start":  # before the HIO loop runs (as in the clone or the set-up)
+        _CtrlCInRun.runs = []
+        init = _CtrlCInRun(max_iter=30, n_er=10)
+    else:  # inside the 2nd start's loop: its 3rd shrink-wrap update
+        calls, blur = [], ndimage.gaussian_filter
+
+        def cut(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 4 + 3:
+                raise KeyboardInterrupt
+            return blur(*args, **kwargs)
+
+        monkeypatch.setattr("skdip.estimators._phase.ndimage.gaussian_filter", cut)
+    pr = _tiny_pr(init=init, **({} if batch else {"n_init": 2}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit_keeping_ctrl_c(pr, X)
+    said = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    assert any(r"classical (HIO) start" in m for m in said)
+    if batch:
+        assert pr.stopped_by_ == ["max_iter", "interrupted"] and pr.n_iter_ == [15, 0]
+        assert any("image(s) [1] of 2 were not fitted" in m for m in said)
+    else:
+        assert pr.stopped_by_ == "interrupted" and pr.n_iter_ == 15
+        assert np.isinf(pr.restart_losses_[1])
+
+
+def test_hio_keeps_its_finished_runs_after_a_ctrl_c(monkeypatch):
+    # A Ctrl-C escaped HIOPhaseRetriever.fit and lost every finished run.
+    from scipy import ndimage
+
+    from skdip.exceptions import FitInterrupted
+
+    x = _blob()
+    X = [simulate_diffraction(x), simulate_diffraction(x[::-1].copy())]
+    calls, blur = [], ndimage.gaussian_filter
+
+    def cut(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8 + 3:  # the 3rd iteration of the 2nd restart (8 HIO steps each)
+            raise KeyboardInterrupt
+        return blur(*args, **kwargs)
+
+    monkeypatch.setattr("skdip.estimators._phase.ndimage.gaussian_filter", cut)
+    hio = HIOPhaseRetriever(max_iter=10, n_er=2, shrinkwrap_every=1, n_init=2, random_state=0)
+    with pytest.warns(RuntimeWarning, match=r"Ctrl-C ended the fit; measurement\(s\) \[0, 1\]"):
+        _fit_keeping_ctrl_c(hio, X)
+    assert hio.stopped_by_ == ["interrupted", "interrupted"]
+    # The first restart's 10 iterations are kept; the second image ran none.
+    assert hio.n_iter_ == [10, 0] and len(calls) == 11
+    assert [len(h["fourier_error"]) for h in hio.history_] == hio.n_iter_
+    with pytest.raises(FitInterrupted):
+        hio.score(X)
+    monkeypatch.undo()
+    hio.fit(X)
+    assert hio.stopped_by_ == ["max_iter", "max_iter"] and np.isfinite(hio.score(X))
+
+
+def test_measurement_warnings_are_given_once_per_image_with_its_index():
+    # Every restart's HIO start checked the pattern again: 1 + n_init warnings, the
+    # later ones naming "X" for the second image of a batch.
+    y = simulate_diffraction(_blob(), oversampling=2)
+    for X, name in [(np.fft.fftshift(y), "X"), ([y, np.fft.fftshift(y)], "X[1]")]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _tiny_pr(n_init=2, max_iter=2, pretrain_iter=2).fit(X)
+        centred = [str(w.message) for w in caught if "centred" in str(w.message)]
+        assert len(centred) == 1 and centred[0].startswith(name + ":")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _tiny_pr(n_init=2, max_iter=2, pretrain_iter=2, oversampling=4).fit(y)
+    assert sum("autocorrelation" in str(w.message) for w in caught) == 1
+
+
+@pytest.mark.parametrize("Estimator", [HIOPhaseRetriever, PhaseRetriever])
+def test_support_holds_only_0_1_values(Estimator):
+    # Any non-zero value counted as inside: a soft support (1e-3 outside) was
+    # silently the same fit as support=None.
+    y = simulate_diffraction(_blob(), oversampling=2)
+    hard = np.zeros((8, 8), dtype=bool)
+    hard[1:7, 1:7] = True
+    est = Estimator(max_iter=4, random_state=0)
+    if Estimator is PhaseRetriever:
+        est.set_params(generator=TINY, init="random", device="cpu")
+    else:
+        est.set_params(n_er=2)
+    for bad in (hard * 0.5, hard.astype(np.uint8) * 255, -1.0 * hard, np.where(hard, 1, 1e-3)):
+        with pytest.raises(ValueError, match=r"support must contain only 0/1 .* got"):
+            est.set_params(support=bad).fit(y)
+    a = est.set_params(support=hard).fit_transform(y)
+    b = est.set_params(support=hard.astype(float)).fit_transform(y)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_the_shrinkwrap_blur_never_grows(monkeypatch):
+    # A blur set below 1.5 pixels jumped up to 1.5 after the first update.
+    from scipy import ndimage
+
+    used, blur = [], ndimage.gaussian_filter
+
+    def spy(image, sigma, *args, **kwargs):
+        used.append(sigma)
+        return blur(image, sigma, *args, **kwargs)
+
+    monkeypatch.setattr("skdip.estimators._phase.ndimage.gaussian_filter", spy)
+    y = simulate_diffraction(_blob(), oversampling=2)
+    for sigma, expected in [(0.5, [0.5] * 4), (1.51, [1.51, 1.5, 1.5, 1.5]), (3.0, None)]:
+        used.clear()
+        HIOPhaseRetriever(
+            max_iter=6, n_er=2, shrinkwrap_every=1, shrinkwrap_sigma=sigma, random_state=0
+        ).fit(y)
+        if expected is None:
+            expected = [3.0 * 0.99**k for k in range(4)]
+        np.testing.assert_allclose(used, expected)
+
+
+def test_hio_keeps_its_last_solve_of_new_data():
+    # With random_state=None every transform(new) and score(new) solved afresh:
+    # score(new) judged another solve than transform(new) returned.
+    y = simulate_diffraction(_blob(), oversampling=2)
+    new = simulate_diffraction(_blob()[::-1].copy(), oversampling=2)
+    hio = HIOPhaseRetriever(max_iter=20, n_er=5).fit(y)
+    first = hio.transform(new)
+    np.testing.assert_array_equal(hio.transform(new), first)
+    kept = hio._last_solve[1][0]
+    assert hio.score(new) == -kept["fourier_error"]
+    hio.set_params(max_iter=21)  # other parameters: solved again
+    assert hio.transform(new).shape == first.shape and hio._last_solve[1][0] is not kept
+    assert "_last_solve" not in pickle.loads(pickle.dumps(hio)).__dict__

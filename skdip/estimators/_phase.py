@@ -23,7 +23,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .._engine import fit_model
+from .._engine import _interrupted_before, _record_interruption, fit_model, one_interruption
 from .._validation import (
     _nested_lists_as_array,
     check_images,
@@ -32,6 +32,7 @@ from .._validation import (
     reject_bool_numbers,
 )
 from .._warnings import warn
+from ..exceptions import FitInterrupted
 from ..losses import get_loss
 from ..metrics._phase import phase_retrieval_psnr
 from ..operators._fourier import FourierMagnitude, check_oversampling, make_phase_masks
@@ -41,8 +42,10 @@ from ._base import (
     ImageOutputMixin,
     _fit_in_workers,
     _image_seeds,
+    _params_key,
     checked_generator,
     clear_fitted,
+    input_noise_std,
     without_fitted_state,
 )
 
@@ -159,7 +162,7 @@ def _check_support(support, shape: tuple[int, int]) -> np.ndarray | None:
         return None
     arr = np.asarray(support)
     if arr.dtype.kind not in "biuf":
-        raise TypeError(f"support must be a boolean array, got dtype {arr.dtype}")
+        raise TypeError(f"support must be a boolean or 0/1 numeric array, got dtype {arr.dtype}")
     if arr.shape != tuple(shape):
         raise ValueError(
             f"support has shape {arr.shape} but the object has shape {tuple(shape)} "
@@ -167,6 +170,16 @@ def _check_support(support, shape: tuple[int, int]) -> np.ndarray | None:
         )
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise ValueError("support contains NaN or infinity")
+    if arr.dtype.kind != "b" and not np.isin(arr, (0, 1)).all():
+        # Read as "non-zero is inside", a soft support (1 inside, 1e-3 outside) kept
+        # every pixel: the same fit as support=None, silently.
+        values = np.unique(arr[~np.isin(arr, (0, 1))])
+        raise ValueError(
+            "support must contain only 0/1 (or False/True) values, got "
+            f"{', '.join(f'{v:g}' for v in values[:3])}{', ...' if values.size > 3 else ''}: "
+            "it marks where the object may be non-zero (threshold a soft support first, "
+            "e.g. support > 0.5)"
+        )
     mask = arr != 0
     if not mask.any():
         raise ValueError("support is empty: it must contain at least one pixel")
@@ -401,11 +414,17 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         "real": a non-negative real object (one network). "complex": a
         complex object (two networks: magnitude and phase).
     support : array-like of shape (H, W) or None, default=None
-        Pixels of the object's box where it may be non-zero (bool). None:
-        the whole ``H x W`` box (the padding is always zero).
+        Pixels of the object's box where it may be non-zero (bool, or 0/1
+        values; other values are refused). None: the whole ``H x W`` box (the
+        padding is always zero).
     n_init : int, default=1
         Random restarts per measurement; the one with the lowest training
-        loss is kept (their lowest losses are in ``restart_losses_``).
+        loss is kept (their lowest losses are in ``restart_losses_``). One
+        Ctrl-C ends the call, in a network fit, a pretraining or an HIO start
+        alike: the fits finished before it are kept, the later restarts and
+        measurements run no step (nor their HIO start), and a measurement
+        whose restarts were not all run to their end is marked
+        ``stopped_by_ == "interrupted"``, so that it is not scored.
     init : {"hio", "random"} or HIOPhaseRetriever, default="hio"
         Starting point: "hio" pretrains the networks on
         ``HIOPhaseRetriever(n_init=4)``; a configured
@@ -473,8 +492,8 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
     Attributes
     ----------
     reconstruction_ : ndarray or list of ndarray
-        The object(s), shape ``(H, W)``, real (the float dtype of ``X``) or
-        complex, in the container of ``X``.
+        The object(s), shape ``(H, W)``, real (float32 for float32 ``X``,
+        else float64) or complex, in the container of ``X``.
     restart_losses_ : ndarray or list of ndarray
         The lowest training loss of every restart.
     fourier_error_ : float or list of float
@@ -638,7 +657,11 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         if support_t is not None:
             support_t = support_t[None, None]
         model = _PhaseModel(
-            magnitude_net, phase_net, self._operator(), support_t, self.reg_noise_std
+            magnitude_net,
+            phase_net,
+            self._operator(),
+            support_t,
+            input_noise_std(self, generator),
         ).to(device)
         target_t = torch.as_tensor(
             np.ascontiguousarray(target.transpose(2, 0, 1)), dtype=torch.float32
@@ -646,13 +669,35 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         fit_kwargs = {"monitor": _modulus} if self.object_type == "complex" else {}
         return model, target_t, fit_kwargs
 
+    def _fit_single(self, image, reference, extra, seed, index, n_images, device) -> dict:
+        # One Ctrl-C ends the restart's HIO start, pretraining and fit alike, also in
+        # a worker process (in the caller's process the fit call's block is in force).
+        with one_interruption():
+            return super()._fit_single(image, reference, extra, seed, index, n_images, device)
+
     def _after_build(self, model, image, extra, seed, device, fit_kwargs):
         # The classical start and the pretraining draw on their own seeded
         # generators: they run outside the build lock, beside other threads' builds.
-        if self.init != "random" and self.pretrain_iter > 0:
+        # After a Ctrl-C in this call they are not run: the fit then runs no step.
+        if self.init != "random" and self.pretrain_iter > 0 and not _interrupted_before():
             magnitudes = self._magnitudes(image)
-            start = self._initial_object(image, seed) / self._normalisation(magnitudes)
-            self._pretrain(model, start, seed, device)
+            try:
+                start = self._initial_object(image, seed)
+            except KeyboardInterrupt as interrupt:
+                if isinstance(interrupt, FitInterrupted):
+                    raise  # an error of the caller's code, not a Ctrl-C
+                _record_interruption()
+                start = None
+            if start is None:
+                # As the engine does for a Ctrl-C in its loop: the fits finished
+                # before it are kept, this one and the later ones run no step.
+                warn(
+                    f"{type(self).__name__}: fit interrupted in its classical (HIO) start, "
+                    "before any network step; keeping the fits finished so far",
+                    RuntimeWarning,
+                )
+                return fit_kwargs
+            self._pretrain(model, start / self._normalisation(magnitudes), seed, device)
             # A fresh Adam's first steps (every weight moved by about lr) knock
             # the pretrained network far off its low initial loss; that jump is
             # expected (and helps leave the stagnated classical solution), so
@@ -660,8 +705,9 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
             fit_kwargs = {**fit_kwargs, "divergence_ratio": _PRETRAINED_DIVERGENCE_RATIO}
         return fit_kwargs
 
-    def _initial_object(self, image: np.ndarray, seed: int) -> np.ndarray:
-        """A classical reconstruction (HIO) to start from, on the caller's scale."""
+    def _initial_object(self, image: np.ndarray, seed: int) -> np.ndarray | None:
+        """A classical reconstruction (HIO) to start from, on the caller's scale; None
+        when Ctrl-C cut it short."""
         # Restarts of HIO are cheap next to the DIP fit; their best data fit is a better start.
         hio = HIOPhaseRetriever(n_init=4) if isinstance(self.init, str) else clone(self.init)
         # The measurement model is this estimator's, whatever the given object says.
@@ -674,7 +720,12 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
             mask_seed=self.mask_seed,
             random_state=seed,
         )
-        return hio.fit(image).reconstruction_
+        hio._check_params()
+        # Not hio.fit: the measurement was checked, and warned about under its
+        # index in the batch, by this fit; every restart's start would repeat it.
+        shape = _object_shape(image.shape[:2], check_oversampling(self.oversampling))
+        result = hio._solve_images([image], [shape])[0]
+        return None if result["stopped_by"] == "interrupted" else result["object"]
 
     def _pretrain(self, model: _PhaseModel, start: np.ndarray, seed: int, device) -> None:
         """Fit the networks to ``start`` (object domain, MSE) before the magnitudes."""
@@ -725,6 +776,10 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
             losses = np.array([np.min(r["history"]["loss"], initial=np.inf) for r in mine])
             best = mine[int(np.argmin(losses))]
             best["restart_losses"] = losses
+            if any(r["stopped_by"] == "interrupted" for r in mine):
+                # One Ctrl-C ends the call: a choice made without the cut restarts'
+                # end is a cut fit, which score and the scorers refuse (a search stops).
+                best["stopped_by"] = "interrupted"
             results.append(best)
         return results
 
@@ -853,7 +908,8 @@ class HIOPhaseRetriever(
     object_type : {"real", "complex"}, default="real"
         "real": a real, non-negative object; "complex": support only.
     support : array-like of shape (H, W) or None, default=None
-        Where the object may be non-zero; None: its whole box.
+        Where the object may be non-zero (bool, or 0/1 values); None: its
+        whole box.
     beta : float, default=0.9
         HIO feedback parameter.
     max_iter : int, default=1000
@@ -865,7 +921,8 @@ class HIOPhaseRetriever(
         initial support (best for objects that fill their box).
     shrinkwrap_sigma : float, default=3.0
         Initial Gaussian blur (pixels) of the shrink-wrap; it shrinks by 1%
-        per update down to 1.5 pixels.
+        per update down to 1.5 pixels (a blur set below 1.5 stays as set:
+        it never grows).
     shrinkwrap_threshold : float, default=0.1
         Fraction of the maximum of the blurred ``|g|`` kept in the support.
     n_init : int, default=1
@@ -886,7 +943,12 @@ class HIOPhaseRetriever(
     reconstruction_ : ndarray or list of ndarray
         The object(s), ``(H, W)``, real or complex.
     n_iter_ : int or list of int
-        Iterations run.
+        Iterations run (fewer after a Ctrl-C).
+    stopped_by_ : str or list of str
+        "max_iter", or "interrupted": Ctrl-C ended the fit (sequential runs
+        only; with ``n_jobs`` it ends the call). The run it cut keeps its
+        iterate, the later restarts and measurements run no iteration, and
+        such a fit is not scored (:class:`skdip.exceptions.FitInterrupted`).
     history_ : dict or list of dict
         "fourier_error": relative Fourier error ``|| |F(x_k)| - Y || / ||Y||``
         of the constrained iterate ``x_k`` at each iteration; "fit_time".
@@ -982,6 +1044,27 @@ class HIOPhaseRetriever(
     def _solve(self, X):
         images, layout = check_images(X, min_size=self._min_image_size, scale_uint8=False)
         shapes = _check_measurements(self, images)
+        results = self._solve_images(images, shapes)
+        cut = [i for i, r in enumerate(results) if r["stopped_by"] == "interrupted"]
+        if cut:
+            warn(
+                f"{type(self).__name__}: Ctrl-C ended the fit; measurement(s) {cut} of "
+                f"{len(results)} keep the best restart run so far, cut short or not run at "
+                "all (n_iter_ says how far it got; stopped_by_ 'interrupted': it is not "
+                "scored). Fit again to solve them.",
+                RuntimeWarning,
+            )
+        return images, layout, results
+
+    def _solve_images(self, images: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[dict]:
+        """Solve checked ``(sH, sW, K)`` measurements (``shapes``: their object shapes).
+
+        One Ctrl-C ends the call (sequential runs): the run it cuts keeps its
+        iterate and the later ones run no iteration; the images concerned are
+        marked ``stopped_by="interrupted"``. Within an outer
+        :func:`~skdip._engine.one_interruption` block (PhaseRetriever's fit) the
+        interruption is the block's.
+        """
         # One seed for every image, as the DIP estimators do: an image's result does
         # not depend on its place in the batch (a PerImageCV split and the refit agree).
         seeds = _image_seeds(check_random_state(self.random_state), len(images))
@@ -997,9 +1080,12 @@ class HIOPhaseRetriever(
         n_jobs = self.n_jobs
         workers = min(len(jobs), effective_n_jobs(n_jobs)) if n_jobs not in (None, 1) else 1
         if workers <= 1:
-            runs = [self._run(*job) for job in jobs]
+            with one_interruption():
+                # After a Ctrl-C the later runs do no iteration (see _run).
+                runs = [self._run(*job) for job in jobs]
         else:
-            # Only the parameters travel, not a previous fit's results.
+            # Only the parameters travel, not a previous fit's results. A Ctrl-C
+            # here ends joblib's run: nothing comes back to keep.
             runner = without_fitted_state(self)
             runs = Parallel(n_jobs=workers)(delayed(runner._run)(*job) for job in jobs)
         results = []
@@ -1008,10 +1094,17 @@ class HIOPhaseRetriever(
             errors = np.array([r["fourier_error"] for r in mine])
             best = mine[int(np.argmin(errors))]
             best["restart_errors"] = errors
+            if any(r["stopped_by"] == "interrupted" for r in mine):
+                # The choice among the restarts was made without the cut ones' end.
+                best["stopped_by"] = "interrupted"
             results.append(best)
-        return images, layout, results
+        return results
 
     def _run(self, magnitudes: np.ndarray, shape: tuple[int, int], phases: np.ndarray) -> dict:
+        """One HIO run from the starting ``phases``. After a Ctrl-C that ended an
+        earlier run of this call it runs no iteration: the constrained start is
+        returned, marked interrupted."""
+        skip = _interrupted_before()
         start = time.perf_counter()
         frame = magnitudes.shape[:2]
         h, w = shape
@@ -1050,21 +1143,33 @@ class HIOPhaseRetriever(
         errors = []
         sigma = float(self.shrinkwrap_sigma)
         n_hio = self.max_iter - self.n_er
-        for it in range(self.max_iter):
-            gp = fourier_project(g)
-            valid, obj = constrain(gp, support)
-            errors.append(error(obj))
-            if it < n_hio:
-                g = np.where(valid, gp, g - self.beta * gp)
-                if self.shrinkwrap_every and (it + 1) % self.shrinkwrap_every == 0:
-                    blurred = ndimage.gaussian_filter(np.abs(obj), sigma, mode="wrap")
-                    new = box & (blurred > self.shrinkwrap_threshold * blurred.max())
-                    if new.any():
-                        support = new
-                    sigma = max(1.5, 0.99 * sigma)
-            else:
-                g = obj
-        _, obj = constrain(fourier_project(g), support) if self.max_iter else (None, g)
+        stopped_by = "interrupted" if skip else "max_iter"
+        done = 0
+        try:
+            for it in range(0 if skip else self.max_iter):
+                gp = fourier_project(g)
+                valid, obj = constrain(gp, support)
+                errors.append(error(obj))
+                if it < n_hio:
+                    g = np.where(valid, gp, g - self.beta * gp)
+                    if self.shrinkwrap_every and (it + 1) % self.shrinkwrap_every == 0:
+                        blurred = ndimage.gaussian_filter(np.abs(obj), sigma, mode="wrap")
+                        new = box & (blurred > self.shrinkwrap_threshold * blurred.max())
+                        if new.any():
+                            support = new
+                        # Narrows to 1.5 pixels, never widens: a blur set below
+                        # that stays where it was set.
+                        sigma = max(min(sigma, 1.5), 0.99 * sigma)
+                else:
+                    g = obj
+                done = it + 1
+        except KeyboardInterrupt as interrupt:
+            if isinstance(interrupt, FitInterrupted):
+                raise  # an error of the caller's code, not a Ctrl-C
+            # Keep the iterate reached; the caller's later runs do no iteration.
+            stopped_by = "interrupted"
+            _record_interruption()
+        _, obj = constrain(fourier_project(g), support) if done else (None, g)
         final = error(obj)
         obj = obj[:h, :w]
         return {
@@ -1072,10 +1177,11 @@ class HIOPhaseRetriever(
             "support": support[:h, :w].copy(),
             "fourier_error": final,
             "history": {
-                "fourier_error": np.asarray(errors),
+                "fourier_error": np.asarray(errors[:done]),
                 "fit_time": time.perf_counter() - start,
             },
-            "n_iter": self.max_iter,
+            "n_iter": done,
+            "stopped_by": stopped_by,
         }
 
     # ------------------------------------------------------------------ API
@@ -1104,6 +1210,7 @@ class HIOPhaseRetriever(
         clear_fitted(self)  # n_features_in_ only fits a 2-D input
         self.reconstruction_ = _restore_objects(layout, [r["object"] for r in results])
         self.n_iter_ = pick("n_iter")
+        self.stopped_by_ = pick("stopped_by")
         self.history_ = pick("history")
         self.fourier_error_ = pick("fourier_error")
         self.support_ = pick("support")
@@ -1119,9 +1226,23 @@ class HIOPhaseRetriever(
         images, layout = check_images(X, min_size=self._min_image_size, scale_uint8=False)
         if images_digest(images) == self._fit_digest:
             return layout, self._fit_results
+        # The last solve of new data is kept, as the DIP estimators keep theirs: with
+        # random_state=None, score(new) and transform(new) (or the scorers of one
+        # search) then see one solve, not one each.
+        key = (images_digest(images), _params_key(self))
+        last = getattr(self, "_last_solve", None)
+        if last is not None and last[0] == key:
+            return layout, last[1]
         self._check_params()
         _, layout, results = self._solve(X)
+        if all(r["stopped_by"] != "interrupted" for r in results):
+            self._last_solve = (key, results)  # a solve Ctrl-C cut short is not kept
         return layout, results
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: the live object keeps its cache
+        state.pop("_last_solve", None)  # a cache: not worth its size in a pickle
+        return state
 
     def transform(self, X=None):
         """Return the reconstructed object(s).
@@ -1130,7 +1251,9 @@ class HIOPhaseRetriever(
         ----------
         X : array-like, optional
             None or the fitted measurement(s): the fitted reconstruction;
-            other data is solved afresh (the fitted state is kept).
+            other data is solved afresh (the fitted state is kept). The last
+            such solve is kept: the same data and parameters again return it
+            (with ``random_state=None`` too).
 
         Returns
         -------
@@ -1153,6 +1276,8 @@ class HIOPhaseRetriever(
         :func:`skdip.metrics.phase_retrieval_psnr`) on the data range 1, or on
         the reference's peak modulus when it exceeds 1. Without: minus
         the mean relative Fourier error (a data fit, not an image quality).
+        A fit that Ctrl-C cut short (``stopped_by_ == "interrupted"``) is not
+        scored: :class:`skdip.exceptions.FitInterrupted` is raised.
 
         Parameters
         ----------
@@ -1166,7 +1291,12 @@ class HIOPhaseRetriever(
         score : float
         """
         check_is_fitted(self, "reconstruction_")
+        # Imported here: the scorers module imports this one when it runs.
+        from ..metrics._scorers import check_complete, check_fit_not_interrupted
+
+        check_fit_not_interrupted(self)
         _, results = self._results_for(X)
+        check_complete(results)
         if y is None or is_target_vector(y):
             return -float(np.mean([r["fourier_error"] for r in results]))
         objects = [r["object"] for r in results]
