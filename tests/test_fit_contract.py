@@ -235,3 +235,12 @@ def test_bad_settings_of_parts_are_refused_before_any_work(params, match, monkey
     monkeypatch.setattr(type(est), "_fit_images", lambda *a, **k: pytest.fail("fitted"))
     with pytest.raises((ValueError, TypeError, InvalidParameterError), match=match):
         est.fit(np.random.default_rng(0).random((16, 16)))
+
+
+def test_an_output_average_of_weight_zero_is_refused():
+    # w = 0 averaged nothing yet returned the raw iterate one step after the minimum,
+    # unlike None; the two are told apart by refusing 0.
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="output_averaging"):
+        DIPDenoiser(output_averaging=0.0, max_iter=2).fit(np.random.default_rng(0).random((8, 8)))

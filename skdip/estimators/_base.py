@@ -314,7 +314,7 @@ class BaseDIPEstimator(
         "loss": [StrOptions(set(LOSS_NAMES)), callable],
         "regularizer": [BaseRegularizer, callable, None],
         "reg_noise_std": [Interval(Real, 0, None, closed="left")],
-        "output_averaging": [Interval(Real, 0, 1, closed="left"), None],
+        "output_averaging": [Interval(Real, 0, 1, closed="neither"), None],
         "rescale": [StrOptions({"auto"}), "boolean"],
         "device": [str, torch.device],
         "random_state": ["random_state"],

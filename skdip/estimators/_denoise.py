@@ -60,7 +60,7 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         Standard deviation of the Gaussian perturbation of the input code at
         each step (1/20 helps at high noise).
     output_averaging : float or None, default=0.99
-        Weight ``w`` of the exponential average of outputs,
+        Weight ``w``, in (0, 1), of the exponential average of outputs,
         ``a_t = w * a_{t-1} + (1 - w) * x_t`` (0.99 as in the DIP paper), the
         estimate returned. None returns the raw iterate at the variance
         minimum.
