@@ -69,8 +69,9 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         (set 0 for generators that ignore it, such as ``"inr"``).
     output_averaging : float or None, default=None
         Weight ``w``, in (0, 1), of the exponential average of outputs (0.99
-        in the DIP paper; None for no average). When set, the stopping rule watches the raw iterates and the
-        average ``round(1 / (1 - w))`` steps after their variance minimum is
+        in the DIP paper; None for no average). When set, the stopping rule
+        watches the raw iterates and the average ``round(1 / (1 - w))`` steps
+        after their variance minimum is
         returned (``DIPDenoiser``'s ``averaging_monitor="raw"``); ``best_iter_``
         is the step of that average.
     rescale : "auto" or bool, default="auto"
