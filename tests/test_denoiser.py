@@ -818,3 +818,14 @@ def test_ctrl_c_ends_the_fits_of_worker_threads():
     seen = len(steps)
     time.sleep(0.5)
     assert len(steps) <= seen + 2
+
+
+def test_new_images_are_checked_once():
+    # transform/score of new images checked them twice: every input warning came twice.
+    rng = np.random.default_rng(0)
+    rgba = np.dstack([rng.random((16, 16, 3)), np.ones((16, 16))])  # an opaque alpha
+    den = _den(max_iter=2).fit(_image())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        den.transform(rgba)
+    assert sum("alpha channel" in str(w.message) for w in caught) == 1

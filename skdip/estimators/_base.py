@@ -786,9 +786,10 @@ class BaseDIPEstimator(
             self._check_solvable(image, extra, reference)
         return extras
 
-    def _check_inputs(self, X, y=None, fit_params=None):
-        """Validated ``(images, layout, references)``; references None without clean ``y``."""
-        images, layout = self._check_observations(X)
+    def _check_inputs(self, X, y=None, fit_params=None, checked=None):
+        """Validated ``(images, layout, references)``; references None without clean ``y``
+        (``checked``: ``X`` already through :meth:`_check_observations`)."""
+        images, layout = checked if checked is not None else self._check_observations(X)
         references = None
         if y is not None and not is_target_vector(y, len(images)):
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
@@ -797,10 +798,11 @@ class BaseDIPEstimator(
             self._check_reference_dtypes(images, layout, references, ref_layout, fit_params or {})
         return images, layout, references
 
-    def _solve(self, X, y=None, *, fitting: bool = False, **fit_params):
+    def _solve(self, X, y=None, *, fitting: bool = False, checked=None, **fit_params):
         """Check and solve ``X``; ``fitting``: for :meth:`fit`, which may go on with
-        the last fit (``warm_start``) and keeps the fits' states for the next."""
-        images, layout, references = self._check_inputs(X, y, fit_params)
+        the last fit (``warm_start``) and keeps the fits' states for the next;
+        ``checked``: ``X`` already checked (its warnings given once)."""
+        images, layout, references = self._check_inputs(X, y, fit_params, checked)
         extras = self._per_image_inputs(images, references, fit_params)
         rng = check_random_state(self.random_state)
         warm = fitting and bool(getattr(self, "warm_start", False))
@@ -1079,7 +1081,7 @@ class BaseDIPEstimator(
         if last is not None and last[0] == key:
             return images, layout, last[1]
         self._check_params()
-        _, _, results = self._solve(X, None, **fit_params)
+        _, _, results = self._solve(X, None, checked=(images, layout), **fit_params)
         if all(r["stopped_by"] != "interrupted" for r in results):
             self._last_solve = (key, results)  # a solve Ctrl-C cut short is not kept
         return images, layout, results
