@@ -228,9 +228,10 @@ class _StepRecordGuard:
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
     def uninstall(self) -> None:
-        if self._previous is not None:
+        # Only over our own handler: one a callback installed during the fit stays.
+        if self._previous is not None and signal.getsignal(signal.SIGINT) == self._handle:
             signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        self._previous = None
 
 
 @dataclass

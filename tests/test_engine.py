@@ -610,3 +610,29 @@ def test_a_ctrl_c_between_a_step_and_its_record_waits_for_the_record(batched):
         six = fit(max_iter=6).model.state_dict()
         for name, value in cut.model.state_dict().items():
             torch.testing.assert_close(value, six[name], rtol=0, atol=0)
+
+
+def test_a_sigint_handler_installed_during_a_fit_stays():
+    # The engine put Python's handler back over the one a callback had installed.
+    import signal
+
+    from skdip import DIPDenoiser, SkipNetwork
+
+    def own(signum, frame):  # pragma: no cover - never called
+        pass
+
+    def install(it, loss, x):
+        if it == 0:
+            signal.signal(signal.SIGINT, own)
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        DIPDenoiser(
+            generator=SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1),
+            max_iter=2,
+            early_stopping=None,
+            callback=install,
+        ).fit(np.random.default_rng(0).random((8, 8)))
+        assert signal.getsignal(signal.SIGINT) is own
+    finally:
+        signal.signal(signal.SIGINT, before)
