@@ -825,7 +825,20 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         return super().transform(X)
 
     def fit_transform(self, X, y=None):
-        """Fit to ``X`` and return its reconstruction (see :meth:`fit`)."""
+        """Fit to ``X`` and return its reconstruction (see :meth:`fit`).
+
+        Parameters
+        ----------
+        X : array-like
+            Fourier magnitude measurement(s), as for :meth:`fit`.
+        y : None
+            Ignored (scikit-learn's API).
+
+        Returns
+        -------
+        reconstruction : ndarray or list of ndarray
+            As ``reconstruction_``.
+        """
         return self.fit(X).transform()
 
     def score(self, X, y=None) -> float:
@@ -1266,7 +1279,20 @@ class HIOPhaseRetriever(
         return _restore_objects(layout, [r["object"] for r in results])
 
     def fit_transform(self, X, y=None):
-        """Fit to ``X`` and return its reconstruction."""
+        """Fit to ``X`` and return its reconstruction (see :meth:`fit`).
+
+        Parameters
+        ----------
+        X : array-like
+            Fourier magnitude measurement(s), as for :meth:`fit`.
+        y : None
+            Ignored (scikit-learn's API).
+
+        Returns
+        -------
+        reconstruction : ndarray or list of ndarray
+            As ``reconstruction_``.
+        """
         return self.fit(X).transform()
 
     def score(self, X, y=None) -> float:
