@@ -45,6 +45,29 @@ def padded_size(size: int, multiple: int) -> int:
     return int(math.ceil(size / multiple) * multiple)
 
 
+def padded_canvas(
+    multiple: int, out_shape: tuple[int, int], setting: str, advice: str
+) -> tuple[int, int]:
+    """The padded size a network whose coarsest scale is ``multiple`` times smaller
+    computes on, refused when far larger than the image.
+
+    Each side is a multiple of ``multiple`` with at least 2 pixels at the coarsest
+    scale: one pixel is constant under upsampling, reflection padding needs two, and
+    BatchNorm saw a single value (a side of ``multiple`` or fewer pixels came out
+    constant). ``setting`` (e.g. ``"SkipNetwork(depth=10)"``) and ``advice`` name
+    what to change in the refusal.
+    """
+    h, w = (max(padded_size(s, multiple), 2 * multiple) for s in out_shape)
+    if h * w > max(64 * out_shape[0] * out_shape[1], 256 * 256):
+        # A 16x16 image under depth=10 ran on a 2048x2048 canvas and ran out of memory.
+        raise ValueError(
+            f"{setting} works on a {h}x{w} canvas for a {out_shape[0]}x{out_shape[1]} "
+            f"image ({h * w // (out_shape[0] * out_shape[1])} times its pixels, and as many "
+            f"times the memory and time per step); {advice}"
+        )
+    return h, w
+
+
 def center_crop(x: torch.Tensor, out_shape: tuple[int, int]) -> torch.Tensor:
     """Crop the last two axes of ``x`` to ``out_shape`` around the centre."""
     h, w = x.shape[-2:]

@@ -21,7 +21,7 @@ from ._base import (
     _check_positive_real,
     center_crop,
     output_activation,
-    padded_size,
+    padded_canvas,
 )
 
 __all__ = ["DeepDecoder", "ConvDecoder"]
@@ -32,20 +32,15 @@ __all__ = ["DeepDecoder", "ConvDecoder"]
 
 def _deep_decoder_canvas(n_blocks: int, out_shape: tuple[int, int]) -> tuple[int, int]:
     """The padded size a Deep Decoder computes on; refused when far larger than the image."""
-    multiple = 2 ** (n_blocks - 1)
-    # The code must have at least 2 pixels per side: upsampling a single pixel gives a
-    # constant map, which the first BatchNorm turns into rounding noise, so a side of
-    # ``multiple`` pixels or fewer came out constant (or random) along that axis.
-    h, w = (max(padded_size(s, multiple), 2 * multiple) for s in out_shape)
-    if h * w > max(64 * out_shape[0] * out_shape[1], 256 * 256):
-        raise ValueError(
-            f"DeepDecoder(n_blocks={n_blocks}) works on a {h}x{w} canvas for a "
-            f"{out_shape[0]}x{out_shape[1]} image ({h * w // (out_shape[0] * out_shape[1])} "
-            "times its pixels, and as many times the memory and time per step); use a "
-            "smaller n_blocks (each block but the last doubles the resolution, so about "
-            "log2 of the image's shorter side at most)"
-        )
-    return h, w
+    # Its code too needs 2 pixels per side: bilinear upsampling of one is constant, so a
+    # side of up to 32 pixels came out constant along that axis under the defaults.
+    return padded_canvas(
+        2 ** (n_blocks - 1),
+        out_shape,
+        f"DeepDecoder(n_blocks={n_blocks})",
+        "use a smaller n_blocks (each block but the last doubles the resolution, so about "
+        "log2 of the image's shorter side at most)",
+    )
 
 
 class _DeepDecoderModule(GeneratorNetwork):

@@ -15,7 +15,7 @@ from ._base import (
     _check_positive_real,
     center_crop,
     output_activation,
-    padded_size,
+    padded_canvas,
 )
 
 __all__ = ["SkipNetwork"]
@@ -87,19 +87,13 @@ def check_canvas(
     depth: int, out_shape: tuple[int, int], owner: str = "SkipNetwork"
 ) -> tuple[int, int]:
     """The padded size the network computes on; refused when far larger than the image."""
-    multiple = 2**depth
-    # The coarsest scale must keep at least 2x2 pixels for reflection padding and BatchNorm.
-    h, w = (max(padded_size(s, multiple), 2 * multiple) for s in out_shape)
-    if h * w > max(64 * out_shape[0] * out_shape[1], 256 * 256):
-        # A 16x16 image under depth=10 ran on a 2048x2048 canvas and ran out of memory.
-        raise ValueError(
-            f"{owner}(depth={depth}) works on a {h}x{w} canvas for a "
-            f"{out_shape[0]}x{out_shape[1]} image ({h * w // (out_shape[0] * out_shape[1])} "
-            "times its pixels, and as many times the memory and time per step); use a "
-            "smaller depth (each level halves the resolution, so about log2 of the "
-            "image's shorter side at most)"
-        )
-    return h, w
+    return padded_canvas(
+        2**depth,
+        out_shape,
+        f"{owner}(depth={depth})",
+        "use a smaller depth (each level halves the resolution, so about log2 of the "
+        "image's shorter side at most)",
+    )
 
 
 class _SkipNetworkModule(GeneratorNetwork):
