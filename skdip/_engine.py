@@ -27,7 +27,7 @@ from sklearn.base import clone
 from torch import nn
 
 from ._warnings import warn
-from .exceptions import FitInterrupted
+from .exceptions import FitInterrupted, InterruptionWarning
 from .operators import ForwardOperator, Identity
 from .stopping import BaseStoppingRule, ExponentialMovingVariance, WindowedMovingVariance
 
@@ -1295,7 +1295,10 @@ def _warn_diverged(events: list[dict], it: int) -> None:
 
 
 def _warn_interrupted(n_steps: int) -> None:
-    warn(f"fit interrupted after {n_steps} steps; keeping the best estimate so far", RuntimeWarning)
+    warn(
+        f"fit interrupted after {n_steps} steps; keeping the best estimate so far",
+        InterruptionWarning,
+    )
 
 
 COMPLEX_OUTPUT_MESSAGE = (

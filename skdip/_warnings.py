@@ -21,10 +21,12 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     fixed ``stacklevel`` would name a different internal line depending on
     the path taken; the user wants to see their own ``fit`` call.
     """
-    held = getattr(_HELD, "warnings", None)
-    if held is not None:
-        held.append((message, category))
-        return
+    block = getattr(_HELD, "block", None)
+    while block is not None:
+        if issubclass(category, block.category):
+            block.append((message, category))
+            return
+        block = block.outer
     frame = sys._getframe(1)  # warn's caller: stacklevel 2
     level = 2
     while frame is not None and (
@@ -39,23 +41,34 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
 _HELD = threading.local()
 
 
+class _HeldWarnings(list):
+    """The warnings a :func:`held_back` block holds: ``(message, category)`` pairs."""
+
+    def __init__(self, category: type[Warning], outer: _HeldWarnings | None) -> None:
+        super().__init__()
+        self.category, self.outer = category, outer
+
+
 @contextlib.contextmanager
-def held_back():
-    """Hold back skdip's warnings raised in this block, in this thread only.
+def held_back(category: type[Warning] = Warning):
+    """Hold back skdip's warnings of ``category`` raised in this block, in this
+    thread only (others go out as usual, or to an enclosing block).
 
     For checks that run twice (before a solve, and in it): the block's warnings
     are dropped when it ends normally, as the second run issues them, and
-    issued when it raises, as they may explain the error. Thread-local, unlike
-    ``warnings.catch_warnings``, whose filters are the whole process's.
+    issued when it raises, as they may explain the error. Yields the held
+    ``(message, category)`` pairs, for a caller that decides otherwise.
+    Thread-local, unlike ``warnings.catch_warnings``, whose filters are the
+    whole process's.
     """
-    outer = getattr(_HELD, "warnings", None)
-    _HELD.warnings = []
+    outer = getattr(_HELD, "block", None)
+    _HELD.block = held = _HeldWarnings(category, outer)
     try:
-        yield
+        yield held
     except BaseException:
-        caught, _HELD.warnings = _HELD.warnings, outer
-        for message, category in caught:
+        _HELD.block = outer
+        for message, category in held:
             warn(message, category)
         raise
     finally:
-        _HELD.warnings = outer
+        _HELD.block = outer

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["FitInterrupted"]
+__all__ = ["FitInterrupted", "InterruptionWarning"]
 
 
 class FitInterrupted(KeyboardInterrupt):
-    """Raised when a fit that Ctrl-C cut short is scored.
+    """Raised when a fit that Ctrl-C cut short is scored, and by
+    :class:`~skdip.model_selection.AverageOfBest` when Ctrl-C cut its fits (it
+    keeps nothing: an average of cut fits is no result).
 
     Ctrl-C during a fit keeps the best estimate so far (``stopped_by_ ==
     "interrupted"``), but a truncated fit is not scored: ``score`` and skdip's
@@ -24,4 +26,19 @@ class FitInterrupted(KeyboardInterrupt):
     >>> from skdip.exceptions import FitInterrupted
     >>> issubclass(FitInterrupted, KeyboardInterrupt)
     True
+    """
+
+
+class InterruptionWarning(RuntimeWarning):
+    """Says what a Ctrl-C kept: the best estimate so far of the fit it cut, and
+    which fits of the call ran no step.
+
+    A :class:`RuntimeWarning`, so filters on that category still apply; its own
+    category lets a caller silence these notes alone.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skdip.exceptions import InterruptionWarning
+    >>> warnings.filterwarnings("ignore", category=InterruptionWarning)
     """

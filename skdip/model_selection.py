@@ -35,15 +35,23 @@ import joblib
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import ParameterGrid
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metadata_routing import (
+    MetadataRouter,
+    MethodMapping,
+    _routing_enabled,
+    process_routing,
+)
 from sklearn.utils.validation import check_is_fitted
 
 from ._engine import autograd_on, one_interruption
 from ._validation import check_number
-from ._warnings import warn
+from ._warnings import held_back, warn
 from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _params_key
+from .exceptions import FitInterrupted, InterruptionWarning
 from .generators import get_generator
 from .metrics import NoReferenceScorer, get_scorer
 from .metrics._scorers import _measures_in_image_space, distances_to
@@ -514,7 +522,11 @@ def best_params_per_image(
     """
     results = getattr(search, "cv_results_", None)
     if results is None:
-        raise ValueError("the search is not fitted: call its fit first")
+        # NotFittedError is a ValueError: handlers of the earlier error still catch it.
+        raise NotFittedError(
+            f"this {type(search).__name__} is not fitted yet: call its fit first "
+            "(best_params_per_image reads its cv_results_)"
+        )
     if not isinstance(getattr(search, "cv", None), PerImageCV):
         # Any other splitter's splits are not images: one "per image" entry per split
         # would be silently wrong.
@@ -690,7 +702,7 @@ def fit_candidates(
             f"fit_candidates: Ctrl-C ended the fits; {len(skipped)} of {len(results)} (setting, "
             f"image) fits were not fitted, e.g. {skipped[:3]} (no step: the untrained "
             "network's output, stopped_by_ 'interrupted').",
-            RuntimeWarning,
+            InterruptionWarning,
         )
     for k, est in enumerate(fitted):
         est._set_fitted(images, layout, [results[(k, i)] for i in range(n)], fit_params)
@@ -834,6 +846,10 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     architecture allows, which pays on a GPU) and scored per image on the
     images they fitted, with no second solve.
 
+    Its own :meth:`score` needs clean images: **a search over its parameters
+    (``n_best``, ``margin``, ...) must be given them**, ``search.fit(X, y)``
+    (see Notes).
+
     Parameters
     ----------
     estimator : estimator with a ``batch_size`` parameter
@@ -842,7 +858,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     param_grid : dict or list of dicts
         Settings to fit, as for ``GridSearchCV``: a dict of parameter names to
         lists of values, or a list of such dicts. They must not change the
-        output's shape.
+        output's shape (checked before any fit).
     n_best : int or None, default=3
         Largest number of best-scored settings averaged per image (all of
         them when the grid, or the set of fits with a finite score, is
@@ -924,6 +940,31 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     PreferDefault : choose one setting, keeping a default unless another
         scores clearly better.
 
+    Notes
+    -----
+    **Searches need clean references.** An average of several fits has no
+    running variance or picked iterate of its own, so there is no
+    no-reference score: :meth:`score` and the reference scorers
+    (``get_scorer("psnr")``, ``"ssim"``) need the clean images ``y``, and
+    the no-reference scorers refuse it. ``GridSearchCV(AverageOfBest(...),
+    {"n_best": [1, 3]}).fit(X)`` without ``y`` does not raise: scikit-learn
+    records each failed score as NaN (``error_score=np.nan``) with a
+    warning, and still sets ``best_params_`` from those NaN scores. Pass
+    ``y`` (``search.fit(X, y)``), or ``error_score="raise"`` to make the
+    search stop at the first such failure.
+
+    **Ctrl-C** during the fits raises
+    :class:`skdip.exceptions.FitInterrupted` (a ``KeyboardInterrupt``, so a
+    search stops): an average over cut fits would not be the one asked for,
+    so nothing is averaged and the estimator is left unfitted; the error's
+    ``estimators`` attribute holds the settings' fits.
+
+    **Metadata routing.** With ``sklearn.set_config(enable_metadata_routing=True)``
+    the per-image inputs reach the wrapped estimator as its requests say
+    (``DIPInpainter().set_fit_request(mask=True)``, see
+    :meth:`get_metadata_routing`); without routing they are passed on as
+    given.
+
     Examples
     --------
     >>> import numpy as np
@@ -982,13 +1023,31 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         y : array-like, optional
             Clean references, only recorded by the fits (never used to choose).
         **fit_params
-            Per-image fit parameters, as for the estimator's ``fit``.
+            Per-image fit parameters, as for the estimator's ``fit``. With
+            scikit-learn's metadata routing enabled, those the estimator
+            requests for ``fit`` (e.g. ``set_fit_request(mask=True)``).
 
         Returns
         -------
         self : AverageOfBest
+
+        Raises
+        ------
+        FitInterrupted
+            On Ctrl-C (:class:`skdip.exceptions.FitInterrupted`, a
+            ``KeyboardInterrupt``, so a search stops): nothing is averaged and
+            this estimator is left unfitted. The error's ``estimators``
+            attribute holds every setting's fit, in the order of the grid;
+            those that Ctrl-C cut or that ran no step have ``stopped_by_ ==
+            "interrupted"``.
         """
         self._validate_params()
+        if _routing_enabled():
+            fit_params = process_routing(self, "fit", **fit_params).estimator.fit
+        return self._fit(X, y, fit_params)
+
+    def _fit(self, X: Any, y: Any, fit_params: dict) -> AverageOfBest:
+        """:meth:`fit` with its parameters validated and the fit parameters routed."""
         for stale in ("n_features_in_", "_last_solve"):  # from an earlier fit
             self.__dict__.pop(stale, None)
         # Interval accepts inf (and bools as numbers); refuse them here, before the fits.
@@ -1000,14 +1059,29 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             None if self.default is None else PreferDefault(self.default).default_index(candidates)
         )
         scorer = get_scorer(self.scoring) if isinstance(self.scoring, str) else self.scoring
-        for setting in candidates:  # before the fits, not after them
-            configured = clone(self.estimator).set_params(**setting)
-            scorer._check_can_score(configured)
+        configured = [clone(self.estimator).set_params(**setting) for setting in candidates]
+        for est in configured:  # before the fits, not after them
+            scorer._check_can_score(est)
             if self.max_distance is not None:
-                _check_distance_applies(configured, default_index)
-        fitted = fit_candidates(
-            self.estimator, X, candidates, y, batch_size=self.batch_size, **fit_params
-        )
+                _check_distance_applies(est, default_index)
+        _check_same_output_shape(configured, candidates, X, fit_params)
+        for name in _AVERAGE_OF_BEST_FITTED:  # the fits replace an earlier result
+            self.__dict__.pop(name, None)
+        # The notes of a Ctrl-C (kept estimates, unfitted pairs) describe fits that
+        # are not kept here: one error instead, below (issued if something else fails).
+        with held_back(InterruptionWarning) as notes:
+            fitted = fit_candidates(
+                self.estimator, X, candidates, y, batch_size=self.batch_size, **fit_params
+            )
+        interruption = _interruption(fitted, candidates)
+        if interruption is not None:
+            # The engine's "keeping the best estimate so far" and fit_candidates' list
+            # of unfitted pairs describe fits that are not kept here: one error instead.
+            error = FitInterrupted(interruption)
+            error.estimators = fitted
+            raise error
+        for message, category in notes:
+            warn(message, category)
         images, layout = fitted[0]._check_observations(X)
         scores = np.stack([_finite_scores(scorer, est, X) for est in fitted])
         distances = None
@@ -1035,7 +1109,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
                 )
             selected[chosen, i] = True
             shapes = {estimates[k][i].shape for k in chosen}
-            if len(shapes) > 1:
+            if len(shapes) > 1:  # checked before the fits; kept for estimators it misses
                 raise ValueError(
                     f"the settings give estimates of different shapes {sorted(shapes)} for "
                     f"image {i}; AverageOfBest needs settings that keep the output shape"
@@ -1065,13 +1139,16 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             this one's fit untouched.
         **fit_params
             Per-image inputs of the estimator for ``X`` (e.g. ``mask=`` of
-            :class:`~skdip.DIPInpainter`), as in :meth:`fit`.
+            :class:`~skdip.DIPInpainter`), as in :meth:`fit`. With metadata
+            routing enabled, those the estimator requests for ``transform``.
 
         Returns
         -------
         reconstruction : ndarray or list of ndarray
         """
         check_is_fitted(self, "reconstruction_")
+        if _routing_enabled():
+            fit_params = process_routing(self, "transform", **fit_params).estimator.transform
         if X is not None:
             images, layout = self.estimators_[0]._check_observations(X)
             if not self.estimators_[0]._reuses_fit(images, fit_params):
@@ -1081,8 +1158,26 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         return [a.copy() for a in out] if isinstance(out, list) else out.copy()
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
-        """Fit to ``X`` and return the averaged estimate(s) (see :meth:`fit`)."""
-        return self.fit(X, y, **fit_params).transform()
+        """Fit to ``X`` and return the averaged estimate(s) (see :meth:`fit`).
+
+        Parameters
+        ----------
+        X : array-like
+            The image(s), as for the estimator's ``fit``.
+        y : array-like, optional
+            Clean references, only recorded by the fits.
+        **fit_params
+            Per-image fit parameters, as in :meth:`fit` (with metadata routing
+            enabled, those the estimator requests for ``fit``).
+
+        Returns
+        -------
+        reconstruction : ndarray or list of ndarray
+        """
+        self._validate_params()
+        if _routing_enabled():
+            fit_params = process_routing(self, "fit_transform", **fit_params).estimator.fit
+        return self._fit(X, y, fit_params).transform()
 
     def score(self, X: Any, y: Any = None, **fit_params: Any) -> float:
         """Mean PSNR of the averaged estimates of ``X`` against clean images ``y``.
@@ -1091,6 +1186,10 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         range the fits worked on). An average of several fits has no running
         variance or picked iterate of its own, so there is no no-reference
         score: ``y`` is required (the settings' own scores are in ``scores_``).
+        A search over AverageOfBest's parameters therefore needs the clean
+        images too (``search.fit(X, y)``); without them every candidate's
+        score fails, and scikit-learn records NaN and warns rather than
+        raising (see the class's Notes).
 
         Parameters
         ----------
@@ -1099,7 +1198,8 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         y : array-like
             Clean image(s) in the layout of ``X``.
         **fit_params
-            Per-image inputs for new images, as in :meth:`fit`.
+            Per-image inputs for new images, as in :meth:`fit` (with metadata
+            routing enabled, those the estimator requests for ``score``).
 
         Returns
         -------
@@ -1109,12 +1209,17 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         from .metrics._scorers import check_complete
 
         check_is_fitted(self, "reconstruction_")
+        if _routing_enabled():
+            fit_params = process_routing(self, "score", **fit_params).estimator.score
         first = self.estimators_[0]
         checked = first._check_observations(X)
         if y is None or is_target_vector(y, len(checked[0])):
             raise ValueError(
                 "AverageOfBest is scored against clean images only (pass y): an average of "
-                "several fits has no no-reference score; the settings' scores are in scores_"
+                "several fits has no no-reference score; the settings' scores are in "
+                "scores_. A search over AverageOfBest (GridSearchCV, cross_validate) needs "
+                "the clean images as y: search.fit(X, y), scored by this score or a "
+                "reference scorer such as skdip.metrics.get_scorer('psnr')"
             )
         references, ref_layout = check_images(y, name="y", min_size=first._min_image_size)
         # Every setting's own model judges y's scale, as in fit and the scorers.
@@ -1166,13 +1271,41 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         last = getattr(self, "_last_solve", None)
         if last is not None and last[0] == key:
             return last[1]
-        fitted = clone(self).fit(X, **fit_params)
+        fitted = clone(self)
+        fitted._validate_params()
+        # _fit, not fit: these parameters are routed already (metadata routing).
+        fitted = fitted._fit(X, None, fit_params)
         self._last_solve = (key, fitted)
         return fitted
 
     def set_params(self, **params):
         self.__dict__.pop("_last_solve", None)
         return super().set_params(**params)
+
+    def get_metadata_routing(self):
+        """Get the metadata routing of this object.
+
+        With scikit-learn's metadata routing enabled, the per-image inputs
+        (e.g. ``mask``) go to the wrapped estimator as its own requests say:
+        :meth:`fit` and :meth:`fit_transform` pass on what it requests for
+        ``fit``, :meth:`transform` what it requests for ``transform``, and
+        :meth:`score` what it requests for ``score``, as if it were called
+        itself. See the :ref:`User Guide <metadata_routing>`.
+
+        Returns
+        -------
+        routing : MetadataRouter
+            A :class:`~sklearn.utils.metadata_routing.MetadataRouter`
+            encapsulating the routing.
+        """
+        return MetadataRouter(owner=self).add(
+            estimator=self.estimator,
+            method_mapping=MethodMapping()
+            .add(caller="fit", callee="fit")
+            .add(caller="fit_transform", callee="fit")
+            .add(caller="transform", callee="transform")
+            .add(caller="score", callee="score"),
+        )
 
     def __getstate__(self):
         state = dict(super().__getstate__())
@@ -1201,6 +1334,79 @@ def _check_distance_applies(estimator: Any, default_index: int | None) -> None:
             "a forward model or a noise model, where that noise level says nothing of how "
             "far apart two images are"
         )
+
+
+_AVERAGE_OF_BEST_FITTED = (
+    "candidates_",
+    "scores_",
+    "selected_",
+    "default_index_",
+    "distances_",
+    "estimators_",
+    "n_images_",
+    "reconstruction_",
+    "n_features_in_",
+    "_averages",
+    "_last_solve",
+)
+
+
+def _check_same_output_shape(
+    configured: list, candidates: list[dict], X: Any, fit_params: dict
+) -> None:
+    """Refuse, before any fit, settings whose estimates of an image differ in shape
+    (a super-resolution ``scale``, a deconvolution ``boundary``): they cannot be
+    averaged, and the fits take minutes to hours."""
+    if "batch_size" not in configured[0].get_params() or not all(
+        hasattr(est, "_reconstruction_shape") for est in configured
+    ):
+        return  # fit_candidates refuses the first; the others are checked after the fits
+    # The fits check X and their parameters again and give the warnings then.
+    with held_back():
+        for est in configured:
+            est._check_params()
+        images, _ = configured[0]._check_observations(X)
+        shapes = []
+        for est in configured:
+            extras = est._split_extra(len(images), fit_params)
+            shapes.append(
+                [est._reconstruction_shape(im, ex) for im, ex in zip(images, extras, strict=True)]
+            )
+    for i in range(len(images)):
+        first = {}
+        for k, per_image in enumerate(shapes):
+            first.setdefault(tuple(per_image[i]), k)
+        if len(first) > 1:
+            a, b = list(first.values())[:2]
+            raise ValueError(
+                f"the settings give estimates of different shapes {sorted(first)} for "
+                f"image {i} (e.g. {candidates[a]} and {candidates[b]}); AverageOfBest needs "
+                "settings that keep the output shape (refused before any fit)"
+            )
+
+
+def _interruption(fitted: list, candidates: list[dict]) -> str | None:
+    """The message of a Ctrl-C during AverageOfBest's fits; None without one."""
+    cut, unfitted = [], []
+    for k, est in enumerate(fitted):
+        stopped = [r for r in est._fit_results if r["stopped_by"] == "interrupted"]
+        if stopped:
+            (cut if any(r["n_iter"] for r in stopped) else unfitted).append(k)
+    if not cut and not unfitted:
+        return None
+    n = len(candidates)
+    complete = n - len(cut) - len(unfitted)
+    if len(cut) == 1:
+        where = f"during the fit of setting {cut[0] + 1} of {n} ({candidates[cut[0]]})"
+    elif cut:  # settings fitted together, in one vectorised run
+        where = f"during the fits of settings {[k + 1 for k in cut]} of {n} (fitted together)"
+    else:  # before any step of the remaining settings
+        where = f"before the fit of setting {unfitted[0] + 1} of {n} ({candidates[unfitted[0]]})"
+    return (
+        f"AverageOfBest was interrupted (Ctrl-C) {where}, with {complete} of {n} settings "
+        "fitted in full: nothing was averaged. Each setting's fit is in this error's "
+        "estimators attribute (stopped_by_ 'interrupted' where it was cut or never ran)."
+    )
 
 
 def _finite_scores(scorer: NoReferenceScorer, estimator: Any, X: Any) -> np.ndarray:

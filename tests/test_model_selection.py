@@ -1098,3 +1098,121 @@ def test_kept_solves_notice_arrays_a_repr_prints_alike():
     avg.param_grid["operator"][0].mask.copy_(torch.as_tensor(np.roll(m, 1, axis=0)))
     after = avg.transform(new)
     assert not np.array_equal(before, after)
+
+
+# ------------------------------------------- AverageOfBest: Ctrl-C, shapes, routing, searches
+@pytest.mark.parametrize(
+    "batch_size, at, where, complete, n_iter",
+    [
+        # One setting after another: the 1st completes (6 steps), Ctrl-C in the 2nd's 3rd.
+        (1, 9, "during the fit of setting 2 of 3 ({'lr': 0.02})", 1, [6, 3, 0]),
+        # The three in one vectorised run (a callback per fit and step): cut in the 3rd step.
+        (None, 7, "during the fits of settings [1, 2, 3] of 3 (fitted together)", 0, [3, 3, 3]),
+    ],
+)
+def test_average_of_best_ctrl_c_gives_one_honest_error(
+    ctrl_c_at, batch_size, at, where, complete, n_iter
+):
+    # It warned "keeping the best estimate so far" (nothing was kept), named the internal
+    # fit_candidates, and ended with "...not scored. Fit again to score it." (no score was
+    # asked for); a fitted AverageOfBest kept its earlier result.
+    X = _noisy_batch(1)
+    avg = AverageOfBest(_den(), {"lr": [0.01, 0.02, 0.03]}, batch_size=batch_size).fit(X)
+    avg.set_params(estimator__callback=ctrl_c_at(at))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(FitInterrupted) as info:
+            avg.fit(X)
+    message = str(info.value)
+    assert message.startswith(f"AverageOfBest was interrupted (Ctrl-C) {where}, "), message
+    assert f"with {complete} of 3 settings fitted in full: nothing was averaged" in message
+    assert "score" not in message and "fit_candidates" not in message
+    assert isinstance(info.value, KeyboardInterrupt)  # a search stops
+    assert [str(w.message) for w in caught] == []
+    assert not hasattr(avg, "reconstruction_") and not hasattr(avg, "estimators_")
+    fits = info.value.estimators
+    assert [est.n_iter_[0] for est in fits] == n_iter  # per image: one here
+    stopped = ["max_iter" if n == 6 else "interrupted" for n in n_iter]
+    assert [est.stopped_by_[0] for est in fits] == stopped
+
+
+def test_average_of_best_refuses_a_shape_changing_grid_before_any_fit(monkeypatch):
+    # The refusal came after every setting was fitted (5.6 s at 16x16, 3 steps).
+    import skdip.model_selection as ms
+
+    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: pytest.fail("fitted"))
+    y = _noisy_batch(1)[0, :8, :8]
+    sr = DIPSuperResolver(generator=TINY, max_iter=3, early_stopping=None, random_state=0)
+    with pytest.raises(ValueError, match=r"different shapes \[\(16, 16, 1\), \(24, 24, 1\)\].*"):
+        AverageOfBest(sr, {"scale": [2, 3]}, n_best=1).fit(y)
+    with pytest.raises(
+        ValueError, match=r"'scale': 2\} and \{'lr': 0.01, 'scale': 3\}.*before any fit"
+    ):
+        AverageOfBest(sr, {"scale": [2, 3], "lr": [0.01]}).fit([y, y])
+
+
+def _inpainter(**kw):
+    return DIPInpainter(
+        generator=TINY, max_iter=6, early_stopping=None, random_state=0, device="cpu", **kw
+    )
+
+
+def test_average_of_best_routes_metadata_to_the_estimator(candidate_runs):
+    # With routing enabled it could not pass a mask on: "not routed to any object".
+    import sklearn
+    from sklearn.exceptions import UnsetMetadataPassedError
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X = _noisy_batch(1)[0]
+    mask = np.ones(X.shape[:2], bool)
+    mask[4:9, 3:8] = False
+    clean = np.clip(X, 0, 1)
+    grid = {"lr": [0.01, 0.03]}
+    reference = AverageOfBest(_inpainter(), grid, n_best=2).fit(X, mask=mask)
+    expected, score = reference.reconstruction_, reference.score(X, clean, mask=mask)
+    unmasked = AverageOfBest(_inpainter(), grid, n_best=2).fit(X).reconstruction_
+    assert not np.array_equal(expected, unmasked)
+    with sklearn.config_context(enable_metadata_routing=True):
+        inner = _inpainter().set_fit_request(mask=True)
+        inner.set_transform_request(mask=True).set_score_request(mask=True)
+        last = make_pipeline(AverageOfBest(inner, grid, n_best=2)).fit(X, mask=mask)
+        np.testing.assert_array_equal(last[-1].reconstruction_, expected)
+        # Not the last step: the pipeline calls fit_transform.
+        pipe = make_pipeline(AverageOfBest(inner, grid, n_best=2), FunctionTransformer())
+        pipe.fit(X, mask=mask)
+        avg = pipe[0]
+        np.testing.assert_array_equal(avg.reconstruction_, expected)
+        del candidate_runs[:]
+        np.testing.assert_array_equal(avg.transform(X, mask=mask), expected)  # the fit reused
+        assert avg.score(X, clean, mask=mask) == score
+        assert candidate_runs == []  # transform and score reuse the fit
+        with pytest.raises(UnsetMetadataPassedError, match="DIPInpainter.fit"):
+            AverageOfBest(_inpainter(), grid).fit(X, mask=mask)
+        with pytest.raises(UnsetMetadataPassedError, match="DIPInpainter.transform"):
+            AverageOfBest(_inpainter().set_fit_request(mask=True), grid).fit(
+                X, mask=mask
+            ).transform(X, mask=mask)
+        routing = AverageOfBest(inner, grid).get_metadata_routing()
+        for method in ("fit", "fit_transform", "transform", "score"):
+            assert routing.consumes(method, ["mask"]) == {"mask"}
+
+
+def test_a_search_over_average_of_best_without_y_says_it_needs_clean_images():
+    # Without y every score failed, NaN was recorded with warnings only, and best_params_
+    # was set: the message now says what a search needs, and error_score="raise" stops.
+    X = _noisy_batch(1)
+    avg = AverageOfBest(_den(), {"lr": [0.01, 0.03]})
+    search = GridSearchCV(avg, {"n_best": [1, 2]}, cv=FitImagesCV(), error_score="raise")
+    with pytest.raises(ValueError, match=r"needs the clean images as y: search\.fit\(X, y\)"):
+        search.fit(X)
+    clean = np.clip(X, 0, 1)
+    assert np.isfinite(search.fit(X, clean).cv_results_["mean_test_score"]).all()
+    assert "Searches need clean references" in AverageOfBest.__doc__
+
+
+def test_best_params_per_image_on_an_unfitted_search_is_not_fitted_error():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="GridSearchCV is not fitted yet"):
+        best_params_per_image(GridSearchCV(_den(), {"lr": [0.01]}, cv=PerImageCV()))

@@ -56,6 +56,7 @@ from .._validation import (
     to_tensor,
 )
 from .._warnings import held_back, warn
+from ..exceptions import InterruptionWarning
 from ..generators import BaseGenerator, get_generator
 from ..losses import LOSS_NAMES, BaseRegularizer, get_loss
 from ..operators import ForwardOperator, Identity
@@ -1284,7 +1285,7 @@ def _warn_not_fitted(name: str, results: list[dict]) -> None:
             f"{name}: Ctrl-C ended the fit; image(s) {skipped} of {len(results)} were not "
             "fitted (no step: their reconstruction is the untrained network's output, "
             "stopped_by_ 'interrupted'). Fit again to solve them.",
-            RuntimeWarning,
+            InterruptionWarning,
         )
 
 

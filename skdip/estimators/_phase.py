@@ -32,7 +32,7 @@ from .._validation import (
     reject_bool_numbers,
 )
 from .._warnings import warn
-from ..exceptions import FitInterrupted
+from ..exceptions import FitInterrupted, InterruptionWarning
 from ..losses import get_loss
 from ..metrics._phase import phase_retrieval_psnr
 from ..operators._fourier import FourierMagnitude, check_oversampling, make_phase_masks
@@ -694,7 +694,7 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
                 warn(
                     f"{type(self).__name__}: fit interrupted in its classical (HIO) start, "
                     "before any network step; keeping the fits finished so far",
-                    RuntimeWarning,
+                    InterruptionWarning,
                 )
                 return fit_kwargs
             self._pretrain(model, start / self._normalisation(magnitudes), seed, device)
@@ -1065,7 +1065,7 @@ class HIOPhaseRetriever(
                 f"{len(results)} keep the best restart run so far, cut short or not run at "
                 "all (n_iter_ says how far it got; stopped_by_ 'interrupted': it is not "
                 "scored). Fit again to solve them.",
-                RuntimeWarning,
+                InterruptionWarning,
             )
         return images, layout, results
 
