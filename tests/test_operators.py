@@ -17,10 +17,18 @@ from skdip.operators import (
     FunctionOperator,
     Identity,
     PixelMask,
+    _convolution,
     downsampling_kernel,
     make_phase_masks,
 )
-from skdip.operators._convolution import _pad, convolve
+from skdip.operators._convolution import (
+    _convolve_direct,
+    _convolve_fft,
+    _fft_length,
+    _pad,
+    _use_fft,
+    convolve,
+)
 
 DT = torch.float64
 
@@ -195,7 +203,8 @@ def test_convolution_same_kernel_for_every_channel_and_batch():
     x = _randn(2, 3, 6, 6, seed=7)
     out = Convolution(k).to(DT)(x)
     single = Convolution(k).to(DT)(x[1:2, 2:3])
-    torch.testing.assert_close(out[1:2, 2:3], single, rtol=0, atol=0)
+    # equal up to rounding only: several planes take the FFT path, a single one conv2d
+    torch.testing.assert_close(out[1:2, 2:3], single, rtol=0, atol=1e-13)
 
 
 def test_convolve_is_differentiable_in_the_kernel():
@@ -238,6 +247,151 @@ def test_convolution_kernel_not_normalised():
     op = Convolution(2 * np.ones((3, 3)))
     out = op(torch.ones(1, 1, 5, 5))
     torch.testing.assert_close(out, torch.full((1, 1, 5, 5), 18.0))
+
+
+# (image (H, W), kernel (kh, kw)): odd and even kernel sides, non-square images and kernels,
+# prime image sides (the "valid" FFT pads them to a fast length), a kernel as large as the
+# image and, for "circular" only, kernels larger than the image (they wrap around).
+_FFT_CASES = [
+    ((9, 9), (3, 3)),
+    ((10, 7), (4, 2)),
+    ((11, 13), (5, 6)),
+    ((8, 12), (1, 1)),
+    ((7, 5), (7, 5)),
+    ((6, 9), (2, 9)),
+]
+_FFT_CASES_CIRCULAR = [((5, 6), (9, 4)), ((4, 4), (6, 11))]
+
+
+@pytest.mark.parametrize(
+    "boundary, image, kshape",
+    [("valid", *case) for case in _FFT_CASES]
+    + [("circular", *case) for case in _FFT_CASES + _FFT_CASES_CIRCULAR],
+)
+def test_convolve_fft_path_matches_direct_path_and_gradients(boundary, image, kshape):
+    # The FFT path must be the same function as the direct one: same output shape and
+    # values, and the same gradients for the image and for the kernel (batch and channels).
+    x = _randn(2, 3, *image, seed=30).requires_grad_(True)
+    k = _randn(*kshape, seed=31).requires_grad_(True)
+    direct = _convolve_direct(x, k, boundary)
+    fft = _convolve_fft(x, k, boundary)
+    assert fft.shape == direct.shape
+    torch.testing.assert_close(fft, direct, rtol=0, atol=1e-12)
+    g = _randn(*direct.shape, seed=32)
+    grads_direct = torch.autograd.grad(direct, (x, k), g)
+    grads_fft = torch.autograd.grad(fft, (x, k), g)
+    for a, b in zip(grads_fft, grads_direct, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("boundary", ["valid", "circular"])
+def test_convolve_fft_path_passes_gradcheck(boundary):
+    x = _randn(1, 2, 7, 6, seed=33).requires_grad_(True)
+    k = _randn(4, 3, seed=34).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda xx, kk: _convolve_fft(xx, kk, boundary), (x, k))
+
+
+@pytest.mark.parametrize("boundary", ["valid", "circular"])
+def test_convolve_fft_path_float32_agrees_with_float64(boundary):
+    # In float32 the two paths round differently; both stay within ~1e-6 of the exact
+    # (float64) result relative to the output's scale, the size of BlindDeblurrer's blur.
+    x64 = torch.rand(1, 3, 48, 40, generator=torch.Generator().manual_seed(35), dtype=DT)
+    k64 = torch.rand(17, 13, generator=torch.Generator().manual_seed(36), dtype=DT)
+    k64 = k64 / k64.sum()
+    exact = _convolve_direct(x64, k64, boundary)
+    x32, k32 = x64.float(), k64.float()
+    for path in (_convolve_direct, _convolve_fft):
+        out = path(x32, k32, boundary)
+        assert out.dtype == torch.float32
+        err = float((out.double() - exact).abs().max() / exact.abs().max())
+        assert err < 2e-6, (path.__name__, err)
+
+
+def test_fft_length_has_no_prime_factor_above_7():
+    expected = {1: 1, 7: 7, 11: 12, 13: 14, 22: 24, 49: 49, 127: 128, 257: 270}
+    assert {n: _fft_length(n) for n in expected} == expected
+
+
+def test_use_fft_crossover():
+    # The rule fitted in benchmarks/results/convolution.md (CPU, one thread).
+    f32, f64 = torch.float32, torch.float64
+    # BlindDeblurrer's automatic kernels (17, 33, 65 for 64, 128, 256 pixel images, on an
+    # image grown by the kernel) take the FFT path, grey or colour, and so do large
+    # "circular" blurs, whatever the image side (129 = 3 * 43 is a slow FFT length).
+    for side, ks in [(64, 17), (128, 33), (256, 65)]:
+        for planes in (1, 3):
+            assert _use_fft((side + ks - 1,) * 2, (ks, ks), "valid", f32, planes)
+        assert _use_fft((side, side), (ks, ks), "circular", f64)
+    assert _use_fft((129, 129), (9, 9), "circular", f32)
+    # A kernel with both sides above 3 goes by FFT even where it nearly fills the image.
+    assert _use_fft((16, 16), (4, 4), "valid", f32)
+    assert _use_fft((65, 65), (64, 64), "valid", f32)
+    # conv2d's fast regime (one plane, a side <= 3, at most 20480 pixels into conv2d):
+    # direct until the multiply-adds outweigh the FFTs.
+    assert not _use_fft((64, 64), (3, 3), "valid", f32)
+    assert not _use_fft((143, 143), (3, 3), "valid", f32)
+    assert not _use_fft((141, 141), (3, 3), "circular", f32)  # 143 x 143 once padded
+    assert not _use_fft((64, 64), (3, 9), "valid", f32)
+    assert _use_fft((128, 128), (3, 9), "valid", f32)
+    assert not _use_fft((128, 128), (1, 17), "valid", f32)
+    assert _use_fft((128, 128), (1, 33), "valid", f32)
+    # Outside it the FFT path wins from 2x2 kernels on.
+    assert _use_fft((144, 144), (3, 3), "valid", f32)
+    assert _use_fft((142, 142), (3, 3), "circular", f32)
+    assert _use_fft((100, 205), (3, 3), "valid", f32)
+    assert _use_fft((16, 16), (2, 2), "circular", f32, planes=3)
+    # A 1x1 kernel is a scaling: always direct.
+    assert not _use_fft((256, 256), (1, 1), "valid", f32)
+    assert not _use_fft((64, 64), (1, 1), "circular", f32, planes=3)
+    # torch's half-precision FFTs are CUDA-only (and powers of two): conv2d for these.
+    assert not _use_fft((320, 320), (65, 65), "valid", torch.bfloat16)
+    assert not _use_fft((320, 320), (65, 65), "valid", torch.float16)
+
+
+def test_convolve_fft_path_for_slow_circular_lengths_pads_first():
+    # A "circular" side with a large prime factor is padded circularly and convolved as
+    # "valid" on a fast FFT grid; a fast side is transformed as it is.
+    assert _convolution._fft_plan((129, 128), (9, 9), "circular") == ((140, 140), True)
+    assert _convolution._fft_plan((128, 120), (9, 9), "circular") == ((128, 120), False)
+    assert _convolution._fft_plan((127, 120), (9, 9), "valid") == ((128, 120), False)
+
+
+@pytest.mark.parametrize("boundary", ["valid", "circular"])
+def test_convolve_dispatches_on_use_fft(boundary, monkeypatch):
+    calls = []
+
+    def spy(x, kernel, boundary):
+        calls.append((tuple(x.shape), tuple(kernel.shape)))
+        return _convolve_fft(x, kernel, boundary)
+
+    monkeypatch.setattr(_convolution, "_convolve_fft", spy)
+    one = _randn(1, 1, 48, 48, seed=37)  # a single plane
+    many = _randn(2, 3, 48, 48, seed=38)  # six planes
+    small, large = _randn(3, 3, seed=39), _randn(17, 17, seed=40)
+    assert not _use_fft((48, 48), (3, 3), boundary, DT, 1)
+    assert _use_fft((48, 48), (3, 3), boundary, DT, 6)
+    assert _use_fft((48, 48), (17, 17), boundary, DT, 1)
+    torch.testing.assert_close(
+        convolve(one, small, boundary), _convolve_direct(one, small, boundary)
+    )
+    assert calls == []
+    for x, k in [(many, small), (one, large)]:
+        out = convolve(x, k, boundary)
+        assert calls[-1] == (tuple(x.shape), tuple(k.shape))
+        torch.testing.assert_close(out, _convolve_direct(x, k, boundary))
+    # the operator goes through convolve too
+    op = Convolution(large.numpy(), boundary=boundary).to(DT)
+    op(one)
+    assert len(calls) == 3
+
+
+def test_convolve_half_precision_takes_the_direct_path():
+    x = torch.rand(1, 1, 24, 24, dtype=torch.bfloat16)
+    k = torch.full((13, 13), 1 / 169, dtype=torch.bfloat16)
+    out = convolve(x, k, "valid")
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 1, 12, 12)
+    ref = _convolve_direct(x.double(), k.double(), "valid")
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-2)
 
 
 @pytest.mark.parametrize(

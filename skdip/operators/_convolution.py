@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -115,12 +117,162 @@ def _check_boundary(boundary: object) -> str:
     return boundary
 
 
+def _fft_length(n: int) -> int:
+    """Smallest integer ``>= n`` with no prime factor above 7.
+
+    torch transforms such lengths fast; a length with a large prime factor was measured
+    4 to 10 times slower (``benchmarks/results/convolution.md``).
+    """
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5, 7):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def _fft_plan(
+    image_shape: tuple[int, int], kernel_shape: tuple[int, int], boundary: str
+) -> tuple[tuple[int, int], bool]:
+    """The FFT grid :func:`_convolve_fft` uses, and whether it pads the image first.
+
+    A ``"circular"`` image whose sides are fast FFT lengths is transformed as it is (the
+    periodic FFT *is* the circular convolution). Otherwise the image is padded
+    circularly, as the direct path does, and convolved as ``"valid"``, whose FFT grid may
+    be any length ``>= H`` (then rounded up to a fast one).
+    """
+    h, w = image_shape
+    kh, kw = kernel_shape
+    if boundary == "circular":
+        if _fft_length(h) == h and _fft_length(w) == w:
+            return (h, w), False
+        h, w = h + kh - 1, w + kw - 1
+    return (_fft_length(h), _fft_length(w)), boundary == "circular"
+
+
+# The FFT path: float32 and float64 only (torch's half-precision FFTs are CUDA-only and
+# restricted to powers of two), the direct path takes everything else.
+_FFT_DTYPES = (torch.float32, torch.float64)
+
+# The crossover of `_use_fft`, fitted to CPU timings of forward + backward (gradients for
+# the image and the kernel) with one torch thread: benchmarks/convolution.py, results and
+# command in benchmarks/results/convolution.md, where this rule picks the faster path in
+# every one of the 323 cases measured. conv2d has a fast regime there: a single image plane
+# (B * C == 1), a kernel with a side of at most 3, and at most _DIRECT_FAST_PIXELS pixels
+# entering conv2d (the image, circularly padded for "circular"). Outside it conv2d's
+# backward is several times slower per pixel, and the FFT path was faster in every case
+# measured (from 2x2 kernels on 16x16 images up) except 1x1 kernels, a mere scaling. In the
+# fast regime the FFT path is taken when the direct path's multiply-adds exceed its cost:
+#     out_h * out_w * kh * kw > _FAST_DIRECT_BASE + _FAST_DIRECT_RATIO * n * log2(n),
+# with n = fft_h * fft_w the FFT grid's size. So a 3x3 kernel stays direct up to the end of
+# the fast regime (143x143 pixels for "valid", 141x141 for "circular"), and a 3x9 one on
+# "valid" images of up to 89x89.
+_DIRECT_FAST_PIXELS = 20480
+_FAST_DIRECT_BASE = 115_000
+_FAST_DIRECT_RATIO = 0.72
+
+
+def _use_fft(
+    image_shape: tuple[int, int],
+    kernel_shape: tuple[int, int],
+    boundary: str,
+    dtype: torch.dtype,
+    planes: int = 1,
+) -> bool:
+    """Whether :func:`convolve` takes the FFT path.
+
+    Parameters
+    ----------
+    image_shape : tuple of int
+        ``(H, W)`` of the images.
+    kernel_shape : tuple of int
+        ``(kh, kw)``.
+    boundary : {"circular", "valid"}
+        The boundary handling.
+    dtype : torch.dtype
+        The images' dtype.
+    planes : int, default=1
+        Number of image planes convolved, ``B * C``.
+
+    Returns
+    -------
+    bool
+        True where the FFT path is expected to be faster for forward plus backward.
+        The rule was fitted to CPU timings (``benchmarks/results/convolution.md``) and is
+        used on every device; GPU crossovers were not measured and will differ.
+    """
+    if dtype not in _FFT_DTYPES:
+        return False
+    h, w = image_shape
+    kh, kw = kernel_shape
+    if kh * kw == 1:
+        return False
+    conv_pixels = (h + kh - 1) * (w + kw - 1) if boundary == "circular" else h * w
+    if planes > 1 or min(kh, kw) > 3 or conv_pixels > _DIRECT_FAST_PIXELS:
+        return True
+    out_pixels = h * w if boundary == "circular" else (h - kh + 1) * (w - kw + 1)
+    (fft_h, fft_w), _ = _fft_plan((h, w), (kh, kw), boundary)
+    fft_cost = fft_h * fft_w * math.log2(max(fft_h * fft_w, 2))
+    return out_pixels * kh * kw > _FAST_DIRECT_BASE + _FAST_DIRECT_RATIO * fft_cost
+
+
+def _convolve_direct(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.Tensor:
+    """:func:`convolve` by ``conv2d`` (a correlation, hence the flipped kernel)."""
+    kh, kw = kernel.shape
+    n, c, h, w = x.shape
+    weight = kernel.flip(0, 1).reshape(1, 1, kh, kw)
+    flat = x.reshape(n * c, 1, h, w)
+    if boundary == "circular":
+        flat = _pad(flat, _circular_pads(kh, kw), "circular")
+    out = F.conv2d(flat, weight)
+    return out.reshape(n, c, *out.shape[-2:])
+
+
+def _convolve_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.Tensor:
+    """:func:`convolve` by real FFTs: the same output as :func:`_convolve_direct`.
+
+    Autograd differentiates through the FFTs, for the image and for the kernel.
+    """
+    kh, kw = kernel.shape
+    h, w = x.shape[-2:]
+    size, pad_first = _fft_plan((h, w), (kh, kw), boundary)
+    if pad_first:
+        x = _pad(x, _circular_pads(kh, kw), "circular")
+        h, w = x.shape[-2:]
+        boundary = "valid"
+    if boundary == "valid":
+        # A periodic convolution of length >= H equals the linear one wherever the kernel
+        # lies inside the image, i.e. on rows kh - 1 .. H - 1: no wrapped term reaches
+        # them, so the image may be zero-padded to a fast FFT length.
+        spectrum = torch.fft.rfft2(x, s=size) * torch.fft.rfft2(kernel, s=size)
+        return torch.fft.irfft2(spectrum, s=size)[..., kh - 1 : h, kw - 1 : w]
+    # Circular: wrap the kernel onto the image grid with its centre at (0, 0); samples that
+    # land on the same pixel add up, as when a kernel larger than the image is applied to
+    # the circularly padded image.
+    ch, cw = (kh - 1) // 2, (kw - 1) // 2
+    rows = (torch.arange(kh, device=x.device) - ch).remainder(h)
+    cols = (torch.arange(kw, device=x.device) - cw).remainder(w)
+    wrapped = kernel.new_zeros(kh, w).index_add(1, cols, kernel)
+    wrapped = kernel.new_zeros(h, w).index_add(0, rows, wrapped)
+    spectrum = torch.fft.rfft2(x) * torch.fft.rfft2(wrapped)
+    return torch.fft.irfft2(spectrum, s=(h, w))
+
+
 def convolve(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "circular") -> torch.Tensor:
     """Convolve every channel of ``x`` with one 2-D ``kernel``.
 
     This is a true convolution (the kernel is flipped, unlike ``torch.nn.functional.conv2d``),
     matching ``scipy.signal.convolve2d``: ``boundary="valid"`` gives ``mode="valid"`` and
     ``boundary="circular"`` gives ``mode="same", boundary="wrap"``.
+
+    Small kernels are applied by ``conv2d``, large ones by FFT, which then costs far less
+    (forward and backward of a 65x65 kernel on a 320x320 image, ``BlindDeblurrer``'s for
+    256x256 observations: a few hundred times less on one CPU thread). Both give the same
+    result and gradients up to rounding (a few ``1e-6`` relative in float32). The
+    crossover was measured on a CPU, not on a GPU, see ``benchmarks/results/convolution.md``.
 
     Parameters
     ----------
@@ -151,15 +303,13 @@ def convolve(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "circular") 
     _check_image(x)
     _check_boundary(boundary)
     kh, kw = kernel.shape
-    n, c, h, w = x.shape
-    weight = kernel.to(dtype=x.dtype, device=x.device).flip(0, 1).reshape(1, 1, kh, kw)
-    flat = x.reshape(n * c, 1, h, w)
-    if boundary == "circular":
-        flat = _pad(flat, _circular_pads(kh, kw), "circular")
-    elif kh > h or kw > w:
+    h, w = x.shape[-2:]
+    if boundary == "valid" and (kh > h or kw > w):
         raise ValueError(f"a {kh}x{kw} kernel is larger than the {h}x{w} image ('valid' boundary)")
-    out = F.conv2d(flat, weight)
-    return out.reshape(n, c, *out.shape[-2:])
+    kernel = kernel.to(dtype=x.dtype, device=x.device)
+    if _use_fft((h, w), (kh, kw), boundary, x.dtype, x.shape[0] * x.shape[1]):
+        return _convolve_fft(x, kernel, boundary)
+    return _convolve_direct(x, kernel, boundary)
 
 
 def convolve_adjoint(
@@ -210,7 +360,8 @@ class Convolution(ForwardOperator):
     The operation is a true convolution (the kernel is flipped relative to a correlation), the
     same as ``scipy.signal.convolve2d(x, kernel, ...)`` on each channel. The kernel is used as
     given: it is not normalised, so pass a kernel that sums to 1 if the blur should preserve
-    the mean intensity.
+    the mean intensity. Large kernels are applied by FFT, small ones by ``conv2d``: the
+    same result up to rounding, at a fraction of the cost where the kernel is large.
 
     Parameters
     ----------
