@@ -159,7 +159,7 @@ class _Scaling:
         that measurement is constant, else an array in the measurement's layout.
         ``image_range()`` (asked unless ``mode`` is False) is, for a model whose
         measurements' range does not bound the image's (a Fourier transform),
-        the ``(low, high)`` of an image estimated from them; None otherwise.
+        the ``(low, high, median)`` of an image estimated from them; None otherwise.
         """
         estimated = None if mode is False or image_range is None else image_range()
         if estimated is not None:
@@ -213,9 +213,12 @@ class _Scaling:
         return cls(offset, image_span, low)
 
     @classmethod
-    def _fit_image_range(cls, low: float, high: float, mode, constant_response):
-        """The map of an image spanning ``[low, high]``, whatever its measurements span."""
-        outside = low < _AUTO_RESCALE_BOUNDS[0] or high > _AUTO_RESCALE_BOUNDS[1]
+    def _fit_image_range(cls, low: float, high: float, median: float, mode, constant_response):
+        """The map of an image spanning ``[low, high]`` around ``median``, whatever its
+        measurements span."""
+        # The rule the data's own range follows (a dark image on [-0.1, 0] behind a blur
+        # came back with every pixel's sign wrong when only the bounds were asked).
+        outside = _off_the_unit_range(low, high, median)
         # A dim image (k-space in a scanner's units, 1e-3 of [0, 1]) is stretched as
         # narrow data is where the measurement is the image: fitted as it was, it
         # came back as noise (-17.5 dB).
@@ -380,11 +383,11 @@ class BaseDIPEstimator(
         """The observed values that decide the intensity rescaling."""
         return image
 
-    def _image_range(self, image: np.ndarray, extra: dict) -> tuple[float, float] | None:
+    def _image_range(self, image: np.ndarray, extra: dict) -> tuple[float, float, float] | None:
         """For a forward model whose measurements' range says nothing of the image's
-        (one with negative responses to a positive image), the ``(low, high)`` of an
-        image estimated from the observation; None where the measurements' own range
-        decides the rescaling."""
+        (one with negative responses to a positive image), the ``(low, high, median)``
+        of an image estimated from the observation; None where the measurements' own
+        range decides the rescaling."""
         return None
 
     def _constant_response(self, image: np.ndarray, extra: dict) -> float | np.ndarray:
@@ -748,8 +751,7 @@ class BaseDIPEstimator(
         # k-space of an image on [0, 1] spans far more than [0, 1]: the image matters.
         what, median = "the data", float(np.median(finite))
         if image_range is not None:
-            (lo, hi), what = image_range, "an image estimated from the data"
-            median = (lo + hi) / 2
+            (lo, hi, median), what = image_range, "an image estimated from the data"
         if _off_the_unit_range(lo, hi, median):
             warn(
                 f"rescale=False, but {what} spans [{lo:.3g}, {hi:.3g}] (median "
@@ -1226,9 +1228,13 @@ class BaseDIPEstimator(
                 image_range = self._image_range(image, extra)
                 if image_range is None:
                     finite = values[np.isfinite(values)]
-                    image_range = (float(finite.min()), float(finite.max()))
-                low, high = image_range
-                if low < _AUTO_RESCALE_BOUNDS[0] or high > _AUTO_RESCALE_BOUNDS[1]:
+                    image_range = (
+                        float(finite.min()),
+                        float(finite.max()),
+                        float(np.median(finite)),
+                    )
+                low, high, median = image_range
+                if _off_the_unit_range(low, high, median):
                     lo, span = low, high - low
             self._check_reference_scale(ref, values, span)
             # On the unit range the fit worked on: span**2 overflows for data near 1e200.

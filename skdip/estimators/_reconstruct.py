@@ -314,7 +314,7 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         finite = estimate[torch.isfinite(estimate)]
         if finite.numel() == 0:
             return None
-        return float(finite.min()), float(finite.max())
+        return float(finite.min()), float(finite.max()), float(finite.median())
 
     def _narrow_through_a_model(self, image, extra) -> bool:
         """Whether ``rescale="auto"`` sees data spanning under 0.1 through a model
