@@ -26,7 +26,6 @@ this way, which the discrepancy alone cannot see.
 
 from __future__ import annotations
 
-import copy
 from numbers import Real
 from typing import Any
 
@@ -109,9 +108,12 @@ def _as_fitted(estimator: Any, results: list[dict] | None) -> Any:
     ``noise_model``): a ``set_params`` after the fit does not change what they are."""
     if not results or "loss" not in results[0]:
         return estimator
-    # Only its parameters are read: a shallow copy with the recorded ones.
-    fitted = copy.copy(estimator)
-    fitted.__dict__.update(loss=results[0]["loss"], noise_model=results[0]["noise_model"])
+    # Only its parameters are read: a shallow copy of its attributes with the recorded
+    # ones (copy.copy pickled every kept warm_start state through __getstate__: 400x).
+    fitted = object.__new__(type(estimator))
+    fitted.__dict__.update(
+        estimator.__dict__, loss=results[0]["loss"], noise_model=results[0]["noise_model"]
+    )
     return fitted
 
 
