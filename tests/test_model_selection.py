@@ -1084,6 +1084,21 @@ def test_kept_solves_notice_arrays_a_repr_prints_alike():
     assert not np.array_equal(before, after)
     np.testing.assert_array_equal(after, clone(est).fit(new).transform())
 
+    # ... and inside an operator: a FunctionOperator around such a partial.
+    from skdip.operators import FunctionOperator
+
+    kernel = np.full((3, 3), 1 / 9)
+
+    def blur3(x, kernel):
+        w = torch.as_tensor(kernel, dtype=x.dtype)[None, None].repeat(x.shape[1], 1, 1, 1)
+        return torch.nn.functional.conv2d(x, w, padding=1, groups=x.shape[1])
+
+    op = FunctionOperator(functools.partial(blur3, kernel=kernel), linear=True)
+    rec = DIPReconstructor(operator=op, generator=TINY, max_iter=3, random_state=0).fit(X)
+    before = rec.transform(new)
+    kernel[1, 1] = 1.0
+    assert not np.array_equal(before, rec.transform(new))
+
     m = np.ones((16, 16))
     m[::2, ::2] = 0
     op = PixelMask(m)

@@ -1663,11 +1663,9 @@ def _value_key(value, callback: bool = False, depth: int = 0) -> str:
     def attributes(obj) -> list:
         # The public attributes of a user's object (an operator's ``strength``, a loss
         # object's weight), which its repr need not show.
-        return [
-            (k, id(v) if callable(v) and not isinstance(v, torch.nn.Module) else key(v))
-            for k, v in sorted(vars(obj).items())
-            if not k.startswith("_")
-        ]
+        # Functions by identity (their repr), a partial's bound values by content (a
+        # FunctionOperator around partial(blur, kernel=k) missed k changed in place).
+        return [(k, key(v)) for k, v in sorted(vars(obj).items()) if not k.startswith("_")]
 
     if isinstance(value, torch.nn.Module):
         # Weights and buffers and the public attributes.
