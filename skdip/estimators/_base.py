@@ -1397,8 +1397,9 @@ def _fit_in_worker(estimator, method, task, n, device, threads, parent_pid, dtyp
                 output = work(task, n, device)
             except Exception as error:
                 # The caller sees the error, not the warnings that led to it.
-                for w in caught:
-                    error.add_note(f"warning in the worker: {w.category.__name__}: {w.message}")
+                if hasattr(error, "add_note"):  # Python 3.11 on
+                    for w in caught:
+                        error.add_note(f"warning in the worker: {w.category.__name__}: {w.message}")
                 raise
         return output, [(str(w.message), w.category) for w in caught], False
     finally:

@@ -539,8 +539,8 @@ class DIPReconstructor(_InverseProblemEstimator):
                 source = (
                     f"output_shape={tuple(self.output_shape)!r}"
                     if self.output_shape is not None
-                    else "the operator's input_shape of the observation's; pass output_shape "
-                    "if the operator changes the shape otherwise"
+                    else "the operator's input_shape for the observation's shape; pass "
+                    "output_shape if that is not the image's shape"
                 )
                 raise ValueError(
                     f"the model predicts measurements of shape {tuple(predicted.shape[-2:])} "
