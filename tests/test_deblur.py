@@ -244,6 +244,17 @@ def test_rescaled_intensities_come_back_on_the_input_scale():
     assert out.max() > 2.0 and out.min() >= -1e-6 and out.max() <= 1.25 * y.max()
 
 
+def test_dim_data_is_stretched_as_raw_counts_are():
+    # Fitted as it was, a 0.01-scale image sat where the sigmoid is flat (5.4 dB
+    # against 27.6 dB on [0, 1]); it is rescaled as 0-255 data is.
+    dim = _deb(max_iter=2).fit(0.01 * _blurry())
+    counts = _deb(max_iter=2).fit(255.0 * _blurry())
+    assert dim._fit_results[0]["scaling"].scale != 1
+    np.testing.assert_allclose(
+        dim.reconstruction_ / 0.01, counts.reconstruction_ / 255.0, rtol=1e-4, atol=1e-5
+    )
+
+
 # ------------------------------------------------------- validation
 @pytest.mark.parametrize(
     "params, error",

@@ -366,12 +366,18 @@ class BaseDIPEstimator(
             self._scaling_values(image, extra) if values is None else values,
             self.rescale,
             constant_response=lambda: self._constant_response(image, extra),
-            narrow=self._measures_own_pixels(),
+            narrow=self._stretches_narrow_data(),
             image_range=lambda: self._image_range(image, extra),
             # A sharp image spans more than its blurred or downsampled measurement,
             # not more than its own noisy or masked pixels.
             headroom=not self._measures_own_pixels(),
         )
+
+    def _stretches_narrow_data(self) -> bool:
+        """Whether ``rescale="auto"`` stretches data spanning under 0.1 by its own
+        range (where the measurement is the image; models with a least-squares
+        estimate judge that image instead, see :meth:`_image_range`)."""
+        return self._measures_own_pixels()
 
     def _measures_own_pixels(self) -> bool:
         """Whether the measurements are pixels of the image itself, for the
