@@ -829,3 +829,18 @@ def test_new_images_are_checked_once():
         warnings.simplefilter("always")
         den.transform(rgba)
     assert sum("alpha channel" in str(w.message) for w in caught) == 1
+
+
+def test_a_reference_score_of_rescaled_data_is_on_the_references_range():
+    # Measured on the rescaling's span (the data's range, noise and room included), the
+    # score moved with one noisy pixel and read 0-255 data 2.6 dB above the same
+    # problem on [0, 1]; the reference's own range is the image's.
+    from skimage.metrics import peak_signal_noise_ratio
+
+    clean = np.clip(_image() * 0.8 + 0.1, 0, 1)
+    noisy = clean + 0.05 * np.random.default_rng(1).standard_normal(clean.shape)
+    counts = _den(max_iter=5).fit(255 * noisy)
+    expected = peak_signal_noise_ratio(
+        255 * clean, counts.reconstruction_, data_range=float(np.ptp(255 * clean))
+    )
+    assert counts.score(255 * noisy, 255 * clean) == pytest.approx(expected)
