@@ -1182,10 +1182,11 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     def score(self, X: Any, y: Any = None, **fit_params: Any) -> float:
         """Mean PSNR of the averaged estimates of ``X`` against clean images ``y``.
 
-        The PSNR is taken as the wrapped estimator's ``score`` takes it (on the
-        range the fits worked on). An average of several fits has no running
-        variance or picked iterate of its own, so there is no no-reference
-        score: ``y`` is required (the settings' own scores are in ``scores_``).
+        The PSNR is taken as the wrapped estimator's ``score`` takes it (its
+        range: 1 for data fitted as given, else the reference's own). An
+        average of several fits has no running variance or picked iterate of
+        its own, so there is no no-reference score: ``y`` is required (the
+        settings' own scores are in ``scores_``).
         A search over AverageOfBest's parameters therefore needs the clean
         images too (``search.fit(X, y)``); without them every candidate's
         score fails, and scikit-learn records NaN and warns rather than

@@ -1214,8 +1214,8 @@ class BaseDIPEstimator(
             self._per_image_inputs(checked[0], references, fit_params)
 
     def _reference_psnrs(self, images, results, references, extras) -> list[float]:
-        """Per image, the PSNR of the estimate against its clean reference, on the
-        unit range the fit worked on."""
+        """Per image, the PSNR of the estimate against its clean reference (see
+        :meth:`score` for its range)."""
         scores = []
         for r, ref, image, extra in zip(results, references, images, extras, strict=True):
             est = r["estimate"]
