@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import inspect
 import math
 import signal
 import threading
@@ -1074,26 +1076,53 @@ def _check_stackable(models: list[nn.Module]) -> None:
         raise ValueError(f"fit_batch needs DIPModel members, got {type(first).__name__}")
 
 
+# What every nn.Module holds (its registries, hooks and flags), not a setting.
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+
+
 def _plain_settings(module: nn.Module) -> dict:
-    """A module's own attributes that are neither tensors, modules nor torch internals."""
+    """A module's own attributes that are neither tensors, modules nor torch internals
+    (private ones too: an operator of one's own that kept its shift in ``_shift`` ran
+    as member 0's for every member, silently)."""
     return {
         name: value
         for name, value in vars(module).items()
-        if not name.startswith("_")
-        and name != "training"
-        and not isinstance(value, torch.Tensor | nn.Module)
+        if name not in _MODULE_INTERNALS and not isinstance(value, torch.Tensor | nn.Module)
     }
 
 
-def _same_setting(a, b) -> bool:
+def _same_setting(a, b, depth: int = 0) -> bool:
+    """Whether two settings are alike by content: each member holds its own deep copy
+    of the operator, so a partial or a callable object equals only itself by ``==``
+    (a FunctionOperator around partial(f, k) could not be batched)."""
     if a is b:
         return True
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
-    try:
-        return bool(a == b)
-    except (TypeError, ValueError):
+    if type(a) is not type(b) or depth > 10:
         return False
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and bool(np.array_equal(a, b))
+    if isinstance(a, torch.Tensor):
+        return a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, functools.partial):
+        return (
+            _same_setting(a.func, b.func, depth + 1)
+            and _same_setting(a.args, b.args, depth + 1)
+            and _same_setting(a.keywords, b.keywords, depth + 1)
+        )
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(
+            _same_setting(x, y, depth + 1) for x, y in zip(a, b, strict=True)
+        )
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_setting(a[k], b[k], depth + 1) for k in a)
+    try:
+        if bool(a == b):
+            return True
+    except (TypeError, ValueError, RuntimeError):
+        pass
+    if callable(a) and hasattr(a, "__dict__") and not inspect.isroutine(a):
+        return _same_setting(vars(a), vars(b), depth + 1)  # a callable object's state
+    return False
 
 
 def averaging_delay(averaging: float) -> int:

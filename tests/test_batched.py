@@ -22,7 +22,13 @@ from skdip.generators import get_generator
 from skdip.losses import TotalVariation, get_loss
 from skdip.metrics import get_scorer
 from skdip.model_selection import fit_candidates
-from skdip.operators import Convolution, Downsample, FunctionOperator, PixelMask
+from skdip.operators import (
+    Convolution,
+    Downsample,
+    ForwardOperator,
+    FunctionOperator,
+    PixelMask,
+)
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 MSE = get_loss("mse")
@@ -669,3 +675,54 @@ def test_images_whose_masks_differ_in_kind_are_batched_apart():
     batched = DIPInpainter(batch_size=3, **kw).fit_transform(X)
     np.testing.assert_array_equal(batched[0], alone[0])  # fitted alone in either case
     np.testing.assert_allclose(batched[1:], alone[1:], atol=1e-4)  # the two (H, W) masks
+
+
+class _Shift(ForwardOperator):
+    """A circular shift of the columns, kept in a private attribute."""
+
+    def __init__(self, shift):
+        super().__init__()
+        self._shift = int(shift)
+
+    def forward(self, x):
+        return torch.roll(x, self._shift, dims=-1)
+
+    def adjoint(self, y):
+        return torch.roll(y, -self._shift, dims=-1)
+
+
+def test_operators_that_differ_in_a_private_setting_are_not_stacked():
+    # Stacked, every member ran member 0's operator: Shift(5) was fitted as Shift(0).
+    from skdip import DIPReconstructor
+    from skdip.model_selection import fit_candidates
+
+    x = np.random.default_rng(0).random((16, 16))
+    est = DIPReconstructor(generator=TINY, max_iter=4, early_stopping=None, random_state=0)
+    candidates = [{"operator": _Shift(0)}, {"operator": _Shift(5)}]
+    fitted = fit_candidates(est, x, candidates)
+    for candidate, together in zip(candidates, fitted, strict=True):
+        alone = clone(est).set_params(**candidate).fit(x)
+        np.testing.assert_allclose(together.reconstruction_, alone.reconstruction_, atol=1e-5)
+
+
+def test_a_function_operator_around_a_partial_is_batched(monkeypatch):
+    # Each member's deep copy of partial(f, k) equalled only itself: refused in a batch,
+    # and fit_candidates fell back to one fit per candidate.
+    import functools
+
+    import skdip.estimators._base as base
+    from skdip import DIPReconstructor
+
+    def scale(x, factor):
+        return factor * x
+
+    op = FunctionOperator(functools.partial(scale, factor=np.float64(0.5)), linear=True)
+    X = [np.random.default_rng(s).random((16, 16)) * 0.5 for s in range(2)]
+    calls = []
+    original = base.fit_batch
+    monkeypatch.setattr(base, "fit_batch", lambda *a, **k: calls.append(1) or original(*a, **k))
+    est = DIPReconstructor(
+        operator=op, generator=TINY, max_iter=3, early_stopping=None, random_state=0, batch_size=2
+    )
+    est.fit(X)
+    assert calls
