@@ -599,15 +599,6 @@ def test_inverse_problem_estimators_batch(make, X):
     assert batched.n_iter_ == one.n_iter_ == [8] * 3
 
 
-def test_deconvolver_valid_boundary_cannot_batch():
-    X = _images()[:2]
-    den = DIPDeconvolver(
-        kernel=np.ones((3, 3)) / 9, boundary="valid", generator=TINY, max_iter=2, batch_size=2
-    )
-    with pytest.raises(ValueError, match="cannot fit images in batches"):
-        den.fit(X)
-
-
 def test_fit_candidates_records_reference_psnr_and_checks_y():
     X = _images()[:2]
     clean = [np.clip(x, 0.2, 0.8) for x in X]
@@ -726,3 +717,27 @@ def test_a_function_operator_around_a_partial_is_batched(monkeypatch):
     )
     est.fit(X)
     assert calls
+
+
+def test_one_unstackable_candidate_runs_alone_and_the_others_together(monkeypatch):
+    # A sparse-noise candidate among three learning rates made all four run one by one.
+    import skdip.estimators._base as base
+
+    runs = []
+    original = base._fit_stacked
+    monkeypatch.setattr(
+        base, "_fit_stacked", lambda entries, *a: runs.append(len(entries)) or original(entries, *a)
+    )
+    x = np.random.default_rng(0).random((16, 16))
+    est = DIPDenoiser(generator=TINY, max_iter=3, early_stopping=None, random_state=0)
+    grid = [{"lr": 0.01}, {"lr": 0.02}, {"noise_model": "sparse"}, {"lr": 0.03}]
+    fitted = fit_candidates(est, x, grid)
+    assert runs == [3] and len(fitted) == 4
+
+
+def test_a_valid_boundary_deconvolver_refuses_batches_before_any_fit(monkeypatch):
+    # Found after the first batch's fits, which were lost.
+    est = DIPDeconvolver(kernel=np.ones((3, 3)) / 9, boundary="valid", batch_size=2, max_iter=2)
+    monkeypatch.setattr(type(est), "_fit_images", lambda *a, **k: pytest.fail("fitted"))
+    with pytest.raises(ValueError, match="boundary='valid'"):
+        est.fit([np.random.default_rng(s).random((16, 16)) for s in range(3)])

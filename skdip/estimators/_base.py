@@ -1487,25 +1487,24 @@ def _fit_together(entries: list[tuple], n_images: int, device, strict: bool = Tr
         est._prepare(image, reference, extra, seed, device)
         for est, _, image, reference, extra, seed in entries
     ]
-    plain = all(type(p[1]) is DIPModel and not p[3] for p in prepared)
-    if not plain and strict:
-        est, model, fit_kwargs = next(
-            (e[0], p[1], p[3])
-            for e, p in zip(entries, prepared, strict=True)
-            if type(p[1]) is not DIPModel or p[3]
-        )
+    alone = [k for k, p in enumerate(prepared) if type(p[1]) is not DIPModel or p[3]]
+    if alone and strict:
+        est, model, fit_kwargs = entries[alone[0]][0], prepared[alone[0]][1], prepared[alone[0]][3]
         raise ValueError(
             f"{type(est).__name__} cannot fit images in batches with these parameters "
             f"(its model is a {type(model).__name__}"
             + (" with its own optimiser settings" if fit_kwargs else "")
             + "); use batch_size=1"
         )
-    if not plain:
-        groups = [[k] for k in range(len(entries))]
-    elif strict:
+    if strict:
         groups = [list(range(len(entries)))]
     else:
-        groups = _stackable_groups([p[1] for p in prepared])
+        # Models that never stack run alone; the others still in as few batched runs
+        # as they allow (one such candidate made its whole chunk run one by one).
+        rest = [k for k in range(len(entries)) if k not in alone]
+        groups = [[k] for k in alone] + [
+            [rest[j] for j in group] for group in _stackable_groups([prepared[k][1] for k in rest])
+        ]
     results: list[dict | None] = [None] * len(entries)
     for group in groups:
         if len(group) == 1:

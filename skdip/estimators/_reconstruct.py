@@ -1071,6 +1071,14 @@ class DIPDeconvolver(_InverseProblemEstimator):
         super()._check_params()
         if self.kernel is None:
             raise ValueError("DIPDeconvolver needs the blur kernel: pass kernel=<2-D array>")
+        if self.boundary == "valid" and self.batch_size > 1:
+            # Refused whatever the data, before any fit: it was found after the
+            # first batch's fits, which were lost.
+            raise ValueError(
+                "DIPDeconvolver: batch_size > 1 is not available with boundary='valid' (its "
+                "model crops the scene it generates, which a batched run cannot stack); use "
+                "batch_size=1, or boundary='circular'"
+            )
         convolution = self._convolution()  # validates the kernel
         total = float(convolution.kernel.double().sum())
         if total < 0:
