@@ -869,3 +869,41 @@ def test_objects_in_small_units_and_just_above_1_are_scored_consistently():
             expected = phase_retrieval_psnr(obj, pr.reconstruction_)
             assert ReferenceScorer("psnr")(pr, y, obj) == pytest.approx(expected)
         assert pr.score(y, obj) == pytest.approx(expected)
+
+
+def test_ctrl_c_ends_hio_worker_threads(tmp_path):
+    # Under joblib's threading backend HIO's worker threads never saw the Ctrl-C: they
+    # ran on after fit had raised, and the interpreter aborted at exit.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "hio_ctrl_c.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import _thread, threading, time
+            import numpy as np
+            from joblib import parallel_config
+            from skdip import HIOPhaseRetriever
+            from skdip.datasets import simulate_diffraction
+
+            y = simulate_diffraction(np.random.default_rng(0).random((16, 16)))
+            hio = HIOPhaseRetriever(max_iter=10**7, n_er=1, n_init=2, n_jobs=2)
+            threading.Timer(1.0, _thread.interrupt_main).start()
+            try:
+                with parallel_config(backend="threading"):
+                    hio.fit(y)
+            except KeyboardInterrupt:
+                start = time.perf_counter()
+                while threading.active_count() > 1 and time.perf_counter() - start < 5:
+                    time.sleep(0.05)
+                print("threads left:", threading.active_count() - 1)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "threads left: 0" in done.stdout

@@ -23,7 +23,13 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .._engine import _interrupted_before, _record_interruption, fit_model, one_interruption
+from .._engine import (
+    _interrupted_before,
+    _record_interruption,
+    fit_model,
+    one_interruption,
+    shared_interruption,
+)
 from .._validation import (
     _nested_lists_as_array,
     check_images,
@@ -266,6 +272,13 @@ def _aligned_psnr(refs, objects, oversampling, flip: bool, data_range="auto") ->
             scale = data_range
         values.append(phase_retrieval_psnr(ref, obj, oversampling, flip=flip, data_range=scale))
     return float(np.mean(values))
+
+
+def _run_sharing(runner, flag: list, job: tuple) -> dict:
+    """``runner._run(*job)`` in a joblib worker; in a thread of the caller's process it
+    shares the caller's interruption ``flag`` (a process gets a copy, unused)."""
+    with shared_interruption(flag):
+        return runner._run(*job)
 
 
 def _fourier_error(obj: np.ndarray, magnitudes: np.ndarray, operator: FourierMagnitude) -> float:
@@ -1106,7 +1119,16 @@ class HIOPhaseRetriever(
             # Only the parameters travel, not a previous fit's results. A Ctrl-C
             # here ends joblib's run: nothing comes back to keep.
             runner = without_fitted_state(self)
-            runs = Parallel(n_jobs=workers)(delayed(runner._run)(*job) for job in jobs)
+            with one_interruption() as flag:
+                try:
+                    runs = Parallel(n_jobs=workers)(
+                        delayed(_run_sharing)(runner, flag, job) for job in jobs
+                    )
+                except KeyboardInterrupt:
+                    # Worker threads (joblib's threading backend) never see it: they
+                    # ran on to their end after the call had raised.
+                    flag[0] = True
+                    raise
         results = []
         for i in range(len(images)):
             mine = runs[i * self.n_init : (i + 1) * self.n_init]
@@ -1166,6 +1188,8 @@ class HIOPhaseRetriever(
         done = 0
         try:
             for it in range(0 if skip else self.max_iter):
+                if _interrupted_before():
+                    raise KeyboardInterrupt  # set by the caller of a worker thread (n_jobs)
                 gp = fourier_project(g)
                 valid, obj = constrain(gp, support)
                 errors.append(error(obj))
