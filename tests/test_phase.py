@@ -907,3 +907,24 @@ def test_ctrl_c_ends_hio_worker_threads(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "threads left: 0" in done.stdout
+
+
+def test_warm_start_after_a_cut_restart_search_fits_afresh():
+    # Going on with the kept restart alone, the cut restarts never ran again and the
+    # result became scorable, silently.
+    calls = [0]
+
+    def interrupt(it, loss, estimate):
+        calls[0] += 1
+        if calls[0] == 7:  # in the second restart
+            raise KeyboardInterrupt
+
+    y = simulate_diffraction(_blob(4))
+    pr = _tiny_pr(init="random", n_init=3, max_iter=5, warm_start=True, callback=interrupt)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        pr.fit(y)
+    assert np.isinf(pr.restart_losses_[2])
+    pr.set_params(callback=None)
+    with pytest.warns(UserWarning, match="cut the restart search"):
+        pr.fit(y)
+    assert np.isfinite(pr.restart_losses_).all() and pr.stopped_by_ != "interrupted"

@@ -1589,6 +1589,8 @@ _COMMON_KEYS = {
     "early_stopping",
     "loss",
     "noise_model",
+    # PhaseRetriever: Ctrl-C cut the search among restarts (warm_start starts afresh).
+    "restarts_cut",
     # (h, w, c) booleans: the entries that hold measurements, where some do not.
     "measured",
     # Set where the measurement is not image-like (k-space): its noise level must be given.

@@ -798,8 +798,25 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
                 # One Ctrl-C ends the call: a choice made without the cut restarts'
                 # end is a cut fit, which score and the scorers refuse (a search stops).
                 best["stopped_by"] = "interrupted"
+                # ... and which warm_start cannot finish by going on with one restart.
+                best["restarts_cut"] = self.n_init > 1
             results.append(best)
         return results
+
+    def _states_to_continue(self, images, references, fit_params):
+        states = super()._states_to_continue(images, references, fit_params)
+        cut = [i for i, r in enumerate(getattr(self, "_fit_results", [])) if r.get("restarts_cut")]
+        if states is not None and cut:
+            # Going on with the kept restart alone, the cut ones never ran again and
+            # the result became scorable, silently.
+            warn(
+                f"{type(self).__name__}: Ctrl-C cut the restart search of measurement(s) "
+                f"{cut}, which warm_start cannot finish by going on with one restart: "
+                "fitting afresh",
+                UserWarning,
+            )
+            return None
+        return states
 
     # ------------------------------------------------------------------ API
     def fit(self, X, y=None):
