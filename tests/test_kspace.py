@@ -625,3 +625,30 @@ def test_noisy_two_coil_kspace_of_an_image_on_the_unit_range_is_fitted_as_it_is(
     assert scaling.scale == 1 and np.all(scaling.offset == 0)
     expected = psnr(image[..., None], np.clip(est.reconstruction_, 0, 1))
     assert est.score(y, image[..., None]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_kspace_in_scanner_units_gets_no_hot_pixel_warning():
+    # Its scale comes from an image estimated by least squares, yet the check for a few
+    # extreme values read the k-space itself, whose DC always stands far above the rest,
+    # and told the user to remove or clip it.
+    import warnings
+
+    from skdip import DIPReconstructor, SkipNetwork
+    from skdip.datasets import load_image
+    from skdip.operators import KSpaceSampling
+
+    image = load_image("camera", size=64)
+    mask = cartesian_mask((64, 64), acceleration=4, random_state=0)
+    X = kspace_to_channels(simulate_kspace(1e3 * image, mask, noise_std=5.0, random_state=0))
+    est = DIPReconstructor(
+        operator=KSpaceSampling(mask),
+        output_channels=1,
+        generator=SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1),
+        max_iter=1,
+        early_stopping=None,
+        random_state=0,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X)
+    assert not [w for w in caught if "extreme values" in str(w.message)]

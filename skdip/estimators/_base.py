@@ -141,6 +141,8 @@ class _Scaling:
     def __init__(self, offset=0.0, scale: float = 1.0, image_offset: float | None = None):
         self.offset, self.scale = offset, scale
         self.image_offset = offset if image_offset is None else image_offset
+        # Set from an image estimated from the data, not from the data's own range.
+        self.from_estimate = False
 
     @classmethod
     def fit(
@@ -233,7 +235,9 @@ class _Scaling:
         # The constant image `low` measures as low * response: removed from the data, the
         # rest is the measurement of an image on [0, 1] once divided by the span.
         offset = low * response if response.ndim else low * float(response)
-        return cls(offset, span, low)
+        scaling = cls(offset, span, low)
+        scaling.from_estimate = True
+        return scaling
 
     def forward(self, measurement: np.ndarray) -> np.ndarray:
         return (measurement - self.offset) / self.scale
@@ -736,7 +740,11 @@ class BaseDIPEstimator(
         if "rescale" in self._parameter_constraints:
             if self.rescale is False:
                 self._check_unscaled_range(values, self._image_range(image, extra))
-            elif scaling.scale != 1 or np.any(scaling.offset != 0):
+            elif (scaling.scale != 1 or np.any(scaling.offset != 0)) and not getattr(
+                scaling, "from_estimate", False
+            ):
+                # A few extreme values squeeze the rest only where they set the range:
+                # k-space's DC is no hot pixel (it carries the image's mean).
                 _check_outliers(values)
         if reference is not None:
             self._check_reference_scale(reference, values, scaling.scale)
