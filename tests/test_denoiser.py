@@ -844,3 +844,19 @@ def test_a_reference_score_of_rescaled_data_is_on_the_references_range():
         255 * clean, counts.reconstruction_, data_range=float(np.ptp(255 * clean))
     )
     assert counts.score(255 * noisy, 255 * clean) == pytest.approx(expected)
+
+
+def test_content_beyond_the_unit_range_is_rescaled_but_noise_is_not():
+    # A signed map on [-0.2, 0.2] (a third negative) and an HDR image on [0, 1.2] lie
+    # within the bounds and have their median inside [0, 1]: fitted as given, the
+    # sigmoid clipped them (16 dB and 3.9 dB lost), silently.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:24, :24] / 23.0
+    signed = 0.2 * np.sin(5 * xx) * np.cos(3 * yy) + rng.normal(0, 0.005, (24, 24))
+    hdr = 1.2 * (0.5 + 0.5 * np.sin(4 * xx + yy)) + rng.normal(0, 0.005, (24, 24))
+    for x in (signed, hdr):
+        assert _den(max_iter=1).fit(x)._fit_results[0]["scaling"].scale != 1
+    # Noise around a dark image leaves only its tail beyond 3 sigmas: fitted as given.
+    dark = 0.1 * (0.5 + 0.5 * np.sin(4 * xx)) + rng.normal(0, 0.03, (24, 24))
+    assert dark.min() < 0
+    assert _den(max_iter=1).fit(dark)._fit_results[0]["scaling"].scale == 1

@@ -97,6 +97,27 @@ def _off_the_unit_range(lo: float, hi: float, median: float) -> bool:
     )
 
 
+# A share of values this large beyond [0, 1], by more than their noise, is image
+# content the sigmoid cannot produce (a signed map on [-0.2, 0.2], an HDR image on
+# [0, 1.2]: clipped silently, 16 dB and 3.9 dB lost); noise around black or white
+# leaves about 0.1% of the values beyond 3 sigmas.
+_BEYOND_THE_NOISE_SHARE = 0.05
+
+
+def _beyond_the_noise(values: np.ndarray) -> bool:
+    """Whether a real share of ``(H, W, C)`` values lies outside [0, 1] by more than
+    three times their noise level (estimated per channel)."""
+    if values.ndim != 3 or min(values.shape[:2]) < 8:
+        return False
+    from ..metrics._noise_level import _wavelet_noise_sigma  # metrics import estimators
+
+    sigma = max(_wavelet_noise_sigma(np.nan_to_num(values[..., c])) for c in range(values.shape[2]))
+    finite = values[np.isfinite(values)]
+    margin = 3 * sigma + 1e-3
+    share = float(np.mean((finite < -margin) | (finite > 1 + margin)))
+    return share > _BEYOND_THE_NOISE_SHARE
+
+
 def rescaling_reason(mode, narrow: bool = False) -> str:
     """Why the measurements are being rescaled, for the errors that refuse it
     (``narrow``: whether narrow data are rescaled too)."""
@@ -175,6 +196,9 @@ class _Scaling:
                 "a smaller scale"
             )
         needed = _off_the_unit_range(lo, hi, median)
+        if mode == "auto" and narrow and not needed:
+            # Where the data is the image (or its blur): content beyond [0, 1].
+            needed = _beyond_the_noise(values)
         narrow = narrow and 0 < hi - lo < _AUTO_RESCALE_MIN_SPAN
         response = None
         if mode == "auto" and not (needed or narrow) and constant_response is not None:

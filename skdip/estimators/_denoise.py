@@ -77,8 +77,10 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         average.
     rescale : "auto" or bool, default="auto"
         Map intensities to [0, 1] before fitting and back after. "auto" does
-        so for data clearly outside [0, 1] (below -0.25 or above 1.25, or
-        with its median off [-0.05, 1.05], such as data on [-0.2, 0]) and for
+        so for data clearly outside [0, 1] (below -0.25 or above 1.25, with
+        its median off [-0.05, 1.05], such as data on [-0.2, 0], or with over
+        5% of its values beyond [0, 1] by more than three times the noise, such
+        as a signed map on [-0.2, 0.2] or an HDR image on [0, 1.2]) and for
         data spanning less than 0.1 (a dark picture, or 12-bit counts that
         ``img_as_float`` read from a 16-bit container), which the sigmoid
         head fits poorly near its flat end (on a 3%-exposure crop: 24.6 dB
