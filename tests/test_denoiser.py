@@ -856,6 +856,8 @@ def test_content_beyond_the_unit_range_is_rescaled_but_noise_is_not():
     hdr = 1.2 * (0.5 + 0.5 * np.sin(4 * xx + yy)) + rng.normal(0, 0.005, (24, 24))
     for x in (signed, hdr):
         assert _den(max_iter=1).fit(x)._fit_results[0]["scaling"].scale != 1
+        with pytest.warns(UserWarning, match="rescale=False, but the data spans"):
+            _den(max_iter=1, rescale=False).fit(x)
     # Noise around a dark image leaves only its tail beyond 3 sigmas: fitted as given.
     dark = 0.1 * (0.5 + 0.5 * np.sin(4 * xx)) + rng.normal(0, 0.03, (24, 24))
     assert dark.min() < 0

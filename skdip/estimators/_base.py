@@ -790,7 +790,10 @@ class BaseDIPEstimator(
         what, median = "the data", float(np.median(finite))
         if image_range is not None:
             (lo, hi, median), what = image_range, "an image estimated from the data"
-        if _off_the_unit_range(lo, hi, median):
+        beyond = (
+            image_range is None and self._stretches_narrow_data() and _beyond_the_noise(values)
+        )
+        if _off_the_unit_range(lo, hi, median) or beyond:
             warn(
                 f"rescale=False, but {what} spans [{lo:.3g}, {hi:.3g}] (median "
                 f"{median:.3g}), off [0, 1]: "
