@@ -510,3 +510,17 @@ def to_tensor(image: np.ndarray, device: torch.device, dtype=torch.float32) -> t
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """``(1, C, H, W)`` tensor to a float64 ``(H, W, C)`` array on the CPU."""
     return tensor.detach()[0].to("cpu", torch.float64).numpy().transpose(1, 2, 0).copy()
+
+
+def reference_data_range(reference: np.ndarray) -> float:
+    """The PSNR range the estimators' ``score(X, y)`` reads a clean reference on: 1
+    for references on the [0, 1] scale, else their peak magnitude, ``max(1, max|y|)``.
+
+    From ``y`` alone, so that settings fitted on other intensity maps (rescaled or
+    not) are measured alike, and continuous in ``y``: a rule that switched with the
+    rescaling, or at a threshold, moved scores by 4 to 20 dB for one pixel's change.
+    References in small units (1e-3) are thus read on 1 too: pass a range of your
+    own to ``get_scorer("psnr", data_range=...)`` for those.
+    """
+    finite = np.abs(reference[np.isfinite(reference)])
+    return max(1.0, float(finite.max())) if finite.size else 1.0

@@ -1183,7 +1183,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         """Mean PSNR of the averaged estimates of ``X`` against clean images ``y``.
 
         The PSNR is taken as the wrapped estimator's ``score`` takes it (its
-        range: 1 for data fitted as given, else the reference's own). An
+        range: 1, or the reference's peak magnitude above 1). An
         average of several fits has no running variance or picked iterate of
         its own, so there is no no-reference score: ``y`` is required (the
         settings' own scores are in ``scores_``).

@@ -831,17 +831,21 @@ def test_new_images_are_checked_once():
     assert sum("alpha channel" in str(w.message) for w in caught) == 1
 
 
-def test_a_reference_score_of_rescaled_data_is_on_the_references_range():
+def test_a_reference_score_reads_its_range_from_y_alone():
     # Measured on the rescaling's span (the data's range, noise and room included), the
-    # score moved with one noisy pixel and read 0-255 data 2.6 dB above the same
-    # problem on [0, 1]; the reference's own range is the image's.
+    # score moved with one noisy pixel and differed between settings fitted with and
+    # without rescaling; now 1, or the reference's peak above 1.
     from skimage.metrics import peak_signal_noise_ratio
 
-    clean = np.clip(_image() * 0.8 + 0.1, 0, 1)
+    clean = np.clip(_image() * 0.6 + 0.2, 0, 1)
     noisy = clean + 0.05 * np.random.default_rng(1).standard_normal(clean.shape)
+    for est in (_den(max_iter=5), _den(max_iter=5, rescale=True)):
+        est.fit(noisy)
+        expected = peak_signal_noise_ratio(clean, est.reconstruction_, data_range=1.0)
+        assert est.score(noisy, clean) == pytest.approx(expected)
     counts = _den(max_iter=5).fit(255 * noisy)
     expected = peak_signal_noise_ratio(
-        255 * clean, counts.reconstruction_, data_range=float(np.ptp(255 * clean))
+        255 * clean, counts.reconstruction_, data_range=float(np.max(255 * clean))
     )
     assert counts.score(255 * noisy, 255 * clean) == pytest.approx(expected)
 

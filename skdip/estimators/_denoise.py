@@ -84,8 +84,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         data spanning less than 0.1 (a dark picture, or 12-bit counts that
         ``img_as_float`` read from a 16-bit container), which the sigmoid
         head fits poorly near its flat end (on a 3%-exposure crop: 24.6 dB
-        as it was, 34.7 dB rescaled). ``score(X, y)`` measures the PSNR of
-        rescaled data on the reference's own range.
+        as it was, 34.7 dB rescaled). ``score(X, y)`` measures the PSNR on a
+        range from ``y`` alone (see :meth:`score`).
         With False the data is fitted as given: a warning says when it is off
         [0, 1] as above, and data beyond 1e19 in absolute value is refused.
     device : str or torch.device, default="auto"

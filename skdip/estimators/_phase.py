@@ -35,6 +35,7 @@ from .._validation import (
     check_images,
     images_digest,
     is_target_vector,
+    reference_data_range,
     reject_bool_numbers,
 )
 from .._warnings import warn
@@ -44,7 +45,6 @@ from ..metrics._phase import phase_retrieval_psnr
 from ..metrics._quality import _REFERENCE_MARGIN
 from ..operators._fourier import FourierMagnitude, check_oversampling, make_phase_masks
 from ._base import (
-    _AUTO_RESCALE_MIN_SPAN,
     N_JOBS_CONSTRAINT,
     BaseDIPEstimator,
     ImageOutputMixin,
@@ -249,10 +249,10 @@ def _aligned_psnr(refs, objects, oversampling, flip: bool, data_range="auto") ->
 
     ``data_range``: a number (a reference reaching beyond it, by the margin
     :func:`~skdip.metrics.phase_retrieval_psnr` allows, is refused), None (each
-    reference's peak modulus), or "auto": 1 for objects on the [0, 1] scale (a
-    peak from 0.1 to that margin), else the reference's peak modulus, so that
-    objects given as counts (0-255) or in small units (1e-3) are measured on
-    their own scale, not 48 dB low or 60 dB high.
+    reference's peak modulus), or "auto", the estimators' rule
+    (:func:`skdip._validation.reference_data_range`): 1, or the reference's peak
+    modulus above 1, so that objects given as counts (0-255) are measured on
+    their own scale, not 48 dB low.
     """
     values = []
     for i, (ref, obj) in enumerate(zip(refs, objects, strict=True)):
@@ -260,8 +260,7 @@ def _aligned_psnr(refs, objects, oversampling, flip: bool, data_range="auto") ->
         if data_range is None:
             scale = peak if peak > 0 else 1.0
         elif data_range == "auto":
-            on_unit_scale = _AUTO_RESCALE_MIN_SPAN <= peak <= _REFERENCE_MARGIN
-            scale = 1.0 if on_unit_scale or peak == 0 else peak
+            scale = reference_data_range(np.abs(ref))
         else:
             if peak > data_range * _REFERENCE_MARGIN:
                 raise ValueError(
@@ -881,11 +880,10 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
 
         With clean objects ``y``: the mean PSNR (dB) after alignment over
         translation, conjugate flip (not with coded masks) and global phase
-        (:func:`skdip.metrics.phase_retrieval_psnr`), on the data range 1 for
-        objects on the [0, 1] scale (a peak modulus from 0.1 to 1.5), else on
-        the reference's peak modulus (objects given as counts, e.g. 0-255, or
-        in small units). ``ReferenceScorer("psnr", data_range=...)`` sets the
-        range.
+        (:func:`skdip.metrics.phase_retrieval_psnr`), on the data range 1, or
+        on the reference's peak modulus above 1 (objects given as counts, e.g.
+        0-255). ``ReferenceScorer("psnr", data_range=...)`` sets another range
+        (``None``: each reference's peak, e.g. for objects in small units).
         Without: the no-reference discrepancy score of
         :class:`skdip.metrics.NoReferenceScorer` on the magnitude residual
         recorded at the picked iteration (``loss`` must be "mse").
@@ -1346,9 +1344,8 @@ class HIOPhaseRetriever(
         """Quality of the reconstruction of ``X``; higher is better.
 
         With clean objects ``y``: the mean ambiguity-aligned PSNR (dB,
-        :func:`skdip.metrics.phase_retrieval_psnr`) on the data range 1 for
-        objects on the [0, 1] scale (a peak modulus from 0.1 to 1.5), else on
-        the reference's peak modulus. Without: minus
+        :func:`skdip.metrics.phase_retrieval_psnr`) on the data range 1, or on
+        the reference's peak modulus above 1. Without: minus
         the mean relative Fourier error (a data fit, not an image quality).
         A fit that Ctrl-C cut short (``stopped_by_ == "interrupted"``) is not
         scored: :class:`skdip.exceptions.FitInterrupted` is raised.
