@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Real
 
+import joblib
 import numpy as np
 import torch
 from sklearn.base import clone
@@ -1122,7 +1123,14 @@ def _same_setting(a, b, depth: int = 0) -> bool:
         pass
     if callable(a) and hasattr(a, "__dict__") and not inspect.isroutine(a):
         return _same_setting(vars(a), vars(b), depth + 1)  # a callable object's state
-    return False
+    if inspect.isroutine(a):
+        return False  # functions by identity
+    # Other objects by content (a random generator an operator keeps, deep-copied
+    # for each member): pickled alike.
+    try:
+        return joblib.hash(a) == joblib.hash(b)
+    except Exception:
+        return False
 
 
 def averaging_delay(averaging: float) -> int:

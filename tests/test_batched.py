@@ -741,3 +741,33 @@ def test_a_valid_boundary_deconvolver_refuses_batches_before_any_fit(monkeypatch
     monkeypatch.setattr(type(est), "_fit_images", lambda *a, **k: pytest.fail("fitted"))
     with pytest.raises(ValueError, match="boundary='valid'"):
         est.fit([np.random.default_rng(s).random((16, 16)) for s in range(3)])
+
+
+class _Gain(ForwardOperator):
+    """A gain, with a random generator kept privately (an opaque object)."""
+
+    def __init__(self):
+        super().__init__()
+        self._rng = np.random.default_rng(0)
+
+    def forward(self, x):
+        return 0.5 * x
+
+    def adjoint(self, y):
+        return 0.5 * y
+
+
+def test_an_operator_holding_an_opaque_object_still_batches(monkeypatch):
+    # Each member's deep copy of a Generator equalled only itself: refused in a batch.
+    import skdip.estimators._base as base
+    from skdip import DIPReconstructor
+
+    calls = []
+    original = base.fit_batch
+    monkeypatch.setattr(base, "fit_batch", lambda *a, **k: calls.append(1) or original(*a, **k))
+    X = [0.5 * np.random.default_rng(s).random((16, 16)) for s in range(2)]
+    est = DIPReconstructor(
+        operator=_Gain(), generator=TINY, max_iter=3, early_stopping=None, batch_size=2
+    )
+    est.fit(X)
+    assert calls
