@@ -872,3 +872,13 @@ def test_mask_seeds_outside_numpys_range_are_named():
     with pytest.raises(ValueError, match="mask_seed must be below 2"):
         HIOPhaseRetriever(n_masks=1, mask_seed=2**32).fit(np.ones((8, 8)))
     FourierMagnitude(2, n_masks=0, mask_seed=2**32)  # unused: not checked
+
+
+def test_use_fft_off_the_cpu_only_for_large_kernels():
+    # GPU crossovers were not measured: small kernels stay with cuDNN's direct path.
+    from skdip.operators._convolution import _use_fft
+
+    f32 = torch.float32
+    assert not _use_fft((128, 128), (5, 5), "valid", f32, 3, device_type="cuda")
+    assert _use_fft((128, 128), (5, 5), "valid", f32, 3, device_type="cpu")
+    assert _use_fft((320, 320), (65, 65), "valid", f32, 1, device_type="cuda")

@@ -171,6 +171,8 @@ _FFT_DTYPES = (torch.float32, torch.float64)
 # the fast regime (143x143 pixels for "valid", 141x141 for "circular"), and a 3x9 one on
 # "valid" images of up to 89x89.
 _DIRECT_FAST_PIXELS = 20480
+# Off the CPU (unmeasured): the FFT path only for kernels this large on both sides.
+_FFT_MIN_KERNEL_OFF_CPU = 15
 _FAST_DIRECT_BASE = 115_000
 _FAST_DIRECT_RATIO = 0.72
 
@@ -181,6 +183,7 @@ def _use_fft(
     boundary: str,
     dtype: torch.dtype,
     planes: int = 1,
+    device_type: str = "cpu",
 ) -> bool:
     """Whether :func:`convolve` takes the FFT path.
 
@@ -196,18 +199,24 @@ def _use_fft(
         The images' dtype.
     planes : int, default=1
         Number of image planes convolved, ``B * C``.
+    device_type : str, default="cpu"
+        Where the images are (``torch.device.type``).
 
     Returns
     -------
     bool
         True where the FFT path is expected to be faster for forward plus backward.
-        The rule was fitted to CPU timings (``benchmarks/results/convolution.md``) and is
-        used on every device; GPU crossovers were not measured and will differ.
+        The rule was fitted to CPU timings (``benchmarks/results/convolution.md``).
+        Elsewhere (a GPU, unmeasured: cuDNN is fast for small kernels, where the
+        CPU's ``conv2d`` is slow) only kernels of 15 pixels a side and more take
+        the FFT path, which the direct one costs most for.
     """
     if dtype not in _FFT_DTYPES:
         return False
     h, w = image_shape
     kh, kw = kernel_shape
+    if device_type != "cpu":
+        return min(kh, kw) >= _FFT_MIN_KERNEL_OFF_CPU
     if kh * kw == 1:
         return False
     conv_pixels = (h + kh - 1) * (w + kw - 1) if boundary == "circular" else h * w
@@ -307,7 +316,7 @@ def convolve(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "circular") 
     if boundary == "valid" and (kh > h or kw > w):
         raise ValueError(f"a {kh}x{kw} kernel is larger than the {h}x{w} image ('valid' boundary)")
     kernel = kernel.to(dtype=x.dtype, device=x.device)
-    if _use_fft((h, w), (kh, kw), boundary, x.dtype, x.shape[0] * x.shape[1]):
+    if _use_fft((h, w), (kh, kw), boundary, x.dtype, x.shape[0] * x.shape[1], x.device.type):
         return _convolve_fft(x, kernel, boundary)
     return _convolve_direct(x, kernel, boundary)
 
