@@ -61,3 +61,17 @@ class _CtrlCAt:
 def ctrl_c_at():
     """Factory of callbacks simulating one Ctrl-C at a given call: ``ctrl_c_at(3)``."""
     return _CtrlCAt
+
+
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test: a process started in the background
+    by a non-interactive shell ignores SIGINT, and then neither a real SIGINT nor
+    ``_thread.interrupt_main()`` raises KeyboardInterrupt."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -796,7 +796,7 @@ def test_a_fit_inside_a_no_grad_block_trains_as_usual(mode):
     assert torch.is_grad_enabled()
 
 
-def test_ctrl_c_ends_the_fits_of_worker_threads():
+def test_ctrl_c_ends_the_fits_of_worker_threads(python_sigint):
     # Under joblib's threading backend the worker threads never saw the Ctrl-C: the
     # call raised, they fitted on, and the interpreter aborted at exit.
     import _thread

@@ -570,7 +570,7 @@ def test_members_handed_over_in_eval_mode_are_fitted_in_training_mode():
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name == "nt", reason="POSIX signals")
 @pytest.mark.parametrize("batched", [False, True], ids=["fit_model", "fit_batch"])
-def test_a_ctrl_c_between_a_step_and_its_record_waits_for_the_record(batched):
+def test_a_ctrl_c_between_a_step_and_its_record_waits_for_the_record(batched, python_sigint):
     # A real SIGINT while the stopping rule reads step 5's iterate: the step was
     # taken, so it is recorded before the fit ends, and a fit kept to go on with is
     # the fit of the steps in its history (it was one step ahead of it).

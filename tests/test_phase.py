@@ -883,12 +883,14 @@ def test_ctrl_c_ends_hio_worker_threads(tmp_path):
     script.write_text(
         textwrap.dedent(
             """
-            import _thread, threading, time
+            import _thread, signal, threading, time
             import numpy as np
             from joblib import parallel_config
             from skdip import HIOPhaseRetriever
             from skdip.datasets import simulate_diffraction
 
+            # Started from a shell's background job, the process ignores SIGINT.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             y = simulate_diffraction(np.random.default_rng(0).random((16, 16)))
             hio = HIOPhaseRetriever(max_iter=10**7, n_er=1, n_init=2, n_jobs=2)
             threading.Timer(1.0, _thread.interrupt_main).start()
