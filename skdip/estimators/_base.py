@@ -172,12 +172,15 @@ class _Scaling:
         values: np.ndarray,
         mode,
         constant_response: Callable | None = None,
-        narrow: bool = False,
+        image_like: bool = False,
         image_range: Callable | None = None,
         headroom: bool = False,
     ):
         """The map for the observed ``values``.
 
+        ``image_like``: whether the data's own values judge the image's (the image
+        itself, or its blur with an unknown kernel): then "auto" also stretches
+        data spanning under 0.1, and maps content beyond [0, 1] past the noise.
         ``constant_response()`` (asked only when rescaling) is the forward
         model's measurement of the constant image 1: a number (its gain) when
         that measurement is constant, else an array in the measurement's layout.
@@ -197,10 +200,9 @@ class _Scaling:
                 "a smaller scale"
             )
         needed = _off_the_unit_range(lo, hi, median)
-        if mode == "auto" and narrow and not needed:
-            # Where the data is the image (or its blur): content beyond [0, 1].
-            needed = _beyond_the_noise(values)
-        narrow = narrow and 0 < hi - lo < _AUTO_RESCALE_MIN_SPAN
+        if mode == "auto" and image_like and not needed:
+            needed = _beyond_the_noise(values)  # content beyond [0, 1]
+        narrow = image_like and 0 < hi - lo < _AUTO_RESCALE_MIN_SPAN
         response = None
         if mode == "auto" and not (needed or narrow) and constant_response is not None:
             # Data on [0, 1] can still need an image outside it (a kernel summing to
@@ -395,17 +397,18 @@ class BaseDIPEstimator(
             self._scaling_values(image, extra) if values is None else values,
             self.rescale,
             constant_response=lambda: self._constant_response(image, extra),
-            narrow=self._stretches_narrow_data(),
+            image_like=self._data_is_image_like(),
             image_range=lambda: self._image_range(image, extra),
             # A sharp image spans more than its blurred or downsampled measurement,
             # not more than its own noisy or masked pixels.
             headroom=not self._measures_own_pixels(),
         )
 
-    def _stretches_narrow_data(self) -> bool:
-        """Whether ``rescale="auto"`` stretches data spanning under 0.1 by its own
-        range (where the measurement is the image; models with a least-squares
-        estimate judge that image instead, see :meth:`_image_range`)."""
+    def _data_is_image_like(self) -> bool:
+        """Whether the data's own values judge the image's range for ``rescale``
+        (where the measurement is the image): narrow data is stretched and content
+        beyond [0, 1] rescaled by them (models with a least-squares estimate judge
+        that image instead, see :meth:`_image_range`)."""
         return self._measures_own_pixels()
 
     def _measures_own_pixels(self) -> bool:
@@ -791,7 +794,7 @@ class BaseDIPEstimator(
         what, median = "the data", float(np.median(finite))
         if image_range is not None:
             (lo, hi, median), what = image_range, "an image estimated from the data"
-        beyond = image_range is None and self._stretches_narrow_data() and _beyond_the_noise(values)
+        beyond = image_range is None and self._data_is_image_like() and _beyond_the_noise(values)
         if _off_the_unit_range(lo, hi, median) or beyond:
             warn(
                 f"rescale=False, but {what} spans [{lo:.3g}, {hi:.3g}] (median "

@@ -517,7 +517,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         kh, kw = self._kernel_shape_for((h, w))
         return (h + kh - 1, w + kw - 1)
 
-    def _stretches_narrow_data(self) -> bool:
+    def _data_is_image_like(self) -> bool:
         # The kernel is unknown, so no image can be estimated to judge by: the data
         # decides (a dim image fitted as it was came back at 5.4 dB against 27.6 dB).
         return True

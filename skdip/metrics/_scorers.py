@@ -103,22 +103,21 @@ def _rule_kind(early_stopping: Any) -> str:
     return "other"
 
 
-def _as_fitted(estimator: Any, results: list[dict] | None) -> Any:
-    """The estimator's settings that its ``results`` were made with (``loss``,
-    ``noise_model``): a ``set_params`` after the fit does not change what they are."""
-    if not results or "loss" not in results[0]:
-        return estimator
-    # Only its parameters are read: a shallow copy of its attributes with the recorded
-    # ones (copy.copy pickled every kept warm_start state through __getstate__: 400x).
-    fitted = object.__new__(type(estimator))
-    fitted.__dict__.update(
-        estimator.__dict__, loss=results[0]["loss"], noise_model=results[0]["noise_model"]
-    )
-    return fitted
+def _settings(estimator: Any, results: list[dict] | None = None) -> dict:
+    """The ``loss`` and ``noise_model`` that scoring reads: those its ``results`` were
+    made with (a ``set_params`` after the fit does not change them), else the
+    estimator's own."""
+    if results and "loss" in results[0]:
+        return {"loss": results[0]["loss"], "noise_model": results[0]["noise_model"]}
+    return {
+        "loss": getattr(estimator, "loss", "mse"),
+        "noise_model": getattr(estimator, "noise_model", None),
+    }
 
 
-def _measures_in_image_space(estimator: Any) -> bool:
-    """Whether the observation is the image itself (no forward operator, no post-processing).
+def _measures_in_image_space(estimator: Any, settings: dict | None = None) -> bool:
+    """Whether the observation is the image itself (no forward operator, no post-processing;
+    ``settings``: see :func:`_settings`).
 
     Then the residual of the returned estimate can be computed exactly from it
     and ``X``, whatever the loss or regularizer; otherwise the recorded loss
@@ -126,8 +125,9 @@ def _measures_in_image_space(estimator: Any) -> bool:
     """
     # Estimators declare it (DIPDenoiser); a sparse noise model adds a term
     # between the image and the observation, so then the loss is used.
+    settings = _settings(estimator) if settings is None else settings
     return bool(getattr(estimator, "_observes_the_image", False)) and (
-        getattr(estimator, "noise_model", None) is None
+        settings["noise_model"] is None
     )
 
 
@@ -185,11 +185,13 @@ def check_complete(results: list[dict]) -> None:
         )
 
 
-def resolve_criterion(estimator: Any, criterion: str) -> str:
+def resolve_criterion(estimator: Any, criterion: str, settings: dict | None = None) -> str:
     """The criterion ``criterion`` means for this estimator ("auto" resolved),
     refused from the estimator's parameters alone when it cannot be computed
-    (so a search can refuse it before any fit)."""
-    in_image_space = _measures_in_image_space(estimator)
+    (so a search can refuse it before any fit; ``settings``: see :func:`_settings`)."""
+    settings = _settings(estimator) if settings is None else settings
+    loss = settings["loss"]
+    in_image_space = _measures_in_image_space(estimator, settings)
     if criterion == "auto":
         criterion = "discrepancy_whiteness" if in_image_space else "discrepancy"
     if criterion == "discrepancy_whiteness" and not in_image_space:
@@ -200,11 +202,11 @@ def resolve_criterion(estimator: Any, criterion: str) -> str:
             "criterion='discrepancy'"
         )
     direct = criterion != "variance" and in_image_space
-    if criterion == "discrepancy" and not direct and getattr(estimator, "loss", "mse") != "mse":
+    if criterion == "discrepancy" and not direct and loss != "mse":
         raise ValueError(
             "the discrepancy criterion compares a mean squared residual with the noise "
             f"variance; it needs loss='mse' for {type(estimator).__name__}, got "
-            f"{estimator.loss!r} (a callable loss is not known to be one). Score with "
+            f"{loss!r} (a callable loss is not known to be one). Score with "
             "NoReferenceScorer(criterion='variance') or a full-reference scorer"
         )
     return criterion
@@ -240,9 +242,9 @@ def no_reference_scores(
     scores : ndarray of shape (n_images,)
     """
     check_complete(results)
-    fitted = _as_fitted(estimator, results)
-    criterion = resolve_criterion(fitted, criterion)
-    direct = criterion != "variance" and _measures_in_image_space(fitted)
+    settings = _settings(estimator, results)
+    criterion = resolve_criterion(estimator, criterion, settings)
+    direct = criterion != "variance" and _measures_in_image_space(estimator, settings)
     sigmas = sigma if isinstance(sigma, list | tuple) else [sigma] * len(images)
     scores = []
     for image, result, image_sigma in zip(images, results, sigmas, strict=True):
