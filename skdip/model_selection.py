@@ -588,13 +588,17 @@ def fit_candidates(
     early-stopping point and so change single fits; ``batch_size=1`` gives
     exactly those fits. All fits run in this process, on the estimator's
     device (its ``n_jobs`` is not used). No fit is kept to go on with, so
-    ``warm_start=True`` is refused.
+    ``warm_start=True`` is refused. The estimator's own ``batch_size`` is not
+    used either (``batch_size=`` below decides): a setting that cannot fit
+    images in batches (a ``noise_model``) is fitted alone, and its returned
+    copy gets ``batch_size=1`` when the estimator's is larger and the setting
+    names none (with a larger one it could not fit other images).
 
     Parameters
     ----------
     estimator : DIPDenoiser
         An unfitted estimator with batched fitting (a ``batch_size``
-        parameter).
+        parameter, whose value is not used here).
     X : array-like
         The image(s) to fit, as for ``estimator.fit``.
     candidates : iterable of dict
@@ -646,9 +650,7 @@ def fit_candidates(
         not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1
     ):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    # The settings are copied too, as GridSearchCV does: a generator object shared
-    # by two candidates was one object, so tuning one fitted candidate changed the other.
-    fitted = [clone(estimator).set_params(**clone(c, safe=False)) for c in candidates]
+    fitted = [_configured(estimator, c) for c in candidates]
     for est in fitted:
         est._check_params()
         if getattr(est, "warm_start", False):
@@ -707,6 +709,36 @@ def fit_candidates(
     for k, est in enumerate(fitted):
         est._set_fitted(images, layout, [results[(k, i)] for i in range(n)], fit_params)
     return fitted
+
+
+def _configured(estimator: Any, candidate: dict) -> Any:
+    """``clone(estimator).set_params(**candidate)``, as :func:`fit_candidates` fits it.
+
+    fit_candidates batches by its own ``batch_size``, never by the estimator's. A
+    setting that the estimator's ``batch_size`` > 1 refuses (a ``noise_model``
+    cannot fit images in batches) gets ``batch_size=1``, unless it names a
+    ``batch_size`` itself: it is fitted alone in any case, and its copy can then
+    fit other images too (``transform`` of new images).
+    """
+    # The settings are copied too, as GridSearchCV does: a generator object shared
+    # by two candidates was one object, so tuning one fitted candidate changed the other.
+    est = clone(estimator).set_params(**clone(candidate, safe=False))
+    size = est.get_params().get("batch_size", 1) if hasattr(est, "get_params") else 1
+    if (
+        "batch_size" in candidate
+        or not isinstance(size, Integral)
+        or isinstance(size, bool)
+        or size <= 1  # an invalid one is refused by the caller's check
+        or not hasattr(est, "_check_params")
+    ):
+        return est
+    with held_back():  # the caller's own check gives its warnings, once
+        try:
+            est._check_params()
+        except ValueError:
+            # Where something else refused it, the caller's check says what.
+            est.set_params(batch_size=1)
+    return est
 
 
 def _check_best_scored(n_best: Any, margin: Any, max_distance: Any = None) -> None:
@@ -854,7 +886,10 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     ----------
     estimator : estimator with a ``batch_size`` parameter
         An unfitted skdip estimator (e.g. :class:`~skdip.DIPDenoiser`); every
-        setting of ``param_grid`` is applied to a clone of it.
+        setting of ``param_grid`` is applied to a clone of it. Its own
+        ``batch_size`` and ``n_jobs`` are not used: the fits run in the
+        calling thread, batched by ``batch_size`` below (see
+        :func:`fit_candidates`).
     param_grid : dict or list of dicts
         Settings to fit, as for ``GridSearchCV``: a dict of parameter names to
         lists of values, or a list of such dicts. They must not change the
@@ -957,7 +992,9 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     :class:`skdip.exceptions.FitInterrupted` (a ``KeyboardInterrupt``, so a
     search stops): an average over cut fits would not be the one asked for,
     so nothing is averaged and the estimator is left unfitted; the error's
-    ``estimators`` attribute holds the settings' fits.
+    ``estimators`` attribute holds the settings' fits. The fits run in the
+    calling thread whatever the estimator's ``n_jobs`` and joblib backend,
+    so this holds with them too.
 
     **Metadata routing.** With ``sklearn.set_config(enable_metadata_routing=True)``
     the per-image inputs reach the wrapped estimator as its requests say
@@ -1059,7 +1096,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             None if self.default is None else PreferDefault(self.default).default_index(candidates)
         )
         scorer = get_scorer(self.scoring) if isinstance(self.scoring, str) else self.scoring
-        configured = [clone(self.estimator).set_params(**setting) for setting in candidates]
+        configured = [_configured(self.estimator, setting) for setting in candidates]
         for est in configured:  # before the fits, not after them
             scorer._check_can_score(est)
             if self.max_distance is not None:

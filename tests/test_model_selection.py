@@ -1231,3 +1231,50 @@ def test_best_params_per_image_on_an_unfitted_search_is_not_fitted_error():
 
     with pytest.raises(NotFittedError, match="GridSearchCV is not fitted yet"):
         best_params_per_image(GridSearchCV(_den(), {"lr": [0.01]}, cv=PerImageCV()))
+
+
+# ------------------------------------------- the estimator's batch_size and n_jobs are not used
+def test_fit_candidates_fits_a_noise_model_whatever_the_estimators_batch_size():
+    # fit_candidates(DIPDenoiser(batch_size=4), ...) refused a noise_model setting ("use
+    # batch_size=1"), though it batches by its own batch_size, never by the estimator's.
+    X = _noisy_batch(2)
+    candidates = [{"noise_model": None}, {"noise_model": "sparse"}]
+    fitted = fit_candidates(_den(batch_size=4), X, candidates)
+    expected = fit_candidates(_den(), X, candidates)
+    for est, other in zip(fitted, expected, strict=True):
+        np.testing.assert_array_equal(est.reconstruction_, other.reconstruction_)
+    # The setting that cannot batch images gets 1, so that its copy can solve others too.
+    assert [est.batch_size for est in fitted] == [4, 1]
+    assert fitted[1].transform(X[:1] + 0.01).shape == X[:1].shape
+    avg = AverageOfBest(_den(batch_size=4), {"noise_model": [None, "sparse"]}).fit(X)
+    assert [est.batch_size for est in avg.estimators_] == [4, 1]
+    # A setting that names the batch_size itself asks for what cannot be: refused.
+    with pytest.raises(ValueError, match="batch_size > 1 is not available with a noise_model"):
+        fit_candidates(_den(), X, [{"noise_model": "sparse", "batch_size": 2}])
+    with pytest.raises(InvalidParameterError, match="batch_size"):
+        fit_candidates(_den(batch_size=0), X, candidates)  # an invalid one is not mended
+
+
+def test_average_of_best_fits_in_the_calling_thread_whatever_the_estimators_n_jobs(ctrl_c_at):
+    # The estimator's n_jobs is not used (fit_candidates runs every fit in this thread), so
+    # under joblib's threading backend too a Ctrl-C is one FitInterrupted, and the notes of
+    # the cut fits (InterruptionWarning) are held, not printed from worker threads.
+    import threading
+
+    import joblib
+
+    threads = set()
+
+    class Recording(ctrl_c_at):
+        def __call__(self, it, loss, estimate):
+            threads.add(threading.current_thread())
+            return super().__call__(it, loss, estimate)
+
+    den = _den(n_jobs=2, callback=Recording(9))
+    avg = AverageOfBest(den, {"lr": [0.01, 0.02, 0.03]}, batch_size=1)
+    with joblib.parallel_config(backend="threading"), warnings.catch_warnings(record=True) as c:
+        warnings.simplefilter("always")
+        with pytest.raises(FitInterrupted, match=r"during the fit of setting 2 of 3"):
+            avg.fit(_noisy_batch(1))
+    assert [str(w.message) for w in c] == []
+    assert threads == {threading.current_thread()}
