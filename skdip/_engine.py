@@ -276,9 +276,16 @@ class FitState:
     elapsed: float
 
 
-def _psnr(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    mse = (x.clamp(0, 1) - reference).square().mean()
-    return -10.0 * torch.log10(mse.clamp_min(1e-20))
+def _psnr(
+    x: torch.Tensor, reference: torch.Tensor, reference_range: tuple | None = None
+) -> torch.Tensor:
+    """The PSNR of ``x``, clipped to ``[low, high]``, against ``reference`` on the
+    range ``peak``: ``reference_range = (low, high, peak)``, default ``(0, 1, 1)``."""
+    low, high, peak = (0.0, 1.0, 1.0) if reference_range is None else reference_range
+    mse = (x.clamp(low, high) - reference).square().mean()
+    psnr = -10.0 * torch.log10(mse.clamp_min(1e-20))
+    # The peak enters as a logarithm: its square could overflow float32.
+    return psnr if peak == 1 else psnr + 20.0 * math.log10(peak)
 
 
 def _spiked(loss_value: float, min_loss: float, ratio: float) -> bool:
@@ -393,6 +400,7 @@ def fit_model(
     callback: Callable | None = None,
     verbose: bool = False,
     reference: torch.Tensor | None = None,
+    reference_range: tuple[float, float, float] | None = None,
     seed: int = 0,
     checkpoint_every: int = 50,
     divergence_ratio: float = 10**0.5,
@@ -440,6 +448,10 @@ def fit_model(
     reference : Tensor, optional
         Clean image; when given the PSNR of each iterate is recorded (never
         used to fit or to stop).
+    reference_range : tuple of float, optional
+        ``(low, high, peak)``, in the reference's units: each iterate is
+        clipped to ``[low, high]`` and its PSNR read on the range ``peak``.
+        Default ``(0, 1, 1)``.
     seed : int
         Seed of the input perturbations.
     checkpoint_every : int
@@ -462,7 +474,7 @@ def fit_model(
         ``max_iter`` more steps: its model, optimizer, stopping rule, average
         and history are used, and ``model``, ``target``, ``param_groups``,
         ``lr``, ``stopping``, ``averaging``, ``averaging_monitor``, ``monitor``,
-        ``reference`` and ``seed`` are not read.
+        ``reference``, ``reference_range`` and ``seed`` are not read.
     keep_state : bool
         Return the fit's :class:`FitState` in the result's ``state``.
     """
@@ -473,7 +485,9 @@ def fit_model(
         optimizer = _Optimizers(param_groups, lr)
         rng = torch.Generator(device=device)
         rng.manual_seed(int(seed))
-        selection = _Selection(stopping, averaging, averaging_monitor, monitor, reference)
+        selection = _Selection(
+            stopping, averaging, averaging_monitor, monitor, reference, reference_range
+        )
         events: list[dict] = []
         snapshot = _snapshot(model, optimizer)
         snapshot_loss = min_loss = math.inf
@@ -622,6 +636,7 @@ def fit_batch(
     callback: Callable | None = None,
     verbose: bool = False,
     references: list[torch.Tensor | None] | None = None,
+    reference_ranges: list[tuple[float, float, float] | None] | None = None,
     seeds: list[int] | None = None,
     checkpoint_every: int = 50,
     divergence_ratio: float = 10**0.5,
@@ -651,11 +666,15 @@ def fit_batch(
         One observation per model.
     references : list of Tensor or None, optional
         Clean images, to record PSNR curves as :func:`fit_model` does.
+    reference_ranges : list of tuple or None, optional
+        Each member's ``reference_range`` (see :func:`fit_model`).
     seeds : list of int, optional
         Seed of each member's input perturbations.
     callback : callable, optional
         Called as in :func:`fit_model`, once per member and step; returning
-        True ends that member's fit.
+        True ends that member's fit. A ``KeyboardInterrupt`` (Ctrl-C) raised
+        in one member's callback ends every member's fit, once each member
+        has had its callback for that step.
     settings : list of dict, optional
         One dict per member overriding, for that member only, any of
         ``loss``, ``max_iter``, ``lr``, ``regularizer``, ``stopping``,
@@ -677,8 +696,9 @@ def fit_batch(
         raise ValueError(f"{n} models but {len(targets)} targets")
     references = list(references) if references is not None else [None] * n
     seeds = list(seeds) if seeds is not None else [0] * n
-    if len(references) != n or len(seeds) != n:
-        raise ValueError("references and seeds must hold one entry per model")
+    ranges = list(reference_ranges) if reference_ranges is not None else [None] * n
+    if len(references) != n or len(seeds) != n or len(ranges) != n:
+        raise ValueError("references, reference_ranges and seeds must hold one entry per model")
     shared = dict(
         loss=loss,
         max_iter=max_iter,
@@ -711,8 +731,8 @@ def fit_batch(
         rng.manual_seed(int(seed))
         rngs.append(rng)
     selections = [
-        _Selection(c["stopping"], c["averaging"], c["averaging_monitor"], None, ref)
-        for c, ref in zip(cfg, references, strict=True)
+        _Selection(c["stopping"], c["averaging"], c["averaging_monitor"], None, ref, span)
+        for c, ref, span in zip(cfg, references, ranges, strict=True)
     ]
 
     for model in models:
@@ -881,12 +901,22 @@ def fit_batch(
                     )
                     values = values[count:]
             # The callbacks run outside: a caller's slow callback stays interruptible.
+            interrupt = None
             for row, stop in zip(accepted, stops, strict=True):
                 m = active[row]
                 it = n_steps[m] - 1
                 hook = cfg[m]["callback"]
                 estimate = selections[m].estimate
-                if hook is not None and hook(it, loss_values[row], estimate.clone()):
+                try:
+                    asked = hook is not None and hook(it, loss_values[row], estimate.clone())
+                except KeyboardInterrupt as error:
+                    # Held until every member has had this step's callback: each one
+                    # then sees every step its history records, as on its own (the
+                    # members after the interrupted one missed their last step).
+                    if interrupt is None:
+                        interrupt = error
+                    continue
+                if asked:
                     stopped_by[m] = "callback"
                     ended.append(row)
                 elif stop:
@@ -894,6 +924,8 @@ def fit_batch(
                     ended.append(row)
                 elif n_steps[m] >= cfg[m]["max_iter"]:
                     ended.append(row)
+            if interrupt is not None:
+                raise interrupt
             if verbose:
                 bar.update(1)
                 bar.set_postfix(active=len(active) - len(ended))
@@ -1154,7 +1186,13 @@ class _Selection:
     batched run selects its estimate exactly as a fit on its own does.
     """
 
-    def __init__(self, stopping, averaging, averaging_monitor, monitor, reference):
+    # (low, high, peak) of the recorded PSNR (see fit_model), None for (0, 1, 1); also
+    # for fits kept (warm_start) and pickled before it was set per fit.
+    reference_range = None
+
+    def __init__(
+        self, stopping, averaging, averaging_monitor, monitor, reference, reference_range=None
+    ):
         if averaging_monitor not in ("average", "raw"):
             raise ValueError(
                 f"averaging_monitor must be 'average' or 'raw', got {averaging_monitor!r}"
@@ -1167,6 +1205,7 @@ class _Selection:
         # A module-level function, not a lambda: a kept fit state must pickle.
         self.monitor = monitor if monitor is not None else _unchanged
         self.reference = reference
+        self.reference_range = reference_range
         self.averaging = averaging
         self.watch_raw = averaging is not None and averaging_monitor == "raw"
         self.delay = averaging_delay(averaging) if self.watch_raw else 0
@@ -1204,9 +1243,10 @@ class _Selection:
                 self.first_checked = it
             scalars.append(_signal_tensor(sig, self.rule, raw))
         if self.reference is not None:
-            scalars.append(_psnr(self.estimate, self.reference).float())
+            span = self.reference_range
+            scalars.append(_psnr(self.estimate, self.reference, span).float())
             if self.averaging is not None:
-                scalars.append(_psnr(raw, self.reference).float())
+                scalars.append(_psnr(raw, self.reference, span).float())
         return scalars
 
     def observe(

@@ -18,6 +18,7 @@ from skdip import (
 )
 from skdip._engine import DIPModel, fit_batch, fit_model
 from skdip.estimators._base import _batches
+from skdip.exceptions import FitInterrupted, InterruptionWarning
 from skdip.generators import get_generator
 from skdip.losses import TotalVariation, get_loss
 from skdip.metrics import get_scorer
@@ -250,6 +251,35 @@ def test_a_callback_ends_one_member():
     assert together[1].stopped_by == "callback" and together[1].n_iter == 3
     assert seen[:4] == [(0, (1, 1, 16, 16))] * 2 + [(1, (1, 1, 16, 16))] * 2
     assert len(seen) == 3 * 2 + 7
+
+
+@pytest.mark.parametrize("raising", [KeyboardInterrupt, FitInterrupted])
+def test_a_ctrl_c_in_one_callback_lets_the_other_members_see_the_step(raising):
+    # Member 0's Ctrl-C ended the step's callbacks: member 1's history recorded step 3,
+    # which its callback never saw.
+    seen = {0: [], 1: []}
+
+    def recording(member):
+        def callback(it, loss, estimate):
+            seen[member].append(it)
+            if member == 0 and it == 3:
+                raise raising
+
+        return callback
+
+    models, targets = [_model(k, masked=False) for k in range(2)], [_target(k) for k in range(2)]
+    settings = [{"callback": recording(k)} for k in range(2)]
+    if raising is FitInterrupted:  # an error of the caller's code: raised, after the step
+        with pytest.raises(FitInterrupted):
+            fit_batch(models, targets, loss=MSE, max_iter=10, settings=settings)
+        assert seen == {0: [0, 1, 2, 3], 1: [0, 1, 2, 3]}
+        return
+    with pytest.warns(InterruptionWarning, match="interrupted after 4 steps"):
+        together = fit_batch(models, targets, loss=MSE, max_iter=10, settings=settings)
+    assert seen == {0: [0, 1, 2, 3], 1: [0, 1, 2, 3]}
+    for result in together:
+        assert result.stopped_by == "interrupted" and result.n_iter == 4
+        assert len(result.history["loss"]) == 4
 
 
 def test_batched_callback_estimates_can_be_kept():

@@ -121,6 +121,23 @@ def test_reference_psnr_is_recorded_but_not_used():
     torch.testing.assert_close(plain.estimate, result.estimate)
 
 
+def test_reference_psnr_reads_the_given_clipping_and_range():
+    # The estimators record it as score reads it: clipped to the range the fit worked
+    # on, on 1 or y's peak above 1, both in the fit's units.
+    model, target = _problem()
+    clean = torch.full_like(target, 0.5)
+    kw = dict(loss=get_loss("mse"), max_iter=5, reference=clean)
+    result = fit_model(model, target, reference_range=(0.2, 0.6, 4.0), **kw)
+    mse = float((result.last.clamp(0.2, 0.6) - clean).square().mean())
+    expected = 10 * math.log10(4.0**2 / mse)
+    assert result.history["psnr"][-1] == pytest.approx(expected, rel=1e-5)
+    # Without a range: clipped to [0, 1], on the range 1, as before.
+    default = fit_model(_problem()[0], target, **kw).history["psnr"]
+    np.testing.assert_array_equal(
+        default, fit_model(_problem()[0], target, reference_range=(0, 1, 1), **kw).history["psnr"]
+    )
+
+
 def test_averaging_returns_the_exponential_average():
     model, target = _problem()
     raws = []

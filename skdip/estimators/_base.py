@@ -549,7 +549,7 @@ class BaseDIPEstimator(
 
     def _prepare(self, image, reference, extra, seed, device):
         """Scale one observation and build its model: ``(scaling, model, target,
-        fit_kwargs, reference_tensor)``."""
+        fit_kwargs, reference_tensor, reference_range)``."""
         scaling = self._fit_scaling(image, extra)
         scaled = scaling.forward(image)
         # Under the lock the builds take: restoring torch's global RNG when this block
@@ -558,12 +558,24 @@ class BaseDIPEstimator(
             model, target, fit_kwargs = self._make_model(scaled, extra, seed, device)
         # Outside the lock: long work here must not hold up other threads' builds.
         fit_kwargs = self._after_build(model, scaled, extra, seed, device, fit_kwargs)
-        ref_tensor = None
+        ref_tensor = ref_range = None
         if reference is not None:
             ref_tensor = to_tensor(scaling.forward_image(reference), device)
-        return scaling, model, target, fit_kwargs, ref_tensor
+            ref_range = self._history_psnr_range(scaling, reference, image, extra)
+        return scaling, model, target, fit_kwargs, ref_tensor, ref_range
 
-    def _engine_kwargs(self, label: str, reference=None, seed: int = 0) -> dict:
+    def _history_psnr_range(self, scaling, reference, image, extra) -> tuple[float, float, float]:
+        """``(low, high, peak)`` of the PSNR curve a fit records against ``reference``,
+        in the fit's units: the clipping and range of :meth:`score`, so that the curve's
+        last point of a fit that returns its last iterate is its score."""
+        lo, span = self._scored_range(scaling, reference, image, extra)
+        offset, scale = scaling.image_offset, scaling.scale
+        peak = reference_data_range(reference)
+        return (lo - offset) / scale, (lo + span - offset) / scale, peak / scale
+
+    def _engine_kwargs(
+        self, label: str, reference=None, seed: int = 0, reference_range=None
+    ) -> dict:
         """The engine settings this estimator's parameters give."""
         return dict(
             loss=get_loss(self.loss),
@@ -578,6 +590,7 @@ class BaseDIPEstimator(
             callback=self.callback,
             verbose=bool(self.verbose),
             reference=reference,
+            reference_range=reference_range,
             seed=seed,
             description=label,
         )
@@ -588,9 +601,9 @@ class BaseDIPEstimator(
 
     def _fit_prepared(self, prepared, image, extra, seed, index, n_images) -> dict:
         """Fit one observation whose model :meth:`_prepare` built, on its own."""
-        scaling, model, target, fit_kwargs, ref_tensor = prepared
+        scaling, model, target, fit_kwargs, ref_tensor, ref_range = prepared
         label = type(self).__name__ + (f" [{index + 1}/{n_images}]" if n_images > 1 else "")
-        kwargs = self._engine_kwargs(label, ref_tensor, seed + 1)
+        kwargs = self._engine_kwargs(label, ref_tensor, seed + 1, ref_range)
         kwargs.update(fit_kwargs)
         keep = getattr(self, "_keeping_fit_states", False)
         lost = set(fit_kwargs) - self._continued_fit_kwargs
@@ -600,13 +613,16 @@ class BaseDIPEstimator(
                 f"{', '.join(sorted(lost))} would not be made again"
             )
         result = fit_model(model, target, keep_state=keep, **kwargs)
-        out = self._complete(result, scaling, image, extra)
+        out = self._complete(result, scaling, image, extra, index, n_images)
         if keep:
             out["fit_state"] = result.state
         return out
 
-    def _complete(self, result: FitResult, scaling, image, extra) -> dict:
-        """Turn one engine result into the per-image fitted values."""
+    def _complete(
+        self, result: FitResult, scaling, image, extra, index: int = 0, n_images: int = 1
+    ) -> dict:
+        """Turn one engine result into the per-image fitted values (of image ``index``
+        of the ``n_images`` of the call, which the warnings name)."""
         if result.stopped_by == "max_iter" and self.early_stopping is not None:
             if np.isfinite(result.history["signal"]).any():
                 what = "the estimate at the stopping signal's minimum so far is returned"
@@ -626,9 +642,12 @@ class BaseDIPEstimator(
                     "estimate is returned"
                 )
                 advice = "Increase max_iter beyond the rule's warm-up (and window)."
+            # Which image, where there are several: the warning is one per image, and
+            # without it N alike messages did not say which fits were cut.
+            which = f"image {index} of {n_images}: " if n_images > 1 else ""
             warn(
-                f"{type(self).__name__}: max_iter={self.max_iter} ended the fit before the "
-                f"stopping rule fired; {what}. {advice}",
+                f"{type(self).__name__}: {which}max_iter={self.max_iter} ended the fit before "
+                f"the stopping rule fired; {what}. {advice}",
                 ConvergenceWarning,
             )
         estimate = scaling.inverse(to_numpy(result.estimate))
@@ -962,7 +981,7 @@ class BaseDIPEstimator(
             state = copy.deepcopy(state)
             kwargs, extra = self._continuation(state, previous, image, extra, label)
             result = fit_model(None, None, resume=state, keep_state=True, **kwargs)
-            out = self._complete(result, previous["scaling"], image, extra)
+            out = self._complete(result, previous["scaling"], image, extra, i, n_images)
             # What the continuation does not make again (the losses of PhaseRetriever's
             # restarts, which chose this fit) stays as the kept fit had it.
             outputs.append({**previous, **out, "fit_state": result.state})
@@ -987,7 +1006,14 @@ class BaseDIPEstimator(
             Clean references in the layout of ``X``, used only to record the
             PSNR of every step's estimate in ``history_`` (never to fit or to
             stop): ``"psnr"``, of the running average with output averaging,
-            and ``"psnr_raw"``, of the raw iterates, then.
+            and ``"psnr_raw"``, of the raw iterates, then. Both are read as
+            :meth:`score` reads a reconstruction (same clipping, same range),
+            so the last value of a fit that returns its last iterate is its
+            score; an estimator that changes the network's estimate after the
+            fit (``DIPInpainter(keep_observed=True)`` puts the observed pixels
+            back) scores what it returns instead. (:class:`~skdip.BlindDeblurrer`
+            records the PSNR of its aligned image, on the range its fit
+            worked on.)
             A 1-D target (such as class labels passed through a ``Pipeline``),
             or a 2-D one with a row per image of a batch (multi-output labels),
             is ignored, as scikit-learn transformers do.
@@ -1011,8 +1037,9 @@ class BaseDIPEstimator(
     def _set_fitted(self, images, layout, results, fit_params) -> None:
         clear_fitted(self)
         single = layout.kind == "single"
-        pick = (lambda key: results[0][key]) if single else (lambda key: [r[key] for r in results])
         self.reconstruction_ = self._restore(layout, results)
+        results = _share_images(results, "estimate", self.reconstruction_)
+        pick = (lambda key: results[0][key]) if single else (lambda key: [r[key] for r in results])
         self.best_iter_ = pick("best_iter")
         self.n_iter_ = pick("n_iter")
         self.stopped_by_ = pick("stopped_by")
@@ -1025,6 +1052,7 @@ class BaseDIPEstimator(
                 # In the observation's layout, as reconstruction_ is in the input's: a
                 # grey (H, W) observation gives an (H, W) array, not (H, W, 1).
                 setattr(self, key + "_", layout.restore([r[key] for r in results]))
+                results = _share_images(results, key, getattr(self, key + "_"))
             elif key not in _COMMON_KEYS:
                 setattr(self, key + "_", pick(key))
         if single and images[0].shape[2] == 1 and layout.squeeze_channel[0]:
@@ -1142,10 +1170,15 @@ class BaseDIPEstimator(
             # changed, which keep the fit's own (a later set_params may set them back).
             last = self._warm_params
             state["_warm_params"] = {k: last.get(k) for k in self._changed_since_fit()}
+        if state.get("_fit_results"):
+            # The per-image arrays a fitted attribute holds are pickled once, there.
+            state["_fit_results"] = _mark_shared_images(state["_fit_results"], state)
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        if self.__dict__.get("_fit_results"):
+            self._fit_results = _resolve_shared_images(self._fit_results, self)
         if isinstance(self.__dict__.get("_fit_states"), _SavedFitStates):
             self._fit_states = self._fit_states.load()
             self._warm_params = {**_param_keys(self), **self._warm_params}
@@ -1178,7 +1211,7 @@ class BaseDIPEstimator(
         that settings fitted with and without rescaling score alike (for
         references in small units, or any range of your choice, use
         ``skdip.metrics.get_scorer("psnr", data_range=...)``; ``history_``'s
-        "psnr" curve is on the range the fit worked on). Without: the
+        "psnr" curve is read the same way). Without: the
         default no-reference score of :class:`skdip.metrics.NoReferenceScorer`,
         averaged over images:
         ``-|10 log10(r / sigma**2)|`` in dB (at most 0), ``r`` the mean
@@ -1258,39 +1291,43 @@ class BaseDIPEstimator(
             est = r["estimate"]
             if ref.shape != est.shape:
                 raise ValueError(f"y has shape {ref.shape} but the reconstruction {est.shape}")
-            lo, span = r["scaling"].image_offset, r["scaling"].scale
-            values = self._scaling_values(image, extra)
-            in_unit_range = (
-                _AUTO_RESCALE_BOUNDS[0] <= ref.min() <= ref.max() <= _AUTO_RESCALE_BOUNDS[1]
-            )
-            if span == 1 and np.all(r["scaling"].offset == 0) and not in_unit_range:
-                # Fitted as given, of an image outside [0, 1]: the image's own range
-                # (clipping to [0, 1] scored an exact estimate on 0-255 at -27.8 dB).
-                # Measurements that do not bound the image (k-space) tell it only
-                # through an image estimated from them: their own span inflated the
-                # PSNR by 20 dB. A reference on [0, 1] says the range is [0, 1] (a
-                # noisy estimate of it read 10 dB high).
-                image_range = self._image_range(image, extra)
-                if image_range is None:
-                    finite = values[np.isfinite(values)]
-                    image_range = (
-                        float(finite.min()),
-                        float(finite.max()),
-                        float(np.median(finite)),
-                    )
-                low, high, median = image_range
-                if _off_the_unit_range(low, high, median):
-                    lo, span = low, high - low
-            self._check_reference_scale(ref, values, span)
+            lo, span = self._scored_range(r["scaling"], ref, image, extra)
+            self._check_reference_scale(ref, self._scaling_values(image, extra), span)
             clipped = np.clip(est, lo, lo + span)  # the range the fit worked on
             # Measured on a range from y alone: the scaling's span (the data's range,
             # its noise and room) switched with one pixel and differed between
-            # settings fitted on other intensity maps.
+            # settings fitted on other intensity maps. The PSNR curve a fit records
+            # reads the same range and clipping (_history_psnr_range).
             data_range = reference_data_range(ref)
             # On the unit scale: data_range**2 overflows for data near 1e200.
             unit_ref, unit_est = (ref - lo) / data_range, (clipped - lo) / data_range
             scores.append(peak_signal_noise_ratio(unit_ref, unit_est, data_range=1.0))
         return scores
+
+    def _scored_range(self, scaling, reference, image, extra) -> tuple[float, float]:
+        """``(low, span)`` in data units: the intensity range the fit worked on, to
+        which :meth:`score` clips a reconstruction before comparing it with
+        ``reference`` (``scaling``: the fit's intensity map)."""
+        lo, span = scaling.image_offset, scaling.scale
+        in_unit_range = (
+            _AUTO_RESCALE_BOUNDS[0] <= reference.min() <= reference.max() <= _AUTO_RESCALE_BOUNDS[1]
+        )
+        if span == 1 and np.all(scaling.offset == 0) and not in_unit_range:
+            # Fitted as given, of an image outside [0, 1]: the image's own range
+            # (clipping to [0, 1] scored an exact estimate on 0-255 at -27.8 dB).
+            # Measurements that do not bound the image (k-space) tell it only
+            # through an image estimated from them: their own span inflated the
+            # PSNR by 20 dB. A reference on [0, 1] says the range is [0, 1] (a
+            # noisy estimate of it read 10 dB high).
+            image_range = self._image_range(image, extra)
+            if image_range is None:
+                values = self._scaling_values(image, extra)
+                finite = values[np.isfinite(values)]
+                image_range = (float(finite.min()), float(finite.max()), float(np.median(finite)))
+            low, high, median = image_range
+            if _off_the_unit_range(low, high, median):
+                lo, span = low, high - low
+        return lo, span
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1579,6 +1616,7 @@ def _fit_stacked(entries: list[tuple], prepared: list[tuple], n_images: int) -> 
         [p[1] for p in prepared],
         [p[2] for p in prepared],
         references=[p[4] for p in prepared],
+        reference_ranges=[p[5] for p in prepared],
         seeds=[entry[-1] + 1 for entry in entries],
         settings=settings,
         loss=settings[0]["loss"],
@@ -1587,8 +1625,8 @@ def _fit_stacked(entries: list[tuple], prepared: list[tuple], n_images: int) -> 
         description=label,
     )
     return [
-        est._complete(result, p[0], image, extra)
-        for result, p, (est, _, image, _, extra, _) in zip(fitted, prepared, entries, strict=True)
+        est._complete(result, p[0], image, extra, i, n_images)
+        for result, p, (est, i, image, _, extra, _) in zip(fitted, prepared, entries, strict=True)
     ]
 
 
@@ -1630,6 +1668,89 @@ _COMMON_KEYS = {
     # Set where the measurement is not image-like (k-space): its noise level must be given.
     "measurement_is_no_image",
 }
+
+
+def _image_of(restored, i: int, n: int, like: np.ndarray) -> tuple | None:
+    """``(view, index, squeeze)``: image ``i`` of the ``n`` that ``restored`` (a fitted
+    attribute in the caller's layout) holds, viewed as ``like``'s ``(H, W, C)`` shape,
+    when it holds exactly ``like``'s values; else None (another dtype or layout, such
+    as float32 results or complex objects). ``index`` is None for ``restored`` itself
+    (one image), ``squeeze`` whether its channel axis was dropped."""
+    candidates = []
+    if n == 1 and isinstance(restored, np.ndarray):
+        candidates.append((None, restored))
+    if isinstance(restored, list | np.ndarray) and len(restored) == n:
+        candidates.append((i, restored[i]))
+    for index, image in candidates:
+        if not isinstance(image, np.ndarray) or not isinstance(like, np.ndarray):
+            continue
+        squeeze = image.ndim == like.ndim - 1
+        view = image[..., None] if squeeze else image
+        if (
+            view.shape == like.shape
+            and view.dtype == like.dtype
+            and np.array_equal(view, like, equal_nan=True)
+        ):
+            return _read_only(view), index, squeeze
+    return None
+
+
+def _read_only(view: np.ndarray) -> np.ndarray:
+    """``view`` (a new view) made read-only: code that reads a per-image result must
+    not write through it into a fitted attribute."""
+    view = view.view()
+    view.flags.writeable = False
+    return view
+
+
+def _share_images(results: list[dict], key: str, restored) -> list[dict]:
+    """``results`` (new dicts) whose ``key`` arrays are views into the fitted attribute
+    ``restored`` where it holds them exactly: each image is kept once, not twice."""
+    shared = []
+    for i, r in enumerate(results):
+        found = _image_of(restored, i, len(results), r.get(key))
+        shared.append(r if found is None else {**r, key: found[0]})
+    return shared
+
+
+class _SharedImage:
+    """Stands, in a pickle, for a per-image array that is a view into a fitted
+    attribute (``reconstruction_``, ``sparse_noise_``): unpickled as that view again."""
+
+    def __init__(self, attribute: str, index: int | None, squeeze: bool):
+        self.attribute, self.index, self.squeeze = attribute, index, squeeze
+
+    def resolve(self, estimator) -> np.ndarray:
+        value = getattr(estimator, self.attribute)
+        image = value if self.index is None else value[self.index]
+        return _read_only(image[..., None] if self.squeeze else image)
+
+
+# Per-image result keys whose arrays a fitted attribute holds in the caller's layout.
+_RESTORED_KEYS = {"estimate": "reconstruction_", **{k: k + "_" for k in _OBSERVATION_SHAPED}}
+
+
+def _mark_shared_images(results: list[dict], state: dict) -> list[dict]:
+    """``results`` (new dicts, for a pickle) with a :class:`_SharedImage` in place of
+    each array that the fitted attribute in ``state`` holds exactly."""
+    marked = []
+    for i, r in enumerate(results):
+        r = dict(r)
+        for key, attribute in _RESTORED_KEYS.items():
+            if key in r and attribute in state:
+                found = _image_of(state[attribute], i, len(results), r[key])
+                if found is not None:
+                    r[key] = _SharedImage(attribute, *found[1:])
+        marked.append(r)
+    return marked
+
+
+def _resolve_shared_images(results: list[dict], estimator) -> list[dict]:
+    """The inverse of :func:`_mark_shared_images`, on the unpickled ``estimator``."""
+    return [
+        {k: v.resolve(estimator) if isinstance(v, _SharedImage) else v for k, v in r.items()}
+        for r in results
+    ]
 
 
 def _best_signal(result: FitResult) -> float:
