@@ -1012,8 +1012,7 @@ class BaseDIPEstimator(
             score; an estimator that changes the network's estimate after the
             fit (``DIPInpainter(keep_observed=True)`` puts the observed pixels
             back) scores what it returns instead. (:class:`~skdip.BlindDeblurrer`
-            records the PSNR of its aligned image, on the range its fit
-            worked on.)
+            records the PSNR of its aligned image, read the same way.)
             A 1-D target (such as class labels passed through a ``Pipeline``),
             or a 2-D one with a row per image of a batch (multi-output labels),
             is ignored, as scikit-learn transformers do.

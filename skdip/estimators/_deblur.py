@@ -12,6 +12,7 @@ from scipy import ndimage
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
+from .._engine import _psnr
 from .._validation import to_numpy, to_tensor
 from ..losses import BaseRegularizer, GradientRatio, TotalVariation
 from ..operators._convolution import convolve
@@ -192,11 +193,6 @@ def _centred_support(kernel: np.ndarray) -> np.ndarray:
     return out / out.sum()
 
 
-def _psnr(x: torch.Tensor, reference: torch.Tensor) -> float:
-    mse = float((x.clamp(0, 1) - reference).square().mean())
-    return -10.0 * math.log10(max(mse, 1e-20))
-
-
 class _AlignedImage:
     """The image a packed estimate holds, aligned with the observation: what the
     stopping rule watches (a class, not a closure: a kept fit must pickle)."""
@@ -212,16 +208,18 @@ class _AlignedCallback:
     """Per step: the PSNR of the aligned image against a clean reference, recorded
     in ``psnrs``, and the user's callback, which sees the aligned image."""
 
-    def __init__(self, kernel_shape, reference, user_callback, psnrs: list):
+    def __init__(self, kernel_shape, reference, user_callback, psnrs: list, reference_range=None):
         self.kernel_shape, self.reference = kernel_shape, reference
         self.user_callback, self.psnrs = user_callback, psnrs
+        # (low, high, peak) in the fit's units: read as score(X, y) reads the image.
+        self.reference_range = reference_range
 
     def __call__(self, iteration, loss, packed) -> bool:
         if self.reference is None and self.user_callback is None:
             return False
         aligned = _aligned_image(packed, self.kernel_shape)
         if self.reference is not None:
-            self.psnrs.append(_psnr(aligned, self.reference))
+            self.psnrs.append(float(_psnr(aligned, self.reference, self.reference_range)))
         if self.user_callback is None:
             return False
         return bool(self.user_callback(iteration, loss, aligned))
@@ -509,6 +507,8 @@ class BlindDeblurrer(BaseDIPEstimator):
         scaling = self._fit_scaling(image, extra)
         extra["_scaling"] = scaling
         extra["_reference"] = None if reference is None else scaling.forward_image(reference)
+        if reference is not None:
+            extra["_reference_range"] = self._history_psnr_range(scaling, reference, image, extra)
         return super()._fit_single(image, None, extra, *args, **kwargs)
 
     def _network_shape(self, image: np.ndarray, extra: dict) -> tuple[int, int]:
@@ -544,7 +544,13 @@ class BlindDeblurrer(BaseDIPEstimator):
             ],
             "regularizer": self._regularizer_for(padded),
             "monitor": _AlignedImage(kernel_shape),
-            "callback": _AlignedCallback(kernel_shape, ref_tensor, self.callback, extra["_psnrs"]),
+            "callback": _AlignedCallback(
+                kernel_shape,
+                ref_tensor,
+                self.callback,
+                extra["_psnrs"],
+                extra.get("_reference_range"),
+            ),
         }
         return model, to_tensor(image, device), fit_kwargs
 
@@ -555,13 +561,23 @@ class BlindDeblurrer(BaseDIPEstimator):
         kwargs, extra = super()._continuation(state, previous, image, extra, label)
         kernel_shape = self._kernel_shape_for(image.shape[:2])
         reference = previous["continuation"]["reference"]
+        # Absent from fits kept before it was recorded: their curve read (0, 1, 1).
+        reference_range = previous["continuation"].get("reference_range")
         device = state.target.device
         ref_tensor = None if reference is None else to_tensor(reference, device)
         # The PSNR curve goes on from where the kept fit's ended.
         psnrs = list(previous["history"].get("psnr", []))
-        extra = {**extra, "_scaling": previous["scaling"], "_reference": reference, "_psnrs": psnrs}
+        extra = {
+            **extra,
+            "_scaling": previous["scaling"],
+            "_reference": reference,
+            "_reference_range": reference_range,
+            "_psnrs": psnrs,
+        }
         kwargs["regularizer"] = self._regularizer_for(self._network_shape(image, extra))
-        kwargs["callback"] = _AlignedCallback(kernel_shape, ref_tensor, self.callback, psnrs)
+        kwargs["callback"] = _AlignedCallback(
+            kernel_shape, ref_tensor, self.callback, psnrs, reference_range
+        )
         return kwargs, extra
 
     def _finish(self, estimate, result, image, extra) -> dict:
@@ -580,5 +596,8 @@ class BlindDeblurrer(BaseDIPEstimator):
         }
         if getattr(self, "_keeping_fit_states", False):
             # The engine never sees the reference: a continuation needs it again.
-            out["continuation"] = {"reference": extra.get("_reference")}
+            out["continuation"] = {
+                "reference": extra.get("_reference"),
+                "reference_range": extra.get("_reference_range"),
+            }
         return out
