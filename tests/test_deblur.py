@@ -316,3 +316,28 @@ def test_clone_and_pickle():
     np.testing.assert_array_equal(loaded.kernel_, deb.kernel_)
     np.testing.assert_array_equal(loaded.transform(), deb.transform())
     np.testing.assert_array_equal(loaded.transform(y), deb.reconstruction_)
+
+
+def test_mass_centre_rounds_to_the_nearest_pixel():
+    # Centres with a fractional part above 0.5 (the other tests' were below, where
+    # flooring agrees).
+    rows = torch.zeros(5, 5, dtype=torch.float64)
+    rows[1, 2], rows[2, 2] = 0.3, 0.7  # row centre 1.7
+    cols = torch.zeros(5, 5, dtype=torch.float64)
+    cols[2, 2], cols[2, 3] = 0.4, 0.6  # column centre 2.6
+    assert _mass_centre(rows) == (2, 2)
+    assert _mass_centre(cols) == (2, 3)
+
+
+def test_centred_support_keeps_an_asymmetric_support_along_rows():
+    k = np.zeros((9, 9))
+    k[4, 4], k[5, 4], k[6, 4] = 0.7, 0.2, 0.1  # row centre 4.4: pixel 4
+    out = _centred_support(k)
+    assert out.shape == (5, 1)
+    np.testing.assert_allclose(out[:, 0], [0.0, 0.0, 0.7, 0.2, 0.1])
+
+
+def test_full_kernel_sums_to_one():
+    # Renormalised in float64 (the network's float32 kernel sums to 1 only to ~1e-8).
+    d = _deb(max_iter=3).fit(_blurry())
+    assert abs(float(d.kernel_full_.sum()) - 1.0) < 1e-12

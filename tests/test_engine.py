@@ -655,3 +655,19 @@ def test_a_sigint_handler_installed_during_a_fit_stays():
         assert signal.getsignal(signal.SIGINT) is own
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_divergence_ratio_is_the_threshold_of_a_spike():
+    # A loss rising 2.5-fold is below the default ratio (sqrt(10)): no rollback; with
+    # divergence_ratio=2 it is a spike (a ratio read as 1.5 rolled back at the default).
+    target = torch.ones(1, 1, 4, 4)
+
+    def fit(**kw):
+        loss = _mse_scaled(lambda k: 2.5 if k > 5 else 1.0)
+        return fit_model(_Pixels(), target, loss=loss, max_iter=10, checkpoint_every=2, **kw)
+
+    below = fit()
+    assert below.history["divergences"] == [] and below.stopped_by == "max_iter"
+    with pytest.warns(RuntimeWarning):
+        above = fit(divergence_ratio=2.0, max_divergences=2)
+    assert len(above.history["divergences"]) > 0

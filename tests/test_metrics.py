@@ -327,3 +327,19 @@ def test_kernel_error_reads_uint8_on_the_unit_scale():
     assert kernel_error(k8, k8 / 255.0) == 0.0
     assert kernel_error(k8, k / k.sum()) > 0.5
     assert kernel_error(k8 / k8.sum(), k / k.sum()) < 0.01
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_align_shift_minimises_the_mean_squared_error(seed):
+    # On images that are not shifted copies the least-MSE shift and the best
+    # correlation differ; brute force decides.
+    rng = np.random.default_rng(seed)
+    a = rng.random((20, 20))
+    b = rng.random((20, 20)) * np.linspace(0.2, 2.0, 20)[:, None]  # uneven energy
+    m = 3
+    costs = {
+        (dy, dx): np.mean((a[m:-m, m:-m] - b[m + dy : 20 - m + dy, m + dx : 20 - m + dx]) ** 2)
+        for dy in range(-m, m + 1)
+        for dx in range(-m, m + 1)
+    }
+    assert align_shift(a, b, max_shift=m) == min(costs, key=costs.get)

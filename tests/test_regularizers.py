@@ -180,3 +180,16 @@ def test_the_estimators_take_the_rmse_loss_by_name():
     assert est.fit_transform(y).shape == (8, 8)
     with pytest.raises(ValueError, match="loss"):
         DIPReconstructor(loss="rms").fit(y)
+
+
+def test_isotropic_tv_pairs_forward_differences_at_each_pixel():
+    # Both differences forward at every pixel (a zero row padded on the wrong side
+    # paired backward row differences with forward column ones, unseen by the
+    # anisotropic TV and GradientRatio).
+    a = np.array([[0.0, 1.0, 3.0], [2.0, 0.0, 1.0], [5.0, 4.0, 0.0]])
+    dy, dx = np.zeros_like(a), np.zeros_like(a)
+    dy[:-1] = a[1:] - a[:-1]
+    dx[:, :-1] = a[:, 1:] - a[:, :-1]
+    expected = np.sqrt(dy**2 + dx**2 + 1e-12).mean()
+    value = float(TotalVariation(weight=1.0, isotropic=True)(torch.tensor(a)[None, None]))
+    assert value == pytest.approx(expected, rel=1e-6)

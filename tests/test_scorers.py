@@ -872,3 +872,22 @@ def test_scoring_a_kept_fit_does_not_pickle_it(monkeypatch):
     den = _den(max_iter=3, warm_start=True).fit(noisy)
     monkeypatch.setattr(type(den), "__getstate__", lambda self: pytest.fail("pickled"))
     assert np.isfinite(den.score(noisy))
+
+
+def test_inpainter_discrepancy_is_the_residual_per_measured_pixel():
+    # The recorded loss averages over every pixel, the hidden ones counting 0: the
+    # discrepancy is read per measured pixel (a product in place of the division went
+    # unnoticed where two criteria sharing it were compared).
+    rng = np.random.default_rng(0)
+    image = rng.random((16, 16))
+    observed = np.where(rng.random((16, 16)) > 0.5, image, np.nan)
+    inp = DIPInpainter(generator=TINY, max_iter=5, early_stopping=None, random_state=0)
+    inp.fit(observed)
+    result = inp._fit_results[0]
+    history = result["history"]
+    key = "data_loss" if "data_loss" in history else "loss"
+    per_measured = history[key][result["best_iter"]] / np.mean(result["measured"])
+    sigma = 0.05 / result["scaling"].scale
+    expected = -abs(10 * np.log10(per_measured / sigma**2))
+    score = NoReferenceScorer(criterion="discrepancy", sigma=0.05)(inp, observed)
+    assert score == pytest.approx(expected, rel=1e-6)

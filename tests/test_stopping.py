@@ -396,3 +396,13 @@ def test_a_pickled_warm_fit_with_a_window_rule_is_one_longer_fit(name):
     np.testing.assert_array_equal(warm.reconstruction_, longer.reconstruction_)
     np.testing.assert_array_equal(warm.history_["signal"], longer.history_["signal"])
     assert warm.best_iter_ == longer.best_iter_ and warm.n_iter_ == 11
+
+
+def test_a_tie_keeps_the_earlier_minimum():
+    # Only a strictly smaller value is a new minimum: a tie neither moves best_iter_
+    # nor resets the patience.
+    rule = ExponentialMovingVariance(patience=2, warmup=0)
+    rule.start()
+    stops = [rule.observe(v, i)[1] for i, v in enumerate([3.0, 2.0, 2.0, 2.0])]
+    assert stops == [False, False, False, True]
+    assert rule.best_iter_ == 1
