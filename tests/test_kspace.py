@@ -652,3 +652,67 @@ def test_kspace_in_scanner_units_gets_no_hot_pixel_warning():
         warnings.simplefilter("always")
         est.fit(X)
     assert not [w for w in caught if "extreme values" in str(w.message)]
+
+
+# mutant K4 (_kspace.py:483, coil combination not divided by sum |S|^2): survived because
+# make_coil_maps' maps already combine to 1; with raw sensitivities the docstring's
+# "a fully sampled measurement gives back the image" fails.
+def test_zero_filled_with_unnormalised_coil_maps_is_the_image():
+    h, w = 6, 8
+    x = _rng(31).random((h, w))
+    rng = _rng(32)
+    maps = 0.5 * (rng.standard_normal((3, h, w)) + 1j * rng.standard_normal((3, h, w)))
+    op = KSpaceSampling(np.ones((h, w)), maps)
+    k = simulate_kspace(x, np.ones((h, w)), maps)
+    np.testing.assert_allclose(op.zero_filled(k), x, atol=1e-12)
+
+
+# mutant K6 (_kspace.py:438, `all` -> `any` in _result_dtype): float32 k-space with a
+# float64 estimate gave float32, where the docstring promises float64 unless both are single.
+def test_data_consistency_is_single_precision_only_when_both_inputs_are():
+    h, w = 6, 6
+    x = _rng(33).random((h, w))
+    op = KSpaceSampling(np.ones((h, w)))
+    k = simulate_kspace(x, np.ones((h, w)))
+    assert op.data_consistency(x, k.astype(np.complex64)).dtype == np.float64
+    assert op.data_consistency(x.astype(np.float32), k).dtype == np.float64
+    assert op.data_consistency(x.astype(np.float32), k.astype(np.complex64)).dtype == np.float32
+
+
+# mutant K7 (_kspace.py:549, two-channel estimate read as re - 1j * im): the existing test
+# only checks the dtype of the two-channel path, never its values.
+def test_data_consistency_reads_a_two_channel_estimate_as_real_and_imaginary_parts():
+    h, w = 6, 8
+    mask = np.zeros((h, w), dtype=bool)
+    mask[:, 3:5] = True  # few columns: the estimate decides most of the result
+    op = KSpaceSampling(mask, image="complex")
+    z = _rng(34).standard_normal((h, w)) + 1j * _rng(35).standard_normal((h, w))
+    k = simulate_kspace(z, mask)
+    estimate = _rng(36).standard_normal((h, w)) + 1j * _rng(37).standard_normal((h, w))
+    two = np.stack([estimate.real, estimate.imag], axis=-1)
+    np.testing.assert_allclose(
+        op.data_consistency(two, k), op.data_consistency(estimate, k), atol=1e-12
+    )
+
+
+# mutant MR3 (_mri.py:198, `noise[0] + 1j * noise[1]` -> `noise[0] + 1j * noise[0]`): the
+# real and imaginary noise were one draw; the test only checked their joint std.
+def test_simulate_kspace_noise_is_independent_in_the_real_and_imaginary_parts():
+    h, w = 32, 32
+    x = _rng(38).random((h, w))
+    clean = simulate_kspace(x, np.ones((h, w)))
+    noise = simulate_kspace(x, np.ones((h, w)), noise_std=0.5, random_state=0) - clean
+    assert abs(np.corrcoef(noise.real.ravel(), noise.imag.ravel())[0, 1]) < 0.15
+    assert np.std(noise.real) == pytest.approx(0.5, rel=0.15)
+    assert np.std(noise.imag) == pytest.approx(0.5, rel=0.15)
+
+
+# mutant MR4 (_mri.py:199, the `kspace[None]` for one coil map dropped): one coil map gave
+# (H, W), where the docstring promises (n_coils, H, W) with coil maps.
+def test_simulate_kspace_with_one_coil_map_keeps_the_coil_axis():
+    h, w = 6, 8
+    x = _rng(39).random((h, w))
+    maps = make_coil_maps(1, (h, w))
+    k = simulate_kspace(x, np.ones((h, w)), maps)
+    assert k.shape == (1, h, w)
+    np.testing.assert_allclose(k[0], _fft_np(maps[0] * x), atol=1e-12)

@@ -882,3 +882,19 @@ def test_use_fft_off_the_cpu_only_for_large_kernels():
     assert not _use_fft((128, 128), (5, 5), "valid", f32, 3, device_type="cuda")
     assert _use_fft((128, 128), (5, 5), "valid", f32, 3, device_type="cpu")
     assert _use_fft((320, 320), (65, 65), "valid", f32, 1, device_type="cuda")
+
+
+@pytest.mark.parametrize("kernel", ["lanczos2", "bicubic", "box"])
+def test_downsample_by_one_is_the_identity(kernel):
+    taps, offset = downsampling_kernel(1, kernel)
+    assert taps.tolist() == [1.0] and offset == 0
+    x = torch.from_numpy(_rng(3).random((1, 2, 5, 6)))
+    torch.testing.assert_close(Downsample(1, kernel=kernel).to(DT)(x), x, rtol=0, atol=1e-15)
+
+
+def test_phase_masks_are_uniform_over_the_whole_circle():
+    phases = np.angle(make_phase_masks(4, (16, 16), seed=0)) % (2 * np.pi)
+    assert phases.min() >= 0 and phases.max() < 2 * np.pi
+    # uniform on [0, 2 pi): each quarter of the circle holds about a quarter of them
+    quarters = np.histogram(phases, bins=4, range=(0, 2 * np.pi))[0] / phases.size
+    np.testing.assert_allclose(quarters, 0.25, atol=0.05)

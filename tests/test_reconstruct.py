@@ -21,10 +21,19 @@ from skdip import (
     SparseNoise,
     TotalVariation,
 )
-from skdip.datasets import add_impulse_noise, blur
+from skdip.datasets import add_impulse_noise, blur, simulate_kspace
+from skdip.estimators._reconstruct import _least_squares_image
 from skdip.generators import ConvDecoder, DeepDecoder, ImplicitNeuralRepresentation, SkipNetwork
 from skdip.metrics import psnr
-from skdip.operators import Downsample, ForwardOperator, FunctionOperator, PixelMask
+from skdip.operators import (
+    Convolution,
+    Downsample,
+    ForwardOperator,
+    FunctionOperator,
+    KSpaceSampling,
+    PixelMask,
+    kspace_to_channels,
+)
 from skdip.operators._convolution import convolve
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
@@ -1010,8 +1019,6 @@ def test_dim_data_through_a_blur_is_stretched_but_a_dim_star_is_not():
 
 
 def test_least_squares_image_of_a_sampled_fourier_model_is_its_zero_filled_image():
-    from skdip.estimators._reconstruct import _least_squares_image
-
     x, k = _kspace()
     data = torch.as_tensor(k.transpose(2, 0, 1))[None]
     estimate = _least_squares_image(_sampled_fourier, data, (1, 1, 16, 16))[0, 0].numpy()
@@ -1181,3 +1188,73 @@ def test_a_shifted_image_behind_a_model_is_rescaled_as_shifted_data_is():
         operator=_sampled_fourier, output_channels=1, **{**COMMON, "max_iter": 1}
     )
     assert est.fit(k)._fit_results[0]["scaling"].scale != 1
+
+
+# mutant RC4 (_reconstruct.py:1113, window start (kh-1)//2 instead of kh-1-(kh-1)//2): the
+# test of the window under the kernel centre only used odd kernel sizes, where both agree.
+@pytest.mark.parametrize(
+    "shape, centre, aligned",
+    [((4, 2), (1, 0), True), ((4, 2), (2, 0), False), ((2, 4), (0, 1), True)],
+)
+def test_valid_deconvolution_window_for_even_kernels(shape, centre, aligned):
+    kernel = np.zeros(shape)
+    kernel[centre] = 1.0  # the centre of an even kernel is ((kh - 1) // 2, (kw - 1) // 2)
+    dec = DIPDeconvolver(kernel=kernel, boundary="valid", **COMMON)
+    dec._check_params()
+    image = _smooth((10, 12, 1))
+    model, _, _ = dec._make_model(image, {}, seed=0, device=torch.device("cpu"))
+    with torch.no_grad():
+        estimate, prediction = model(None)
+    assert estimate.shape == prediction.shape == (1, 1, 10, 12)
+    assert torch.allclose(estimate, prediction) == aligned
+
+
+# mutant RC5 (_reconstruct.py:953, the superresolver's kernel parameter ignored): its test
+# only checks that each kernel's downsampling of the result is near the observation, which a
+# lanczos2 fit of a smooth picture also passes.
+def test_the_superresolvers_kernel_is_its_forward_model():
+    low = _smooth((8, 8))
+    fits = {
+        kernel: DIPSuperResolver(scale=2, kernel=kernel, **COMMON).fit_transform(low)
+        for kernel in ("lanczos2", "box")
+    }
+    assert not np.allclose(fits["lanczos2"], fits["box"])
+    sr = DIPSuperResolver(scale=2, kernel="box", **COMMON)
+    operator = sr._forward_problem(low[..., None], {})[0]
+    assert operator.kernel == "box" and operator.factor == 2
+
+
+# mutants RC6 (_reconstruct.py:397, CGLS direction without conjugation) and RC7
+# (_reconstruct.py:394, residual updated without the step length): the only test used an
+# orthonormal sampled Fourier model, solved by the first step, where both agree.
+def test_least_squares_image_is_the_least_squares_solution_of_a_small_blur():
+    from skdip.estimators._reconstruct import _least_squares_image
+
+    kernel = np.array([[0.5, 0.3, 0.15, 0.05]])
+    op = Convolution(kernel, boundary="circular").to(torch.float64)
+    shape = (1, 1, 1, 8)  # 8 unknowns: CGLS is exact in at most 8 steps
+    columns = np.eye(8).reshape(8, *shape)
+    matrix = np.stack(
+        [op(torch.from_numpy(c)).numpy().ravel() for c in columns], axis=1
+    )  # the operator as a matrix
+    data = np.random.default_rng(40).random(8)
+    expected = np.linalg.lstsq(matrix, data, rcond=None)[0]
+    got = _least_squares_image(op, torch.from_numpy(data).reshape(shape), shape)
+    np.testing.assert_allclose(got.numpy().ravel(), expected, atol=1e-8)
+
+
+# mutant RC12 (_reconstruct.py:321, the estimated image's mean instead of its median): an
+# image whose median lies below -0.05 but whose mean does not is rescaled (the data-range rule,
+# applied to the image estimated from k-space).
+def test_kspace_of_an_image_with_a_negative_median_is_rescaled_from_the_estimate():
+    h, w = 8, 8
+    values = np.repeat([-0.1, 0.2], [40, 24])  # median -0.1, mean 0.0125
+    x = np.random.default_rng(41).permutation(values).reshape(h, w)
+    assert np.median(x) < -0.05 < x.mean() < 1.05
+    k = kspace_to_channels(simulate_kspace(x, np.ones((h, w))))
+    est = DIPReconstructor(operator=KSpaceSampling(np.ones((h, w))), output_channels=1, **COMMON)
+    est._device = torch.device("cpu")
+    low, high, median = est._image_range(k, {})
+    assert median == pytest.approx(-0.1, abs=1e-6)
+    scaling = est._fit_scaling(k, {})
+    assert scaling.from_estimate and scaling.scale != 1

@@ -10,7 +10,7 @@ from sklearn.base import clone
 
 from skdip import DIPReconstructor, GradientRatio, TotalVariation
 from skdip.generators import SkipNetwork
-from skdip.losses import BaseRegularizer
+from skdip.losses import BaseRegularizer, get_loss
 
 
 def _step_image(size=8, edge=4):
@@ -193,3 +193,12 @@ def test_isotropic_tv_pairs_forward_differences_at_each_pixel():
     expected = np.sqrt(dy**2 + dx**2 + 1e-12).mean()
     value = float(TotalVariation(weight=1.0, isotropic=True)(torch.tensor(a)[None, None]))
     assert value == pytest.approx(expected, rel=1e-6)
+
+
+def test_l1_and_huber_losses_have_their_documented_values():
+    pred = torch.tensor([[[[0.0, 0.05, 0.5, -1.0]]]], dtype=torch.float64)
+    target = torch.zeros_like(pred)
+    assert float(get_loss("l1")(pred, target)) == pytest.approx((0.05 + 0.5 + 1.0) / 4)
+    # delta = 0.1: quadratic 0.5 r^2 below it, linear 0.1 * (|r| - 0.05) above
+    expected = (0.0 + 0.5 * 0.05**2 + 0.1 * (0.5 - 0.05) + 0.1 * (1.0 - 0.05)) / 4
+    assert float(get_loss("huber")(pred, target)) == pytest.approx(expected)
