@@ -801,3 +801,38 @@ def test_an_operator_holding_an_opaque_object_still_batches(monkeypatch):
     )
     est.fit(X)
     assert calls
+
+
+# The auditor's network and settings for the tests below (a mutation audit's survivors).
+_SMALL = SkipNetwork(width=4, depth=2, input_channels=2, skip_channels=1)
+_SMALL_FIT = dict(generator=_SMALL, max_iter=3, early_stopping=None, random_state=0, device="cpu")
+
+
+# A bug the suite once missed (fit_candidates groups its fits without the
+# generator). Settings of two generators, alternating, with batch_size=2: each
+# generator's two fits make one batched run; that bug's chunks mixed the generators,
+# which do not stack, and every fit ran alone (results equal up to float32 rounding:
+# only the batching is lost).
+def test_fit_candidates_batches_each_generators_settings_together(monkeypatch):
+    import skdip.estimators._base as base
+    from skdip.model_selection import fit_candidates
+
+    calls = {"fit_batch": [], "fit_model": []}
+    for name in calls:
+        original = getattr(base, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls[_name].append(len(args[0]) if _name == "fit_batch" else 1)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(base, name, spy)
+    other = SkipNetwork(width=6, depth=2, input_channels=2, skip_channels=1)
+    grid = [
+        {"generator": _SMALL, "lr": 0.01},
+        {"generator": other, "lr": 0.01},
+        {"generator": _SMALL, "lr": 0.02},
+        {"generator": other, "lr": 0.02},
+    ]
+    x = np.random.default_rng(0).random((16, 16))
+    fit_candidates(DIPDenoiser(**_SMALL_FIT), x, grid, batch_size=2)
+    assert calls["fit_batch"] == [2, 2] and calls["fit_model"] == []

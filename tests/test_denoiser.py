@@ -948,3 +948,21 @@ def test_the_recorded_psnr_of_the_returned_iterate_is_its_score(batch_size):
             raw = _den(max_iter=5, rescale=True, batch_size=batch_size).fit(x, y)
             for h, h_raw in zip(den.history_, raw.history_, strict=True):
                 np.testing.assert_allclose(h["psnr_raw"], h_raw["psnr"], atol=1e-5)
+
+
+# A bug the suite once missed (_off_the_unit_range:
+# the median's margin above 1 dropped). Data near white with a median a little above 1
+# (within the 0.05 margin, as on the dark side) is on the unit scale; that bug
+# rescaled it.
+def test_the_median_margin_is_the_same_above_1_as_below_0():
+    from skdip.estimators._base import _off_the_unit_range, _Scaling
+
+    for lo, hi, median, off in [
+        (-0.2, 0.2, -0.04, False),
+        (-0.2, 0.2, -0.06, True),
+        (0.8, 1.2, 1.04, False),
+        (0.8, 1.2, 1.06, True),
+    ]:
+        assert _off_the_unit_range(lo, hi, median) is off, (lo, hi, median)
+    bright = 1.04 + 0.1 * np.linspace(-1, 1, 64).reshape(8, 8, 1)  # median 1.04
+    assert _Scaling.fit(bright, "auto").scale == 1.0  # not image-like: the rule alone

@@ -244,3 +244,21 @@ def test_an_output_average_of_weight_zero_is_refused():
 
     with pytest.raises(InvalidParameterError, match="output_averaging"):
         DIPDenoiser(output_averaging=0.0, max_iter=2).fit(np.random.default_rng(0).random((8, 8)))
+
+
+# The auditor's network and settings for the tests below (a mutation audit's survivors).
+_SMALL = SkipNetwork(width=4, depth=2, input_channels=2, skip_channels=1)
+_SMALL_FIT = dict(generator=_SMALL, max_iter=3, early_stopping=None, random_state=0, device="cpu")
+
+
+# A bug the suite once missed (skdip/_validation.py images_digest: the
+# image's shape left out of the hash). The same values in another shape hashed alike, so
+# transform/score of X.reshape(w, h) returned the fit of X (shape (h, w)), silently.
+def test_the_fitted_values_in_another_shape_are_other_data():
+    from skdip._validation import images_digest
+
+    x = np.random.default_rng(0).random((8, 12))
+    assert images_digest([x[..., None]]) != images_digest([x.reshape(12, 8)[..., None]])
+    den = DIPDenoiser(**_SMALL_FIT).fit(x)
+    out = den.transform(x.reshape(12, 8))
+    assert out.shape == (12, 8)

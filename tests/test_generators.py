@@ -560,3 +560,18 @@ def test_random_projector_default_sizes():
 def test_random_projector_refuses_a_canvas_far_larger_than_the_image():
     with pytest.raises(ValueError, match=r"DeepRandomProjector\(depth=9\)"):
         DeepRandomProjector(depth=9).build((8, 8), 1)
+
+
+# A bug the suite once missed (random Fourier features [sin, sin] instead of
+# [sin, cos]).
+def test_fourier_features_are_sines_then_cosines():
+    from skdip.generators import ImplicitNeuralRepresentation
+    from skdip.generators._implicit import coordinate_grid
+
+    net = ImplicitNeuralRepresentation(hidden=8, encoding="fourier", n_frequencies=4).build(
+        (5, 7), 1, seed=0
+    )
+    features = net.mlp[0]
+    v = coordinate_grid((5, 7)).permute(0, 2, 3, 1)
+    phase = 2 * np.pi * (v @ features.frequencies.T)
+    torch.testing.assert_close(features(v), torch.cat([phase.sin(), phase.cos()], dim=-1))

@@ -654,9 +654,9 @@ def test_kspace_in_scanner_units_gets_no_hot_pixel_warning():
     assert not [w for w in caught if "extreme values" in str(w.message)]
 
 
-# mutant K4 (_kspace.py:483, coil combination not divided by sum |S|^2): survived because
-# make_coil_maps' maps already combine to 1; with raw sensitivities the docstring's
-# "a fully sampled measurement gives back the image" fails.
+# A bug the suite once missed (coil combination not divided by sum |S|^2): survived
+# because make_coil_maps' maps already combine to 1; with raw sensitivities the docstring's "a fully
+# sampled measurement gives back the image" fails.
 def test_zero_filled_with_unnormalised_coil_maps_is_the_image():
     h, w = 6, 8
     x = _rng(31).random((h, w))
@@ -667,8 +667,8 @@ def test_zero_filled_with_unnormalised_coil_maps_is_the_image():
     np.testing.assert_allclose(op.zero_filled(k), x, atol=1e-12)
 
 
-# mutant K6 (_kspace.py:438, `all` -> `any` in _result_dtype): float32 k-space with a
-# float64 estimate gave float32, where the docstring promises float64 unless both are single.
+# A bug the suite once missed (`all` -> `any` in _result_dtype): float32 k-space
+# with a float64 estimate gave float32, where the docstring promises float64 unless both are single.
 def test_data_consistency_is_single_precision_only_when_both_inputs_are():
     h, w = 6, 6
     x = _rng(33).random((h, w))
@@ -679,8 +679,8 @@ def test_data_consistency_is_single_precision_only_when_both_inputs_are():
     assert op.data_consistency(x.astype(np.float32), k.astype(np.complex64)).dtype == np.float32
 
 
-# mutant K7 (_kspace.py:549, two-channel estimate read as re - 1j * im): the existing test
-# only checks the dtype of the two-channel path, never its values.
+# A bug the suite once missed (two-channel estimate read as re - 1j * im): the
+# existing test only checks the dtype of the two-channel path, never its values.
 def test_data_consistency_reads_a_two_channel_estimate_as_real_and_imaginary_parts():
     h, w = 6, 8
     mask = np.zeros((h, w), dtype=bool)
@@ -695,8 +695,8 @@ def test_data_consistency_reads_a_two_channel_estimate_as_real_and_imaginary_par
     )
 
 
-# mutant MR3 (_mri.py:198, `noise[0] + 1j * noise[1]` -> `noise[0] + 1j * noise[0]`): the
-# real and imaginary noise were one draw; the test only checked their joint std.
+# A bug the suite once missed (`noise[0] + 1j * noise[1]` -> `noise[0] + 1j *
+# noise[0]`): the real and imaginary noise were one draw; the test only checked their joint std.
 def test_simulate_kspace_noise_is_independent_in_the_real_and_imaginary_parts():
     h, w = 32, 32
     x = _rng(38).random((h, w))
@@ -707,8 +707,8 @@ def test_simulate_kspace_noise_is_independent_in_the_real_and_imaginary_parts():
     assert np.std(noise.imag) == pytest.approx(0.5, rel=0.15)
 
 
-# mutant MR4 (_mri.py:199, the `kspace[None]` for one coil map dropped): one coil map gave
-# (H, W), where the docstring promises (n_coils, H, W) with coil maps.
+# A bug the suite once missed (the `kspace[None]` for one coil map dropped): one coil
+# map gave (H, W), where the docstring promises (n_coils, H, W) with coil maps.
 def test_simulate_kspace_with_one_coil_map_keeps_the_coil_axis():
     h, w = 6, 8
     x = _rng(39).random((h, w))

@@ -343,3 +343,24 @@ def test_align_shift_minimises_the_mean_squared_error(seed):
         for dx in range(-m, m + 1)
     }
     assert align_shift(a, b, max_shift=m) == min(costs, key=costs.get)
+
+
+# A bug the suite once missed (real objects: the sign
+# ambiguity not removed) and (phase_retrieval_psnr's MSE over the padded frame's
+# pixels instead of the object's).
+def test_phase_retrieval_metrics_remove_the_sign_of_a_real_object():
+    from skdip.metrics import align_phase_retrieval, phase_retrieval_error
+
+    x = np.random.default_rng(0).random((8, 8))
+    assert phase_retrieval_error(x, -x) == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(align_phase_retrieval(x, -x), x, atol=1e-12)
+
+
+def test_phase_retrieval_psnr_is_the_psnr_of_the_aligned_object():
+    from skdip.metrics import phase_retrieval_psnr, psnr
+
+    x = np.random.default_rng(0).random((8, 8))
+    for oversampling in (1, 2, 3):
+        assert phase_retrieval_psnr(x, 0.9 * x, oversampling=oversampling) == pytest.approx(
+            psnr(x, 0.9 * x), rel=1e-12
+        )

@@ -931,3 +931,55 @@ def test_warm_start_after_a_cut_restart_search_fits_afresh():
     with pytest.warns(UserWarning, match="cut the restart search"):
         pr.fit(y)
     assert np.isfinite(pr.restart_losses_).all() and pr.stopped_by_ != "interrupted"
+
+
+# The auditor's network and settings for the tests below (a mutation audit's survivors).
+_SMALL = SkipNetwork(width=4, depth=2, input_channels=2, skip_channels=1)
+_SMALL_FIT = dict(generator=_SMALL, max_iter=3, early_stopping=None, random_state=0, device="cpu")
+
+
+# A bug the suite once missed (HIO's shrinkwrap may leave the user's support, and
+# the object's box): the support only narrows within what it was given.
+def test_hio_shrinkwrap_stays_inside_the_given_support():
+    rng = np.random.default_rng(3)
+    x = rng.random((8, 8))
+    x[:2, :2] = 0.0
+    support = np.zeros((8, 8), dtype=bool)
+    support[1:7, 1:7] = True
+    y = simulate_diffraction(x)
+    hio = HIOPhaseRetriever(
+        support=support, shrinkwrap_every=5, max_iter=40, n_er=5, random_state=0
+    ).fit(y)
+    assert not hio.support_[~support].any()
+    assert not np.any(hio.reconstruction_[~support])
+
+
+# A bug the suite once missed (PhaseRetriever's classical start ignores its
+# support): the HIO start it pretrains on is zero outside the support.
+def test_phase_retriever_starts_from_an_hio_object_inside_its_support(monkeypatch):
+    rng = np.random.default_rng(3)
+    x = rng.random((8, 8))
+    x[:2, :2] = 0.0
+    support = np.zeros((8, 8), dtype=bool)
+    support[1:7, 1:7] = True
+    starts = []
+    original = PhaseRetriever._initial_object
+
+    def spy(self, image, seed):
+        start = original(self, image, seed)
+        starts.append(start)
+        return start
+
+    monkeypatch.setattr(PhaseRetriever, "_initial_object", spy)
+    PhaseRetriever(
+        generator=_SMALL,
+        max_iter=2,
+        pretrain_iter=1,
+        init=HIOPhaseRetriever(max_iter=20, n_er=5),
+        early_stopping=None,
+        random_state=0,
+        device="cpu",
+        support=support,
+    ).fit(simulate_diffraction(x))
+    assert len(starts) == 1
+    assert not np.any(starts[0][~support])

@@ -1190,8 +1190,9 @@ def test_a_shifted_image_behind_a_model_is_rescaled_as_shifted_data_is():
     assert est.fit(k)._fit_results[0]["scaling"].scale != 1
 
 
-# mutant RC4 (_reconstruct.py:1113, window start (kh-1)//2 instead of kh-1-(kh-1)//2): the
-# test of the window under the kernel centre only used odd kernel sizes, where both agree.
+# A bug the suite once missed (window start (kh-1)//2 instead of
+# kh-1-(kh-1)//2): the test of the window under the kernel centre only used odd kernel sizes, where
+# both agree.
 @pytest.mark.parametrize(
     "shape, centre, aligned",
     [((4, 2), (1, 0), True), ((4, 2), (2, 0), False), ((2, 4), (0, 1), True)],
@@ -1209,9 +1210,9 @@ def test_valid_deconvolution_window_for_even_kernels(shape, centre, aligned):
     assert torch.allclose(estimate, prediction) == aligned
 
 
-# mutant RC5 (_reconstruct.py:953, the superresolver's kernel parameter ignored): its test
-# only checks that each kernel's downsampling of the result is near the observation, which a
-# lanczos2 fit of a smooth picture also passes.
+# A bug the suite once missed (the superresolver's kernel parameter ignored):
+# its test only checks that each kernel's downsampling of the result is near the observation, which
+# a lanczos2 fit of a smooth picture also passes.
 def test_the_superresolvers_kernel_is_its_forward_model():
     low = _smooth((8, 8))
     fits = {
@@ -1224,9 +1225,9 @@ def test_the_superresolvers_kernel_is_its_forward_model():
     assert operator.kernel == "box" and operator.factor == 2
 
 
-# mutants RC6 (_reconstruct.py:397, CGLS direction without conjugation) and RC7
-# (_reconstruct.py:394, residual updated without the step length): the only test used an
-# orthonormal sampled Fourier model, solved by the first step, where both agree.
+# A bug the suite once missed (CGLS direction without conjugation), and
+# (residual updated without the step length): the only test used an orthonormal
+# sampled Fourier model, solved by the first step, where both agree.
 def test_least_squares_image_is_the_least_squares_solution_of_a_small_blur():
     from skdip.estimators._reconstruct import _least_squares_image
 
@@ -1243,9 +1244,9 @@ def test_least_squares_image_is_the_least_squares_solution_of_a_small_blur():
     np.testing.assert_allclose(got.numpy().ravel(), expected, atol=1e-8)
 
 
-# mutant RC12 (_reconstruct.py:321, the estimated image's mean instead of its median): an
-# image whose median lies below -0.05 but whose mean does not is rescaled (the data-range rule,
-# applied to the image estimated from k-space).
+# A bug the suite once missed (the estimated image's mean instead of its
+# median): an image whose median lies below -0.05 but whose mean does not is rescaled (the data-
+# range rule, applied to the image estimated from k-space).
 def test_kspace_of_an_image_with_a_negative_median_is_rescaled_from_the_estimate():
     h, w = 8, 8
     values = np.repeat([-0.1, 0.2], [40, 24])  # median -0.1, mean 0.0125

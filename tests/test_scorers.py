@@ -891,3 +891,32 @@ def test_inpainter_discrepancy_is_the_residual_per_measured_pixel():
     expected = -abs(10 * np.log10(per_measured / sigma**2))
     score = NoReferenceScorer(criterion="discrepancy", sigma=0.05)(inp, observed)
     assert score == pytest.approx(expected, rel=1e-6)
+
+
+# The auditor's network and settings for the tests below (a mutation audit's survivors).
+_SMALL = SkipNetwork(width=4, depth=2, input_channels=2, skip_channels=1)
+_SMALL_FIT = dict(generator=_SMALL, max_iter=3, early_stopping=None, random_state=0, device="cpu")
+
+
+# A bug the suite once missed (score no longer clips the estimate to the range
+# the fit worked on) and (_scored_range ignores a reference on [0, 1] and clips to
+# the data's own range). Both need an estimate outside [0, 1]: a linear head with
+# rescale=False, on noisy data reaching outside [0, 1] and a clean reference on [0, 1].
+def test_score_clips_an_unscaled_linear_estimate_to_the_references_unit_range():
+    from skdip.metrics import psnr
+
+    rng = np.random.default_rng(0)
+    clean = np.tile(np.linspace(0.05, 0.95, 16), (16, 1))
+    noisy = clean + rng.normal(0, 0.2, clean.shape)  # about [-0.5, 1.5]
+    linear = SkipNetwork(
+        width=4, depth=2, input_channels=2, skip_channels=1, output_activation=None
+    )
+    with pytest.warns(UserWarning, match="rescale=False"):
+        den = DIPDenoiser(**{**_SMALL_FIT, "generator": linear, "max_iter": 20}, rescale=False).fit(
+            noisy
+        )
+    est = den.reconstruction_
+    # Values outside [0, 1], within the data's range: the clip to [0, 1] matters.
+    assert est.min() < 0 or est.max() > 1
+    expected = psnr(clean, np.clip(est, 0.0, 1.0))
+    assert den.score(noisy, clean) == pytest.approx(expected, rel=1e-9)

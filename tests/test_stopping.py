@@ -406,3 +406,15 @@ def test_a_tie_keeps_the_earlier_minimum():
     stops = [rule.observe(v, i)[1] for i, v in enumerate([3.0, 2.0, 2.0, 2.0])]
     assert stops == [False, False, False, True]
     assert rule.best_iter_ == 1
+
+
+# A bug the suite once missed (SelfValidation's warm-up: the first checked
+# iteration is `warmup` itself, as for the variance rules; that bug waited one more).
+def test_self_validation_first_signal_is_at_the_warmup():
+    from skdip.stopping import SelfValidation
+
+    rule = SelfValidation(window=2, batch_size=2, warmup=3, width=2)
+    rule.start()
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    values = [rule.signal(x * (1 + 0.1 * k), k) for k in range(6)]
+    assert [v is None for v in values] == [True, True, True, False, False, False]
