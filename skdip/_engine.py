@@ -900,7 +900,8 @@ def fit_batch(
                         selections[m].observe(values[:count], loss_values[row], it, data_value)
                     )
                     values = values[count:]
-            # The callbacks run outside: a caller's slow callback stays interruptible.
+            # The callbacks run outside the loss computation: a caller's slow callback
+            # stays interruptible (a Ctrl-C in one is raised after the step's others).
             interrupt = None
             for row, stop in zip(accepted, stops, strict=True):
                 m = active[row]
@@ -915,6 +916,17 @@ def fit_batch(
                     # members after the interrupted one missed their last step).
                     if interrupt is None:
                         interrupt = error
+                    continue
+                except Exception as error:
+                    if interrupt is None:
+                        raise
+                    # The Ctrl-C came first and ends the fit, keeping its results: a later
+                    # callback's error must not replace it (the fits were lost).
+                    warn(
+                        f"after a Ctrl-C, the callback of batch member {m} raised {error!r}; "
+                        "the Ctrl-C ends the fit",
+                        InterruptionWarning,
+                    )
                     continue
                 if asked:
                     stopped_by[m] = "callback"

@@ -282,6 +282,28 @@ def test_a_ctrl_c_in_one_callback_lets_the_other_members_see_the_step(raising):
         assert len(result.history["loss"]) == 4
 
 
+def test_an_error_after_a_ctrl_c_in_the_same_step_does_not_replace_it():
+    # Member 1's callback failing after member 0's Ctrl-C raised its error: the fits,
+    # which a Ctrl-C keeps, were lost.
+    def callback_of(member):
+        def callback(it, loss, estimate):
+            if it == 2:
+                raise KeyboardInterrupt if member == 0 else RuntimeError("plot failed")
+
+        return callback
+
+    models, targets = [_model(k, masked=False) for k in range(2)], [_target(k) for k in range(2)]
+    settings = [{"callback": callback_of(k)} for k in range(2)]
+    with pytest.warns(InterruptionWarning) as caught:
+        results = fit_batch(models, targets, loss=MSE, max_iter=10, settings=settings)
+    assert any("plot failed" in str(w.message) for w in caught)
+    assert [r.stopped_by for r in results] == ["interrupted", "interrupted"]
+    # Without a Ctrl-C before it, a callback's error is raised as it is.
+    settings = [{"callback": callback_of(1)} for _ in range(2)]
+    with pytest.raises(RuntimeError, match="plot failed"):
+        fit_batch(models, targets, loss=MSE, max_iter=10, settings=settings)
+
+
 def test_batched_callback_estimates_can_be_kept():
     kept = []
     fit_batch(

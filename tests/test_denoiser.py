@@ -1,3 +1,4 @@
+import copy
 import pickle
 import warnings
 
@@ -390,39 +391,27 @@ def test_pickle_round_trip():
 
 
 @pytest.mark.parametrize("layout", ["array", "list", "single"])
-def test_each_reconstruction_is_kept_and_pickled_once(layout):
-    # reconstruction_ and the per-image results each held a copy: a pickle carried
-    # every reconstruction twice.
-    batch = np.stack([_image((32, 32, 3), seed=k) for k in range(2)])
+def test_fitted_attributes_and_outputs_do_not_alias_the_kept_fit(layout):
+    # Writing into reconstruction_ (or into what transform returns) must not change
+    # what score, transform or a warm_start refit read from the kept fit: a version
+    # that shared the per-image results with reconstruction_ to halve pickles scored
+    # 20.16 dB as 3.80 dB after reconstruction_[:] = 0.
+    batch = np.stack([_image((16, 16, 3), seed=k) for k in range(2)])
     X = {"array": batch, "list": list(batch), "single": batch[0]}[layout]
-    y = {"array": batch, "list": list(batch), "single": batch[0]}[layout]
     den = _den(max_iter=2).fit(X)
-
-    def images(est):
-        return [est.reconstruction_] if layout == "single" else list(est.reconstruction_)
-
-    assert len(pickle.dumps(den)) < 1.5 * sum(r.nbytes for r in images(den))  # twice before
-    for r, image in zip(den._fit_results, images(den), strict=True):
-        assert np.shares_memory(r["estimate"], image)
-    score = den.score(X, y)
-    # What transform returns is the caller's to change.
-    for out in (den.transform(), den.transform(X), den.fit_transform(X)):
+    score, before = den.score(X, X), copy.deepcopy(den.transform())
+    for out in (den.transform(), den.transform(X), den.fit_transform(X), den.reconstruction_):
         for image in out if isinstance(out, list) else [out]:
             image[...] = 0
-    assert den.score(X, y) == score and np.asarray(den.reconstruction_).any()
-    # A pickle round trip gives the same fit, shared as before.
+    assert den.score(X, X) == score
+    for a, b in zip(
+        [den.transform(X)] if layout == "single" else den.transform(X),
+        [before] if layout == "single" else before,
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
     loaded = pickle.loads(pickle.dumps(den))
-    np.testing.assert_array_equal(loaded.transform(), den.transform())
-    for a, b, image in zip(loaded._fit_results, den._fit_results, images(loaded), strict=True):
-        np.testing.assert_array_equal(a["estimate"], b["estimate"])
-        assert np.shares_memory(a["estimate"], image)
-    assert loaded.score(X, y) == score
-    # Float32 results are not the float64 estimates: both are kept.
-    den32 = _den(max_iter=2).fit(np.asarray(X, dtype=np.float32) if layout != "list" else X)
-    loaded = pickle.loads(pickle.dumps(den32))
-    for a, b in zip(loaded._fit_results, den32._fit_results, strict=True):
-        assert a["estimate"].dtype == np.float64
-        np.testing.assert_array_equal(a["estimate"], b["estimate"])
+    assert loaded.score(X, X) == score
 
 
 def test_grid_search_tunes_the_stopping_rule_without_reference():
@@ -744,9 +733,9 @@ def test_convergence_warnings_name_the_image_of_a_batch(batch_size):
         _den(early_stopping=rule, max_iter=3).fit(images[0])
     messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert [m.split(" max_iter=")[0] for m in messages] == [
-        "DIPDenoiser: image 0 of 3:",
-        "DIPDenoiser: image 1 of 3:",
+        "DIPDenoiser: image 1 of 3:",  # counted from 1, as the progress labels
         "DIPDenoiser: image 2 of 3:",
+        "DIPDenoiser: image 3 of 3:",
         "DIPDenoiser:",  # one image: as before
     ]
 

@@ -644,7 +644,7 @@ class BaseDIPEstimator(
                 advice = "Increase max_iter beyond the rule's warm-up (and window)."
             # Which image, where there are several: the warning is one per image, and
             # without it N alike messages did not say which fits were cut.
-            which = f"image {index} of {n_images}: " if n_images > 1 else ""
+            which = f"image {index + 1} of {n_images}: " if n_images > 1 else ""
             warn(
                 f"{type(self).__name__}: {which}max_iter={self.max_iter} ended the fit before "
                 f"the stopping rule fired; {what}. {advice}",
@@ -1036,9 +1036,8 @@ class BaseDIPEstimator(
     def _set_fitted(self, images, layout, results, fit_params) -> None:
         clear_fitted(self)
         single = layout.kind == "single"
-        self.reconstruction_ = self._restore(layout, results)
-        results = _share_images(results, "estimate", self.reconstruction_)
         pick = (lambda key: results[0][key]) if single else (lambda key: [r[key] for r in results])
+        self.reconstruction_ = self._restore(layout, results)
         self.best_iter_ = pick("best_iter")
         self.n_iter_ = pick("n_iter")
         self.stopped_by_ = pick("stopped_by")
@@ -1051,7 +1050,6 @@ class BaseDIPEstimator(
                 # In the observation's layout, as reconstruction_ is in the input's: a
                 # grey (H, W) observation gives an (H, W) array, not (H, W, 1).
                 setattr(self, key + "_", layout.restore([r[key] for r in results]))
-                results = _share_images(results, key, getattr(self, key + "_"))
             elif key not in _COMMON_KEYS:
                 setattr(self, key + "_", pick(key))
         if single and images[0].shape[2] == 1 and layout.squeeze_channel[0]:
@@ -1169,15 +1167,10 @@ class BaseDIPEstimator(
             # changed, which keep the fit's own (a later set_params may set them back).
             last = self._warm_params
             state["_warm_params"] = {k: last.get(k) for k in self._changed_since_fit()}
-        if state.get("_fit_results"):
-            # The per-image arrays a fitted attribute holds are pickled once, there.
-            state["_fit_results"] = _mark_shared_images(state["_fit_results"], state)
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        if self.__dict__.get("_fit_results"):
-            self._fit_results = _resolve_shared_images(self._fit_results, self)
         if isinstance(self.__dict__.get("_fit_states"), _SavedFitStates):
             self._fit_states = self._fit_states.load()
             self._warm_params = {**_param_keys(self), **self._warm_params}
@@ -1667,89 +1660,6 @@ _COMMON_KEYS = {
     # Set where the measurement is not image-like (k-space): its noise level must be given.
     "measurement_is_no_image",
 }
-
-
-def _image_of(restored, i: int, n: int, like: np.ndarray) -> tuple | None:
-    """``(view, index, squeeze)``: image ``i`` of the ``n`` that ``restored`` (a fitted
-    attribute in the caller's layout) holds, viewed as ``like``'s ``(H, W, C)`` shape,
-    when it holds exactly ``like``'s values; else None (another dtype or layout, such
-    as float32 results or complex objects). ``index`` is None for ``restored`` itself
-    (one image), ``squeeze`` whether its channel axis was dropped."""
-    candidates = []
-    if n == 1 and isinstance(restored, np.ndarray):
-        candidates.append((None, restored))
-    if isinstance(restored, list | np.ndarray) and len(restored) == n:
-        candidates.append((i, restored[i]))
-    for index, image in candidates:
-        if not isinstance(image, np.ndarray) or not isinstance(like, np.ndarray):
-            continue
-        squeeze = image.ndim == like.ndim - 1
-        view = image[..., None] if squeeze else image
-        if (
-            view.shape == like.shape
-            and view.dtype == like.dtype
-            and np.array_equal(view, like, equal_nan=True)
-        ):
-            return _read_only(view), index, squeeze
-    return None
-
-
-def _read_only(view: np.ndarray) -> np.ndarray:
-    """``view`` (a new view) made read-only: code that reads a per-image result must
-    not write through it into a fitted attribute."""
-    view = view.view()
-    view.flags.writeable = False
-    return view
-
-
-def _share_images(results: list[dict], key: str, restored) -> list[dict]:
-    """``results`` (new dicts) whose ``key`` arrays are views into the fitted attribute
-    ``restored`` where it holds them exactly: each image is kept once, not twice."""
-    shared = []
-    for i, r in enumerate(results):
-        found = _image_of(restored, i, len(results), r.get(key))
-        shared.append(r if found is None else {**r, key: found[0]})
-    return shared
-
-
-class _SharedImage:
-    """Stands, in a pickle, for a per-image array that is a view into a fitted
-    attribute (``reconstruction_``, ``sparse_noise_``): unpickled as that view again."""
-
-    def __init__(self, attribute: str, index: int | None, squeeze: bool):
-        self.attribute, self.index, self.squeeze = attribute, index, squeeze
-
-    def resolve(self, estimator) -> np.ndarray:
-        value = getattr(estimator, self.attribute)
-        image = value if self.index is None else value[self.index]
-        return _read_only(image[..., None] if self.squeeze else image)
-
-
-# Per-image result keys whose arrays a fitted attribute holds in the caller's layout.
-_RESTORED_KEYS = {"estimate": "reconstruction_", **{k: k + "_" for k in _OBSERVATION_SHAPED}}
-
-
-def _mark_shared_images(results: list[dict], state: dict) -> list[dict]:
-    """``results`` (new dicts, for a pickle) with a :class:`_SharedImage` in place of
-    each array that the fitted attribute in ``state`` holds exactly."""
-    marked = []
-    for i, r in enumerate(results):
-        r = dict(r)
-        for key, attribute in _RESTORED_KEYS.items():
-            if key in r and attribute in state:
-                found = _image_of(state[attribute], i, len(results), r[key])
-                if found is not None:
-                    r[key] = _SharedImage(attribute, *found[1:])
-        marked.append(r)
-    return marked
-
-
-def _resolve_shared_images(results: list[dict], estimator) -> list[dict]:
-    """The inverse of :func:`_mark_shared_images`, on the unpickled ``estimator``."""
-    return [
-        {k: v.resolve(estimator) if isinstance(v, _SharedImage) else v for k, v in r.items()}
-        for r in results
-    ]
 
 
 def _best_signal(result: FitResult) -> float:
