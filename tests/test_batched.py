@@ -858,3 +858,56 @@ def test_fit_candidates_batches_each_generators_settings_together(monkeypatch):
     x = np.random.default_rng(0).random((16, 16))
     fit_candidates(DIPDenoiser(**_SMALL_FIT), x, grid, batch_size=2)
     assert calls["fit_batch"] == [2, 2] and calls["fit_model"] == []
+
+
+def test_members_that_end_first_to_last_keep_their_own_rows():
+    # Member 0 ends first, then member 1: once a member has left, row r of the stacked
+    # state is no longer member r, and each member must still get its own fit.
+    budgets = [3, 6, 9]
+    models = [_model(k, masked=False) for k in range(3)]
+    together = fit_batch(
+        models,
+        [_target(k) for k in range(3)],
+        loss=MSE,
+        max_iter=1,
+        seeds=[0, 1, 2],
+        settings=[{"max_iter": b} for b in budgets],
+    )
+    assert [r.n_iter for r in together] == budgets
+    for k, result in enumerate(together):
+        alone = fit_model(
+            _model(k, masked=False), _target(k), loss=MSE, max_iter=budgets[k], seed=k
+        )
+        np.testing.assert_allclose(result.history["loss"], alone.history["loss"], rtol=1e-4)
+
+
+def test_after_a_rollback_a_member_measures_spikes_from_the_restored_point():
+    # Step 4 reads 100 times lower (a fluke), so step 5's ordinary loss is a spike: rolled
+    # back to the snapshot before step 3. The restored point must not be measured against
+    # the fluke, or every later step is a spike and the member ends as diverged.
+    def dip():
+        calls = {"n": 0}
+
+        def loss(pred, tgt):
+            calls["n"] += 1
+            value = (pred - tgt).square().mean()
+            return value * 0.01 if calls["n"] == 5 else value
+
+        return loss
+
+    settings = dict(max_iter=12, lr=0.01, checkpoint_every=2)
+    (together,) = fit_batch(
+        [_model(0, masked=False)], [_target(0)], loss=dip(), seeds=[0], **settings
+    )
+    alone = fit_model(_model(0, masked=False), _target(0), loss=dip(), seed=0, **settings)
+    assert alone.stopped_by == "max_iter" and alone.n_iter == 12
+    assert [e["iteration"] for e in alone.history["divergences"]] == [5]
+    assert (together.stopped_by, together.n_iter) == ("max_iter", 12)
+    assert [e["iteration"] for e in together.history["divergences"]] == [5]
+
+
+def test_a_member_without_a_regularizer_records_the_history_fit_model_does():
+    (together,) = fit_batch([_model(0)], [_target(0)], loss=MSE, max_iter=3, seeds=[0])
+    alone = fit_model(_model(0), _target(0), loss=MSE, max_iter=3, seed=0)
+    assert "data_loss" not in alone.history
+    assert set(together.history) == set(alone.history)

@@ -2,6 +2,7 @@ import math
 import os
 import signal
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from skdip import ExponentialMovingVariance, SkipNetwork
 from skdip._engine import DIPModel, fit_model, resolve_device
 from skdip.exceptions import InterruptionWarning
 from skdip.losses import TotalVariation, get_loss
+from skdip.stopping import BaseStoppingRule
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 
@@ -671,3 +673,138 @@ def test_divergence_ratio_is_the_threshold_of_a_spike():
     with pytest.warns(RuntimeWarning):
         above = fit(divergence_ratio=2.0, max_divergences=2)
     assert len(above.history["divergences"]) > 0
+
+
+def test_a_resumed_fit_counts_the_time_of_the_steps_before_it():
+    model, target = _problem(size=8)
+    kw = dict(loss=get_loss("mse"), seed=0)
+    first = fit_model(model, target, max_iter=40, keep_state=True, **kw)
+    second = fit_model(first.state.model, target, resume=first.state, max_iter=1, **kw)
+    # One more step: the fit's time only grows (the step alone took a fraction of it).
+    assert second.history["fit_time"] > first.history["fit_time"]
+    assert len(second.history["loss"]) == 41
+
+
+def test_a_resumed_fit_keeps_its_divergence_log_and_count():
+    target = torch.ones(1, 1, 4, 4)
+    loss = _mse_scaled(lambda k: math.nan if k in (3, 9) else 1.0)
+    kw = dict(loss=loss, checkpoint_every=2, lr=0.01, seed=0, max_divergences=1)
+    first = fit_model(_Pixels(), target, max_iter=5, keep_state=True, **kw)
+    assert [e["iteration"] for e in first.history["divergences"]] == [2]
+    # The second NaN is the second divergence of the fit: one more than allowed.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        second = fit_model(first.state.model, target, resume=first.state, max_iter=5, **kw)
+    assert [e["iteration"] for e in second.history["divergences"]] == [2, 7]
+    assert second.stopped_by == "divergence"
+
+
+def test_a_resumed_fit_measures_spikes_against_the_lowest_loss_before_it():
+    target = torch.ones(1, 1, 4, 4)
+    kw = dict(checkpoint_every=2, lr=0.01, seed=0)
+    # The 7th loss (step 6, the first resumed step) is 100 times too large: a spike.
+    one = fit_model(
+        _Pixels(), target, max_iter=10, loss=_mse_scaled(lambda k: 100.0 if k == 7 else 1.0), **kw
+    )
+    assert [e["iteration"] for e in one.history["divergences"]] == [6]
+    loss = _mse_scaled(lambda k: 100.0 if k == 7 else 1.0)
+    first = fit_model(_Pixels(), target, max_iter=6, loss=loss, keep_state=True, **kw)
+    second = fit_model(first.state.model, target, resume=first.state, max_iter=4, loss=loss, **kw)
+    assert [e["iteration"] for e in second.history["divergences"]] == [6]
+    np.testing.assert_allclose(second.history["loss"], one.history["loss"], rtol=1e-6)
+
+
+def test_the_average_gives_the_past_the_averaging_weight():
+    model, target = _problem()
+    raws = []
+    raw_model, _ = _problem()
+    fit_model(
+        raw_model,
+        target,
+        loss=get_loss("mse"),
+        max_iter=6,
+        callback=lambda i, l, e: raws.append(e.clone()),
+    )
+    result = fit_model(model, target, loss=get_loss("mse"), max_iter=6, averaging=0.8)
+    avg = raws[0]
+    for x in raws[1:]:
+        avg = 0.8 * avg + 0.2 * x
+    torch.testing.assert_close(result.estimate, avg)
+
+
+class _Watcher(BaseStoppingRule):
+    """Records what it is shown (a class list: the engine works on a clone)."""
+
+    shown: list = []
+
+    def _start(self):
+        pass
+
+    def signal(self, x, iteration):
+        _Watcher.shown.append(x.detach().clone())
+        return x.mean()
+
+
+def test_the_rule_watches_the_average_or_the_raw_iterate_as_asked():
+    _, target = _problem()
+    raws, averages = [], []
+    model, _ = _problem()
+    fit_model(
+        model,
+        target,
+        loss=get_loss("mse"),
+        max_iter=5,
+        callback=lambda i, l, e: raws.append(e.clone()),
+    )
+    for monitor, expected in [("average", averages), ("raw", raws)]:
+        _Watcher.shown = []
+        model, _ = _problem()
+        seen = []
+        fit_model(
+            model,
+            target,
+            loss=get_loss("mse"),
+            max_iter=5,
+            averaging=0.8,
+            averaging_monitor=monitor,
+            stopping=_Watcher(patience=100, warmup=0),
+            callback=lambda i, l, e, seen=seen: seen.append(e.clone()),
+        )
+        if monitor == "average":
+            averages.extend(seen)
+        assert len(_Watcher.shown) == 5
+        for shown, want in zip(_Watcher.shown, expected, strict=True):
+            torch.testing.assert_close(shown, want)
+
+
+class _Scripted(BaseStoppingRule):
+    """Signal read from a table by iteration."""
+
+    table: dict = {}
+
+    def _start(self):
+        pass
+
+    def signal(self, x, iteration):
+        return torch.tensor(float(_Scripted.table.get(iteration, 10.0)))
+
+
+def test_a_minimum_inside_the_last_delay_returns_the_latest_average():
+    # averaging=0.9 watching the raw iterates: the average is captured 10 steps after a
+    # minimum. The minimum at step 2 is captured at step 12; a lower one at step 18 would
+    # be captured at 28, after the run's end at 19: the latest average is the closest.
+    _Scripted.table = {0: 5.0, 1: 4.0, 2: 3.0, 18: 1.0}
+    model, target = _problem(size=8)
+    averages = []
+    result = fit_model(
+        model,
+        target,
+        loss=get_loss("mse"),
+        max_iter=20,
+        averaging=0.9,
+        averaging_monitor="raw",
+        stopping=_Scripted(patience=100, warmup=0),
+        callback=lambda i, l, e: averages.append(e.clone()),
+    )
+    assert result.n_iter == 20 and result.best_iter == 19
+    torch.testing.assert_close(result.estimate, averages[19])

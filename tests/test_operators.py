@@ -898,3 +898,21 @@ def test_phase_masks_are_uniform_over_the_whole_circle():
     # uniform on [0, 2 pi): each quarter of the circle holds about a quarter of them
     quarters = np.histogram(phases, bins=4, range=(0, 2 * np.pi))[0] / phases.size
     np.testing.assert_allclose(quarters, 0.25, atol=0.05)
+
+
+def test_a_batch_of_grey_images_takes_the_path_of_several_planes(monkeypatch):
+    calls = []
+
+    def spy(x, kernel, boundary):
+        calls.append(tuple(x.shape))
+        return real(x, kernel, boundary)
+
+    real = _convolution._convolve_fft
+    monkeypatch.setattr(_convolution, "_convolve_fft", spy)
+    x = torch.rand(3, 1, 48, 48, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    k = torch.rand(3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    # Three planes (B * C = 3 x 1): outside conv2d's fast regime of a single plane.
+    assert _convolution._use_fft((48, 48), (3, 3), "valid", torch.float64, 3)
+    out = _convolution.convolve(x, k, "valid")
+    assert calls == [(3, 1, 48, 48)]
+    torch.testing.assert_close(out, _convolution._convolve_direct(x, k, "valid"))
