@@ -379,3 +379,38 @@ def test_a_gaussian_level_on_the_0_255_scale_is_reported():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         add_noise(GREY, "gaussian", 25 / 255, random_state=0)
+
+
+# A bug the suite once missed: a tall target cropped the columns from the left, not about the centre
+def test_load_image_tall_target_keeps_the_middle_columns(monkeypatch):
+    import skimage.data
+
+    from skdip.datasets import load_image
+
+    ramp = np.tile(np.arange(40, dtype=np.uint8), (20, 1))  # pixel value = column
+    monkeypatch.setattr(skimage.data, "camera", lambda: ramp)
+    out = load_image("camera", size=(20, 20))  # crop only, no resize
+    np.testing.assert_allclose(out[0] * 255, np.arange(10, 30), atol=1e-9)
+
+
+# A bug the suite once missed: resize padded with zeros (mode="constant"): the border of a shrunk
+# picture bends towards black (a ramp's last column fell from 0.97 to 0.79)
+def test_load_image_resize_keeps_a_ramp_monotone_to_the_border(monkeypatch):
+    import skimage.data
+
+    from skdip.datasets import load_image
+
+    ramp = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (64, 1))  # 64x64, 0 to 252
+    monkeypatch.setattr(skimage.data, "camera", lambda: ramp)
+    out = load_image("camera", size=(16, 16))
+    assert (np.diff(out, axis=1) > 0).all()
+    assert out[:, -1].min() > 0.9 and out[:, 0].max() < 0.1
+
+
+# A bug the suite once missed: size with one non-positive side accepted
+def test_load_image_refuses_a_size_with_one_non_positive_side():
+    from skdip.datasets import load_image
+
+    for size in [(0, 8), (8, 0), (-2, 8)]:
+        with pytest.raises(ValueError, match="size must be positive"):
+            load_image("camera", size=size)

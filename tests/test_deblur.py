@@ -341,3 +341,94 @@ def test_full_kernel_sums_to_one():
     # Renormalised in float64 (the network's float32 kernel sums to 1 only to ~1e-8).
     d = _deb(max_iter=3).fit(_blurry())
     assert abs(float(d.kernel_full_.sum()) - 1.0) < 1e-12
+
+
+_SMALL_NET = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+
+
+def _small_deb(**kw):
+    params = dict(
+        generator=_SMALL_NET, max_iter=2, early_stopping=None, random_state=0, device="cpu"
+    )
+    params.update(kw)
+    return BlindDeblurrer(**params)
+
+
+# A bug the suite once missed: the Gaussian first kernel's column width taken from kh (non-square
+# windows)
+def test_gaussian_first_kernel_spans_a_non_square_window_along_both_axes():
+    from skdip.estimators._deblur import _KernelMLP
+
+    torch.manual_seed(0)
+    k = _KernelMLP((5, 13), init="gaussian")().detach().double().numpy()
+    assert np.unravel_index(k.argmax(), k.shape) == (2, 6)
+    # +-3 sigma spans the window along each axis: the ends of the central row and
+    # column keep a few percent of the peak (exp(-0.5 * (3 (n-1)/n)**2) ~ 2-6%).
+    for edge in (k[2, 0], k[2, -1], k[0, 6], k[-1, 6]):
+        assert 0.005 < edge / k[2, 6] < 0.2
+
+
+# A bug the suite once missed: the default regularizers' weights (documented: ratio 8e-4 /
+# sqrt(H'W'), 1e-5 for a 64x64 observation and a 17x17 kernel; tv 1e-3)
+def test_default_regularizer_weights_follow_the_documented_rule():
+    from skdip import GradientRatio, TotalVariation
+
+    ratio = BlindDeblurrer()._regularizer_for((80, 80)).regularizer
+    assert isinstance(ratio, GradientRatio) and ratio.weight == pytest.approx(1e-5)
+    bigger = BlindDeblurrer()._regularizer_for((160, 320)).regularizer
+    assert bigger.weight == pytest.approx(8e-4 / np.sqrt(160 * 320))
+    tv = BlindDeblurrer(regularizer="tv")._regularizer_for((80, 80)).regularizer
+    assert isinstance(tv, TotalVariation) and tv.weight == pytest.approx(1e-3)
+
+
+# A bug the suite once missed: the regularizer saw the packed estimate (image channels plus the
+# kernel plane)
+def test_the_regularizer_sees_the_image_channels_only():
+    seen = []
+
+    def penalty(x):
+        seen.append(tuple(x.shape))
+        return x.mean() * 0.0
+
+    sharp = np.random.default_rng(0).random((20, 20, 3))
+    y = np.stack(
+        [signal.convolve2d(sharp[..., c], np.ones((3, 3)) / 9, mode="valid") for c in range(3)],
+        axis=-1,
+    )
+    _small_deb(kernel_size=3, regularizer=penalty).fit(y)
+    assert seen and all(shape == (1, 3, 20, 20) for shape in seen)
+
+
+# A bug the suite once missed: a kernel as large as the image (the auto size of a 3-pixel image)
+# refused
+def test_a_kernel_as_large_as_the_image_is_allowed():
+    y = np.random.default_rng(0).random((5, 5))
+    assert _small_deb(kernel_size=5).fit(y).kernel_size_ == (5, 5)
+    small = np.random.default_rng(0).random((3, 7))
+    assert _small_deb().fit(small).kernel_size_ == (3, 3)  # auto_kernel_size(3, 7) == 3
+    with pytest.raises(ValueError, match="larger than"):
+        _small_deb(kernel_size=(5, 6)).fit(y)
+
+
+# A bug the suite once missed: _mass_centre clamped the row to the kernel's width (tall kernels)
+def test_alignment_undoes_a_displaced_tall_kernel():
+    from skdip.estimators._deblur import _aligned_image, _mass_centre
+
+    x = torch.rand(1, 1, 20, 12, dtype=torch.float64)
+    k = torch.zeros(9, 3, dtype=torch.float64)
+    k[7, 1] = 1.0
+    assert _mass_centre(k) == (7, 1)
+    y = torch.from_numpy(signal.convolve2d(x[0, 0].numpy(), k.numpy(), mode="valid"))
+    plane = torch.zeros(1, 1, 20, 12, dtype=torch.float64)
+    plane[0, 0, :9, :3] = k
+    aligned = _aligned_image(torch.cat([x, plane], dim=1), (9, 3))
+    torch.testing.assert_close(aligned[0, 0], y)
+
+
+# A bug the suite once missed: _centred_support clipped columns at kh (wide kernels)
+def test_centred_support_of_a_wide_kernel():
+    from skdip.estimators._deblur import _centred_support
+
+    k = np.zeros((3, 9))
+    k[1, 4:9] = [0.1, 0.2, 0.4, 0.2, 0.1]
+    np.testing.assert_allclose(_centred_support(k), [[0.1, 0.2, 0.4, 0.2, 0.1]])

@@ -955,3 +955,11 @@ def test_the_median_margin_is_the_same_above_1_as_below_0():
         assert _off_the_unit_range(lo, hi, median) is off, (lo, hi, median)
     bright = 1.04 + 0.1 * np.linspace(-1, 1, 64).reshape(8, 8, 1)  # median 1.04
     assert _Scaling.fit(bright, "auto").scale == 1.0  # not image-like: the rule alone
+
+
+# A bug the suite once missed: the default reg_noise_std (documented 1/30) was unpinned
+def test_denoiser_documented_defaults():
+    den = DIPDenoiser()
+    assert den.reg_noise_std == pytest.approx(1.0 / 30.0)
+    assert (den.lr, den.max_iter, den.early_stopping, den.batch_size) == (0.01, 5000, "emv", 1)
+    assert (den.output_averaging, den.averaging_monitor, den.loss) == (0.99, "raw", "mse")

@@ -364,3 +364,65 @@ def test_phase_retrieval_psnr_is_the_psnr_of_the_aligned_object():
         assert phase_retrieval_psnr(x, 0.9 * x, oversampling=oversampling) == pytest.approx(
             psnr(x, 0.9 * x), rel=1e-12
         )
+
+
+# A bug the suite once missed: aligned_ssim's grey test inverted: a colour pair was scored on
+# channel 0 alone
+def test_aligned_ssim_scores_every_channel_of_a_colour_pair():
+    from skdip.metrics import aligned_ssim, ssim
+
+    x = np.random.default_rng(0).random((24, 24, 3))
+    y = x.copy()
+    y[..., 1] = np.clip(y[..., 1] + 0.2 * np.random.default_rng(1).standard_normal((24, 24)), 0, 1)
+    value = aligned_ssim(x, y, max_shift=0, crop=0)
+    assert value == pytest.approx(ssim(x, y)) and value < 0.95
+    grey = x[..., 0]
+    assert aligned_ssim(grey, grey, max_shift=0, crop=0) == pytest.approx(1.0)
+
+
+# A bug the suite once missed: kernel_error padded about (H-h)//2 instead of the central pixel h//2
+def test_kernel_error_centres_kernels_of_even_and_odd_sizes_on_their_central_pixels():
+    from skdip.metrics import kernel_error
+
+    k3 = np.zeros((3, 3))
+    k3[1, 1] = 1.0
+    k4 = np.zeros((4, 4))
+    k4[2, 2] = 1.0  # the central pixel (h // 2, w // 2) of an even kernel
+    err, shift = kernel_error(k3, k4, return_shift=True)
+    assert err == pytest.approx(0.0) and shift == (0, 0)
+    assert kernel_error(k3, k4, max_shift=0) == pytest.approx(0.0)
+
+
+# A bug the suite once missed: kernel_error's ties went to the largest shift
+def test_kernel_error_ties_prefer_the_smallest_shift():
+    from skdip.metrics import kernel_error
+
+    kt = np.zeros((3, 3))
+    kt[1, 1] = 1.0
+    ke = np.zeros((5, 5))
+    ke[2, 2] = ke[2, 4] = 0.5  # matches kt equally at shift (0, 0) and (0, 2)
+    err, shift = kernel_error(kt, ke, return_shift=True)
+    assert shift == (0, 0) and err == pytest.approx(np.sqrt(0.5))
+
+
+# A bug the suite once missed: kernel_error's max_shift window left out the shift +max_shift
+def test_kernel_error_searches_up_to_plus_and_minus_max_shift():
+    from skdip.metrics import kernel_error
+
+    k = np.zeros((9, 9))
+    k[4, 3:6] = [0.25, 0.5, 0.25]
+    for s in (2, -2):
+        moved = np.roll(k, (s, s), axis=(0, 1))
+        err, shift = kernel_error(k, moved, max_shift=2, return_shift=True)
+        assert err == pytest.approx(0.0, abs=1e-12) and shift == (s, s)
+
+
+# A bug the suite once missed: aligned_ssim refused images leaving exactly SSIM's 7x7 window after
+# the crop
+def test_aligned_ssim_accepts_a_crop_leaving_exactly_seven_pixels():
+    from skdip.metrics import aligned_ssim
+
+    x = np.random.default_rng(0).random((13, 13))
+    assert aligned_ssim(x, np.roll(x, (1, -1), axis=(0, 1)), max_shift=3) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="7x7"):
+        aligned_ssim(x, x, max_shift=4)

@@ -1278,3 +1278,53 @@ def test_average_of_best_fits_in_the_calling_thread_whatever_the_estimators_n_jo
             avg.fit(_noisy_batch(1))
     assert [str(w.message) for w in c] == []
     assert threads == {threading.current_thread()}
+
+
+# A bug the suite once missed: best_params_per_image ordered the splits as strings (split10 before
+# split2)
+def test_best_params_per_image_keeps_the_image_order_beyond_ten_images():
+    from sklearn.base import BaseEstimator
+    from sklearn.model_selection import GridSearchCV
+
+    from skdip.model_selection import PerImageCV, best_params_per_image
+
+    class Toy(BaseEstimator):
+        def __init__(self, a=0.0):
+            self.a = a
+
+        def fit(self, X, y=None):
+            return self
+
+        def score(self, X, y=None):
+            return -abs(float(X[0].mean()) - self.a)
+
+    images = [np.full((4, 4), float(i)) for i in range(12)]
+    search = GridSearchCV(
+        Toy(), {"a": [float(i) for i in range(12)]}, cv=PerImageCV(), refit=False
+    ).fit(images)
+    assert best_params_per_image(search) == [{"a": float(i)} for i in range(12)]
+
+
+# A bug the suite once missed: best_params_per_image could choose a candidate whose score is +inf
+# (documented: NaN or infinite scores, from failed fits, are never chosen)
+def test_best_params_per_image_never_chooses_an_infinite_score():
+    from sklearn.base import BaseEstimator
+    from sklearn.model_selection import GridSearchCV
+
+    from skdip.model_selection import PerImageCV, best_params_per_image
+
+    class Toy(BaseEstimator):
+        def __init__(self, a=0.0):
+            self.a = a
+
+        def fit(self, X, y=None):
+            return self
+
+        def score(self, X, y=None):
+            return float("inf") if self.a == 2.0 else -abs(float(X[0].mean()) - self.a)
+
+    images = [np.zeros((4, 4)), np.ones((4, 4))]
+    search = GridSearchCV(
+        Toy(), {"a": [0.0, 1.0, 2.0]}, cv=PerImageCV(), refit=False, error_score="raise"
+    ).fit(images)
+    assert best_params_per_image(search) == [{"a": 0.0}, {"a": 1.0}]
