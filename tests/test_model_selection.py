@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, cross_validate
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -1280,51 +1280,39 @@ def test_average_of_best_fits_in_the_calling_thread_whatever_the_estimators_n_jo
     assert threads == {threading.current_thread()}
 
 
+class _MeanMatcher(BaseEstimator):
+    """Scores how close ``a`` is to the image's mean (``inf_at``: a setting scoring +inf)."""
+
+    def __init__(self, a=0.0, inf_at=None):
+        self.a, self.inf_at = a, inf_at
+
+    def fit(self, X, y=None):
+        return self
+
+    def score(self, X, y=None):
+        if self.a == self.inf_at:
+            return float("inf")
+        return -abs(float(X[0].mean()) - self.a)
+
+
 # A bug the suite once missed: best_params_per_image ordered the splits as strings (split10 before
 # split2)
 def test_best_params_per_image_keeps_the_image_order_beyond_ten_images():
-    from sklearn.base import BaseEstimator
-    from sklearn.model_selection import GridSearchCV
-
-    from skdip.model_selection import PerImageCV, best_params_per_image
-
-    class Toy(BaseEstimator):
-        def __init__(self, a=0.0):
-            self.a = a
-
-        def fit(self, X, y=None):
-            return self
-
-        def score(self, X, y=None):
-            return -abs(float(X[0].mean()) - self.a)
-
     images = [np.full((4, 4), float(i)) for i in range(12)]
-    search = GridSearchCV(
-        Toy(), {"a": [float(i) for i in range(12)]}, cv=PerImageCV(), refit=False
-    ).fit(images)
+    grid = {"a": [float(i) for i in range(12)]}
+    search = GridSearchCV(_MeanMatcher(), grid, cv=PerImageCV(), refit=False).fit(images)
     assert best_params_per_image(search) == [{"a": float(i)} for i in range(12)]
 
 
 # A bug the suite once missed: best_params_per_image could choose a candidate whose score is +inf
 # (documented: NaN or infinite scores, from failed fits, are never chosen)
 def test_best_params_per_image_never_chooses_an_infinite_score():
-    from sklearn.base import BaseEstimator
-    from sklearn.model_selection import GridSearchCV
-
-    from skdip.model_selection import PerImageCV, best_params_per_image
-
-    class Toy(BaseEstimator):
-        def __init__(self, a=0.0):
-            self.a = a
-
-        def fit(self, X, y=None):
-            return self
-
-        def score(self, X, y=None):
-            return float("inf") if self.a == 2.0 else -abs(float(X[0].mean()) - self.a)
-
     images = [np.zeros((4, 4)), np.ones((4, 4))]
     search = GridSearchCV(
-        Toy(), {"a": [0.0, 1.0, 2.0]}, cv=PerImageCV(), refit=False, error_score="raise"
+        _MeanMatcher(inf_at=2.0),
+        {"a": [0.0, 1.0, 2.0]},
+        cv=PerImageCV(),
+        refit=False,
+        error_score="raise",
     ).fit(images)
     assert best_params_per_image(search) == [{"a": 0.0}, {"a": 1.0}]

@@ -922,22 +922,6 @@ def test_score_clips_an_unscaled_linear_estimate_to_the_references_unit_range():
     assert den.score(noisy, clean) == pytest.approx(expected, rel=1e-9)
 
 
-_SMALL_NET = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
-
-
-def _small_den(**kw):
-    params = dict(
-        generator=_SMALL_NET,
-        max_iter=12,
-        early_stopping=None,
-        random_state=0,
-        device="cpu",
-        output_averaging=None,
-    )
-    params.update(kw)
-    return DIPDenoiser(**params)
-
-
 def _smooth_clean(shape=(16, 16)):
     yy, xx = np.mgrid[: shape[0], : shape[1]] / max(shape)
     return 0.3 + 0.4 * np.sin(3 * xx) * np.cos(2 * yy)
@@ -952,7 +936,7 @@ def _noisy_of(clean, seed=0):
 def test_a_uint8_reference_with_data_range_255_is_refused_for_float_x():
     clean8 = np.round(_smooth_clean() * 255).astype(np.uint8)
     noisy = np.clip(_noisy_of(clean8 / 255.0), 0, 1)  # float X on [0, 1]
-    den = _small_den().fit(noisy)
+    den = _den().fit(noisy)
     assert np.isfinite(get_scorer("psnr")(den, noisy, clean8))  # read on [0, 1]: scored
     with pytest.raises(ValueError, match="uint8 images are read on"):
         get_scorer("psnr", data_range=255)(den, noisy, clean8)
@@ -979,7 +963,7 @@ def test_registry_scorers_have_the_documented_rule_and_criterion():
 # validation: a misspelt criterion scored as the discrepancy, silently
 def test_invalid_scorer_parameters_are_refused_on_the_fitted_images_too():
     noisy = _noisy_of(_smooth_clean())
-    den = _small_den().fit(noisy)
+    den = _den().fit(noisy)
     with pytest.raises(InvalidParameterError):
         NoReferenceScorer(criterion="whiteness")(den, noisy)
     with pytest.raises(InvalidParameterError):
