@@ -501,8 +501,12 @@ def images_digest(images: list[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def to_tensor(image: np.ndarray, device: torch.device, dtype=torch.float32) -> torch.Tensor:
-    """``(H, W, C)`` array to a ``(1, C, H, W)`` tensor on ``device``."""
+def to_tensor(image: np.ndarray, device: torch.device, dtype=None) -> torch.Tensor:
+    """``(H, W, C)`` array to a ``(1, C, H, W)`` tensor on ``device``, by default in
+    torch's default dtype: the one the networks are built in, so that a fit's target
+    and prediction agree (a float32 target under a float64 default made MSE's backward
+    fail on some torch versions, and rounded the data to float32 for nothing)."""
+    dtype = torch.get_default_dtype() if dtype is None else dtype
     t = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)), dtype=dtype)
     return t.unsqueeze(0).to(device)
 

@@ -5,8 +5,11 @@ image, so a late check would throw away the earlier images' fits); results never
 alias the fitted state; a refit replaces the whole fitted state.
 """
 
+import warnings
+
 import numpy as np
 import pytest
+import torch
 
 from skdip import (
     BlindDeblurrer,
@@ -16,6 +19,7 @@ from skdip import (
     DIPReconstructor,
     DIPSuperResolver,
     HIOPhaseRetriever,
+    PhaseRetriever,
     SkipNetwork,
 )
 from skdip.datasets import simulate_diffraction
@@ -262,3 +266,73 @@ def test_the_fitted_values_in_another_shape_are_other_data():
     den = DIPDenoiser(**_SMALL_FIT).fit(x)
     out = den.transform(x.reshape(12, 8))
     assert out.shape == (12, 8)
+
+
+# ------------------------------------------------------------- dtypes
+@pytest.fixture
+def float64_default():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _record_fit_dtypes(monkeypatch) -> list:
+    """(network dtype, target dtype) of every fit the estimators hand the engine."""
+    seen = []
+
+    def recording(original, batched):
+        def fit(models, targets, *args, **kwargs):
+            for model, target in (
+                zip(models, targets, strict=True) if batched else [(models, targets)]
+            ):
+                weight = next(p for p in model.parameters() if p.is_floating_point())
+                seen.append((weight.dtype, target.dtype))
+            return original(models, targets, *args, **kwargs)
+
+        return fit
+
+    import skdip.estimators._base as base
+    import skdip.estimators._phase as phase
+
+    for module in (base, phase):  # phase: the pretraining's own fits
+        for name, batched in (("fit_model", False), ("fit_batch", True)):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, recording(getattr(module, name), batched))
+    return seen
+
+
+def _dtype_cases():
+    kernel = np.outer([1, 2, 1], [1, 2, 1]) / 16.0
+    holes = _image((16, 16, 3))
+    holes[3:7, 5:9] = np.nan
+    small = dict(COMMON, max_iter=2)
+    blob = _image((8, 8), seed=3)
+    return [
+        (DIPDenoiser(**small), _image()),
+        (DIPDenoiser(**small, batch_size=2), [_image(), _image(seed=1)]),
+        (DIPInpainter(**small), holes),
+        (DIPSuperResolver(scale=2, **small), _image()),
+        (DIPDeconvolver(kernel=kernel, **small), _image()),
+        (BlindDeblurrer(kernel_size=3, **small), _image()),
+        (
+            PhaseRetriever(**small, pretrain_iter=2, init=HIOPhaseRetriever(max_iter=4, n_er=2)),
+            simulate_diffraction(blob),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("estimator, X", _dtype_cases(), ids=lambda v: type(v).__name__)
+def test_the_target_is_in_the_networks_dtype_under_a_float64_default(
+    estimator, X, float64_default, monkeypatch
+):
+    # A bug the suite once missed: under torch.set_default_dtype(torch.float64) the
+    # networks were float64 and every target float32. torch 2.13 mixes them in MSE, but
+    # torch 2.11 (seen on a GPU machine) fails in MSE's backward, "Found dtype Float but
+    # expected Double": every fit under a float64 default crashed there.
+    seen = _record_fit_dtypes(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator.fit(X)
+    assert seen, "no fit reached the engine"
+    assert set(seen) == {(torch.float64, torch.float64)}

@@ -797,13 +797,14 @@ class BaseDIPEstimator(
             self._check_reference_scale(reference, values, scaling.scale)
 
     def _check_unscaled_range(self, values: np.ndarray, image_range=None) -> None:
-        """With ``rescale=False`` the data is fitted as given, in float32 (``image_range``:
-        see :meth:`_image_range`)."""
+        """With ``rescale=False`` the data is fitted as given, in torch's default dtype
+        (``image_range``: see :meth:`_image_range`)."""
         finite = values[np.isfinite(values)]
         if finite.size == 0:
             return
         lo, hi = float(finite.min()), float(finite.max())
-        # Beyond this a float32 squared misfit overflows: every step would diverge.
+        # Beyond this a float32 squared misfit overflows: every step would diverge (the
+        # same limit under a float64 default, where it is merely cautious).
         if max(abs(lo), abs(hi)) > _FLOAT32_SQUARE_LIMIT:
             raise ValueError(
                 f"rescale=False, but the data spans [{lo:.3g}, {hi:.3g}]: too large for the "

@@ -670,7 +670,8 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
         if self.object_type == "complex":
             phase_net = generator.build(shape, 1, seed=seed + 1)
         support = _check_support(self.support, shape)
-        support_t = None if support is None else torch.as_tensor(support, dtype=torch.float32)
+        dtype = torch.get_default_dtype()  # the networks' (built just above): the target's too
+        support_t = None if support is None else torch.as_tensor(support, dtype=dtype)
         if support_t is not None:
             support_t = support_t[None, None]
         model = _PhaseModel(
@@ -680,9 +681,9 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
             support_t,
             input_noise_std(self, generator),
         ).to(device)
-        target_t = torch.as_tensor(
-            np.ascontiguousarray(target.transpose(2, 0, 1)), dtype=torch.float32
-        )[None].to(device)
+        target_t = torch.as_tensor(np.ascontiguousarray(target.transpose(2, 0, 1)), dtype=dtype)[
+            None
+        ].to(device)
         fit_kwargs = {"monitor": _modulus} if self.object_type == "complex" else {}
         return model, target_t, fit_kwargs
 
@@ -747,7 +748,9 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
     def _pretrain(self, model: _PhaseModel, start: np.ndarray, seed: int, device) -> None:
         """Fit the networks to ``start`` (object domain, MSE) before the magnitudes."""
         channels = [start.real, start.imag] if self.object_type == "complex" else [start]
-        target = torch.as_tensor(np.stack(channels), dtype=torch.float32)[None].to(device)
+        # In the networks' dtype (the default one they were built in), as the fit's target.
+        target = torch.as_tensor(np.stack(channels), dtype=torch.get_default_dtype())
+        target = target[None].to(device)
         fit_model(
             _ObjectFit(model),
             target,
