@@ -740,7 +740,9 @@ def test_operators_that_differ_in_a_private_setting_are_not_stacked():
     from skdip.model_selection import fit_candidates
 
     x = np.random.default_rng(0).random((16, 16))
-    est = DIPReconstructor(generator=TINY, max_iter=4, early_stopping=None, random_state=0)
+    est = DIPReconstructor(
+        generator=TINY, max_iter=4, early_stopping=None, random_state=0, device="cpu"
+    )
     candidates = [{"operator": _Shift(0)}, {"operator": _Shift(5)}]
     fitted = fit_candidates(est, x, candidates)
     for candidate, together in zip(candidates, fitted, strict=True):

@@ -180,7 +180,9 @@ def test_what_may_not_change_between_warm_fits():
 
 def test_without_warm_start_nothing_is_kept_and_each_fit_starts_afresh():
     noisy, _ = _images()
-    den = DIPDenoiser(generator=TINY, early_stopping=_rule(), max_iter=6, random_state=0)
+    den = DIPDenoiser(
+        generator=TINY, early_stopping=_rule(), max_iter=6, random_state=0, device="cpu"
+    )
     first = _quiet(den.fit, noisy).reconstruction_.copy()
     assert den._fit_states is None
     np.testing.assert_array_equal(_quiet(den.fit, noisy).reconstruction_, first)
@@ -309,7 +311,7 @@ def test_blind_deblurring_goes_on_with_both_networks_and_its_psnr_curve():
     sharp = np.random.default_rng(0).random((24, 24))
     blurry = blur(sharp, make_motion_kernel(5, random_state=0, smoothing=0))
     truth = sharp[2:-2, 2:-2]  # the valid blur's grid
-    kw = dict(generator=TINY, kernel_size=5, early_stopping=_rule(), random_state=0)
+    kw = dict(generator=TINY, kernel_size=5, early_stopping=_rule(), random_state=0, device="cpu")
     longer = _quiet(BlindDeblurrer(max_iter=20, **kw).fit, blurry, y=truth)
     warm = BlindDeblurrer(max_iter=8, warm_start=True, **kw)
     _quiet(warm.fit, blurry, y=truth)
@@ -354,6 +356,7 @@ def test_phase_retrieval_goes_on_with_the_restart_it_chose(n_init, n_jobs):
         generator=TINY,
         early_stopping=_rule(),
         random_state=0,
+        device="cpu",  # compared bit for bit: GPU kernels are not bit-reproducible
         n_init=n_init,
         pretrain_iter=5,
         init=HIOPhaseRetriever(max_iter=30, n_er=10),
