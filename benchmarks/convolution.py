@@ -17,7 +17,10 @@ with gradients for both the image and the kernel, as in ``BlindDeblurrer``:
   large as the image.
 
 Times are CPU time (``time.process_time``) per call, the best of ``--repeats`` rounds,
-each round averaging enough calls to last about ``--min-time`` seconds. Each case also
+each round averaging enough calls to last about ``--min-time`` seconds. With
+``--device cuda`` the tensors live on the GPU and times are wall-clock, the device
+synchronised before and after each round (kernel launches are asynchronous), and the
+automatic rule is read for that device. Each case also
 records the largest difference between the two paths (output, image gradient, kernel
 gradient, relative to the largest value of each) and the path that
 :func:`skdip.operators._convolution._use_fft` picks; the constants of that rule were fitted
@@ -75,24 +78,54 @@ def extra_cases() -> list[tuple[str, tuple[int, int], tuple[int, int], int]]:
     return cases
 
 
+def large_cases() -> list[tuple[str, tuple[int, int], tuple[int, int], int]]:
+    """Larger images, for a GPU: where the grid's launch-bound small sizes end."""
+    cases = []
+    thin = [(1, 9), (3, 4), (3, 5), (4, 5), (2, 16), (1, 33), (3, 33)]
+    for side in (512, 1024):
+        cases += [("valid", (side, side), k, 1) for k in thin]
+    for side in (320, 384, 448):
+        for k in (5, 9, 17, 33):
+            cases += [(b, (side, side), (k, k), 1) for b in ("valid", "circular")]
+    for side, ks in [(128, (17, 33)), (256, (5, 17)), (512, (3, 5, 17))]:
+        for k in ks:
+            cases += [(b, (side, side), (k, k), 3) for b in ("valid", "circular")]
+    return cases
+
+
 def _fwd_bwd(path, x: torch.Tensor, k: torch.Tensor, boundary: str, g: torch.Tensor):
     out = path(x, k, boundary)
     gx, gk = torch.autograd.grad(out, (x, k), g)
     return out, gx, gk
 
 
+def _clock(device: torch.device):
+    """A timer for work on ``device``: CPU time on the CPU; elsewhere wall-clock time
+    after waiting for the queued kernels (CPU time would only count their launches)."""
+    if device.type == "cpu":
+        return time.process_time
+
+    def wall() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    return wall
+
+
 def _time(path, x, k, boundary, g, repeats: int, min_time: float) -> float:
-    """Best per-call CPU time (seconds) over ``repeats`` rounds."""
-    t0 = time.process_time()
-    _fwd_bwd(path, x, k, boundary, g)  # warm-up, and a first estimate of the cost
-    first = max(time.process_time() - t0, 1e-6)
+    """Best per-call time (seconds) over ``repeats`` rounds."""
+    clock = _clock(x.device)
+    _fwd_bwd(path, x, k, boundary, g)  # warm-up (cuFFT plans, cuDNN's algorithm choice)
+    t0 = clock()
+    _fwd_bwd(path, x, k, boundary, g)  # a first estimate of the cost
+    first = max(clock() - t0, 1e-6)
     calls = max(1, int(min_time / first))
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.process_time()
+        t0 = clock()
         for _ in range(calls):
             _fwd_bwd(path, x, k, boundary, g)
-        best = min(best, (time.process_time() - t0) / calls)
+        best = min(best, (clock() - t0) / calls)
     return best
 
 
@@ -105,11 +138,12 @@ def measure_case(boundary, image, kernel, planes, args, grid: bool) -> dict:
     dtype = getattr(torch, args.dtype)
     (h, w), (kh, kw) = image, kernel
     gen = torch.Generator().manual_seed(h * 100_000 + w * 100 + kh * 10 + kw)
-    x = torch.rand(planes, 1, h, w, generator=gen, dtype=dtype).requires_grad_(True)
+    device = torch.device(args.device)
+    x = torch.rand(planes, 1, h, w, generator=gen, dtype=dtype).to(device).requires_grad_(True)
     k = torch.rand(kh, kw, generator=gen, dtype=dtype)
-    k = (k / k.sum()).requires_grad_(True)
+    k = (k / k.sum()).to(device).requires_grad_(True)
     out_shape = (h - kh + 1, w - kw + 1) if boundary == "valid" else (h, w)
-    g = torch.rand(planes, 1, *out_shape, generator=gen, dtype=dtype)
+    g = torch.rand(planes, 1, *out_shape, generator=gen, dtype=dtype).to(device)
     direct = _fwd_bwd(_convolve_direct, x, k, boundary, g)
     fft = _fwd_bwd(_convolve_fft, x, k, boundary, g)
     # float64 reference: which path's rounding the difference between them comes from
@@ -122,6 +156,7 @@ def measure_case(boundary, image, kernel, planes, args, grid: bool) -> dict:
         "kernel": [kh, kw],
         "planes": planes,
         "dtype": args.dtype,
+        "device": device.type,
         "direct_ms": 1e3 * _time(_convolve_direct, x, k, boundary, g, args.repeats, args.min_time),
         "fft_ms": 1e3 * _time(_convolve_fft, x, k, boundary, g, args.repeats, args.min_time),
         "diff_out": _rel_diff(direct[0], fft[0]),
@@ -140,28 +175,63 @@ def measure_case(boundary, image, kernel, planes, args, grid: bool) -> dict:
 
 def measure(args: argparse.Namespace) -> list[dict]:
     rows = []
-    for boundary in args.boundaries:
+    for boundary in args.boundaries if args.grid else []:
         for side in args.images:
             for ks in args.kernels:
                 if boundary == "valid" and ks > side:
                     continue
                 rows.append(measure_case(boundary, (side, side), (ks, ks), 1, args, True))
-    if args.extra:
-        for case in extra_cases():
-            rows.append(measure_case(*case, args, False))
+    extra = (extra_cases() if args.extra else []) + (large_cases() if args.large else [])
+    for case in extra:
+        rows.append(measure_case(*case, args, False))
     return rows
 
 
 def _auto(row: dict) -> bool:
     """The decision of ``_use_fft`` as it is now."""
     dtype = getattr(torch, row["dtype"])
+    device_type = row.get("device", "cpu")  # rows saved before --device existed: CPU
     return _use_fft(
-        tuple(row["image"]), tuple(row["kernel"]), row["boundary"], dtype, row["planes"]
+        tuple(row["image"]),
+        tuple(row["kernel"]),
+        row["boundary"],
+        dtype,
+        row["planes"],
+        device_type,
     )
 
 
 def _shape(pair: list[int]) -> str:
     return f"{pair[0]}x{pair[1]}"
+
+
+_CPU_RULE = (
+    "`_use_fft` in `skdip/operators/_convolution.py`. On this CPU `conv2d` (forward + "
+    "backward) has a fast regime: a single image plane (batch x channels = 1), a "
+    "kernel with a side of at most 3, and at most 20480 pixels entering `conv2d` (the "
+    "image, circularly padded for `circular`). Outside it the backward pass is several "
+    "times slower per pixel, and the FFT path is taken for every kernel but 1x1 (a "
+    "scaling, always direct). Inside it the FFT path is taken when the direct path's "
+    "multiply-adds `out_h * out_w * kh * kw` exceed `115000 + 0.72 * n * log2(n)`, "
+    "`n` being the FFT grid's size. Half precision always goes direct. A `circular` "
+    "image whose side has a prime factor above 7 (a slow FFT length) is padded "
+    "circularly and transformed as `valid`, on a fast length. The constants were "
+    "chosen on exploratory timings and an earlier run of this script, before this run; "
+    "where the two paths are within about 25% of each other the order is within the "
+    "timing noise of this shared machine."
+)
+_OFF_CPU_RULE = (
+    "`_use_fft` in `skdip/operators/_convolution.py`. Off the CPU both paths cost a "
+    "launch-bound floor on small images, the direct one the lower, and `conv2d` slows "
+    "down on large images for every kernel beyond 3 x 4. The FFT path is taken for a "
+    "kernel beyond 3 x 4 (and not 1 x 1) when the pixels entering `conv2d`, over all "
+    "planes, reach `_GPU_FFT_MIN_PIXELS` (200000) or the direct path's multiply-adds "
+    "`out_h * out_w * kh * kw * planes` reach `_GPU_FFT_MIN_MACS` (8e7). Half precision "
+    "always goes direct. The two thresholds were chosen on these timings (any pair from "
+    "about 200000 to 250000 pixels and 8e7 to 1e8 multiply-adds does as well here); "
+    "where the paths are within about 30% of each other, the order may change with the "
+    "GPU, the torch version or the timing noise."
+)
 
 
 def write_table(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
@@ -171,20 +241,17 @@ def write_table(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
         "# Direct against FFT convolution (forward + backward)",
         "",
         f"Command: `{args.command}`  ",
-        f"Machine: {platform.machine()}, CPU only (a shared 2-core machine, loaded by other "
-        f"work: timings are indicative), {args.threads} torch thread(s), torch "
-        f"{args.torch}, {args.dtype}.",
+        f"Machine: {args.machine}, {args.threads} torch thread(s), torch {args.torch}, "
+        f"{args.dtype}.",
         "",
-        "CPU time of forward plus backward of `skdip.operators._convolution.convolve`'s "
+        f"{'CPU' if args.device == 'cpu' else 'Wall-clock (device synchronised)'} time of "
+        "forward plus backward of `skdip.operators._convolution.convolve`'s "
         "direct path (`conv2d`) and of its FFT path, with gradients for both the image and "
-        f"the kernel (best of {args.repeats} rounds). The automatic rule (`_use_fft`, the "
-        "path `convolve` takes) was fitted to these numbers.",
+        f"the kernel (best of {args.repeats} rounds), and the path the automatic rule "
+        "(`_use_fft`, the path `convolve` takes) picks on this device.",
         "",
-        "**No GPU was measured.** On a GPU (cuDNN against cuFFT, kernel-launch overheads) "
-        "the crossover will differ; the same CPU-fitted rule is applied there, and should be "
-        "checked there before being relied on. Another CPU, or another torch version, may "
-        "also choose other `conv2d` algorithms (see the regimes under *The automatic "
-        "rule*).",
+        "Another CPU, GPU or torch version may choose other `conv2d` algorithms, and so "
+        "another crossover.",
         "",
     ]
     grid = [r for r in rows if r["grid"]]
@@ -241,19 +308,7 @@ def write_table(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
     lines += [
         "## The automatic rule",
         "",
-        "`_use_fft` in `skdip/operators/_convolution.py`. On this CPU `conv2d` (forward + "
-        "backward) has a fast regime: a single image plane (batch x channels = 1), a "
-        "kernel with a side of at most 3, and at most 20480 pixels entering `conv2d` (the "
-        "image, circularly padded for `circular`). Outside it the backward pass is several "
-        "times slower per pixel, and the FFT path is taken for every kernel but 1x1 (a "
-        "scaling, always direct). Inside it the FFT path is taken when the direct path's "
-        "multiply-adds `out_h * out_w * kh * kw` exceed `115000 + 0.72 * n * log2(n)`, "
-        "`n` being the FFT grid's size. Half precision always goes direct. A `circular` "
-        "image whose side has a prime factor above 7 (a slow FFT length) is padded "
-        "circularly and transformed as `valid`, on a fast length. The constants were "
-        "chosen on exploratory timings and an earlier run of this script, before this run; "
-        "where the two paths are within about 25% of each other the order is within the "
-        "timing noise of this shared machine.",
+        _CPU_RULE if args.device == "cpu" else _OFF_CPU_RULE,
         "",
         f"It picks the faster path in {len(rows) - len(wrong)} of {len(rows)} cases; the "
         f"paths it picks take {chosen:.1f} ms in all, against {best:.1f} ms for the faster "
@@ -314,11 +369,20 @@ def main() -> None:
         type=int,
         default=[3, 5, 7, 9, 11, 13, 15, 17, 21, 25, 33, 49, 65],
     )
+    parser.add_argument("--no-grid", dest="grid", action="store_false")
     parser.add_argument("--no-extra", dest="extra", action="store_false")
+    parser.add_argument("--large", action="store_true", help="add larger images (for a GPU)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-time", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where to run, e.g. cpu or cuda")
+    parser.add_argument(
+        "--machine",
+        default=f"{platform.machine()}, CPU only (a shared 2-core machine, loaded by other "
+        "work: timings are indicative)",
+        help="how the table describes the machine",
+    )
     parser.add_argument("--tag", default="convolution")
     parser.add_argument("--jsonl", type=Path, help="also save the raw rows to this file")
     parser.add_argument(
@@ -334,12 +398,17 @@ def main() -> None:
     if args.from_jsonl:
         lines = args.from_jsonl.read_text().splitlines()
         rows = [json.loads(line) for line in lines]
-        for key in ("command", "threads", "repeats", "dtype", "torch"):
+        for key in ("threads", "repeats", "dtype", "torch"):
             setattr(args, key, rows[0][key])
+        # Rows of several runs (e.g. the grid, then --large) name every command.
+        args.command = "`, then `".join(dict.fromkeys(r["command"] for r in rows))
+        args.device = rows[0].get("device", "cpu")
+        args.machine = rows[0].get("machine", args.machine)
     else:
         rows = measure(args)
         for r in rows:
             r.update(command=args.command, threads=args.threads, repeats=args.repeats)
+            r["machine"] = args.machine
             r["torch"] = args.torch
         if args.jsonl is not None:
             args.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -348,6 +348,39 @@ def test_use_fft_crossover():
     assert not _use_fft((320, 320), (65, 65), "valid", torch.float16)
 
 
+def test_use_fft_crossover_on_a_gpu():
+    # The rule fitted in benchmarks/results/convolution_cuda_h100.md (an H100): both paths
+    # are launch-bound on small images, where the direct one is the cheaper; conv2d slows
+    # down on large ones for kernels beyond 3 x 4. Before, every kernel of 15 and more went
+    # by FFT on a GPU (2.5 to 4 times slower at 256x256) and 5x5 to 13x13 kernels went
+    # direct on 1024x1024 images (7 to 9 times slower).
+    f32 = torch.float32
+
+    def gpu(image, kernel, boundary="valid", planes=1, dtype=f32):
+        return _use_fft(image, kernel, boundary, dtype, planes, "cuda")
+
+    # small images: direct, also for large kernels ...
+    assert not gpu((256, 256), (17, 17))
+    assert not gpu((128, 128), (33, 33), "circular")
+    assert not gpu((256, 256), (5, 5), planes=3)
+    # ... unless the kernel's multiply-adds are many (BlindDeblurrer's 65x65 kernel on a
+    # 256x256 observation, an image of 320x320)
+    assert gpu((320, 320), (65, 65))
+    assert gpu((256, 256), (65, 65), "circular")
+    # large images: FFT from 5x5 and thin 1x9 kernels on; 3x3 and 3x4 stay direct
+    assert gpu((512, 512), (5, 5))
+    assert gpu((1024, 1024), (1, 9))
+    assert gpu((512, 512), (17, 17), "circular", planes=3)
+    assert not gpu((1024, 1024), (3, 3))
+    assert not gpu((1024, 1024), (3, 4))
+    assert not gpu((1024, 1024), (1, 1))
+    # the pixels of every plane count
+    assert not gpu((300, 300), (5, 5))
+    assert gpu((300, 300), (5, 5), planes=3)
+    # half precision: direct on any device
+    assert not gpu((1024, 1024), (65, 65), dtype=torch.float16)
+
+
 def test_convolve_fft_path_for_slow_circular_lengths_pads_first():
     # A "circular" side with a large prime factor is padded circularly and convolved as
     # "valid" on a fast FFT grid; a fast side is transformed as it is.

@@ -171,8 +171,18 @@ _FFT_DTYPES = (torch.float32, torch.float64)
 # the fast regime (143x143 pixels for "valid", 141x141 for "circular"), and a 3x9 one on
 # "valid" images of up to 89x89.
 _DIRECT_FAST_PIXELS = 20480
-# Off the CPU (unmeasured): the FFT path only for kernels this large on both sides.
-_FFT_MIN_KERNEL_OFF_CPU = 15
+# On a GPU (measured on an H100, torch 2.11: benchmarks/results/convolution_cuda_h100.md)
+# both paths cost a launch-bound floor up to about 256x256 pixels (the direct one about
+# 0.3 ms, the FFT one 0.6 to 1 ms for forward + backward), so the direct path wins there
+# unless the kernel is very large. Above, conv2d slows down with the pixels for every
+# kernel but the smallest (3x3, 3x4: 0.2 ms at 1024x1024, where a 5x5 one takes 5.5 ms),
+# while the FFT path stays near its floor. The FFT path is therefore taken for a kernel
+# beyond 3 x 4 when the pixels entering conv2d (all planes) reach _GPU_FFT_MIN_PIXELS or
+# the direct path's multiply-adds reach _GPU_FFT_MIN_MACS: the faster path in 339 of the
+# 351 cases measured, its worst miss 0.36 ms, 214.8 ms in all against 212.7 ms for the
+# faster path of each case (the rule before, "kernels of 15 and more", took 334.3 ms).
+_GPU_FFT_MIN_PIXELS = 200_000
+_GPU_FFT_MIN_MACS = 80_000_000
 _FAST_DIRECT_BASE = 115_000
 _FAST_DIRECT_RATIO = 0.72
 
@@ -206,20 +216,25 @@ def _use_fft(
     -------
     bool
         True where the FFT path is expected to be faster for forward plus backward.
-        The rule was fitted to CPU timings (``benchmarks/results/convolution.md``).
-        Elsewhere (a GPU, unmeasured: cuDNN is fast for small kernels, where the
-        CPU's ``conv2d`` is slow) only kernels of 15 pixels a side and more take
-        the FFT path, which the direct one costs most for.
+        The rule was fitted to timings on a CPU (``benchmarks/results/convolution.md``)
+        and, for any other device, on a GPU (``convolution_cuda_h100.md`` beside it):
+        there the FFT path pays only on large images or for large kernels.
     """
     if dtype not in _FFT_DTYPES:
         return False
     h, w = image_shape
     kh, kw = kernel_shape
-    if device_type != "cpu":
-        return min(kh, kw) >= _FFT_MIN_KERNEL_OFF_CPU
     if kh * kw == 1:
         return False
     conv_pixels = (h + kh - 1) * (w + kw - 1) if boundary == "circular" else h * w
+    if device_type != "cpu":
+        if max(kh, kw) <= 4 and min(kh, kw) <= 3:
+            return False  # conv2d's fast small kernels
+        out_pixels = h * w if boundary == "circular" else (h - kh + 1) * (w - kw + 1)
+        return (
+            conv_pixels * planes >= _GPU_FFT_MIN_PIXELS
+            or out_pixels * kh * kw * planes >= _GPU_FFT_MIN_MACS
+        )
     if planes > 1 or min(kh, kw) > 3 or conv_pixels > _DIRECT_FAST_PIXELS:
         return True
     out_pixels = h * w if boundary == "circular" else (h - kh + 1) * (w - kw + 1)
@@ -281,7 +296,9 @@ def convolve(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "circular") 
     (forward and backward of a 65x65 kernel on a 320x320 image, ``BlindDeblurrer``'s for
     256x256 observations: a few hundred times less on one CPU thread). Both give the same
     result and gradients up to rounding (a few ``1e-6`` relative in float32). The
-    crossover was measured on a CPU, not on a GPU, see ``benchmarks/results/convolution.md``.
+    crossover was measured on a CPU and on a GPU (an H100), where the FFT path pays only
+    on large images or for large kernels: see ``benchmarks/results/convolution.md`` and
+    ``convolution_cuda_h100.md``.
 
     Parameters
     ----------
