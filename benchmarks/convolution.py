@@ -6,7 +6,8 @@ Run by hand (not in CI)::
 
 It times forward plus backward of the two paths of
 :func:`skdip.operators._convolution.convolve` (``_convolve_direct`` and ``_convolve_fft``),
-with gradients for both the image and the kernel, as in ``BlindDeblurrer``:
+with gradients for both the image and the kernel, as in ``BlindDeblurrer`` (for the image
+only with ``--fixed-kernel``, as for a known blur):
 
 - a grid of square images (``--images``, one plane: batch 1, one channel) and square
   kernels (``--kernels``), for each boundary;
@@ -95,6 +96,9 @@ def large_cases() -> list[tuple[str, tuple[int, int], tuple[int, int], int]]:
 
 def _fwd_bwd(path, x: torch.Tensor, k: torch.Tensor, boundary: str, g: torch.Tensor):
     out = path(x, k, boundary)
+    if not k.requires_grad:  # a fixed kernel (--fixed-kernel): the image's gradient only
+        (gx,) = torch.autograd.grad(out, (x,), g)
+        return out, gx, torch.zeros_like(k)
     gx, gk = torch.autograd.grad(out, (x, k), g)
     return out, gx, gk
 
@@ -141,13 +145,14 @@ def measure_case(boundary, image, kernel, planes, args, grid: bool) -> dict:
     device = torch.device(args.device)
     x = torch.rand(planes, 1, h, w, generator=gen, dtype=dtype).to(device).requires_grad_(True)
     k = torch.rand(kh, kw, generator=gen, dtype=dtype)
-    k = (k / k.sum()).to(device).requires_grad_(True)
+    k = (k / k.sum()).to(device).requires_grad_(not args.fixed_kernel)
     out_shape = (h - kh + 1, w - kw + 1) if boundary == "valid" else (h, w)
     g = torch.rand(planes, 1, *out_shape, generator=gen, dtype=dtype).to(device)
     direct = _fwd_bwd(_convolve_direct, x, k, boundary, g)
     fft = _fwd_bwd(_convolve_fft, x, k, boundary, g)
     # float64 reference: which path's rounding the difference between them comes from
-    x64, k64 = x.detach().double().requires_grad_(True), k.detach().double().requires_grad_(True)
+    x64 = x.detach().double().requires_grad_(True)
+    k64 = k.detach().double().requires_grad_(not args.fixed_kernel)
     exact = _fwd_bwd(_convolve_direct, x64, k64, boundary, g.double())
     row = {
         "grid": grid,
@@ -157,6 +162,7 @@ def measure_case(boundary, image, kernel, planes, args, grid: bool) -> dict:
         "planes": planes,
         "dtype": args.dtype,
         "device": device.type,
+        "kernel_grad": not args.fixed_kernel,
         "direct_ms": 1e3 * _time(_convolve_direct, x, k, boundary, g, args.repeats, args.min_time),
         "fft_ms": 1e3 * _time(_convolve_fft, x, k, boundary, g, args.repeats, args.min_time),
         "diff_out": _rel_diff(direct[0], fft[0]),
@@ -198,6 +204,7 @@ def _auto(row: dict) -> bool:
         dtype,
         row["planes"],
         device_type,
+        row.get("kernel_grad", True),
     )
 
 
@@ -222,15 +229,17 @@ _CPU_RULE = (
 )
 _OFF_CPU_RULE = (
     "`_use_fft` in `skdip/operators/_convolution.py`. Off the CPU both paths cost a "
-    "launch-bound floor on small images, the direct one the lower, and `conv2d` slows "
-    "down on large images for every kernel beyond 3 x 4. The FFT path is taken for a "
-    "kernel beyond 3 x 4 (and not 1 x 1) when the pixels entering `conv2d`, over all "
-    "planes, reach `_GPU_FFT_MIN_PIXELS` (200000) or the direct path's multiply-adds "
-    "`out_h * out_w * kh * kw * planes` reach `_GPU_FFT_MIN_MACS` (8e7). Half precision "
-    "always goes direct. The two thresholds were chosen on these timings (any pair from "
-    "about 200000 to 250000 pixels and 8e7 to 1e8 multiply-adds does as well here); "
-    "where the paths are within about 30% of each other, the order may change with the "
-    "GPU, the torch version or the timing noise."
+    "launch-bound floor on small images, the direct one the lower, and `conv2d`'s cost "
+    "then grows with its multiply-adds; with a learned kernel its kernel gradient also "
+    "slows down on large images for every kernel beyond 3 x 4. The FFT path is taken for "
+    "a kernel beyond 3 x 4 (and not 1 x 1) when the direct path's multiply-adds "
+    "`out_h * out_w * kh * kw * planes` reach `_GPU_FFT_MIN_MACS` (8e7) or, for a learned "
+    "kernel, when the pixels entering `conv2d` over all planes reach `_GPU_FFT_MIN_PIXELS` "
+    "(200000). Half precision always goes direct. The thresholds were chosen on these "
+    "timings (for a learned kernel, any pair from about 200000 to 250000 pixels and 8e7 "
+    "to 1e8 multiply-adds does as well; for a fixed one, 3e7 to 8e7 multiply-adds); where "
+    "the paths are within about 30% of each other, the order may change with the GPU, "
+    "the torch version or the timing noise."
 )
 
 
@@ -246,8 +255,13 @@ def write_table(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
         "",
         f"{'CPU' if args.device == 'cpu' else 'Wall-clock (device synchronised)'} time of "
         "forward plus backward of `skdip.operators._convolution.convolve`'s "
-        "direct path (`conv2d`) and of its FFT path, with gradients for both the image and "
-        f"the kernel (best of {args.repeats} rounds), and the path the automatic rule "
+        "direct path (`conv2d`) and of its FFT path, with gradients for "
+        + (
+            "the image only (a fixed kernel)"
+            if args.fixed_kernel
+            else "both the image and the kernel"
+        )
+        + f" (best of {args.repeats} rounds), and the path the automatic rule "
         "(`_use_fft`, the path `convolve` takes) picks on this device.",
         "",
         "Another CPU, GPU or torch version may choose other `conv2d` algorithms, and so "
@@ -372,6 +386,11 @@ def main() -> None:
     parser.add_argument("--no-grid", dest="grid", action="store_false")
     parser.add_argument("--no-extra", dest="extra", action="store_false")
     parser.add_argument("--large", action="store_true", help="add larger images (for a GPU)")
+    parser.add_argument(
+        "--fixed-kernel",
+        action="store_true",
+        help="no gradient for the kernel (a known blur, as in DIPDeconvolver)",
+    )
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-time", type=float, default=0.05)
@@ -403,6 +422,7 @@ def main() -> None:
         # Rows of several runs (e.g. the grid, then --large) name every command.
         args.command = "`, then `".join(dict.fromkeys(r["command"] for r in rows))
         args.device = rows[0].get("device", "cpu")
+        args.fixed_kernel = not rows[0].get("kernel_grad", True)
         args.machine = rows[0].get("machine", args.machine)
     else:
         rows = measure(args)

@@ -379,6 +379,31 @@ def test_use_fft_crossover_on_a_gpu():
     assert gpu((300, 300), (5, 5), planes=3)
     # half precision: direct on any device
     assert not gpu((1024, 1024), (65, 65), dtype=torch.float16)
+    # A fixed kernel (no kernel gradient, convolution_cuda_h100_fixed_kernel.md) spares
+    # conv2d its slow part: only the multiply-adds count.
+    assert not _use_fft((512, 512), (5, 5), "valid", f32, 1, "cuda", kernel_grad=False)
+    assert not _use_fft((1024, 1024), (1, 9), "valid", f32, 1, "cuda", kernel_grad=False)
+    assert _use_fft((1024, 1024), (9, 9), "valid", f32, 1, "cuda", kernel_grad=False)
+    assert _use_fft((256, 256), (65, 65), "valid", f32, 1, "cuda", kernel_grad=False)
+    # ... and the CPU's rule does not read it
+    assert _use_fft((64, 64), (5, 5), "valid", f32, kernel_grad=False)
+
+
+def test_convolve_tells_the_rule_whether_the_kernel_is_learned(monkeypatch):
+    import skdip.operators._convolution as conv
+
+    seen = []
+
+    def recording(*args):
+        seen.append(args[-1])
+        return False
+
+    monkeypatch.setattr(conv, "_use_fft", recording)
+    x = torch.rand(1, 1, 16, 16)
+    kernel = torch.full((3, 3), 1 / 9)
+    convolve(x, kernel)
+    convolve(x, kernel.clone().requires_grad_())
+    assert seen == [False, True]
 
 
 def test_convolve_fft_path_for_slow_circular_lengths_pads_first():

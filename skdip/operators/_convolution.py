@@ -171,16 +171,18 @@ _FFT_DTYPES = (torch.float32, torch.float64)
 # the fast regime (143x143 pixels for "valid", 141x141 for "circular"), and a 3x9 one on
 # "valid" images of up to 89x89.
 _DIRECT_FAST_PIXELS = 20480
-# On a GPU (measured on an H100, torch 2.11: benchmarks/results/convolution_cuda_h100.md)
-# both paths cost a launch-bound floor up to about 256x256 pixels (the direct one about
-# 0.3 ms, the FFT one 0.6 to 1 ms for forward + backward), so the direct path wins there
-# unless the kernel is very large. Above, conv2d slows down with the pixels for every
-# kernel but the smallest (3x3, 3x4: 0.2 ms at 1024x1024, where a 5x5 one takes 5.5 ms),
-# while the FFT path stays near its floor. The FFT path is therefore taken for a kernel
-# beyond 3 x 4 when the pixels entering conv2d (all planes) reach _GPU_FFT_MIN_PIXELS or
-# the direct path's multiply-adds reach _GPU_FFT_MIN_MACS: the faster path in 339 of the
-# 351 cases measured, its worst miss 0.36 ms, 214.8 ms in all against 212.7 ms for the
-# faster path of each case (the rule before, "kernels of 15 and more", took 334.3 ms).
+# On a GPU (measured on an H100, torch 2.11: benchmarks/results/convolution_cuda_h100.md
+# with a learned kernel, convolution_cuda_h100_fixed_kernel.md with a fixed one) both
+# paths cost a launch-bound floor on small images (the direct one about 0.2 to 0.4 ms, the
+# FFT one 0.4 to 1 ms for forward + backward), and conv2d's cost then grows with its
+# multiply-adds: the FFT path is taken for a kernel beyond 3 x 4 (3x3 and 3x4 stay fast
+# direct) from _GPU_FFT_MIN_MACS multiply-adds on. A learned kernel adds conv2d's kernel
+# gradient, which slows down with the pixels for every kernel beyond 3 x 4 (a 5x5 one at
+# 1024x1024: 5.5 ms against 0.4 ms fixed): with one the FFT path is also taken from
+# _GPU_FFT_MIN_PIXELS pixels entering conv2d (all planes). Learned: the faster path in 339
+# of 351 cases, 214.8 ms in all against 212.7 ms for the faster path of each (the rule
+# before, "kernels of 15 and more", 334.3 ms); fixed: in 76 of 88, 39.1 ms against 38.2
+# (before 41.8 ms).
 _GPU_FFT_MIN_PIXELS = 200_000
 _GPU_FFT_MIN_MACS = 80_000_000
 _FAST_DIRECT_BASE = 115_000
@@ -194,6 +196,7 @@ def _use_fft(
     dtype: torch.dtype,
     planes: int = 1,
     device_type: str = "cpu",
+    kernel_grad: bool = True,
 ) -> bool:
     """Whether :func:`convolve` takes the FFT path.
 
@@ -211,6 +214,9 @@ def _use_fft(
         Number of image planes convolved, ``B * C``.
     device_type : str, default="cpu"
         Where the images are (``torch.device.type``).
+    kernel_grad : bool, default=True
+        Whether the kernel's gradient is computed too (a learned kernel); read off
+        the CPU only.
 
     Returns
     -------
@@ -231,10 +237,9 @@ def _use_fft(
         if max(kh, kw) <= 4 and min(kh, kw) <= 3:
             return False  # conv2d's fast small kernels
         out_pixels = h * w if boundary == "circular" else (h - kh + 1) * (w - kw + 1)
-        return (
-            conv_pixels * planes >= _GPU_FFT_MIN_PIXELS
-            or out_pixels * kh * kw * planes >= _GPU_FFT_MIN_MACS
-        )
+        if kernel_grad and conv_pixels * planes >= _GPU_FFT_MIN_PIXELS:
+            return True
+        return out_pixels * kh * kw * planes >= _GPU_FFT_MIN_MACS
     if planes > 1 or min(kh, kw) > 3 or conv_pixels > _DIRECT_FAST_PIXELS:
         return True
     out_pixels = h * w if boundary == "circular" else (h - kh + 1) * (w - kw + 1)
@@ -333,7 +338,12 @@ def convolve(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "circular") 
     if boundary == "valid" and (kh > h or kw > w):
         raise ValueError(f"a {kh}x{kw} kernel is larger than the {h}x{w} image ('valid' boundary)")
     kernel = kernel.to(dtype=x.dtype, device=x.device)
-    if _use_fft((h, w), (kh, kw), boundary, x.dtype, x.shape[0] * x.shape[1], x.device.type):
+    # Under vmap (batched fits) requires_grad reads False, so the rule for a fixed kernel
+    # applies there, learned or not: a matter of speed only, both paths agree.
+    learned = kernel.requires_grad
+    if _use_fft(
+        (h, w), (kh, kw), boundary, x.dtype, x.shape[0] * x.shape[1], x.device.type, learned
+    ):
         return _convolve_fft(x, kernel, boundary)
     return _convolve_direct(x, kernel, boundary)
 
