@@ -26,6 +26,15 @@ def _seed_global_generators():
 
 
 @pytest.fixture
+def float64():
+    """torch's default dtype set to float64 for the test, then restored."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
 def count_fits(monkeypatch):
     """The one-by-one fits (the engine's fit_model calls) made while a test runs."""
     calls = []

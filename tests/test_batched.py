@@ -86,14 +86,6 @@ def test_each_member_gets_the_fit_it_gets_alone():
         assert not torch.equal(model(None)[0], _model(0)(None)[0])
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def test_in_float64_the_batched_fit_is_the_same_fit(float64):
     # The same algorithm, step for step: only float32 rounding separates the two.
     settings = dict(SETTINGS, max_iter=60)

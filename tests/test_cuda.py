@@ -52,14 +52,6 @@ def _quiet():
         yield
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _smooth(size=16, channels=None, seed=0):
     yy, xx = np.mgrid[0:size, 0:size] / size
     phase = np.random.default_rng(seed).random(2) * 6

@@ -269,14 +269,6 @@ def test_the_fitted_values_in_another_shape_are_other_data():
 
 
 # ------------------------------------------------------------- dtypes
-@pytest.fixture
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _record_fit_dtypes(monkeypatch) -> list:
     """(network dtype, target dtype) of every fit the estimators hand the engine."""
     seen = []
@@ -324,7 +316,7 @@ def _dtype_cases():
 
 @pytest.mark.parametrize("estimator, X", _dtype_cases(), ids=lambda v: type(v).__name__)
 def test_the_target_is_in_the_networks_dtype_under_a_float64_default(
-    estimator, X, float64_default, monkeypatch
+    estimator, X, float64, monkeypatch
 ):
     # A bug the suite once missed: under torch.set_default_dtype(torch.float64) the
     # networks were float64 and every target float32. torch 2.13 mixes them in MSE, but
