@@ -357,6 +357,27 @@ def test_a_copied_window_rule_goes_on_bit_identically(name, copy_with):
         np.testing.assert_array_equal(got, expected, err_msg=f"cut at {cut}")
 
 
+def test_a_self_validation_rule_copies_without_a_torch_generator_in_its_state():
+    # A bug the suite once missed: torch before 2.3 can neither pickle nor deep-copy a
+    # torch.Generator, and SelfValidation kept one (the order of its autoencoder's
+    # batches), so a kept warm_start fit or a cloned search failed there (seen with
+    # torch 2.1.2, where the test above failed; on newer torch it passes either way).
+    import pickle
+
+    from skdip.stopping import SelfValidation
+
+    rule = _window_rules()["self-validation"]()
+    rule.start()
+    for it, x in enumerate(_sequence(9, shape=(1, 2, 8, 8))):
+        rule.signal(x.float(), it)
+    assert isinstance(rule._order, torch.Generator)  # built: the window is full
+    state = rule.__getstate__()
+    assert not any(isinstance(value, torch.Generator) for value in state.values())
+    copied = pickle.loads(pickle.dumps(rule))
+    assert isinstance(copied, SelfValidation) and isinstance(copied._order, torch.Generator)
+    assert torch.equal(copied._order.get_state(), rule._order.get_state())
+
+
 @pytest.mark.parametrize("name", list(_window_rules()))
 def test_a_window_rule_pickles_only_the_iterates_it_has_seen(name):
     # WMV's window (and SelfValidation's) was allocated whole at the first step and

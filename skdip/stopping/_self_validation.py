@@ -172,6 +172,10 @@ class SelfValidation(BaseStoppingRule):
             # copy) of a fit shorter than the window carries only the iterates it
             # made, a copy so that the rest of the storage stays out.
             state["_buffer"] = buffer[: self._count].clone()
+        if isinstance(state.get("_order"), torch.Generator):
+            # Its state, not the generator: torch before 2.3 cannot pickle or deep-copy
+            # a Generator (a kept warm_start fit, a cloned search, a worker's copy).
+            state["_order"] = state["_order"].get_state()
         return state
 
     def __setstate__(self, state):
@@ -181,6 +185,11 @@ class SelfValidation(BaseStoppingRule):
             full = buffer.new_empty((state["window"], *buffer.shape[1:]))
             full[: buffer.shape[0]] = buffer
             state = {**state, "_buffer": full}
+        order = state.get("_order")
+        if isinstance(order, torch.Tensor):
+            generator = torch.Generator()
+            generator.set_state(order)
+            state = {**state, "_order": generator}
         super().__setstate__(state)
 
     def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
