@@ -681,9 +681,8 @@ class PhaseRetriever(BaseDIPEstimator, auto_wrap_output_keys=None):
             support_t,
             input_noise_std(self, generator),
         ).to(device)
-        target_t = torch.as_tensor(np.ascontiguousarray(target.transpose(2, 0, 1)), dtype=dtype)[
-            None
-        ].to(device)
+        target_t = torch.as_tensor(np.ascontiguousarray(target.transpose(2, 0, 1)), dtype=dtype)
+        target_t = target_t[None].to(device)
         fit_kwargs = {"monitor": _modulus} if self.object_type == "complex" else {}
         return model, target_t, fit_kwargs
 

@@ -233,16 +233,15 @@ def _use_fft(
     if kh * kw == 1:
         return False
     conv_pixels = (h + kh - 1) * (w + kw - 1) if boundary == "circular" else h * w
+    out_pixels = h * w if boundary == "circular" else (h - kh + 1) * (w - kw + 1)
     if device_type != "cpu":
         if max(kh, kw) <= 4 and min(kh, kw) <= 3:
             return False  # conv2d's fast small kernels
-        out_pixels = h * w if boundary == "circular" else (h - kh + 1) * (w - kw + 1)
         if kernel_grad and conv_pixels * planes >= _GPU_FFT_MIN_PIXELS:
             return True
         return out_pixels * kh * kw * planes >= _GPU_FFT_MIN_MACS
     if planes > 1 or min(kh, kw) > 3 or conv_pixels > _DIRECT_FAST_PIXELS:
         return True
-    out_pixels = h * w if boundary == "circular" else (h - kh + 1) * (w - kw + 1)
     (fft_h, fft_w), _ = _fft_plan((h, w), (kh, kw), boundary)
     fft_cost = fft_h * fft_w * math.log2(max(fft_h * fft_w, 2))
     return out_pixels * kh * kw > _FAST_DIRECT_BASE + _FAST_DIRECT_RATIO * fft_cost
