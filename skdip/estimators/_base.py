@@ -1477,9 +1477,16 @@ def _fit_in_worker(estimator, method, task, n, device, threads, parent_pid, dtyp
                 output = work(task, n, device)
             except Exception as error:
                 # The caller sees the error, not the warnings that led to it.
+                notes = [
+                    f"warning in the worker: {w.category.__name__}: {w.message}" for w in caught
+                ]
                 if hasattr(error, "add_note"):  # Python 3.11 on
-                    for w in caught:
-                        error.add_note(f"warning in the worker: {w.category.__name__}: {w.message}")
+                    for note in notes:
+                        error.add_note(note)
+                elif notes:
+                    # Python 3.10 has no add_note; the attribute it fills (PEP 678) is
+                    # still there to read, and pytest shows it.
+                    error.__notes__ = [*getattr(error, "__notes__", []), *notes]
                 raise
         return output, [(str(w.message), w.category) for w in caught], False
     finally:
