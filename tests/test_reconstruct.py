@@ -1249,3 +1249,27 @@ def test_kspace_of_an_image_with_a_negative_median_is_rescaled_from_the_estimate
     assert median == pytest.approx(-0.1, abs=1e-6)
     scaling = est._fit_scaling(k, {})
     assert scaling.from_estimate and scaling.scale != 1
+
+
+def test_shared_parameter_docs_take_the_indentation_of_the_docstring_they_fill():
+    # A bug the suite once missed: Python 3.13 strips a docstring's common indentation,
+    # but the shared descriptions were pasted in with the class-body indentation of
+    # earlier Pythons, so on 3.13 DIPInpainter's "generator" and every parameter after
+    # it sat 4 spaces deeper than its own (help() and numpydoc read them as text).
+    import inspect
+
+    from skdip.estimators._reconstruct import _doc
+
+    indented = (
+        "An estimator.\n\n    Parameters\n    ----------\n    own : int\n        Its own.\n"
+        "    %(common_params)s\n\n    Attributes\n    ----------\n    %(common_attributes)s\n    "
+    )
+    for raw in (indented, inspect.cleandoc(indented)):  # Python <= 3.12, then 3.13's form
+
+        class Filled:
+            __doc__ = raw
+
+        doc = inspect.cleandoc(_doc(Filled).__doc__)
+        for name in ("own : int", "generator : str", "max_iter : int", "n_iter_ : int"):
+            assert f"\n{name}" in doc, (name, doc[:400])
+        assert "\n    The network: a name" in doc

@@ -5,6 +5,7 @@ contract (cloning, parameters, fitting, pickling, dtypes, ...). The few that
 cannot hold for an image estimator are declared below with their reason.
 """
 
+import inspect
 import re
 import warnings
 
@@ -158,9 +159,11 @@ def test_every_fitted_attribute_is_documented(estimator):
         warnings.simplefilter("ignore")
         fitted = clone(estimator).fit(x)
     attributes = {k for k in vars(fitted) if k.endswith("_") and not k.startswith("_")}
-    doc = type(fitted).__doc__.split("Attributes\n    ----------")[1].split("\n    See Also")[0]
-    documented = set(re.findall(r"^    (\w+_)\b", doc, flags=re.M))
-    for line in re.findall(r"^    (\w+_(?:, \w+_)+)", doc, flags=re.M):
+    # cleandoc: Python 3.13 strips a docstring's common indentation, earlier ones keep it.
+    doc = inspect.cleandoc(type(fitted).__doc__)
+    doc = doc.split("Attributes\n----------")[1].split("\nSee Also")[0]
+    documented = set(re.findall(r"^(\w+_)\b", doc, flags=re.M))
+    for line in re.findall(r"^(\w+_(?:, \w+_)+)", doc, flags=re.M):
         documented.update(line.split(", "))
     assert attributes <= documented, sorted(attributes - documented)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import textwrap
 from numbers import Integral
 
 import numpy as np
@@ -168,13 +169,24 @@ _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
         Width of the observation, set when ``X`` is a single 2-D array."""
 
 
+def _fill(doc: str, placeholder: str, text: str) -> str:
+    """``doc`` with ``placeholder`` replaced by ``text`` (its first line unindented, the
+    rest indented for a class body), re-indented to the placeholder's own indentation:
+    Python 3.13 strips the common indentation of docstrings, earlier versions keep it."""
+    start = doc.index(placeholder)
+    indent = doc[doc.rfind("\n", 0, start) + 1 : start]
+    first, _, rest = text.partition("\n")
+    rest = textwrap.dedent(rest)
+    lines = [first] + [indent + line if line else line for line in rest.split("\n")]
+    return doc.replace(placeholder, "\n".join(lines))
+
+
 def _doc(cls):
     """Fill the shared parameter and attribute descriptions into a class docstring."""
     if cls.__doc__ is None:  # python -OO strips docstrings
         return cls
-    cls.__doc__ = cls.__doc__.replace("%(common_params)s", _COMMON_PARAMS_DOC).replace(
-        "%(common_attributes)s", _COMMON_ATTRIBUTES_DOC
-    )
+    doc = _fill(cls.__doc__, "%(common_params)s", _COMMON_PARAMS_DOC)
+    cls.__doc__ = _fill(doc, "%(common_attributes)s", _COMMON_ATTRIBUTES_DOC)
     return cls
 
 
