@@ -147,6 +147,15 @@ def test_a_few_extreme_values_that_set_the_rescaling_are_reported():
         _den(max_iter=1).fit(counts)
 
 
+def test_the_overflow_limit_of_unscaled_data_is_the_fits_dtypes(float64):
+    # Under a float64 default the fit runs in float64 (its targets too), yet data past
+    # float32's limit was refused as "too large for the float32 fit" (found by a review).
+    with pytest.warns(UserWarning, match="rescale=False, but the data spans"):
+        _den(max_iter=1, rescale=False, early_stopping=None).fit(_image() * 1e20)
+    with pytest.raises(ValueError, match="too large for the float64 fit"):
+        _den(max_iter=1, rescale=False).fit(_image() * 1e160)
+
+
 def test_unscaled_data_far_outside_unit_range_is_reported_before_fitting():
     # The sigmoid head cannot leave [0, 1]: the fit silently returned values below 0.72.
     with pytest.warns(UserWarning, match="rescale=False, but the data spans"):

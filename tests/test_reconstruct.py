@@ -1273,3 +1273,12 @@ def test_shared_parameter_docs_take_the_indentation_of_the_docstring_they_fill()
         for name in ("own : int", "generator : str", "max_iter : int", "n_iter_ : int"):
             assert f"\n{name}" in doc, (name, doc[:400])
         assert "\n    The network: a name" in doc
+    # A docstring without a placeholder is left as it is; only the leading whitespace
+    # of the placeholder's line is indentation.
+
+    class Partial:
+        __doc__ = "An estimator.\n\n    Parameters\n    ----------\n    %(common_params)s\n"
+
+    doc = _doc(Partial).__doc__
+    assert "%(common" not in doc and "\n    max_iter : int" in doc
+    assert _doc(type("Plain", (), {"__doc__": "Nothing to fill."})).__doc__ == "Nothing to fill."

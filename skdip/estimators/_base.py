@@ -15,6 +15,7 @@ import functools
 import hashlib
 import inspect
 import io
+import math
 import os
 import threading
 import warnings
@@ -137,8 +138,14 @@ ZERO_GAIN_MESSAGE = (
     "summing to 0, a difference operator), so the image's level cannot be set from them. "
     "Bring the data near [0, 1] yourself and pass rescale=False."
 )
-# sqrt of float32's largest value, rounded down.
-_FLOAT32_SQUARE_LIMIT = 1e19
+
+
+def _square_limit(dtype: torch.dtype) -> float:
+    """The square root of ``dtype``'s largest value, rounded down to a power of 10 (1e19
+    for float32, 1e154 for float64): beyond it a squared misfit overflows."""
+    return 10.0 ** math.floor(math.log10(math.sqrt(torch.finfo(dtype).max)))
+
+
 # The room left on each side of an image range estimated from the data, as a share of
 # it, when rescaling through a model whose measurements do not bound the image.
 _ESTIMATED_RANGE_MARGIN = 0.25
@@ -803,12 +810,14 @@ class BaseDIPEstimator(
         if finite.size == 0:
             return
         lo, hi = float(finite.min()), float(finite.max())
-        # Beyond this a float32 squared misfit overflows: every step would diverge (the
-        # same limit under a float64 default, where it is merely cautious).
-        if max(abs(lo), abs(hi)) > _FLOAT32_SQUARE_LIMIT:
+        # Beyond this the fit's squared misfit overflows (it runs in torch's default
+        # dtype): every step would diverge.
+        dtype = torch.get_default_dtype()
+        if max(abs(lo), abs(hi)) > _square_limit(dtype):
             raise ValueError(
                 f"rescale=False, but the data spans [{lo:.3g}, {hi:.3g}]: too large for the "
-                "float32 fit (its squared misfit overflows). Use rescale='auto' or scale the data."
+                f"{str(dtype).removeprefix('torch.')} fit (its squared misfit overflows). Use "
+                "rescale='auto' or scale the data."
             )
         # k-space of an image on [0, 1] spans far more than [0, 1]: the image matters.
         what, median = "the data", float(np.median(finite))

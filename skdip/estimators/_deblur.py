@@ -564,7 +564,9 @@ class BlindDeblurrer(BaseDIPEstimator):
         # Absent from fits kept before it was recorded: their curve read (0, 1, 1).
         reference_range = previous["continuation"].get("reference_range")
         device = state.target.device
-        ref_tensor = None if reference is None else to_tensor(reference, device)
+        # In the kept fit's dtype: the default may have changed since.
+        dtype = state.target.dtype
+        ref_tensor = None if reference is None else to_tensor(reference, device, dtype)
         # The PSNR curve goes on from where the kept fit's ended.
         psnrs = list(previous["history"].get("psnr", []))
         extra = {

@@ -173,8 +173,11 @@ def _fill(doc: str, placeholder: str, text: str) -> str:
     """``doc`` with ``placeholder`` replaced by ``text`` (its first line unindented, the
     rest indented for a class body), re-indented to the placeholder's own indentation:
     Python 3.13 strips the common indentation of docstrings, earlier versions keep it."""
-    start = doc.index(placeholder)
-    indent = doc[doc.rfind("\n", 0, start) + 1 : start]
+    start = doc.find(placeholder)
+    if start < 0:
+        return doc
+    before = doc[doc.rfind("\n", 0, start) + 1 : start]
+    indent = before[: len(before) - len(before.lstrip())]
     first, _, rest = text.partition("\n")
     rest = textwrap.dedent(rest)
     lines = [first] + [indent + line if line else line for line in rest.split("\n")]
