@@ -109,8 +109,10 @@ def _clock(device: torch.device):
     if device.type == "cpu":
         return time.process_time
 
+    backend = getattr(torch, device.type)  # torch.cuda, torch.mps, ...
+
     def wall() -> float:
-        torch.cuda.synchronize(device)
+        backend.synchronize()
         return time.perf_counter()
 
     return wall
