@@ -714,17 +714,23 @@ def test_a_resumed_fit_measures_spikes_against_the_lowest_loss_before_it():
     np.testing.assert_allclose(second.history["loss"], one.history["loss"], rtol=1e-6)
 
 
-def test_the_average_gives_the_past_the_averaging_weight():
+def _raw_iterates(max_iter: int) -> list:
+    """Every raw iterate of a plain fit of ``_problem()``."""
     model, target = _problem()
     raws = []
-    raw_model, _ = _problem()
     fit_model(
-        raw_model,
+        model,
         target,
         loss=get_loss("mse"),
-        max_iter=6,
+        max_iter=max_iter,
         callback=lambda i, l, e: raws.append(e.clone()),
     )
+    return raws
+
+
+def test_the_average_gives_the_past_the_averaging_weight():
+    raws = _raw_iterates(6)
+    model, target = _problem()
     result = fit_model(model, target, loss=get_loss("mse"), max_iter=6, averaging=0.8)
     avg = raws[0]
     for x in raws[1:]:
@@ -747,15 +753,7 @@ class _Watcher(BaseStoppingRule):
 
 def test_the_rule_watches_the_average_or_the_raw_iterate_as_asked():
     _, target = _problem()
-    raws, averages = [], []
-    model, _ = _problem()
-    fit_model(
-        model,
-        target,
-        loss=get_loss("mse"),
-        max_iter=5,
-        callback=lambda i, l, e: raws.append(e.clone()),
-    )
+    raws, averages = _raw_iterates(5), []
     for monitor, expected in [("average", averages), ("raw", raws)]:
         _Watcher.shown = []
         model, _ = _problem()

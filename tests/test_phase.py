@@ -971,14 +971,11 @@ def test_phase_retriever_starts_from_an_hio_object_inside_its_support(monkeypatc
         return start
 
     monkeypatch.setattr(PhaseRetriever, "_initial_object", spy)
-    PhaseRetriever(
+    _tiny_pr(
         generator=_SMALL,
         max_iter=2,
         pretrain_iter=1,
         init=HIOPhaseRetriever(max_iter=20, n_er=5),
-        early_stopping=None,
-        random_state=0,
-        device="cpu",
         support=support,
     ).fit(simulate_diffraction(x))
     assert len(starts) == 1
