@@ -230,6 +230,24 @@ def test_images_on_another_scale_than_data_range_are_refused():
     assert np.isfinite(psnr(a / 255.0, a / 255.0 + rng.normal(0, 0.2, a.shape)))
 
 
+def test_a_reference_far_narrower_than_data_range_is_warned_of():
+    import warnings
+
+    x = _smooth_image((16, 16))
+    noisy = x + np.random.default_rng(1).normal(0, 0.05, x.shape)
+    # An image on [0, 1] divided by 255 once more: its PSNR reads 48 dB too high.
+    for metric in (psnr, ssim, lambda a, b, **kw: aligned_psnr(a, b, 0, 0, **kw)):
+        with pytest.warns(UserWarning, match="image_true spans only 0.00392 .*data_range=1:"):
+            metric(x / 255, noisy / 255)
+    with pytest.warns(UserWarning, match="under 1% of data_range=65535"):
+        psnr(x * 255, noisy * 255, data_range=65535)  # 8-bit values read as 16-bit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        psnr(x / 255, noisy / 255, data_range=1 / 255)  # the right range: no warning
+        psnr(x * 0.02, noisy * 0.02)  # a dim picture, 2% of the range
+        psnr(np.zeros((4, 4)), np.full((4, 4), 0.1))  # a flat reference: nothing to judge
+
+
 def test_aligned_ssim_names_the_crop_that_leaves_too_little():
     x = np.random.default_rng(0).random((24, 24))
     with pytest.raises(ValueError, match="crop=10 .* smaller max_shift"):

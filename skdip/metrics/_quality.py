@@ -15,12 +15,18 @@ from typing import Any
 import numpy as np
 
 from .._validation import metric_array
+from .._warnings import warn
 
 __all__ = ["psnr", "ssim"]
 
 # A reference beyond this many times data_range is on another scale, not merely
 # noisy or ringing (estimates get a wider margin, 10, in _check_pair).
 _REFERENCE_MARGIN = 1.5
+
+# A reference spanning less than this fraction of data_range is most likely on
+# another scale (an image on [0, 1] divided by 255 once more spans 1/255): its PSNR
+# would read tens of dB too high.
+_NARROW_REFERENCE = 0.01
 
 
 def _as_image(image: Any, name: str) -> np.ndarray:
@@ -76,6 +82,16 @@ def _check_pair(
                 "for float data on 0-255, 65535 for 16-bit counts) and both images on that "
                 "scale (uint8 images are read on [0, 1])"
             )
+    span = float(np.ptp(a))
+    if 0 < span < _NARROW_REFERENCE * data_range:
+        # Not refused: a nearly flat reference can be meant (a dark frame).
+        warn(
+            f"image_true spans only {span:.3g} in intensity, under 1% of data_range="
+            f"{data_range:g}: if the images are on a smaller scale (divided by 255 twice, "
+            "8-bit values with data_range=65535), pass that scale's range, or the "
+            "PSNR reads too high",
+            UserWarning,
+        )
     return a, b
 
 
@@ -141,7 +157,8 @@ def psnr(image_true: Any, image_test: Any, data_range: float = 1.0) -> float:
         are scaled to ``[0, 1]`` first, as skdip's estimators read them, so
         with a uint8 image it must stay 1. A reference spanning more than 1.5
         times it, or an estimate more than 10 times, is refused as being on
-        another scale (16-bit counts, floats on 0-255).
+        another scale (16-bit counts, floats on 0-255); a reference spanning
+        less than 1% of it is warned of (a smaller scale reads too high).
 
     Returns
     -------
@@ -185,7 +202,8 @@ def ssim(image_true: Any, image_test: Any, data_range: float = 1.0, **kwargs: An
         are scaled to ``[0, 1]`` first, as skdip's estimators read them, so
         with a uint8 image it must stay 1. A reference spanning more than 1.5
         times it, or an estimate more than 10 times, is refused as being on
-        another scale (16-bit counts, floats on 0-255).
+        another scale (16-bit counts, floats on 0-255); a reference spanning
+        less than 1% of it is warned of (a smaller scale reads too high).
     **kwargs
         Passed on to :func:`skimage.metrics.structural_similarity`
         (for example ``gaussian_weights=True, sigma=1.5,
