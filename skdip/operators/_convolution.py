@@ -299,7 +299,8 @@ def convolve(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "circular") 
     Small kernels are applied by ``conv2d``, large ones by FFT, which then costs far less
     (forward and backward of a 65x65 kernel on a 320x320 image, ``BlindDeblurrer``'s for
     256x256 observations: a few hundred times less on one CPU thread). Both give the same
-    result and gradients up to rounding (a few ``1e-6`` relative in float32). The
+    result and gradients up to rounding (a few ``1e-6`` relative in float32 on the CPU;
+    up to about ``7e-4`` on a GPU, where cuDNN's TF32 applies to ``conv2d``). The
     crossover was measured on a CPU and on a GPU (an H100), where the FFT path pays only
     on large images or for large kernels: see ``benchmarks/results/convolution.md`` and
     ``convolution_cuda_h100.md``.
