@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,7 @@ def case_parser(
 
 def start(args: argparse.Namespace, script: str) -> None:
     """Record the command line (for the results header) and set the torch threads."""
-    args.command = f"python benchmarks/{script} " + " ".join(sys.argv[1:])
+    args.command = f"python benchmarks/{script} " + shlex.join(sys.argv[1:])
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
 

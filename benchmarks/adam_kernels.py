@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    command = "python benchmarks/adam_kernels.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/adam_kernels.py " + shlex.join(sys.argv[1:])
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     rng = np.random.default_rng(0)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -412,7 +413,7 @@ def main() -> None:
         help="rewrite the table from rows saved by --jsonl (e.g. after changing the rule)",
     )
     args = parser.parse_args()
-    args.command = "python benchmarks/convolution.py " + " ".join(sys.argv[1:])
+    args.command = "python benchmarks/convolution.py " + shlex.join(sys.argv[1:])
     args.torch = torch.__version__
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import time
 import warnings
 from pathlib import Path
@@ -301,7 +302,7 @@ def main(argv=None) -> None:
     if "--note" in given:  # the note is printed on its own, not in the command
         k = given.index("--note")
         del given[k : k + 2]
-    args.command = " ".join(["python benchmarks/deblur.py", *given])
+    args.command = "python benchmarks/deblur.py " + shlex.join(given)
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
     jsonl = RESULTS / f"{args.tag}.jsonl"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -299,7 +300,7 @@ def write_table(rows: list[dict], timing: list[dict], path: Path, args, header=N
         "",
         header
         or (
-            f"Command: `python benchmarks/denoise.py {' '.join(sys.argv[1:])}`  \n"
+            f"Command: `python benchmarks/denoise.py {shlex.join(sys.argv[1:])}`  \n"
             f"Machine: {platform.processor() or platform.machine()}, "
             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU only. "
             f"Generator: `{args.generator}`, max_iter {args.max_iter}, patience {args.patience}, "

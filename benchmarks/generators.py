@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -160,7 +161,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="generators")
     args = parser.parse_args()
-    args.command = "python benchmarks/generators.py " + " ".join(sys.argv[1:])
+    args.command = "python benchmarks/generators.py " + shlex.join(sys.argv[1:])
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
     clean = load_image(args.image, size=args.size)
