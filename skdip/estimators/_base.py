@@ -308,6 +308,38 @@ class ImageOutputMixin:
         return self
 
 
+class _LastSolveMixin:
+    """Keeps the last solve of new data (other than the fitted data) in ``_last_solve``.
+
+    With ``random_state=None`` too, ``score(new)`` then judges the solve that
+    ``transform(new)`` returned, and the several scorers of one search (a
+    multi-metric dict over KFold test images) score one solve, not one each.
+    """
+
+    def _kept_solve(self, key: tuple, solve: Callable[[], list[dict]]) -> list[dict]:
+        """The results kept under ``key`` (the data's digest and the parameters), else
+        ``solve()``'s, after the parameters are checked; a solve Ctrl-C cut short is
+        not kept."""
+        last = getattr(self, "_last_solve", None)
+        if last is not None and last[0] == key:
+            return last[1]
+        self._check_params()
+        results = solve()
+        if all(r["stopped_by"] != "interrupted" for r in results):
+            self._last_solve = (key, results)
+        return results
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: the live object keeps its cache
+        state.pop("_last_solve", None)  # a cache: not worth its size in a pickle
+        return state
+
+
+def _worker_count(n_jobs, n_tasks: int) -> int:
+    """How many joblib workers run ``n_tasks`` tasks: 1 for ``n_jobs`` None or 1."""
+    return min(n_tasks, effective_n_jobs(n_jobs)) if n_jobs not in (None, 1) else 1
+
+
 def input_noise_std(estimator, generator: BaseGenerator) -> float:
     """The perturbation of the input code each step: none for a generator that does
     not take one (its coordinates were jittered by up to 1.6 grid spacings)."""
@@ -338,7 +370,7 @@ def checked_generator(estimator) -> BaseGenerator:
 
 
 class BaseDIPEstimator(
-    ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
+    _LastSolveMixin, ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
 ):
     """Base class of the Deep Image Prior estimators. Not for direct use.
 
@@ -535,8 +567,7 @@ class BaseDIPEstimator(
         keys = [self._batch_key(image, extra) for image, extra in zip(images, extras, strict=True)]
         groups = _batches(keys, int(getattr(self, "batch_size", 1)))
         tasks = [[(i, images[i], refs[i], extras[i], seeds[i]) for i in g] for g in groups]
-        n_jobs = getattr(self, "n_jobs", None)
-        workers = min(len(tasks), effective_n_jobs(n_jobs)) if n_jobs not in (None, 1) else 1
+        workers = _worker_count(getattr(self, "n_jobs", None), len(tasks))
         if workers <= 1:
             outputs = [self._fit_group(task, n, self._device) for task in tasks]
         else:
@@ -962,8 +993,7 @@ class BaseDIPEstimator(
                 results[i] = {**previous, "fit_state": state}
             else:
                 tasks.append([(i, state, previous, images[i], extras[i])])
-        n_jobs = getattr(self, "n_jobs", None)
-        workers = min(len(tasks), effective_n_jobs(n_jobs)) if n_jobs not in (None, 1) else 1
+        workers = _worker_count(getattr(self, "n_jobs", None), len(tasks))
         if workers <= 1:
             outputs = [self._continue_group(task, n, None) for task in tasks]
         else:
@@ -1155,21 +1185,14 @@ class BaseDIPEstimator(
                 "fitted images (skdip.model_selection.FitImagesCV, PerImageCV).",
                 UserWarning,
             )
-        # The last new solve is kept: several scorers of one search (a multi-metric
-        # dict over KFold test images) then score one fit, not one solve each.
         key = (self._inputs_digest(images, fit_params), _params_key(self))
-        last = getattr(self, "_last_solve", None)
-        if last is not None and last[0] == key:
-            return images, layout, last[1]
-        self._check_params()
-        _, _, results = self._solve(X, None, checked=(images, layout), **fit_params)
-        if all(r["stopped_by"] != "interrupted" for r in results):
-            self._last_solve = (key, results)  # a solve Ctrl-C cut short is not kept
+        results = self._kept_solve(
+            key, lambda: self._solve(X, None, checked=(images, layout), **fit_params)[2]
+        )
         return images, layout, results
 
     def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: the live object keeps its cache
-        state.pop("_last_solve", None)  # a cache: not worth its size in a pickle
+        state = super().__getstate__()  # a copy, without the kept solve (_LastSolveMixin)
         if state.get("_fit_states") is not None:
             state["_fit_states"] = _SavedFitStates(state["_fit_states"])
             # Functions enter the keys by identity, which another process does not
