@@ -854,6 +854,29 @@ def test_hio_keeps_its_last_solve_of_new_data():
     assert "_last_solve" not in pickle.loads(pickle.dumps(hio)).__dict__
 
 
+def test_hio_keeps_no_solve_of_new_data_that_a_ctrl_c_cut_short(monkeypatch):
+    # A cut solve, kept, would be returned again by transform(new) and refused by
+    # score(new) until set_params, though nothing was wrong with the fit.
+    from scipy import ndimage
+
+    y = simulate_diffraction(_blob(), oversampling=2)
+    new = simulate_diffraction(_blob()[::-1].copy(), oversampling=2)
+    hio = HIOPhaseRetriever(max_iter=10, n_er=2, shrinkwrap_every=1, random_state=0).fit(y)
+    blur = ndimage.gaussian_filter
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("skdip.estimators._phase.ndimage.gaussian_filter", cut)
+    with pytest.warns(RuntimeWarning, match=r"Ctrl-C ended the fit; measurement\(s\) \[0\]"):
+        hio.transform(new)
+    assert not hasattr(hio, "_last_solve")
+    monkeypatch.setattr("skdip.estimators._phase.ndimage.gaussian_filter", blur)
+    solved = hio.transform(new)  # solved again, to its end, and kept
+    assert hio._last_solve[1][0]["stopped_by"] == "max_iter"
+    np.testing.assert_array_equal(solved, hio.transform(new))
+
+
 def test_objects_in_small_units_and_just_above_1_are_scored_as_documented():
     # score: 1, or the peak above 1 (continuous in y); the psnr scorer with its
     # default range accepts a peak of 1.2, within the metric's margin (it refused it);
