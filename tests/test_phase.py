@@ -877,6 +877,21 @@ def test_hio_keeps_no_solve_of_new_data_that_a_ctrl_c_cut_short(monkeypatch):
     np.testing.assert_array_equal(solved, hio.transform(new))
 
 
+@pytest.mark.parametrize("Estimator", [HIOPhaseRetriever, PhaseRetriever])
+def test_the_score_of_coded_patterns_does_not_align_by_the_twin(Estimator):
+    # Coded masks tell the object from its twin (the conjugate flip): a reference
+    # equal to the reconstruction's twin is not a match.
+    X = simulate_diffraction(_blob(), n_masks=2)
+    if Estimator is PhaseRetriever:
+        est = _tiny_pr(init="random", n_masks=2, max_iter=5).fit(X)
+    else:
+        est = HIOPhaseRetriever(max_iter=10, n_er=2, n_masks=2, random_state=0).fit(X)
+    twin = est.reconstruction_[::-1, ::-1].copy()
+    plain = phase_retrieval_psnr(twin, est.reconstruction_, flip=False)
+    assert est.score(X, twin) == pytest.approx(plain)
+    assert phase_retrieval_psnr(twin, est.reconstruction_) > plain + 10
+
+
 def test_objects_in_small_units_and_just_above_1_are_scored_as_documented():
     # score: 1, or the peak above 1 (continuous in y); the psnr scorer with its
     # default range accepts a peak of 1.2, within the metric's margin (it refused it);
