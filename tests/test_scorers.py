@@ -548,6 +548,24 @@ def test_noise_level_of_clipped_noise_is_the_power_left_in_the_data(sigma):
     assert estimate_noise_var(noisy[..., None]) == pytest.approx(actual, rel=0.1)
 
 
+@pytest.mark.parametrize("border", [0.0, 0.3])
+def test_a_noise_free_border_counts_as_noise_free(border):
+    # Padding, or a registered frame's fill: its flat patches always passed as "weak
+    # texture" and took the level to the 1e-12 floor, so the no-reference score
+    # rewarded the fit that copied the most noise. The estimate is the noise power in
+    # the data, as for clipped noise: the border holds none.
+    from skdip.metrics._noise_level import estimate_noise_var
+
+    clean = 0.2 + 0.6 * load_image("camera", size=48)
+    noisy = clean + 0.05 * np.random.default_rng(0).standard_normal(clean.shape)
+    for width, tolerance in ((2, 0.25), (4, 0.25), (8, 0.1), (24, 0.1)):  # 24: 3/4 border
+        framed = np.pad(noisy, width, constant_values=border)
+        actual = np.mean((framed - np.pad(clean, width, constant_values=border)) ** 2)
+        assert estimate_noise_var(framed[..., None]) == pytest.approx(actual, rel=tolerance)
+    # A constant image has no noise to measure: the floor, not an error.
+    assert estimate_noise_var(np.full((32, 32, 1), border)) == 1e-12
+
+
 def test_extremes_shared_by_chance_barely_move_the_noise_level():
     # Quantised data often repeats its extreme values without any clip: the clip model
     # then treats the few pixels near them as clipped, which must cost next to nothing.

@@ -13,6 +13,9 @@ clean image. Three facts shape the estimate:
   pixels (half of it is cut off), so it is measured on patches whose mean lies
   well inside the range, and the power lost near the clipped ends is then
   subtracted with a model of the clip;
+* a noise-free flat area (a constant border or fill, as wide as a patch) holds no
+  noise: its patches are left out and its pixels count as noise-free, so the
+  estimate stays the noise power in the data;
 * where neither works (tiny images, or clipped pixels everywhere) the wavelet
   median absolute deviation over all finest details is the fallback, the
   estimate of ``skimage.restoration.estimate_sigma``.
@@ -117,6 +120,27 @@ def _clipped_pixels(channel: np.ndarray) -> np.ndarray:
     return (channel == low) | (channel == high)
 
 
+def _flat_area(channel: np.ndarray) -> np.ndarray:
+    """Pixels of a noise-free flat area: those covered by a patch of one value.
+
+    Noise never repeats one value over a whole patch, even quantised to 8 bits at a
+    grey level or clipped at a bound (25 draws on its far side); a constant border
+    or fill does. Such pixels hold no noise: a clip leaves them at the clean value.
+    """
+    p = _PATCH
+    h, w = channel.shape
+    across = (channel[:, :-1] == channel[:, 1:]).astype(np.float64)
+    down = (channel[:-1, :] == channel[1:, :]).astype(np.float64)
+    # Patches (by their top-left pixel) all of whose neighbouring pairs agree.
+    pairs = p * (p - 1)
+    block = (_window_sums(across, p, p - 1) == pairs) & (_window_sums(down, p - 1, p) == pairs)
+    covered = np.zeros(channel.shape, dtype=bool)
+    for dy in range(p):
+        for dx in range(p):
+            covered[dy : dy + h - p + 1, dx : dx + w - p + 1] |= block
+    return covered
+
+
 def _window_sums(values: np.ndarray, height: int, width: int) -> np.ndarray:
     """Sums over every ``height`` x ``width`` window that fits (top-left anchored)."""
     total = np.zeros((values.shape[0] + 1, values.shape[1] + 1))
@@ -205,7 +229,9 @@ def _clip_moments(
     return x + sigma * shift, sigma * sigma * power
 
 
-def _clipped_noise_power(channel: np.ndarray, noise_var: float, low: float, high: float) -> float:
+def _clipped_noise_power(
+    channel: np.ndarray, noise_var: float, low: float, high: float, noise_free: np.ndarray
+) -> float:
     """Mean power of Gaussian noise of variance ``noise_var`` after the channel's clip.
 
     A pixel whose clean value lies near a clipped end keeps less than the full
@@ -213,23 +239,27 @@ def _clipped_noise_power(channel: np.ndarray, noise_var: float, low: float, high
     clean value is unknown; it is taken as the one whose clipped noisy mean
     equals the 5x5 local mean of the observation (inverted on a table of clean
     values between the clip bounds), and the expected power is averaged over
-    all pixels. ``low``, ``high``: the clipped ends (infinite: none).
+    all pixels. ``low``, ``high``: the clipped ends (infinite: none);
+    ``noise_free``: pixels that hold no noise (see :func:`_flat_area`).
     """
+    noisy = ~noise_free.ravel()
     sigma = float(np.sqrt(noise_var))
     if sigma == 0.0:
         return noise_var
     local = uniform_filter(channel, size=5, mode="reflect").ravel()
     # 5 sigma inside both ends the clip removes under 1e-5 of the power.
-    near = local[(local < low + 5 * sigma) | (local > high - 5 * sigma)]
+    is_near = noisy & ((local < low + 5 * sigma) | (local > high - 5 * sigma))
+    near = local[is_near]
+    full = np.count_nonzero(noisy) - near.size  # pixels that keep the whole variance
     if near.size == 0:
-        return noise_var
+        return noise_var * full / local.size
     start = low if np.isfinite(low) else near.min() - 5 * sigma
     stop = high if np.isfinite(high) else near.max() + 5 * sigma
     # Clean values a twentieth of sigma apart: the clipped mean is increasing in them.
     clean = np.linspace(start, stop, int(np.clip(20 * (stop - start) / sigma, 64, 20000)) + 1)
     mean, power = _clip_moments(clean, sigma, low, high)
     near_power = np.interp(near, mean, power)  # clamps beyond the table's ends
-    return float((np.sum(near_power) + noise_var * (local.size - near.size)) / local.size)
+    return float((np.sum(near_power) + noise_var * full) / local.size)
 
 
 def _channel_noise_var(channel: np.ndarray) -> float:
@@ -239,16 +269,27 @@ def _channel_noise_var(channel: np.ndarray) -> float:
     texture, diagonal = _texture_energy(channel), _diagonal_energy(channel)
     low, high = _clip_bounds(channel)
     clipped = (channel == low) | (channel == high)
+    # A noise-free flat area (a constant border or fill: padding, a registered frame's
+    # corners) adds no noise to the data, and its patches always passed as "weak
+    # texture": they took the level to the floor (an 8-pixel border, 36% of a picture's
+    # pixels, turned a sigma of 0.05 into 1e-6). Its patches are left out, and its
+    # pixels count as noise-free, at a clipped end too.
+    flat = _flat_area(channel)
+    noisy_fraction = 1.0 - float(np.mean(flat))
+    beside_flat = _window_sums(flat.astype(np.float64), _PATCH, _PATCH) > 0
     if not clipped.any():
-        return _weak_texture_noise_var(texture, diagonal, np.ones(texture.shape, dtype=bool))
-    eligible = _window_sums(clipped.astype(np.float64), _PATCH, _PATCH) == 0
+        if beside_flat.all():
+            return _wavelet_noise_sigma(channel) ** 2 * noisy_fraction
+        noise_var = _weak_texture_noise_var(texture, diagonal, ~beside_flat)
+        return noise_var * noisy_fraction
+    eligible = (_window_sums(clipped.astype(np.float64), _PATCH, _PATCH) == 0) & ~beside_flat
     noise_var = None
     if np.count_nonzero(eligible) >= _MIN_PATCHES:
         noise_var = _weak_texture_noise_var(texture, diagonal, eligible, least_textured=False)
     if noise_var is None:
         # Clipped pixels everywhere, or only at edges between clipped areas: no patch
         # shows the full noise alone.
-        return _wavelet_noise_sigma(channel) ** 2
+        return _wavelet_noise_sigma(channel) ** 2 * noisy_fraction
     # Patches no clipped pixel touches are also those whose noise happened not to reach
     # a bound, so their noise is smaller (by about 0.35 dB at sigma 45/255 on the bundled
     # pictures). Patches chosen by their mean, 2 sigma inside the bounds, hardly depend on
@@ -256,7 +297,7 @@ def _channel_noise_var(channel: np.ndarray) -> float:
     means = _window_sums(channel, _PATCH, _PATCH) / _PATCH**2
     for _ in range(5):
         sigma = np.sqrt(noise_var)
-        inside = (means >= low + 2 * sigma) & (means <= high - 2 * sigma)
+        inside = (means >= low + 2 * sigma) & (means <= high - 2 * sigma) & ~beside_flat
         if np.count_nonzero(inside) < _MIN_PATCHES:
             break
         refined = _weak_texture_noise_var(texture, diagonal, inside, least_textured=False)
@@ -265,7 +306,7 @@ def _channel_noise_var(channel: np.ndarray) -> float:
         previous, noise_var = noise_var, refined
         if abs(noise_var - previous) <= 1e-3 * previous:
             break
-    return _clipped_noise_power(channel, noise_var, low, high)
+    return _clipped_noise_power(channel, noise_var, low, high, flat)
 
 
 def estimate_noise_var(observation: np.ndarray) -> float:
