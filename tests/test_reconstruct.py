@@ -296,6 +296,31 @@ def test_mask_is_equivalent_to_nan_and_both_combine():
     np.testing.assert_array_equal(inp.mask_, expected)
 
 
+def test_a_mask_given_the_scikit_image_way_round_is_warned_of():
+    # scikit-image's inpaint_biharmonic takes True = to fill; here True = observed. The
+    # damage zeroed and given as the mask was fitted silently: the damage kept, the
+    # picture redrawn (0.85 off on undamaged pixels).
+    import warnings
+
+    image = _smooth((16, 16, 2))
+    damage = np.zeros((16, 16), dtype=bool)
+    damage[5:8, 3:13] = True
+    damaged = image.copy()
+    damaged[damage] = 0.0
+    with pytest.warns(UserWarning, match=r"channel 0 is 0, .* pass ~mask"):
+        DIPInpainter(**COMMON).fit(damaged, mask=damage)
+    # The right way round, or NaN for the damage: no such warning. Nor for a channel mask
+    # that hides one channel's constant values.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*pass ~mask")
+        DIPInpainter(**COMMON).fit(damaged, mask=~damage)
+        both = np.where(damage[..., None], np.nan, damaged)
+        DIPInpainter(**COMMON).fit(both)
+        flat = image.copy()
+        flat[..., 1] = 0.5
+        DIPInpainter(**COMMON).fit(flat, mask=~damage)
+
+
 @pytest.mark.parametrize("mask_shape", [(16, 16), (16, 16, 1), (16, 16, 3), (1, 16, 16)])
 def test_mask_shapes(mask_shape):
     mask2d = np.ones((16, 16), dtype=bool)

@@ -671,7 +671,9 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
     holes. Missing pixels are marked as NaN in ``X`` (the scikit-learn
     convention, as for ``SimpleImputer``), as the masked values of a NumPy
     masked array, or by a boolean ``mask`` passed to :meth:`fit` (True =
-    observed), or together: a value is observed only if all say so. A 2-D
+    observed, the reverse of :func:`skimage.restoration.inpaint_biharmonic`'s
+    mask: pass ``~mask`` for one of those), or together: a value is observed
+    only if all say so. A 2-D
     mask is shared by all channels; a 3-D ``(H, W, C)`` mask gives each its
     own. A channel with no observed value is refused.
 
@@ -774,7 +776,9 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
             Clean references, used only to record the PSNR of every iterate.
         mask : array-like or list of array-like, optional
             True (or 1) where a value is observed; ``(H, W)`` or
-            ``(H, W, C)`` per image.
+            ``(H, W, C)`` per image. A mask under which every observed value
+            of a channel is the same while the hidden ones vary is warned of
+            as likely inverted (scikit-image's masks mark the pixels to fill).
 
         Returns
         -------
@@ -837,6 +841,26 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
                 "channels"
             )
         return observed
+
+    def _check_solvable(self, image, extra, reference=None) -> None:
+        super()._check_solvable(image, extra, reference)
+        if extra.get("mask") is None:
+            return
+        observed = self._observed(image, extra)
+        for c in range(image.shape[2]):
+            seen = image[observed[..., c], c]
+            hidden = image[~observed[..., c] & np.isfinite(image[..., c]), c]
+            if seen.size > 1 and hidden.size > 1 and np.ptp(seen) == 0 and np.ptp(hidden) > 0:
+                # A damaged area set to one value and given as the mask, scikit-image's
+                # way (True = to fill): the fit would keep the damage and redraw the rest.
+                warn(
+                    f"DIPInpainter: every value the mask marks as observed in channel {c} "
+                    f"is {seen[0]:g}, while the values it hides vary. The mask is True where "
+                    "a value is observed, the reverse of scikit-image's inpaint_biharmonic "
+                    "(True = to fill): if it marks the damaged pixels, pass ~mask.",
+                    UserWarning,
+                )
+                return
 
     def _scaling_values(self, image, extra):
         # Values hidden by a mask (placeholders, overlays) must not set the scale.
