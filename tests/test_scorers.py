@@ -986,3 +986,61 @@ def test_invalid_scorer_parameters_are_refused_on_the_fitted_images_too():
         NoReferenceScorer(criterion="whiteness")(den, noisy)
     with pytest.raises(InvalidParameterError):
         NoReferenceScorer(rule="EMV")(den, noisy)
+
+
+def _kspace_fit(image_kind="real", coils=1, seed=0):
+    from skdip import DIPReconstructor
+    from skdip.datasets import cartesian_mask, make_coil_maps, simulate_kspace
+    from skdip.operators import KSpaceSampling, kspace_to_channels
+
+    image = load_image("camera", size=32, as_gray=True)
+    mask = cartesian_mask((32, 32), acceleration=2, random_state=seed)
+    maps = None if coils == 1 else make_coil_maps(coils, (32, 32))
+    if image_kind == "complex":
+        image = image * np.exp(1j * np.linspace(-np.pi, np.pi, 32))[None]
+    X = kspace_to_channels(simulate_kspace(image, mask, maps, noise_std=0.01, random_state=seed))
+    est = DIPReconstructor(
+        operator=KSpaceSampling(mask, maps, image=image_kind),
+        output_channels=1 if image_kind == "real" else 2,
+        generator=TINY,
+        max_iter=30,
+        random_state=0,
+        device="cpu",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # 30 steps: before the warm-up
+        est.fit(X)
+    return est, X
+
+
+@pytest.mark.parametrize("coils", [1, 4])
+def test_kspace_fits_are_scored_with_the_noise_level_of_the_kspace(coils):
+    # The scorers read k-space as an image and warned that the score was unreliable
+    # (1.4 to 195 times too high a noise level); they now measure it on the part of the
+    # measurement no image explains.
+    from skdip.metrics._scorers import _observation_and_noise_var
+
+    est, X = _kspace_fit(coils=coils)
+    result = est._fit_results[0]
+    scale = result["scaling"].scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        score = est.score(X)
+        emv = get_scorer("emv")(est, X)
+        _, noise_var = _observation_and_noise_var(est, X, result, None)
+    assert np.isfinite(score) and np.isfinite(emv)
+    assert np.sqrt(noise_var) * scale / 0.01 == pytest.approx(1, abs=0.2)
+    # The noise level given still wins.
+    _, given = _observation_and_noise_var(est, X, result, 0.05)
+    assert given == pytest.approx((0.05 / scale) ** 2, rel=1e-12)
+    assert get_scorer("emv", sigma=0.05)(est, X) != pytest.approx(emv, abs=0.1)
+
+
+def test_kspace_without_redundancy_still_asks_for_the_noise_level():
+    # A complex image seen by one coil: every measured value is needed to explain it.
+    est, X = _kspace_fit(image_kind="complex")
+    with pytest.warns(UserWarning, match="cannot be estimated.*redundant"):
+        est.score(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert np.isfinite(get_scorer("emv", sigma=0.01)(est, X))
