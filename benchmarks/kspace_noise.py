@@ -221,8 +221,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tag", default="kspace_noise")
     args = parser.parse_args(argv)
-    args.command = "python benchmarks/kspace_noise.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
+    args.command = " ".join(
+        ["python benchmarks/kspace_noise.py", *(argv if argv is not None else sys.argv[1:])]
     )
     RESULTS.mkdir(exist_ok=True)
     rows = run(args)

@@ -731,8 +731,8 @@ def _noisy_kspace(image, mask, maps, sigma, kind="real", seed=0):
     [(1, "real", False), (4, "real", False), (4, "complex", False), (1, "real", True)],
 )
 def test_kspace_noise_level_is_estimated_from_the_measurement_alone(coils, kind, transposed):
-    # The scorers read k-space as an image before: 1.4 to 195 times too high at sigma
-    # 1e-3 (benchmarks/results/kspace_noise.md). The part no image explains is noise alone.
+    # The scorers read k-space as an image before: up to 236 times too high
+    # (benchmarks/results/kspace_noise.md). The part no image explains is noise alone.
     from skdip.datasets import load_image
     from skdip.metrics._kspace_noise import MIN_DOF, kspace_noise_sigma
 
