@@ -117,38 +117,26 @@ def _check_one(
     return arr, squeeze, out_dtype
 
 
-def looks_like_a_stack(shape: tuple[int, ...], colour_channels: bool = False) -> bool:
+def looks_like_a_stack(shape: tuple[int, ...]) -> bool:
     """Whether a 3-D ``(H, W, C)`` shape looks like a stack of grey images,
     ``(N, H, W)``, or a channels-first image, ``(3, H, W)``, instead.
 
     More than 4 "channels" and: far more of them than rows, or square images. A
     many-band image, ``(H, W, B)``, has its two spatial sides first; a miss
     garbles silently, a false alarm only warns, so the test leans to warning.
-    With ``colour_channels`` (the channels of a picture, not of a measurement
-    laid out by a forward model) any more than 4: a time-lapse of 100 frames of
-    256x200 pixels, as ``skimage.io.imread`` reads a multi-page TIFF, has none of
-    those tell-tale shapes.
     """
     rows, width, channels = shape
-    if channels <= 4:
-        return False
-    return colour_channels or rows <= 4 or 4 * rows <= channels or width == channels
+    return channels > 4 and (rows <= 4 or 4 * rows <= channels or width == channels)
 
 
-def _warn_of_stacks(
-    shapes: list[tuple[int, ...]], name: str, kind: str, colour_channels: bool = False
-) -> None:
+def _warn_of_stacks(shapes: list[tuple[int, ...]], name: str, kind: str) -> None:
     """Warn, once, when images given channels last look like stacks or channels-first
     images instead (see :func:`looks_like_a_stack`), with the fix for the layout given.
 
     ``kind`` is how ``shapes`` arrived, as in :class:`ImageLayout`: "single" (one
     array), "array" (the images of an (N, H, W, C) batch) or "list".
     """
-    stacks = [
-        i
-        for i, shape in enumerate(shapes)
-        if len(shape) == 3 and looks_like_a_stack(shape, colour_channels)
-    ]
+    stacks = [i for i, shape in enumerate(shapes) if len(shape) == 3 and looks_like_a_stack(shape)]
     if not stacks:
         return
     shape = tuple(shapes[stacks[0]])
@@ -224,13 +212,7 @@ def _nested_lists_as_array(X: list | tuple, name: str):
 
 
 def check_images(
-    X,
-    *,
-    name: str = "X",
-    min_size: int = 2,
-    allow_nan: bool = False,
-    scale_uint8: bool = True,
-    colour_channels: bool = False,
+    X, *, name: str = "X", min_size: int = 2, allow_nan: bool = False, scale_uint8: bool = True
 ) -> tuple[list[np.ndarray], ImageLayout]:
     """Validate one image or a batch and convert it to float64 ``(H, W, C)`` arrays.
 
@@ -248,11 +230,6 @@ def check_images(
     scale_uint8 : bool
         Map uint8 to [0, 1] as 8-bit images; False takes the numbers as they
         are (measurements such as photon counts).
-    colour_channels : bool
-        The channels are a picture's (the observation is an image), so any more
-        than 4 are warned of as a likely stack of grey images (see
-        :func:`looks_like_a_stack`); False for measurements whose channels a
-        forward model lays out (k-space coils, coded diffraction patterns).
 
     Returns
     -------
@@ -275,7 +252,7 @@ def check_images(
         items, kind = list(X), "list"
         item_shapes = [tuple(np.shape(item)) for item in items]
         if not any(isinstance(item, torch.Tensor) for item in items):
-            _warn_of_stacks(item_shapes, name, kind, colour_channels)  # (tensors: refused below)
+            _warn_of_stacks(item_shapes, name, kind)  # (tensors are refused below)
         shapes = set(item_shapes)
         if len(items) > 1 and len(shapes) == 1:
             (shape,) = shapes
@@ -301,7 +278,7 @@ def check_images(
             if arr.shape[0] == 0:
                 raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
             items, kind = list(arr), "array"
-            _warn_of_stacks([arr.shape[1:]] * arr.shape[0], name, kind, colour_channels)
+            _warn_of_stacks([arr.shape[1:]] * arr.shape[0], name, kind)
         elif arr.dtype != object and arr.ndim not in (2, 3):
             hint = " Reshape your data into an (H, W) image." if arr.ndim < 2 else ""
             raise ValueError(
@@ -311,7 +288,7 @@ def check_images(
         else:
             items, kind = [X], "single"
             if arr.dtype != object:
-                _warn_of_stacks([arr.shape], name, kind, colour_channels)
+                _warn_of_stacks([arr.shape], name, kind)
     images, squeeze, dtypes, scaled = [], [], [], []
     for i, item in enumerate(items):
         scaled.append(scale_uint8 and np.asarray(item).dtype == np.uint8)

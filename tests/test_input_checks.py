@@ -699,30 +699,3 @@ def test_channels_first_images_in_a_list_or_a_4d_batch_are_warned_of():
             [np.zeros((16, 16, 3)), np.zeros((8, 8))],
         ):
             check_images(X)
-
-
-@pytest.mark.parametrize("shape", [(12, 24, 16), (20, 64, 48), (8, 40, 30)])
-def test_a_stack_of_grey_frames_given_to_a_picture_estimator_is_warned_of(shape):
-    # A time-lapse (N, H, W), as skimage.io.imread reads a multi-page TIFF, with none of
-    # the tell-tale shapes (square frames, few of them) was fitted silently as one N x H
-    # image with W channels.
-    from skdip._validation import check_images
-    from skdip.datasets import make_coil_maps, simulate_kspace
-    from skdip.operators import KSpaceSampling, kspace_to_channels
-
-    frames = np.random.default_rng(0).random(shape)
-    for est in (DIPDenoiser(**COMMON), DIPDeconvolver(kernel=np.ones((3, 3)) / 9, **COMMON)):
-        with pytest.warns(UserWarning, match=rf"read as one {shape[0]}x{shape[1]} image with"):
-            est.set_params(max_iter=1).fit(frames)
-    # Measurements a forward model lays out keep the narrow test: 4 coils' k-space has
-    # 8 channels and is no stack.
-    mask = np.zeros((16, 16), dtype=bool)
-    mask[:, ::2] = True
-    maps = make_coil_maps(4, (16, 16))
-    kspace = kspace_to_channels(simulate_kspace(_ramp(), mask, maps))
-    operator = KSpaceSampling(mask, coil_maps=maps)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*read as one")
-        check_images(frames)  # the default: measurements
-        assert kspace.shape == (16, 16, 8)
-        DIPReconstructor(operator, output_channels=1, **{**COMMON, "max_iter": 1}).fit(kspace)

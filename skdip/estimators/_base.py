@@ -417,10 +417,6 @@ class BaseDIPEstimator(
     # rescale="auto" maps data spanning under 0.1 to [0, 1] (_AUTO_RESCALE_MIN_SPAN),
     # and a clean reference cannot span much more than the observation.
     _measurement_is_the_image = False
-    # Whether the observation is a picture whose channels are its colours (denoising,
-    # deblurring, super-resolution), not a measurement a forward model lays out (k-space
-    # coils): then more than 4 channels are warned of as a likely stack of grey frames.
-    _observes_a_picture = False
 
     # ------------------------------------------------------------------ hooks
     def _forward_problem(
@@ -446,10 +442,6 @@ class BaseDIPEstimator(
             # not more than its own noisy or masked pixels.
             headroom=not self._measures_own_pixels(),
         )
-
-    def _picture_channels(self) -> bool:
-        """Whether ``X``'s channels are a picture's (see ``_observes_a_picture``)."""
-        return self._observes_a_picture
 
     def _data_is_image_like(self) -> bool:
         """Whether the data's own values judge the image's range for ``rescale``
@@ -761,7 +753,6 @@ class BaseDIPEstimator(
             min_size=self._min_image_size,
             allow_nan=self._allow_nan,
             scale_uint8=self._scale_uint8,
-            colour_channels=self._picture_channels(),
         )
         alpha = [i for i, im in enumerate(images) if im.shape[2] == 4 and np.ptp(im[..., 3]) == 0]
         if alpha:

@@ -404,7 +404,6 @@ class BlindDeblurrer(BaseDIPEstimator):
     }
 
     _min_image_size = 2
-    _observes_a_picture = True
 
     def __init__(
         self,

@@ -199,7 +199,6 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     # may compare the returned estimate with X directly.
     _observes_the_image = True
     _measurement_is_the_image = True
-    _observes_a_picture = True
 
     _parameter_constraints: dict = {
         **BaseDIPEstimator._parameter_constraints,

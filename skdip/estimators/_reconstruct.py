@@ -531,12 +531,6 @@ class DIPReconstructor(_InverseProblemEstimator):
                     f"got {self.output_shape!r}"
                 )
 
-    def _picture_channels(self) -> bool:
-        # The operators that map a picture to a picture of the same channels.
-        if self._observes_a_picture or self.operator is None:
-            return True
-        return isinstance(self.operator, Identity | PixelMask | Convolution | Downsample)
-
     def _operator(self) -> ForwardOperator:
         if self.operator is None:
             return Identity()
@@ -728,7 +722,6 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
     }
     _allow_nan = True
     _measurement_is_the_image = True  # the observed pixels are the image's own
-    _observes_a_picture = True
     _fit_param_names = ("mask",)
 
     def __init__(
@@ -952,7 +945,6 @@ class DIPSuperResolver(_InverseProblemEstimator):
         "scale": [Interval(Integral, 1, None, closed="left")],
         "kernel": [StrOptions({"lanczos2", "bicubic", "box"})],
     }
-    _observes_a_picture = True
 
     def __init__(
         self,
@@ -1071,7 +1063,6 @@ class DIPDeconvolver(_InverseProblemEstimator):
         "kernel": ["array-like", None],
         "boundary": [StrOptions({"circular", "valid"})],
     }
-    _observes_a_picture = True
 
     def __init__(
         self,
