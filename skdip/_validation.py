@@ -366,11 +366,15 @@ def check_same_scale(
     ref_layout: ImageLayout,
     predict,
 ) -> None:
-    """Refuse clean references read on another scale than the observations because
-    one side was uint8 (read on [0, 1], divided by 255) and the other was not.
+    """Refuse clean references read on another scale than the observations: because
+    one side was uint8 (read on [0, 1], divided by 255) and the other was not, or, on
+    one dtype, a reference far narrower than the data.
 
     A float X on 0-255 (noise added to a uint8 picture) against its uint8 clean
-    image scored 15-43 dB too low, silently. The scale is estimated from the data:
+    image scored 15-43 dB too low, silently; so did raw 12-bit counts against their
+    clean frame read by ``img_as_float`` (on [0, 4095/65535]: -65 dB). A reference
+    far wider than the data is refused by the estimators' own range check. The scale
+    is estimated from the data:
     ``predict(i, y)`` gives the measurements a linear forward model predicts for
     the reference (NaN where nothing is measured; None when it cannot tell), and
     the factor ``a`` in ``X ~ a * prediction`` is about 1 on one scale and 255 (or
@@ -383,8 +387,6 @@ def check_same_scale(
     for i, (image, reference) in enumerate(zip(images, references, strict=False)):
         x_uint8 = bool(layout.scaled_uint8[i]) if layout.scaled_uint8 else False
         y_uint8 = bool(ref_layout.scaled_uint8[i]) if ref_layout.scaled_uint8 else False
-        if x_uint8 == y_uint8:
-            continue
         predicted = predict(i, reference)
         if predicted is None or predicted.shape != image.shape:
             continue
@@ -411,11 +413,17 @@ def check_same_scale(
         factors = [through_origin * unit, centred * unit]
         spread = [e * unit for e in spread]
         centred = factors[1]
-        if y_uint8:
+        if y_uint8 or x_uint8 == y_uint8:
             wrong = all(a - 3 * e > 16.0 for a, e in zip(factors, spread, strict=True))
         else:
             wrong = all(
                 0 < a - 3 * e and a + 3 * e < 1 / 16.0 for a, e in zip(factors, spread, strict=True)
+            )
+        if wrong and x_uint8 == y_uint8:
+            raise ValueError(
+                f"X and y are on different scales: X is about {centred:.3g} times what y "
+                "predicts. Give y on X's scale (for raw counts X, the clean counts, not "
+                "img_as_float's [0, 1] reading of them; for X on [0, 1], y on [0, 1])"
             )
         if wrong:
             eight, other = ("y", "X") if y_uint8 else ("X", "y")

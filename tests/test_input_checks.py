@@ -562,6 +562,28 @@ def test_the_reference_scale_is_a_least_squares_factor():
     assert np.isfinite(DIPInpainter(**COMMON).fit(held, clean, mask=observed).score(held, clean))
 
 
+def test_a_reference_far_narrower_than_x_on_one_dtype_is_refused():
+    # Raw 12-bit counts against their clean frame read by img_as_float (on
+    # [0, 4095/65535]) were scored at -65 dB, silently; only a far wider y was refused.
+    from skimage.util import img_as_float
+
+    from skdip.metrics import get_scorer
+
+    rng = np.random.default_rng(0)
+    clean = np.round(4095 * np.tile(np.linspace(0.1, 0.9, 16), (16, 1))).astype(np.uint16)
+    counts = np.clip(clean + rng.normal(0, 100, clean.shape), 0, 4095).astype(np.uint16)
+    with pytest.raises(ValueError, match=r"on different scales: X is about 6.\d*e\+04 times"):
+        DIPDenoiser(**COMMON).fit(counts, img_as_float(clean))
+    den = DIPDenoiser(**COMMON).fit(counts, clean)  # the same scale: accepted
+    for score in (den.score, lambda X, y: get_scorer("psnr", data_range=None)(den, X, y)):
+        with pytest.raises(ValueError, match="on different scales"):
+            score(counts, img_as_float(clean))
+    # Floats on [0, 1] against a reference on 0-255 of the same picture: refused too.
+    unit = clean / 4095.0
+    with pytest.raises(ValueError, match="on different scales"):
+        DIPDenoiser(**COMMON).fit(unit * 255 + rng.normal(0, 5, unit.shape), unit)
+
+
 def test_the_reference_scale_allows_offsets_gains_and_non_linear_models():
     from scipy.signal import convolve2d
 
