@@ -110,7 +110,9 @@ def _check_one(
     else:
         arr = np.array(arr, dtype=np.float64, copy=True)
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinity")
+        # Missing pixels in an observation: say where NaN means "missing".
+        hint = " (DIPInpainter reads NaN as a missing pixel to fill in)" if name[0] == "X" else ""
+        raise ValueError(f"{name} contains NaN or infinity{hint}")
     squeeze = arr.ndim == 2
     if squeeze:
         arr = arr[..., None]

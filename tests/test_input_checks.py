@@ -721,3 +721,12 @@ def test_channels_first_images_in_a_list_or_a_4d_batch_are_warned_of():
             [np.zeros((16, 16, 3)), np.zeros((8, 8))],
         ):
             check_images(X)
+
+
+def test_nan_in_x_names_the_estimator_that_reads_it_as_missing():
+    nan = _ramp()
+    nan[3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity .DIPInpainter reads NaN as a missing"):
+        DIPDenoiser(**COMMON).fit(nan)
+    with pytest.raises(ValueError, match=r"y contains NaN or infinity$"):
+        DIPDenoiser(**COMMON).fit(_ramp(), nan)

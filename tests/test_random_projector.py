@@ -136,6 +136,9 @@ def test_without_a_penalty_it_warns_with_the_recipe(make):
     noisy = _noisy(_clean(16))
     with pytest.warns(UserWarning, match=r"without a regularizer.*TotalVariation\(weight=0.45\)"):
         make(regularizer=None).fit(noisy)
+    # Without early stopping the warning does not speak of it.
+    with pytest.warns(UserWarning, match="a fit of more steps than that ends on a noisy"):
+        make(regularizer=None, early_stopping=None).fit(noisy)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         make().fit(noisy)  # the recipe's penalty: no warning

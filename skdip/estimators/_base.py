@@ -359,10 +359,15 @@ def checked_generator(estimator) -> BaseGenerator:
         )
     if generator.needs_explicit_prior and getattr(estimator, "regularizer", None) is None:
         # Measured: 20.94 dB returned from 20.64 dB noisy (camera 128x128, sigma 25).
+        stopping = (
+            "and its running variance keeps falling as it does, so early stopping "
+            "returns a noisy estimate"
+            if getattr(estimator, "early_stopping", None) is not None
+            else "so a fit of more steps than that ends on a noisy estimate"
+        )
         warn(
             f"{name} without a regularizer fits the noise within a few hundred steps, "
-            "and its running variance keeps falling as it does, so early stopping "
-            "returns a noisy estimate; pass e.g. regularizer=TotalVariation(weight=0.45) "
+            f"{stopping}; pass e.g. regularizer=TotalVariation(weight=0.45) "
             "(its authors' denoising recipe adds lr=0.1, loss='rmse', reg_noise_std=0)",
             UserWarning,
         )

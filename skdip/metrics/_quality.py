@@ -144,7 +144,9 @@ def psnr(image_true: Any, image_test: Any, data_range: float = 1.0) -> float:
     """Peak signal-to-noise ratio, ``10 log10(data_range**2 / MSE)`` in dB.
 
     The mean squared error is taken over all pixels and channels. Wraps
-    :func:`skimage.metrics.peak_signal_noise_ratio`.
+    :func:`skimage.metrics.peak_signal_noise_ratio`, with ``data_range=1`` by
+    default where scikit-image takes its dtype's range, 2, for a float
+    reference with negative values (its PSNR is then 6 dB higher).
 
     Parameters
     ----------
