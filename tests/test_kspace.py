@@ -291,6 +291,19 @@ def test_data_consistency(n):
     np.testing.assert_allclose(op.data_consistency(x, k), np.abs(x), atol=1e-12)
 
 
+def test_data_consistency_does_not_scale_or_shade_with_maps_that_are_not_normalised():
+    # The root-sum-of-squares gave |x| sqrt(sum |S|**2): maps times 3 scored -1.2 dB and
+    # raw sensitivities shaded the image (9.1 dB), where zero_filled was exact.
+    h, w = 8, 8
+    x = _rng(40).random((h, w))
+    falloff = np.exp(-np.linspace(0, 2, w))[None, None, :]
+    for maps in (3 * make_coil_maps(4, (h, w)), make_coil_maps(4, (h, w)) * falloff):
+        full = KSpaceSampling(np.ones((h, w)), maps)
+        k = simulate_kspace(x, np.ones((h, w)), maps)
+        np.testing.assert_allclose(full.data_consistency(np.zeros((h, w)), k), x, atol=1e-12)
+        np.testing.assert_allclose(full.zero_filled(k), x, atol=1e-12)
+
+
 def test_data_consistency_ignores_the_estimate_on_the_sampled_entries():
     # In k-space: changing the estimate only where k-space is sampled changes nothing.
     h, w = 8, 6

@@ -490,7 +490,9 @@ class KSpaceSampling(ForwardOperator):
         The estimate's k-space is computed coil by coil, its sampled entries
         are replaced by the measurement's, and each coil is transformed back;
         the result is the root-sum-of-squares of the coil images' magnitudes
-        (the magnitude of the single image without coil maps). This is the
+        divided by ``sqrt(sum_c |S_c|**2)`` (0 where no coil sees the pixel), so
+        that coil maps that are not normalised neither scale nor shade it (the
+        magnitude of the single image without coil maps). This is the
         usual last step of an untrained-network MRI reconstruction: data
         consistency, inverse transform, root-sum-of-squares.
 
@@ -531,7 +533,13 @@ class KSpaceSampling(ForwardOperator):
         k = _fftc(torch.from_numpy(z)).numpy()
         k = np.where(mask, kspace.astype(np.complex128), k)
         coil_images = _ifftc(torch.from_numpy(k)).numpy()
-        return np.sqrt((np.abs(coil_images) ** 2).sum(axis=0)).astype(dtype)
+        combined = np.sqrt((np.abs(coil_images) ** 2).sum(axis=0))
+        if maps is not None:
+            # The root-sum-of-squares of S_c x is |x| sqrt(sum_c |S_c|**2): maps that are
+            # not normalised (raw sensitivities, a gain) scaled or shaded the image.
+            gain = np.sqrt((np.abs(maps) ** 2).sum(axis=0))
+            combined = np.divide(combined, gain, out=np.zeros_like(combined), where=gain > 0)
+        return combined.astype(dtype)
 
     def _estimate(self, estimate, shape: tuple[int, int]) -> np.ndarray:
         """An estimate as a real or complex ``(H, W)`` array."""
