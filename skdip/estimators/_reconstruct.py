@@ -27,6 +27,7 @@ from ..operators import (
     ForwardOperator,
     FunctionOperator,
     Identity,
+    KSpaceSampling,
     PixelMask,
 )
 from ._base import (
@@ -584,6 +585,12 @@ class DIPReconstructor(_InverseProblemEstimator):
                     "the forward operator gives NaN or infinite measurements of a constant "
                     "image (0.5 everywhere); no step could be fitted through it"
                 )
+            operator = self._operator()
+            if isinstance(operator, KSpaceSampling):
+                problem = operator._layout_problem(image)
+                if problem is not None:
+                    # Before the rescaling, whose own error on such data names kernels.
+                    warn(f"{type(self).__name__}: {problem}.", UserWarning)
         super()._check_solvable(image, extra, reference)  # the rescaling probes the same model
 
     def _measures_own_pixels(self) -> bool:
