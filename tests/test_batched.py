@@ -905,3 +905,49 @@ def test_a_member_without_a_regularizer_records_the_history_fit_model_does():
     alone = fit_model(_model(0), _target(0), loss=MSE, max_iter=3, seed=0)
     assert "data_loss" not in alone.history
     assert set(together.history) == set(alone.history)
+
+
+# Mutation audit (survivors: after a Ctrl-C, a later member's error ended the step's
+# callbacks; the last of two interrupts replaced the first).
+def test_after_a_ctrl_c_and_an_error_the_step_still_reaches_every_later_member():
+    seen = {0: [], 1: [], 2: []}
+
+    def callback_of(member):
+        def callback(it, loss, estimate):
+            seen[member].append(it)
+            if it == 2 and member == 0:
+                raise KeyboardInterrupt
+            if it == 2 and member == 1:
+                raise RuntimeError("plot failed")
+
+        return callback
+
+    models, targets = [_model(k, masked=False) for k in range(3)], [_target(k) for k in range(3)]
+    settings = [{"callback": callback_of(k)} for k in range(3)]
+    with pytest.warns(InterruptionWarning):
+        results = fit_batch(models, targets, loss=MSE, max_iter=10, settings=settings)
+    assert seen == {0: [0, 1, 2], 1: [0, 1, 2], 2: [0, 1, 2]}
+    assert [r.stopped_by for r in results] == ["interrupted"] * 3
+
+
+def test_two_interrupts_in_one_step_raise_the_first():
+    first, second = FitInterrupted("member 0"), FitInterrupted("member 1")
+
+    def callback_of(error):
+        def callback(it, loss, estimate):
+            if it == 1:
+                raise error
+
+        return callback
+
+    models, targets = [_model(k, masked=False) for k in range(2)], [_target(k) for k in range(2)]
+    settings = [{"callback": callback_of(e)} for e in (first, second)]
+    with pytest.raises(FitInterrupted) as info:
+        fit_batch(models, targets, loss=MSE, max_iter=10, settings=settings)
+    assert info.value is first
+
+
+def test_reference_ranges_must_hold_one_entry_per_model():
+    models, targets = [_model(k, masked=False) for k in range(2)], [_target(k) for k in range(2)]
+    with pytest.raises(ValueError, match="reference_ranges"):
+        fit_batch(models, targets, loss=MSE, max_iter=1, reference_ranges=[None])

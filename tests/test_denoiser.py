@@ -972,3 +972,45 @@ def test_denoiser_documented_defaults():
     assert den.reg_noise_std == pytest.approx(1.0 / 30.0)
     assert (den.lr, den.max_iter, den.early_stopping, den.batch_size) == (0.01, 5000, "emv", 1)
     assert (den.output_averaging, den.averaging_monitor, den.loss) == (0.99, "raw", "mse")
+
+
+# Mutation audit (survivors: the notes of Python 3.10, without add_note, which the
+# suite's Python 3.11+ never reaches): the warnings go into __notes__ after its own.
+def test_a_worker_error_without_add_note_carries_the_warnings_in_its_notes():
+    import torch
+
+    from skdip.estimators._base import _fit_in_worker
+
+    class Py310Error(RuntimeError):
+        def __getattribute__(self, name):
+            if name == "add_note":  # as on Python 3.10
+                raise AttributeError(name)
+            return super().__getattribute__(name)
+
+    class Failing:
+        def work(self, task, n, device):
+            warnings.warn("a clue from the worker", UserWarning, stacklevel=2)
+            error = Py310Error("callback failed")
+            error.__notes__ = ["its own note"]
+            raise error
+
+    dtype = torch.get_default_dtype()
+    with pytest.raises(Py310Error, match="callback failed") as info:
+        _fit_in_worker(Failing(), "work", None, 1, "cpu", 1, -1, dtype, None)
+    assert info.value.__notes__ == [
+        "its own note",
+        "warning in the worker: UserWarning: a clue from the worker",
+    ]
+
+
+# Mutation audit (survivors: the PSNR curve's clip range read without the scaling's
+# offset). Data reaching below 0, or lying above 1, is rescaled with an offset; the
+# curve's last point must still be the score.
+@pytest.mark.parametrize("shift", [-0.5, 1.0])
+def test_the_recorded_psnr_is_the_score_for_data_off_the_unit_range(shift):
+    rng = np.random.default_rng(0)
+    clean = _image(seed=0) + shift  # on [-0.5, 0.5] or [1, 2]: rescaled
+    noisy = clean + 0.02 * rng.standard_normal(clean.shape)
+    den = _den(max_iter=5).fit(noisy, clean)
+    assert abs(den._fit_results[0]["scaling"].image_offset) > 0.4
+    assert den.score(noisy, clean) == pytest.approx(den.history_["psnr"][-1], abs=1e-4)

@@ -806,3 +806,25 @@ def test_a_minimum_inside_the_last_delay_returns_the_latest_average():
     )
     assert result.n_iter == 20 and result.best_iter == 19
     torch.testing.assert_close(result.estimate, averages[19])
+
+
+# Mutation audit (a clip at 0 in place of the range's low end survived): an iterate
+# below the range's low end is clipped up to it, as score clips a reconstruction.
+def test_reference_psnr_clips_an_iterate_below_the_ranges_low_end():
+    target = torch.full((1, 1, 4, 4), 0.5)
+    clean = torch.full_like(target, 0.5)
+    # The pixels start at 0, below 0.4: clipped up to 0.4 they miss 0.5 by 0.1 (20 dB);
+    # clipped at 0 they would miss it by 0.5 (6 dB).
+    result = fit_model(
+        _Pixels(),
+        target,
+        loss=get_loss("mse"),
+        max_iter=1,
+        lr=1e-3,
+        reference=clean,
+        reference_range=(0.4, 0.6, 1.0),
+    )
+    assert float(result.last.max()) < 0.4
+    expected = -10 * math.log10(float((result.last.clamp(0.4, 0.6) - clean).square().mean()))
+    assert result.history["psnr"][0] == pytest.approx(expected, rel=1e-6)
+    assert result.history["psnr"][0] == pytest.approx(20.0, abs=0.2)

@@ -444,3 +444,20 @@ def test_aligned_ssim_accepts_a_crop_leaving_exactly_seven_pixels():
     assert aligned_ssim(x, np.roll(x, (1, -1), axis=(0, 1)), max_shift=3) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="7x7"):
         aligned_ssim(x, x, max_shift=4)
+
+
+# Mutation audit (survivor: '<' made '<=' in the narrow-reference warning). Under 1%
+# of data_range warns; exactly 1% does not.
+def test_a_reference_spanning_exactly_1_percent_of_data_range_is_not_warned_of():
+    import warnings
+
+    reference = np.zeros((8, 8))
+    reference[0, 0] = 0.01
+    estimate = reference + 0.001
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        psnr(reference, estimate)
+        psnr(reference * 255, estimate * 255, data_range=255)
+    reference[0, 0] = 0.0099
+    with pytest.warns(UserWarning, match="under 1% of data_range"):
+        psnr(reference, estimate)

@@ -1323,3 +1323,23 @@ def test_best_params_per_image_never_chooses_an_infinite_score():
         error_score="raise",
     ).fit(images)
     assert best_params_per_image(search) == [{"a": 0.0}, {"a": 1.0}]
+
+
+# Mutation audit (survivors of _configured: an estimator's batch_size of 2 left as it
+# was; the trial check's warnings not held back, so given twice).
+def test_fit_candidates_fits_a_noise_model_alone_from_a_batch_size_of_2_and_warns_once():
+    from skdip import ExponentialMovingVariance
+
+    X = _noisy_batch(2)
+    fitted = fit_candidates(_den(batch_size=2, max_iter=2), X, [{"noise_model": "sparse"}])
+    assert [est.batch_size for est in fitted] == [1]
+    # A setting whose check warns (a patience shorter than the averaging's delay).
+    setting = {
+        "noise_model": "sparse",
+        "early_stopping": ExponentialMovingVariance(warmup=3, patience=8),
+        "output_averaging": 0.99,
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_candidates(_den(batch_size=2, max_iter=2), X, [setting])
+    assert sum("patience (8)" in str(w.message) for w in caught) == 1

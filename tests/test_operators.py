@@ -974,3 +974,26 @@ def test_a_batch_of_grey_images_takes_the_path_of_several_planes(monkeypatch):
     out = _convolution.convolve(x, k, "valid")
     assert calls == [(3, 1, 48, 48)]
     torch.testing.assert_close(out, _convolution._convolve_direct(x, k, "valid"))
+
+
+# Mutation audit (survivors of _use_fft's GPU rule: the planes dropped from the
+# multiply-adds, the "valid" and "circular" output sizes swapped, '>=' made '>').
+def test_use_fft_on_a_gpu_counts_the_multiply_adds_of_every_plane_and_output_pixel():
+    f32 = torch.float32
+
+    def fixed(image, kernel, boundary="valid", planes=1):
+        return _use_fft(image, kernel, boundary, f32, planes, "cuda", kernel_grad=False)
+
+    # 1020 x 1020 outputs x 25 taps: 26M multiply-adds per plane, 104M for four planes.
+    assert not fixed((1024, 1024), (5, 5))
+    assert fixed((1024, 1024), (5, 5), planes=4)
+    # "circular" gives an output of the image's size, "valid" a smaller one: 1000**2 * 81
+    # is above the 80M threshold, 992**2 * 81 below; 988**2 * 81 below, 996**2 * 81 above.
+    assert fixed((1000, 1000), (9, 9), "circular")
+    assert not fixed((996, 996), (9, 9), "valid")
+    # The thresholds are "from ... on": reached exactly, the FFT path is taken.
+    assert fixed((1604, 2004), (5, 5))  # 1600 * 2000 * 25 = 80M multiply-adds
+    assert not fixed((1603, 2004), (5, 5))
+    # A learned kernel: from 200,000 pixels entering conv2d on.
+    assert _use_fft((400, 500), (5, 5), "valid", f32, 1, "cuda")
+    assert not _use_fft((400, 499), (5, 5), "valid", f32, 1, "cuda")

@@ -1307,3 +1307,36 @@ def test_shared_parameter_docs_take_the_indentation_of_the_docstring_they_fill()
     doc = _doc(Partial).__doc__
     assert "%(common" not in doc and "\n    max_iter : int" in doc
     assert _doc(type("Plain", (), {"__doc__": "Nothing to fill."})).__doc__ == "Nothing to fill."
+
+
+# Mutation audit (survivors of _fill: blank lines given the indentation, the newline
+# before the placeholder counted as indentation, text before the placeholder too).
+def test_shared_parameter_docs_are_filled_line_for_line():
+    from skdip import DIPInpainter
+    from skdip.estimators._reconstruct import _doc
+
+    doc = DIPInpainter.__doc__
+    assert "%(common" not in doc
+    # One line each, at the indentation of the placeholder's line (4 spaces on <= 3.12,
+    # none on 3.13, which strips a docstring's common indentation).
+    indent = "    " if "\n    Parameters\n" in doc else ""
+    block = (
+        f"\n{indent}max_iter : int, default=5000\n"
+        f"{indent}    Maximum number of optimisation steps.\n{indent}lr : float"
+    )
+    assert block in doc
+    # Blank lines stay empty (no trailing whitespace); the last line is the closing one.
+    assert not [line for line in doc.split("\n")[:-1] if line and not line.strip()]
+
+    class Labelled:
+        __doc__ = "An estimator.\n\n    Shared: %(common_params)s\n"
+
+    filled = _doc(Labelled).__doc__
+    assert "\n    max_iter : int, default=5000\n        Maximum number" in filled
+    # A blank line of the filled-in text stays empty.
+    from skdip.estimators._reconstruct import _fill
+
+    text = "first : int\n        One.\n\n    second : int\n        Two."
+    assert _fill("Doc.\n\n    %(p)s\n", "%(p)s", text) == (
+        "Doc.\n\n    first : int\n        One.\n\n    second : int\n        Two.\n"
+    )

@@ -1047,3 +1047,69 @@ def test_kspace_without_redundancy_still_asks_for_the_noise_level():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         assert np.isfinite(get_scorer("emv", sigma=0.01)(est, X))
+
+
+# Mutation audit (survivors of _scored_range, each needing an estimate that the clip
+# changes: a linear head with rescale=False): the reference's unit-range test read
+# [0, 1] in place of its margins; the data's own range taken though it lies on [0, 1];
+# k-space's own span taken in place of the range of the image estimated from it.
+def _linear_unscaled(**kw):
+    linear = SkipNetwork(
+        width=4, depth=2, input_channels=2, skip_channels=1, output_activation=None
+    )
+    return dict(_SMALL_FIT, generator=linear, rescale=False, **kw)
+
+
+def _scored_as(reference, estimate, low, high):
+    from skdip._validation import reference_data_range
+
+    peak = reference_data_range(reference)
+    return psnr(reference / peak, np.clip(estimate, low, high) / peak, data_range=1.0)
+
+
+def test_a_reference_within_the_unit_ranges_margins_clips_to_0_1():
+    from skdip.estimators._base import _AUTO_RESCALE_BOUNDS
+
+    rng = np.random.default_rng(0)
+    # Data off [0, 1] (fitted as given), a reference a little beyond [0, 1] but
+    # within the margins that still read it as on [0, 1].
+    clean = np.tile(np.linspace(-0.1, 1.1, 16), (16, 1))
+    assert _AUTO_RESCALE_BOUNDS[0] < clean.min() < 0 and 1 < clean.max() < _AUTO_RESCALE_BOUNDS[1]
+    noisy = clean + rng.normal(0, 0.3, clean.shape)
+    with pytest.warns(UserWarning, match="rescale=False"):
+        den = DIPDenoiser(**_linear_unscaled(max_iter=20)).fit(noisy)
+    est = den.reconstruction_
+    assert est.min() < 0 or est.max() > 1
+    assert den.score(noisy, clean) == pytest.approx(_scored_as(clean, est, 0, 1), rel=1e-9)
+
+
+def test_unscaled_data_on_the_unit_range_clips_to_0_1_whatever_the_reference():
+    rng = np.random.default_rng(0)
+    # Data on [0.15, 0.85]: on the unit range, so the fit worked on [0, 1], not on the
+    # data's own range, though the reference (twice the data) reads beyond [0, 1].
+    clean = np.tile(np.linspace(0.2, 0.8, 16), (16, 1))
+    noisy = clean + rng.normal(0, 0.02, clean.shape)
+    reference = 2 * clean
+    den = DIPDenoiser(**_linear_unscaled()).fit(noisy)
+    est = den.reconstruction_
+    assert est.min() < noisy.min() or est.max() > noisy.max()
+    assert den.score(noisy, reference) == pytest.approx(_scored_as(reference, est, 0, 1), rel=1e-9)
+
+
+def test_unscaled_kspace_is_scored_on_the_range_of_the_image_estimated_from_it():
+    from skdip import DIPReconstructor
+    from skdip.datasets import cartesian_mask, simulate_kspace
+    from skdip.operators import KSpaceSampling, kspace_to_channels
+
+    clean = np.tile(np.linspace(0.1, 0.9, 16), (16, 1))[..., None] * 255
+    mask = cartesian_mask((16, 16), acceleration=2, random_state=0)
+    y = kspace_to_channels(simulate_kspace(clean[..., 0], mask))
+    est = DIPReconstructor(operator=KSpaceSampling(mask), output_channels=1, **_linear_unscaled())
+    with pytest.warns(UserWarning, match="rescale=False"):
+        est.fit(y)
+    low, high, _ = est._image_range(y, {})
+    # The k-space values span far more than the image estimated from them.
+    assert y.min() < low - 100 and y.max() > high + 100
+    rec = est.reconstruction_
+    assert rec.min() < low
+    assert est.score(y, clean) == pytest.approx(_scored_as(clean, rec, low, high), rel=1e-6)

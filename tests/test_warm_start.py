@@ -466,3 +466,44 @@ def test_blind_deblurring_goes_on_in_its_own_dtype_after_the_default_changed():
         torch.set_default_dtype(previous)
     np.testing.assert_array_equal(warm.reconstruction_, longer.reconstruction_)
     np.testing.assert_array_equal(warm.history_["psnr"], longer.history_["psnr"])
+
+
+# Mutation audit (survivor: a continuation's warnings did not say which image): the
+# ConvergenceWarning of a continued fit names its image, as the first fit's does.
+def test_a_continued_fits_convergence_warnings_name_the_image():
+    noisy, _ = _images(2)
+    kw = dict(generator=TINY, early_stopping=ExponentialMovingVariance(warmup=50))
+    den = _quiet(
+        DIPDenoiser(max_iter=2, warm_start=True, random_state=0, device="cpu", **kw).fit, noisy
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        den.set_params(max_iter=2).fit(noisy)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert [m.split(" max_iter=")[0] for m in messages] == [
+        "DIPDenoiser: image 1 of 2:",
+        "DIPDenoiser: image 2 of 2:",
+    ]
+
+
+# Mutation audit (survivor: _Selection's class-level reference_range default dropped):
+# a fit kept before the range was recorded per fit (pickled by an earlier skdip) has
+# no such attribute, and goes on reading its PSNR curve as it did, on (0, 1, 1).
+def test_a_kept_fit_without_a_recorded_psnr_range_goes_on():
+    noisy, clean = _images()
+    den = _quiet(
+        DIPDenoiser(
+            generator=TINY,
+            max_iter=3,
+            early_stopping=None,
+            warm_start=True,
+            random_state=0,
+            device="cpu",
+        ).fit,
+        noisy,
+        clean,
+    )
+    selection = den._fit_states[0].selection
+    del selection.__dict__["reference_range"]  # as unpickled from an earlier version
+    _quiet(den.set_params(max_iter=2).fit, noisy, clean)
+    assert len(den.history_["psnr"]) == 5 and np.isfinite(den.history_["psnr"]).all()
