@@ -137,7 +137,11 @@ class BaseGenerator(BaseEstimator):
     parameter is a plain value set in ``__init__``, following the scikit-learn
     convention. For ``batch_size > 1`` the network must run under
     :func:`torch.func.vmap` (no dropout, no ``.item()`` or data-dependent
-    branching); ``batch_size=1`` has no such limit.
+    branching); ``batch_size=1`` has no such limit. What a network (or a
+    forward operator) draws at random during the steps, such as dropout masks,
+    comes from torch's global generators, which each fit seeds from the
+    estimator's ``random_state`` and gives back to the caller after (shared by
+    fits in threads of one process, where it is not reproducible).
 
     Examples
     --------
