@@ -144,6 +144,27 @@ def autograd_on():
         yield
 
 
+def _asks_to_stop(answer) -> bool:
+    """Whether a callback's return value asks the fit to stop: True (or a one-element
+    boolean array or tensor holding it) does; None and False do not. Anything else is
+    warned of and ignored: a logging callback that returned the value it logged ended
+    its fit after one step, in silence."""
+    if answer is None or answer is False:
+        return False
+    if answer is True or isinstance(answer, np.bool_):
+        return bool(answer)
+    if isinstance(answer, np.ndarray | torch.Tensor) and answer.dtype in (np.bool_, torch.bool):
+        if answer.numel() == 1 if isinstance(answer, torch.Tensor) else answer.size == 1:
+            return bool(answer.item())
+    # No value in the message: Python's default filter then shows it once, not per step.
+    warn(
+        f"the callback returned a {type(answer).__name__}, which is ignored: return True "
+        "to stop the fit (None or False to go on)",
+        UserWarning,
+    )
+    return False
+
+
 def _stream_seed(seed: int) -> int:
     """The seed of torch's global generators for a fit's steps: apart from the input
     perturbation's generator, which ``seed`` itself seeds (one stream for both would tie
@@ -511,7 +532,8 @@ def fit_model(
     callback : callable, optional
         ``callback(iteration, loss, estimate)`` after each step, ``estimate``
         a copy the callback may keep; returning True stops the fit (the best
-        estimate so far is kept).
+        estimate so far is kept), None or False goes on, anything else is warned
+        of and ignored.
     verbose : bool
         Show a progress bar with the loss and the stopping signal.
     reference : Tensor, optional
@@ -657,7 +679,9 @@ def fit_model(
                 if it % 25 == 0:
                     bar.set_postfix(loss=f"{loss_value:.3e}", signal=f"{selection.signals[-1]:.3e}")
             # A copy: with output averaging the estimate is updated in place next step.
-            if callback is not None and callback(it, loss_value, selection.estimate.clone()):
+            if callback is not None and _asks_to_stop(
+                callback(it, loss_value, selection.estimate.clone())
+            ):
                 stopped_by = "callback"
                 break
             if stop:
@@ -987,7 +1011,9 @@ def fit_batch(
                 hook = cfg[m]["callback"]
                 estimate = selections[m].estimate
                 try:
-                    asked = hook is not None and hook(it, loss_values[row], estimate.clone())
+                    asked = hook is not None and _asks_to_stop(
+                        hook(it, loss_values[row], estimate.clone())
+                    )
                 except KeyboardInterrupt as error:
                     # Held until every member has had this step's callback: each one
                     # then sees every step its history records, as on its own (the

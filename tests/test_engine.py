@@ -194,6 +194,43 @@ def test_callback_can_stop_the_fit():
     assert result.stopped_by == "callback" and result.n_iter == 5
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_only_true_from_a_callback_stops_the_fit(batched):
+    # A logging callback that returned what it logged (a PSNR, a string) ended its fit
+    # after one step in silence, and a boolean array raised numpy's "ambiguous".
+    import warnings
+
+    from skdip._engine import fit_batch
+
+    def run(answer):
+        if batched:
+            models, targets = zip(*(_problem(seed=s) for s in range(2)), strict=True)
+            return fit_batch(
+                list(models),
+                list(targets),
+                loss=get_loss("mse"),
+                max_iter=6,
+                callback=lambda it, loss, x: answer(it),
+            )[0]
+        model, target = _problem()
+        hook = lambda it, loss, x: answer(it)  # noqa: E731
+        return fit_model(model, target, loss=get_loss("mse"), max_iter=6, callback=hook)
+
+    for stop in (
+        lambda it: it == 2,
+        lambda it: np.bool_(it == 2),
+        lambda it: torch.tensor(it == 2),
+    ):
+        assert (run(stop).stopped_by, run(stop).n_iter) == ("callback", 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run(lambda it: None).n_iter == run(lambda it: False).n_iter == 6
+    for value in (13.9, "continue", np.array([True, False])):
+        with pytest.warns(UserWarning, match=f"returned a {type(value).__name__}, which is"):
+            result = run(lambda it, v=value: v)
+        assert result.stopped_by == "max_iter" and result.n_iter == 6
+
+
 @pytest.mark.parametrize("averaging", [None, 0.9])
 def test_callback_estimates_can_be_kept(averaging):
     # With output averaging the engine updates its average in place: the callback
