@@ -598,6 +598,9 @@ def fit_model(
         min_loss, n_steps, elapsed_before = resume.min_loss, resume.n_steps, resume.elapsed
     stopped_by = "max_iter"
     last_step = n_steps + max_iter
+    # (A frozen parameter handed to the optimizer, DeepRandomProjector's in a blind
+    # deblurring, gets no gradient, as backward() would give it none.)
+    trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     start_time = time.perf_counter()
     bar = _progress_bar(max_iter, description, verbose)
     model.train()
@@ -621,15 +624,23 @@ def fit_model(
                 raise KeyboardInterrupt  # set by the caller of a worker thread (n_jobs)
             it = n_steps
             optimizer.zero_grad(set_to_none=True)
-            x, prediction = model(rng)
             if it == 0:
+                x, prediction = _first_forward(model, rng)
                 _check_shapes(x, prediction, target, reference, model)
+            else:
+                x, prediction = model(rng)
             data = loss(prediction, target)
             total = data if regularizer is None else data + regularizer(x)
             if it == 0:
                 _check_scalar(data, "the loss")
                 _check_scalar(total, "the loss plus the regularizer")
-            total.backward()
+                _check_differentiable(x, prediction, total)
+            # The gradients of the fitted parameters only: backward() also filled the
+            # .grad of a caller's loss or regularizer module (a perceptual network),
+            # summed over every step.
+            gradients = torch.autograd.grad(total, trainable, allow_unused=True)
+            for parameter, gradient in zip(trainable, gradients, strict=True):
+                parameter.grad = gradient
             # The one required sync per step (the data term rides along with a penalty).
             if regularizer is None:
                 loss_value, data_value = float(total.detach()), None
@@ -922,6 +933,9 @@ def fit_batch(
                 first_pass = all(n_steps[m] == 0 and not events[m] for m in active)
                 if "vmap" not in str(error) and not first_pass:
                     raise
+                hint = _dtype_hint(error)
+                if hint is not None:
+                    raise hint from error
                 raise RuntimeError(
                     "batch_size > 1 fits the images together under torch.func.vmap, and the "
                     "generator or forward operator failed under it (dropout, .item(), NumPy "
@@ -1170,6 +1184,19 @@ def _unstack_into(model: nn.Module, params: dict, constants: dict, row: int) -> 
 def _check_stackable(models: list[nn.Module]) -> None:
     """Members of a batched fit must share every shape and every non-buffer tensor."""
     first = models[0]
+    # Tied weights (one parameter in two layers) enter the stacked state under one name,
+    # which the template's other layer then misses (torch: "Missing key(s)").
+    named = [name for name, _ in first.named_parameters(remove_duplicate=False)]
+    if len(named) != len(dict(first.named_parameters())):
+        raise ValueError(
+            "the network shares (ties) a parameter between layers, which a batched fit "
+            "cannot stack: use batch_size=1"
+        )
+    if not any(p.requires_grad for p in first.parameters()):
+        raise ValueError(
+            "nothing can be fitted: the generator's output depends on no trainable "
+            "parameter (every parameter frozen)"
+        )
     layout = {k: (v.shape, v.dtype, v.device) for k, v in _tensors(first).items()}
     for k, model in enumerate(models[1:], start=1):
         if not isinstance(model, DIPModel) or type(model) is not type(first):
@@ -1533,6 +1560,50 @@ def _check_scalar(value, what: str) -> None:
         )
     if value.numel() != 1:
         raise ValueError(f"{what} must return a scalar tensor, got shape {tuple(value.shape)}")
+
+
+def _first_forward(model: DIPModel, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first step's forward pass, with a word on dtypes where torch's own error
+    names none of skdip's (a float64 module inside a float32 fit)."""
+    try:
+        return model(rng)
+    except RuntimeError as error:
+        hint = _dtype_hint(error)
+        if hint is None:
+            raise
+        raise hint from error
+
+
+def _dtype_hint(error: RuntimeError) -> TypeError | None:
+    """torch's dtype-mismatch error with what skdip expects, or None for another error."""
+    text = str(error)
+    if not any(word in text for word in ("scalar type", "dtype", "Input type")):
+        return None
+    return TypeError(
+        f"{text} (skdip builds the target and its networks in torch's default dtype, "
+        f"{torch.get_default_dtype()}: a network's parameters and input code, and a "
+        "forward operator's tensors, must be in it too, e.g. "
+        "module.to(torch.get_default_dtype()))"
+    )
+
+
+def _check_differentiable(x, prediction, total) -> None:
+    """Refuse, on the first step, a loss no trainable parameter reaches: torch's "element
+    0 of tensors does not require grad" named neither the network nor the operator."""
+    if total.requires_grad:
+        return
+    if not x.requires_grad:
+        culprit = (
+            "the generator's output depends on no trainable parameter (every parameter "
+            "frozen, or the output detached)"
+        )
+    elif not prediction.requires_grad:
+        culprit = (
+            "the forward operator cuts the gradient (a detach, NumPy or torch.no_grad inside it)"
+        )
+    else:
+        culprit = "the loss or the regularizer cuts the gradient"
+    raise ValueError(f"nothing can be fitted: {culprit}")
 
 
 def _check_shapes(x, prediction, target, reference, model=None) -> None:

@@ -62,7 +62,7 @@ def _check_one(
 ) -> tuple[np.ndarray, bool, np.dtype]:
     if isinstance(image, torch.Tensor):
         raise TypeError(
-            f"{name} is a torch.Tensor; pass a NumPy array (e.g. tensor.cpu().numpy()) "
+            f"{name} is a torch.Tensor; pass a NumPy array (e.g. tensor.detach().cpu().numpy()) "
             "in (H, W) or (H, W, C) layout"
         )
     if isinstance(image, str | bytes) or image is None:

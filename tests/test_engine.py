@@ -865,3 +865,72 @@ def test_reference_psnr_clips_an_iterate_below_the_ranges_low_end():
     expected = -10 * math.log10(float((result.last.clamp(0.4, 0.6) - clean).square().mean()))
     assert result.history["psnr"][0] == pytest.approx(expected, rel=1e-6)
     assert result.history["psnr"][0] == pytest.approx(20.0, abs=0.2)
+
+
+# ------------------------------------------------- mistakes in a user's extensions
+class _Layers(nn.Module):
+    """A two-layer network: tied (one weight in both layers), frozen, or plain."""
+
+    def __init__(self, out_shape, out_channels, tied=False, frozen=False, code=True):
+        super().__init__()
+        if code:
+            self.register_buffer("input", 0.1 * torch.rand(1, 2, *out_shape))
+        self.first = nn.Conv2d(2, 2, 3, padding=1)
+        self.second = nn.Conv2d(2, 2, 3, padding=1)
+        if tied:
+            self.second.weight = self.first.weight
+        self.head = nn.Conv2d(2, out_channels, 1)
+        self.requires_grad_(not frozen)
+
+    def forward(self, z):
+        return torch.sigmoid(self.head(torch.relu(self.second(torch.relu(self.first(z))))))
+
+
+def _user_generator(**kw):
+    from skdip.generators import BaseGenerator
+
+    class UserGenerator(BaseGenerator):
+        def _build(self, out_shape, out_channels):
+            return _Layers(out_shape, out_channels, **kw)
+
+    return UserGenerator()
+
+
+def test_mistakes_in_a_users_network_or_operator_are_named():
+    # Each ended in torch's own words, naming neither the network nor the operator:
+    # "element 0 of tensors does not require grad", "expected scalar type Float but
+    # found Double", "Missing key(s)", a bare AttributeError, or blamed vmap.
+    from skdip import DIPDenoiser, DIPReconstructor
+    from skdip.operators import FunctionOperator
+
+    images = np.random.default_rng(0).random((2, 12, 12, 1))
+    kw = dict(max_iter=2, early_stopping=None, random_state=0, device="cpu")
+    with pytest.raises(TypeError, match="must return a network whose `input` is its code"):
+        DIPDenoiser(generator=_user_generator(code=False), **kw).fit(images[0])
+    for batch in (1, 2):
+        with pytest.raises(ValueError, match="depends on no trainable parameter"):
+            DIPDenoiser(generator=_user_generator(frozen=True), batch_size=batch, **kw).fit(images)
+        double = FunctionOperator(nn.Conv2d(1, 1, 3, padding=1).double(), linear=True)
+        with pytest.raises(TypeError, match="in torch's default dtype, torch.float32"):
+            DIPReconstructor(double, batch_size=batch, rescale=False, **kw).fit(images)
+    with pytest.raises(ValueError, match="the forward operator cuts the gradient"):
+        DIPReconstructor(FunctionOperator(lambda x: x.detach()), rescale=False, **kw).fit(images)
+    with pytest.raises(ValueError, match="ties. a parameter between layers"):
+        DIPDenoiser(generator=_user_generator(tied=True), batch_size=2, **kw).fit(images)
+    DIPDenoiser(generator=_user_generator(tied=True), **kw).fit(images)  # one by one: fine
+
+
+def test_a_callers_loss_module_gathers_no_gradients():
+    # backward() filled the .grad of a caller's loss network (a perceptual loss) with the
+    # sum over every step: work wasted, and the caller's object changed.
+    from skdip import DIPDenoiser
+
+    critic = nn.Conv2d(1, 1, 3, padding=1)
+
+    def perceptual(prediction, target):
+        return (critic(prediction) - critic(target)).square().mean()
+
+    DIPDenoiser(generator=TINY, loss=perceptual, max_iter=3, early_stopping=None).fit(
+        np.random.default_rng(0).random((12, 12))
+    )
+    assert all(p.grad is None for p in critic.parameters())

@@ -218,6 +218,14 @@ class BaseGenerator(BaseEstimator):
         channels = _check_int(owner, "out_channels", out_channels)
         with seeded_cpu_rng(seed):
             network = self._build(tuple(int(s) for s in shape), channels)
+        if not isinstance(getattr(network, "input", None), torch.Tensor):
+            # The fit feeds network.input (the code z) to the network: a bare
+            # AttributeError came from deep in the engine.
+            raise TypeError(
+                f"{owner}._build must return a network whose `input` is its code z, a "
+                "tensor (a buffer, or a parameter to fit it), as GeneratorNetwork's "
+                f"subclasses register it; got {type(network).__name__} without one"
+            )
         return network
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
