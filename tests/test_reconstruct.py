@@ -630,6 +630,22 @@ def test_rescaling_through_a_linear_model_that_does_not_keep_constants():
     assert misfit < 5  # 2.3 seen; values span 160
 
 
+def test_a_kernel_far_from_unit_sum_is_warned_of():
+    # A measured PSF as recorded (a uint8 image of it sums to its counts) was fitted as
+    # given: the image came back far too dark (5.1 dB), in silence.
+    import warnings
+
+    y = _smooth()
+    params = dict(COMMON, boundary="circular", max_iter=2)
+    for kernel, total in ((np.ones((3, 3)), "9"), (np.full((3, 3), 0.04), "0.36")):
+        with pytest.warns(UserWarning, match=rf"kernel sums to {total}, .* Normalise it"):
+            DIPDeconvolver(kernel=kernel, **params).fit(y)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*kernel sums")
+        DIPDeconvolver(kernel=np.ones((3, 3)) / 9, **params).fit(y)
+        DIPDeconvolver(kernel=np.ones((3, 3)) / 6, **params).fit(y)  # a gain of 1.5: fine
+
+
 def test_rescaling_with_a_kernel_of_negative_sum():
     # (-k) * x = -y is k * x = y: the same fit, and a score on the right range.
     kernel = np.outer([1, 2, 1], [1, 2, 1]).astype(float) / 16

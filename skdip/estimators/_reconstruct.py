@@ -1135,6 +1135,16 @@ class DIPDeconvolver(_InverseProblemEstimator):
                 "data is negative. Check its sign.",
                 UserWarning,
             )
+        elif not 0.5 <= total <= 2:
+            # A measured PSF as recorded (a uint8 image of it sums to its counts):
+            # fitted as given, the image came back that many times too dark (5.1 dB).
+            warn(
+                f"the kernel sums to {total:.3g}, while a blur that keeps the brightness "
+                "sums to 1: the model multiplies the image's level by that much, so the "
+                "reconstruction's level comes out divided by it. Normalise it "
+                "(kernel / kernel.sum()) unless the measurement has that gain.",
+                UserWarning,
+            )
 
     def _convolution(self) -> Convolution:
         # Built from the current parameters each time: a copy kept from the last
