@@ -813,9 +813,14 @@ def test_k_space_in_numpys_uncentred_layout_is_reported():
             DIPReconstructor(KSpaceSampling(shifted), **fast).fit(
                 kspace_to_channels(np.where(shifted, uncentred, 0))
             )
+    # Partial Fourier stored as zeros under a column mask: the zeros were fitted as data.
+    partial = simulate_kspace(image, mask, noise_std=0.01, random_state=0)
+    partial[: 24 * 3 // 8] = 0
+    with pytest.warns(UserWarning, match=r"\d+% of the entries the mask samples are exactly 0"):
+        DIPReconstructor(KSpaceSampling(mask), **fast).fit(kspace_to_channels(partial))
     # Centred k-space, one coil or four: no such warning.
     with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*zero frequency")
+        warnings.filterwarnings("error", message=".*(zero frequency|exactly 0)")
         for maps in (None, make_coil_maps(4, image.shape)):
             k = kspace_to_channels(simulate_kspace(image, mask, maps, noise_std=0.01))
             DIPReconstructor(KSpaceSampling(mask, maps), **fast).fit(k)

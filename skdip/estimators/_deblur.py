@@ -339,7 +339,9 @@ class BlindDeblurrer(BaseDIPEstimator):
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None
         Seeds both networks, their input codes and the perturbations. The
-        same seed gives identical results on the CPU.
+        same seed gives identical results on the CPU. None draws the seed from
+        NumPy's global generator (``np.random.seed`` makes it repeatable, not
+        ``torch.manual_seed``).
     verbose : bool or int, default=False
         Show a progress bar (needs tqdm: the ``progress`` extra).
     callback : callable, default=None

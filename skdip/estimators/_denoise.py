@@ -94,6 +94,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         Seeds the network weights, its input code and the perturbations. The
         same seed gives identical results on the CPU; every image of a batch
         gets the same seed, so an image's fit does not depend on the others.
+        None draws the seed from NumPy's global generator (``np.random.seed``
+        makes it repeatable, not ``torch.manual_seed``).
     verbose : bool or int, default=False
         Show a progress bar with the loss and the stopping signal (needs
         tqdm: the ``progress`` extra).

@@ -606,7 +606,8 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
     random_state : int, RandomState instance or None, default=None
         Seeds the networks, their inputs, the perturbations and the HIO
         start of every restart. The same seed gives identical results on the
-        CPU.
+        CPU. None draws the seed from NumPy's global generator
+        (``np.random.seed`` makes it repeatable, not ``torch.manual_seed``).
     verbose : bool or int, default=False
         Show a progress bar (needs tqdm: the ``progress`` extra).
     callback : callable, default=None

@@ -117,7 +117,9 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         "auto" uses CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None
         Seeds the network, its input code and the perturbations; the same
-        seed gives identical results on the CPU.
+        seed gives identical results on the CPU. None draws the seed from
+        NumPy's global generator (``np.random.seed`` makes it repeatable, not
+        ``torch.manual_seed``).
     verbose : bool or int, default=False
         Show a progress bar (needs tqdm: the ``progress`` extra).
     callback : callable, default=None
@@ -587,8 +589,7 @@ class DIPReconstructor(_InverseProblemEstimator):
                 )
             operator = self._operator()
             if isinstance(operator, KSpaceSampling):
-                problem = operator._layout_problem(image)
-                if problem is not None:
+                for problem in operator._measurement_problems(image):
                     # Before the rescaling, whose own error on such data names kernels.
                     warn(f"{type(self).__name__}: {problem}.", UserWarning)
         super()._check_solvable(image, extra, reference)  # the rescaling probes the same model
