@@ -172,9 +172,69 @@ def _stream_seed(seed: int) -> int:
     return (int(seed) * 2654435761 + 97) % 2**63
 
 
-# Fits running now in this process that use torch's global generators for their steps
-# (see _own_global_stream); changed under BUILD_LOCK only.
-_STREAM_USERS = 0
+class _SharedGenerator:
+    """One of torch's global generators (the CPU's, or one GPU's) as fits share it.
+
+    The first fit to use it saves the caller's state, and the last one to leave gives
+    it back, so the caller's stream stays whole however the fits overlap. A fit seeds
+    it when no fit of another thread is using it (alone, or nested in its own thread's
+    fit, a callback's): its draws are then its own, and a nested fit gives the outer
+    one its stream back. In threads that overlap, the later fits draw from whatever
+    stream is there (not reproducible). Changed under BUILD_LOCK only, so that no
+    seeding or giving back lands in the middle of another thread's seeded build.
+    """
+
+    def __init__(self, get_state, set_state, manual_seed) -> None:
+        self.get_state, self.set_state, self.manual_seed = get_state, set_state, manual_seed
+        self.users: list[int] = []  # the thread of every fit using it now
+        self.callers_state = None
+
+    def enter(self, seed: int, saved) -> tuple[bool, object]:
+        """``(seeded, outer_state)``: whether this fit seeded (or set ``saved``), and the
+        stream to give back when it leaves (a nested fit's outer one)."""
+        me = threading.get_ident()
+        outer = None
+        if not self.users:
+            self.callers_state = self.get_state()
+        elif any(thread != me for thread in self.users):
+            self.users.append(me)
+            return False, None
+        else:
+            outer = self.get_state()  # nested in this thread's own fit
+        self.users.append(me)
+        if saved is not None:
+            self.set_state(saved)
+        else:
+            self.manual_seed(_stream_seed(seed))
+        return True, outer
+
+    def leave(self, seeded: bool, outer) -> object:
+        """This fit's end state where it seeded (None otherwise), after giving back."""
+        end = self.get_state() if seeded else None
+        self.users.remove(threading.get_ident())
+        if outer is not None:
+            self.set_state(outer)
+        if not self.users:
+            self.set_state(self.callers_state)
+            self.callers_state = None
+        return end
+
+
+_CPU_GENERATOR = _SharedGenerator(
+    torch.random.default_generator.get_state,
+    torch.random.default_generator.set_state,
+    torch.random.default_generator.manual_seed,
+)
+_GPU_GENERATORS: dict[int, _SharedGenerator] = {}
+
+
+def _gpu_generator(index: int) -> _SharedGenerator:
+    if index not in _GPU_GENERATORS:
+        generator = torch.cuda.default_generators[index]
+        _GPU_GENERATORS[index] = _SharedGenerator(
+            generator.get_state, generator.set_state, generator.manual_seed
+        )
+    return _GPU_GENERATORS[index]
 
 
 @contextlib.contextmanager
@@ -185,42 +245,32 @@ def _own_global_stream(device: torch.device, seed: int, saved: tuple | None = No
     Whatever draws from them during the steps (a network's dropout, an operator that
     adds noise) then follows ``random_state``, goes on across ``warm_start`` as one fit
     would, and leaves the caller's stream alone: such fits differed between two runs
-    of one seed and moved the caller's ``torch.rand``. The generators are the
-    process's own: while fits run in several threads of one process, only the first
-    seeds them (the others' draws are not reproducible), and seeding and giving back
-    happen under the build lock, never in the middle of another thread's seeded build.
-    Yields a list that receives ``(cpu_state, gpu_state)`` as the steps end (empty for
-    a fit that did not seed them).
+    of one seed and moved the caller's ``torch.rand``. See :class:`_SharedGenerator`
+    for fits in threads. Yields a list that receives ``(cpu_state, gpu_state)`` as the
+    steps end (``cpu_state`` None for a fit that did not seed).
     """
-    global _STREAM_USERS
-    gpus = []
+    generators = [_CPU_GENERATOR]
     if device.type == "cuda":
-        gpus = [torch.cuda.current_device() if device.index is None else device.index]
-    fork = torch.random.fork_rng(devices=gpus)
+        index = torch.cuda.current_device() if device.index is None else device.index
+        with BUILD_LOCK:
+            generators.append(_gpu_generator(index))
+    kept = [None, None] if saved is None else list(saved)
+    entered = []
     with BUILD_LOCK:
-        owner = _STREAM_USERS == 0
-        _STREAM_USERS += 1
-        if owner:
-            fork.__enter__()
-            if saved is not None:
-                torch.random.default_generator.set_state(saved[0])
-            else:
-                torch.random.default_generator.manual_seed(_stream_seed(seed))
-            if gpus:
-                if saved is not None and saved[1] is not None:
-                    torch.cuda.set_rng_state(saved[1], gpus[0])
-                else:
-                    torch.cuda.default_generators[gpus[0]].manual_seed(_stream_seed(seed))
+        try:
+            for generator, state in zip(generators, kept, strict=False):
+                entered.append((generator, *generator.enter(seed, state)))
+        except BaseException:
+            for generator, seeded, outer in reversed(entered):
+                generator.leave(seeded, outer)
+            raise
     ends: list = []
     try:
         yield ends
     finally:
         with BUILD_LOCK:
-            _STREAM_USERS -= 1
-            if owner:
-                gpu_state = torch.cuda.get_rng_state(gpus[0]) if gpus else None
-                ends.append((torch.random.default_generator.get_state(), gpu_state))
-                fork.__exit__(None, None, None)
+            states = [generator.leave(seeded, outer) for generator, seeded, outer in entered]
+        ends.append((states[0], states[1] if len(states) > 1 else None))
 
 
 @contextlib.contextmanager
@@ -730,7 +780,7 @@ def fit_model(
             # the recorded steps, so that the history stays one entry per step.
             n_steps=len(selection.losses),
             elapsed=elapsed,
-            global_rng_state=global_rng[0] if global_rng else None,
+            global_rng_state=global_rng[0] if global_rng[0][0] is not None else None,
         )
     return result
 

@@ -897,14 +897,25 @@ def test_randomness_drawn_during_the_steps_follows_random_state():
     halves = DIPDenoiser(**{**kw, "max_iter": 4}, warm_start=True).fit(x)
     torch.rand(10)  # the caller's draws between the two calls change nothing
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(halves)).fit(x).transform(), first)
-    # Fits in threads of one process seed the generators once and give them back under
-    # the build lock: the caller's stream stays whole there too.
+    # Fits in threads of one process: the caller's stream comes back whole there too
+    # (the first fit to end gave the caller's state back while others still drew).
     from joblib import parallel_config
 
     torch.manual_seed(5)
     with parallel_config(backend="threading"):
-        _den(max_iter=3, n_jobs=3).fit([_image(seed=s) for s in range(6)])
+        DIPDenoiser(**{**kw, "max_iter": 3}, n_jobs=3).fit([_image(seed=s) for s in range(6)])
     assert torch.equal(torch.rand(3), expected)
+    # A fit inside another fit's callback is seeded as on its own, and the outer fit
+    # goes on with its own stream.
+    inner = []
+
+    def nested(it, loss, estimate):
+        if it == 3:
+            inner.append(DIPDenoiser(**kw).fit_transform(x))
+
+    outer = DIPDenoiser(**kw, callback=nested).fit_transform(x)
+    np.testing.assert_array_equal(inner[0], first)
+    np.testing.assert_array_equal(outer, first)
 
 
 def test_ctrl_c_ends_the_fits_of_worker_threads(python_sigint):
