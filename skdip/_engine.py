@@ -158,8 +158,8 @@ def _asks_to_stop(answer) -> bool:
             return bool(answer.item())
     # No value in the message: Python's default filter then shows it once, not per step.
     warn(
-        f"the callback returned a {type(answer).__name__}, which is ignored: return True "
-        "to stop the fit (None or False to go on)",
+        f"the callback returned a value of type {type(answer).__name__}, which is ignored: "
+        "return True to stop the fit (None or False to go on)",
         UserWarning,
     )
     return False
@@ -1006,6 +1006,7 @@ def fit_batch(
                 if first:
                     _check_scalar(data, "the loss")
                     _check_scalar(member_losses[-1], "the loss plus the regularizer")
+                    _check_differentiable(x[row], prediction[row], member_losses[-1])
             totals = torch.stack(member_losses)
             grads = torch.autograd.grad(totals.sum(), list(params.values()))
             # The one required sync per step (with a penalty, the data terms ride along).
@@ -1629,6 +1630,8 @@ def _dtype_hint(error: RuntimeError) -> TypeError | None:
     text = str(error)
     if not any(word in text for word in ("scalar type", "dtype", "Input type")):
         return None
+    if any(word in text for word in ("cuda", "device", "mps")):
+        return None  # torch words a device mismatch alike ("Input type ... cuda")
     return TypeError(
         f"{text} (skdip builds the target and its networks in torch's default dtype, "
         f"{torch.get_default_dtype()}: a network's parameters and input code, and a "

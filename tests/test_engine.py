@@ -226,7 +226,7 @@ def test_only_true_from_a_callback_stops_the_fit(batched):
         warnings.simplefilter("error")
         assert run(lambda it: None).n_iter == run(lambda it: False).n_iter == 6
     for value in (13.9, "continue", np.array([True, False])):
-        with pytest.warns(UserWarning, match=f"returned a {type(value).__name__}, which is"):
+        with pytest.warns(UserWarning, match=f"returned a value of type {type(value).__name__},"):
             result = run(lambda it, v=value: v)
         assert result.stopped_by == "max_iter" and result.n_iter == 6
 

@@ -816,11 +816,16 @@ def test_k_space_in_numpys_uncentred_layout_is_reported():
     # Partial Fourier stored as zeros under a column mask: the zeros were fitted as data.
     partial = simulate_kspace(image, mask, noise_std=0.01, random_state=0)
     partial[: 24 * 3 // 8] = 0
-    with pytest.warns(UserWarning, match=r"\d+% of the entries the mask samples are exactly 0"):
+    with pytest.warns(UserWarning, match=r"9 lines at an edge of k-space hold exact zeros"):
         DIPReconstructor(KSpaceSampling(mask), **fast).fit(kspace_to_channels(partial))
-    # Centred k-space, one coil or four: no such warning.
+    # Centred k-space, one coil or four, and a noise-free square whose k-space holds exact
+    # zeros on isolated lines: no such warning.
     with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*(zero frequency|exactly 0)")
+        warnings.filterwarnings("error", message=".*(zero frequency|exact zeros)")
         for maps in (None, make_coil_maps(4, image.shape)):
             k = kspace_to_channels(simulate_kspace(image, mask, maps, noise_std=0.01))
             DIPReconstructor(KSpaceSampling(mask, maps), **fast).fit(k)
+        square = np.zeros(image.shape)
+        square[6:18, 6:18] = 1.0
+        exact = kspace_to_channels(simulate_kspace(square, mask))
+        assert KSpaceSampling(mask)._measurement_problems(exact) == []

@@ -214,15 +214,16 @@ class _AlignedCallback:
         # (low, high, peak) in the fit's units: read as score(X, y) reads the image.
         self.reference_range = reference_range
 
-    def __call__(self, iteration, loss, packed) -> bool:
+    def __call__(self, iteration, loss, packed):
         if self.reference is None and self.user_callback is None:
-            return False
+            return None
         aligned = _aligned_image(packed, self.kernel_shape)
         if self.reference is not None:
             self.psnrs.append(float(_psnr(aligned, self.reference, self.reference_range)))
         if self.user_callback is None:
-            return False
-        return bool(self.user_callback(iteration, loss, aligned))
+            return None
+        # As returned: the engine judges it as any estimator's (only True stops).
+        return self.user_callback(iteration, loss, aligned)
 
 
 class _ImageOnly:

@@ -1136,7 +1136,7 @@ class DIPDeconvolver(_InverseProblemEstimator):
                 "data is negative. Check its sign.",
                 UserWarning,
             )
-        elif not 0.5 <= total <= 2:
+        elif total > 0 and not 0.5 <= total <= 2:
             # A measured PSF as recorded (a uint8 image of it sums to its counts):
             # fitted as given, the image came back that many times too dark (5.1 dB).
             warn(
