@@ -430,3 +430,24 @@ def test_centred_support_of_a_wide_kernel():
     k = np.zeros((3, 9))
     k[1, 4:9] = [0.1, 0.2, 0.4, 0.2, 0.1]
     np.testing.assert_allclose(_centred_support(k), [[0.1, 0.2, 0.4, 0.2, 0.1]])
+
+
+def test_a_callbacks_answer_other_than_true_does_not_stop_a_blind_deblurring():
+    # Its aligned-image callback wrapper turned any truthy answer into True: a callback
+    # returning the loss it logged stopped the fit after one step, in silence.
+    from skdip import BlindDeblurrer
+
+    observed = np.random.default_rng(0).random((16, 16))
+    deb = BlindDeblurrer(
+        generator="skip-small",
+        kernel_size=3,
+        max_iter=4,
+        early_stopping=None,
+        callback=lambda it, loss, image: loss,
+        random_state=0,
+    )
+    with pytest.warns(UserWarning, match="returned a value of type float"):
+        deb.fit(observed)
+    assert deb.n_iter_ == 4 and deb.stopped_by_ == "max_iter"
+    deb.set_params(callback=lambda it, loss, image: it == 1).fit(observed)
+    assert deb.n_iter_ == 2 and deb.stopped_by_ == "callback"

@@ -913,8 +913,11 @@ def test_mistakes_in_a_users_network_or_operator_are_named():
         double = FunctionOperator(nn.Conv2d(1, 1, 3, padding=1).double(), linear=True)
         with pytest.raises(TypeError, match="in torch's default dtype, torch.float32"):
             DIPReconstructor(double, batch_size=batch, rescale=False, **kw).fit(images)
-    with pytest.raises(ValueError, match="the forward operator cuts the gradient"):
-        DIPReconstructor(FunctionOperator(lambda x: x.detach()), rescale=False, **kw).fit(images)
+    for batch in (1, 2):
+        with pytest.raises(ValueError, match="the forward operator cuts the gradient"):
+            DIPReconstructor(
+                FunctionOperator(lambda x: x.detach()), rescale=False, batch_size=batch, **kw
+            ).fit(images)
     with pytest.raises(ValueError, match="ties. a parameter between layers"):
         DIPDenoiser(generator=_user_generator(tied=True), batch_size=2, **kw).fit(images)
     DIPDenoiser(generator=_user_generator(tied=True), **kw).fit(images)  # one by one: fine

@@ -304,6 +304,21 @@ def test_data_consistency_does_not_scale_or_shade_with_maps_that_are_not_normali
         np.testing.assert_allclose(full.zero_filled(k), x, atol=1e-12)
 
 
+def test_data_consistency_does_not_blow_up_where_the_maps_fade_out():
+    # Divided by the maps' gain wherever it was positive, the noise of a soft support
+    # edge came out 80 times the image there (61 for an image below 0.8).
+    h, w = 16, 16
+    x = _rng(41).random((h, w))
+    yy, xx = np.mgrid[:h, :w] - 7.5
+    soft = np.clip(1.2 - np.hypot(yy, xx) / 7, 1e-4, 1)  # fades to 1e-4 at the corners
+    maps = make_coil_maps(4, (h, w)) * soft
+    k = simulate_kspace(x, np.ones((h, w)), maps, noise_std=0.05, random_state=0)
+    out = KSpaceSampling(np.ones((h, w)), maps).data_consistency(np.zeros((h, w)), k)
+    assert out.max() < 5  # the noise at most tenfold (it reached thousands)
+    inside = soft > 0.5
+    assert np.abs(out - x)[inside].max() < 0.4
+
+
 def test_data_consistency_ignores_the_estimate_on_the_sampled_entries():
     # In k-space: changing the estimate only where k-space is sampled changes nothing.
     h, w = 8, 6

@@ -642,7 +642,11 @@ def test_a_kernel_far_from_unit_sum_is_warned_of():
             DIPDeconvolver(kernel=kernel, **params).fit(y)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*kernel sums")
+        warnings.filterwarnings("error", message=".*Normalise")
         DIPDeconvolver(kernel=np.ones((3, 3)) / 9, **params).fit(y)
+        # A zero-sum kernel (a difference operator) is no blur to normalise.
+        laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=float)
+        DIPDeconvolver(kernel=laplacian, rescale=False, **params).fit(y)
         DIPDeconvolver(kernel=np.ones((3, 3)) / 6, **params).fit(y)  # a gain of 1.5: fine
 
 
