@@ -96,10 +96,12 @@ def run(args) -> list[dict]:
                             ramp = np.linspace(-np.pi, np.pi, size)
                             picture = picture * np.exp(1j * ramp)[None]
                         operator = KSpaceSampling(mask, maps, image=kind)
-                        for i, sigma in enumerate(args.sigmas):
-                            # Its own noise draw for every case.
+                        for sigma in args.sigmas:
+                            # Its own noise draw for every case, keyed on the case's values
+                            # (not on its place in the grid: a subset draws the same noise).
                             noise_rng = np.random.default_rng(
-                                [seed, size, acceleration, coils, i, list(IMAGES).index(name)]
+                                [seed, size, int(round(acceleration * 1000)), coils]
+                                + [int(round(sigma * 1e9)), list(IMAGES).index(name)]
                                 + [kind == "complex"]
                             )
                             kspace = simulate_kspace(

@@ -1019,7 +1019,7 @@ def _kspace_fit(image_kind="real", coils=1, seed=0):
 @pytest.mark.parametrize("coils", [1, 4])
 def test_kspace_fits_are_scored_with_the_noise_level_of_the_kspace(coils):
     # The scorers read k-space as an image and warned that the score was unreliable
-    # (up to 236 times too high a noise level); they now measure it on the part of the
+    # (up to 235 times too high a noise level); they now measure it on the part of the
     # measurement no image explains.
     from skdip.metrics._scorers import _observation_and_noise_var
 

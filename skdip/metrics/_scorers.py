@@ -327,7 +327,7 @@ def _observation_and_noise_var(
             warn(
                 f"the noise level of this k-space cannot be estimated: {problem}. The "
                 "no-reference score estimates it from X as from an image instead, which was "
-                "up to 236 times too high on k-space in our checks: the score is unreliable. "
+                "up to 235 times too high on k-space in our checks: the score is unreliable. "
                 "Give the noise level, e.g. get_scorer('emv', sigma=...), in X's units (the "
                 "standard deviation per real and imaginary part).",
                 UserWarning,
