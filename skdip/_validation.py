@@ -425,7 +425,8 @@ def check_same_scale(
             raise ValueError(
                 f"X and y are on different scales: X is about {centred:.3g} times what y "
                 "predicts. Give y on X's scale (for raw counts X, the clean counts, not "
-                "img_as_float's [0, 1] reading of them; for X on [0, 1], y on [0, 1])"
+                "img_as_float's [0, 1] reading of them; for X on [0, 1], y on [0, 1]; for "
+                "k-space X, the transform of y with norm='ortho', as the model's)"
             )
         if wrong:
             eight, other = ("y", "X") if y_uint8 else ("X", "y")
