@@ -638,7 +638,20 @@ def fit_candidates(
             "candidates must be a sequence of settings (dicts); for a grid of values such as "
             "{'lr': [0.01, 0.03]}, pass sklearn.model_selection.ParameterGrid(grid)"
         )
-    candidates = [dict(c) for c in candidates]
+    if isinstance(X, list | tuple) and X and all(isinstance(c, dict) for c in X):
+        # GridSearchCV's order (estimator, grid, X) put the images where the settings go:
+        # "dictionary update sequence element #0 has length ..." said nothing of it.
+        raise TypeError(
+            "X is a list of settings (dicts): fit_candidates takes (estimator, X, "
+            "candidates), the images before the settings"
+        )
+    try:
+        candidates = [dict(c) for c in candidates]
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            "candidates must be a sequence of settings (dicts of parameter values); got "
+            f"{type(candidates).__name__} ({error})"
+        ) from error
     if not candidates:
         raise ValueError("fit_candidates needs at least one candidate setting")
     if not hasattr(estimator, "get_params") or "batch_size" not in estimator.get_params():

@@ -717,6 +717,12 @@ def test_best_params_per_image_needs_per_image_splits():
 def test_fit_candidates_explains_that_a_grid_needs_parameter_grid(count_fits):
     with pytest.raises(TypeError, match="ParameterGrid"):
         fit_candidates(_den(), _images(1), {"lr": [0.01, 0.03]})
+    # GridSearchCV's order (estimator, grid, X), or settings that are no dicts: named
+    # (was "dictionary update sequence element #0 has length ...").
+    with pytest.raises(TypeError, match="the images before the settings"):
+        fit_candidates(_den(), list(ParameterGrid({"lr": [0.01, 0.03]})), _images(1))
+    with pytest.raises(TypeError, match="candidates must be a sequence of settings"):
+        fit_candidates(_den(), _images(1), ["lr"])
     assert count_fits == []
 
 
