@@ -81,10 +81,16 @@ def _check_one(
     if arr.dtype == object:
         raise TypeError(f"{name} has dtype object; images must be numeric arrays")
     if np.iscomplexobj(arr):
+        # A clean reference of a complex image is no k-space: say what fits it.
+        hint = (
+            "a complex image: its real and imaginary parts as two channels, "
+            "np.stack([y.real, y.imag], axis=-1), as an image='complex' model returns it"
+            if name.startswith("y")
+            else "complex k-space: skdip.operators.kspace_to_channels gives its real and "
+            "imaginary parts as channels, for the KSpaceSampling operator"
+        )
         raise ValueError(
-            f"Complex data not supported: {name} is complex; pass real-valued images (complex "
-            "k-space: skdip.operators.kspace_to_channels gives its real and imaginary parts as "
-            "channels, for the KSpaceSampling operator)"
+            f"Complex data not supported: {name} is complex; pass real-valued images ({hint})"
         )
     if arr.dtype == bool:
         arr = arr.astype(np.float64)

@@ -1112,6 +1112,9 @@ def test_complex_kspace_is_refused_with_the_way_to_pass_it():
         DIPReconstructor(operator=_sampled_fourier, output_channels=1, **COMMON).fit(
             np.ones((16, 16), dtype=complex)
         )
+    # A complex clean reference is a complex image, not k-space: its two channels.
+    with pytest.raises(ValueError, match=r"y is complex.*np.stack\(\[y.real, y.imag\]"):
+        DIPReconstructor(**COMMON).fit(np.ones((16, 16)), np.ones((16, 16), dtype=complex))
 
 
 def test_grid_search_on_kspace_with_the_noise_level_given():
