@@ -193,19 +193,20 @@ class _SharedGenerator:
         """``(seeded, outer_state)``: whether this fit seeded (or set ``saved``), and the
         stream to give back when it leaves (a nested fit's outer one)."""
         me = threading.get_ident()
-        outer = None
-        if not self.users:
-            self.callers_state = self.get_state()
-        elif any(thread != me for thread in self.users):
+        if any(thread != me for thread in self.users):
             self.users.append(me)
             return False, None
-        else:
-            outer = self.get_state()  # nested in this thread's own fit
-        self.users.append(me)
+        # Alone, or nested in this thread's own fit: the state to give back after.
+        before = self.get_state()
         if saved is not None:
             self.set_state(saved)
         else:
             self.manual_seed(_stream_seed(seed))
+        # Registered once seeded: a state that cannot be set leaves nothing behind.
+        outer = before if self.users else None
+        if not self.users:
+            self.callers_state = before
+        self.users.append(me)
         return True, outer
 
     def leave(self, seeded: bool, outer) -> object:
