@@ -1246,8 +1246,7 @@ def _check_stackable(models: list[nn.Module]) -> None:
         )
     if not any(p.requires_grad for p in first.parameters()):
         raise ValueError(
-            "nothing can be fitted: the generator's output depends on no trainable "
-            "parameter (every parameter frozen)"
+            f"nothing can be fitted: {_NO_TRAINABLE_PARAMETER} (every parameter frozen)"
         )
     layout = {k: (v.shape, v.dtype, v.device) for k, v in _tensors(first).items()}
     for k, model in enumerate(models[1:], start=1):
@@ -1641,16 +1640,16 @@ def _dtype_hint(error: RuntimeError) -> TypeError | None:
     )
 
 
+_NO_TRAINABLE_PARAMETER = "the generator's output depends on no trainable parameter"
+
+
 def _check_differentiable(x, prediction, total) -> None:
     """Refuse, on the first step, a loss no trainable parameter reaches: torch's "element
     0 of tensors does not require grad" named neither the network nor the operator."""
     if total.requires_grad:
         return
     if not x.requires_grad:
-        culprit = (
-            "the generator's output depends on no trainable parameter (every parameter "
-            "frozen, or the output detached)"
-        )
+        culprit = _NO_TRAINABLE_PARAMETER + " (every parameter frozen, or the output detached)"
     elif not prediction.requires_grad:
         culprit = (
             "the forward operator cuts the gradient (a detach, NumPy or torch.no_grad inside it)"

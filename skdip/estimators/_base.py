@@ -801,8 +801,8 @@ class BaseDIPEstimator(
         return reference if reference.shape == image.shape else None
 
     def _check_reference_dtypes(self, images, layout, references, ref_layout, fit_params):
-        """Refuse a clean ``y`` read on another scale than ``X`` because one side was
-        uint8 (see :func:`~skdip._validation.check_same_scale`)."""
+        """Refuse a clean ``y`` read on another scale than ``X``: one side uint8 and the
+        other not, or ``y`` far narrower (see :func:`~skdip._validation.check_same_scale`)."""
         extras = self._split_extra(len(images), fit_params)
         check_same_scale(
             images,

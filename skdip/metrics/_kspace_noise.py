@@ -25,6 +25,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .._validation import images_digest
+from ..operators._kspace import sampled_lines
 
 # Singular values below this fraction of the largest count as zero: such a direction is
 # counted as noise, and the image puts at most this fraction of its norm into it (for
@@ -137,9 +138,10 @@ def _estimate(
         return None
     mask = np.broadcast_to(mask, (h, w))
     kspace = data[..., 0::2] + 1j * data[..., 1::2]  # (H, W, n_coils)
-    if not (mask == mask[:1]).all():
-        if not (mask == mask[:, :1]).all():
-            return None
+    lines = sampled_lines(mask)
+    if not lines:
+        return None
+    if "columns" not in lines:
         # Whole rows sampled: the same problem transposed (the 2-D DFT commutes with it).
         mask, kspace = mask.T, kspace.transpose(1, 0, 2)
         maps = None if maps is None else maps.transpose(0, 2, 1)

@@ -154,6 +154,18 @@ def _check_coil_maps(coil_maps) -> torch.Tensor:
     return t
 
 
+def sampled_lines(mask: np.ndarray) -> tuple[str, ...]:
+    """The whole lines an ``(H, W)`` boolean mask samples: ``("columns",)`` when each
+    column is sampled entirely or not at all (Cartesian phase encoding), ``("rows",)``
+    for rows, both for a mask of all or nothing, none for scattered entries."""
+    lines = []
+    if (mask == mask[:1]).all():
+        lines.append("columns")
+    if (mask == mask[:, :1]).all():
+        lines.append("rows")
+    return tuple(lines)
+
+
 def _run_length(flags: np.ndarray) -> int:
     """How many leading entries of a boolean vector are True."""
     return int(flags.argmin()) if not flags.all() else flags.size
@@ -438,9 +450,10 @@ class KSpaceSampling(ForwardOperator):
         ``(H // 2, W // 2)``): numpy's own layout (``np.fft.fft2``, zero frequency at
         ``[0, 0]``) is common in raw data, and with a centred mask it was fitted as
         garbage (4.8 dB) in silence, while with a mask in the same layout it failed on
-        the rescaling with a word on kernels. And exact zeros among the sampled entries
-        (partial Fourier under a column mask: measured values never are exactly 0),
-        which were fitted as data and took the noise estimate 4.4 times too high.
+        the rescaling with a word on kernels. And a block of lines at an edge holding
+        exact zeros in every sampled entry (partial Fourier under a column mask:
+        measured values never are exactly 0), which were fitted as data and took the
+        noise estimate 4.4 times too high.
         """
         h, w = measurement.shape[:2]
         mask, _ = self._numpy_model(h, w)
@@ -470,12 +483,11 @@ class KSpaceSampling(ForwardOperator):
         # Partial Fourier: a block of lines at one edge of the readout not acquired and
         # stored as exact zeros. (A noise-free phantom's k-space has exact zeros too,
         # on isolated lines of its sinc pattern, not in such a block.)
-        full_columns = (mask == mask[:1]).all()
-        full_rows = (mask == mask[:, :1]).all()
+        lines_sampled = sampled_lines(mask)
         blocks = []
-        if full_columns and mask[0].any():  # lines across the sampled columns: rows
+        if "columns" in lines_sampled and mask[0].any():  # lines across the sampled columns
             blocks.append(power[:, mask[0]])
-        if full_rows and mask[:, 0].any():
+        if "rows" in lines_sampled and mask[:, 0].any():
             blocks.append(power[mask[:, 0], :].T)
         for lines in blocks:
             empty = ~lines.any(axis=1)
