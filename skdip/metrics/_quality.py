@@ -73,8 +73,9 @@ def _check_pair(
             f"them: their data range is 1 (the default), not {data_range:g}"
         )
     # Beyond these margins the images are on another scale, not merely noisy.
-    for name, image, bound in (("image_true", a, _REFERENCE_MARGIN), ("image_test", b, 10.0)):
-        span = float(np.ptp(image))
+    spans = {"image_true": float(np.ptp(a)), "image_test": float(np.ptp(b))}
+    for name, bound in (("image_true", _REFERENCE_MARGIN), ("image_test", 10.0)):
+        span = spans[name]
         if span > bound * data_range:
             raise ValueError(
                 f"{name} spans {span:.6g} in intensity, far more than data_range="
@@ -82,7 +83,7 @@ def _check_pair(
                 "for float data on 0-255, 65535 for 16-bit counts) and both images on that "
                 "scale (uint8 images are read on [0, 1])"
             )
-    span = float(np.ptp(a))
+    span = spans["image_true"]
     if 0 < span < _NARROW_REFERENCE * data_range:
         # Not refused: a nearly flat reference can be meant (a dark frame).
         warn(
