@@ -128,17 +128,14 @@ def _flat_area(channel: np.ndarray) -> np.ndarray:
     or fill does. Such pixels hold no noise: a clip leaves them at the clean value.
     """
     p = _PATCH
-    h, w = channel.shape
     across = (channel[:, :-1] == channel[:, 1:]).astype(np.float64)
     down = (channel[:-1, :] == channel[1:, :]).astype(np.float64)
     # Patches (by their top-left pixel) all of whose neighbouring pairs agree.
     pairs = p * (p - 1)
     block = (_window_sums(across, p, p - 1) == pairs) & (_window_sums(down, p - 1, p) == pairs)
-    covered = np.zeros(channel.shape, dtype=bool)
-    for dy in range(p):
-        for dx in range(p):
-            covered[dy : dy + h - p + 1, dx : dx + w - p + 1] |= block
-    return covered
+    # A pixel is covered when a window of the patches whose top-left lies up to p - 1
+    # above and left of it holds one.
+    return _window_sums(np.pad(block.astype(np.float64), p - 1), p, p) > 0
 
 
 def _window_sums(values: np.ndarray, height: int, width: int) -> np.ndarray:
