@@ -27,7 +27,6 @@ from ..operators import (
     ForwardOperator,
     FunctionOperator,
     Identity,
-    KSpaceSampling,
     PixelMask,
 )
 from ._base import (
@@ -587,11 +586,9 @@ class DIPReconstructor(_InverseProblemEstimator):
                     "the forward operator gives NaN or infinite measurements of a constant "
                     "image (0.5 everywhere); no step could be fitted through it"
                 )
-            operator = self._operator()
-            if isinstance(operator, KSpaceSampling):
-                for problem in operator._measurement_problems(image):
-                    # Before the rescaling, whose own error on such data names kernels.
-                    warn(f"{type(self).__name__}: {problem}.", UserWarning)
+            # Before the rescaling, whose own error on uncentred k-space named kernels.
+            for problem in self._operator()._measurement_problems(image):
+                warn(f"{type(self).__name__}: {problem}.", UserWarning)
         super()._check_solvable(image, extra, reference)  # the rescaling probes the same model
 
     def _measures_own_pixels(self) -> bool:

@@ -122,6 +122,12 @@ class ForwardOperator(nn.Module):
         """Apply the adjoint of a linear operator to measurements ``y``."""
         raise NotImplementedError(f"{type(self).__name__} does not define an adjoint")
 
+    def _measurement_problems(self, measurement: np.ndarray) -> list[str]:
+        """What makes an ``(H, W, C)`` measurement look unlike this model's (a layout
+        convention missed, values no measurement holds); the estimators warn of each
+        before fitting. None known here."""
+        return []
+
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         """Spatial shape ``(h, w)`` of the measurement of an image of ``input_shape``."""
         return _check_spatial_shape(input_shape, "input_shape")
