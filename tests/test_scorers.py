@@ -1039,6 +1039,25 @@ def test_kspace_fits_are_scored_with_the_noise_level_of_the_kspace(coils):
     assert get_scorer("emv", sigma=0.05)(est, X) != pytest.approx(emv, abs=0.1)
 
 
+def test_kspace_noise_level_is_that_of_the_fitted_operator():
+    # The scorers asked the estimator's current operator: after set_params(operator=...)
+    # the fitted images were scored with another model's noise reading (here one with no
+    # redundancy, which warned and fell back on reading k-space as an image).
+    from skdip.operators import KSpaceSampling
+
+    est, X = _kspace_fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        before = get_scorer("emv")(est, X)
+        # Fits kept from before the level was recorded ask the estimator's operator.
+        recorded = est._fit_results[0].pop("measurement_noise")
+        assert get_scorer("emv")(est, X) == before
+        est._fit_results[0]["measurement_noise"] = recorded
+        fitted = est.operator
+        est.set_params(operator=KSpaceSampling(fitted.mask[0, 0].numpy(), image="complex"))
+        assert get_scorer("emv")(est, X) == before
+
+
 def test_kspace_without_redundancy_still_asks_for_the_noise_level():
     # A complex image seen by one coil: every measured value is needed to explain it.
     est, X = _kspace_fit(image_kind="complex")

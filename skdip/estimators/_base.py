@@ -1704,6 +1704,8 @@ _COMMON_KEYS = {
     "measured",
     # Set where the measurement is not image-like (k-space): its noise level must be given.
     "measurement_is_no_image",
+    # (sigma or None, why not): the noise level the forward model reads from the measurement.
+    "measurement_noise",
 }
 
 

@@ -626,6 +626,11 @@ class DIPReconstructor(_InverseProblemEstimator):
             # For the scorers: such a measurement (k-space) is no image, and the noise
             # level read from it as from an image is wrong.
             out["measurement_is_no_image"] = True
+        noise = self._operator()._noise_sigma(image)
+        if noise != (None, ""):
+            # For the scorers: the level the model reads from its own measurement
+            # (k-space's redundancy), that of the operator this fit ran with.
+            out["measurement_noise"] = noise
         return out
 
 

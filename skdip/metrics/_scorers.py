@@ -36,7 +36,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._warnings import warn
 from ..exceptions import FitInterrupted
-from ._kspace_noise import MIN_DOF, kspace_noise_sigma
 from ._noise_level import _MIN_NOISE_VAR, _observed_noise_var, estimate_noise_var
 from ._quality import psnr as _psnr_metric
 from ._quality import ssim as _ssim_metric
@@ -281,28 +280,16 @@ def no_reference_scores(
     return np.asarray(scores, dtype=np.float64)
 
 
-def _kspace_sigma(estimator: Any, image: np.ndarray) -> tuple[float | None, str]:
-    """The noise level of a KSpaceSampling measurement, in ``image``'s units.
-
-    ``(sigma, "")`` where it can be estimated; ``(None, why)`` for a
-    KSpaceSampling model where it cannot, ``(None, "")`` for any other model.
-    """
-    from ..operators import KSpaceSampling  # the operators do not need the metrics
-
-    operator = getattr(estimator, "operator", None)
-    if not isinstance(operator, KSpaceSampling):
+def _measurement_noise(estimator: Any, image: np.ndarray, result: dict) -> tuple[float | None, str]:
+    """The noise level the fitted forward model reads from its measurement ``image``
+    (see ``ForwardOperator._noise_sigma``): recorded by the fit, so a ``set_params``
+    since does not change it; asked of the estimator's operator for fits kept from
+    before it was recorded."""
+    if "measurement_noise" in result:
+        return result["measurement_noise"]
+    if not result.get("measurement_is_no_image") or not hasattr(estimator, "_operator"):
         return None, ""
-    found = kspace_noise_sigma(image, operator)
-    if found is None:
-        return None, "the mask samples neither whole columns nor whole rows"
-    sigma, dof = found
-    if dof < MIN_DOF:
-        # No redundancy to measure the noise on: e.g. a complex image and one coil.
-        return None, (
-            f"the measurement holds too few redundant values ({dof} degrees of freedom, "
-            f"{MIN_DOF} needed; a complex image seen by one coil has none)"
-        )
-    return sigma, ""
+    return estimator._operator()._noise_sigma(image)
 
 
 def _observation_and_noise_var(
@@ -322,7 +309,7 @@ def _observation_and_noise_var(
     measured = result.get("measured")
     observation_for_noise = observation
     if sigma is None:
-        sigma, problem = _kspace_sigma(estimator, image)
+        sigma, problem = _measurement_noise(estimator, image, result)
         if problem:
             warn(
                 f"the noise level of this k-space cannot be estimated: {problem}. The "

@@ -128,6 +128,13 @@ class ForwardOperator(nn.Module):
         before fitting. None known here."""
         return []
 
+    def _noise_sigma(self, measurement: np.ndarray) -> tuple[float | None, str]:
+        """The noise level of an ``(H, W, C)`` measurement, in its units, from the part of
+        it this model cannot explain: ``(sigma, "")``; ``(None, why)`` where it cannot be
+        read from this measurement; ``(None, "")`` where the model has no estimate of its
+        own (the no-reference scorers then read the measurement as an image)."""
+        return None, ""
+
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         """Spatial shape ``(h, w)`` of the measurement of an image of ``input_shape``."""
         return _check_spatial_shape(input_shape, "input_shape")

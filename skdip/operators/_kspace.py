@@ -502,6 +502,25 @@ class KSpaceSampling(ForwardOperator):
                 break
         return problems
 
+    def _noise_sigma(self, measurement: np.ndarray) -> tuple[float | None, str]:
+        """The noise level from the measurement's redundancy (see
+        :func:`skdip.metrics._kspace_noise.kspace_noise_sigma`); the reason where it
+        has too little, as it is no image to read the level from instead."""
+        # Imported here: the metrics import the operators.
+        from ..metrics._kspace_noise import MIN_DOF, kspace_noise_sigma
+
+        found = kspace_noise_sigma(measurement, self)
+        if found is None:
+            return None, "the mask samples neither whole columns nor whole rows"
+        sigma, dof = found
+        if dof < MIN_DOF:
+            # No redundancy to measure the noise on: e.g. a complex image and one coil.
+            return None, (
+                f"the measurement holds too few redundant values ({dof} degrees of freedom, "
+                f"{MIN_DOF} needed; a complex image seen by one coil has none)"
+            )
+        return sigma, ""
+
     def _numpy_model(self, h: int, w: int):
         """The mask as bool ``(H, W)`` and the coil maps as complex128 ``(n, H, W)``."""
         mask = np.broadcast_to(self.mask.detach().cpu().numpy()[0, 0] != 0, (h, w))
