@@ -475,6 +475,12 @@ def metric_array(image) -> np.ndarray:
     return np.asarray(image)
 
 
+def native_copy(arr: np.ndarray) -> np.ndarray:
+    """A copy of ``arr`` in the machine's byte order, which torch requires: astropy
+    reads FITS files (a PSF, a mask) as big-endian numbers, which torch refused."""
+    return np.array(arr, dtype=arr.dtype.newbyteorder("="), copy=True)
+
+
 def check_plane(image, name: str = "image") -> np.ndarray:
     """A single 2-D ``(H, W)`` plane of numbers, real or complex, finite and not empty
     (an object to simulate a measurement of, or to compare): as an array, unconverted.

@@ -997,3 +997,54 @@ def test_use_fft_on_a_gpu_counts_the_multiply_adds_of_every_plane_and_output_pix
     # A learned kernel: from 200,000 pixels entering conv2d on.
     assert _use_fft((400, 500), (5, 5), "valid", f32, 1, "cuda")
     assert not _use_fft((400, 499), (5, 5), "valid", f32, 1, "cuda")
+
+
+# An audit (property-based): arrays in the other byte order, as astropy reads FITS files,
+# crashed the operators' constructors with torch's words, while the estimators took them.
+def test_operators_and_simulations_take_arrays_in_either_byte_order():
+    from skdip.datasets import make_coil_maps, simulate_diffraction
+    from skdip.operators import KSpaceSampling
+
+    psf = np.full((3, 3), 1 / 9)
+    mask = (_rng(1).random((8, 8)) < 0.7).astype(float)
+    maps = make_coil_maps(2, (8, 8))
+    x = _rng(2).random((8, 8))
+
+    def swapped(a):
+        return a.astype(a.dtype.newbyteorder(">" if np.little_endian else "<"))
+
+    assert Convolution(swapped(psf)).kernel.sum() == pytest.approx(1)
+    assert torch.equal(PixelMask(swapped(mask)).mask, PixelMask(mask).mask)
+    assert torch.equal(KSpaceSampling(swapped(mask)).mask, KSpaceSampling(mask).mask)
+    swapped_maps = KSpaceSampling(np.ones((8, 8)), swapped(maps)).coil_maps
+    assert torch.equal(swapped_maps, KSpaceSampling(np.ones((8, 8)), maps).coil_maps)
+    np.testing.assert_array_equal(simulate_diffraction(swapped(x)), simulate_diffraction(x))
+
+
+def test_operators_copy_the_tensors_they_are_built_from():
+    # A float32 CPU tensor was kept by reference (nothing to convert): the caller's later
+    # edit changed a built operator, e.g. one mask tensor reused for R = 2, 4, 8 gave
+    # every KSpaceSampling the last mask.
+    from skdip.operators import KSpaceSampling
+
+    kernel = torch.full((3, 3), 1 / 9)
+    mask = torch.ones(8, 8)
+    conv, pixels, kspace = Convolution(kernel), PixelMask(mask), KSpaceSampling(mask)
+    kernel.zero_()
+    mask[:, ::2] = 0
+    assert conv.kernel.sum() == pytest.approx(1)
+    assert bool(pixels.mask.all()) and kspace.sampled_fraction == 1
+    maps = torch.ones(1, 8, 8, dtype=torch.complex64)
+    coils = KSpaceSampling(torch.ones(8, 8), maps)
+    maps.zero_()
+    assert bool((coils.coil_maps == 1).all())
+
+
+def test_kspace_helpers_read_lazily_conjugated_tensors():
+    from skdip.operators import KSpaceSampling, channels_to_kspace, kspace_to_channels
+
+    k = torch.randn(8, 8, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
+    channels = kspace_to_channels(k.conj())  # torch's conjugate bit, which NumPy cannot read
+    np.testing.assert_array_equal(channels_to_kspace(channels), k.numpy().conj())
+    op = KSpaceSampling(np.ones((8, 8)), image="complex")
+    np.testing.assert_array_equal(op.zero_filled(k.conj()), op.zero_filled(k.numpy().conj()))

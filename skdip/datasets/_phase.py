@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_plane
+from .._validation import check_plane, native_copy
 from ..operators._fourier import FourierMagnitude, check_oversampling
 from ._noise import _MAX_POISSON_MEAN, _check_random_state
 
@@ -92,7 +92,7 @@ def simulate_diffraction(
         raise ValueError(f"mask_seed must be an int in [0, 2**32), got {mask_seed!r}")
     operator = FourierMagnitude(oversampling, "intensity", n_masks, mask_seed)
     dtype = torch.complex128 if arr.dtype.kind == "c" else torch.float64
-    x = torch.as_tensor(np.array(arr, copy=True), dtype=dtype)[None, None]
+    x = torch.as_tensor(native_copy(arr), dtype=dtype)[None, None]
     with torch.no_grad():
         intensity = operator(x)[0].numpy().transpose(1, 2, 0).astype(np.float64)
     if photons is not None:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._validation import native_copy
 from ._base import ForwardOperator, _check_spatial_shape
 
 __all__ = ["Convolution", "convolve", "convolve_adjoint"]
@@ -35,17 +36,19 @@ def _check_image(x: object, name: str = "x") -> torch.Tensor:
 def _as_float_tensor(value: object, name: str) -> torch.Tensor:
     """Convert an array-like (numpy array, tensor, nested lists) to a finite float tensor.
 
-    The result is detached, on the CPU, in the default floating dtype.
+    The result is a copy (a caller's later change to ``value`` does not reach an
+    operator), detached, on the CPU, in the default floating dtype.
     """
     if isinstance(value, torch.Tensor):
-        t = value.detach().cpu()
+        # clone: .cpu() and .to() return the tensor itself where nothing changes.
+        t = value.detach().cpu().clone()
     elif isinstance(value, (np.ndarray, list, tuple)):
         arr = np.asarray(value)
         if arr.dtype == object or not (
             np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
         ):
             raise TypeError(f"{name} must contain numbers, got an array of dtype {arr.dtype}")
-        t = torch.from_numpy(np.array(arr, copy=True))
+        t = torch.from_numpy(native_copy(arr))
     else:
         raise TypeError(
             f"{name} must be a numpy array or a torch.Tensor, got {type(value).__name__}"
