@@ -1081,13 +1081,13 @@ class BaseDIPEstimator(
     def _set_fitted(self, images, layout, results, fit_params) -> None:
         clear_fitted(self)
         single = layout.kind == "single"
-        pick = (lambda key: results[0][key]) if single else (lambda key: [r[key] for r in results])
+        pick = functools.partial(fitted_value, results, single=single)
         self.reconstruction_ = self._restore(layout, results)
         self.best_iter_ = pick("best_iter")
         self.n_iter_ = pick("n_iter")
         self.stopped_by_ = pick("stopped_by")
         self.history_ = pick("history")
-        curves = [r["history"]["loss"] for r in results]
+        curves = [history["loss"] for history in ([self.history_] if single else self.history_)]
         self.loss_curve_ = curves[0] if single else curves
         self.n_images_ = len(images)
         for key in results[0]:
@@ -1665,6 +1665,14 @@ def _fit_stacked(entries: list[tuple], prepared: list[tuple], n_images: int) -> 
         est._complete(result, p[0], image, extra, i, n_images)
         for result, p, (est, i, image, _, extra, _) in zip(fitted, prepared, entries, strict=True)
     ]
+
+
+def fitted_value(results: list[dict], key: str, single: bool):
+    """A fitted attribute's value from the per-image ``results`` (a list but for a
+    ``single`` image): copies, as the results are what scoring and warm_start read, and
+    editing an attribute in place (normalising loss_curve_ for a plot) moved the score."""
+    values = [copy.deepcopy(r[key]) for r in results]
+    return values[0] if single else values
 
 
 def _batches(shapes: list[tuple], batch_size: int) -> list[list[int]]:

@@ -10,6 +10,7 @@ and return the object, up to the trivial ambiguities of the problem
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from numbers import Integral, Real
 
@@ -55,6 +56,7 @@ from ._base import (
     _worker_count,
     checked_generator,
     clear_fitted,
+    fitted_value,
     input_noise_std,
     without_fitted_state,
 )
@@ -1328,10 +1330,7 @@ class HIOPhaseRetriever(
         self._check_params()
         images, layout, results = self._solve(X)
         single = layout.kind == "single"
-
-        def pick(key):
-            return results[0][key] if single else [r[key] for r in results]
-
+        pick = functools.partial(fitted_value, results, single=single)
         clear_fitted(self)  # n_features_in_ only fits a 2-D input
         self.reconstruction_ = self._restore(layout, results)
         self.n_iter_ = pick("n_iter")
