@@ -52,8 +52,10 @@ class ImageLayout:
 
 
 def _output_dtype(dtype: np.dtype) -> np.dtype:
-    if dtype in (np.float32, np.float64):
-        return np.dtype(dtype)
+    """The precision results are returned in: the input's float32 or float64 (in the
+    machine's byte order: big-endian float32, as FITS files hold, came back float64)."""
+    if dtype.kind == "f" and dtype.itemsize == 4:
+        return np.dtype(np.float32)
     return np.dtype(np.float64)
 
 

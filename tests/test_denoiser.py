@@ -44,9 +44,14 @@ def test_output_has_the_input_shape(shape):
     assert np.isfinite(out).all()
 
 
-def test_float32_in_float32_out():
-    out = _den().fit_transform(_image().astype(np.float32))
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_float32_in_float32_out(order):
+    # In either byte order: big-endian float32 (FITS files, read by astropy) came back
+    # as float64.
+    x = _image().astype(order + "f4")
+    out = _den().fit_transform(x)
     assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, _den().fit_transform(_image().astype(np.float32)))
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.uint16, np.int32])
