@@ -59,8 +59,30 @@ def _output_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def _check_pil_mode(image, name: str) -> None:
+    """Refuse a PIL image whose array is no picture's intensities (a GIF's or an indexed
+    PNG's palette indices were fitted as grey levels: 6.0 dB for 15.2), and warn of a
+    grey image's alpha channel, fitted as a second channel."""
+    mode = getattr(image, "mode", None)
+    if not type(image).__module__.startswith("PIL") or not isinstance(mode, str):
+        return
+    if mode in ("P", "PA"):
+        raise ValueError(
+            f"{name} is a PIL image in palette mode {mode!r}: its values are indices into "
+            f"a colour table, not intensities. Convert it first: {name}.convert('RGB') (or "
+            "'L' for grey levels)"
+        )
+    if mode in ("LA", "La"):
+        warn(
+            f"{name} is a PIL grey image with an alpha channel (mode {mode!r}): the alpha "
+            f"is fitted as a second channel. Pass {name}.convert('L') and put the alpha back "
+            "afterwards.",
+            UserWarning,
+        )
+
+
 def _check_one(
-    image, name: str, min_size: int, scale_uint8: bool = True
+    image, name: str, min_size: int, scale_uint8: bool = True, missing_hint: str = ""
 ) -> tuple[np.ndarray, bool, np.dtype]:
     if isinstance(image, torch.Tensor):
         raise TypeError(
@@ -69,14 +91,16 @@ def _check_one(
         )
     if isinstance(image, str | bytes) or image is None:
         raise TypeError(f"{name} must be an array-like image, got {type(image).__name__}")
+    _check_pil_mode(image, name)
     if np.ma.isMaskedArray(image):
         hidden = int(np.count_nonzero(np.ma.getmaskarray(image)))
         if hidden:
             # np.asarray would drop the mask and fit the values under it.
+            other = f"; or {missing_hint}" if missing_hint else ""
             raise ValueError(
-                f"{name} is a masked array with {hidden} masked value(s); this estimator "
-                "fits every pixel. Fill them (X.filled(value)), or fill them in with "
-                "DIPInpainter, which reads masked values as missing."
+                f"{name} is a masked array with {hidden} masked value(s), which would be "
+                f"read as data: every value is used here. Fill them "
+                f"({name.partition('[')[0]}.filled(value)){other}."
             )
         image = np.ma.getdata(image)
     arr = np.asarray(image)
@@ -119,7 +143,7 @@ def _check_one(
         arr = np.array(arr, dtype=np.float64, copy=True)
     if not np.isfinite(arr).all():
         # Missing pixels in an observation: say where NaN means "missing".
-        hint = " (DIPInpainter reads NaN as a missing pixel to fill in)" if name[0] == "X" else ""
+        hint = f" ({missing_hint})" if missing_hint else ""
         raise ValueError(f"{name} contains NaN or infinity{hint}")
     squeeze = arr.ndim == 2
     if squeeze:
@@ -176,8 +200,12 @@ def _warn_of_stacks(shapes: list[tuple[int, ...]], name: str, kind: str) -> None
 
 
 def _array_like(item) -> bool:
-    """An array (NumPy, torch, pandas, ...) rather than nested lists of numbers."""
-    return isinstance(item, torch.Tensor) or hasattr(item, "__array__")
+    """An array (NumPy, torch, pandas, PIL, ...) rather than nested lists of numbers."""
+    return (
+        isinstance(item, torch.Tensor)
+        or hasattr(item, "__array__")
+        or hasattr(item, "__array_interface__")  # PIL images offer only this
+    )
 
 
 def _nested_lists_as_array(X: list | tuple, name: str):
@@ -222,7 +250,13 @@ def _nested_lists_as_array(X: list | tuple, name: str):
 
 
 def check_images(
-    X, *, name: str = "X", min_size: int = 2, allow_nan: bool = False, scale_uint8: bool = True
+    X,
+    *,
+    name: str = "X",
+    min_size: int = 2,
+    allow_nan: bool = False,
+    scale_uint8: bool = True,
+    missing_hint: str = "",
 ) -> tuple[list[np.ndarray], ImageLayout]:
     """Validate one image or a batch and convert it to float64 ``(H, W, C)`` arrays.
 
@@ -240,6 +274,9 @@ def check_images(
     scale_uint8 : bool
         Map uint8 to [0, 1] as 8-bit images; False takes the numbers as they
         are (measurements such as photon counts).
+    missing_hint : str
+        What reads missing values instead, told with a refusal of NaN or masked
+        values (e.g. that DIPInpainter does, to a denoiser's user).
 
     Returns
     -------
@@ -306,7 +343,7 @@ def check_images(
         if allow_nan:
             img, sq, dt = _check_one_allow_nan(item, label, min_size, scale_uint8)
         else:
-            img, sq, dt = _check_one(item, label, min_size, scale_uint8)
+            img, sq, dt = _check_one(item, label, min_size, scale_uint8, missing_hint)
         images.append(img)
         squeeze.append(sq)
         dtypes.append(dt)
@@ -316,6 +353,7 @@ def check_images(
 def _check_one_allow_nan(image, name: str, min_size: int, scale_uint8: bool = True):
     if isinstance(image, torch.Tensor):
         _check_one(image, name, min_size)  # raises the tensor TypeError
+    _check_pil_mode(image, name)
     masked = None
     if np.ma.isMaskedArray(image):
         # Masked values are missing, as NaN are.
@@ -460,7 +498,7 @@ def check_number(value, name: str, minimum: float) -> float:
     return float(value)
 
 
-def metric_array(image) -> np.ndarray:
+def metric_array(image, name: str = "the array") -> np.ndarray:
     """``image`` as a NumPy array for a metric or a simulation: torch tensors too.
 
     A tensor is detached and brought to the CPU first: NumPy cannot read one that
@@ -474,6 +512,14 @@ def metric_array(image) -> np.ndarray:
         if image.dtype == torch.bfloat16:
             image = image.to(torch.float32)  # NumPy has no bfloat16
         return image.numpy()
+    if np.ma.isMaskedArray(image) and np.ma.getmaskarray(image).any():
+        # np.asarray drops the mask: a reference's dead pixels, masked, counted as data
+        # (PSNR 20.1 dB for 34.2 on the valid pixels).
+        raise ValueError(
+            f"{name} is a masked array with {int(np.ma.getmaskarray(image).sum())} masked "
+            "value(s), whose hidden values would be read as data: fill them "
+            "(.filled(value)), or compare the valid pixels only"
+        )
     return np.asarray(image)
 
 
@@ -487,7 +533,7 @@ def check_plane(image, name: str = "image") -> np.ndarray:
     """A single 2-D ``(H, W)`` plane of numbers, real or complex, finite and not empty
     (an object to simulate a measurement of, or to compare): as an array, unconverted.
     Torch tensors are read as :func:`metric_array` reads them."""
-    arr = metric_array(image)
+    arr = metric_array(image, name)
     if arr.dtype.kind not in "biufc":
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
     if arr.ndim != 2:
@@ -511,7 +557,7 @@ def is_target_vector(y, n_images: int | None = None) -> bool:
         return False
     if isinstance(y, list | tuple):
         return all(np.ndim(item) == 0 for item in y)
-    shape = np.asarray(y).shape
+    shape = tuple(np.shape(y))  # not np.asarray: a tensor that requires grad
     if n_images is not None and len(shape) == 2 and shape[0] == n_images:
         return True
     return len(shape) <= 1

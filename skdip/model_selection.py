@@ -520,6 +520,11 @@ def best_params_per_image(
     >>> best_params_per_image(search, prefer=PreferDefault({"a": 0.0}, margin=2.0))
     [{'a': 0.0}, {'a': 0.0}]
     """
+    if isinstance(search, dict):
+        raise TypeError(
+            "best_params_per_image takes the fitted search itself, not its cv_results_ "
+            "dict: it also reads the search's cv and refit"
+        )
     results = getattr(search, "cv_results_", None)
     if results is None:
         # NotFittedError is a ValueError: handlers of the earlier error still catch it.

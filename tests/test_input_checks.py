@@ -726,7 +726,119 @@ def test_channels_first_images_in_a_list_or_a_4d_batch_are_warned_of():
 def test_nan_in_x_names_the_estimator_that_reads_it_as_missing():
     nan = _ramp()
     nan[3, 3] = np.nan
-    with pytest.raises(ValueError, match="NaN or infinity .DIPInpainter reads NaN as a missing"):
+    with pytest.raises(ValueError, match="NaN or infinity .DIPInpainter reads NaN and masked"):
         DIPDenoiser(**COMMON).fit(nan)
     with pytest.raises(ValueError, match=r"y contains NaN or infinity$"):
         DIPDenoiser(**COMMON).fit(_ramp(), nan)
+
+
+# ------------------------------------------ what scientists pass in (audit: interop)
+def test_a_tensor_mask_is_read_as_an_array_after_the_fit_too():
+    # requires_grad: every step ran, then hashing the mask for the fitted state raised
+    # torch's "Can't call numpy() on Tensor that requires grad" (the fit lost); bfloat16:
+    # "unsupported ScalarType".
+    x = _ramp()
+    mask = np.ones((16, 16), dtype=bool)
+    mask[4:8, 4:8] = False
+    expected = DIPInpainter(**COMMON).fit_transform(x, mask=mask)
+    for given in (
+        torch.tensor(mask, dtype=torch.float32, requires_grad=True),
+        torch.tensor(mask, dtype=torch.bfloat16),
+    ):
+        np.testing.assert_array_equal(DIPInpainter(**COMMON).fit_transform(x, mask=given), expected)
+
+
+def test_pil_palette_images_are_refused_and_grey_alpha_is_warned_of():
+    from PIL import Image  # a dependency of scikit-image
+
+    grey = (_ramp() * 255).astype(np.uint8)
+    palette = Image.fromarray(np.stack([grey] * 3, -1)).convert("P", colors=16)
+    # Read as its palette indices, a GIF was fitted as an index map (6.0 dB for 15.2).
+    with pytest.raises(ValueError, match=r"palette mode 'P'.*X.convert\('RGB'\)"):
+        DIPDenoiser(**COMMON).fit(palette)
+    with pytest.raises(ValueError, match=r"X\[1\] is a PIL image in palette mode"):
+        DIPDenoiser(**COMMON).fit([Image.fromarray(grey), palette])
+    with pytest.warns(UserWarning, match="alpha channel .mode 'LA'"):
+        DIPDenoiser(**COMMON).fit(Image.fromarray(grey).convert("LA"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        # A list of PIL images was told it looked like nested lists of one image.
+        out = DIPDenoiser(**COMMON).fit_transform([Image.fromarray(grey)] * 2)
+    assert len(out) == 2
+
+
+def test_metrics_refuse_masked_arrays_rather_than_read_the_hidden_values():
+    from skdip.metrics import phase_retrieval_psnr, psnr, ssim
+
+    clean = _ramp()
+    dead = np.zeros(clean.shape, dtype=bool)
+    dead[2:5, 2:5] = True
+    reference = np.ma.masked_array(np.where(dead, 1.0, clean), dead)
+    # Read as data, the dead pixels took PSNR from 34.2 to 20.1 dB on the valid pixels.
+    for metric in (psnr, ssim, phase_retrieval_psnr):
+        with pytest.raises(ValueError, match="image_true is a masked array with 9|masked array"):
+            metric(reference, clean)
+    # Nothing masked: read as the plain array.
+    assert psnr(np.ma.masked_array(clean), clean + 0.01) == pytest.approx(psnr(clean, clean + 0.01))
+
+
+def test_refusals_of_missing_values_suggest_what_reads_them():
+    from skdip.datasets import simulate_diffraction
+
+    nan = _ramp()
+    nan[3, 3] = np.nan
+    measurement = simulate_diffraction(_ramp(8, 8))
+    beamstop = measurement.copy()
+    beamstop[8, 8] = np.nan
+    # A diffraction pattern with a NaN beamstop was told to use DIPInpainter.
+    with pytest.raises(ValueError, match=r"X contains NaN or infinity$"):
+        HIOPhaseRetriever(max_iter=20, n_er=5).fit(beamstop)
+    with pytest.raises(ValueError, match=r"X contains NaN or infinity$"):
+        DIPDeconvolver(kernel=np.ones((3, 3)) / 9, **COMMON).fit(nan)
+    hidden = np.isnan(nan)
+    with pytest.raises(ValueError, match=r"Fill them \(X.filled\(value\)\); or DIPInpainter"):
+        DIPDenoiser(**COMMON).fit(np.ma.masked_array(np.nan_to_num(nan), hidden))
+    den = DIPDenoiser(**COMMON).fit(_ramp())
+    with pytest.raises(
+        ValueError, match=r"y is a masked array.*Fill them \(y.filled\(value\)\)\.$"
+    ):
+        den.score(_ramp(), np.ma.masked_array(_ramp(), hidden))
+    hio = HIOPhaseRetriever(max_iter=20, n_er=5, random_state=0).fit(measurement)
+    with pytest.raises(ValueError, match="y is a masked array"):
+        hio.score(measurement, np.ma.masked_array(_ramp(8, 8), hidden[:8, :8]))
+
+
+def test_tensors_that_require_grad_are_read_by_every_array_argument():
+    from skdip.datasets import add_gaussian_noise, blur, simulate_diffraction
+
+    x = _ramp(8, 8)
+    grad = torch.tensor(x, requires_grad=True)
+    kernel = torch.full((3, 3), 1 / 9, requires_grad=True)
+    np.testing.assert_array_equal(
+        add_gaussian_noise(grad, 0.1, random_state=0), add_gaussian_noise(x, 0.1, random_state=0)
+    )
+    np.testing.assert_array_equal(blur(grad, kernel), blur(x, kernel.detach().numpy()))
+    support = torch.zeros(8, 8, requires_grad=True)
+    with torch.no_grad():
+        support[2:6, 2:6] = 1
+    measurement = simulate_diffraction(x)
+    hio = HIOPhaseRetriever(support=support, max_iter=20, n_er=5, random_state=0).fit(measurement)
+    assert np.isfinite(hio.score(measurement, grad))
+
+
+def test_odd_array_kinds_of_masks_and_sizes_get_clear_answers():
+    import scipy.sparse
+
+    from skdip.datasets import add_gaussian_noise, load_image
+    from skdip.model_selection import best_params_per_image
+
+    x = _ramp()
+    with pytest.raises(TypeError, match=r"mask is a sparse matrix.*toarray"):
+        DIPInpainter(**COMMON).fit(x, mask=scipy.sparse.csr_matrix(np.ones((16, 16))))
+    with pytest.raises(TypeError, match="got complex values"):
+        DIPInpainter(**COMMON).fit(x, mask=np.ones((16, 16)) + 0j)
+    noisy = add_gaussian_noise(x.astype(">f8"), 0.1, random_state=0)
+    assert noisy.dtype.isnative and torch.from_numpy(noisy).shape == (16, 16)
+    assert load_image("camera", size=np.array([8, 6])).shape == (8, 6)
+    with pytest.raises(TypeError, match="takes the fitted search itself"):
+        best_params_per_image({"params": []})

@@ -1048,3 +1048,18 @@ def test_kspace_helpers_read_lazily_conjugated_tensors():
     np.testing.assert_array_equal(channels_to_kspace(channels), k.numpy().conj())
     op = KSpaceSampling(np.ones((8, 8)), image="complex")
     np.testing.assert_array_equal(op.zero_filled(k.conj()), op.zero_filled(k.numpy().conj()))
+
+
+def test_operators_take_the_array_kinds_the_estimators_take():
+    # PIL images (and dask arrays) were refused by the operators while DIPInpainter's
+    # mask= took them; a sparse mask was told its type only.
+    import scipy.sparse
+    from PIL import Image
+
+    from skdip.operators import KSpaceSampling
+
+    mask = _rng(3).random((8, 8)) < 0.7
+    assert torch.equal(PixelMask(Image.fromarray(mask)).mask, PixelMask(mask).mask)
+    for make in (PixelMask, KSpaceSampling, Convolution):
+        with pytest.raises(TypeError, match=r"sparse matrix; pass a dense array"):
+            make(scipy.sparse.csr_matrix(mask.astype(float)))

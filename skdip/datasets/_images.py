@@ -40,6 +40,8 @@ IMAGE_NAMES: tuple[str, ...] = (
 def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(size, Integral) and not isinstance(size, bool):
         size = (size, size)
+    if isinstance(size, np.ndarray) and size.ndim == 1:
+        size = tuple(size.tolist())  # image.shape[:2] kept as an array, as other helpers take
     if (
         not isinstance(size, (tuple, list))
         or len(size) != 2

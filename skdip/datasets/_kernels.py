@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, signal
 
-from .._validation import looks_like_a_stack
+from .._validation import looks_like_a_stack, metric_array
 from .._warnings import warn
 from ._noise import _check_random_state
 
@@ -339,7 +339,7 @@ def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
     """
     if not isinstance(mode, str) or mode not in _BLUR_MODES:
         raise ValueError(f"mode must be one of {_BLUR_MODES}, got {mode!r}")
-    x = np.asarray(image)
+    x = metric_array(image, "image")
     if x.dtype.kind not in "biuf":
         raise TypeError(f"image must be a real numeric array, got dtype {x.dtype}")
     if x.ndim not in (2, 3) or x.size == 0:
@@ -354,7 +354,7 @@ def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
             "one, for a channels-first image move the channels last (np.moveaxis(image, 0, -1))",
             UserWarning,
         )
-    k = np.asarray(kernel)
+    k = metric_array(kernel, "kernel")
     if k.dtype.kind not in "biuf":
         raise TypeError(f"kernel must be a real numeric array, got dtype {k.dtype}")
     if k.ndim != 2 or k.size == 0:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
+from .._validation import metric_array
 from .._warnings import warn
 
 __all__ = [
@@ -59,7 +60,7 @@ def _check_image(image: Any, name: str = "image", check_range: bool = True) -> n
 
     Float32/float16 inputs keep their dtype; everything else becomes float64.
     """
-    arr = np.asarray(image)
+    arr = metric_array(image, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if arr.ndim not in (2, 3):
@@ -68,7 +69,8 @@ def _check_image(image: Any, name: str = "image", check_range: bool = True) -> n
         )
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    dtype = arr.dtype if arr.dtype.kind == "f" else np.float64
+    # In the machine's byte order: torch refuses another.
+    dtype = arr.dtype.newbyteorder("=") if arr.dtype.kind == "f" else np.float64
     out = np.array(arr, dtype=dtype, copy=True)
     if not np.all(np.isfinite(out)):
         raise ValueError(f"{name} contains NaN or infinite values")

@@ -52,6 +52,7 @@ from .._validation import (
     check_same_scale,
     images_digest,
     is_target_vector,
+    metric_array,
     reference_data_range,
     reject_bool_numbers,
     to_numpy,
@@ -413,6 +414,8 @@ class BaseDIPEstimator(
     # Smallest height/width accepted; the generators pad internally.
     _min_image_size = 2
     _allow_nan = False
+    # Told with a refusal of NaN or masked values in X: what reads them as missing.
+    _missing_pixels_hint = ""
     # Names of the per-image inputs ``fit(X, **fit_params)`` takes (e.g. "mask").
     _fit_param_names: tuple[str, ...] = ()
     # uint8 observations are 8-bit images, mapped to [0, 1]; estimators whose
@@ -758,6 +761,7 @@ class BaseDIPEstimator(
             min_size=self._min_image_size,
             allow_nan=self._allow_nan,
             scale_uint8=self._scale_uint8,
+            missing_hint=self._missing_pixels_hint,
         )
         alpha = [i for i, im in enumerate(images) if im.shape[2] == 4 and np.ptp(im[..., 3]) == 0]
         if alpha:
@@ -1156,8 +1160,9 @@ class BaseDIPEstimator(
         parts = list(images)
         extras = self._split_extra(len(images), fit_params)
         for key in sorted({k for extra in extras for k in extra}):
+            # metric_array: a tensor mask (requires_grad, on a GPU) crashed here, after the fit.
             parts.extend(
-                np.atleast_3d(np.asarray(extra[key], dtype=np.float64))
+                np.atleast_3d(np.asarray(metric_array(extra[key], key), dtype=np.float64))
                 for extra in extras
                 if key in extra
             )

@@ -201,6 +201,7 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     # may compare the returned estimate with X directly.
     _observes_the_image = True
     _measurement_is_the_image = True
+    _missing_pixels_hint = "DIPInpainter reads NaN and masked values as missing pixels to fill in"
 
     _parameter_constraints: dict = {
         **BaseDIPEstimator._parameter_constraints,

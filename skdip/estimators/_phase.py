@@ -36,6 +36,7 @@ from .._validation import (
     check_images,
     images_digest,
     is_target_vector,
+    metric_array,
     reference_data_range,
     reject_bool_numbers,
 )
@@ -200,7 +201,7 @@ def _check_measurements(estimator, images: list[np.ndarray]) -> list[tuple[int, 
 def _check_support(support, shape: tuple[int, int]) -> np.ndarray | None:
     if support is None:
         return None
-    arr = np.asarray(support)
+    arr = metric_array(support, "support")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"support must be a boolean or 0/1 numeric array, got dtype {arr.dtype}")
     if arr.shape != tuple(shape):
@@ -248,9 +249,9 @@ def _as_reference_list(y, objects: list[np.ndarray]) -> list[np.ndarray]:
     if isinstance(y, list | tuple):
         y = _nested_lists_as_array(y, "y")  # nested lists of numbers: one object
     if isinstance(y, list | tuple):
-        refs = [np.asarray(v) for v in y]
+        refs = [metric_array(v, f"y[{i}]") for i, v in enumerate(y)]
     else:
-        arr = np.asarray(y)
+        arr = metric_array(y, "y")
         if arr.ndim == 3 and arr.shape[2] == 1 and n == 1:
             arr = arr[..., 0]  # one (H, W, 1) object, not H objects
         if arr.ndim == 2:

@@ -14,12 +14,13 @@ import textwrap
 from numbers import Integral
 
 import numpy as np
+import scipy.sparse
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from .._engine import COMPLEX_OUTPUT_MESSAGE
-from .._validation import to_tensor
+from .._validation import metric_array, to_tensor
 from .._warnings import warn
 from ..operators import (
     Convolution,
@@ -639,9 +640,11 @@ class DIPReconstructor(_InverseProblemEstimator):
 
 def _check_mask(mask, image_shape: tuple[int, int, int]) -> np.ndarray:
     """Validate one image's mask; return it as a boolean ``(H, W, C)`` array."""
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    arr = np.asarray(mask)
+    if scipy.sparse.issparse(mask):
+        raise TypeError("mask is a sparse matrix; pass a dense array (mask.toarray())")
+    arr = metric_array(mask, "mask")
+    if np.iscomplexobj(arr):
+        raise TypeError("mask must be a boolean or 0/1 real array, got complex values")
     if arr.dtype == object or not (arr.dtype == bool or np.issubdtype(arr.dtype, np.number)):
         raise TypeError(f"mask must be a boolean or 0/1 numeric array, got dtype {arr.dtype}")
     h, w, c = image_shape

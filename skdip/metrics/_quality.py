@@ -30,7 +30,7 @@ _NARROW_REFERENCE = 0.01
 
 
 def _as_image(image: Any, name: str) -> np.ndarray:
-    arr = metric_array(image)
+    arr = metric_array(image, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if arr.ndim not in (2, 3):
@@ -58,7 +58,8 @@ def _check_pair(
     16-bit counts against the default range of 1 read -54 dB.
     """
     # Once, here: the uint8 test below reads the dtypes of the arrays, not of tensors.
-    image_true, image_test = metric_array(image_true), metric_array(image_test)
+    image_true = metric_array(image_true, "image_true")
+    image_test = metric_array(image_test, "image_test")
     a = _as_image(image_true, "image_true")
     b = _as_image(image_test, "image_test")
     if a.shape != b.shape:

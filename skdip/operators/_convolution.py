@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.sparse
 import torch
 import torch.nn.functional as F
 
-from .._validation import native_copy
+from .._validation import _array_like, native_copy
 from ._base import ForwardOperator, _check_spatial_shape
 
 __all__ = ["Convolution", "convolve", "convolve_adjoint"]
@@ -42,8 +43,10 @@ def _as_float_tensor(value: object, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         # clone: .cpu() and .to() return the tensor itself where nothing changes.
         t = value.detach().cpu().clone()
-    elif isinstance(value, (np.ndarray, list, tuple)):
-        arr = np.asarray(value)
+    elif scipy.sparse.issparse(value):
+        raise TypeError(f"{name} is a sparse matrix; pass a dense array ({name}.toarray())")
+    elif isinstance(value, np.ndarray | list | tuple) or _array_like(value):
+        arr = np.asarray(value)  # also dask arrays and PIL images, as the estimators take
         if arr.dtype == object or not (
             np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
         ):

@@ -60,7 +60,7 @@ def kspace_to_channels(kspace) -> np.ndarray:
     >>> kspace_to_channels(k)[0].tolist()
     [[1.0, 2.0], [3.0, -4.0]]
     """
-    arr = metric_array(kspace)
+    arr = metric_array(kspace, "kspace")
     if arr.dtype.kind != "c":
         raise TypeError(
             f"kspace must be a complex array, got dtype {arr.dtype} "
@@ -104,7 +104,7 @@ def channels_to_kspace(channels) -> np.ndarray:
     >>> channels_to_kspace(np.array([[[1.0, 2.0], [3.0, -4.0]]])).tolist()
     [[(1+2j), (3-4j)]]
     """
-    arr = metric_array(channels)
+    arr = metric_array(channels, "channels")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"channels must be a real numeric array, got dtype {arr.dtype}")
     if arr.ndim != 3 or arr.size == 0:
@@ -416,7 +416,7 @@ class KSpaceSampling(ForwardOperator):
     # ------------------------------------------------------------------ numpy helpers
     def _measurement(self, measurement) -> np.ndarray:
         """A measurement (channels or complex k-space) as complex ``(n_coils, H, W)``."""
-        arr = metric_array(measurement)
+        arr = metric_array(measurement, "measurement")
         if arr.dtype.kind == "c":
             if arr.ndim not in (2, 3):
                 raise ValueError(
@@ -647,7 +647,7 @@ class KSpaceSampling(ForwardOperator):
 
     def _estimate(self, estimate, shape: tuple[int, int]) -> np.ndarray:
         """An estimate as a real or complex ``(H, W)`` array."""
-        arr = metric_array(estimate)
+        arr = metric_array(estimate, "estimate")
         if arr.dtype.kind == "c":
             if self.image != "complex" or arr.ndim != 2:
                 raise ValueError(
