@@ -1063,3 +1063,8 @@ def test_operators_take_the_array_kinds_the_estimators_take():
     for make in (PixelMask, KSpaceSampling, Convolution):
         with pytest.raises(TypeError, match=r"sparse matrix; pass a dense array"):
             make(scipy.sparse.csr_matrix(mask.astype(float)))
+        # A masked array's mask was dropped and the values under it used.
+        with pytest.raises(ValueError, match=r"is a masked array with 1 masked value"):
+            make(
+                np.ma.masked_array(mask.astype(float), np.eye(8, dtype=bool) & (np.arange(8) == 0))
+            )

@@ -9,7 +9,7 @@ import scipy.sparse
 import torch
 import torch.nn.functional as F
 
-from .._validation import _array_like, native_copy
+from .._validation import _array_like, metric_array, native_copy
 from ._base import ForwardOperator, _check_spatial_shape
 
 __all__ = ["Convolution", "convolve", "convolve_adjoint"]
@@ -46,7 +46,8 @@ def _as_float_tensor(value: object, name: str) -> torch.Tensor:
     elif scipy.sparse.issparse(value):
         raise TypeError(f"{name} is a sparse matrix; pass a dense array ({name}.toarray())")
     elif isinstance(value, np.ndarray | list | tuple) or _array_like(value):
-        arr = np.asarray(value)  # also dask arrays and PIL images, as the estimators take
+        # Also dask arrays and PIL images, as the estimators take; masked arrays refused.
+        arr = metric_array(value, name)
         if arr.dtype == object or not (
             np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
         ):
