@@ -977,7 +977,8 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         The index of ``default`` in ``candidates_`` (None without one).
     distances_ : ndarray of shape (n_candidates, n_images) or None
         With ``max_distance``: each setting's distance to the default's
-        estimate, in dB relative to the noise variance (None otherwise).
+        estimate, in dB relative to the noise variance (None otherwise); the
+        default's own row is ``-inf`` (no difference).
     estimators_ : list of estimators
         The fitted estimator of each setting.
     reconstruction_ : ndarray or list of ndarray

@@ -285,6 +285,8 @@ class BlindDeblurrer(BaseDIPEstimator):
         64x64 image, 65 from 256x256 on). An explicit size must not exceed the
         image. Blur wider than the assumed size cannot be recovered; a larger
         size costs time and, with short runs, some quality (see the guide).
+        ``kernel_`` has odd sides, centred on its centre of mass, so an even
+        size can give it one more pixel (4 gives up to 5x5).
     early_stopping : {"emv", "wmv"}, BaseStoppingRule or None, default="emv"
         Stopping rule, watching the aligned image on the observation's grid
         (see :class:`DIPDenoiser`); None runs ``max_iter`` steps and returns

@@ -254,6 +254,8 @@ def _as_reference_list(y, objects: list[np.ndarray]) -> list[np.ndarray]:
         arr = metric_array(y, "y")
         if arr.ndim == 3 and arr.shape[2] == 1 and n == 1:
             arr = arr[..., 0]  # one (H, W, 1) object, not H objects
+        if arr.ndim == 4 and arr.shape[3] == 1:
+            arr = arr[..., 0]  # (N, H, W, 1), the DIP estimators' layout of grey images
         if arr.ndim == 2:
             refs = [arr]
         elif arr.ndim == 3:
@@ -437,6 +439,9 @@ def _best_restarts(runs: list[dict], n_init: int, criterion, key: str) -> list[d
 class _PhaseRetrieverMixin:
     """``transform``, ``fit_transform`` and the aligned score of both phase retrievers,
     on their ``_results_for(X, fit_params)`` and ``_objects(results)``."""
+
+    # Reference scorers use the aligned PSNR (score); see skdip.metrics.ReferenceScorer.
+    _aligned_reference = True
 
     def _restore(self, layout, results: list[dict]):
         return _restore_objects(layout, self._objects(results))
@@ -665,9 +670,6 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
     >>> pr.fit(y).transform().shape
     (8, 8)
     """
-
-    # Reference scorers use the aligned PSNR (score); see skdip.metrics.ReferenceScorer.
-    _aligned_reference = True
 
     _parameter_constraints: dict = {
         **{k: v for k, v in BaseDIPEstimator._parameter_constraints.items() if k != "rescale"},

@@ -79,10 +79,12 @@ def _dip_step(estimator: Any, X: Any, reference: bool = False) -> tuple[Any, Any
             "picked iterate for a no-reference score (the settings' scores are in its "
             "scores_); score it against clean images (get_scorer('psnr'))"
         )
-    if getattr(dip, "_own_score_only", False):
+    if not reference and getattr(dip, "_own_score_only", False):
+        # Against clean images it is scored as the other phase retriever is.
         raise TypeError(
-            f"{type(dip).__name__} records no iterates or running variance for "
-            "skdip's scorers: use its own score(X, y) (scoring=None in a search)"
+            f"{type(dip).__name__} records no iterates or running variance for a "
+            "no-reference score: score it against clean images (get_scorer('psnr', "
+            "data_range=...), or its own score(X, y): scoring=None in a search)"
         )
     # As score() does: an unfitted estimator would otherwise be fitted here, quietly.
     check_is_fitted(dip)
