@@ -557,7 +557,8 @@ def is_target_vector(y, n_images: int | None = None) -> bool:
         return False
     if isinstance(y, list | tuple):
         return all(np.ndim(item) == 0 for item in y)
-    shape = tuple(np.shape(y))  # not np.asarray: a tensor that requires grad
+    # A tensor's own shape: np.asarray refuses one that requires grad.
+    shape = tuple(y.shape) if isinstance(y, torch.Tensor) else np.asarray(y).shape
     if n_images is not None and len(shape) == 2 and shape[0] == n_images:
         return True
     return len(shape) <= 1

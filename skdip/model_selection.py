@@ -296,7 +296,8 @@ class PreferDefault:
     candidate beats its score by more than ``margin``.
 
     Use it as the ``refit`` of a ``GridSearchCV`` (scikit-learn calls it with
-    ``cv_results_`` and refits the candidate it returns), with
+    ``cv_results_`` and refits the candidate it returns; the halving searches
+    never call a callable ``refit``), with
     :func:`best_params_per_image` for one choice per image, or on scores you
     computed yourself with :meth:`select`.
 
@@ -556,10 +557,16 @@ def best_params_per_image(
     splits = sorted(
         (int(found.group(1)), key) for key in results if (found := pattern.fullmatch(key))
     )
-    params = results["params"]
+    rows = np.arange(len(results["params"]))
+    if "iter" in results:
+        # Successive halving: every round lists its candidates again, on other
+        # resources; the last round's, on the most, decide (as the search's own best).
+        rounds = np.asarray(results["iter"])
+        rows = np.flatnonzero(rounds == rounds.max())
+    params = [results["params"][i] for i in rows]
     chosen = []
     for split, key in splits:
-        scores = np.asarray(results[key], dtype=float)
+        scores = np.asarray(results[key], dtype=float)[rows]
         if not np.isfinite(scores).any():
             raise ValueError(f"every candidate failed on split {split}")
         if prefer is not None:

@@ -1349,3 +1349,32 @@ def test_fit_candidates_fits_a_noise_model_alone_from_a_batch_size_of_2_and_warn
         warnings.simplefilter("always")
         fit_candidates(_den(batch_size=2, max_iter=2), X, [setting])
     assert sum("patience (8)" in str(w.message) for w in caught) == 1
+
+
+def test_best_params_per_image_of_a_halving_search_reads_its_last_round():
+    # A successive-halving search lists its candidates once per round: every round's
+    # rows were compared (a candidate dropped after a short round could win), and a
+    # PreferDefault found "3 candidates match the default".
+    from types import SimpleNamespace
+
+    from skdip.model_selection import PerImageCV, PreferDefault, best_params_per_image
+
+    results = {
+        "iter": np.array([0, 0, 0, 1, 1, 2]),
+        "params": [
+            {"lr": 0.01, "max_iter": 10},
+            {"lr": 0.03, "max_iter": 10},
+            {"lr": 0.1, "max_iter": 10},
+            {"lr": 0.03, "max_iter": 20},
+            {"lr": 0.1, "max_iter": 20},
+            {"lr": 0.1, "max_iter": 40},
+        ],
+        # The shortest round scores highest on image 0 (a 10-step fit of lr=0.01).
+        "split0_test_score": np.array([-5.0, -9.0, -8.0, -9.5, -7.0, -6.0]),
+        "split1_test_score": np.array([-9.0, -8.0, -7.0, -8.5, -7.5, -6.5]),
+    }
+    results["mean_test_score"] = (results["split0_test_score"] + results["split1_test_score"]) / 2
+    search = SimpleNamespace(cv_results_=results, cv=PerImageCV(), refit=False)
+    last = {"lr": 0.1, "max_iter": 40}
+    assert best_params_per_image(search) == [last, last]
+    assert best_params_per_image(search, prefer=PreferDefault({"lr": 0.1})) == [last, last]
