@@ -850,3 +850,9 @@ def test_k_space_in_numpys_uncentred_layout_is_reported():
         square[6:18, 6:18] = 1.0
         exact = kspace_to_channels(simulate_kspace(square, mask))
         assert KSpaceSampling(mask)._measurement_problems(exact) == []
+        # A point object's k-space is flat: its largest value lies anywhere (it was
+        # told to fftshift).
+        point = np.zeros(image.shape)
+        point[5, 7] = 1.0
+        flat = kspace_to_channels(simulate_kspace(point, mask, noise_std=1e-3, random_state=0))
+        assert KSpaceSampling(mask)._measurement_problems(flat) == []

@@ -1073,6 +1073,47 @@ def test_dim_data_through_a_blur_is_stretched_but_a_dim_star_is_not():
     assert psnr(x, np.clip(as_is / 0.01, 0, 1)) < 15
 
 
+@pytest.mark.parametrize("unit", [1e-20, 1e19])
+def test_the_estimated_image_does_not_depend_on_the_datas_units(unit):
+    # The least-squares image ran on the data as given: at 1e-17 its float32 squares fell
+    # under the step's floor (output capped at 0.25 of the truth, 4e-7 of it at 1e-20),
+    # and at 1e19 k-space's overflowed (the untrained network came back). The map to
+    # the fitting scale is now the same in any units (the fits themselves then differ
+    # by the data's float32 rounding, which Adam amplifies).
+    def scaling(est, data, per):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = est.fit(data)._fit_results[0]["scaling"]
+        return found.scale / per, found.image_offset / per
+
+    _, k = _kspace(unit=1e-3)
+    kspace = DIPReconstructor(operator=_sampled_fourier, output_channels=1, **COMMON)
+    expected = scaling(clone(kspace), k, 1e-3)
+    np.testing.assert_allclose(scaling(clone(kspace), k / 1e-3 * unit, unit), expected, rtol=1e-4)
+    if unit > 1:
+        return  # wide data through a blur: mapped by the data's own range, not estimated
+    kernel = np.ones((3, 3)) / 9
+    y = blur(0.01 * _smooth(), kernel, mode="wrap")
+    deconvolver = DIPDeconvolver(kernel=kernel, boundary="circular", **COMMON)
+    expected = scaling(clone(deconvolver), y, 0.01)
+    found = scaling(clone(deconvolver), y / 0.01 * unit, unit)
+    np.testing.assert_allclose(found, expected, rtol=1e-4)
+
+
+def test_dim_data_through_a_model_that_is_not_linear_is_warned_of():
+    # Wide data through such a model is refused; dim data was fitted as given, far below
+    # the network's [0, 1] (sqrt(x) at 1e-6 of [0, 1]: 5.6 dB), in silence.
+    def root(x):
+        return x.clamp_min(0).sqrt()
+
+    y = np.sqrt(1e-6 * _smooth())
+    with pytest.warns(UserWarning, match=r"span only .*not linear.*fitted as given"):
+        DIPReconstructor(operator=FunctionOperator(root), **COMMON).fit(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        DIPReconstructor(operator=FunctionOperator(root), **COMMON).fit(np.sqrt(_smooth()))
+
+
 def test_least_squares_image_of_a_sampled_fourier_model_is_its_zero_filled_image():
     x, k = _kspace()
     data = torch.as_tensor(k.transpose(2, 0, 1))[None]

@@ -1244,9 +1244,10 @@ class BaseDIPEstimator(
         measured on a range from ``y`` alone: 1, or the reference's peak
         magnitude above 1 (raw counts), whatever the fit's intensity map, so
         that settings fitted with and without rescaling score alike (for
-        references in small units, or any range of your choice, use
-        ``skdip.metrics.get_scorer("psnr", data_range=...)``; ``history_``'s
-        "psnr" curve is read the same way). Without: the
+        references in small units, on a large offset (1000 + x reads on a range
+        of 1001: 60 dB higher than on its own span of 1), or any range of your
+        choice, use ``skdip.metrics.get_scorer("psnr", data_range=...)``;
+        ``history_``'s "psnr" curve is read the same way). Without: the
         default no-reference score of :class:`skdip.metrics.NoReferenceScorer`,
         averaged over images:
         ``-|10 log10(r / sigma**2)|`` in dB (at most 0), ``r`` the mean

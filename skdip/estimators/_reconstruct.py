@@ -329,8 +329,15 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
             return None
         operator, shape = found
         try:
-            data = to_tensor(np.nan_to_num(image), getattr(self, "_device", torch.device("cpu")))
-            estimate = _least_squares_image(operator, data, shape)
+            values = np.nan_to_num(image)
+            # The model is linear: solved for data near 1 and scaled back by a power of
+            # two, exactly. At 1e-17 of [0, 1] the squares of the float32 steps fell
+            # under the step's floor (output capped at 0.25 of the truth; at 1e19,
+            # k-space's overflowed).
+            peak = float(np.abs(values).max())
+            unit = 2.0 ** round(np.log2(peak)) if 0 < peak < np.inf else 1.0
+            data = to_tensor(values / unit, getattr(self, "_device", torch.device("cpu")))
+            estimate = _least_squares_image(operator, data, shape) * unit
         except Exception:
             return None  # the fit itself reports what it cannot do
         finite = estimate[torch.isfinite(estimate)]
@@ -590,6 +597,20 @@ class DIPReconstructor(_InverseProblemEstimator):
             # Before the rescaling, whose own error on uncentred k-space named kernels.
             for problem in self._operator()._measurement_problems(image):
                 warn(f"{type(self).__name__}: {problem}.", UserWarning)
+            if self._narrow_through_a_model(image, extra) and (
+                self._linear_operator(image, extra) is None
+            ):
+                # Wide data through such a model is refused; dim data was fitted as given,
+                # its image far below the network's [0, 1] (sqrt(x) at 1e-6: 5.6 dB).
+                span = float(np.ptp(image[np.isfinite(image)]))
+                warn(
+                    f"{type(self).__name__}: the data span only {span:.3g}, and through a "
+                    "forward model that is not linear rescale='auto' cannot set the image's "
+                    "scale: it is fitted as given, and an image far below [0, 1] fits poorly. "
+                    "Bring the data, and the model with it, to units where the image spans "
+                    "about [0, 1].",
+                    UserWarning,
+                )
         super()._check_solvable(image, extra, reference)  # the rescaling probes the same model
 
     def _measures_own_pixels(self) -> bool:

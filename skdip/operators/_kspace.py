@@ -473,8 +473,11 @@ class KSpaceSampling(ForwardOperator):
         else:
             row, col = np.unravel_index(int(np.argmax(power)), power.shape)
             # A picture's k-space peaks at or next to the zero frequency (its mean);
-            # smooth coil maps move the peak by a few entries at most.
-            if max(abs(row - h // 2) / h, abs(col - w // 2) / w) > 0.25:
+            # smooth coil maps move the peak by a few entries at most. A flat k-space
+            # (a point object) peaks anywhere: only a zero frequency far below the peak
+            # tells of another layout.
+            far = max(abs(row - h // 2) / h, abs(col - w // 2) / w) > 0.25
+            if far and power[h // 2, w // 2] < 0.5 * power[row, col]:
                 problems.append(
                     f"the largest measured value lies at {(int(row), int(col))}, far from "
                     f"the zero frequency where a picture's k-space peaks: {convention}"
