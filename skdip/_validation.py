@@ -59,10 +59,10 @@ def _output_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def _check_pil_mode(image, name: str) -> None:
+def _check_pil_mode(image, name: str, alpha: bool = True) -> None:
     """Refuse a PIL image whose array is no picture's intensities (a GIF's or an indexed
-    PNG's palette indices were fitted as grey levels: 6.0 dB for 15.2), and warn of a
-    grey image's alpha channel, fitted as a second channel."""
+    PNG's palette indices were fitted as grey levels: 6.0 dB for 15.2), and, with
+    ``alpha``, warn of an alpha channel, read as one more channel."""
     mode = getattr(image, "mode", None)
     if not type(image).__module__.startswith("PIL") or not isinstance(mode, str):
         return
@@ -72,10 +72,11 @@ def _check_pil_mode(image, name: str) -> None:
             f"a colour table, not intensities. Convert it first: {name}.convert('RGB') (or "
             "'L' for grey levels)"
         )
-    if mode in ("LA", "La"):
+    if alpha and mode in ("LA", "La", "RGBA", "RGBa"):
+        colour = "L" if mode[0] == "L" else "RGB"
         warn(
-            f"{name} is a PIL grey image with an alpha channel (mode {mode!r}): the alpha "
-            f"is fitted as a second channel. Pass {name}.convert('L') and put the alpha back "
+            f"{name} is a PIL image with an alpha channel (mode {mode!r}): the alpha is read "
+            f"as one more channel. Pass {name}.convert({colour!r}) and put the alpha back "
             "afterwards.",
             UserWarning,
         )
@@ -100,7 +101,7 @@ def _check_one(
             raise ValueError(
                 f"{name} is a masked array with {hidden} masked value(s), which would be "
                 f"read as data: every value is used here. Fill them "
-                f"({name.partition('[')[0]}.filled(value)){other}."
+                f"({name}.filled(value)){other}."
             )
         image = np.ma.getdata(image)
     arr = np.asarray(image)
@@ -512,6 +513,7 @@ def metric_array(image, name: str = "the array") -> np.ndarray:
         if image.dtype == torch.bfloat16:
             image = image.to(torch.float32)  # NumPy has no bfloat16
         return image.numpy()
+    _check_pil_mode(image, name, alpha=False)
     if np.ma.isMaskedArray(image) and np.ma.getmaskarray(image).any():
         # np.asarray drops the mask: a reference's dead pixels, masked, counted as data
         # (PSNR 20.1 dB for 34.2 on the valid pixels).

@@ -563,6 +563,8 @@ def best_params_per_image(
         # resources; the last round's, on the most, decide (as the search's own best).
         rounds = np.asarray(results["iter"])
         rows = np.flatnonzero(rounds == rounds.max())
+        if prefer is not None:
+            _check_default_in_last_round(prefer, results["params"], rows)
     params = [results["params"][i] for i in rows]
     chosen = []
     for split, key in splits:
@@ -575,6 +577,26 @@ def best_params_per_image(
             best = int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))
         chosen.append(dict(params[best]))
     return chosen
+
+
+def _check_default_in_last_round(prefer: PreferDefault, params: list, rows: np.ndarray) -> None:
+    """Refuse a default that a halving search's last round cannot name: an index (it
+    counts every round's rows) or a setting eliminated before that round."""
+    if isinstance(prefer.default, Integral):
+        raise ValueError(
+            "with a successive-halving search, give PreferDefault's default as a dict of "
+            "parameters: an index counts the candidates of every round"
+        )
+    last = [params[i] for i in rows]
+    matches = [
+        c for c in last if all(k in c and _same_value(c[k], v) for k, v in prefer.default.items())
+    ]
+    if not matches:
+        raise ValueError(
+            f"the default {dict(prefer.default)!r} was eliminated before the last round of "
+            f"the halving search, whose candidates ({', '.join(repr(dict(c)) for c in last)}) "
+            "alone were scored on the most resources: there is no default to prefer"
+        )
 
 
 def fit_candidates(

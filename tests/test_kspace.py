@@ -304,11 +304,22 @@ def test_data_consistency_does_not_scale_or_shade_with_maps_that_are_not_normali
         np.testing.assert_allclose(full.zero_filled(k), x, atol=1e-12)
 
 
-@pytest.mark.parametrize("combination", ["data_consistency", "zero_filled"])
+def test_zero_filled_is_exact_whatever_the_maps_gain():
+    # A floor on the gain (as data_consistency has) darkened the image where the maps'
+    # gain is under a tenth of its peak: 0.089 of the truth at the centre.
+    h, w = 16, 16
+    x = _rng(42).random((h, w))
+    yy, xx = np.mgrid[:h, :w] - 7.5
+    weak_centre = 0.02 + np.hypot(yy, xx) / 10  # the gain grows fiftyfold outwards
+    maps = make_coil_maps(4, (h, w)) * weak_centre
+    k = simulate_kspace(x, np.ones((h, w)), maps)
+    np.testing.assert_allclose(KSpaceSampling(np.ones((h, w)), maps).zero_filled(k), x, atol=1e-10)
+
+
+@pytest.mark.parametrize("combination", ["data_consistency"])
 def test_coil_combinations_do_not_blow_up_where_the_maps_fade_out(combination):
     # Divided by the maps' gain wherever it was positive, the noise of a soft support
-    # edge came out 80 times the image there (61 for an image below 0.8); the
-    # zero-filled baseline's division by the squared gain reached thousands.
+    # edge came out 80 times the image there (61 for an image below 0.8).
     h, w = 16, 16
     x = _rng(41).random((h, w))
     yy, xx = np.mgrid[:h, :w] - 7.5
@@ -856,3 +867,43 @@ def test_k_space_in_numpys_uncentred_layout_is_reported():
         point[5, 7] = 1.0
         flat = kspace_to_channels(simulate_kspace(point, mask, noise_std=1e-3, random_state=0))
         assert KSpaceSampling(mask)._measurement_problems(flat) == []
+
+
+def test_masked_kspace_is_read_where_the_mask_samples():
+    # Masked entries where nothing is sampled are ignored (as before the masked-array
+    # refusal); masked sampled entries are data, refused.
+    mask = cartesian_mask((8, 8), acceleration=2, random_state=0)
+    k = simulate_kspace(_rng(43).random((8, 8)), mask, noise_std=0.01, random_state=0)
+    op = KSpaceSampling(mask)
+    plain = op.zero_filled(k)
+    np.testing.assert_array_equal(op.zero_filled(np.ma.masked_array(k, ~mask)), plain)
+    channels = np.ma.masked_array(kspace_to_channels(k), np.repeat(~mask[..., None], 2, axis=2))
+    np.testing.assert_array_equal(op.zero_filled(channels), plain)
+    with pytest.raises(ValueError, match="masked entries where the mask samples"):
+        op.zero_filled(np.ma.masked_array(k, mask))
+
+
+def test_kspace_helpers_keep_single_precision_in_either_byte_order():
+    k = (_rng(44).random((8, 8)) + 1j).astype(">c8")
+    assert kspace_to_channels(k).dtype == np.float32
+    channels = kspace_to_channels(k.astype(np.complex64)).astype(">f4")
+    assert channels_to_kspace(channels).dtype == np.complex64
+    assert KSpaceSampling(np.ones((8, 8))).zero_filled(k).dtype == np.float32
+
+
+def test_coil_maps_refuse_masked_arrays_and_take_array_likes():
+    maps = make_coil_maps(2, (8, 8))
+    hidden = np.zeros(maps.shape, dtype=bool)
+    hidden[0, 0, 0] = True
+    with pytest.raises(ValueError, match="coil_maps is a masked array with 1 masked value"):
+        KSpaceSampling(np.ones((8, 8)), np.ma.masked_array(maps, hidden))
+
+    class Wrapped:  # an array-like that is not a NumPy array (dask, xarray, ...)
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return self.a
+
+    wrapped = KSpaceSampling(np.ones((8, 8)), Wrapped(maps)).coil_maps
+    assert torch.equal(wrapped, KSpaceSampling(np.ones((8, 8)), maps).coil_maps)

@@ -1378,3 +1378,23 @@ def test_best_params_per_image_of_a_halving_search_reads_its_last_round():
     last = {"lr": 0.1, "max_iter": 40}
     assert best_params_per_image(search) == [last, last]
     assert best_params_per_image(search, prefer=PreferDefault({"lr": 0.1})) == [last, last]
+
+
+def test_a_halving_search_default_must_be_named_in_its_last_round():
+    from types import SimpleNamespace
+
+    from skdip.model_selection import PerImageCV, PreferDefault, best_params_per_image
+
+    results = {
+        "iter": np.array([0, 0, 1]),
+        "params": [{"a": 0.0, "n": 1}, {"a": 1.0, "n": 1}, {"a": 1.0, "n": 2}],
+        "split0_test_score": np.array([-1.0, -2.0, -1.5]),
+        "mean_test_score": np.array([-1.0, -2.0, -1.5]),
+    }
+    search = SimpleNamespace(cv_results_=results, cv=PerImageCV(), refit=False)
+    # An index counts every round's rows: index 0 named another candidate in the last round.
+    with pytest.raises(ValueError, match="as a dict of parameters"):
+        best_params_per_image(search, prefer=PreferDefault(0))
+    with pytest.raises(ValueError, match="was eliminated before the last round"):
+        best_params_per_image(search, prefer=PreferDefault({"a": 0.0}))
+    assert best_params_per_image(search, prefer=PreferDefault({"a": 1.0})) == [{"a": 1.0, "n": 2}]

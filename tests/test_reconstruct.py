@@ -1107,7 +1107,7 @@ def test_dim_data_through_a_model_that_is_not_linear_is_warned_of():
         return x.clamp_min(0).sqrt()
 
     y = np.sqrt(1e-6 * _smooth())
-    with pytest.warns(UserWarning, match=r"span only .*not linear.*fitted as given"):
+    with pytest.warns(UserWarning, match=r"reach only .*not linear.*fitted as given"):
         DIPReconstructor(operator=FunctionOperator(root), **COMMON).fit(y)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
@@ -1404,3 +1404,15 @@ def test_shared_parameter_docs_are_filled_line_for_line():
     assert _fill("Doc.\n\n    %(p)s\n", "%(p)s", text) == (
         "Doc.\n\n    first : int\n        One.\n\n    second : int\n        Two.\n"
     )
+
+
+def test_low_contrast_data_through_a_model_that_is_not_linear_is_not_warned_of():
+    # The dim-data warning tested the span: data near 0.5 spanning 0.1 (0.45-0.55 through
+    # a gamma curve) was told to change units though it fitted as well as before.
+    def gamma(x):
+        return x.clamp_min(0) ** 0.8
+
+    y = (0.45 + 0.1 * _smooth()) ** 0.8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        DIPReconstructor(operator=FunctionOperator(gamma), **COMMON).fit(y)

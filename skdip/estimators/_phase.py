@@ -991,7 +991,7 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         -------
         score : float
         """
-        if y is None or (not isinstance(y, list | tuple) and np.asarray(y).ndim <= 1):
+        if y is None or is_target_vector(y):  # labels through a Pipeline: as without y
             return super().score(X)
         return self._aligned_score(X, y)
 

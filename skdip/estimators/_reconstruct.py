@@ -597,14 +597,17 @@ class DIPReconstructor(_InverseProblemEstimator):
             # Before the rescaling, whose own error on uncentred k-space named kernels.
             for problem in self._operator()._measurement_problems(image):
                 warn(f"{type(self).__name__}: {problem}.", UserWarning)
-            if self._narrow_through_a_model(image, extra) and (
-                self._linear_operator(image, extra) is None
+            level = float(np.abs(image[np.isfinite(image)]).max(initial=0.0))
+            if (
+                0 < level < _AUTO_RESCALE_MIN_SPAN
+                and self._narrow_through_a_model(image, extra)
+                and self._linear_operator(image, extra) is None
             ):
                 # Wide data through such a model is refused; dim data was fitted as given,
-                # its image far below the network's [0, 1] (sqrt(x) at 1e-6: 5.6 dB).
-                span = float(np.ptp(image[np.isfinite(image)]))
+                # its image far below the network's [0, 1] (sqrt(x) at 1e-6: 5.6 dB). The
+                # level, not the span: low-contrast data near 0.5 is no dim image.
                 warn(
-                    f"{type(self).__name__}: the data span only {span:.3g}, and through a "
+                    f"{type(self).__name__}: the data reach only {level:.3g}, and through a "
                     "forward model that is not linear rescale='auto' cannot set the image's "
                     "scale: it is fitted as given, and an image far below [0, 1] fits poorly. "
                     "Bring the data, and the model with it, to units where the image spans "
