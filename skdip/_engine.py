@@ -49,12 +49,23 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` means CUDA when available, else the CPU."""
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    fallback = "pass device='auto' (a GPU when there is one, else the CPU) or 'cpu'"
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"invalid device {device!r}: {exc}") from None
+    except (RuntimeError, TypeError):
+        # torch's own words list its twenty device types, not what skdip takes.
+        raise ValueError(
+            f"invalid device {device!r}: skdip takes 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' "
+            "or a torch.device (names are lower case)"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available")
+        raise ValueError(f"device {str(dev)!r} was requested but CUDA is not available: {fallback}")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        # Else torch's "invalid device ordinal" once the first network is built.
+        raise ValueError(
+            f"device {str(dev)!r} was requested but this machine has "
+            f"{torch.cuda.device_count()} GPU(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+        )
     if dev.type == "meta":
         raise ValueError("device 'meta' holds no data, so nothing can be fitted on it")
     if dev.type not in ("cpu", "cuda"):
@@ -64,7 +75,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
         available = getattr(backend, "is_available", None)
         if available is None or not available():
             raise ValueError(
-                f"device {device!r} was requested but {dev.type} is not available here"
+                f"device {str(dev)!r} was requested but {dev.type} is not available here: "
+                f"{fallback}"
             )
     return dev
 

@@ -297,8 +297,36 @@ def test_resolve_device():
     with pytest.raises(ValueError, match="'meta' holds no data"):
         resolve_device("meta")
     if not torch.backends.mps.is_available():
-        with pytest.raises(ValueError, match="mps is not available here"):
+        with pytest.raises(ValueError, match="mps is not available here: pass device='auto'"):
             resolve_device("mps")
+    # torch's own words listed its twenty device types, not what skdip takes.
+    for name in ("gpu", "CUDA"):
+        with pytest.raises(ValueError, match=r"skdip takes 'auto', 'cpu', 'cuda', 'cuda:N'"):
+            resolve_device(name)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"'cuda:7' was requested.*pass device='auto'"):
+            resolve_device(torch.device("cuda:7"))
+    else:  # an index past the machine's GPUs: torch's "invalid device ordinal" came later
+        with pytest.raises(ValueError, match="GPU"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_an_operator_saved_on_a_missing_gpu_loads_on_the_cpu():
+    # Moved to a GPU by the user (op.to("cuda")), its saved tensors named that device,
+    # and loading where there is none failed (the fitted estimator holding it was lost).
+    from skdip.operators import PixelMask
+    from skdip.operators._base import _BufferArray
+
+    op = PixelMask(np.ones((4, 4)))
+    state = op.__getstate__()
+    saved = state["_buffers"]["mask"]
+    assert isinstance(saved, _BufferArray)
+    saved.device = "cuda:3" if torch.cuda.device_count() <= 3 else "xpu:0"
+    restored = PixelMask.__new__(PixelMask)
+    restored.__setstate__(state)
+    if not torch.cuda.is_available():
+        assert restored.mask.device.type == "cpu"
+    assert torch.equal(restored.mask.cpu(), op.mask)
 
 
 def test_raw_monitor_returns_the_average_a_delay_after_the_raw_minimum():

@@ -170,10 +170,25 @@ class _BufferArray:
         )
 
     def tensor(self) -> torch.Tensor:
-        tensor = torch.from_numpy(self.array.copy()).to(device=self.device, dtype=self.dtype)
+        device = _loadable_device(self.device)
+        tensor = torch.from_numpy(self.array.copy()).to(device=device, dtype=self.dtype)
         if self.parameter:
             return nn.Parameter(tensor, requires_grad=self.requires_grad)
         return tensor.requires_grad_(self.requires_grad)
+
+
+def _loadable_device(name: str) -> str:
+    """The device a saved tensor was on, where this machine has it, else the CPU: an
+    operator moved to a GPU (``op.to("cuda")``) failed to load without one, and the
+    fitted estimator holding it was lost."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        usable = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    elif device.type == "mps":
+        usable = torch.backends.mps.is_available()
+    else:
+        usable = device.type == "cpu"
+    return name if usable else "cpu"
 
 
 class Identity(ForwardOperator):
