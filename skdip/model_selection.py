@@ -1133,8 +1133,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
 
     def _fit(self, X: Any, y: Any, fit_params: dict) -> AverageOfBest:
         """:meth:`fit` with its parameters validated and the fit parameters routed."""
-        for stale in ("n_features_in_", "_last_solve"):  # from an earlier fit
-            self.__dict__.pop(stale, None)
+        self.__dict__.pop("_last_solve", None)  # a solve kept for the earlier settings
         # Interval accepts inf (and bools as numbers); refuse them here, before the fits.
         _check_best_scored(self.n_best, self.margin, self.max_distance)
         candidates = list(ParameterGrid(self.param_grid))
@@ -1150,8 +1149,6 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             if self.max_distance is not None:
                 _check_distance_applies(est, default_index)
         _check_same_output_shape(configured, candidates, X, fit_params)
-        for name in _AVERAGE_OF_BEST_FITTED:  # the fits replace an earlier result
-            self.__dict__.pop(name, None)
         # The notes of a Ctrl-C (kept estimates, unfitted pairs) describe fits that
         # are not kept here: one error instead, below (issued if something else fails).
         with held_back(InterruptionWarning) as notes:
@@ -1160,6 +1157,10 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             )
         interruption = _interruption(fitted, candidates)
         if interruption is not None:
+            # The earlier result is no longer the estimator's (the fits replacing it were
+            # cut): not kept, lest it pass for this fit's.
+            for name in _AVERAGE_OF_BEST_FITTED:
+                self.__dict__.pop(name, None)
             # The engine's "keeping the best estimate so far" and fit_candidates' list
             # of unfitted pairs describe fits that are not kept here: one error instead.
             error = FitInterrupted(interruption)
@@ -1200,6 +1201,10 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
                     f"image {i}; AverageOfBest needs settings that keep the output shape"
                 )
             averaged.append(np.mean([estimates[k][i] for k in chosen], axis=0))
+        # Only now: a refit refused before any work (warm_start, a device this machine
+        # lacks) left the estimator without its earlier fit.
+        for name in _AVERAGE_OF_BEST_FITTED:
+            self.__dict__.pop(name, None)
         self.candidates_ = candidates
         self.scores_ = scores
         self.selected_ = selected

@@ -1398,3 +1398,18 @@ def test_a_halving_search_default_must_be_named_in_its_last_round():
     with pytest.raises(ValueError, match="was eliminated before the last round"):
         best_params_per_image(search, prefer=PreferDefault({"a": 0.0}))
     assert best_params_per_image(search, prefer=PreferDefault({"a": 1.0})) == [{"a": 1.0, "n": 2}]
+
+
+def test_a_refused_refit_of_average_of_best_keeps_the_earlier_fit():
+    # Its fitted attributes were cleared before the refit's checks: a refit refused before
+    # any work (warm_start, which fit_candidates cannot keep) lost the earlier fit, where
+    # the estimators keep theirs.
+    x = np.random.default_rng(0).random((16, 16))
+    base = DIPDenoiser(generator=TINY, max_iter=3, random_state=0, device="cpu")
+    avg = AverageOfBest(base, {"lr": [0.01, 0.02]}, scoring="discrepancy").fit(x)
+    before = avg.reconstruction_.copy()
+    avg.set_params(estimator__warm_start=True)
+    with pytest.raises(ValueError, match="warm_start"):
+        avg.fit(x)
+    np.testing.assert_array_equal(avg.reconstruction_, before)
+    assert avg.scores_.shape == (2, 1) and avg.n_features_in_ == 16
