@@ -388,11 +388,7 @@ class PreferDefault:
             if not 0 <= index < n:
                 raise ValueError(f"default index {index} is out of range for {n} candidates")
             return index
-        matches = [
-            i
-            for i, candidate in enumerate(params)
-            if all(k in candidate and _same_value(candidate[k], v) for k, v in self.default.items())
-        ]
+        matches = self._matches(params)
         if len(matches) != 1:
             shown = ", ".join(repr(dict(c)) for c in list(params)[:6])
             more = f" (and {n - 6} more)" if n > 6 else ""
@@ -402,6 +398,14 @@ class PreferDefault:
                 f"one of: {shown}{more}"
             )
         return matches[0]
+
+    def _matches(self, params: Sequence[Mapping]) -> list[int]:
+        """The indices of the candidates a dict ``default`` names (each of its values)."""
+        return [
+            i
+            for i, candidate in enumerate(params)
+            if all(k in candidate and _same_value(candidate[k], v) for k, v in self.default.items())
+        ]
 
     def select(self, params: Sequence[Mapping], scores: Sequence[float]) -> int:
         """The chosen candidate for one set of scores.
@@ -588,10 +592,7 @@ def _check_default_in_last_round(prefer: PreferDefault, params: list, rows: np.n
             "parameters: an index counts the candidates of every round"
         )
     last = [params[i] for i in rows]
-    matches = [
-        c for c in last if all(k in c and _same_value(c[k], v) for k, v in prefer.default.items())
-    ]
-    if not matches:
+    if not prefer._matches(last):
         raise ValueError(
             f"the default {dict(prefer.default)!r} was eliminated before the last round of "
             f"the halving search, whose candidates ({', '.join(repr(dict(c)) for c in last)}) "
@@ -1131,6 +1132,10 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             fit_params = process_routing(self, "fit", **fit_params).estimator.fit
         return self._fit(X, y, fit_params)
 
+    def _drop_fitted(self) -> None:
+        for name in _AVERAGE_OF_BEST_FITTED:
+            self.__dict__.pop(name, None)
+
     def _fit(self, X: Any, y: Any, fit_params: dict) -> AverageOfBest:
         """:meth:`fit` with its parameters validated and the fit parameters routed."""
         self.__dict__.pop("_last_solve", None)  # a solve kept for the earlier settings
@@ -1159,8 +1164,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         if interruption is not None:
             # The earlier result is no longer the estimator's (the fits replacing it were
             # cut): not kept, lest it pass for this fit's.
-            for name in _AVERAGE_OF_BEST_FITTED:
-                self.__dict__.pop(name, None)
+            self._drop_fitted()
             # The engine's "keeping the best estimate so far" and fit_candidates' list
             # of unfitted pairs describe fits that are not kept here: one error instead.
             error = FitInterrupted(interruption)
@@ -1203,8 +1207,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             averaged.append(np.mean([estimates[k][i] for k in chosen], axis=0))
         # Only now: a refit refused before any work (warm_start, a device this machine
         # lacks) left the estimator without its earlier fit.
-        for name in _AVERAGE_OF_BEST_FITTED:
-            self.__dict__.pop(name, None)
+        self._drop_fitted()
         self.candidates_ = candidates
         self.scores_ = scores
         self.selected_ = selected
