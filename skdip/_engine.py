@@ -15,6 +15,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import io
 import math
 import signal
 import threading
@@ -428,6 +429,46 @@ class FitState:
     # fits kept before they were: seeded from the step count then.
     global_rng_state: tuple | None = None
 
+    def copy_on(self, device: torch.device) -> FitState:
+        """A copy of this fit to go on with on ``device``: where it is when ``device``
+        names the same place (``"cuda"`` is any GPU), else moved there whole, so that a
+        fit kept on a GPU goes on on a machine without one, or the reverse.
+
+        A moved fit takes the Adam kernels the engine uses on its new device; its
+        perturbations go on from a stream of that device's (see :func:`fit_model`).
+        """
+        here = self.target.device
+        if here.type == device.type and device.index in (None, here.index):
+            # (Kernels too: a GPU's fit that torch.load put on a CPU kept the GPU's.)
+            return copy.deepcopy(self)._use_device_kernels()
+        return self._moved_to(device)
+
+    def _moved_to(self, device: torch.device) -> FitState:
+        here = self.target.device
+        buffer = io.BytesIO()
+        try:
+            torch.save(self, buffer)
+        except Exception as error:  # pickle's errors have no common base
+            raise ValueError(
+                f"the kept fit cannot move from {here} to {device}: it does not pickle "
+                f"({type(error).__name__}: {error}). Go on with it on {here}, or start a "
+                "new fit (warm_start=False)"
+            ) from error
+        buffer.seek(0)
+        moved = torch.load(buffer, map_location=device, weights_only=False)
+        # The generators' states are CPU byte tensors on every device.
+        moved.rng_state = self.rng_state.clone()
+        moved.global_rng_state = copy.deepcopy(self.global_rng_state)
+        return moved._use_device_kernels()
+
+    def _use_device_kernels(self) -> FitState:
+        """Give Adam (and the divergence guard's snapshot of it) the engine's kernels
+        for the device the fit is on; in place."""
+        on_gpu = self.target.device.type == "cuda"
+        _suit_adam_states(self.snapshot[1], on_gpu)
+        self.optimizer.load_state_dict(_suit_adam_states(self.optimizer.state_dict(), on_gpu))
+        return self
+
 
 def _psnr(
     x: torch.Tensor, reference: torch.Tensor, reference_range: tuple | None = None
@@ -450,6 +491,28 @@ def _spiked(loss_value: float, min_loss: float, ratio: float) -> bool:
 def _snapshot(model: nn.Module, optimizer: _Optimizers) -> tuple[dict, list]:
     params = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return params, copy.deepcopy(optimizer.state_dict())
+
+
+def _adam_kernels(on_gpu: bool) -> dict:
+    """Adam's ``fused``/``foreach`` choice for parameters on a GPU or not."""
+    return {"fused": True, "foreach": None} if on_gpu else {"fused": None, "foreach": True}
+
+
+def _suit_adam_states(states: list[dict], on_gpu: bool) -> list[dict]:
+    """Optimizer ``state_dict()``s (of :class:`_Optimizers`) made for parameters
+    that moved to a GPU or off one: Adam's kernels for that device, and its step
+    counters where those kernels keep them (the CPU, unless fused); in place."""
+    for state in states:
+        for group in state["param_groups"]:
+            if "betas" not in group:
+                continue  # plain gradient steps: foreach everywhere, no counters
+            group.update(_adam_kernels(on_gpu))
+            for index in group["params"]:
+                entry = state["state"].get(index, {})
+                if "step" in entry and not on_gpu:
+                    # (A fused optimizer's load_state_dict puts them on the parameters' device.)
+                    entry["step"] = entry["step"].cpu()
+    return states
 
 
 class _Optimizers:
@@ -478,7 +541,7 @@ class _Optimizers:
         # benchmarks/adam_kernels.py) for the same update, up to float rounding.
         adam = kinds["adam"]
         on_gpu = all(p.is_cuda for g in adam for p in g["params"])
-        fast = {"fused": True} if adam and on_gpu else {"foreach": True}
+        fast = _adam_kernels(on_gpu)
         self.optimizers = [torch.optim.Adam(adam, lr=lr, **fast)] if adam else []
         if kinds["sgd"]:
             self.optimizers.append(torch.optim.SGD(kinds["sgd"], lr=lr, foreach=True))

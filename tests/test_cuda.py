@@ -277,3 +277,69 @@ def test_a_warm_cuda_fit_goes_on_on_the_gpu_and_after_an_unpickle_on_a_cpu_only_
     moved = pickle.loads(blob)
     moved.set_params(max_iter=6).fit(y)
     assert moved.n_iter_ == 10 and np.isfinite(moved.reconstruction_).all()
+
+
+def _adam_on(state, device_type: str):
+    """The kept fit's Adam runs the engine's kernels for ``device_type``."""
+    adam = state.optimizer.optimizers[0]
+    group = adam.param_groups[0]
+    assert state.target.device.type == device_type
+    assert next(state.model.parameters()).device.type == device_type
+    if device_type == "cuda":
+        assert group["fused"] and not group["foreach"]
+        assert all(s["step"].is_cuda for s in adam.state.values())
+    else:
+        assert group["foreach"] and not group["fused"]
+        assert all(s["step"].device.type == "cpu" for s in adam.state.values())
+
+
+def test_a_warm_fit_moves_to_the_device_it_is_told(monkeypatch):
+    # A fit made with device="cuda" could not go on on a machine without a GPU:
+    # device="cuda" is refused there, and another device was refused as a change.
+    y = _smooth(16)
+    kw = dict(COMMON, early_stopping=ExponentialMovingVariance(warmup=2, patience=1000))
+    longer = DIPDenoiser(max_iter=12, device="cpu", **kw).fit(y)
+    warm = DIPDenoiser(max_iter=4, device="cuda", warm_start=True, **kw).fit(y)
+    _adam_on(warm._fit_states[0], "cuda")
+    warm.set_params(device="cpu").fit(y)
+    _adam_on(warm._fit_states[0], "cpu")
+    warm.set_params(device="cuda").fit(y)
+    _adam_on(warm._fit_states[0], "cuda")
+    assert warm.n_iter_ == 12
+    # The same steps (no input perturbation): float32 rounding of two devices only.
+    assert np.abs(warm.reconstruction_ - longer.reconstruction_).mean() < 0.01
+    # A GPU fit pickled, loaded where there is no GPU, goes on on the CPU.
+    gpu = DIPDenoiser(max_iter=4, device="cuda", warm_start=True, **kw).fit(y)
+    blob = pickle.dumps(gpu)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    moved = pickle.loads(blob)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        moved.set_params(max_iter=8).fit(y)
+    moved.set_params(max_iter=8, device="cpu").fit(y)
+    _adam_on(moved._fit_states[0], "cpu")
+    assert moved.n_iter_ == 12
+    assert np.abs(moved.reconstruction_ - longer.reconstruction_).mean() < 0.01
+
+
+def test_a_fit_moved_off_the_gpu_rolls_back_like_the_cpu_fit(float64):
+    # The divergence guard's snapshot moves with the fit: a rollback after the move
+    # restores the CPU's kernels and counters, not the GPU's.
+    count = [0]
+
+    def nan_at_step_9(prediction, target):
+        count[0] += 1
+        value = (prediction - target).square().mean()
+        return value * float("nan") if count[0] == 9 else value
+
+    target = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    kw = dict(loss=nan_at_step_9, checkpoint_every=3, seed=0)
+    cpu = fit_model(DIPModel(TINY.build((16, 16), 1, seed=0)), target, max_iter=12, **kw)
+    for there, back in (("cuda", "cpu"), ("cpu", "cuda")):
+        count[0] = 0
+        model = DIPModel(TINY.build((16, 16), 1, seed=0)).to(there)
+        first = fit_model(model, target.to(there), max_iter=6, keep_state=True, **kw)
+        moved = first.state.copy_on(torch.device(back))
+        more = fit_model(None, None, max_iter=6, resume=moved, keep_state=True, **kw)
+        assert len(more.history["divergences"]) == len(cpu.history["divergences"]) == 1
+        _adam_on(more.state, back)
+        torch.testing.assert_close(more.estimate, cpu.estimate, atol=1e-9, rtol=0)

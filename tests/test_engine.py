@@ -961,7 +961,7 @@ def test_a_callers_loss_module_gathers_no_gradients():
     def perceptual(prediction, target):
         return (critic(prediction) - critic(target)).square().mean()
 
-    DIPDenoiser(generator=TINY, loss=perceptual, max_iter=3, early_stopping=None).fit(
+    DIPDenoiser(generator=TINY, loss=perceptual, max_iter=3, early_stopping=None, device="cpu").fit(
         np.random.default_rng(0).random((12, 12))
     )
     assert all(p.grad is None for p in critic.parameters())

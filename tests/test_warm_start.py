@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from skdip import (
@@ -211,6 +212,92 @@ def test_a_state_from_another_device_goes_on_with_a_fresh_perturbation_stream():
     first.state.rng_state = torch.zeros(16, dtype=torch.uint8)
     more = fit_model(None, None, loss=get_loss("mse"), max_iter=3, resume=first.state)
     assert more.n_iter == 7 and np.isfinite(more.history["loss"]).all()
+
+
+def test_device_may_change_between_warm_fits():
+    # A fit made with device="cuda" could not go on on a machine without a GPU:
+    # device="cuda" is refused there, and setting another device was refused as a
+    # change. A device that names where the kept fit is changes nothing.
+    noisy, _ = _images()
+    kw = dict(generator=TINY, early_stopping=_rule(), random_state=0)
+    longer = _quiet(DIPDenoiser(max_iter=9, device="cpu", **kw).fit, noisy)
+    warm = _quiet(DIPDenoiser(max_iter=4, device="cpu", warm_start=True, **kw).fit, noisy)
+    _quiet(warm.set_params(max_iter=5, device=torch.device("cpu")).fit, noisy)
+    _same_fit(warm, longer)
+
+
+def test_a_kept_fit_moved_whole_goes_on_as_it_would_have(float64):
+    # The path that moves a kept fit to another device (through torch's format, onto
+    # the new device), taken here from the CPU to the CPU: the same numbers, a
+    # rollback of the divergence guard included (its snapshot moves too).
+    from skdip._engine import DIPModel, fit_model
+
+    count = [0]
+
+    def nan_at_step_9(prediction, target):
+        count[0] += 1
+        value = (prediction - target).square().mean()
+        return value * float("nan") if count[0] == 9 else value
+
+    target = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    kw = dict(loss=nan_at_step_9, checkpoint_every=3, seed=0)
+    longer = fit_model(DIPModel(TINY.build((16, 16), 1, seed=0)), target, max_iter=12, **kw)
+    count[0] = 0
+    first = fit_model(
+        DIPModel(TINY.build((16, 16), 1, seed=0)), target, max_iter=6, keep_state=True, **kw
+    )
+    moved = first.state._moved_to(torch.device("cpu"))
+    assert moved.model is not first.state.model
+    more = fit_model(None, None, max_iter=6, resume=moved, **kw)
+    assert len(more.history["divergences"]) == len(longer.history["divergences"]) == 1
+    assert torch.equal(more.estimate, longer.estimate)
+    adam = moved.optimizer.optimizers[0]
+    assert adam.param_groups[0]["foreach"] and not adam.param_groups[0]["fused"]
+
+
+def test_a_gpu_fit_loaded_on_the_cpu_goes_on_with_the_cpus_kernels():
+    # torch.load puts a GPU's kept fit on the CPU where there is no GPU, but its Adam
+    # kept the GPU's fused kernels (seen on an H100: a pickled device="cuda" fit went
+    # on with them on the CPU). Faked here: a CPU fit given the GPU's kernel settings.
+    from skdip._engine import DIPModel, _suit_adam_states, fit_model
+    from skdip.losses import get_loss
+
+    target = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    kw = dict(loss=get_loss("mse"), seed=0)
+    longer = fit_model(DIPModel(TINY.build((16, 16), 1, seed=0)), target, max_iter=8, **kw)
+    first = fit_model(
+        DIPModel(TINY.build((16, 16), 1, seed=0)), target, max_iter=4, keep_state=True, **kw
+    )
+    state = first.state
+    state.optimizer.load_state_dict(_suit_adam_states(state.optimizer.state_dict(), True))
+    assert state.optimizer.optimizers[0].param_groups[0]["fused"]
+    goes_on = state.copy_on(torch.device("cpu"))
+    adam = goes_on.optimizer.optimizers[0]
+    assert adam.param_groups[0]["foreach"] and not adam.param_groups[0]["fused"]
+    more = fit_model(None, None, max_iter=4, resume=goes_on, **kw)
+    assert torch.equal(more.estimate, longer.estimate)
+
+
+def test_kept_fits_saved_on_a_gpu_this_machine_lacks_load_on_the_cpu(monkeypatch):
+    # torch.load put each tensor back on its saved device whenever CUDA was there:
+    # a fit kept on cuda:1 failed to load on a machine with one GPU, and with it the
+    # pickled estimator. The saved device is faked here, as this machine may have none.
+    from skdip.estimators._base import _SavedFitStates
+
+    states = [{"weight": torch.arange(4.0)}]
+    real_tag = torch.serialization.location_tag
+    monkeypatch.setattr(
+        torch.serialization,
+        "location_tag",
+        lambda storage: "cuda:1" if storage.device.type == "cpu" else real_tag(storage),
+    )
+    saved = _SavedFitStates(states)
+    monkeypatch.setattr(torch.serialization, "location_tag", real_tag)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    loaded = saved.load()
+    assert loaded[0]["weight"].device.type == "cpu"
+    assert torch.equal(loaded[0]["weight"], states[0]["weight"])
 
 
 def test_a_pickled_warm_fit_goes_on_in_another_process(tmp_path):

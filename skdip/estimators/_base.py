@@ -63,6 +63,7 @@ from ..exceptions import InterruptionWarning
 from ..generators import BaseGenerator, get_generator
 from ..losses import LOSS_NAMES, BaseRegularizer, get_loss
 from ..operators import ForwardOperator, Identity
+from ..operators._base import _loadable_device
 from ..stopping import BaseStoppingRule, get_stopping_rule
 
 # joblib's convention (-1: every core, -2: all but one); 0 means nothing to it.
@@ -406,7 +407,8 @@ class BaseDIPEstimator(
 
     # Parameters a warm-started fit may change: how many more steps it takes and how
     # it reports or runs them, not the problem or the method.
-    _warm_start_free = ("max_iter", "verbose", "callback", "n_jobs", "warm_start")
+    # device: the kept fits move there (a GPU's fit goes on on a machine without one).
+    _warm_start_free = ("max_iter", "verbose", "callback", "n_jobs", "device", "warm_start")
     # Engine settings a kept fit carries (param_groups: in its optimizer) or that
     # :meth:`_continuation` makes again; any other per-fit setting cannot be kept.
     _continued_fit_kwargs: frozenset[str] = frozenset({"param_groups"})
@@ -1021,13 +1023,14 @@ class BaseDIPEstimator(
         return results
 
     def _continue_group(self, task: list[tuple], n_images: int, device) -> list[dict]:
-        """Go on with the kept fits of ``task`` (on their own devices)."""
+        """Go on with the kept fits of ``task``: each on its own device, unless the
+        estimator's ``device`` names another (``device`` changed since the fit)."""
         outputs = []
         for i, state, previous, image, extra in task:
             label = type(self).__name__ + (f" [{i + 1}/{n_images}]" if n_images > 1 else "")
             # On a copy: a continuation that raises (a callback's error) leaves the
             # kept fit as it was, to go on with once the cause is fixed.
-            state = copy.deepcopy(state)
+            state = state.copy_on(self._device)
             kwargs, extra = self._continuation(state, previous, image, extra, label)
             result = fit_model(None, None, resume=state, keep_state=True, **kwargs)
             out = self._complete(result, previous["scaling"], image, extra, i, n_images)
@@ -1738,7 +1741,7 @@ def _as_numpy(t: torch.Tensor) -> np.ndarray:
 
 class _SavedFitStates:
     """Kept fit states (``warm_start``) in torch's own format, so that a fit kept
-    on a GPU loads on a machine without one (onto the CPU) instead of failing."""
+    on a GPU loads on a machine without that GPU (onto the CPU) instead of failing."""
 
     def __init__(self, states: list):
         buffer = io.BytesIO()
@@ -1746,8 +1749,14 @@ class _SavedFitStates:
         self.data = buffer.getvalue()
 
     def load(self) -> list:
-        where = None if torch.cuda.is_available() else "cpu"
-        return torch.load(io.BytesIO(self.data), map_location=where, weights_only=False)
+        return torch.load(io.BytesIO(self.data), map_location=_restore_location, weights_only=False)
+
+
+def _restore_location(storage, location: str):
+    """torch.load's ``map_location``: each tensor on the device it was saved on where
+    this machine has it (None: torch's own restore), else on the CPU, where torch
+    read it (a fit kept on ``cuda:1``, loaded on a machine with one GPU, failed)."""
+    return None if _loadable_device(location) == location else storage
 
 
 def _check_call_form(function, n_args: int, name: str, form: str) -> None:

@@ -130,8 +130,9 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         ``max_iter`` more steps instead of starting afresh: the numbers one
         longer fit would have given. It goes on with fits that ``max_iter``
         cut short or that were interrupted (Ctrl-C); fits the stopping rule
-        ended stay as they are. Only ``max_iter``, ``verbose``, ``callback``
-        and ``n_jobs`` may change between the calls; other images are fitted
+        ended stay as they are. Only ``max_iter``, ``verbose``, ``callback``,
+        ``n_jobs`` and ``device`` (the kept fits move to it) may change
+        between the calls; other images are fitted
         afresh (with a warning). Continued fits run in parallel with
         ``n_jobs``, as fits do. The kept states make the estimator (and its pickle)
         larger: the network, Adam's moments and the divergence guard's

@@ -143,8 +143,8 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         Keep each image's fit so that the next ``fit`` on the same images
         goes on with it for up to ``max_iter`` more steps, as in
         :class:`DIPDenoiser` (fits that ``max_iter`` cut short or that were
-        interrupted; only ``max_iter``, ``verbose``, ``callback`` and
-        ``n_jobs`` may change between the calls; not with ``batch_size`` > 1)."""
+        interrupted; only ``max_iter``, ``verbose``, ``callback``, ``n_jobs``
+        and ``device`` may change between the calls; not with ``batch_size`` > 1)."""
 
 _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
         Iteration whose estimate was returned (0 with ``n_iter_ == 0`` when
