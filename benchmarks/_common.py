@@ -98,12 +98,14 @@ def bare_adam_loop(
     back each step (``read_loss``) is what any loop that logs or stops does; on a
     GPU it also waits for the step to finish. Its Adam runs the engine's kernels
     (fused on a GPU, foreach on a CPU): results before this (in ``denoise*.md`` and
-    ``step_overhead_cuda.md``) timed PyTorch's default, per-tensor on a CPU and
-    foreach on a GPU, so their overheads understate the engine's own cost.
+    ``step_overhead_cuda.md``, not ``step_overhead_cuda_h100.md``) timed PyTorch's
+    default, per-tensor on a CPU and foreach on a GPU, so their overheads understate
+    the engine's own cost.
     """
+    from skdip._engine import _adam_kernels
+
     on_gpu = all(p.is_cuda for p in model.parameters())
-    kernels = {"fused": True} if on_gpu else {"foreach": True}
-    opt = torch.optim.Adam(model.parameters(), lr=0.01, **kernels)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, **_adam_kernels(on_gpu))
     rng = torch.Generator(device=target.device).manual_seed(1)
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
