@@ -51,12 +51,18 @@ class ImageLayout:
         return list(images)
 
 
+def single_precision(dtype: np.dtype) -> bool:
+    """Single precision (float32 or complex64), in either byte order (a test of the
+    dtype itself missed big-endian float32, as FITS files hold)."""
+    return (dtype.kind == "f" and dtype.itemsize == 4) or (
+        dtype.kind == "c" and dtype.itemsize == 8
+    )
+
+
 def _output_dtype(dtype: np.dtype) -> np.dtype:
     """The precision results are returned in: the input's float32 or float64 (in the
-    machine's byte order: big-endian float32, as FITS files hold, came back float64)."""
-    if dtype.kind == "f" and dtype.itemsize == 4:
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
+    machine's byte order)."""
+    return np.dtype(np.float32 if dtype.kind == "f" and single_precision(dtype) else np.float64)
 
 
 def _check_pil_mode(image, name: str, alpha: bool = True) -> None:

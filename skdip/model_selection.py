@@ -1150,6 +1150,12 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         scorer = get_scorer(self.scoring) if isinstance(self.scoring, str) else self.scoring
         configured = [_configured(self.estimator, setting) for setting in candidates]
         for est in configured:  # before the fits, not after them
+            if getattr(est, "warm_start", False):
+                # (fit_candidates refuses it too, in words about itself.)
+                raise ValueError(
+                    "AverageOfBest fits every candidate afresh and keeps no fit to go on "
+                    "with, so estimator__warm_start=True would be ignored: set it to False"
+                )
             scorer._check_can_score(est)
             if self.max_distance is not None:
                 _check_distance_applies(est, default_index)

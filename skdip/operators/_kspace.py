@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._validation import _array_like, metric_array, native_copy
+from .._validation import _array_like, metric_array, native_copy, single_precision
 from ._base import ForwardOperator
 from ._convolution import _as_float_tensor, _check_image, _check_spatial_shape
 
@@ -29,13 +29,6 @@ def _ifftc(k: torch.Tensor) -> torch.Tensor:
 
 def _complex_dtype(real_dtype) -> torch.dtype:
     return torch.complex128 if real_dtype == torch.float64 else torch.complex64
-
-
-def _single(dtype: np.dtype) -> bool:
-    """Single precision (float32 or complex64), in either byte order."""
-    return (dtype.kind == "f" and dtype.itemsize == 4) or (
-        dtype.kind == "c" and dtype.itemsize == 8
-    )
 
 
 def kspace_to_channels(kspace) -> np.ndarray:
@@ -79,7 +72,7 @@ def kspace_to_channels(kspace) -> np.ndarray:
         )
     if not np.all(np.isfinite(arr)):
         raise ValueError("kspace contains NaN or infinite values")
-    real_dtype = np.float32 if _single(arr.dtype) else np.float64
+    real_dtype = np.float32 if single_precision(arr.dtype) else np.float64
     coils = arr if arr.ndim == 3 else arr[None]
     # (n, H, W) -> (n, 2, H, W) -> (H, W, n, 2) -> (H, W, 2n): re_0, im_0, re_1, ...
     pairs = np.stack([coils.real, coils.imag], axis=1).astype(real_dtype)
@@ -125,7 +118,7 @@ def channels_to_kspace(channels) -> np.ndarray:
         )
     if not np.all(np.isfinite(arr)):
         raise ValueError("channels contain NaN or infinite values")
-    real_dtype = np.float32 if _single(arr.dtype) else np.float64
+    real_dtype = np.float32 if single_precision(arr.dtype) else np.float64
     complex_dtype = np.complex64 if real_dtype == np.float32 else np.complex128
     values = arr.astype(real_dtype, copy=False)
     kspace = np.empty((arr.shape[-1] // 2, *arr.shape[:2]), dtype=complex_dtype)
@@ -556,7 +549,7 @@ class KSpaceSampling(ForwardOperator):
 
     @staticmethod
     def _result_dtype(*arrays: np.ndarray):
-        single = all(_single(a.dtype) for a in arrays)
+        single = all(single_precision(a.dtype) for a in arrays)
         return np.float32 if single else np.float64
 
     def zero_filled(self, measurement) -> np.ndarray:
@@ -683,7 +676,7 @@ class KSpaceSampling(ForwardOperator):
         elif arr.dtype.kind in "biuf":
             if arr.ndim == 3 and arr.shape[-1] == self.n_channels:
                 image = arr[..., 0] if self.n_channels == 1 else arr[..., 0] + 1j * arr[..., 1]
-                if self.n_channels == 2 and _single(arr.dtype):
+                if self.n_channels == 2 and single_precision(arr.dtype):
                     image = image.astype(np.complex64)
             elif arr.ndim == 2:
                 image = arr
