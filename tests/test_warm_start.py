@@ -594,3 +594,48 @@ def test_a_kept_fit_without_a_recorded_psnr_range_goes_on():
     del selection.__dict__["reference_range"]  # as unpickled from an earlier version
     _quiet(den.set_params(max_iter=2).fit, noisy, clean)
     assert len(den.history_["psnr"]) == 5 and np.isfinite(den.history_["psnr"]).all()
+
+
+def _blind(**kw):
+    from skdip import BlindDeblurrer
+
+    return BlindDeblurrer(generator=TINY, kernel_size=5, early_stopping=_rule(), **kw)
+
+
+def _phase(**kw):
+    from skdip import HIOPhaseRetriever, PhaseRetriever
+
+    init = HIOPhaseRetriever(max_iter=30, n_er=10)
+    return PhaseRetriever(generator=TINY, early_stopping=_rule(), pretrain_iter=5, init=init, **kw)
+
+
+@pytest.mark.parametrize("name", [*CASES, "blind deblurring", "phase retrieval"])
+def test_every_estimators_kept_fit_moves_whole(name, monkeypatch):
+    # A changed device moves a kept fit through torch's format. No second device
+    # here: every continuation is made to take that path, from the CPU to the CPU,
+    # and must give the numbers of the longer fit (two networks, plain gradient
+    # steps, a phase monitor and all).
+    from skdip._engine import FitState
+
+    if name == "blind deblurring":
+        from skdip.datasets import blur, make_motion_kernel
+
+        sharp = np.random.default_rng(0).random((24, 24))
+        x, make = blur(sharp, make_motion_kernel(5, random_state=0, smoothing=0)), _blind
+    elif name == "phase retrieval":
+        x, make = _diffraction(), _phase
+    else:
+        x, make = _images()[0], CASES[name]
+    longer = _quiet(make(max_iter=12, random_state=0, device="cpu").fit, x)
+    warm = make(max_iter=5, random_state=0, device="cpu", warm_start=True)
+    _quiet(warm.fit, x)
+    moves = []
+
+    def moved(self, device):
+        moves.append(device)
+        return self._moved_to(device)
+
+    monkeypatch.setattr(FitState, "copy_on", moved)
+    _quiet(warm.set_params(max_iter=7).fit, x)
+    assert moves and all(d.type == "cpu" for d in moves)
+    _same_fit(warm, longer)
