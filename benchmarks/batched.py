@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import time
 from pathlib import Path
 
@@ -63,9 +64,12 @@ def _timed(estimator: DIPDenoiser, X: np.ndarray, device: torch.device) -> tuple
 
 
 def _command(args) -> str:
+    """The run's command line, every option that changes the rows included (it lacked
+    --generator, so a record of another generator did not say how to make it again)."""
     return (
         f"python benchmarks/batched.py --device {args.device}"
         + (f" --threads {args.threads}" if args.threads else "")
+        + f" --generator {shlex.quote(args.generator)}"
         + f" --sizes {' '.join(map(str, args.sizes))} --batch-sizes "
         f"{' '.join(map(str, args.batch_sizes))} --steps {args.steps} --repeats {args.repeats}"
     )
@@ -74,23 +78,31 @@ def _command(args) -> str:
 def write_summary(tag: str) -> str:
     """Rebuild ``batched_<tag>.md`` from every row of ``batched_<tag>.jsonl``."""
     rows, commands = read_records(RESULTS / f"batched_{tag}.jsonl")
-    name, device_type = rows[-1]["device"], rows[-1]["device_type"]
-    versions = sorted({r["torch"] for r in rows})
+    device_type = rows[-1]["device_type"]
+    # The file gathers every run of its tag: the header names all their devices,
+    # threads and generators (not the last row's), and rows get a column for what varies.
+    names, generators, versions, threads = (
+        list(dict.fromkeys(r[k] for r in rows)) for k in ("device", "generator", "torch", "threads")
+    )
+    varying = [k for k, v in (("device", names), ("generator", generators)) if len(v) > 1]
     lines = [
-        f"# Batched fitting on {name} ({device_type})",
+        f"# Batched fitting on {', '.join(names)} ({device_type})",
         "",
-        commands + f". torch {', '.join(versions)}, {rows[-1]['threads']} CPU thread(s). Generator "
-        f"`{rows[-1]['generator']}`, a fixed number of steps per image (no early stopping), "
-        "grey images with Gaussian noise 25/255. Best of the repeats, wall time of "
-        "`fit_transform` for the whole batch.",
+        commands + f". torch {', '.join(versions)}, {', '.join(map(str, threads))} CPU "
+        f"thread(s). Generator{'s' * (len(generators) > 1)} "
+        f"{', '.join(f'`{g}`' for g in generators)}, a fixed number of "
+        "steps per image (no early stopping), grey images with Gaussian noise 25/255. Best of "
+        "the repeats, wall time of `fit_transform` for the whole batch.",
         "",
-        "| size | images | steps | one after another (s) | batched (s) | speed-up | "
-        "PSNR one / batched (dB) | max / mean abs diff |",
-        "|---|---|---|---|---|---|---|---|",
+        "| " + "".join(f"{k} | " for k in varying) + "size | images | steps | one after "
+        "another (s) | batched (s) | speed-up | PSNR one / batched (dB) | max / mean abs diff |",
+        "|---" * (8 + len(varying)) + "|",
     ]
-    for r in sorted(rows, key=lambda r: (r["size"], r["images"])):
+    for r in sorted(rows, key=lambda r: (*(r[k] for k in varying), r["size"], r["images"])):
         lines.append(
-            f"| {r['size']}x{r['size']} | {r['images']} | {r['steps']} | "
+            "| "
+            + "".join(f"{r[k]} | " for k in varying)
+            + f"{r['size']}x{r['size']} | {r['images']} | {r['steps']} | "
             f"{r['sequential_s']:.2f} | {r['batched_s']:.2f} | {r['speedup']:.2f} | "
             f"{r['psnr_sequential']:.2f} / {r['psnr_batched']:.2f} | "
             f"{r['max_abs_diff']:.1e} / {r['mean_abs_diff']:.1e} |"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import bare_adam_loop
+from _common import bare_adam_loop, run_settings
 from skimage.restoration import (
     denoise_nl_means,
     denoise_tv_chambolle,
@@ -298,14 +298,7 @@ def write_table(rows: list[dict], timing: list[dict], path: Path, args, header=N
     lines = [
         "# Denoising benchmark",
         "",
-        header
-        or (
-            f"Command: `python benchmarks/denoise.py {shlex.join(sys.argv[1:])}`  \n"
-            f"Machine: {platform.processor() or platform.machine()}, "
-            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU only. "
-            f"Generator: `{args.generator}`, max_iter {args.max_iter}, patience {args.patience}, "
-            "seed 0."
-        ),
+        header or f"Command: `{args.command}`  \n{_run_settings(args)}.",
         "",
         "PSNR in dB against the clean image. 'raw' = the iterate x_t, 'avg' = exponential "
         "average of outputs (weight 0.99). '@' = iteration. Detectors run on one trajectory.",
@@ -383,28 +376,73 @@ def _summary(rows: list[dict]) -> dict:
     return out
 
 
+def _run_settings(args) -> str:
+    """The settings of this run, kept in each record (with its command): the header
+    of a merged table is made from its records."""
+    return (
+        f"Machine: {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU only. "
+        f"Generator: `{args.generator}`, max_iter {args.max_iter}, patience {args.patience}, "
+        "seed 0"
+    )
+
+
+# The files the description below was written for, from before records kept their
+# command and settings. It named every merged file: a later run's rows, made otherwise,
+# were headed with it too.
+DESCRIBED = (
+    "denoise_run2_a",
+    "denoise_run2_b",
+    "denoise_run3_256",
+    "denoise_skip-small_a",
+    "denoise_skip-small_b",
+    "denoise_timing",
+    "denoise_timing64",
+    "denoise_timing_small",
+)
+DESCRIPTION = (
+    "Quality runs: `--generator skip-small --max-iter 4000 --threads 1`, two processes "
+    "in parallel on a "
+    "2-core machine shared with other jobs (wall times indicative); the camera256 case ran "
+    "alone with 2 threads and `--max-iter 3000`. Timing rows: default `skip` generator (and "
+    "one `skip-small`), 2 threads, quiet machine; the first three with 15 steps, the next "
+    "two with 60 (fixed start-up costs weigh less). Patience 1000, seed 0."
+)
+
+
 def merge(tag: str = "denoise") -> None:
     """Combine every results/denoise_*.jsonl into results/{tag}.md."""
-    rows, timing = [], []
-    for path in sorted(RESULTS.glob("denoise_*.jsonl")):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
+    rows, timing, recorded, described, unknown = [], [], [], [], []
+    # The described files first, so that the description's "first three" stays true.
+    paths = sorted(RESULTS.glob("denoise_*.jsonl"), key=lambda p: (p.stem not in DESCRIBED, p))
+    for path in paths:
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        for record in records:
             if "timing" in record:
                 timing.append(record["timing"])
             else:
                 record["run"] = path.stem
                 rows.append(record)
+        if all("command" in r for r in records):
+            recorded += records
+        else:
+            (described if path.stem in DESCRIBED else unknown).append(path.name)
+    parts = ["Merged from results/denoise_*.jsonl (`python benchmarks/denoise.py --merge`)."]
+    if described and not recorded and not unknown:
+        parts.append(DESCRIPTION)
+    elif described:
+        parts.append(f"{', '.join(described)}: {DESCRIPTION}")
+    if recorded:
+        commands = dict.fromkeys(r["command"] for r in recorded)
+        parts.append(
+            ("Other commands: " if described or unknown else "Commands: ")
+            + "; ".join(f"`{c}`" for c in commands)
+            + f"  \n{run_settings(recorded)}."
+        )
+    if unknown:
+        parts.append(f"{', '.join(unknown)}: commands and settings not recorded.")
     args = argparse.Namespace(generator="skip-small", max_iter=4000, patience=1000)
-    header = (
-        "Merged from results/denoise_*.jsonl (`python benchmarks/denoise.py --merge`). "
-        "Quality runs: `--generator skip-small --max-iter 4000 --threads 1`, two processes "
-        "in parallel on a "
-        "2-core machine shared with other jobs (wall times indicative); the camera256 case ran "
-        "alone with 2 threads and `--max-iter 3000`. Timing rows: default `skip` generator (and "
-        "one `skip-small`), 2 threads, quiet machine; the first three with 15 steps, the last "
-        "two with 60 (fixed start-up costs weigh less). Patience 1000, seed 0."
-    )
-    write_table(rows, timing, RESULTS / f"{tag}.md", args, header=header)
+    write_table(rows, timing, RESULTS / f"{tag}.md", args, header=" ".join(parts))
 
 
 def main(argv=None) -> None:
@@ -436,6 +474,9 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args(argv)
+    args.command = "python benchmarks/denoise.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.merge:
@@ -451,15 +492,17 @@ def main(argv=None) -> None:
     rows = []
     jsonl = RESULTS / f"{args.tag}.jsonl"
     table = RESULTS / f"{args.tag}.md"
+    run = {"command": args.command, "settings": _run_settings(args)}
     timing = [time_steps(s, args.generator, args.timing_steps, 3) for s in args.timing_sizes]
     for t in timing:
         print(json.dumps(t), flush=True)
     write_table(rows, timing, table, args)
     with jsonl.open("w") as fh:
         for t in timing:
-            fh.write(json.dumps({"timing": t}) + "\n")
+            fh.write(json.dumps({"timing": t, **run}) + "\n")
         for image_key, noise_key in cases:
             row = run_case(image_key, noise_key, args.generator, args.max_iter, args.patience)
+            row.update(run)
             rows.append(row)
             fh.write(json.dumps(row) + "\n")
             fh.flush()

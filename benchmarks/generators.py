@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import run_settings
 
 from skdip import DIPDenoiser
 from skdip.datasets import add_gaussian_noise, load_image
@@ -102,19 +103,30 @@ def time_preset(name: str, shape: tuple[int, int], channels: int, n_steps: int) 
     return {
         "preset": name,
         "params": int(n_params),
+        "size": shape[0],
         "steps": n_steps,
         "s_per_step": den.history_["seconds_per_step"],
     }
 
 
-def write_table(rows: list[dict], timing: list[dict], path: Path, args) -> None:
-    header = (
-        "# Generator benchmark (denoising)\n\n"
-        f"Command: `{args.command}`  \n"
+def _run_settings(args) -> str:
+    """The settings of this run, kept in each record: a table that --merge keeps earlier
+    rows in is headed from its records, not from the last run's options alone."""
+    return (
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), "
         f"torch {torch.__version__}, CPU only (shared, loaded: timings are indicative). "
         f"Image `{args.image}` {args.size}x{args.size}, Gaussian noise sigma 25/255, seed "
-        f"{args.seed}, max_iter {args.max_iter}, Adam (lr in the table), early stopping ES-EMV "
+        f"{args.seed}, max_iter {args.max_iter}"
+    )
+
+
+def write_table(rows: list[dict], timing: list[dict], path: Path, args) -> None:
+    commands = dict.fromkeys(r.get("command") for r in rows + timing)
+    header = (
+        "# Generator benchmark (denoising)\n\n"
+        + "Commands: "
+        + "; ".join("an earlier run's (not recorded)" if c is None else f"`{c}`" for c in commands)
+        + f"  \n{run_settings(rows + timing)}. Adam (lr in the table), early stopping ES-EMV "
         "(patience 1000, warm-up 100), no output averaging. Smaller configurations than the "
         "full presets, to fit the CPU budget.\n\n"
         "PSNR in dB against the clean image; 'detected' = the estimate returned at the variance "
@@ -131,8 +143,14 @@ def write_table(rows: list[dict], timing: list[dict], path: Path, args) -> None:
         for r in rows
     ]
     steps = timing[0].get("steps", args.timing_steps) if timing else 0
+    # Kept from an earlier run by --merge --timing-steps 0: its size, and its command
+    # where several ran (older records lack the size).
+    size = timing[0].get("size") if timing else args.size
+    size = f"{size}x{size}" if size else "the size of the run that timed them (not recorded)"
+    timed_by = timing[0].get("command") if timing else None
+    timed_by = f" by `{timed_by}`" if len(commands) > 1 and timed_by else ""
     timing_table = (
-        f"\n\nSeconds per step of the named presets at {args.size}x{args.size}, "
+        f"\n\nSeconds per step of the named presets at {size}{timed_by}, "
         f"{steps} steps each (one run, includes the first step's warm-up):\n\n"
         "| preset | parameters | s/step |\n|---|---|---|\n"
         + "\n".join(f"| {t['preset']} | {t['params']:,} | {t['s_per_step']:.4f} |" for t in timing)
@@ -166,15 +184,16 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     clean = load_image(args.image, size=args.size)
     noisy = add_gaussian_noise(clean, 25 / 255, random_state=args.seed)
+    run = {"command": args.command, "settings": _run_settings(args)}
     rows = []
     for label in args.generators:
-        row = run_case(label, clean, noisy, args.max_iter, args.seed)
+        row = {**run_case(label, clean, noisy, args.max_iter, args.seed), **run}
         print(json.dumps(row), flush=True)
         rows.append(row)
     channels = 1 if clean.ndim == 2 else clean.shape[2]
     timing = []
     for name in TIMED_PRESETS if args.timing_steps > 0 else []:
-        t = time_preset(name, clean.shape[:2], channels, args.timing_steps)
+        t = {**time_preset(name, clean.shape[:2], channels, args.timing_steps), **run}
         print(json.dumps(t), flush=True)
         timing.append(t)
     path = RESULTS / f"{args.tag}.jsonl"
@@ -185,7 +204,6 @@ def main() -> None:
         rows = old_rows + rows
         if not timing:
             timing = [r for r in old if "preset" in r]
-        args.command = f"{args.command} (merged with an earlier run)"
     order = list(GENERATORS)
     rows.sort(key=lambda r: order.index(r["generator"]) if r["generator"] in order else 99)
     with open(path, "w") as fh:

@@ -461,14 +461,82 @@ def _timed_candidates(base, noisy, candidates, batch_size, device) -> tuple[floa
     return time.perf_counter() - t0, fitted
 
 
+def _grid_fits(args) -> tuple[list[dict], bool]:
+    """The grid's fits of this command's cases, made with its settings, and whether
+    their settings were recorded (files written before records kept them).
+
+    ``--part batched`` puts the difference between these and its own fits down to
+    float32 rounding: fits made with another size, max_iter, seed... differ for that
+    reason (gaps of several dB were put down to rounding), so those are refused.
+    """
+    path = RESULTS / f"selection_{args.tag}.jsonl"
+    cases = {(i, n) for i in args.images for n in args.noises}
+    fits = [
+        r
+        for r in map(json.loads, path.read_text().splitlines())
+        if r["kind"] == "fit" and (r["image"], r["noise"]) in cases
+    ]
+    n_settings = len(list(_settings()))
+    missing = [
+        f"{i}/{n}"
+        for i in args.images
+        for n in args.noises
+        if sum((r["image"], r["noise"]) == (i, n) for r in fits) < n_settings
+    ]
+    if missing:
+        raise SystemExit(f"{path} has no complete grid for {', '.join(missing)}")
+    want = _grid_run(args)
+    # The torch version is no setting of the fits: like the device, it moves rounding.
+    keys = [k for k in want if k != "torch"]
+    for made in dict.fromkeys(tuple(sorted(r["run"].items())) for r in fits if "run" in r):
+        made = dict(made)
+        differ = [k for k in keys if made.get(k) != want[k]]
+        if differ:
+            raise SystemExit(
+                f"{path} holds fits made with "
+                + ", ".join(f"{k}={made.get(k)}" for k in differ)
+                + ", not "
+                + ", ".join(f"{k}={want[k]}" for k in differ)
+                + " as this command asks: their PSNRs would differ for that, not by "
+                "rounding. Pass the grid's settings, or run --part grid with these "
+                "(another --tag)"
+            )
+    return fits, all("run" in r for r in fits)
+
+
+def _batched_command(args) -> str:
+    """The header's command line, with every option that changes the fits."""
+    return (
+        f"python benchmarks/selection.py --part batched --rule {args.rule} --images "
+        f"{' '.join(args.images)} --noises {' '.join(args.noises)} --device {args.device}"
+        + ("" if args.tag == args.rule else f" --tag {args.tag}")
+        + ("" if args.seed == 0 else f" --seed {args.seed}")
+        + ("" if args.noise_seed == 0 else f" --noise-seed {args.noise_seed}")
+        + ("" if args.size == 64 else f" --size {args.size}")
+        + ("" if args.max_iter == 1500 else f" --max-iter {args.max_iter}")
+        + ("" if args.patience == 250 else f" --patience {args.patience}")
+    )
+
+
+def _unchecked(args, checked: bool) -> str:
+    return (
+        ""
+        if checked
+        else f" (`selection_{args.tag}.jsonl` does not record its fits' settings: taken to "
+        "be those of this command, unchecked.)"
+    )
+
+
 def run_batched(args) -> None:
     """The grid fitted by ``fit_candidates`` (one batched run per generator) vs one by one."""
     torch.set_num_threads(args.threads or 1)
+    # Checked before any fit: a mismatch is found in seconds, not after the grid.
+    sequential, checked = _grid_fits(args)
+    if not checked:
+        print(_unchecked(args, checked).strip(), flush=True)
     device = resolve_device(args.device)
     on_device = device.type != "cpu"
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    seq_file = RESULTS / f"selection_{args.tag}.jsonl"
-    sequential = [json.loads(line) for line in seq_file.read_text().splitlines()]
     rows = []
     for image in args.images:
         name, grey = ALL_IMAGES[image]
@@ -531,20 +599,18 @@ def run_batched(args) -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     if on_device:
-        _write_device_batched(args, rows, device_name)
+        _write_device_batched(args, rows, device_name, checked)
         return
     md = [
         f"# The selection grid fitted in batched runs ({args.tag})",
         "",
-        f"Command: `python benchmarks/selection.py --part batched --rule {args.rule} --images "
-        f"{' '.join(args.images)} --noises {' '.join(args.noises)} --device {args.device}"
-        + ("" if args.noise_seed == 0 else f" --noise-seed {args.noise_seed}")
-        + "` "
+        f"Command: `{_batched_command(args)}` "
         f"({args.device}, {torch.get_num_threads()} CPU thread). The 12 settings of "
         f"`selection_{args.tag}.md` "
         "fitted by `skdip.model_selection.fit_candidates` (one batched run per generator: "
         "4 settings each), compared with the one-by-one fits of that file. Same seeds; the "
-        "two differ by float32 rounding only, which can move the early-stopping point.",
+        "two differ by float32 rounding only, which can move the early-stopping point."
+        + _unchecked(args, checked),
         "",
         "| image | noise | pick PSNR batched / one by one | oracle batched / one by one | "
         "median / max change of a fit's PSNR | time batched / one by one (s) |",
@@ -814,7 +880,7 @@ def run_seeds(args) -> None:
     print("\n".join(md))
 
 
-def _write_device_batched(args, rows: list[dict], device_name: str) -> None:
+def _write_device_batched(args, rows: list[dict], device_name: str, checked: bool) -> None:
     """Results of ``--part batched`` on an accelerator: batched vs one by one there."""
     tag = f"{args.tag}_{args.device.split(':')[0]}"
     with (RESULTS / f"selection_batched_{tag}.jsonl").open("a") as fh:
@@ -823,11 +889,10 @@ def _write_device_batched(args, rows: list[dict], device_name: str) -> None:
     md = [
         f"# The selection grid fitted in batched runs on {device_name} ({args.tag})",
         "",
-        f"Command: `python benchmarks/selection.py --part batched --rule {args.rule} --images "
-        f"{' '.join(args.images)} --noises {' '.join(args.noises)} --device {args.device}"
-        + ("" if args.noise_seed == 0 else f" --noise-seed {args.noise_seed}")
-        + "`; "
-        f"torch {torch.__version__}. The 12 settings of `selection_{args.tag}.md` fitted on "
+        f"Command: `{_batched_command(args)}`; "
+        f"torch {torch.__version__}."
+        + _unchecked(args, checked)
+        + f" The 12 settings of `selection_{args.tag}.md` fitted on "
         "the device by `skdip.model_selection.fit_candidates`, once batched (one run per "
         "generator: 4 settings each) and once one by one (`batch_size=1`), with early "
         "stopping as in the benchmark. Wall time of the whole grid. The CPU column is the "

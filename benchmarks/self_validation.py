@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import case_parser, merge_saved, save, start, where_fits_ran
+from _common import case_parser, merge_saved, run_settings, save, start, where_fits_ran
 
 from skdip import DIPDenoiser, ExponentialMovingVariance, WindowedMovingVariance
 from skdip.datasets import add_gaussian_noise, load_image
@@ -102,19 +102,28 @@ def run_image(image: str, args) -> list[dict]:
                 "rule_s_per_step": w.seconds / len(curve),
                 "fit_s_per_step": fit_step,
                 "command": args.command,
+                "settings": _run_settings(args),
             }
         )
     return rows
+
+
+def _run_settings(args) -> str:
+    """The settings of this run's fit, kept in each row: a merged table's header is
+    made from its rows, not from the --merge command line (whose defaults it showed)."""
+    return (
+        f"Machine: {platform.machine()}, {args.threads} torch thread(s) per process, torch "
+        f"{torch.__version__}, {where_fits_ran(args)}. `{args.generator}`, "
+        f"images {args.size}x{args.size}, "
+        f"Gaussian noise sigma 25/255, seed {args.seed}, {args.max_iter} steps"
+    )
 
 
 def write_table(rows: list[dict], path: Path, args) -> None:
     header = (
         "# Self-validation against the running-variance rules (denoising)\n\n"
         f"{args.commands}  \n"
-        f"Machine: {platform.machine()}, {args.threads} torch thread(s) per process, torch "
-        f"{torch.__version__}, {where_fits_ran(args)}. `{args.generator}`, "
-        f"images {args.size}x{args.size}, "
-        f"Gaussian noise sigma 25/255, seed {args.seed}, {args.max_iter} steps, no output "
+        f"{run_settings(rows)}. No output "
         "averaging (the rules watch the raw iterates), library defaults otherwise. Every "
         "rule watches the same trajectory; 'stops at' is where it would have ended the fit "
         "(- : not within the run), 'returned' the iterate it would "
