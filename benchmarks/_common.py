@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -153,3 +154,44 @@ def merge_saved(
         commands.append(line.removeprefix("Commands: "))
     args.commands = "Commands: " + "; ".join(commands)
     save(rows, args, write_table)
+
+
+def run_settings(records: list[dict]) -> str:
+    """The settings part of a results header, from the records' ``settings``: that text
+    when every run had the same, else each run's command with its settings.
+
+    A table joined from several runs (``--merge``) was headed with the options of the
+    command that wrote it, true of none of its rows perhaps; each record now keeps its
+    run's ``command`` and ``settings``, and records made before that are said to be so.
+    """
+    runs = list(dict.fromkeys((r.get("command"), r.get("settings")) for r in records))
+    if len({s for _, s in runs}) == 1 and runs[0][1] is not None:
+        return runs[0][1]
+
+    def one(command: str | None, settings: str | None) -> str:
+        if command is None:
+            return f"earlier run(s): {settings or 'command and settings not recorded'}"
+        return f"`{command}`: {settings or 'not recorded (see the command)'}"
+
+    return "Settings per run: " + "; ".join(one(c, s) for c, s in runs)
+
+
+def thread_counts() -> dict:
+    """torch's thread counts and OMP_NUM_THREADS, for a timing record: CPU timings, and
+    the host side of a GPU step, depend on them."""
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def threads_text(record: dict) -> str:
+    """A record's thread counts in words (older records did not keep them)."""
+    if "torch_threads" not in record:
+        return "threads not recorded"
+    omp = record["omp_num_threads"]
+    return (
+        f"{record['torch_threads']} torch thread(s), {record['interop_threads']} interop, "
+        f"OMP_NUM_THREADS {'unset' if omp is None else omp}"
+    )

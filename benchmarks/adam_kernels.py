@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import save
+from _common import save, thread_counts, threads_text
 from skimage import data
 
 from skdip import DIPDenoiser
@@ -103,6 +103,7 @@ def main() -> None:
                 "max_abs_diff": float(np.abs(fused_out - foreach_out).max()),
                 "mean_abs_diff": float(np.abs(fused_out - foreach_out).mean()),
                 "torch": torch.__version__,
+                **thread_counts(),
                 "command": command,
             }
             rows.append(row)
@@ -116,7 +117,8 @@ def _write_table(rows: list[dict], path: Path, args: argparse.Namespace) -> None
     lines = [
         f"# Adam's fused kernels against foreach ones on {args.device_name}",
         "",
-        f"Command: `{args.command}`; torch {torch.__version__}. `DIPDenoiser.fit` on an RGB"
+        f"Command: `{args.command}`; torch {torch.__version__}; {threads_text(rows[0])}."
+        " `DIPDenoiser.fit` on an RGB"
         f" crop of astronaut, {args.steps} steps, no early stopping; milliseconds per step,"
         f" median of {args.repeats} runs of each, the two alternating.",
         "",

@@ -22,8 +22,9 @@ adds white Gaussian noise. Rows:
 Scores: PSNR and SSIM after the best integer alignment within +-``max_shift`` pixels and a
 border crop of the same width (``skdip.metrics.aligned_psnr`` / ``aligned_ssim``), the kernel
 error up to shift (``skdip.metrics.kernel_error``) and the wall time. Every case is appended to
-``results/<tag>.jsonl`` as it finishes (``--resume`` skips cases already there); the markdown
-table averages over images.
+``results/<tag>.jsonl`` as it finishes, with the settings that made it (``--resume`` skips
+cases already there, and refuses records made with other settings); the markdown table
+averages over images.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ METHODS = {
     "blurry": "blurry input",
 }
 DIP_METHODS = ("unknown", "exact", "selfdeblur")
+# What the table's header describes: every row must share them.
+SETTINGS = ("size", "generator", "max_iter", "patience", "max_shift", "seed", "threads")
 
 
 def make_kernel(family: str, index: int) -> np.ndarray:
@@ -166,6 +169,29 @@ def load_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def records_settings(rows: list[dict], jsonl: Path, settings: Path) -> dict:
+    """The settings the rows were made with: refused when unknown or not one set."""
+    if not rows:
+        raise SystemExit(f"no records in {jsonl}")
+    unknown = [k for k in SETTINGS if any(k not in r for r in rows)]
+    if unknown:
+        raise SystemExit(
+            f"{jsonl}: records made before the rows kept their settings, and no "
+            f"{settings.name} says with which {', '.join(unknown)} they were made. If you know "
+            f"them, write that file (a JSON object with the keys {', '.join(SETTINGS)}; "
+            "command and note optional), then rerun."
+        )
+    mixed = {k: sorted({repr(r[k]) for r in rows}) for k in SETTINGS}
+    mixed = {k: v for k, v in mixed.items() if len(v) > 1}
+    if mixed:
+        raise SystemExit(
+            f"{jsonl}: records made with different settings ("
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in mixed.items())
+            + "): one table header cannot describe them."
+        )
+    return {k: rows[0][k] for k in SETTINGS}
+
+
 def write_table(rows: list[dict], args, path: Path) -> None:
     noises = sorted({r["noise"] for r in rows})
     # Every family in the rows: a --resume run over some families keeps the others.
@@ -267,10 +293,15 @@ def write_table(rows: list[dict], args, path: Path) -> None:
             )
     if args.note:
         lines += ["", args.note]
+    # The commands that made the rows (a resumed run adds its own), else this one.
+    commands = list(dict.fromkeys(r["command"] for r in rows if r.get("command")))
+    commands = commands or [args.command]
     lines += [
         "",
         f"Machine: {platform.platform()}, Python {platform.python_version()}, torch "
-        f"{torch.__version__}. Command: `{args.command}`.",
+        f"{torch.__version__}. Command{'s' if len(commands) > 1 else ''}: "
+        + "; ".join(f"`{c}`" for c in commands)
+        + ".",
         "",
     ]
     path.write_text("\n".join(lines))
@@ -294,7 +325,12 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--table-only", action="store_true", help="rewrite the markdown from the jsonl"
     )
-    parser.add_argument("--note", default="", help="a line appended to the markdown")
+    parser.add_argument(
+        "--note",
+        default=None,
+        help="a line appended to the markdown (kept with the settings: later runs and "
+        "--table-only reuse it unless given another)",
+    )
     args = parser.parse_args(argv)
     import sys
 
@@ -306,20 +342,43 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
     jsonl = RESULTS / f"{args.tag}.jsonl"
-    rows = load_rows(jsonl) if args.resume else []
-    if not (args.resume or args.table_only):
-        jsonl.write_text("")
     settings = RESULTS / f"{args.tag}.settings.json"
+    earlier = args.resume or args.table_only  # the records already there are kept
+    rows = load_rows(jsonl) if earlier else []
+    saved = json.loads(settings.read_text()) if earlier and settings.exists() else {}
+    for row in rows:  # rows from before they kept their settings: the run's record
+        for key in (*SETTINGS, "command"):
+            if key not in row and key in saved:
+                row[key] = saved[key]
+    if args.note is None:
+        args.note = saved.get("note", "")
     if args.table_only:
         # The header describes the run that made the rows, not this command line.
-        if settings.exists():
-            for key, value in json.loads(settings.read_text()).items():
-                setattr(args, key, value)
-        write_table(load_rows(jsonl), args, RESULTS / f"{args.tag}.md")
+        vars(args).update(records_settings(rows, jsonl, settings))
+        if args.note != saved.get("note", ""):  # a new note: later rebuilds keep it
+            settings.write_text(json.dumps({**saved, "note": args.note}) + "\n")
+        write_table(rows, args, RESULTS / f"{args.tag}.md")
         return
-    keys = ("size", "generator", "max_iter", "patience", "max_shift", "seed", "threads", "command")
-    if not (args.resume and settings.exists()):  # a resumed run keeps the first run's record
-        settings.write_text(json.dumps({k: getattr(args, k) for k in keys}) + "\n")
+    if rows:  # --resume: this run's rows join the table only if made the same way
+        made_with = records_settings(rows, jsonl, settings)
+        differ = [
+            f"{k} {made_with[k]!r} there, {getattr(args, k)!r} now"
+            for k in SETTINGS
+            if made_with[k] != getattr(args, k)
+        ]
+        if differ:
+            raise SystemExit(
+                f"--resume: the records in {jsonl} were made with other settings "
+                f"({'; '.join(differ)}). Run with theirs, or give another --tag."
+            )
+    else:
+        jsonl.write_text("")
+    # The run's settings and the table's note; a resumed run keeps the first run's record.
+    record = saved if rows and saved else {k: getattr(args, k) for k in (*SETTINGS, "command")}
+    if args.note or "note" in record:
+        record = {**record, "note": args.note}
+    if record != saved:
+        settings.write_text(json.dumps(record) + "\n")
     done = {(r["image"], r["family"], r["noise"], r["method"]) for r in rows}
     for noise in args.noises:
         for family in args.families:
@@ -331,6 +390,8 @@ def main(argv=None) -> None:
                         continue
                     row = {"image": image, "family": family, "noise": noise, "method": method}
                     row.update(run_method(method, truth, blurry, kernel, args))
+                    # Each row says how it was made: --table-only reads its header from them.
+                    row.update({k: getattr(args, k) for k in SETTINGS}, command=args.command)
                     rows.append(row)
                     with jsonl.open("a") as fh:
                         fh.write(json.dumps(row) + "\n")

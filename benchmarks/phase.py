@@ -67,6 +67,33 @@ def _methods(args, seed: int) -> dict:
     }
 
 
+def _settings(args) -> dict:
+    """What every row of a results file must share: the table has one header for them."""
+    return {
+        "size": args.size,
+        "generator": args.generator,
+        "max_iter": args.max_iter,
+        "patience": args.patience,
+        "success_below": args.success,
+    }
+
+
+def _check_resume(rows: list[dict], settings: dict, jsonl: Path) -> None:
+    """Refuse to add this run's rows to records made with other settings."""
+    differ = []
+    for key, value in settings.items():
+        # Records made before the settings were kept have only the size.
+        found = sorted({repr(r[key]) if key in r else "not recorded" for r in rows})
+        if found != [repr(value)]:
+            differ.append(f"{key}: {', '.join(found)} there, {value!r} now")
+    if differ:
+        raise SystemExit(
+            f"--resume: the records in {jsonl} were made with other settings than this "
+            f"run's ({'; '.join(differ)}). Run with the same settings, or without --resume, "
+            "or give another --tag."
+        )
+
+
 def run(args) -> list[dict]:
     rows = []
     jsonl = RESULTS / f"{args.tag}.jsonl"
@@ -76,6 +103,8 @@ def run(args) -> list[dict]:
             r = json.loads(line)
             rows.append(r)
             done.add((r["image"], r["photons"], r["seed"], r["method"]))
+        if rows:
+            _check_resume(rows, _settings(args), jsonl)
     elif jsonl.exists():
         jsonl.unlink()
     for name in args.images:
@@ -92,7 +121,7 @@ def run(args) -> list[dict]:
                     err = phase_retrieval_error(x, rec)
                     row = {
                         "image": name,
-                        "size": args.size,
+                        **_settings(args),
                         "photons": photons,
                         "seed": seed,
                         "method": method,
@@ -116,10 +145,13 @@ def run(args) -> list[dict]:
 def summarise(rows: list[dict], args) -> str:
     methods = ["HIO", "HIO best-of-4", "PhaseRetriever"]
     levels = list(dict.fromkeys(r["photons"] for r in rows))
+    # The images and seeds of the rows: a resumed run may have added to another's.
+    images = list(dict.fromkeys(r["image"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
     lines = [
         f"# Fourier phase retrieval, {args.size}x{args.size} objects, oversampling 2",
         "",
-        f"Images {', '.join(args.images)}; seeds {', '.join(map(str, args.seeds))} (the seed "
+        f"Images {', '.join(images)}; seeds {', '.join(map(str, seeds))} (the seed "
         "drives the Poisson noise and the method's random start). PhaseRetriever: generator "
         f"{args.generator!r}, max_iter {args.max_iter}, ES-EMV patience {args.patience}, "
         "init='hio' (HIO best-of-4, 200 pretraining steps). "
@@ -145,7 +177,7 @@ def summarise(rows: list[dict], args) -> str:
             )
     lines += ["", "Per image (mean over seeds, aligned PSNR in dB):", ""]
     lines += ["| image | noise | " + " | ".join(methods) + " |", "|---|---|---|---|---|"]
-    for name in args.images:
+    for name in images:
         for level in levels:
             cells = []
             for m in methods:

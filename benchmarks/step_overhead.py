@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import bare_adam_loop, read_records
+from _common import bare_adam_loop, read_records, thread_counts, threads_text
 from sklearn.exceptions import ConvergenceWarning
 
 from skdip import DIPDenoiser, ExponentialMovingVariance
@@ -190,17 +190,21 @@ def write_summary(device_type: str) -> str:
     rows = [r for r in records if "reproducibility" not in r]
     repro = [r for r in records if "reproducibility" in r]
     nan = float("nan")
+    threads = list(dict.fromkeys(threads_text(r) for r in records))
+    # Rows appended by runs with other thread settings say which is theirs.
+    per_row = len({threads_text(r) for r in rows}) > 1
     lines = [
         f"# Time per step on {records[-1]['device_name']}",
         "",
-        commands + f"; torch {', '.join(sorted({r['torch'] for r in records if 'torch' in r}))}. "
+        commands + f"; torch {', '.join(sorted({r['torch'] for r in records if 'torch' in r}))}"
+        f"; {'; '.join(threads)}. "
         "Milliseconds per step (median of the repeats), RGB images. `gpu busy` is the kernel "
         "time per step from torch.profiler, `launches` the kernel launches per step (both "
         "from a profiled engine + EMV run).",
         "",
         "| generator | size | bare, no sync | bare | engine | engine + EMV | DIPDenoiser.fit | "
-        "gpu busy | launches |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "gpu busy | launches |" + (" threads |" if per_row else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if per_row else ""),
     ]
     for r in rows:
         lines.append(
@@ -208,6 +212,7 @@ def write_summary(device_type: str) -> str:
             f"{1e3 * r['bare']:.1f} | {1e3 * r['engine']:.1f} | {1e3 * r['engine_emv']:.1f} | "
             f"{1e3 * r['estimator']:.1f} | {1e3 * r.get('gpu_busy_per_step', nan):.1f} | "
             f"{r.get('launches_per_step', nan):.0f} |"
+            + (f" {threads_text(r)} |" if per_row else "")
         )
     lines.append("")
     busy = [r["gpu_busy_per_step"] / r["engine_emv"] for r in rows if "gpu_busy_per_step" in r]
@@ -252,7 +257,12 @@ def main(argv=None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"step_overhead_{device.type}.jsonl"
-    extra = {"device_name": name, "torch": torch.__version__, "command": _command(args)}
+    extra = {
+        "device_name": name,
+        "torch": torch.__version__,
+        **thread_counts(),
+        "command": _command(args),
+    }
     # Records are appended as they are measured: a run cut short keeps them.
     for g in args.generators:
         for size in args.sizes:
