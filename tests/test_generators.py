@@ -575,3 +575,19 @@ def test_fourier_features_are_sines_then_cosines():
     v = coordinate_grid((5, 7)).permute(0, 2, 3, 1)
     phase = 2 * np.pi * (v @ features.frequencies.T)
     torch.testing.assert_close(features(v), torch.cat([phase.sin(), phase.cos()], dim=-1))
+
+
+def test_a_network_built_on_the_meta_device_is_refused_at_the_build():
+    # torch's own error, at the move to the fit's device, advised to_empty(): a
+    # network of uninitialised memory.
+    from skdip import DIPDenoiser
+
+    class OnMeta(BaseGenerator):
+        def _build(self, out_shape, out_channels):
+            return SkipNetwork(width=4, depth=1)._build(out_shape, out_channels).to("meta")
+
+    with pytest.raises(ValueError, match="OnMeta._build returned a network on the 'meta'"):
+        OnMeta().build((8, 8), 1)
+    x = np.random.default_rng(0).random((8, 8))
+    with pytest.raises(ValueError, match="'meta' device"):
+        DIPDenoiser(generator=OnMeta(), max_iter=2, device="cpu").fit(x)

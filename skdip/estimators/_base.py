@@ -57,6 +57,7 @@ from .._validation import (
     reject_bool_numbers,
     to_numpy,
     to_tensor,
+    working_dtype,
 )
 from .._warnings import held_back, warn
 from ..exceptions import InterruptionWarning
@@ -524,6 +525,7 @@ class BaseDIPEstimator(
     def _check_params(self) -> None:
         self._validate_params()
         reject_bool_numbers(self)
+        working_dtype()  # before any work: networks and data are made in it
         get_generator(self.generator)  # raises on unknown names
         get_loss(self.loss)
         # Before any work (an initialisation, earlier images or settings), not when

@@ -226,6 +226,13 @@ class BaseGenerator(BaseEstimator):
                 "tensor (a buffer, or a parameter to fit it), as GeneratorNetwork's "
                 f"subclasses register it; got {type(network).__name__} without one"
             )
+        if any(t.is_meta for t in (*network.parameters(), *network.buffers())):
+            # torch's own error, at the move to the fit's device, advised to_empty(),
+            # which would fit uninitialised memory.
+            raise ValueError(
+                f"{owner}._build returned a network on the 'meta' device, which holds no "
+                "values (built under torch.set_default_device('meta')?): build it on the CPU"
+            )
         return network
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:

@@ -9,7 +9,7 @@ import scipy.sparse
 import torch
 import torch.nn.functional as F
 
-from .._validation import _array_like, metric_array, native_copy
+from .._validation import _array_like, metric_array, native_copy, working_dtype
 from ._base import ForwardOperator, _check_spatial_shape
 
 __all__ = ["Convolution", "convolve", "convolve_adjoint"]
@@ -59,7 +59,7 @@ def _as_float_tensor(value: object, name: str) -> torch.Tensor:
         )
     if t.is_complex():
         raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
-    t = t.to(torch.get_default_dtype())
+    t = t.to(working_dtype())
     if t.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
     if not bool(torch.isfinite(t).all()):

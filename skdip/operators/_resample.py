@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._validation import working_dtype
 from ._base import ForwardOperator
 from ._convolution import _PADDING_MODES, _check_image, _check_spatial_shape, _pad, _pad_adjoint
 
@@ -164,7 +165,7 @@ class Downsample(ForwardOperator):
         self.kernel = kernel
         self.padding = padding
         self.offset = offset
-        self.register_buffer("taps", torch.as_tensor(taps, dtype=torch.get_default_dtype()))
+        self.register_buffer("taps", torch.as_tensor(taps, dtype=working_dtype()))
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}, kernel={self.kernel!r}, padding={self.padding!r}"
