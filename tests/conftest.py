@@ -84,3 +84,22 @@ def python_sigint():
         yield
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+@pytest.fixture
+def loss_nan_at():
+    """``make(*calls) -> (loss, count)``: an MSE loss that is NaN at the given calls
+    (counted from 1 in ``count[0]``, which a test resets), to set off the divergence
+    guard at a chosen step."""
+
+    def make(*calls):
+        count = [0]
+
+        def loss(prediction, target):
+            count[0] += 1
+            value = (prediction - target).square().mean()
+            return value * float("nan") if count[0] in calls else value
+
+        return loss, count
+
+    return make

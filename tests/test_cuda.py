@@ -321,16 +321,10 @@ def test_a_warm_fit_moves_to_the_device_it_is_told(monkeypatch):
     assert np.abs(moved.reconstruction_ - longer.reconstruction_).mean() < 0.01
 
 
-def test_a_fit_moved_off_the_gpu_rolls_back_like_the_cpu_fit(float64):
+def test_a_fit_moved_off_the_gpu_rolls_back_like_the_cpu_fit(float64, loss_nan_at):
     # The divergence guard's snapshot moves with the fit: a rollback after the move
     # restores the CPU's kernels and counters, not the GPU's.
-    count = [0]
-
-    def nan_at_step_9(prediction, target):
-        count[0] += 1
-        value = (prediction - target).square().mean()
-        return value * float("nan") if count[0] == 9 else value
-
+    nan_at_step_9, count = loss_nan_at(9)
     target = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
     kw = dict(loss=nan_at_step_9, checkpoint_every=3, seed=0)
     cpu = fit_model(DIPModel(TINY.build((16, 16), 1, seed=0)), target, max_iter=12, **kw)

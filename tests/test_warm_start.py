@@ -226,19 +226,13 @@ def test_device_may_change_between_warm_fits():
     _same_fit(warm, longer)
 
 
-def test_a_kept_fit_moved_whole_goes_on_as_it_would_have(float64):
+def test_a_kept_fit_moved_whole_goes_on_as_it_would_have(float64, loss_nan_at):
     # The path that moves a kept fit to another device (through torch's format, onto
     # the new device), taken here from the CPU to the CPU: the same numbers, a
     # rollback of the divergence guard included (its snapshot moves too).
     from skdip._engine import DIPModel, fit_model
 
-    count = [0]
-
-    def nan_at_step_9(prediction, target):
-        count[0] += 1
-        value = (prediction - target).square().mean()
-        return value * float("nan") if count[0] == 9 else value
-
+    nan_at_step_9, count = loss_nan_at(9)
     target = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
     kw = dict(loss=nan_at_step_9, checkpoint_every=3, seed=0)
     longer = fit_model(DIPModel(TINY.build((16, 16), 1, seed=0)), target, max_iter=12, **kw)
