@@ -90,6 +90,15 @@ _AUTO_RESCALE_MEDIAN_MARGIN = 0.05
 # a dim star's blurred peak is narrow, the star is not (rescaled from the data, its
 # peak came back capped).
 _AUTO_RESCALE_MIN_SPAN = 0.1
+# Where the data are the image's own pixels (denoising, inpainting), data spanning
+# less than this are stretched to [0, 1]: low contrast, dark or not, was fitted badly
+# as given, and far worse than the noisy input, silently (a 32x32 camera crop on
+# [0, 0.12] or [0.44, 0.56], noise 5% of the span: 15.2 and 16.1 dB on the span, the
+# noisy input being at 26, against 26.4 dB stretched and 26.8 dB for the same picture
+# on [0, 1]; on 48x48,
+# [0, 0.2] and [0, 0.3]: 11.9 and 13.9 dB; ES-EMV stopped at a spurious early minimum).
+# Stretched, the fit is that of the picture on [0, 1]: benchmarks/low_contrast.py.
+_AUTO_STRETCH_OWN_PIXELS_SPAN = 0.5
 
 
 def _off_the_unit_range(lo: float, hi: float, median: float) -> bool:
@@ -123,12 +132,12 @@ def _beyond_the_noise(values: np.ndarray) -> bool:
     return share > _BEYOND_THE_NOISE_SHARE
 
 
-def rescaling_reason(mode, narrow: bool = False) -> str:
+def rescaling_reason(mode, narrow: float | None = None) -> str:
     """Why the measurements are being rescaled, for the errors that refuse it
-    (``narrow``: whether narrow data are rescaled too)."""
+    (``narrow``: the span under which data are rescaled too, if they are)."""
     if mode is True:
         return "rescale=True rescales the measurements"
-    also = f" or span under {_AUTO_RESCALE_MIN_SPAN}" if narrow else ""
+    also = f" or span under {narrow}" if narrow else ""
     return (
         f"rescale={mode!r} would rescale these measurements (they reach outside "
         f"[{_AUTO_RESCALE_BOUNDS[0]}, {_AUTO_RESCALE_BOUNDS[1]}], or lie mostly outside "
@@ -185,12 +194,14 @@ class _Scaling:
         image_like: bool = False,
         image_range: Callable | None = None,
         headroom: bool = False,
+        narrow_span: float = _AUTO_RESCALE_MIN_SPAN,
     ):
         """The map for the observed ``values``.
 
         ``image_like``: whether the data's own values judge the image's (the image
         itself, or its blur with an unknown kernel): then "auto" also stretches
-        data spanning under 0.1, and maps content beyond [0, 1] past the noise.
+        data spanning under ``narrow_span``, and maps content beyond [0, 1] past
+        the noise.
         ``constant_response()`` (asked only when rescaling) is the forward
         model's measurement of the constant image 1: a number (its gain) when
         that measurement is constant, else an array in the measurement's layout.
@@ -212,7 +223,7 @@ class _Scaling:
         needed = _off_the_unit_range(lo, hi, median)
         if mode == "auto" and image_like and not needed:
             needed = _beyond_the_noise(values)  # content beyond [0, 1]
-        narrow = image_like and 0 < hi - lo < _AUTO_RESCALE_MIN_SPAN
+        narrow = image_like and 0 < hi - lo < narrow_span
         response = None
         if mode == "auto" and not (needed or narrow) and constant_response is not None:
             # Data on [0, 1] can still need an image outside it (a kernel summing to
@@ -236,7 +247,8 @@ class _Scaling:
         # for g < 0. Its lowest value c measures as c * response, exactly.
         g = float(response.flat[np.argmax(np.abs(response))])
         if g == 0:
-            raise ValueError(ZERO_GAIN_MESSAGE.format(reason=rescaling_reason(mode, narrow)))
+            reason = rescaling_reason(mode, narrow_span if narrow else None)
+            raise ValueError(ZERO_GAIN_MESSAGE.format(reason=reason))
         low, image_span = min(lo / g, hi / g), span / abs(g)
         if headroom:
             # A sharp image spans more than its blurred or downsampled measurement:
@@ -425,7 +437,7 @@ class BaseDIPEstimator(
     # observations are measurements (photon counts) take the numbers as they are.
     _scale_uint8 = True
     # Whether the measurement is the image itself (denoising, inpainting): then
-    # rescale="auto" maps data spanning under 0.1 to [0, 1] (_AUTO_RESCALE_MIN_SPAN),
+    # rescale="auto" maps data spanning under 0.5 to [0, 1] (_AUTO_STRETCH_OWN_PIXELS_SPAN),
     # and a clean reference cannot span much more than the observation.
     _measurement_is_the_image = False
 
@@ -452,6 +464,11 @@ class BaseDIPEstimator(
             # A sharp image spans more than its blurred or downsampled measurement,
             # not more than its own noisy or masked pixels.
             headroom=not self._measures_own_pixels(),
+            narrow_span=(
+                _AUTO_STRETCH_OWN_PIXELS_SPAN
+                if self._measures_own_pixels()
+                else _AUTO_RESCALE_MIN_SPAN
+            ),
         )
 
     def _data_is_image_like(self) -> bool:
@@ -463,7 +480,7 @@ class BaseDIPEstimator(
 
     def _measures_own_pixels(self) -> bool:
         """Whether the measurements are pixels of the image itself, for the
-        rescaling: then data spanning under 0.1 is stretched to [0, 1], and no room
+        rescaling: then data spanning under 0.5 is stretched to [0, 1], and no room
         is left beyond the data's range."""
         return self._measurement_is_the_image
 

@@ -92,7 +92,7 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         Where the measured pixels are the image's own (``DIPInpainter``, or an
         operator whose ``measures_pixels`` is True: ``Identity``,
         ``PixelMask``), no room is left, and "auto" also stretches data
-        spanning less than 0.1, as :class:`DIPDenoiser` does; through
+        spanning less than 0.5, as :class:`DIPDenoiser` does; through
         another linear model, narrow data is stretched where the image
         estimated from it by least squares spans less than 0.1 (a dim
         image, not a dim star whose blurred peak alone is narrow).

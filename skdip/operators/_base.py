@@ -52,7 +52,7 @@ class ForwardOperator(nn.Module):
         (False by default). The estimators' ``rescale`` then treats the data
         as :class:`~skdip.DIPDenoiser` does: no room is left for the image
         beyond the measured range, which a blur or a downsampling would
-        narrow, and data spanning under 0.1 is stretched to [0, 1]. Set it
+        narrow, and data spanning under 0.5 is stretched to [0, 1]. Set it
         on a subclass that picks or keeps pixels.
 
     Examples
