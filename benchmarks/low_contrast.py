@@ -70,7 +70,9 @@ def write_table(name: str) -> str:
         "Gaussian noise of 5% of the span (the noisy input is at 26 dB on the span), every "
         "default of DIPDenoiser, random_state=0, CPU. PSNR in dB on the span. `code`: the "
         "commit whose library made the row; before the rule changed, `auto` stretched data "
-        "spanning under 0.1 only (since: under 0.5, as `True` does). One seed, one picture.",
+        "spanning under 0.1 only (since: under 0.5, as `True` does). Stretched, every span is "
+        "the same problem (the noise scales with the span), so the stretched rows agree "
+        "exactly. One seed, one picture.",
         "",
         "| size | place | span | rescale | stretched | PSNR on the span | best / last step "
         "| stopped by | s | code |",
