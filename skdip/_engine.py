@@ -439,8 +439,7 @@ class FitState:
         """
         here = self.target.device
         if here.type == device.type and device.index in (None, here.index):
-            # (Kernels too: a GPU's fit that torch.load put on a CPU kept the GPU's.)
-            return copy.deepcopy(self)._use_device_kernels()
+            return copy.deepcopy(self)
         return self._moved_to(device)
 
     def _moved_to(self, device: torch.device) -> FitState:
@@ -463,7 +462,8 @@ class FitState:
 
     def _use_device_kernels(self) -> FitState:
         """Give Adam (and the divergence guard's snapshot of it) the engine's kernels
-        for the device the fit is on; in place."""
+        for the device the fit is on, after it changed device (a move, or a load
+        onto the CPU of a fit kept on a GPU); in place."""
         on_gpu = self.target.device.type == "cuda"
         _suit_adam_states(self.snapshot[1], on_gpu)
         self.optimizer.load_state_dict(_suit_adam_states(self.optimizer.state_dict(), on_gpu))

@@ -254,6 +254,7 @@ def test_a_gpu_fit_loaded_on_the_cpu_goes_on_with_the_cpus_kernels():
     # kept the GPU's fused kernels (seen on an H100: a pickled device="cuda" fit went
     # on with them on the CPU). Faked here: a CPU fit given the GPU's kernel settings.
     from skdip._engine import DIPModel, _suit_adam_states, fit_model
+    from skdip.estimators._base import _SavedFitStates
     from skdip.losses import get_loss
 
     target = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
@@ -265,7 +266,8 @@ def test_a_gpu_fit_loaded_on_the_cpu_goes_on_with_the_cpus_kernels():
     state = first.state
     state.optimizer.load_state_dict(_suit_adam_states(state.optimizer.state_dict(), True))
     assert state.optimizer.optimizers[0].param_groups[0]["fused"]
-    goes_on = state.copy_on(torch.device("cpu"))
+    loaded = _SavedFitStates([state]).load()[0]  # as a pickled estimator's kept fit loads
+    goes_on = loaded.copy_on(torch.device("cpu"))
     adam = goes_on.optimizer.optimizers[0]
     assert adam.param_groups[0]["foreach"] and not adam.param_groups[0]["fused"]
     more = fit_model(None, None, max_iter=4, resume=goes_on, **kw)

@@ -35,6 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._engine import (
     DIPModel,
     FitResult,
+    FitState,
     _check_stackable,
     autograd_on,
     averaging_delay,
@@ -1769,7 +1770,14 @@ class _SavedFitStates:
         self.data = buffer.getvalue()
 
     def load(self) -> list:
-        return torch.load(io.BytesIO(self.data), map_location=_restore_location, weights_only=False)
+        states = torch.load(
+            io.BytesIO(self.data), map_location=_restore_location, weights_only=False
+        )
+        for state in states:
+            # A fit kept on a GPU and loaded on the CPU kept the GPU's Adam kernels.
+            if isinstance(state, FitState):
+                state._use_device_kernels()
+        return states
 
 
 def _restore_location(storage, location: str):
