@@ -195,3 +195,15 @@ def threads_text(record: dict) -> str:
         f"{record['torch_threads']} torch thread(s), {record['interop_threads']} interop, "
         f"OMP_NUM_THREADS {'unset' if omp is None else omp}"
     )
+
+
+def settings_differences(records: list[dict], wanted: dict) -> list[str]:
+    """``"key: theirs there, wanted now"`` for each setting of ``wanted`` that the
+    ``records`` do not all share with it ("not recorded" where a record lacks it): a
+    run that adds to or compares with records made otherwise must refuse."""
+    differ = []
+    for key, value in wanted.items():
+        found = sorted({repr(r[key]) if key in r else "not recorded" for r in records})
+        if found != [repr(value)]:
+            differ.append(f"{key}: {', '.join(found)} there, {value!r} now")
+    return differ

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import settings_differences
 from skimage.restoration import richardson_lucy, wiener
 
 from skdip import BlindDeblurrer, ExponentialMovingVariance
@@ -360,12 +361,8 @@ def main(argv=None) -> None:
         write_table(rows, args, RESULTS / f"{args.tag}.md")
         return
     if rows:  # --resume: this run's rows join the table only if made the same way
-        made_with = records_settings(rows, jsonl, settings)
-        differ = [
-            f"{k} {made_with[k]!r} there, {getattr(args, k)!r} now"
-            for k in SETTINGS
-            if made_with[k] != getattr(args, k)
-        ]
+        records_settings(rows, jsonl, settings)  # known, and one set
+        differ = settings_differences(rows, {k: getattr(args, k) for k in SETTINGS})
         if differ:
             raise SystemExit(
                 f"--resume: the records in {jsonl} were made with other settings "

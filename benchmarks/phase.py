@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import settings_differences
 
 from skdip import ExponentialMovingVariance, HIOPhaseRetriever, PhaseRetriever
 from skdip.datasets import load_image, simulate_diffraction
@@ -80,12 +81,8 @@ def _settings(args) -> dict:
 
 def _check_resume(rows: list[dict], settings: dict, jsonl: Path) -> None:
     """Refuse to add this run's rows to records made with other settings."""
-    differ = []
-    for key, value in settings.items():
-        # Records made before the settings were kept have only the size.
-        found = sorted({repr(r[key]) if key in r else "not recorded" for r in rows})
-        if found != [repr(value)]:
-            differ.append(f"{key}: {', '.join(found)} there, {value!r} now")
+    # Records made before the settings were kept have only the size.
+    differ = settings_differences(rows, settings)
     if differ:
         raise SystemExit(
             f"--resume: the records in {jsonl} were made with other settings than this "

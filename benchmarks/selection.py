@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import choice_stats
+from _common import choice_stats, settings_differences
 from scipy.stats import spearmanr
 from sklearn.exceptions import ConvergenceWarning
 
@@ -488,19 +488,14 @@ def _grid_fits(args) -> tuple[list[dict], bool]:
     want = _grid_run(args)
     # The torch version is no setting of the fits: like the device, it moves rounding.
     keys = [k for k in want if k != "torch"]
-    for made in dict.fromkeys(tuple(sorted(r["run"].items())) for r in fits if "run" in r):
-        made = dict(made)
-        differ = [k for k in keys if made.get(k) != want[k]]
-        if differ:
-            raise SystemExit(
-                f"{path} holds fits made with "
-                + ", ".join(f"{k}={made.get(k)}" for k in differ)
-                + ", not "
-                + ", ".join(f"{k}={want[k]}" for k in differ)
-                + " as this command asks: their PSNRs would differ for that, not by "
-                "rounding. Pass the grid's settings, or run --part grid with these "
-                "(another --tag)"
-            )
+    made = [r["run"] for r in fits if "run" in r]
+    differ = settings_differences(made, {k: want[k] for k in keys}) if made else []
+    if differ:
+        raise SystemExit(
+            f"{path} holds fits made with other settings than this command asks "
+            f"({'; '.join(differ)}): their PSNRs would differ for that, not by rounding. "
+            "Pass the grid's settings, or run --part grid with these (another --tag)"
+        )
     return fits, all("run" in r for r in fits)
 
 
