@@ -80,13 +80,16 @@ def save(
 
 
 def read_records(path: Path) -> tuple[list[dict], str]:
-    """The JSON records of a results file and a ``Commands: `...`; `...``` line for them.
+    """The JSON records of a results file and a ``Commands: `...`; `...``` line for them
+    (``Commands: not recorded`` for records that keep none).
 
     Records that carry a ``command`` are listed once each, in order, so a table
     built from several runs says which commands made it.
     """
     records = [json.loads(line) for line in path.open()]
     commands = list(dict.fromkeys(r["command"] for r in records if "command" in r))
+    if not commands:
+        return records, "Commands: not recorded"
     return records, "Commands: " + "; ".join(f"`{c}`" for c in commands)
 
 

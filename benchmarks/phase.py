@@ -30,6 +30,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -119,6 +121,7 @@ def run(args) -> list[dict]:
                     row = {
                         "image": name,
                         **_settings(args),
+                        "command": args.command,
                         "photons": photons,
                         "seed": seed,
                         "method": method,
@@ -139,6 +142,15 @@ def run(args) -> list[dict]:
     return rows
 
 
+def _commands(rows: list[dict]) -> str:
+    """The commands that made ``rows``, once each (records from before commands were
+    kept are said to be so)."""
+    commands = list(dict.fromkeys(f"`{r['command']}`" for r in rows if r.get("command")))
+    if any(not r.get("command") for r in rows):
+        commands.append("earlier rows: command not recorded")
+    return "Commands: " + "; ".join(commands) + "."
+
+
 def summarise(rows: list[dict], args) -> str:
     methods = ["HIO", "HIO best-of-4", "PhaseRetriever"]
     levels = list(dict.fromkeys(r["photons"] for r in rows))
@@ -157,6 +169,8 @@ def summarise(rows: list[dict], args) -> str:
         f"{PSNR_CAP:.0f} dB (exact recovery) before averaging. "
         f"Machine: {platform.processor() or platform.machine()}, 1 torch thread, "
         "CPU shared with other jobs (times are indicative).",
+        "",
+        _commands(rows),
         "",
         "| noise | method | success | aligned PSNR (dB) | rel. error | seconds |",
         "|---|---|---|---|---|---|",
@@ -201,6 +215,7 @@ def main() -> None:
     parser.add_argument("--tag", default="phase_64")
     parser.add_argument("--resume", action="store_true", help="keep the rows already written")
     args = parser.parse_args()
+    args.command = shlex.join(["python", "benchmarks/phase.py", *sys.argv[1:]])
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     RESULTS.mkdir(exist_ok=True)

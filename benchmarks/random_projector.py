@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import case_parser, merge_saved, save, start, where_fits_ran
+from _common import case_parser, merge_saved, run_settings, save, start, where_fits_ran
 from skimage.restoration import denoise_tv_chambolle
 
 from skdip import DIPDenoiser, TotalVariation
@@ -130,15 +130,10 @@ def _run_settings(args) -> str:
 
 
 def write_table(rows: list[dict], path: Path, args) -> None:
-    settings = list(dict.fromkeys(r.get("settings") for r in rows))
-    if settings == [None]:
-        settings = ["Settings not recorded in the merged files (see their commands)"]
-    elif len(settings) > 1:
-        settings = ["Settings per run: " + "; ".join(str(s) for s in settings)]
     header = (
         "# Deep Random Projector benchmark (denoising)\n\n"
         f"{args.commands}  \n"
-        f"{settings[0]}, ES-EMV (library defaults: patience 1000, warm-up 100).\n\n"
+        f"{run_settings(rows)}, ES-EMV (library defaults: patience 1000, warm-up 100).\n\n"
         "PSNR in dB against the clean image. 'peak' = the best iterate of the run (an oracle) "
         "and its step; 'returned' = the estimate at the running-variance minimum; 's to peak' = "
         "seconds per step times the steps to the peak; 'wall' = the whole fit.\n\n"
