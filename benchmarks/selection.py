@@ -505,11 +505,11 @@ def _batched_command(args) -> str:
         f"python benchmarks/selection.py --part batched --rule {args.rule} --images "
         f"{' '.join(args.images)} --noises {' '.join(args.noises)} --device {args.device}"
         + ("" if args.tag == args.rule else f" --tag {args.tag}")
-        + ("" if args.seed == 0 else f" --seed {args.seed}")
-        + ("" if args.noise_seed == 0 else f" --noise-seed {args.noise_seed}")
-        + ("" if args.size == 64 else f" --size {args.size}")
-        + ("" if args.max_iter == 1500 else f" --max-iter {args.max_iter}")
-        + ("" if args.patience == 250 else f" --patience {args.patience}")
+        + "".join(
+            f" --{name.replace('_', '-')} {getattr(args, name)}"
+            for name in ("seed", "noise_seed", "size", "max_iter", "patience")
+            if getattr(args, name) != args.defaults[name]
+        )
     )
 
 
@@ -1045,6 +1045,8 @@ def main(argv=None) -> None:
         "--save-estimates", default=None, help="folder for the returned images (not committed)"
     )
     args = parser.parse_args(argv)
+    # The parser's own defaults: a header's command names only the options set otherwise.
+    args.defaults = vars(parser.parse_args([]))
     args.tag = args.tag or args.rule
     print(sys.version.split()[0], platform.platform(), _uptime(), flush=True)
     if args.part == "grid":
