@@ -119,6 +119,10 @@ class DIPModel(nn.Module):
         if z is None:
             z = self.perturbed_input(rng)
         x = self.network(z)
+        if not torch.is_tensor(x):
+            # Here, not after the step: the operator saw a tuple first and named x, and
+            # a batched fit indexed it as one (a shape error, a KeyError).
+            raise TypeError(_not_a_tensor("the generator", x))
         return x, self.operator(x)
 
     def perturbed_input(self, rng: torch.Generator | None) -> torch.Tensor:
@@ -1076,6 +1080,10 @@ def fit_batch(
                     "or a branch on the data are common causes); if it runs with "
                     f"batch_size=1, which fits the images one by one, use that. torch said: {error}"
                 ) from error
+            if any(n_steps[m] == 0 and not events[m] for m in active):
+                # Before the rows are read: vmap hands back a network's tuple or dict
+                # as it is, and its rows were taken for members' images.
+                _check_tensors(x, prediction)
             member_losses, member_data = [], []
             for row, m in enumerate(active):
                 first = n_steps[m] == 0 and not events[m]
@@ -1473,6 +1481,10 @@ class _Selection:
     # (low, high, peak) of the recorded PSNR (see fit_model), None for (0, 1, 1); also
     # for fits kept (warm_start) and pickled before it was set per fit.
     reference_range = None
+    # Whether the stopping rule asked to stop (also at a step whose callback did, which
+    # then names the callback): warm_start goes on with callback-ended fits, not those.
+    # A class default for fits kept (warm_start) and pickled before it was recorded.
+    rule_stopped = False
 
     def __init__(
         self, stopping, averaging, averaging_monitor, monitor, reference, reference_range=None
@@ -1562,6 +1574,8 @@ class _Selection:
             self.best, self.best_iter = self.estimate.clone(), it
         if self.capture_at == it:
             self.best, self.best_iter, self.capture_at = self.estimate.clone(), it, None
+        if stop:
+            self.rule_stopped = True
         return stop
 
     def result(
@@ -1749,12 +1763,22 @@ def _check_differentiable(x, prediction, total) -> None:
     raise ValueError(f"nothing can be fitted: {culprit}")
 
 
+def _not_a_tensor(what: str, value) -> str:
+    return f"{what} must return a torch tensor, got {type(value).__name__}"
+
+
+def _check_tensors(x, prediction) -> None:
+    """Refuse an estimate or a prediction that is no tensor (a tuple, NumPy), naming
+    the generator or the forward operator."""
+    for value, what in ((x, "the generator"), (prediction, "the forward operator")):
+        if not torch.is_tensor(value):
+            raise TypeError(_not_a_tensor(what, value))
+
+
 def _check_shapes(x, prediction, target, reference, model=None) -> None:
     # A user's generator or operator returning NumPy failed with "'numpy.ndarray'
     # object has no attribute 'is_complex'".
-    for value, what in ((x, "the generator"), (prediction, "the forward operator")):
-        if not torch.is_tensor(value):
-            raise TypeError(f"{what} must return a torch tensor, got {type(value).__name__}")
+    _check_tensors(x, prediction)
     # Without an operator, a wrong shape is the generator's.
     culprit = (
         "the generator's output shape"

@@ -50,7 +50,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._engine import autograd_on, one_interruption
 from ._validation import check_number
 from ._warnings import held_back, warn
-from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _params_key
+from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _solve_key
 from .exceptions import FitInterrupted, InterruptionWarning
 from .generators import get_generator
 from .metrics import NoReferenceScorer, get_scorer
@@ -1367,7 +1367,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     def _new_fit(self, X: Any, images: list, fit_params: dict) -> AverageOfBest:
         """A fresh copy fitted to new images; the last one is kept, so that several
         scorers of one search (or transform, then score) fit the grid once."""
-        key = (self.estimators_[0]._inputs_digest(images, fit_params), _params_key(self))
+        key = _solve_key(self.estimators_[0]._inputs_digest(images, fit_params), self)
         last = getattr(self, "_last_solve", None)
         if last is not None and last[0] == key:
             return last[1]

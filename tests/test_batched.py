@@ -12,6 +12,7 @@ from skdip import (
     DIPDeconvolver,
     DIPDenoiser,
     DIPInpainter,
+    DIPReconstructor,
     DIPSuperResolver,
     ExponentialMovingVariance,
     SkipNetwork,
@@ -19,7 +20,7 @@ from skdip import (
 from skdip._engine import DIPModel, fit_batch, fit_model
 from skdip.estimators._base import _batches
 from skdip.exceptions import FitInterrupted, InterruptionWarning
-from skdip.generators import get_generator
+from skdip.generators import BaseGenerator, GeneratorNetwork, get_generator
 from skdip.losses import TotalVariation, get_loss
 from skdip.metrics import get_scorer
 from skdip.model_selection import fit_candidates
@@ -695,6 +696,57 @@ def test_an_operator_that_cannot_be_vmapped_names_batch_size(function):
         est.fit(images)
     # One by one it runs.
     assert est.set_params(batch_size=1).fit(images).transform().shape == images.shape
+
+
+class _PairNetwork(GeneratorNetwork):
+    """Returns ``(image, code)``, as some networks return features with their output."""
+
+    def __init__(self, out_shape, out_channels):
+        super().__init__()
+        self.out_shape, self.out_channels = out_shape, out_channels
+        self.register_buffer("input", 0.1 * torch.rand(1, 4, *out_shape))
+        self.conv = torch.nn.Conv2d(4, out_channels, 3, padding=1)
+
+    def forward(self, z):
+        return torch.sigmoid(self.conv(z)), z
+
+
+class _PairGenerator(BaseGenerator):
+    def _build(self, out_shape, out_channels):
+        return _PairNetwork(out_shape, out_channels)
+
+
+class _PairOperator(ForwardOperator):
+    def forward(self, x):
+        return x, x
+
+
+@pytest.mark.parametrize(
+    "make, culprit",
+    [
+        (lambda: DIPDenoiser(generator=_PairGenerator()), "the generator"),
+        # Through an operator, which saw the tuple first and named only its input x.
+        (
+            lambda: DIPReconstructor(
+                operator=Convolution(np.ones((3, 3)) / 9), generator=_PairGenerator()
+            ),
+            "the generator",
+        ),
+        (
+            lambda: DIPReconstructor(operator=_PairOperator(), generator=TINY),
+            "the forward operator",
+        ),
+    ],
+    ids=["generator", "generator through a convolution", "operator"],
+)
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_tuple_instead_of_a_tensor_is_named_in_batches_too(make, culprit, batch_size):
+    # Batched, a network's tuple went through vmap as it was and its entries were
+    # read as the members' images: a shape error, a KeyError for a dict.
+    images = np.random.default_rng(0).random((2, 8, 8, 1))
+    est = make().set_params(max_iter=2, early_stopping=None, batch_size=batch_size, device="cpu")
+    with pytest.raises(TypeError, match=f"^{culprit} must return a torch tensor, got tuple"):
+        est.fit(images)
 
 
 def test_images_whose_masks_differ_in_kind_are_batched_apart():

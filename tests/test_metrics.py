@@ -337,12 +337,20 @@ def test_phase_retrieval_psnr_refuses_a_reference_on_another_scale():
     assert np.isfinite(phase_retrieval_psnr(1.4 * x, est))
 
 
-def test_kernel_error_reads_uint8_on_the_unit_scale():
-    # As documented: uint8 kernels are divided by 255, other numbers taken as given,
-    # and a unit-sum normalisation compares the shapes only.
+def test_kernel_error_reads_uint8_kernels_as_numbers_as_the_blur_does():
+    # As Convolution, DIPDeconvolver and datasets.blur take a kernel: a uint8 PSF holds
+    # counts (read on [0, 1], it scored 254 against the same counts as floats, which
+    # blur identically). A unit-sum normalisation compares the shapes only.
+    import torch
+
+    from skdip.operators import Convolution
+
     k = np.outer(*2 * [np.hanning(7)])
     k8 = np.round(k / k.max() * 255).astype(np.uint8)
-    assert kernel_error(k8, k8 / 255.0) == 0.0
+    counts = k8.astype(np.float64)
+    assert torch.equal(Convolution(k8).kernel, Convolution(counts).kernel)
+    assert kernel_error(k8, counts) == 0.0
+    assert kernel_error(k8, k8 / 255.0) == pytest.approx(254 / 255)
     assert kernel_error(k8, k / k.sum()) > 0.5
     assert kernel_error(k8 / k8.sum(), k / k.sum()) < 0.01
 

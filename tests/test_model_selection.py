@@ -1070,6 +1070,31 @@ def test_average_of_best_matches_an_operator_default_after_clone():
         clone(avg).fit(_images(1)[0])
 
 
+def test_a_kept_solve_is_not_reused_in_another_working_dtype():
+    # torch's default dtype is no parameter, but the networks and data are made in it:
+    # after torch.set_default_dtype(torch.float64) the float32 solve came back.
+    X, new = _images(2)
+    est = _den(max_iter=3).fit(X)
+    avg = AverageOfBest(
+        _den(max_iter=3),
+        {"lr": [0.01, 0.02]},
+        n_best=1,
+        scoring=get_scorer("discrepancy", sigma=0.1),
+    ).fit(X)
+    before = est.transform(new), avg.transform(new)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        after = est.transform(new), avg.transform(new)
+        expected = clone(est).fit(new).transform()
+    finally:
+        torch.set_default_dtype(previous)
+    np.testing.assert_array_equal(after[0], expected)
+    assert not np.array_equal(after[1], before[1])
+    # Back in float32, the float32 solve is made again (only the last one is kept).
+    np.testing.assert_array_equal(est.transform(new), before[0])
+
+
 def test_kept_solves_notice_arrays_a_repr_prints_alike():
     # The kept-solve key read a partial's bound array and a grid's operators through
     # their repr, which elides the middle of large arrays (and prints masks alike).

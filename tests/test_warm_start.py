@@ -131,6 +131,43 @@ def test_an_interrupted_fit_goes_on(ctrl_c_at):
     np.testing.assert_array_equal(warm.reconstruction_[1:], longer.reconstruction_[1:])
 
 
+def test_a_fit_the_callback_stopped_goes_on():
+    # A callback that stops on a time budget: the next warm fit goes on from there.
+    noisy, _ = _images()
+    kw = dict(generator=TINY, early_stopping=_rule(), random_state=0, device="cpu")
+    longer = _quiet(DIPDenoiser(max_iter=12, **kw).fit, noisy)
+    warm = DIPDenoiser(max_iter=12, warm_start=True, callback=lambda it, *_: it >= 4, **kw)
+    _quiet(warm.fit, noisy)
+    assert warm.stopped_by_ == "callback" and warm.n_iter_ == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "kept as they were"
+        _quiet(warm.set_params(max_iter=7, callback=None).fit, noisy)
+    assert warm.n_iter_ == 12
+    _same_fit(warm, longer)
+
+
+def test_a_fit_the_callback_stopped_as_the_rule_fired_stays_as_it_was():
+    noisy, _ = _images()
+    kw = dict(
+        generator=TINY,
+        early_stopping=_rule(patience=3),
+        output_averaging=None,
+        max_iter=200,
+        random_state=0,
+        device="cpu",
+    )
+    ruled = DIPDenoiser(**kw).fit(noisy)
+    assert ruled.stopped_by_ == "early_stopping"
+    last = ruled.n_iter_ - 1
+    # The callback stops at the very step the rule fired: the rule ended the fit too.
+    den = DIPDenoiser(warm_start=True, callback=lambda it, *_: it >= last, **kw).fit(noisy)
+    assert den.stopped_by_ == "callback" and den.n_iter_ == ruled.n_iter_
+    with pytest.warns(UserWarning, match="1 of 1 fit.*stopping rule.*kept as they were"):
+        den.set_params(callback=None).fit(noisy)
+    assert den.n_iter_ == ruled.n_iter_
+    np.testing.assert_array_equal(den.reconstruction_, ruled.reconstruction_)
+
+
 def test_a_fit_the_rule_ended_stays_as_it_was():
     noisy, _ = _images()
     den = DIPDenoiser(

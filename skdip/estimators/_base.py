@@ -334,9 +334,9 @@ class _LastSolveMixin:
     """
 
     def _kept_solve(self, key: tuple, solve: Callable[[], list[dict]]) -> list[dict]:
-        """The results kept under ``key`` (the data's digest and the parameters), else
-        ``solve()``'s, after the parameters are checked; a solve Ctrl-C cut short is
-        not kept."""
+        """The results kept under ``key`` (:func:`_solve_key`: the data's digest, the
+        parameters and the working dtype), else ``solve()``'s, after the parameters are
+        checked; a solve Ctrl-C cut short is not kept."""
         last = getattr(self, "_last_solve", None)
         if last is not None and last[0] == key:
             return last[1]
@@ -350,6 +350,19 @@ class _LastSolveMixin:
         state = dict(super().__getstate__())  # a copy: the live object keeps its cache
         state.pop("_last_solve", None)  # a cache: not worth its size in a pickle
         return state
+
+
+def _goes_on(state: FitState, stopped_by: str) -> bool:
+    """Whether ``warm_start`` goes on with a kept fit that ended as ``stopped_by`` says.
+
+    A fit that ``max_iter``, Ctrl-C or the callback cut short goes on: the callback
+    may change between the calls, and one that stops on a time budget was kept in
+    vain (its fit stayed as it was). One that its stopping rule or a divergence ended
+    does not, nor one the callback stopped at the step the rule fired.
+    """
+    if stopped_by == "callback":
+        return not state.selection.rule_stopped
+    return stopped_by in ("max_iter", "interrupted")
 
 
 def _worker_count(n_jobs, n_tasks: int) -> int:
@@ -1015,13 +1028,13 @@ class BaseDIPEstimator(
         return sorted(k for k in changed if not any(c.startswith(k + "__") for c in changed))
 
     def _continue_fits(self, states: list, images, extras) -> list[dict]:
-        """Up to ``max_iter`` more steps of each fit that ``max_iter`` or an
-        interruption ended; fits that ended otherwise are kept as they are."""
+        """Up to ``max_iter`` more steps of each fit that ``max_iter``, an interruption
+        or the callback ended; fits that ended otherwise are kept as they are."""
         n = len(images)
         results: list[dict] = [{}] * n
         tasks = []
         for i, (state, previous) in enumerate(zip(states, self._fit_results, strict=True)):
-            if state is None or previous["stopped_by"] not in ("max_iter", "interrupted"):
+            if state is None or not _goes_on(state, previous["stopped_by"]):
                 results[i] = {**previous, "fit_state": state}
             else:
                 tasks.append([(i, state, previous, images[i], extras[i])])
@@ -1037,8 +1050,8 @@ class BaseDIPEstimator(
         if kept:
             warn(
                 f"{type(self).__name__}: {kept} of {n} fit(s) had ended by their stopping "
-                "rule, a divergence or the callback, and are kept as they were; warm_start "
-                "goes on with fits that max_iter or an interruption cut short",
+                "rule or a divergence, and are kept as they were; warm_start goes on with "
+                "fits that max_iter, an interruption or the callback cut short",
                 UserWarning,
             )
         return results
@@ -1219,7 +1232,7 @@ class BaseDIPEstimator(
                 "fitted images (skdip.model_selection.FitImagesCV, PerImageCV).",
                 UserWarning,
             )
-        key = (self._inputs_digest(images, fit_params), _params_key(self))
+        key = _solve_key(self._inputs_digest(images, fit_params), self)
         results = self._kept_solve(
             key, lambda: self._solve(X, None, checked=(images, layout), **fit_params)[2]
         )
@@ -1802,6 +1815,14 @@ def _check_call_form(function, n_args: int, name: str, form: str) -> None:
             f"{name} is called as {form}, but {function!r} cannot take {n_args} "
             f"positional arguments ({error})"
         ) from None
+
+
+def _solve_key(digest: str, estimator) -> tuple:
+    """The key a kept solve of new data is reused under: the data's ``digest``, the
+    estimator's parameters and torch's default dtype, in which the networks and the
+    data are made (after ``torch.set_default_dtype(torch.float64)`` the float32 solve
+    came back, 0.52 off the float64 one)."""
+    return (digest, _params_key(estimator), str(torch.get_default_dtype()))
 
 
 def _params_key(estimator) -> str:

@@ -132,8 +132,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         so that the next ``fit`` on the same images goes on with it for up to
         ``max_iter`` more steps instead of starting afresh: the numbers one
         longer fit would have given. It goes on with fits that ``max_iter``
-        cut short or that were interrupted (Ctrl-C); fits the stopping rule
-        ended stay as they are. Only ``max_iter``, ``verbose``, ``callback``,
+        or the ``callback`` cut short or that were interrupted (Ctrl-C); fits
+        the stopping rule ended stay as they are. Only ``max_iter``, ``verbose``, ``callback``,
         ``n_jobs`` and ``device`` (the kept fits move to it) may change
         between the calls; other images are fitted
         afresh (with a warning). Continued fits run in parallel with

@@ -1356,6 +1356,7 @@ class HIOPhaseRetriever(
         images, layout = check_images(X, min_size=self._min_image_size, scale_uint8=False)
         if images_digest(images) == self._fit_digest:
             return images, layout, self._fit_results
+        # NumPy alone: torch's default dtype, which _solve_key adds, does not enter.
         key = (images_digest(images), _params_key(self))
         return images, layout, self._kept_solve(key, lambda: self._solve(X)[2])
 

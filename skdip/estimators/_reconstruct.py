@@ -142,8 +142,8 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
     warm_start : bool, default=False
         Keep each image's fit so that the next ``fit`` on the same images
         goes on with it for up to ``max_iter`` more steps, as in
-        :class:`DIPDenoiser` (fits that ``max_iter`` cut short or that were
-        interrupted; only ``max_iter``, ``verbose``, ``callback``, ``n_jobs``
+        :class:`DIPDenoiser` (fits that ``max_iter`` or the ``callback`` cut
+        short or that were interrupted; only ``max_iter``, ``verbose``, ``callback``, ``n_jobs``
         and ``device`` may change between the calls; not with ``batch_size`` > 1)."""
 
 _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
@@ -305,7 +305,13 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
                 zero, once, twice = (operator(v) for v in (0 * probe, probe, 2 * probe))
         except Exception:
             return None  # the fit itself reports what it cannot do
-        if once.is_complex() or tuple(once.shape[-2:]) != image.shape[:2]:
+        # An operator returning no tensor (a tuple) failed here with "'tuple' object has
+        # no attribute 'is_complex'"; the fit's own check names the operator.
+        if (
+            not all(torch.is_tensor(v) for v in (zero, once, twice))
+            or once.is_complex()
+            or tuple(once.shape[-2:]) != image.shape[:2]
+        ):
             return None  # refused by the checks of the fit
         size = float(once.abs().max())
         if size == 0 or float(zero.abs().max()) > 1e-4 * size:

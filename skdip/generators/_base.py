@@ -141,7 +141,12 @@ class BaseGenerator(BaseEstimator):
     forward operator) draws at random during the steps, such as dropout masks,
     comes from torch's global generators, which each fit seeds from the
     estimator's ``random_state`` and gives back to the caller after (shared by
-    fits in threads of one process, where it is not reproducible).
+    fits in threads of one process, where it is not reproducible). The image
+    a fit returns is the network's output as it was trained, in training mode:
+    with dropout, a draw of its masks (with ``output_averaging``, the running
+    average of each step's draw), not the deterministic output of
+    ``network.eval()``; BatchNorm layers normalise by the image's own
+    statistics, as in the fit (their running statistics give another image).
 
     Examples
     --------

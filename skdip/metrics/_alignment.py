@@ -244,7 +244,10 @@ def aligned_ssim(
 
 
 def _as_kernel(kernel: Any, name: str) -> np.ndarray:
-    k = _as_image(kernel, name)
+    # Numbers, uint8 too (a PSF saved as an 8-bit image holds counts), as Convolution,
+    # DIPDeconvolver and datasets.blur take a kernel: read on [0, 1], a uint8 kernel
+    # scored 254 against the same counts as floats, which blur identically.
+    k = _as_image(kernel, name, scale_uint8=False)
     if k.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array, got shape {k.shape}")
     return k
@@ -281,11 +284,14 @@ def kernel_error(
     and a kernel compared with zeros scores 1.
 
     "As given" means on the kernels' own scales, which the error depends on:
-    uint8 kernels are read on [0, 1] (divided by 255, as the other metrics
-    read uint8 images) and other numbers are taken as they are. To compare
-    shapes only, for example a kernel saved as an 8-bit image against
-    :class:`~skdip.BlindDeblurrer`'s ``kernel_`` (which sums to 1), normalise
-    both to unit sum first: ``kernel_error(k / k.sum(), k_est / k_est.sum())``.
+    every kernel is taken as the numbers it holds, uint8 too (not divided by
+    255 as the image metrics read uint8 images), as
+    :class:`~skdip.operators.Convolution`, :class:`~skdip.DIPDeconvolver` and
+    :func:`~skdip.datasets.blur` take it, so kernels that blur alike score 0.
+    To compare shapes only, for example a kernel saved as an 8-bit image
+    against :class:`~skdip.BlindDeblurrer`'s ``kernel_`` (which sums to 1),
+    normalise both to unit sum first:
+    ``kernel_error(k / k.sum(), k_est / k_est.sum())``.
 
     Parameters
     ----------

@@ -29,7 +29,9 @@ _REFERENCE_MARGIN = 1.5
 _NARROW_REFERENCE = 0.01
 
 
-def _as_image(image: Any, name: str) -> np.ndarray:
+def _as_image(image: Any, name: str, scale_uint8: bool = True) -> np.ndarray:
+    """A real, finite float64 array of 2 or 3 dimensions; uint8 read on [0, 1] when
+    ``scale_uint8``, else as the numbers it holds."""
     arr = metric_array(image, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
@@ -39,7 +41,7 @@ def _as_image(image: Any, name: str) -> np.ndarray:
         )
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    if arr.dtype == np.uint8:
+    if arr.dtype == np.uint8 and scale_uint8:
         # 8-bit images are on [0, 1] in skdip, as the estimators read them.
         return arr / 255.0
     arr = arr.astype(np.float64, copy=False)
