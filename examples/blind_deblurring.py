@@ -74,7 +74,9 @@ def main(argv=None) -> None:
     elapsed = time.perf_counter() - start
 
     print(f"kernel size assumed: {deb.kernel_size_}, estimated support: {deb.kernel_.shape}")
-    print(f"stopped at iteration {deb.best_iter_} of {deb.n_iter_} ({deb.stopped_by_})")
+    print(
+        f"stopped at iteration {deb.n_iter_} ({deb.stopped_by_}), returned iterate {deb.best_iter_}"
+    )
     print(f"aligned PSNR  blurry {aligned_psnr(truth, blurry):.2f} dB")
     print(f"aligned PSNR  result {aligned_psnr(truth, restored):.2f} dB  ({elapsed:.0f} s)")
     print(

@@ -392,9 +392,9 @@ class PreferDefault:
         if len(matches) != 1:
             shown = ", ".join(repr(dict(c)) for c in list(params)[:6])
             more = f" (and {n - 6} more)" if n > 6 else ""
-            what = "no candidate" if not matches else f"{len(matches)} candidates"
+            what = "no candidate matches" if not matches else f"{len(matches)} candidates match"
             raise ValueError(
-                f"{what} match the default {dict(self.default)!r}; it must match exactly "
+                f"{what} the default {dict(self.default)!r}; it must match exactly "
                 f"one of: {shown}{more}"
             )
         return matches[0]

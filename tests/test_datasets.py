@@ -322,6 +322,13 @@ def test_blur_wrap_and_input_untouched():
     assert np.allclose(blur(x, shifted, mode="wrap"), np.roll(x, 1, axis=1))
 
 
+def test_blur_takes_the_convolution_operators_name_for_the_circular_mode():
+    # Convolution and DIPDeconvolver call it boundary="circular"; blur refused that name.
+    x = np.random.default_rng(1).random((16, 16))
+    k = make_motion_kernel(7, random_state=0)
+    assert np.array_equal(blur(x, k, mode="circular"), blur(x, k, mode="wrap"))
+
+
 @pytest.mark.parametrize("shape", [(4, 4), (2, 3), (4, 3)])
 def test_blur_centres_even_kernels_like_the_convolution_operator_and_scipy(shape):
     # Data simulated with blur(mode="wrap") must be the DIPDeconvolver's model

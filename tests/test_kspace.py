@@ -395,6 +395,15 @@ def test_rejects_bad_masks(mask, match):
         KSpaceSampling(mask)
 
 
+def test_column_indices_for_a_1d_mask_are_told_how_to_make_the_mask():
+    columns = np.flatnonzero(cartesian_mask((32, 32), 4, random_state=0)[0])
+    with pytest.raises(ValueError, match=r"marks the sampled columns over the width.*m\[idx\] = 1"):
+        KSpaceSampling(columns)
+    # A 2-D mask of other values is not told about columns.
+    with pytest.raises(ValueError, match=r"only 0/1 \(or False/True\) values$"):
+        KSpaceSampling(np.full((4, 4), 0.5))
+
+
 def test_rejects_bad_arguments():
     with pytest.raises(TypeError, match="real-valued"):
         KSpaceSampling(np.ones((4, 4), dtype=complex))

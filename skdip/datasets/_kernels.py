@@ -286,7 +286,7 @@ def make_motion_kernel(
     return kernel / kernel.sum()
 
 
-_BLUR_MODES = ("valid", "same", "full", "wrap")
+_BLUR_MODES = ("valid", "same", "full", "wrap", "circular")
 
 
 def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
@@ -303,7 +303,9 @@ def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
       blurred one).
     - ``"same"``: ``y[i, j] = sum_{m, n} k[m, n] x[i + c_0 - m, j + c_1 - n]`` with
       zeros outside the image; shape ``(H, W)``.
-    - ``"wrap"``: as ``"same"`` but the image is periodic (circular convolution).
+    - ``"wrap"`` (or ``"circular"``, the name of :class:`skdip.operators.Convolution`'s
+      and :class:`skdip.DIPDeconvolver`'s ``boundary``): as ``"same"`` but the image is
+      periodic (circular convolution).
     - ``"full"``: the whole support, zeros outside; shape ``(H + kh - 1, W + kw - 1)``.
 
     For odd kernel sizes the centre ``c`` is the central pixel, so a centred
@@ -317,7 +319,7 @@ def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
         Image to blur (any finite real values).
     kernel : array-like of shape (kh, kw)
         Blur kernel (point spread function).
-    mode : {"valid", "same", "full", "wrap"}, default="valid"
+    mode : {"valid", "same", "full", "wrap", "circular"}, default="valid"
         Boundary handling, see above.
 
     Returns
@@ -339,6 +341,7 @@ def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
     """
     if not isinstance(mode, str) or mode not in _BLUR_MODES:
         raise ValueError(f"mode must be one of {_BLUR_MODES}, got {mode!r}")
+    mode = "wrap" if mode == "circular" else mode
     x = metric_array(image, "image")
     if x.dtype.kind not in "biuf":
         raise TypeError(f"image must be a real numeric array, got dtype {x.dtype}")

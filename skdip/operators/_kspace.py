@@ -202,8 +202,9 @@ class KSpaceSampling(ForwardOperator):
     mask : numpy.ndarray or torch.Tensor of shape (H, W) or (W,)
         Boolean or numeric 0/1 array marking the sampled k-space locations,
         in the centred layout (DC at ``(H // 2, W // 2)``); at least one must
-        be sampled. A 1-D mask lists the sampled columns (phase-encoding
-        lines) and samples every row of them.
+        be sampled. A 1-D mask of length ``W`` marks the sampled columns
+        (phase-encoding lines) with 0/1 and samples every row of them (for
+        column indices ``idx``: ``m = np.zeros(W); m[idx] = 1``).
     coil_maps : array-like of shape (n_coils, H, W) or None, default=None
         Complex (or real) coil sensitivities; None for a single coil with
         ``S = 1``. See :func:`skdip.datasets.make_coil_maps`.
@@ -259,7 +260,8 @@ class KSpaceSampling(ForwardOperator):
         if not isinstance(image, str) or image not in _IMAGE_KINDS:
             raise ValueError(f"image must be 'real' or 'complex', got {image!r}")
         m = _as_float_tensor(mask, "mask")
-        if m.ndim == 1:
+        columns = m.ndim == 1
+        if columns:
             m = m[None, None, None]
         elif m.ndim == 2:
             m = m[None, None]
@@ -268,7 +270,14 @@ class KSpaceSampling(ForwardOperator):
                 f"mask must have shape (H, W), or (W,) for sampled columns, got {tuple(m.shape)}"
             )
         if not bool(((m == 0) | (m == 1)).all()):
-            raise ValueError("mask must contain only 0/1 (or False/True) values")
+            # Column indices are the likely mistake with a 1-D mask.
+            hint = (
+                "; a 1-D mask marks the sampled columns over the width (for column indices "
+                "idx: m = np.zeros(W); m[idx] = 1)"
+                if columns
+                else ""
+            )
+            raise ValueError(f"mask must contain only 0/1 (or False/True) values{hint}")
         if not bool(m.any()):
             raise ValueError("mask has no sampled entry (all entries are 0/False)")
         self.image = image
