@@ -206,7 +206,7 @@ def test_a_channel_mismatch_names_where_the_channel_count_came_from():
         return x.mean(dim=1, keepdim=True)
 
     colour = np.stack([_smooth((12, 12))] * 3, axis=-1)
-    with pytest.raises(ValueError, match="from an image with 3 \\(as many as the observation"):
+    with pytest.raises(ValueError, match="from an image with 3 \\(the operator's input_channels"):
         DIPReconstructor(operator=to_grey, **COMMON).fit(colour)
     with pytest.raises(ValueError, match="from an image with 2 \\(output_channels=2\\)"):
         DIPReconstructor(operator=to_grey, output_channels=2, **COMMON).fit(colour)
@@ -1206,11 +1206,25 @@ def test_n_jobs_fits_the_images_as_one_by_one(make, fit_params):
     np.testing.assert_array_equal(parallel, sequential)
 
 
-def test_a_kspace_fit_without_output_channels_says_what_to_pass():
-    from skdip.operators import KSpaceSampling
+def test_a_kspace_fit_takes_its_image_channels_from_the_operator():
+    # It was refused ("pass output_channels=1"), after a warning of hot pixels that
+    # read the real and imaginary channels as an image's.
+    from skdip.datasets import cartesian_mask, simulate_kspace
+    from skdip.operators import KSpaceSampling, kspace_to_channels
 
-    with pytest.raises(ValueError, match="pass output_channels=1"):
-        DIPReconstructor(operator=KSpaceSampling(_COLUMNS.numpy()), **COMMON).fit(_kspace()[1])
+    mask = cartesian_mask((16, 16), acceleration=2, random_state=0)
+    operator = KSpaceSampling(mask)
+    measured = kspace_to_channels(simulate_kspace(_smooth(), mask, None, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        implied = DIPReconstructor(operator=operator, **COMMON).fit(measured)
+    told = DIPReconstructor(operator=operator, output_channels=1, **COMMON).fit(measured)
+    assert implied.reconstruction_.shape == told.reconstruction_.shape == (*measured.shape[:2], 1)
+    np.testing.assert_array_equal(implied.reconstruction_, told.reconstruction_)
+    # A complex image: two channels, whatever the measurement's.
+    complex_image = KSpaceSampling(mask, image="complex")
+    assert complex_image.input_channels(measured.shape[2]) == 2
+    assert operator.input_channels(8) == 1
 
 
 class _EveryOtherColumn(ForwardOperator):

@@ -456,7 +456,10 @@ class DIPReconstructor(_InverseProblemEstimator):
         ``(H, W)`` of the image to reconstruct. None asks the operator:
         ``operator.input_shape((h, w))`` of each observation.
     output_channels : int or None, default=None
-        Channels of the image to reconstruct; None: those of the observation.
+        Channels of the image to reconstruct; None asks the operator:
+        ``operator.input_channels(c)`` for an observation of ``c`` channels,
+        which is ``c`` for most (:class:`~skdip.operators.KSpaceSampling`
+        gives 1 for a real image, 2 for a complex one, whatever the coils).
     %(common_params)s
 
     Attributes
@@ -586,7 +589,8 @@ class DIPReconstructor(_InverseProblemEstimator):
                 source = (
                     f"output_channels={self.output_channels}"
                     if self.output_channels is not None
-                    else "as many as the observation's when output_channels is None"
+                    else "the operator's input_channels for the observation's when "
+                    "output_channels is None"
                 )
                 raise ValueError(
                     f"the model predicts measurements with {predicted.shape[1]} channel(s) from "
@@ -636,7 +640,11 @@ class DIPReconstructor(_InverseProblemEstimator):
             out_shape = tuple(int(s) for s in self.output_shape)
         else:
             out_shape = operator.input_shape(observed_shape)
-        channels = self.output_channels if self.output_channels is not None else image.shape[2]
+        channels = (
+            self.output_channels
+            if self.output_channels is not None
+            else operator.input_channels(image.shape[2])
+        )
         return operator, image, out_shape, int(channels)
 
     def _make_model(self, image, extra, seed, device):

@@ -40,7 +40,8 @@ class ForwardOperator(nn.Module):
 
     Subclasses implement :meth:`forward` and, when linear, :meth:`adjoint`,
     and say how shapes change through :meth:`output_shape` and
-    :meth:`input_shape`.
+    :meth:`input_shape` (and channels through :meth:`input_channels`, where
+    the measurement has other channels than its image).
 
     Attributes
     ----------
@@ -142,6 +143,12 @@ class ForwardOperator(nn.Module):
     def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
         """Spatial shape of the image that produces a measurement of ``output_shape``."""
         return _check_spatial_shape(output_shape, "output_shape")
+
+    def input_channels(self, output_channels: int) -> int:
+        """Channels of the image that produces a measurement of ``output_channels``
+        channels: as many, unless the model makes other channels of its image's (as
+        k-space holds two per coil)."""
+        return output_channels
 
 
 class _BufferArray:

@@ -362,6 +362,11 @@ class KSpaceSampling(ForwardOperator):
         """The output shape, which must be the mask's ``(H, W)``."""
         return self._check_shape(output_shape, "output_shape")
 
+    def input_channels(self, output_channels: int) -> int:
+        """The image's channels, :attr:`n_channels` (1 for a real image, 2 for a
+        complex one), whatever the measurement's (two per coil)."""
+        return self.n_channels
+
     # ------------------------------------------------------------------ tensors
     def _check_tensor(self, t: torch.Tensor, name: str, channels: int, what: str) -> None:
         _check_image(t, name)
