@@ -32,6 +32,7 @@ from ..operators import (
 )
 from ._base import (
     _AUTO_RESCALE_MIN_SPAN,
+    _AUTO_STRETCH_SPAN,
     ZERO_GAIN_MESSAGE,
     BaseDIPEstimator,
     rescaling_reason,
@@ -93,9 +94,11 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         operator whose ``measures_pixels`` is True: ``Identity``,
         ``PixelMask``), no room is left, and "auto" also stretches data
         spanning less than 0.5, as :class:`DIPDenoiser` does; through
-        another linear model, narrow data is stretched where the image
-        estimated from it by least squares spans less than 0.1 (a dim
-        image, not a dim star whose blurred peak alone is narrow).
+        another linear model, data spanning less than 0.5 is stretched where
+        the image estimated from it by least squares spans less than 0.5 too
+        (a dim or low-contrast image, not a dim star whose blurred peak
+        alone is narrow), or less than 0.1 through a model whose measurements
+        take both signs (k-space).
         The offset removed from the measurements is carried through the
         forward model: divided by its gain on constant images (a kernel
         summing to 2 halves it); for a linear model that does not keep
@@ -324,11 +327,12 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
         # Such a model measures an image on [0, 1] on any range: there the scale comes
         # from an image estimated from the data, not from the data's range.
         found = self._sign_changing_operator(image, extra)
-        if found is None and self._narrow_through_a_model(image, extra):
-            # Data spanning under 0.1 through a blur or a downsampling: a dim image
+        if found is None and self._narrow_through_a_model(image, extra, _AUTO_STRETCH_SPAN):
+            # Data spanning under 0.5 through a blur or a downsampling: a dim image
             # (1e-3 of a scanner's units) fitted as it was came back as noise (1.8 dB),
-            # while a dim star, its peak blurred 25 times lower, spans far more once
-            # estimated. The estimate tells them apart.
+            # a low-contrast one 2.7 to 3.9 dB below its stretched fit, while a dim
+            # star, its peak blurred 25 times lower, spans far more once estimated.
+            # The estimate tells them apart.
             linear = self._linear_operator(image, extra)
             found = None if linear is None else linear[:2]
         if found is None:
@@ -351,14 +355,24 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
             return None
         return float(finite.min()), float(finite.max()), float(finite.median())
 
-    def _narrow_through_a_model(self, image, extra) -> bool:
-        """Whether ``rescale="auto"`` sees data spanning under 0.1 through a model
+    def _narrow_through_a_model(self, image, extra, span: float) -> bool:
+        """Whether ``rescale="auto"`` sees data spanning under ``span`` through a model
         that does not measure the image's own pixels."""
         if self.rescale != "auto" or self._measures_own_pixels():
             return False
         values = self._scaling_values(image, extra)
         finite = values[np.isfinite(values)]
-        return finite.size > 0 and 0 < float(np.ptp(finite)) < _AUTO_RESCALE_MIN_SPAN
+        return finite.size > 0 and 0 < float(np.ptp(finite)) < span
+
+    def _auto_stretch_span(self, image, extra) -> float:
+        # Through a blur or a downsampling, as where the pixels are the image's own
+        # (measured: benchmarks/results/low_contrast_operators.md); through a model
+        # whose measurements take both signs (k-space), 0.1, not measured wider.
+        if self._measures_own_pixels() or (
+            self.rescale == "auto" and self._sign_changing_operator(image, extra) is None
+        ):
+            return _AUTO_STRETCH_SPAN
+        return _AUTO_RESCALE_MIN_SPAN
 
     def _constant_response(self, image, extra):
         # Constant images give the gain, a random one tests linearity.
@@ -610,7 +624,7 @@ class DIPReconstructor(_InverseProblemEstimator):
             level = float(np.abs(image[np.isfinite(image)]).max(initial=0.0))
             if (
                 0 < level < _AUTO_RESCALE_MIN_SPAN
-                and self._narrow_through_a_model(image, extra)
+                and self._narrow_through_a_model(image, extra, _AUTO_RESCALE_MIN_SPAN)
                 and self._linear_operator(image, extra) is None
             ):
                 # Wide data through such a model is refused; dim data was fitted as given,
