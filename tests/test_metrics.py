@@ -206,6 +206,15 @@ def test_uint8_images_are_read_on_the_unit_scale():
     assert ssim(a, b) == pytest.approx(structural_similarity(a, b, data_range=255))
 
 
+@pytest.mark.parametrize("metric", [psnr, ssim, aligned_psnr, aligned_ssim])
+def test_data_range_none_says_what_to_pass(metric):
+    # get_scorer("psnr", data_range=None) takes each reference's range; here None got
+    # only "must be a real number, got NoneType".
+    x = np.random.default_rng(0).random((16, 16))
+    with pytest.raises(TypeError, match=r"not None: for the reference's own range pass np\.ptp"):
+        metric(x, x, data_range=None)
+
+
 def test_images_on_another_scale_than_data_range_are_refused():
     from skimage.metrics import peak_signal_noise_ratio
 

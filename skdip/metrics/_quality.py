@@ -100,6 +100,14 @@ def _check_pair(
 
 
 def _check_data_range(data_range: Any) -> float:
+    if data_range is None:
+        # The scorers take None for each reference's own range; scikit-image's metrics
+        # for the dtype's. Neither is guessed here.
+        raise TypeError(
+            "data_range must be a real number, the range of the images' scale (1 for "
+            "[0, 1], 255 for floats on 0-255), not None: for the reference's own range "
+            "pass np.ptp(image_true)"
+        )
     if isinstance(data_range, bool) or not isinstance(data_range, Real):
         raise TypeError(f"data_range must be a real number, got {type(data_range).__name__}")
     value = float(data_range)
