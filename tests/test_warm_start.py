@@ -146,16 +146,13 @@ def test_a_fit_the_callback_stopped_goes_on():
     _same_fit(warm, longer)
 
 
+# A fit its stopping rule ends within 200 steps.
+_RULE_ENDS = dict(output_averaging=None, max_iter=200, random_state=0, device="cpu")
+
+
 def test_a_fit_the_callback_stopped_as_the_rule_fired_stays_as_it_was():
     noisy, _ = _images()
-    kw = dict(
-        generator=TINY,
-        early_stopping=_rule(patience=3),
-        output_averaging=None,
-        max_iter=200,
-        random_state=0,
-        device="cpu",
-    )
+    kw = dict(generator=TINY, early_stopping=_rule(patience=3), **_RULE_ENDS)
     ruled = DIPDenoiser(**kw).fit(noisy)
     assert ruled.stopped_by_ == "early_stopping"
     last = ruled.n_iter_ - 1
@@ -170,14 +167,8 @@ def test_a_fit_the_callback_stopped_as_the_rule_fired_stays_as_it_was():
 
 def test_a_fit_the_rule_ended_stays_as_it_was():
     noisy, _ = _images()
-    den = DIPDenoiser(
-        generator=TINY,
-        early_stopping=_rule(patience=3),
-        output_averaging=None,
-        max_iter=200,
-        random_state=0,
-    )
-    den.set_params(warm_start=True, device="cpu").fit(noisy)
+    den = DIPDenoiser(generator=TINY, early_stopping=_rule(patience=3), **_RULE_ENDS)
+    den.set_params(warm_start=True).fit(noisy)
     assert den.stopped_by_ == "early_stopping"
     before = den.reconstruction_.copy(), den.n_iter_
     with pytest.warns(UserWarning, match="1 of 1 fit.*stopping rule.*kept as they were"):
