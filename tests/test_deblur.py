@@ -212,6 +212,21 @@ def test_reference_psnr_and_callback_see_the_aligned_image():
     assert psnr.shape == (4,) and np.isfinite(psnr).all()
 
 
+def test_a_callback_naming_image_is_told_each_aligned_steps_image():
+    # Through the aligned-image wrapper, alone and in a warm continuation.
+    seen = []
+
+    def callback(iteration, loss, estimate, image=None):
+        seen.append((image, iteration, tuple(estimate.shape)))
+
+    images = [_blurry(size=20, seed=s) for s in range(2)]  # 16 x 16 observed
+    deb = _deb(max_iter=2, kernel_size=3, warm_start=True, callback=callback).fit(images)
+    assert sorted(seen) == [(i, it, (1, 1, 16, 16)) for i in range(2) for it in range(2)]
+    seen.clear()
+    deb.fit(images)
+    assert sorted(seen) == [(i, it, (1, 1, 16, 16)) for i in range(2) for it in (2, 3)]
+
+
 def test_recorded_psnr_of_the_last_iterate_is_its_score():
     # The aligned image's PSNR curve was read clipped to [0, 1] on range 1 in the fit's
     # units, score on y's range: on 0-255 data (rescaled) 13.89 against 11.96 dB.

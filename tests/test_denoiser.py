@@ -515,6 +515,67 @@ def test_an_images_fit_does_not_depend_on_its_place_in_the_batch():
     np.testing.assert_array_equal(together[0], _den().fit(a).reconstruction_)
 
 
+def _image_recorder():
+    """A callback that names ``image``, and the (image, iteration) pairs it saw (its
+    default: one that is not told the image records None)."""
+    seen = []
+
+    def callback(iteration, loss, estimate, image=None):
+        seen.append((image, iteration))
+
+    return callback, seen
+
+
+@pytest.mark.parametrize("how", ["alone", "batched", "n_jobs"])
+def test_a_callback_naming_image_is_told_which_image_each_step_fits(how):
+    # A batch's callbacks could not tell which image a step belonged to.
+    from joblib import parallel_config
+
+    images = np.stack([_image((16, 16, 1), s) for s in range(3)])
+    callback, seen = _image_recorder()
+    kw = {"alone": {}, "batched": {"batch_size": 3}, "n_jobs": {"n_jobs": 2}}[how]
+    # Threads: the calls reach this process (worker processes run the same code).
+    with parallel_config(backend="threading"):
+        _den(max_iter=3, callback=callback, **kw).fit(images)
+    assert sorted(seen) == [(i, it) for i in range(3) for it in range(3)]
+
+
+def test_a_single_images_callback_is_told_image_0_and_three_argument_ones_as_before():
+    callback, seen = _image_recorder()
+    _den(max_iter=2, callback=callback).fit(_image())
+    assert seen == [(0, 0), (0, 1)]
+    # Neither a three-argument callback nor one taking **kwargs gets the keyword.
+    calls = []
+    images = [_image(seed=s) for s in range(2)]
+    _den(max_iter=2, batch_size=2, callback=lambda *a, **kw: calls.append((len(a), kw))).fit(images)
+    _den(max_iter=2, callback=lambda it, loss, x: calls.append((3, {}))).fit(images)
+    assert calls == [(3, {})] * 8
+
+
+def test_a_warm_fit_tells_its_callback_the_image_it_goes_on_with():
+    images = [_image(seed=s) for s in range(2)]
+    callback, seen = _image_recorder()
+    den = _den(max_iter=2, warm_start=True, callback=callback)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        den.fit(images)
+        seen.clear()
+        den.fit(images)  # goes on: steps 2 and 3
+    assert sorted(seen) == [(0, 2), (0, 3), (1, 2), (1, 3)]
+
+
+def test_a_callback_naming_image_is_checked_at_fit_in_the_form_it_is_called():
+    # One that wants a fifth argument too would fail at its first step: refused before
+    # any work, and in the form it is called in.
+    den = _den(callback=lambda iteration, loss, estimate, image, scale: None)
+    with pytest.raises(TypeError, match=r"callback\(iteration, loss, estimate, image=index\)"):
+        den.fit(_image())
+    # image as the third parameter names the estimate, as before the index was offered.
+    seen = []
+    _den(max_iter=1, callback=lambda it, loss, image: seen.append(image.shape)).fit(_image())
+    assert seen == [(1, 1, 16, 16)]
+
+
 def test_a_callback_in_worker_processes_is_reported():
     from joblib import parallel_config
 

@@ -758,6 +758,18 @@ def test_average_of_best_transform_passes_per_image_inputs(candidate_runs):
     np.testing.assert_array_equal(new, expected)
 
 
+def test_fit_candidates_tells_a_callback_naming_image_the_images_index_in_x():
+    # Every setting's fits run in one batch: each member's callback names its image.
+    seen = []
+
+    def callback(iteration, loss, estimate, image=None):
+        seen.append((image, iteration))
+
+    grid = [{"lr": 0.01}, {"lr": 0.02}]
+    fit_candidates(_den(max_iter=2, callback=callback), _images(3), grid)
+    assert sorted(seen) == sorted([(i, it) for i in range(3) for it in range(2)] * 2)
+
+
 def test_one_ctrl_c_ends_every_fit_of_fit_candidates(ctrl_c_at):
     ctrl_c = ctrl_c_at(2)
     other = SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1)

@@ -569,6 +569,17 @@ def test_objects_given_as_counts_are_scored_on_their_own_scale():
     assert hio.score(simulate_diffraction(obj255), obj255) == pytest.approx(hio_own)
 
 
+def test_every_restart_tells_a_callback_naming_image_its_measurements_index():
+    seen = []
+
+    def callback(iteration, loss, estimate, image=None):
+        seen.append((image, iteration))
+
+    y = simulate_diffraction(_blob(), oversampling=2)
+    _tiny_pr(n_init=2, max_iter=2, pretrain_iter=1, callback=callback).fit([y, y])
+    assert sorted(seen) == sorted([(i, it) for i in range(2) for it in range(2)] * 2)
+
+
 def test_one_ctrl_c_ends_every_restart(ctrl_c_at):
     # Each restart caught its own Ctrl-C: n_init restarts needed n_init of them.
     ctrl_c = ctrl_c_at(4)

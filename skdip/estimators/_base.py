@@ -583,7 +583,10 @@ class BaseDIPEstimator(
         if callable(self.loss):
             _check_call_form(self.loss, 2, "loss", "loss(prediction, target)")
         if self.callback is not None:
-            _check_call_form(self.callback, 3, "callback", "callback(iteration, loss, estimate)")
+            # In the form every step calls it (see image_callback).
+            keywords = ("image",) if _names_image(self.callback) else ()
+            form = "callback(iteration, loss, estimate" + ", image=index" * bool(keywords) + ")"
+            _check_call_form(self.callback, 3, "callback", form, keywords)
         if self.verbose:
             require_tqdm()  # before any work (an initialisation, the first images)
         self._device = resolve_device(self.device)
@@ -704,6 +707,8 @@ class BaseDIPEstimator(
                 f"{type(self).__name__} cannot keep its fits to go on with: their "
                 f"{', '.join(sorted(lost))} would not be made again"
             )
+        # Over the estimator's own callback too: BlindDeblurrer's passes the index on.
+        kwargs["callback"] = image_callback(kwargs.get("callback"), index)
         result = fit_model(model, target, keep_state=keep, **kwargs)
         out = self._complete(result, scaling, image, extra, index, n_images)
         if keep:
@@ -1076,6 +1081,7 @@ class BaseDIPEstimator(
             # kept fit as it was, to go on with once the cause is fixed.
             state = state.copy_on(self._device)
             kwargs, extra = self._continuation(state, previous, image, extra, label)
+            kwargs["callback"] = image_callback(kwargs.get("callback"), i)
             result = fit_model(None, None, resume=state, keep_state=True, **kwargs)
             out = self._complete(result, previous["scaling"], image, extra, i, n_images)
             # What the continuation does not make again (the losses of PhaseRetriever's
@@ -1702,6 +1708,8 @@ def _fit_stacked(entries: list[tuple], prepared: list[tuple], n_images: int) -> 
     label = f"{name} [{len(entries)} fits, images {first}-{last}/{n_images}]"
     own = [est._engine_kwargs(label) for est, *_ in entries]
     settings = [{k: kw[k] for k in _MEMBER_SETTINGS} for kw in own]
+    for setting, entry in zip(settings, entries, strict=True):
+        setting["callback"] = image_callback(setting["callback"], entry[1])
     fitted = fit_batch(
         [p[1] for p in prepared],
         [p[2] for p in prepared],
@@ -1810,8 +1818,46 @@ def _restore_location(storage, location: str):
     return None if _loadable_device(location) == location else storage
 
 
-def _check_call_form(function, n_args: int, name: str, form: str) -> None:
-    """Refuse a function that cannot be called with ``n_args`` positional arguments."""
+def _names_image(callback) -> bool:
+    """Whether ``callback`` has a parameter named ``image`` for the image's index: one
+    that a keyword can fill, past the three positions the step's values fill.
+
+    As ``scipy.optimize.minimize`` does for ``intermediate_result``, only a
+    parameter of that name counts: a callback taking ``**kwargs`` is called as
+    before, so that one written for the three-argument form gets no keyword it
+    did not ask for. Nor does ``callback(it, loss, image)``, whose ``image`` is the
+    estimate (a natural name for it, used before the index was offered).
+    """
+    try:
+        parameters = list(inspect.signature(callback).parameters.values())
+    except (TypeError, ValueError):
+        return False  # a builtin without a signature: called as it always was
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if "image" in [p.name for p in parameters if p.kind in positional][:3]:
+        return False
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return any(p.name == "image" and p.kind in keyword for p in parameters)
+
+
+def image_callback(callback, index: int):
+    """The callable the engine calls after each step of the fit of image ``index``
+    (its place in the ``X`` of the call): ``callback`` itself, or, where it names an
+    ``image`` parameter, ``callback`` with ``image=index``.
+
+    Every fit path (alone, batched, in workers, warm_start continuations) hands the
+    engine its callback through here, so that all call it alike.
+    """
+    if callback is None or not _names_image(callback):
+        return callback
+    # A partial, not a closure: it pickles wherever the callback does.
+    return functools.partial(callback, image=int(index))
+
+
+def _check_call_form(
+    function, n_args: int, name: str, form: str, keywords: tuple[str, ...] = ()
+) -> None:
+    """Refuse a function that cannot be called with ``n_args`` positional arguments
+    (and the ``keywords`` given)."""
     if not callable(function):
         raise TypeError(f"{name} must be callable as {form}, got {function!r}")
     try:
@@ -1819,11 +1865,11 @@ def _check_call_form(function, n_args: int, name: str, form: str) -> None:
     except (TypeError, ValueError):
         return  # a builtin without a signature: its call will tell
     try:
-        signature.bind(*range(n_args))
+        signature.bind(*range(n_args), **dict.fromkeys(keywords, 0))
     except TypeError as error:
+        taking = f"{n_args} positional arguments" + "".join(f" and {k}=" for k in keywords)
         raise TypeError(
-            f"{name} is called as {form}, but {function!r} cannot take {n_args} "
-            f"positional arguments ({error})"
+            f"{name} is called as {form}, but {function!r} cannot take {taking} ({error})"
         ) from None
 
 

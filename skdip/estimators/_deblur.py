@@ -16,7 +16,7 @@ from .._engine import _psnr
 from .._validation import to_numpy, to_tensor
 from ..losses import BaseRegularizer, GradientRatio, TotalVariation
 from ..operators._convolution import convolve
-from ._base import BaseDIPEstimator, checked_generator, input_noise_std
+from ._base import BaseDIPEstimator, checked_generator, image_callback, input_noise_std
 
 __all__ = ["BlindDeblurrer"]
 
@@ -206,7 +206,9 @@ class _AlignedImage:
 
 class _AlignedCallback:
     """Per step: the PSNR of the aligned image against a clean reference, recorded
-    in ``psnrs``, and the user's callback, which sees the aligned image."""
+    in ``psnrs``, and the user's callback, which sees the aligned image. It names
+    ``image`` itself, so that the fit hands it the image's index (see
+    ``image_callback``) to pass on to a user's callback that asks for it."""
 
     def __init__(self, kernel_shape, reference, user_callback, psnrs: list, reference_range=None):
         self.kernel_shape, self.reference = kernel_shape, reference
@@ -214,7 +216,7 @@ class _AlignedCallback:
         # (low, high, peak) in the fit's units: read as score(X, y) reads the image.
         self.reference_range = reference_range
 
-    def __call__(self, iteration, loss, packed):
+    def __call__(self, iteration, loss, packed, image=0):
         if self.reference is None and self.user_callback is None:
             return None
         aligned = _aligned_image(packed, self.kernel_shape)
@@ -223,7 +225,7 @@ class _AlignedCallback:
         if self.user_callback is None:
             return None
         # As returned: the engine judges it as any estimator's (only True stops).
-        return self.user_callback(iteration, loss, aligned)
+        return image_callback(self.user_callback, image)(iteration, loss, aligned)
 
 
 class _ImageOnly:
@@ -351,7 +353,9 @@ class BlindDeblurrer(BaseDIPEstimator):
         ``callback(iteration, loss, estimate)`` after every step, with
         ``estimate`` the aligned ``(1, C, H, W)`` image on the fitting device,
         on the intensity scale the fit works on ([0, 1] for rescaled data);
-        returning True stops the fit.
+        returning True stops the fit. A callback with a parameter named
+        ``image`` after its first three gets ``image=i`` too, ``i`` the index
+        in ``X`` of the image fitted (see :class:`DIPDenoiser`).
     n_jobs : int, default=None
         Images of a batch fitted in parallel (as in :class:`DIPDenoiser`).
     warm_start : bool, default=False

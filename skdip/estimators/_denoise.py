@@ -107,9 +107,14 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         ``estimate`` a ``(1, C, H, W)`` tensor on the fitting device (a copy,
         safe to keep) on the intensity scale the fit works on: [0, 1] for
         rescaled data (see ``rescale``), not the caller's; returning True
-        stops the fit, keeping the best estimate so far. With ``n_jobs`` the
-        callback runs in joblib's worker processes (a warning says so): its
-        side effects stay there.
+        stops the fit, keeping the best estimate so far. A callback with a
+        parameter named ``image`` after its first three is called as
+        ``callback(iteration, loss, estimate, image=i)``, ``i`` the index in
+        ``X`` of the image fitted (0 for a single image), in batched, parallel
+        and warm-started fits alike; ``**kwargs`` alone does not ask for it,
+        nor does ``image`` as the name of the third (the estimate). With
+        ``n_jobs`` the callback runs in joblib's worker processes (a warning
+        says so): its side effects stay there.
     n_jobs : int, default=None
         Images of a batch fitted in parallel (joblib; None means 1, -1 all
         cores). Each worker gets its share of the caller's torch threads

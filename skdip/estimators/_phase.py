@@ -621,6 +621,10 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
     callback : callable, default=None
         ``callback(iteration, loss, estimate)`` after every step (the
         estimate is normalised: real/imaginary channels for complex objects).
+        A callback with a parameter named ``image`` after its first three
+        gets ``image=i`` too, ``i`` the index in ``X`` of the measurement
+        fitted: every restart of ``n_init`` of that measurement calls it with
+        the same ``i`` (see :class:`DIPDenoiser`).
     n_jobs : int, default=None
         Fits run in parallel (joblib; None means 1, -1 all cores), over the
         measurements of a batch and the restarts of ``n_init``. Each worker

@@ -128,7 +128,9 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
     callback : callable, default=None
         ``callback(iteration, loss, estimate)`` after every step, with
         ``estimate`` on the intensity scale the fit works on ([0, 1] for
-        rescaled data); returning True stops the fit.
+        rescaled data); returning True stops the fit. A callback with a
+        parameter named ``image`` after its first three gets ``image=i`` too,
+        ``i`` the index in ``X`` of the image fitted (see :class:`DIPDenoiser`).
     batch_size : int, default=1
         Number of images of one shape fitted together in one vectorised run
         (for GPUs; see :class:`DIPDenoiser`): the same algorithm as alone,
