@@ -288,6 +288,16 @@ def test_rescaled_intensities_come_back_on_the_input_scale():
     assert out.max() > 2.0 and out.min() >= -1e-6 and out.max() <= 1.25 * y.max()
 
 
+def test_low_contrast_data_is_stretched_as_raw_counts_are():
+    # Spanning under 0.5, as in denoising: a camera crop on [0, 0.12] blurred came back
+    # 4 dB below the blurred input as given, 3.9 dB above that stretched (32x32,
+    # benchmarks/results/low_contrast_operators.md); only spans under 0.1 were.
+    low = _deb(max_iter=2).fit(0.3 * _blurry())
+    assert low._fit_results[0]["scaling"].scale != 1
+    wide = _deb(max_iter=2).fit(0.2 + 0.6 * _blurry() / _blurry().max())
+    assert wide._fit_results[0]["scaling"].scale == 1
+
+
 def test_dim_data_is_stretched_as_raw_counts_are():
     # Fitted as it was, a 0.01-scale image sat where the sigmoid is flat (5.4 dB
     # against 27.6 dB on [0, 1]); it is rescaled as 0-255 data is.

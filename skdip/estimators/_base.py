@@ -88,8 +88,8 @@ _AUTO_RESCALE_MEDIAN_MARGIN = 0.05
 # 16-bit container (up to 0.0625) or an under-exposed picture, sits where the
 # sigmoid is nearly flat: "auto" maps it to [0, 1] too when the measurement is the
 # image itself. Through a model whose measurements take both signs (k-space), only
-# when the image estimated from it is narrow too. Kept for those and for blind
-# deblurring, which were not measured at wider spans.
+# when the image estimated from it is narrow too: kept there, not measured at wider
+# spans.
 _AUTO_RESCALE_MIN_SPAN = 0.1
 # Where the data are the image's own pixels (denoising, inpainting), data spanning
 # less than this are stretched to [0, 1]: low contrast, dark or not, was fitted badly
