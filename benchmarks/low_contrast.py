@@ -115,12 +115,15 @@ def write_table(name: str) -> str:
         "sigma 1.5 and noise of 1% of the span; superresolve: Lanczos-2 downsampling by 2 "
         "and noise of 1% of the span; blind: the deconvolution's blur with zeros beyond "
         "the borders, fitted by BlindDeblurrer, PSNR aligned over shifts of up to 3 px with "
-        "4 px of border cropped), every other default of the estimator, "
+        "4 px of border cropped; the blurred input is at 20.0 dB so, in both blurs), every "
+        "other default of the estimator, "
         "random_state=0, CPU. PSNR in dB on the span. `code`: the commit whose library "
-        "made the row; before the rule changed, `auto` stretched denoising data spanning "
-        "under 0.1 only (since: under 0.5, as `True` does). Stretched, every span is the "
-        "same problem (the noise scales with the span), so the stretched rows agree "
-        "exactly. One seed, one picture.",
+        "made the row. `auto` stretched data spanning under 0.1 only before 0d0ef24 "
+        "(denoising: since, under 0.5), 106a10b (deconvolve, superresolve: since, data "
+        "and least-squares image under 0.5) and 6adf4d3 (blind: since, data under 0.5, "
+        "the map `True` makes, so that `auto` now gives the `True` row). Stretched "
+        "denoising is the same problem at every span (the noise scales with the span), "
+        "so those rows agree exactly. One seed, one picture.",
         "",
         "| problem | size | place | span | rescale | stretched | PSNR on the span "
         "| best / last step | stopped by | s | code |",
