@@ -206,7 +206,7 @@ class _Scaling:
         image_like: bool = False,
         image_range: Callable | None = None,
         headroom: bool = False,
-        narrow_span: float = _AUTO_RESCALE_MIN_SPAN,
+        narrow_span: float | Callable[[], float] = _AUTO_RESCALE_MIN_SPAN,
     ):
         """The map for the observed ``values``.
 
@@ -214,7 +214,8 @@ class _Scaling:
         itself, or its blur with an unknown kernel): then "auto" also stretches
         data spanning under ``narrow_span``, and maps content beyond [0, 1] past
         the noise. An image estimated by ``image_range`` spanning under
-        ``narrow_span`` is stretched too.
+        ``narrow_span`` is stretched too. ``narrow_span`` may be a function giving
+        it, asked only where it decides (finding it can probe the forward model).
         ``constant_response()`` (asked only when rescaling) is the forward
         model's measurement of the constant image 1: a number (its gain) when
         that measurement is constant, else an array in the measurement's layout.
@@ -224,7 +225,8 @@ class _Scaling:
         """
         estimated = None if mode is False or image_range is None else image_range()
         if estimated is not None:
-            return cls._fit_image_range(*estimated, mode, constant_response, narrow_span)
+            span = narrow_span() if callable(narrow_span) else narrow_span
+            return cls._fit_image_range(*estimated, mode, constant_response, span)
         finite = values[np.isfinite(values)]
         lo, hi = float(finite.min()), float(finite.max())
         median = float(np.median(finite))
@@ -236,6 +238,8 @@ class _Scaling:
         needed = _off_the_unit_range(lo, hi, median)
         if mode == "auto" and image_like and not needed:
             needed = _beyond_the_noise(values)  # content beyond [0, 1]
+        if image_like and callable(narrow_span):
+            narrow_span = narrow_span()
         narrow = image_like and 0 < hi - lo < narrow_span
         response = None
         if mode == "auto" and not (needed or narrow) and constant_response is not None:
@@ -492,7 +496,8 @@ class BaseDIPEstimator(
             # A sharp image spans more than its blurred or downsampled measurement,
             # not more than its own noisy or masked pixels.
             headroom=not self._measures_own_pixels(),
-            narrow_span=self._auto_stretch_span(image, extra),
+            # Asked only where it decides: through a model it probes the model again.
+            narrow_span=lambda: self._auto_stretch_span(image, extra),
         )
 
     def _auto_stretch_span(self, image: np.ndarray, extra: dict) -> float:

@@ -216,6 +216,10 @@ class _AlignedCallback:
     ``image`` itself, so that the fit hands it the image's index (see
     ``image_callback``) to pass on to a user's callback that asks for it."""
 
+    # ``(index, the user's callback as image_callback gives it)``, made once, not at
+    # every step (it reads the callback's signature); None in fits pickled before.
+    _bound = None
+
     def __init__(self, kernel_shape, reference, user_callback, psnrs: list, reference_range=None):
         self.kernel_shape, self.reference = kernel_shape, reference
         self.user_callback, self.psnrs = user_callback, psnrs
@@ -231,7 +235,9 @@ class _AlignedCallback:
         if self.user_callback is None:
             return None
         # As returned: the engine judges it as any estimator's (only True stops).
-        return image_callback(self.user_callback, image)(iteration, loss, aligned)
+        if self._bound is None or self._bound[0] != image:
+            self._bound = (image, image_callback(self.user_callback, image))
+        return self._bound[1](iteration, loss, aligned)
 
 
 class _ImageOnly:
