@@ -23,6 +23,7 @@ def simulate_diffraction(
     n_masks: int = 0,
     mask_seed: int = 0,
     random_state: Any = None,
+    masks: Any = None,
 ) -> np.ndarray:
     """Far-field diffraction measurement of an object, optionally with shot noise.
 
@@ -57,12 +58,16 @@ def simulate_diffraction(
         Seed of the masks; pass the same value to the reconstruction.
     random_state : None, int, RandomState or Generator, default=None
         Source of the shot noise.
+    masks : array-like of shape (K, H, W) or None, default=None
+        Masks of one's own instead of the seeded ones (complex or real, see
+        :class:`skdip.operators.FourierMagnitude`); ``n_masks`` is then 0 or
+        ``K``. Pass the same masks to the reconstruction.
 
     Returns
     -------
     measurement : ndarray
-        ``(sy * H, sx * W)`` without masks, ``(sy * H, sx * W, n_masks)``
-        with masks (the patterns as channels), float64 and non-negative.
+        ``(sy * H, sx * W)`` without masks, ``(sy * H, sx * W, K)``
+        with ``K`` masks (the patterns as channels), float64 and non-negative.
 
     Examples
     --------
@@ -84,13 +89,21 @@ def simulate_diffraction(
             raise ValueError(f"photons must be a positive number or None, got {photons!r}")
         if not np.isfinite(photons):
             raise ValueError(f"photons must be finite, got {photons!r}")
-    if n_masks and (
-        isinstance(mask_seed, bool)
-        or not isinstance(mask_seed, Integral)
-        or not 0 <= mask_seed < 2**32
+    if (
+        n_masks
+        and masks is None
+        and (
+            isinstance(mask_seed, bool)
+            or not isinstance(mask_seed, Integral)
+            or not 0 <= mask_seed < 2**32
+        )
     ):
         raise ValueError(f"mask_seed must be an int in [0, 2**32), got {mask_seed!r}")
-    operator = FourierMagnitude(oversampling, "intensity", n_masks, mask_seed)
+    operator = FourierMagnitude(oversampling, "intensity", n_masks, mask_seed, masks)
+    if operator.given_masks is not None and operator.given_masks.shape[1:] != arr.shape:
+        raise ValueError(
+            f"masks have shape {operator.given_masks.shape[1:]} but image has shape {arr.shape}"
+        )
     dtype = torch.complex128 if arr.dtype.kind == "c" else torch.float64
     x = torch.as_tensor(native_copy(arr), dtype=dtype)[None, None]
     with torch.no_grad():
@@ -108,4 +121,4 @@ def simulate_diffraction(
             counts = rng.poisson(intensity * (float(photons) / total))
             intensity = counts * (total / float(photons))
     out = intensity if measurement == "intensity" else np.sqrt(intensity)
-    return out[..., 0] if n_masks == 0 else out
+    return out[..., 0] if operator.n_masks == 0 else out

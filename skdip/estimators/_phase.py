@@ -45,7 +45,12 @@ from ..exceptions import FitInterrupted, InterruptionWarning
 from ..losses import get_loss
 from ..metrics._phase import phase_retrieval_psnr
 from ..metrics._quality import _REFERENCE_MARGIN
-from ..operators._fourier import FourierMagnitude, check_oversampling, make_phase_masks
+from ..operators._fourier import (
+    FourierMagnitude,
+    check_masks,
+    check_oversampling,
+    make_phase_masks,
+)
 from ._base import (
     N_JOBS_CONSTRAINT,
     BaseDIPEstimator,
@@ -91,10 +96,10 @@ def _check_measurement(
     """Validate one ``(sH, sW, K)`` measurement; return the object shape."""
     name = "X" if index is None else f"X[{index}]"
     if image.shape[2] != n_patterns:
-        what = f"n_masks={n_patterns} coded patterns" if n_patterns > 1 else "one pattern"
+        what = f"{n_patterns} coded patterns (masks)" if n_patterns > 1 else "one pattern"
         raise ValueError(
             f"{name} has {image.shape[2]} channel(s) but the measurement model has {what}; "
-            "pass an (sH, sW) pattern, or (sH, sW, n_masks) coded patterns"
+            "pass an (sH, sW) pattern, or (sH, sW, K) patterns for K masks"
         )
     if image.min() < 0:
         raise ValueError(
@@ -186,7 +191,8 @@ def _check_measurements(estimator, images: list[np.ndarray]) -> list[tuple[int, 
     """Check every measurement of a batch (and the support) against ``estimator``'s
     measurement model before any work; return the object shapes."""
     oversampling = check_oversampling(estimator.oversampling)
-    n_patterns = max(int(estimator.n_masks), 1)
+    masks = _given_masks(estimator)
+    n_patterns = _pattern_count(estimator)
     shapes = []
     for i, image in enumerate(images):
         index = None if len(images) == 1 else i
@@ -194,6 +200,12 @@ def _check_measurements(estimator, images: list[np.ndarray]) -> list[tuple[int, 
             image, oversampling, n_patterns, index, estimator.object_type, estimator.measurement
         )
         _check_support(estimator.support, shape)
+        if masks is not None and masks.shape[1:] != shape:
+            name = "X" if index is None else f"X[{index}]"
+            raise ValueError(
+                f"masks have shape {masks.shape[1:]} but {name} is the measurement of an "
+                f"object of shape {shape} (the measured shape divided by the oversampling)"
+            )
         shapes.append(shape)
     return shapes
 
@@ -405,15 +417,35 @@ _COMMON_PHASE_CONSTRAINTS = {
     "n_init": [Interval(Integral, 1, None, closed="left")],
     "n_masks": [Interval(Integral, 0, None, closed="left")],
     "mask_seed": [Interval(Integral, 0, None, closed="left")],
+    "masks": ["array-like", None],
 }
 
 
-def _check_mask_seed(estimator) -> None:
-    """numpy's seed range, for a seed that is used (``n_masks`` > 0)."""
-    if estimator.n_masks > 0 and estimator.mask_seed >= 2**32:
+def _check_masks_params(estimator) -> None:
+    """Given masks (and ``n_masks`` agreeing with them), or numpy's seed range for a
+    seed that is used (``n_masks`` > 0)."""
+    if estimator.masks is not None:
+        check_masks(estimator.masks, estimator.n_masks)
+    elif estimator.n_masks > 0 and estimator.mask_seed >= 2**32:
         raise ValueError(
             f"mask_seed must be below 2**32 (numpy's seed range), got {estimator.mask_seed}"
         )
+
+
+def _given_masks(estimator) -> np.ndarray | None:
+    """The ``masks`` parameter as complex128 ``(K, H, W)``, or None (seeded masks or none)."""
+    return None if estimator.masks is None else check_masks(estimator.masks)
+
+
+def _pattern_count(estimator) -> int:
+    """Patterns per measurement: the given masks', ``n_masks``, or 1 for a plain pattern."""
+    masks = _given_masks(estimator)
+    return max(int(estimator.n_masks), 1) if masks is None else masks.shape[0]
+
+
+def _is_coded(estimator) -> bool:
+    """Whether the object is seen through masks (which lift the conjugate-flip ambiguity)."""
+    return estimator.masks is not None or estimator.n_masks > 0
 
 
 def _best_restarts(runs: list[dict], n_init: int, criterion, key: str) -> list[dict]:
@@ -507,7 +539,7 @@ class _PhaseRetrieverMixin:
     def _psnr_against(self, results: list[dict], y, data_range="auto") -> float:
         objects = self._objects(results)
         refs = _as_reference_list(y, objects)
-        return _aligned_psnr(refs, objects, self.oversampling, self.n_masks == 0, data_range)
+        return _aligned_psnr(refs, objects, self.oversampling, not _is_coded(self), data_range)
 
 
 # ----------------------------------------------------------- the DIP estimator
@@ -586,6 +618,12 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
     mask_seed : int, default=0
         Seed of the coded masks (:func:`skdip.operators.make_phase_masks`),
         the one used to acquire or simulate the data.
+    masks : array-like of shape (K, H, W) or None, default=None
+        The coded masks themselves, for data taken through masks of one's own
+        (phase plates, amplitude masks; see
+        :class:`~skdip.operators.FourierMagnitude`): ``X`` then holds ``K``
+        patterns, ``n_masks`` is 0 or ``K`` and ``mask_seed`` is not used.
+        ``(H, W)`` is the object shape.
     generator : str or BaseGenerator, default="skip"
         The network(s), as in :class:`DIPDenoiser` (``"skip-small"`` for
         CPUs). Each network has one output channel.
@@ -698,6 +736,7 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         pretrain_iter: int = 200,
         n_masks: int = 0,
         mask_seed: int = 0,
+        masks=None,
         generator="skip",
         early_stopping="emv",
         max_iter: int = 5000,
@@ -722,6 +761,7 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         self.pretrain_iter = pretrain_iter
         self.n_masks = n_masks
         self.mask_seed = mask_seed
+        self.masks = masks
         self.generator = generator
         self.early_stopping = early_stopping
         self.max_iter = max_iter
@@ -749,7 +789,7 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
     # ------------------------------------------------------------- helpers
     def _check_params(self) -> None:
         super()._check_params()
-        _check_mask_seed(self)
+        _check_masks_params(self)
         # The constraint admits any transformer; only HIO gives the start it needs.
         if not isinstance(self.init, str) and not isinstance(self.init, HIOPhaseRetriever):
             raise TypeError(
@@ -758,7 +798,9 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
             )
 
     def _operator(self) -> FourierMagnitude:
-        return FourierMagnitude(self.oversampling, "magnitude", self.n_masks, self.mask_seed)
+        return FourierMagnitude(
+            self.oversampling, "magnitude", self.n_masks, self.mask_seed, self.masks
+        )
 
     def _magnitudes(self, image: np.ndarray) -> np.ndarray:
         return np.sqrt(image) if self.measurement == "intensity" else image
@@ -783,6 +825,10 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         if not peak > 0:
             return 1.0
         energy = float(np.sum((magnitudes / peak) ** 2)) / magnitudes.shape[2]
+        masks = _given_masks(self)
+        if masks is not None:
+            # A mask passes |m|^2 of the energy: exact for masks of even power.
+            energy /= float(np.mean(np.abs(masks) ** 2))
         rms = peak * np.sqrt(energy / (h * w))
         return rms / _TARGET_RMS
 
@@ -866,6 +912,7 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
             support=self.support,
             n_masks=self.n_masks,
             mask_seed=self.mask_seed,
+            masks=self.masks,
             random_state=seed,
         )
         hio._check_params()
@@ -1065,6 +1112,9 @@ class HIOPhaseRetriever(
         Number of coded diffraction patterns in ``X``.
     mask_seed : int, default=0
         Seed of the coded masks.
+    masks : array-like of shape (K, H, W) or None, default=None
+        The coded masks themselves, as in :class:`PhaseRetriever`. Masks that
+        are not all of unit modulus combine the ``K`` fields by least squares.
     random_state : int, RandomState instance or None, default=None
         Seeds the random initial phases.
     n_jobs : int, default=None
@@ -1145,6 +1195,7 @@ class HIOPhaseRetriever(
         n_init: int = 1,
         n_masks: int = 0,
         mask_seed: int = 0,
+        masks=None,
         random_state=None,
         n_jobs=None,
     ):
@@ -1161,6 +1212,7 @@ class HIOPhaseRetriever(
         self.n_init = n_init
         self.n_masks = n_masks
         self.mask_seed = mask_seed
+        self.masks = masks
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -1168,7 +1220,7 @@ class HIOPhaseRetriever(
     def _check_params(self) -> None:
         self._validate_params()
         reject_bool_numbers(self)
-        _check_mask_seed(self)
+        _check_masks_params(self)
         check_oversampling(self.oversampling)
         if self.n_er > self.max_iter:
             raise ValueError(
@@ -1246,17 +1298,30 @@ class HIOPhaseRetriever(
         box[:h, :w] = True if user is None else user
         support = box.copy()
         y = magnitudes.transpose(2, 0, 1)  # (K, sH, sW)
-        masks = None
-        if self.n_masks:
-            masks = np.ones((self.n_masks, *frame), dtype=complex)
-            masks[:, :h, :w] = make_phase_masks(self.n_masks, shape, self.mask_seed)
+        masks = power = None
+        given = _given_masks(self)
+        if given is not None or self.n_masks:
+            k = len(y)
+            masks = np.ones((k, *frame), dtype=complex)
+            if given is None:
+                masks[:, :h, :w] = make_phase_masks(self.n_masks, shape, self.mask_seed)
+            else:
+                masks[:, :h, :w] = given
+                # The least-squares object from the K fields; seeded masks have unit
+                # modulus, for which it is the plain average below.
+                power = np.sum(np.abs(masks) ** 2, axis=0)
 
         def fourier_project(g):
             field = g[None] if masks is None else masks * g
             spec = np.fft.fft2(field, norm="ortho")
             spec = y * np.exp(1j * np.angle(spec))
             back = np.fft.ifft2(spec, norm="ortho")
-            back = back[0] if masks is None else np.mean(np.conj(masks) * back, axis=0)
+            if masks is None:
+                back = back[0]
+            elif power is None:
+                back = np.mean(np.conj(masks) * back, axis=0)
+            else:
+                back = np.sum(np.conj(masks) * back, axis=0) / power
             return back.real if real else back
 
         def constrain(gp, supp):

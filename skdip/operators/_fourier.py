@@ -7,6 +7,7 @@ from numbers import Integral
 import numpy as np
 import torch
 
+from .._validation import metric_array
 from ._base import ForwardOperator, _check_spatial_shape
 
 __all__ = ["FourierMagnitude", "check_oversampling", "make_phase_masks"]
@@ -79,6 +80,63 @@ def make_phase_masks(n_masks: int, shape: tuple[int, int], seed: int = 0) -> np.
     return np.exp(1j * phases)
 
 
+def check_masks(masks, n_masks: int = 0, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Coded masks given as an array, validated, as complex128 ``(K, H, W)``.
+
+    Parameters
+    ----------
+    masks : array-like of shape (K, H, W) or (H, W)
+        The masks multiplying the object, one per pattern (a 2-D array is one
+        mask): complex (phase plates), or real (amplitude masks). NumPy arrays,
+        nested lists and torch tensors are read.
+    n_masks : int, default=0
+        The number of masks they must hold; 0 takes it from ``masks``.
+    shape : tuple of int or None, default=None
+        The object shape ``(H, W)`` they must have; None does not check it.
+
+    Returns
+    -------
+    masks : ndarray of complex128, shape (K, H, W)
+        A new array: the caller's is never kept, so editing it later does not
+        change a measurement model built from it.
+    """
+    arr = metric_array(masks, "masks")
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"masks must be a numeric array, got dtype {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(
+            f"masks must be an (n_masks, H, W) array (or one (H, W) mask), got shape {arr.shape}"
+        )
+    if 0 in arr.shape:
+        raise ValueError(f"masks is empty (shape {arr.shape})")
+    arr = np.array(arr, dtype=np.complex128)
+    if not np.isfinite(arr).all():
+        raise ValueError("masks contains NaN or infinity")
+    if n_masks and n_masks != arr.shape[0]:
+        raise ValueError(
+            f"n_masks={n_masks} but masks holds {arr.shape[0]} mask(s): leave n_masks at 0 "
+            "(it is taken from the masks) or make them agree"
+        )
+    if shape is not None and arr.shape[1:] != tuple(shape):
+        raise ValueError(
+            f"masks have shape {arr.shape[1:]} but the object has shape {tuple(shape)} "
+            "(the measured shape divided by the oversampling)"
+        )
+    blocked = ~(np.abs(arr) > 0).any(axis=0)
+    if blocked.any():
+        # No pattern carries these pixels: nothing determines the object there, and the
+        # classical projection would divide by zero.
+        row, col = (int(v) for v in np.argwhere(blocked)[0])
+        raise ValueError(
+            f"masks are zero at {int(blocked.sum())} object pixel(s) in every pattern "
+            f"(the first at row {row}, column {col}): the object is not measured there; "
+            "every pixel needs a non-zero value in at least one mask"
+        )
+    return arr
+
+
 class FourierMagnitude(ForwardOperator):
     """Far-field diffraction pattern of an object: ``|F(pad(x))|`` or its square.
 
@@ -88,7 +146,8 @@ class FourierMagnitude(ForwardOperator):
     that Parseval holds: the squared magnitudes sum to ``||x||**2``. With
     ``n_masks > 0`` the measurement is a set of coded diffraction patterns:
     pattern ``k`` is that of the object multiplied by the random phase mask
-    ``k`` of :func:`make_phase_masks`.
+    ``k`` of :func:`make_phase_masks`. Masks of one's own (phase plates of an
+    experiment, amplitude masks) are given as ``masks``.
 
     Real tensors are real objects; complex tensors are complex objects.
     Every input channel (and every mask) gives one output channel, in the
@@ -110,12 +169,19 @@ class FourierMagnitude(ForwardOperator):
         Number of coded diffraction patterns; 0 measures the plain pattern.
     mask_seed : int, default=0
         Seed of the masks (see :func:`make_phase_masks`).
+    masks : array-like of shape (K, H, W) or None, default=None
+        The masks themselves, for objects of shape ``(H, W)`` only: complex
+        (phase plates) or real (amplitude masks), each object pixel non-zero in
+        at least one of them (a 2-D array is one mask). They replace the
+        seeded ones and ``n_masks`` (0, or ``K``) is taken from them.
 
     Attributes
     ----------
     masks : Tensor or None
         The complex masks, shape ``(n_masks, H, W)``, of the object shape of
         the last call (None before any call and without masks).
+    given_masks : ndarray or None
+        The ``masks`` given (complex128 ``(K, H, W)``), None for seeded ones.
 
     Examples
     --------
@@ -139,6 +205,7 @@ class FourierMagnitude(ForwardOperator):
         measurement: str = "magnitude",
         n_masks: int = 0,
         mask_seed: int = 0,
+        masks=None,
     ):
         super().__init__()
         self.oversampling = check_oversampling(oversampling)
@@ -148,7 +215,11 @@ class FourierMagnitude(ForwardOperator):
             raise ValueError(f"n_masks must be a non-negative int, got {n_masks!r}")
         if isinstance(mask_seed, bool) or not isinstance(mask_seed, Integral):
             raise TypeError(f"mask_seed must be an int, got {mask_seed!r}")
-        if n_masks > 0 and not 0 <= mask_seed < 2**32:  # an unused seed is not checked
+        # A NumPy array, not a buffer: the state_dict stays that of a plain operator.
+        self.given_masks = None if masks is None else check_masks(masks, n_masks)
+        if self.given_masks is not None:
+            n_masks = self.given_masks.shape[0]
+        elif n_masks > 0 and not 0 <= mask_seed < 2**32:  # an unused seed is not checked
             raise ValueError(f"mask_seed must be in [0, 2**32), got {mask_seed!r}")
         self.measurement = measurement
         self.n_masks = int(n_masks)
@@ -181,7 +252,10 @@ class FourierMagnitude(ForwardOperator):
     def _masks_for(self, shape: tuple[int, int], device, dtype) -> torch.Tensor:
         key = (self.n_masks, tuple(shape), self.mask_seed, str(device), dtype)
         if key not in self._masks_cache:
-            masks = make_phase_masks(self.n_masks, tuple(shape), self.mask_seed)
+            if self.given_masks is None:
+                masks = make_phase_masks(self.n_masks, tuple(shape), self.mask_seed)
+            else:
+                masks = check_masks(self.given_masks, shape=tuple(shape))
             self._masks_cache.clear()  # one entry: the operator serves one problem at a time
             self._masks_cache[key] = torch.as_tensor(masks, dtype=torch.complex128).to(
                 device=device, dtype=dtype
@@ -224,7 +298,13 @@ class FourierMagnitude(ForwardOperator):
         return h // sy, w // sx
 
     def extra_repr(self) -> str:
+        masks = (
+            f"mask_seed={self.mask_seed}"
+            if self.given_masks is None
+            else f"masks=<{self.n_masks} given, {self.given_masks.shape[1]}x"
+            f"{self.given_masks.shape[2]}>"
+        )
         return (
             f"oversampling={self.oversampling}, measurement={self.measurement!r}, "
-            f"n_masks={self.n_masks}, mask_seed={self.mask_seed}"
+            f"n_masks={self.n_masks}, {masks}"
         )
