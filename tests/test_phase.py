@@ -1166,3 +1166,64 @@ def test_seeded_masks_given_as_an_array_fit_as_the_seed_does():
     np.testing.assert_allclose(
         hio_given.fit(X).reconstruction_, hio.fit(X).reconstruction_, atol=1e-9
     )
+
+
+def _beamstop(y: np.ndarray) -> np.ndarray:
+    """The 3x3 pixels around the zero frequency (numpy's layout: the corners)."""
+    stop = np.zeros(y.shape, dtype=bool)
+    stop[np.ix_([-1, 0, 1], [-1, 0, 1])] = True
+    return stop
+
+
+def test_hio_retrieves_through_a_beamstop_marked_as_nan():
+    x = _blob()
+    y = simulate_diffraction(x)
+    stop = _beamstop(y)
+    hio = HIOPhaseRetriever(n_init=4, random_state=0)
+    # Unmeasured pixels keep the iterate's magnitude: noise-free, the object comes back
+    # exactly; the same pixels given as 0 (measured darkness) give garbage.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither the centring nor the oversampling warning
+        marked = clone(hio).fit(np.where(stop, np.nan, y))
+    assert marked.fourier_error_ < 1e-9
+    assert phase_retrieval_psnr(x, marked.reconstruction_) > 60
+    with pytest.warns(UserWarning, match="mark the pixels it hid as NaN"):
+        zeros = clone(hio).fit(np.where(stop, 0.0, y))
+    assert phase_retrieval_psnr(x, zeros.reconstruction_) < 20
+    # A masked array says the same as NaN.
+    masked = clone(hio).fit(np.ma.masked_array(np.where(stop, 5.0, y), mask=stop))
+    np.testing.assert_array_equal(masked.reconstruction_, marked.reconstruction_)
+
+
+def test_phase_retriever_leaves_unmeasured_pixels_out_of_its_fit_and_score():
+    x = _blob()
+    y = simulate_diffraction(x, photons=1e5, random_state=0)
+    stop = _beamstop(y)
+    pr = _tiny_pr(init=HIOPhaseRetriever(max_iter=100, n_er=20, n_init=2))
+    marked = clone(pr).fit(np.where(stop, np.nan, y))
+    # What lies under a mask is never read: another value there fits identically.
+    hidden = clone(pr).fit(np.ma.masked_array(np.where(stop, 1e3, y), mask=stop))
+    np.testing.assert_array_equal(hidden.reconstruction_, marked.reconstruction_)
+    assert not np.array_equal(clone(pr).fit(y).reconstruction_, marked.reconstruction_)
+    # The Fourier error is that of the measured pixels.
+    obj = marked.reconstruction_
+    pred = np.abs(np.fft.fft2(obj, s=y.shape, norm="ortho"))
+    expected = np.linalg.norm((pred - y)[~stop]) / np.linalg.norm(y[~stop])
+    assert marked.fourier_error_ == pytest.approx(expected, rel=1e-6)
+    assert np.isfinite(marked.score(np.where(stop, np.nan, y)))
+    np.testing.assert_array_equal(marked._fit_results[0]["measured"][..., 0], ~stop)
+
+
+def test_unmeasured_patterns_are_refused():
+    y = simulate_diffraction(_blob(), n_masks=2)
+    y[..., 1] = np.nan
+    for est in (HIOPhaseRetriever(n_masks=2, max_iter=2, n_er=1), _tiny_pr(n_masks=2)):
+        with pytest.raises(ValueError, match=r"pattern\(s\) \[1\] of X are NaN everywhere"):
+            est.fit(y)
+    y = simulate_diffraction(_blob())
+    y[0, 0], y[3, 3] = np.nan, -1.0
+    with pytest.raises(ValueError, match="Negative"):
+        HIOPhaseRetriever().fit(y)
+    y[3, 3] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        _tiny_pr().fit(y)

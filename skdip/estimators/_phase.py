@@ -101,27 +101,39 @@ def _check_measurement(
             f"{name} has {image.shape[2]} channel(s) but the measurement model has {what}; "
             "pass an (sH, sW) pattern, or (sH, sW, K) patterns for K masks"
         )
-    if image.min() < 0:
+    unmeasured = np.isnan(image)
+    empty = [k for k in range(image.shape[2]) if unmeasured[..., k].all()]
+    if empty:
         raise ValueError(
-            f"Negative values in data passed to {name} (min {image.min():g}): magnitudes and "
+            f"pattern(s) {empty} of {name} are NaN everywhere: no pixel of them was measured"
+        )
+    low, high = float(np.nanmin(image)), float(np.nanmax(image))
+    if low < 0:
+        raise ValueError(
+            f"Negative values in data passed to {name} (min {low:g}): magnitudes and "
             "intensities are non-negative"
         )
-    if not image.max() > 0:
+    if not high > 0:
         # No light measured: PhaseRetriever returned an object anyway, and a relative
         # Fourier error has nothing to be relative to.
         raise ValueError(f"{name} is zero everywhere: no diffraction pattern was measured")
-    if object_type == "real" and n_patterns == 1 and image[0, 0].max() < 0.5 * image.max():
+    # A beamstop hides the zero frequency: nothing tells a centred pattern then.
+    if object_type == "real" and n_patterns == 1 and image[0, 0].max() < 0.5 * high:
         # A non-negative object's pattern peaks at the zero frequency, which numpy's
         # layout puts at [0, 0]; a centred (fftshift-ed) pattern was fitted as garbage.
         warn(
-            f"{name}: the zero frequency X[0, 0] is {image[0, 0].max() / image.max():.2g} "
+            f"{name}: the zero frequency X[0, 0] is {image[0, 0].max() / high:.2g} "
             "of the pattern's peak, while a non-negative object's pattern peaks there: is "
             "the pattern centred (fftshift)? skdip reads numpy's layout, zero frequency at "
-            "[0, 0]; pass np.fft.ifftshift(X, axes=(0, 1)).",
+            "[0, 0]; pass np.fft.ifftshift(X, axes=(0, 1)). If a beamstop hid it, mark the "
+            "pixels it hid as NaN (not measured) instead of 0.",
             UserWarning,
         )
     shape = _object_shape(image.shape[:2], oversampling)
-    _check_autocorrelation(image, shape, measurement, name)
+    if not unmeasured.any():
+        # Unmeasured pixels, read as 0, put 5 to 14% outside with the right
+        # oversampling (a 3x3 to 7x7 beamstop, 16 and 32 px pictures): no test then.
+        _check_autocorrelation(image, shape, measurement, name)
     return shape
 
 
@@ -328,11 +340,15 @@ def _run_sharing(runner, flag: list, job: tuple) -> dict:
 
 
 def _fourier_error(obj: np.ndarray, magnitudes: np.ndarray, operator: FourierMagnitude) -> float:
-    """``|| |F(obj)| - Y || / ||Y||`` for a 2-D object and ``(sH, sW, K)`` magnitudes."""
+    """``|| |F(obj)| - Y || / ||Y||`` for a 2-D object and ``(sH, sW, K)`` magnitudes,
+    over the measured pixels (those not NaN)."""
     dtype = torch.complex128 if np.iscomplexobj(obj) else torch.float64
     with torch.no_grad():
         pred = operator(torch.as_tensor(obj, dtype=dtype)[None, None])[0]
     pred = pred.numpy().transpose(1, 2, 0)
+    unmeasured = np.isnan(magnitudes)
+    if unmeasured.any():
+        pred, magnitudes = pred[~unmeasured], magnitudes[~unmeasured]
     norm = float(np.linalg.norm(magnitudes))
     return float(np.linalg.norm(pred - magnitudes)) / (norm if norm > 0 else 1.0)
 
@@ -351,7 +367,7 @@ class _PhaseModel(nn.Module):
     prediction is the magnitude of the oversampled Fourier transform.
     """
 
-    def __init__(self, magnitude_net, phase_net, operator, support, input_noise_std):
+    def __init__(self, magnitude_net, phase_net, operator, support, input_noise_std, measured=None):
         super().__init__()
         self.magnitude_net = magnitude_net
         self.phase_net = phase_net
@@ -361,6 +377,9 @@ class _PhaseModel(nn.Module):
         # where the normalisation guessed its peak too low (sparse objects).
         self.log_gain = nn.Parameter(torch.zeros(()))
         self.register_buffer("support", support)
+        # 1 where the detector measured, 0 where it did not (NaN in X): the prediction
+        # is 0 there, as the target is, so that those pixels add nothing to the loss.
+        self.register_buffer("measured", measured)
 
     def _run(self, net, rng):
         z = net.input
@@ -382,7 +401,10 @@ class _PhaseModel(nn.Module):
     def forward(self, rng: torch.Generator | None = None):
         x = self.estimate(rng)
         obj = x if self.phase_net is None else torch.complex(x[:, :1], x[:, 1:])
-        return x, self.operator(obj)
+        prediction = self.operator(obj)
+        if self.measured is not None:
+            prediction = prediction * self.measured
+        return x, prediction
 
 
 class _ObjectFit(nn.Module):
@@ -687,7 +709,8 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         The lowest training loss of every restart.
     fourier_error_ : float or list of float
         Relative error of the reconstruction's magnitudes against the
-        measured ones, ``|| |F(x)| - Y || / ||Y||``.
+        measured ones, ``|| |F(x)| - Y || / ||Y||``, over the measured
+        pixels (NaN in ``X`` left out).
     best_iter_, n_iter_, stopped_by_, history_, loss_curve_ : as in :class:`DIPDenoiser`
         For the kept restart.
     n_images_ : int
@@ -724,6 +747,9 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
     rescale = False
     _min_image_size = 2
     _scale_uint8 = False  # measurements: uint8 holds counts, not 8-bit pixel levels
+    # NaN (or masked values) mark detector pixels that measured nothing: a beamstop,
+    # gaps between detector modules, saturated or hot pixels.
+    _allow_nan = True
 
     def __init__(
         self,
@@ -821,10 +847,12 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         h, w = _object_shape(magnitudes.shape[:2], check_oversampling(self.oversampling))
         # Parseval (orthonormal FFT, unit-modulus masks): each pattern carries ||x||^2.
         # Squares taken relative to the peak, so that huge counts do not overflow.
-        peak = float(np.max(magnitudes))
+        peak = float(np.nanmax(magnitudes))
         if not peak > 0:
             return 1.0
-        energy = float(np.sum((magnitudes / peak) ** 2)) / magnitudes.shape[2]
+        # Unmeasured pixels (NaN) are taken to hold the measured ones' mean energy.
+        measured_share = float(np.mean(~np.isnan(magnitudes)))
+        energy = float(np.nansum((magnitudes / peak) ** 2)) / magnitudes.shape[2] / measured_share
         masks = _given_masks(self)
         if masks is not None:
             # A mask passes |m|^2 of the energy: exact for masks of even power.
@@ -851,12 +879,18 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         support_t = None if support is None else torch.as_tensor(support, dtype=dtype)
         if support_t is not None:
             support_t = support_t[None, None]
+        unmeasured = np.isnan(target)
+        measured_t = None
+        if unmeasured.any():
+            target = np.where(unmeasured, 0.0, target)
+            measured_t = torch.as_tensor(~unmeasured.transpose(2, 0, 1), dtype=dtype)[None]
         model = _PhaseModel(
             magnitude_net,
             phase_net,
             self._operator(),
             support_t,
             input_noise_std(self, generator),
+            measured_t,
         ).to(device)
         target_t = torch.as_tensor(np.ascontiguousarray(target.transpose(2, 0, 1)), dtype=dtype)
         target_t = target_t[None].to(device)
@@ -944,7 +978,11 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         magnitudes = self._magnitudes(image)
         estimate = estimate * self._normalisation(magnitudes)
         error = _fourier_error(_as_object(estimate), magnitudes, self._operator())
-        return {"estimate": estimate, "fourier_error": error}
+        out = {"estimate": estimate, "fourier_error": error}
+        unmeasured = np.isnan(image)
+        if unmeasured.any():
+            out["measured"] = ~unmeasured  # for the scorers, as an inpainter's mask
+        return out
 
     # ----------------------------------------------------------- internals
     def _fit_images(self, images, references, extras, rng) -> list[dict]:
@@ -1004,7 +1042,9 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
             One measurement ``(sH, sW)`` (or ``(sH, sW, n_masks)`` coded
             patterns), a batch ``(N, sH, sW, K)`` or a list; non-negative
             magnitudes or intensities (see ``measurement``); ``sH`` and
-            ``sW`` divisible by the oversampling.
+            ``sW`` divisible by the oversampling. NaN (or a masked array's
+            masked values) marks pixels that were not measured (a
+            beamstop, detector gaps): they are left out of the fit.
         y : None
             Ignored (clean objects are only used by :meth:`score`).
 
@@ -1137,7 +1177,7 @@ class HIOPhaseRetriever(
         "fourier_error": relative Fourier error ``|| |F(x_k)| - Y || / ||Y||``
         of the constrained iterate ``x_k`` at each iteration; "fit_time".
     fourier_error_ : float or list of float
-        Fourier error of the reconstruction.
+        Fourier error of the reconstruction (as in :class:`PhaseRetriever`).
     support_ : ndarray or list of ndarray
         Final support (bool, ``(H, W)``).
     restart_errors_ : ndarray or list of ndarray
@@ -1228,7 +1268,9 @@ class HIOPhaseRetriever(
             )
 
     def _solve(self, X):
-        images, layout = check_images(X, min_size=self._min_image_size, scale_uint8=False)
+        images, layout = check_images(
+            X, min_size=self._min_image_size, scale_uint8=False, allow_nan=True
+        )
         shapes = _check_measurements(self, images)
         results = self._solve_images(images, shapes)
         cut = [i for i, r in enumerate(results) if r["stopped_by"] == "interrupted"]
@@ -1298,6 +1340,11 @@ class HIOPhaseRetriever(
         box[:h, :w] = True if user is None else user
         support = box.copy()
         y = magnitudes.transpose(2, 0, 1)  # (K, sH, sW)
+        # Unmeasured pixels (NaN: a beamstop, detector gaps) keep the iterate's own
+        # magnitude in the projection and are left out of the error.
+        measured = ~np.isnan(y)
+        partial = not measured.all()
+        y = np.where(measured, y, 0.0)
         masks = power = None
         given = _given_masks(self)
         if given is not None or self.n_masks:
@@ -1314,7 +1361,8 @@ class HIOPhaseRetriever(
         def fourier_project(g):
             field = g[None] if masks is None else masks * g
             spec = np.fft.fft2(field, norm="ortho")
-            spec = y * np.exp(1j * np.angle(spec))
+            projected = y * np.exp(1j * np.angle(spec))
+            spec = np.where(measured, projected, spec) if partial else projected
             back = np.fft.ifft2(spec, norm="ortho")
             if masks is None:
                 back = back[0]
@@ -1331,6 +1379,8 @@ class HIOPhaseRetriever(
         def error(obj):
             field = obj[None] if masks is None else masks * obj
             pred = np.abs(np.fft.fft2(field, norm="ortho"))
+            if partial:
+                pred = np.where(measured, pred, 0.0)
             return float(np.linalg.norm(pred - y)) / max(float(np.linalg.norm(y)), 1e-300)
 
         # Start from the measured magnitudes with random phases.
@@ -1391,7 +1441,9 @@ class HIOPhaseRetriever(
         ----------
         X : array-like
             One measurement ``(sH, sW)`` (or ``(sH, sW, n_masks)``), a batch
-            ``(N, sH, sW, K)`` or a list; non-negative.
+            ``(N, sH, sW, K)`` or a list; non-negative. NaN (or a masked
+            array's masked values) marks pixels that were not measured: the
+            projection keeps the iterate's magnitude there.
         y : None
             Ignored.
 
@@ -1422,7 +1474,9 @@ class HIOPhaseRetriever(
         """``(images, layout, results)`` for ``X``: the fit's for the fitted data, else
         the kept or a new solve (``fit_params``: the DIP estimators' argument, always
         empty here)."""
-        images, layout = check_images(X, min_size=self._min_image_size, scale_uint8=False)
+        images, layout = check_images(
+            X, min_size=self._min_image_size, scale_uint8=False, allow_nan=True
+        )
         if images_digest(images) == self._fit_digest:
             return images, layout, self._fit_results
         # NumPy alone: torch's default dtype, which _solve_key adds, does not enter.
@@ -1463,6 +1517,7 @@ class HIOPhaseRetriever(
         tags.input_tags.two_d_array = True
         tags.input_tags.three_d_array = True
         tags.input_tags.positive_only = True
+        tags.input_tags.allow_nan = True  # unmeasured pixels
         tags.non_deterministic = False
         tags.requires_fit = True
         if tags.transformer_tags is not None:
