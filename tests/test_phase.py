@@ -1227,3 +1227,17 @@ def test_unmeasured_patterns_are_refused():
     y[3, 3] = np.inf
     with pytest.raises(ValueError, match="infinity"):
         _tiny_pr().fit(y)
+
+
+def test_a_reference_of_another_shape_is_named_as_y():
+    x = _blob()
+    X = simulate_diffraction(x)
+    hio = HIOPhaseRetriever(max_iter=10, n_er=2, random_state=0).fit(X)
+    frame = np.zeros((16, 16))
+    frame[:8, :8] = x
+    # The metric's message spoke of image_true and image_test.
+    with pytest.raises(ValueError, match=r"y\[0\] has shape \(16, 16\).*top-left 8x8 pixels"):
+        hio.score(X, frame)
+    with pytest.raises(ValueError, match=r"y\[0\] has shape \(7, 8\) but the object") as info:
+        hio.score(X, x[:7])
+    assert "padded" not in str(info.value)

@@ -290,6 +290,19 @@ def _as_reference_list(y, objects: list[np.ndarray]) -> list[np.ndarray]:
     if len(refs) != n:
         raise ValueError(f"y holds {len(refs)} objects but X holds {n} measurements")
     for i, (ref, obj) in enumerate(zip(refs, objects, strict=True)):
+        if ref.shape != obj.shape:
+            # The metric's own message named its arguments, not y.
+            padded = all(r % o == 0 and r > o for r, o in zip(ref.shape, obj.shape, strict=False))
+            hint = (
+                ": it looks like the padded frame; give the object, its top-left "
+                f"{obj.shape[0]}x{obj.shape[1]} pixels"
+                if len(ref.shape) == 2 and padded
+                else ""
+            )
+            raise ValueError(
+                f"y[{i}] has shape {ref.shape} but the object recovered from X[{i}] has shape "
+                f"{obj.shape} (the measured shape divided by the oversampling){hint}"
+            )
         # The measurement fixes the object's scale: a reference 255 times larger (a
         # uint8 picture of a [0, 1] object) scored -43 dB, silently. Energies, not
         # peaks: a weak fit spreads a point object but keeps the measured energy.
