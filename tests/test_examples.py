@@ -25,8 +25,8 @@ CASES = {
         ["--out", "out.png"],
     ),
     "phase_retrieval": (
-        ["--size", "16", "--max-iter", "3"],
-        ["HIO:", "PhaseRetriever:"],
+        ["--size", "16", "--max-iter", "3", "--beamstop", "1"],
+        ["HIO:", "PhaseRetriever:", "beamstop: 9 pixels"],
         ["--out", "out.png"],
     ),
     "grid_search_without_reference": (
