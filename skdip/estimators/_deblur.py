@@ -20,6 +20,7 @@ from ._base import (
     _AUTO_STRETCH_SPAN,
     BaseDIPEstimator,
     checked_generator,
+    fitted_scaling,
     image_callback,
     input_noise_std,
 )
@@ -526,8 +527,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         # The engine compares its reference with the (packed) estimate; the PSNR of the
         # aligned image is recorded by this estimator's callback instead.
         extra = dict(extra)
-        scaling = self._fit_scaling(image, extra)
-        extra["_scaling"] = scaling
+        scaling = extra["_scaling"] = fitted_scaling(self, image, extra)
         extra["_reference"] = None if reference is None else scaling.forward_image(reference)
         if reference is not None:
             extra["_reference_range"] = self._history_psnr_range(scaling, reference, image, extra)

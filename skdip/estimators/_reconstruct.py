@@ -573,7 +573,7 @@ class DIPReconstructor(_InverseProblemEstimator):
             return self.operator
         return FunctionOperator(self.operator)
 
-    def _check_solvable(self, image, extra, reference=None) -> None:
+    def _check_solvable(self, image, extra, reference=None):
         # A user's operator may not map the reconstruction onto this observation:
         # found here for every image of a batch, not after the earlier images' fits.
         outputs = self._probe_operator(
@@ -640,7 +640,7 @@ class DIPReconstructor(_InverseProblemEstimator):
                     "about [0, 1].",
                     UserWarning,
                 )
-        super()._check_solvable(image, extra, reference)  # the rescaling probes the same model
+        return super()._check_solvable(image, extra, reference)  # the rescaling probes too
 
     def _measures_own_pixels(self) -> bool:
         # Through the identity or a mask the measured pixels are the image's own:
@@ -909,10 +909,10 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
             )
         return observed
 
-    def _check_solvable(self, image, extra, reference=None) -> None:
-        super()._check_solvable(image, extra, reference)
+    def _check_solvable(self, image, extra, reference=None):
+        scaling = super()._check_solvable(image, extra, reference)
         if extra.get("mask") is None:
-            return
+            return scaling
         observed = self._observed(image, extra)
         for c in range(image.shape[2]):
             seen = image[observed[..., c], c]
@@ -927,7 +927,8 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
                     "(True = to fill): if it marks the damaged pixels, pass ~mask.",
                     UserWarning,
                 )
-                return
+                break
+        return scaling
 
     def _scaling_values(self, image, extra):
         # Values hidden by a mask (placeholders, overlays) must not set the scale.

@@ -26,6 +26,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._validation import to_numpy
+from ._base import fitted_scaling
 
 __all__ = ["SparseNoise", "SparseNoiseModel", "SparseNoiseMixin", "resolve_noise_model"]
 
@@ -181,7 +182,7 @@ class SparseNoiseMixin:
             )
         if noise_module is not None:
             # the same intensity map the base used for this image
-            scale = self._fit_scaling(image, extra).scale
+            scale = fitted_scaling(self, image, extra).scale
             with torch.no_grad():
                 out["sparse_noise"] = to_numpy(noise_module.noise().cpu()) * scale
         return out
