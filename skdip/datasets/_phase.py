@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .._validation import check_plane, native_copy
-from ..operators._fourier import FourierMagnitude, check_oversampling
+from ..operators._fourier import FourierMagnitude, check_masks, check_oversampling
 from ._noise import _MAX_POISSON_MEAN, _check_random_state
 
 __all__ = ["simulate_diffraction"]
@@ -99,11 +99,9 @@ def simulate_diffraction(
         )
     ):
         raise ValueError(f"mask_seed must be an int in [0, 2**32), got {mask_seed!r}")
+    if masks is not None:
+        masks = check_masks(masks, n_masks, shape=arr.shape)
     operator = FourierMagnitude(oversampling, "intensity", n_masks, mask_seed, masks)
-    if operator.given_masks is not None and operator.given_masks.shape[1:] != arr.shape:
-        raise ValueError(
-            f"masks have shape {operator.given_masks.shape[1:]} but image has shape {arr.shape}"
-        )
     dtype = torch.complex128 if arr.dtype.kind == "c" else torch.float64
     x = torch.as_tensor(native_copy(arr), dtype=dtype)[None, None]
     with torch.no_grad():

@@ -80,7 +80,9 @@ def make_phase_masks(n_masks: int, shape: tuple[int, int], seed: int = 0) -> np.
     return np.exp(1j * phases)
 
 
-def check_masks(masks, n_masks: int = 0, shape: tuple[int, int] | None = None) -> np.ndarray:
+def check_masks(
+    masks, n_masks: int = 0, shape: tuple[int, int] | None = None, coverage: bool = True
+) -> np.ndarray:
     """Coded masks given as an array, validated, as complex128 ``(K, H, W)``.
 
     Parameters
@@ -93,6 +95,10 @@ def check_masks(masks, n_masks: int = 0, shape: tuple[int, int] | None = None) -
         The number of masks they must hold; 0 takes it from ``masks``.
     shape : tuple of int or None, default=None
         The object shape ``(H, W)`` they must have; None does not check it.
+    coverage : bool, default=True
+        Refuse masks under which a pixel is zero in every mask. Checked after
+        the shape: masks given channels-last are told as such, not as blocking
+        pixels.
 
     Returns
     -------
@@ -120,12 +126,17 @@ def check_masks(masks, n_masks: int = 0, shape: tuple[int, int] | None = None) -
             "(it is taken from the masks) or make them agree"
         )
     if shape is not None and arr.shape[1:] != tuple(shape):
+        hint = (
+            "; they look channels-last: masks are (K, H, W), e.g. np.moveaxis(masks, -1, 0)"
+            if arr.shape[:2] == tuple(shape)
+            else ""
+        )
         raise ValueError(
-            f"masks have shape {arr.shape[1:]} but the object has shape {tuple(shape)} "
-            "(the measured shape divided by the oversampling)"
+            f"masks have shape {arr.shape[1:]} per mask but the object has shape "
+            f"{tuple(shape)}{hint}"
         )
     blocked = ~(np.abs(arr) > 0).any(axis=0)
-    if blocked.any():
+    if coverage and blocked.any():
         # No pattern carries these pixels: nothing determines the object there, and the
         # classical projection would divide by zero.
         row, col = (int(v) for v in np.argwhere(blocked)[0])
@@ -181,7 +192,8 @@ class FourierMagnitude(ForwardOperator):
         The complex masks, shape ``(n_masks, H, W)``, of the object shape of
         the last call (None before any call and without masks).
     given_masks : ndarray or None
-        The ``masks`` given (complex128 ``(K, H, W)``), None for seeded ones.
+        The ``masks`` given (a read-only complex128 ``(K, H, W)`` copy), None for
+        seeded ones.
 
     Examples
     --------
@@ -216,9 +228,13 @@ class FourierMagnitude(ForwardOperator):
         if isinstance(mask_seed, bool) or not isinstance(mask_seed, Integral):
             raise TypeError(f"mask_seed must be an int, got {mask_seed!r}")
         # A NumPy array, not a buffer: the state_dict stays that of a plain operator.
-        self.given_masks = None if masks is None else check_masks(masks, n_masks)
-        if self.given_masks is not None:
-            n_masks = self.given_masks.shape[0]
+        # Their pixels are checked against the object shape at the first call.
+        self._given_masks = None if masks is None else check_masks(masks, n_masks, coverage=False)
+        if self._given_masks is not None:
+            # Read-only: the masks are cached per shape and device, which an edit in
+            # place would not reach.
+            self._given_masks.flags.writeable = False
+            n_masks = self._given_masks.shape[0]
         elif n_masks > 0 and not 0 <= mask_seed < 2**32:  # an unused seed is not checked
             raise ValueError(f"mask_seed must be in [0, 2**32), got {mask_seed!r}")
         self.measurement = measurement
@@ -235,6 +251,16 @@ class FourierMagnitude(ForwardOperator):
         state = self.__dict__.copy()
         state["_masks_cache"] = {}
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if self.__dict__.get("_given_masks") is not None:
+            self._given_masks.flags.writeable = False  # a pickle does not keep the flag
+
+    @property
+    def given_masks(self) -> np.ndarray | None:
+        """The ``masks`` given, read-only; None for seeded masks."""
+        return self._given_masks
 
     @property
     def masks(self) -> torch.Tensor | None:
