@@ -4,6 +4,7 @@ Run by hand (not in CI), one thread::
 
     OMP_NUM_THREADS=1 python benchmarks/phase.py                 # writes benchmarks/results/
     OMP_NUM_THREADS=1 python benchmarks/phase.py --images camera --photons 1e6 --seeds 0
+    OMP_NUM_THREADS=1 python benchmarks/phase.py --size 32 --beamstop 1 --tag phase_32_beamstop
 
 Each case: a bundled grey image (the object, real and non-negative, in
 [0, 1]) is measured with :func:`skdip.datasets.simulate_diffraction`
@@ -22,6 +23,11 @@ Scores are ambiguity-aware (translation, conjugate flip, global sign):
 :func:`skdip.metrics.phase_retrieval_error`; a case is a *success* when the
 aligned relative error is below ``--success`` (0.15 by default: no visible
 twin image or ghosting).
+
+``--beamstop r`` hides the ``(2r + 1)**2`` pixels around the zero frequency
+of every pattern, as a beamstop does: marked as NaN (not measured, the
+default) or, with ``--fill zero``, given as 0 (read as measured darkness), to
+show what marking them is worth.
 """
 
 from __future__ import annotations
@@ -78,6 +84,8 @@ def _settings(args) -> dict:
         "max_iter": args.max_iter,
         "patience": args.patience,
         "success_below": args.success,
+        "beamstop": args.beamstop,
+        "fill": args.fill if args.beamstop else None,
     }
 
 
@@ -111,6 +119,10 @@ def run(args) -> list[dict]:
         for photons in args.photons:
             for seed in args.seeds:
                 y = simulate_diffraction(x, oversampling=2, photons=photons, random_state=seed)
+                if args.beamstop:
+                    # numpy's layout: the zero frequency at [0, 0], its neighbours wrap.
+                    near = np.r_[-args.beamstop : args.beamstop + 1]
+                    y[np.ix_(near, near)] = np.nan if args.fill == "nan" else 0.0
                 for method, est in _methods(args, seed).items():
                     if (name, photons, seed, method) in done:
                         continue
@@ -168,7 +180,13 @@ def summarise(rows: list[dict], args) -> str:
         "translation, conjugate flip and global sign; PSNRs are capped at "
         f"{PSNR_CAP:.0f} dB (exact recovery) before averaging. "
         f"Machine: {platform.processor() or platform.machine()}, 1 torch thread, "
-        "CPU shared with other jobs (times are indicative).",
+        "CPU shared with other jobs (times are indicative)."
+        + (
+            f" Beamstop: the {(2 * args.beamstop + 1) ** 2} pixels around the zero frequency "
+            + ("not measured (NaN)." if args.fill == "nan" else "given as 0 (as if measured).")
+            if args.beamstop
+            else ""
+        ),
         "",
         _commands(rows),
         "",
@@ -212,6 +230,8 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=1000)
     parser.add_argument("--patience", type=int, default=300)
     parser.add_argument("--success", type=float, default=0.15)
+    parser.add_argument("--beamstop", type=int, default=0, help="radius of a hidden centre")
+    parser.add_argument("--fill", choices=["nan", "zero"], default="nan")
     parser.add_argument("--tag", default="phase_64")
     parser.add_argument("--resume", action="store_true", help="keep the rows already written")
     args = parser.parse_args()

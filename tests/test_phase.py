@@ -1129,7 +1129,7 @@ def test_given_masks_are_checked():
         simulate_diffraction(np.ones((5, 4)), masks=good)
     X = simulate_diffraction(_blob(), masks=_amplitude_masks())  # 8x8 object, 3 patterns
     for est in (HIOPhaseRetriever(max_iter=2, n_er=1), _tiny_pr(max_iter=1)):
-        with pytest.raises(ValueError, match="masks have shape .4, 4. per mask but X is the"):
+        with pytest.raises(ValueError, match="masks have shape .4, 4. per mask but the object"):
             clone(est).set_params(masks=good).fit(X[..., :2])
         with pytest.raises(ValueError, match="n_masks=2 but masks holds 3"):
             clone(est).set_params(masks=_amplitude_masks(), n_masks=2).fit(X)

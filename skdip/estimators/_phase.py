@@ -242,21 +242,9 @@ def _check_measurements(estimator, images: list[np.ndarray]) -> list[tuple[int, 
         index = None if len(images) == 1 else i
         name = "X" if index is None else f"X[{index}]"
         if masks is not None:
-            # Before the count of patterns: masks given channels last, as X is,
-            # were reported as a wrong number of channels in X.
-            shape = _object_shape(image.shape[:2], oversampling)
-            if masks.shape[1:] != shape:
-                hint = (
-                    "; they look channels-last: masks are (K, H, W), e.g. np.moveaxis(masks, -1, 0)"
-                    if masks.shape[:2] == shape
-                    else ""
-                )
-                raise ValueError(
-                    f"masks have shape {masks.shape[1:]} per mask but {name} is the "
-                    f"measurement of an object of shape {shape} (the measured shape "
-                    f"divided by the oversampling){hint}"
-                )
-            check_masks(masks, shape=shape)  # every pixel passed by some mask
+            # Before the count of patterns: masks given channels last, as X is, were
+            # reported as a wrong number of channels in X. Every pixel passed too.
+            check_masks(masks, shape=_object_shape(image.shape[:2], oversampling))
         shape = _check_measurement(
             image,
             oversampling,
