@@ -1457,3 +1457,21 @@ def test_low_contrast_data_through_a_model_that_is_not_linear_is_not_warned_of()
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         DIPReconstructor(operator=FunctionOperator(gamma), **COMMON).fit(y)
+
+
+def test_a_photograph_fitted_as_periodic_is_warned_of():
+    # A crop blurred as a photograph is (its borders cut from a larger scene) was
+    # fitted as periodic by the default boundary, ringing from its borders, silently.
+    from skdip.datasets import load_image, make_gaussian_kernel
+
+    kernel = make_gaussian_kernel(9, 2.0)
+    scene = load_image("camera", size=64, as_gray=True)[8:48, 12:52]
+    photo = blur(scene, kernel, "valid")  # 32x32
+    periodic = blur(scene[4:36, 4:36], kernel, "wrap")
+    fit = dict(COMMON, max_iter=1)
+    with pytest.warns(UserWarning, match="does not look periodic"):
+        DIPDeconvolver(kernel=kernel, **fit).fit(photo)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DIPDeconvolver(kernel=kernel, boundary="valid", **fit).fit(photo)
+        DIPDeconvolver(kernel=kernel, **fit).fit(periodic)
