@@ -1475,3 +1475,21 @@ def test_a_photograph_fitted_as_periodic_is_warned_of():
         warnings.simplefilter("error")
         DIPDeconvolver(kernel=kernel, boundary="valid", **fit).fit(photo)
         DIPDeconvolver(kernel=kernel, **fit).fit(periodic)
+
+
+def test_an_off_centre_kernel_is_warned_of_as_a_shift():
+    from skdip.datasets import make_gaussian_kernel
+
+    centred = np.zeros((9, 9))
+    centred[2:7, 2:7] = make_gaussian_kernel(5, 1.0)
+    off = np.roll(centred, (2, -1), axis=(0, 1))  # a measured PSF cut off-centre
+    image = np.random.default_rng(0).random((16, 16))
+    fit = dict(COMMON, max_iter=1)
+    with pytest.warns(UserWarning, match=r"centre of mass lies \(\+2.00, -1.00\) pixels"):
+        DIPDeconvolver(kernel=off, boundary="valid", **fit).fit(image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # Centred ones, of odd or even size, are not (an even box's centre of mass lies
+        # half a pixel past its centre pixel).
+        DIPDeconvolver(kernel=centred, boundary="valid", **fit).fit(image)
+        DIPDeconvolver(kernel=np.ones((4, 4)) / 16, boundary="valid", **fit).fit(image)

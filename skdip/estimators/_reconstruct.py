@@ -1120,7 +1120,13 @@ class DIPDeconvolver(_InverseProblemEstimator):
         shared by all channels. Required: ``fit`` refuses None (the default
         only lets ``DIPDeconvolver()`` be made first, as scikit-learn's
         ``clone`` does). It is used as given: make it sum to
-        1 to keep the mean intensity.
+        1 to keep the mean intensity. Each image pixel lines up with the
+        kernel's pixel ``((kh - 1) // 2, (kw - 1) // 2)``, as in
+        ``scipy.signal.convolve2d(..., mode="same")``; a kernel whose centre of
+        mass lies over a pixel from it is warned of (the image comes back
+        shifted). For kernels of even size ``scipy.ndimage.convolve`` takes
+        ``(kh // 2, kw // 2)`` instead: data blurred that way comes back one
+        pixel off.
     boundary : {"circular", "valid"}, default="circular"
         The blur's border model. ``"circular"``: the scene is periodic and the
         estimate has the observation's size; an observation whose opposite
@@ -1214,6 +1220,7 @@ class DIPDeconvolver(_InverseProblemEstimator):
                 "batch_size=1, or boundary='circular'"
             )
         convolution = self._convolution()  # validates the kernel
+        self._check_kernel_centre(convolution.kernel.double().numpy())
         total = float(convolution.kernel.double().sum())
         if total < 0:
             # Fitted as given, it explains positive data by a negative image.
@@ -1251,6 +1258,28 @@ class DIPDeconvolver(_InverseProblemEstimator):
                     UserWarning,
                 )
         return scaling
+
+    def _check_kernel_centre(self, kernel: np.ndarray) -> None:
+        """Warn when a non-negative kernel's centre of mass lies over a pixel from its
+        centre pixel: the image comes back shifted by that much (a measured PSF cut
+        off-centre shifted the result by (-2, +1), silently)."""
+        if kernel.min() < 0 or not kernel.sum() > 0:
+            return
+        rows, cols = np.indices(kernel.shape)
+        mass = kernel / kernel.sum()
+        offset = (
+            float((mass * rows).sum()) - (kernel.shape[0] - 1) // 2,
+            float((mass * cols).sum()) - (kernel.shape[1] - 1) // 2,
+        )
+        if max(abs(v) for v in offset) > 1:
+            warn(
+                f"the kernel's centre of mass lies ({offset[0]:+.2f}, {offset[1]:+.2f}) "
+                "pixels from its centre pixel ((kh - 1) // 2, (kw - 1) // 2), which the "
+                "convolution aligns each image pixel with: the reconstruction comes back "
+                "shifted by about that much. Centre the kernel (e.g. crop it around its "
+                "centre of mass) unless that shift is meant.",
+                UserWarning,
+            )
 
     def _convolution(self) -> Convolution:
         # Built from the current parameters each time: a copy kept from the last
