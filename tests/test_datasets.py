@@ -421,3 +421,15 @@ def test_load_image_refuses_a_size_with_one_non_positive_side():
     for size in [(0, 8), (8, 0), (-2, 8)]:
         with pytest.raises(ValueError, match="size must be positive"):
             load_image("camera", size=size)
+
+
+def test_blur_warns_of_a_kernel_that_changes_the_brightness():
+    image = np.random.default_rng(0).random((16, 16))
+    psf = np.zeros((5, 5), dtype=np.uint8)
+    psf[1:4, 1:4] = 200  # a PSF as recorded: sums to 1800
+    with pytest.warns(UserWarning, match="kernel sums to 1.8e\\+03"):
+        out = blur(image, psf)
+    assert out.mean() > 100 * image.mean()  # as documented: the kernel is used as given
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        blur(image, psf / psf.sum())

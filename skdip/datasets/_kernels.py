@@ -366,6 +366,16 @@ def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
     k = k.astype(np.float64)
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(k))):
         raise ValueError("image and kernel must not contain NaN or infinite values")
+    total = float(k.sum())
+    if total > 0 and not 0.5 <= total <= 2:
+        # A PSF as recorded (a uint8 image of it) brightened the image 840 times, silently;
+        # DIPDeconvolver warns of the same kernel.
+        warn(
+            f"the kernel sums to {total:.3g}, while a blur that keeps the brightness sums "
+            "to 1: the blurred image's level is multiplied by that much. Normalise it "
+            "(kernel / kernel.sum()) unless that gain is meant.",
+            UserWarning,
+        )
     kh, kw = k.shape
     if mode == "valid" and (kh > x.shape[0] or kw > x.shape[1]):
         raise ValueError(
