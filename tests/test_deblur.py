@@ -476,3 +476,27 @@ def test_a_callbacks_answer_other_than_true_does_not_stop_a_blind_deblurring():
     assert deb.n_iter_ == 4 and deb.stopped_by_ == "max_iter"
     deb.set_params(callback=lambda it, loss, image: it == 1).fit(observed)
     assert deb.n_iter_ == 2 and deb.stopped_by_ == "callback"
+
+
+def test_a_reference_given_as_the_whole_sharp_scene_is_told_its_crop():
+    from skdip import DIPDeconvolver
+
+    sharp = np.random.default_rng(0).random((24, 24))
+    kernel = make_gaussian_kernel(5, 1.0)
+    X = blur(sharp, kernel)  # the 'valid' part: 20x20
+    tiny = dict(generator=SkipNetwork(width=8, depth=2, input_channels=4), max_iter=2)
+    tiny.update(early_stopping=None, random_state=0, device="cpu")
+    crop = r"whole sharp scene, 4x4 larger.*y\[2:22, 2:22\].*for a 5x5 blur"
+    for est in (
+        BlindDeblurrer(kernel_size=5, **tiny),
+        DIPDeconvolver(kernel=kernel, boundary="valid", **tiny),
+    ):
+        with pytest.raises(ValueError, match=crop):
+            clone(est).fit(X, sharp)
+        fitted = clone(est).fit(X)
+        with pytest.raises(ValueError, match=crop):
+            fitted.score(X, sharp)
+        assert fitted.score(X, sharp[2:22, 2:22]) > 0  # the crop it names is taken
+    with pytest.raises(ValueError) as info:
+        DIPDeconvolver(kernel=kernel, **tiny).fit(sharp[:20, :20], sharp)  # circular
+    assert "sharp scene" not in str(info.value)

@@ -849,7 +849,26 @@ class BaseDIPEstimator(
             raise ValueError(
                 f"the clean reference y has shape {reference.shape} (as (H, W, C)) but the "
                 f"reconstruction of this observation has shape {expected}"
+                f"{self._reference_crop_hint(reference.shape, expected)}"
             )
+
+    # Whether the observation is the "valid" part of a blur of a larger scene: a clean
+    # reference given as that whole scene is then told the crop to give.
+    _observes_a_valid_blur = False
+
+    def _reference_crop_hint(self, shape: tuple, expected: tuple) -> str:
+        """For a reference larger than the reconstruction by a blur's margin, the crop
+        of it that lines up (the scene pixel under the blur's centre pixel)."""
+        dh, dw = shape[0] - expected[0], shape[1] - expected[1]
+        if not self._observes_a_valid_blur or shape[2:] != expected[2:] or min(dh, dw) < 0:
+            return ""
+        h, w = expected[:2]
+        return (
+            f": it looks like the whole sharp scene, {dh}x{dw} larger. The observation is the "
+            "'valid' part of the blurred scene; give the crop that lines up with it, "
+            f"y[{dh // 2}:{dh // 2 + h}, {dw // 2}:{dw // 2 + w}] (the scene under the "
+            f"blur's centre pixel, for a {dh + 1}x{dw + 1} blur)"
+        )
 
     def _reconstruction_shape(self, image: np.ndarray, extra: dict) -> tuple[int, int, int]:
         """The ``(H, W, C)`` shape of one observation's reconstruction (builds the
@@ -1398,9 +1417,11 @@ class BaseDIPEstimator(
                 zip(references, self._fit_results, strict=True)
             ):
                 if reference.shape != result["estimate"].shape:
+                    expected = result["estimate"].shape
                     raise ValueError(
                         f"the clean reference y has shape {reference.shape} (as (H, W, C)) but "
-                        f"the fitted reconstruction of image {i} {result['estimate'].shape}"
+                        f"the fitted reconstruction of image {i} {expected}"
+                        f"{self._reference_crop_hint(reference.shape, expected)}"
                     )
             return
         with held_back():

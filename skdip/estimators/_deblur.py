@@ -507,6 +507,8 @@ class BlindDeblurrer(BaseDIPEstimator):
         return None if reg is None else _ImageOnly(reg)
 
     # --------------------------------------------------------------- hooks
+    _observes_a_valid_blur = True
+
     def _check_observation(self, image, reference, extra) -> None:
         self._kernel_shape_for(image.shape[:2])
         # The reference is compared with the aligned estimate, which has the image's shape.

@@ -1291,6 +1291,10 @@ class DIPDeconvolver(_InverseProblemEstimator):
         out_shape = operator.input_shape(image.shape[:2])
         return operator, image, out_shape, image.shape[2]
 
+    @property
+    def _observes_a_valid_blur(self) -> bool:
+        return self.boundary == "valid"
+
     def _reconstruction_shape(self, image, extra):
         shape = super()._reconstruction_shape(image, extra)
         # "valid": the estimate is cropped back to the observation's field of view.
