@@ -1090,7 +1090,7 @@ class _CroppedEstimate(nn.Module):
 _WRAP_JUMP_RATIO = 4.0
 
 
-def wrap_jump(image: np.ndarray) -> float:
+def _wrap_jump(image: np.ndarray) -> float:
     """The larger, over both axes, of the mean jump between an image's first and last
     row (column) over the mean step from each of them to its neighbour."""
     ratios = []
@@ -1244,7 +1244,7 @@ class DIPDeconvolver(_InverseProblemEstimator):
     def _check_solvable(self, image, extra, reference=None):
         scaling = super()._check_solvable(image, extra, reference)
         if self.boundary == "circular":
-            ratio = wrap_jump(image)
+            ratio = _wrap_jump(image)
             if ratio > _WRAP_JUMP_RATIO:
                 # A photograph fitted as periodic rang from its borders, silently (below).
                 warn(
