@@ -878,6 +878,84 @@ def test_k_space_in_numpys_uncentred_layout_is_reported():
         assert KSpaceSampling(mask)._measurement_problems(flat) == []
 
 
+def test_uncentred_layout_advice_brings_the_image_back_unswapped():
+    # fftshift of numpy-layout k-space and mask fits fftshift(image): the advice said
+    # nothing of it, and the reconstruction came back with its quadrants swapped.
+    from skdip.datasets import load_image
+
+    image = load_image("camera", size=23, as_gray=True)  # odd: fftshift is not ifftshift
+    mask = np.ones(image.shape, dtype=bool)
+    kspace = np.fft.fft2(image, norm="ortho")
+    problems = KSpaceSampling(np.fft.ifftshift(mask))._measurement_problems(
+        kspace_to_channels(kspace)
+    )
+    assert any("np.fft.ifftshift the result" in p for p in problems)
+    fitted = KSpaceSampling(np.fft.fftshift(mask)).zero_filled(np.fft.fftshift(kspace))
+    assert np.abs(fitted - image).max() > 0.1  # swapped, as the advice says
+    np.testing.assert_allclose(np.fft.ifftshift(fitted), image, atol=1e-12)
+
+
+def test_sampled_lines_holding_exact_zeros_are_reported():
+    # A mask that is not the data's (all ones over zero-filled k-space, another seed)
+    # fitted unmeasured columns as measured zeros, in silence.
+    import warnings
+
+    from skdip import DIPReconstructor
+    from skdip.datasets import load_image
+
+    image = load_image("camera", size=64, as_gray=True)
+    maps = make_coil_maps(4, image.shape)
+    mask = cartesian_mask(image.shape, acceleration=4, random_state=0)
+    data = kspace_to_channels(simulate_kspace(image, mask, maps, noise_std=0.01, random_state=0))
+    fast = dict(output_channels=1, generator="skip-small", max_iter=1, early_stopping=None)
+    with pytest.warns(UserWarning, match="48 of the 64 sampled columns hold exact zeros"):
+        DIPReconstructor(KSpaceSampling(np.ones(image.shape), maps), **fast).fit(data)
+    other = cartesian_mask(image.shape, acceleration=4, random_state=1)
+    rows = KSpaceSampling(other.T, maps.transpose(0, 2, 1))._measurement_problems(
+        data.transpose(1, 0, 2)
+    )
+    assert any("8 of the 16 sampled rows hold exact zeros" in p for p in rows)
+    with pytest.warns(UserWarning, match="8 of the 16 sampled columns hold exact zeros"):
+        DIPReconstructor(KSpaceSampling(other, maps), **fast).fit(data)
+    # Not told: the right mask, and noise-free objects whose k-space holds exact zeros
+    # on isolated lines (a square, a rectangle) or everywhere but the centre (flat).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*exact zeros")
+        DIPReconstructor(KSpaceSampling(mask, maps), **fast).fit(data)
+    square = np.zeros(image.shape)
+    square[16:48, 16:48] = 1.0
+    rectangle = np.zeros(image.shape)
+    rectangle[8:32, 16:56] = 1.0
+    for obj, maps_ in ((square, None), (rectangle, None), (np.full(image.shape, 0.5), maps)):
+        exact = kspace_to_channels(simulate_kspace(obj, mask, maps_))
+        assert KSpaceSampling(mask, maps_)._measurement_problems(exact) == []
+
+
+def test_measurement_mostly_unexplained_by_the_model_is_reported():
+    # K-space of an image with phase fitted as a real image: the redundancy read the
+    # imaginary part as noise above the data's own RMS, and fitting went on in silence.
+    from skdip import DIPReconstructor
+    from skdip.datasets import load_image
+
+    image = load_image("camera", size=32, as_gray=True)
+    rows, cols = np.mgrid[:32, :32] / 32
+    phased = image * np.exp(1j * np.pi * (rows + cols))
+    maps = make_coil_maps(4, image.shape)
+    mask = cartesian_mask(image.shape, acceleration=4, random_state=0)
+    data = kspace_to_channels(simulate_kspace(phased, mask, maps, noise_std=0.01, random_state=0))
+    fast = dict(generator="skip-small", max_iter=1, early_stopping=None)
+    with pytest.warns(UserWarning, match=r"no real image explains .* times the sampled.*'complex'"):
+        DIPReconstructor(KSpaceSampling(mask, maps), **fast).fit(data)
+    assert KSpaceSampling(mask, maps, image="complex")._measurement_problems(data) == []
+    wrong = KSpaceSampling(mask, maps[::-1], image="complex")._measurement_problems(data)
+    assert len(wrong) == 1 and "coil maps are not the data's" in wrong[0]
+    assert "'complex'" not in wrong[0]
+    # A real image's k-space under the real model, and under heavy noise (half the span).
+    for noise in (0.01, 0.5):
+        real = simulate_kspace(image, mask, maps, noise_std=noise, random_state=0)
+        assert KSpaceSampling(mask, maps)._measurement_problems(kspace_to_channels(real)) == []
+
+
 def test_masked_kspace_is_read_where_the_mask_samples():
     # Masked entries where nothing is sampled are ignored (as before the masked-array
     # refusal); masked sampled entries are data, refused.

@@ -155,6 +155,12 @@ def _check_coil_maps(coil_maps) -> torch.Tensor:
     return t
 
 
+# A noise level read from the measurement at this fraction of its RMS or more: little
+# of it is explained by the model (real images measured at most 0.79, under noise of
+# half their span, four coils).
+_NOISE_DOMINATES = 0.9
+
+
 def sampled_lines(mask: np.ndarray) -> tuple[str, ...]:
     """The whole lines an ``(H, W)`` boolean mask samples: ``("columns",)`` when each
     column is sampled entirely or not at all (Cartesian phase encoding), ``("rows",)``
@@ -483,7 +489,9 @@ class KSpaceSampling(ForwardOperator):
         the rescaling with a word on kernels. And a block of lines at an edge holding
         exact zeros in every sampled entry (partial Fourier under a column mask:
         measured values never are exactly 0), which were fitted as data and took the
-        noise estimate 4.4 times too high.
+        noise estimate 4.4 times too high. And sampled lines holding exact zeros next
+        to one another: a mask other than the data's, whose unmeasured lines were
+        fitted as measured zeros.
         """
         h, w = measurement.shape[:2]
         mask, _ = self._numpy_model(h, w)
@@ -491,7 +499,9 @@ class KSpaceSampling(ForwardOperator):
             f"skdip's k-space is centred, the zero frequency at (H // 2, W // 2) = "
             f"({h // 2}, {w // 2}), as fftshift(fft2(ifftshift(x))) lays it out; for mask "
             "and k-space in numpy's layout (zero frequency at [0, 0]) pass "
-            "np.fft.fftshift of both (axes (0, 1) for the k-space channels)"
+            "np.fft.fftshift of both (axes (0, 1) for the k-space channels); if that "
+            "k-space is np.fft.fft2 of the image itself, the image comes back with its "
+            "quadrants swapped: np.fft.ifftshift the result"
         )
         problems = []
         power = (measurement.astype(np.float64) ** 2).sum(axis=2) * mask
@@ -513,10 +523,31 @@ class KSpaceSampling(ForwardOperator):
                     f"the largest measured value lies at {(int(row), int(col))}, far from "
                     f"the zero frequency where a picture's k-space peaks: {convention}"
                 )
+        # Sampled lines themselves holding exact zeros: a mask that is not the one the
+        # data were taken with (np.ones over zero-filled data, another seed), fitted as
+        # measured zeros in silence. A noise-free object's k-space has exact zeros on
+        # isolated lines (the zeros of a square's sinc), never on neighbouring ones,
+        # and a flat object's is zero all but at its centre: neither is told.
+        lines_sampled = sampled_lines(mask)
+        for name in lines_sampled:
+            sampled = mask[0] if name == "columns" else mask[:, 0]
+            along = power if name == "columns" else power.T
+            empty = sampled & ~along.any(axis=0)
+            paired = empty & (np.r_[False, empty[:-1]] | np.r_[empty[1:], False])
+            offset = np.abs(np.arange(sampled.size) - sampled.size // 2)
+            # Rounding leaves a flat object's other lines near 1e-34 of its power.
+            live = sampled & (along.sum(axis=0) > 1e-12 * power.sum()) & (offset > 1)
+            if paired.sum() >= max(2, sampled.sum() // 16) and live.any():
+                problems.append(
+                    f"{int(empty.sum())} of the {int(sampled.sum())} sampled {name} hold "
+                    "exact zeros in every coil, which measured lines never do: is this the "
+                    "mask the data were sampled with? Lines not acquired belong out of the "
+                    "mask, or they are fitted as measured zeros"
+                )
+                return problems
         # Partial Fourier: a block of lines at one edge of the readout not acquired and
         # stored as exact zeros. (A noise-free phantom's k-space has exact zeros too,
         # on isolated lines of its sinc pattern, not in such a block.)
-        lines_sampled = sampled_lines(mask)
         blocks = []
         if "columns" in lines_sampled and mask[0].any():  # lines across the sampled columns
             blocks.append(power[:, mask[0]])
@@ -533,7 +564,36 @@ class KSpaceSampling(ForwardOperator):
                     "can), or they are fitted as data"
                 )
                 break
+        if not problems:
+            problems.extend(self._noise_problems(measurement, mask))
         return problems
+
+    def _noise_problems(self, measurement: np.ndarray, mask: np.ndarray) -> list[str]:
+        """A noise level, read from the measurement's redundancy, near the sampled
+        values' own RMS: k-space of an image with phase fitted with ``image="real"``
+        reads the imaginary part as noise (1.0 to 2.0 times the RMS for a phase ramp
+        of half a turn or more, 64x64 camera; four coil maps in reverse order, 1.2 to
+        1.4; a real image under noise of half the image's span, 0.50 to 0.79), and the
+        no-reference scores are read off that level."""
+        sigma, _ = self._noise_sigma(measurement)
+        sampled = measurement[mask]
+        rms = float(np.sqrt(np.mean(sampled.astype(np.float64) ** 2))) if sampled.size else 0.0
+        if sigma is None or not rms or sigma < _NOISE_DOMINATES * rms:
+            return []
+        causes = ["the noise is as large as the signal"]
+        if self.coil_maps is not None:
+            causes.insert(0, "the coil maps are not the data's (their order, their shape)")
+        if self.image == "real":
+            causes.insert(
+                0,
+                "k-space of an image with phase (a scan's image is complex) needs image='complex'",
+            )
+        cause = "; ".join(causes[:-1]) + ("; or " if len(causes) > 1 else "") + causes[-1]
+        return [
+            f"the part of the measurement no {self.image} image explains has an RMS of "
+            f"{sigma:.3g} per real value, {sigma / rms:.2f} times the sampled values' own "
+            f"({rms:.3g}): {cause}"
+        ]
 
     def _noise_sigma(self, measurement: np.ndarray) -> tuple[float | None, str]:
         """The noise level from the measurement's redundancy (see
