@@ -206,6 +206,18 @@ def _warn_of_stacks(shapes: list[tuple[int, ...]], name: str, kind: str) -> None
     warn(message + " If these are images with these channels, ignore this warning.", UserWarning)
 
 
+class _ExposesArrayInterface(type):
+    def __instancecheck__(cls, obj) -> bool:
+        return hasattr(obj, "__array_interface__")
+
+
+class ArrayInterface(metaclass=_ExposesArrayInterface):
+    """What an array parameter takes besides scikit-learn's ``"array-like"``: an
+    object exposing ``__array_interface__`` and nothing else that numpy reads (a PIL
+    image: a recorded PSF, a support mask), for ``_parameter_constraints``.
+    ``isinstance`` asks for the attribute alone."""
+
+
 def _array_like(item) -> bool:
     """An array (NumPy, torch, pandas, PIL, ...) rather than nested lists of numbers."""
     return (

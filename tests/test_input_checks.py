@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skdip import (
@@ -774,6 +775,34 @@ def test_pil_palette_images_are_refused_and_grey_alpha_is_warned_of():
         # A list of PIL images was told it looked like nested lists of one image.
         out = DIPDenoiser(**COMMON).fit_transform([Image.fromarray(grey)] * 2)
     assert len(out) == 2
+
+
+def test_array_parameters_take_pil_images_as_the_inputs_do():
+    # A PSF or a support saved as an image was refused by the parameter check, while
+    # X, the metrics and Convolution read PIL images.
+    from PIL import Image
+
+    from skdip import DIPDeconvolver, HIOPhaseRetriever, PhaseRetriever
+    from skdip.datasets import simulate_diffraction
+
+    kernel = np.full((3, 3), 1 / 9, dtype=np.float32)  # PIL mode "F"
+    blurred = _ramp()
+    expected = DIPDeconvolver(kernel=kernel, **COMMON).fit_transform(blurred)
+    as_image = DIPDeconvolver(kernel=Image.fromarray(kernel), **COMMON).fit_transform(blurred)
+    np.testing.assert_array_equal(as_image, expected)
+    support = np.zeros((8, 8), dtype=bool)
+    support[1:7, 1:7] = True
+    obj = np.where(support, _ramp()[:8, :8], 0.0)
+    pattern = simulate_diffraction(obj, oversampling=2)
+    for estimator in (
+        HIOPhaseRetriever(max_iter=5, n_er=0, random_state=0),
+        PhaseRetriever(generator=TINY, max_iter=3, random_state=0, device="cpu"),
+    ):
+        as_array = clone(estimator).set_params(support=support).fit_transform(pattern)
+        as_image = clone(estimator).set_params(support=Image.fromarray(support))
+        np.testing.assert_array_equal(as_image.fit_transform(pattern), as_array)
+    with pytest.raises(InvalidParameterError, match="'kernel' parameter"):
+        DIPDeconvolver(kernel="gaussian").fit(blurred)
 
 
 def test_metrics_refuse_masked_arrays_rather_than_read_the_hidden_values():

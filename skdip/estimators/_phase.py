@@ -32,6 +32,7 @@ from .._engine import (
     shared_interruption,
 )
 from .._validation import (
+    ArrayInterface,
     _nested_lists_as_array,
     check_images,
     images_digest,
@@ -503,11 +504,11 @@ _COMMON_PHASE_CONSTRAINTS = {
     "oversampling": [Interval(Integral, 2, None, closed="left"), tuple, list],
     "measurement": [StrOptions({"magnitude", "intensity"})],
     "object_type": [StrOptions({"real", "complex"})],
-    "support": ["array-like", None],
+    "support": ["array-like", ArrayInterface, None],
     "n_init": [Interval(Integral, 1, None, closed="left")],
     "n_masks": [Interval(Integral, 0, None, closed="left")],
     "mask_seed": [Interval(Integral, 0, None, closed="left")],
-    "masks": ["array-like", None],
+    "masks": ["array-like", ArrayInterface, None],
 }
 
 

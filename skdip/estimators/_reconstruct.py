@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from .._engine import COMPLEX_OUTPUT_MESSAGE
-from .._validation import metric_array, to_tensor
+from .._validation import ArrayInterface, metric_array, to_tensor
 from .._warnings import warn
 from ..operators import (
     Convolution,
@@ -1161,7 +1161,7 @@ class DIPDeconvolver(_InverseProblemEstimator):
 
     _parameter_constraints: dict = {
         **_InverseProblemEstimator._parameter_constraints,
-        "kernel": ["array-like", None],
+        "kernel": ["array-like", ArrayInterface, None],
         "boundary": [StrOptions({"circular", "valid"})],
     }
 
