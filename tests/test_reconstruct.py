@@ -1469,12 +1469,18 @@ def test_a_photograph_fitted_as_periodic_is_warned_of():
     photo = blur(scene, kernel, "valid")  # 32x32
     periodic = blur(scene[4:36, 4:36], kernel, "wrap")
     fit = dict(COMMON, max_iter=1)
-    with pytest.warns(UserWarning, match="does not look periodic"):
+    with pytest.warns(UserWarning, match="DIPDeconvolver: .*does not look periodic"):
         DIPDeconvolver(kernel=kernel, **fit).fit(photo)
+    # The same model as an operator of DIPReconstructor was fitted in silence.
+    through = dict(fit, output_channels=1)
+    with pytest.warns(UserWarning, match="DIPReconstructor: .*does not look periodic"):
+        DIPReconstructor(operator=Convolution(kernel), **through).fit(photo)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         DIPDeconvolver(kernel=kernel, boundary="valid", **fit).fit(photo)
         DIPDeconvolver(kernel=kernel, **fit).fit(periodic)
+        DIPReconstructor(operator=Convolution(kernel, "valid"), **through).fit(photo)
+        DIPReconstructor(operator=Convolution(kernel), **through).fit(periodic)
 
 
 def test_an_off_centre_kernel_is_warned_of_as_a_shift():

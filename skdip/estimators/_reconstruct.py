@@ -1079,31 +1079,6 @@ class _CroppedEstimate(nn.Module):
         return estimate[..., top : top + h, left : left + w], prediction
 
 
-# How much more the observation's opposite borders differ than the rows (columns) next
-# to them, above which it does not look periodic, as boundary="circular" assumes. Measured
-# on the 24 bundled pictures at 32, 64 and 128 px under 4 kernels (Gaussian 9x9 and 15x15,
-# motion 13x13, disk 7x7) and 3 noise levels (0, 1%, 5%), 864 cases each: blurred
-# circularly, at most 2.5 (the wrap is as smooth as the rest); blurred as a photograph is
-# ("valid", borders cut from a larger scene), above 4 in 58% (median 4.9). The misses are
-# mostly scenes whose borders match (dark backgrounds), where the periodic model does little
-# harm.
-_WRAP_JUMP_RATIO = 4.0
-
-
-def _wrap_jump(image: np.ndarray) -> float:
-    """The larger, over both axes, of the mean jump between an image's first and last
-    row (column) over the mean step from each of them to its neighbour."""
-    ratios = []
-    for axis in (0, 1):
-        first, second, before_last, last = (
-            np.take(image, i, axis=axis).astype(np.float64) for i in (0, 1, -2, -1)
-        )
-        jump = float(np.abs(first - last).mean())
-        beside = 0.5 * float(np.abs(second - first).mean() + np.abs(last - before_last).mean())
-        ratios.append(jump / beside if beside > 0 else (np.inf if jump > 0 else 0.0))
-    return max(ratios)
-
-
 @_doc
 class DIPDeconvolver(_InverseProblemEstimator):
     """Non-blind deblurring: invert a known blur with a Deep Image Prior.
@@ -1243,20 +1218,9 @@ class DIPDeconvolver(_InverseProblemEstimator):
 
     def _check_solvable(self, image, extra, reference=None):
         scaling = super()._check_solvable(image, extra, reference)
-        if self.boundary == "circular":
-            ratio = _wrap_jump(image)
-            if ratio > _WRAP_JUMP_RATIO:
-                # A photograph fitted as periodic rang from its borders, silently (below).
-                warn(
-                    "DIPDeconvolver: the observation's opposite borders differ "
-                    f"{ratio:.3g} times more than the rows or columns next to them: it does "
-                    "not look periodic, as boundary='circular' (the default) assumes, but "
-                    "cut from a larger scene, as a photograph is. boundary='valid' models "
-                    "that (measured on a 32x32 camera crop under a 9x9 Gaussian blur: "
-                    "16.1 dB with 'circular', 22.5 dB with 'valid', 20.2 dB for the "
-                    "blurred input).",
-                    UserWarning,
-                )
+        for problem in self._convolution()._measurement_problems(image):
+            # A photograph fitted as periodic rang from its borders, silently.
+            warn(f"{type(self).__name__}: {problem}.", UserWarning)
         return scaling
 
     def _check_kernel_centre(self, kernel: np.ndarray) -> None:
