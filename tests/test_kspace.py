@@ -956,6 +956,23 @@ def test_measurement_mostly_unexplained_by_the_model_is_reported():
         assert KSpaceSampling(mask, maps)._measurement_problems(kspace_to_channels(real)) == []
 
 
+def test_nan_in_kspace_is_told_how_unsampled_entries_are_marked():
+    # NaN stored for entries not acquired was refused with no word of the mask.
+    mask = cartesian_mask((8, 8), acceleration=2, random_state=0)
+    k = np.where(mask, simulate_kspace(_rng(45).random((8, 8)), mask), np.nan)
+    hint = r"\(32 NaN\): entries that were not sampled are told by the mask"
+    with pytest.raises(ValueError, match=hint):
+        kspace_to_channels(k)
+    with pytest.raises(ValueError, match=hint):
+        KSpaceSampling(mask).zero_filled(k)
+    np.testing.assert_array_equal(
+        KSpaceSampling(mask).zero_filled(np.nan_to_num(k, nan=0.0)),
+        KSpaceSampling(mask).zero_filled(np.where(mask, k, 0)),
+    )
+    with pytest.raises(ValueError, match=r"infinite values$"):
+        kspace_to_channels(np.full((2, 2), np.inf + 0j))
+
+
 def test_masked_kspace_is_read_where_the_mask_samples():
     # Masked entries where nothing is sampled are ignored (as before the masked-array
     # refusal); masked sampled entries are data, refused.

@@ -31,6 +31,17 @@ def _complex_dtype(real_dtype) -> torch.dtype:
     return torch.complex128 if real_dtype == torch.float64 else torch.complex64
 
 
+def _nan_hint(values: np.ndarray) -> str:
+    """Where NaN may mark entries not sampled: the mask tells those, any value does."""
+    if not np.isnan(values).any():
+        return ""
+    return (
+        f" ({int(np.isnan(values).sum())} NaN): entries that were not sampled are told by "
+        "the mask, whatever they hold; store them as 0 (np.nan_to_num(kspace, nan=0.0)), "
+        "(a fit warns of sampled lines holding exact zeros)"
+    )
+
+
 def kspace_to_channels(kspace) -> np.ndarray:
     """Complex k-space as skdip's real, channels-last measurement layout.
 
@@ -71,7 +82,7 @@ def kspace_to_channels(kspace) -> np.ndarray:
             f"kspace must have shape (H, W) or (n_coils, H, W) and not be empty, got {arr.shape}"
         )
     if not np.all(np.isfinite(arr)):
-        raise ValueError("kspace contains NaN or infinite values")
+        raise ValueError(f"kspace contains NaN or infinite values{_nan_hint(arr)}")
     real_dtype = np.float32 if single_precision(arr.dtype) else np.float64
     coils = arr if arr.ndim == 3 else arr[None]
     # (n, H, W) -> (n, 2, H, W) -> (H, W, n, 2) -> (H, W, 2n): re_0, im_0, re_1, ...
@@ -117,7 +128,7 @@ def channels_to_kspace(channels) -> np.ndarray:
             f"coil), got {arr.shape[-1]}"
         )
     if not np.all(np.isfinite(arr)):
-        raise ValueError("channels contain NaN or infinite values")
+        raise ValueError(f"channels contain NaN or infinite values{_nan_hint(arr)}")
     real_dtype = np.float32 if single_precision(arr.dtype) else np.float64
     complex_dtype = np.complex64 if real_dtype == np.float32 else np.complex128
     values = arr.astype(real_dtype, copy=False)
@@ -476,7 +487,7 @@ class KSpaceSampling(ForwardOperator):
                 )
             kspace = np.where(where, 0, kspace)  # unsampled: ignored
         if not np.all(np.isfinite(kspace)):
-            raise ValueError("measurement contains NaN or infinite values")
+            raise ValueError(f"measurement contains NaN or infinite values{_nan_hint(kspace)}")
         return kspace
 
     def _measurement_problems(self, measurement: np.ndarray) -> list[str]:
