@@ -973,6 +973,18 @@ def test_nan_in_kspace_is_told_how_unsampled_entries_are_marked():
         kspace_to_channels(np.full((2, 2), np.inf + 0j))
 
 
+def test_a_coil_count_mismatch_is_told_in_the_layout_given():
+    # Four channels for four coils (one per coil) were told "2 coil(s)", no word of
+    # the channels each coil takes.
+    op = KSpaceSampling(np.ones((8, 8)), make_coil_maps(4, (8, 8)))
+    with pytest.raises(ValueError, match=r"has 4 channels, the real and imaginary parts of 2 "):
+        op.zero_filled(np.ones((8, 8, 4)))
+    with pytest.raises(ValueError, match=r"4 coil\(s\) \(8 channels\)$"):
+        op.zero_filled(np.ones((8, 8, 4)))
+    with pytest.raises(ValueError, match=r"has 2 coil\(s\) but the operator has 4 coil\(s\)$"):
+        op.zero_filled(np.ones((2, 8, 8), dtype=complex))
+
+
 def test_masked_kspace_is_read_where_the_mask_samples():
     # Masked entries where nothing is sampled are ignored (as before the masked-array
     # refusal); masked sampled entries are data, refused.

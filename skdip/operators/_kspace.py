@@ -471,8 +471,15 @@ class KSpaceSampling(ForwardOperator):
         else:
             raise TypeError(f"measurement must be a numeric array, got dtype {arr.dtype}")
         if kspace.shape[0] != self.n_coils:
+            held = (
+                f"{arr.shape[-1]} channels, the real and imaginary parts of "
+                f"{kspace.shape[0]} coil(s),"
+                if arr.dtype.kind != "c"
+                else f"{kspace.shape[0]} coil(s)"
+            )
             raise ValueError(
-                f"measurement has {kspace.shape[0]} coil(s) but the operator has {self.n_coils}"
+                f"measurement has {held} but the operator has {self.n_coils} coil(s)"
+                + (f" ({2 * self.n_coils} channels)" if arr.dtype.kind != "c" else "")
             )
         self._check_shape(kspace.shape[1:], "measurement's spatial shape")
         if hidden is not None and hidden.any():
