@@ -133,6 +133,12 @@ def test_alignment_errors():
         aligned_psnr(x, x, max_shift=5, crop=2)
     with pytest.raises(ValueError, match="leaves nothing"):
         align_shift(x, x, max_shift=10)
+    # The default max_shift on a small image: told what to pass.
+    with pytest.raises(
+        ValueError, match=r"defaults to max_shift\): pass a smaller max_shift .*below 3"
+    ):
+        aligned_psnr(np.zeros((6, 6)), np.zeros((6, 6)))
+    aligned_psnr(np.zeros((6, 6)), np.ones((6, 6)), max_shift=2)
     with pytest.raises(ValueError):
         align_shift(x, x, max_shift=-1)
     with pytest.raises(TypeError):

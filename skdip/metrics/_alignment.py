@@ -55,7 +55,11 @@ def _prepare(
         )
     h, w = a.shape[:2]
     if h - 2 * crop < 1 or w - 2 * crop < 1:
-        raise ValueError(f"crop={crop} leaves nothing of an image of spatial shape {(h, w)}")
+        raise ValueError(
+            f"crop={crop} leaves nothing of an image of spatial shape {(h, w)}"
+            + (" (crop defaults to max_shift)" if crop == max_shift else "")
+            + f": pass a smaller max_shift (and crop), below {(min(h, w) + 1) // 2}"
+        )
     if a.ndim == 2:
         a, b = a[:, :, None], b[:, :, None]
     return a, b, max_shift, crop
