@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from skdip import BlindDeblurrer, DIPDenoiser, DIPInpainter, DIPSuperResolver, SkipNetwork
 from skdip.exceptions import FitInterrupted
-from skdip.metrics import get_scorer
+from skdip.metrics import NoReferenceScorer, get_scorer
 from skdip.model_selection import (
     AverageOfBest,
     FitImagesCV,
@@ -652,7 +652,6 @@ def test_average_of_best_clones_and_pickles():
 
 # ------------------------------------------------------------ refusals before fits
 def test_average_of_best_refuses_a_scorer_it_cannot_use_before_fitting(candidate_runs):
-    from skdip.metrics import NoReferenceScorer
 
     calls = candidate_runs
     X = _noisy_batch(1)
@@ -673,7 +672,6 @@ def test_average_of_best_refuses_a_scorer_it_cannot_use_before_fitting(candidate
 
 
 def test_average_of_best_leaves_out_a_setting_whose_scorer_raises(monkeypatch):
-    from skdip.metrics import NoReferenceScorer
 
     X = _noisy_batch(1)
     real = NoReferenceScorer.score_images
@@ -1033,9 +1031,13 @@ def test_average_of_best_refuses_a_distance_limit_it_cannot_apply_before_fitting
     with pytest.raises(ValueError, match="DIPDeconvolver .* forward model"):
         AverageOfBest(deconv, {"lr": [0.01, 0.02]}, default=0, max_distance=-12.0).fit(X)
     with pytest.raises(ValueError, match="forward model or a noise model"):
-        AverageOfBest(_den(), {"noise_model": [None, "sparse"]}, default=0, max_distance=-12.0).fit(
-            X
-        )
+        AverageOfBest(
+            _den(),
+            {"noise_model": [None, "sparse"]},
+            default=0,
+            max_distance=-12.0,
+            scoring=NoReferenceScorer(criterion="variance"),
+        ).fit(X)
     with pytest.raises(InvalidParameterError, match="max_distance"):
         AverageOfBest(_den(), GRID, default=0, max_distance="far").fit(X)
     for bad in (True, np.nan):
@@ -1296,7 +1298,11 @@ def test_fit_candidates_fits_a_noise_model_whatever_the_estimators_batch_size():
     # The setting that cannot batch images gets 1, so that its copy can solve others too.
     assert [est.batch_size for est in fitted] == [4, 1]
     assert fitted[1].transform(X[:1] + 0.01).shape == X[:1].shape
-    avg = AverageOfBest(_den(batch_size=4), {"noise_model": [None, "sparse"]}).fit(X)
+    # (The discrepancy is refused with a noise model; the variance criterion is not.)
+    variance = NoReferenceScorer(criterion="variance")
+    avg = AverageOfBest(
+        _den(batch_size=4), {"noise_model": [None, "sparse"]}, scoring=variance
+    ).fit(X)
     assert [est.batch_size for est in avg.estimators_] == [4, 1]
     # A setting that names the batch_size itself asks for what cannot be: refused.
     with pytest.raises(ValueError, match="batch_size > 1 is not available with a noise_model"):

@@ -281,6 +281,35 @@ def test_reference_scorer_errors():
         get_scorer("psnr")(den, noisy, np.zeros((16, 17)))
     with pytest.raises(InvalidParameterError):
         ReferenceScorer("mae")(den, noisy, noisy)
+    # A row of labels per image (as a Pipeline's fit reads it) was taken for one image
+    # a few pixels high: "y holds 1 images but X holds 2".
+    batch = np.stack([noisy, noisy])[..., None]
+    den2 = _den().fit(batch)
+    for labels in (np.array([[0], [1]]), np.zeros((2, 5))):
+        with pytest.raises(ValueError, match="needs clean reference images .* labels"):
+            get_scorer("psnr")(den2, batch, labels)
+
+
+def test_a_reference_scorer_refuses_a_pipeline_whose_later_steps_it_would_not_see():
+    # psnr of a Pipeline scored its DIP step's reconstruction: a step after it scaling the
+    # output by 0.2 scored the same 17.52 dB as by 1.0, so a search over it tied.
+    noisy = _noisy(_clean())
+    clean = _clean()
+    scaled = make_pipeline(_den(), FunctionTransformer(np.multiply, kw_args={"x2": 0.2}))
+    scaled.fit(noisy)
+    for name in ("psnr", "ssim"):
+        with pytest.raises(ValueError, match=r"\['functiontransformer'\] come after it"):
+            get_scorer(name)(scaled, noisy, clean)
+    nested = make_pipeline(make_pipeline(_den(), FunctionTransformer(np.sqrt)), "passthrough")
+    with pytest.raises(ValueError, match=r"\['functiontransformer'\] come after it"):
+        get_scorer("psnr")(nested.fit(noisy), noisy, clean)
+    # Steps that hand the output on unchanged, or come before, are fine; so is scoring
+    # the pipeline up to its DIP step, and the no-reference scorers (they judge the fit).
+    expected = get_scorer("psnr")(scaled[0], noisy, clean)
+    plain = make_pipeline(FunctionTransformer(), _den(), FunctionTransformer(), "passthrough")
+    assert get_scorer("psnr")(plain.fit(noisy), noisy, clean) == expected
+    assert get_scorer("psnr")(scaled[:-1], noisy, clean) == expected
+    assert np.isfinite(get_scorer("emv")(scaled, noisy))
 
 
 def test_reference_scorer_refuses_data_ranges_that_do_not_fit_the_images():
@@ -881,9 +910,15 @@ def test_a_fit_is_scored_with_the_loss_and_noise_model_it_ran_with():
     with pytest.raises(ValueError, match="needs loss='mse'"):
         est.score(noisy)
     den = _den(noise_model=SparseNoise(), max_iter=5).fit(noisy)
-    before = den.score(noisy)
+    variance = NoReferenceScorer(criterion="variance")
+    before = variance(den, noisy)
+    with pytest.raises(ValueError, match="not available with a noise_model"):
+        den.score(noisy)
     den.set_params(noise_model=None)
-    assert den.score(noisy) == before
+    # Still the sparse fit: its discrepancy is refused as before, whatever the settings say.
+    with pytest.raises(ValueError, match="not available with a noise_model"):
+        den.score(noisy)
+    assert variance(den, noisy) == before
 
 
 def test_scoring_a_kept_fit_does_not_pickle_it(monkeypatch):
@@ -1132,3 +1167,33 @@ def test_unscaled_kspace_is_scored_on_the_range_of_the_image_estimated_from_it()
     rec = est.reconstruction_
     assert rec.min() < low
     assert est.score(y, clean) == pytest.approx(_scored_as(clean, rec, low, high), rel=1e-6)
+
+
+def test_the_discrepancy_is_refused_with_a_noise_model_before_any_fit(monkeypatch):
+    # With a sparse noise term the residual left says how much the term absorbed: the
+    # default score picked noise_model__lr=0.01 (12.2 dB) over 0.1 (28.9 dB) on a
+    # salt-and-pepper camera, and the worst network setting in 4 of 4 cases.
+    import skdip.model_selection as ms
+    from skdip import SparseNoise
+    from skdip.model_selection import AverageOfBest
+
+    noisy = _noisy(_clean())
+    inp = DIPInpainter(
+        noise_model=SparseNoise(),
+        generator=TINY,
+        max_iter=12,
+        early_stopping=None,
+        output_averaging=None,
+        random_state=0,
+    ).fit(noisy)
+    for scorer in (get_scorer("emv"), NoReferenceScorer(criterion="discrepancy")):
+        with pytest.raises(ValueError, match="not available with a noise_model"):
+            scorer(inp, noisy)
+    with pytest.raises(ValueError, match="not available with a noise_model"):
+        inp.score(noisy)
+    assert np.isfinite(NoReferenceScorer(criterion="variance")(inp, noisy))
+    # A search that can check first refuses before it fits anything.
+    monkeypatch.setattr(ms, "fit_candidates", lambda *a, **k: pytest.fail("fitted"))
+    grid = {"noise_model__lr": [0.01, 0.1]}
+    with pytest.raises(ValueError, match="not available with a noise_model"):
+        AverageOfBest(_den(noise_model=SparseNoise()), grid).fit(noisy[None, ..., None])

