@@ -307,7 +307,7 @@ def test_a_mask_given_the_scikit_image_way_round_is_warned_of():
     damage[5:8, 3:13] = True
     damaged = image.copy()
     damaged[damage] = 0.0
-    with pytest.warns(UserWarning, match=r"channel 0 is 0, .* pass ~mask"):
+    with pytest.warns(UserWarning, match=r"in channel 0, every value .* is 0, .* pass ~mask"):
         DIPInpainter(**COMMON).fit(damaged, mask=damage)
     # The right way round, or NaN for the damage: no such warning. Nor for a channel mask
     # that hides one channel's constant values.
@@ -319,6 +319,61 @@ def test_a_mask_given_the_scikit_image_way_round_is_warned_of():
         flat = image.copy()
         flat[..., 1] = 0.5
         DIPInpainter(**COMMON).fit(flat, mask=~damage)
+
+
+def test_a_mask_the_wrong_way_round_is_warned_of_over_a_noisy_or_compressed_fill():
+    # Only damage filled with exactly one value was told: noise of 0.01 on the zero fill,
+    # or a JPEG round-trip of it, silenced the warning (the picture redrawn, 4.9 dB).
+    import io
+
+    from PIL import Image
+
+    from skdip.datasets import load_image
+
+    image = load_image("camera", size=32, as_gray=True)
+    damage = np.random.default_rng(3).random(image.shape) < 0.3
+    noisy_fill = image.copy()
+    noisy_fill[damage] = np.random.default_rng(5).normal(0, 0.01, int(damage.sum()))
+    zeroed = np.where(damage, 0.0, image)
+    buffer = io.BytesIO()
+    Image.fromarray((zeroed * 255).round().astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    jpeg = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+    assert np.ptp(jpeg[damage]) > 0  # not one value: the old rule's blind spot
+    for damaged in (noisy_fill, jpeg):
+        with pytest.warns(UserWarning, match=r"vary \d+ times less than the hidden .* ~mask"):
+            DIPInpainter(**COMMON).fit(damaged, mask=damage)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*DIPInpainter: in channel")
+            DIPInpainter(**COMMON).fit(damaged, mask=~damage)
+    # A masked array hides where its mask is True (NumPy's way): the damage given as
+    # the observed part is told too, though the hidden values are gone.
+    with pytest.warns(UserWarning, match=r"every value .* is 0, .* fit would be flat.*invert"):
+        DIPInpainter(**COMMON).fit(np.ma.masked_array(zeroed, mask=~damage))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*DIPInpainter: in channel")
+        DIPInpainter(**COMMON).fit(np.ma.masked_array(zeroed, mask=damage))
+        # A flat background around a hidden object is the larger part: not told.
+        scene = 0.5 + np.random.default_rng(1).normal(0, 0.005, image.shape)
+        hidden = np.zeros(image.shape, dtype=bool)
+        hidden[8:24, 8:24] = True
+        scene[hidden] = image[hidden]
+        DIPInpainter(**COMMON).fit(scene, mask=~hidden)
+
+
+def test_an_inpainter_with_nothing_to_fill_says_so():
+    # Holes stored as 0 with the mask forgotten: the whole fit ran and X came back
+    # unchanged, without a word.
+    image = _smooth()
+    with pytest.warns(UserWarning, match="nothing is missing .* returns X unchanged"):
+        out = DIPInpainter(**COMMON).fit_transform(image)
+    np.testing.assert_array_equal(out, image)
+    with pytest.warns(UserWarning, match="nothing is missing .* only denoises X"):
+        DIPInpainter(keep_observed=False, **COMMON).fit(image, mask=np.ones((16, 16), bool))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*nothing is missing")
+        holed = image.copy()
+        holed[3, 4] = np.nan
+        DIPInpainter(**COMMON).fit(holed)
 
 
 @pytest.mark.parametrize("mask_shape", [(16, 16), (16, 16, 1), (16, 16, 3), (1, 16, 16)])
@@ -555,6 +610,23 @@ def test_bad_noise_models_are_rejected(noise_model, err):
         DIPReconstructor(noise_model=noise_model, **COMMON).fit(_smooth())
 
 
+def test_a_noise_model_with_another_loss_than_mse_is_warned_of():
+    # Accepted silently before: with huber the sparse term absorbed nothing (15.3 dB
+    # against 26.2 with mse on a salt-and-pepper camera), with rmse image detail too.
+    holed = _smooth()
+    holed[3:6, 4:9] = np.nan
+    for loss in ("l1", "huber", "rmse"):
+        with pytest.warns(UserWarning, match=f"made for loss='mse', got loss='{loss}'"):
+            DIPInpainter(noise_model="sparse", loss=loss, **COMMON).fit(holed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        DIPInpainter(noise_model="sparse", **COMMON).fit(holed)
+        DIPInpainter(loss="huber", **COMMON).fit(holed)
+        # A callable may be a squared loss: not told.
+        sq = lambda p, t: ((p - t) ** 2).mean()  # noqa: E731
+        DIPInpainter(noise_model="sparse", loss=sq, **COMMON).fit(holed)
+
+
 def test_noise_model_is_tunable_by_name():
     est = DIPInpainter(noise_model=SparseNoise()).set_params(noise_model__lr=0.2)
     assert est.get_params()["noise_model__lr"] == 0.2
@@ -721,7 +793,10 @@ def test_new_images_without_the_fit_parameters_the_fit_had_are_reported():
         warnings.simplefilter("error", UserWarning)
         inp.transform(other, mask=mask)  # given: no warning
         inp.transform(image)  # the fitted image: its fit and mask are reused
-        DIPInpainter(**COMMON).fit(image).transform(other)  # fitted without a mask
+        # Fitted without a mask (its holes NaN): the new image needs none.
+        holed, other_holed = image.copy(), other.copy()
+        holed[2, 3] = other_holed[5, 6] = np.nan
+        DIPInpainter(**COMMON).fit(holed).transform(other_holed)
 
 
 def test_a_new_kernel_of_the_same_size_is_a_new_problem():

@@ -911,22 +911,38 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
 
     def _check_solvable(self, image, extra, reference=None):
         scaling = super()._check_solvable(image, extra, reference)
-        if extra.get("mask") is None:
-            return scaling
         observed = self._observed(image, extra)
-        for c in range(image.shape[2]):
-            seen = image[observed[..., c], c]
-            hidden = image[~observed[..., c] & np.isfinite(image[..., c]), c]
-            if seen.size > 1 and hidden.size > 1 and np.ptp(seen) == 0 and np.ptp(hidden) > 0:
-                # A damaged area set to one value and given as the mask, scikit-image's
-                # way (True = to fill): the fit would keep the damage and redraw the rest.
-                warn(
-                    f"DIPInpainter: every value the mask marks as observed in channel {c} "
-                    f"is {seen[0]:g}, while the values it hides vary. The mask is True where "
-                    "a value is observed, the reverse of scikit-image's inpaint_biharmonic "
-                    "(True = to fill): if it marks the damaged pixels, pass ~mask.",
-                    UserWarning,
+        if observed.all():
+            # A forgotten mask (holes stored as 0): the whole fit would run and, with
+            # keep_observed, hand X back unchanged.
+            warn(
+                "DIPInpainter: nothing is missing in this image (no NaN, no masked value, "
+                "and no mask hiding a pixel), so there is nothing to fill: "
+                + (
+                    "with keep_observed=True the fit returns X unchanged. "
+                    if self.keep_observed
+                    else "the fit only denoises X (DIPDenoiser does that). "
                 )
+                + "Mark the missing values as NaN, with a masked array, or with mask= "
+                "(True where a value is observed).",
+                UserWarning,
+            )
+            return scaling
+        for c in range(image.shape[2]):
+            problem = _inverted_mask_problem(image[..., c], observed[..., c])
+            if problem:
+                # A damaged area given as the mask, scikit-image's way (True = to fill):
+                # the fit would keep the damage and redraw the rest.
+                source = (
+                    "The mask is True where a value is observed, the reverse of "
+                    "scikit-image's inpaint_biharmonic (True = to fill): if it marks the "
+                    "damaged pixels, pass ~mask."
+                    if extra.get("mask") is not None
+                    else "NaN and masked values are the missing ones (a masked array hides "
+                    "where its mask is True): if they mark the pixels you have, invert "
+                    "that mask."
+                )
+                warn(f"DIPInpainter: in channel {c}, {problem}. {source}", UserWarning)
                 break
         return scaling
 
@@ -966,6 +982,48 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
         out["mask"] = np.array(observed[..., 0] if shared else observed)
         out["measured"] = observed
         return out
+
+
+def _inverted_mask_problem(channel: np.ndarray, observed: np.ndarray) -> str:
+    """Why the pixels marked observed in one channel look like the damaged ones ("" if not).
+
+    The damaged area of a picture is usually one value (0, a fill colour), perhaps
+    with some noise or a JPEG round-trip on it, and usually the smaller part.
+    """
+    seen = channel[observed]
+    n_hidden = int(np.count_nonzero(~observed))
+    hidden = channel[~observed & np.isfinite(channel)]
+    if seen.size < 2 or n_hidden < 2:
+        return ""
+    if np.ptp(seen) == 0:
+        if hidden.size > 1 and np.ptp(hidden) > 0:
+            return f"every value marked as observed is {seen[0]:g}, while the hidden ones vary"
+        if hidden.size == 0 and seen.size < n_hidden:
+            return (
+                f"every value marked as observed is {seen[0]:g}, and they are the smaller "
+                f"part ({seen.size} of {seen.size + n_hidden}): the fit would be flat"
+            )
+        return ""
+    if hidden.size < 2 or seen.size >= n_hidden:
+        return ""
+    # Noise or compression on a filled area: nearly one value, against the picture's
+    # spread. Only where the observed part is the smaller one, so that a flat
+    # background around a hidden object is not taken for damage.
+    spread_seen, spread_hidden = float(np.std(seen)), float(np.std(hidden))
+    span = float(np.ptp(np.concatenate([seen, hidden])))
+    if spread_seen <= _INVERTED_SPREAD_RATIO * spread_hidden and spread_seen <= 0.02 * span:
+        return (
+            f"the values marked as observed vary {spread_hidden / spread_seen:.0f} times less "
+            f"than the hidden ones (standard deviation {spread_seen:.3g} against "
+            f"{spread_hidden:.3g}), as a filled damaged area does, and they are the smaller part "
+            f"({seen.size} of {seen.size + n_hidden})"
+        )
+    return ""
+
+
+# Observed values spreading at most this fraction of the hidden ones' look like a filled
+# damaged area (noise 0.01 or a JPEG round-trip on a zero fill: see the tests).
+_INVERTED_SPREAD_RATIO = 0.1
 
 
 # ----------------------------------------------------------------------- super-resolution
