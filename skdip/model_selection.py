@@ -495,8 +495,9 @@ def best_params_per_image(
         single score.
     prefer : PreferDefault, optional
         Choice rule applied to each image's scores; default: the search's
-        ``refit`` when that is a :class:`PreferDefault`, else the highest
-        score.
+        ``refit`` when that is a :class:`PreferDefault` of the same metric
+        (or ``metric`` is not given), else the highest score. One naming
+        another metric than ``metric`` is refused.
 
     Returns
     -------
@@ -546,10 +547,22 @@ def best_params_per_image(
             "images, read search.best_params_"
         )
     refit = getattr(search, "refit", None)
-    if prefer is None and isinstance(refit, PreferDefault):
+    if (
+        prefer is None
+        and isinstance(refit, PreferDefault)
+        # The search's rule weighs its own metric's scores (its margin is in their
+        # units): another metric asked for by name gets the plain arg-max.
+        and (metric is None or refit.metric is None or metric == refit.metric)
+    ):
         prefer = refit
     if prefer is not None and not isinstance(prefer, PreferDefault):
         raise TypeError(f"prefer must be a PreferDefault, got {type(prefer).__name__}")
+    if prefer is not None and None not in (metric, prefer.metric) and metric != prefer.metric:
+        raise ValueError(
+            f"prefer weighs the {prefer.metric!r} scores (its margin is in their units), "
+            f"but metric={metric!r} was asked for: give a PreferDefault with "
+            f"metric={metric!r}, or leave one of them out"
+        )
     if metric is None:
         if prefer is not None and prefer.metric is not None:
             metric = prefer.metric

@@ -168,6 +168,31 @@ def test_best_params_per_image_errors_and_metric_names():
         best_params_per_image(search, metric="psnr")
 
 
+def test_best_params_per_image_applies_the_searchs_rule_to_its_own_metric_only():
+    # metric="ssim" on a search whose refit was PreferDefault(metric="emv") kept the
+    # default by the emv rule's margin, though ssim put the other setting ahead.
+    results = {
+        "params": [{"lr": 0.01}, {"lr": 0.03}],
+        "split0_test_emv": np.array([0.0, 0.5]),
+        "split0_test_ssim": np.array([0.5, 0.9]),
+        "mean_test_emv": np.array([0.0, 0.5]),
+        "mean_test_ssim": np.array([0.5, 0.9]),
+    }
+
+    class Fitted:
+        cv_results_ = results
+        cv = PerImageCV()
+        refit = PreferDefault({"lr": 0.01}, margin=1.0, metric="emv")
+
+    assert best_params_per_image(Fitted()) == [{"lr": 0.01}]  # emv, within the margin
+    assert best_params_per_image(Fitted(), metric="emv") == [{"lr": 0.01}]
+    assert best_params_per_image(Fitted(), metric="ssim") == [{"lr": 0.03}]  # arg-max
+    ssim_rule = PreferDefault({"lr": 0.01}, margin=0.5, metric="ssim")
+    assert best_params_per_image(Fitted(), metric="ssim", prefer=ssim_rule) == [{"lr": 0.01}]
+    with pytest.raises(ValueError, match="prefer weighs the 'emv' scores .* metric='ssim'"):
+        best_params_per_image(Fitted(), metric="ssim", prefer=Fitted.refit)
+
+
 def test_best_params_per_image_reads_whole_metric_names():
     # "psnr" took split0_test_val_test_psnr too, and int("0_test_val") failed.
     results = {
