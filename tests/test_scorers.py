@@ -1214,3 +1214,31 @@ def test_a_given_sigma_far_from_the_images_noise_is_warned_of():
         get_scorer("emv", sigma=SIGMA * 255)(den8, as_uint8)
         get_scorer("emv", sigma=SIGMA)(den, noisy)
         get_scorer("emv", sigma=2 * SIGMA)(den, noisy)  # within a factor of 10: not told
+
+
+def test_scorers_judge_a_fitted_search_by_its_refit_estimator():
+    # Nested cross-validation scores a fitted GridSearchCV: the skdip scorers refused it
+    # ("need a fitted skdip DIP estimator"), so every outer score was NaN.
+    from sklearn.model_selection import cross_validate
+
+    noisy = _noisy(_clean())
+    clean = _clean()
+    grid = {"lr": [0.01, 0.03]}
+    search = GridSearchCV(_den(), grid, cv=FitImagesCV(), scoring=get_scorer("emv")).fit(noisy)
+    best = search.best_estimator_
+    assert get_scorer("emv")(search, noisy) == get_scorer("emv")(best, noisy)
+    assert get_scorer("psnr")(search, noisy, clean) == get_scorer("psnr")(best, noisy, clean)
+    piped = make_pipeline(FunctionTransformer(), search).fit(noisy)
+    assert get_scorer("psnr")(piped, noisy, clean) == get_scorer("psnr")(
+        piped[-1].best_estimator_, noisy, clean
+    )
+    unrefitted = GridSearchCV(_den(), grid, cv=FitImagesCV(), refit=False).fit(noisy)
+    with pytest.raises(TypeError, match="without a refit estimator"):
+        get_scorer("emv")(unrefitted, noisy)
+    batch = np.stack([noisy, noisy + 0.01])[..., None]
+    refs = np.stack([clean, clean])[..., None]
+    inner = GridSearchCV(_den(), grid, cv=FitImagesCV(), scoring=get_scorer("emv"))
+    outer = cross_validate(
+        inner, batch, refs, cv=FitImagesCV(), scoring={"psnr": get_scorer("psnr")}
+    )
+    assert np.isfinite(outer["test_psnr"]).all()
