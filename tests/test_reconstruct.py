@@ -360,6 +360,33 @@ def test_a_mask_the_wrong_way_round_is_warned_of_over_a_noisy_or_compressed_fill
         DIPInpainter(**COMMON).fit(scene, mask=~hidden)
 
 
+def test_a_batchs_checks_say_which_image_they_speak_of():
+    # "an image has no observed value" in a batch of four did not say which.
+    images = [_smooth(seed=k) for k in range(4)]
+    masks = [np.random.default_rng(k).random((16, 16)) > 0.3 for k in range(4)]
+    hidden = [m.copy() for m in masks]
+    hidden[2][:] = False
+    with pytest.raises(ValueError, match=r"^image 2 of the batch: an image has no observed"):
+        DIPInpainter(**COMMON).fit(images, mask=hidden)
+    # A warning shared by several images is given once, with their indices.
+    damaged = [np.where(m, im, 0.0) for im, m in zip(images, masks, strict=True)]
+    inverted = [masks[0], ~masks[1], masks[2], ~masks[3]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DIPInpainter(**COMMON).fit(damaged, mask=inverted)
+    told = [str(w.message) for w in caught if "pass ~mask" in str(w.message)]
+    assert len(told) == 1 and told[0].startswith("images [1, 3] of the batch: DIPInpainter")
+    with pytest.warns(UserWarning, match=r"^image 3 of the batch: DIPInpainter: in channel"):
+        DIPInpainter(**COMMON).fit(damaged, mask=[*masks[:3], ~masks[3]])
+
+
+def test_a_mask_saved_as_an_8_bit_picture_is_told_how_to_read_it():
+    mask = np.ones((16, 16), np.uint8) * 255
+    mask[3:6, 3:6] = 0
+    with pytest.raises(ValueError, match=r"got 0, 255; .* pass mask > 0"):
+        DIPInpainter(**COMMON).fit(_smooth(), mask=mask)
+
+
 def test_an_inpainter_with_nothing_to_fill_says_so():
     # Holes stored as 0 with the mask forgotten: the whole fit ran and X came back
     # unchanged, without a word.

@@ -980,9 +980,27 @@ class BaseDIPEstimator(
         the check, rides along as ``"_scaling"`` for its fit (:meth:`_prepare`)."""
         extras = self._split_extra(len(images), fit_params)
         refs = references if references is not None else [None] * len(images)
-        for image, reference, extra in zip(images, refs, extras, strict=True):
-            self._check_observation(image, reference, extra)
-            extra["_scaling"] = self._check_solvable(image, extra, reference)
+        if len(images) == 1:
+            self._check_observation(images[0], refs[0], extras[0])
+            extras[0]["_scaling"] = self._check_solvable(images[0], extras[0], refs[0])
+            return extras
+        # In a batch, say which images a check speaks of; a warning that several
+        # images share is given once, with their indices.
+        notes: dict[tuple[str, type], list[int]] = {}
+        for i, (image, reference, extra) in enumerate(zip(images, refs, extras, strict=True)):
+            with held_back(Warning) as held:
+                try:
+                    self._check_observation(image, reference, extra)
+                    extra["_scaling"] = self._check_solvable(image, extra, reference)
+                except (ValueError, TypeError) as exc:
+                    if type(exc) not in (ValueError, TypeError):
+                        raise  # a subclass may take other arguments: left as it is
+                    raise type(exc)(f"image {i} of the batch: {exc}") from exc
+            for message, category in held:
+                notes.setdefault((message, category), []).append(i)
+        for (message, category), indices in notes.items():
+            which = f"image {indices[0]}" if len(indices) == 1 else f"images {indices}"
+            warn(f"{which} of the batch: {message}", category)
         return extras
 
     def _check_inputs(self, X, y=None, fit_params=None, checked=None):

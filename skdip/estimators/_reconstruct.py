@@ -724,7 +724,12 @@ def _check_mask(mask, image_shape: tuple[int, int, int]) -> np.ndarray:
         if not np.isfinite(arr).all():
             raise ValueError("mask contains NaN or infinity")
         if not np.isin(arr, (0, 1)).all():
-            raise ValueError("mask must contain only 0/1 (or False/True) values")
+            values = np.unique(arr)
+            shown = ", ".join(f"{v:g}" for v in values[:4]) + (", ..." if values.size > 4 else "")
+            raise ValueError(
+                f"mask must contain only 0/1 (or False/True) values, got {shown}; for a "
+                "mask saved as an 8-bit picture (0/255) pass mask > 0"
+            )
         arr = arr.astype(bool)
     return np.broadcast_to(arr, (h, w, c))
 
