@@ -218,6 +218,12 @@ class ArrayInterface(metaclass=_ExposesArrayInterface):
     ``isinstance`` asks for the attribute alone."""
 
 
+# scikit-learn names a type constraint by module and qualified name in its errors
+# ("an instance of 'skdip._validation.ArrayInterface'"): say what it takes instead.
+ArrayInterface.__module__ = "builtins"
+ArrayInterface.__qualname__ = "PIL.Image.Image (or another object with __array_interface__)"
+
+
 def _array_like(item) -> bool:
     """An array (NumPy, torch, pandas, PIL, ...) rather than nested lists of numbers."""
     return (

@@ -801,8 +801,11 @@ def test_array_parameters_take_pil_images_as_the_inputs_do():
         as_array = clone(estimator).set_params(support=support).fit_transform(pattern)
         as_image = clone(estimator).set_params(support=Image.fromarray(support))
         np.testing.assert_array_equal(as_image.fit_transform(pattern), as_array)
-    with pytest.raises(InvalidParameterError, match="'kernel' parameter"):
+    # The refusal says what it takes, not "an instance of 'skdip._validation.ArrayInterface'".
+    with pytest.raises(InvalidParameterError, match="'kernel' parameter") as refused:
         DIPDeconvolver(kernel="gaussian").fit(blurred)
+    assert "PIL.Image.Image (or another object with __array_interface__)" in str(refused.value)
+    assert "skdip._validation" not in str(refused.value)
 
 
 def test_metrics_refuse_masked_arrays_rather_than_read_the_hidden_values():
