@@ -394,7 +394,8 @@ class BlindDeblurrer(BaseDIPEstimator):
     best_iter_, n_iter_, stopped_by_, history_, loss_curve_, n_images_, n_features_in_
         As for :class:`DIPDenoiser`. With clean references ``y`` given to
         :meth:`fit`, ``history_["psnr"]`` records the PSNR of the aligned
-        image at every step.
+        image at every step: of the running average with ``output_averaging``
+        (there is no ``"psnr_raw"`` curve of the raw iterates here).
 
     See Also
     --------
