@@ -17,6 +17,7 @@ from skdip import (
     ExponentialMovingVariance,
     SkipNetwork,
 )
+from skdip.datasets import simulate_diffraction
 from skdip.operators import Convolution
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
@@ -663,3 +664,22 @@ def test_every_estimators_kept_fit_moves_whole(name, monkeypatch):
     _quiet(warm.set_params(max_iter=7).fit, x)
     assert moves and all(d.type == "cpu" for d in moves)
     _same_fit(warm, longer)
+
+
+def test_a_phase_retrievers_unused_mask_seed_may_change_between_warm_fits():
+    # With no coded masks the seed draws nothing, yet changing it refused the warm fit.
+    from skdip import PhaseRetriever
+
+    blob = np.zeros((8, 8))
+    blob[2:6, 2:6] = np.random.default_rng(0).random((4, 4))
+    pattern = simulate_diffraction(blob, oversampling=2)
+    kw = dict(generator=TINY, random_state=0, device="cpu")
+    longer = _quiet(PhaseRetriever(max_iter=9, **kw).fit, pattern)
+    warm = _quiet(PhaseRetriever(max_iter=4, warm_start=True, **kw).fit, pattern)
+    _quiet(warm.set_params(mask_seed=3, max_iter=5).fit, pattern)
+    np.testing.assert_array_equal(warm.reconstruction_, longer.reconstruction_)
+    # Where the seed draws the masks, it is part of the fit: refused as before.
+    coded = simulate_diffraction(blob, oversampling=2, n_masks=2)
+    warm = _quiet(PhaseRetriever(n_masks=2, max_iter=4, warm_start=True, **kw).fit, coded)
+    with pytest.raises(ValueError, match="mask_seed changed since"):
+        warm.set_params(mask_seed=3).fit(coded)

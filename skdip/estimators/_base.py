@@ -1082,13 +1082,19 @@ class BaseDIPEstimator(
             )
         return states
 
+    def _unused_params(self) -> frozenset[str]:
+        """Parameters the fit does not read with the others as they are (a seed of
+        masks there are none of): a warm start ignores their changes."""
+        return frozenset()
+
     def _changed_since_fit(self) -> list[str]:
         """The parameters (other than the free ones) that changed since the kept fit."""
         keys, last = _param_keys(self), self._warm_params
+        ignored = set(self._warm_start_free) | self._unused_params()
         changed = {
             k
             for k in set(keys) | set(last)
-            if k.split("__")[0] not in self._warm_start_free and keys.get(k) != last.get(k)
+            if k.split("__")[0] not in ignored and keys.get(k) != last.get(k)
         }
         # An object's own entry changes with any of its parameters: name those.
         return sorted(k for k in changed if not any(c.startswith(k + "__") for c in changed))

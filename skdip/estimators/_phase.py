@@ -583,6 +583,12 @@ class _PhaseRetrieverMixin:
     # Reference scorers use the aligned PSNR (score); see skdip.metrics.ReferenceScorer.
     _aligned_reference = True
 
+    def _unused_params(self) -> frozenset[str]:
+        # The seed draws masks only when none are given and n_masks asks for some.
+        unused = self.masks is not None or self.n_masks == 0
+        inherited = getattr(super(), "_unused_params", frozenset)()  # HIO has none
+        return frozenset(inherited) | ({"mask_seed"} if unused else set())
+
     def _restore(self, layout, results: list[dict]):
         return _restore_objects(layout, self._objects(results))
 
