@@ -119,6 +119,22 @@ def test_same_seed_same_network_different_seed_different(name):
     assert any(not torch.equal(a[k], c[k]) for k in weights)
 
 
+@pytest.mark.parametrize("seed", [None, 1.5, "1", True, np.random.RandomState(0)])
+def test_build_refuses_a_seed_that_is_not_an_int(seed):
+    # 1.5, "1" and True built the network of seed 1 silently; None and a RandomState
+    # failed with int()'s bare "int() argument must be a string, ..." message.
+    with pytest.raises(TypeError, match="seed must be an int"):
+        SMALL["deep-decoder"]().build((8, 8), 1, seed=seed)
+
+
+def test_build_refuses_a_seed_out_of_the_generators_range():
+    with pytest.raises(ValueError, match="seed must be in"):
+        SMALL["deep-decoder"]().build((8, 8), 1, seed=2**64)
+    # numpy integers, negative seeds and the ends of the range are seeds
+    for seed in (np.int64(3), np.uint64(2**64 - 1), -1, -(2**63)):
+        SMALL["deep-decoder"]().build((8, 8), 1, seed=seed)
+
+
 def test_fourier_frequencies_depend_on_the_seed_and_are_not_trained():
     cfg = SMALL["inr-fourier"]()
     a, b = cfg.build((8, 8), 1, seed=0), cfg.build((8, 8), 1, seed=1)

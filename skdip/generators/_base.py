@@ -211,6 +211,13 @@ class BaseGenerator(BaseEstimator):
         Returns
         -------
         network : GeneratorNetwork
+
+        Raises
+        ------
+        TypeError
+            If ``seed`` is not an int (a float, a str, None, a RandomState).
+        ValueError
+            If ``seed`` is outside torch's seed range ``[-2**63, 2**64)``.
         """
         # The global RNG is seeded for the build, so builds in threads of one
         # process (Dask or joblib threading workers) must not interleave.
@@ -221,6 +228,15 @@ class BaseGenerator(BaseEstimator):
         ):
             raise ValueError(f"{owner}: out_shape must be two sizes >= 1, got {out_shape!r}")
         channels = _check_int(owner, "out_channels", out_channels)
+        # int() inside the seeding turned 1.5 and "1" silently into seed 1, and
+        # None or a RandomState into a bare "int() argument must be ..." error.
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(
+                f"{owner}.build: seed must be an int, got {seed!r}; to draw one from a "
+                "random_state, pass check_random_state(random_state).randint(2**31)"
+            )
+        if not -(2**63) <= seed < 2**64:
+            raise ValueError(f"{owner}.build: seed must be in [-2**63, 2**64), got {seed}")
         with seeded_cpu_rng(seed):
             network = self._build(tuple(int(s) for s in shape), channels)
         if not isinstance(getattr(network, "input", None), torch.Tensor):
