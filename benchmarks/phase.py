@@ -16,7 +16,9 @@ count), and reconstructed by
 - ``HIO best-of-4``: the same with ``n_init=4``, the restart with the lowest
   Fourier error kept (the start PhaseRetriever uses by default);
 - ``PhaseRetriever``: default ``init="hio"`` (pretraining on HIO best-of-4),
-  the "skip-small" generator, ES-EMV early stopping.
+  the "skip-small" generator, ES-EMV early stopping;
+- ``PhaseRetriever best-of-K``, with ``--n-init K`` (K > 1): the same with
+  ``n_init=K``, the restart with the lowest training loss kept.
 
 Scores are ambiguity-aware (translation, conjugate flip, global sign):
 :func:`skdip.metrics.phase_retrieval_psnr` and
@@ -63,17 +65,24 @@ def _label(photons: float | None) -> str:
 
 
 def _methods(args, seed: int) -> dict:
-    return {
-        "HIO": HIOPhaseRetriever(random_state=seed),
-        "HIO best-of-4": HIOPhaseRetriever(n_init=4, random_state=seed),
-        "PhaseRetriever": PhaseRetriever(
+    def dip(n_init: int) -> PhaseRetriever:
+        return PhaseRetriever(
             generator=args.generator,
             max_iter=args.max_iter,
+            n_init=n_init,
             early_stopping=ExponentialMovingVariance(patience=args.patience),
             random_state=seed,
             device="cpu",
-        ),
+        )
+
+    methods = {
+        "HIO": HIOPhaseRetriever(random_state=seed),
+        "HIO best-of-4": HIOPhaseRetriever(n_init=4, random_state=seed),
+        "PhaseRetriever": dip(1),
     }
+    if args.n_init > 1:
+        methods[f"PhaseRetriever best-of-{args.n_init}"] = dip(args.n_init)
+    return methods
 
 
 def _settings(args) -> dict:
@@ -164,7 +173,8 @@ def _commands(rows: list[dict]) -> str:
 
 
 def summarise(rows: list[dict], args) -> str:
-    methods = ["HIO", "HIO best-of-4", "PhaseRetriever"]
+    # The methods of the rows, in the order they are run.
+    methods = list(dict.fromkeys(r["method"] for r in rows))
     levels = list(dict.fromkeys(r["photons"] for r in rows))
     # The images and seeds of the rows: a resumed run may have added to another's.
     images = list(dict.fromkeys(r["image"] for r in rows))
@@ -190,8 +200,8 @@ def summarise(rows: list[dict], args) -> str:
         "",
         _commands(rows),
         "",
-        "| noise | method | success | aligned PSNR (dB) | rel. error | seconds |",
-        "|---|---|---|---|---|---|",
+        "| noise | method | success | aligned PSNR (dB) | worst run (dB) | rel. error | seconds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for level in levels:
         for m in methods:
@@ -201,11 +211,15 @@ def summarise(rows: list[dict], args) -> str:
             lines.append(
                 f"| {_label(level)} | {m} | {sum(r['success'] for r in sel)}/{len(sel)} | "
                 f"{np.mean([min(r['psnr'], PSNR_CAP) for r in sel]):.2f} | "
+                f"{min(r['psnr'] for r in sel):.2f} | "
                 f"{np.mean([r['rel_error'] for r in sel]):.3f} | "
                 f"{np.mean([r['seconds'] for r in sel]):.1f} |"
             )
     lines += ["", "Per image (mean over seeds, aligned PSNR in dB):", ""]
-    lines += ["| image | noise | " + " | ".join(methods) + " |", "|---|---|---|---|---|"]
+    lines += [
+        "| image | noise | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
     for name in images:
         for level in levels:
             cells = []
@@ -232,6 +246,9 @@ def main() -> None:
     parser.add_argument("--success", type=float, default=0.15)
     parser.add_argument("--beamstop", type=int, default=0, help="radius of a hidden centre")
     parser.add_argument("--fill", choices=["nan", "zero"], default="nan")
+    parser.add_argument(
+        "--n-init", type=int, default=1, help="K > 1 adds PhaseRetriever with n_init=K"
+    )
     parser.add_argument("--tag", default="phase_64")
     parser.add_argument("--resume", action="store_true", help="keep the rows already written")
     args = parser.parse_args()
