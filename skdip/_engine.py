@@ -760,11 +760,13 @@ def fit_model(
             else:
                 x, prediction = model(rng)
             data = loss(prediction, target)
-            total = data if regularizer is None else data + regularizer(x)
+            penalty = None if regularizer is None else regularizer(x)
+            total = data if penalty is None else data + penalty
             if it == 0:
                 _check_scalar(data, "the loss")
                 _check_scalar(total, "the loss plus the regularizer")
                 _check_differentiable(x, prediction, total)
+                _check_terms_steer(x, prediction, data, penalty)
             # The gradients of the fitted parameters only: backward() also filled the
             # .grad of a caller's loss or regularizer module (a perceptual network),
             # summed over every step.
@@ -1091,14 +1093,17 @@ def fit_batch(
                     _check_shapes(x[row], prediction[row], targets[m], references[m], models[m])
                 data = cfg[m]["loss"](prediction[row], targets[m])
                 member_data.append(data)
+                penalty = None
                 if cfg[m]["regularizer"] is not None:
-                    member_losses.append(data + cfg[m]["regularizer"](x[row]))
+                    penalty = cfg[m]["regularizer"](x[row])
+                    member_losses.append(data + penalty)
                 else:
                     member_losses.append(data)
                 if first:
                     _check_scalar(data, "the loss")
                     _check_scalar(member_losses[-1], "the loss plus the regularizer")
                     _check_differentiable(x[row], prediction[row], member_losses[-1])
+                    _check_terms_steer(x[row], prediction[row], data, penalty)
             totals = torch.stack(member_losses)
             grads = torch.autograd.grad(totals.sum(), list(params.values()))
             # The one required sync per step (with a penalty, the data terms ride along).
@@ -1761,6 +1766,28 @@ def _check_differentiable(x, prediction, total) -> None:
     else:
         culprit = "the loss or the regularizer cuts the gradient"
     raise ValueError(f"nothing can be fitted: {culprit}")
+
+
+def _check_terms_steer(x, prediction, data, penalty) -> None:
+    """Refuse, on the first step, a loss or a penalty that the gradient does not reach
+    while the other one does: it entered the reported loss but not the fit (a penalty
+    returned as ``float(...)`` or detached left the estimate bit-identical to a fit
+    without it, whatever its weight)."""
+    if penalty is not None and not torch.is_tensor(penalty):
+        raise TypeError(
+            "the regularizer must return a torch tensor (to differentiate), got "
+            f"{type(penalty).__name__}: return the penalty as a tensor, not float(...)"
+        )
+    if prediction.requires_grad and not data.requires_grad:
+        raise ValueError(
+            "the loss cuts the gradient (a detach, .item(), NumPy or torch.no_grad inside "
+            "it): the fit would follow the regularizer alone"
+        )
+    if penalty is not None and x.requires_grad and not penalty.requires_grad:
+        raise ValueError(
+            "the regularizer cuts the gradient (a detach, .item(), NumPy or torch.no_grad "
+            "inside it): it would change the reported loss but not the fit"
+        )
 
 
 def _not_a_tensor(what: str, value) -> str:

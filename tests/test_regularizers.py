@@ -202,3 +202,44 @@ def test_l1_and_huber_losses_have_their_documented_values():
     # delta = 0.1: quadratic 0.5 r^2 below it, linear 0.1 * (|r| - 0.05) above
     expected = (0.0 + 0.5 * 0.05**2 + 0.1 * (0.5 - 0.05) + 0.1 * (1.0 - 0.05)) / 4
     assert float(get_loss("huber")(pred, target)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+@pytest.mark.parametrize(
+    "term, culprit",
+    [
+        ("float_penalty", "the regularizer must return a torch tensor"),
+        ("detached_penalty", "the regularizer cuts the gradient"),
+        ("detached_loss", "the loss cuts the gradient"),
+    ],
+)
+def test_a_term_that_cannot_steer_the_fit_is_refused(term, culprit, batch_size):
+    # A penalty returned as a Python float, or detached, entered the reported loss but
+    # not the gradient: TV weighted 1e6 that way left the estimate bit-identical to the
+    # fit without it (and a detached loss beside a live penalty fitted the penalty alone).
+    from skdip import DIPDenoiser
+
+    def float_penalty(x):
+        return (1e6 * x.abs().mean()).item()
+
+    def detached_penalty(x):
+        return (1e6 * x.abs().mean()).detach()
+
+    def detached_loss(prediction, target):
+        return (prediction - target).square().mean().detach()
+
+    kw = dict(regularizer=TotalVariation(weight=0.1))
+    if term == "float_penalty":
+        kw = dict(regularizer=float_penalty)
+    elif term == "detached_penalty":
+        kw = dict(regularizer=detached_penalty)
+    else:
+        kw["loss"] = detached_loss
+    images = np.random.default_rng(0).random((2, 12, 12))
+    den = DIPDenoiser(
+        generator="skip-small", max_iter=2, early_stopping=None, random_state=0,
+        batch_size=batch_size, **kw,
+    )  # fmt: skip
+    error = TypeError if term == "float_penalty" else ValueError
+    with pytest.raises(error, match=culprit):
+        den.fit(images)
