@@ -105,6 +105,27 @@ def test_invalid_parameters_are_rejected_at_start(rule):
         rule.start()
 
 
+@pytest.mark.parametrize(
+    "rule",
+    [
+        ExponentialMovingVariance(patience=True),
+        ExponentialMovingVariance(warmup=True),
+        WindowedMovingVariance(patience=True),
+    ],
+)
+def test_a_bool_for_a_rules_number_is_refused(rule):
+    # bool is an int to Python: DIPDenoiser(early_stopping=ExponentialMovingVariance(
+    # patience=True, warmup=True)) stopped silently after 3 of 30 steps (patience 1),
+    # while the estimator's own max_iter=True is refused.
+    from skdip import DIPDenoiser
+
+    with pytest.raises(InvalidParameterError, match="parameter .* not a bool"):
+        rule.start()
+    den = DIPDenoiser(generator="skip-small", max_iter=3, early_stopping=rule)
+    with pytest.raises(InvalidParameterError, match="parameter .* not a bool"):
+        den.fit(np.zeros((8, 8)))
+
+
 def test_get_stopping_rule():
     assert isinstance(get_stopping_rule("emv"), ExponentialMovingVariance)
     assert isinstance(get_stopping_rule("wmv"), WindowedMovingVariance)

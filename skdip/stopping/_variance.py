@@ -14,6 +14,8 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval
 
+from .._validation import reject_bool_numbers
+
 __all__ = ["BaseStoppingRule", "ExponentialMovingVariance", "WindowedMovingVariance"]
 
 
@@ -70,6 +72,11 @@ class BaseStoppingRule(BaseEstimator):
     def __init__(self, patience: int = 1000, warmup: int = 100):
         self.patience = patience
         self.warmup = warmup
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        # bool is an int to Python: patience=True stopped a fit after one stale step.
+        reject_bool_numbers(self)
 
     def start(self) -> None:
         """Reset the state before a fit; validates the parameters."""
