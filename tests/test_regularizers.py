@@ -243,3 +243,23 @@ def test_a_term_that_cannot_steer_the_fit_is_refused(term, culprit, batch_size):
     error = TypeError if term == "float_penalty" else ValueError
     with pytest.raises(error, match=culprit):
         den.fit(images)
+
+
+@pytest.mark.parametrize(
+    "param, value, match",
+    [
+        ("regularizer", TotalVariation, r"class TotalVariation.*TotalVariation\(weight=\.\.\.\)"),
+        ("regularizer", GradientRatio, r"class GradientRatio.*GradientRatio\(weight=\.\.\.\)"),
+        ("loss", torch.nn.L1Loss, r"class L1Loss.*L1Loss\(\)"),
+    ],
+)
+def test_a_class_in_place_of_an_instance_is_named(param, value, match):
+    # A class is callable: regularizer=TotalVariation got past the checks and failed in
+    # the first step with "unsupported operand type(s) for +: 'Tensor' and
+    # 'TotalVariation'", and loss=torch.nn.L1Loss with "Boolean value of Tensor with more
+    # than one value is ambiguous".
+    from skdip import DIPDenoiser
+
+    den = DIPDenoiser(generator="skip-small", max_iter=2, early_stopping=None, **{param: value})
+    with pytest.raises(TypeError, match=match):
+        den.fit(np.zeros((8, 8)))

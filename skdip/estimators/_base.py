@@ -580,6 +580,10 @@ class BaseDIPEstimator(
         working_dtype()  # before any work: networks and data are made in it
         get_generator(self.generator)  # raises on unknown names
         get_loss(self.loss)
+        # A class is callable too (its constructor): it passed as a loss or a penalty and
+        # failed in the first step with a bare torch or operator error.
+        _refuse_class(self.loss, "loss")
+        _refuse_class(self.regularizer, "regularizer")
         # Before any work (an initialisation, earlier images or settings), not when
         # the fit reaches them: a rule's or a regularizer's settings, and the call
         # forms of a user's functions (Python's own error named neither).
@@ -1951,6 +1955,18 @@ def image_callback(callback, index: int):
         return callback
     # A partial, not a closure: it pickles wherever the callback does.
     return functools.partial(callback, image=int(index))
+
+
+def _refuse_class(value, name: str) -> None:
+    """Refuse a class given where an instance (or a function) is called, naming the call
+    to make instead."""
+    if not isinstance(value, type):
+        return
+    arguments = "weight=..." if issubclass(value, BaseRegularizer) else ""
+    raise TypeError(
+        f"{name} must be an instance or a function, got the class {value.__name__}: "
+        f"pass {name}={value.__name__}({arguments})"
+    )
 
 
 def _check_call_form(
