@@ -263,3 +263,10 @@ def test_a_class_in_place_of_an_instance_is_named(param, value, match):
     den = DIPDenoiser(generator="skip-small", max_iter=2, early_stopping=None, **{param: value})
     with pytest.raises(TypeError, match=match):
         den.fit(np.zeros((8, 8)))
+
+
+def test_an_infinite_eps_is_refused():
+    # eps = inf passed the check (inf > 0) and made the penalty 0 on every image, and
+    # its gradient 0: a regularizer that silently did nothing.
+    with pytest.raises(ValueError, match="eps must be a finite real > 0"):
+        GradientRatio(1.0, eps=math.inf)(_step_image())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -111,7 +112,7 @@ class GradientRatio(BaseRegularizer):
     weight : float, default=0.001
         Multiplier ``lambda`` of the penalty.
     eps : float, default=1e-8
-        Guards the division on constant images.
+        Guards the division on constant images (finite, > 0).
 
     Examples
     --------
@@ -129,9 +130,9 @@ class GradientRatio(BaseRegularizer):
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         eps = self.eps
-        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps > 0:
-            # eps = 0 would give 0/0 on a flat image.
-            raise ValueError(f"GradientRatio.eps must be a real > 0, got {eps!r}")
+        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not 0 < eps < math.inf:
+            # eps = 0 would give 0/0 on a flat image, eps = inf a penalty of 0 everywhere.
+            raise ValueError(f"GradientRatio.eps must be a finite real > 0, got {eps!r}")
         dy, dx = _finite_differences(x)
         # Per image, then the mean over the batch (as TotalVariation's mean does).
         g = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)
