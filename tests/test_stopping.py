@@ -126,6 +126,29 @@ def test_a_bool_for_a_rules_number_is_refused(rule):
         den.fit(np.zeros((8, 8)))
 
 
+@pytest.mark.parametrize("name", ["emv", "wmv", "sv"])
+def test_a_rule_used_before_start_says_so(name):
+    # A loop of one's own (as in BaseStoppingRule's example) that forgot start(), or a
+    # clone of a started rule, failed with "'ExponentialMovingVariance' object has no
+    # attribute '_mean'" (WindowedMovingVariance: '_count'; observe(): 'best_value_').
+    from skdip.stopping import SelfValidation
+
+    rule = {
+        "emv": ExponentialMovingVariance(warmup=0),
+        "wmv": WindowedMovingVariance(window=2),
+        "sv": SelfValidation(window=2, batch_size=2, width=2),
+    }[name]
+    x = torch.rand(1, 1, 4, 4)
+    with pytest.raises(RuntimeError, match=r"call start\(\) before"):
+        rule.signal(x, 0)
+    with pytest.raises(RuntimeError, match=r"call start\(\) before"):
+        rule.observe(1.0, 0)
+    rule.start()
+    rule.signal(x, 0)
+    with pytest.raises(RuntimeError, match=r"call start\(\) before"):
+        clone(rule).signal(x, 1)
+
+
 def test_get_stopping_rule():
     assert isinstance(get_stopping_rule("emv"), ExponentialMovingVariance)
     assert isinstance(get_stopping_rule("wmv"), WindowedMovingVariance)

@@ -193,6 +193,7 @@ class SelfValidation(BaseStoppingRule):
         super().__setstate__(state)
 
     def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
+        self._check_started()
         x = x.detach()
         if x.dim() != 4 or x.shape[0] != 1:
             raise ValueError(

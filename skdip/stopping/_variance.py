@@ -86,6 +86,15 @@ class BaseStoppingRule(BaseEstimator):
         self._stale = 0
         self._start()
 
+    def _check_started(self) -> None:
+        """Refuse a rule whose state :meth:`start` has not set (a clone drops it too):
+        the missing attribute's name said nothing about the call to make."""
+        if not hasattr(self, "_stale"):
+            raise RuntimeError(
+                f"{type(self).__name__}: call start() before signal() or observe(); it "
+                "resets the rule's state for a fit (the estimators call it themselves)"
+            )
+
     def _start(self) -> None:
         raise NotImplementedError(
             f"{type(self).__name__} must define _start(), which resets the running "
@@ -110,6 +119,7 @@ class BaseStoppingRule(BaseEstimator):
         Values before ``warmup`` are ignored, also for a subclass whose
         :meth:`signal` returns them.
         """
+        self._check_started()
         if iteration < self.warmup:
             return False, False
         if value < self.best_value_:
@@ -170,6 +180,7 @@ class ExponentialMovingVariance(BaseStoppingRule):
         self._var = None
 
     def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
+        self._check_started()
         x = x.detach()
         if self._mean is None:
             self._mean = x.clone()
@@ -236,6 +247,7 @@ class WindowedMovingVariance(BaseStoppingRule):
         self._count = 0
 
     def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
+        self._check_started()
         x = x.detach()
         # float64 sums: the variance is tiny next to the mean square, so
         # float32 would lose it to cancellation.
