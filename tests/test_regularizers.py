@@ -270,3 +270,27 @@ def test_an_infinite_eps_is_refused():
     # its gradient 0: a regularizer that silently did nothing.
     with pytest.raises(ValueError, match="eps must be a finite real > 0"):
         GradientRatio(1.0, eps=math.inf)(_step_image())
+
+
+@pytest.mark.parametrize(
+    "regularizer, match",
+    [
+        (TotalVariation(0.01, isotropic="yes"), "isotropic must be a bool"),
+        (GradientRatio(0.01, eps=0), "eps must be a finite real > 0"),
+        (TotalVariation(-1.0), "weight must be a finite real >= 0"),
+    ],
+)
+def test_a_regularizers_settings_are_checked_before_any_work(regularizer, match, monkeypatch):
+    # Only the weight was checked up front: a PhaseRetriever (16x16, n_init=3,
+    # pretrain_iter=300) with TotalVariation(isotropic="yes") or GradientRatio(eps=0)
+    # ran its HIO start and pretraining for 4-5 s before the first step refused it.
+    from skdip import DIPDenoiser
+    from skdip.estimators._base import BaseDIPEstimator
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the fit started before the regularizer was checked")
+
+    monkeypatch.setattr(BaseDIPEstimator, "_fit_images", no_work)
+    den = DIPDenoiser(generator="skip-small", max_iter=2, regularizer=regularizer)
+    with pytest.raises(ValueError, match=match):
+        den.fit(np.zeros((8, 8)))

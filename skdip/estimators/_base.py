@@ -591,7 +591,7 @@ class BaseDIPEstimator(
         if rule is not None:
             rule._validate_params()
         if isinstance(self.regularizer, BaseRegularizer):
-            self.regularizer._checked_weight()
+            self.regularizer._check_params()
         elif callable(self.regularizer):
             _check_call_form(self.regularizer, 1, "regularizer", "regularizer(image)")
         if callable(self.loss):

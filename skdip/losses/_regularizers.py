@@ -55,6 +55,11 @@ class BaseRegularizer(BaseEstimator):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._checked_weight() * self.penalty(x)
 
+    def _check_params(self) -> None:
+        """Refuse invalid settings; the estimators call it before any work (a subclass
+        with settings of its own extends it)."""
+        self._checked_weight()
+
     def _checked_weight(self) -> float:
         """The weight, refused unless a finite real >= 0 (the estimators ask before a fit)."""
         w = self.weight
@@ -91,11 +96,19 @@ class TotalVariation(BaseRegularizer):
         self.weight = weight
         self.isotropic = isotropic
 
-    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+    def _check_params(self) -> None:
+        super()._check_params()
+        self._checked_isotropic()
+
+    def _checked_isotropic(self) -> bool:
         if not isinstance(self.isotropic, bool):
             raise ValueError(f"TotalVariation.isotropic must be a bool, got {self.isotropic!r}")
+        return self.isotropic
+
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        isotropic = self._checked_isotropic()
         dy, dx = _finite_differences(x)
-        if self.isotropic:
+        if isotropic:
             # The small constant keeps the gradient of sqrt finite on flat regions.
             return torch.sqrt(dy.square() + dx.square() + 1e-12).mean()
         return dy.abs().mean() + dx.abs().mean()
@@ -128,11 +141,19 @@ class GradientRatio(BaseRegularizer):
         self.weight = weight
         self.eps = eps
 
-    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+    def _check_params(self) -> None:
+        super()._check_params()
+        self._checked_eps()
+
+    def _checked_eps(self) -> float:
         eps = self.eps
         if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not 0 < eps < math.inf:
             # eps = 0 would give 0/0 on a flat image, eps = inf a penalty of 0 everywhere.
             raise ValueError(f"GradientRatio.eps must be a finite real > 0, got {eps!r}")
+        return eps
+
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        eps = self._checked_eps()
         dy, dx = _finite_differences(x)
         # Per image, then the mean over the batch (as TotalVariation's mean does).
         g = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)
