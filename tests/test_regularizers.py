@@ -294,3 +294,19 @@ def test_a_regularizers_settings_are_checked_before_any_work(regularizer, match,
     den = DIPDenoiser(generator="skip-small", max_iter=2, regularizer=regularizer)
     with pytest.raises(ValueError, match=match):
         den.fit(np.zeros((8, 8)))
+
+
+def test_a_regularizer_without_a_penalty_is_told_what_to_define():
+    # A subclass that defined forward() (the torch habit) instead of penalty() failed
+    # in the first step with a bare NotImplementedError(), no message at all.
+    from skdip import DIPDenoiser
+
+    class Mine(BaseRegularizer):
+        def forward(self, x):
+            return x.abs().mean()
+
+    with pytest.raises(NotImplementedError, match=r"Mine must define penalty\(x\)"):
+        Mine(weight=1.0)(torch.zeros(1, 1, 4, 4))
+    den = DIPDenoiser(generator="skip-small", max_iter=2, early_stopping=None, regularizer=Mine())
+    with pytest.raises(NotImplementedError, match=r"Mine must define penalty\(x\)"):
+        den.fit(np.zeros((8, 8)))

@@ -67,9 +67,13 @@ class BaseRegularizer(BaseEstimator):
             raise ValueError(f"{type(self).__name__}.weight must be a finite real >= 0, got {w!r}")
         return float(w)
 
-    def penalty(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
         """The unweighted penalty."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must define penalty(x), which returns the unweighted "
+            "penalty of images x shaped (B, C, H, W) as a scalar tensor (the weight is "
+            "applied by the base class)"
+        )
 
 
 class TotalVariation(BaseRegularizer):
