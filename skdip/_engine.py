@@ -761,10 +761,13 @@ def fit_model(
                 x, prediction = model(rng)
             data = loss(prediction, target)
             penalty = None if regularizer is None else regularizer(x)
-            total = data if penalty is None else data + penalty
             if it == 0:
                 _check_scalar(data, "the loss")
-                _check_scalar(total, "the loss plus the regularizer")
+                if penalty is not None:
+                    _check_scalar(penalty, "the regularizer")
+            data, penalty = _as_scalar(data), _as_scalar(penalty)
+            total = data if penalty is None else data + penalty
+            if it == 0:
                 _check_differentiable(x, prediction, total)
                 _check_terms_steer(x, prediction, data, penalty)
             # The gradients of the fitted parameters only: backward() also filled the
@@ -1092,16 +1095,17 @@ def fit_batch(
                 if first:
                     _check_shapes(x[row], prediction[row], targets[m], references[m], models[m])
                 data = cfg[m]["loss"](prediction[row], targets[m])
-                member_data.append(data)
                 penalty = None
                 if cfg[m]["regularizer"] is not None:
                     penalty = cfg[m]["regularizer"](x[row])
-                    member_losses.append(data + penalty)
-                else:
-                    member_losses.append(data)
                 if first:
                     _check_scalar(data, "the loss")
-                    _check_scalar(member_losses[-1], "the loss plus the regularizer")
+                    if penalty is not None:
+                        _check_scalar(penalty, "the regularizer")
+                data, penalty = _as_scalar(data), _as_scalar(penalty)
+                member_data.append(data)
+                member_losses.append(data if penalty is None else data + penalty)
+                if first:
                     _check_differentiable(x[row], prediction[row], member_losses[-1])
                     _check_terms_steer(x[row], prediction[row], data, penalty)
             totals = torch.stack(member_losses)
@@ -1768,16 +1772,18 @@ def _check_differentiable(x, prediction, total) -> None:
     raise ValueError(f"nothing can be fitted: {culprit}")
 
 
+def _as_scalar(value: torch.Tensor | None) -> torch.Tensor | None:
+    """A one-element loss or penalty (shaped ``(1,)``: a caller's ``keepdim`` or
+    ``view(1)``) as the 0-d tensor it stands for: beside a 0-d term it made the step's
+    read-out a list ("must be real number, not list") or failed to stack."""
+    return value if value is None or value.dim() == 0 else value.reshape(())
+
+
 def _check_terms_steer(x, prediction, data, penalty) -> None:
     """Refuse, on the first step, a loss or a penalty that the gradient does not reach
     while the other one does: it entered the reported loss but not the fit (a penalty
     returned as ``float(...)`` or detached left the estimate bit-identical to a fit
     without it, whatever its weight)."""
-    if penalty is not None and not torch.is_tensor(penalty):
-        raise TypeError(
-            "the regularizer must return a torch tensor (to differentiate), got "
-            f"{type(penalty).__name__}: return the penalty as a tensor, not float(...)"
-        )
     if prediction.requires_grad and not data.requires_grad:
         raise ValueError(
             "the loss cuts the gradient (a detach, .item(), NumPy or torch.no_grad inside "

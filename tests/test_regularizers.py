@@ -235,7 +235,7 @@ def test_a_term_that_cannot_steer_the_fit_is_refused(term, culprit, batch_size):
         kw = dict(regularizer=detached_penalty)
     else:
         kw["loss"] = detached_loss
-    images = np.random.default_rng(0).random((2, 12, 12))
+    images = list(np.random.default_rng(0).random((2, 12, 12)))
     den = DIPDenoiser(
         generator="skip-small", max_iter=2, early_stopping=None, random_state=0,
         batch_size=batch_size, **kw,
@@ -310,3 +310,39 @@ def test_a_regularizer_without_a_penalty_is_told_what_to_define():
     den = DIPDenoiser(generator="skip-small", max_iter=2, early_stopping=None, regularizer=Mine())
     with pytest.raises(NotImplementedError, match=r"Mine must define penalty\(x\)"):
         den.fit(np.zeros((8, 8)))
+
+
+def _mse_shaped_1(prediction, target):
+    return (prediction - target).square().mean().reshape(1)
+
+
+def _l1_penalty_shaped_1(x):
+    return 0.01 * x.abs().mean().reshape(1)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(loss=_mse_shaped_1, regularizer=TotalVariation()),
+        dict(regularizer=_l1_penalty_shaped_1),
+        dict(loss=_mse_shaped_1, regularizer=_l1_penalty_shaped_1),
+    ],
+    ids=["loss", "penalty", "both"],
+)
+def test_a_one_element_loss_or_penalty_counts_as_a_scalar(kw, batch_size):
+    # A one-element tensor passes as "a scalar tensor", and a loss shaped (1,) fits alone,
+    # but beside a penalty it failed with "TypeError: must be real number, not list", and a
+    # penalty shaped (1,) with "stack expects each tensor to be equal size".
+    from skdip import DIPDenoiser
+
+    images = list(np.random.default_rng(0).random((2, 8, 8)))
+    kw = dict(generator="skip-small", max_iter=3, early_stopping=None, random_state=0, **kw)
+    shaped = DIPDenoiser(batch_size=batch_size, **kw).fit(images)
+    plain = dict(loss="mse", regularizer=TotalVariation())
+    if kw["regularizer"] is _l1_penalty_shaped_1:
+        plain["regularizer"] = lambda x: 0.01 * x.abs().mean()
+    reference = DIPDenoiser(batch_size=batch_size, **{**kw, **plain}).fit(images)
+    for a, b in zip(shaped.history_, reference.history_, strict=True):
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
+        np.testing.assert_allclose(a["data_loss"], b["data_loss"], rtol=1e-6)
