@@ -1789,7 +1789,13 @@ def _check_terms_steer(x, prediction, data, penalty) -> None:
             "the loss cuts the gradient (a detach, .item(), NumPy or torch.no_grad inside "
             "it): the fit would follow the regularizer alone"
         )
-    if penalty is not None and x.requires_grad and not penalty.requires_grad:
+    # A constant zero (a placeholder for "no penalty") changes neither the loss nor the fit.
+    if (
+        penalty is not None
+        and x.requires_grad
+        and not penalty.requires_grad
+        and bool(penalty.detach() != 0)
+    ):
         raise ValueError(
             "the regularizer cuts the gradient (a detach, .item(), NumPy or torch.no_grad "
             "inside it): it would change the reported loss but not the fit"

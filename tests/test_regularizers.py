@@ -245,6 +245,21 @@ def test_a_term_that_cannot_steer_the_fit_is_refused(term, culprit, batch_size):
         den.fit(images)
 
 
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_constant_zero_penalty_is_a_placeholder_not_an_error(batch_size):
+    # A penalty of torch.zeros(()) (no gradient, but nothing reported either) changes
+    # neither the loss nor the fit: it fits exactly as regularizer=None does.
+    from skdip import DIPDenoiser
+
+    images = list(np.random.default_rng(0).random((2, 12, 12)))
+    kw = dict(generator="skip-small", max_iter=3, early_stopping=None, random_state=0)
+    kw["batch_size"] = batch_size
+    placeholder = DIPDenoiser(regularizer=lambda x: torch.zeros(()), **kw).fit(images)
+    plain = DIPDenoiser(regularizer=None, **kw).fit(images)
+    for a, b in zip(placeholder.reconstruction_, plain.reconstruction_):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(
     "param, value, match",
     [
