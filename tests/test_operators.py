@@ -866,6 +866,24 @@ def test_fourier_magnitude_exposes_the_masks_it_used():
     assert FourierMagnitude().masks is None
 
 
+def test_fourier_magnitude_reads_its_objects_channels_off_coded_patterns():
+    # Coded patterns of a grey object are 3 channels: DIPReconstructor asked the
+    # operator for the object's channels, got 3 back and failed on the model's 9.
+    from skdip import DIPReconstructor
+
+    op = FourierMagnitude(2, n_masks=3)
+    assert op.input_channels(3) == 1
+    assert op.input_channels(6) == 2
+    assert FourierMagnitude(2).input_channels(3) == 3
+    with pytest.raises(ValueError, match="multiple of 3 channels"):
+        op.input_channels(4)
+    y = op(torch.rand(1, 1, 8, 8))[0].permute(1, 2, 0).numpy()
+    est = DIPReconstructor(
+        operator=op, generator="skip-small", max_iter=2, early_stopping=None, random_state=0
+    )
+    assert est.fit(y).reconstruction_.shape == (8, 8, 1)
+
+
 class _Counting(torch.nn.Module):
     """A module that counts its calls through a hook bound to itself."""
 

@@ -475,7 +475,8 @@ class DIPReconstructor(_InverseProblemEstimator):
         Channels of the image to reconstruct; None asks the operator:
         ``operator.input_channels(c)`` for an observation of ``c`` channels,
         which is ``c`` for most (:class:`~skdip.operators.KSpaceSampling`
-        gives 1 for a real image, 2 for a complex one, whatever the coils).
+        gives 1 for a real image, 2 for a complex one, whatever the coils;
+        :class:`~skdip.operators.FourierMagnitude` ``c / n_patterns``).
     %(common_params)s
 
     Attributes

@@ -323,6 +323,24 @@ class FourierMagnitude(ForwardOperator):
             )
         return h // sy, w // sx
 
+    def input_channels(self, output_channels: int) -> int:
+        """Channels of the object measured as ``output_channels`` patterns: each
+        object channel gives :attr:`n_patterns` of them (one per mask).
+
+        Without it an estimator built an object with as many channels as the
+        measurement (3 for three coded patterns of a grey object) and failed on
+        the model's 9 patterns.
+        """
+        patterns = self.n_patterns
+        if output_channels % patterns:
+            raise ValueError(
+                f"a measurement of {output_channels} channel(s) is not {patterns} coded "
+                f"pattern(s) per object channel (n_masks={self.n_masks}): pass the "
+                f"measurement with a multiple of {patterns} channels, in the order "
+                "channel * n_patterns + mask"
+            )
+        return output_channels // patterns
+
     def extra_repr(self) -> str:
         masks = (
             f"mask_seed={self.mask_seed}"
