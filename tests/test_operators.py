@@ -884,6 +884,16 @@ def test_fourier_magnitude_reads_its_objects_channels_off_coded_patterns():
     assert est.fit(y).reconstruction_.shape == (8, 8, 1)
 
 
+def test_fourier_magnitude_names_a_numpy_input():
+    # It failed with "'numpy.ndarray' object has no attribute 'is_complex'", as the
+    # other operators do not.
+    op = FourierMagnitude(2, n_masks=2)
+    with pytest.raises(TypeError, match=r"must be a torch.Tensor.*torch.from_numpy"):
+        op(np.ones((1, 1, 4, 4)))
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        FourierMagnitude(2).spectrum([[1.0]])
+
+
 class _Counting(torch.nn.Module):
     """A module that counts its calls through a hook bound to itself."""
 

@@ -290,6 +290,12 @@ class FourierMagnitude(ForwardOperator):
 
     def spectrum(self, x: torch.Tensor) -> torch.Tensor:
         """The complex field ``F(pad(mask * x))``, shape ``(B, C * n_patterns, sH, sW)``."""
+        if not isinstance(x, torch.Tensor):
+            # NumPy input failed with "'numpy.ndarray' object has no attribute 'is_complex'".
+            raise TypeError(
+                f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__} "
+                "(torch.from_numpy(x) for a NumPy array)"
+            )
         if x.ndim != 4:
             raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
