@@ -624,6 +624,23 @@ def test_mask_rejects_bad_inputs():
         op(np.zeros((1, 3, 4, 4)))
 
 
+def test_mask_given_channels_first_is_named():
+    # A (3, 8, 8) mask is read as (H, W, C) = (3, 8) with 8 channels: the error only
+    # said "x has spatial shape (8, 8) but the mask is (3, 8)".
+    from skdip import DIPReconstructor
+
+    op = PixelMask(np.ones((3, 8, 8), dtype=bool))
+    with pytest.raises(ValueError, match=r"looks channels-first.*np.moveaxis\(mask, 0, -1\)"):
+        op(torch.ones(1, 3, 8, 8))
+    est = DIPReconstructor(operator=op, generator="skip-small", max_iter=1, early_stopping=None)
+    with pytest.raises(ValueError, match="looks channels-first"):
+        est.fit(np.ones((8, 8, 3)))
+    # A mask that is simply of another size gets no such word.
+    with pytest.raises(ValueError) as info:
+        PixelMask(np.ones((4, 4, 3)))(torch.ones(1, 3, 8, 8))
+    assert "channels-first" not in str(info.value)
+
+
 # ------------------------------------------------------------------------------------------
 # FunctionOperator
 # ------------------------------------------------------------------------------------------

@@ -98,11 +98,22 @@ class PixelMask(ForwardOperator):
             f"observed_fraction={self.observed_fraction:.3g}"
         )
 
+    def _channels_first_hint(self, shape: tuple[int, int]) -> str:
+        """A word where the mask looks given channels-first: a ``(C, H, W)`` mask is read
+        as ``(H, W, C)``, so its "shape" is ``(C, H)`` and its channels ``W``."""
+        if self.n_channels > 1 and tuple(shape) == (self.image_shape[1], self.n_channels):
+            return (
+                "; the mask looks channels-first (C, H, W), but PixelMask takes (H, W) or "
+                "(H, W, C): pass np.moveaxis(mask, 0, -1)"
+            )
+        return ""
+
     def _masked(self, x: torch.Tensor, name: str) -> torch.Tensor:
         _check_image(x, name)
         if tuple(x.shape[-2:]) != self.image_shape:
             raise ValueError(
-                f"{name} has spatial shape {tuple(x.shape[-2:])} but the mask is {self.image_shape}"
+                f"{name} has spatial shape {tuple(x.shape[-2:])} but the mask is "
+                f"{self.image_shape}{self._channels_first_hint(tuple(x.shape[-2:]))}"
             )
         if self.n_channels not in (1, x.shape[1]):
             raise ValueError(
@@ -130,5 +141,8 @@ class PixelMask(ForwardOperator):
     def _check_shape(self, shape: tuple[int, int], name: str) -> tuple[int, int]:
         shape = _check_spatial_shape(shape, name)
         if shape != self.image_shape:
-            raise ValueError(f"{name} {shape} does not match the mask's shape {self.image_shape}")
+            raise ValueError(
+                f"{name} {shape} does not match the mask's shape {self.image_shape}"
+                f"{self._channels_first_hint(shape)}"
+            )
         return shape
