@@ -781,6 +781,8 @@ def fit_model(
                 loss_value, data_value = float(total.detach()), None
             else:
                 loss_value, data_value = torch.stack([total.detach(), data.detach()]).tolist()
+            if it == 0 and math.isfinite(loss_value) and loss_value > 0:
+                _warn_if_no_gradient(gradients)
             # The ratio test waits for the first checkpoint interval: the first
             # Adam steps of some networks overshoot briefly before settling.
             spiked = it >= checkpoint_every and _spiked(loss_value, min_loss, divergence_ratio)
@@ -1117,6 +1119,10 @@ def fit_batch(
                 ).tolist()
             else:
                 loss_values = data_values = totals.detach().tolist()
+            for row, m in enumerate(active):
+                value = loss_values[row]
+                if n_steps[m] == 0 and not events[m] and math.isfinite(value) and value > 0:
+                    _warn_if_no_gradient([g[row] for g in grads])
 
             # A Ctrl-C in here waits for the step's record (see _StepRecordGuard).
             with step_record:
@@ -1800,6 +1806,25 @@ def _check_terms_steer(x, prediction, data, penalty) -> None:
             "the regularizer cuts the gradient (a detach, .item(), NumPy or torch.no_grad "
             "inside it): it would change the reported loss but not the fit"
         )
+
+
+def _warn_if_no_gradient(gradients) -> None:
+    """Warn, on the first step, where a loss above 0 gives every fitted parameter a
+    gradient of exactly 0: Adam then never moves and the fit returns the untrained
+    network's output in silence (measured: a forward operator ``torch.round(10 * x) /
+    10``, whose gradient is 0 everywhere, fitted nothing in 3 steps, without a word).
+    A warning, not an error: an operator flat only where the first output lands (a
+    clamp) may still be fitted from a perturbed input."""
+    present = [g.ne(0).any() for g in gradients if g is not None]
+    if present and bool(torch.stack(present).any()):
+        return
+    warn(
+        "the loss has a gradient of exactly 0 for every fitted parameter at the first "
+        "step, so nothing is fitted and the result is the untrained network's output: "
+        "is the forward operator piecewise constant (torch.round, floor, sign, a "
+        "comparison or an index taken from the values)? Use a differentiable model of "
+        "the measurement (e.g. the values before rounding)"
+    )
 
 
 def _not_a_tensor(what: str, value) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -680,6 +681,35 @@ def test_function_operator_rejects_bad_arguments():
     bad_shape = FunctionOperator(double_it, output_shape=lambda s: (s[0], -1))
     with pytest.raises(ValueError, match="result of output_shape must contain positive"):
         bad_shape.output_shape((3, 3))
+
+
+def quantise(x: torch.Tensor) -> torch.Tensor:
+    """A measurement rounded to 0.1: its gradient is 0 everywhere."""
+    return torch.round(10 * x) / 10
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_piecewise_constant_function_operator_is_told(batch_size):
+    # The fit ran, every gradient 0, and returned the untrained network's output in
+    # silence (a detach was refused, a zero gradient was not).
+    from skdip import DIPReconstructor
+
+    est = DIPReconstructor(
+        operator=FunctionOperator(quantise),
+        generator="skip-small",
+        max_iter=2,
+        early_stopping=None,
+        random_state=0,
+        batch_size=batch_size,
+    )
+    images = _rng(0).random((2, 8, 8, 1))
+    with pytest.warns(UserWarning, match="gradient of exactly 0.*piecewise constant"):
+        est.fit(images)
+    # A differentiable operator gets no such word.
+    est.set_params(operator=FunctionOperator(double_it))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*gradient of exactly 0")
+        est.fit(images)
 
 
 # ------------------------------------------------------------------------------------------
