@@ -316,6 +316,23 @@ def test_zero_filled_is_exact_whatever_the_maps_gain():
     np.testing.assert_allclose(KSpaceSampling(np.ones((h, w)), maps).zero_filled(k), x, atol=1e-10)
 
 
+def test_complex_kspace_given_coils_last_is_named():
+    # (H, W, n_coils) complex k-space reads as H coils: "measurement has 8 coil(s) but
+    # the operator has 3 coil(s)" named no cause.
+    h, w = 8, 8
+    maps = _random_maps(3, h, w)
+    op = KSpaceSampling(np.ones((h, w)), maps)
+    k = simulate_kspace(_rng(0).random((h, w)), np.ones((h, w)), maps)
+    for helper in (op.zero_filled, lambda m: op.data_consistency(np.zeros((h, w)), m)):
+        with pytest.raises(ValueError, match=r"coils first.*np.moveaxis\(kspace, -1, 0\)"):
+            helper(np.moveaxis(k, 0, -1))
+        helper(k)  # coils first: read as it is
+    # Another coil count gets no such word.
+    with pytest.raises(ValueError) as info:
+        op.zero_filled(k[:2])
+    assert "moveaxis" not in str(info.value)
+
+
 @pytest.mark.parametrize("combination", ["data_consistency"])
 def test_coil_combinations_do_not_blow_up_where_the_maps_fade_out(combination):
     # Divided by the maps' gain wherever it was positive, the noise of a soft support

@@ -477,9 +477,18 @@ class KSpaceSampling(ForwardOperator):
                 if arr.dtype.kind != "c"
                 else f"{kspace.shape[0]} coil(s)"
             )
+            # Complex k-space stacked channels-last, as the real layout is, reads as H
+            # coils: "measurement has 8 coil(s) but the operator has 3" named no cause.
+            hint = (
+                "; complex k-space is (n_coils, H, W), coils first: for (H, W, n_coils) "
+                "pass np.moveaxis(kspace, -1, 0)"
+                if arr.dtype.kind == "c" and arr.ndim == 3 and arr.shape[-1] == self.n_coils
+                else ""
+            )
             raise ValueError(
                 f"measurement has {held} but the operator has {self.n_coils} coil(s)"
                 + (f" ({2 * self.n_coils} channels)" if arr.dtype.kind != "c" else "")
+                + hint
             )
         self._check_shape(kspace.shape[1:], "measurement's spatial shape")
         if hidden is not None and hidden.any():
