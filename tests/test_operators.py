@@ -941,6 +941,33 @@ def test_fourier_magnitude_names_a_numpy_input():
         FourierMagnitude(2).spectrum([[1.0]])
 
 
+def test_fourier_magnitudes_given_masks_enter_the_estimators_keys():
+    # The given masks are no buffer nor public attribute: an estimator whose operator
+    # was replaced by one with other masks (est.operator = ...) handed back the solve
+    # kept under the old masks, and a warm start went on with the old masks' fit.
+    from skdip import DIPReconstructor
+
+    rng = _rng(0)
+    old, new = (np.exp(2j * np.pi * rng.random((2, 8, 8))) for _ in range(2))
+    y_fit, y_new = (
+        FourierMagnitude(2, masks=old)(torch.rand(1, 1, 8, 8))[0].permute(1, 2, 0).numpy()
+        for _ in range(2)
+    )
+    kw = dict(
+        output_channels=1, generator="skip-small", max_iter=2, early_stopping=None, random_state=0
+    )
+    est = DIPReconstructor(operator=FourierMagnitude(2, masks=old), **kw).fit(y_fit)
+    est.transform(y_new)
+    est.operator = FourierMagnitude(2, masks=new)
+    fresh = DIPReconstructor(operator=FourierMagnitude(2, masks=new), **kw).fit(y_fit)
+    np.testing.assert_array_equal(est.transform(y_new), fresh.transform(y_new))
+    warm = DIPReconstructor(operator=FourierMagnitude(2, masks=old), warm_start=True, **kw)
+    warm.fit(y_fit)
+    warm.operator = FourierMagnitude(2, masks=new)
+    with pytest.raises(ValueError, match="operator changed since"):
+        warm.fit(y_fit)
+
+
 class _Counting(torch.nn.Module):
     """A module that counts its calls through a hook bound to itself."""
 

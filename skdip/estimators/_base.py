@@ -2043,6 +2043,9 @@ def _value_key(value, callback: bool = False, depth: int = 0) -> str:
     if isinstance(value, torch.nn.Module):
         # Weights and buffers and the public attributes.
         tensors = [_as_numpy(t) for t in value.state_dict().values()]
+        # And the arrays an operator holds besides (FourierMagnitude's given masks).
+        own = getattr(value, "_key_arrays", None)
+        tensors += list(own()) if callable(own) else []
         return repr((repr(value), attributes(value), _content(tensors)))
     if isinstance(value, torch.Tensor | np.ndarray):
         if isinstance(value, np.ndarray) and value.dtype == object:

@@ -144,6 +144,12 @@ class ForwardOperator(nn.Module):
         """Spatial shape of the image that produces a measurement of ``output_shape``."""
         return _check_spatial_shape(output_shape, "output_shape")
 
+    def _key_arrays(self) -> list[np.ndarray]:
+        """Arrays of the model's held outside its tensors and public attributes: the
+        estimators' kept-solve and warm-start keys read them by content, as they read
+        the tensors. None here."""
+        return []
+
     def input_channels(self, output_channels: int) -> int:
         """Channels of the image that produces a measurement of ``output_channels``
         channels: as many, unless the model makes other channels of its image's (as

@@ -262,6 +262,12 @@ class FourierMagnitude(ForwardOperator):
         """The ``masks`` given, read-only; None for seeded masks."""
         return self._given_masks
 
+    def _key_arrays(self) -> list[np.ndarray]:
+        # The given masks are neither a buffer nor a public attribute: without this,
+        # estimators keyed two operators with other masks alike, and kept a solve (or
+        # went on with a warm fit) made under the other masks.
+        return [] if self._given_masks is None else [self._given_masks]
+
     @property
     def masks(self) -> torch.Tensor | None:
         """The complex masks of the last call, ``(n_masks, H, W)``; None before any
