@@ -982,6 +982,20 @@ def test_measurements_a_mask_hides_do_not_set_the_scale():
     np.testing.assert_array_equal(outputs[1], outputs[0])
 
 
+def test_nan_under_a_pixel_mask_is_told_what_to_pass():
+    # NaN over the hidden pixels (DIPInpainter's convention) was refused with
+    # "X contains NaN or infinity" alone.
+    image = _smooth()
+    hidden = np.zeros(image.shape, bool)
+    hidden[4:9, 5:10] = True
+    est = DIPReconstructor(operator=PixelMask(~hidden), **COMMON)
+    with pytest.raises(ValueError, match=r"NaN or infinity \(the PixelMask.*nan_to_num"):
+        est.fit(np.where(hidden, np.nan, image))
+    # Other operators keep the plain message.
+    with pytest.raises(ValueError, match=r"NaN or infinity$"):
+        DIPReconstructor(**COMMON).fit(np.where(hidden, np.nan, image))
+
+
 def test_a_pixel_mask_reconstructor_fits_and_scores_as_the_inpainter():
     # The placeholders under a PixelMask entered the loss and the noise estimate: the
     # emv score was -9.1 against the inpainter's -0.19 on the same problem (48x48

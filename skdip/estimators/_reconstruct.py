@@ -567,6 +567,18 @@ class DIPReconstructor(_InverseProblemEstimator):
                     f"got {self.output_shape!r}"
                 )
 
+    @property
+    def _missing_pixels_hint(self) -> str:
+        # NaN over the pixels a PixelMask does not observe, as DIPInpainter takes them,
+        # was refused with "X contains NaN or infinity" alone.
+        if not isinstance(self.operator, PixelMask):
+            return ""
+        return (
+            "the PixelMask operator tells which pixels are observed: the others may hold "
+            "any finite value, e.g. np.nan_to_num(X, nan=0.0); DIPInpainter reads NaN "
+            "as missing pixels itself"
+        )
+
     def _operator(self) -> ForwardOperator:
         if self.operator is None:
             return Identity()
