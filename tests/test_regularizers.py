@@ -256,7 +256,7 @@ def test_a_constant_zero_penalty_is_a_placeholder_not_an_error(batch_size):
     kw["batch_size"] = batch_size
     placeholder = DIPDenoiser(regularizer=lambda x: torch.zeros(()), **kw).fit(images)
     plain = DIPDenoiser(regularizer=None, **kw).fit(images)
-    for a, b in zip(placeholder.reconstruction_, plain.reconstruction_):
+    for a, b in zip(placeholder.reconstruction_, plain.reconstruction_, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
