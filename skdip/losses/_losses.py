@@ -44,7 +44,10 @@ def get_loss(loss: str | LossFunction) -> LossFunction:
         A name (``"rmse"`` is the square root of the mean squared error: the
         same minimiser as ``"mse"``, but its gradient does not shrink as the
         fit improves, and a penalty's weight keeps its meaning at any noise
-        level), or a callable ``loss(prediction, target) -> scalar tensor``
+        level; ``"huber"`` is quadratic for residuals up to 0.1 and linear
+        beyond, a threshold set for data on [0, 1]: with ``rescale=False`` on
+        data in 0-255 nearly every residual is past it and the loss acts as
+        0.1 times ``"l1"``), or a callable ``loss(prediction, target) -> scalar tensor``
         (returned unchanged). Use a module-level function, not a lambda, if
         the estimator must pickle.
 
