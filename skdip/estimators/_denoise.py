@@ -129,7 +129,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         float32 rounding differs, which Adam can amplify and which can move
         the early-stopping point (16x16 RGB, default network: the largest
         difference was 4e-6 after one step, 0.004 after 3 and 0.01 after 10;
-        under ``torch.set_default_dtype(torch.float64)`` 3e-10 after 10). An image whose fit ends leaves the batch. On a CPU it gains
+        under ``torch.set_default_dtype(torch.float64)`` 3e-10 after 10).
+        An image whose fit ends leaves the batch. On a CPU it gains
         little or loses (0.67x to 1.36x measured,
         ``benchmarks/results/batched_cpu_t*.md``).
         Not available with ``noise_model``. Batches are spread over the
