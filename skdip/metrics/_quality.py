@@ -28,6 +28,12 @@ _REFERENCE_MARGIN = 1.5
 # would read tens of dB too high.
 _NARROW_REFERENCE = 0.01
 
+# The options of skimage.metrics.structural_similarity that ssim passes on (its
+# keywords, and those it reads from **kwargs).
+_SSIM_OPTIONS = frozenset(
+    {"win_size", "gaussian_weights", "sigma", "K1", "K2", "use_sample_covariance"}
+)
+
 
 def _as_image(image: Any, name: str, scale_uint8: bool = True) -> np.ndarray:
     """A real, finite float64 array of 2 or 3 dimensions; uint8 read on [0, 1] when
@@ -135,6 +141,15 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> flo
             "sets channel_axis from the image and data_range from its own argument; call "
             "skimage.metrics.structural_similarity for the SSIM map or gradient"
         )
+    # scikit-image drops keywords it does not know, so a misspelt option would
+    # silently score another SSIM (the uniform window for gaussian_weight=True).
+    unknown = sorted(set(kwargs) - _SSIM_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"ssim got unknown keyword argument(s) {', '.join(unknown)}; the options it "
+            f"passes on to skimage.metrics.structural_similarity are "
+            f"{', '.join(sorted(_SSIM_OPTIONS))}"
+        )
     win_size = kwargs.get("win_size")
     if win_size is None:
         # scikit-image's default: 7, or the Gaussian's support (truncated at 3.5 sigma).
@@ -222,7 +237,10 @@ def ssim(image_true: Any, image_test: Any, data_range: float = 1.0, **kwargs: An
         Passed on to :func:`skimage.metrics.structural_similarity`
         (for example ``gaussian_weights=True, sigma=1.5,
         use_sample_covariance=False`` for the settings of Wang et al. 2004);
-        not ``full``, ``gradient``, ``channel_axis`` or ``data_range``.
+        not ``full``, ``gradient``, ``channel_axis`` or ``data_range``. Only
+        ``win_size``, ``gaussian_weights``, ``sigma``, ``K1``, ``K2`` and
+        ``use_sample_covariance`` are taken: others (a misspelt option, which
+        scikit-image would silently ignore) raise a TypeError.
 
     Returns
     -------
