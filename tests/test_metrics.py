@@ -288,6 +288,19 @@ def test_ssim_refuses_unknown_options(kwargs):
         ssim(x, y, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "win_size, error",
+    [(-3, ValueError), (-1, ValueError), (1, ValueError), (7.0, TypeError), (True, TypeError)],
+)
+def test_ssim_refuses_a_window_size_that_is_no_odd_int_it_can_use(win_size, error):
+    # Passed on, win_size=-3 scored 0.9945 (no such window), 1 and -1 raised a bare
+    # ZeroDivisionError, 7.0 "'float' object is not subscriptable".
+    x = np.random.default_rng(0).random((16, 16))
+    with pytest.raises(error, match="win_size"):
+        ssim(x, 0.9 * x, win_size=win_size)
+    assert ssim(x, 0.9 * x, win_size=np.int64(7)) == ssim(x, 0.9 * x)
+
+
 def test_ssim_size_check_knows_the_gaussian_window():
     x = np.random.default_rng(0).random((10, 10))
     with pytest.raises(ValueError, match="at least 11x11"):

@@ -9,7 +9,7 @@ scored as it is, even one that requires grad or lives on a GPU).
 
 from __future__ import annotations
 
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -131,6 +131,25 @@ def _psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     return float(peak_signal_noise_ratio(a / data_range, b / data_range, data_range=1.0))
 
 
+def _check_win_size(win_size: Any, sample_covariance: bool) -> None:
+    """Refuse a window scikit-image would misuse: a negative one was taken for its
+    absolute value (-3 scored 0.9945), 1 with the sample covariance divided by zero,
+    a float failed on indexing."""
+    if isinstance(win_size, bool) or not isinstance(win_size, Integral):
+        raise TypeError(f"win_size must be an odd int, got {type(win_size).__name__}")
+    smallest = 3 if sample_covariance else 1
+    if win_size < smallest or win_size % 2 == 0:
+        raise ValueError(
+            f"win_size must be an odd int of at least {smallest}, got {win_size}"
+            + (
+                " (the sample covariance over a 1-pixel window divides by zero; "
+                "use_sample_covariance=False allows win_size=1)"
+                if win_size == 1
+                else ""
+            )
+        )
+
+
 def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> float:
     from skimage.metrics import structural_similarity
 
@@ -151,6 +170,8 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> flo
             f"{', '.join(sorted(_SSIM_OPTIONS))}"
         )
     win_size = kwargs.get("win_size")
+    if win_size is not None:
+        _check_win_size(win_size, kwargs.get("use_sample_covariance", True))
     if win_size is None:
         # scikit-image's default: 7, or the Gaussian's support (truncated at 3.5 sigma).
         sigma = kwargs.get("sigma", 1.5)
