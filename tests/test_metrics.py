@@ -322,6 +322,16 @@ def test_a_many_band_image_is_not_warned_of():
         assert psnr(x, x) == np.inf
 
 
+@pytest.mark.parametrize("sigma", [0.1, 0.0, -1.0, "1.5", None])
+def test_ssim_refuses_a_gaussian_sigma_it_cannot_use(sigma):
+    # sigma=0.1 gave a 1x1 window and a bare ZeroDivisionError; "1.5" and None bare
+    # TypeErrors of arithmetic.
+    x = np.random.default_rng(0).random((16, 16))
+    with pytest.raises(ValueError, match="sigma"):
+        ssim(x, 0.9 * x, gaussian_weights=True, sigma=sigma)
+    assert ssim(x, 0.9 * x, gaussian_weights=True, sigma=0.2) < 1.0
+
+
 def test_ssim_size_check_knows_the_gaussian_window():
     x = np.random.default_rng(0).random((10, 10))
     with pytest.raises(ValueError, match="at least 11x11"):

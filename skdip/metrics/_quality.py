@@ -188,7 +188,19 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> flo
     if win_size is None:
         # scikit-image's default: 7, or the Gaussian's support (truncated at 3.5 sigma).
         sigma = kwargs.get("sigma", 1.5)
-        win_size = 2 * int(3.5 * sigma + 0.5) + 1 if kwargs.get("gaussian_weights") else 7
+        if kwargs.get("gaussian_weights"):
+            if isinstance(sigma, bool) or not isinstance(sigma, Real) or not sigma > 0:
+                raise ValueError(f"sigma must be a real number > 0, got {sigma!r}")
+            win_size = 2 * int(3.5 * sigma + 0.5) + 1
+            if win_size < 3 and kwargs.get("use_sample_covariance", True):
+                # A 1-pixel window: the sample covariance's N / (N - 1) divides by zero.
+                raise ValueError(
+                    f"sigma={sigma:g} makes a 1x1 Gaussian window, over which the sample "
+                    "covariance is undefined: pass sigma >= 1/7 (a 3x3 window), or "
+                    "use_sample_covariance=False"
+                )
+        else:
+            win_size = 7
     if min(a.shape[:2]) < win_size:
         raise ValueError(
             f"SSIM needs images of at least {win_size}x{win_size} pixels "
