@@ -1242,3 +1242,26 @@ def test_scorers_judge_a_fitted_search_by_its_refit_estimator():
         inner, batch, refs, cv=FitImagesCV(), scoring={"psnr": get_scorer("psnr")}
     )
     assert np.isfinite(outer["test_psnr"]).all()
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("psnr", {"metric": "ssim"}),
+        ("ssim", {"metric": "psnr"}),
+        ("emv", {"rule": "wmv"}),
+        ("wmv_variance", {"criterion": "discrepancy"}),
+        ("discrepancy", {"criterion": "variance"}),
+    ],
+)
+def test_get_scorer_refuses_keywords_that_contradict_the_name(name, params):
+    # get_scorer("psnr", metric="ssim") returned an SSIM scorer, and get_scorer("emv",
+    # rule="wmv") a WMV one, under the name the caller's code reads.
+    with pytest.raises(ValueError, match="contradicts it"):
+        get_scorer(name, **params)
+
+
+def test_get_scorer_takes_keywords_that_agree_with_or_refine_the_name():
+    assert get_scorer("psnr", metric="psnr", data_range=255).get_params()["data_range"] == 255
+    assert get_scorer("emv", criterion="discrepancy").criterion == "discrepancy"
+    assert get_scorer("discrepancy", rule="emv").rule == "emv"

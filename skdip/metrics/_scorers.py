@@ -831,6 +831,18 @@ _REGISTRY = {
 #: Names accepted by :func:`get_scorer`.
 SCORER_NAMES = tuple(_REGISTRY)
 
+# The settings each name fixes (get_scorer refuses keywords that contradict them).
+_NAMED_SETTINGS = {
+    "emv": {"rule": "emv"},
+    "wmv": {"rule": "wmv"},
+    "no_reference": {},
+    "discrepancy": {"criterion": "discrepancy"},
+    "emv_variance": {"rule": "emv", "criterion": "variance"},
+    "wmv_variance": {"rule": "wmv", "criterion": "variance"},
+    "psnr": {"metric": "psnr"},
+    "ssim": {"metric": "ssim"},
+}
+
 
 def get_scorer(name: str, **params: Any) -> NoReferenceScorer | ReferenceScorer:
     """A skdip scorer by name, as a callable ``scorer(estimator, X, y=None) -> float``.
@@ -845,7 +857,9 @@ def get_scorer(name: str, **params: Any) -> NoReferenceScorer | ReferenceScorer:
         ``"wmv_variance"`` (the plain running variance, not comparable across
         settings), ``"psnr"`` / ``"ssim"`` (clean references as ``y``).
     **params
-        Parameters of the scorer, e.g. ``sigma=0.1`` or ``data_range=255``.
+        Parameters of the scorer, e.g. ``sigma=0.1`` or ``data_range=255``;
+        not against what the name sets (``get_scorer("psnr", metric="ssim")``
+        and ``get_scorer("emv", rule="wmv")`` raise a ValueError).
 
     Returns
     -------
@@ -866,6 +880,16 @@ def get_scorer(name: str, **params: Any) -> NoReferenceScorer | ReferenceScorer:
         scorer = _REGISTRY[name]()
     except KeyError:
         raise ValueError(f"unknown scorer {name!r}; choose one of {list(SCORER_NAMES)}") from None
+    # What the name stands for is not a default to override: get_scorer("psnr",
+    # metric="ssim") returned an SSIM scorer named psnr in the caller's code.
+    fixed = _NAMED_SETTINGS[name]
+    clashes = [f"{k}={params[k]!r}" for k in fixed if k in params and params[k] != fixed[k]]
+    if clashes:
+        named = ", ".join(f"{k}={v!r}" for k, v in fixed.items())
+        raise ValueError(
+            f"get_scorer({name!r}) sets {named}; {', '.join(clashes)} contradicts it: "
+            f"choose the scorer by its name (one of {list(SCORER_NAMES)})"
+        )
     scorer.set_params(**params)
     scorer._validate_params()
     return scorer
