@@ -696,7 +696,8 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         Intensity range of the images: 1 for [0, 1] data and for uint8 images
         (skdip reads them on [0, 1]); 255 for float data on a 0-255 scale,
         65535 for 16-bit counts. None uses the range (max - min) of each
-        reference. A reference spanning more than ``data_range`` is refused.
+        reference, and 1 for a flat reference (whose range is 0). A reference
+        spanning more than ``data_range`` is refused.
 
     Notes
     -----
