@@ -288,6 +288,18 @@ def test_ssim_refuses_unknown_options(kwargs):
         ssim(x, y, **kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [{"sigma": 3.0}, {"sigma": 3.0, "gaussian_weights": False}])
+def test_ssim_refuses_a_sigma_without_the_gaussian_window(kwargs):
+    # scikit-image reads sigma only with gaussian_weights=True: ssim(x, y, sigma=3)
+    # returned the uniform 7x7 window's value, silently.
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 32))
+    y = np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1)
+    with pytest.raises(TypeError, match="gaussian_weights=True"):
+        ssim(x, y, **kwargs)
+    assert ssim(x, y, sigma=3.0, gaussian_weights=True) != ssim(x, y)
+
+
 @pytest.mark.parametrize(
     "win_size, error",
     [(-3, ValueError), (-1, ValueError), (1, ValueError), (7.0, TypeError), (True, TypeError)],

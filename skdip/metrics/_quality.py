@@ -182,6 +182,13 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> flo
             f"passes on to skimage.metrics.structural_similarity are "
             f"{', '.join(sorted(_SSIM_OPTIONS))}"
         )
+    if "sigma" in kwargs and not kwargs.get("gaussian_weights"):
+        # scikit-image reads sigma only for the Gaussian window: ssim(a, b, sigma=3)
+        # scored the uniform 7x7 window's SSIM, whatever the sigma.
+        raise TypeError(
+            "sigma sets the Gaussian window's width and is used only with "
+            "gaussian_weights=True: pass both, or neither for the uniform 7x7 window"
+        )
     win_size = kwargs.get("win_size")
     if win_size is not None:
         _check_win_size(win_size, kwargs.get("use_sample_covariance", True))
@@ -286,7 +293,8 @@ def ssim(image_true: Any, image_test: Any, data_range: float = 1.0, **kwargs: An
         not ``full``, ``gradient``, ``channel_axis`` or ``data_range``. Only
         ``win_size``, ``gaussian_weights``, ``sigma``, ``K1``, ``K2`` and
         ``use_sample_covariance`` are taken: others (a misspelt option, which
-        scikit-image would silently ignore) raise a TypeError.
+        scikit-image would silently ignore) raise a TypeError, as does
+        ``sigma`` without ``gaussian_weights=True`` (it would change nothing).
 
     Returns
     -------
