@@ -277,13 +277,18 @@ def test_ssim_refuses_options_that_change_what_it_returns(kwargs):
         ssim(x, x, **kwargs)
 
 
+def _noisy_pair():
+    """A 32x32 random picture and a noisy copy of it, for the SSIM option tests."""
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 32))
+    return x, np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1)
+
+
 @pytest.mark.parametrize("kwargs", [{"gaussian_weight": True}, {"sigmas": 3.0}, {"k1": 0.1}])
 def test_ssim_refuses_unknown_options(kwargs):
     # scikit-image drops unknown keywords: a misspelt gaussian_weights scored the
     # uniform-window SSIM (0.9839 where the Gaussian window gives 0.9847), silently.
-    rng = np.random.default_rng(0)
-    x = rng.random((32, 32))
-    y = np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1)
+    x, y = _noisy_pair()
     with pytest.raises(TypeError, match="unknown keyword argument.*gaussian_weights"):
         ssim(x, y, **kwargs)
 
@@ -292,9 +297,7 @@ def test_ssim_refuses_unknown_options(kwargs):
 def test_ssim_refuses_a_sigma_without_the_gaussian_window(kwargs):
     # scikit-image reads sigma only with gaussian_weights=True: ssim(x, y, sigma=3)
     # returned the uniform 7x7 window's value, silently.
-    rng = np.random.default_rng(0)
-    x = rng.random((32, 32))
-    y = np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1)
+    x, y = _noisy_pair()
     with pytest.raises(TypeError, match="gaussian_weights=True"):
         ssim(x, y, **kwargs)
     assert ssim(x, y, sigma=3.0, gaussian_weights=True) != ssim(x, y)
