@@ -818,31 +818,21 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         return float(np.mean(scores))
 
 
+# Each name: the scorer's class and the settings the name fixes (the others keep the
+# class's defaults and may be set; get_scorer refuses keywords that contradict these).
 _REGISTRY = {
-    "emv": lambda: NoReferenceScorer(rule="emv"),
-    "wmv": lambda: NoReferenceScorer(rule="wmv"),
-    "no_reference": lambda: NoReferenceScorer(rule=None),
-    "discrepancy": lambda: NoReferenceScorer(rule=None, criterion="discrepancy"),
-    "emv_variance": lambda: NoReferenceScorer(rule="emv", criterion="variance"),
-    "wmv_variance": lambda: NoReferenceScorer(rule="wmv", criterion="variance"),
-    "psnr": lambda: ReferenceScorer("psnr"),
-    "ssim": lambda: ReferenceScorer("ssim"),
+    "emv": (NoReferenceScorer, {"rule": "emv"}),
+    "wmv": (NoReferenceScorer, {"rule": "wmv"}),
+    "no_reference": (NoReferenceScorer, {}),
+    "discrepancy": (NoReferenceScorer, {"criterion": "discrepancy"}),
+    "emv_variance": (NoReferenceScorer, {"rule": "emv", "criterion": "variance"}),
+    "wmv_variance": (NoReferenceScorer, {"rule": "wmv", "criterion": "variance"}),
+    "psnr": (ReferenceScorer, {"metric": "psnr"}),
+    "ssim": (ReferenceScorer, {"metric": "ssim"}),
 }
 
 #: Names accepted by :func:`get_scorer`.
 SCORER_NAMES = tuple(_REGISTRY)
-
-# The settings each name fixes (get_scorer refuses keywords that contradict them).
-_NAMED_SETTINGS = {
-    "emv": {"rule": "emv"},
-    "wmv": {"rule": "wmv"},
-    "no_reference": {},
-    "discrepancy": {"criterion": "discrepancy"},
-    "emv_variance": {"rule": "emv", "criterion": "variance"},
-    "wmv_variance": {"rule": "wmv", "criterion": "variance"},
-    "psnr": {"metric": "psnr"},
-    "ssim": {"metric": "ssim"},
-}
 
 
 def get_scorer(name: str, **params: Any) -> NoReferenceScorer | ReferenceScorer:
@@ -878,12 +868,12 @@ def get_scorer(name: str, **params: Any) -> NoReferenceScorer | ReferenceScorer:
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     try:
-        scorer = _REGISTRY[name]()
+        scorer_class, fixed = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown scorer {name!r}; choose one of {list(SCORER_NAMES)}") from None
+    scorer = scorer_class(**fixed)
     # What the name stands for is not a default to override: get_scorer("psnr",
     # metric="ssim") returned an SSIM scorer named psnr in the caller's code.
-    fixed = _NAMED_SETTINGS[name]
     clashes = [f"{k}={params[k]!r}" for k in fixed if k in params and params[k] != fixed[k]]
     if clashes:
         named = ", ".join(f"{k}={v!r}" for k, v in fixed.items())
