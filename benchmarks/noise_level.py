@@ -31,6 +31,13 @@ which reads ``results/selection_<tag>.jsonl`` and ``DIR/<tag>/`` and writes
 (``--sizes``, ``--sigmas`` in /255, ``--noise-seeds``), clips it to [0, 1],
 and compares each estimate with the noise power actually added
 (``results/noise_level_accuracy[_NAME].md``).
+
+``--part missing`` does the same with pixels missing (NaN, as inpainting scores
+them): random pixels (30% and 50%), eight square holes, every fourth row. It
+compares the library's estimate with the one it used before (the median over
+wholly observed 2x2 blocks) and with the library's estimate on the whole noisy
+image, against the noise power in the observed pixels
+(``results/noise_level_missing[_NAME].md``).
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from skdip.metrics._noise_level import (
     _MIN_NOISE_VAR,
     _clipped_pixels,
     _finest_diagonal,
+    _haar_diagonal,
     _wavelet_noise_sigma,
 )
 from skdip.metrics._scorers import _noise_var, _residual_structure
@@ -255,6 +263,112 @@ ACCURACY_VARIANTS = {
 }
 
 
+def blocks_noise_var(observation: np.ndarray) -> float:
+    """The library's estimate with missing pixels before the weak-texture one: the MAD
+    of the diagonal Haar detail over the wholly observed 2x2 blocks that tile the image,
+    all channels pooled."""
+    detail = _haar_diagonal(observation)[::2, ::2]
+    detail = detail[np.isfinite(detail)]
+    return max(float(np.median(np.abs(detail)) / _MAD_TO_SIGMA) ** 2, _MIN_NOISE_VAR)
+
+
+MISSING_KINDS = ("random 30%", "random 50%", "8 holes", "every 4th row")
+
+
+def missing_mask(shape: tuple[int, int], kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Observed pixels (True) for one of ``MISSING_KINDS``."""
+    h, w = shape
+    observed = np.ones((h, w), dtype=bool)
+    if kind.startswith("random"):
+        observed = rng.random((h, w)) >= int(kind[7:9]) / 100
+    elif kind == "8 holes":
+        side = h // 8
+        for _ in range(8):
+            i, j = rng.integers(0, h - side), rng.integers(0, w - side)
+            observed[i : i + side, j : j + side] = False
+    else:
+        observed[::4] = False
+    return observed
+
+
+def run_missing(args) -> None:
+    """The estimate with missing pixels against the noise power in the observed ones."""
+    from selection import ALL_IMAGES
+
+    variants = {
+        "2x2 blocks (before)": blocks_noise_var,
+        "library": lambda noisy: _noise_var(noisy, None, 1.0),
+    }
+    rows = []
+    for size in args.sizes:
+        for image, (name, grey) in ALL_IMAGES.items():
+            clean = _channels_last(load_image(name, size=size, as_gray=grey))
+            for sigma in args.sigmas:
+                for seed in args.noise_seeds:
+                    noisy = add_noise(clean, "gaussian", sigma / 255, random_state=seed)
+                    whole = 10 * np.log10(
+                        _noise_var(noisy, None, 1.0) / np.mean((noisy - clean) ** 2)
+                    )
+                    rng = np.random.default_rng(seed)
+                    for kind in MISSING_KINDS:
+                        observed = missing_mask(clean.shape[:2], kind, rng)[..., None]
+                        observed = np.broadcast_to(observed, noisy.shape)
+                        actual = float(np.mean((noisy - clean)[observed] ** 2))
+                        holed = np.where(observed, noisy, np.nan)
+                        row = {"size": size, "image": image, "sigma": sigma, "seed": seed}
+                        row.update(kind=kind, **{"whole image": whole})
+                        for variant, estimate in variants.items():
+                            row[variant] = 10 * np.log10(estimate(holed) / actual)
+                        rows.append(row)
+    columns = [*variants, "whole image"]
+    stem = "noise_level_missing" + (f"_{args.name}" if args.name else "")
+    with (RESULTS / f"{stem}.jsonl").open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    md = [
+        "# The noise level's accuracy with missing pixels",
+        "",
+        f"Command: `{args.command}`. Each estimate against the noise power actually in the "
+        "observed pixels (Gaussian noise clipped to [0, 1]), in dB, over the "
+        f"{len(ALL_IMAGES)} bundled pictures, sizes {', '.join(map(str, args.sizes))} and "
+        f"noise seeds {', '.join(map(str, args.noise_seeds))}: the median error, the 90th "
+        "percentile of its size, and the cases more than 1 dB off. `whole image`: the "
+        "library's estimate on the same noisy picture with no pixel missing, against the "
+        "noise power in all its pixels (what the estimate reaches when nothing is missing).",
+        "",
+        "| missing | sigma (/255) | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    for kind in MISSING_KINDS:
+        for sigma in args.sigmas:
+            cells = []
+            for column in columns:
+                err = np.array(
+                    [r[column] for r in rows if r["kind"] == kind and r["sigma"] == sigma]
+                )
+                cells.append(
+                    f"{np.median(err):+.2f}, {np.quantile(np.abs(err), 0.9):.2f}, "
+                    f"{np.sum(np.abs(err) > 1)}/{err.size}"
+                )
+            md.append(f"| {kind} | {sigma:g} | " + " | ".join(cells) + " |")
+    md += ["", "All cases:", ""]
+    for column in columns:
+        err = np.array([r[column] for r in rows])
+        md.append(
+            f"- {column}: median size {np.median(np.abs(err)):.2f} dB, 90th percentile "
+            f"{np.quantile(np.abs(err), 0.9):.2f}, more than 1 dB off {np.sum(np.abs(err) > 1)}"
+            f"/{err.size}, range {err.min():+.2f} to {err.max():+.2f}"
+        )
+    gap = np.array([r["library"] - r["whole image"] for r in rows])
+    md.append(
+        f"- library minus whole image: median {np.median(gap):+.2f} dB, 90th percentile of "
+        f"its size {np.quantile(np.abs(gap), 0.9):.2f}, more than 1 dB apart "
+        f"{np.sum(np.abs(gap) > 1)}/{gap.size}, range {gap.min():+.2f} to {gap.max():+.2f}"
+    )
+    (RESULTS / f"{stem}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def run_accuracy(args) -> None:
     """Each estimate against the noise power actually added, on the bundled pictures."""
     from selection import ALL_IMAGES
@@ -314,7 +428,7 @@ def run_accuracy(args) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["rescore", "accuracy"], default="rescore")
+    parser.add_argument("--part", choices=["rescore", "accuracy", "missing"], default="rescore")
     parser.add_argument("--tags", nargs="+", help="for rescore")
     parser.add_argument("--estimates", help="for rescore: the --save-estimates folder")
     parser.add_argument("--name", help="results file suffix (needed for rescore)")
@@ -327,6 +441,9 @@ def main(argv=None) -> None:
     )
     if args.part == "accuracy":
         run_accuracy(args)
+        return
+    if args.part == "missing":
+        run_missing(args)
         return
     if not (args.tags and args.estimates and args.name):
         parser.error("--part rescore needs --tags, --estimates and --name")

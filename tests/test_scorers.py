@@ -450,16 +450,81 @@ def test_scorer_finds_the_dip_step_of_a_pipeline():
     )
 
 
-def test_noise_level_with_missing_pixels_uses_the_observed_blocks():
-    from skdip.metrics._noise_level import _observed_noise_var
+@pytest.mark.parametrize("name", ["camera", "astronaut"])
+def test_noise_level_with_missing_pixels_is_that_of_the_observed_pixels(name):
+    # Inpainting scores estimate the noise from the observed pixels. The median over
+    # every whole 2x2 block read image texture as noise: with 30% missing at sigma 0.01
+    # it read the power 2.3 (camera) and 5.9 times (astronaut) too high, so the
+    # no-reference score rewarded fits that copied noise. The weak-texture patches
+    # serve as on whole images, on the observed pairs and blocks.
+    from skdip.metrics._noise_level import estimate_noise_var
+    from skdip.metrics._scorers import _noise_var
 
+    clean = load_image(name, size=64, as_gray=True)[..., None]
     rng = np.random.default_rng(0)
-    noisy = _noisy(_clean((64, 64, 1)))
-    holed = noisy.copy()
-    holed[rng.random(holed.shape) < 0.3] = np.nan
-    assert np.sqrt(_observed_noise_var(holed)) == pytest.approx(SIGMA, rel=0.15)
+    noisy = clean + 0.01 * rng.standard_normal(clean.shape)
+    observed = rng.random(clean.shape) >= 0.3
+    actual = np.mean((noisy - clean)[observed] ** 2)
+    holed = np.where(observed, noisy, np.nan)
+    assert estimate_noise_var(holed) == pytest.approx(actual, rel=0.2)
+    # What the scores read: the same estimate.
+    assert _noise_var(holed, None, 1.0) == estimate_noise_var(holed)
+    # A few random pixels missing barely move the estimate of the whole image.
+    few = np.where(rng.random(clean.shape) >= 0.02, noisy, np.nan)
+    assert estimate_noise_var(few) == pytest.approx(estimate_noise_var(noisy), rel=0.1)
+
+
+def test_noise_level_with_too_few_observed_pixels_is_refused():
+    from skdip.metrics._noise_level import estimate_noise_var
+
     with pytest.raises(ValueError, match="too few observed pixels"):
-        _observed_noise_var(np.full((8, 8, 1), np.nan))
+        estimate_noise_var(np.full((8, 8, 1), np.nan))
+    with pytest.raises(ValueError, match="too few observed pixels"):
+        estimate_noise_var(np.full((32, 32, 1), np.nan))
+    # One channel missing entirely is refused too, not averaged with the others.
+    both = _noisy(_clean((32, 32, 2)))
+    both[..., 1] = np.nan
+    with pytest.raises(ValueError, match="too few observed pixels"):
+        estimate_noise_var(both)
+    # Scattered pixels: the 2x2 blocks stand in for patches, within their limits.
+    sparse = _noisy(_clean((64, 64, 1)))
+    sparse[np.random.default_rng(1).random(sparse.shape) < 0.6] = np.nan
+    assert np.sqrt(estimate_noise_var(sparse)) == pytest.approx(SIGMA, rel=0.3)
+
+
+def test_noise_level_with_missing_pixels_and_a_flat_border():
+    # A constant border holds no noise, with pixels missing too: the estimate is the
+    # noise power over the observed pixels (the blocks' median read 3% of it).
+    from skdip.metrics._noise_level import estimate_noise_var
+
+    clean = np.pad(0.2 + 0.6 * load_image("camera", size=48), 8, constant_values=0.3)
+    rng = np.random.default_rng(2)
+    noisy = clean + 0.05 * rng.standard_normal(clean.shape)
+    noisy[:8], noisy[-8:], noisy[:, :8], noisy[:, -8:] = 0.3, 0.3, 0.3, 0.3
+    observed = rng.random(clean.shape) >= 0.3
+    actual = np.mean((noisy - clean)[observed] ** 2)
+    holed = np.where(observed, noisy, np.nan)[..., None]
+    assert estimate_noise_var(holed) == pytest.approx(actual, rel=0.15)
+
+
+def test_texture_threshold_with_missing_pixels_passes_99_percent_of_noise():
+    # The weak-texture test compares a patch's texture with the 0.99 quantile of
+    # noise's; with fewer observed pairs that quantile is higher.
+    from skdip.metrics._noise_level import (
+        _ObservedPairs,
+        _texture_energy,
+        _texture_threshold,
+    )
+
+    rng = np.random.default_rng(3)
+    for missing in (0.0, 0.2, 0.4):
+        noise = rng.standard_normal((256, 256))
+        observed = rng.random(noise.shape) >= missing
+        pairs = _ObservedPairs(observed)
+        energy = _texture_energy(np.where(observed, noise, 0.0), pairs)
+        threshold = np.broadcast_to(_texture_threshold(pairs), energy.shape)
+        passed = energy[pairs.measurable] <= threshold[pairs.measurable]
+        assert 0.975 <= np.mean(passed) <= 0.997
 
 
 def test_inpainter_score_names_the_scorer_that_takes_the_noise_level():

@@ -18,11 +18,15 @@ clean image. Three facts shape the estimate:
   estimate stays the noise power in the data;
 * where neither works (tiny images, or clipped pixels everywhere) the wavelet
   median absolute deviation over all finest details is the fallback, the
-  estimate of ``skimage.restoration.estimate_sigma``.
+  estimate of ``skimage.restoration.estimate_sigma``;
+* pixels not observed (NaN: inpainting) are left out: each patch is measured on
+  its observed neighbour pairs and whole 2x2 blocks, and takes part only with
+  enough of them; the fallback is then the median over the whole 2x2 blocks.
 
 Measured against the noise power actually in the data on the 23 bundled
 pictures (``benchmarks/noise_level.py --part accuracy``,
-``benchmarks/results/noise_level_accuracy_*.md``).
+``benchmarks/results/noise_level_accuracy_*.md``; with missing pixels,
+``--part missing``, ``noise_level_missing.md``).
 """
 
 from __future__ import annotations
@@ -63,6 +67,17 @@ _ESTIMATES_LOCK = threading.Lock()
 # Fewer weak-texture patches than this: the 5% of least texture stand in for them (where
 # clipping restricts the patches, the wavelet fallback is used instead).
 _MIN_WEAK_PATCHES = 16
+# With missing pixels: the fewest observed neighbouring pairs (of a patch's 40) whose
+# texture is compared with noise's, and the fewest wholly observed 2x2 blocks (of 16) to
+# measure on. With fewer, a patch's texture and its measure share most of their pixels:
+# patches whose noise happened to be low pass as weak texture, and on a textured picture
+# the estimate fell round after round (coins, 64 px, half the pixels missing, sigma 3/255:
+# 6.7 dB low with 8 pairs and one block). Chosen on the bundled pictures
+# (``benchmarks/noise_level.py --part missing``).
+_MIN_TEXTURE_PAIRS = 16
+_MIN_MEASURED_BLOCKS = 2
+# With missing pixels: the fewest observed pairs, all agreeing, that show a flat area.
+_MIN_FLAT_PAIRS = 12
 
 
 def _finest_diagonal(channel: np.ndarray, taps: np.ndarray) -> np.ndarray:
@@ -120,19 +135,26 @@ def _clipped_pixels(channel: np.ndarray) -> np.ndarray:
     return (channel == low) | (channel == high)
 
 
-def _flat_area(channel: np.ndarray) -> np.ndarray:
+def _flat_area(channel: np.ndarray, pairs: _ObservedPairs) -> np.ndarray:
     """Pixels of a noise-free flat area: those covered by a patch of one value.
 
     Noise never repeats one value over a whole patch, even quantised to 8 bits at a
     grey level or clipped at a bound (25 draws on its far side); a constant border
     or fill does. Such pixels hold no noise: a clip leaves them at the clean value.
+    With missing pixels, a patch is of one value when all its observed neighbouring
+    pairs agree and it has at least ``_MIN_FLAT_PAIRS`` of them.
     """
     p = _PATCH
-    across = (channel[:, :-1] == channel[:, 1:]).astype(np.float64)
-    down = (channel[:-1, :] == channel[1:, :]).astype(np.float64)
-    # Patches (by their top-left pixel) all of whose neighbouring pairs agree.
-    pairs = p * (p - 1)
-    block = (_window_sums(across, p, p - 1) == pairs) & (_window_sums(down, p - 1, p) == pairs)
+    across = ((channel[:, :-1] == channel[:, 1:]) & pairs.across).astype(np.float64)
+    down = ((channel[:-1, :] == channel[1:, :]) & pairs.down).astype(np.float64)
+    # Patches (by their top-left pixel) all of whose observed neighbouring pairs agree.
+    agree_across = _window_sums(across, p, p - 1)
+    agree_down = _window_sums(down, p - 1, p)
+    block = (
+        (agree_across == pairs.across_counts)
+        & (agree_down == pairs.down_counts)
+        & (agree_across + agree_down >= _MIN_FLAT_PAIRS)
+    )
     # A pixel is covered when a window of the patches whose top-left lies up to p - 1
     # above and left of it holds one.
     return _window_sums(np.pad(block.astype(np.float64), p - 1), p, p) > 0
@@ -150,15 +172,42 @@ def _window_sums(values: np.ndarray, height: int, width: int) -> np.ndarray:
     )
 
 
-def _texture_energy(channel: np.ndarray) -> np.ndarray:
+class _ObservedPairs:
+    """Which neighbouring pairs and 2x2 blocks of a channel are wholly observed, and how
+    many of each every patch holds (all of them where no pixel is missing)."""
+
+    def __init__(self, observed: np.ndarray):
+        p = _PATCH
+        self.all = bool(observed.all())
+        self.across = observed[:, :-1] & observed[:, 1:]
+        self.down = observed[:-1, :] & observed[1:, :]
+        self.blocks = self.across[:-1, :] & self.across[1:, :]
+        self.across_counts = _window_sums(self.across.astype(np.float64), p, p - 1)
+        self.down_counts = _window_sums(self.down.astype(np.float64), p - 1, p)
+        self.block_counts = _window_sums(self.blocks.astype(np.float64), p - 1, p - 1)
+        self.pair_counts = self.across_counts + self.down_counts
+        self.measurable = (self.pair_counts >= _MIN_TEXTURE_PAIRS) & (
+            self.block_counts >= _MIN_MEASURED_BLOCKS
+        )
+
+
+def _texture_energy(channel: np.ndarray, pairs: _ObservedPairs | None = None) -> np.ndarray:
     """Each patch's sum of squared differences between horizontal and vertical neighbours.
 
     Noise of variance ``v`` gives ``80 v`` on average; image detail adds to it.
+    With missing pixels (``pairs``), the sum over the observed pairs is scaled to the
+    patch's 40 pairs (0 where none is observed).
     """
     p = _PATCH
     across = np.diff(channel, axis=1) ** 2
     down = np.diff(channel, axis=0) ** 2
-    return _window_sums(across, p, p - 1) + _window_sums(down, p - 1, p)
+    if pairs is None or pairs.all:
+        return _window_sums(across, p, p - 1) + _window_sums(down, p - 1, p)
+    energy = _window_sums(np.where(pairs.across, across, 0.0), p, p - 1) + _window_sums(
+        np.where(pairs.down, down, 0.0), p - 1, p
+    )
+    full = 2 * p * (p - 1)
+    return energy * full / np.maximum(pairs.pair_counts, 1.0)
 
 
 def _haar_diagonal(image: np.ndarray) -> np.ndarray:
@@ -170,10 +219,30 @@ def _haar_diagonal(image: np.ndarray) -> np.ndarray:
     return (image[:-1, :-1] - image[:-1, 1:] - image[1:, :-1] + image[1:, 1:]) / 2
 
 
-def _diagonal_energy(channel: np.ndarray) -> np.ndarray:
-    """Each patch's mean squared diagonal Haar detail."""
+def _diagonal_energy(channel: np.ndarray, pairs: _ObservedPairs | None = None) -> np.ndarray:
+    """Each patch's mean squared diagonal Haar detail (over its wholly observed 2x2
+    blocks, with ``pairs``; 0 where it has none)."""
     p = _PATCH
-    return _window_sums(_haar_diagonal(channel) ** 2, p - 1, p - 1) / (p - 1) ** 2
+    detail = _haar_diagonal(channel) ** 2
+    if pairs is None or pairs.all:
+        return _window_sums(detail, p - 1, p - 1) / (p - 1) ** 2
+    total = _window_sums(np.where(pairs.blocks, detail, 0.0), p - 1, p - 1)
+    return total / np.maximum(pairs.block_counts, 1.0)
+
+
+def _texture_threshold(pairs: _ObservedPairs | None) -> np.ndarray | float:
+    """The 0.99 quantile of white noise's :func:`_texture_energy`, per unit variance.
+
+    A patch with fewer observed pairs averages fewer squared differences, whose spread
+    is wider: ``1 + 5.71 / sqrt(n)`` times their mean for ``n`` pairs follows the
+    quantile measured on 512x512 unit noise with 10% to 60% of its pixels missing
+    within 4% from 4 to 40 pairs (above it, so slightly more patches pass).
+    """
+    if pairs is None or pairs.all:
+        return _NOISE_TEXTURE_QUANTILE
+    full = 2 * _PATCH * (_PATCH - 1)
+    spread = 1 + 5.71 / np.sqrt(np.maximum(pairs.pair_counts, 1.0))
+    return _NOISE_TEXTURE_QUANTILE * spread / (1 + 5.71 / np.sqrt(full))
 
 
 def _weak_texture_noise_var(
@@ -182,6 +251,7 @@ def _weak_texture_noise_var(
     eligible: np.ndarray,
     *,
     least_textured: bool = True,
+    threshold: np.ndarray | float = _NOISE_TEXTURE_QUANTILE,
 ) -> float | None:
     """Noise variance measured on the eligible patches whose texture is that of noise.
 
@@ -192,11 +262,11 @@ def _weak_texture_noise_var(
     Where fewer than 16 patches pass (texture everywhere), the 5% of least
     texture stand in for them, or, with ``least_textured=False``, None is
     returned. ``texture`` and ``diagonal``: each patch's :func:`_texture_energy`
-    and :func:`_diagonal_energy`.
+    and :func:`_diagonal_energy`; ``threshold``: :func:`_texture_threshold`.
     """
     noise_var = float(np.mean(diagonal[eligible]))
     for _ in range(20):
-        weak = eligible & (texture <= noise_var * _NOISE_TEXTURE_QUANTILE)
+        weak = eligible & (texture <= noise_var * threshold)
         if np.count_nonzero(weak) < _MIN_WEAK_PATCHES:
             if not least_textured:
                 return None
@@ -227,7 +297,12 @@ def _clip_moments(
 
 
 def _clipped_noise_power(
-    channel: np.ndarray, noise_var: float, low: float, high: float, noise_free: np.ndarray
+    channel: np.ndarray,
+    noise_var: float,
+    low: float,
+    high: float,
+    noise_free: np.ndarray,
+    observed: np.ndarray | None = None,
 ) -> float:
     """Mean power of Gaussian noise of variance ``noise_var`` after the channel's clip.
 
@@ -237,73 +312,109 @@ def _clipped_noise_power(
     equals the 5x5 local mean of the observation (inverted on a table of clean
     values between the clip bounds), and the expected power is averaged over
     all pixels. ``low``, ``high``: the clipped ends (infinite: none);
-    ``noise_free``: pixels that hold no noise (see :func:`_flat_area`).
+    ``noise_free``: pixels that hold no noise (see :func:`_flat_area`);
+    ``observed``: the pixels measured (the power is their mean; the local mean is
+    over the observed pixels of the 5x5 window), all if None.
     """
-    noisy = ~noise_free.ravel()
     sigma = float(np.sqrt(noise_var))
     if sigma == 0.0:
         return noise_var
-    local = uniform_filter(channel, size=5, mode="reflect").ravel()
+    if observed is None or observed.all():
+        observed = np.ones(channel.shape, dtype=bool)
+        local = uniform_filter(channel, size=5, mode="reflect").ravel()
+    else:
+        weight = uniform_filter(observed.astype(np.float64), size=5, mode="reflect")
+        total = uniform_filter(np.where(observed, channel, 0.0), size=5, mode="reflect")
+        local = (total / np.maximum(weight, 1e-12)).ravel()
+    noisy = (~noise_free & observed).ravel()
+    count = np.count_nonzero(observed)
     # 5 sigma inside both ends the clip removes under 1e-5 of the power.
     is_near = noisy & ((local < low + 5 * sigma) | (local > high - 5 * sigma))
     near = local[is_near]
     full = np.count_nonzero(noisy) - near.size  # pixels that keep the whole variance
     if near.size == 0:
-        return noise_var * full / local.size
+        return noise_var * full / count
     start = low if np.isfinite(low) else near.min() - 5 * sigma
     stop = high if np.isfinite(high) else near.max() + 5 * sigma
     # Clean values a twentieth of sigma apart: the clipped mean is increasing in them.
     clean = np.linspace(start, stop, int(np.clip(20 * (stop - start) / sigma, 64, 20000)) + 1)
     mean, power = _clip_moments(clean, sigma, low, high)
     near_power = np.interp(near, mean, power)  # clamps beyond the table's ends
-    return float((np.sum(near_power) + noise_var * full) / local.size)
+    return float((np.sum(near_power) + noise_var * full) / count)
 
 
 def _channel_noise_var(channel: np.ndarray) -> float:
-    """Noise power of one 2-D channel: weak-texture patches, else the wavelet MAD."""
+    """Noise power of one 2-D channel (NaN: a pixel not observed) over its observed
+    pixels: weak-texture patches, else a median absolute deviation (the wavelet MAD on
+    a whole channel, the diagonal Haar detail of whole 2x2 blocks with missing pixels).
+    """
+    observed = np.isfinite(channel)
+    if observed.all():
+
+        def fallback() -> float:
+            return _wavelet_noise_sigma(channel) ** 2
+
+    else:
+        # Where too few whole 2x2 blocks are observed, the few patches that hold some
+        # measure the noise no better: refused, naming the sigma= that serves instead.
+        blocks_noise_var = _complete_blocks_noise_var(channel)
+
+        def fallback() -> float:
+            return blocks_noise_var
+
+        channel = np.where(observed, channel, 0.0)
     if min(channel.shape) < _PATCH + 1:
-        return _wavelet_noise_sigma(channel) ** 2
-    texture, diagonal = _texture_energy(channel), _diagonal_energy(channel)
-    low, high = _clip_bounds(channel)
-    clipped = (channel == low) | (channel == high)
+        return fallback()
+    pairs = _ObservedPairs(observed)
+    texture, diagonal = _texture_energy(channel, pairs), _diagonal_energy(channel, pairs)
+    threshold = _texture_threshold(pairs)
+    low, high = _clip_bounds(channel[observed])
+    clipped = observed & ((channel == low) | (channel == high))
     # A noise-free flat area (a constant border or fill: padding, a registered frame's
     # corners) adds no noise to the data, and its patches always passed as "weak
     # texture": they took the level to the floor (an 8-pixel border, 36% of a picture's
     # pixels, turned a sigma of 0.05 into 1e-6). Its patches are left out, and its
     # pixels count as noise-free, at a clipped end too.
-    flat = _flat_area(channel)
-    noisy_fraction = 1.0 - float(np.mean(flat))
+    flat = _flat_area(channel, pairs) & observed
+    noisy_fraction = 1.0 - np.count_nonzero(flat) / np.count_nonzero(observed)
     beside_flat = _window_sums(flat.astype(np.float64), _PATCH, _PATCH) > 0
+    # With missing pixels, only patches with enough observed pairs (all, otherwise).
+    usable = ~beside_flat & pairs.measurable
     if not clipped.any():
-        if beside_flat.all():
-            return _wavelet_noise_sigma(channel) ** 2 * noisy_fraction
-        noise_var = _weak_texture_noise_var(texture, diagonal, ~beside_flat)
+        if not usable.any():
+            return fallback() * noisy_fraction
+        noise_var = _weak_texture_noise_var(texture, diagonal, usable, threshold=threshold)
         return noise_var * noisy_fraction
-    eligible = (_window_sums(clipped.astype(np.float64), _PATCH, _PATCH) == 0) & ~beside_flat
+    eligible = (_window_sums(clipped.astype(np.float64), _PATCH, _PATCH) == 0) & usable
     noise_var = None
     if np.count_nonzero(eligible) >= _MIN_PATCHES:
-        noise_var = _weak_texture_noise_var(texture, diagonal, eligible, least_textured=False)
+        noise_var = _weak_texture_noise_var(
+            texture, diagonal, eligible, least_textured=False, threshold=threshold
+        )
     if noise_var is None:
         # Clipped pixels everywhere, or only at edges between clipped areas: no patch
         # shows the full noise alone.
-        return _wavelet_noise_sigma(channel) ** 2 * noisy_fraction
+        return fallback() * noisy_fraction
     # Patches no clipped pixel touches are also those whose noise happened not to reach
     # a bound, so their noise is smaller (by about 0.35 dB at sigma 45/255 on the bundled
     # pictures). Patches chosen by their mean, 2 sigma inside the bounds, hardly depend on
     # their own noise: measure again on those.
-    means = _window_sums(channel, _PATCH, _PATCH) / _PATCH**2
+    counts = _window_sums(observed.astype(np.float64), _PATCH, _PATCH)
+    means = _window_sums(channel, _PATCH, _PATCH) / np.maximum(counts, 1.0)
     for _ in range(5):
         sigma = np.sqrt(noise_var)
-        inside = (means >= low + 2 * sigma) & (means <= high - 2 * sigma) & ~beside_flat
+        inside = (means >= low + 2 * sigma) & (means <= high - 2 * sigma) & usable
         if np.count_nonzero(inside) < _MIN_PATCHES:
             break
-        refined = _weak_texture_noise_var(texture, diagonal, inside, least_textured=False)
+        refined = _weak_texture_noise_var(
+            texture, diagonal, inside, least_textured=False, threshold=threshold
+        )
         if refined is None:
             break
         previous, noise_var = noise_var, refined
         if abs(noise_var - previous) <= 1e-3 * previous:
             break
-    return _clipped_noise_power(channel, noise_var, low, high, flat)
+    return _clipped_noise_power(channel, noise_var, low, high, flat, observed)
 
 
 def estimate_noise_var(observation: np.ndarray) -> float:
@@ -312,12 +423,20 @@ def estimate_noise_var(observation: np.ndarray) -> float:
     Parameters
     ----------
     observation : ndarray of shape (H, W, C)
-        Finite values; white Gaussian noise, perhaps clipped to the data's range.
+        White Gaussian noise, perhaps clipped to the data's range; NaN marks a
+        pixel not observed (inpainting), left out.
 
     Returns
     -------
     noise_var : float
-        The estimated ``mean((observation - clean)**2)``, at least ``1e-12``.
+        The estimated ``mean((observation - clean)**2)`` over the observed values,
+        at least ``1e-12``.
+
+    Raises
+    ------
+    ValueError
+        A channel with missing pixels has fewer than 8 wholly observed 2x2 blocks
+        where the weak-texture patches do not serve.
     """
     # A grid search scores every setting against the same image: estimate it once.
     key = images_digest([observation])
@@ -334,15 +453,17 @@ def estimate_noise_var(observation: np.ndarray) -> float:
     return noise_var
 
 
-def _observed_noise_var(observation: np.ndarray) -> float:
-    """Noise variance from the fully observed 2x2 blocks of an image with missing pixels.
+def _complete_blocks_noise_var(channel: np.ndarray) -> float:
+    """Noise variance of a 2-D channel with missing pixels (NaN) from its wholly
+    observed 2x2 blocks.
 
     The diagonal Haar detail ``(a - b - c + d) / 2`` of a block has the noise
     variance under i.i.d. Gaussian noise and is nearly blind to smooth image
-    content; its median absolute value over blocks gives a robust estimate.
+    content; its median absolute value over blocks gives a robust estimate (read
+    high where texture is everywhere: the weak-texture estimate is preferred).
     """
     # The blocks that tile the image: every other one of all 2x2 blocks.
-    detail = _haar_diagonal(observation)[::2, ::2]
+    detail = _haar_diagonal(channel)[::2, ::2]
     detail = detail[np.isfinite(detail)]
     if detail.size < 8:
         # estimator.score has no sigma: name the scorer that takes one.
@@ -353,4 +474,4 @@ def _observed_noise_var(observation: np.ndarray) -> float:
             "instead of estimator.score(X), or scoring=get_scorer('emv', sigma=...) in a "
             "grid search"
         )
-    return max(float(np.median(np.abs(detail)) / _MAD_TO_SIGMA) ** 2, _MIN_NOISE_VAR)
+    return float(np.median(np.abs(detail)) / _MAD_TO_SIGMA) ** 2

@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._warnings import warn
 from ..exceptions import FitInterrupted
-from ._noise_level import _MIN_NOISE_VAR, _observed_noise_var, estimate_noise_var
+from ._noise_level import _MIN_NOISE_VAR, estimate_noise_var
 from ._quality import psnr as _psnr_metric
 from ._quality import ssim as _ssim_metric
 
@@ -175,8 +175,6 @@ def _noise_var(observation: np.ndarray, sigma: float | None, scale: float) -> fl
     """Noise variance on the [0, 1] fitting scale: given, or estimated from the data."""
     if sigma is not None:
         return max((float(sigma) / scale) ** 2, _MIN_NOISE_VAR)
-    if not np.isfinite(observation).all():
-        return _observed_noise_var(observation)
     return estimate_noise_var(observation)
 
 
@@ -558,8 +556,9 @@ class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         patches of weak texture, with a model of the clip where pixels are
         clipped (the wavelet median absolute deviation of
         :func:`skimage.restoration.estimate_sigma`, computed without PyWavelets,
-        where no patch looks like noise alone; with missing pixels, NaN or
-        hidden by a ``mask=`` fit parameter, the fully observed 2x2 blocks),
+        where no patch looks like noise alone; missing pixels, NaN or hidden
+        by a ``mask=`` fit parameter, are left out of the patches, and with
+        too few whole 2x2 blocks observed the estimate is refused),
         which assumes additive Gaussian-like white noise on an image-like
         observation. For a
         :class:`~skdip.operators.KSpaceSampling` model whose mask samples
