@@ -1,5 +1,7 @@
 """A DIP estimator as a step before a scikit-learn estimator."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -75,9 +77,15 @@ def test_grid_search_over_both_steps():
     assert set(search.best_params_) == {"dip__lr", "clf__C"}
     assert search.best_estimator_.named_steps["dip"].lr == search.best_params_["dip__lr"]
     assert search.predict(X).shape == y.shape
-    # The no-reference scorer reaches the DIP step inside the pipeline.
+    # The no-reference scorer reaches the DIP step inside the pipeline, and says that
+    # the steps after it do not move the score (a search over clf__C would tie).
     dip = search.best_estimator_.named_steps["dip"]
-    assert get_scorer("emv")(search.best_estimator_, X) == pytest.approx(get_scorer("emv")(dip, X))
+    with pytest.warns(UserWarning, match=r"step\(s\) \['flat', 'clf'\] after it do not"):
+        score = get_scorer("emv")(search.best_estimator_, X)
+    assert score == pytest.approx(get_scorer("emv")(dip, X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        get_scorer("emv")(search.best_estimator_[:1], X)  # up to the DIP step: no warning
 
 
 class _MeanBlur(torch.nn.Module):

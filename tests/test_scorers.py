@@ -304,12 +304,17 @@ def test_a_reference_scorer_refuses_a_pipeline_whose_later_steps_it_would_not_se
     with pytest.raises(ValueError, match=r"\['functiontransformer'\] come after it"):
         get_scorer("psnr")(nested.fit(noisy), noisy, clean)
     # Steps that hand the output on unchanged, or come before, are fine; so is scoring
-    # the pipeline up to its DIP step, and the no-reference scorers (they judge the fit).
+    # the pipeline up to its DIP step, and the no-reference scorers (they judge the fit,
+    # and say that the later steps do not move their score).
     expected = get_scorer("psnr")(scaled[0], noisy, clean)
     plain = make_pipeline(FunctionTransformer(), _den(), FunctionTransformer(), "passthrough")
     assert get_scorer("psnr")(plain.fit(noisy), noisy, clean) == expected
     assert get_scorer("psnr")(scaled[:-1], noisy, clean) == expected
-    assert np.isfinite(get_scorer("emv")(scaled, noisy))
+    with pytest.warns(UserWarning, match=r"\['functiontransformer'\] after it do not change"):
+        assert np.isfinite(get_scorer("emv")(scaled, noisy))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isfinite(get_scorer("emv")(plain, noisy))
 
 
 def test_reference_scorer_refuses_data_ranges_that_do_not_fit_the_images():

@@ -625,6 +625,18 @@ class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_images,)
         """
+        after = _steps_after_dip(estimator)
+        if after:
+            # Documented, but silent: a search over those steps' parameters scored by
+            # this would tie on every one of them and pick by tie-break.
+            warn(
+                f"the no-reference score judges the pipeline's DIP step only: step(s) "
+                f"{after} after it do not change the score, so every setting of their "
+                "parameters scores the same (a search over them picks by tie-break). Score "
+                "those steps with a metric of the pipeline's output (e.g. scoring=None "
+                "for the last step's own score), or search them apart.",
+                UserWarning,
+            )
         dip, X = _dip_step(estimator, X)
         checked = dip._check_observations(X)
         if dip._reuses_fit(checked[0], fit_params):
