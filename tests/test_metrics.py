@@ -347,6 +347,20 @@ def test_ssim_refuses_a_gaussian_sigma_it_cannot_use(sigma):
     assert ssim(x, 0.9 * x, gaussian_weights=True, sigma=0.2) < 1.0
 
 
+@pytest.mark.parametrize("sigma", [0.0, float("nan"), -1.0, "1.5"])
+def test_ssim_checks_the_gaussian_sigma_with_a_given_window_too(sigma):
+    # With win_size given, sigma=0 and NaN scored silently (0.968 against 0.992 for
+    # sigma=1.5 on this pair): each window weighted by its centre pixel alone.
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 16))
+    y = x + 0.1 * rng.random((16, 16))
+    with pytest.raises(ValueError, match="sigma must be a real number > 0"):
+        ssim(x, y, gaussian_weights=True, sigma=sigma, win_size=7)
+    assert ssim(x, y, gaussian_weights=True, sigma=1.5, win_size=7) == pytest.approx(
+        0.9916, abs=1e-4
+    )
+
+
 def test_ssim_size_check_knows_the_gaussian_window():
     x = np.random.default_rng(0).random((10, 10))
     with pytest.raises(ValueError, match="at least 11x11"):

@@ -192,12 +192,16 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> flo
     win_size = kwargs.get("win_size")
     if win_size is not None:
         _check_win_size(win_size, kwargs.get("use_sample_covariance", True))
+    sigma = kwargs.get("sigma", 1.5)
+    if kwargs.get("gaussian_weights") and (
+        isinstance(sigma, bool) or not isinstance(sigma, Real) or not sigma > 0
+    ):
+        # Checked with a given win_size too: sigma=0 weighted each window by its centre
+        # pixel alone, silently.
+        raise ValueError(f"sigma must be a real number > 0, got {sigma!r}")
     if win_size is None:
         # scikit-image's default: 7, or the Gaussian's support (truncated at 3.5 sigma).
-        sigma = kwargs.get("sigma", 1.5)
         if kwargs.get("gaussian_weights"):
-            if isinstance(sigma, bool) or not isinstance(sigma, Real) or not sigma > 0:
-                raise ValueError(f"sigma must be a real number > 0, got {sigma!r}")
             win_size = 2 * int(3.5 * sigma + 0.5) + 1
             if win_size < 3 and kwargs.get("use_sample_covariance", True):
                 # A 1-pixel window: the sample covariance's N / (N - 1) divides by zero.
