@@ -87,6 +87,10 @@ def test_load_image_errors():
     with pytest.raises(TypeError):
         load_image("camera", size=(8, 8, 3))
     assert "camera" in IMAGE_NAMES and "lfw_subset" not in IMAGE_NAMES
+    # A truthy string turned a colour picture grey.
+    with pytest.raises(TypeError, match="as_gray must be a bool, got 'no'"):
+        load_image("astronaut", size=8, as_gray="no")
+    assert load_image("astronaut", size=8, as_gray=np.False_).shape == (8, 8, 3)
 
 
 # --------------------------------------------------------------------------- noise

@@ -106,7 +106,8 @@ def load_image(
     ValueError
         If ``name`` is not a bundled picture or ``size`` is not positive.
     TypeError
-        If ``name`` is not a string or ``size`` is not an int or pair of ints.
+        If ``name`` is not a string, ``size`` is not an int or pair of ints, or
+        ``as_gray`` is not a bool.
 
     Examples
     --------
@@ -126,6 +127,9 @@ def load_image(
             f"{', '.join(IMAGE_NAMES)}"
         )
     target = None if size is None else _check_size(size)
+    if not isinstance(as_gray, (bool, np.bool_)):
+        # A truthy string ("no", "False") would have turned a colour picture grey.
+        raise TypeError(f"as_gray must be a bool, got {as_gray!r}")
 
     import skimage.data
     from skimage.color import rgb2gray
