@@ -1065,6 +1065,24 @@ def test_content_beyond_the_unit_range_is_rescaled_but_noise_is_not():
     assert _den(max_iter=1).fit(dark)._fit_results[0]["scaling"].scale == 1
 
 
+def test_content_beyond_the_unit_range_is_rescaled_with_missing_pixels_too():
+    # Missing pixels (NaN) were zero-filled for the noise level that sets the margin:
+    # with 10% of them a noise of 0.005 read about 0.1, and a picture on [-0.2, 1.2]
+    # fitted as given, clipped by the sigmoid, silently.
+    from skdip import DIPInpainter
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:32, :32] / 31.0
+    wide = -0.2 + 1.4 * (0.5 + 0.5 * np.sin(5 * xx + 2 * yy)) + rng.normal(0, 0.005, (32, 32))
+    holed = np.where(rng.random(wide.shape) < 0.1, np.nan, wide)
+    inp = DIPInpainter(generator=TINY, max_iter=1, early_stopping=None, random_state=0)
+    assert inp.fit(holed)._fit_results[0]["scaling"].scale != 1
+    # Holes in a picture on [0, 1] do not make its noise look like content.
+    plain = np.clip(0.5 + 0.5 * np.sin(5 * xx + 2 * yy) + rng.normal(0, 0.02, (32, 32)), 0, 1)
+    plain = np.where(rng.random(wide.shape) < 0.3, np.nan, plain)
+    assert inp.fit(plain)._fit_results[0]["scaling"].scale == 1
+
+
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_the_recorded_psnr_of_the_returned_iterate_is_its_score(batch_size):
     # history_["psnr"] was read on the fit's scaling span (clipped to it), score on 1

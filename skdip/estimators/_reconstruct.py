@@ -965,8 +965,11 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
         return scaling
 
     def _scaling_values(self, image, extra):
-        # Values hidden by a mask (placeholders, overlays) must not set the scale.
-        return image[self._observed(image, extra)]
+        # Values hidden by a mask (placeholders, overlays) must not set the scale: NaN,
+        # in the image's shape (flattened, the test for content beyond [0, 1], which
+        # needs the image to measure its noise, never ran: a picture on [-0.2, 1.2]
+        # was fitted as given and clipped by the sigmoid).
+        return np.where(self._observed(image, extra), image, np.nan)
 
     def _constant_response(self, image, extra):
         return 1.0  # the observed pixels are the image's own
