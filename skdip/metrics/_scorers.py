@@ -9,19 +9,20 @@ No-reference scorers judge the estimate the early-stopping rule picked (the
 iterate at the running-variance minimum). The raw variance there is not
 comparable across settings: it scales with the step size, the network and
 the input perturbation, and it keeps falling when a fit overfits the noise
-instead of showing a valley. The default criterion, ``"discrepancy"``,
-instead compares the data fit of the picked estimate with the noise level of
-the observation (Morozov's discrepancy principle): a good denoised image
+instead of showing a valley. The default criterion (``"auto"``) rests on
+the discrepancy instead, which compares the data fit of the picked estimate
+with the noise level of the observation (Morozov's discrepancy principle): a
+good denoised image
 leaves a residual whose power equals the noise power; a smaller residual means
 noise was fitted, a larger one that structure was lost. The score,
 ``-|10 log10(residual / sigma**2)|`` in dB, is in units of the data, so it is
 comparable across learning rates, widths, input-noise levels and generators.
 
-When the residual image itself is available (denoising), the default adds a
-whiteness test: a residual that is only noise has no structure, so a 3x3 local
-mean keeps 1/9 of its power; image detail left in the residual (an
-over-smoothed estimate) keeps more. Residuals of the right power can differ
-this way, which the discrepancy alone cannot see.
+When the residual image itself is available (denoising), ``"auto"`` adds a
+whiteness test (elsewhere it is the discrepancy alone): a residual that is only
+noise has no structure, so a 3x3 local mean keeps 1/9 of its power; image
+detail left in the residual (an over-smoothed estimate) keeps more. Residuals
+of the right power can differ this way, which the discrepancy alone cannot see.
 """
 
 from __future__ import annotations
