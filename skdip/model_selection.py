@@ -1337,7 +1337,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         references, ref_layout = check_images(y, name="y", min_size=first._min_image_size)
         # Every setting's own model judges y's scale, as in fit and the scorers.
         first._check_references_first(checked, references, ref_layout, fit_params, judge=self)
-        images, _, results = self._results_for(X, fit_params, checked)
+        images, _, results = self._results_for(X, fit_params, checked, scoring=True)
         check_complete(results)
         extras = first._split_extra(len(images), fit_params)
         return float(np.mean(first._reference_psnrs(images, results, references, extras)))
@@ -1349,15 +1349,20 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         for est in self.estimators_:
             est._check_reference_dtypes(images, layout, references, ref_layout, fit_params)
 
-    def _results_for(self, X: Any, fit_params: dict, checked: tuple | None = None) -> tuple:
+    def _results_for(
+        self, X: Any, fit_params: dict, checked: tuple | None = None, scoring: bool = False
+    ) -> tuple:
         """``(images, layout, results)`` of ``X``, each result holding the averaged
-        estimate (new images are solved by a fresh copy)."""
+        estimate (new images are solved by a fresh copy; ``scoring``: as for the DIP
+        estimators)."""
         check_is_fitted(self, "reconstruction_")
         images, layout = (
             checked if checked is not None else self.estimators_[0]._check_observations(X)
         )
         source = self
         if not self.estimators_[0]._reuses_fit(images, fit_params):
+            if scoring:
+                self.estimators_[0]._check_not_rows_of_one_image(images, layout)
             source = self._new_fit(X, images, fit_params)
         results = []
         for i, average in enumerate(source._averages):

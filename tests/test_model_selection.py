@@ -1482,3 +1482,33 @@ def test_a_refused_refit_of_average_of_best_keeps_the_earlier_fit():
         avg.fit(x)
     np.testing.assert_array_equal(avg.reconstruction_, before)
     assert avg.scores_.shape == (2, 1) and avg.n_features_in_ == 16
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (16, 16, 3)])
+def test_a_search_splitting_the_rows_of_one_image_warns(shape):
+    # GridSearchCV's default cv=5 splits a single image's rows: each fold fitted a strip
+    # and scored another, and nothing failed (finite, meaningless scores).
+    image = np.clip(0.5 + 0.1 * np.random.default_rng(0).standard_normal(shape), 0, 1)
+    search = GridSearchCV(_den(), {"lr": [0.01]}, scoring=get_scorer("emv"), cv=2, refit=False)
+    with pytest.warns(
+        UserWarning,
+        match=r"fitted on one image of 8x16 pixels and is scored on another, 8x16, in a",
+    ):
+        search.fit(image)
+    search.set_params(scoring=None)  # the estimator's own score
+    with pytest.warns(UserWarning, match="its splitter split the rows of a single image"):
+        search.fit(image)
+    clean = np.full(shape, 0.5)
+    search.set_params(scoring=get_scorer("psnr"))
+    with pytest.warns(UserWarning, match="pass cv=FitImagesCV()"):
+        search.fit(image, clean)
+    # As a batch of one, with the splitter that scores the fitted image: no warning.
+    batch = image[None] if len(shape) == 3 else image[None, ..., None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        GridSearchCV(_den(), {"lr": [0.01]}, scoring=get_scorer("emv"), cv=FitImagesCV()).fit(batch)
+        # Another image scored by hand, or of another width, or in a batch, is no strip.
+        fitted = _den().fit(image)
+        get_scorer("emv")(fitted, np.full(shape, 0.4))
+        fitted.score(np.full(shape, 0.4))
+        get_scorer("emv")(_den().fit(batch), np.full((1, 8, 16, 1 if len(shape) == 2 else 3), 0.5))

@@ -17,6 +17,7 @@ import inspect
 import io
 import math
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -421,6 +422,19 @@ def checked_generator(estimator) -> BaseGenerator:
             UserWarning,
         )
     return generator
+
+
+def _under_cross_validation() -> bool:
+    """Whether the call comes from scikit-learn's fit-and-score of a cross-validation
+    (GridSearchCV, cross_validate, successive halving), in this process or a worker."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_fit_and_score" and str(
+            frame.f_globals.get("__name__", "")
+        ).startswith("sklearn."):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class BaseDIPEstimator(
@@ -1222,9 +1236,32 @@ class BaseDIPEstimator(
         self._fit_digest = self._inputs_digest(images, fit_params)
         self._fitted_inputs = tuple(sorted(k for k, v in fit_params.items() if v is not None))
         self._fit_images_only_digest = images_digest(images)
+        self._fit_image_shapes = tuple(image.shape for image in images)
         self._fit_results = results
         # What reconstruction_ is made from again when an unpickled copy is loaded.
         self._fit_layout = layout
+
+    def _check_not_rows_of_one_image(self, images: list[np.ndarray], layout) -> None:
+        """Warn when scikit-learn's cross-validation scores one new image as wide as the
+        one fitted, with as many channels: its splitter split the rows of a single image
+        (GridSearchCV's default cv does), which fails nowhere (every fold fits one strip
+        of the image and scores another)."""
+        fitted = getattr(self, "_fit_layout", None)
+        shapes = getattr(self, "_fit_image_shapes", None)
+        if fitted is None or shapes is None or fitted.kind != "single" or layout.kind != "single":
+            return
+        (fit_h, fit_w, fit_c), (h, w, c) = shapes[0], images[0].shape
+        # Scoring another image of that width by hand is no mistake: only a split is.
+        if (fit_w, fit_c) == (w, c) and _under_cross_validation():
+            warn(
+                f"{type(self).__name__} was fitted on one image of {fit_h}x{fit_w} pixels and "
+                f"is scored on another, {h}x{w}, in a cross-validation: its splitter split the "
+                "rows of a single image (GridSearchCV's default cv does), so every fold fits "
+                "one strip of the image and scores another. Give the image as a batch of one "
+                "(image[None] for (H, W, C), image[None, ..., None] for a grey (H, W)) and "
+                "pass cv=FitImagesCV() from skdip.model_selection.",
+                UserWarning,
+            )
 
     def transform(self, X=None, **fit_params):
         """Return the reconstruction.
@@ -1294,14 +1331,17 @@ class BaseDIPEstimator(
         # images, whatever parameters they were fitted with, hold the answer.
         return images_digest(images) == getattr(self, "_fit_images_only_digest", None)
 
-    def _results_for(self, X, fit_params, checked=None):
+    def _results_for(self, X, fit_params, checked=None, scoring: bool = False):
         """``(images, layout, results)`` for ``X``: the fit's when ``X`` is the fitted
         data, else a new solve. ``checked``: ``X`` already through
-        :meth:`_check_observations`, so that callers that looked first do not check twice."""
+        :meth:`_check_observations`, so that callers that looked first do not check twice;
+        ``scoring``: the call scores ``X`` (see :meth:`_check_not_rows_of_one_image`)."""
         self._check_fit_params(fit_params)
         images, layout = checked if checked is not None else self._check_observations(X)
         if self._reuses_fit(images, fit_params):
             return images, layout, self._fit_results
+        if scoring:
+            self._check_not_rows_of_one_image(images, layout)
         missing = [k for k in getattr(self, "_fitted_inputs", ()) if fit_params.get(k) is None]
         if missing:
             # A cross-validation splitter hands fit parameters to fit only: new images
@@ -1423,7 +1463,7 @@ class BaseDIPEstimator(
             # Checked before X is solved: new data costs a full fit.
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             self._check_references_first(checked, references, ref_layout, fit_params)
-        images, layout, results = self._results_for(X, fit_params, checked)
+        images, layout, results = self._results_for(X, fit_params, checked, scoring=True)
         if references is None:
             return float(np.mean(no_reference_scores(self, images, results)))
         check_complete(results)

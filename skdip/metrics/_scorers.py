@@ -644,7 +644,7 @@ class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
             self._validate_params()
         else:
             self._check_can_score(dip)  # before new data is solved
-        images, layout, results = dip._results_for(X, fit_params, checked)
+        images, layout, results = dip._results_for(X, fit_params, checked, scoring=True)
         for result in results:
             # The fitted images keep the fit they had, whatever set_params did since.
             self._check_rule(result["early_stopping"], "these images were fitted with")
@@ -815,7 +815,7 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
                     "reference's own range"
                 )
         first._check_references_first(checked, references, ref_layout, fit_params, judge=dip)
-        images, layout, results = dip._results_for(X, fit_params, checked)
+        images, layout, results = dip._results_for(X, fit_params, checked, scoring=True)
         check_complete(results)
         metric = _psnr_metric if self.metric == "psnr" else _ssim_metric
         scores = []
