@@ -263,6 +263,25 @@ ACCURACY_VARIANTS = {
 }
 
 
+def _save_rows(prefix: str, name: str | None, rows: list[dict]) -> str:
+    """Write ``results/<prefix>[_<name>].jsonl``; return that stem."""
+    stem = prefix + (f"_{name}" if name else "")
+    with (RESULTS / f"{stem}.jsonl").open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    return stem
+
+
+def _error_cell(errors: list[float]) -> str:
+    """A table cell: the median error (dB), the 90th percentile of its size, and the
+    cases more than 1 dB off."""
+    err = np.array(errors)
+    return (
+        f"{np.median(err):+.2f}, {np.quantile(np.abs(err), 0.9):.2f}, "
+        f"{np.sum(np.abs(err) > 1)}/{err.size}"
+    )
+
+
 def blocks_noise_var(observation: np.ndarray) -> float:
     """The library's estimate with missing pixels before the weak-texture one: the MAD
     of the diagonal Haar detail over the wholly observed 2x2 blocks that tile the image,
@@ -321,10 +340,7 @@ def run_missing(args) -> None:
                             row[variant] = 10 * np.log10(estimate(holed) / actual)
                         rows.append(row)
     columns = [*variants, "whole image"]
-    stem = "noise_level_missing" + (f"_{args.name}" if args.name else "")
-    with (RESULTS / f"{stem}.jsonl").open("w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
+    stem = _save_rows("noise_level_missing", args.name, rows)
     md = [
         "# The noise level's accuracy with missing pixels",
         "",
@@ -341,15 +357,8 @@ def run_missing(args) -> None:
     ]
     for kind in MISSING_KINDS:
         for sigma in args.sigmas:
-            cells = []
-            for column in columns:
-                err = np.array(
-                    [r[column] for r in rows if r["kind"] == kind and r["sigma"] == sigma]
-                )
-                cells.append(
-                    f"{np.median(err):+.2f}, {np.quantile(np.abs(err), 0.9):.2f}, "
-                    f"{np.sum(np.abs(err) > 1)}/{err.size}"
-                )
+            chosen = [r for r in rows if r["kind"] == kind and r["sigma"] == sigma]
+            cells = [_error_cell([r[column] for r in chosen]) for column in columns]
             md.append(f"| {kind} | {sigma:g} | " + " | ".join(cells) + " |")
     md += ["", "All cases:", ""]
     for column in columns:
@@ -386,10 +395,7 @@ def run_accuracy(args) -> None:
                     for variant, estimate in ACCURACY_VARIANTS.items():
                         row[variant] = 10 * np.log10(estimate(noisy) / actual)
                     rows.append(row)
-    stem = "noise_level_accuracy" + (f"_{args.name}" if args.name else "")
-    with (RESULTS / f"{stem}.jsonl").open("w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
+    stem = _save_rows("noise_level_accuracy", args.name, rows)
     md = [
         "# The noise level's accuracy on the bundled pictures",
         "",
@@ -404,15 +410,8 @@ def run_accuracy(args) -> None:
     ]
     for size in args.sizes:
         for sigma in args.sigmas:
-            cells = []
-            for variant in ACCURACY_VARIANTS:
-                err = np.array(
-                    [r[variant] for r in rows if r["size"] == size and r["sigma"] == sigma]
-                )
-                cells.append(
-                    f"{np.median(err):+.2f}, {np.quantile(np.abs(err), 0.9):.2f}, "
-                    f"{np.sum(np.abs(err) > 1)}/{err.size}"
-                )
+            chosen = [r for r in rows if r["size"] == size and r["sigma"] == sigma]
+            cells = [_error_cell([r[variant] for r in chosen]) for variant in ACCURACY_VARIANTS]
             md.append(f"| {size} | {sigma:g} | " + " | ".join(cells) + " |")
     md += ["", "Worst cases (library, more than 1.5 dB off):", ""]
     for r in sorted(rows, key=lambda r: -abs(r["library"])):
