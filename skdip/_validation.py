@@ -89,7 +89,12 @@ def _check_pil_mode(image, name: str, alpha: bool = True) -> None:
 
 
 def _check_one(
-    image, name: str, min_size: int, scale_uint8: bool = True, missing_hint: str = ""
+    image,
+    name: str,
+    min_size: int,
+    scale_uint8: bool = True,
+    missing_hint: str = "",
+    complex_hint: str = "",
 ) -> tuple[np.ndarray, bool, np.dtype]:
     if isinstance(image, torch.Tensor):
         raise TypeError(
@@ -113,6 +118,8 @@ def _check_one(
     arr = np.asarray(image)
     if arr.dtype == object:
         raise TypeError(f"{name} has dtype object; images must be numeric arrays")
+    if np.iscomplexobj(arr) and complex_hint:
+        raise ValueError(f"Complex data not supported: {name} is complex; {complex_hint}")
     if np.iscomplexobj(arr):
         # A clean reference of a complex image is no k-space: say what fits it.
         hint = (
@@ -282,6 +289,7 @@ def check_images(
     allow_nan: bool = False,
     scale_uint8: bool = True,
     missing_hint: str = "",
+    complex_hint: str = "",
 ) -> tuple[list[np.ndarray], ImageLayout]:
     """Validate one image or a batch and convert it to float64 ``(H, W, C)`` arrays.
 
@@ -302,6 +310,9 @@ def check_images(
     missing_hint : str
         What reads missing values instead, told with a refusal of NaN or masked
         values (e.g. that DIPInpainter does, to a denoiser's user).
+    complex_hint : str
+        What to pass instead, told with a refusal of complex data (by default the
+        advice for complex images and k-space).
 
     Returns
     -------
@@ -366,16 +377,18 @@ def check_images(
         scaled.append(scale_uint8 and np.asarray(item).dtype == np.uint8)
         label = name if kind == "single" else f"{name}[{i}]"
         if allow_nan:
-            img, sq, dt = _check_one_allow_nan(item, label, min_size, scale_uint8)
+            img, sq, dt = _check_one_allow_nan(item, label, min_size, scale_uint8, complex_hint)
         else:
-            img, sq, dt = _check_one(item, label, min_size, scale_uint8, missing_hint)
+            img, sq, dt = _check_one(item, label, min_size, scale_uint8, missing_hint, complex_hint)
         images.append(img)
         squeeze.append(sq)
         dtypes.append(dt)
     return images, ImageLayout(kind, tuple(squeeze), tuple(dtypes), tuple(scaled))
 
 
-def _check_one_allow_nan(image, name: str, min_size: int, scale_uint8: bool = True):
+def _check_one_allow_nan(
+    image, name: str, min_size: int, scale_uint8: bool = True, complex_hint: str = ""
+):
     if isinstance(image, torch.Tensor):
         _check_one(image, name, min_size)  # raises the tensor TypeError
     _check_pil_mode(image, name)
@@ -389,7 +402,7 @@ def _check_one_allow_nan(image, name: str, min_size: int, scale_uint8: bool = Tr
         if arr.dtype == bool:
             arr = arr.astype(np.float64)
         if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-            return _check_one(arr, name, min_size, scale_uint8)  # its dtype error
+            return _check_one(arr, name, min_size, scale_uint8, complex_hint=complex_hint)
         scale = 255.0 if arr.dtype == np.uint8 and scale_uint8 else 1.0
         out_dtype = _output_dtype(arr.dtype)
         arr = np.where(masked, np.nan, arr.astype(np.float64) / scale)
@@ -403,7 +416,7 @@ def _check_one_allow_nan(image, name: str, min_size: int, scale_uint8: bool = Tr
     if nan is not None and nan.all():
         raise ValueError(f"{name} has no observed (non-NaN) pixel")
     filled = np.where(nan, 0.0, arr) if nan is not None and nan.any() else arr
-    img, sq, dt = _check_one(filled, name, min_size, scale_uint8)
+    img, sq, dt = _check_one(filled, name, min_size, scale_uint8, complex_hint=complex_hint)
     if nan is not None and nan.any():
         img[np.broadcast_to(nan[..., None] if sq else nan, img.shape)] = np.nan
     return img, sq, dt

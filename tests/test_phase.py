@@ -423,6 +423,25 @@ def test_bad_measurements_are_rejected(X, match):
             est.fit(X)
 
 
+def test_a_complex_field_is_refused_with_the_phase_retrieval_advice():
+    # The complex far field was refused with the k-space advice (kspace_to_channels, for
+    # KSpaceSampling), which turns it into two channels read as coded patterns.
+    pad = np.zeros((16, 16))
+    pad[:8, :8] = _blob()
+    field = np.fft.fft2(pad, norm="ortho")
+    masked = np.ma.masked_array(field, mask=np.zeros(field.shape, dtype=bool))
+    masked[0, 0] = np.ma.masked
+    new = np.abs(field) * 2
+    for est in (_tiny_pr(), HIOPhaseRetriever(max_iter=2, n_er=1)):
+        for X in (field, [field], masked):
+            with pytest.raises(ValueError, match=r"complex field: pass np\.abs\(X\)") as info:
+                est.fit(X)
+            assert "kspace_to_channels" not in str(info.value)
+        fitted = clone(est).fit(new)
+        with pytest.raises(ValueError, match=r"np\.abs\(X\)"):
+            fitted.transform(field)
+
+
 def test_bad_parameters_are_rejected():
     y = simulate_diffraction(_blob())
     with pytest.raises(ValueError, match="support has shape"):

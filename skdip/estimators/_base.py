@@ -479,6 +479,8 @@ class BaseDIPEstimator(
     _allow_nan = False
     # Told with a refusal of NaN or masked values in X: what reads them as missing.
     _missing_pixels_hint = ""
+    # Told with a refusal of complex X: what to pass instead ("": complex images, k-space).
+    _complex_data_hint = ""
     # Names of the per-image inputs ``fit(X, **fit_params)`` takes (e.g. "mask").
     _fit_param_names: tuple[str, ...] = ()
     # uint8 observations are 8-bit images, mapped to [0, 1]; estimators whose
@@ -843,6 +845,7 @@ class BaseDIPEstimator(
             allow_nan=self._allow_nan,
             scale_uint8=self._scale_uint8,
             missing_hint=self._missing_pixels_hint,
+            complex_hint=self._complex_data_hint,
         )
         alpha = [i for i, im in enumerate(images) if im.shape[2] == 4 and np.ptp(im[..., 3]) == 0]
         if alpha:

@@ -70,6 +70,14 @@ from ._base import (
 
 __all__ = ["HIOPhaseRetriever", "PhaseRetriever"]
 
+# Told with a refusal of complex X: the k-space advice given by default (split it into
+# real and imaginary channels) would make coded patterns of the field's two parts.
+_COMPLEX_FIELD_HINT = (
+    "phase retrieval takes what a detector measures, the far field's magnitudes or "
+    "intensities, not the complex field: pass np.abs(X) (measurement='magnitude') or "
+    "np.abs(X) ** 2 (measurement='intensity')"
+)
+
 # Measurements are divided by a constant so that the implied object has this
 # root-mean-square value: the middle of the [0, 1] range a sigmoid head covers.
 _TARGET_RMS = 0.5
@@ -846,6 +854,7 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
     # NaN (or masked values) mark detector pixels that measured nothing: a beamstop,
     # gaps between detector modules, saturated or hot pixels.
     _allow_nan = True
+    _complex_data_hint = _COMPLEX_FIELD_HINT
 
     def __init__(
         self,
@@ -1365,7 +1374,11 @@ class HIOPhaseRetriever(
 
     def _solve(self, X):
         images, layout = check_images(
-            X, min_size=self._min_image_size, scale_uint8=False, allow_nan=True
+            X,
+            min_size=self._min_image_size,
+            scale_uint8=False,
+            allow_nan=True,
+            complex_hint=_COMPLEX_FIELD_HINT,
         )
         shapes = _check_measurements(self, images)
         results = self._solve_images(images, shapes)
@@ -1576,7 +1589,11 @@ class HIOPhaseRetriever(
         the kept or a new solve (``fit_params``: the DIP estimators' argument, always
         empty here)."""
         images, layout = check_images(
-            X, min_size=self._min_image_size, scale_uint8=False, allow_nan=True
+            X,
+            min_size=self._min_image_size,
+            scale_uint8=False,
+            allow_nan=True,
+            complex_hint=_COMPLEX_FIELD_HINT,
         )
         if images_digest(images) == self._fit_digest:
             return images, layout, self._fit_results
