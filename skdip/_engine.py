@@ -681,7 +681,9 @@ def fit_model(
         A loss above ``divergence_ratio`` times the lowest loss so far (while
         that is positive; from step ``checkpoint_every`` on), or a non-finite
         loss at any step, counts as divergence: the last snapshot is restored
-        and the learning rates are halved.
+        and the learning rates are halved. No snapshot is taken at such a loss
+        (the first interval's last step, before the test starts, keeps the
+        snapshot taken before the first step).
     max_divergences : int
         Rollbacks allowed; the divergence after them (one more) ends the fit
         with the best estimate (it is recorded too).
@@ -812,7 +814,12 @@ def fit_model(
                 # parameters the accepted loss was measured at, before this step: the
                 # step's own result is unchecked (a NaN gradient under a finite loss),
                 # and after a rollback the restored point must measure as recorded.
-                if (it + 1) % checkpoint_every == 0:
+                # Nor from a loss the ratio test rejects: the first interval's last step,
+                # before the test starts, can have one. A learning rate far too large
+                # blew the network up within it, the snapshot held the wreck, and the
+                # rollback kept it (lr=3: 12.7 dB against 28.2 at 0.01, no warning).
+                first_wreck = _spiked(loss_value, min_loss, divergence_ratio)
+                if (it + 1) % checkpoint_every == 0 and not first_wreck:
                     snapshot = _snapshot(model, optimizer)
                     snapshot_loss = loss_value
                 optimizer.step()
@@ -1134,8 +1141,10 @@ def fit_batch(
                     )
                     if not math.isfinite(value) or spiked:
                         rejected.append(row)
-                    elif (n_steps[m] + 1) % checkpoint_every == 0:
-                        # Before the step, as in fit_model.
+                    elif (n_steps[m] + 1) % checkpoint_every == 0 and not _spiked(
+                        value, min_loss[m], divergence_ratio
+                    ):
+                        # Before the step, as in fit_model (and not from a spiked loss).
                         snapshot.update(adam, params, constants, row)
                         snapshot_loss[m] = value
                 adam.step(params, grads)

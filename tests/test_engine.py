@@ -965,3 +965,16 @@ def test_a_callers_loss_module_gathers_no_gradients():
         np.random.default_rng(0).random((12, 12))
     )
     assert all(p.grad is None for p in critic.parameters())
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["fit_model", "fit_batch"])
+def test_a_network_wrecked_before_the_first_checkpoint_is_rolled_back_to_its_start(batched):
+    # lr far too large wrecks the network within the first interval, before the ratio
+    # test starts. The snapshot at its last step held the wreck: the rollback at step
+    # 50 kept it, and the fit ended 3.5 times above the untrained network's loss, with
+    # no warning. That snapshot is not taken: the rollback returns to the start.
+    result = _run(batched, loss=get_loss("mse"), max_iter=100, lr=3.0)
+    losses = result.history["loss"]
+    assert result.history["divergences"][0]["iteration"] == 50
+    assert losses[50] == pytest.approx(losses[0], rel=1e-5)  # the start, measured again
+    assert losses[-1] < 0.1 * losses[0]
