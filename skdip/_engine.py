@@ -486,10 +486,27 @@ def _psnr(
     return psnr if peak == 1 else psnr + 20.0 * math.log10(peak)
 
 
-def _spiked(loss_value: float, min_loss: float, ratio: float) -> bool:
+# A loss under this share of the fit's first one (the untrained network's) times the
+# ratio is no divergence, however far above the lowest loss: fitting clean or barely
+# noisy data, the loss falls to 1e-4 of its start and the input perturbation alone
+# moves it 7 to 70 times its lowest, hundreds of times a fit; each such step was taken
+# for a divergence, rolled back and halved the rate, and the eleventh ended the fit
+# (a smooth 24x24 image, 0.005 noise: 31.3 dB at step 264 against 51.2 dB unguarded).
+# On the natural loss curves of 30 fits (inpainting, denoising, 2x super-resolution;
+# tiny skip network and deep decoder; lr 0.01 to 3), 0.05 cut those steps from 105-1072
+# per healthy fit to at most 2, while every fit that blew up (its loss 3.5 to 8 times
+# the first) was still caught at the guard's first test.
+_SPIKE_FLOOR = 0.05
+
+
+def _spiked(loss_value: float, min_loss: float, ratio: float, first_loss: float) -> bool:
     """Whether a loss jumped far above the lowest so far (a ratio, so only for a
-    positive lowest loss: with a negative one, a ratio says nothing)."""
-    return min_loss > 0 and loss_value > ratio * min_loss
+    positive lowest loss: with a negative one, a ratio says nothing), and above
+    ``_SPIKE_FLOOR`` times the fit's first loss (NaN: none yet) times the ratio."""
+    if not min_loss > 0:
+        return False
+    reference = max(min_loss, _SPIKE_FLOOR * first_loss) if first_loss > 0 else min_loss
+    return loss_value > ratio * reference
 
 
 def _snapshot(model: nn.Module, optimizer: _Optimizers) -> tuple[dict, list]:
@@ -679,8 +696,9 @@ def fit_model(
         Steps between snapshots of the parameters for the divergence guard.
     divergence_ratio : float
         A loss above ``divergence_ratio`` times the lowest loss so far (while
-        that is positive; from step ``checkpoint_every`` on), or a non-finite
-        loss at any step, counts as divergence: the last snapshot is restored
+        that is positive; from step ``checkpoint_every`` on) and above it times
+        0.05 of the fit's first loss, or a non-finite loss at any step, counts
+        as divergence: the last snapshot is restored
         and the learning rates are halved. No snapshot is taken at such a loss
         (the first interval's last step, before the test starts, keeps the
         snapshot taken before the first step).
@@ -787,7 +805,10 @@ def fit_model(
                 _warn_if_no_gradient(gradients)
             # The ratio test waits for the first checkpoint interval: the first
             # Adam steps of some networks overshoot briefly before settling.
-            spiked = it >= checkpoint_every and _spiked(loss_value, min_loss, divergence_ratio)
+            first_loss = selection.losses[0] if selection.losses else math.nan
+            spiked = it >= checkpoint_every and _spiked(
+                loss_value, min_loss, divergence_ratio, first_loss
+            )
             if not math.isfinite(loss_value) or spiked:
                 current = _lrs(optimizer)
                 model.load_state_dict(snapshot[0])
@@ -818,7 +839,7 @@ def fit_model(
                 # before the test starts, can have one. A learning rate far too large
                 # blew the network up within it, the snapshot held the wreck, and the
                 # rollback kept it (lr=3: 12.7 dB against 28.2 at 0.01, no warning).
-                first_wreck = _spiked(loss_value, min_loss, divergence_ratio)
+                first_wreck = _spiked(loss_value, min_loss, divergence_ratio, first_loss)
                 if (it + 1) % checkpoint_every == 0 and not first_wreck:
                     snapshot = _snapshot(model, optimizer)
                     snapshot_loss = loss_value
@@ -1136,13 +1157,15 @@ def fit_batch(
                 rejected = []
                 for row, m in enumerate(active):
                     value = loss_values[row]
+                    losses = selections[m].losses
+                    first_loss = losses[0] if losses else math.nan
                     spiked = n_steps[m] >= checkpoint_every and _spiked(
-                        value, min_loss[m], divergence_ratio
+                        value, min_loss[m], divergence_ratio, first_loss
                     )
                     if not math.isfinite(value) or spiked:
                         rejected.append(row)
                     elif (n_steps[m] + 1) % checkpoint_every == 0 and not _spiked(
-                        value, min_loss[m], divergence_ratio
+                        value, min_loss[m], divergence_ratio, first_loss
                     ):
                         # Before the step, as in fit_model (and not from a spiked loss).
                         snapshot.update(adam, params, constants, row)

@@ -1044,3 +1044,21 @@ def test_a_compiled_network_is_refused_in_a_batch_and_fitted_alone_by_fit_candid
     # fit_candidates fits what cannot be stacked one by one, as it does for other cases.
     fitted = fit_candidates(DIPDenoiser(**kw), x, [{"lr": 0.01}, {"lr": 0.02}])
     assert [est.n_iter_ for est in fitted] == [3, 3]
+
+
+def test_batched_fits_of_barely_noisy_images_are_not_taken_for_divergence():
+    # The loss of a smooth image with 0.005 noise falls to 1e-4 of its start and the
+    # input perturbation moves it 7 to 70 times its lowest: batched, as alone, those
+    # jumps were rolled back until the fit ended as diverged (11 rollbacks by step 300).
+    from skdip import DIPDenoiser, SkipNetwork
+
+    tiny = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
+    yy, xx = np.mgrid[:24, :24] / 23.0
+    clean = np.stack([0.5 + 0.3 * np.sin(4 * xx + 2 * yy), 0.5 + 0.3 * np.cos(3 * xx - yy)])
+    noisy = clean[..., None] + 0.005 * np.random.default_rng(0).standard_normal((2, 24, 24, 1))
+    den = DIPDenoiser(
+        generator=tiny, max_iter=300, early_stopping=None, random_state=0, device="cpu"
+    )
+    fitted = den.set_params(batch_size=2).fit(noisy)
+    assert list(fitted.stopped_by_) == ["max_iter", "max_iter"]
+    assert [len(r["history"]["divergences"]) for r in fitted._fit_results] == [0, 0]

@@ -740,6 +740,30 @@ def test_divergence_ratio_is_the_threshold_of_a_spike():
     assert len(above.history["divergences"]) > 0
 
 
+def test_a_jump_far_below_the_first_loss_is_no_divergence():
+    # Fitting clean data the loss falls to 1e-4 of its start, and the input perturbation
+    # moves it 7 to 70 times its lowest: each such step was rolled back with the rate
+    # halved, and the eleventh ended the fit (31.3 dB at step 264 against 51.2 dB).
+    # A jump counts only above 0.05 times the first loss (times the ratio) too.
+    target = torch.ones(1, 1, 4, 4)
+
+    def factor(k):  # k-th loss call: k = 1 is step 0
+        return {1: 1.0, 7: 1e-3, 10: 0.5}.get(k, 1e-4)
+
+    kw = dict(max_iter=12, checkpoint_every=2, lr=0.01, seed=0)
+    result = fit_model(_Pixels(), target, loss=_mse_scaled(factor), **kw)
+    # Step 6 jumps 10-fold over the lowest loss but stays under 0.16 of the first: kept;
+    # step 9 jumps to 0.42 of it: rolled back.
+    assert [e["iteration"] for e in result.history["divergences"]] == [9]
+    assert result.history["loss"][6] > 5 * min(result.history["loss"][:6])
+    # The same jumps from a first loss as low as the rest are divergences, as before
+    # (the retried step 6 takes a loss call: the tenth falls on step 8).
+    low = fit_model(
+        _Pixels(), target, loss=_mse_scaled(lambda k: 1e-4 if k == 1 else factor(k)), **kw
+    )
+    assert [e["iteration"] for e in low.history["divergences"]] == [6, 8]
+
+
 def test_a_resumed_fit_counts_the_time_of_the_steps_before_it():
     model, target = _problem(size=8)
     kw = dict(loss=get_loss("mse"), seed=0)
