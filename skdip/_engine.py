@@ -497,6 +497,14 @@ def _psnr(
 # per healthy fit to at most 2, while every fit that blew up (its loss 3.5 to 8 times
 # the first) was still caught at the guard's first test.
 _SPIKE_FLOOR = 0.05
+# A fit of this many steps or more whose loss never fell below its first value, and whose
+# last 50 losses lie at this many times it (median), did not learn (_Selection.result).
+# On 30 loss curves (see _SPIKE_FLOOR) it told the 10 fits that never learned (1.65 to
+# 4.7 times) from every other; a slow fit of a hard target (a tiny network on half
+# noise, 150 steps) stays under its first loss, a near-perfect start (a flat target)
+# near it.
+_NO_PROGRESS_STEPS = 100
+_NO_PROGRESS_RISE = 1.5
 
 
 def _spiked(loss_value: float, min_loss: float, ratio: float, first_loss: float) -> bool:
@@ -646,6 +654,7 @@ def fit_model(
     description: str = "fit",
     resume: FitState | None = None,
     keep_state: bool = False,
+    expect_progress: bool = True,
 ) -> FitResult:
     """Fit ``model`` to ``target`` with Adam and return the selected estimate.
 
@@ -718,6 +727,11 @@ def fit_model(
         ``reference``, ``reference_range`` and ``seed`` are not read.
     keep_state : bool
         Return the fit's :class:`FitState` in the result's ``state``.
+    expect_progress : bool
+        Warn when, in 100 steps or more, the loss never falls below its first
+        value and ends (the median of the last 50) 1.5 times above it: a fit that
+        did not learn. False for a fit that starts from a solution (a pretrained
+        network), whose first loss can be its lowest.
     """
     if resume is None:
         device = target.device
@@ -874,7 +888,7 @@ def fit_model(
         step_record.uninstall()
         bar.close()
     elapsed = elapsed_before + time.perf_counter() - start_time
-    result = selection.result(model, n_steps, stopped_by, events, elapsed)
+    result = selection.result(model, n_steps, stopped_by, events, elapsed, expect_progress)
     if keep_state:
         # The last step's gradients are never read again (each step clears them) but
         # would stay held with the kept fit, as large as the network (8.5 MiB per
@@ -1626,9 +1640,16 @@ class _Selection:
         return stop
 
     def result(
-        self, model: nn.Module, n_steps: int, stopped_by: str, events: list, elapsed: float
+        self,
+        model: nn.Module,
+        n_steps: int,
+        stopped_by: str,
+        events: list,
+        elapsed: float,
+        expect_progress: bool = True,
     ) -> FitResult:
-        """The fit's outcome; ``model`` holds the final parameters."""
+        """The fit's outcome; ``model`` holds the final parameters (``expect_progress``:
+        see :func:`fit_model`)."""
         # An interruption can fall between a step and its record: count recorded steps,
         # so that n_iter and the history agree.
         n_steps = min(n_steps, len(self.losses))
@@ -1652,9 +1673,30 @@ class _Selection:
                 UserWarning,
             )
         finite = [v for v in self.losses if math.isfinite(v)]
+        first = self.losses[0] if self.losses else math.nan
+        ending = float(np.median(self.losses[-50:])) if self.losses else math.nan
+        if (
+            expect_progress
+            and len(self.losses) >= _NO_PROGRESS_STEPS
+            and first > 0
+            and min(finite) >= first
+            and ending >= _NO_PROGRESS_RISE * first
+        ):
+            # A learning rate far too large can keep the network from ever learning
+            # without a blow-up the guard reacts to: the deep decoder at lr=1 on a
+            # noisy camera crop returned 5.1 dB, early-stopped, silently.
+            warn(
+                f"the loss never fell below its first value ({first:.3g}, the untrained "
+                f"network's) in {len(self.losses)} steps and ended {ending / first:.3g} "
+                "times above it: the network did not learn, most likely from a learning "
+                "rate far too large; the estimate returned is meaningless",
+                RuntimeWarning,
+            )
         # Far above its start too: near 0, a near-perfect fit's loss jitters by large
         # ratios (1e4 above a lowest of 3e-10).
-        if finite and min(finite) > 0 and finite[-1] > max(1e3 * min(finite), 10 * finite[0], 1e-3):
+        elif (
+            finite and min(finite) > 0 and finite[-1] > max(1e3 * min(finite), 10 * finite[0], 1e-3)
+        ):
             # The ratio guard waits for the first checkpoint: a step size far too large
             # (a noise model's lr=1e9) ran the loss up 1e7-fold in 20 steps, silently.
             warn(

@@ -764,6 +764,25 @@ def test_a_jump_far_below_the_first_loss_is_no_divergence():
     assert [e["iteration"] for e in low.history["divergences"]] == [6, 8]
 
 
+def test_a_fit_that_never_learns_is_warned_of():
+    # A learning rate far too large can keep a network from learning without a blow-up
+    # the guard reacts to: the deep decoder at lr=1 on a noisy camera crop returned
+    # 5.1 dB, early-stopped, with no warning. A loss that doubles after the first step
+    # stands in for it.
+    target = torch.ones(1, 1, 4, 4)
+    kw = dict(loss=_mse_scaled(lambda k: 1.0 if k == 1 else 2.0), lr=1e-7, seed=0)
+    with pytest.warns(RuntimeWarning, match=r"never fell below its first value .* ended 2"):
+        fit_model(_Pixels(), target, max_iter=100, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_model(_Pixels(), target, max_iter=99, **kw)  # too short to tell
+        fit_model(_Pixels(), target, max_iter=100, expect_progress=False, **kw)
+        # A fit starting at its best, ending near it (a flat target), is not warned of.
+        near = _mse_scaled(lambda k: 1.0 if k == 1 else 1.2)
+        fit_model(_Pixels(), target, max_iter=100, loss=near, lr=1e-7, seed=0)
+        fit_model(_Pixels(), target, max_iter=100, loss=get_loss("mse"), lr=0.05, seed=0)
+
+
 def test_a_resumed_fit_counts_the_time_of_the_steps_before_it():
     model, target = _problem(size=8)
     kw = dict(loss=get_loss("mse"), seed=0)

@@ -909,12 +909,15 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         self.warm_start = warm_start
 
     # The pretrained fits' looser divergence guard is made again by _continuation.
-    _continued_fit_kwargs = frozenset({"param_groups", "monitor", "divergence_ratio"})
+    _continued_fit_kwargs = frozenset(
+        {"param_groups", "monitor", "divergence_ratio", "expect_progress"}
+    )
 
     def _continuation(self, state, previous, image, extra, label):
         kwargs, extra = super()._continuation(state, previous, image, extra, label)
         if self.init != "random" and self.pretrain_iter > 0:
             kwargs["divergence_ratio"] = _PRETRAINED_DIVERGENCE_RATIO
+            kwargs["expect_progress"] = False
         return kwargs, extra
 
     # ------------------------------------------------------------- helpers
@@ -1035,7 +1038,12 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
             # the pretrained network far off its low initial loss; that jump is
             # expected (and helps leave the stagnated classical solution), so
             # the divergence guard only reacts to blow-ups far beyond it.
-            fit_kwargs = {**fit_kwargs, "divergence_ratio": _PRETRAINED_DIVERGENCE_RATIO}
+            # Its first loss is its lowest as often as not: no warning of no progress.
+            fit_kwargs = {
+                **fit_kwargs,
+                "divergence_ratio": _PRETRAINED_DIVERGENCE_RATIO,
+                "expect_progress": False,
+            }
         return fit_kwargs
 
     def _initial_object(self, image: np.ndarray, seed: int) -> np.ndarray | None:
