@@ -6,11 +6,11 @@ Run by hand (not in CI)::
 
 ``BlindDeblurrer``'s default regularizer is ``GradientRatio`` with weight
 ``8e-4 / sqrt(H' W')`` for the generated ``H' x W'`` image, tuned on grey
-pictures. The ratio's gradient with respect to a pixel is of order
-``1 / ||grad x||_2``, which grows with the number of channels ``C`` as
-``sqrt(C)`` while the mean squared error's gradient is the same per pixel, so
-on colour pictures the penalty weighs about ``sqrt(3)`` times more than on grey
-ones. This script compares, on 64x64 colour crops blurred as in ``deblur.py``
+pictures. With ``C`` channels the ratio's gradient with respect to a pixel,
+of order ``1 / ||grad x||_2``, falls as ``1 / sqrt(C)``, while that of the mean
+squared error (a mean over ``C H W`` values) falls as ``1 / C``: relative to
+the data term, the penalty weighs ``sqrt(C)`` times more, about 1.7 times on
+colour pictures. This script compares, on 64x64 colour crops blurred as in ``deblur.py``
 (``'valid'`` blur, seeded camera shakes and a Gaussian, white noise), with the
 defaults otherwise (size unknown, ES-EMV), two explicit weights:
 
