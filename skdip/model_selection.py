@@ -54,7 +54,7 @@ from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _so
 from .exceptions import FitInterrupted, InterruptionWarning
 from .generators import get_generator
 from .metrics import NoReferenceScorer, get_scorer
-from .metrics._scorers import _measures_in_image_space, distances_to
+from .metrics._scorers import _measures_in_image_space, distances_to, no_reference_scores
 
 __all__ = [
     "AverageOfBest",
@@ -1533,6 +1533,33 @@ def _finite_scores(scorer: NoReferenceScorer, estimator: Any, X: Any) -> np.ndar
     except ValueError as err:
         # One setting the score cannot judge (e.g. no variance recorded before its fit
         # ended) is left out, as GridSearchCV's error_score does; the others are kept.
-        warn(f"a setting could not be scored and is left out: {err}", UserWarning)
-        return np.full(estimator.n_images_, np.nan)
+        # Only on the images it cannot judge: one image (a fit that accepted no step, too
+        # few observed pixels for the noise level) failed the whole setting's scores.
+        scores = _scores_per_image(scorer, estimator, X)
+        failed = np.flatnonzero(np.isnan(scores)).tolist()
+        if failed and len(failed) < scores.size:
+            where = f" on image(s) {failed} and is left out there"
+        else:  # not one image's failure: the whole setting is left out
+            scores, where = np.full(scores.size, np.nan), " and is left out"
+        warn(f"a setting could not be scored{where}: {err}", UserWarning)
     return np.where(np.isfinite(scores), scores, np.nan)
+
+
+def _scores_per_image(scorer: NoReferenceScorer, estimator: Any, X: Any) -> np.ndarray:
+    """The scorer's score of each fitted image of ``X`` alone, NaN where it fails."""
+    if type(scorer).score_images is not NoReferenceScorer.score_images:
+        return np.full(estimator.n_images_, np.nan)  # a score of its own: not known here
+    with held_back():  # the fit gave the warnings of these checks
+        images, layout = estimator._check_observations(X)
+    sigmas = scorer._sigmas(layout) or [None] * len(images)
+    scores = np.full(len(images), np.nan)
+    for i, (image, result, sigma) in enumerate(
+        zip(images, estimator._fit_results, sigmas, strict=True)
+    ):
+        try:
+            scores[i] = no_reference_scores(
+                estimator, [image], [result], criterion=scorer.criterion, sigma=sigma
+            )[0]
+        except ValueError:
+            pass
+    return scores

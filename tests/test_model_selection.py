@@ -1512,3 +1512,40 @@ def test_a_search_splitting_the_rows_of_one_image_warns(shape):
         get_scorer("emv")(fitted, np.full(shape, 0.4))
         fitted.score(np.full(shape, 0.4))
         get_scorer("emv")(_den().fit(batch), np.full((1, 8, 16, 1 if len(shape) == 2 else 3), 0.5))
+
+
+def test_average_of_best_leaves_a_setting_out_only_on_the_images_it_cannot_score(monkeypatch):
+    # The best setting of both images (the first) has a fit of image 1 that accepted no
+    # step (every step diverged): it cannot be scored there, but on image 0 its fit is
+    # sound and stays the best.
+    import skdip.model_selection as ms
+
+    X = _noisy_batch(2)
+    real = ms.fit_candidates
+
+    def diverged_on_image_1(*args, **kwargs):
+        fitted = real(*args, **kwargs)
+        fitted[0]._fit_results[1]["n_iter"] = 0
+        return fitted
+
+    clean = AverageOfBest(_den(), GRID, n_best=1).fit(X)
+    assert clean.selected_[0].all()
+    monkeypatch.setattr(ms, "fit_candidates", diverged_on_image_1)
+    with pytest.warns(UserWarning, match="could not be scored"):
+        avg = AverageOfBest(_den(), GRID, n_best=1).fit(X)
+    np.testing.assert_array_equal(avg.scores_[:, 0], clean.scores_[:, 0])
+    assert np.isnan(avg.scores_[0, 1]) and np.isfinite(avg.scores_[1:, 1]).all()
+    assert avg.selected_[0, 0] and not avg.selected_[0, 1]
+    np.testing.assert_array_equal(avg.transform()[0], clean.transform()[0])
+
+
+def test_average_of_best_names_the_image_no_setting_could_score():
+    # Image 1 has too few observed pixels for the noise level: every setting fails there,
+    # and image 0, which every setting can be scored on, is not the one to blame.
+    X = [x[..., 0] for x in _noisy_batch(2)]
+    rng = np.random.default_rng(1)
+    masks = [rng.random((16, 16)) > 0.2, rng.random((16, 16)) > 0.9]
+    inpainter = DIPInpainter(generator=TINY, max_iter=6, early_stopping=None, random_state=0)
+    with pytest.warns(UserWarning, match="too few observed pixels"):
+        with pytest.raises(ValueError, match="no setting could be scored on image 1"):
+            AverageOfBest(inpainter, {"lr": [0.01, 0.03]}, scoring="discrepancy").fit(X, mask=masks)
