@@ -1212,10 +1212,16 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
                 max_distance=self.max_distance,
             )
             if chosen.size == 0:
-                raise ValueError(
+                # The fits are not lost: scored by hand (e.g. with the noise level given),
+                # they need no second solve.
+                error = ValueError(
                     f"no setting could be scored on image {i}: every score is NaN or "
-                    "infinite; check the scorer's requirements (e.g. its rule)"
+                    "infinite; check the scorer's requirements (e.g. its rule, or sigma= "
+                    "where the noise level cannot be estimated). Every setting's fit is in "
+                    "this error's estimators attribute, in the order of the grid."
                 )
+                error.estimators = fitted
+                raise error
             selected[chosen, i] = True
             shapes = {estimates[k][i].shape for k in chosen}
             if len(shapes) > 1:  # checked before the fits; kept for estimators it misses

@@ -1549,3 +1549,21 @@ def test_average_of_best_names_the_image_no_setting_could_score():
     with pytest.warns(UserWarning, match="too few observed pixels"):
         with pytest.raises(ValueError, match="no setting could be scored on image 1"):
             AverageOfBest(inpainter, {"lr": [0.01, 0.03]}, scoring="discrepancy").fit(X, mask=masks)
+
+
+def test_average_of_best_keeps_the_fits_when_an_image_cannot_be_scored():
+    # The fits come before the scores: an image no setting can be scored on (here too few
+    # observed pixels for the noise level) must not throw them away.
+    X = [x[..., 0] for x in _noisy_batch(2)]
+    rng = np.random.default_rng(1)
+    masks = [rng.random((16, 16)) > 0.2, rng.random((16, 16)) > 0.9]
+    inpainter = DIPInpainter(generator=TINY, max_iter=6, early_stopping=None, random_state=0)
+    with pytest.warns(UserWarning, match="too few observed pixels"):
+        with pytest.raises(ValueError, match="estimators attribute") as error:
+            AverageOfBest(inpainter, {"lr": [0.01, 0.03]}, scoring="discrepancy").fit(X, mask=masks)
+    fits = error.value.estimators
+    assert [est.lr for est in fits] == [0.01, 0.03]
+    assert all(est.n_images_ == 2 and est.n_iter_ == [6, 6] for est in fits)
+    # With the noise level given, they are scored without another fit.
+    scorer = get_scorer("discrepancy", sigma=0.1)
+    assert all(np.isfinite(scorer.score_images(est, X)).all() for est in fits)
