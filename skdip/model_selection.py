@@ -1391,6 +1391,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     def _new_fit(self, X: Any, images: list, fit_params: dict) -> AverageOfBest:
         """A fresh copy fitted to new images; the last one is kept, so that several
         scorers of one search (or transform, then score) fit the grid once."""
+        self.estimators_[0]._warn_inputs_left_out(fit_params, owner=self)
         key = _solve_key(self.estimators_[0]._inputs_digest(images, fit_params), self)
         last = getattr(self, "_last_solve", None)
         if last is not None and last[0] == key:

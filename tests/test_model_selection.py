@@ -1567,3 +1567,30 @@ def test_average_of_best_keeps_the_fits_when_an_image_cannot_be_scored():
     # With the noise level given, they are scored without another fit.
     scorer = get_scorer("discrepancy", sigma=0.1)
     assert all(np.isfinite(scorer.score_images(est, X)).all() for est in fits)
+
+
+def test_average_of_best_warns_when_new_images_come_without_the_fits_inputs(candidate_runs):
+    # Fitted with masks, then asked for other images without theirs (KFold's test images
+    # without metadata routing): those are solved without a mask, where only the NaN
+    # pixels count as missing, as the wrapped DIPInpainter warns.
+    rng = np.random.default_rng(1)
+    X, masks = [], []
+    for image in _noisy_batch(2)[..., 0]:
+        image = image.copy()
+        image[rng.random(image.shape) < 0.1] = np.nan  # dead pixels
+        overlay = np.ones(image.shape, bool)
+        overlay[4:10, 4:12] = False
+        image[~overlay] = 1.0  # a white overlay, hidden by the mask
+        X.append(image)
+        masks.append(overlay)
+    inpainter = DIPInpainter(generator=TINY, max_iter=6, early_stopping=None, random_state=0)
+    avg = AverageOfBest(inpainter, {"lr": [0.01, 0.03]}, scoring="discrepancy")
+    avg.fit([X[0]], mask=[masks[0]])
+    clean = [_noisy_batch(2)[1, ..., 0]]
+    for call in (avg.transform, lambda images: get_scorer("psnr")(avg, images, clean)):
+        with pytest.warns(UserWarning, match="fitted with mask=.*come without it"):
+            call([X[1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with their masks, or the fitted images: no word
+        avg.transform([X[1]], mask=[masks[1]])
+        avg.transform([X[0]])

@@ -1345,22 +1345,29 @@ class BaseDIPEstimator(
             return images, layout, self._fit_results
         if scoring:
             self._check_not_rows_of_one_image(images, layout)
-        missing = [k for k in getattr(self, "_fitted_inputs", ()) if fit_params.get(k) is None]
-        if missing:
-            # A cross-validation splitter hands fit parameters to fit only: new images
-            # scored without them would be solved as a different problem.
-            warn(
-                f"{type(self).__name__} was fitted with {', '.join(missing)}=..., but these new "
-                f"images come without it, so they are solved without it (for DIPInpainter, "
-                "only NaN pixels count as missing). Pass it to transform/score, or score the "
-                "fitted images (skdip.model_selection.FitImagesCV, PerImageCV).",
-                UserWarning,
-            )
+        self._warn_inputs_left_out(fit_params)
         key = _solve_key(self._inputs_digest(images, fit_params), self)
         results = self._kept_solve(
             key, lambda: self._solve(X, None, checked=(images, layout), **fit_params)[2]
         )
         return images, layout, results
+
+    def _warn_inputs_left_out(self, fit_params: dict, owner=None) -> None:
+        """Warn when new images come without the per-image inputs the fit had.
+
+        A cross-validation splitter hands fit parameters to fit only: new images
+        scored without them would be solved as a different problem. ``owner``: the
+        estimator that solves them (default: this one).
+        """
+        missing = [k for k in getattr(self, "_fitted_inputs", ()) if fit_params.get(k) is None]
+        if missing:
+            warn(
+                f"{type(owner or self).__name__} was fitted with {', '.join(missing)}=..., but "
+                "these new images come without it, so they are solved without it (for "
+                "DIPInpainter, only NaN pixels count as missing). Pass it to transform/score, "
+                "or score the fitted images (skdip.model_selection.FitImagesCV, PerImageCV).",
+                UserWarning,
+            )
 
     def __getstate__(self):
         state = super().__getstate__()  # a copy, without the kept solve (_LastSolveMixin)
