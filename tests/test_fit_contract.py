@@ -477,3 +477,18 @@ def test_the_target_is_in_the_networks_dtype_under_a_float64_default(
         estimator.fit(X)
     assert seen, "no fit reached the engine"
     assert set(seen) == {(torch.float64, torch.float64)}
+
+
+def test_a_grey_reference_stack_read_as_one_image_is_explained():
+    # y of shape (N, H, W) is one image with channels last: "y holds 1 images but X holds
+    # 3" said nothing of why.
+    images = np.stack([_image(seed=k) for k in range(3)])[..., None]  # (3, H, W, 1)
+    den = DIPDenoiser(**COMMON).fit(images)
+    grey_stack = images[..., 0]
+    with pytest.raises(
+        ValueError, match=r"holds 3.*pass an \(N, H, W, 1\) array \(y\[\.\.\., None\]\)"
+    ):
+        den.score(images, grey_stack)
+    with pytest.raises(ValueError, match=r"holds 3: a 3-D y is one image"):
+        DIPDenoiser(**COMMON).fit(images, grey_stack)
+    assert np.isfinite(den.score(images, grey_stack[..., None]))

@@ -424,6 +424,20 @@ def checked_generator(estimator) -> BaseGenerator:
     return generator
 
 
+def _reference_count_message(references: list, ref_layout, n_images: int) -> str:
+    """Why clean references ``y`` and the images of ``X`` do not pair up."""
+    message = f"y holds {len(references)} images but X holds {n_images}"
+    if ref_layout.kind == "single" and references[0].shape[0] == n_images > 1:
+        # A stack of N grey references, (N, H, W), is one image with channels last.
+        shape = references[0].shape
+        message += (
+            f": a 3-D y is one image with its channels last, here {shape[0]}x{shape[1]} with "
+            f"{shape[2]} channels; for {n_images} grey references pass an (N, H, W, 1) array "
+            "(y[..., None]) or a list of images"
+        )
+    return message
+
+
 def _under_cross_validation() -> bool:
     """Whether the call comes from scikit-learn's fit-and-score of a cross-validation
     (GridSearchCV, cross_validate, successive halving), in this process or a worker."""
@@ -1034,7 +1048,7 @@ class BaseDIPEstimator(
         if y is not None and not is_target_vector(y, len(images)):
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(images):
-                raise ValueError(f"y holds {len(references)} images but X holds {len(images)}")
+                raise ValueError(_reference_count_message(references, ref_layout, len(images)))
             self._check_reference_dtypes(images, layout, references, ref_layout, fit_params or {})
         return images, layout, references
 
@@ -1488,7 +1502,7 @@ class BaseDIPEstimator(
         solved. Its warnings are held back (issued if a check fails): the solve checks
         again and warns then, once."""
         if len(references) != len(checked[0]):
-            raise ValueError(f"y holds {len(references)} images but X holds {len(checked[0])}")
+            raise ValueError(_reference_count_message(references, ref_layout, len(checked[0])))
         (judge or self)._check_reference_dtypes(*checked, references, ref_layout, fit_params)
         if self._reuses_fit(checked[0], fit_params):  # no solve: nothing checks again
             # Against the fitted reconstructions, which are what is scored: the
