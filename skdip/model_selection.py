@@ -506,6 +506,12 @@ def best_params_per_image(
         test score on that image, or ``prefer``'s choice (NaN or infinite
         scores, from failed fits, are never chosen).
 
+    Raises
+    ------
+    ValueError
+        When every candidate failed on some image; the error's ``params``
+        attribute holds the other images' choices (None for the failed ones).
+
     Examples
     --------
     >>> import numpy as np
@@ -583,16 +589,28 @@ def best_params_per_image(
         if prefer is not None:
             _check_default_in_last_round(prefer, results["params"], rows)
     params = [results["params"][i] for i in rows]
-    chosen = []
+    chosen: list[dict | None] = []
+    failed = []
     for split, key in splits:
         scores = np.asarray(results[key], dtype=float)[rows]
         if not np.isfinite(scores).any():
-            raise ValueError(f"every candidate failed on split {split}")
+            failed.append(split)
+            chosen.append(None)
+            continue
         if prefer is not None:
             best = prefer.select(params, scores)
         else:
             best = int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))
         chosen.append(dict(params[best]))
+    if failed:
+        # The other images' choices are not lost with the error (the search's fits are).
+        error = ValueError(
+            f"every candidate failed on image(s) {failed} (their splits of PerImageCV): "
+            "no setting can be chosen for them. The choices of the other images are in "
+            "this error's params attribute (None for the failed ones)."
+        )
+        error.params = chosen
+        raise error
     return chosen
 
 

@@ -193,6 +193,25 @@ def test_best_params_per_image_applies_the_searchs_rule_to_its_own_metric_only()
         best_params_per_image(Fitted(), metric="ssim", prefer=Fitted.refit)
 
 
+def test_best_params_per_image_keeps_the_other_choices_when_an_image_fails():
+    # Every candidate failing on one image raised, and the other images' choices (the
+    # search's hours of fits) were lost with the error.
+    class Fitted:
+        cv_results_ = {
+            "params": [{"lr": 0.01}, {"lr": 0.03}],
+            "split0_test_score": np.array([1.0, 2.0]),
+            "split1_test_score": np.array([np.nan, -np.inf]),
+            "split2_test_score": np.array([2.0, 1.0]),
+            "mean_test_score": np.array([np.nan, np.nan]),
+        }
+        cv = PerImageCV()
+        refit = False
+
+    with pytest.raises(ValueError, match=r"every candidate failed on image\(s\) \[1\]") as err:
+        best_params_per_image(Fitted())
+    assert err.value.params == [{"lr": 0.03}, None, {"lr": 0.01}]
+
+
 def test_best_params_per_image_reads_whole_metric_names():
     # "psnr" took split0_test_val_test_psnr too, and int("0_test_val") failed.
     results = {
