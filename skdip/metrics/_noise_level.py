@@ -2,7 +2,7 @@
 
 The no-reference scores compare a fit's residual with the noise power of the
 data (the discrepancy principle), so that power must be measured without the
-clean image. Three facts shape the estimate:
+clean image. These facts shape the estimate:
 
 * image detail reaches the finest scales too: on a small or textured picture a
   statistic over every pixel reads texture as noise, and overstates a low noise
