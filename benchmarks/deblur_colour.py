@@ -14,9 +14,11 @@ colour pictures. This script compares, on 64x64 colour crops blurred as in ``deb
 (``'valid'`` blur, seeded camera shakes and a Gaussian, white noise), with the
 defaults otherwise (size unknown, ES-EMV), two explicit weights:
 
-- ``per size``: ``8e-4 / sqrt(H' W')`` (the default, whatever the channel
-  count);
-- ``per size and channel``: ``8e-4 / sqrt(C H' W')``.
+- ``per size``: ``8e-4 / sqrt(H' W')`` (the default until 2026-11-29, whatever
+  the channel count);
+- ``per size and channel``: ``8e-4 / sqrt(C H' W')`` (the default since, chosen
+  on seeds 0 and 1: ``deblur_colour.md``, ``deblur_colour_seed1_a.md`` and
+  ``_b.md``).
 
 Scores: PSNR after the best integer alignment within +-10 px and a 10 px border
 crop; the kernel error up to shift. ONE fit seed per case, CPU.

@@ -417,6 +417,27 @@ def test_default_regularizer_weights_follow_the_documented_rule():
     assert bigger.weight == pytest.approx(8e-4 / np.sqrt(160 * 320))
     tv = BlindDeblurrer(regularizer="tv")._regularizer_for((80, 80)).regularizer
     assert isinstance(tv, TotalVariation) and tv.weight == pytest.approx(1e-3)
+    # Per value: a colour image's ratio weighs sqrt(3) times more against the data term,
+    # and its weight is sqrt(3) times smaller (it had the grey weight, 1.7 times too much).
+    colour = BlindDeblurrer()._regularizer_for((80, 80), 3).regularizer
+    assert colour.weight == pytest.approx(1e-5 / np.sqrt(3))
+
+
+def test_a_grey_picture_in_three_channels_is_regularised_as_the_grey_one():
+    # The mean squared error of three equal channels is the grey one's; the ratio of the
+    # copies is sqrt(3) times the grey one's, and so the weighted penalty must match.
+    grey = torch.rand(1, 1, 20, 20, generator=torch.Generator().manual_seed(0))
+    colour = grey.expand(1, 3, 20, 20)
+    one = BlindDeblurrer()._regularizer_for((20, 20), 1).regularizer
+    three = BlindDeblurrer()._regularizer_for((20, 20), 3).regularizer
+    assert float(three(colour)) == pytest.approx(float(one(grey)), rel=1e-5)
+    # A fitted colour image's regularizer is the per-channel one.
+    fitted = BlindDeblurrer(generator=TINY, max_iter=2, random_state=0, device="cpu")
+    seen = []
+    original = fitted._regularizer_for
+    fitted._regularizer_for = lambda *a: seen.append(a) or original(*a)
+    fitted.fit(np.random.default_rng(0).random((24, 24, 3)))
+    assert seen and seen[0][1] == 3
 
 
 # A bug the suite once missed: the regularizer saw the packed estimate (image channels plus the
