@@ -310,6 +310,20 @@ def missing_mask(shape: tuple[int, int], kind: str, rng: np.random.Generator) ->
     return observed
 
 
+def _noisy_pictures(args):
+    """``(size, image, sigma, seed, clean, noisy)`` for every bundled picture, size, noise
+    level (/255) and noise seed: Gaussian noise clipped to [0, 1]."""
+    from selection import ALL_IMAGES
+
+    for size in args.sizes:
+        for image, (name, grey) in ALL_IMAGES.items():
+            clean = _channels_last(load_image(name, size=size, as_gray=grey))
+            for sigma in args.sigmas:
+                for seed in args.noise_seeds:
+                    noisy = add_noise(clean, "gaussian", sigma / 255, random_state=seed)
+                    yield size, image, sigma, seed, clean, noisy
+
+
 def run_missing(args) -> None:
     """The estimate with missing pixels against the noise power in the observed ones."""
     from selection import ALL_IMAGES
@@ -319,26 +333,19 @@ def run_missing(args) -> None:
         "library": lambda noisy: _noise_var(noisy, None, 1.0),
     }
     rows = []
-    for size in args.sizes:
-        for image, (name, grey) in ALL_IMAGES.items():
-            clean = _channels_last(load_image(name, size=size, as_gray=grey))
-            for sigma in args.sigmas:
-                for seed in args.noise_seeds:
-                    noisy = add_noise(clean, "gaussian", sigma / 255, random_state=seed)
-                    whole = 10 * np.log10(
-                        _noise_var(noisy, None, 1.0) / np.mean((noisy - clean) ** 2)
-                    )
-                    rng = np.random.default_rng(seed)
-                    for kind in MISSING_KINDS:
-                        observed = missing_mask(clean.shape[:2], kind, rng)[..., None]
-                        observed = np.broadcast_to(observed, noisy.shape)
-                        actual = float(np.mean((noisy - clean)[observed] ** 2))
-                        holed = np.where(observed, noisy, np.nan)
-                        row = {"size": size, "image": image, "sigma": sigma, "seed": seed}
-                        row.update(kind=kind, **{"whole image": whole})
-                        for variant, estimate in variants.items():
-                            row[variant] = 10 * np.log10(estimate(holed) / actual)
-                        rows.append(row)
+    for size, image, sigma, seed, clean, noisy in _noisy_pictures(args):
+        whole = 10 * np.log10(_noise_var(noisy, None, 1.0) / np.mean((noisy - clean) ** 2))
+        rng = np.random.default_rng(seed)
+        for kind in MISSING_KINDS:
+            observed = missing_mask(clean.shape[:2], kind, rng)[..., None]
+            observed = np.broadcast_to(observed, noisy.shape)
+            actual = float(np.mean((noisy - clean)[observed] ** 2))
+            holed = np.where(observed, noisy, np.nan)
+            row = {"size": size, "image": image, "sigma": sigma, "seed": seed}
+            row.update(kind=kind, **{"whole image": whole})
+            for variant, estimate in variants.items():
+                row[variant] = 10 * np.log10(estimate(holed) / actual)
+            rows.append(row)
     columns = [*variants, "whole image"]
     stem = _save_rows("noise_level_missing", args.name, rows)
     md = [
@@ -383,18 +390,13 @@ def run_accuracy(args) -> None:
     from selection import ALL_IMAGES
 
     rows = []
-    for size in args.sizes:
-        for image, (name, grey) in ALL_IMAGES.items():
-            clean = _channels_last(load_image(name, size=size, as_gray=grey))
-            for sigma in args.sigmas:
-                for seed in args.noise_seeds:
-                    noisy = add_noise(clean, "gaussian", sigma / 255, random_state=seed)
-                    actual = float(np.mean((noisy - clean) ** 2))
-                    row = {"size": size, "image": image, "sigma": sigma, "seed": seed}
-                    row["clipped"] = float(np.mean((noisy <= 0) | (noisy >= 1)))
-                    for variant, estimate in ACCURACY_VARIANTS.items():
-                        row[variant] = 10 * np.log10(estimate(noisy) / actual)
-                    rows.append(row)
+    for size, image, sigma, seed, clean, noisy in _noisy_pictures(args):
+        actual = float(np.mean((noisy - clean) ** 2))
+        row = {"size": size, "image": image, "sigma": sigma, "seed": seed}
+        row["clipped"] = float(np.mean((noisy <= 0) | (noisy >= 1)))
+        for variant, estimate in ACCURACY_VARIANTS.items():
+            row[variant] = 10 * np.log10(estimate(noisy) / actual)
+        rows.append(row)
     stem = _save_rows("noise_level_accuracy", args.name, rows)
     md = [
         "# The noise level's accuracy on the bundled pictures",
