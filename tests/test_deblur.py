@@ -411,11 +411,11 @@ def test_gaussian_first_kernel_spans_a_non_square_window_along_both_axes():
 def test_default_regularizer_weights_follow_the_documented_rule():
     from skdip import GradientRatio, TotalVariation
 
-    ratio = BlindDeblurrer()._regularizer_for((80, 80)).regularizer
+    ratio = BlindDeblurrer()._regularizer_for((80, 80), 1).regularizer
     assert isinstance(ratio, GradientRatio) and ratio.weight == pytest.approx(1e-5)
-    bigger = BlindDeblurrer()._regularizer_for((160, 320)).regularizer
+    bigger = BlindDeblurrer()._regularizer_for((160, 320), 1).regularizer
     assert bigger.weight == pytest.approx(8e-4 / np.sqrt(160 * 320))
-    tv = BlindDeblurrer(regularizer="tv")._regularizer_for((80, 80)).regularizer
+    tv = BlindDeblurrer(regularizer="tv")._regularizer_for((80, 80), 1).regularizer
     assert isinstance(tv, TotalVariation) and tv.weight == pytest.approx(1e-3)
     # Per value: a colour image's ratio weighs sqrt(3) times more against the data term,
     # and its weight is sqrt(3) times smaller (it had the grey weight, 1.7 times too much).

@@ -501,7 +501,7 @@ class BlindDeblurrer(BaseDIPEstimator):
             )
         return shape
 
-    def _regularizer_for(self, padded_shape: tuple[int, int], channels: int = 1):
+    def _regularizer_for(self, padded_shape: tuple[int, int], channels: int):
         reg = self.regularizer
         if isinstance(reg, str) and reg == "ratio":
             # Per value of the generated image: relative to the mean squared error's pull
