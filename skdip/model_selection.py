@@ -329,7 +329,10 @@ class PreferDefault:
     candidate that did not fail; when every candidate failed, a ValueError
     says so. With
     ``refit`` a callable, scikit-learn sets ``best_index_`` and
-    ``best_params_`` from this rule and leaves ``best_score_`` unset.
+    ``best_params_`` from this rule and leaves ``best_score_`` unset; in a
+    multi-metric search its ``search.score(X)`` fails with a ``KeyError``
+    (it looks the rule up among the scorers), so score with
+    ``search.scorer_[rule.metric](search.best_estimator_, X)``.
 
     Examples
     --------

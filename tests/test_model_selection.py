@@ -381,6 +381,12 @@ def test_prefer_default_multi_metric_and_per_image():
             assert params == res["params"][int(np.argmax(res[f"split{i}_test_{metric}"]))]
     with pytest.raises(ValueError, match="no test scores named 'score'.*metric="):
         PreferDefault(0)(res)
+    # scikit-learn's score() looks the callable refit up among the scorers (its issue
+    # 17058); the documented way round scores the refit estimator with the rule's metric.
+    with pytest.raises(KeyError):
+        search.score(images)
+    own = search.scorer_[rule.metric](search.best_estimator_, images)
+    assert own == get_scorer("discrepancy")(search.best_estimator_, images)
     with pytest.raises(TypeError, match="prefer must be a PreferDefault"):
         best_params_per_image(search, prefer=0)
 
