@@ -210,6 +210,17 @@ def test_a_channel_mismatch_names_where_the_channel_count_came_from():
         DIPReconstructor(operator=to_grey, **COMMON).fit(colour)
     with pytest.raises(ValueError, match="from an image with 2 \\(output_channels=2\\)"):
         DIPReconstructor(operator=to_grey, output_channels=2, **COMMON).fit(colour)
+    # A built-in operator's channels are known: the mistake is output_channels, and the
+    # message says what to pass (it said only "check the forward operator").
+    grey = _smooth((12, 12))
+    for operator in (None, Downsample(2)):
+        observed = grey if operator is None else grey[::2, ::2]
+        with pytest.raises(ValueError, match=r"Downsample|Identity") as info:
+            DIPReconstructor(operator=operator, output_channels=3, **COMMON).fit(observed)
+        assert "takes 1 channel(s) for this observation: pass output_channels=1" in str(info.value)
+    # A function's channel count is not known: no such advice.
+    with pytest.raises(ValueError, match="; check the forward operator$"):
+        DIPReconstructor(operator=to_grey, output_channels=2, **COMMON).fit(colour)
 
 
 def test_an_operator_that_misses_a_later_image_is_reported_before_any_fit(count_fits):

@@ -621,10 +621,26 @@ class DIPReconstructor(_InverseProblemEstimator):
                     else "the operator's input_channels for the observation's when "
                     "output_channels is None"
                 )
+                hint = "check the forward operator"
+                operator = self._operator()
+                expected = operator.input_channels(image.shape[2])
+                # With a built-in operator the mistake is output_channels: a colour
+                # output_channels=3 for a grey observation was told to check the operator
+                # only. (A function's input_channels is a default, not a fact.)
+                if (
+                    self.output_channels is not None
+                    and expected != self.output_channels
+                    and not isinstance(operator, FunctionOperator)
+                ):
+                    hint = (
+                        f"{type(operator).__name__} takes {expected} channel(s) for this "
+                        f"observation: pass output_channels={expected}, or None to read it "
+                        "from the operator"
+                    )
                 raise ValueError(
                     f"the model predicts measurements with {predicted.shape[1]} channel(s) from "
                     f"an image with {self._forward_problem(image, extra)[3]} ({source}), but the "
-                    f"observation has {image.shape[2]}; check the forward operator"
+                    f"observation has {image.shape[2]}; {hint}"
                 )
             # Of a mid-grey image: the zero image is no output of a network, and some
             # models (a logarithm, a normalisation) are undefined there only.
