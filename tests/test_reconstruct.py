@@ -1049,10 +1049,15 @@ def test_the_fitted_images_are_known_however_their_masks_are_packed(monkeypatch)
     masks = np.ones((2, 16, 16), bool)
     masks[:, 3:6, 3:6] = False
     est = DIPInpainter(**{**COMMON, "random_state": None}).fit(X, mask=masks)
+    one = DIPInpainter(**{**COMMON, "random_state": None}).fit(X[0], mask=masks[0])
     monkeypatch.setattr(type(est), "_solve", lambda *a, **k: pytest.fail("solved again"))
     # One (N, H, W) array at fit, a list of N masks (or of (H, W, 1) masks) now.
     for packed in (masks, list(masks), [m[..., None] for m in masks]):
         np.testing.assert_array_equal(est.transform(X, mask=packed), est.reconstruction_)
+    # One image: its mask as (H, W), (1, H, W), (H, W, 1) or a list of one (a (1, H, W)
+    # array was solved again).
+    for packed in (masks[0], masks[:1], masks[0][..., None], [masks[0]]):
+        np.testing.assert_array_equal(one.transform(X[0], mask=packed), one.reconstruction_)
 
 
 def test_dark_data_through_a_non_linear_model_is_fitted_as_it_is():

@@ -1332,12 +1332,17 @@ class BaseDIPEstimator(
         parts = list(images)
         extras = self._split_extra(len(images), fit_params)
         for key in sorted({k for extra in extras for k in extra}):
-            # metric_array: a tensor mask (requires_grad, on a GPU) crashed here, after the fit.
-            parts.extend(
-                np.atleast_3d(np.asarray(metric_array(extra[key], key), dtype=np.float64))
-                for extra in extras
-                if key in extra
-            )
+            for extra, image in zip(extras, images, strict=True):
+                if key not in extra:
+                    continue
+                # metric_array: a tensor mask (requires_grad, on a GPU) crashed here,
+                # after the fit.
+                entry = np.atleast_3d(np.asarray(metric_array(extra[key], key), dtype=np.float64))
+                if entry.shape[0] == 1 and entry.shape[1:] == image.shape[:2]:
+                    # One image's (1, H, W) entry is its (H, W) one: a mask fitted as
+                    # (H, W) and passed again as (1, H, W) was solved again.
+                    entry = entry[0][..., None]
+                parts.append(entry)
         return images_digest(parts)
 
     def _reuses_fit(self, images: list[np.ndarray], fit_params: dict) -> bool:
