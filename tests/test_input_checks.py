@@ -342,6 +342,29 @@ def test_simulate_diffraction_names_its_bad_arguments():
         simulate_diffraction(x, n_masks=2, mask_seed=-1)
 
 
+@pytest.mark.parametrize("scale", [1e155, 1e300, 2.0**-700, 3e-150])
+def test_simulate_diffraction_at_any_scale(scale):
+    # Simulated at a power of two near 1 and scaled back: squared magnitudes beyond
+    # 1e154 overflowed, and the magnitudes of images beyond 1e155 came back inf, silently.
+    from skdip.datasets import simulate_diffraction
+
+    x = np.random.default_rng(0).random((8, 8))
+    unit = simulate_diffraction(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(simulate_diffraction(x * scale) / scale, unit, rtol=1e-12)
+        masked = simulate_diffraction(x * scale, n_masks=2, photons=1e4, random_state=0)
+    np.testing.assert_allclose(
+        masked / scale, simulate_diffraction(x, n_masks=2, photons=1e4, random_state=0), rtol=1e-12
+    )
+    if scale > 1e154:  # intensities beyond float64: refused, not inf
+        with pytest.raises(ValueError, match="exceed float64's range.*measurement='magnitude'"):
+            simulate_diffraction(x * scale, measurement="intensity")
+    elif scale < 1e-154:  # intensities below its normal range: warned of, not 0 in silence
+        with pytest.warns(UserWarning, match="below float64's normal range"):
+            simulate_diffraction(x * scale, measurement="intensity")
+
+
 def test_a_fit_gone_astray_before_the_guard_starts_is_reported():
     # The ratio guard starts at step 50: lr=1e9 on the noise model ran the loss up
     # 1e7-fold in 20 steps and the estimate came back as if fine.

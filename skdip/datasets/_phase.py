@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .._validation import check_plane, native_copy
+from .._warnings import warn
 from ..operators._fourier import FourierMagnitude, check_masks, check_oversampling
 from ._noise import _MAX_POISSON_MEAN, _check_random_state
 
@@ -68,6 +69,9 @@ def simulate_diffraction(
     measurement : ndarray
         ``(sy * H, sx * W)`` without masks, ``(sy * H, sx * W, K)``
         with ``K`` masks (the patterns as channels), float64 and non-negative.
+        Objects of any magnitude are simulated exactly (at a power of two near 1,
+        scaled back); intensities beyond float64's range (objects past about
+        1e154) are refused, and ones below its normal range warned of.
 
     Examples
     --------
@@ -103,7 +107,12 @@ def simulate_diffraction(
         masks = check_masks(masks, n_masks, shape=arr.shape)
     operator = FourierMagnitude(oversampling, "intensity", n_masks, mask_seed, masks)
     dtype = torch.complex128 if arr.dtype.kind == "c" else torch.float64
-    x = torch.as_tensor(native_copy(arr), dtype=dtype)[None, None]
+    # Simulated for the image scaled by a power of two to near 1, and scaled back (exact):
+    # the squared magnitudes of values beyond 1e154 overflowed to inf, in silence.
+    peak = float(np.abs(arr).max(initial=0.0))
+    # (Within +-1000: a power of two beyond float64's range would not scale.)
+    exponent = int(np.clip(np.frexp(peak)[1], -1000, 1000)) if peak > 0 else 0
+    x = torch.as_tensor(native_copy(arr) * 2.0**-exponent, dtype=dtype)[None, None]
     with torch.no_grad():
         intensity = operator(x)[0].numpy().transpose(1, 2, 0).astype(np.float64)
     if photons is not None:
@@ -118,5 +127,22 @@ def simulate_diffraction(
             rng = _check_random_state(random_state)
             counts = rng.poisson(intensity * (float(photons) / total))
             intensity = counts * (total / float(photons))
-    out = intensity if measurement == "intensity" else np.sqrt(intensity)
+    with np.errstate(over="ignore"):
+        if measurement == "intensity":
+            out = np.ldexp(intensity, 2 * exponent)
+        else:
+            out = np.ldexp(np.sqrt(intensity), exponent)
+    if ((out < np.finfo(np.float64).tiny) & (intensity > 0)).any():
+        warn(
+            f"some {measurement} values of an image of magnitude up to {peak:.3g} are below "
+            "float64's normal range and lost precision or became 0; pass the image in "
+            "larger units" + (", or measurement='magnitude'" if measurement == "intensity" else ""),
+            UserWarning,
+        )
+    if not np.isfinite(out).all():
+        raise ValueError(
+            f"the {measurement} values of an image of magnitude up to {peak:.3g} exceed float64's "
+            "range; pass the image in smaller units"
+            + (", or measurement='magnitude'" if measurement == "intensity" else "")
+        )
     return out[..., 0] if operator.n_masks == 0 else out
