@@ -770,16 +770,28 @@ def test_a_fit_that_never_learns_is_warned_of():
     # 5.1 dB, early-stopped, with no warning. A loss that doubles after the first step
     # stands in for it.
     target = torch.ones(1, 1, 4, 4)
-    kw = dict(loss=_mse_scaled(lambda k: 1.0 if k == 1 else 2.0), lr=1e-7, seed=0)
+
+    def fit(max_iter, after, switch=2.0, at=1, **kw):
+        # A loss 1 at the first step, `after` up to call `at`, `switch` beyond (a
+        # fresh count of calls for each fit).
+        scaled = _mse_scaled(lambda k: 1.0 if k == 1 else (after if k <= at else switch))
+        return fit_model(_Pixels(), target, max_iter=max_iter, loss=scaled, lr=1e-7, seed=0, **kw)
+
     with pytest.warns(RuntimeWarning, match=r"never fell below its first value .* ended 2"):
-        fit_model(_Pixels(), target, max_iter=100, **kw)
+        fit(100, 2.0)
+    # Short fits too (at lr=1 or 3, 20 to 50 steps ended 3 to 4 times above the first
+    # loss in silence): the median of the last half of the losses is read.
+    with pytest.warns(RuntimeWarning, match=r"in 20 steps and ended 2"):
+        fit(20, 2.0)
+    with pytest.warns(RuntimeWarning, match=r"in 20 steps and ended 2"):
+        fit(20, 1.2, at=11)  # the median of all 20 losses would be 1.2
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fit_model(_Pixels(), target, max_iter=99, **kw)  # too short to tell
-        fit_model(_Pixels(), target, max_iter=100, expect_progress=False, **kw)
+        fit(19, 2.0)  # too short to tell
+        fit(20, 1.2, at=16)  # 2 in the last 4 steps only: the last 10's median is 1.2
+        fit(100, 2.0, expect_progress=False)
         # A fit starting at its best, ending near it (a flat target), is not warned of.
-        near = _mse_scaled(lambda k: 1.0 if k == 1 else 1.2)
-        fit_model(_Pixels(), target, max_iter=100, loss=near, lr=1e-7, seed=0)
+        fit(100, 1.2, switch=1.2)
         fit_model(_Pixels(), target, max_iter=100, loss=get_loss("mse"), lr=0.05, seed=0)
 
 
