@@ -78,6 +78,16 @@ def _check_pil_mode(image, name: str, alpha: bool = True) -> None:
             f"a colour table, not intensities. Convert it first: {name}.convert('RGB') (or "
             "'L' for grey levels)"
         )
+    if mode == "CMYK":
+        # Read as 4 channels with a constant 4th (no black ink), it was also taken for
+        # an alpha channel, and the result read as RGBA in matplotlib.
+        warn(
+            f"{name} is a PIL image in CMYK mode: its 4 channels are ink amounts (cyan, "
+            "magenta, yellow, black; 0 is no ink), fitted and returned as such. Pass "
+            f"{name}.convert('RGB') for colour intensities.",
+            UserWarning,
+        )
+        return
     if alpha and mode in ("LA", "La", "RGBA", "RGBa"):
         colour = "L" if mode[0] == "L" else "RGB"
         warn(

@@ -1,6 +1,7 @@
 """Bad or ambiguous input found by a review of the entry points: each case was a
 silent wrong answer, a raw error deep inside, or work thrown away."""
 
+import re
 import warnings
 
 import numpy as np
@@ -798,6 +799,18 @@ def test_pil_palette_images_are_refused_and_grey_alpha_is_warned_of():
         # A list of PIL images was told it looked like nested lists of one image.
         out = DIPDenoiser(**COMMON).fit_transform([Image.fromarray(grey)] * 2)
     assert len(out) == 2
+    # CMYK: 4 ink channels, the 4th constant without black ink. It was taken for an alpha
+    # channel ("pass X[..., :3]") and came back as ink amounts without a word.
+    cmyk = Image.fromarray(np.stack([grey] * 3, -1)).convert("CMYK")
+    for X, name in ((cmyk, "X"), ([Image.fromarray(grey).convert("RGB"), cmyk], "X\\[1\\]")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            DIPDenoiser(**COMMON).fit(X)
+        messages = [str(w.message) for w in caught if w.category is UserWarning]
+        assert any(
+            re.match(name + r" is a PIL image in CMYK mode.*convert\('RGB'\)", m) for m in messages
+        )
+        assert not any("alpha" in m for m in messages), messages
 
 
 def test_array_parameters_take_pil_images_as_the_inputs_do():

@@ -861,7 +861,18 @@ class BaseDIPEstimator(
             missing_hint=self._missing_pixels_hint,
             complex_hint=self._complex_data_hint,
         )
-        alpha = [i for i, im in enumerate(images) if im.shape[2] == 4 and np.ptp(im[..., 3]) == 0]
+        sources = X if isinstance(X, list | tuple) else [X]
+        # A CMYK picture's constant 4th channel is black ink, not alpha (warned of as CMYK).
+        cmyk = {
+            i
+            for i, source in enumerate(sources)
+            if type(source).__module__.startswith("PIL") and getattr(source, "mode", "") == "CMYK"
+        }
+        alpha = [
+            i
+            for i, im in enumerate(images)
+            if im.shape[2] == 4 and np.ptp(im[..., 3]) == 0 and i not in cmyk
+        ]
         if alpha:
             # An opaque alpha (1.0) came back at 0.94-0.98: fitted like a colour channel.
             warn(
