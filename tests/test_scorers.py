@@ -991,6 +991,55 @@ def test_a_fit_is_scored_with_the_loss_and_noise_model_it_ran_with():
     assert variance(den, noisy) == before
 
 
+def test_a_search_whose_scoring_cannot_judge_a_setting_refuses_it_before_its_fit(count_fits):
+    # Every fit of the search ran to its end, then every score came out NaN (the
+    # discrepancy with a noise model; a scorer for another stopping rule).
+    from sklearn.model_selection import cross_validate
+
+    from skdip import SparseNoise
+
+    X = np.stack([_noisy(_clean())] * 2)[..., None]
+    sparse = _den(noise_model=SparseNoise(), max_iter=5)
+    multi = {"v": get_scorer("emv"), "d": get_scorer("discrepancy")}
+    for scoring in (None, get_scorer("no_reference"), multi):
+        search = GridSearchCV(
+            sparse, {"lr": [0.01, 0.02]}, cv=FitImagesCV(), scoring=scoring, refit=False
+        )
+        with pytest.raises(
+            ValueError, match="cannot be scored by the search's scoring.*noise_model"
+        ):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scikit-learn's FitFailedWarning
+                search.fit(X)
+        assert count_fits == []
+    with pytest.raises(ValueError, match="judges the estimate picked by WMV"):
+        cross_validate(
+            _den(early_stopping="emv"),
+            X,
+            cv=FitImagesCV(),
+            scoring=get_scorer("wmv"),
+            error_score="raise",
+        )
+    assert count_fits == []
+    # What the scoring can judge is fitted and scored: the variance with a noise model,
+    # references, a pipeline's own score (its last step's), and a plain fit.
+    variance = NoReferenceScorer(criterion="variance")
+    for estimator, scoring, y in (
+        (sparse, variance, None),
+        (sparse, get_scorer("psnr"), X),
+        (make_pipeline(sparse, FunctionTransformer()), variance, None),
+    ):
+        search = GridSearchCV(estimator, {}, cv=FitImagesCV(), scoring=scoring).fit(X, y)
+        assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    # A pipeline with two DIP steps is judged on its last: the first is not refused.
+    twice = make_pipeline(sparse, _den(max_iter=5))
+    assert np.isfinite(
+        cross_validate(twice, X, cv=FitImagesCV(), scoring=get_scorer("emv"), error_score="raise")[
+            "test_score"
+        ]
+    ).all()
+
+
 def test_scoring_a_kept_fit_does_not_pickle_it(monkeypatch):
     # Reading the fit's recorded settings copied the estimator through __getstate__,
     # which saves every kept warm_start state: score(X) went from 2 ms to 1 s.

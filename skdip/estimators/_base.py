@@ -438,17 +438,23 @@ def _reference_count_message(references: list, ref_layout, n_images: int) -> str
     return message
 
 
-def _under_cross_validation() -> bool:
-    """Whether the call comes from scikit-learn's fit-and-score of a cross-validation
-    (GridSearchCV, cross_validate, successive halving), in this process or a worker."""
+def _cross_validation_frame() -> dict | None:
+    """The local variables of scikit-learn's fit-and-score of a cross-validation
+    (GridSearchCV, cross_validate, successive halving) the call comes from, in this
+    process or a worker; None outside one."""
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "_fit_and_score" and str(
             frame.f_globals.get("__name__", "")
         ).startswith("sklearn."):
-            return True
+            return frame.f_locals
         frame = frame.f_back
-    return False
+    return None
+
+
+def _under_cross_validation() -> bool:
+    """Whether the call comes from scikit-learn's fit-and-score of a cross-validation."""
+    return _cross_validation_frame() is not None
 
 
 class BaseDIPEstimator(
@@ -1232,6 +1238,7 @@ class BaseDIPEstimator(
             The fitted estimator.
         """
         self._check_params()
+        self._check_search_can_score()
         images, layout, results = self._solve(X, y, fitting=True, **fit_params)
         states = [r.pop("fit_state", None) for r in results]
         self._set_fitted(images, layout, results, fit_params)
@@ -1239,6 +1246,25 @@ class BaseDIPEstimator(
         self._fit_states = states if any(s is not None for s in states) else None
         self._warm_params = _param_keys(self) if self._fit_states is not None else None
         return self
+
+    def _check_search_can_score(self) -> None:
+        """Refuse, before the fit, a fit of a cross-validation whose scoring cannot judge
+        this estimator from its parameters alone (a no-reference score with a
+        noise_model, a scorer for another stopping rule): every fit of a search ran to
+        its end and every score came out NaN."""
+        found = _cross_validation_frame()
+        if found is None:
+            return
+        # Imported here: the scorers module imports this one when it runs.
+        from ..metrics._scorers import check_search_scoring
+
+        try:
+            check_search_scoring(self, found.get("scorer"), found.get("y"), found.get("estimator"))
+        except ValueError as err:
+            raise ValueError(
+                f"{type(self).__name__} with these parameters cannot be scored by the search's "
+                f"scoring, so it is not fitted: {err}"
+            ) from err
 
     def _set_fitted(self, images, layout, results, fit_params) -> None:
         clear_fitted(self)

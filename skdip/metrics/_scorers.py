@@ -697,6 +697,30 @@ class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         return float(np.mean(self.score_images(estimator, X, **fit_params)))
 
 
+def check_search_scoring(dip: Any, scorer: Any, y: Any, searched: Any) -> None:
+    """Raise what scoring ``dip`` with ``scorer`` (a cross-validation's, as scikit-learn
+    holds it: one scorer, its multi-metric wrapper, or the estimator's own score) would
+    raise from the parameters alone; ``y`` and ``searched``: the search's target and
+    the estimator it fits (``dip`` or a Pipeline holding it)."""
+    step = searched
+    while not hasattr(step, "_results_for"):  # the step the scorers judge: the last DIP one
+        positions = [
+            i for i, (_, s) in enumerate(getattr(step, "steps", None) or []) if _holds_dip(s)
+        ]
+        if not positions:
+            return
+        step = step.steps[positions[-1]][1]
+    if step is not dip:  # an inner fit of another estimator (AverageOfBest's), or an earlier step
+        return
+    scorers = getattr(scorer, "_scorers", None)  # scikit-learn's multi-metric wrapper
+    for one in scorers.values() if isinstance(scorers, dict) else [scorer]:
+        if isinstance(one, NoReferenceScorer):
+            one._check_can_score(dip)
+        elif type(one).__name__ == "_PassthroughScorer" and searched is dip and y is None:
+            # The estimator's own score without references: the default no-reference one.
+            NoReferenceScorer()._check_can_score(dip)
+
+
 class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
     """Score reconstructions against clean images ``y`` (PSNR or SSIM, higher is better).
 
