@@ -483,3 +483,19 @@ def test_self_validation_first_signal_is_at_the_warmup():
     x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     values = [rule.signal(x * (1 + 0.1 * k), k) for k in range(6)]
     assert [v is None for v in values] == [True, True, True, False, False, False]
+
+
+@pytest.mark.parametrize("name", ["wmv", "self-validation"])
+def test_a_numpy_window_of_a_small_type_runs_past_its_range(name):
+    # window=np.int8(3) (a NumPy integer passes the parameter check) made the step
+    # count overflow in the window's index: OverflowError at step 128, in the fit.
+    from skdip.stopping import SelfValidation
+
+    def make(window, batch_size=2):
+        if name == "wmv":
+            return WindowedMovingVariance(window=window, patience=1000)
+        return SelfValidation(window=window, batch_size=batch_size, width=1, patience=1000)
+
+    xs = [x.float() for x in _sequence(130, shape=(1, 1, 4, 4))]
+    expected = _feed(make(3), xs)
+    np.testing.assert_array_equal(_feed(make(np.int8(3), np.int8(2)), xs), expected)

@@ -201,11 +201,14 @@ class SelfValidation(BaseStoppingRule):
                 f"{tuple(x.shape)}"
             )
         x = x.clamp(0.0, 1.0)
+        # Python ints: NumPy ones of a small type (window=np.uint8(100)) made the step
+        # count overflow in the index below after 256 steps.
+        window, batch_size = int(self.window), int(self.batch_size)
         if self._buffer is None:
-            self._buffer = x.new_empty((self.window, *x.shape[1:]))
-        self._buffer[self._count % self.window] = x[0]
+            self._buffer = x.new_empty((window, *x.shape[1:]))
+        self._buffer[self._count % window] = x[0]
         self._count += 1
-        if self._count < self.window:
+        if self._count < window:
             return None
         if self._autoencoder is None:
             self._build(x)
@@ -216,9 +219,9 @@ class SelfValidation(BaseStoppingRule):
         # The engine may call this with autograd off (a user's no_grad block).
         with torch.enable_grad():
             net.train()
-            order = torch.randperm(self.window, generator=self._order).to(x.device)
-            for start in range(0, self.window, self.batch_size):
-                batch = self._buffer[order[start : start + self.batch_size]]
+            order = torch.randperm(window, generator=self._order).to(x.device)
+            for start in range(0, window, batch_size):
+                batch = self._buffer[order[start : start + batch_size]]
                 if batch.shape[0] == 1:
                     continue  # BatchNorm needs two images; the next epoch sees this one
                 self._optimizer.zero_grad(set_to_none=True)

@@ -249,18 +249,21 @@ class WindowedMovingVariance(BaseStoppingRule):
     def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
         self._check_started()
         x = x.detach()
+        # A Python int: a NumPy one of a small type (window=np.uint8(100)) made the
+        # step count overflow in the index below after 256 steps.
+        window = int(self.window)
         # float64 sums: the variance is tiny next to the mean square, so
         # float32 would lose it to cancellation.
         x64 = x.to(torch.float64)
         if self._count == 0:
             self._sum = torch.zeros_like(x64)
             self._sum_sq = torch.zeros_like(x64)
-        if self._count < self.window:
+        if self._count < window:
             # A copy: the caller may update its estimate in place (output averaging).
             self._iterates.append(x.clone(memory_format=torch.contiguous_format))
         else:
             # Full: the oldest iterate leaves the sums and its tensor takes the new one.
-            oldest = self._iterates[self._count % self.window]
+            oldest = self._iterates[self._count % window]
             old = oldest.to(torch.float64)
             self._sum.sub_(old)
             self._sum_sq.sub_(old.square())
@@ -268,8 +271,8 @@ class WindowedMovingVariance(BaseStoppingRule):
         self._sum.add_(x64)
         self._sum_sq.add_(x64.square())
         self._count += 1
-        if self._count < self.window or iteration < self.warmup:
+        if self._count < window or iteration < self.warmup:
             return None
-        mean = self._sum / self.window
-        var = (self._sum_sq / self.window - mean.square()).clamp_min(0.0)
+        mean = self._sum / window
+        var = (self._sum_sq / window - mean.square()).clamp_min(0.0)
         return var.mean().to(x.dtype)
