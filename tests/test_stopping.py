@@ -499,3 +499,23 @@ def test_a_numpy_window_of_a_small_type_runs_past_its_range(name):
     xs = [x.float() for x in _sequence(130, shape=(1, 1, 4, 4))]
     expected = _feed(make(3), xs)
     np.testing.assert_array_equal(_feed(make(np.int8(3), np.int8(2)), xs), expected)
+
+
+def test_a_self_validation_rule_loads_onto_another_device():
+    # A kept warm_start fit moves to a changed device through torch.load(map_location=
+    # device), which put the state of the rule's (CPU) batch-order generator on that
+    # device too: 'RNG state must be a torch.ByteTensor', and the fit did not go on.
+    # The meta device stands in for a GPU this machine may lack.
+    import io
+
+    rule = _window_rules()["self-validation"]()
+    rule.start()
+    for it, x in enumerate(_sequence(7, shape=(1, 2, 8, 8))):
+        rule.signal(x.float(), it)
+    buffer = io.BytesIO()
+    torch.save(rule, buffer)
+    buffer.seek(0)
+    moved = torch.load(buffer, map_location="meta", weights_only=False)
+    assert moved._buffer.device.type == "meta"
+    assert isinstance(moved._order, torch.Generator) and moved._order.device.type == "cpu"
+    assert torch.equal(moved._order.get_state(), rule._order.get_state())

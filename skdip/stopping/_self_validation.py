@@ -175,7 +175,10 @@ class SelfValidation(BaseStoppingRule):
         if isinstance(state.get("_order"), torch.Generator):
             # Its state, not the generator: torch before 2.3 cannot pickle or deep-copy
             # a Generator (a kept warm_start fit, a cloned search, a worker's copy).
-            state["_order"] = state["_order"].get_state()
+            # As bytes, not a tensor: a kept fit moved to another device goes through
+            # torch.load(map_location=device), which put a tensor state on that device,
+            # and a CPU generator refuses it ('RNG state must be a torch.ByteTensor').
+            state["_order"] = state["_order"].get_state().numpy().tobytes()
         return state
 
     def __setstate__(self, state):
@@ -186,9 +189,12 @@ class SelfValidation(BaseStoppingRule):
             full[: buffer.shape[0]] = buffer
             state = {**state, "_buffer": full}
         order = state.get("_order")
-        if isinstance(order, torch.Tensor):
+        if isinstance(order, bytes | torch.Tensor):
+            if isinstance(order, bytes):
+                order = torch.frombuffer(bytearray(order), dtype=torch.uint8)
             generator = torch.Generator()
-            generator.set_state(order)
+            # .cpu(): pickles made while the state was kept as a tensor.
+            generator.set_state(order.cpu())
             state = {**state, "_order": generator}
         super().__setstate__(state)
 
