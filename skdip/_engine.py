@@ -726,10 +726,12 @@ def fit_model(
         Label of the progress bar.
     resume : FitState, optional
         A fit to go on with (from an earlier result's ``state``) for up to
-        ``max_iter`` more steps: its model, optimizer, stopping rule, average
-        and history are used, and ``model``, ``target``, ``param_groups``,
-        ``lr``, ``stopping``, ``averaging``, ``averaging_monitor``, ``monitor``,
-        ``reference``, ``reference_range`` and ``seed`` are not read.
+        ``max_iter`` more steps (none where its stopping rule had fired: the
+        result is the fit as it ended, ``stopped_by="early_stopping"``): its
+        model, optimizer, stopping rule, average and history are used, and
+        ``model``, ``target``, ``param_groups``, ``lr``, ``stopping``,
+        ``averaging``, ``averaging_monitor``, ``monitor``, ``reference``,
+        ``reference_range`` and ``seed`` are not read.
     keep_state : bool
         Return the fit's :class:`FitState` in the result's ``state``.
     expect_progress : bool
@@ -776,6 +778,11 @@ def fit_model(
     skipped = _interrupted_before()
     if skipped:
         stopped_by = "interrupted"  # an earlier fit of this call was; this one runs no step
+    if selection.rule_stopped:
+        # A kept fit its rule had ended, cut by a Ctrl-C at that very step (in the
+        # callback, or held until the step was recorded): it is complete, and takes no
+        # further step, as one fit would not (a step on could find a new minimum).
+        skipped, stopped_by = True, "early_stopping"
     step_record = _StepRecordGuard()
     step_record.install()
     if resume is None:

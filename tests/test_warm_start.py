@@ -19,6 +19,7 @@ from skdip import (
 )
 from skdip.datasets import simulate_diffraction
 from skdip.operators import Convolution
+from skdip.stopping import BaseStoppingRule
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 
@@ -164,6 +165,34 @@ def test_a_fit_the_callback_stopped_as_the_rule_fired_stays_as_it_was():
         den.set_params(callback=None).fit(noisy)
     assert den.n_iter_ == ruled.n_iter_
     np.testing.assert_array_equal(den.reconstruction_, ruled.reconstruction_)
+
+
+class _LaterValley(BaseStoppingRule):
+    """A signal lowest at step 3 (patience 3 stops at step 6) and lower still at step 7."""
+
+    def _start(self):
+        pass
+
+    def signal(self, x, iteration):
+        value = {3: 2.0, 7: 0.0}.get(iteration, 3.0 + max(3 - iteration, 0))
+        return x.new_tensor(value).mean()
+
+
+def test_a_fit_interrupted_as_the_rule_fired_goes_on_no_further(ctrl_c_at):
+    # A Ctrl-C in the callback of the step the rule fired at cut a complete fit: the
+    # next warm fit went on past the rule's decision, found the later valley at step 7
+    # and returned that iterate (n_iter_ 11) where the fit had stopped at step 6 and
+    # returned step 3's. It now ends where the rule ended it, as one fit does.
+    noisy, _ = _images()
+    kw = dict(generator=TINY, early_stopping=_LaterValley(patience=3, warmup=0), **_RULE_ENDS)
+    ruled = DIPDenoiser(**kw).fit(noisy)
+    assert ruled.stopped_by_ == "early_stopping" and ruled.n_iter_ == 7
+    den = DIPDenoiser(warm_start=True, callback=ctrl_c_at(7), **kw)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        den.fit(noisy)
+    assert den.stopped_by_ == "interrupted" and den.n_iter_ == 7
+    den.set_params(callback=None).fit(noisy)
+    _same_fit(den, ruled)
 
 
 def test_a_fit_the_rule_ended_stays_as_it_was():

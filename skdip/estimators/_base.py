@@ -378,7 +378,9 @@ def _goes_on(state: FitState, stopped_by: str) -> bool:
     A fit that ``max_iter``, Ctrl-C or the callback cut short goes on: the callback
     may change between the calls, and one that stops on a time budget was kept in
     vain (its fit stayed as it was). One that its stopping rule or a divergence ended
-    does not, nor one the callback stopped at the step the rule fired.
+    does not, nor one the callback stopped at the step the rule fired. One that Ctrl-C
+    cut at the step the rule fired goes on without a step (see ``fit_model``'s
+    ``resume``): it is complete, and ends as the rule ended it.
     """
     if stopped_by == "callback":
         return not state.selection.rule_stopped
