@@ -807,6 +807,36 @@ def test_convergence_warning_says_what_was_returned():
         _den(early_stopping=ExponentialMovingVariance(warmup=2, patience=100), max_iter=10).fit(x)
 
 
+def test_convergence_warning_says_which_average_was_returned():
+    # With output averaging watched raw (the default) it said "the estimate at the
+    # stopping signal's minimum so far is returned", of the average `delay` steps
+    # after it (best_iter_ 5 for a minimum at 3), or of the latest average where
+    # max_iter came first (best_iter_ 4).
+    from skdip.stopping import BaseStoppingRule
+
+    class ValleyAt3(BaseStoppingRule):
+        def _start(self):
+            pass
+
+        def signal(self, x, iteration):
+            return x.new_tensor(abs(iteration - 3.0)).mean()
+
+    rule = ValleyAt3(patience=100, warmup=0)
+    kw = dict(early_stopping=rule, output_averaging=0.5)  # a delay of 2 steps
+    match = r"the average 2 steps after the stopping signal's minimum so far \(step 3\)"
+    with pytest.warns(ConvergenceWarning, match=match):
+        den = _den(max_iter=8, **kw).fit(_image())
+    assert den.best_iter_ == 5
+    match = r"minimum so far \(step 3\) came less than.*latest average \(step 4\)"
+    with pytest.warns(ConvergenceWarning, match=match):
+        den = _den(max_iter=5, **kw).fit(_image())
+    assert den.best_iter_ == 4
+    match = r"the estimate at the stopping signal's minimum so far \(step 3\) is returned"
+    with pytest.warns(ConvergenceWarning, match=match):
+        den = _den(max_iter=8, early_stopping=rule).fit(_image())
+    assert den.best_iter_ == 3
+
+
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_convergence_warnings_name_the_image_of_a_batch(batch_size):
     # One warning per image, each alike: which fits max_iter cut was not said.

@@ -769,6 +769,28 @@ class BaseDIPEstimator(
             out["fit_state"] = result.state
         return out
 
+    def _returned_before_the_rule_fired(self, result: FitResult) -> str:
+        """What a fit that ``max_iter`` cut before its rule fired returns, in words: with
+        output averaging watched raw, not the estimate at the signal's minimum."""
+        # The rule's minimum: its first (a tie is no new minimum).
+        minimum = int(np.nanargmin(result.history["signal"]))
+        averaging = self.output_averaging
+        if averaging is None or getattr(self, "averaging_monitor", "raw") != "raw":
+            return (
+                f"the estimate at the stopping signal's minimum so far (step {minimum}) is returned"
+            )
+        delay = averaging_delay(averaging)
+        if result.best_iter == minimum + delay:
+            return (
+                f"the average {delay} steps after the stopping signal's minimum so far (step "
+                f"{minimum}) is returned"
+            )
+        return (
+            f"the stopping signal's minimum so far (step {minimum}) came less than the "
+            f"averaging delay ({delay} steps) before the end, so the latest average (step "
+            f"{result.best_iter}) is returned"
+        )
+
     def _complete(
         self, result: FitResult, scaling, image, extra, index: int = 0, n_images: int = 1
     ) -> dict:
@@ -776,7 +798,7 @@ class BaseDIPEstimator(
         of the ``n_images`` of the call, which the warnings name)."""
         if result.stopped_by == "max_iter" and self.early_stopping is not None:
             if np.isfinite(result.history["signal"]).any():
-                what = "the estimate at the stopping signal's minimum so far is returned"
+                what = self._returned_before_the_rule_fired(result)
                 advice = "Increase max_iter or lower the rule's patience."
                 if getattr(self, "_keeping_fit_states", False):
                     advice = advice[:-1] + " (warm_start=True: a next fit goes on from here)."
