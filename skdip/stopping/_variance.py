@@ -107,6 +107,11 @@ class BaseStoppingRule(BaseEstimator):
         Returns a scalar tensor on ``x``'s device, or None while the rule is
         warming up. No host-device synchronisation happens here (a Python
         number is accepted too, at the cost of one).
+
+        ``x`` may be a tensor the fit goes on to update in place (the running
+        average of the outputs, when the rule watches it): keep a copy
+        (``x.detach().clone()``) of what a later step compares with, not ``x``
+        itself, which would then always equal the newest iterate.
         """
         raise NotImplementedError(
             f"{type(self).__name__} must define signal(x, iteration), which returns "
