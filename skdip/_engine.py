@@ -768,7 +768,9 @@ def fit_model(
         snapshot, snapshot_loss = resume.snapshot, resume.snapshot_loss
         min_loss, n_steps, elapsed_before = resume.min_loss, resume.n_steps, resume.elapsed
     stopped_by = "max_iter"
-    last_step = n_steps + max_iter
+    # A Python int: with a NumPy one of a small type (max_iter=np.int8(70)) the sum
+    # wrapped around, and a kept fit went on for no step (NumPy warned of an overflow).
+    last_step = n_steps + int(max_iter)
     # (A frozen parameter handed to the optimizer, DeepRandomProjector's in a blind
     # deblurring, gets no gradient, as backward() would give it none.)
     trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]

@@ -133,6 +133,22 @@ def test_an_interrupted_fit_goes_on(ctrl_c_at):
     np.testing.assert_array_equal(warm.reconstruction_[1:], longer.reconstruction_[1:])
 
 
+def test_a_numpy_max_iter_of_a_small_type_goes_on():
+    # max_iter=np.int8(70) passes the parameter check; the second warm fit's last step,
+    # 70 + np.int8(70), wrapped around to -116 and the fit went on for no step.
+    noisy = _images()[0][:8, :8]
+    tiny = SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1)
+    kw = dict(generator=tiny, early_stopping=None, random_state=0, device="cpu")
+    longer = DIPDenoiser(max_iter=140, **kw).fit(noisy)
+    warm = DIPDenoiser(max_iter=np.int8(70), warm_start=True, **kw)
+    warm.fit(noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # NumPy's overflow
+        warm.fit(noisy)
+    assert warm.n_iter_ == 140
+    _same_fit(warm, longer)
+
+
 def test_a_fit_the_callback_stopped_goes_on():
     # A callback that stops on a time budget: the next warm fit goes on from there.
     noisy, _ = _images()
