@@ -894,7 +894,10 @@ def fit_model(
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, FitInterrupted):
             raise  # an error of the caller's code (scoring a cut fit), not a Ctrl-C
-        stopped_by = "interrupted"
+        # At the step its rule fired (a Ctrl-C in the callback, or held until the step
+        # was recorded), the fit is complete: it keeps its reason, as a batched member
+        # ending in that step does (it read "interrupted", and the scorers refused it).
+        stopped_by = "early_stopping" if selection.rule_stopped else "interrupted"
         _record_interruption()
         _warn_interrupted(n_steps)
     finally:

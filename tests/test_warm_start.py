@@ -206,7 +206,10 @@ def test_a_fit_interrupted_as_the_rule_fired_goes_on_no_further(ctrl_c_at):
     den = DIPDenoiser(warm_start=True, callback=ctrl_c_at(7), **kw)
     with pytest.warns(RuntimeWarning, match="interrupted"):
         den.fit(noisy)
-    assert den.stopped_by_ == "interrupted" and den.n_iter_ == 7
+    # Complete: it keeps the rule's reason (it read "interrupted", and the scorers
+    # refused it), and scores as the one fit.
+    assert den.stopped_by_ == "early_stopping" and den.n_iter_ == 7
+    assert den.score(noisy) == ruled.score(noisy)
     den.set_params(callback=None).fit(noisy)
     _same_fit(den, ruled)
 
