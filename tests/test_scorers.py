@@ -1040,6 +1040,28 @@ def test_a_search_whose_scoring_cannot_judge_a_setting_refuses_it_before_its_fit
     ).all()
 
 
+def test_the_variance_criterion_needs_a_running_variance():
+    # SelfValidation's signal (an autoencoder's error) was read as a running variance
+    # against the noise power, in silence; so was a subclass of the base rule's.
+    from skdip import SelfValidation
+
+    noisy = _noisy(_clean())
+    variance = NoReferenceScorer(criterion="variance")
+    den = _den(max_iter=30, early_stopping=SelfValidation(window=4)).fit(noisy)
+    with pytest.raises(ValueError, match="does not record .* early_stopping='emv' or 'wmv'"):
+        variance(den, noisy)
+    assert np.isfinite(NoReferenceScorer()(den, noisy))  # the discrepancy reads no signal
+    # Refused before any fit in a search, and read from the fit, not from set_params.
+    with pytest.raises(ValueError, match="does not record"):
+        variance._check_can_score(den)
+    den.set_params(early_stopping="emv")
+    with pytest.raises(ValueError, match="does not record"):
+        variance(den, noisy)
+    for rule in (ExponentialMovingVariance(warmup=0), WindowedMovingVariance(window=5, warmup=0)):
+        fitted = _den(max_iter=30, early_stopping=rule).fit(noisy)
+        assert np.isfinite(variance(fitted, noisy))
+
+
 def test_scoring_a_kept_fit_does_not_pickle_it(monkeypatch):
     # Reading the fit's recorded settings copied the estimator through __getstate__,
     # which saves every kept warm_start state: score(X) went from 2 ms to 1 s.

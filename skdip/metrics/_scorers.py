@@ -149,10 +149,17 @@ def _settings(estimator: Any, results: list[dict] | None = None) -> dict:
     made with (a ``set_params`` after the fit does not change them), else the
     estimator's own."""
     if results and "loss" in results[0]:
-        return {"loss": results[0]["loss"], "noise_model": results[0]["noise_model"]}
+        return {
+            "loss": results[0]["loss"],
+            "noise_model": results[0]["noise_model"],
+            "early_stopping": results[0].get(
+                "early_stopping", getattr(estimator, "early_stopping", None)
+            ),
+        }
     return {
         "loss": getattr(estimator, "loss", "mse"),
         "noise_model": getattr(estimator, "noise_model", None),
+        "early_stopping": getattr(estimator, "early_stopping", None),
     }
 
 
@@ -239,6 +246,15 @@ def resolve_criterion(estimator: Any, criterion: str, settings: dict | None = No
             f"{type(estimator).__name__} with these parameters does not observe directly "
             "(a forward operator or a noise model sits between the image and X); use "
             "criterion='discrepancy'"
+        )
+    if criterion == "variance" and _rule_kind(settings["early_stopping"]) == "other":
+        # Its signal (SelfValidation's autoencoder error, a user's rule's) was read as
+        # a running variance against the noise power, in silence.
+        raise ValueError(
+            "the variance criterion reads the running variance of the iterates, which "
+            f"early_stopping={settings['early_stopping']!r} does not record (its signal "
+            "is its own); fit with early_stopping='emv' or 'wmv', or score with "
+            "criterion='auto'"
         )
     direct = criterion != "variance" and in_image_space
     if criterion == "discrepancy" and settings["noise_model"] is not None:
@@ -547,7 +563,8 @@ class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         ``10 log10(sigma**2 / v)`` with ``v`` the running variance at the
         picked iteration; it favours small steps and fits that overfit without
         a valley, so it is NOT comparable across such settings (kept as the
-        plain signal, e.g. to compare seeds of one setting). The only
+        plain signal, e.g. to compare seeds of one setting); it needs a fit
+        stopped by EMV or WMV (another rule's signal is no variance). The only
         criterion with a ``noise_model``; it ranked ``noise_model__lr``
         backwards in our checks, so do not tune that with it.
     sigma : float or None, default=None
