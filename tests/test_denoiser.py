@@ -1107,6 +1107,12 @@ def test_content_beyond_the_unit_range_is_rescaled_with_missing_pixels_too():
     holed = np.where(rng.random(wide.shape) < 0.1, np.nan, wide)
     inp = DIPInpainter(generator=TINY, max_iter=1, early_stopping=None, random_state=0)
     assert inp.fit(holed)._fit_results[0]["scaling"].scale != 1
+    # Nearer [0, 1] too: on [-0.1, 1.1], zero-filled holes read the noise as 0.046 and
+    # the margin it set left no value beyond it (5% count); left out, 38%.
+    rng2 = np.random.default_rng(2)
+    near = -0.1 + 1.2 * (0.5 + 0.5 * np.sin(5 * xx + 2 * yy)) + rng2.normal(0, 0.005, (32, 32))
+    near = np.where(rng2.random(near.shape) < 0.1, np.nan, near)
+    assert inp.fit(near)._fit_results[0]["scaling"].scale != 1
     # Holes in a picture on [0, 1] do not make its noise look like content.
     plain = np.clip(0.5 + 0.5 * np.sin(5 * xx + 2 * yy) + rng.normal(0, 0.02, (32, 32)), 0, 1)
     plain = np.where(rng.random(wide.shape) < 0.3, np.nan, plain)

@@ -768,7 +768,7 @@ def test_a_fit_that_never_learns_is_warned_of():
     # A learning rate far too large can keep a network from learning without a blow-up
     # the guard reacts to: the deep decoder at lr=1 on a noisy camera crop returned
     # 5.1 dB, early-stopped, with no warning. A loss that doubles after the first step
-    # stands in for it.
+    # stands in for it (a fresh one per fit: the factor counts the loss's calls).
     target = torch.ones(1, 1, 4, 4)
 
     def fit(max_iter, after, switch=2.0, at=1, **kw):
@@ -793,6 +793,20 @@ def test_a_fit_that_never_learns_is_warned_of():
         # A fit starting at its best, ending near it (a flat target), is not warned of.
         fit(100, 1.2, switch=1.2)
         fit_model(_Pixels(), target, max_iter=100, loss=get_loss("mse"), lr=0.05, seed=0)
+        # Nor one whose loss fell below its first value once: it learned (a ratio of 10
+        # lets the guard keep the later rise).
+        fit(100, 0.5, at=2, divergence_ratio=10)
+
+
+def test_a_fit_that_never_learned_is_not_also_warned_of_as_gone_astray():
+    # One warning says what went wrong: a loss 2000 times its first (and lowest) value
+    # is a fit that never learned, not also one whose loss ended far above its lowest.
+    target = torch.ones(1, 1, 4, 4)
+    loss = _mse_scaled(lambda k: 1.0 if k == 1 else 2000.0)
+    with pytest.warns(RuntimeWarning) as record:
+        fit_model(_Pixels(), target, max_iter=100, loss=loss, lr=1e-7, seed=0, divergence_ratio=1e4)
+    messages = [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "never fell below its first value" in messages[0]
 
 
 def test_a_resumed_fit_counts_the_time_of_the_steps_before_it():

@@ -1537,6 +1537,23 @@ def test_a_search_splitting_the_rows_of_one_image_warns(shape):
         get_scorer("emv")(fitted, np.full(shape, 0.4))
         fitted.score(np.full(shape, 0.4))
         get_scorer("emv")(_den().fit(batch), np.full((1, 8, 16, 1 if len(shape) == 2 else 3), 0.5))
+        # A batch of images split by KFold: each fold scores whole images, no strips.
+        rng = np.random.default_rng(1)
+        images = np.clip(0.5 + 0.1 * rng.standard_normal((4, *batch.shape[1:])), 0, 1)
+        GridSearchCV(_den(), {"lr": [0.01]}, scoring=get_scorer("emv"), cv=KFold(2)).fit(images)
+
+
+def test_an_average_of_best_searched_on_the_rows_of_one_image_warns():
+    # AverageOfBest scored on new images solves them with a fresh copy: a split of one
+    # image's rows is told of there too.
+    image = np.clip(0.5 + 0.1 * np.random.default_rng(0).standard_normal((8, 16)), 0, 1)
+    avg = AverageOfBest(_den(), {"lr": [0.01, 0.03]}, n_best=1)
+    search = GridSearchCV(avg, {"n_best": [1]}, scoring=get_scorer("psnr"), cv=2, refit=False)
+    with pytest.warns(UserWarning, match="its splitter split the rows of a single image"):
+        search.fit(image, np.full(image.shape, 0.5))
+    search.set_params(scoring=None)  # AverageOfBest's own score
+    with pytest.warns(UserWarning, match="its splitter split the rows of a single image"):
+        search.fit(image, np.full(image.shape, 0.5))
 
 
 def test_average_of_best_leaves_a_setting_out_only_on_the_images_it_cannot_score(monkeypatch):
@@ -1562,6 +1579,76 @@ def test_average_of_best_leaves_a_setting_out_only_on_the_images_it_cannot_score
     assert np.isnan(avg.scores_[0, 1]) and np.isfinite(avg.scores_[1:, 1]).all()
     assert avg.selected_[0, 0] and not avg.selected_[0, 1]
     np.testing.assert_array_equal(avg.transform()[0], clean.transform()[0])
+
+
+@pytest.mark.parametrize(
+    "scoring", ["discrepancy", NoReferenceScorer(criterion="discrepancy", sigma=0.2)]
+)
+def test_average_of_best_scores_an_image_alone_as_the_batch_was(monkeypatch, scoring):
+    # Scored image by image after the batch's score failed, image 0 keeps the score the
+    # whole batch gave it: by the scorer's criterion (not the default's whiteness test)
+    # and with its noise level (not one estimated).
+    import skdip.model_selection as ms
+
+    X = _noisy_batch(2)
+    real = ms.fit_candidates
+
+    def diverged_on_image_1(*args, **kwargs):
+        fitted = real(*args, **kwargs)
+        fitted[0]._fit_results[1]["n_iter"] = 0
+        return fitted
+
+    grid = {"lr": [0.01, 0.03]}
+    clean = AverageOfBest(_den(), grid, n_best=1, scoring=scoring).fit(X)
+    assert np.isfinite(clean.scores_).all()
+    monkeypatch.setattr(ms, "fit_candidates", diverged_on_image_1)
+    with pytest.warns(UserWarning, match=r"could not be scored on image\(s\) \[1\] and is left"):
+        avg = AverageOfBest(_den(), grid, n_best=1, scoring=scoring).fit(X)
+    assert avg.scores_[0, 0] == clean.scores_[0, 0]
+    assert np.isnan(avg.scores_[0, 1]) and avg.scores_[1, 1] == clean.scores_[1, 1]
+
+
+def test_average_of_best_leaves_a_setting_out_whole_when_every_image_fails(monkeypatch):
+    # A setting no image of which can be scored is left out as a whole, and said so.
+    import skdip.model_selection as ms
+
+    real = ms.fit_candidates
+
+    def diverged_everywhere(*args, **kwargs):
+        fitted = real(*args, **kwargs)
+        for result in fitted[0]._fit_results:
+            result["n_iter"] = 0
+        return fitted
+
+    monkeypatch.setattr(ms, "fit_candidates", diverged_everywhere)
+    with pytest.warns(UserWarning, match=r"could not be scored and is left out: ") as record:
+        avg = AverageOfBest(_den(), {"lr": [0.01, 0.03]}, n_best=1).fit(_noisy_batch(2))
+    assert not any("on image(s)" in str(w.message) for w in record)
+    assert np.isnan(avg.scores_[0]).all() and np.isfinite(avg.scores_[1]).all()
+
+
+def test_average_of_best_does_not_score_image_by_image_with_another_score(monkeypatch):
+    # A scorer with a score of its own cannot be asked image by image (the per-image
+    # scores are the default's): a setting its batch call fails on is left out whole,
+    # not kept on image 0 with a score of another scale.
+    import skdip.model_selection as ms
+
+    class _Doubled(NoReferenceScorer):
+        def score_images(self, estimator, X, **fit_params):
+            return 2 * super().score_images(estimator, X, **fit_params)
+
+    real = ms.fit_candidates
+
+    def diverged_on_image_1(*args, **kwargs):
+        fitted = real(*args, **kwargs)
+        fitted[0]._fit_results[1]["n_iter"] = 0
+        return fitted
+
+    monkeypatch.setattr(ms, "fit_candidates", diverged_on_image_1)
+    with pytest.warns(UserWarning, match=r"could not be scored and is left out: "):
+        avg = AverageOfBest(_den(), {"lr": [0.01, 0.03]}, n_best=1, scoring=_Doubled())
+        avg.fit(_noisy_batch(2))
+    assert np.isnan(avg.scores_[0]).all() and np.isfinite(avg.scores_[1]).all()
 
 
 def test_average_of_best_names_the_image_no_setting_could_score_and_keeps_the_fits():
@@ -1604,7 +1691,7 @@ def test_average_of_best_warns_when_new_images_come_without_the_fits_inputs(cand
     avg.fit([X[0]], mask=[masks[0]])
     clean = [_noisy_batch(2)[1, ..., 0]]
     for call in (avg.transform, lambda images: get_scorer("psnr")(avg, images, clean)):
-        with pytest.warns(UserWarning, match="fitted with mask=.*come without it"):
+        with pytest.warns(UserWarning, match="AverageOfBest was fitted with mask=.*come without"):
             call([X[1]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # with their masks, or the fitted images: no word

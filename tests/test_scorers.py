@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -315,6 +315,8 @@ def test_a_reference_scorer_refuses_a_pipeline_whose_later_steps_it_would_not_se
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isfinite(get_scorer("emv")(plain, noisy))
+        skipped = Pipeline([("dip", _den()), ("skipped", None)]).fit(noisy)
+        assert np.isfinite(get_scorer("emv")(skipped, noisy))
 
 
 def test_reference_scorer_refuses_data_ranges_that_do_not_fit_the_images():
@@ -510,6 +512,93 @@ def test_noise_level_with_missing_pixels_and_a_flat_border():
     actual = np.mean((noisy - clean)[observed] ** 2)
     holed = np.where(observed, noisy, np.nan)[..., None]
     assert estimate_noise_var(holed) == pytest.approx(actual, rel=0.15)
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.1])
+def test_noise_level_of_clipped_data_with_missing_pixels(sigma):
+    # Clipped to [0, 1] with 30% of the pixels missing: the clip model measures the power
+    # over the observed pixels (over all, it read 0.7 of it), and the zero-filled holes
+    # are no clipped pixels (as such, they read 1.2 to 1.3 times it).
+    from skdip.metrics._noise_level import estimate_noise_var
+
+    clean = load_image("coins", size=64, as_gray=True)[..., None]
+    rng = np.random.default_rng(0)
+    noisy = np.clip(clean + sigma * rng.standard_normal(clean.shape), 0, 1)
+    observed = rng.random(clean.shape) >= 0.3
+    actual = np.mean((noisy - clean)[observed] ** 2)
+    assert estimate_noise_var(np.where(observed, noisy, np.nan)) == pytest.approx(actual, rel=0.1)
+    # A ramp clipped at 0.95 and 40% missing: the patches away from the clip are chosen
+    # by their mean over their observed pixels (over all 25, 0.7 of the power).
+    ramp = 0.3 + 0.7 * np.mgrid[:64, :64][1] / 63
+    noisy = np.clip(ramp + 0.1 * rng.standard_normal(ramp.shape), 0.3, 0.95)
+    observed = rng.random(ramp.shape) >= 0.4
+    actual = np.mean((noisy - ramp)[observed] ** 2)
+    holed = np.where(observed, noisy, np.nan)[..., None]
+    assert estimate_noise_var(holed) == pytest.approx(actual, rel=0.1)
+
+
+def test_clipped_noise_power_with_missing_pixels_takes_the_observed_local_mean():
+    # The clip's effect on a pixel follows the 5x5 local mean of the observed pixels;
+    # with the zero-filled holes in it, half of them missing took a clean 0.1 for 0.05
+    # and read 0.73 of the power.
+    from skdip.metrics._noise_level import _clipped_noise_power
+
+    rng = np.random.default_rng(0)
+    clean = np.full((48, 48), 0.1)
+    noisy = np.clip(clean + 0.1 * rng.standard_normal(clean.shape), 0, 1)
+    observed = rng.random(clean.shape) >= 0.5
+    actual = np.mean((noisy - clean)[observed] ** 2)
+    channel = np.where(observed, noisy, 0.0)
+    power = _clipped_noise_power(channel, 0.01, 0.0, 1.0, np.zeros(clean.shape, bool), observed)
+    assert power == pytest.approx(actual, rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["coins", "camera"])
+def test_noise_level_with_most_pixels_missing(name):
+    # 60% missing: a patch takes part with 16 observed pairs of its 40 and 2 whole
+    # 2x2 blocks. With 8 pairs, patches whose noise happened to be low passed as weak
+    # texture (1.5 and 1.8 times the power); with 30, too few took part (4.2, 3.5).
+    from skdip.metrics._noise_level import estimate_noise_var
+
+    clean = load_image(name, size=64, as_gray=True)[..., None]
+    rng = np.random.default_rng(0)
+    noisy = clean + 3 / 255 * rng.standard_normal(clean.shape)
+    observed = rng.random(clean.shape) >= 0.6
+    actual = np.mean((noisy - clean)[observed] ** 2)
+    assert estimate_noise_var(np.where(observed, noisy, np.nan)) == pytest.approx(actual, rel=0.25)
+
+
+def test_flat_area_with_missing_pixels_needs_twelve_agreeing_pairs():
+    # A patch is of one value when all its observed neighbouring pairs agree and there
+    # are at least 12 of them: checked pixel by pixel on a half-constant channel with
+    # 60% of its pixels missing (its patches hold 0 to 22 observed pairs).
+    from skdip.metrics._noise_level import _PATCH, _flat_area, _ObservedPairs
+
+    rng = np.random.default_rng(5)
+    channel = rng.standard_normal((24, 24))
+    channel[:, :14] = 0.3
+    observed = rng.random(channel.shape) >= 0.6
+    filled = np.where(observed, channel, 0.0)
+    expected = np.zeros(channel.shape, bool)
+    counts = []
+    for i in range(24 - _PATCH + 1):
+        for j in range(24 - _PATCH + 1):
+            pairs, agree = 0, True
+            for a in range(i, i + _PATCH):
+                for b in range(j, j + _PATCH):
+                    for c, d in ((a, b + 1), (a + 1, b)):
+                        if c < i + _PATCH and d < j + _PATCH and observed[a, b] and observed[c, d]:
+                            pairs += 1
+                            agree &= bool(channel[a, b] == channel[c, d])
+            counts.append(pairs)
+            if agree and pairs >= 12:
+                expected[i : i + _PATCH, j : j + _PATCH] = True
+    assert min(counts) < 12 < max(counts) and expected.any() and not expected.all()
+    flat = _flat_area(filled, _ObservedPairs(observed))
+    np.testing.assert_array_equal(flat, expected)
+    # No observed pair at all (a checkerboard) shows no flat area, even on a constant.
+    board = (np.add.outer(np.arange(24), np.arange(24)) % 2).astype(bool)
+    assert not _flat_area(np.where(board, 0.3, 0.0), _ObservedPairs(board)).any()
 
 
 def test_texture_threshold_with_missing_pixels_passes_99_percent_of_noise():

@@ -484,6 +484,22 @@ def test_blind_deblurring_goes_on_with_both_networks_and_its_psnr_curve():
     assert not [k for k in vars(warm) if k.startswith("continuation")]
 
 
+def test_blind_deblurring_of_a_colour_image_goes_on_with_its_own_regularizer_weight():
+    # The default ratio weight counts the channels: a continued colour fit must go on
+    # with the colour weight, not the grey one, and so match an uninterrupted fit.
+    from skdip import BlindDeblurrer
+    from skdip.datasets import blur, make_motion_kernel
+
+    sharp = np.random.default_rng(0).random((16, 16, 3))
+    blurry = blur(sharp, make_motion_kernel(5, random_state=0, smoothing=0))
+    kw = dict(generator=TINY, kernel_size=5, early_stopping=_rule(), random_state=0, device="cpu")
+    longer = _quiet(BlindDeblurrer(max_iter=4, **kw).fit, blurry)
+    warm = BlindDeblurrer(max_iter=2, warm_start=True, **kw)
+    _quiet(warm.fit, blurry)
+    _quiet(warm.set_params(max_iter=2).fit, blurry)
+    _same_fit(warm, longer)
+
+
 def test_an_estimator_whose_fits_take_settings_of_their_own_cannot_keep_them():
     # A guard for estimators to come: a per-fit engine setting that a continuation
     # would not make again must not be silently dropped.
