@@ -1549,7 +1549,8 @@ def test_an_average_of_best_searched_on_the_rows_of_one_image_warns():
     image = np.clip(0.5 + 0.1 * np.random.default_rng(0).standard_normal((8, 16)), 0, 1)
     avg = AverageOfBest(_den(), {"lr": [0.01, 0.03]}, n_best=1)
     search = GridSearchCV(avg, {"n_best": [1]}, scoring=get_scorer("psnr"), cv=2, refit=False)
-    with pytest.warns(UserWarning, match="its splitter split the rows of a single image"):
+    # Named AverageOfBest, the estimator searched (it named the DIPDenoiser inside).
+    with pytest.warns(UserWarning, match="AverageOfBest was fitted on one image.*its splitter"):
         search.fit(image, np.full(image.shape, 0.5))
     search.set_params(scoring=None)  # AverageOfBest's own score
     with pytest.warns(UserWarning, match="its splitter split the rows of a single image"):

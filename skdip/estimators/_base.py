@@ -1319,11 +1319,12 @@ class BaseDIPEstimator(
         # What reconstruction_ is made from again when an unpickled copy is loaded.
         self._fit_layout = layout
 
-    def _check_not_rows_of_one_image(self, images: list[np.ndarray], layout) -> None:
+    def _check_not_rows_of_one_image(self, images: list[np.ndarray], layout, owner=None) -> None:
         """Warn when scikit-learn's cross-validation scores one new image as wide as the
         one fitted, with as many channels: its splitter split the rows of a single image
         (GridSearchCV's default cv does), which fails nowhere (every fold fits one strip
-        of the image and scores another)."""
+        of the image and scores another). ``owner``: the estimator scored (default: this
+        one)."""
         fitted = getattr(self, "_fit_layout", None)
         shapes = getattr(self, "_fit_image_shapes", None)
         if fitted is None or shapes is None or fitted.kind != "single" or layout.kind != "single":
@@ -1332,12 +1333,12 @@ class BaseDIPEstimator(
         # Scoring another image of that width by hand is no mistake: only a split is.
         if (fit_w, fit_c) == (w, c) and _under_cross_validation():
             warn(
-                f"{type(self).__name__} was fitted on one image of {fit_h}x{fit_w} pixels and "
-                f"is scored on another, {h}x{w}, in a cross-validation: its splitter split the "
-                "rows of a single image (GridSearchCV's default cv does), so every fold fits "
-                "one strip of the image and scores another. Give the image as a batch of one "
-                "(image[None] for (H, W, C), image[None, ..., None] for a grey (H, W)) and "
-                "pass cv=FitImagesCV() from skdip.model_selection.",
+                f"{type(owner or self).__name__} was fitted on one image of {fit_h}x{fit_w} "
+                f"pixels and is scored on another, {h}x{w}, in a cross-validation: its splitter "
+                "split the rows of a single image (GridSearchCV's default cv does), so every "
+                "fold fits one strip of the image and scores another. Give the image as a "
+                "batch of one (image[None] for (H, W, C), image[None, ..., None] for a grey "
+                "(H, W)) and pass cv=FitImagesCV() from skdip.model_selection.",
                 UserWarning,
             )
 
