@@ -297,7 +297,7 @@ class PreferDefault:
 
     Use it as the ``refit`` of a ``GridSearchCV`` (scikit-learn calls it with
     ``cv_results_`` and refits the candidate it returns; the halving searches
-    never call a callable ``refit``), with
+    never call a callable ``refit``, and refuse this one), with
     :func:`best_params_per_image` for one choice per image, or on scores you
     computed yourself with :meth:`select`.
 

@@ -1,3 +1,4 @@
+import inspect
 import itertools
 import pickle
 import warnings
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, cross_validate
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -1491,6 +1493,37 @@ def test_a_halving_search_default_must_be_named_in_its_last_round():
     with pytest.raises(ValueError, match="was eliminated before the last round"):
         best_params_per_image(search, prefer=PreferDefault({"a": 0.0}))
     assert best_params_per_image(search, prefer=PreferDefault({"a": 1.0})) == [{"a": 1.0, "n": 2}]
+
+
+def test_a_halving_search_refuses_a_prefer_default_refit(count_fits):
+    # scikit-learn's halving searches never call a callable refit: they refit the
+    # arg-max of their last round, and the rule was ignored in silence.
+    import sklearn
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.model_selection import HalvingGridSearchCV
+
+    if (
+        "caller"
+        not in inspect.signature(sklearn.model_selection._validation._fit_and_score).parameters
+    ):
+        pytest.skip("scikit-learn before 1.9 does not hand the search to its fits")
+    X = np.stack(_images(4))[..., None]
+    kw = dict(cv=FitImagesCV(), scoring=get_scorer("emv"), resource="max_iter")
+    kw.update(min_resources=4, max_resources=8, factor=2)
+    search = HalvingGridSearchCV(
+        _den(), {"lr": [0.01, 0.02, 0.03]}, refit=PreferDefault({"lr": 0.01}), **kw
+    )
+    with pytest.raises(ValueError, match="never calls a callable refit.*GridSearchCV"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scikit-learn's FitFailedWarning
+            search.fit(X)
+    assert count_fits == []
+    # Its own arg-max refit, or a callable of the user's own, are not refused.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for refit in (True, lambda results: 0):
+            search.set_params(refit=refit).fit(X)
+    assert search.best_params_["lr"] in (0.01, 0.02, 0.03)
 
 
 def test_a_refused_refit_of_average_of_best_keeps_the_earlier_fit():

@@ -1262,7 +1262,7 @@ class BaseDIPEstimator(
             The fitted estimator.
         """
         self._check_params()
-        self._check_search_can_score()
+        self._check_search()
         images, layout, results = self._solve(X, y, fitting=True, **fit_params)
         states = [r.pop("fit_state", None) for r in results]
         self._set_fitted(images, layout, results, fit_params)
@@ -1271,14 +1271,31 @@ class BaseDIPEstimator(
         self._warm_params = _param_keys(self) if self._fit_states is not None else None
         return self
 
-    def _check_search_can_score(self) -> None:
+    def _check_search(self) -> None:
         """Refuse, before the fit, a fit of a cross-validation whose scoring cannot judge
         this estimator from its parameters alone (a no-reference score with a
         noise_model, a scorer for another stopping rule): every fit of a search ran to
-        its end and every score came out NaN."""
+        its end and every score came out NaN. And a successive-halving search given a
+        PreferDefault refit, which it never calls."""
         found = _cross_validation_frame()
         if found is None:
             return
+        # The search (scikit-learn 1.9 hands it to its fit-and-score; older ones do not).
+        search = found.get("caller")
+        if any(c.__name__ == "BaseSuccessiveHalving" for c in type(search).__mro__):
+            from ..model_selection import PreferDefault
+
+            if isinstance(search.refit, PreferDefault):
+                # scikit-learn's halving searches refit the arg-max of their last round
+                # whatever refit callable they are given: the rule was ignored, in silence.
+                raise ValueError(
+                    f"{type(search).__name__} never calls a callable refit: it refits the "
+                    "best score of its last round, so refit=PreferDefault(...) would be "
+                    "ignored. Use GridSearchCV, or apply the rule afterwards to the rows of "
+                    "the last round of cv_results_ (where 'iter' is largest): "
+                    "rule.select(params, scores), or best_params_per_image(search, "
+                    "prefer=rule) with cv=PerImageCV()"
+                )
         # Imported here: the scorers module imports this one when it runs.
         from ..metrics._scorers import check_search_scoring
 
