@@ -108,6 +108,25 @@ def test_gradients_are_finite_even_on_constant_images(reg):
     assert float(value.detach()) == pytest.approx(0.0, abs=1e-5)
 
 
+@pytest.mark.parametrize(
+    "reg", [TotalVariation(1.0), TotalVariation(1.0, isotropic=True), GradientRatio(1.0)]
+)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_images_get_the_float32_penalty(reg, dtype):
+    # float16 made eps (1e-8) and isotropic TV's 1e-12 zero: NaN on a flat image; and the
+    # ratio's l1 sum of a 512x512 image overflowed to inf.
+    flat = torch.full((1, 1, 6, 6), 0.5, dtype=dtype, requires_grad=True)
+    value = reg(flat)
+    value.backward()
+    assert value.dtype == dtype
+    assert float(value.detach()) == pytest.approx(0.0, abs=1e-5)
+    assert torch.isfinite(flat.grad).all()
+    x = torch.rand(1, 1, 512, 512, generator=torch.Generator().manual_seed(0))
+    x = x.to(dtype).float()  # values a half-precision image can hold
+    expected = float(reg(x))
+    assert float(reg(x.to(dtype))) == pytest.approx(expected, rel=1e-2)
+
+
 def test_batch_penalty_is_the_mean_over_images():
     r = _ramp().float()
     batch = torch.cat([r, r])

@@ -10,6 +10,16 @@ from sklearn.base import BaseEstimator
 
 __all__ = ["BaseRegularizer", "TotalVariation", "GradientRatio"]
 
+# Below float32, the penalties' own constants and sums fail: float16 turns
+# GradientRatio's eps (1e-8) and isotropic TV's 1e-12 into 0 (NaN on a flat image) and
+# overflows the ratio's l1 sum of a 512x512 image (inf).
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _in_full_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is in half precision, else unchanged."""
+    return x.float() if x.dtype in _LOW_PRECISION else x
+
 
 def _finite_differences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward differences along rows and columns at every pixel, ``(B, C, H, W)`` each.
@@ -111,11 +121,13 @@ class TotalVariation(BaseRegularizer):
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         isotropic = self._checked_isotropic()
-        dy, dx = _finite_differences(x)
+        dy, dx = _finite_differences(_in_full_precision(x))
         if isotropic:
             # The small constant keeps the gradient of sqrt finite on flat regions.
-            return torch.sqrt(dy.square() + dx.square() + 1e-12).mean()
-        return dy.abs().mean() + dx.abs().mean()
+            value = torch.sqrt(dy.square() + dx.square() + 1e-12).mean()
+        else:
+            value = dy.abs().mean() + dx.abs().mean()
+        return value.to(x.dtype)
 
 
 class GradientRatio(BaseRegularizer):
@@ -158,7 +170,7 @@ class GradientRatio(BaseRegularizer):
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         eps = self._checked_eps()
-        dy, dx = _finite_differences(x)
+        dy, dx = _finite_differences(_in_full_precision(x))
         # Per image, then the mean over the batch (as TotalVariation's mean does).
         g = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)
-        return (g.abs().sum(dim=1) / (g.norm(dim=1) + eps)).mean()
+        return (g.abs().sum(dim=1) / (g.norm(dim=1) + eps)).mean().to(x.dtype)
