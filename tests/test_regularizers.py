@@ -127,6 +127,18 @@ def test_half_precision_images_get_the_float32_penalty(reg, dtype):
     assert float(reg(x.to(dtype))) == pytest.approx(expected, rel=1e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_gradient_ratio_eps_below_the_dtypes_range_still_guards_flat_images(dtype):
+    # eps=1e-300 is 0 in float32: the flat image's ratio was 0/0 = NaN.
+    flat = torch.full((1, 1, 6, 6), 0.5, dtype=dtype, requires_grad=True)
+    value = GradientRatio(1.0, eps=1e-300)(flat)
+    value.backward()
+    assert float(value.detach()) == 0.0
+    assert torch.isfinite(flat.grad).all()
+    edge = _step_image().to(dtype)
+    assert float(GradientRatio(1.0, eps=1e-300)(edge)) == pytest.approx(math.sqrt(8))
+
+
 def test_batch_penalty_is_the_mean_over_images():
     r = _ramp().float()
     batch = torch.cat([r, r])

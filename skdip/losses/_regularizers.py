@@ -173,4 +173,7 @@ class GradientRatio(BaseRegularizer):
         dy, dx = _finite_differences(_in_full_precision(x))
         # Per image, then the mean over the batch (as TotalVariation's mean does).
         g = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)
+        # An eps below the dtype's smallest normal number (1e-300 in float32) rounded to 0
+        # there and gave 0/0 on a flat image: it counts as that number.
+        eps = max(eps, torch.finfo(g.dtype).tiny)
         return (g.abs().sum(dim=1) / (g.norm(dim=1) + eps)).mean().to(x.dtype)
