@@ -139,6 +139,15 @@ def test_a_gradient_ratio_eps_below_the_dtypes_range_still_guards_flat_images(dt
     assert float(GradientRatio(1.0, eps=1e-300)(edge)) == pytest.approx(math.sqrt(8))
 
 
+@pytest.mark.parametrize("shape", [(8, 8), (3, 8, 8), (2, 1, 1, 8, 8)])
+def test_gradient_ratio_refuses_images_not_shaped_b_c_h_w(shape):
+    # A 2-D image was read as 8 one-row images: 0.35 where its one edge gives sqrt(8).
+    x = _step_image()[0, 0].expand(shape)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\).*x\[None, None\]"):
+        GradientRatio(1.0)(x)
+    assert float(GradientRatio(1.0)(x.reshape(1, -1, 8, 8)[:, :1])) == pytest.approx(math.sqrt(8))
+
+
 def test_batch_penalty_is_the_mean_over_images():
     r = _ramp().float()
     batch = torch.cat([r, r])

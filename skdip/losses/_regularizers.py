@@ -170,6 +170,13 @@ class GradientRatio(BaseRegularizer):
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         eps = self._checked_eps()
+        if x.ndim != 4:
+            # The ratio is taken per image (over its channels): a 2-D image was read as a
+            # batch of one-row images, 0.35 where its one edge gives sqrt(8) = 2.83.
+            raise ValueError(
+                f"GradientRatio takes images shaped (B, C, H, W), got shape {tuple(x.shape)}"
+                " (x[None, None] for one grey (H, W) image, x[None] for one (C, H, W) image)"
+            )
         dy, dx = _finite_differences(_in_full_precision(x))
         # Per image, then the mean over the batch (as TotalVariation's mean does).
         g = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)
