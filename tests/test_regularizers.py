@@ -222,6 +222,18 @@ def test_the_estimators_take_the_rmse_loss_by_name():
         DIPReconstructor(loss="rms").fit(y)
 
 
+def test_isotropic_takes_numpys_bool_as_a_grid_hands_it_out():
+    # ParameterGrid({"regularizer__isotropic": np.array([False, True])}) gives np.bool_,
+    # which every candidate's fit refused.
+    x = _ramp()
+    for flag in np.array([False, True]):
+        assert float(TotalVariation(1.0, isotropic=flag)(x)) == float(
+            TotalVariation(1.0, isotropic=bool(flag))(x)
+        )
+    with pytest.raises(ValueError, match="isotropic"):
+        TotalVariation(1.0, isotropic=1)(x)
+
+
 def test_isotropic_tv_pairs_forward_differences_at_each_pixel():
     # Both differences forward at every pixel (a zero row padded on the wrong side
     # paired backward row differences with forward column ones, unseen by the

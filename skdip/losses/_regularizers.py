@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
@@ -115,9 +116,10 @@ class TotalVariation(BaseRegularizer):
         self._checked_isotropic()
 
     def _checked_isotropic(self) -> bool:
-        if not isinstance(self.isotropic, bool):
+        # NumPy's bool too: a grid's np.array([False, True]) hands out np.bool_ values.
+        if not isinstance(self.isotropic, (bool, np.bool_)):
             raise ValueError(f"TotalVariation.isotropic must be a bool, got {self.isotropic!r}")
-        return self.isotropic
+        return bool(self.isotropic)
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         isotropic = self._checked_isotropic()
