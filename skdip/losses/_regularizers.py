@@ -97,7 +97,10 @@ class TotalVariation(BaseRegularizer):
     isotropic : bool, default=False
         ``False`` sums absolute horizontal and vertical differences
         (anisotropic TV); ``True`` takes the Euclidean norm of the gradient at
-        each pixel (isotropic TV).
+        each pixel (isotropic TV), ``sqrt(dy**2 + dx**2 + 1e-12)``: the constant
+        keeps its gradient finite on flat regions, so a flat image scores
+        1e-6 and gradients well under 1e-6 are penalised quadratically. Either
+        way each channel is taken on its own (colour channels are not coupled).
 
     Examples
     --------
@@ -105,6 +108,8 @@ class TotalVariation(BaseRegularizer):
     >>> from skdip.losses import TotalVariation
     >>> float(TotalVariation(weight=1.0)(torch.zeros(1, 1, 4, 4)))
     0.0
+    >>> round(float(TotalVariation(weight=1.0, isotropic=True)(torch.zeros(1, 1, 4, 4))), 9)
+    1e-06
     """
 
     def __init__(self, weight: float = 0.01, isotropic: bool = False):
