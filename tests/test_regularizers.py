@@ -332,6 +332,15 @@ def test_a_class_in_place_of_an_instance_is_named(param, value, match):
         den.fit(np.zeros((8, 8)))
 
 
+def test_get_loss_refuses_a_class_naming_the_instance():
+    # get_loss(torch.nn.L1Loss) handed the class back; called on two tensors it failed
+    # with "Boolean value of Tensor with more than one value is ambiguous".
+    with pytest.raises(TypeError, match=r"class L1Loss.*L1Loss\(\)"):
+        get_loss(torch.nn.L1Loss)
+    l1 = torch.nn.L1Loss()
+    assert get_loss(l1) is l1
+
+
 def test_an_infinite_eps_is_refused():
     # eps = inf passed the check (inf > 0) and made the penalty 0 on every image, and
     # its gradient 0: a regularizer that silently did nothing.

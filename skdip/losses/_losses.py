@@ -48,8 +48,9 @@ def get_loss(loss: str | LossFunction) -> LossFunction:
         beyond, a threshold set for data on [0, 1]: with ``rescale=False`` on
         data in 0-255 nearly every residual is past it and the loss acts as
         0.1 times ``"l1"``), or a callable ``loss(prediction, target) -> scalar tensor``
-        (returned unchanged). Use a module-level function, not a lambda, if
-        the estimator must pickle.
+        (returned unchanged; an instance such as ``torch.nn.L1Loss()``, not the
+        class). Use a module-level function, not a lambda, if the estimator must
+        pickle.
 
     Returns
     -------
@@ -63,6 +64,14 @@ def get_loss(loss: str | LossFunction) -> LossFunction:
     >>> float(mse(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.5)))
     0.25
     """
+    if isinstance(loss, type):
+        # A class is callable too: get_loss(torch.nn.L1Loss) was returned as it was, and
+        # called on two tensors it failed with "Boolean value of Tensor with more than
+        # one value is ambiguous" (on one-element tensors it returned a module, no loss).
+        raise TypeError(
+            f"loss must be an instance or a function, got the class {loss.__name__}: "
+            f"pass loss={loss.__name__}()"
+        )
     if callable(loss):
         return loss
     if isinstance(loss, str) and loss in _LOSSES:
