@@ -112,6 +112,19 @@ def test_poisson_noise_statistics():
     assert np.allclose(y * 25, np.round(y * 25))
 
 
+@pytest.mark.parametrize("photons", [0.1, 1])
+def test_poisson_noise_of_at_most_one_photon_is_warned_of(photons):
+    # Every value came out 0 or 1 and a 0.5 grey averaged 0.048 at photons=0.1, silently;
+    # add_noise's level, "more is noisier" for the other kinds, is a count here.
+    with pytest.warns(UserWarning, match=r"0 or 1.*fewer means noisier"):
+        y = add_noise(GREY, "poisson", photons, random_state=0)
+    assert set(np.unique(y)) <= {0.0, 1.0}
+    assert abs(y.mean() - (1 - np.exp(-photons * 0.5))) < 0.02
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        add_poisson_noise(GREY, 2, random_state=0)
+
+
 def test_speckle_noise_statistics():
     y = add_speckle_noise(GREY, 0.2, random_state=0)
     assert abs((y - GREY).std() - 0.5 * 0.2) < 0.01

@@ -167,7 +167,9 @@ def add_poisson_noise(image: Any, photons: float, random_state: Any = None) -> n
     image : array-like of shape (H, W) or (H, W, C)
         Clean image with values in ``[0, 1]``.
     photons : float
-        Expected photon count of a white pixel (lambda, ``> 0``).
+        Expected photon count of a white pixel (lambda, ``> 0``). At 1 or
+        fewer, one count is already ``>= 1``: every value comes out 0 or 1 and
+        the clipping loses the mean (warned of).
     random_state : None, int, RandomState or Generator, default=None
         Source of randomness.
 
@@ -191,6 +193,17 @@ def add_poisson_noise(image: Any, photons: float, random_state: Any = None) -> n
         raise ValueError(
             f"photons={photons:g} is beyond what a Poisson draw can take (means up to "
             f"{_MAX_POISSON_MEAN:g}); at such counts the noise is below 1e-7 of the signal"
+        )
+    if photons <= 1:
+        # One count is then 1 / photons >= 1: every value is 0 or 1, and the clipping
+        # takes most of the light (a 0.5 grey came out 0.048 at photons=0.1). A level
+        # read as "more is noisier", as the other kinds' are, lands here.
+        warn(
+            f"photons={photons:g} is at most one photon for a white pixel: every noisy "
+            "value is 0 or 1 after clipping and the mean intensity is lost (a grey x "
+            "comes out 1 - exp(-photons * x) on average, not x). photons is a count: "
+            "fewer means noisier (NOISE_LEVELS['poisson'] is (25, 12, 5)).",
+            UserWarning,
         )
     rng = _check_random_state(random_state)
     noisy = rng.poisson(photons * x.astype(np.float64)) / photons
@@ -292,7 +305,9 @@ def add_noise(image: Any, kind: str, level: float, random_state: Any = None) -> 
         :func:`add_speckle_noise` and :func:`add_impulse_noise`.
     level : float
         The model's strength parameter: ``sigma``, ``photons``, ``c`` or
-        ``amount`` respectively. :data:`NOISE_LEVELS` lists published values.
+        ``amount`` respectively (a larger level is noisier, except for
+        ``photons``, a count: fewer are noisier). :data:`NOISE_LEVELS` lists
+        published values.
     random_state : None, int, RandomState or Generator, default=None
         Source of randomness.
 
