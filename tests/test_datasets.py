@@ -133,6 +133,16 @@ def test_speckle_noise_statistics():
     assert np.all(add_speckle_noise(x, 0.4, random_state=1)[:8] == 0)
 
 
+def test_speckle_noise_above_one_is_warned_of():
+    # c=20 (a percentage) clipped 96% of the values to 0 or 1, silently.
+    with pytest.warns(UserWarning, match=r"c=20/100"):
+        y = add_noise(GREY, "speckle", 20, random_state=0)
+    assert np.isin(y, [0.0, 1.0]).mean() > 0.9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        add_speckle_noise(GREY, 1, random_state=0)
+
+
 def test_impulse_noise_fraction_and_values():
     y = add_impulse_noise(GREY, 0.3, random_state=0)
     changed = y != 0.5
@@ -167,7 +177,7 @@ def test_noise_determinism_and_seeds(kind):
 @pytest.mark.parametrize("kind", NOISE_KINDS)
 def test_noise_leaves_input_and_clips(kind):
     func, _ = ADDERS[kind]
-    strong = {"gaussian": 0.8, "poisson": 2, "speckle": 2.0, "impulse": 0.9}[kind]
+    strong = {"gaussian": 0.8, "poisson": 2, "speckle": 1.0, "impulse": 0.9}[kind]
     x = _ramp()
     before = x.copy()
     y = func(x, strong, random_state=0)

@@ -218,7 +218,8 @@ def add_speckle_noise(image: Any, c: float, random_state: Any = None) -> np.ndar
     image : array-like of shape (H, W) or (H, W, C)
         Clean image with values in ``[0, 1]``.
     c : float
-        Standard deviation of the multiplicative factor (``>= 0``).
+        Standard deviation of the multiplicative factor (``>= 0``; above 1,
+        where most values are clipped, warned of).
     random_state : None, int, RandomState or Generator, default=None
         Source of randomness.
 
@@ -237,6 +238,14 @@ def add_speckle_noise(image: Any, c: float, random_state: Any = None) -> np.ndar
     """
     x = _check_image(image)
     c = _check_level(c, "c", 0.0, np.inf, low_open=False)
+    if c > 1:
+        # A percentage (c=20 for 20%) clipped 96% of a 0.5 grey to 0 or 1, silently.
+        warn(
+            f"c={c:g} is the standard deviation of the multiplicative factor 1 + c N(0, 1): "
+            "above 1 most values are clipped to 0 or 1 (61% of a 0.5 grey at c=2, 96% at "
+            f"c=20). For a percentage, pass c={c:g}/100.",
+            UserWarning,
+        )
     rng = _check_random_state(random_state)
     x64 = x.astype(np.float64)
     noisy = x64 + x64 * (c * rng.standard_normal(x.shape))
