@@ -199,6 +199,19 @@ def test_noise_levels_table():
     assert set(NOISE_KINDS) == set(NOISE_LEVELS)
 
 
+def test_a_gaussian_kernel_cut_well_inside_its_sigma_is_warned_of():
+    # make_gaussian_kernel(5, 3.0) blurred with a standard deviation of 1.36, not 3.
+    with pytest.warns(UserWarning, match=r"standard deviation is 1.36 pixels, not 3"):
+        k = make_gaussian_kernel(5, 3.0)
+    assert k.sum() == pytest.approx(1.0)
+    with pytest.warns(UserWarning, match=r"not 1e\+300"):
+        make_gaussian_kernel(3, 1e300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for size, sigma in [(3, 1.0), (5, 1.0), (9, 2.0), (11, 1.6), (5, 2.0)]:
+            make_gaussian_kernel(size, sigma)
+
+
 def test_noise_errors():
     with pytest.raises(ValueError, match="unknown noise kind"):
         add_noise(GREY, "pink", 0.1)

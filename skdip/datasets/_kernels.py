@@ -52,7 +52,8 @@ def make_gaussian_kernel(size: int, sigma: float) -> np.ndarray:
     size : int
         Odd side length of the kernel.
     sigma : float
-        Standard deviation in pixels (``> 0``).
+        Standard deviation in pixels (``> 0``). A window narrower than
+        ``2 * sigma + 1``, which leaves the kernel far less spread, is warned of.
 
     Returns
     -------
@@ -74,7 +75,18 @@ def make_gaussian_kernel(size: int, sigma: float) -> np.ndarray:
     with np.errstate(over="ignore"):
         g = np.exp(-0.5 * (r / sigma) ** 2)
     kernel = np.outer(g, g)
-    return kernel / kernel.sum()
+    kernel /= kernel.sum()
+    if 1 < size and size // 2 < sigma:  # (a 1x1 kernel is the identity whatever sigma)
+        # The window keeps only the middle of the bell: make_gaussian_kernel(5, 3.0)
+        # blurred with a standard deviation of 1.36 pixels, not 3, silently.
+        spread = float(np.sqrt((kernel.sum(axis=1) * r**2).sum()))
+        warn(
+            f"a {size}x{size} window keeps only the middle of a Gaussian of sigma={sigma:g}: "
+            f"the kernel's standard deviation is {spread:.3g} pixels, not {sigma:g}. A size "
+            f"of about 6 * sigma + 1 ({6 * sigma + 1:.3g}) keeps the tails.",
+            UserWarning,
+        )
+    return kernel
 
 
 def make_disk_kernel(size: int, radius: float, supersample: int = 8) -> np.ndarray:
