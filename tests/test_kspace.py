@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -541,8 +542,19 @@ def test_cartesian_mask_is_random_outside_the_centre():
     rng = np.random.default_rng(0)
     assert cartesian_mask((4, 64), random_state=rng)[0].sum() == 16
     # the centre alone may reach the total: then only the centre
-    only = cartesian_mask((4, 20), acceleration=10, center_fraction=0.5, random_state=0)
+    with pytest.warns(UserWarning, match="samples the centre only"):
+        only = cartesian_mask((4, 20), acceleration=10, center_fraction=0.5, random_state=0)
     np.testing.assert_array_equal(np.flatnonzero(only[0]), np.arange(5, 15))
+
+
+def test_a_centre_beyond_the_accelerations_total_is_warned_of():
+    # (256, 256) at acceleration=16 sampled the 20 central columns (12.8), silently.
+    with pytest.warns(UserWarning, match=r"20 of the 256 columns.*acceleration of 12.8"):
+        mask = cartesian_mask((4, 256), acceleration=16, random_state=0)
+    assert int(mask[0].sum()) == 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cartesian_mask((4, 256), acceleration=12, random_state=0)  # 21 columns, 20 central
 
 
 @pytest.mark.parametrize(

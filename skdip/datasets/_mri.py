@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .._validation import check_number, check_plane
+from .._warnings import warn
 from ..operators._convolution import _check_spatial_shape
 from ..operators._kspace import KSpaceSampling, channels_to_kspace
 from ._noise import _check_random_state
@@ -30,7 +31,8 @@ def cartesian_mask(
     ``round(center_fraction * W)`` central columns (at least one) around
     ``W // 2``, which carry most of the image's energy, and the rest drawn
     uniformly at random without replacement among the other columns. When
-    the centre alone reaches the total, only the centre is sampled.
+    the centre alone reaches the total, only the centre is sampled (beyond
+    the total, warned of: the acceleration is then lower than asked).
     ``round`` is Python's (halves to even).
 
     Parameters
@@ -69,6 +71,17 @@ def cartesian_mask(
     n_center = max(1, round(float(center_fraction) * w))
     n_total = max(1, round(w / float(acceleration)))
     start = w // 2 - n_center // 2
+    if n_center > n_total:
+        # The centre alone is over the total: (256, 256) at acceleration=16 and the
+        # default center_fraction sampled 20 columns (acceleration 12.8), silently.
+        warn(
+            f"center_fraction={float(center_fraction):g} alone samples {n_center} of the "
+            f"{w} columns, more than the {n_total} of acceleration={float(acceleration):g}: "
+            f"the mask samples the centre only, an acceleration of {w / n_center:.3g}. "
+            f"For {float(acceleration):g}, pass a center_fraction of at most "
+            f"{1 / float(acceleration):.3g}.",
+            UserWarning,
+        )
     columns = np.zeros(w, dtype=bool)
     columns[start : start + n_center] = True
     if n_total > n_center:
