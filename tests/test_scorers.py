@@ -1055,6 +1055,32 @@ def test_warnings_held_back_and_issued_name_the_callers_line():
     assert caught and all(w.filename == __file__ for w in caught)
 
 
+def test_the_discrepancy_knows_the_mean_squared_error_in_any_form():
+    # get_loss("mse") and torch.nn.MSELoss() were refused as unknown callables, though
+    # they are the very loss the string names; they score as "mse" does.
+    import torch
+
+    from skdip import DIPReconstructor
+    from skdip.losses import get_loss
+    from skdip.operators import Convolution
+
+    noisy = _noisy(_clean())
+    kw = dict(operator=Convolution(np.ones((3, 3)) / 9), generator=TINY, max_iter=5, random_state=0)
+    scores = [
+        DIPReconstructor(loss=loss, **kw).fit(noisy).score(noisy)
+        for loss in ("mse", get_loss("mse"), torch.nn.MSELoss())
+    ]
+    assert np.isfinite(scores[0]) and scores[1] == scores[0]
+    assert scores[2] == pytest.approx(scores[0], abs=1e-9)
+    for loss in (
+        torch.nn.MSELoss(reduction="sum"),
+        get_loss("l1"),
+        lambda a, b: (a - b).square().mean(),
+    ):
+        with pytest.raises(ValueError, match="needs loss='mse'"):
+            DIPReconstructor(loss=loss, **kw).fit(noisy).score(noisy)
+
+
 def test_a_fit_is_scored_with_the_loss_and_noise_model_it_ran_with():
     # After set_params, transform() still gave the fit, but score() read it with the
     # new settings: an L1 loss as a mean squared one, a sparse fit as a plain one.

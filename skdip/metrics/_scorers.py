@@ -269,7 +269,7 @@ def resolve_criterion(estimator: Any, criterion: str, settings: dict | None = No
             "the network (it too ranked noise_model__lr backwards: do not tune that with "
             "it), or with a full-reference scorer"
         )
-    if criterion == "discrepancy" and not direct and loss != "mse":
+    if criterion == "discrepancy" and not direct and not _is_mean_squared_error(loss):
         raise ValueError(
             "the discrepancy criterion compares a mean squared residual with the noise "
             f"variance; it needs loss='mse' for {type(estimator).__name__}, got "
@@ -277,6 +277,21 @@ def resolve_criterion(estimator: Any, criterion: str, settings: dict | None = No
             "NoReferenceScorer(criterion='variance') or a full-reference scorer"
         )
     return criterion
+
+
+def _is_mean_squared_error(loss: Any) -> bool:
+    """Whether ``loss`` is the mean squared error: ``"mse"``, the function
+    ``get_loss("mse")`` returns, or ``torch.nn.MSELoss()`` with its mean reduction
+    (the last two were refused as unknown callables)."""
+    import torch
+
+    from ..losses import get_loss
+
+    if isinstance(loss, str):
+        return loss == "mse"
+    if isinstance(loss, torch.nn.MSELoss):
+        return loss.reduction == "mean"
+    return loss is get_loss("mse")
 
 
 def no_reference_scores(
