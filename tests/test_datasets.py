@@ -470,6 +470,9 @@ def test_blur_warns_of_a_kernel_that_changes_the_brightness():
     with pytest.warns(UserWarning, match="kernel sums to 1.8e\\+03"):
         out = blur(image, psf)
     assert out.mean() > 100 * image.mean()  # as documented: the kernel is used as given
+    # A kernel of the wrong sign inverted the image in silence, as DIPDeconvolver warns.
+    with pytest.warns(UserWarning, match="kernel sums to -1 < 0.*Check its sign"):
+        assert blur(image, -(psf / psf.sum())).mean() < 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         blur(image, psf / psf.sum())

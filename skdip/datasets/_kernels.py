@@ -330,7 +330,8 @@ def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
     image : array-like of shape (H, W) or (H, W, C)
         Image to blur (any finite real values).
     kernel : array-like of shape (kh, kw)
-        Blur kernel (point spread function).
+        Blur kernel (point spread function), used as given; a sum below 0,
+        or off ``[0.5, 2]`` (a PSF as recorded), is warned of.
     mode : {"valid", "same", "full", "wrap", "circular"}, default="valid"
         Boundary handling, see above.
 
@@ -379,7 +380,15 @@ def blur(image: Any, kernel: Any, mode: str = "valid") -> np.ndarray:
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(k))):
         raise ValueError("image and kernel must not contain NaN or infinite values")
     total = float(k.sum())
-    if total > 0 and not 0.5 <= total <= 2:
+    if total < 0:
+        # As DIPDeconvolver warns: a kernel of the wrong sign inverted the image, silently.
+        warn(
+            f"the kernel sums to {total:.3g} < 0, while a blur kernel sums to a positive "
+            "number (1 keeps the brightness): the blurred image's level is inverted. Check "
+            "its sign.",
+            UserWarning,
+        )
+    elif total > 0 and not 0.5 <= total <= 2:
         # A PSF as recorded (a uint8 image of it) brightened the image 840 times, silently;
         # DIPDeconvolver warns of the same kernel.
         warn(
