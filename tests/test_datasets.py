@@ -210,6 +210,8 @@ def test_a_gaussian_kernel_cut_well_inside_its_sigma_is_warned_of():
         warnings.simplefilter("error")
         for size, sigma in [(3, 1.0), (5, 1.0), (9, 2.0), (11, 1.6), (5, 2.0)]:
             make_gaussian_kernel(size, sigma)
+        # A 1x1 kernel is the identity whatever sigma: nothing is cut from it.
+        assert make_gaussian_kernel(1, 3.0).tolist() == [[1.0]]
 
 
 def test_noise_errors():

@@ -835,6 +835,10 @@ def test_convergence_warning_says_which_average_was_returned():
     with pytest.warns(ConvergenceWarning, match=match):
         den = _den(max_iter=8, early_stopping=rule).fit(_image())
     assert den.best_iter_ == 3
+    # The average watched by the rule is the one returned at its minimum: no delay.
+    with pytest.warns(ConvergenceWarning, match=match):
+        den = _den(max_iter=8, averaging_monitor="average", **kw).fit(_image())
+    assert den.best_iter_ == 3
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])

@@ -785,10 +785,17 @@ def test_a_fit_that_never_learns_is_warned_of():
         fit(20, 2.0)
     with pytest.warns(RuntimeWarning, match=r"in 20 steps and ended 2"):
         fit(20, 1.2, at=11)  # the median of all 20 losses would be 1.2
+    # A longer fit reads its last 50: 26 of them at 2 (the last 60's median is 1.2).
+    with pytest.warns(RuntimeWarning, match=r"in 200 steps and ended 2"):
+        fit(200, 1.2, at=174)
+    with pytest.warns(RuntimeWarning, match=r"in 200 steps and ended 1.6"):
+        fit(200, 1.2, at=175)  # 25 of 50 at 2 (the last 51's median is 1.2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fit(19, 2.0)  # too short to tell
         fit(20, 1.2, at=16)  # 2 in the last 4 steps only: the last 10's median is 1.2
+        fit(200, 1.2, at=176)  # 24 of the last 50 at 2 (the last 40's median is 2)
+        fit(200, 1.01, switch=1.9, at=175)  # 25 of 50 at 1.9: 1.455 (the last 49's: 1.9)
         fit(100, 2.0, expect_progress=False)
         # A fit starting at its best, ending near it (a flat target), is not warned of.
         fit(100, 1.2, switch=1.2)
@@ -940,6 +947,23 @@ def test_a_minimum_inside_the_last_delay_returns_the_latest_average():
     )
     assert result.n_iter == 20 and result.best_iter == 19
     torch.testing.assert_close(result.estimate, averages[19])
+
+
+# Mutation audit (going on with a kept fit its rule had ended survived: the estimators
+# no longer resume one): resumed, a fit its stopping rule ended takes no further step,
+# where one more could find a new minimum (here at step 8), and ends as it ended.
+def test_a_resumed_fit_its_rule_ended_takes_no_step():
+    _Scripted.table = {0: 5.0, 1: 4.0, 2: 1.0, 8: 0.0}
+    model, target = _problem(size=8)
+    kw = dict(loss=get_loss("mse"), seed=0)
+    rule = _Scripted(patience=3, warmup=0)
+    first = fit_model(model, target, max_iter=20, stopping=rule, keep_state=True, **kw)
+    assert first.stopped_by == "early_stopping" and first.best_iter == 2
+    second = fit_model(first.state.model, target, resume=first.state, max_iter=10, **kw)
+    assert second.stopped_by == "early_stopping"
+    assert (second.n_iter, second.best_iter) == (first.n_iter, 2)
+    assert len(second.history["loss"]) == len(first.history["loss"])
+    torch.testing.assert_close(second.estimate, first.estimate, rtol=0, atol=0)
 
 
 # Mutation audit (a clip at 0 in place of the range's low end survived): an iterate

@@ -343,7 +343,7 @@ def test_simulate_diffraction_names_its_bad_arguments():
         simulate_diffraction(x, n_masks=2, mask_seed=-1)
 
 
-@pytest.mark.parametrize("scale", [1e155, 1e300, 2.0**-700, 3e-150])
+@pytest.mark.parametrize("scale", [1e155, 1e300, 1e306, 2.0**-700, 3e-150])
 def test_simulate_diffraction_at_any_scale(scale):
     # Simulated at a power of two near 1 and scaled back: squared magnitudes beyond
     # 1e154 overflowed, and the magnitudes of images beyond 1e155 came back inf, silently.
@@ -364,6 +364,18 @@ def test_simulate_diffraction_at_any_scale(scale):
     elif scale < 1e-154:  # intensities below its normal range: warned of, not 0 in silence
         with pytest.warns(UserWarning, match="below float64's normal range"):
             simulate_diffraction(x * scale, measurement="intensity")
+
+
+def test_simulate_diffraction_of_a_subnormal_image():
+    # An image below float64's normal range (2**-1040) is simulated too: its magnitudes
+    # come back subnormal, not 0, and are warned of (no OverflowError scaling it up).
+    from skdip.datasets import simulate_diffraction
+
+    x = np.random.default_rng(0).random((8, 8))
+    with pytest.warns(UserWarning, match="magnitude values .* below float64's normal range"):
+        tiny = simulate_diffraction(x * 2.0**-1040)
+    assert 0 < tiny.min() and tiny.max() < np.finfo(np.float64).tiny
+    np.testing.assert_allclose(tiny / 2.0**-1040, simulate_diffraction(x), rtol=1e-6)
 
 
 def test_a_fit_gone_astray_before_the_guard_starts_is_reported():

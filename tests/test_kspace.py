@@ -555,6 +555,8 @@ def test_a_centre_beyond_the_accelerations_total_is_warned_of():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cartesian_mask((4, 256), acceleration=12, random_state=0)  # 21 columns, 20 central
+        # A centre exactly the total is the acceleration asked: 16 of 64 columns at 4.
+        assert int(cartesian_mask((4, 64), acceleration=4, center_fraction=0.25)[0].sum()) == 16
 
 
 @pytest.mark.parametrize(

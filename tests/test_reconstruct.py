@@ -221,6 +221,11 @@ def test_a_channel_mismatch_names_where_the_channel_count_came_from():
     # A function's channel count is not known: no such advice.
     with pytest.raises(ValueError, match="; check the forward operator$"):
         DIPReconstructor(operator=to_grey, output_channels=2, **COMMON).fit(colour)
+    # Nor when output_channels is None: the operator's own count did not fit (one coil's
+    # k-space for a two-coil observation), and output_channels=1 would change nothing.
+    two_coils = np.random.default_rng(0).random((12, 12, 4))
+    with pytest.raises(ValueError, match="but the observation has 4; check the forward operator$"):
+        DIPReconstructor(operator=KSpaceSampling(np.ones((12, 12))), **COMMON).fit(two_coils)
 
 
 def test_an_operator_that_misses_a_later_image_is_reported_before_any_fit(count_fits):
