@@ -1155,6 +1155,38 @@ def test_a_search_whose_scoring_cannot_judge_a_setting_refuses_it_before_its_fit
     ).all()
 
 
+def test_a_search_of_a_pipeline_is_refused_when_its_own_score_cannot_judge_it(count_fits):
+    # scoring=None scores a Pipeline with its own score, its last step's: the fits of
+    # make_pipeline(FunctionTransformer(), DIPDenoiser(noise_model=...)) all ran (4 of a
+    # 2-candidate search) and every score came out NaN, where the DIP step searched
+    # alone was refused before its fit.
+    from skdip import SparseNoise
+
+    X = np.stack([_noisy(_clean())] * 2)[..., None]
+    sparse = _den(noise_model=SparseNoise(), max_iter=5)
+    for estimator in (
+        make_pipeline(FunctionTransformer(), sparse),
+        make_pipeline(make_pipeline(FunctionTransformer(), sparse)),
+    ):
+        search = GridSearchCV(estimator, {}, cv=FitImagesCV(), refit=False)
+        with pytest.raises(
+            ValueError, match="cannot be scored by the search's scoring.*noise_model"
+        ):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scikit-learn's FitFailedWarning
+                search.fit(X)
+    assert count_fits == []
+    # Its own score with references is a reference one; a DIP step before the last is
+    # not the one the no-reference scorer judges.
+    for estimator, scoring, y in (
+        (sparse, None, X),
+        (make_pipeline(FunctionTransformer(), sparse), None, X),
+        (make_pipeline(sparse, _den(max_iter=5)), get_scorer("no_reference"), None),
+    ):
+        search = GridSearchCV(estimator, {}, cv=FitImagesCV(), scoring=scoring).fit(X, y)
+        assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
 def test_the_variance_criterion_needs_a_running_variance():
     # SelfValidation's signal (an autoencoder's error) was read as a running variance
     # against the noise power, in silence; so was a subclass of the base rule's.

@@ -744,12 +744,16 @@ def check_search_scoring(dip: Any, scorer: Any, y: Any, searched: Any) -> None:
         step = step.steps[positions[-1]][1]
     if step is not dip:  # an inner fit of another estimator (AverageOfBest's), or an earlier step
         return
+    final = searched
+    while getattr(final, "steps", None):  # a Pipeline's own score is its last step's
+        final = final.steps[-1][1]
     scorers = getattr(scorer, "_scorers", None)  # scikit-learn's multi-metric wrapper
     for one in scorers.values() if isinstance(scorers, dict) else [scorer]:
         if isinstance(one, NoReferenceScorer):
             one._check_can_score(dip)
-        elif type(one).__name__ == "_PassthroughScorer" and searched is dip and y is None:
-            # The estimator's own score without references: the default no-reference one.
+        elif type(one).__name__ == "_PassthroughScorer" and final is dip and y is None:
+            # The estimator's own score without references (a Pipeline ending in it:
+            # its score), the default no-reference one.
             NoReferenceScorer()._check_can_score(dip)
 
 
