@@ -1590,6 +1590,18 @@ def test_an_average_of_best_searched_on_the_rows_of_one_image_warns():
         search.fit(image, np.full(image.shape, 0.5))
 
 
+def _first_candidate_diverging_on_image_1(fit_candidates):
+    """``fit_candidates`` whose first candidate's fit of image 1 ran no step (every
+    step diverged), so that it cannot be scored there."""
+
+    def fitted_so(*args, **kwargs):
+        fitted = fit_candidates(*args, **kwargs)
+        fitted[0]._fit_results[1]["n_iter"] = 0
+        return fitted
+
+    return fitted_so
+
+
 def test_average_of_best_leaves_a_setting_out_only_on_the_images_it_cannot_score(monkeypatch):
     # The best setting of both images (the first) has a fit of image 1 that accepted no
     # step (every step diverged): it cannot be scored there, but on image 0 its fit is
@@ -1597,12 +1609,7 @@ def test_average_of_best_leaves_a_setting_out_only_on_the_images_it_cannot_score
     import skdip.model_selection as ms
 
     X = _noisy_batch(2)
-    real = ms.fit_candidates
-
-    def diverged_on_image_1(*args, **kwargs):
-        fitted = real(*args, **kwargs)
-        fitted[0]._fit_results[1]["n_iter"] = 0
-        return fitted
+    diverged_on_image_1 = _first_candidate_diverging_on_image_1(ms.fit_candidates)
 
     clean = AverageOfBest(_den(), GRID, n_best=1).fit(X)
     assert clean.selected_[0].all()
@@ -1625,12 +1632,7 @@ def test_average_of_best_scores_an_image_alone_as_the_batch_was(monkeypatch, sco
     import skdip.model_selection as ms
 
     X = _noisy_batch(2)
-    real = ms.fit_candidates
-
-    def diverged_on_image_1(*args, **kwargs):
-        fitted = real(*args, **kwargs)
-        fitted[0]._fit_results[1]["n_iter"] = 0
-        return fitted
+    diverged_on_image_1 = _first_candidate_diverging_on_image_1(ms.fit_candidates)
 
     grid = {"lr": [0.01, 0.03]}
     clean = AverageOfBest(_den(), grid, n_best=1, scoring=scoring).fit(X)
@@ -1671,12 +1673,7 @@ def test_average_of_best_does_not_score_image_by_image_with_another_score(monkey
         def score_images(self, estimator, X, **fit_params):
             return 2 * super().score_images(estimator, X, **fit_params)
 
-    real = ms.fit_candidates
-
-    def diverged_on_image_1(*args, **kwargs):
-        fitted = real(*args, **kwargs)
-        fitted[0]._fit_results[1]["n_iter"] = 0
-        return fitted
+    diverged_on_image_1 = _first_candidate_diverging_on_image_1(ms.fit_candidates)
 
     monkeypatch.setattr(ms, "fit_candidates", diverged_on_image_1)
     with pytest.warns(UserWarning, match=r"could not be scored and is left out: "):

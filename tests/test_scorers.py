@@ -1106,6 +1106,15 @@ def test_a_fit_is_scored_with_the_loss_and_noise_model_it_ran_with():
     assert variance(den, noisy) == before
 
 
+def _refused_before_its_fits(search, X):
+    """``search`` (refit off) fails with the scorer's refusal of a noise model."""
+    search.set_params(refit=False)
+    with pytest.raises(ValueError, match="cannot be scored by the search's scoring.*noise_model"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scikit-learn's FitFailedWarning
+            search.fit(X)
+
+
 def test_a_search_whose_scoring_cannot_judge_a_setting_refuses_it_before_its_fit(count_fits):
     # Every fit of the search ran to its end, then every score came out NaN (the
     # discrepancy with a noise model; a scorer for another stopping rule).
@@ -1117,15 +1126,9 @@ def test_a_search_whose_scoring_cannot_judge_a_setting_refuses_it_before_its_fit
     sparse = _den(noise_model=SparseNoise(), max_iter=5)
     multi = {"v": get_scorer("emv"), "d": get_scorer("discrepancy")}
     for scoring in (None, get_scorer("no_reference"), multi):
-        search = GridSearchCV(
-            sparse, {"lr": [0.01, 0.02]}, cv=FitImagesCV(), scoring=scoring, refit=False
+        _refused_before_its_fits(
+            GridSearchCV(sparse, {"lr": [0.01, 0.02]}, cv=FitImagesCV(), scoring=scoring), X
         )
-        with pytest.raises(
-            ValueError, match="cannot be scored by the search's scoring.*noise_model"
-        ):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # scikit-learn's FitFailedWarning
-                search.fit(X)
         assert count_fits == []
     with pytest.raises(ValueError, match="judges the estimate picked by WMV"):
         cross_validate(
@@ -1168,13 +1171,7 @@ def test_a_search_of_a_pipeline_is_refused_when_its_own_score_cannot_judge_it(co
         make_pipeline(FunctionTransformer(), sparse),
         make_pipeline(make_pipeline(FunctionTransformer(), sparse)),
     ):
-        search = GridSearchCV(estimator, {}, cv=FitImagesCV(), refit=False)
-        with pytest.raises(
-            ValueError, match="cannot be scored by the search's scoring.*noise_model"
-        ):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # scikit-learn's FitFailedWarning
-                search.fit(X)
+        _refused_before_its_fits(GridSearchCV(estimator, {}, cv=FitImagesCV()), X)
     assert count_fits == []
     # Its own score with references is a reference one; a DIP step before the last is
     # not the one the no-reference scorer judges.
