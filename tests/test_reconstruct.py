@@ -253,6 +253,27 @@ def test_reconstructor_output_channels_differ_from_the_observation():
     assert sparse.reconstruction_.shape == (16, 16, 3) and sparse.sparse_noise_.shape == (16, 16)
 
 
+def test_a_function_operator_declares_its_image_channels():
+    # A colour scene seen by a grey camera needed output_channels=3 every time: the
+    # FunctionOperator could not say how many channels its image has.
+    grey = _smooth((16, 16))
+    for declared in (3, lambda c: 3 * c):
+        op = FunctionOperator(_channel_mean, input_channels=declared)
+        assert op.input_channels(1) == 3
+        est = DIPReconstructor(operator=op, **COMMON).fit(grey)
+        assert est.reconstruction_.shape == (16, 16, 3)
+    # Declared, it is a fact: output_channels that does not fit is told what to pass.
+    op = FunctionOperator(_squared, input_channels=lambda c: c)
+    with pytest.raises(ValueError, match="takes 1 channel.s. for this observation: pass output"):
+        DIPReconstructor(operator=op, output_channels=3, **COMMON).fit(grey)
+    assert FunctionOperator(_channel_mean).input_channels(2) == 2  # the default: as many
+    for bad in (0, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="input_channels must be a positive int"):
+            FunctionOperator(_channel_mean, input_channels=bad)
+    with pytest.raises(ValueError, match="the result of input_channels must be a positive int"):
+        FunctionOperator(_channel_mean, input_channels=lambda c: 0).input_channels(1)
+
+
 @pytest.mark.parametrize("shape", [(16,), (16, 16, 3), (0, 4), (4, 4.5), (-4, 4), "big"])
 def test_reconstructor_rejects_bad_output_shapes(shape):
     with pytest.raises(ValueError, match="output_shape"):

@@ -476,7 +476,8 @@ class DIPReconstructor(_InverseProblemEstimator):
         ``operator.input_channels(c)`` for an observation of ``c`` channels,
         which is ``c`` for most (:class:`~skdip.operators.KSpaceSampling`
         gives 1 for a real image, 2 for a complex one, whatever the coils;
-        :class:`~skdip.operators.FourierMagnitude` ``c / n_patterns``).
+        :class:`~skdip.operators.FourierMagnitude` ``c / n_patterns``; a
+        :class:`~skdip.operators.FunctionOperator` its ``input_channels``).
     %(common_params)s
 
     Attributes
@@ -626,11 +627,15 @@ class DIPReconstructor(_InverseProblemEstimator):
                 expected = operator.input_channels(image.shape[2])
                 # With a built-in operator the mistake is output_channels: a colour
                 # output_channels=3 for a grey observation was told to check the operator
-                # only. (A function's input_channels is a default, not a fact.)
+                # only. (A function's input_channels is a default, not a fact, unless its
+                # FunctionOperator declares it.)
+                declared = not isinstance(operator, FunctionOperator) or (
+                    operator.input_channels_rule is not None
+                )
                 if (
                     self.output_channels is not None
                     and expected != self.output_channels
-                    and not isinstance(operator, FunctionOperator)
+                    and declared
                 ):
                     hint = (
                         f"{type(operator).__name__} takes {expected} channel(s) for this "

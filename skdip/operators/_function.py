@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -36,6 +37,11 @@ class FunctionOperator(ForwardOperator):
         the shape is unchanged.
     input_shape : callable, default=None
         The inverse of ``output_shape``. Default: the shape is unchanged.
+    input_channels : int or callable, default=None
+        The channels of the image behind a measurement: a number (3 for a colour scene
+        seen by a grey camera), or a callable mapping the measurement's channel count to
+        the image's. Default: as many as the measurement. The estimators read it when
+        their ``output_channels`` is None.
     linear : bool, default=False
         Whether ``function`` is linear.
 
@@ -47,6 +53,8 @@ class FunctionOperator(ForwardOperator):
         The adjoint function.
     output_shape_function, input_shape_function : callable or None
         The shape functions.
+    input_channels_rule : int, callable or None
+        The ``input_channels`` given.
     linear : bool
         Whether the operator is declared linear.
 
@@ -77,6 +85,7 @@ class FunctionOperator(ForwardOperator):
         adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None,
         output_shape: Callable[[tuple[int, int]], tuple[int, int]] | None = None,
         input_shape: Callable[[tuple[int, int]], tuple[int, int]] | None = None,
+        input_channels: int | Callable[[int], int] | None = None,
         linear: bool = False,
     ) -> None:
         super().__init__()
@@ -90,6 +99,8 @@ class FunctionOperator(ForwardOperator):
                 continue
             if not callable(value):
                 raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+        if input_channels is not None and not callable(input_channels):
+            _check_channel_count(input_channels, "input_channels")
         if not isinstance(linear, bool):
             raise TypeError(f"linear must be a bool, got {type(linear).__name__}")
         if adjoint is not None and not linear:
@@ -100,6 +111,7 @@ class FunctionOperator(ForwardOperator):
         self.adjoint_function = adjoint
         self.output_shape_function = output_shape
         self.input_shape_function = input_shape
+        self.input_channels_rule = input_channels
         self.linear = linear
 
     def extra_repr(self) -> str:
@@ -140,3 +152,19 @@ class FunctionOperator(ForwardOperator):
         if self.input_shape_function is None:
             return shape
         return _check_spatial_shape(self.input_shape_function(shape), "the result of input_shape")
+
+    def input_channels(self, output_channels: int) -> int:
+        """Image channels given by ``input_channels`` (as many as the measurement's by
+        default)."""
+        rule = self.input_channels_rule
+        if rule is None:
+            return output_channels
+        if callable(rule):
+            return _check_channel_count(rule(output_channels), "the result of input_channels")
+        return int(rule)
+
+
+def _check_channel_count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
