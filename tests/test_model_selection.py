@@ -9,6 +9,8 @@ import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skdip import BlindDeblurrer, DIPDenoiser, DIPInpainter, DIPSuperResolver, SkipNetwork
@@ -1570,10 +1572,43 @@ def test_a_search_splitting_the_rows_of_one_image_warns(shape):
         get_scorer("emv")(fitted, np.full(shape, 0.4))
         fitted.score(np.full(shape, 0.4))
         get_scorer("emv")(_den().fit(batch), np.full((1, 8, 16, 1 if len(shape) == 2 else 3), 0.5))
-        # A batch of images split by KFold: each fold scores whole images, no strips.
-        rng = np.random.default_rng(1)
-        images = np.clip(0.5 + 0.1 * rng.standard_normal((4, *batch.shape[1:])), 0, 1)
+    # A batch of images split by KFold: each fold scores whole images, no strips (it is
+    # told of its unused fits instead).
+    rng = np.random.default_rng(1)
+    images = np.clip(0.5 + 0.1 * rng.standard_normal((4, *batch.shape[1:])), 0, 1)
+    with pytest.warns(UserWarning, match="scored on images it was not fitted on") as record:
         GridSearchCV(_den(), {"lr": [0.01]}, scoring=get_scorer("emv"), cv=KFold(2)).fit(images)
+    assert not any("split the rows" in str(w.message) for w in record)
+
+
+def test_a_search_scoring_images_it_did_not_fit_says_its_fits_are_unused(count_fits):
+    # Every image is fitted on its own: a KFold's fits of its training images did nothing
+    # for the scores of its test images, fitted anew (8 solves of 4 images here, for the
+    # scores that FitImagesCV gives from 4), in silence.
+    X = np.stack(_images(4))[..., None]
+    emv = get_scorer("emv")
+    message = "scored on images it was not fitted on, in a cross-validation.*FitImagesCV"
+    with pytest.warns(UserWarning, match=message):
+        kfold = GridSearchCV(_den(), {"lr": [0.01]}, cv=KFold(2), scoring=emv, refit=False).fit(X)
+    assert len(count_fits) == 8
+    with pytest.warns(UserWarning, match="AverageOfBest is " + message):
+        avg = AverageOfBest(_den(), {"lr": [0.01]}, n_best=1)
+        cross_validate(avg, X, X, cv=KFold(2), scoring=get_scorer("psnr"))
+    with pytest.warns(UserWarning, match=message):
+        cross_validate(make_pipeline(FunctionTransformer(), _den()), X, cv=KFold(2), scoring=emv)
+    del count_fits[:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fitted = GridSearchCV(_den(), {"lr": [0.01]}, cv=FitImagesCV(), scoring=emv, refit=False)
+        fitted.fit(X)
+        assert len(count_fits) == 4  # every image solved once, for the same scores
+        # Nested: the outer split judges the inner search on new images, as it should.
+        inner = GridSearchCV(_den(), {"lr": [0.01]}, cv=FitImagesCV(), scoring=emv)
+        cross_validate(inner, X, cv=KFold(2), scoring=emv)
+        _den().fit(X[:2]).score(X[2:])  # by hand: no cross-validation
+    np.testing.assert_allclose(
+        kfold.cv_results_["mean_test_score"], fitted.cv_results_["mean_test_score"]
+    )
 
 
 def test_an_average_of_best_searched_on_the_rows_of_one_image_warns():

@@ -266,6 +266,8 @@ def test_masks_are_routed_to_the_inpainter_and_the_scorers():
     with config_context(enable_metadata_routing=True), warnings.catch_warnings():
         # "fitted with mask=..., but these new images come without it"
         warnings.simplefilter("error", UserWarning)
+        # (KFold scores new images on purpose here: the masks of the test images.)
+        warnings.filterwarnings("ignore", "DIPInpainter is scored on images it was not fitted")
         est = _inpainter().set_fit_request(mask=True).set_score_request(mask=True)
         scorer = get_scorer("emv").set_score_request(mask=True)
         routed = cross_validate(est, X, cv=KFold(2), params={"mask": M}, scoring=scorer)

@@ -1337,25 +1337,47 @@ class BaseDIPEstimator(
         self._fit_layout = layout
 
     def _check_not_rows_of_one_image(self, images: list[np.ndarray], layout, owner=None) -> None:
-        """Warn when scikit-learn's cross-validation scores one new image as wide as the
-        one fitted, with as many channels: its splitter split the rows of a single image
-        (GridSearchCV's default cv does), which fails nowhere (every fold fits one strip
-        of the image and scores another). ``owner``: the estimator scored (default: this
-        one)."""
+        """Warn when scikit-learn's cross-validation scores images the estimator was not
+        fitted on: one new image as wide as the one fitted, with as many channels, is a
+        split of the rows of a single image (GridSearchCV's default cv does that), which
+        fails nowhere (every fold fits one strip of the image and scores another); other
+        new images are solved anew, the split's fits of its training images unused.
+        ``owner``: the estimator scored (default: this one)."""
+        found = _cross_validation_frame()
+        if found is None:
+            return
+        name = type(owner or self).__name__
         fitted = getattr(self, "_fit_layout", None)
         shapes = getattr(self, "_fit_image_shapes", None)
-        if fitted is None or shapes is None or fitted.kind != "single" or layout.kind != "single":
-            return
-        (fit_h, fit_w, fit_c), (h, w, c) = shapes[0], images[0].shape
-        # Scoring another image of that width by hand is no mistake: only a split is.
-        if (fit_w, fit_c) == (w, c) and _under_cross_validation():
+        if fitted is not None and shapes is not None and fitted.kind == layout.kind == "single":
+            (fit_h, fit_w, fit_c), (h, w, c) = shapes[0], images[0].shape
+            # Scoring another image of that width by hand is no mistake: only a split is.
+            if (fit_w, fit_c) == (w, c):
+                warn(
+                    f"{name} was fitted on one image of {fit_h}x{fit_w} pixels and is scored "
+                    f"on another, {h}x{w}, in a cross-validation: its splitter split the rows "
+                    "of a single image (GridSearchCV's default cv does), so every fold fits one "
+                    "strip of the image and scores another. Give the image as a batch of one "
+                    "(image[None] for (H, W, C), image[None, ..., None] for a grey (H, W)) and "
+                    "pass cv=FitImagesCV() from skdip.model_selection.",
+                    UserWarning,
+                )
+                return
+        # Imported here: the scorers module imports this one when it runs.
+        from ..metrics._scorers import scored_dip_step
+
+        # Only where the search fits this estimator itself: a search scored in an outer
+        # cross-validation (nested) is meant to meet new images.
+        if scored_dip_step(found.get("estimator")) is (owner or self):
+            # Every image is fitted on its own: a KFold's fits of its training images did
+            # nothing for the score of its test images, which were fitted anew, the work
+            # of every image done twice or more for the same scores.
             warn(
-                f"{type(owner or self).__name__} was fitted on one image of {fit_h}x{fit_w} "
-                f"pixels and is scored on another, {h}x{w}, in a cross-validation: its splitter "
-                "split the rows of a single image (GridSearchCV's default cv does), so every "
-                "fold fits one strip of the image and scores another. Give the image as a "
-                "batch of one (image[None] for (H, W, C), image[None, ..., None] for a grey "
-                "(H, W)) and pass cv=FitImagesCV() from skdip.model_selection.",
+                f"{name} is scored on images it was not fitted on, in a cross-validation: each "
+                "image is fitted on its own, so the split's fits of its training images do not "
+                "serve its score, and its test images are fitted anew. cv=FitImagesCV() from "
+                "skdip.model_selection scores the images each fit was made on: the same "
+                "scores, every image solved once.",
                 UserWarning,
             )
 

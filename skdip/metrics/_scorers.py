@@ -729,21 +729,27 @@ class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         return float(np.mean(self.score_images(estimator, X, **fit_params)))
 
 
+def scored_dip_step(estimator: Any) -> Any:
+    """The estimator the scorers judge when ``estimator`` is searched: itself if it is
+    one of skdip's, else a Pipeline's last DIP step (in nested Pipelines too); None for
+    anything else (a search, another kind of estimator)."""
+    step = estimator
+    while not hasattr(step, "_results_for"):
+        steps = getattr(step, "steps", None) or []
+        positions = [i for i, (_, s) in enumerate(steps) if _holds_dip(s)]
+        if not positions:
+            return None
+        step = steps[positions[-1]][1]
+    return step
+
+
 def check_search_scoring(dip: Any, scorer: Any, y: Any, searched: Any) -> None:
     """Raise what scoring ``dip`` with ``scorer`` (a cross-validation's, as scikit-learn
     holds it: one scorer, its multi-metric wrapper, or the estimator's own score) would
     raise from the parameters alone; ``y`` and ``searched``: the search's target and
     the estimator it fits (``dip`` or a Pipeline holding it)."""
-    step = searched
-    while not hasattr(step, "_results_for"):  # the step the scorers judge: the last DIP one
-        positions = [
-            i for i, (_, s) in enumerate(getattr(step, "steps", None) or []) if _holds_dip(s)
-        ]
-        if not positions:
-            return
-        step = step.steps[positions[-1]][1]
-    if step is not dip:  # an inner fit of another estimator (AverageOfBest's), or an earlier step
-        return
+    if scored_dip_step(searched) is not dip:
+        return  # an inner fit of another estimator (AverageOfBest's), or an earlier step
     final = searched
     while getattr(final, "steps", None):  # a Pipeline's own score is its last step's
         final = final.steps[-1][1]
