@@ -154,19 +154,26 @@ def write_md(rows: list[dict], args) -> None:
                 and (o["image"], o["family"], o["noise"]) == (r["image"], r["family"], r["noise"])
             )
             diffs.append(r["psnr"] - other["psnr"])
-    diffs = np.array(diffs)
-    md += [
-        "",
-        f"Per size and channel minus per size: mean {diffs.mean():+.2f} dB, median "
-        f"{np.median(diffs):+.2f}, better in {np.sum(diffs > 0)} of {diffs.size} cases, range "
-        f"{diffs.min():+.2f} to {diffs.max():+.2f} dB.",
-    ]
+    md += ["", difference_summary("Per size and channel minus per size", diffs) + "."]
     (RESULTS / f"{args.tag}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def difference_summary(label: str, diffs) -> str:
+    """One line on PSNR differences (dB) between two methods, case by case."""
+    diffs = np.asarray(diffs, dtype=float)
+    return (
+        f"{label}: mean {diffs.mean():+.2f} dB, median {np.median(diffs):+.2f}, better in "
+        f"{np.sum(diffs > 0)} of {diffs.size} cases, range {diffs.min():+.2f} to "
+        f"{diffs.max():+.2f} dB"
+    )
+
+
+def parse_case_arguments(doc: str, script: str, tag: str, argv=None) -> argparse.Namespace:
+    """The options of the colour cases and their fits, and the command line that
+    ``script`` (in ``benchmarks/``, described by ``doc``) was run with (shared with
+    ``deblur_colour_luminance.py``)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--images", nargs="+", default=["astronaut", "coffee", "chelsea", "rocket"])
     parser.add_argument("--families", nargs="+", default=["motion", "gaussian"])
     parser.add_argument("--noises", nargs="+", type=float, default=[0.01, 0.05])
@@ -174,11 +181,16 @@ def main(argv=None) -> None:
     parser.add_argument("--max-iter", type=int, default=600)
     parser.add_argument("--patience", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tag", default="deblur_colour")
+    parser.add_argument("--tag", default=tag)
     args = parser.parse_args(argv)
-    args.command = "python benchmarks/deblur_colour.py " + " ".join(
+    args.command = f"python benchmarks/{script} " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_case_arguments(__doc__, "deblur_colour.py", "deblur_colour", argv)
     write_md(run(args), args)
 
 
