@@ -65,12 +65,20 @@ def _output_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32 if dtype.kind == "f" and single_precision(dtype) else np.float64)
 
 
+def pil_mode(image) -> str | None:
+    """The mode of a PIL image ("RGB", "CMYK", ...); None for anything else."""
+    mode = getattr(image, "mode", None)
+    if not type(image).__module__.startswith("PIL") or not isinstance(mode, str):
+        return None
+    return mode
+
+
 def _check_pil_mode(image, name: str, alpha: bool = True) -> None:
     """Refuse a PIL image whose array is no picture's intensities (a GIF's or an indexed
     PNG's palette indices were fitted as grey levels: 6.0 dB for 15.2), and, with
     ``alpha``, warn of an alpha channel, read as one more channel."""
-    mode = getattr(image, "mode", None)
-    if not type(image).__module__.startswith("PIL") or not isinstance(mode, str):
+    mode = pil_mode(image)
+    if mode is None:
         return
     if mode in ("P", "PA"):
         raise ValueError(

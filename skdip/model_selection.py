@@ -1389,7 +1389,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         source = self
         if not self.estimators_[0]._reuses_fit(images, fit_params):
             if scoring:
-                self.estimators_[0]._check_not_rows_of_one_image(images, layout, owner=self)
+                self.estimators_[0]._check_cross_validation_scoring(images, layout, owner=self)
             source = self._new_fit(X, images, fit_params)
         results = []
         for i, average in enumerate(source._averages):

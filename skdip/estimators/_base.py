@@ -55,6 +55,7 @@ from .._validation import (
     images_digest,
     is_target_vector,
     metric_array,
+    pil_mode,
     reference_data_range,
     reject_bool_numbers,
     to_numpy,
@@ -893,11 +894,7 @@ class BaseDIPEstimator(
         )
         sources = X if isinstance(X, list | tuple) else [X]
         # A CMYK picture's constant 4th channel is black ink, not alpha (warned of as CMYK).
-        cmyk = {
-            i
-            for i, source in enumerate(sources)
-            if type(source).__module__.startswith("PIL") and getattr(source, "mode", "") == "CMYK"
-        }
+        cmyk = {i for i, source in enumerate(sources) if pil_mode(source) == "CMYK"}
         alpha = [
             i
             for i, im in enumerate(images)
@@ -1336,7 +1333,7 @@ class BaseDIPEstimator(
         # What reconstruction_ is made from again when an unpickled copy is loaded.
         self._fit_layout = layout
 
-    def _check_not_rows_of_one_image(self, images: list[np.ndarray], layout, owner=None) -> None:
+    def _check_cross_validation_scoring(self, images: list[np.ndarray], layout, owner=None) -> None:
         """Warn when scikit-learn's cross-validation scores images the estimator was not
         fitted on: one new image as wide as the one fitted, with as many channels, is a
         split of the rows of a single image (GridSearchCV's default cv does that), which
@@ -1458,13 +1455,13 @@ class BaseDIPEstimator(
         """``(images, layout, results)`` for ``X``: the fit's when ``X`` is the fitted
         data, else a new solve. ``checked``: ``X`` already through
         :meth:`_check_observations`, so that callers that looked first do not check twice;
-        ``scoring``: the call scores ``X`` (see :meth:`_check_not_rows_of_one_image`)."""
+        ``scoring``: the call scores ``X`` (see :meth:`_check_cross_validation_scoring`)."""
         self._check_fit_params(fit_params)
         images, layout = checked if checked is not None else self._check_observations(X)
         if self._reuses_fit(images, fit_params):
             return images, layout, self._fit_results
         if scoring:
-            self._check_not_rows_of_one_image(images, layout)
+            self._check_cross_validation_scoring(images, layout)
         self._warn_inputs_left_out(fit_params)
         key = _solve_key(self._inputs_digest(images, fit_params), self)
         results = self._kept_solve(
