@@ -11,11 +11,12 @@ skdip yet: estimate the kernel with ``BlindDeblurrer`` on the channel mean of th
 blurry picture (one grey image; its default weight for one channel), then
 deconvolve the colour picture with that kernel by ``DIPDeconvolver(boundary="valid")``.
 The cases are those of ``deblur_colour.py`` (64x64 crops, 'valid' blur, shake index 0,
-noise 0.01 and 0.05, ES-EMV patience 200, at most 600 iterations per fit, fit seed 0,
+noise 0.01 and 0.05, ES-EMV patience 200, at most 600 iterations per fit, fit seed 0 (``--seed``),
 CPU); the table sets it beside that script's default column ("per size and channel",
 the default weight since 2026-11-29) and the blurry input, read from
-``results/deblur_colour.jsonl``. Rows already in the results file are kept (the run
-can be resumed). ONE seed: a lead, not a measurement to tune on.
+``results/deblur_colour.jsonl`` (seed 0) or ``results/deblur_colour_seed1_*.jsonl``
+(``--seed 1 --tag deblur_colour_luminance_seed1``). Rows already in the results file
+are kept (the run can be resumed). A lead, not a measurement to tune on.
 """
 
 from __future__ import annotations
@@ -74,9 +75,15 @@ def run(args) -> list[dict]:
 
 
 def write_md(rows: list[dict], args) -> None:
-    reference = [
-        json.loads(line) for line in (RESULTS / "deblur_colour.jsonl").read_text().splitlines()
-    ]
+    # The default's runs with the same fit seed: deblur_colour.py's own results for seed
+    # 0, its ``--seed 1`` runs (two files, split by image) for seed 1.
+    names = (
+        ["deblur_colour.jsonl"] if args.seed == 0 else [f"deblur_colour_seed{args.seed}_*.jsonl"]
+    )
+    files = sorted(f for name in names for f in RESULTS.glob(name))
+    if not files:
+        raise SystemExit(f"no results of deblur_colour.py with --seed {args.seed} to compare with")
+    reference = [json.loads(line) for f in files for line in f.read_text().splitlines()]
 
     def psnr_of(kind: str, key: tuple) -> float:
         return next(
@@ -93,7 +100,8 @@ def write_md(rows: list[dict], args) -> None:
         f"{args.patience}, at most {args.max_iter} iterations per fit, fit seed {args.seed}, "
         "CPU. Luminance: BlindDeblurrer on the channel mean, then "
         "DIPDeconvolver(boundary='valid') of the colour picture with its kernel. Default: "
-        "BlindDeblurrer on the colour picture (`deblur_colour.md`'s 'per size and channel'). "
+        f"BlindDeblurrer on the colour picture ({', '.join(f'`{f.stem}.md`' for f in files)}: "
+        "'per size and channel', the same fit seed). "
         "Aligned PSNR (dB) / kernel error.",
         "",
         "| image | blur | noise | luminance | default | blurry input |",
