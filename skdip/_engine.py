@@ -816,7 +816,7 @@ def fit_model(
             data, penalty = _as_scalar(data), _as_scalar(penalty)
             total = data if penalty is None else data + penalty
             if it == 0:
-                _check_differentiable(x, prediction, total)
+                _check_differentiable(x, prediction, total, penalty)
                 _check_terms_steer(x, prediction, data, penalty)
             # The gradients of the fitted parameters only: backward() also filled the
             # .grad of a caller's loss or regularizer module (a perceptual network),
@@ -1167,7 +1167,7 @@ def fit_batch(
                 member_data.append(data)
                 member_losses.append(data if penalty is None else data + penalty)
                 if first:
-                    _check_differentiable(x[row], prediction[row], member_losses[-1])
+                    _check_differentiable(x[row], prediction[row], member_losses[-1], penalty)
                     _check_terms_steer(x[row], prediction[row], data, penalty)
             totals = torch.stack(member_losses)
             grads = torch.autograd.grad(totals.sum(), list(params.values()))
@@ -1855,9 +1855,10 @@ def _dtype_hint(error: RuntimeError) -> TypeError | None:
 _NO_TRAINABLE_PARAMETER = "the generator's output depends on no trainable parameter"
 
 
-def _check_differentiable(x, prediction, total) -> None:
+def _check_differentiable(x, prediction, total, penalty=None) -> None:
     """Refuse, on the first step, a loss no trainable parameter reaches: torch's "element
-    0 of tensors does not require grad" named neither the network nor the operator."""
+    0 of tensors does not require grad" named neither the network nor the operator.
+    ``penalty``: the regularizer's term, None without one (then the loss alone is named)."""
     if total.requires_grad:
         return
     if not x.requires_grad:
@@ -1866,8 +1867,10 @@ def _check_differentiable(x, prediction, total) -> None:
         culprit = (
             "the forward operator cuts the gradient (a detach, NumPy or torch.no_grad inside it)"
         )
-    else:
-        culprit = "the loss or the regularizer cuts the gradient"
+    elif penalty is None:
+        culprit = "the loss cuts the gradient (a detach, .item(), NumPy or torch.no_grad inside it)"
+    else:  # one term reached by the gradient would have carried the total
+        culprit = "the loss and the regularizer both cut the gradient"
     raise ValueError(f"nothing can be fitted: {culprit}")
 
 

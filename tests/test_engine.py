@@ -1071,3 +1071,134 @@ def test_a_network_wrecked_before_the_first_checkpoint_is_rolled_back_to_its_sta
     assert result.history["divergences"][0]["iteration"] == 50
     assert losses[50] == pytest.approx(losses[0], rel=1e-5)  # the start, measured again
     assert losses[-1] < 0.1 * losses[0]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name == "nt", reason="POSIX signals")
+@pytest.mark.parametrize("batched", [False, True], ids=["fit_model", "fit_batch"])
+def test_a_sigint_outside_a_steps_record_ends_the_fit_at_once(batched, python_sigint):
+    # The engine's SIGINT handler holds a Ctrl-C back only while a step is recorded;
+    # one that arrives elsewhere (here in the callback, after step 2's record) is
+    # Python's KeyboardInterrupt at once, and the fit keeps its three recorded steps.
+    from skdip._engine import fit_batch
+
+    def callback(it, loss, x):
+        if it == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    model, target = _problem(size=8)
+    kw = dict(loss=get_loss("mse"), max_iter=20, callback=callback)
+    with pytest.warns(InterruptionWarning, match="interrupted after 3 steps"):
+        if batched:
+            (result,) = fit_batch([model], [target], seeds=[0], **kw)
+        else:
+            result = fit_model(model, target, seed=0, **kw)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert result.stopped_by == "interrupted"
+    assert result.n_iter == len(result.history["loss"]) == 3
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["fit_model", "fit_batch"])
+def test_a_ctrl_c_flagged_by_the_caller_of_a_worker_thread_ends_the_fit_at_its_next_step(
+    batched,
+):
+    # n_jobs: the caller sets the shared flag on a Ctrl-C that its workers' threads
+    # never see; each fit then ends before its next step, keeping the steps taken.
+    from skdip._engine import fit_batch, one_interruption
+
+    with one_interruption() as flag:
+
+        def callback(it, loss, x):
+            if it == 1:
+                flag[0] = True
+
+        model, target = _problem(size=8)
+        kw = dict(loss=get_loss("mse"), max_iter=20, callback=callback)
+        with pytest.warns(InterruptionWarning, match="interrupted after 2 steps"):
+            if batched:
+                (result,) = fit_batch([model], [target], seeds=[0], **kw)
+            else:
+                result = fit_model(model, target, seed=0, **kw)
+    assert result.stopped_by == "interrupted"
+    assert result.n_iter == len(result.history["loss"]) == 2
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["fit_model", "fit_batch"])
+@pytest.mark.parametrize(
+    "regularizer, match",
+    [
+        (None, "the loss cuts the gradient"),
+        (lambda x: x.detach().abs().mean(), "the loss and the regularizer both cut the gradient"),
+    ],
+)
+def test_a_loss_that_cuts_the_gradient_is_named(batched, regularizer, match):
+    # torch's "element 0 of tensors does not require grad" named no culprit; a loss
+    # alone that cut it was told "the loss or the regularizer", with no regularizer.
+    from skdip._engine import fit_batch
+
+    def detached(prediction, target):
+        return (prediction.detach() - target).square().mean()
+
+    model, target = _problem(size=8)
+    kw = dict(loss=detached, regularizer=regularizer, max_iter=2)
+    with pytest.raises(ValueError, match="nothing can be fitted: " + match):
+        if batched:
+            fit_batch([model], [target], **kw)
+        else:
+            fit_model(model, target, **kw)
+
+
+def test_an_operator_returning_complex_values_for_a_real_observation_is_named():
+    # The fit would have compared complex predictions to real data, or failed in
+    # torch's words inside the loss.
+    from skdip.operators import FunctionOperator
+
+    model, target = _problem(size=8)
+    model = DIPModel(model.network, FunctionOperator(torch.fft.fft2), 0.0)
+    with pytest.raises(ValueError, match="returns complex values but the observation is real"):
+        fit_model(model, target, loss=get_loss("mse"), max_iter=2)
+
+
+def test_a_reference_of_another_shape_than_the_estimate_is_named():
+    model, target = _problem(size=8)
+    with pytest.raises(ValueError, match=r"reference y has shape \(1, 1, 6, 6\).*\(1, 1, 8, 8\)"):
+        fit_model(
+            model, target, loss=get_loss("mse"), max_iter=2, reference=torch.zeros(1, 1, 6, 6)
+        )
+
+
+class _FailingOperator(nn.Module):
+    """Raises a RuntimeError of its own at its ``at``-th call (from 1)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.calls = at, [0]
+
+    def __deepcopy__(self, memo):
+        return self  # one count across copies
+
+    def forward(self, x):
+        self.calls[0] += 1
+        if self.calls[0] == self.at:
+            raise RuntimeError("the camera model ran out of photons")
+        return x
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["fit_model", "fit_batch"])
+@pytest.mark.parametrize("at", [1, 3])
+def test_a_users_operator_error_is_raised_as_it_is(batched, at):
+    # Neither taken for a dtype mismatch (no dtype in its words) nor, after the first
+    # step, blamed on vmap: the caller's own error reaches the caller.
+    from skdip._engine import fit_batch
+
+    model, target = _problem(size=8)
+    model = DIPModel(model.network, _FailingOperator(at), 0.0)
+    kw = dict(loss=get_loss("mse"), max_iter=5)
+    if batched and at == 1:  # a first pass under vmap: the hint to fit one by one
+        with pytest.raises(RuntimeError, match="batch_size=1.*ran out of photons"):
+            fit_batch([model], [target], **kw)
+        return
+    with pytest.raises(RuntimeError, match="^the camera model ran out of photons$"):
+        if batched:
+            fit_batch([model], [target], **kw)
+        else:
+            fit_model(model, target, **kw)
