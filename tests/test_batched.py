@@ -1,5 +1,6 @@
 """The batched engine path: several same-shape fits in one vectorised run."""
 
+import functools
 import math
 
 import numpy as np
@@ -1062,3 +1063,92 @@ def test_batched_fits_of_barely_noisy_images_are_not_taken_for_divergence():
     fitted = den.set_params(batch_size=2).fit(noisy)
     assert list(fitted.stopped_by_) == ["max_iter", "max_iter"]
     assert [len(r["history"]["divergences"]) for r in fitted._fit_results] == [0, 0]
+
+
+def test_members_of_another_architecture_are_not_stacked():
+    # Same parameters and buffers, another activation: member 1 would have run
+    # through member 0's LeakyReLU.
+    other = _model(1)
+    other.network.body.skip[2] = torch.nn.ReLU()
+    with pytest.raises(ValueError, match="member 1 has another architecture than member 0"):
+        fit_batch([_model(0), other], [_target(0), _target(1)], loss=MSE, max_iter=2)
+
+
+class _Offset(ForwardOperator):
+    """Adds a tensor kept as a plain attribute (neither a buffer nor a parameter)."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = torch.tensor(offset)
+
+    def forward(self, x):
+        return x + self.offset
+
+
+def test_members_whose_operators_hold_other_plain_tensors_are_not_stacked():
+    # Not stacked with the buffers: member 1 would have been fitted with member 0's
+    # offset, silently.
+    def models(offsets):
+        return [
+            DIPModel(TINY.build((16, 16), 1, seed=k), _Offset(v), 0.0)
+            for k, v in enumerate(offsets)
+        ]
+
+    targets = [_target(0), _target(1)]
+    with pytest.raises(ValueError, match="tensor attribute 'offset' of _Offset"):
+        fit_batch(models([0.0, 0.5]), targets, loss=MSE, max_iter=2)
+    fit_batch(models([0.5, 0.5]), targets, loss=MSE, max_iter=2)  # equal: stacked
+
+
+def _scaled(x, scale):
+    scale = scale[0] if isinstance(scale, list) else scale  # a list: its first item scales
+    return x * torch.as_tensor(scale, dtype=x.dtype)
+
+
+class _Scale:
+    """A callable object whose setting is its state."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, x):
+        return _scaled(x, self.scale)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: functools.partial(_scaled, scale=np.full((16, 16), v)),
+        lambda v: functools.partial(_scaled, scale=torch.full((16, 16), v)),
+        lambda v: functools.partial(_scaled, scale=[float(v), 1.0]),
+        lambda v: functools.partial(_scaled, scale=float(str(v))),  # equal, not identical
+        lambda v: _Scale(np.full((16, 16), v)),
+    ],
+    ids=["array", "tensor", "list", "float", "callable-object"],
+)
+def test_operator_functions_are_compared_by_content(make):
+    # Each member holds its own copy of the function: equal settings are stacked,
+    # other ones are not (the batch runs every member through member 0's operator).
+    def models(values):
+        return [
+            DIPModel(TINY.build((16, 16), 1, seed=k), FunctionOperator(make(v)), 0.0)
+            for k, v in enumerate(values)
+        ]
+
+    targets = [_target(0), _target(1)]
+    fit_batch(models([0.5, 0.5]), targets, loss=MSE, max_iter=1)
+    with pytest.raises(ValueError, match="differs from member 0's in function"):
+        fit_batch(models([0.5, 0.25]), targets, loss=MSE, max_iter=1)
+
+
+def test_fit_batch_checks_its_arguments():
+    models, targets = [_model(0), _model(1)], [_target(0), _target(1)]
+    with pytest.raises(ValueError, match=r"one dict per model \(2\), got 1"):
+        fit_batch(models, targets, loss=MSE, max_iter=2, settings=[{}])
+    with pytest.raises(ValueError, match=r"unknown per-member settings \['learning_rate'\]"):
+        fit_batch(models, targets, loss=MSE, max_iter=2, settings=[{}, {"learning_rate": 1}])
+    plain = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1))
+    with pytest.raises(ValueError, match="needs DIPModel members, got Sequential"):
+        fit_batch([plain], [_target(0)], loss=MSE, max_iter=2)
+    with pytest.raises(ValueError, match="DIPModel members of one type, got DIPModel and Seq"):
+        fit_batch([_model(0), plain], targets, loss=MSE, max_iter=2)
