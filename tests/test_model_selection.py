@@ -64,6 +64,11 @@ def test_fit_images_cv_splits():
         assert train is not test
     with pytest.raises(ValueError, match="X is required"):
         list(cv.split(None))
+    with pytest.raises(ValueError, match="got a scalar"):
+        list(cv.split(3.0))
+    for empty in ([], np.zeros((0, 8, 8, 1))):
+        with pytest.raises(ValueError, match="X holds no image"):
+            list(cv.split(empty))
 
 
 def test_per_image_cv_splits():
@@ -82,6 +87,9 @@ def test_per_image_cv_splits():
         cv.get_n_splits(np.zeros((5, 16, 16)))
     with pytest.raises(ValueError, match="needs X"):
         cv.get_n_splits()
+    for empty in ([], np.zeros((0, 8, 8, 1))):
+        with pytest.raises(ValueError, match="X holds no image"):
+            cv.get_n_splits(empty)
 
 
 # ------------------------------------------------- no wasted solves in a search
@@ -306,6 +314,33 @@ def test_prefer_default_matches_partial_dicts_floats_and_generators():
         PreferDefault({"lr": 0.02}).default_index(PARAMS)
     with pytest.raises(ValueError, match="no candidate match"):
         PreferDefault({"width": 8}).default_index(PARAMS)  # a key no candidate has
+
+
+def _same(x):
+    return x
+
+
+def _same_too(x):
+    return x
+
+
+def test_prefer_default_matches_tuples_lists_of_arrays_and_functions():
+    # Equal values built apart (a tuple from a config, a list of kernels, which == cannot
+    # compare) are the same setting; an array does not match a ragged list; two
+    # functions are the same setting only as one object, or pickled alike (a lambda
+    # does not pickle: only itself matches it).
+    sizes = [{"kernel_size": (3, 3)}, {"kernel_size": (5, 5)}]
+    assert PreferDefault({"kernel_size": tuple([5, 5])}).default_index(sizes) == 1
+    kernels = [{"kernel": [np.zeros((3, 3))]}, {"kernel": [np.ones((3, 3))]}]
+    assert PreferDefault({"kernel": [np.ones((3, 3))]}).default_index(kernels) == 1
+    flat = [{"kernel": [[1.0], [1.0, 1.0]]}, {"kernel": [1.0, 1.0]}]
+    assert PreferDefault({"kernel": np.ones(2)}).default_index(flat) == 1
+    one, other = (lambda x: x), (lambda x: x)
+    assert PreferDefault({"operator": one}).default_index([{"operator": one}]) == 0
+    with pytest.raises(ValueError, match="no candidate matches"):
+        PreferDefault({"operator": other}).default_index([{"operator": one}])
+    functions = [{"operator": _same}, {"operator": _same_too}]
+    assert PreferDefault({"operator": _same_too}).default_index(functions) == 1
 
 
 def test_prefer_default_failed_fits():
@@ -572,6 +607,10 @@ def test_average_of_best_validates_its_parameters():
         AverageOfBest(_den(), {"learning_rate": [0.1]}).fit(X)
     with pytest.raises(TypeError, match="batched fitting"):
         AverageOfBest(BlindDeblurrer(generator=TINY), {"lr": [0.01]}).fit(X)
+    # An empty list of grids (ParameterGrid yields nothing): refused, not an average
+    # of no estimate.
+    with pytest.raises(ValueError, match="param_grid holds no setting"):
+        AverageOfBest(_den(), []).fit(X)
 
 
 def test_average_of_best_rejects_bad_images_and_leaves_the_callers_alone():
