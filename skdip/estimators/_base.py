@@ -455,11 +455,6 @@ def _cross_validation_frame() -> dict | None:
     return None
 
 
-def _under_cross_validation() -> bool:
-    """Whether the call comes from scikit-learn's fit-and-score of a cross-validation."""
-    return _cross_validation_frame() is not None
-
-
 class BaseDIPEstimator(
     _LastSolveMixin, ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
 ):
