@@ -390,6 +390,16 @@ def test_bad_settings_of_parts_are_refused_before_any_work(params, match, monkey
         est.fit(np.random.default_rng(0).random((16, 16)))
 
 
+def test_builtins_without_a_signature_are_called_as_given():
+    # torch.dist and slice are C functions inspect cannot read: the call-form check and
+    # the callback's image= keyword leave them alone, and the fit calls them as given.
+    est = DIPDenoiser(loss=torch.dist, callback=slice, **COMMON)
+    with pytest.warns(UserWarning, match="callback returned a value of type slice"):
+        est.fit(_image())
+    # The Euclidean distance over 256 pixels, not the default mean square (under 1).
+    assert len(est.loss_curve_) == 4 and min(est.loss_curve_) > 1
+
+
 def test_an_output_average_of_weight_zero_is_refused():
     # w = 0 averaged nothing yet returned the raw iterate one step after the minimum,
     # unlike None; the two are told apart by refusing 0.
