@@ -394,6 +394,16 @@ def test_helpers_reject_bad_measurements():
         op.data_consistency(np.zeros((4, 5)), np.zeros((4, 4, 4)))
     with pytest.raises(ValueError, match="image='complex'"):
         op.data_consistency(np.zeros((4, 4), dtype=complex), np.zeros((4, 4, 4)))
+    with pytest.raises(ValueError, match=r"complex k-space must have shape .*got \(4,\)"):
+        op.zero_filled(np.zeros(4, dtype=complex))
+    with pytest.raises(ValueError, match=r"\(H, W, 2 \* n_coils\) \(channels last\).*\(4, 4\)"):
+        op.zero_filled(np.zeros((4, 4)))
+    with pytest.raises(TypeError, match="measurement must be a numeric array, got dtype <U1"):
+        op.zero_filled(np.full((4, 4, 4), "a"))
+    with pytest.raises(TypeError, match="estimate must be a numeric array, got dtype <U1"):
+        op.data_consistency(np.full((4, 4), "a"), np.zeros((4, 4, 4)))
+    with pytest.raises(ValueError, match="estimate contains NaN or infinite values"):
+        op.data_consistency(np.full((4, 4), np.nan), np.zeros((4, 4, 4)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -439,6 +449,15 @@ def test_rejects_bad_arguments():
         KSpaceSampling(np.ones((4, 4)), np.zeros((1, 4, 4)))
     with pytest.raises(TypeError, match="coil_maps must be None"):
         KSpaceSampling(np.ones((4, 4)), "maps")
+    with pytest.raises(
+        TypeError, match="coil_maps must contain numbers, got an array of dtype bool"
+    ):
+        KSpaceSampling(np.ones((4, 4)), np.ones((1, 4, 4), dtype=bool))
+    with pytest.raises(TypeError, match="coil_maps must contain numbers, got a boolean array"):
+        KSpaceSampling(np.ones((4, 4)), torch.ones(1, 4, 4, dtype=torch.bool))
+    assert repr(KSpaceSampling(np.ones((4, 4)), np.ones((2, 4, 4)))) == (
+        "KSpaceSampling(image='real', n_coils=2, image_shape=(4, 4), sampled_fraction=1)"
+    )
     # a 1-D mask takes the rows of the coil maps
     assert KSpaceSampling(np.ones(5), np.ones((2, 3, 5))).image_shape == (3, 5)
 

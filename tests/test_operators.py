@@ -1170,3 +1170,72 @@ def test_operators_take_the_array_kinds_the_estimators_take():
             make(
                 np.ma.masked_array(mask.astype(float), np.eye(8, dtype=bool) & (np.arange(8) == 0))
             )
+
+
+class _NoAdjoint(ForwardOperator):
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: _NoAdjoint().adjoint(torch.ones(1, 1, 2, 2)), NotImplementedError, "_NoAdjoint"),
+        (
+            lambda: Convolution(np.ones((5, 5)) / 25, boundary="valid")(torch.ones(1, 1, 3, 8)),
+            ValueError,
+            r"a 5x5 kernel is larger than the 3x8 image \('valid' boundary\)",
+        ),
+        (
+            lambda: convolve(torch.ones(1, 1, 3, 8), torch.ones(5, 5) / 25, "valid"),
+            ValueError,
+            r"a 5x5 kernel is larger than the 3x8 image \('valid' boundary\)",
+        ),
+        (lambda: make_phase_masks(0, (4, 4)), ValueError, "n_masks must be a positive int"),
+        (lambda: make_phase_masks(2, (4, 4), seed=1.5), TypeError, "seed must be an int"),
+        (
+            lambda: FourierMagnitude(masks=np.zeros((0, 4, 4))),
+            ValueError,
+            r"masks is empty \(shape \(0, 4, 4\)\)",
+        ),
+        (lambda: FourierMagnitude(n_masks=2, mask_seed="3"), TypeError, "mask_seed must be an int"),
+        (
+            lambda: FourierMagnitude()(torch.ones(1, 4, 4)),
+            ValueError,
+            r"expected a \(B, C, H, W\) tensor, got shape \(1, 4, 4\)",
+        ),
+        (
+            lambda: FunctionOperator(double_it)(np.ones((1, 1, 2, 2))),
+            TypeError,
+            "expected a torch.Tensor, got ndarray",
+        ),
+    ],
+    ids=[
+        "no-adjoint",
+        "valid-kernel-too-large",
+        "convolve-valid-kernel-too-large",
+        "no-phase-mask",
+        "float-mask-seed",
+        "empty-masks",
+        "str-mask-seed",
+        "3-d-input",
+        "numpy-input",
+    ],
+)
+def test_operators_name_bad_arguments_and_inputs(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_shapes_given_as_a_torch_size_are_read():
+    # x.shape[-2:] is a torch.Size, the natural thing to pass.
+    shape = torch.ones(1, 1, 8, 9).shape[-2:]
+    assert Convolution(np.ones((3, 3)) / 9, boundary="valid").output_shape(shape) == (6, 7)
+    assert FunctionOperator(double_it).input_shape(shape) == (8, 9)
+
+
+def test_reflect_padding_of_a_one_pixel_axis_repeats_the_pixel():
+    # No mirror image of one pixel but itself (its period 2 * (n - 1) is 0).
+    x = torch.from_numpy(_rng(4).random((1, 1, 1, 5)))
+    padded = _pad(x, (2, 1, 0, 0), "reflect")
+    torch.testing.assert_close(padded, x.expand(1, 1, 4, 5), rtol=0, atol=0)
