@@ -877,6 +877,22 @@ def test_support_holds_only_0_1_values(Estimator):
     a = est.set_params(support=hard).fit_transform(y)
     b = est.set_params(support=hard.astype(float)).fit_transform(y)
     np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="support contains NaN or infinity"):
+        est.set_params(support=np.where(hard, 1.0, np.nan)).fit(y)
+    with pytest.raises(TypeError, match="support must be a boolean or 0/1 numeric array"):
+        est.set_params(support=np.where(hard, "in", "out")).fit(y)
+
+
+def test_hio_score_reads_its_clean_objects_one_per_measurement():
+    x = _blob()
+    y = simulate_diffraction(x, oversampling=2)
+    est = HIOPhaseRetriever(max_iter=4, n_er=2, random_state=0).fit(y)
+    # A list of objects is read object by object, as the array it stacks to.
+    assert est.score(y, [x]) == est.score(y, x[None]) == est.score(y, x)
+    with pytest.raises(ValueError, match=r"y must hold 2-D objects, got an array of shape"):
+        est.score(y, np.ones((1, 8, 8, 2)))
+    with pytest.raises(ValueError, match="y holds 2 objects but X holds 1 measurements"):
+        est.score(y, np.stack([x, x]))
 
 
 def test_the_shrinkwrap_blur_never_grows(monkeypatch):

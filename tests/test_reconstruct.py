@@ -440,12 +440,14 @@ def test_an_inpainter_with_nothing_to_fill_says_so():
         DIPInpainter(**COMMON).fit(holed)
 
 
-@pytest.mark.parametrize("mask_shape", [(16, 16), (16, 16, 1), (16, 16, 3), (1, 16, 16)])
+@pytest.mark.parametrize(
+    "mask_shape", [(16, 16), (16, 16, 1), (16, 16, 3), (1, 16, 16), (1, 16, 16, 1)]
+)
 def test_mask_shapes(mask_shape):
     mask2d = np.ones((16, 16), dtype=bool)
     mask2d[3:5, 3:5] = False
-    if mask_shape == (1, 16, 16):
-        mask = mask2d[None]
+    if mask_shape[0] == 1:  # a batch of one's mask, with its leading axis
+        mask = mask2d.reshape(mask_shape)
     elif len(mask_shape) == 3:
         mask = np.repeat(mask2d[..., None], mask_shape[2], axis=2)
     else:
@@ -892,6 +894,24 @@ def test_an_operator_returning_complex_values_is_reported_clearly():
         with pytest.raises(ValueError, match="returns complex values"):
             est.fit(_smooth() * 200)
     assert steps == [] and not caught
+
+
+def _first_item(x):
+    return x[0]
+
+
+def test_an_operator_returning_no_batch_axis_is_reported_before_any_step():
+    # A (C, h, w) prediction (the batch axis indexed away) is named before the fit, with
+    # the layout the operator must return.
+    steps = []
+    est = DIPReconstructor(
+        operator=FunctionOperator(_first_item), callback=lambda *a: steps.append(1), **COMMON
+    )
+    with pytest.raises(
+        ValueError, match=r"must return a \(B, C, h, w\) tensor, got shape \(1, 16, 16\)"
+    ):
+        est.fit(_smooth())
+    assert steps == []
 
 
 def _scale_by(factor):
