@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import numbers
+import reprlib
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import scipy.sparse
@@ -542,16 +544,161 @@ def check_same_scale(
             )
 
 
-def check_number(value, name: str, minimum: float) -> float:
-    """A finite real number (not a bool) at least ``minimum``, as a float."""
+def _shown(value: object) -> str:
+    """A short repr for an error message (a long list or array is abbreviated)."""
+    return reprlib.repr(value)
+
+
+def _bound(n: float) -> str:
+    """A bound as written in a message: powers of two from 2**16 up as ``2**k`` (the
+    seed ranges read as "[0, 2**32)" rather than "[0, 4294967295]")."""
+    if isinstance(n, int) and abs(n) >= 2**16 and abs(n) & (abs(n) - 1) == 0:
+        return f"{'-' if n < 0 else ''}2**{abs(n).bit_length() - 1}"
+    return f"{n:g}" if isinstance(n, float) else str(n)
+
+
+def _range_text(
+    minimum: float | None, maximum: float | None, exclusive_minimum: bool, integer: bool
+) -> str:
+    """The range part of a requirement: " >= 1", " in [0, 2**32)", ..."""
+    if minimum is not None and maximum is not None:
+        left = "(" if exclusive_minimum else "["
+        if integer and isinstance(maximum, int) and "**" in _bound(maximum + 1):
+            return f" in {left}{_bound(minimum)}, {_bound(maximum + 1)})"
+        return f" in {left}{_bound(minimum)}, {_bound(maximum)}]"
+    if minimum is not None:
+        return f" {'>' if exclusive_minimum else '>='} {_bound(minimum)}"
+    if maximum is not None:
+        return f" <= {_bound(maximum)}"
+    return ""
+
+
+def _refuse(
+    error: type[Exception], name: str, requirement: str, value: object, hint: str
+) -> NoReturn:
+    raise error(
+        f"{name} must be {requirement}, got {_shown(value)}" + (f"; {hint}" if hint else "")
+    )
+
+
+def check_int(
+    value: object,
+    name: str,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    *,
+    allow_none: bool = False,
+    hint: str = "",
+) -> int | None:
+    """Check an integer argument of a public function and return it as a Python int.
+
+    NumPy integers are accepted (a ``ParameterGrid`` over ``np.arange`` hands them
+    out) and returned as ``int``, so that a small type such as ``np.uint8`` cannot
+    overflow in later arithmetic. ``bool`` is refused although Python counts it as
+    an int: ``True`` as a count or a seed is a mistake, not a 1.
+
+    Parameters
+    ----------
+    value : object
+        The argument as given.
+    name : str
+        How the message names it (``"n_masks"``, ``"SkipNetwork.width"``).
+    minimum, maximum : int or None, default=None
+        Inclusive bounds; None for no bound.
+    allow_none : bool, default=False
+        Take None too (returned as is) and say so in the message.
+    hint : str, default=""
+        Appended to the message, after "; " (what the argument means, what to pass).
+
+    Returns
+    -------
+    int or None
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is a bool or no integer (a float, a str, None unless allowed).
+    ValueError
+        If ``value`` is an integer outside ``[minimum, maximum]``.
+    """
+    if value is None and allow_none:
+        return None
+    if minimum == 1 and maximum is None:
+        requirement = "a positive int"
+    elif minimum == 0 and maximum is None:
+        requirement = "a non-negative int"
+    else:
+        requirement = "an int" + _range_text(minimum, maximum, False, integer=True)
+    requirement += " or None" if allow_none else ""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        _refuse(TypeError, name, requirement, value, hint)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        _refuse(ValueError, name, requirement, value, hint)
+    return int(value)
+
+
+def check_number(
+    value: object,
+    name: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    exclusive_minimum: bool = False,
+    finite: bool = True,
+    allow_none: bool = False,
+    hint: str = "",
+) -> float | None:
+    """Check a real-number argument of a public function and return it as a float.
+
+    Python and NumPy integers and floats are accepted; ``bool`` is refused (``True``
+    as a noise level or a range is a mistake, not a 1), and so is NaN.
+
+    Parameters
+    ----------
+    value : object
+        The argument as given.
+    name : str
+        How the message names it.
+    minimum, maximum : float or None, default=None
+        Bounds, inclusive unless ``exclusive_minimum``; None for no bound.
+    exclusive_minimum : bool, default=False
+        Refuse ``minimum`` itself (a scale or a width that must be > 0).
+    finite : bool, default=True
+        Refuse infinity too (with False, only NaN is refused).
+    allow_none : bool, default=False
+        Take None too (returned as is) and say so in the message.
+    hint : str, default=""
+        Appended to the message, after "; ".
+
+    Returns
+    -------
+    float or None
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is a bool or no real number (a str, a complex, None unless allowed).
+    ValueError
+        If ``value`` is NaN, infinite (with ``finite``) or out of range.
+    """
+    if value is None and allow_none:
+        return None
+    requirement = (
+        ("a finite number" if finite else "a number")
+        + _range_text(minimum, maximum, exclusive_minimum, integer=False)
+        + (" or None" if allow_none else "")
+    )
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        _refuse(TypeError, name, requirement, value, hint)
+    out = float(value)
     if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not np.isfinite(value)
-        or value < minimum
+        np.isnan(out)
+        or (finite and not np.isfinite(out))
+        or (minimum is not None and (out <= minimum if exclusive_minimum else out < minimum))
+        or (maximum is not None and out > maximum)
     ):
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}")
-    return float(value)
+        _refuse(ValueError, name, requirement, value, hint)
+    return out
 
 
 def metric_array(image, name: str = "the array") -> np.ndarray:

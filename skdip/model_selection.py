@@ -48,7 +48,7 @@ from sklearn.utils.metadata_routing import (
 from sklearn.utils.validation import check_is_fitted
 
 from ._engine import autograd_on, one_interruption
-from ._validation import check_number
+from ._validation import check_int, check_number, reject_bool_numbers
 from ._warnings import held_back, warn
 from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _solve_key
 from .exceptions import FitInterrupted, InterruptionWarning
@@ -728,10 +728,7 @@ def fit_candidates(
             f"fit_candidates needs an estimator with batched fitting (a batch_size "
             f"parameter, e.g. DIPDenoiser), got {type(estimator).__name__}"
         )
-    if batch_size is not None and (
-        not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size", 1, allow_none=True)
     fitted = [_configured(estimator, c) for c in candidates]
     for est in fitted:
         est._check_params()
@@ -824,22 +821,9 @@ def _configured(estimator: Any, candidate: dict) -> Any:
 
 
 def _check_best_scored(n_best: Any, margin: Any, max_distance: Any = None) -> None:
-    if n_best is not None and (
-        isinstance(n_best, bool | np.bool_) or not isinstance(n_best, Integral) or n_best < 1
-    ):
-        raise ValueError(f"n_best must be an int >= 1 or None, got {n_best!r}")
-    if margin is not None and (
-        isinstance(margin, bool | np.bool_)
-        or not isinstance(margin, Real)
-        or not (np.isfinite(margin) and margin >= 0)
-    ):
-        raise ValueError(f"margin must be a finite number >= 0 or None, got {margin!r}")
-    if max_distance is not None and (
-        isinstance(max_distance, bool | np.bool_)
-        or not isinstance(max_distance, Real)
-        or np.isnan(max_distance)
-    ):
-        raise ValueError(f"max_distance must be a number or None, got {max_distance!r}")
+    check_int(n_best, "n_best", 1, allow_none=True)
+    check_number(margin, "margin", 0, allow_none=True)
+    check_number(max_distance, "max_distance", finite=False, allow_none=True)
 
 
 def best_scored(
@@ -904,14 +888,9 @@ def best_scored(
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D (one per candidate), got shape {scores.shape}")
     _check_best_scored(n_best, margin, max_distance)
-    if default is not None and (
-        isinstance(default, bool | np.bool_)
-        or not isinstance(default, Integral)
-        or not 0 <= default < scores.size
-    ):
-        raise ValueError(
-            f"default must be the index of a candidate (0 to {scores.size - 1}), got {default!r}"
-        )
+    default = check_int(
+        default, "default", 0, scores.size - 1, allow_none=True, hint="the index of a candidate"
+    )
     if max_distance is not None:
         if default is None:
             raise ValueError("max_distance limits what joins a default: pass default too")
@@ -1173,7 +1152,10 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
     def _fit(self, X: Any, y: Any, fit_params: dict) -> AverageOfBest:
         """:meth:`fit` with its parameters validated and the fit parameters routed."""
         self.__dict__.pop("_last_solve", None)  # a solve kept for the earlier settings
-        # Interval accepts inf (and bools as numbers); refuse them here, before the fits.
+        # Interval accepts bools as numbers: refused as the estimators refuse them (an
+        # InvalidParameterError, a ValueError and a TypeError alike), and inf below,
+        # before the fits.
+        reject_bool_numbers(self)
         _check_best_scored(self.n_best, self.margin, self.max_distance)
         candidates = list(ParameterGrid(self.param_grid))
         if not candidates:

@@ -367,7 +367,7 @@ def test_phase_retriever_init_must_be_hio():
     [
         ({"early_stopping": ExponentialMovingVariance(alpha=2.0)}, "alpha"),
         ({"early_stopping": WindowedMovingVariance(window=1)}, "window"),
-        ({"regularizer": TotalVariation(weight=-1)}, "weight must be a finite real"),
+        ({"regularizer": TotalVariation(weight=-1)}, "weight must be a finite number"),
         ({"loss": lambda prediction: prediction.sum()}, r"loss is called as loss\(prediction"),
         ({"callback": lambda it: None}, r"callback is called as callback\(iteration"),
         ({"regularizer": lambda: 0.0}, r"regularizer is called as regularizer\(image\)"),

@@ -586,7 +586,7 @@ def test_a_centre_beyond_the_accelerations_total_is_warned_of():
         (dict(shape=(4, 4.0)), TypeError, "pair of integers"),
         (dict(shape=(4, 8), acceleration=0.5), ValueError, "acceleration"),
         (dict(shape=(4, 8), acceleration=np.inf), ValueError, "acceleration"),
-        (dict(shape=(4, 8), acceleration="4"), ValueError, "acceleration"),
+        (dict(shape=(4, 8), acceleration="4"), TypeError, "acceleration"),
         (dict(shape=(4, 8), center_fraction=0), ValueError, "center_fraction"),
         (dict(shape=(4, 8), center_fraction=1.5), ValueError, "center_fraction"),
     ],

@@ -363,7 +363,7 @@ def test_prefer_default_failed_fits():
         ({"default": -1}, ValueError, "out of range"),
         ({"default": 0, "margin": -0.1}, ValueError, "margin must be"),
         ({"default": 0, "margin": np.nan}, ValueError, "margin must be"),
-        ({"default": 0, "margin": "1"}, ValueError, "margin must be"),
+        ({"default": 0, "margin": "1"}, TypeError, "margin must be"),
         ({"default": 0, "metric": 3}, TypeError, "metric must be"),
     ],
 )
@@ -654,19 +654,19 @@ def test_best_scored(scores, n_best, margin, expected):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        ({"n_best": 0}, "n_best"),
-        ({"n_best": 2.0}, "n_best"),
-        ({"n_best": True}, "n_best"),
-        ({"margin": -0.1}, "margin"),
-        ({"margin": np.nan}, "margin"),
-        ({"margin": np.inf}, "margin"),
-        ({"margin": "1"}, "margin"),
+        ({"n_best": 0}, ValueError, "n_best"),
+        ({"n_best": 2.0}, TypeError, "n_best"),
+        ({"n_best": True}, TypeError, "n_best"),
+        ({"margin": -0.1}, ValueError, "margin"),
+        ({"margin": np.nan}, ValueError, "margin"),
+        ({"margin": np.inf}, ValueError, "margin"),
+        ({"margin": "1"}, TypeError, "margin"),
     ],
 )
-def test_best_scored_rejects_bad_limits(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_best_scored_rejects_bad_limits(kwargs, error, match):
+    with pytest.raises(error, match=match):
         best_scored([1.0, 2.0], **kwargs)
     with pytest.raises(ValueError, match="1-D"):
         best_scored([[1.0, 2.0]])
@@ -908,9 +908,12 @@ def test_best_scored_anchored_on_a_default(scores, n_best, margin, default, expe
     assert chosen.tolist() == expected
 
 
-@pytest.mark.parametrize("default", [-1, 4, 1.0, True, "0"])
-def test_best_scored_refuses_a_default_that_is_no_candidate(default):
-    with pytest.raises(ValueError, match="default must be the index of a candidate"):
+@pytest.mark.parametrize(
+    "default, error",
+    [(-1, ValueError), (4, ValueError), (1.0, TypeError), (True, TypeError), ("0", TypeError)],
+)
+def test_best_scored_refuses_a_default_that_is_no_candidate(default, error):
+    with pytest.raises(error, match=r"default must be an int in \[0, 3\].*index of a candidate"):
         best_scored([1.0, 2.0, 3.0, 4.0], default=default)
 
 
@@ -1054,7 +1057,7 @@ def test_best_scored_limits_the_distance_to_the_default(distances, max_distance,
         ({"max_distance": -12.0, "default": 0, "distances": [0.0] * 2}, ValueError, "one value"),
         ({"max_distance": -12.0, "default": 0, "distances": ["a", 1, 2]}, TypeError, "numbers"),
         ({"max_distance": np.nan, "default": 0, "distances": [0.0] * 3}, ValueError, "a number"),
-        ({"max_distance": True, "default": 0, "distances": [0.0] * 3}, ValueError, "a number"),
+        ({"max_distance": True, "default": 0, "distances": [0.0] * 3}, TypeError, "a number"),
     ],
 )
 def test_best_scored_refuses_a_bad_distance_limit(kwargs, error, match):

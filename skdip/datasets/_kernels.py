@@ -7,13 +7,12 @@ half a pixel of the central pixel ``(size // 2, size // 2)``.
 
 from __future__ import annotations
 
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 from scipy import ndimage, signal
 
-from .._validation import looks_like_a_stack, metric_array
+from .._validation import check_int, check_number, looks_like_a_stack, metric_array
 from .._warnings import warn
 from ._noise import _check_random_state
 
@@ -21,22 +20,11 @@ __all__ = ["blur", "make_disk_kernel", "make_gaussian_kernel", "make_motion_kern
 
 
 def _check_size(size: Any, minimum: int = 1) -> int:
-    if isinstance(size, bool) or not isinstance(size, Integral):
-        raise TypeError(f"size must be an int, got {type(size).__name__}")
-    size = int(size)
+    # The type only: an even size gets the message below, which says it must be odd.
+    size = check_int(size, "size")
     if size < minimum or size % 2 == 0:
         raise ValueError(f"size must be an odd int >= {minimum}, got {size}")
     return size
-
-
-def _check_positive(value: Any, name: str, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        sign = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {sign}, got {value}")
-    return value
 
 
 def make_gaussian_kernel(size: int, sigma: float) -> np.ndarray:
@@ -68,7 +56,7 @@ def make_gaussian_kernel(size: int, sigma: float) -> np.ndarray:
     ((5, 5), 1.0, True)
     """
     size = _check_size(size)
-    sigma = _check_positive(sigma, "sigma")
+    sigma = check_number(sigma, "sigma", 0, exclusive_minimum=True)
     r = np.arange(size, dtype=np.float64) - size // 2
     # r / sigma, not r**2 / sigma**2: a tiny sigma squared underflows to 0 (NaN
     # kernel); this way the kernel tends to the delta it should be.
@@ -121,14 +109,12 @@ def make_disk_kernel(size: int, radius: float, supersample: int = 8) -> np.ndarr
     ((7, 7), 1.0, True)
     """
     size = _check_size(size)
-    radius = _check_positive(radius, "radius")
+    radius = check_number(radius, "radius", 0, exclusive_minimum=True)
     if radius > size / 2:
         raise ValueError(
             f"radius={radius} does not fit in a kernel of size {size} (max {size / 2})"
         )
-    if isinstance(supersample, bool) or not isinstance(supersample, Integral) or supersample < 1:
-        raise ValueError(f"supersample must be an int >= 1, got {supersample!r}")
-    s = int(supersample)
+    s = check_int(supersample, "supersample", 1)
     # Sub-pixel sample offsets inside a unit pixel, symmetric about 0.
     sub = (np.arange(s) + 0.5) / s - 0.5
     coords = (np.arange(size) - size // 2)[:, None] + sub[None, :]  # (size, s)
@@ -236,20 +222,15 @@ def make_motion_kernel(
     """
     size = _check_size(size, minimum=3)
     rng = _check_random_state(random_state)
-    intensity = _check_positive(intensity, "intensity", allow_zero=True)
-    if intensity > 1:
-        raise ValueError(f"intensity must be in [0, 1], got {intensity}")
-    smoothing = _check_positive(smoothing, "smoothing", allow_zero=True)
-    if isinstance(n_steps, bool) or not isinstance(n_steps, Integral) or n_steps < 1:
-        raise ValueError(f"n_steps must be an int >= 1, got {n_steps!r}")
+    intensity = check_number(intensity, "intensity", 0, 1)
+    smoothing = check_number(smoothing, "smoothing", 0)
+    n_steps = check_int(n_steps, "n_steps", 1)
     if length is None:
         length = rng.uniform(0.5, 1.0)
     else:
-        length = _check_positive(length, "length")
-        if length > 1:
-            raise ValueError(f"length must be in (0, 1], got {length}")
+        length = check_number(length, "length", 0, 1, exclusive_minimum=True)
 
-    control = _shake_trajectory(rng, int(n_steps), intensity)
+    control = _shake_trajectory(rng, n_steps, intensity)
 
     # Footprint of the smoothing (scipy truncates at 2 sigma here).
     truncate = 2.0

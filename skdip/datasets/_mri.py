@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._validation import check_number, check_plane
+from .._validation import check_int, check_number, check_plane
 from .._warnings import warn
 from ..operators._convolution import _check_spatial_shape
 from ..operators._kspace import KSpaceSampling, channels_to_kspace
@@ -61,12 +60,7 @@ def cartesian_mask(
     """
     h, w = _check_spatial_shape(shape, "shape")
     check_number(acceleration, "acceleration", 1)
-    if (
-        isinstance(center_fraction, bool)
-        or not isinstance(center_fraction, Real)
-        or not 0 < center_fraction <= 1
-    ):
-        raise ValueError(f"center_fraction must be a number in (0, 1], got {center_fraction!r}")
+    center_fraction = check_number(center_fraction, "center_fraction", 0, 1, exclusive_minimum=True)
     rng = _check_random_state(random_state)
     n_center = max(1, round(float(center_fraction) * w))
     n_total = max(1, round(w / float(acceleration)))
@@ -123,8 +117,7 @@ def make_coil_maps(n_coils: int, shape: tuple[int, int]) -> np.ndarray:
     >>> bool(np.allclose((np.abs(maps) ** 2).sum(axis=0), 1))
     True
     """
-    if isinstance(n_coils, bool) or not isinstance(n_coils, Integral) or n_coils < 1:
-        raise ValueError(f"n_coils must be a positive int, got {n_coils!r}")
+    n_coils = check_int(n_coils, "n_coils", 1)
     h, w = _check_spatial_shape(shape, "shape")
     size = float(max(h, w))
     rows, cols = np.meshgrid(

@@ -7,14 +7,13 @@ a :class:`numpy.random.RandomState` or a :class:`numpy.random.Generator`).
 
 from __future__ import annotations
 
-from numbers import Real
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 from sklearn.utils import check_random_state
 
-from .._validation import metric_array
+from .._validation import check_number, metric_array
 from .._warnings import warn
 
 __all__ = [
@@ -89,20 +88,6 @@ def _check_image(image: Any, name: str = "image", check_range: bool = True) -> n
 _MAX_POISSON_MEAN = 1e15
 
 
-def _check_level(value: Any, name: str, low: float, high: float, low_open: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    too_low = value <= low if low_open else value < low
-    if too_low or value > high:
-        left = "(" if low_open else "["
-        right = ")" if high == np.inf else "]"
-        raise ValueError(f"{name} must be in {left}{low:g}, {high:g}{right}, got {value:g}")
-    return value
-
-
 def _warn_saturating(level: float, name: str) -> None:
     # The images are on [0, 1] and clipped to it: a level above 1 (often one on the
     # 0-255 scale, 25 for 25/255) leaves nearly every pixel at 0 or 1.
@@ -148,7 +133,7 @@ def add_gaussian_noise(image: Any, sigma: float, random_state: Any = None) -> np
     0.1
     """
     x = _check_image(image)
-    sigma = _check_level(sigma, "sigma", 0.0, np.inf, low_open=False)
+    sigma = check_number(sigma, "sigma", 0)
     _warn_saturating(sigma, "sigma")
     rng = _check_random_state(random_state)
     noisy = x.astype(np.float64) + sigma * rng.standard_normal(x.shape)
@@ -188,7 +173,7 @@ def add_poisson_noise(image: Any, photons: float, random_state: Any = None) -> n
     True
     """
     x = _check_image(image)
-    photons = _check_level(photons, "photons", 0.0, np.inf, low_open=True)
+    photons = check_number(photons, "photons", 0, exclusive_minimum=True)
     if photons * float(x.max()) > _MAX_POISSON_MEAN:
         raise ValueError(
             f"photons={photons:g} is beyond what a Poisson draw can take (means up to "
@@ -237,7 +222,7 @@ def add_speckle_noise(image: Any, c: float, random_state: Any = None) -> np.ndar
     True
     """
     x = _check_image(image)
-    c = _check_level(c, "c", 0.0, np.inf, low_open=False)
+    c = check_number(c, "c", 0)
     if c > 1:
         # A percentage (c=20 for 20%) clipped 96% of a 0.5 grey to 0 or 1, silently.
         warn(
@@ -285,7 +270,7 @@ def add_impulse_noise(image: Any, amount: float, random_state: Any = None) -> np
     0.3
     """
     x = _check_image(image)
-    amount = _check_level(amount, "amount", 0.0, 1.0, low_open=False)
+    amount = check_number(amount, "amount", 0, 1)
     rng = _check_random_state(random_state)
     corrupt = rng.random(x.shape) < amount
     salt = rng.random(x.shape) < 0.5

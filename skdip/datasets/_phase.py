@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._validation import check_plane, native_copy
+from .._validation import check_int, check_number, check_plane, native_copy
 from .._warnings import warn
 from ..operators._fourier import FourierMagnitude, check_masks, check_oversampling
 from ._noise import _MAX_POISSON_MEAN, _check_random_state
@@ -88,21 +87,9 @@ def simulate_diffraction(
     check_oversampling(oversampling)
     if measurement not in ("magnitude", "intensity"):
         raise ValueError(f"measurement must be 'magnitude' or 'intensity', got {measurement!r}")
-    if photons is not None:
-        if isinstance(photons, bool) or not isinstance(photons, Real) or not photons > 0:
-            raise ValueError(f"photons must be a positive number or None, got {photons!r}")
-        if not np.isfinite(photons):
-            raise ValueError(f"photons must be finite, got {photons!r}")
-    if (
-        n_masks
-        and masks is None
-        and (
-            isinstance(mask_seed, bool)
-            or not isinstance(mask_seed, Integral)
-            or not 0 <= mask_seed < 2**32
-        )
-    ):
-        raise ValueError(f"mask_seed must be an int in [0, 2**32), got {mask_seed!r}")
+    photons = check_number(photons, "photons", 0, exclusive_minimum=True, allow_none=True)
+    if n_masks and masks is None:
+        check_int(mask_seed, "mask_seed", 0, 2**32 - 1)  # RandomState's seed range
     if masks is not None:
         masks = check_masks(masks, n_masks, shape=arr.shape)
     operator = FourierMagnitude(oversampling, "intensity", n_masks, mask_seed, masks)

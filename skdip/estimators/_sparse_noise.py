@@ -18,14 +18,11 @@ and its divergence guard rolls them back and halves their rate with the rest.
 
 from __future__ import annotations
 
-import numbers
-
-import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-from .._validation import to_numpy
+from .._validation import check_number, to_numpy
 from .._warnings import warn
 from ._base import fitted_scaling
 
@@ -73,14 +70,7 @@ class SparseNoise(BaseEstimator):
 
     def _check(self) -> None:
         for name in ("lr", "init_std"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not np.isfinite(value)
-                or value <= 0
-            ):
-                raise ValueError(f"SparseNoise.{name} must be a finite real > 0, got {value!r}")
+            check_number(getattr(self, name), f"SparseNoise.{name}", 0, exclusive_minimum=True)
 
 
 def resolve_noise_model(noise_model) -> SparseNoise | None:

@@ -19,25 +19,9 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._random import seeded_cpu_rng
+from .._validation import check_int
 
 __all__ = ["BaseGenerator", "GeneratorNetwork", "center_crop", "padded_size"]
-
-
-def _check_int(owner: str, name: str, value: object, minimum: int = 1) -> int:
-    """Validate an integer parameter (numpy integers included) and return it as an int."""
-    # bool is an int subclass; True as a channel count is almost surely a mistake.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{owner}.{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive_real(owner: str, name: str, value: object) -> float:
-    """Validate a finite, strictly positive real parameter and return it as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{owner}.{name} must be a positive number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{owner}.{name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def padded_size(size: int, multiple: int) -> int:
@@ -215,9 +199,12 @@ class BaseGenerator(BaseEstimator):
         Raises
         ------
         TypeError
-            If ``seed`` is not an int (a float, a str, None, a RandomState).
+            If ``seed`` is not an int (a float, a str, None, a RandomState), or
+            ``out_channels`` or a numeric setting of the generator is of the wrong
+            type (``width=2.5``, ``depth=True``).
         ValueError
-            If ``seed`` is outside torch's seed range ``[-2**63, 2**64)``.
+            If ``seed`` is outside torch's seed range ``[-2**63, 2**64)``, or a
+            setting or ``out_shape`` is out of range.
         """
         # The global RNG is seeded for the build, so builds in threads of one
         # process (Dask or joblib threading workers) must not interleave.
@@ -227,16 +214,18 @@ class BaseGenerator(BaseEstimator):
             isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape
         ):
             raise ValueError(f"{owner}: out_shape must be two sizes >= 1, got {out_shape!r}")
-        channels = _check_int(owner, "out_channels", out_channels)
+        channels = check_int(out_channels, f"{owner}.out_channels", 1)
         # int() inside the seeding turned 1.5 and "1" silently into seed 1, and
         # None or a RandomState into a bare "int() argument must be ..." error.
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(
-                f"{owner}.build: seed must be an int, got {seed!r}; to draw one from a "
-                "random_state, pass check_random_state(random_state).randint(2**31)"
-            )
-        if not -(2**63) <= seed < 2**64:
-            raise ValueError(f"{owner}.build: seed must be in [-2**63, 2**64), got {seed}")
+        # The range is torch's (manual_seed).
+        seed = check_int(
+            seed,
+            f"{owner}.build: seed",
+            -(2**63),
+            2**64 - 1,
+            hint="to draw one from a random_state, pass "
+            "check_random_state(random_state).randint(2**31)",
+        )
         with seeded_cpu_rng(seed):
             network = self._build(tuple(int(s) for s in shape), channels)
         if not isinstance(getattr(network, "input", None), torch.Tensor):

@@ -14,11 +14,10 @@ import numbers
 import torch
 from torch import nn
 
+from .._validation import check_int, check_number
 from ._base import (
     BaseGenerator,
     GeneratorNetwork,
-    _check_int,
-    _check_positive_real,
     center_crop,
     output_activation,
     padded_canvas,
@@ -138,9 +137,11 @@ class DeepDecoder(BaseGenerator):
         self.output_activation = output_activation
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
-        channels = _check_int("DeepDecoder", "channels", self.channels)
-        n_blocks = _check_int("DeepDecoder", "n_blocks", self.n_blocks)
-        input_scale = _check_positive_real("DeepDecoder", "input_scale", self.input_scale)
+        channels = check_int(self.channels, "DeepDecoder.channels", 1)
+        n_blocks = check_int(self.n_blocks, "DeepDecoder.n_blocks", 1)
+        input_scale = check_number(
+            self.input_scale, "DeepDecoder.input_scale", 0, exclusive_minimum=True
+        )
         if self.upsample not in ("bilinear", "nearest"):
             raise ValueError(
                 f"DeepDecoder.upsample must be 'bilinear' or 'nearest', got {self.upsample!r}"
@@ -290,9 +291,9 @@ class ConvDecoder(BaseGenerator):
         self.output_activation = output_activation
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
-        channels = _check_int("ConvDecoder", "channels", self.channels)
-        n_layers = _check_int("ConvDecoder", "n_layers", self.n_layers, minimum=2)
-        input_size = _check_int("ConvDecoder", "input_size", self.input_size)
+        channels = check_int(self.channels, "ConvDecoder.channels", 1)
+        n_layers = check_int(self.n_layers, "ConvDecoder.n_layers", 2)
+        input_size = check_int(self.input_size, "ConvDecoder.input_size", 1)
         output_activation(self.output_activation)  # validates the name
         return _ConvDecoderModule(
             out_shape,

@@ -7,11 +7,10 @@ import math
 import torch
 from torch import nn
 
+from .._validation import check_int, check_number
 from ._base import (
     BaseGenerator,
     GeneratorNetwork,
-    _check_int,
-    _check_positive_real,
     output_activation,
 )
 
@@ -186,8 +185,8 @@ class ImplicitNeuralRepresentation(BaseGenerator):
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
         owner = "ImplicitNeuralRepresentation"
-        hidden = _check_int(owner, "hidden", self.hidden)
-        n_layers = _check_int(owner, "n_layers", self.n_layers)
+        hidden = check_int(self.hidden, f"{owner}.hidden", 1)
+        n_layers = check_int(self.n_layers, f"{owner}.n_layers", 1)
         if self.encoding not in ("sine", "fourier"):
             raise ValueError(f"{owner}.encoding must be 'sine' or 'fourier', got {self.encoding!r}")
         # Only the parameters of the chosen encoding are checked.
@@ -195,10 +194,10 @@ class ImplicitNeuralRepresentation(BaseGenerator):
         n_frequencies: int | None = None
         scale: float | None = None
         if self.encoding == "sine":
-            omega0 = _check_positive_real(owner, "omega0", self.omega0)
+            omega0 = check_number(self.omega0, f"{owner}.omega0", 0, exclusive_minimum=True)
         else:
-            n_frequencies = _check_int(owner, "n_frequencies", self.n_frequencies)
-            scale = _check_positive_real(owner, "scale", self.scale)
+            n_frequencies = check_int(self.n_frequencies, f"{owner}.n_frequencies", 1)
+            scale = check_number(self.scale, f"{owner}.scale", 0, exclusive_minimum=True)
         output_activation(self.output_activation)  # validates the name
         return _ImplicitModule(
             out_shape,

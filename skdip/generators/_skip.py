@@ -8,11 +8,10 @@ import numbers
 import torch
 from torch import nn
 
+from .._validation import check_int, check_number
 from ._base import (
     BaseGenerator,
     GeneratorNetwork,
-    _check_int,
-    _check_positive_real,
     center_crop,
     output_activation,
     padded_canvas,
@@ -184,11 +183,13 @@ def validated_skip_settings(cfg: BaseGenerator) -> BaseGenerator:
     values fail here, named with the configuration's class."""
     owner = type(cfg).__name__
     out = copy.copy(cfg)
-    out.width = _check_int(owner, "width", cfg.width)
-    out.depth = _check_int(owner, "depth", cfg.depth)
-    out.input_channels = _check_int(owner, "input_channels", cfg.input_channels)
-    out.skip_channels = _check_int(owner, "skip_channels", cfg.skip_channels, minimum=0)
-    out.input_scale = _check_positive_real(owner, "input_scale", cfg.input_scale)
+    out.width = check_int(cfg.width, f"{owner}.width", 1)
+    out.depth = check_int(cfg.depth, f"{owner}.depth", 1)
+    out.input_channels = check_int(cfg.input_channels, f"{owner}.input_channels", 1)
+    out.skip_channels = check_int(cfg.skip_channels, f"{owner}.skip_channels", 0)
+    out.input_scale = check_number(
+        cfg.input_scale, f"{owner}.input_scale", 0, exclusive_minimum=True
+    )
     if cfg.upsample not in ("bilinear", "nearest"):
         raise ValueError(f"{owner}.upsample must be 'bilinear' or 'nearest', got {cfg.upsample!r}")
     return out

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+
+from .._validation import check_number
 
 __all__ = ["BaseRegularizer", "TotalVariation", "GradientRatio"]
 
@@ -73,10 +72,7 @@ class BaseRegularizer(BaseEstimator):
 
     def _checked_weight(self) -> float:
         """The weight, refused unless a finite real >= 0 (the estimators ask before a fit)."""
-        w = self.weight
-        if not isinstance(w, numbers.Real) or isinstance(w, bool) or not 0 <= w < float("inf"):
-            raise ValueError(f"{type(self).__name__}.weight must be a finite real >= 0, got {w!r}")
-        return float(w)
+        return check_number(self.weight, f"{type(self).__name__}.weight", 0)
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         """The unweighted penalty."""
@@ -175,11 +171,8 @@ class GradientRatio(BaseRegularizer):
         self._checked_eps()
 
     def _checked_eps(self) -> float:
-        eps = self.eps
-        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not 0 < eps < math.inf:
-            # eps = 0 would give 0/0 on a flat image, eps = inf a penalty of 0 everywhere.
-            raise ValueError(f"GradientRatio.eps must be a finite real > 0, got {eps!r}")
-        return eps
+        # eps = 0 would give 0/0 on a flat image, eps = inf a penalty of 0 everywhere.
+        return check_number(self.eps, "GradientRatio.eps", 0, exclusive_minimum=True)
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         eps = self._checked_eps()

@@ -9,23 +9,15 @@ Zhuang et al. (search over +-10 pixels and a border crop).
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import Any
 
 import numpy as np
 from scipy import signal
 
+from .._validation import check_int
 from ._quality import _as_image, _check_data_range, _check_pair, _psnr, _ssim
 
 __all__ = ["align_shift", "aligned_psnr", "aligned_ssim", "kernel_error"]
-
-
-def _check_nonneg_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return int(value)
 
 
 def _pick_best(cost: np.ndarray, max_shift: int) -> tuple[int, int]:
@@ -46,8 +38,8 @@ def _prepare(
     image_true: Any, image_test: Any, max_shift: Any, crop: Any, data_range: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     a, b = _check_pair(image_true, image_test, data_range)
-    max_shift = _check_nonneg_int(max_shift, "max_shift")
-    crop = max_shift if crop is None else _check_nonneg_int(crop, "crop")
+    max_shift = check_int(max_shift, "max_shift", 0)
+    crop = max_shift if crop is None else check_int(crop, "crop", 0)
     if crop < max_shift:
         raise ValueError(
             f"crop ({crop}) must be >= max_shift ({max_shift}) so that every shift "
@@ -331,7 +323,7 @@ def kernel_error(
     kt = _as_kernel(kernel_true, "kernel_true")
     ke = _as_kernel(kernel_est, "kernel_est")
     if max_shift is not None:
-        max_shift = _check_nonneg_int(max_shift, "max_shift")
+        max_shift = check_int(max_shift, "max_shift", 0)
     norm_true = float(np.linalg.norm(kt))
     if norm_true == 0:
         raise ValueError("kernel_true must not be all zeros")

@@ -9,12 +9,11 @@ scored as it is, even one that requires grad or lives on a GPU).
 
 from __future__ import annotations
 
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
-from .._validation import looks_like_a_stack, metric_array
+from .._validation import check_int, check_number, looks_like_a_stack, metric_array
 from .._warnings import warn
 
 __all__ = ["psnr", "ssim"]
@@ -127,12 +126,7 @@ def _check_data_range(data_range: Any) -> float:
             "[0, 1], 255 for floats on 0-255), not None: for the reference's own range "
             "pass np.ptp(image_true)"
         )
-    if isinstance(data_range, bool) or not isinstance(data_range, Real):
-        raise TypeError(f"data_range must be a real number, got {type(data_range).__name__}")
-    value = float(data_range)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"data_range must be finite and > 0, got {value}")
-    return value
+    return check_number(data_range, "data_range", 0, exclusive_minimum=True)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
@@ -144,12 +138,12 @@ def _psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     return float(peak_signal_noise_ratio(a / data_range, b / data_range, data_range=1.0))
 
 
-def _check_win_size(win_size: Any, sample_covariance: bool) -> None:
+def _check_win_size(win_size: Any, sample_covariance: bool) -> int:
     """Refuse a window scikit-image would misuse: a negative one was taken for its
     absolute value (-3 scored 0.9945), 1 with the sample covariance divided by zero,
     a float failed on indexing."""
-    if isinstance(win_size, bool) or not isinstance(win_size, Integral):
-        raise TypeError(f"win_size must be an odd int, got {type(win_size).__name__}")
+    # The type only: the oddness and the smallest size get their own message below.
+    win_size = check_int(win_size, "win_size")
     smallest = 3 if sample_covariance else 1
     if win_size < smallest or win_size % 2 == 0:
         raise ValueError(
@@ -161,6 +155,7 @@ def _check_win_size(win_size: Any, sample_covariance: bool) -> None:
                 else ""
             )
         )
+    return win_size
 
 
 def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> float:
@@ -191,14 +186,13 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> flo
         )
     win_size = kwargs.get("win_size")
     if win_size is not None:
-        _check_win_size(win_size, kwargs.get("use_sample_covariance", True))
+        win_size = _check_win_size(win_size, kwargs.get("use_sample_covariance", True))
+        kwargs["win_size"] = win_size
     sigma = kwargs.get("sigma", 1.5)
-    if kwargs.get("gaussian_weights") and (
-        isinstance(sigma, bool) or not isinstance(sigma, Real) or not sigma > 0
-    ):
+    if kwargs.get("gaussian_weights"):
         # Checked with a given win_size too: sigma=0 weighted each window by its centre
         # pixel alone, silently.
-        raise ValueError(f"sigma must be a real number > 0, got {sigma!r}")
+        check_number(sigma, "sigma", 0, exclusive_minimum=True, hint="the Gaussian window's width")
     if win_size is None:
         # scikit-image's default: 7, or the Gaussian's support (truncated at 3.5 sigma).
         if kwargs.get("gaussian_weights"):

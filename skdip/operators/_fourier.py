@@ -7,7 +7,7 @@ from numbers import Integral
 import numpy as np
 import torch
 
-from .._validation import metric_array
+from .._validation import check_int, metric_array
 from ._base import ForwardOperator, _check_spatial_shape
 
 __all__ = ["FourierMagnitude", "check_oversampling", "make_phase_masks"]
@@ -68,15 +68,11 @@ def make_phase_masks(n_masks: int, shape: tuple[int, int], seed: int = 0) -> np.
     >>> m.shape, bool(np.allclose(np.abs(m), 1))
     ((2, 4, 4), True)
     """
-    if isinstance(n_masks, bool) or not isinstance(n_masks, Integral) or n_masks < 1:
-        raise ValueError(f"n_masks must be a positive int, got {n_masks!r}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed!r}")
+    n_masks = check_int(n_masks, "n_masks", 1)
+    seed = check_int(seed, "seed", 0, 2**32 - 1)  # RandomState's seed range
     shape = _check_spatial_shape(shape, "shape")
-    rng = np.random.RandomState(int(seed))
-    phases = rng.uniform(0.0, 2.0 * np.pi, size=(int(n_masks), *shape))
+    rng = np.random.RandomState(seed)
+    phases = rng.uniform(0.0, 2.0 * np.pi, size=(n_masks, *shape))
     return np.exp(1j * phases)
 
 
@@ -223,10 +219,8 @@ class FourierMagnitude(ForwardOperator):
         self.oversampling = check_oversampling(oversampling)
         if measurement not in ("magnitude", "intensity"):
             raise ValueError(f"measurement must be 'magnitude' or 'intensity', got {measurement!r}")
-        if isinstance(n_masks, bool) or not isinstance(n_masks, Integral) or n_masks < 0:
-            raise ValueError(f"n_masks must be a non-negative int, got {n_masks!r}")
-        if isinstance(mask_seed, bool) or not isinstance(mask_seed, Integral):
-            raise TypeError(f"mask_seed must be an int, got {mask_seed!r}")
+        n_masks = check_int(n_masks, "n_masks", 0)
+        mask_seed = check_int(mask_seed, "mask_seed")
         # A NumPy array, not a buffer: the state_dict stays that of a plain operator.
         # Their pixels are checked against the object shape at the first call.
         self._given_masks = None if masks is None else check_masks(masks, n_masks, coverage=False)
@@ -235,8 +229,8 @@ class FourierMagnitude(ForwardOperator):
             # place would not reach.
             self._given_masks.flags.writeable = False
             n_masks = self._given_masks.shape[0]
-        elif n_masks > 0 and not 0 <= mask_seed < 2**32:  # an unused seed is not checked
-            raise ValueError(f"mask_seed must be in [0, 2**32), got {mask_seed!r}")
+        elif n_masks > 0:  # an unused seed is not checked
+            check_int(mask_seed, "mask_seed", 0, 2**32 - 1)  # RandomState's seed range
         self.measurement = measurement
         self.n_masks = int(n_masks)
         self.mask_seed = int(mask_seed)

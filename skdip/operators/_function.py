@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 
 import torch
 
+from .._validation import check_int
 from ._base import ForwardOperator, _check_spatial_shape
 
 __all__ = ["FunctionOperator"]
@@ -100,7 +100,7 @@ class FunctionOperator(ForwardOperator):
             if not callable(value):
                 raise TypeError(f"{name} must be callable, got {type(value).__name__}")
         if input_channels is not None and not callable(input_channels):
-            _check_channel_count(input_channels, "input_channels")
+            check_int(input_channels, "input_channels", 1)
         if not isinstance(linear, bool):
             raise TypeError(f"linear must be a bool, got {type(linear).__name__}")
         if adjoint is not None and not linear:
@@ -160,11 +160,5 @@ class FunctionOperator(ForwardOperator):
         if rule is None:
             return output_channels
         if callable(rule):
-            return _check_channel_count(rule(output_channels), "the result of input_channels")
+            return check_int(rule(output_channels), "the result of input_channels", 1)
         return int(rule)
-
-
-def _check_channel_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)

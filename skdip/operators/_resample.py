@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._validation import working_dtype
+from .._validation import check_int, working_dtype
 from ._base import ForwardOperator
 from ._convolution import _PADDING_MODES, _check_image, _check_spatial_shape, _pad, _pad_adjoint
 
@@ -65,7 +63,7 @@ def downsampling_kernel(factor: int, kernel: str = "lanczos2") -> tuple[np.ndarr
     >>> len(taps), offset, round(float(taps.sum()), 12)
     (8, -3, 1.0)
     """
-    factor = _check_factor(factor)
+    factor = check_int(factor, "factor", 1)
     kernel = _check_kernel_name(kernel)
     centre = (factor - 1) / 2.0
     if kernel == "box":
@@ -81,14 +79,6 @@ def downsampling_kernel(factor: int, kernel: str = "lanczos2") -> tuple[np.ndarr
     taps = taps[nonzero[0] : nonzero[-1] + 1]
     offset = first + int(nonzero[0])
     return taps / taps.sum(), offset
-
-
-def _check_factor(factor: object) -> int:
-    if isinstance(factor, (bool, np.bool_)) or not isinstance(factor, numbers.Integral):
-        raise TypeError(f"factor must be an integer, got {factor!r}")
-    if factor < 1:
-        raise ValueError(f"factor must be at least 1, got {factor}")
-    return int(factor)
 
 
 def _check_kernel_name(kernel: object) -> str:
