@@ -521,3 +521,22 @@ def test_a_reference_given_as_the_whole_sharp_scene_is_told_its_crop():
     with pytest.raises(ValueError) as info:
         DIPDeconvolver(kernel=kernel, **tiny).fit(sharp[:20, :20], sharp)  # circular
     assert "sharp scene" not in str(info.value)
+
+
+def test_the_crop_told_for_an_even_kernel_is_the_window_returned():
+    # DIPDeconvolver returns the scene under the kernel's centre pixel ((kh - 1) // 2,
+    # (kw - 1) // 2), at kh // 2 for a 4x3 kernel: (2, 1). The crop told was at
+    # ((kh - 1) // 2, (kw - 1) // 2) = (1, 1), a row off (a 24x24 camera crop fitted
+    # perfectly scored 20.0 dB against it).
+    from skdip import DIPDeconvolver
+
+    sharp = np.random.default_rng(0).random((24, 24))
+    kernel = np.ones((4, 3)) / 12
+    X = blur(sharp, kernel)  # 21x22
+    dec = DIPDeconvolver(kernel=kernel, boundary="valid", max_iter=2, early_stopping=None)
+    with pytest.raises(ValueError, match=r"3x2 larger.*y\[2:23, 1:23\].*for a 4x3 blur"):
+        dec.fit(X, sharp)
+    # The window the model crops (that under the delta at the centre pixel (1, 1)).
+    delta = np.zeros((4, 3))
+    delta[1, 1] = 1.0
+    np.testing.assert_allclose(blur(sharp, delta), sharp[2:23, 1:23], atol=1e-12)

@@ -933,12 +933,21 @@ class BaseDIPEstimator(
         if not self._observes_a_valid_blur or shape[2:] != expected[2:] or min(dh, dw) < 0:
             return ""
         h, w = expected[:2]
+        top, left = self._scene_window_start(dh + 1, dw + 1)
         return (
             f": it looks like the whole sharp scene, {dh}x{dw} larger. The observation is the "
             "'valid' part of the blurred scene; give the crop that lines up with it, "
-            f"y[{dh // 2}:{dh // 2 + h}, {dw // 2}:{dw // 2 + w}] (the scene under the "
+            f"y[{top}:{top + h}, {left}:{left + w}] (the scene under the "
             f"blur's centre pixel, for a {dh + 1}x{dw + 1} blur)"
         )
+
+    def _scene_window_start(self, kh: int, kw: int) -> tuple[int, int]:
+        """Where the reconstruction starts in the scene behind a 'valid' blur by a
+        ``kh x kw`` kernel: at ``kh - 1 - a0``, ``a0`` the kernel's centre. Here
+        ``BlindDeblurrer``'s, the rounded centre of mass, ``kh // 2`` for a symmetric
+        kernel (for an even one that is a half-pixel tie, which the fit's kernel may
+        break either way)."""
+        return (kh - 1) // 2, (kw - 1) // 2
 
     def _reconstruction_shape(self, image: np.ndarray, extra: dict) -> tuple[int, int, int]:
         """The ``(H, W, C)`` shape of one observation's reconstruction (builds the

@@ -1359,6 +1359,12 @@ class DIPDeconvolver(_InverseProblemEstimator):
     def _observes_a_valid_blur(self) -> bool:
         return self.boundary == "valid"
 
+    def _scene_window_start(self, kh: int, kw: int) -> tuple[int, int]:
+        # The window _make_model crops: under the centre pixel ((kh - 1) // 2, ...), at
+        # kh - 1 - (kh - 1) // 2 = kh // 2. The base's (kh - 1) // 2 named a crop one
+        # pixel off for even kernels (4x4: y[1:22] for the window y[2:23], 16.6 dB).
+        return kh - 1 - (kh - 1) // 2, kw - 1 - (kw - 1) // 2
+
     def _reconstruction_shape(self, image, extra):
         shape = super()._reconstruction_shape(image, extra)
         # "valid": the estimate is cropped back to the observation's field of view.
@@ -1369,5 +1375,5 @@ class DIPDeconvolver(_InverseProblemEstimator):
         if self.boundary == "valid":
             kh, kw = self._convolution().kernel_size
             h, w = image.shape[:2]
-            model = _CroppedEstimate(model, (kh - 1 - (kh - 1) // 2, kw - 1 - (kw - 1) // 2, h, w))
+            model = _CroppedEstimate(model, (*self._scene_window_start(kh, kw), h, w))
         return model, target, fit_kwargs
