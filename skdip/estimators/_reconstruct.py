@@ -1079,6 +1079,12 @@ class DIPSuperResolver(_InverseProblemEstimator):
     anti-aliased downsampling ``D(x)`` (a Lanczos-2 filter, as in the DIP
     paper) is fitted to the low-resolution observation. ``fit(low_res)``
     then ``transform()`` returns the ``(H * scale, W * scale)`` image.
+    Low-resolution pixel ``i`` is taken at the centre of high-resolution
+    block ``i`` (pixels ``scale * i`` to ``scale * i + scale - 1``), as
+    :func:`skimage.transform.rescale` and ``resize`` place it; an image
+    decimated as ``high[::scale, ::scale]`` samples pixel ``scale * i``
+    instead, and comes back shifted by ``(scale - 1) / 2`` pixels (one for
+    ``scale=3``, half a pixel for 2).
 
     Parameters
     ----------
