@@ -367,6 +367,35 @@ def test_mass_centre_rounds_to_the_nearest_pixel():
     assert _mass_centre(cols) == (2, 3)
 
 
+def test_kernel_and_image_are_centred_on_one_pixel_when_the_centre_is_a_tie():
+    # A symmetric even kernel's centre of mass lies half-way between two pixels: the
+    # image's window (float32 kernel: pixel 2) and kernel_ (recomputed in float64:
+    # pixel 1) rounded it apart, so kernel_ blurred reconstruction_ a column off.
+    from skdip._engine import FitResult
+    from skdip.estimators._base import _Scaling
+
+    kernel = torch.tensor([[0.05, 0.3, 0.3, 0.05]], dtype=torch.float32)  # as fitted
+    scene = torch.rand(1, 1, 6, 12, generator=torch.Generator().manual_seed(0))
+    plane = torch.nn.functional.pad(kernel, (0, 8, 0, 5))[None, None]
+    packed = torch.cat([scene, plane], dim=1)
+    result = FitResult(packed, packed, 0, 1, "max_iter")
+    out = BlindDeblurrer(kernel_size=(1, 4))._finish(
+        None, result, np.zeros((6, 9, 1)), {"_scaling": _Scaling()}
+    )
+    # The window's first column in the scene, kw - 1 - b0 for the kernel pixel b0
+    # the image lies under.
+    starts = [
+        s for s in range(4) if np.allclose(out["estimate"][..., 0], scene[0, 0, :, s : s + 9])
+    ]
+    assert len(starts) == 1
+    b0 = 3 - starts[0]
+    # kernel_'s central pixel must be that same pixel of the kernel.
+    k = out["kernel"][0]
+    offsets = [o for o in range(len(k) - 3) if np.allclose(k[o : o + 4], kernel[0] / 0.7)]
+    assert len(offsets) == 1
+    assert len(k) // 2 - offsets[0] == b0
+
+
 def test_centred_support_keeps_an_asymmetric_support_along_rows():
     k = np.zeros((9, 9))
     k[4, 4], k[5, 4], k[6, 4] = 0.7, 0.2, 0.1  # row centre 4.4: pixel 4

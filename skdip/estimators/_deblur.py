@@ -172,13 +172,16 @@ def _aligned_image(packed: torch.Tensor, kernel_shape: tuple[int, int]) -> torch
     return image[..., top : top + h, left : left + w]
 
 
-def _centred_support(kernel: np.ndarray) -> np.ndarray:
+def _centred_support(kernel: np.ndarray, centre: tuple[int, int] | None = None) -> np.ndarray:
     """Crop the kernel to its support, centred on the support's centre of mass.
 
     The support is the entries of at least ``_SUPPORT_THRESHOLD`` times the peak;
     fainter entries (the softmax's background) are set to zero. The result has
     odd sides, its centre of mass on the central pixel (to the nearest pixel),
-    and sums to one.
+    and sums to one. ``centre``: that pixel, as :func:`_mass_centre` found it for
+    the image's window (recomputed here in float64, a centre of mass within
+    rounding of a half pixel, as a symmetric even kernel's, could round the
+    other way and put the kernel a pixel off the image).
     """
     k = np.clip(np.asarray(kernel, dtype=np.float64), 0.0, None)
     kh, kw = k.shape
@@ -188,8 +191,11 @@ def _centred_support(kernel: np.ndarray) -> np.ndarray:
     k = np.where(strong, k, 0.0)
     total = k.sum()
     rows, cols = np.arange(kh), np.arange(kw)
-    cy = int(np.clip(np.floor((k.sum(1) * rows).sum() / total + 0.5), 0, kh - 1))
-    cx = int(np.clip(np.floor((k.sum(0) * cols).sum() / total + 0.5), 0, kw - 1))
+    if centre is None:
+        cy = int(np.clip(np.floor((k.sum(1) * rows).sum() / total + 0.5), 0, kh - 1))
+        cx = int(np.clip(np.floor((k.sum(0) * cols).sum() / total + 0.5), 0, kw - 1))
+    else:
+        cy, cx = centre
     ys, xs = np.nonzero(strong.any(1))[0], np.nonzero(strong.any(0))[0]
     # Half-sizes symmetric about the centre pixel, so the crop stays centred.
     ry = max(cy - ys[0], ys[-1] - cy)
@@ -627,13 +633,14 @@ class BlindDeblurrer(BaseDIPEstimator):
         kernel_shape = tuple(int(s) for s in self._kernel_shape_for(image.shape[:2]))
         aligned = _aligned_image(result.estimate, kernel_shape)
         _, kernel = _unpack(result.estimate, kernel_shape)
+        centre = _mass_centre(kernel)  # the one the image's window was cut at
         kernel = kernel.double().numpy()
         kernel = kernel / kernel.sum()
         if extra.get("_psnrs"):
             result.history["psnr"] = np.asarray(extra["_psnrs"])
         out = {
             "estimate": extra["_scaling"].inverse(to_numpy(aligned)),
-            "kernel": _centred_support(kernel),
+            "kernel": _centred_support(kernel, centre),
             "kernel_full": kernel,
             "kernel_size": kernel_shape,
         }
