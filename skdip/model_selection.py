@@ -676,7 +676,8 @@ def fit_candidates(
         Clean references, only recorded (as in ``fit``).
     batch_size : int, optional
         Largest number of fits per batched run; None puts every compatible
-        fit in one run. 1 fits one after another.
+        fit in one run, holding all their networks and activations at once.
+        1 fits one after another.
     **fit_params
         Per-image fit parameters, as for ``estimator.fit``.
 
@@ -1007,6 +1008,8 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         :class:`~skdip.metrics.NoReferenceScorer`.
     batch_size : int or None, default=None
         Largest number of fits per vectorised run (see :func:`fit_candidates`).
+        None puts every compatible setting in one run, whose memory grows
+        with the number of settings (on the CPU too): set it to cap that.
 
     Attributes
     ----------
