@@ -10,7 +10,9 @@ image, a fixed number of steps, no early stopping) both ways, the two runs
 alternating so that drifts of the machine fall on both, and reports the median
 time per step and how far the two reconstructions are apart (float rounding
 only: the two compute the same update). Results:
-``benchmarks/results/adam_kernels_<device>.md`` and ``.jsonl``.
+``benchmarks/results/adam_kernels_<device>.md`` and ``.jsonl``. With ``--device cpu``
+both runs take the foreach kernels (the engine takes no fused ones off a GPU): a
+smoke run of the script, not a measurement.
 """
 
 from __future__ import annotations
@@ -71,7 +73,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     command = "python benchmarks/adam_kernels.py " + shlex.join(sys.argv[1:])
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:  # e.g. the default, cuda, on a machine without a GPU
+        parser.error(str(error))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     rng = np.random.default_rng(0)
     rows = []

@@ -18,10 +18,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import ray
 import torch
 from joblib import parallel_config
-from ray.util.joblib import register_ray
 from sklearn.model_selection import GridSearchCV
 
 from skdip import DIPDenoiser, SkipNetwork
@@ -32,6 +30,14 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
+    try:  # imported here: the module imports without Ray (tests/test_benchmarks.py)
+        import ray
+        from ray.util.joblib import register_ray
+    except ImportError:
+        raise SystemExit(
+            "ray_recipe.py needs Ray, which is no dependency of skdip: install it in a "
+            "separate environment (pip install ray), then run this script there"
+        ) from None
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)  # as each Ray worker (one CPU each)
     load = os.getloadavg()[0]
