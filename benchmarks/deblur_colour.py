@@ -4,15 +4,16 @@ Run by hand (not in CI)::
 
     python benchmarks/deblur_colour.py            # writes results/deblur_colour.{jsonl,md}
 
-``BlindDeblurrer``'s default regularizer is ``GradientRatio`` with weight
+``BlindDeblurrer``'s default regularizer is ``GradientRatio``; its weight was
 ``8e-4 / sqrt(H' W')`` for the generated ``H' x W'`` image, tuned on grey
 pictures. With ``C`` channels the ratio's gradient with respect to a pixel,
 of order ``1 / ||grad x||_2``, falls as ``1 / sqrt(C)``, while that of the mean
 squared error (a mean over ``C H W`` values) falls as ``1 / C``: relative to
 the data term, the penalty weighs ``sqrt(C)`` times more, about 1.7 times on
-colour pictures. This script compares, on 64x64 colour crops blurred as in ``deblur.py``
-(``'valid'`` blur, seeded camera shakes and a Gaussian, white noise), with the
-defaults otherwise (size unknown, ES-EMV), two explicit weights:
+colour pictures. This script compares, on colour crops (``--size``, 64 px by
+default) blurred as in ``deblur.py`` (``'valid'`` blur, seeded camera shakes and
+a Gaussian, white noise), with the defaults otherwise (size unknown, ES-EMV), two
+explicit weights:
 
 - ``per size``: ``8e-4 / sqrt(H' W')`` (the default until 2026-11-29, whatever
   the channel count);
@@ -116,12 +117,14 @@ def run(args) -> list[dict]:
 
 
 def write_md(rows: list[dict], args) -> None:
+    window = auto_kernel_size(args.size, args.size)  # the kernel size BlindDeblurrer assumes
     md = [
         "# Blind deblurring of colour pictures: the ratio weight per channel count",
         "",
-        f"Command: `{args.command}`. 64x64 colour crops ({', '.join(args.images)}), 'valid' "
+        f"Command: `{args.command}`. {args.size}x{args.size} colour crops "
+        f"({', '.join(args.images)}), 'valid' "
         f"blur ({', '.join(args.families)}, shake index 0), noise {args.noises}, size unknown "
-        f"(17x17 window), ES-EMV patience {args.patience}, at most {args.max_iter} "
+        f"({window}x{window} window), ES-EMV patience {args.patience}, at most {args.max_iter} "
         f"iterations, fit seed {args.seed}, CPU. Aligned PSNR (dB) / kernel error.",
         "",
         "| image | blur | noise | " + " | ".join(WEIGHTS) + " | blurry input |",

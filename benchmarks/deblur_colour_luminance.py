@@ -34,6 +34,9 @@ from skdip.metrics import aligned_psnr, kernel_error
 from skdip.stopping import ExponentialMovingVariance
 
 RESULTS = Path(__file__).parent / "results"
+# The settings of the deblur_colour.py runs the table compares with (their rows do not
+# record them; their tables' headers do).
+REFERENCE_SETTINGS = {"size": 64, "max_iter": 600, "patience": 200}
 
 
 def luminance_then_colour(blurry: np.ndarray, args) -> tuple[np.ndarray, np.ndarray]:
@@ -137,6 +140,17 @@ def main(argv=None) -> None:
     args = parse_case_arguments(
         __doc__, "deblur_colour_luminance.py", "deblur_colour_luminance", argv
     )
+    # Checked before any fit: the default's column would come from other fits.
+    differ = [
+        f"--{key.replace('_', '-')} {getattr(args, key)} (theirs: {value})"
+        for key, value in REFERENCE_SETTINGS.items()
+        if getattr(args, key) != value
+    ]
+    if differ:
+        raise SystemExit(
+            "the results of deblur_colour.py this table compares with were made with other "
+            f"settings than {', '.join(differ)}"
+        )
     write_md(run(args), args)
 
 
