@@ -26,6 +26,7 @@ on [0, 1].
 Every fit is appended to ``results/<name>.jsonl`` as it ends (``--code``
 names the commit whose library made it), and ``results/<name>.md`` is rebuilt
 from all of them. Slow on a CPU: 4 to 16 minutes a fit at 32 px on one thread.
+Run by hand (not in CI)::
 
     python benchmarks/low_contrast.py --spans 0.12 0.3 --places dark mid --rescale auto true
     python benchmarks/low_contrast.py --problem deconvolve --spans 0.12 --places dark

@@ -37,7 +37,9 @@ them): random pixels (30% and 50%), eight square holes, every fourth row. It
 compares the library's estimate with the one it used before (the median over
 wholly observed 2x2 blocks) and with the library's estimate on the whole noisy
 image, against the noise power in the observed pixels
-(``results/noise_level_missing[_NAME].md``).
+(``results/noise_level_missing[_NAME].md``). It needs ``--sizes`` of 64 or more: with
+half the pixels missing a 32x32 picture can keep too few wholly observed 2x2 blocks
+for the library's estimate, which then refuses.
 """
 
 from __future__ import annotations
