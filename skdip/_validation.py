@@ -630,11 +630,83 @@ def check_int(
     else:
         requirement = "an int" + _range_text(minimum, maximum, False, integer=True)
     requirement += " or None" if allow_none else ""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+    if not _is_int(value):
         _refuse(TypeError, name, requirement, value, hint)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         _refuse(ValueError, name, requirement, value, hint)
     return int(value)
+
+
+def _is_int(value: object) -> bool:
+    """An integer, Python's or NumPy's, and no bool (``np.bool_`` neither)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def check_int_pair(
+    value: object,
+    name: str,
+    minimum: int | None = 1,
+    *,
+    allow_int: bool = False,
+    allow_none: bool = False,
+    hint: str = "",
+) -> tuple[int, int] | None:
+    """Check a pair of integers (a shape ``(h, w)``, a kernel size, a factor per
+    axis) and return it as a tuple of two Python ints.
+
+    The pair may be a tuple (``torch.Size`` too), a list or a 1-D NumPy array
+    (``image.shape[:2]`` kept as an array); its items are checked as
+    :func:`check_int` checks one: NumPy integers are taken, bools are not.
+
+    Parameters
+    ----------
+    value : object
+        The argument as given.
+    name : str
+        How the message names it (``"input_shape"``, ``"kernel_size"``).
+    minimum : int or None, default=1
+        Smallest value each item may take (inclusive); None for no bound.
+    allow_int : bool, default=False
+        Take a single int ``s`` too, for ``(s, s)``.
+    allow_none : bool, default=False
+        Take None too (returned as is) and say so in the message.
+    hint : str, default=""
+        Appended to the message, after "; " (why the minimum, what to pass).
+
+    Returns
+    -------
+    tuple of (int, int) or None
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is no pair (a str, a set, another length, an int unless
+        ``allow_int``, None unless ``allow_none``) or an item is no int (a float,
+        a bool).
+    ValueError
+        If an item (or the single int) is below ``minimum``.
+    """
+    if value is None and allow_none:
+        return None
+    # "a positive int or a pair of positive ints", "a pair of ints, each >= 2", ...
+    adjective = {1: "positive ", 0: "non-negative "}.get(minimum, "")
+    each = "" if adjective or minimum is None else f", each >= {_bound(minimum)}"
+    kinds = [f"a {adjective}int" if adjective else "an int"] * allow_int
+    kinds += [f"a pair of {adjective}ints"]
+    requirement = " or ".join(kinds) + each
+    if allow_none:
+        requirement = requirement.replace(" or ", ", ") + ("," if each else "") + " or None"
+    if allow_int and _is_int(value):
+        items = [value, value]
+    elif isinstance(value, tuple | list) or (isinstance(value, np.ndarray) and value.ndim == 1):
+        items = list(value)
+    else:
+        _refuse(TypeError, name, requirement, value, hint)
+    if len(items) != 2 or not all(_is_int(s) for s in items):
+        _refuse(TypeError, name, requirement, value, hint)
+    if minimum is not None and min(items) < minimum:
+        _refuse(ValueError, name, requirement, value, hint)
+    return int(items[0]), int(items[1])
 
 
 def check_number(

@@ -461,7 +461,9 @@ def test_load_image_refuses_a_size_with_one_non_positive_side():
     from skdip.datasets import load_image
 
     for size in [(0, 8), (8, 0), (-2, 8)]:
-        with pytest.raises(ValueError, match="size must be positive"):
+        with pytest.raises(
+            ValueError, match="size must be a positive int, a pair of positive ints or None, got "
+        ):
             load_image("camera", size=size)
 
 

@@ -478,7 +478,7 @@ def test_rejects_bad_inputs():
         op.output_shape((4, 5))
     with pytest.raises(ValueError, match="does not match the k-space mask's shape"):
         op.input_shape((3, 4))
-    with pytest.raises(TypeError, match="pair of integers"):
+    with pytest.raises(TypeError, match="pair of positive ints"):
         op.output_shape((4, 4, 3))
     assert op.output_shape((4, 4)) == op.input_shape((4, 4)) == (4, 4)
     # without coil maps a 1-D mask takes any number of rows, but not another width
@@ -582,8 +582,8 @@ def test_a_centre_beyond_the_accelerations_total_is_warned_of():
     "kwargs, error, match",
     [
         (dict(shape=(4, 0)), ValueError, "positive"),
-        (dict(shape=(4,)), TypeError, "pair of integers"),
-        (dict(shape=(4, 4.0)), TypeError, "pair of integers"),
+        (dict(shape=(4,)), TypeError, "pair of positive ints"),
+        (dict(shape=(4, 4.0)), TypeError, "pair of positive ints"),
         (dict(shape=(4, 8), acceleration=0.5), ValueError, "acceleration"),
         (dict(shape=(4, 8), acceleration=np.inf), ValueError, "acceleration"),
         (dict(shape=(4, 8), acceleration="4"), TypeError, "acceleration"),

@@ -1,21 +1,37 @@
-"""The shared checks of numeric arguments (``check_int``, ``check_number``) and the
-public functions that use them: a wrong type is a TypeError, a value out of range a
-ValueError, and each message names the argument and the value."""
+"""The shared checks of numeric arguments (``check_int``, ``check_number``,
+``check_int_pair``) and the public functions that use them: a wrong type is a
+TypeError, a value out of range a ValueError, and each message names the argument
+and the value."""
+
+import re
 
 import numpy as np
 import pytest
+import torch
 
-from skdip import DIPDenoiser
-from skdip._validation import check_int, check_number
+from skdip import BlindDeblurrer, DIPDenoiser
+from skdip._validation import check_int, check_int_pair, check_number
 from skdip.datasets import (
+    cartesian_mask,
+    load_image,
     make_coil_maps,
     make_disk_kernel,
     make_motion_kernel,
     simulate_diffraction,
 )
-from skdip.metrics import align_shift, aligned_psnr, psnr
+from skdip.generators import SkipNetwork
+from skdip.metrics import align_shift, aligned_psnr, phase_retrieval_error, psnr
 from skdip.model_selection import fit_candidates
-from skdip.operators import FourierMagnitude, make_phase_masks
+from skdip.operators import (
+    Convolution,
+    Downsample,
+    FourierMagnitude,
+    FunctionOperator,
+    Identity,
+    KSpaceSampling,
+    PixelMask,
+    make_phase_masks,
+)
 
 # --------------------------------------------------------------------------- check_int
 
@@ -127,6 +143,105 @@ def test_check_number_takes_infinity_only_when_asked_and_none_when_allowed():
         check_number(-1, "margin", 0, allow_none=True)
 
 
+# --------------------------------------------------------------------------- check_int_pair
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        (3, 4),
+        [3, 4],
+        torch.Size([3, 4]),
+        np.array([3, 4]),
+        np.array([3, 4], dtype=np.uint8),
+        (np.int64(3), np.int32(4)),
+    ],
+    ids=repr,
+)
+def test_check_int_pair_returns_a_tuple_of_python_ints(value):
+    out = check_int_pair(value, "shape")
+    assert out == (3, 4) and type(out) is tuple and all(type(s) is int for s in out)
+
+
+def test_check_int_pair_takes_one_int_for_both_sides_only_when_allowed():
+    assert check_int_pair(5, "kernel_size", allow_int=True) == (5, 5)
+    assert check_int_pair(np.uint8(200), "size", allow_int=True) == (200, 200)
+    with pytest.raises(TypeError, match=r"^shape must be a pair of positive ints, got 5$"):
+        check_int_pair(5, "shape")
+
+
+def test_check_int_pair_takes_none_only_when_allowed_and_says_so():
+    assert check_int_pair(None, "size", allow_none=True) is None
+    with pytest.raises(TypeError, match=r"^size must be a pair of positive ints, got None$"):
+        check_int_pair(None, "size")
+    with pytest.raises(
+        TypeError, match=r"^size must be a positive int, a pair of positive ints or None, got 1.5$"
+    ):
+        check_int_pair(1.5, "size", allow_int=True, allow_none=True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        (True, 4),
+        (4, np.True_),
+        np.array([True, False]),
+        (4.0, 4),
+        np.array([4.0, 4.0]),
+        ("4", "4"),
+        "44",  # a str of length 2
+        (4,),
+        (4, 4, 3),
+        np.array([[4, 4]]),
+        {4, 5},
+        4.0,
+        None,
+    ],
+    ids=repr,
+)
+def test_check_int_pair_refuses_what_is_no_pair_of_ints_with_a_type_error(value):
+    with pytest.raises(TypeError, match=r"^shape must be a pair of positive ints, got ") as info:
+        check_int_pair(value, "shape")
+    assert repr(value) in str(info.value)
+
+
+def test_check_int_pair_refuses_a_bool_even_where_one_int_is_taken():
+    with pytest.raises(TypeError, match="kernel_size must be a positive int or a pair of"):
+        check_int_pair(True, "kernel_size", allow_int=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, value, requirement",
+    [
+        ({}, (0, 4), "a pair of positive ints"),
+        ({}, (4, -1), "a pair of positive ints"),
+        ({"minimum": 0}, (0, -1), "a pair of non-negative ints"),
+        ({"minimum": 2}, (2, 1), "a pair of ints, each >= 2"),
+        ({"minimum": 2, "allow_int": True}, 1, "an int or a pair of ints, each >= 2"),
+        ({"allow_int": True}, 0, "a positive int or a pair of positive ints"),
+        ({"minimum": 2, "allow_none": True}, (1, 2), "a pair of ints, each >= 2, or None"),
+    ],
+)
+def test_check_int_pair_refuses_a_side_below_the_minimum_with_a_value_error(
+    kwargs, value, requirement
+):
+    message = f"size must be {requirement}, got {value!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        check_int_pair(value, "size", **kwargs)
+
+
+def test_check_int_pair_takes_its_minimum_itself_and_any_int_without_one():
+    assert check_int_pair((2, 3), "oversampling", 2) == (2, 3)
+    assert check_int_pair((-3, 0), "shift", None) == (-3, 0)
+    with pytest.raises(TypeError, match=r"^shift must be a pair of ints, got \(1, 2.0\)$"):
+        check_int_pair((1, 2.0), "shift", None)
+
+
+def test_check_int_pair_appends_the_hint():
+    with pytest.raises(ValueError, match=r"got \(2, 1\); below 2 the phase is lost$"):
+        check_int_pair((2, 1), "oversampling", 2, hint="below 2 the phase is lost")
+
+
 # --------------------------------------------------------------------------- call sites
 # Checks no other test reaches, and the type convention at the call sites whose wrong
 # types raised a ValueError before.
@@ -168,3 +283,75 @@ def test_public_functions_name_a_bad_numeric_argument(call, error, match):
 def test_fit_candidates_refuses_a_batch_size_of_the_wrong_type_before_fitting():
     with pytest.raises(TypeError, match="batch_size must be a positive int or None, got 2.0"):
         fit_candidates(DIPDenoiser(max_iter=1), X, [{"lr": 0.01}], batch_size=2.0)
+
+
+# Each shape or size pair checked by check_int_pair: a wrong type is a TypeError, a side
+# out of range a ValueError, and the message names the argument.
+_PAIR_SITES = [
+    (lambda: Identity().output_shape((4, 4.0)), TypeError, "input_shape must be a pair of pos"),
+    (lambda: Identity().input_shape((0, 4)), ValueError, "output_shape must be a pair of pos"),
+    (lambda: Convolution(np.ones((3, 3))).input_shape((4,)), TypeError, "output_shape must be"),
+    (
+        lambda: FunctionOperator(lambda x: x, input_shape=lambda s: (s[0], 1.5)).input_shape(
+            (4, 4)
+        ),
+        TypeError,
+        "the result of input_shape must be a pair of positive ints, got",
+    ),
+    (lambda: PixelMask(np.ones((4, 4))).output_shape((4, True)), TypeError, "input_shape must"),
+    (
+        lambda: KSpaceSampling(np.ones((4, 4))).input_shape((4, 4.0)),
+        TypeError,
+        "output_shape must be a pair of positive ints",
+    ),
+    (lambda: Downsample(2).input_shape((2, 0)), ValueError, "output_shape must be a pair of pos"),
+    (lambda: Downsample(2).output_shape((4, True)), TypeError, "input_shape must be a pair of"),
+    (lambda: FourierMagnitude(2).input_shape((8, 8.0)), TypeError, "output_shape must be a pair"),
+    (lambda: make_phase_masks(1, (4, 0)), ValueError, "shape must be a pair of positive ints"),
+    (lambda: make_coil_maps(2, (4,)), TypeError, "shape must be a pair of positive ints"),
+    (lambda: cartesian_mask((4, True)), TypeError, "shape must be a pair of positive ints"),
+    (lambda: FourierMagnitude(oversampling=(2, True)), TypeError, "oversampling must be an int"),
+    (
+        lambda: simulate_diffraction(X, oversampling=1),
+        ValueError,
+        r"oversampling must be an int or a pair of ints, each >= 2, got 1; below 2 the object's "
+        "autocorrelation is undersampled",
+    ),
+    (
+        lambda: phase_retrieval_error(X, X, oversampling=(1, 0)),
+        ValueError,
+        r"oversampling must be a positive int or a pair of positive ints, got \(1, 0\)$",
+    ),
+    (lambda: load_image("camera", size=(8, True)), TypeError, "size must be a positive int, a"),
+    (lambda: load_image("camera", size=[8, 8.0]), TypeError, "size must be a positive int, a"),
+    (lambda: load_image("camera", size=-8), ValueError, "size must be a positive int, a"),
+    # A bool or a float in out_shape: a TypeError, as out_channels=True is (a ValueError before)
+    (
+        lambda: SkipNetwork(width=4, depth=1).build((8, True), 1),
+        TypeError,
+        r"SkipNetwork.out_shape must be a pair of positive ints, got \(8, True\)",
+    ),
+    (lambda: SkipNetwork(width=4, depth=1).build(8, 1), TypeError, "out_shape must be a pair"),
+    (lambda: SkipNetwork(width=4, depth=1).build((8, 0), 1), ValueError, "out_shape must be a"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", _PAIR_SITES)
+def test_public_functions_name_a_bad_pair_of_ints(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_oversampling_takes_a_1d_array_as_the_other_pairs_do():
+    assert FourierMagnitude(oversampling=np.array([2, 3])).oversampling == (2, 3)
+    assert FourierMagnitude(oversampling=np.int64(2)).oversampling == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "kernel_size, error",
+    [((3, 2.0), TypeError), ((3, 3, 3), TypeError), ([0, 3], ValueError), ((3, -1), ValueError)],
+)
+def test_blind_deblurrer_refuses_a_bad_kernel_size_before_fitting(kernel_size, error):
+    deb = BlindDeblurrer(kernel_size=kernel_size, max_iter=1, device="cpu")
+    with pytest.raises(error, match="kernel_size must be a positive int, a pair of positive ints"):
+        deb.fit(X)

@@ -274,9 +274,21 @@ def test_a_function_operator_declares_its_image_channels():
         FunctionOperator(_channel_mean, input_channels=lambda c: 0).input_channels(1)
 
 
-@pytest.mark.parametrize("shape", [(16,), (16, 16, 3), (0, 4), (4, 4.5), (-4, 4), "big"])
-def test_reconstructor_rejects_bad_output_shapes(shape):
-    with pytest.raises(ValueError, match="output_shape"):
+@pytest.mark.parametrize(
+    "shape, error",
+    [
+        ((0, 4), ValueError),
+        ((-4, 4), ValueError),
+        # No pair of ints: a TypeError (a ValueError before)
+        ((16,), TypeError),
+        ((16, 16, 3), TypeError),
+        ((4, 4.5), TypeError),
+        ([True, 4], TypeError),
+        ("big", TypeError),  # refused by scikit-learn's check: both errors
+    ],
+)
+def test_reconstructor_rejects_bad_output_shapes(shape, error):
+    with pytest.raises(error, match="output_shape"):
         DIPReconstructor(output_shape=shape, **COMMON).fit(_smooth())
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from numbers import Integral
-
 import numpy as np
+
+from .._validation import check_int_pair
 
 __all__ = ["IMAGE_NAMES", "load_image"]
 
@@ -35,23 +35,6 @@ IMAGE_NAMES: tuple[str, ...] = (
     "shepp_logan_phantom",
     "text",
 )
-
-
-def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(size, Integral) and not isinstance(size, bool):
-        size = (size, size)
-    if isinstance(size, np.ndarray) and size.ndim == 1:
-        size = tuple(size.tolist())  # image.shape[:2] kept as an array, as other helpers take
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in size)
-    ):
-        raise TypeError(f"size must be None, an int or a pair of ints (h, w), got {size!r}")
-    h, w = int(size[0]), int(size[1])
-    if h < 1 or w < 1:
-        raise ValueError(f"size must be positive, got {(h, w)}")
-    return h, w
 
 
 def _center_crop_to_aspect(image: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -126,7 +109,7 @@ def load_image(
             f"unknown image {name!r}; the pictures bundled with scikit-image are "
             f"{', '.join(IMAGE_NAMES)}"
         )
-    target = None if size is None else _check_size(size)
+    target = check_int_pair(size, "size", allow_int=True, allow_none=True)
     if not isinstance(as_gray, (bool, np.bool_)):
         # A truthy string ("no", "False") would have turned a colour picture grey.
         raise TypeError(f"as_gray must be a bool, got {as_gray!r}")

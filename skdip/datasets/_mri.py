@@ -7,9 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_int, check_number, check_plane
+from .._validation import check_int, check_int_pair, check_number, check_plane
 from .._warnings import warn
-from ..operators._convolution import _check_spatial_shape
 from ..operators._kspace import KSpaceSampling, channels_to_kspace
 from ._noise import _check_random_state
 
@@ -58,7 +57,7 @@ def cartesian_mask(
     >>> bool((mask == mask[:1]).all())  # whole columns
     True
     """
-    h, w = _check_spatial_shape(shape, "shape")
+    h, w = check_int_pair(shape, "shape")
     check_number(acceleration, "acceleration", 1)
     center_fraction = check_number(center_fraction, "center_fraction", 0, 1, exclusive_minimum=True)
     rng = _check_random_state(random_state)
@@ -118,7 +117,7 @@ def make_coil_maps(n_coils: int, shape: tuple[int, int]) -> np.ndarray:
     True
     """
     n_coils = check_int(n_coils, "n_coils", 1)
-    h, w = _check_spatial_shape(shape, "shape")
+    h, w = check_int_pair(shape, "shape")
     size = float(max(h, w))
     rows, cols = np.meshgrid(
         np.arange(h, dtype=np.float64) - (h - 1) / 2,

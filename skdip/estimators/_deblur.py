@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from .._engine import _psnr
-from .._validation import to_numpy, to_tensor
+from .._validation import check_int_pair, to_numpy, to_tensor
 from ..losses import BaseRegularizer, GradientRatio, TotalVariation
 from ..operators._convolution import convolve
 from ._base import (
@@ -487,20 +487,7 @@ class BlindDeblurrer(BaseDIPEstimator):
         size = self.kernel_size
         if size is None:
             return None if image_shape is None else (auto_kernel_size(*image_shape),) * 2
-        if isinstance(size, tuple | list):
-            if len(size) != 2 or not all(
-                isinstance(s, Integral) and not isinstance(s, bool) for s in size
-            ):
-                raise TypeError(
-                    f"kernel_size must be an int, a pair of ints (kh, kw) or None, got {size!r}"
-                )
-            shape = (int(size[0]), int(size[1]))
-        else:
-            if isinstance(size, bool):
-                raise TypeError(f"kernel_size must be an int, a pair of ints or None, got {size!r}")
-            shape = (int(size), int(size))
-        if min(shape) < 1:
-            raise ValueError(f"kernel_size must be positive, got {size!r}")
+        shape = check_int_pair(size, "kernel_size", allow_int=True, allow_none=True)
         if image_shape is not None and (shape[0] > image_shape[0] or shape[1] > image_shape[1]):
             raise ValueError(
                 f"kernel_size {shape} is larger than the {image_shape[0]}x{image_shape[1]} image"

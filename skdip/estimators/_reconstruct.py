@@ -9,7 +9,6 @@ parameters (and, for inpainting, from the observation itself).
 from __future__ import annotations
 
 import copy
-import numbers
 import textwrap
 from numbers import Integral
 
@@ -20,7 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from .._engine import COMPLEX_OUTPUT_MESSAGE
-from .._validation import ArrayInterface, metric_array, to_tensor
+from .._validation import ArrayInterface, check_int_pair, metric_array, to_tensor
 from .._warnings import warn
 from ..operators import (
     Convolution,
@@ -558,15 +557,7 @@ class DIPReconstructor(_InverseProblemEstimator):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if self.output_shape is not None:
-            shape = tuple(self.output_shape)
-            if len(shape) != 2 or not all(
-                isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in shape
-            ):
-                raise ValueError(
-                    f"output_shape must be None or a pair of positive ints (H, W), "
-                    f"got {self.output_shape!r}"
-                )
+        check_int_pair(self.output_shape, "output_shape", allow_none=True)
 
     @property
     def _missing_pixels_hint(self) -> str:

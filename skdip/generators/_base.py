@@ -12,14 +12,13 @@ padded grid internally and crop on the way out, so callers never pad.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._random import seeded_cpu_rng
-from .._validation import check_int
+from .._validation import check_int, check_int_pair
 
 __all__ = ["BaseGenerator", "GeneratorNetwork", "center_crop", "padded_size"]
 
@@ -199,7 +198,8 @@ class BaseGenerator(BaseEstimator):
         Raises
         ------
         TypeError
-            If ``seed`` is not an int (a float, a str, None, a RandomState), or
+            If ``seed`` is not an int (a float, a str, None, a RandomState),
+            ``out_shape`` is no pair of ints (``(8,)``, ``(8, True)``), or
             ``out_channels`` or a numeric setting of the generator is of the wrong
             type (``width=2.5``, ``depth=True``).
         ValueError
@@ -209,11 +209,7 @@ class BaseGenerator(BaseEstimator):
         # The global RNG is seeded for the build, so builds in threads of one
         # process (Dask or joblib threading workers) must not interleave.
         owner = type(self).__name__
-        shape = tuple(out_shape)
-        if len(shape) != 2 or not all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape
-        ):
-            raise ValueError(f"{owner}: out_shape must be two sizes >= 1, got {out_shape!r}")
+        shape = check_int_pair(out_shape, f"{owner}.out_shape")
         channels = check_int(out_channels, f"{owner}.out_channels", 1)
         # int() inside the seeding turned 1.5 and "1" silently into seed 1, and
         # None or a RandomState into a bare "int() argument must be ..." error.
@@ -227,7 +223,7 @@ class BaseGenerator(BaseEstimator):
             "check_random_state(random_state).randint(2**31)",
         )
         with seeded_cpu_rng(seed):
-            network = self._build(tuple(int(s) for s in shape), channels)
+            network = self._build(shape, channels)
         if not isinstance(getattr(network, "input", None), torch.Tensor):
             # The fit feeds network.input (the code z) to the network: a bare
             # AttributeError came from deep in the engine.

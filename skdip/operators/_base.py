@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 from torch import nn
 
+from .._validation import check_int_pair
+
 __all__ = ["ForwardOperator", "Identity"]
-
-
-def _check_spatial_shape(shape: object, name: str) -> tuple[int, int]:
-    """Validate a spatial shape ``(h, w)`` of two positive integers and return it as a tuple."""
-    if isinstance(shape, torch.Size):
-        shape = tuple(shape)
-    if not isinstance(shape, (tuple, list, np.ndarray)) or len(shape) != 2:
-        raise TypeError(f"{name} must be a pair of integers (h, w), got {shape!r}")
-    out = []
-    for s in shape:
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
-            raise TypeError(f"{name} must be a pair of integers (h, w), got {shape!r}")
-        if s <= 0:
-            raise ValueError(f"{name} must contain positive sizes, got {tuple(shape)!r}")
-        out.append(int(s))
-    return out[0], out[1]
 
 
 class ForwardOperator(nn.Module):
@@ -138,11 +122,11 @@ class ForwardOperator(nn.Module):
 
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         """Spatial shape ``(h, w)`` of the measurement of an image of ``input_shape``."""
-        return _check_spatial_shape(input_shape, "input_shape")
+        return check_int_pair(input_shape, "input_shape")
 
     def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
         """Spatial shape of the image that produces a measurement of ``output_shape``."""
-        return _check_spatial_shape(output_shape, "output_shape")
+        return check_int_pair(output_shape, "output_shape")
 
     def _key_arrays(self) -> list[np.ndarray]:
         """Arrays of the model's held outside its tensors and public attributes: the

@@ -9,8 +9,8 @@ import scipy.sparse
 import torch
 import torch.nn.functional as F
 
-from .._validation import _array_like, metric_array, native_copy, working_dtype
-from ._base import ForwardOperator, _check_spatial_shape
+from .._validation import _array_like, check_int_pair, metric_array, native_copy, working_dtype
+from ._base import ForwardOperator
 
 __all__ = ["Convolution", "convolve", "convolve_adjoint"]
 
@@ -534,7 +534,7 @@ class Convolution(ForwardOperator):
 
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         """Measurement shape: unchanged (``"circular"``) or ``(H - kh + 1, W - kw + 1)``."""
-        h, w = _check_spatial_shape(input_shape, "input_shape")
+        h, w = check_int_pair(input_shape, "input_shape")
         if self.boundary == "circular":
             return h, w
         kh, kw = self.kernel_size
@@ -546,7 +546,7 @@ class Convolution(ForwardOperator):
 
     def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
         """Image shape: unchanged (``"circular"``) or ``(h + kh - 1, w + kw - 1)``."""
-        h, w = _check_spatial_shape(output_shape, "output_shape")
+        h, w = check_int_pair(output_shape, "output_shape")
         if self.boundary == "circular":
             return h, w
         kh, kw = self.kernel_size

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from numbers import Integral
-
 import numpy as np
 import torch
 
-from .._validation import check_int, metric_array
-from ._base import ForwardOperator, _check_spatial_shape
+from .._validation import check_int, check_int_pair, metric_array
+from ._base import ForwardOperator
 
 __all__ = ["FourierMagnitude", "check_oversampling", "make_phase_masks"]
 
@@ -19,24 +17,14 @@ def check_oversampling(oversampling, minimum: int = 2) -> tuple[int, int]:
     A measurement needs at least 2 per axis; comparing objects in their padded
     frame (the phase-retrieval metrics) also takes 1, the arrays as given.
     """
-    pair = (
-        (oversampling, oversampling)
-        if isinstance(oversampling, Integral) and not isinstance(oversampling, bool)
-        else oversampling
+    # Below 2 the phase is not determined by the magnitudes, even in principle.
+    hint = (
+        "below 2 the object's autocorrelation is undersampled: the magnitudes do not "
+        "determine its phase"
+        if minimum >= 2
+        else ""
     )
-    if (
-        not isinstance(pair, tuple | list)
-        or len(pair) != 2
-        or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in pair)
-    ):
-        raise TypeError(f"oversampling must be an int or a pair of ints, got {oversampling!r}")
-    if min(pair) < minimum:
-        # Below 2 the autocorrelation of the object is undersampled and the
-        # phase is not determined by the magnitudes, even in principle.
-        raise ValueError(
-            f"oversampling must be at least {minimum} along each axis, got {oversampling!r}"
-        )
-    return int(pair[0]), int(pair[1])
+    return check_int_pair(oversampling, "oversampling", minimum, allow_int=True, hint=hint)
 
 
 def make_phase_masks(n_masks: int, shape: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -70,7 +58,7 @@ def make_phase_masks(n_masks: int, shape: tuple[int, int], seed: int = 0) -> np.
     """
     n_masks = check_int(n_masks, "n_masks", 1)
     seed = check_int(seed, "seed", 0, 2**32 - 1)  # RandomState's seed range
-    shape = _check_spatial_shape(shape, "shape")
+    shape = check_int_pair(shape, "shape")
     rng = np.random.RandomState(seed)
     phases = rng.uniform(0.0, 2.0 * np.pi, size=(n_masks, *shape))
     return np.exp(1j * phases)
@@ -316,12 +304,12 @@ class FourierMagnitude(ForwardOperator):
 
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         sy, sx = self.oversampling
-        h, w = _check_spatial_shape(input_shape, "input_shape")
+        h, w = check_int_pair(input_shape, "input_shape")
         return h * sy, w * sx
 
     def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
         sy, sx = self.oversampling
-        h, w = _check_spatial_shape(output_shape, "output_shape")
+        h, w = check_int_pair(output_shape, "output_shape")
         if h % sy or w % sx:
             raise ValueError(
                 f"a diffraction pattern of shape {(h, w)} is not divisible by the "

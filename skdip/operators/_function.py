@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from .._validation import check_int
-from ._base import ForwardOperator, _check_spatial_shape
+from .._validation import check_int, check_int_pair
+from ._base import ForwardOperator
 
 __all__ = ["FunctionOperator"]
 
@@ -141,17 +141,17 @@ class FunctionOperator(ForwardOperator):
 
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         """Measurement shape given by ``output_shape`` (unchanged by default)."""
-        shape = _check_spatial_shape(input_shape, "input_shape")
+        shape = check_int_pair(input_shape, "input_shape")
         if self.output_shape_function is None:
             return shape
-        return _check_spatial_shape(self.output_shape_function(shape), "the result of output_shape")
+        return check_int_pair(self.output_shape_function(shape), "the result of output_shape")
 
     def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
         """Image shape given by ``input_shape`` (unchanged by default)."""
-        shape = _check_spatial_shape(output_shape, "output_shape")
+        shape = check_int_pair(output_shape, "output_shape")
         if self.input_shape_function is None:
             return shape
-        return _check_spatial_shape(self.input_shape_function(shape), "the result of input_shape")
+        return check_int_pair(self.input_shape_function(shape), "the result of input_shape")
 
     def input_channels(self, output_channels: int) -> int:
         """Image channels given by ``input_channels`` (as many as the measurement's by

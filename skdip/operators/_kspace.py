@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._validation import _array_like, metric_array, native_copy, single_precision
+from .._validation import _array_like, check_int_pair, metric_array, native_copy, single_precision
 from ._base import ForwardOperator
-from ._convolution import _as_float_tensor, _check_image, _check_spatial_shape
+from ._convolution import _as_float_tensor, _check_image
 
 __all__ = ["KSpaceSampling", "channels_to_kspace", "kspace_to_channels"]
 
@@ -363,7 +363,7 @@ class KSpaceSampling(ForwardOperator):
 
     # ------------------------------------------------------------------ shapes
     def _check_shape(self, shape, name: str) -> tuple[int, int]:
-        shape = _check_spatial_shape(shape, name)
+        shape = check_int_pair(shape, name)
         h, w = self.image_shape
         if shape[1] != w or (h is not None and shape[0] != h):
             raise ValueError(

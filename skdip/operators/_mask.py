@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._base import ForwardOperator, _check_spatial_shape
+from .._validation import check_int_pair
+from ._base import ForwardOperator
 from ._convolution import _as_float_tensor, _check_image
 
 __all__ = ["PixelMask"]
@@ -139,7 +140,7 @@ class PixelMask(ForwardOperator):
         return self._check_shape(output_shape, "output_shape")
 
     def _check_shape(self, shape: tuple[int, int], name: str) -> tuple[int, int]:
-        shape = _check_spatial_shape(shape, name)
+        shape = check_int_pair(shape, name)
         if shape != self.image_shape:
             raise ValueError(
                 f"{name} {shape} does not match the mask's shape {self.image_shape}"

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_int, working_dtype
+from .._validation import check_int, check_int_pair, working_dtype
 from ._base import ForwardOperator
-from ._convolution import _PADDING_MODES, _check_image, _check_spatial_shape, _pad, _pad_adjoint
+from ._convolution import _PADDING_MODES, _check_image, _pad, _pad_adjoint
 
 __all__ = ["Downsample", "downsampling_kernel"]
 
@@ -213,7 +213,7 @@ class Downsample(ForwardOperator):
 
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         """``(H // factor, W // factor)``; ``H`` and ``W`` must be multiples of the factor."""
-        h, w = _check_spatial_shape(input_shape, "input_shape")
+        h, w = check_int_pair(input_shape, "input_shape")
         f = self.factor
         if h < f or w < f:
             raise ValueError(
@@ -229,5 +229,5 @@ class Downsample(ForwardOperator):
 
     def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
         """``(h * factor, w * factor)``."""
-        h, w = _check_spatial_shape(output_shape, "output_shape")
+        h, w = check_int_pair(output_shape, "output_shape")
         return h * self.factor, w * self.factor
