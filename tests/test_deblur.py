@@ -569,3 +569,27 @@ def test_the_crop_told_for_an_even_kernel_is_the_window_returned():
     delta = np.zeros((4, 3))
     delta[1, 1] = 1.0
     np.testing.assert_allclose(blur(sharp, delta), sharp[2:23, 1:23], atol=1e-12)
+
+
+def test_blind_deblurrer_names_the_crop_its_window_takes_for_an_even_kernel():
+    # BlindDeblurrer cuts its window at the rounded centre of mass, which for a
+    # symmetric even kernel (a tie) rounds up: a 4x3 box's (1.5, 1) is pixel (2, 1),
+    # the window starts at (kh - 1 - 2, kw - 1 - 1) = (1, 1), and the crop told is
+    # that one (DIPDeconvolver's is (2, 1): test_the_crop_told_for_an_even_kernel_...).
+    sharp = np.random.default_rng(0).random((24, 24))
+    X = blur(sharp, np.ones((4, 3)) / 12)  # 21x22
+    a0, b0 = _mass_centre(torch.ones(4, 3) / 12)
+    assert (3 - a0, 2 - b0) == (1, 1)
+    deb = BlindDeblurrer(kernel_size=(4, 3), max_iter=2, early_stopping=None)
+    with pytest.raises(ValueError, match=r"3x2 larger.*y\[1:22, 1:23\].*for a 4x3 blur"):
+        deb.fit(X, sharp)
+
+
+def test_centred_support_rounds_the_centre_of_mass_as_mass_centre_does():
+    # Without a centre given, the kernel is centred where _mass_centre puts it: a
+    # row centre of 1.7 is pixel 2, not the floored 1.
+    k = np.zeros((5, 5))
+    k[1, 2], k[2, 2] = 0.3, 0.7
+    assert _mass_centre(torch.as_tensor(k)) == (2, 2)
+    np.testing.assert_allclose(_centred_support(k)[:, 0], [0.3, 0.7, 0.0])
+    np.testing.assert_array_equal(_centred_support(k), _centred_support(k, (2, 2)))

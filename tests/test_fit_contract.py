@@ -535,3 +535,36 @@ def test_a_grey_reference_stack_read_as_one_image_is_explained():
     with pytest.raises(ValueError, match=r"holds 3: a 3-D y is one image"):
         DIPDenoiser(**COMMON).fit(images, grey_stack)
     assert np.isfinite(den.score(images, grey_stack[..., None]))
+
+
+def test_packed_results_carry_an_array_kept_twice_once():
+    # An array two results (or two entries) share is narrowed once: the pickle carries
+    # one float32 copy, and loading gives back one float64 array, shared as before.
+    from skdip.estimators._base import _packed_results, _unpacked_results
+
+    shared = np.arange(4096, dtype=np.float32).astype(np.float64) / 8
+    results = [{"estimate": shared, "n_iter": 3}, {"estimate": shared}]
+    packed = _packed_results(results)
+    assert packed[0]["estimate"] is packed[1]["estimate"]
+    data = pickle.dumps(packed)
+    assert len(data) < shared.nbytes // 2 + 1000
+    loaded = _unpacked_results(pickle.loads(data))
+    assert loaded[0]["estimate"] is loaded[1]["estimate"]
+    assert loaded[0]["estimate"].dtype == np.float64
+    assert loaded[0]["estimate"].tobytes() == shared.tobytes()
+    assert loaded[0]["n_iter"] == 3
+    assert results[0]["estimate"] is shared  # the live results are left alone
+
+
+def test_a_pickle_carries_every_image_of_a_float32_batch_as_float32():
+    # Not only the first image's estimate: a batch of three pickles at half its
+    # float64 estimates.
+    batch = np.stack([_image((16, 16, 3), seed=k) for k in range(3)]).astype(np.float32)
+    den = DIPDenoiser(**COMMON).fit(batch)
+    estimates = sum(r["estimate"].nbytes for r in den._fit_results)
+    data = pickle.dumps(den)
+    assert len(data) < estimates // 2 + 8000
+    loaded = pickle.loads(data)
+    for a, b in zip(loaded._fit_results, den._fit_results, strict=True):
+        assert a["estimate"].dtype == np.float64
+        assert a["estimate"].tobytes() == b["estimate"].tobytes()

@@ -622,3 +622,19 @@ def test_a_network_built_on_the_meta_device_is_refused_at_the_build():
     x = np.random.default_rng(0).random((8, 8))
     with pytest.raises(ValueError, match="'meta' device"):
         DIPDenoiser(generator=OnMeta(), max_iter=2, device="cpu").fit(x)
+
+
+def test_skip_channels_may_be_zero():
+    # No skip connections: 0 is a valid count (width and depth must be positive).
+    net = SkipNetwork(width=4, depth=2, input_channels=2, skip_channels=0).build((8, 8), 1)
+    assert net(net.input).shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize("name", ["omega0", "scale"])
+def test_implicit_scales_must_be_positive(name):
+    encoding = "sine" if name == "omega0" else "fourier"
+    inr = ImplicitNeuralRepresentation(encoding=encoding, **{name: 0.0})
+    with pytest.raises(
+        ValueError, match=rf"ImplicitNeuralRepresentation.{name} must be a finite number > 0"
+    ):
+        inr.build((8, 8), 1)

@@ -355,3 +355,53 @@ def test_blind_deblurrer_refuses_a_bad_kernel_size_before_fitting(kernel_size, e
     deb = BlindDeblurrer(kernel_size=kernel_size, max_iter=1, device="cpu")
     with pytest.raises(error, match="kernel_size must be a positive int, a pair of positive ints"):
         deb.fit(X)
+
+
+# --------------------------------------------------------------------------- audit additions
+# Bounds and conversions a mutation audit of the two helpers found unpinned.
+
+
+def test_check_number_takes_its_maximum_itself():
+    assert check_number(1, "amount", 0, 1) == 1.0
+    assert check_number(1.0, "length", 0, 1, exclusive_minimum=True) == 1.0
+    from skdip.datasets import add_impulse_noise
+
+    # At a call site: amount=1 corrupts every pixel, to 0 or 1.
+    out = add_impulse_noise(X, 1.0, random_state=0)
+    assert set(np.unique(out)) <= {0.0, 1.0}
+
+
+def test_bounds_are_written_as_powers_of_two_from_2_16_up():
+    with pytest.raises(ValueError, match=r"^n must be an int in \[0, 2\*\*16\), got 65536$"):
+        check_int(2**16, "n", 0, 2**16 - 1)
+    with pytest.raises(ValueError, match=r"^n must be an int in \[0, 32767\], got 32768$"):
+        check_int(2**15, "n", 0, 2**15 - 1)
+
+
+def test_a_zero_level_is_taken_where_the_minimum_is_inclusive():
+    # sigma and c may be 0 (no noise), unlike photons: the image comes back as it was.
+    from skdip.datasets import add_gaussian_noise, add_speckle_noise
+
+    np.testing.assert_array_equal(add_gaussian_noise(X, 0, random_state=0), X)
+    np.testing.assert_array_equal(add_speckle_noise(X, 0.0, random_state=0), X)
+
+
+def test_ssim_hands_a_numpy_win_size_on_as_an_int():
+    # scikit-image squares win_size in its own type: np.uint8(17) ** 2 wraps to 33,
+    # which moved its covariance normalisation (0.947614 against 0.947621).
+    from skdip.metrics import ssim
+
+    rng = np.random.default_rng(0)
+    a = rng.random((40, 40))
+    b = np.clip(a + 0.1 * rng.standard_normal(a.shape), 0, 1)
+    assert ssim(a, b, win_size=np.uint8(17)) == ssim(a, b, win_size=17)
+
+
+def test_an_unused_mask_seed_is_checked_for_its_type_only():
+    # Without coded masks the seed draws nothing: out of range it is taken (as
+    # FourierMagnitude takes it), of the wrong type it is refused all the same.
+    assert FourierMagnitude(2, mask_seed=2**32).mask_seed == 2**32
+    with pytest.raises(TypeError, match="mask_seed must be an int, got 1.5"):
+        FourierMagnitude(2, mask_seed=1.5)
+    y = simulate_diffraction(X[:8, :8], oversampling=2, mask_seed=-1)
+    np.testing.assert_array_equal(y, simulate_diffraction(X[:8, :8], oversampling=2))
