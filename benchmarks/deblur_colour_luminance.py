@@ -16,7 +16,8 @@ CPU); the table sets it beside that script's default column ("per size and chann
 the default weight since 2026-11-29) and the blurry input, read from
 ``results/deblur_colour.jsonl`` (seed 0) or ``results/deblur_colour_seed1_*.jsonl``
 (``--seed 1 --tag deblur_colour_luminance_seed1``). Rows already in the results file
-are kept (the run can be resumed). A lead, not a measurement to tune on.
+are kept (the run can be resumed). Exploratory: with both seeds it was not better than
+the default on the whole (doc/blind_deblurring.md).
 """
 
 from __future__ import annotations
