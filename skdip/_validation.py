@@ -623,10 +623,9 @@ def check_int(
     """
     if value is None and allow_none:
         return None
-    if minimum == 1 and maximum is None:
-        requirement = "a positive int"
-    elif minimum == 0 and maximum is None:
-        requirement = "a non-negative int"
+    adjective = _int_adjective(minimum) if maximum is None else ""
+    if adjective:
+        requirement = f"a {adjective}int"
     else:
         requirement = "an int" + _range_text(minimum, maximum, False, integer=True)
     requirement += " or None" if allow_none else ""
@@ -635,6 +634,12 @@ def check_int(
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         _refuse(ValueError, name, requirement, value, hint)
     return int(value)
+
+
+def _int_adjective(minimum: int | None) -> str:
+    """How a message words a lower bound of 1 or 0 ("positive ", "non-negative "); ""
+    for any other bound, which the message states as a number."""
+    return {1: "positive ", 0: "non-negative "}.get(minimum, "")
 
 
 def _is_int(value: object) -> bool:
@@ -689,7 +694,7 @@ def check_int_pair(
     if value is None and allow_none:
         return None
     # "a positive int or a pair of positive ints", "a pair of ints, each >= 2", ...
-    adjective = {1: "positive ", 0: "non-negative "}.get(minimum, "")
+    adjective = _int_adjective(minimum)
     each = "" if adjective or minimum is None else f", each >= {_bound(minimum)}"
     kinds = [f"a {adjective}int" if adjective else "an int"] * allow_int
     kinds += [f"a pair of {adjective}ints"]
