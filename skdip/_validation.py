@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 import reprlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -574,10 +575,12 @@ def _range_text(
 
 
 def _refuse(
-    error: type[Exception], name: str, requirement: str, value: object, hint: str
+    error: type[Exception], name: str, requirement: Callable[[], str], value: object, hint: str
 ) -> NoReturn:
+    # The requirement is worded only here: the checks run on every step of a fit (a
+    # regularizer's weight), where valid values need no message.
     raise error(
-        f"{name} must be {requirement}, got {_shown(value)}" + (f"; {hint}" if hint else "")
+        f"{name} must be {requirement()}, got {_shown(value)}" + (f"; {hint}" if hint else "")
     )
 
 
@@ -623,12 +626,15 @@ def check_int(
     """
     if value is None and allow_none:
         return None
-    adjective = _int_adjective(minimum) if maximum is None else ""
-    if adjective:
-        requirement = f"a {adjective}int"
-    else:
-        requirement = "an int" + _range_text(minimum, maximum, False, integer=True)
-    requirement += " or None" if allow_none else ""
+
+    def requirement() -> str:
+        adjective = _int_adjective(minimum) if maximum is None else ""
+        if adjective:
+            text = f"a {adjective}int"
+        else:
+            text = "an int" + _range_text(minimum, maximum, False, integer=True)
+        return text + (" or None" if allow_none else "")
+
     if not _is_int(value):
         _refuse(TypeError, name, requirement, value, hint)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
@@ -693,14 +699,18 @@ def check_int_pair(
     """
     if value is None and allow_none:
         return None
-    # "a positive int or a pair of positive ints", "a pair of ints, each >= 2", ...
-    adjective = _int_adjective(minimum)
-    each = "" if adjective or minimum is None else f", each >= {_bound(minimum)}"
-    kinds = [f"a {adjective}int" if adjective else "an int"] * allow_int
-    kinds += [f"a pair of {adjective}ints"]
-    requirement = " or ".join(kinds) + each
-    if allow_none:
-        requirement = requirement.replace(" or ", ", ") + ("," if each else "") + " or None"
+
+    def requirement() -> str:
+        # "a positive int or a pair of positive ints", "a pair of ints, each >= 2", ...
+        adjective = _int_adjective(minimum)
+        each = "" if adjective or minimum is None else f", each >= {_bound(minimum)}"
+        kinds = [f"a {adjective}int" if adjective else "an int"] * allow_int
+        kinds += [f"a pair of {adjective}ints"]
+        text = " or ".join(kinds) + each
+        if allow_none:
+            text = text.replace(" or ", ", ") + ("," if each else "") + " or None"
+        return text
+
     if allow_int and _is_int(value):
         items = [value, value]
     elif isinstance(value, tuple | list) or (isinstance(value, np.ndarray) and value.ndim == 1):
@@ -760,11 +770,14 @@ def check_number(
     """
     if value is None and allow_none:
         return None
-    requirement = (
-        ("a finite number" if finite else "a number")
-        + _range_text(minimum, maximum, exclusive_minimum, integer=False)
-        + (" or None" if allow_none else "")
-    )
+
+    def requirement() -> str:
+        return (
+            ("a finite number" if finite else "a number")
+            + _range_text(minimum, maximum, exclusive_minimum, integer=False)
+            + (" or None" if allow_none else "")
+        )
+
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         _refuse(TypeError, name, requirement, value, hint)
     out = float(value)
