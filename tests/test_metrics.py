@@ -517,17 +517,32 @@ def test_aligned_ssim_scores_every_channel_of_a_colour_pair():
     assert aligned_ssim(grey, grey, max_shift=0, crop=0) == pytest.approx(1.0)
 
 
-# A bug the suite once missed: kernel_error padded about (H-h)//2 instead of the central pixel h//2
-def test_kernel_error_centres_kernels_of_even_and_odd_sizes_on_their_central_pixels():
-    from skdip.metrics import kernel_error
+# A bug the suite once missed: kernel_error padded about (H-h)//2 instead of the kernel's centre;
+# then it centred even kernels on h // 2, a pixel from the (h - 1) // 2 Convolution blurs about,
+# so two kernels that blur alike came out a pixel apart, and apart by max_shift=0
+@pytest.mark.parametrize("small, big", [((3, 3), (4, 4)), ((4, 4), (5, 5)), ((4, 6), (7, 9))])
+def test_kernel_error_centres_kernels_where_convolution_does(small, big):
+    import torch
 
-    k3 = np.zeros((3, 3))
-    k3[1, 1] = 1.0
-    k4 = np.zeros((4, 4))
-    k4[2, 2] = 1.0  # the central pixel (h // 2, w // 2) of an even kernel
-    err, shift = kernel_error(k3, k4, return_shift=True)
-    assert err == pytest.approx(0.0) and shift == (0, 0)
-    assert kernel_error(k3, k4, max_shift=0) == pytest.approx(0.0)
+    from skdip.metrics import kernel_error
+    from skdip.operators import Convolution
+
+    rng = np.random.default_rng(0)
+    k = rng.random(small)
+    image = torch.from_numpy(rng.random((1, 1, 16, 16)))
+    blurred = Convolution(k)(image)
+    matches = []
+    for top in range(big[0] - small[0] + 1):
+        for left in range(big[1] - small[1] + 1):
+            padded = np.zeros(big)
+            padded[top : top + small[0], left : left + small[1]] = k
+            if torch.allclose(Convolution(padded)(image), blurred):
+                matches.append(padded)
+    assert len(matches) == 1  # the placement that blurs alike
+    for a, b in ((k, matches[0]), (matches[0], k)):
+        err, shift = kernel_error(a, b, return_shift=True)
+        assert err == pytest.approx(0.0, abs=1e-12) and shift == (0, 0)
+        assert kernel_error(a, b, max_shift=0) == pytest.approx(0.0, abs=1e-12)
 
 
 # A bug the suite once missed: kernel_error's ties went to the largest shift

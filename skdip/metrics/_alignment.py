@@ -250,9 +250,10 @@ def _as_kernel(kernel: Any, name: str) -> np.ndarray:
 
 
 def _pad_to(k: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Zero-pad ``k`` to ``shape`` keeping its central pixel at ``shape // 2``."""
+    """Zero-pad ``k`` to ``shape``, its centre ``((h - 1) // 2, (w - 1) // 2)`` on the canvas's."""
     (h, w), (H, W) = k.shape, shape
-    top, left = H // 2 - h // 2, W // 2 - w // 2
+    # The centre Convolution uses, so that kernels which blur alike line up at shift (0, 0).
+    top, left = (H - 1) // 2 - (h - 1) // 2, (W - 1) // 2 - (w - 1) // 2
     out = np.zeros(shape)
     out[top : top + h, left : left + w] = k
     return out
@@ -266,8 +267,10 @@ def kernel_error(
 ) -> float | tuple[float, tuple[int, int]]:
     """Relative l2 error between two blur kernels, up to an integer shift.
 
-    Both kernels are zero-padded, about their central pixels
-    (``(h // 2, w // 2)``), to a common size, and the estimate is moved by
+    Both kernels are zero-padded, about their centres
+    (``((h - 1) // 2, (w - 1) // 2)``, the sample
+    :class:`~skdip.operators.Convolution` centres on, so for an even size the
+    one before the middle), to a common size, and the estimate is moved by
     the integer shift ``(dy, dx)`` that best matches the reference (largest
     cross-correlation, which is least squared error because shifting on an
     unbounded zero background keeps the norm). The error is
