@@ -24,3 +24,27 @@ def test_every_public_name_is_in_the_api_table(module):
     text = INDEX.read_text(encoding="utf-8")
     names = importlib.import_module(module).__all__
     assert [n for n in names if f"`{n}`" not in text] == []
+
+
+# The package's annotations reached no type checker: the wheel shipped no PEP 561 marker.
+def test_the_wheel_ships_the_py_typed_marker(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("setuptools", minversion="77")
+    root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a copy, so that the build leaves the checkout alone
+    shutil.copytree(root / "skdip", source / "skdip", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, source / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation"]
+        + ["-q", "-w", str(tmp_path / "wheel")],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = (tmp_path / "wheel").glob("skdip-*.whl")
+    assert "skdip/py.typed" in zipfile.ZipFile(wheel).namelist()
