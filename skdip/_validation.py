@@ -18,6 +18,7 @@ from typing import NoReturn
 import numpy as np
 import scipy.sparse
 import torch
+from sklearn.utils._param_validation import InvalidParameterError
 
 from ._warnings import warn
 
@@ -446,7 +447,7 @@ def _check_one_allow_nan(
 def reject_bool_numbers(estimator) -> None:
     """Refuse True/False for a numeric parameter (bool is an int to Python, so
     ``max_iter=True`` ran one step and ``lr=True`` a rate of 1, silently)."""
-    from sklearn.utils._param_validation import Interval, InvalidParameterError
+    from sklearn.utils._param_validation import Interval
 
     for name, constraints in estimator._parameter_constraints.items():
         value = getattr(estimator, name, None)
@@ -592,6 +593,7 @@ def check_int(
     *,
     allow_none: bool = False,
     hint: str = "",
+    error: type[Exception] | None = None,
 ) -> int | None:
     """Check an integer argument of a public function and return it as a Python int.
 
@@ -612,6 +614,10 @@ def check_int(
         Take None too (returned as is) and say so in the message.
     hint : str, default=""
         Appended to the message, after "; " (what the argument means, what to pass).
+    error : exception class or None, default=None
+        Raised for either refusal instead of TypeError and ValueError:
+        ``InvalidParameterError`` (a subclass of both) for a constructor parameter
+        of a configuration object, as the estimators refuse theirs.
 
     Returns
     -------
@@ -623,6 +629,8 @@ def check_int(
         If ``value`` is a bool or no integer (a float, a str, None unless allowed).
     ValueError
         If ``value`` is an integer outside ``[minimum, maximum]``.
+
+    Both are ``error`` instead when it is given.
     """
     if value is None and allow_none:
         return None
@@ -636,9 +644,9 @@ def check_int(
         return text + (" or None" if allow_none else "")
 
     if not _is_int(value):
-        _refuse(TypeError, name, requirement, value, hint)
+        _refuse(error or TypeError, name, requirement, value, hint)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        _refuse(ValueError, name, requirement, value, hint)
+        _refuse(error or ValueError, name, requirement, value, hint)
     return int(value)
 
 
@@ -661,6 +669,7 @@ def check_int_pair(
     allow_int: bool = False,
     allow_none: bool = False,
     hint: str = "",
+    error: type[Exception] | None = None,
 ) -> tuple[int, int] | None:
     """Check a pair of integers (a shape ``(h, w)``, a kernel size, a factor per
     axis) and return it as a tuple of two Python ints.
@@ -683,6 +692,10 @@ def check_int_pair(
         Take None too (returned as is) and say so in the message.
     hint : str, default=""
         Appended to the message, after "; " (why the minimum, what to pass).
+    error : exception class or None, default=None
+        Raised for either refusal instead of TypeError and ValueError:
+        ``InvalidParameterError`` (a subclass of both) for a constructor parameter
+        of a configuration object, as the estimators refuse theirs.
 
     Returns
     -------
@@ -696,6 +709,8 @@ def check_int_pair(
         a bool).
     ValueError
         If an item (or the single int) is below ``minimum``.
+
+    Both are ``error`` instead when it is given.
     """
     if value is None and allow_none:
         return None
@@ -716,11 +731,11 @@ def check_int_pair(
     elif isinstance(value, tuple | list) or (isinstance(value, np.ndarray) and value.ndim == 1):
         items = list(value)
     else:
-        _refuse(TypeError, name, requirement, value, hint)
+        _refuse(error or TypeError, name, requirement, value, hint)
     if len(items) != 2 or not all(_is_int(s) for s in items):
-        _refuse(TypeError, name, requirement, value, hint)
+        _refuse(error or TypeError, name, requirement, value, hint)
     if minimum is not None and min(items) < minimum:
-        _refuse(ValueError, name, requirement, value, hint)
+        _refuse(error or ValueError, name, requirement, value, hint)
     return int(items[0]), int(items[1])
 
 
@@ -734,6 +749,7 @@ def check_number(
     finite: bool = True,
     allow_none: bool = False,
     hint: str = "",
+    error: type[Exception] | None = None,
 ) -> float | None:
     """Check a real-number argument of a public function and return it as a float.
 
@@ -756,6 +772,10 @@ def check_number(
         Take None too (returned as is) and say so in the message.
     hint : str, default=""
         Appended to the message, after "; ".
+    error : exception class or None, default=None
+        Raised for either refusal instead of TypeError and ValueError:
+        ``InvalidParameterError`` (a subclass of both) for a constructor parameter
+        of a configuration object, as the estimators refuse theirs.
 
     Returns
     -------
@@ -767,6 +787,8 @@ def check_number(
         If ``value`` is a bool or no real number (a str, a complex, None unless allowed).
     ValueError
         If ``value`` is NaN, infinite (with ``finite``) or out of range.
+
+    Both are ``error`` instead when it is given.
     """
     if value is None and allow_none:
         return None
@@ -779,7 +801,7 @@ def check_number(
         )
 
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        _refuse(TypeError, name, requirement, value, hint)
+        _refuse(error or TypeError, name, requirement, value, hint)
     out = float(value)
     if (
         np.isnan(out)
@@ -787,7 +809,7 @@ def check_number(
         or (minimum is not None and (out <= minimum if exclusive_minimum else out < minimum))
         or (maximum is not None and out > maximum)
     ):
-        _refuse(ValueError, name, requirement, value, hint)
+        _refuse(error or ValueError, name, requirement, value, hint)
     return out
 
 

@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._random import seeded_cpu_rng
-from .._validation import check_int, check_int_pair
+from .._validation import InvalidParameterError, check_int, check_int_pair
 
 __all__ = ["BaseGenerator", "GeneratorNetwork", "center_crop", "padded_size"]
 
@@ -73,15 +73,20 @@ _ACTIVATIONS = {
 }
 
 
+def check_output_activation(name: object, owner: str) -> None:
+    """Refuse an output activation no generator knows, as the ``output_activation``
+    parameter of the configuration class ``owner``."""
+    # A str or None first: a list (unhashable) failed the look-up with a bare TypeError.
+    if not (name is None or isinstance(name, str)) or name not in _ACTIVATIONS:
+        raise InvalidParameterError(
+            f"{owner}.output_activation must be one of "
+            f"{sorted(k for k in _ACTIVATIONS if k)} or None, got {name!r}"
+        )
+
+
 def output_activation(name: str | None) -> nn.Module:
-    """The module for an output activation named by a generator parameter."""
-    try:
-        return _ACTIVATIONS[name]()
-    except KeyError:
-        raise ValueError(
-            f"output_activation must be one of {sorted(k for k in _ACTIVATIONS if k)} or None, "
-            f"got {name!r}"
-        ) from None
+    """The module for an output activation (checked by :func:`check_output_activation`)."""
+    return _ACTIVATIONS[name]()
 
 
 class GeneratorNetwork(nn.Module):
@@ -197,14 +202,17 @@ class BaseGenerator(BaseEstimator):
 
         Raises
         ------
+        InvalidParameterError
+            If a setting of the generator is invalid (``width=2.5``, ``depth=True``,
+            ``upsample="cubic"``): scikit-learn's error for a bad parameter, a
+            ValueError and a TypeError, as an estimator's ``fit`` raises it.
         TypeError
             If ``seed`` is not an int (a float, a str, None, a RandomState),
             ``out_shape`` is no pair of ints (``(8,)``, ``(8, True)``), or
-            ``out_channels`` or a numeric setting of the generator is of the wrong
-            type (``width=2.5``, ``depth=True``).
+            ``out_channels`` is of the wrong type.
         ValueError
-            If ``seed`` is outside torch's seed range ``[-2**63, 2**64)``, or a
-            setting or ``out_shape`` is out of range.
+            If ``seed`` is outside torch's seed range ``[-2**63, 2**64)``, or
+            ``out_shape`` or ``out_channels`` is out of range.
         """
         # The global RNG is seeded for the build, so builds in threads of one
         # process (Dask or joblib threading workers) must not interleave.

@@ -14,11 +14,12 @@ import numbers
 import torch
 from torch import nn
 
-from .._validation import check_int, check_number
+from .._validation import InvalidParameterError, check_int, check_number
 from ._base import (
     BaseGenerator,
     GeneratorNetwork,
     center_crop,
+    check_output_activation,
     output_activation,
     padded_canvas,
 )
@@ -137,16 +138,17 @@ class DeepDecoder(BaseGenerator):
         self.output_activation = output_activation
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
-        channels = check_int(self.channels, "DeepDecoder.channels", 1)
-        n_blocks = check_int(self.n_blocks, "DeepDecoder.n_blocks", 1)
+        error = InvalidParameterError  # as an estimator's bad parameters are refused
+        channels = check_int(self.channels, "DeepDecoder.channels", 1, error=error)
+        n_blocks = check_int(self.n_blocks, "DeepDecoder.n_blocks", 1, error=error)
         input_scale = check_number(
-            self.input_scale, "DeepDecoder.input_scale", 0, exclusive_minimum=True
+            self.input_scale, "DeepDecoder.input_scale", 0, exclusive_minimum=True, error=error
         )
         if self.upsample not in ("bilinear", "nearest"):
-            raise ValueError(
+            raise error(
                 f"DeepDecoder.upsample must be 'bilinear' or 'nearest', got {self.upsample!r}"
             )
-        output_activation(self.output_activation)  # validates the name
+        check_output_activation(self.output_activation, "DeepDecoder")
         return _DeepDecoderModule(
             out_shape,
             out_channels,
@@ -291,10 +293,11 @@ class ConvDecoder(BaseGenerator):
         self.output_activation = output_activation
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
-        channels = check_int(self.channels, "ConvDecoder.channels", 1)
-        n_layers = check_int(self.n_layers, "ConvDecoder.n_layers", 2)
-        input_size = check_int(self.input_size, "ConvDecoder.input_size", 1)
-        output_activation(self.output_activation)  # validates the name
+        error = InvalidParameterError  # as an estimator's bad parameters are refused
+        channels = check_int(self.channels, "ConvDecoder.channels", 1, error=error)
+        n_layers = check_int(self.n_layers, "ConvDecoder.n_layers", 2, error=error)
+        input_size = check_int(self.input_size, "ConvDecoder.input_size", 1, error=error)
+        check_output_activation(self.output_activation, "ConvDecoder")
         return _ConvDecoderModule(
             out_shape,
             out_channels,

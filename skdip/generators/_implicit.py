@@ -7,10 +7,11 @@ import math
 import torch
 from torch import nn
 
-from .._validation import check_int, check_number
+from .._validation import InvalidParameterError, check_int, check_number
 from ._base import (
     BaseGenerator,
     GeneratorNetwork,
+    check_output_activation,
     output_activation,
 )
 
@@ -185,20 +186,25 @@ class ImplicitNeuralRepresentation(BaseGenerator):
 
     def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
         owner = "ImplicitNeuralRepresentation"
-        hidden = check_int(self.hidden, f"{owner}.hidden", 1)
-        n_layers = check_int(self.n_layers, f"{owner}.n_layers", 1)
+        error = InvalidParameterError  # as an estimator's bad parameters are refused
+        hidden = check_int(self.hidden, f"{owner}.hidden", 1, error=error)
+        n_layers = check_int(self.n_layers, f"{owner}.n_layers", 1, error=error)
         if self.encoding not in ("sine", "fourier"):
-            raise ValueError(f"{owner}.encoding must be 'sine' or 'fourier', got {self.encoding!r}")
+            raise error(f"{owner}.encoding must be 'sine' or 'fourier', got {self.encoding!r}")
         # Only the parameters of the chosen encoding are checked.
         omega0: float | None = None
         n_frequencies: int | None = None
         scale: float | None = None
         if self.encoding == "sine":
-            omega0 = check_number(self.omega0, f"{owner}.omega0", 0, exclusive_minimum=True)
+            omega0 = check_number(
+                self.omega0, f"{owner}.omega0", 0, exclusive_minimum=True, error=error
+            )
         else:
-            n_frequencies = check_int(self.n_frequencies, f"{owner}.n_frequencies", 1)
-            scale = check_number(self.scale, f"{owner}.scale", 0, exclusive_minimum=True)
-        output_activation(self.output_activation)  # validates the name
+            n_frequencies = check_int(self.n_frequencies, f"{owner}.n_frequencies", 1, error=error)
+            scale = check_number(
+                self.scale, f"{owner}.scale", 0, exclusive_minimum=True, error=error
+            )
+        check_output_activation(self.output_activation, owner)
         return _ImplicitModule(
             out_shape,
             out_channels,

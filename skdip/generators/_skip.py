@@ -8,11 +8,12 @@ import numbers
 import torch
 from torch import nn
 
-from .._validation import check_int, check_number
+from .._validation import InvalidParameterError, check_int, check_number
 from ._base import (
     BaseGenerator,
     GeneratorNetwork,
     center_crop,
+    check_output_activation,
     output_activation,
     padded_canvas,
 )
@@ -180,18 +181,22 @@ class SkipNetwork(BaseGenerator):
 def validated_skip_settings(cfg: BaseGenerator) -> BaseGenerator:
     """A validated copy of a skip-architecture configuration (``SkipNetwork`` and
     the ``DeepRandomProjector``): numpy integers from a grid become ints, bad
-    values fail here, named with the configuration's class."""
+    values fail here, named with the configuration's class, with scikit-learn's
+    InvalidParameterError (a ValueError and a TypeError), as an estimator's do."""
     owner = type(cfg).__name__
+    error = InvalidParameterError
     out = copy.copy(cfg)
-    out.width = check_int(cfg.width, f"{owner}.width", 1)
-    out.depth = check_int(cfg.depth, f"{owner}.depth", 1)
-    out.input_channels = check_int(cfg.input_channels, f"{owner}.input_channels", 1)
-    out.skip_channels = check_int(cfg.skip_channels, f"{owner}.skip_channels", 0)
+    out.width = check_int(cfg.width, f"{owner}.width", 1, error=error)
+    out.depth = check_int(cfg.depth, f"{owner}.depth", 1, error=error)
+    out.input_channels = check_int(cfg.input_channels, f"{owner}.input_channels", 1, error=error)
+    out.skip_channels = check_int(cfg.skip_channels, f"{owner}.skip_channels", 0, error=error)
     out.input_scale = check_number(
-        cfg.input_scale, f"{owner}.input_scale", 0, exclusive_minimum=True
+        cfg.input_scale, f"{owner}.input_scale", 0, exclusive_minimum=True, error=error
     )
     if cfg.upsample not in ("bilinear", "nearest"):
-        raise ValueError(f"{owner}.upsample must be 'bilinear' or 'nearest', got {cfg.upsample!r}")
+        raise error(f"{owner}.upsample must be 'bilinear' or 'nearest', got {cfg.upsample!r}")
+    # Here with the others, not when the head is made (after the canvas is sized).
+    check_output_activation(cfg.output_activation, owner)
     return out
 
 

@@ -1,0 +1,168 @@
+"""One error type for a bad parameter of every public configuration object.
+
+The estimators refuse a bad parameter in ``fit`` with scikit-learn's
+``InvalidParameterError``, a ValueError and a TypeError at once. The objects users
+nest in them (generators, regularizers, the sparse noise term, stopping rules) and
+the selection rules and scorers refuse theirs with it too, each when it validates
+(at build, at the first penalty, at the start of a fit), in a message that names
+the class and the parameter.
+"""
+
+import re
+
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skdip import (
+    DIPDenoiser,
+    ExponentialMovingVariance,
+    SelfValidation,
+    SkipNetwork,
+    WindowedMovingVariance,
+)
+from skdip.generators import (
+    ConvDecoder,
+    DeepDecoder,
+    DeepRandomProjector,
+    ImplicitNeuralRepresentation,
+)
+from skdip.metrics import NoReferenceScorer, ReferenceScorer
+from skdip.model_selection import AverageOfBest, FitImagesCV
+
+_IMAGE = np.random.default_rng(0).random((8, 8))
+
+
+def _build(generator):
+    generator.build((8, 8), 1, seed=0)
+
+
+def _start(rule):
+    rule.start()
+
+
+def _score_params(scorer):
+    scorer._validate_params()
+
+
+def _fit_average(average):
+    average.fit(_IMAGE)
+
+
+def _average(**params):
+    return AverageOfBest(DIPDenoiser(max_iter=1), {"lr": [0.01]}, **params)
+
+
+INR = ImplicitNeuralRepresentation
+
+
+def _fourier(**params):
+    return INR(encoding="fourier", **params)
+
+
+# (class name, make an object with one parameter set, what validates it, parameter,
+# bad values: one of the wrong type, then, where the type leaves room for one, one of
+# the right type that is refused)
+CASES = [
+    ("SkipNetwork", SkipNetwork, _build, "width", (2.5, 0)),
+    ("SkipNetwork", SkipNetwork, _build, "depth", (True, 0)),
+    ("SkipNetwork", SkipNetwork, _build, "skip_channels", ("4", -1)),
+    ("SkipNetwork", SkipNetwork, _build, "input_channels", (None, 0)),
+    ("SkipNetwork", SkipNetwork, _build, "input_scale", ("0.1", 0.0)),
+    ("SkipNetwork", SkipNetwork, _build, "upsample", (3, "cubic")),
+    ("SkipNetwork", SkipNetwork, _build, "output_activation", (["sigmoid"], "swish")),
+    ("DeepRandomProjector", DeepRandomProjector, _build, "width", (2.5, 0)),
+    ("DeepRandomProjector", DeepRandomProjector, _build, "depth", (1.0, 0)),
+    ("DeepRandomProjector", DeepRandomProjector, _build, "skip_channels", (None, -1)),
+    ("DeepRandomProjector", DeepRandomProjector, _build, "input_channels", (1.5, 0)),
+    ("DeepRandomProjector", DeepRandomProjector, _build, "input_scale", (None, -1.0)),
+    ("DeepRandomProjector", DeepRandomProjector, _build, "upsample", (None, "cubic")),
+    ("DeepRandomProjector", DeepRandomProjector, _build, "output_activation", (1, "swish")),
+    ("DeepDecoder", DeepDecoder, _build, "channels", (2.5, 0)),
+    ("DeepDecoder", DeepDecoder, _build, "n_blocks", (True, 0)),
+    ("DeepDecoder", DeepDecoder, _build, "input_scale", ("0.1", 0.0)),
+    ("DeepDecoder", DeepDecoder, _build, "upsample", (3, "cubic")),
+    ("DeepDecoder", DeepDecoder, _build, "output_activation", (1, "swish")),
+    ("ConvDecoder", ConvDecoder, _build, "channels", (2.5, 0)),
+    ("ConvDecoder", ConvDecoder, _build, "n_layers", (True, 1)),
+    ("ConvDecoder", ConvDecoder, _build, "input_size", ("8", 0)),
+    ("ConvDecoder", ConvDecoder, _build, "output_activation", (1, "swish")),
+    ("ImplicitNeuralRepresentation", INR, _build, "hidden", (2.5, 0)),
+    ("ImplicitNeuralRepresentation", INR, _build, "n_layers", (True, 0)),
+    ("ImplicitNeuralRepresentation", INR, _build, "encoding", (1, "relu")),
+    ("ImplicitNeuralRepresentation", INR, _build, "omega0", ("30", 0.0)),
+    ("ImplicitNeuralRepresentation", _fourier, _build, "n_frequencies", (2.5, 0)),
+    ("ImplicitNeuralRepresentation", _fourier, _build, "scale", ("5", -1.0)),
+    ("ImplicitNeuralRepresentation", INR, _build, "output_activation", (1, "swish")),
+    ("ExponentialMovingVariance", ExponentialMovingVariance, _start, "alpha", ("0.1", 1.0)),
+    ("ExponentialMovingVariance", ExponentialMovingVariance, _start, "patience", (True, 0)),
+    ("ExponentialMovingVariance", ExponentialMovingVariance, _start, "warmup", (1.5, -1)),
+    ("WindowedMovingVariance", WindowedMovingVariance, _start, "window", (2.5, 1)),
+    ("SelfValidation", SelfValidation, _start, "lr", ("1e-3", 0.0)),
+    ("SelfValidation", SelfValidation, _start, "batch_size", (True, 1)),
+    ("SelfValidation", SelfValidation, _start, "width", (1.5, 0)),
+    ("SelfValidation", SelfValidation, _start, "random_state", (None, -1)),
+    ("NoReferenceScorer", NoReferenceScorer, _score_params, "rule", (1, "ema")),
+    ("NoReferenceScorer", NoReferenceScorer, _score_params, "criterion", (None, "best")),
+    ("NoReferenceScorer", NoReferenceScorer, _score_params, "sigma", ("0.1", 0.0)),
+    ("ReferenceScorer", ReferenceScorer, _score_params, "metric", (1, "mse")),
+    ("ReferenceScorer", ReferenceScorer, _score_params, "data_range", ("1", 0.0)),
+    ("AverageOfBest", _average, _fit_average, "n_best", (1.5, 0)),
+    ("AverageOfBest", _average, _fit_average, "margin", ("1", -1.0)),
+    ("AverageOfBest", _average, _fit_average, "max_distance", ("1", np.nan)),
+    ("AverageOfBest", _average, _fit_average, "batch_size", (1.5, 0)),
+]
+
+PARAMS = [
+    pytest.param(owner, make, validate, name, value, id=f"{owner}.{name}={value!r}")
+    for owner, make, validate, name, values in CASES
+    for value in values
+]
+
+
+def _names(owner: str, name: str) -> str:
+    """A message naming the class and the parameter, in the estimators' words
+    ("The 'width' parameter of SkipNetwork ...") or as "SkipNetwork.width"."""
+    return rf"'{name}' parameter of {owner}\b|\b{owner}\.{name}\b"
+
+
+@pytest.mark.parametrize(("owner", "make", "validate", "name", "value"), PARAMS)
+def test_a_bad_parameter_raises_invalid_parameter_error_naming_it(
+    owner, make, validate, name, value
+):
+    obj = make(**{name: value})
+    with pytest.raises(InvalidParameterError, match=_names(owner, name)) as info:
+        validate(obj)
+    # Both kinds of handler callers had catch it still.
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    ("params", "owner", "name"),
+    [
+        ({"generator": SkipNetwork(width=-1)}, "SkipNetwork", "width"),
+        ({"generator": DeepDecoder(upsample="cubic")}, "DeepDecoder", "upsample"),
+        (
+            {"early_stopping": ExponentialMovingVariance(alpha=2.0)},
+            "ExponentialMovingVariance",
+            "alpha",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_an_estimator_with_a_bad_nested_setting_fails_in_fit_naming_it(params, owner, name):
+    den = DIPDenoiser(max_iter=2, **params)
+    with pytest.raises(InvalidParameterError, match=_names(owner, name)):
+        den.fit(_IMAGE)
+
+
+def test_a_grid_search_raises_the_nested_settings_error():
+    den = DIPDenoiser(
+        generator=SkipNetwork(width=4, depth=2, input_channels=2), max_iter=2, early_stopping=None
+    )
+    search = GridSearchCV(
+        den, {"generator__width": [4, -1]}, cv=FitImagesCV(), error_score="raise", refit=False
+    )
+    with pytest.raises(InvalidParameterError, match=re.escape("SkipNetwork.width")):
+        search.fit(_IMAGE[None, ..., None])
