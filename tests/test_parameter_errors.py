@@ -12,14 +12,18 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skdip import (
     DIPDenoiser,
     ExponentialMovingVariance,
+    GradientRatio,
     SelfValidation,
     SkipNetwork,
+    SparseNoise,
+    TotalVariation,
     WindowedMovingVariance,
 )
 from skdip.generators import (
@@ -28,6 +32,7 @@ from skdip.generators import (
     DeepRandomProjector,
     ImplicitNeuralRepresentation,
 )
+from skdip.losses import BaseRegularizer
 from skdip.metrics import NoReferenceScorer, ReferenceScorer
 from skdip.model_selection import AverageOfBest, FitImagesCV
 
@@ -36,6 +41,14 @@ _IMAGE = np.random.default_rng(0).random((8, 8))
 
 def _build(generator):
     generator.build((8, 8), 1, seed=0)
+
+
+def _penalise(regularizer):
+    regularizer(torch.zeros(1, 1, 4, 4))
+
+
+def _fit_with_noise_model(noise):
+    DIPDenoiser(noise_model=noise, max_iter=1, early_stopping=None).fit(_IMAGE)
 
 
 def _start(rule):
@@ -95,6 +108,13 @@ CASES = [
     ("ImplicitNeuralRepresentation", _fourier, _build, "n_frequencies", (2.5, 0)),
     ("ImplicitNeuralRepresentation", _fourier, _build, "scale", ("5", -1.0)),
     ("ImplicitNeuralRepresentation", INR, _build, "output_activation", (1, "swish")),
+    ("BaseRegularizer", BaseRegularizer, _penalise, "weight", ("0.1", -1.0)),
+    ("TotalVariation", TotalVariation, _penalise, "weight", (None, np.inf)),
+    ("TotalVariation", TotalVariation, _penalise, "isotropic", (1, "yes")),
+    ("GradientRatio", GradientRatio, _penalise, "weight", ("0.1", -1.0)),
+    ("GradientRatio", GradientRatio, _penalise, "eps", (None, 0.0)),
+    ("SparseNoise", SparseNoise, _fit_with_noise_model, "lr", ("0.03", 0.0)),
+    ("SparseNoise", SparseNoise, _fit_with_noise_model, "init_std", (None, -1.0)),
     ("ExponentialMovingVariance", ExponentialMovingVariance, _start, "alpha", ("0.1", 1.0)),
     ("ExponentialMovingVariance", ExponentialMovingVariance, _start, "patience", (True, 0)),
     ("ExponentialMovingVariance", ExponentialMovingVariance, _start, "warmup", (1.5, -1)),
@@ -143,6 +163,8 @@ def test_a_bad_parameter_raises_invalid_parameter_error_naming_it(
     [
         ({"generator": SkipNetwork(width=-1)}, "SkipNetwork", "width"),
         ({"generator": DeepDecoder(upsample="cubic")}, "DeepDecoder", "upsample"),
+        ({"regularizer": TotalVariation(weight=-1.0)}, "TotalVariation", "weight"),
+        ({"noise_model": SparseNoise(lr=0)}, "SparseNoise", "lr"),
         (
             {"early_stopping": ExponentialMovingVariance(alpha=2.0)},
             "ExponentialMovingVariance",

@@ -22,7 +22,7 @@ import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-from .._validation import check_number, to_numpy
+from .._validation import InvalidParameterError, check_number, to_numpy
 from .._warnings import warn
 from ._base import fitted_scaling
 
@@ -69,8 +69,15 @@ class SparseNoise(BaseEstimator):
         self.init_std = init_std
 
     def _check(self) -> None:
+        # InvalidParameterError, as an estimator's bad parameters are refused.
         for name in ("lr", "init_std"):
-            check_number(getattr(self, name), f"SparseNoise.{name}", 0, exclusive_minimum=True)
+            check_number(
+                getattr(self, name),
+                f"SparseNoise.{name}",
+                0,
+                exclusive_minimum=True,
+                error=InvalidParameterError,
+            )
 
 
 def resolve_noise_model(noise_model) -> SparseNoise | None:

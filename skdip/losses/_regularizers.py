@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from .._validation import check_number
+from .._validation import InvalidParameterError, check_number
 
 __all__ = ["BaseRegularizer", "TotalVariation", "GradientRatio"]
 
@@ -66,13 +66,17 @@ class BaseRegularizer(BaseEstimator):
         return self._checked_weight() * self.penalty(x)
 
     def _check_params(self) -> None:
-        """Refuse invalid settings; the estimators call it before any work (a subclass
-        with settings of its own extends it)."""
+        """Refuse invalid settings, with InvalidParameterError as the estimators refuse
+        theirs; the estimators call it before any work (a subclass with settings of its
+        own extends it)."""
         self._checked_weight()
 
     def _checked_weight(self) -> float:
-        """The weight, refused unless a finite real >= 0 (the estimators ask before a fit)."""
-        return check_number(self.weight, f"{type(self).__name__}.weight", 0)
+        """The weight, refused unless a finite real >= 0 (the estimators ask before a fit),
+        with InvalidParameterError, as an estimator's bad parameters are."""
+        return check_number(
+            self.weight, f"{type(self).__name__}.weight", 0, error=InvalidParameterError
+        )
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         """The unweighted penalty."""
@@ -119,7 +123,9 @@ class TotalVariation(BaseRegularizer):
     def _checked_isotropic(self) -> bool:
         # NumPy's bool too: a grid's np.array([False, True]) hands out np.bool_ values.
         if not isinstance(self.isotropic, (bool, np.bool_)):
-            raise ValueError(f"TotalVariation.isotropic must be a bool, got {self.isotropic!r}")
+            raise InvalidParameterError(
+                f"TotalVariation.isotropic must be a bool, got {self.isotropic!r}"
+            )
         return bool(self.isotropic)
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,7 +178,9 @@ class GradientRatio(BaseRegularizer):
 
     def _checked_eps(self) -> float:
         # eps = 0 would give 0/0 on a flat image, eps = inf a penalty of 0 everywhere.
-        return check_number(self.eps, "GradientRatio.eps", 0, exclusive_minimum=True)
+        return check_number(
+            self.eps, "GradientRatio.eps", 0, exclusive_minimum=True, error=InvalidParameterError
+        )
 
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         eps = self._checked_eps()
