@@ -48,7 +48,7 @@ from sklearn.utils.metadata_routing import (
 from sklearn.utils.validation import check_is_fitted
 
 from ._engine import autograd_on, one_interruption
-from ._validation import check_int, check_number, reject_bool_numbers
+from ._validation import InvalidParameterError, check_int, check_number, reject_bool_numbers
 from ._warnings import held_back, warn
 from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _solve_key
 from .exceptions import FitInterrupted, InterruptionWarning
@@ -361,16 +361,20 @@ class PreferDefault:
         )
 
     def _check(self) -> None:
+        # InvalidParameterError (a ValueError and a TypeError), as an estimator's bad
+        # parameters are refused.
         if isinstance(self.default, bool) or not isinstance(self.default, Integral | Mapping):
-            raise TypeError(
-                f"default must be a dict of parameter values or a candidate index, "
-                f"got {type(self.default).__name__}"
+            raise InvalidParameterError(
+                f"PreferDefault.default must be a dict of parameter values or a candidate "
+                f"index, got {type(self.default).__name__}"
             )
         if isinstance(self.default, Mapping) and not self.default:
-            raise ValueError("default must name at least one parameter")
-        check_number(self.margin, "margin", 0)
+            raise InvalidParameterError("PreferDefault.default must name at least one parameter")
+        check_number(self.margin, "PreferDefault.margin", 0, error=InvalidParameterError)
         if self.metric is not None and not isinstance(self.metric, str):
-            raise TypeError(f"metric must be a str or None, got {type(self.metric).__name__}")
+            raise InvalidParameterError(
+                f"PreferDefault.metric must be a str or None, got {type(self.metric).__name__}"
+            )
 
     def default_index(self, params: Sequence[Mapping]) -> int:
         """The index of the default setting among ``params``.
@@ -454,6 +458,10 @@ class PreferDefault:
 
         Raises
         ------
+        InvalidParameterError
+            For a setting of the rule that no search could use (``margin=-1``,
+            ``default={}``), as an estimator's ``fit`` refuses a bad parameter (a
+            ValueError and a TypeError).
         ValueError or TypeError
             When the default or the metric does not fit the search, or every
             fit failed. scikit-learn calls the rule after all fits and drops
@@ -1159,6 +1167,13 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         # InvalidParameterError, a ValueError and a TypeError alike), and inf below,
         # before the fits.
         reject_bool_numbers(self)
+        if isinstance(self.default, Mapping) and not self.default:
+            # In scikit-learn's words, as the other parameters: PreferDefault's, below,
+            # would name a class the caller never made.
+            raise InvalidParameterError(
+                "The 'default' parameter of AverageOfBest must be a dict naming at least one "
+                "parameter, an int or None. Got {} instead."
+            )
         _check_best_scored(self.n_best, self.margin, self.max_distance)
         candidates = list(ParameterGrid(self.param_grid))
         if not candidates:

@@ -16,6 +16,13 @@ import torch
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
+import skdip
+import skdip.estimators
+import skdip.generators
+import skdip.losses
+import skdip.metrics
+import skdip.model_selection
+import skdip.stopping
 from skdip import (
     DIPDenoiser,
     ExponentialMovingVariance,
@@ -34,7 +41,8 @@ from skdip.generators import (
 )
 from skdip.losses import BaseRegularizer
 from skdip.metrics import NoReferenceScorer, ReferenceScorer
-from skdip.model_selection import AverageOfBest, FitImagesCV
+from skdip.model_selection import AverageOfBest, FitImagesCV, PreferDefault
+from skdip.stopping import BaseStoppingRule
 
 _IMAGE = np.random.default_rng(0).random((8, 8))
 
@@ -55,6 +63,10 @@ def _start(rule):
     rule.start()
 
 
+def _select(rule):
+    rule.select([{"lr": 0.01}, {"lr": 0.1}], [0.0, 1.0])
+
+
 def _score_params(scorer):
     scorer._validate_params()
 
@@ -72,6 +84,10 @@ INR = ImplicitNeuralRepresentation
 
 def _fourier(**params):
     return INR(encoding="fourier", **params)
+
+
+def _prefer(**params):
+    return PreferDefault(**{"default": 0, **params})
 
 
 # (class name, make an object with one parameter set, what validates it, parameter,
@@ -115,6 +131,8 @@ CASES = [
     ("GradientRatio", GradientRatio, _penalise, "eps", (None, 0.0)),
     ("SparseNoise", SparseNoise, _fit_with_noise_model, "lr", ("0.03", 0.0)),
     ("SparseNoise", SparseNoise, _fit_with_noise_model, "init_std", (None, -1.0)),
+    ("BaseStoppingRule", BaseStoppingRule, _start, "patience", (1.5, 0)),
+    ("BaseStoppingRule", BaseStoppingRule, _start, "warmup", (None, -1)),
     ("ExponentialMovingVariance", ExponentialMovingVariance, _start, "alpha", ("0.1", 1.0)),
     ("ExponentialMovingVariance", ExponentialMovingVariance, _start, "patience", (True, 0)),
     ("ExponentialMovingVariance", ExponentialMovingVariance, _start, "warmup", (1.5, -1)),
@@ -123,6 +141,9 @@ CASES = [
     ("SelfValidation", SelfValidation, _start, "batch_size", (True, 1)),
     ("SelfValidation", SelfValidation, _start, "width", (1.5, 0)),
     ("SelfValidation", SelfValidation, _start, "random_state", (None, -1)),
+    ("PreferDefault", _prefer, _select, "default", ("lr", {})),
+    ("PreferDefault", _prefer, _select, "margin", ("1", -0.1)),
+    ("PreferDefault", _prefer, _select, "metric", (3,)),  # any name, until a search's
     ("NoReferenceScorer", NoReferenceScorer, _score_params, "rule", (1, "ema")),
     ("NoReferenceScorer", NoReferenceScorer, _score_params, "criterion", (None, "best")),
     ("NoReferenceScorer", NoReferenceScorer, _score_params, "sigma", ("0.1", 0.0)),
@@ -130,6 +151,7 @@ CASES = [
     ("ReferenceScorer", ReferenceScorer, _score_params, "data_range", ("1", 0.0)),
     ("AverageOfBest", _average, _fit_average, "n_best", (1.5, 0)),
     ("AverageOfBest", _average, _fit_average, "margin", ("1", -1.0)),
+    ("AverageOfBest", _average, _fit_average, "default", ("lr", {})),
     ("AverageOfBest", _average, _fit_average, "max_distance", ("1", np.nan)),
     ("AverageOfBest", _average, _fit_average, "batch_size", (1.5, 0)),
 ]
@@ -156,6 +178,24 @@ def test_a_bad_parameter_raises_invalid_parameter_error_naming_it(
         validate(obj)
     # Both kinds of handler callers had catch it still.
     assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
+
+
+def test_every_public_configuration_class_is_covered():
+    # (The forward operators, torch modules that check their arguments when made,
+    # are not configuration objects: they have no parameters to set or search.)
+    covered = {owner for owner, *_ in CASES}
+    modules = (skdip, skdip.estimators, skdip.generators, skdip.losses, skdip.metrics)
+    modules += (skdip.model_selection, skdip.stopping)
+    public = {
+        name
+        for module in modules
+        for name in module.__all__
+        if isinstance(getattr(module, name), type)
+        and "__init__" in vars(getattr(module, name))  # takes parameters of its own
+    }
+    estimators = {name for name in public if name.startswith(("DIP", "Blind")) or "Phase" in name}
+    # The estimators have scikit-learn's own checks (tests/test_sklearn_compat.py).
+    assert public - estimators - covered == set()
 
 
 @pytest.mark.parametrize(
