@@ -24,9 +24,13 @@ import skdip.metrics
 import skdip.model_selection
 import skdip.stopping
 from skdip import (
+    BlindDeblurrer,
     DIPDenoiser,
+    DIPReconstructor,
     ExponentialMovingVariance,
     GradientRatio,
+    HIOPhaseRetriever,
+    PhaseRetriever,
     SelfValidation,
     SkipNetwork,
     SparseNoise,
@@ -228,3 +232,27 @@ def test_a_grid_search_raises_the_nested_settings_error():
     )
     with pytest.raises(InvalidParameterError, match=re.escape("SkipNetwork.width")):
         search.fit(_IMAGE[None, ..., None])
+
+
+@pytest.mark.parametrize(
+    ("make", "owner", "name"),
+    [
+        (lambda: DIPDenoiser(generator="unet"), "DIPDenoiser", "generator"),
+        (lambda: BlindDeblurrer(kernel_size=(0, 3)), "BlindDeblurrer", "kernel_size"),
+        (lambda: BlindDeblurrer(kernel_size=(2.5, 3)), "BlindDeblurrer", "kernel_size"),
+        (lambda: DIPReconstructor(output_shape=(8, 0)), "DIPReconstructor", "output_shape"),
+        (lambda: DIPReconstructor(output_shape=(8,)), "DIPReconstructor", "output_shape"),
+        (lambda: PhaseRetriever(oversampling=(2, 1)), "PhaseRetriever", "oversampling"),
+        (lambda: PhaseRetriever(oversampling=[2, 2.0]), "PhaseRetriever", "oversampling"),
+        (lambda: HIOPhaseRetriever(oversampling=(1, 2)), "HIOPhaseRetriever", "oversampling"),
+        (lambda: PhaseRetriever(n_masks=1, mask_seed=2**32), "PhaseRetriever", "mask_seed"),
+        (lambda: HIOPhaseRetriever(n_masks=1, mask_seed=2**32), "HIOPhaseRetriever", "mask_seed"),
+        (lambda: PhaseRetriever(init=DIPDenoiser()), "PhaseRetriever", "init"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_an_estimators_parameter_checked_beyond_its_constraints_is_refused_alike(make, owner, name):
+    # The constraints leave a pair's items, a seed's upper bound, a generator's name and
+    # init's kind to checks of their own: those raise the constraints' error too.
+    with pytest.raises(InvalidParameterError, match=_names(owner, name)):
+        make().set_params(max_iter=1).fit(np.ones((8, 8)))

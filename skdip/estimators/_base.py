@@ -64,7 +64,7 @@ from .._validation import (
 )
 from .._warnings import held_back, warn
 from ..exceptions import InterruptionWarning
-from ..generators import BaseGenerator, get_generator
+from ..generators import GENERATOR_NAMES, BaseGenerator, get_generator
 from ..losses import LOSS_NAMES, BaseRegularizer, get_loss
 from ..operators import ForwardOperator, Identity
 from ..operators._base import _loadable_device
@@ -467,7 +467,8 @@ class BaseDIPEstimator(
     """
 
     _parameter_constraints: dict = {
-        "generator": [str, BaseGenerator],
+        # The names, not any str: an unknown one was get_generator's plain ValueError.
+        "generator": [StrOptions(set(GENERATOR_NAMES)), BaseGenerator],
         "early_stopping": [StrOptions({"emv", "wmv"}), BaseStoppingRule, None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],

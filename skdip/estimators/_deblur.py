@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from .._engine import _psnr
-from .._validation import check_int_pair, to_numpy, to_tensor
+from .._validation import InvalidParameterError, check_int_pair, to_numpy, to_tensor
 from ..losses import BaseRegularizer, GradientRatio, TotalVariation
 from ..operators._convolution import convolve
 from ._base import (
@@ -487,7 +487,13 @@ class BlindDeblurrer(BaseDIPEstimator):
         size = self.kernel_size
         if size is None:
             return None if image_shape is None else (auto_kernel_size(*image_shape),) * 2
-        shape = check_int_pair(size, "kernel_size", allow_int=True, allow_none=True)
+        shape = check_int_pair(
+            size,
+            f"{type(self).__name__}.kernel_size",
+            allow_int=True,
+            allow_none=True,
+            error=InvalidParameterError,  # as the constraints refuse the rest
+        )
         if image_shape is not None and (shape[0] > image_shape[0] or shape[1] > image_shape[1]):
             raise ValueError(
                 f"kernel_size {shape} is larger than the {image_shape[0]}x{image_shape[1]} image"

@@ -33,6 +33,7 @@ from .._engine import (
 )
 from .._validation import (
     ArrayInterface,
+    InvalidParameterError,
     _nested_lists_as_array,
     check_images,
     images_digest,
@@ -520,6 +521,16 @@ _COMMON_PHASE_CONSTRAINTS = {
 }
 
 
+def _check_oversampling_param(estimator) -> None:
+    """The items of an ``oversampling`` pair, which the constraints leave to this check,
+    refused as the constraints refuse the rest (before any work)."""
+    check_oversampling(
+        estimator.oversampling,
+        name=f"{type(estimator).__name__}.oversampling",
+        error=InvalidParameterError,
+    )
+
+
 def _check_masks_params(estimator) -> None:
     """Given masks (and ``n_masks`` agreeing with them), or numpy's seed range for a
     seed that is used (``n_masks`` > 0)."""
@@ -527,8 +538,9 @@ def _check_masks_params(estimator) -> None:
         # Their pixels are checked with the object's shape (_check_measurements).
         check_masks(estimator.masks, estimator.n_masks, coverage=False)
     elif estimator.n_masks > 0 and estimator.mask_seed >= 2**32:
-        raise ValueError(
-            f"mask_seed must be below 2**32 (numpy's seed range), got {estimator.mask_seed}"
+        raise InvalidParameterError(
+            f"{type(estimator).__name__}.mask_seed must be below 2**32 (numpy's seed range), "
+            f"got {estimator.mask_seed}"
         )
 
 
@@ -924,11 +936,12 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
     def _check_params(self) -> None:
         super()._check_params()
         _check_masks_params(self)
+        _check_oversampling_param(self)
         # The constraint admits any transformer; only HIO gives the start it needs.
         if not isinstance(self.init, str) and not isinstance(self.init, HIOPhaseRetriever):
-            raise TypeError(
-                "init must be 'hio', 'random' or a HIOPhaseRetriever, got "
-                f"{type(self.init).__name__}"
+            raise InvalidParameterError(
+                f"{type(self).__name__}.init must be 'hio', 'random' or a HIOPhaseRetriever, "
+                f"got {type(self.init).__name__}"
             )
 
     def _operator(self) -> FourierMagnitude:
@@ -1374,7 +1387,7 @@ class HIOPhaseRetriever(
         self._validate_params()
         reject_bool_numbers(self)
         _check_masks_params(self)
-        check_oversampling(self.oversampling)
+        _check_oversampling_param(self)
         if self.n_er > self.max_iter:
             raise ValueError(
                 f"n_er={self.n_er} error-reduction steps exceed max_iter={self.max_iter}"

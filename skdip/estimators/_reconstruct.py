@@ -19,7 +19,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from .._engine import COMPLEX_OUTPUT_MESSAGE
-from .._validation import ArrayInterface, check_int_pair, metric_array, to_tensor
+from .._validation import (
+    ArrayInterface,
+    InvalidParameterError,
+    check_int_pair,
+    metric_array,
+    to_tensor,
+)
 from .._warnings import warn
 from ..operators import (
     Convolution,
@@ -557,7 +563,13 @@ class DIPReconstructor(_InverseProblemEstimator):
 
     def _check_params(self) -> None:
         super()._check_params()
-        check_int_pair(self.output_shape, "output_shape", allow_none=True)
+        # The items of a pair, which the constraints leave to this check.
+        check_int_pair(
+            self.output_shape,
+            f"{type(self).__name__}.output_shape",
+            allow_none=True,
+            error=InvalidParameterError,
+        )
 
     @property
     def _missing_pixels_hint(self) -> str:

@@ -11,11 +11,15 @@ from ._base import ForwardOperator
 __all__ = ["FourierMagnitude", "check_oversampling", "make_phase_masks"]
 
 
-def check_oversampling(oversampling, minimum: int = 2) -> tuple[int, int]:
+def check_oversampling(
+    oversampling, minimum: int = 2, *, name: str = "oversampling", error=None
+) -> tuple[int, int]:
     """Validate an oversampling factor (an int or a pair) and return ``(sy, sx)``.
 
     A measurement needs at least 2 per axis; comparing objects in their padded
     frame (the phase-retrieval metrics) also takes 1, the arrays as given.
+    ``name`` and ``error`` are :func:`~skdip._validation.check_int_pair`'s (an
+    estimator's parameter: its class's name, InvalidParameterError).
     """
     # Below 2 the phase is not determined by the magnitudes, even in principle.
     hint = (
@@ -24,7 +28,7 @@ def check_oversampling(oversampling, minimum: int = 2) -> tuple[int, int]:
         if minimum >= 2
         else ""
     )
-    return check_int_pair(oversampling, "oversampling", minimum, allow_int=True, hint=hint)
+    return check_int_pair(oversampling, name, minimum, allow_int=True, hint=hint, error=error)
 
 
 def make_phase_masks(n_masks: int, shape: tuple[int, int], seed: int = 0) -> np.ndarray:
