@@ -96,7 +96,8 @@ def _prefer(**params):
 
 # (class name, make an object with one parameter set, what validates it, parameter,
 # bad values: one of the wrong type, then, where the type leaves room for one, one of
-# the right type that is refused)
+# the right type that is refused, and a bool where a number is wanted but no case
+# above has one)
 CASES = [
     ("SkipNetwork", SkipNetwork, _build, "width", (2.5, 0)),
     ("SkipNetwork", SkipNetwork, _build, "depth", (True, 0)),
@@ -150,9 +151,9 @@ CASES = [
     ("PreferDefault", _prefer, _select, "metric", (3,)),  # any name, until a search's
     ("NoReferenceScorer", NoReferenceScorer, _score_params, "rule", (1, "ema")),
     ("NoReferenceScorer", NoReferenceScorer, _score_params, "criterion", (None, "best")),
-    ("NoReferenceScorer", NoReferenceScorer, _score_params, "sigma", ("0.1", 0.0)),
+    ("NoReferenceScorer", NoReferenceScorer, _score_params, "sigma", ("0.1", 0.0, True)),
     ("ReferenceScorer", ReferenceScorer, _score_params, "metric", (1, "mse")),
-    ("ReferenceScorer", ReferenceScorer, _score_params, "data_range", ("1", 0.0)),
+    ("ReferenceScorer", ReferenceScorer, _score_params, "data_range", ("1", 0.0, True)),
     ("AverageOfBest", _average, _fit_average, "n_best", (1.5, 0)),
     ("AverageOfBest", _average, _fit_average, "margin", ("1", -1.0)),
     ("AverageOfBest", _average, _fit_average, "default", ("lr", {})),

@@ -35,6 +35,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .._validation import reject_bool_numbers
 from .._warnings import warn
 from ..exceptions import FitInterrupted
 from ._noise_level import _MIN_NOISE_VAR, estimate_noise_var
@@ -642,6 +643,11 @@ class NoReferenceScorer(_RoutedInputsMixin, BaseEstimator):
         self.criterion = criterion
         self.sigma = sigma
 
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        # bool is an int to Python: sigma=True was taken as a noise level of 1.
+        reject_bool_numbers(self)
+
     def score_images(self, estimator: Any, X: Any, **fit_params) -> np.ndarray:
         """Per-image scores of ``X`` (see the class description).
 
@@ -809,6 +815,11 @@ class ReferenceScorer(_RoutedInputsMixin, BaseEstimator):
     def __init__(self, metric: str = "psnr", data_range=1.0):
         self.metric = metric
         self.data_range = data_range
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        # bool is an int to Python: data_range=True was taken as a range of 1.
+        reject_bool_numbers(self)
 
     def __call__(self, estimator: Any, X: Any, y: Any = None, **fit_params) -> float:
         """Mean PSNR/SSIM of the reconstructions of ``X`` against ``y``.
