@@ -181,7 +181,7 @@ def test_a_bad_parameter_raises_invalid_parameter_error_naming_it(
     obj = make(**{name: value})
     with pytest.raises(InvalidParameterError, match=_names(owner, name)) as info:
         validate(obj)
-    # Both kinds of handler callers had catch it still.
+    # So that a caller's handler of either kind, as they were raised before, still catches it.
     assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
 
 
