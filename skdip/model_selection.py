@@ -48,7 +48,13 @@ from sklearn.utils.metadata_routing import (
 from sklearn.utils.validation import check_is_fitted
 
 from ._engine import autograd_on, one_interruption
-from ._validation import InvalidParameterError, check_int, check_number, reject_bool_numbers
+from ._validation import (
+    InvalidParameterError,
+    _nested_lists_as_array,
+    check_int,
+    check_number,
+    reject_bool_numbers,
+)
 from ._warnings import held_back, warn
 from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _solve_key
 from .exceptions import FitInterrupted, InterruptionWarning
@@ -85,7 +91,17 @@ def _n_samples(X: Any) -> int:
 def _is_single_image(X: Any) -> bool:
     # A 2-D or 3-D array is one image (H, W) or (H, W, C); its first axis is rows.
     if isinstance(X, list | tuple):
-        return bool(X) and all(np.ndim(item) <= 1 for item in X)
+        if not X:
+            return False
+        # As the estimators read it: rgb.tolist() is one colour image, not a batch of
+        # its rows (split, each was fitted as a W x 3 grey image, in silence). Their
+        # warnings (grey images as nested lists) are for the fits to give.
+        with held_back():
+            try:
+                read = _nested_lists_as_array(X, "X")
+            except ValueError:
+                return True  # rows of different lengths: an image, refused by the fit
+        return isinstance(read, np.ndarray) and read.ndim in (2, 3)
     return np.ndim(X) in (2, 3)
 
 

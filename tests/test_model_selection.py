@@ -92,6 +92,21 @@ def test_per_image_cv_splits():
             cv.get_n_splits(empty)
 
 
+def test_per_image_cv_reads_nested_lists_as_the_estimators_do():
+    # rgb.tolist() is one colour image to the estimators: PerImageCV split it into 16
+    # "images", rows each fitted as a 16x3 grey image, in silence.
+    cv = PerImageCV()
+    rgb = np.random.default_rng(0).random((16, 16, 3))
+    with pytest.raises(ValueError, match="needs a batch of images"):
+        cv.get_n_splits(rgb.tolist())
+    with pytest.raises(ValueError, match="needs a batch of images"):
+        list(cv.split(rgb.tolist()))
+    # Grey images as nested lists, or a batch's, are a batch to both.
+    assert cv.get_n_splits(np.zeros((3, 16, 16)).tolist()) == 3
+    assert cv.get_n_splits(np.zeros((2, 8, 8, 3)).tolist()) == 2
+    assert cv.get_n_splits([rgb.tolist(), rgb.tolist()]) == 2
+
+
 # ------------------------------------------------- no wasted solves in a search
 @pytest.mark.parametrize(
     "scoring", [None, get_scorer("emv"), {"a": get_scorer("emv"), "b": get_scorer("discrepancy")}]
