@@ -53,6 +53,7 @@ from ._validation import (
     _nested_lists_as_array,
     check_int,
     check_number,
+    metric_array,
     reject_bool_numbers,
 )
 from ._warnings import held_back, warn
@@ -851,6 +852,20 @@ def _check_best_scored(n_best: Any, margin: Any, max_distance: Any = None) -> No
     check_number(max_distance, "max_distance", finite=False, allow_none=True)
 
 
+def _per_candidate(values: Any, name: str) -> np.ndarray:
+    """``values`` (one per candidate) as a float64 array; a masked entry, a value
+    not recorded, is NaN (np.asarray read the value under the mask: a masked score was
+    chosen first). Tensors are read detached, as the metrics read them."""
+    try:
+        if np.ma.isMaskedArray(values):
+            return np.ma.masked_array(values, dtype=np.float64).filled(np.nan)
+        if isinstance(values, torch.Tensor):
+            values = metric_array(values, name)
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be numbers, one per candidate: {exc}") from None
+
+
 def best_scored(
     scores: Any,
     *,
@@ -865,8 +880,9 @@ def best_scored(
     Parameters
     ----------
     scores : array-like of shape (n_candidates,)
-        One score per candidate, higher is better; NaN or infinite marks a
-        candidate that could not be scored, which is never chosen.
+        One score per candidate, higher is better; NaN or infinite (or a
+        masked entry of a masked array) marks a candidate that could not be
+        scored, which is never chosen.
     n_best : int or None, default=None
         Keep at most this many; None: no limit.
     margin : float or None, default=None
@@ -882,7 +898,7 @@ def best_scored(
     distances : array-like of shape (n_candidates,), optional
         With ``max_distance``: how far each candidate's estimate lies from the
         default's (for :class:`AverageOfBest`, the mean squared difference in
-        dB relative to the noise variance). NaN never joins.
+        dB relative to the noise variance). NaN (or a masked entry) never joins.
     max_distance : float or None, default=None
         With ``default``: another candidate joins the default only if its
         distance is at most this (applied before ``n_best``). None: no
@@ -906,10 +922,7 @@ def best_scored(
     ...             distances=[-9.0, -10.0, -14.0, float("nan")], max_distance=-12.0)
     array([3, 2])
     """
-    try:
-        scores = np.asarray(scores, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"scores must be numbers, one per candidate: {exc}") from None
+    scores = _per_candidate(scores, "scores")
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D (one per candidate), got shape {scores.shape}")
     _check_best_scored(n_best, margin, max_distance)
@@ -921,10 +934,7 @@ def best_scored(
             raise ValueError("max_distance limits what joins a default: pass default too")
         if distances is None:
             raise ValueError("max_distance needs distances, one per candidate")
-        try:
-            distances = np.asarray(distances, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"distances must be numbers, one per candidate: {exc}") from None
+        distances = _per_candidate(distances, "distances")
         if distances.shape != scores.shape:
             raise ValueError(
                 f"distances must have one value per candidate ({scores.size}), "

@@ -698,6 +698,22 @@ def test_best_scored_rejects_non_numbers_and_leaves_the_scores_alone():
     np.testing.assert_array_equal(scores, before)
 
 
+def test_best_scored_reads_masked_scores_as_unscored_and_takes_tensors():
+    # np.asarray read the value under a mask: a masked 5.0 was chosen first.
+    scores = np.ma.masked_array([1.0, 5.0, 2.0], mask=[False, True, False])
+    assert best_scored(scores).tolist() == [2, 0]
+    assert best_scored(np.ma.masked_array([1, 5, 2], mask=[0, 1, 0])).tolist() == [2, 0]
+    assert best_scored(np.ma.masked_array([1.0, 2.0], mask=[True, True])).tolist() == []
+    np.testing.assert_array_equal(scores.data, [1.0, 5.0, 2.0])  # left alone
+    # A masked distance never joins the default, as NaN does not.
+    distances = np.ma.masked_array([0.0, 0.1, 0.2], mask=[False, True, False])
+    chosen = best_scored([1.0, 3.0, 2.0], default=0, margin=5, distances=distances, max_distance=1)
+    assert chosen.tolist() == [0, 2]
+    # A tensor that requires grad (scores kept from a torch computation) is read as numbers.
+    tensor = torch.tensor([1.0, 3.0, 2.0], requires_grad=True)
+    assert best_scored(tensor).tolist() == [1, 2, 0]
+
+
 def _fix_scores(monkeypatch, fixed):
     """Each fit's scores: row k of ``fixed`` for setting k (again for every fit)."""
     import skdip.model_selection as ms
