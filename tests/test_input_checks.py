@@ -785,6 +785,24 @@ def test_a_tensor_mask_is_read_as_an_array_after_the_fit_too():
         np.testing.assert_array_equal(DIPInpainter(**COMMON).fit_transform(x, mask=given), expected)
 
 
+def test_the_masks_of_a_batch_are_read_as_one_images_mask_is():
+    # Split with np.asarray: one tensor of masks that requires grad raised NumPy's "Can't
+    # call numpy() on Tensor that requires grad" (a single image's mask was read), and a
+    # masked array of masks was read with the values under its mask.
+    batch = np.stack([_ramp(), _ramp()[::-1]])[..., None]
+    masks = np.ones((2, 16, 16), dtype=bool)
+    masks[0, 4:8, 4:8] = masks[1, 8:12, 2:6] = False
+    expected = DIPInpainter(**COMMON).fit_transform(batch, mask=masks)
+    given = torch.tensor(masks, dtype=torch.float32, requires_grad=True)
+    np.testing.assert_array_equal(DIPInpainter(**COMMON).fit_transform(batch, mask=given), expected)
+    hidden = np.ma.masked_array(masks, mask=np.zeros_like(masks))
+    hidden[1, 0, 0] = np.ma.masked
+    with pytest.raises(ValueError, match="mask is a masked array with 1 masked value"):
+        DIPInpainter(**COMMON).fit(batch, mask=hidden)
+    with pytest.raises(ValueError, match="mask is a masked array with 1 masked value"):
+        DIPInpainter(**COMMON).fit(batch[:1], mask=hidden[1:])  # as for one image
+
+
 def test_pil_palette_images_are_refused_and_grey_alpha_is_warned_of():
     from PIL import Image  # a dependency of scikit-image
 

@@ -862,7 +862,10 @@ class BaseDIPEstimator(
             if isinstance(value, list | tuple):
                 values = list(value)
             else:
-                arr = np.asarray(value)
+                # As one image's entry is read (metric_array): np.asarray failed on a
+                # tensor that requires grad or lives on a GPU, and read a masked array's
+                # hidden values.
+                arr = metric_array(value, key)
                 values = list(arr) if arr.ndim >= 1 else []
             if len(values) != n_images:
                 what = (
