@@ -897,6 +897,22 @@ def test_hio_score_reads_its_clean_objects_one_per_measurement():
         est.score(y, np.stack([x, x]))
 
 
+def test_a_complex_object_given_as_two_channels_is_told_how_to_pass_it():
+    # (H, W, 2), the real and imaginary parts as the DIP estimators lay a complex image
+    # out, read as H objects: "y holds 8 objects but X holds 1 measurements".
+    rng = np.random.default_rng(0)
+    x = _blob() * np.exp(1j * rng.random((8, 8)))
+    y = simulate_diffraction(x, oversampling=2)
+    est = HIOPhaseRetriever(object_type="complex", max_iter=4, n_er=2, random_state=0).fit(y)
+    channels = np.stack([x.real, x.imag], axis=-1)
+    hint = r"real and imaginary parts as channels.*y\[\.\.\., 0\] \+ 1j \* y\[\.\.\., 1\]"
+    with pytest.raises(ValueError, match=hint):
+        est.score(y, channels)
+    with pytest.raises(ValueError, match=hint):
+        est.score(y, channels[None])
+    assert np.isfinite(est.score(y, channels[..., 0] + 1j * channels[..., 1]))
+
+
 def test_the_shrinkwrap_blur_never_grows(monkeypatch):
     # A blur set below 1.5 pixels jumped up to 1.5 after the first update.
     from scipy import ndimage

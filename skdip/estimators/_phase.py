@@ -347,10 +347,13 @@ def _as_reference_list(y, objects: list[np.ndarray]) -> list[np.ndarray]:
             arr = arr[..., 0]  # (N, H, W, 1), the DIP estimators' layout of grey images
         if arr.ndim == 2:
             refs = [arr]
-        elif arr.ndim == 3:
+        elif arr.ndim == 3 and not _as_channels(arr, objects):
             refs = list(arr)
         else:
-            raise ValueError(f"y must hold 2-D objects, got an array of shape {arr.shape}")
+            raise ValueError(
+                f"y must hold 2-D objects, got an array of shape {arr.shape}"
+                + _channels_hint(arr, objects)
+            )
     refs = [r[..., 0] if r.ndim == 3 and r.shape[2] == 1 else r for r in refs]
     if len(refs) != n:
         raise ValueError(f"y holds {len(refs)} objects but X holds {n} measurements")
@@ -379,6 +382,28 @@ def _as_reference_list(y, objects: list[np.ndarray]) -> list[np.ndarray]:
                 "implies (integers are taken as numbers, not as 8-bit levels)"
             )
     return refs
+
+
+def _as_channels(arr: np.ndarray, objects: list[np.ndarray]) -> bool:
+    """Whether ``arr`` holds complex objects as real and imaginary channels, ``(H, W, 2)``
+    or ``(N, H, W, 2)``, the DIP estimators' layout of a complex image: read as objects,
+    it was H objects of W x 2 ("y holds 8 objects but X holds 1 measurements")."""
+    return (
+        arr.ndim in (3, 4)
+        and arr.shape[-1] == 2
+        and arr.dtype.kind != "c"
+        and arr.shape[-3:-1] == objects[0].shape
+        and len(objects) == (1 if arr.ndim == 3 else arr.shape[0])
+    )
+
+
+def _channels_hint(arr: np.ndarray, objects: list[np.ndarray]) -> str:
+    if not _as_channels(arr, objects):
+        return ""
+    return (
+        ": it looks like complex objects given as their real and imaginary parts as "
+        "channels; give them as complex arrays, y[..., 0] + 1j * y[..., 1]"
+    )
 
 
 def _aligned_psnr(refs, objects, oversampling, flip: bool, data_range="auto") -> float:
