@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 import reprlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, MappingView, Set
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -110,6 +110,24 @@ def _check_pil_mode(image, name: str, alpha: bool = True) -> None:
         )
 
 
+def _refuse_iterables(image, name: str) -> None:
+    """Refuse an iterator, a set, a dict or a dict's view of images: np.asarray reads
+    each as one opaque object, refused as "dtype object", which named neither what was
+    given nor what to give."""
+    if scipy.sparse.issparse(image):
+        return  # a dok_array is a dict: refused as sparse, where sparse input is checked
+    if isinstance(image, Mapping):
+        fix = f"list({name}.values())"
+    elif isinstance(image, Iterator | Set | MappingView):
+        fix = f"list({name})"
+    else:
+        return
+    raise TypeError(
+        f"{name} is a {type(image).__name__}, not an image, a batch array or a list of "
+        f"images: pass {fix}"
+    )
+
+
 def _check_one(
     image,
     name: str,
@@ -125,6 +143,7 @@ def _check_one(
         )
     if isinstance(image, str | bytes) or image is None:
         raise TypeError(f"{name} must be an array-like image, got {type(image).__name__}")
+    _refuse_iterables(image, name)
     _check_pil_mode(image, name)
     if np.ma.isMaskedArray(image):
         hidden = int(np.count_nonzero(np.ma.getmaskarray(image)))
@@ -349,6 +368,7 @@ def check_images(
         raise TypeError(
             f"{name} is a sparse matrix; sparse input is not supported, pass a dense image"
         )
+    _refuse_iterables(X, name)
     if isinstance(X, list | tuple) and X:
         X = _nested_lists_as_array(X, name)
     if isinstance(X, list | tuple):
@@ -413,6 +433,7 @@ def _check_one_allow_nan(
 ):
     if isinstance(image, torch.Tensor):
         _check_one(image, name, min_size)  # raises the tensor TypeError
+    _refuse_iterables(image, name)
     _check_pil_mode(image, name)
     masked = None
     if np.ma.isMaskedArray(image):
@@ -871,6 +892,8 @@ def is_target_vector(y, n_images: int | None = None) -> bool:
     """
     if y is None:
         return False
+    if isinstance(y, Mapping | Iterator | Set | MappingView) and not scipy.sparse.issparse(y):
+        return False  # no labels: refused by check_images, in words (np.asarray: 0-D)
     if isinstance(y, list | tuple):
         return all(np.ndim(item) == 0 for item in y)
     # A tensor's own shape: np.asarray refuses one that requires grad.

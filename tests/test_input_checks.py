@@ -81,6 +81,24 @@ def test_the_rows_of_a_colour_image_are_not_taken_for_a_batch():
     assert [p.shape for p in pair] == [(8, 8), (9, 7)]
 
 
+def test_iterators_sets_and_dicts_of_images_are_told_to_be_lists():
+    # Read by np.asarray as one opaque object: "X has dtype object; images must be
+    # numeric arrays", which named neither what was given nor what to give.
+    images = {"a": _ramp(), "b": _ramp()}
+    for given, fix in (
+        ((im for im in images.values()), r"list\(X\)"),
+        (map(np.asarray, images.values()), r"list\(X\)"),
+        (images, r"list\(X\.values\(\)\)"),
+        (images.values(), r"list\(X\)"),
+    ):
+        with pytest.raises(TypeError, match=rf"X is a {type(given).__name__}.*{fix}"):
+            DIPDenoiser(**COMMON).fit(given)
+    with pytest.raises(TypeError, match=r"X\[1\] is a generator"):
+        DIPInpainter(**COMMON).fit([_ramp(), (row for row in _ramp())])
+    with pytest.raises(TypeError, match=r"y is a dict"):
+        DIPDenoiser(**COMMON).fit(_ramp(), y={"clean": _ramp()})
+
+
 def test_a_ragged_nested_list_is_named():
     with pytest.raises(ValueError, match="rows have different lengths"):
         DIPDenoiser(**COMMON).fit([[0.1, 0.2, 0.3], [0.4, 0.5], [0.6, 0.7, 0.8]])
