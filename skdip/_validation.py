@@ -322,6 +322,29 @@ def _nested_lists_as_array(X: list | tuple, name: str):
     return arr
 
 
+def check_rows_of_one_image(item_shapes: list[tuple[int, ...]], name: str) -> None:
+    """Refuse (or, for narrow images, warn of) a list whose items look like the rows of
+    one colour image, ``list(rgb)``: ``item_shapes`` are the items' shapes."""
+    shapes = set(item_shapes)
+    if len(item_shapes) > 1 and len(shapes) == 1:
+        (shape,) = shapes
+        if len(shape) == 2 and shape[1] <= 4 and shape[0] > shape[1]:
+            # list(rgb): the rows of one colour image, which would be fitted as grey
+            # images a few pixels wide. Refused for 3 or 4 "columns" (colour, alpha),
+            # only warned of otherwise: a batch of such narrow images is possible.
+            n = len(item_shapes)
+            message = (
+                f"{name} is a list of {n} arrays of shape {shape}, read as "
+                f"{n} grey images {shape[1]} pixel(s) wide. For one colour "
+                f"image pass an array (np.asarray({name}), shape ({n}, "
+                f"{shape[0]}, {shape[1]})); for a batch of images this narrow, give "
+                "each a channel axis ((H, W, 1))."
+            )
+            if shape[1] in (3, 4):
+                raise ValueError(message)
+            warn(message, UserWarning)
+
+
 def check_images(
     X,
     *,
@@ -378,23 +401,7 @@ def check_images(
         item_shapes = [tuple(np.shape(item)) for item in items]
         if not any(isinstance(item, torch.Tensor) for item in items):
             _warn_of_stacks(item_shapes, name, kind)  # (tensors are refused below)
-        shapes = set(item_shapes)
-        if len(items) > 1 and len(shapes) == 1:
-            (shape,) = shapes
-            if len(shape) == 2 and shape[1] <= 4 and shape[0] > shape[1]:
-                # list(rgb): the rows of one colour image, which would be fitted as grey
-                # images a few pixels wide. Refused for 3 or 4 "columns" (colour, alpha),
-                # only warned of otherwise: a batch of such narrow images is possible.
-                message = (
-                    f"{name} is a list of {len(items)} arrays of shape {shape}, read as "
-                    f"{len(items)} grey images {shape[1]} pixel(s) wide. For one colour "
-                    f"image pass an array (np.asarray({name}), shape ({len(items)}, "
-                    f"{shape[0]}, {shape[1]})); for a batch of images this narrow, give "
-                    "each a channel axis ((H, W, 1))."
-                )
-                if shape[1] in (3, 4):
-                    raise ValueError(message)
-                warn(message, UserWarning)
+        check_rows_of_one_image(item_shapes, name)
     else:
         if isinstance(X, torch.Tensor):
             _check_one(X, name, min_size)  # raises the tensor TypeError

@@ -53,6 +53,7 @@ from ._validation import (
     _nested_lists_as_array,
     check_int,
     check_number,
+    check_rows_of_one_image,
     metric_array,
     reject_bool_numbers,
 )
@@ -219,6 +220,9 @@ class PerImageCV(_ImageSplitter):
         n = _n_samples(X)
         if n < 1:
             raise ValueError("X holds no image")
+        if isinstance(X, list | tuple):
+            # Each split fits one item alone, where list(rgb)'s rows are not refused.
+            check_rows_of_one_image([tuple(np.shape(item)) for item in X], "X")
         return n
 
     def split(self, X: Any, y: Any = None, groups: Any = None) -> Iterator[tuple]:

@@ -107,6 +107,19 @@ def test_per_image_cv_reads_nested_lists_as_the_estimators_do():
     assert cv.get_n_splits([rgb.tolist(), rgb.tolist()]) == 2
 
 
+def test_per_image_cv_refuses_the_rows_of_one_colour_image_as_the_fit_does():
+    # list(rgb): refused by fit, but each split holds one row, which no check refused:
+    # every row was fitted as a 16x3 grey image.
+    cv = PerImageCV()
+    rgb = np.random.default_rng(0).random((16, 16, 3))
+    with pytest.raises(ValueError, match=r"list of 16 arrays of shape \(16, 3\)"):
+        cv.get_n_splits(list(rgb))
+    with pytest.raises(ValueError, match=r"list of 16 arrays of shape \(16, 3\)"):
+        list(cv.split(list(rgb)))
+    with pytest.warns(UserWarning, match="read as 8 grey images 2 pixel"):
+        assert cv.get_n_splits(list(np.zeros((8, 16, 2)))) == 8
+
+
 # ------------------------------------------------- no wasted solves in a search
 @pytest.mark.parametrize(
     "scoring", [None, get_scorer("emv"), {"a": get_scorer("emv"), "b": get_scorer("discrepancy")}]
