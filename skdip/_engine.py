@@ -689,7 +689,14 @@ def fit_model(
     averaging : float, optional
         Weight ``w`` of the exponential average of outputs
         ``a_t = w a_{t-1} + (1 - w) x_t``. When given, the average is the
-        estimate the stopping rule watches and the one returned.
+        estimate returned; ``averaging_monitor`` says what the stopping rule
+        watches.
+    averaging_monitor : {"average", "raw"}
+        With ``averaging``, what the stopping rule watches: ``"average"`` (the
+        default) the average itself, returned at its minimum; ``"raw"`` the raw
+        iterates, and the average ``round(1 / (1 - w))`` steps after their
+        minimum is returned (:class:`~skdip.DIPDenoiser`'s default). Without
+        ``averaging`` it changes nothing.
     callback : callable, optional
         ``callback(iteration, loss, estimate)`` after each step, ``estimate``
         a copy the callback may keep; returning True stops the fit (the best
@@ -973,17 +980,17 @@ def fit_batch(
         when the call returns.
     targets : list of Tensor
         One observation per model.
+    callback : callable, optional
+        Called as in :func:`fit_model`, once per member and step; returning
+        True ends that member's fit. A ``KeyboardInterrupt`` (Ctrl-C) raised
+        in one member's callback ends every member's fit, once each member
+        has had its callback for that step.
     references : list of Tensor or None, optional
         Clean images, to record PSNR curves as :func:`fit_model` does.
     reference_ranges : list of tuple or None, optional
         Each member's ``reference_range`` (see :func:`fit_model`).
     seeds : list of int, optional
         Seed of each member's input perturbations.
-    callback : callable, optional
-        Called as in :func:`fit_model`, once per member and step; returning
-        True ends that member's fit. A ``KeyboardInterrupt`` (Ctrl-C) raised
-        in one member's callback ends every member's fit, once each member
-        has had its callback for that step.
     settings : list of dict, optional
         One dict per member overriding, for that member only, any of
         ``loss``, ``max_iter``, ``lr``, ``regularizer``, ``stopping``,
