@@ -11,7 +11,8 @@ kernel nor its size. It prints the PSNR of the blurry and the restored image
 after the best small shift (blind deblurring cannot know the absolute
 position), the kernel error, and saves blurry | restored | sharp and the
 estimated | true kernels side by side as a PNG. Under a minute on a 2-core
-CPU with the small generator.
+CPU with the small generator. The fit shows a progress bar, which needs tqdm:
+``pip install "skdip[progress]"`` (or ``tqdm``).
 """
 
 from __future__ import annotations

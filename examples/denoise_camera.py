@@ -9,7 +9,8 @@ It adds Gaussian noise to scikit-image's bundled ``camera`` picture, denoises it
 with :class:`skdip.DIPDenoiser` (early stopping from the running variance of the
 iterates, so the clean image is never used), prints the PSNR of the noisy and
 the restored image, and saves clean | noisy | restored side by side as a PNG.
-With the small generator it takes a few minutes on a 2-core CPU.
+With the small generator it takes a few minutes on a 2-core CPU. The fit shows a
+progress bar, which needs tqdm: ``pip install "skdip[progress]"`` (or ``tqdm``).
 """
 
 from __future__ import annotations

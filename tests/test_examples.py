@@ -4,6 +4,7 @@ Each example's ``main(argv)`` takes the options that size it; the figures its
 docstring quotes come from its defaults, run by hand.
 """
 
+import ast
 import importlib.util
 import warnings
 from pathlib import Path
@@ -65,3 +66,19 @@ def test_example_runs(name, tmp_path, capsys):
     for path in out:
         if path.endswith(".png"):
             assert Path(path).stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_an_example_with_a_progress_bar_says_it_needs_tqdm(name):
+    # verbose=True needs tqdm, an optional extra: without it the example stops with an
+    # ImportError at its first fit, so its docstring says so.
+    source = (EXAMPLES / f"{name}.py").read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    verbose = any(
+        isinstance(node, ast.keyword)
+        and node.arg == "verbose"
+        and not (isinstance(node.value, ast.Constant) and not node.value.value)
+        for node in ast.walk(tree)
+    )
+    if verbose:
+        assert "tqdm" in ast.get_docstring(tree) and "skdip[progress]" in ast.get_docstring(tree)
