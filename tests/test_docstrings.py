@@ -237,3 +237,51 @@ def test_a_docstring_may_send_the_reader_elsewhere():
     disordered = _function("a, b, c, d", "d : int", "a : int", after=after)
     disordered.__globals__["g"] = g
     assert any("in order" in p for p in check_parameters(disordered, disordered.__doc__, "f"))
+
+
+def _parameter_text(cls, name: str) -> str:
+    """The description of parameter ``name`` in ``cls``'s docstring, on one line."""
+    lines = _sections(cls.__doc__)["Parameters"]
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{name} :"))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i] and not lines[i][0].isspace()),
+        len(lines),
+    )
+    return " ".join(line.strip() for line in lines[start:end])
+
+
+@pytest.mark.parametrize(
+    "cls, extra",
+    [
+        (skdip.DIPDenoiser, {}),
+        (skdip.DIPReconstructor, {}),
+        (skdip.DIPInpainter, {"keep_observed": False}),
+        (skdip.DIPSuperResolver, {"scale": 2}),
+        (skdip.DIPDeconvolver, {"kernel": [[0.5, 0.5]]}),
+        (skdip.BlindDeblurrer, {"kernel_size": 3}),
+    ],
+    ids=lambda p: p.__name__ if isinstance(p, type) else "",
+)
+@pytest.mark.filterwarnings("ignore:DIPInpainter. nothing is missing")
+def test_early_stopping_none_returns_the_last_average_as_documented(cls, extra):
+    # With output averaging and no stopping rule the fit returns the last average of
+    # the iterates, not the last iterate: the docstrings said the latter for every
+    # estimator but DIPDenoiser.
+    import numpy as np
+
+    net = skdip.SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1)
+    x = np.random.default_rng(0).random((16, 16))
+    iterates = []
+
+    def keep(iteration, loss, estimate):
+        iterates.append(estimate.detach().cpu().numpy().squeeze())
+
+    common = dict(generator=net, max_iter=6, early_stopping=None, random_state=0, rescale=False)
+    raw = cls(output_averaging=None, callback=keep, **common, **extra).fit(x)
+    averaged = cls(output_averaging=0.5, **common, **extra).fit(x)
+    average = iterates[0]
+    for iterate in iterates[1:]:
+        average = 0.5 * average + 0.5 * iterate
+    np.testing.assert_allclose(raw.reconstruction_, iterates[-1], atol=1e-6)
+    np.testing.assert_allclose(averaged.reconstruction_, average, atol=1e-6)
+    assert "last average" in _parameter_text(cls, "early_stopping")

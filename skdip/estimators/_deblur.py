@@ -312,7 +312,7 @@ class BlindDeblurrer(BaseDIPEstimator):
     early_stopping : {"emv", "wmv"}, BaseStoppingRule or None, default="emv"
         Stopping rule, watching the aligned image on the observation's grid
         (see :class:`DIPDenoiser`); None runs ``max_iter`` steps and returns
-        the last iterate.
+        the last iterate (the last average with ``output_averaging``).
     max_iter : int, default=5000
         Maximum number of optimisation steps.
     lr : float, default=0.01

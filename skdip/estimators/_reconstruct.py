@@ -54,7 +54,8 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         (tunable as ``generator__width``).
     early_stopping : {"emv", "wmv"}, BaseStoppingRule or None, default="emv"
         Reference-free stopping rule watching the running variance of the
-        iterates; None runs ``max_iter`` steps and returns the last iterate.
+        iterates; None runs ``max_iter`` steps and returns the last iterate
+        (the last average with ``output_averaging``).
     max_iter : int, default=5000
         Maximum number of optimisation steps.
     lr : float, default=0.01
