@@ -286,7 +286,10 @@ class _InverseProblemEstimator(SparseNoiseMixin, BaseDIPEstimator):
 
     def _scaling_values(self, image, extra):
         unmeasured = self._unmeasured(image, extra)
-        return image if unmeasured is None else image[~unmeasured]
+        # NaN in the image's shape, as DIPInpainter's: flattened, the values skipped the
+        # test for content beyond [0, 1] (it measures the image's noise), so a masked
+        # picture on [0, 1.2] was fitted as given and clipped at 1 by the sigmoid.
+        return image if unmeasured is None else np.where(unmeasured, np.nan, image)
 
     def _sign_changing_operator(self, image, extra) -> tuple[ForwardOperator, tuple] | None:
         """The forward model (a copy on the fitting device) and the reconstruction's
