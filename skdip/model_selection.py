@@ -34,6 +34,7 @@ from typing import Any
 import joblib
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import ParameterGrid
@@ -435,16 +436,17 @@ class PreferDefault:
             if all(k in candidate and _same_value(candidate[k], v) for k, v in self.default.items())
         ]
 
-    def select(self, params: Sequence[Mapping], scores: Sequence[float]) -> int:
+    def select(self, params: Sequence[Mapping], scores: ArrayLike) -> int:
         """The chosen candidate for one set of scores.
 
         Parameters
         ----------
         params : sequence of dict
             The candidates.
-        scores : sequence of float
-            One score per candidate, higher is better; NaN or infinite marks
-            a failed fit.
+        scores : array-like of float
+            One score per candidate (a list, or a NumPy array such as a
+            column of ``cv_results_``), higher is better; NaN or infinite
+            marks a failed fit.
 
         Returns
         -------

@@ -48,3 +48,20 @@ def test_the_wheel_ships_the_py_typed_marker(tmp_path):
     )
     (wheel,) = (tmp_path / "wheel").glob("skdip-*.whl")
     assert "skdip/py.typed" in zipfile.ZipFile(wheel).namelist()
+
+
+# A typed caller passing a column of cv_results_ (a NumPy array) to PreferDefault.select
+# was told by a type checker that the call was wrong: scores was annotated
+# Sequence[float], which an ndarray is not, though the method reads it with np.asarray.
+def test_prefer_default_select_is_annotated_to_take_an_array():
+    import typing
+
+    import numpy as np
+    from numpy.typing import ArrayLike
+
+    from skdip.model_selection import PreferDefault
+
+    hints = typing.get_type_hints(PreferDefault.select)
+    assert hints["scores"] == ArrayLike
+    rule = PreferDefault(default={"lr": 0.01}, margin=1.0)
+    assert rule.select([{"lr": 0.01}, {"lr": 0.1}], np.array([-2.0, -0.5])) == 1
