@@ -65,3 +65,37 @@ def test_prefer_default_select_is_annotated_to_take_an_array():
     assert hints["scores"] == ArrayLike
     rule = PreferDefault(default={"lr": 0.01}, margin=1.0)
     assert rule.select([{"lr": 0.01}, {"lr": 0.1}], np.array([-2.0, -0.5])) == 1
+
+
+# The functions whose result's type follows a flag: a type checker read every call as
+# returning the union (kernel_error(a, b) < 0.1 was refused, as was the plain call's
+# result of align_phase_retrieval used as an array). Overloads tell the cases apart.
+@pytest.mark.parametrize(
+    ("name", "flag", "plain", "with_flag"),
+    [
+        ("kernel_error", "return_shift", "float", "tuple[float, tuple[int, int]]"),
+        (
+            "align_phase_retrieval",
+            "return_params",
+            "np.ndarray",
+            "tuple[np.ndarray, dict]",
+        ),
+    ],
+)
+def test_results_typed_by_their_flag(name, flag, plain, with_flag):
+    import inspect
+    import typing
+
+    if not hasattr(typing, "get_overloads"):
+        pytest.skip("typing.get_overloads needs Python 3.11")
+    import skdip.metrics
+
+    function = getattr(skdip.metrics, name)
+    returns = {}
+    for overload in typing.get_overloads(function):
+        signature = inspect.signature(overload)
+        returns[signature.parameters[flag].annotation] = signature.return_annotation
+    assert returns["Literal[False]"] == plain
+    assert returns["Literal[True]"] == with_flag
+    # The overloads are annotations only: the function itself is unchanged.
+    assert inspect.signature(function).parameters[flag].default is False

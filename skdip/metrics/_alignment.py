@@ -9,7 +9,7 @@ Zhuang et al. (search over +-10 pixels and a border crop).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from scipy import signal
@@ -257,6 +257,29 @@ def _pad_to(k: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     out = np.zeros(shape)
     out[top : top + h, left : left + w] = k
     return out
+
+
+# The result's type follows return_shift: without these, a type checker read every
+# call as returning "float | tuple", and refused kernel_error(a, b) < 0.1.
+@overload
+def kernel_error(
+    kernel_true: Any,
+    kernel_est: Any,
+    max_shift: int | None = None,
+    return_shift: Literal[False] = False,
+) -> float: ...
+
+
+@overload
+def kernel_error(
+    kernel_true: Any, kernel_est: Any, max_shift: int | None = None, *, return_shift: Literal[True]
+) -> tuple[float, tuple[int, int]]: ...
+
+
+@overload
+def kernel_error(
+    kernel_true: Any, kernel_est: Any, max_shift: int | None = None, return_shift: bool = False
+) -> float | tuple[float, tuple[int, int]]: ...
 
 
 def kernel_error(

@@ -10,7 +10,7 @@ cross-correlation, for the estimate and for its conjugate flip.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -67,6 +67,39 @@ def _align(image_true, image_test, oversampling, flip):
     aligned = phase * np.roll(cand, (int(dy), int(dx)), axis=(0, 1))
     params = {"shift": (int(dy), int(dx)), "flipped": flipped, "phase": phase}
     return a, a_pad, aligned, params
+
+
+# The result's type follows return_params: without these, a type checker read every
+# call as returning "ndarray | tuple", and refused the plain call's result as an array.
+@overload
+def align_phase_retrieval(
+    image_true: Any,
+    image_test: Any,
+    oversampling: int | tuple[int, int] = 2,
+    flip: bool = True,
+    return_params: Literal[False] = False,
+) -> np.ndarray: ...
+
+
+@overload
+def align_phase_retrieval(
+    image_true: Any,
+    image_test: Any,
+    oversampling: int | tuple[int, int] = 2,
+    flip: bool = True,
+    *,
+    return_params: Literal[True],
+) -> tuple[np.ndarray, dict]: ...
+
+
+@overload
+def align_phase_retrieval(
+    image_true: Any,
+    image_test: Any,
+    oversampling: int | tuple[int, int] = 2,
+    flip: bool = True,
+    return_params: bool = False,
+) -> np.ndarray | tuple[np.ndarray, dict]: ...
 
 
 def align_phase_retrieval(
