@@ -151,14 +151,58 @@ def autograd_on():
     torch's "element 0 of tensors does not require grad", and one inside
     ``torch.autocast`` ran in bfloat16 in silence (14.8 dB where 17.5 dB). The
     networks are built inside it too: parameters made under inference mode cannot be
-    trained."""
+    trained. See :func:`_full_cpu_precision` for the CPU's float32 precision."""
     with (
         torch.inference_mode(False),
         torch.enable_grad(),
         torch.autocast("cpu", enabled=False),
         torch.autocast("cuda", enabled=False),
+        _full_cpu_precision(),
     ):
         yield
+
+
+# The oneDNN operations whose float32 precision torch lets the caller lower on the CPU.
+_CPU_PRECISION_OPS = ("matmul", "conv")
+# That setting is one for the whole process: the first fit to start (of any thread)
+# raises it, and the last one to end gives the caller's back.
+_PRECISION_LOCK = threading.Lock()
+_precision_users = 0
+_precision_before: dict = {}
+
+
+@contextlib.contextmanager
+def _full_cpu_precision():
+    """The CPU's float32 matrix products and convolutions in float32 for the block.
+
+    ``torch.set_float32_matmul_precision("medium")`` (or ``fp32_precision = "bf16"``)
+    makes oneDNN compute them in bfloat16 on a CPU that has it (AMX, AVX-512 BF16): a
+    fit then ended 1.4 to 1.9 dB lower, in silence (64x64 camera: denoising 27.56 and
+    26.27 dB became 25.97 and 24.41 for two seeds, blind deblurring 25.53 became
+    24.09), and no faster (44 and 35 s against 38 and 33 s). GPUs are left as set
+    (TF32 there is torch's usual trade). A torch without the per-operation setting is
+    left alone.
+    """
+    global _precision_users, _precision_before
+    settings = [getattr(torch.backends.mkldnn, op, None) for op in _CPU_PRECISION_OPS]
+    settings = [s for s in settings if s is not None and hasattr(s, "fp32_precision")]
+    with _PRECISION_LOCK:
+        if _precision_users == 0:
+            _precision_before = {}
+            for setting in settings:
+                if setting.fp32_precision not in ("ieee", "none"):
+                    _precision_before[setting] = setting.fp32_precision
+                    setting.fp32_precision = "ieee"
+        _precision_users += 1
+    try:
+        yield
+    finally:
+        with _PRECISION_LOCK:
+            _precision_users -= 1
+            if _precision_users == 0:
+                for setting, value in _precision_before.items():
+                    setting.fp32_precision = value
+                _precision_before = {}
 
 
 def _asks_to_stop(answer) -> bool:
