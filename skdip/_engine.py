@@ -836,15 +836,21 @@ def fit_model(
         # callback, or held until the step was recorded): it is complete, and takes no
         # further step, as one fit would not (a step on could find a new minimum).
         skipped, stopped_by = True, "early_stopping"
-    step_record = _StepRecordGuard()
-    step_record.install()
     if resume is None:
         stream = _own_global_stream(target.device, seed)
     else:
         saved = resume.global_rng_state
         stream = _own_global_stream(target.device, resume.n_steps, saved)
     streams = contextlib.ExitStack()
-    global_rng = streams.enter_context(stream)
+    try:
+        global_rng = streams.enter_context(stream)  # gives back what it took if it fails
+    except BaseException:
+        bar.close()
+        raise
+    # Once nothing can fail before the block that uninstalls it: a failed start left
+    # the handler in place, and later fits, finding it there, went without one.
+    step_record = _StepRecordGuard()
+    step_record.install()
     try:
         # Iterations count accepted steps only; a step rejected by the divergence
         # guard is retried after the rollback, at most max_divergences times.

@@ -1202,3 +1202,24 @@ def test_a_users_operator_error_is_raised_as_it_is(batched, at):
             fit_batch([model], [target], **kw)
         else:
             fit_model(model, target, **kw)
+
+
+def test_a_fit_whose_start_fails_leaves_the_ctrl_c_handler_and_generator_alone(
+    monkeypatch, python_sigint
+):
+    # The engine installed its SIGINT handler before it set up torch's generators for
+    # the fit, outside the block that gives it back: a start that failed there (a kept
+    # stream that cannot be set, a Ctrl-C in that instant) left the handler in place,
+    # and no later fit of the session installed its own (the step-record guard was off).
+    import skdip._engine
+
+    def refuse(seed):
+        raise RuntimeError("this stream cannot be set")
+
+    model, target = _problem(size=8)
+    before = torch.random.get_rng_state()
+    monkeypatch.setattr(skdip._engine._CPU_GENERATOR, "manual_seed", refuse)
+    with pytest.raises(RuntimeError, match="cannot be set"):
+        fit_model(model, target, loss=get_loss("mse"), max_iter=3, seed=0)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert torch.equal(torch.random.get_rng_state(), before)
