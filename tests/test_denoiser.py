@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skdip import DIPDenoiser, ExponentialMovingVariance, SkipNetwork, TotalVariation
+from skdip.exceptions import InterruptionWarning
 from skdip.generators import BaseGenerator, GeneratorNetwork
 from skdip.metrics import psnr
 
@@ -1081,6 +1082,41 @@ def test_ctrl_c_ends_the_fits_of_worker_threads(python_sigint):
     seen = len(steps)
     time.sleep(0.5)
     assert len(steps) <= seen + 2
+
+
+def test_an_error_in_one_worker_thread_stops_the_others_before_the_call_raises():
+    # Under joblib's threading backend, when one image's fit raised, the call raised at
+    # once while the other threads fitted on (77 more steps and callbacks in a check),
+    # holding torch's global generator on their seeded stream: the caller's next
+    # torch.rand came from it, and the state jumped back when they ended.
+    import time
+
+    from joblib import parallel_config
+
+    class Failed(Exception):
+        pass
+
+    steps = []
+
+    def record(it, loss, x, image):
+        steps.append((image, it))
+        if image == 0 and it == 2:
+            raise Failed
+        time.sleep(0.005)
+
+    images = [_image((16, 16), s) for s in range(4)]
+    before = torch.random.get_rng_state()
+    with parallel_config(backend="threading"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Failed):
+            _den(max_iter=200, n_jobs=2, callback=record).fit(images)
+        assert torch.equal(torch.random.get_rng_state(), before)
+        seen = len(steps)
+        time.sleep(0.3)
+    assert len(steps) == seen
+    assert max(it for image, it in steps if image != 0) < 20  # stopped, not fitted on
+    # The fits stopped for the error are not reported as interrupted by a Ctrl-C.
+    assert not [w for w in caught if issubclass(w.category, InterruptionWarning)]
 
 
 def test_new_images_are_checked_once():

@@ -1805,20 +1805,27 @@ def _fit_in_workers(
     # gave other networks there than n_jobs=1 (0.45 apart), silently.
     dtype = torch.get_default_dtype()
     # Worker threads (joblib's threading backend) never see a Ctrl-C, which reaches
-    # this thread only: they share its flag, set here, and stop at their next step
+    # this thread only: they share a flag, set here, and stop at their next step
     # (they fitted on after the call had ended, and the interpreter aborted at exit).
     flag = current_interruption()
+    shared = _WorkersFlag()
     try:
         runs = Parallel(n_jobs=workers)(
             delayed(_fit_in_worker)(
-                estimator, method, task, n, devices[k], threads, os.getpid(), dtype, flag
+                estimator, method, task, n, devices[k], threads, os.getpid(), dtype, shared
             )
             for k, task in enumerate(tasks)
         )
     except KeyboardInterrupt:
+        shared[0] = True
         if flag is not None:
             flag[0] = True
         raise
+    failures = [output for output, *_ in runs if isinstance(output, _WorkerFailure)]
+    if failures:
+        raise failures[0].error
+    if shared[0] and flag is not None:
+        flag[0] = True  # a Ctrl-C in a worker thread ends the call's later fits too
     for _, caught, _ in runs:
         for message, category in caught:
             warn(message, category)
@@ -1833,13 +1840,43 @@ def _fit_in_workers(
     return [output for output, *_ in runs]
 
 
+class _WorkersFlag(list):
+    """The :func:`~skdip._engine.one_interruption` flag the worker threads of one call
+    share (``[True]``: their fits stop at their next step), and ``failed``: whether it
+    was set because one of their fits raised."""
+
+    def __init__(self) -> None:
+        super().__init__([False])
+        self.failed = False
+
+
+class _WorkerFailure:
+    """What a worker thread returns in place of the error its fit raised."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
 def _fit_in_worker(estimator, method, task, n, device, threads, parent_pid, dtype, flag):
     work = getattr(estimator, method)
     if os.getpid() == parent_pid:
         # A thread of the caller's process: its warnings reach the caller's
         # filters directly (and catch_warnings is not thread-safe).
         with _shared_torch_threads(threads), shared_interruption(flag):
-            return work(task, n, device), [], True
+            with held_back(InterruptionWarning) as stopped:
+                try:
+                    output = work(task, n, device)
+                except Exception as error:
+                    # Returned, not raised: joblib raised it at once, and the other
+                    # threads fitted on after the call had ended, holding torch's global
+                    # generator (the caller's torch.rand drew from their stream). They
+                    # stop at their next step; the caller raises it once they have.
+                    flag.failed = flag[0] = True
+                    return _WorkerFailure(error), [], True
+            if not flag.failed:
+                for message, category in stopped:
+                    warn(message, category)  # a Ctrl-C's: only an error's go unsaid
+            return output, [], True
     previous, previous_dtype = torch.get_num_threads(), torch.get_default_dtype()
     torch.set_num_threads(threads)
     torch.set_default_dtype(dtype)
