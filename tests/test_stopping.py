@@ -339,6 +339,25 @@ def test_self_validation_trains_its_autoencoder_inside_no_grad():
     assert len({float(v) for v in values[1:]}) == 3  # it learnt between steps
 
 
+@pytest.mark.parametrize("mode", ["inference_mode", "autocast"])
+def test_self_validation_on_its_own_gives_its_signal_in_any_mode(mode):
+    # Called on its own in a loop of the user's: inside torch.inference_mode() it failed
+    # with torch's "element 0 of tensors does not require grad", and inside
+    # torch.autocast it trained its autoencoder in bfloat16 (another signal).
+    from skdip.stopping import SelfValidation
+
+    def run():
+        rule = SelfValidation(window=4, batch_size=2)
+        rule.start()
+        x = _structured()
+        return [rule.signal(x * (1 + 0.1 * k), k) for k in range(8)][3:]
+
+    plain = run()
+    with torch.inference_mode() if mode == "inference_mode" else torch.autocast("cpu"):
+        inside = run()
+    assert [float(v) for v in inside] == [float(v) for v in plain]
+
+
 @pytest.mark.parametrize(
     "params",
     [

@@ -200,6 +200,19 @@ class SelfValidation(BaseStoppingRule):
 
     def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
         self._check_started()
+        # The rule trains its autoencoder whatever the caller's mode: called on its own
+        # (a loop of the user's) inside torch.inference_mode() it failed with torch's
+        # "element 0 of tensors does not require grad", and inside torch.autocast it
+        # trained in bfloat16 (another signal). A fit calls it with autograd on already.
+        with (
+            torch.inference_mode(False),
+            torch.enable_grad(),
+            torch.autocast("cpu", enabled=False),
+            torch.autocast("cuda", enabled=False),
+        ):
+            return self._signal(x, iteration)
+
+    def _signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
         x = x.detach()
         if x.dim() != 4 or x.shape[0] != 1:
             raise ValueError(
@@ -222,17 +235,15 @@ class SelfValidation(BaseStoppingRule):
         with torch.no_grad():
             net.eval()
             error = (net(x) - x).square().mean()
-        # The engine may call this with autograd off (a user's no_grad block).
-        with torch.enable_grad():
-            net.train()
-            order = torch.randperm(window, generator=self._order).to(x.device)
-            for start in range(0, window, batch_size):
-                batch = self._buffer[order[start : start + batch_size]]
-                if batch.shape[0] == 1:
-                    continue  # BatchNorm needs two images; the next epoch sees this one
-                self._optimizer.zero_grad(set_to_none=True)
-                F.mse_loss(net(batch), batch).backward()
-                self._optimizer.step()
+        net.train()
+        order = torch.randperm(window, generator=self._order).to(x.device)
+        for start in range(0, window, batch_size):
+            batch = self._buffer[order[start : start + batch_size]]
+            if batch.shape[0] == 1:
+                continue  # BatchNorm needs two images; the next epoch sees this one
+            self._optimizer.zero_grad(set_to_none=True)
+            F.mse_loss(net(batch), batch).backward()
+            self._optimizer.step()
         return error if iteration >= self.warmup else None
 
     def _build(self, x: torch.Tensor) -> None:
