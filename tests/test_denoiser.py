@@ -1119,6 +1119,29 @@ def test_an_error_in_one_worker_thread_stops_the_others_before_the_call_raises()
     assert not [w for w in caught if issubclass(w.category, InterruptionWarning)]
 
 
+def test_one_fitted_estimator_transforms_new_images_in_several_threads_at_once():
+    # A server's threads calling transform on one fitted estimator: each call's solve
+    # set, then deleted, an attribute of the estimator (_keeping_fit_states), and the
+    # calls that ended after the first raised AttributeError.
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    inside = threading.Barrier(3, timeout=60)
+
+    def together(it, loss, x):
+        if it == 0:
+            inside.wait()  # every solve is under way before any ends
+
+    news = [_image(seed=s) for s in range(1, 4)]
+    alone = [_den(max_iter=3).fit(_image()).transform(new) for new in news]
+    den = _den(max_iter=3).fit(_image())
+    den.set_params(callback=together)  # a fitted estimator solves new images with it
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(den.transform, news))
+    for result, expected in zip(results, alone, strict=True):
+        np.testing.assert_array_equal(result, expected)
+
+
 def test_new_images_are_checked_once():
     # transform/score of new images checked them twice: every input warning came twice.
     rng = np.random.default_rng(0)

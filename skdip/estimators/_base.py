@@ -1117,7 +1117,11 @@ class BaseDIPEstimator(
         if warm and states is None:
             # A new fit: the clean images it records its PSNR against, if any.
             self._warm_references = None if references is None else images_digest(references)
-        self._keeping_fit_states = warm
+        if warm:
+            # Read by this call's fits (in worker processes too). Set only for them: a
+            # fitted estimator's transform of new images, which threads may call at once,
+            # set and deleted it, and the calls that ended after the first one raised.
+            self._keeping_fit_states = True
         try:
             with one_interruption() as interrupted, autograd_on():
                 if states is not None:
@@ -1128,7 +1132,8 @@ class BaseDIPEstimator(
             self.__dict__.update(kept)
             raise
         finally:
-            del self._keeping_fit_states
+            if warm:
+                self.__dict__.pop("_keeping_fit_states", None)
         if interrupted[0]:
             _warn_not_fitted(type(self).__name__, results)
         return images, layout, results
