@@ -119,7 +119,11 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         Images of a batch fitted in parallel (joblib; None means 1, -1 all
         cores). Each worker gets its share of the caller's torch threads
         (``torch.get_num_threads() // n_jobs``); on a machine with several
-        GPUs, images are spread over them.
+        GPUs, images are spread over them. Under joblib's threading backend
+        (``joblib.parallel_config(backend="threading")``) the fits share
+        torch's global generator, so a network that draws at random during
+        the steps (dropout) is not reproducible there; worker processes, the
+        default, are.
     batch_size : int, default=1
         Number of images of one shape fitted together in one vectorised run:
         their networks are stacked and run as one (``torch.func.vmap``), so

@@ -830,7 +830,9 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         Fits run in parallel (joblib; None means 1, -1 all cores), over the
         measurements of a batch and the restarts of ``n_init``. Each worker
         gets its share of the caller's torch threads
-        (``torch.get_num_threads() // n_jobs``).
+        (``torch.get_num_threads() // n_jobs``). As in :class:`DIPDenoiser`, a
+        network that draws at random during the steps (dropout) is not
+        reproducible under joblib's threading backend.
     warm_start : bool, default=False
         Keep each measurement's fit (the restart chosen, its network, Adam's
         state, stopping rule and history) so that the next ``fit`` on the
