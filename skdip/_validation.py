@@ -889,13 +889,15 @@ def check_plane(image, name: str = "image") -> np.ndarray:
     return arr
 
 
-def is_target_vector(y, n_images: int | None = None) -> bool:
+def is_target_vector(y, n_images: int | None = None, images=None) -> bool:
     """Whether ``y`` is a supervised target (labels in a Pipeline), not clean images.
 
     A 0-D/1-D ``y`` always is. Given ``n_images``, so is a 2-D array with one
     row per image (multi-output labels): as clean images it would be a single
     image for several observations, or, for one observation, an image one
-    pixel high, neither of which is valid.
+    pixel high, neither of which is valid. Given the observations (``images``,
+    ``(H, W, C)`` arrays), such labels shaped like each of them, ``(H, W)``, are
+    warned of: more likely one clean image given for the whole batch.
     """
     if y is None:
         return False
@@ -906,6 +908,16 @@ def is_target_vector(y, n_images: int | None = None) -> bool:
     # A tensor's own shape: np.asarray refuses one that requires grad.
     shape = tuple(y.shape) if isinstance(y, torch.Tensor) else np.asarray(y).shape
     if n_images is not None and len(shape) == 2 and shape[0] == n_images:
+        if images and all(np.shape(image)[:2] == shape for image in images):
+            # N images of N rows: read as labels, a clean image was scored with no
+            # reference (or not recorded by the fit), in silence.
+            warn(
+                f"y of shape {shape} is read as labels, one row per image of the "
+                f"{n_images} given, but it has the shape of one of them: to judge the "
+                f"estimates against clean images, pass one per image ({n_images}, "
+                f"{shape[0]}, {shape[1]}[, C])",
+                UserWarning,
+            )
         return True
     return len(shape) <= 1
 

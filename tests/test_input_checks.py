@@ -1008,3 +1008,24 @@ def test_a_half_precision_default_dtype_is_refused_before_any_work(half):
                 make()
     finally:
         torch.set_default_dtype(previous)
+
+
+# A silent wrong answer the suite once missed: one clean (H, W) image given as y for a batch
+# of H images of H x W was read as labels (a row per image), so score() gave the
+# no-reference score (-0.92 on a 16-image check) for the PSNR (9.95), without a word
+def test_one_clean_image_for_a_batch_of_as_many_images_as_its_rows_is_warned_of():
+    from skdip import DIPDenoiser
+
+    rng = np.random.default_rng(0)
+    clean = rng.random((8, 8))
+    batch = np.stack([clean + 0.1 * rng.standard_normal((8, 8)) for _ in range(8)])[..., None]
+    den = DIPDenoiser(generator="skip-small", max_iter=2, early_stopping=None, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        den.fit(batch)
+    with pytest.warns(UserWarning, match=r"y of shape \(8, 8\) is read as labels"):
+        den.score(batch, clean)
+    labels = rng.random((8, 2))  # labels of another shape: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        den.score(batch, labels)

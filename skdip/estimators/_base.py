@@ -1091,7 +1091,7 @@ class BaseDIPEstimator(
         (``checked``: ``X`` already through :meth:`_check_observations`)."""
         images, layout = checked if checked is not None else self._check_observations(X)
         references = None
-        if y is not None and not is_target_vector(y, len(images)):
+        if y is not None and not is_target_vector(y, len(images), images):
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             if len(references) != len(images):
                 raise ValueError(_reference_count_message(references, ref_layout, len(images)))
@@ -1603,7 +1603,7 @@ class BaseDIPEstimator(
         check_fit_not_interrupted(self)
         checked = self._check_observations(X)
         references = None
-        if y is not None and not is_target_vector(y, len(checked[0])):
+        if y is not None and not is_target_vector(y, len(checked[0]), checked[0]):
             # Checked before X is solved: new data costs a full fit.
             references, ref_layout = check_images(y, name="y", min_size=self._min_image_size)
             self._check_references_first(checked, references, ref_layout, fit_params)
