@@ -28,6 +28,8 @@ def check_oversampling(
         if minimum >= 2
         else ""
     )
+    # The type first, without the hint: why 2 says nothing to 2.5 or "2".
+    check_int_pair(oversampling, name, None, allow_int=True, error=error)
     return check_int_pair(oversampling, name, minimum, allow_int=True, hint=hint, error=error)
 
 
