@@ -1,10 +1,10 @@
 """The Python blocks of README.md and doc/*.md stay in step with the API.
 
-The guides' code is not run by the suite (it fits full-size images); this checks,
-in milliseconds, what goes stale first: each block compiles, every ``skdip`` name it
-imports or reaches as ``skdip.x.y`` exists, and the keywords it passes to an skdip
-callable are parameters of that callable. A guide's later block may use what an
-earlier block of the same page imported.
+This checks, in milliseconds, what goes stale first: each block compiles, every
+``skdip`` name it imports or reaches as ``skdip.x.y`` exists, and the keywords it passes
+to an skdip callable are parameters of that callable. A guide's later block may use what
+an earlier block of the same page imported. test_docs_run.py runs the blocks, with fits
+cut short (a block the suite cannot run is marked ``<!-- skip-run: reason -->``).
 """
 
 import ast
