@@ -175,8 +175,9 @@ def _check_one(
         )
     if arr.dtype == bool:
         arr = arr.astype(np.float64)
-    elif not np.issubdtype(arr.dtype, np.number):
-        raise TypeError(f"{name} has non-numeric dtype {arr.dtype}")
+    elif arr.dtype.kind not in "iuf":
+        # By kind: NumPy counts timedelta64 as an integer, read as counts of its unit.
+        raise TypeError(f"{name} has non-numeric dtype {arr.dtype}; images must be numbers")
     if arr.ndim not in (2, 3):
         raise ValueError(
             f"{name} must be a 2-D (H, W) or 3-D (H, W, C) image, got an array with "
@@ -451,7 +452,7 @@ def _check_one_allow_nan(
     if masked is not None and masked.any():
         if arr.dtype == bool:
             arr = arr.astype(np.float64)
-        if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        if arr.dtype.kind not in "iuf":  # complex, timedelta64, ...: refused there
             return _check_one(arr, name, min_size, scale_uint8, complex_hint=complex_hint)
         scale = 255.0 if arr.dtype == np.uint8 and scale_uint8 else 1.0
         out_dtype = _output_dtype(arr.dtype)

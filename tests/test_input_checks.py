@@ -1029,3 +1029,40 @@ def test_one_clean_image_for_a_batch_of_as_many_images_as_its_rows_is_warned_of(
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         den.score(batch, labels)
+
+
+# ------------------------------------------------------------------ time dtypes
+@pytest.mark.parametrize("unit", ["timedelta64[s]", "datetime64[s]"])
+def test_time_arrays_are_no_images(unit):
+    # NumPy counts timedelta64 as an integer: a (16, 16) array of durations was
+    # fitted as an image of seconds, and a masked one or one with NaT as well.
+    times = np.arange(256).reshape(16, 16).astype(unit)
+    match = rf"X has non-numeric dtype {re.escape(unit)}"
+    with pytest.raises(TypeError, match=match):
+        DIPDenoiser(**COMMON).fit(times)
+    with pytest.raises(TypeError, match=match):
+        DIPInpainter(**COMMON).fit(times)
+    masked = np.ma.masked_array(times, mask=np.eye(16, dtype=bool))
+    with pytest.raises(TypeError, match=match):
+        DIPInpainter(**COMMON).fit(masked)
+
+
+@pytest.mark.parametrize("unit", ["timedelta64[s]", "datetime64[s]"])
+def test_time_arrays_are_no_masks_kernels_or_metric_inputs(unit):
+    from skdip.metrics import psnr, ssim
+    from skdip.operators import Convolution, PixelMask
+
+    ones = np.ones((16, 16)).astype(unit)
+    # A timedelta mask was taken as 0/1 by DIPInpainter; PixelMask and Convolution
+    # raised torch's "can't convert np.ndarray of type numpy.timedelta64".
+    with pytest.raises(TypeError, match=rf"mask .*dtype {re.escape(unit)}"):
+        DIPInpainter(**COMMON).fit(_ramp(), mask=ones)
+    with pytest.raises(TypeError, match=rf"mask must contain numbers.*{re.escape(unit)}"):
+        PixelMask(ones)
+    with pytest.raises(TypeError, match=rf"kernel must contain numbers.*{re.escape(unit)}"):
+        Convolution(ones[:3, :3])
+    for metric in (psnr, ssim):
+        with pytest.raises(TypeError, match=re.escape(unit)):
+            metric(ones, _ramp())
+        with pytest.raises(TypeError, match=re.escape(unit)):
+            metric(_ramp(), ones)

@@ -48,9 +48,8 @@ def _as_float_tensor(value: object, name: str) -> torch.Tensor:
     elif isinstance(value, np.ndarray | list | tuple) or _array_like(value):
         # Also dask arrays and PIL images, as the estimators take; masked arrays refused.
         arr = metric_array(value, name)
-        if arr.dtype == object or not (
-            np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-        ):
+        # By kind: NumPy counts timedelta64 as a number, which torch cannot read.
+        if arr.dtype.kind not in "biufc":
             raise TypeError(f"{name} must contain numbers, got an array of dtype {arr.dtype}")
         t = torch.from_numpy(native_copy(arr))
     else:
