@@ -392,6 +392,12 @@ class PreferDefault:
             )
         if isinstance(self.default, Mapping) and not self.default:
             raise InvalidParameterError("PreferDefault.default must name at least one parameter")
+        if isinstance(self.default, Integral) and self.default < 0:
+            # Invalid for any grid (no counting from the end): only an index past the
+            # candidates depends on them, and stays a ValueError.
+            raise InvalidParameterError(
+                f"PreferDefault.default must be a candidate index >= 0, got {self.default}"
+            )
         check_number(self.margin, "PreferDefault.margin", 0, error=InvalidParameterError)
         if self.metric is not None and not isinstance(self.metric, str):
             raise InvalidParameterError(

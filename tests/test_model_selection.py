@@ -388,7 +388,7 @@ def test_prefer_default_failed_fits():
         ({"default": True}, TypeError, "default must be a dict"),
         ({"default": {}}, ValueError, "at least one parameter"),
         ({"default": 3}, ValueError, "out of range for 3 candidates"),
-        ({"default": -1}, ValueError, "out of range"),
+        ({"default": -1}, ValueError, "index >= 0, got -1"),  # for any grid
         ({"default": 0, "margin": -0.1}, ValueError, "margin must be"),
         ({"default": 0, "margin": np.nan}, ValueError, "margin must be"),
         ({"default": 0, "margin": "1"}, TypeError, "margin must be"),

@@ -146,7 +146,7 @@ CASES = [
     ("SelfValidation", SelfValidation, _start, "batch_size", (True, 1)),
     ("SelfValidation", SelfValidation, _start, "width", (1.5, 0)),
     ("SelfValidation", SelfValidation, _start, "random_state", (None, -1)),
-    ("PreferDefault", _prefer, _select, "default", ("lr", {})),
+    ("PreferDefault", _prefer, _select, "default", ("lr", {}, -1)),
     ("PreferDefault", _prefer, _select, "margin", ("1", -0.1)),
     ("PreferDefault", _prefer, _select, "metric", (3,)),  # any name, until a search's
     ("NoReferenceScorer", NoReferenceScorer, _score_params, "rule", (1, "ema")),
