@@ -219,14 +219,21 @@ def looks_like_a_stack(shape: tuple[int, ...]) -> bool:
     return channels > 4 and (rows <= 4 or 4 * rows <= channels or width == channels)
 
 
-def _warn_of_stacks(shapes: list[tuple[int, ...]], name: str, kind: str) -> None:
+def _warn_of_stacks(
+    shapes: list[tuple[int, ...]], name: str, kind: str, channels: int | None = None
+) -> None:
     """Warn, once, when images given channels last look like stacks or channels-first
     images instead (see :func:`looks_like_a_stack`), with the fix for the layout given.
 
     ``kind`` is how ``shapes`` arrived, as in :class:`ImageLayout`: "single" (one
-    array), "array" (the images of an (N, H, W, C) batch) or "list".
+    array), "array" (the images of an (N, H, W, C) batch) or "list". Images with
+    ``channels`` channels, the number the caller expects, are not warned of.
     """
-    stacks = [i for i, shape in enumerate(shapes) if len(shape) == 3 and looks_like_a_stack(shape)]
+    stacks = [
+        i
+        for i, shape in enumerate(shapes)
+        if len(shape) == 3 and shape[2] != channels and looks_like_a_stack(shape)
+    ]
     if not stacks:
         return
     shape = tuple(shapes[stacks[0]])
@@ -355,6 +362,7 @@ def check_images(
     scale_uint8: bool = True,
     missing_hint: str = "",
     complex_hint: str = "",
+    channels: int | None = None,
 ) -> tuple[list[np.ndarray], ImageLayout]:
     """Validate one image or a batch and convert it to float64 ``(H, W, C)`` arrays.
 
@@ -378,6 +386,10 @@ def check_images(
     complex_hint : str
         What to pass instead, told with a refusal of complex data (by default the
         advice for complex images and k-space).
+    channels : int or None
+        The channels the caller expects its images to hold (as k-space holds two
+        per coil): images with as many are not warned of as looking like stacks of
+        grey images. None: no such number.
 
     Returns
     -------
@@ -401,7 +413,7 @@ def check_images(
         items, kind = list(X), "list"
         item_shapes = [tuple(np.shape(item)) for item in items]
         if not any(isinstance(item, torch.Tensor) for item in items):
-            _warn_of_stacks(item_shapes, name, kind)  # (tensors are refused below)
+            _warn_of_stacks(item_shapes, name, kind, channels)  # (tensors are refused below)
         check_rows_of_one_image(item_shapes, name)
     else:
         if isinstance(X, torch.Tensor):
@@ -411,7 +423,7 @@ def check_images(
             if arr.shape[0] == 0:
                 raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
             items, kind = list(arr), "array"
-            _warn_of_stacks([arr.shape[1:]] * arr.shape[0], name, kind)
+            _warn_of_stacks([arr.shape[1:]] * arr.shape[0], name, kind, channels)
         elif arr.dtype != object and arr.ndim not in (2, 3):
             hint = " Reshape your data into an (H, W) image." if arr.ndim < 2 else ""
             raise ValueError(
@@ -421,7 +433,7 @@ def check_images(
         else:
             items, kind = [X], "single"
             if arr.dtype != object:
-                _warn_of_stacks([arr.shape], name, kind)
+                _warn_of_stacks([arr.shape], name, kind, channels)
     images, squeeze, dtypes, scaled = [], [], [], []
     for i, item in enumerate(items):
         scaled.append(scale_uint8 and np.asarray(item).dtype == np.uint8)

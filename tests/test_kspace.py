@@ -682,6 +682,31 @@ def test_dip_reconstructor_smoke():
     assert op.data_consistency(rec, y).shape == (h, w)
 
 
+def test_as_many_coil_channels_as_the_image_is_wide_are_no_stack():
+    # 8 coils on a 16x16 image are 16 channels, as many as the image is wide: fit,
+    # transform and score each warned "X of shape (16, 16, 16) is read as one 16x16
+    # image with 16 channels ... For N grey images pass an (N, H, W, 1) array".
+    from skdip import DIPReconstructor, SkipNetwork
+
+    clean = np.tile(np.linspace(0.1, 0.9, 16), (16, 1))
+    mask = cartesian_mask((16, 16), acceleration=2, random_state=0)
+    maps = make_coil_maps(8, (16, 16))
+    y = kspace_to_channels(simulate_kspace(clean, mask, maps, noise_std=0.01, random_state=0))
+    assert y.shape == (16, 16, 16)
+    net = SkipNetwork(width=4, depth=2, input_channels=2, skip_channels=1)
+    common = dict(generator=net, max_iter=2, early_stopping=None, random_state=0, device="cpu")
+    est = DIPReconstructor(operator=KSpaceSampling(mask, coil_maps=maps), **common)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*grey images")
+        est.fit(y)
+        est.transform(y)
+        est.score(y, clean)
+    # The warning stays for channels the operator does not expect (2 coils: 4 channels).
+    est = DIPReconstructor(operator=KSpaceSampling(mask, coil_maps=maps[:2]), **common)
+    with pytest.warns(UserWarning, match="For N grey images"), pytest.raises(ValueError):
+        est.fit(y)
+
+
 def test_score_with_a_reference_is_the_psnr_on_the_image_range():
     # k-space spans far more than the image: its span as the PSNR's range read 20 dB high.
     from skdip import DIPReconstructor

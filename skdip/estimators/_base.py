@@ -500,6 +500,9 @@ class BaseDIPEstimator(
     _missing_pixels_hint = ""
     # Told with a refusal of complex X: what to pass instead ("": complex images, k-space).
     _complex_data_hint = ""
+    # The channels every observation holds where the forward model fixes them (k-space:
+    # two per coil), not warned of as a stack of grey images; None where it does not.
+    _measurement_channels: int | None = None
     # Names of the per-image inputs ``fit(X, **fit_params)`` takes (e.g. "mask").
     _fit_param_names: tuple[str, ...] = ()
     # uint8 observations are 8-bit images, mapped to [0, 1]; estimators whose
@@ -890,6 +893,7 @@ class BaseDIPEstimator(
             scale_uint8=self._scale_uint8,
             missing_hint=self._missing_pixels_hint,
             complex_hint=self._complex_data_hint,
+            channels=self._measurement_channels,
         )
         sources = X if isinstance(X, list | tuple) else [X]
         # A CMYK picture's constant 4th channel is black ink, not alpha (warned of as CMYK).

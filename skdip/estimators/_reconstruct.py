@@ -587,6 +587,14 @@ class DIPReconstructor(_InverseProblemEstimator):
             "as missing pixels itself"
         )
 
+    @property
+    def _measurement_channels(self) -> int | None:
+        # 8 coils on a 16x16 image are 16 k-space channels, as many as the image is
+        # wide: warned of as a stack of grey images before.
+        if not isinstance(self.operator, ForwardOperator):
+            return None
+        return self.operator._measurement_channels()
+
     def _operator(self) -> ForwardOperator:
         if self.operator is None:
             return Identity()

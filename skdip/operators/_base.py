@@ -113,6 +113,11 @@ class ForwardOperator(nn.Module):
         before fitting. None known here."""
         return []
 
+    def _measurement_channels(self) -> int | None:
+        """The channels of every measurement of this model, where it fixes them (None
+        where they follow the image's)."""
+        return None
+
     def _noise_sigma(self, measurement: np.ndarray) -> tuple[float | None, str]:
         """The noise level of an ``(H, W, C)`` measurement, in its units, from the part of
         it this model cannot explain: ``(sigma, "")``; ``(None, why)`` where it cannot be

@@ -379,6 +379,9 @@ class KSpaceSampling(ForwardOperator):
         """The output shape, which must be the mask's ``(H, W)``."""
         return self._check_shape(output_shape, "output_shape")
 
+    def _measurement_channels(self) -> int:
+        return 2 * self.n_coils
+
     def input_channels(self, output_channels: int) -> int:
         """The image's channels, :attr:`n_channels` (1 for a real image, 2 for a
         complex one), whatever the measurement's (two per coil)."""
