@@ -1258,6 +1258,21 @@ def test_the_median_margin_is_the_same_above_1_as_below_0():
     assert _Scaling.fit(bright, "auto").scale == 1.0  # not image-like: the rule alone
 
 
+def test_a_constant_off_the_unit_range_is_fitted_as_a_constant_0_5():
+    # A constant has no span: it was mapped to 0, the sigmoid's lower edge, which the
+    # output only nears (skip-small, 300 steps, 32x32: a constant 200.0 came back at
+    # 200.02-200.05, 28.9 dB on a unit range, where a constant 0.5 gives 48.4 dB).
+    from skdip.estimators._base import _Scaling
+
+    for value, mid in [(200.0, 0.5), (0.3 + 1e3, 0.5), (-3.0, 0.5), (0.3, 0.3)]:
+        scaling = _Scaling.fit(np.full((8, 8, 1), value), True)
+        assert scaling.forward(value) == pytest.approx(mid, abs=1e-12), value
+    kw = dict(generator=TINY, max_iter=20, early_stopping=None, random_state=0, device="cpu")
+    half = DIPDenoiser(**kw).fit_transform(np.full((16, 16), 0.5))
+    bright = DIPDenoiser(**kw).fit_transform(np.full((16, 16), 200.0))
+    np.testing.assert_allclose(bright - 199.5, half, atol=1e-9)
+
+
 # A bug the suite once missed: the default reg_noise_std (documented 1/30) was unpinned
 def test_denoiser_documented_defaults():
     den = DIPDenoiser()

@@ -271,6 +271,13 @@ class _Scaling:
             reason = rescaling_reason(mode, narrow_span if narrow else None)
             raise ValueError(ZERO_GAIN_MESSAGE.format(reason=reason))
         low, image_span = min(lo / g, hi / g), span / abs(g)
+        if hi == lo:
+            # A constant has no range to map onto [0, 1]: put at its low end, it sat on
+            # the sigmoid's lower edge, which an output only nears (a constant 200.0
+            # came back at 200.02-200.05). Mid-range, as a constant 0.5 is fitted; not
+            # below 0 for a non-negative one.
+            centred = low - 0.5 * image_span
+            low = centred if low < 0 else max(centred, 0.0)
         if headroom:
             # A sharp image spans more than its blurred or downsampled measurement:
             # mapped exactly onto the data's range, a sigmoid output could never leave
