@@ -666,6 +666,32 @@ def test_noise_level_of_white_noise_on_an_image():
         assert 0 < _noise_var(np.full(shape, 0.3), None, 1.0) <= 1e-12
 
 
+def test_a_noise_free_observation_is_told_to_be_scored_otherwise():
+    # A constant or piecewise-constant X has no noise to estimate: the level is floored at
+    # 1e-12 and the score fell to about -100 dB (32x32, 50 steps: -102.2 on a constant
+    # 0.5, -116.4 on 8x8 blocks), outweighing every noisy image in a search's mean score,
+    # in silence.
+    blocks = np.kron(np.random.default_rng(0).random((2, 2)), np.ones((8, 8)))
+    for X in (np.full((16, 16), 0.5), blocks):
+        fitted = _den(max_iter=4).fit(X)
+        with pytest.warns(UserWarning, match="X shows no noise"):
+            score = get_scorer("emv")(fitted, X)
+        assert score < -80
+        # A given noise level is no estimate (only its distance from the floor is told).
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            get_scorer("emv", sigma=0.01)(fitted, X)
+        assert not any("shows no noise" in str(w.message) for w in record)
+    # Noisy images, and the fine texture of a clean photograph (5.7e-7), are not told.
+    camera = load_image("camera", size=32)
+    noisy = camera + 0.01 * np.random.default_rng(1).standard_normal(camera.shape)
+    for X in (camera, noisy):
+        fitted = _den(max_iter=4).fit(X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            get_scorer("emv")(fitted, X)
+
+
 def test_wavelet_noise_level_is_scikit_images_estimate():
     # Only where PyWavelets is installed (it is not an skdip dependency).
     pytest.importorskip("pywt")

@@ -382,6 +382,7 @@ def _observation_and_noise_var(
 
     ``sigma`` is on the caller's scale (None: estimated from the observation).
     """
+    estimated_here = sigma is None  # (the model's own estimate, for k-space, too)
     scaling = result["scaling"]
     # The factor from the caller's units to the fitting scale (estimators whose
     # target is not the scaled X say so).
@@ -423,6 +424,19 @@ def _observation_and_noise_var(
         hidden = ~np.broadcast_to(measured, observation.shape)
         observation_for_noise = np.where(hidden, np.nan, observation)
     noise_var = _noise_var(observation_for_noise, sigma, sigma_scale)
+    if estimated_here and noise_var <= _MIN_NOISE_VAR:
+        # A constant or piecewise-constant X: the score ranks the closest fits first, as
+        # it should without noise, but at -100 dB and below (10 log10 of the residual
+        # over 1e-12), which outweighs every noisy image in a search's mean score.
+        warn(
+            "X shows no noise: the noise level estimated from it is 0, taken as 1e-6 of "
+            "the fitting scale. The no-reference score then rewards the closest fit to X "
+            "on a scale of its own (about -100 dB and below) that no noisy image's score "
+            "shares: do not average or compare it with theirs. For noise-free data, "
+            "score against clean images (get_scorer('psnr')) or give the noise level "
+            "(get_scorer('emv', sigma=...)).",
+            UserWarning,
+        )
     if given:
         try:
             estimated = _noise_var(observation_for_noise, None, sigma_scale)
