@@ -910,7 +910,7 @@ def fit_model(
                 events.append({"iteration": it, "loss": loss_value, "lr": _lrs(optimizer)})
                 if len(events) > max_divergences:
                     stopped_by = "divergence"
-                    _warn_diverged(events, it)
+                    _warn_diverged(events, it, _label(description))
                     break
                 continue
             # A Ctrl-C in here waits for the step's record (see _StepRecordGuard).
@@ -962,7 +962,9 @@ def fit_model(
         step_record.uninstall()
         bar.close()
     elapsed = elapsed_before + time.perf_counter() - start_time
-    result = selection.result(model, n_steps, stopped_by, events, elapsed, expect_progress)
+    result = selection.result(
+        model, n_steps, stopped_by, events, elapsed, expect_progress, label=_label(description)
+    )
     if keep_state:
         # The last step's gradients are never read again (each step clears them) but
         # would stay held with the kept fit, as large as the network (8.5 MiB per
@@ -1721,9 +1723,10 @@ class _Selection:
         events: list,
         elapsed: float,
         expect_progress: bool = True,
+        label: str = "",
     ) -> FitResult:
         """The fit's outcome; ``model`` holds the final parameters (``expect_progress``:
-        see :func:`fit_model`)."""
+        see :func:`fit_model`; ``label``: what the warnings name, see :func:`_label`)."""
         # An interruption can fall between a step and its record: count recorded steps,
         # so that n_iter and the history agree.
         n_steps = min(n_steps, len(self.losses))
@@ -1739,7 +1742,7 @@ class _Selection:
                 else f"the stopping signal of {rule}"
             )
             warn(
-                f"{signal_name} was lowest at the first iteration it was checked "
+                f"{label}{signal_name} was lowest at the first iteration it was checked "
                 f"({self.detected}) and never went lower: often a spurious early minimum (the "
                 "network was still learning structure, e.g. a texture). Consider a longer "
                 f"warm-up (early_stopping={rule}(warmup=...)) and compare with the result at "
@@ -1762,7 +1765,7 @@ class _Selection:
             # without a blow-up the guard reacts to: the deep decoder at lr=1 on a
             # noisy camera crop returned 5.1 dB, early-stopped, silently.
             warn(
-                f"the loss never fell below its first value ({first:.3g}, the untrained "
+                f"{label}the loss never fell below its first value ({first:.3g}, the untrained "
                 f"network's) in {len(self.losses)} steps and ended {ending / first:.3g} "
                 "times above it: the network did not learn, most likely from a learning "
                 "rate far too large; the estimate returned is meaningless",
@@ -1776,7 +1779,7 @@ class _Selection:
             # The ratio guard waits for the first checkpoint: a step size far too large
             # (a noise model's lr=1e9) ran the loss up 1e7-fold in 20 steps, silently.
             warn(
-                f"the loss ended {finite[-1] / min(finite):.3g} times above its lowest "
+                f"{label}the loss ended {finite[-1] / min(finite):.3g} times above its lowest "
                 f"({min(finite):.3g}): the fit went astray, most likely from a learning rate "
                 "far too large; the estimate returned may be meaningless",
                 RuntimeWarning,
@@ -1816,11 +1819,19 @@ class _Selection:
         )
 
 
-def _warn_diverged(events: list[dict], it: int) -> None:
+def _label(description: str) -> str:
+    """The prefix by which a fit's warnings name it: its estimator, and its image where
+    the call fits several (``"DIPDenoiser [2/6]: "``), else nothing (a bare engine fit)."""
+    # Without it, a batch's warnings of a spurious minimum or a divergence did not say
+    # which of the images they were about.
+    return "" if description == "fit" else f"{description}: "
+
+
+def _warn_diverged(events: list[dict], it: int, label: str = "") -> None:
     if it == 0 and not any(math.isfinite(e["loss"]) for e in events):
         # Not the step size: the untrained network's loss is already not finite.
         warn(
-            f"no step could be taken: the loss of the untrained network was not finite "
+            f"{label}no step could be taken: the loss of the untrained network was not finite "
             f"({len(events)} tries), so the forward operator, the loss or the data overflow "
             "(e.g. a kernel or measurements too large for float32); the untrained "
             "network's output is returned.",
@@ -1828,7 +1839,7 @@ def _warn_diverged(events: list[dict], it: int) -> None:
         )
         return
     warn(
-        f"the fit diverged {len(events)} times; stopping at iteration {it} "
+        f"{label}the fit diverged {len(events)} times; stopping at iteration {it} "
         "with the best estimate so far. Try a smaller learning rate.",
         RuntimeWarning,
     )

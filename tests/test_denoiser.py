@@ -1321,3 +1321,29 @@ def test_the_recorded_psnr_is_the_score_for_data_off_the_unit_range(shift):
     den = _den(max_iter=5).fit(noisy, clean)
     assert abs(den._fit_results[0]["scaling"].image_offset) > 0.4
     assert den.score(noisy, clean) == pytest.approx(den.history_["psnr"][-1], abs=1e-4)
+
+
+def test_a_spurious_minimum_warning_names_the_image_of_a_batch():
+    # In a batch only some fits meet a minimum at the rule's first check: the warning
+    # said nothing of which, so the one to look at again could not be told.
+    X = np.random.default_rng(0).random((2, 16, 16, 1))
+    rule = ExponentialMovingVariance(warmup=4, patience=5)
+    den = DIPDenoiser(
+        generator="skip-small",
+        max_iter=40,
+        early_stopping=rule,
+        output_averaging=None,
+        random_state=0,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        den.fit(X)
+    spurious = [str(w.message) for w in caught if "spurious early minimum" in str(w.message)]
+    assert spurious == [
+        "DIPDenoiser [1/2]: the running variance was lowest at the first iteration it was "
+        "checked (4) and never went lower: often a spurious early minimum (the network was "
+        "still learning structure, e.g. a texture). Consider a longer warm-up "
+        "(early_stopping=ExponentialMovingVariance(warmup=...)) and compare with the result "
+        "at a later step."
+    ]
+    assert den.best_iter_ == [4, 22]
