@@ -1046,8 +1046,9 @@ def fit_batch(
     settings : list of dict, optional
         One dict per member overriding, for that member only, any of
         ``loss``, ``max_iter``, ``lr``, ``regularizer``, ``stopping``,
-        ``averaging``, ``averaging_monitor`` and ``callback``: several
-        settings of one architecture run in one batch.
+        ``averaging``, ``averaging_monitor``, ``callback`` and ``description``
+        (what the member's warnings name; the progress bar shows the shared
+        one): several settings of one architecture run in one batch.
 
     The other parameters are those of :func:`fit_model`, applied to every
     member. Adam runs with PyTorch's default settings, as in :func:`fit_model`.
@@ -1076,6 +1077,7 @@ def fit_batch(
         averaging=averaging,
         averaging_monitor=averaging_monitor,
         callback=callback,
+        description=description,
     )
     settings = list(settings) if settings is not None else [{}] * n
     if len(settings) != n:
@@ -1161,7 +1163,12 @@ def fit_batch(
             m = active[row]
             _unstack_into(models[m], params, constants, row)
             results[m] = selections[m].result(
-                models[m], n_steps[m], stopped_by[m], events[m], elapsed
+                models[m],
+                n_steps[m],
+                stopped_by[m],
+                events[m],
+                elapsed,
+                label=_label(cfg[m]["description"]),
             )
         keep = [row for row in range(len(active)) if row not in rows]
         if len(keep) < len(active):
@@ -1273,7 +1280,7 @@ def fit_batch(
                     )
                     if len(events[m]) > max_divergences:
                         stopped_by[m] = "divergence"
-                        _warn_diverged(events[m], n_steps[m])
+                        _warn_diverged(events[m], n_steps[m], _label(cfg[m]["description"]))
                         ended.append(row)
 
                 accepted = [row for row in range(len(active)) if row not in rejected]

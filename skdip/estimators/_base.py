@@ -2040,6 +2040,8 @@ def _fit_stacked(entries: list[tuple], prepared: list[tuple], n_images: int) -> 
     settings = [{k: kw[k] for k in _MEMBER_SETTINGS} for kw in own]
     for setting, entry in zip(settings, entries, strict=True):
         setting["callback"] = image_callback(setting["callback"], entry[1])
+        # Each member's warnings name its image, as those of a fit on its own do.
+        setting["description"] = name + (f" [{entry[1] + 1}/{n_images}]" if n_images > 1 else "")
     fitted = fit_batch(
         [p[1] for p in prepared],
         [p[2] for p in prepared],
