@@ -128,6 +128,14 @@ def _refuse_iterables(image, name: str) -> None:
     )
 
 
+def _shapes(items, shown: int = 3) -> list[str]:
+    """The shapes of the first ``shown`` items, then how many more there are."""
+    out = [str(tuple(np.shape(item))) for item in items[:shown]]
+    if len(items) > shown:
+        out.append(f"{len(items) - shown} more")
+    return out
+
+
 def _check_one(
     image,
     name: str,
@@ -158,7 +166,15 @@ def _check_one(
         image = np.ma.getdata(image)
     arr = np.asarray(image)
     if arr.dtype == object:
-        raise TypeError(f"{name} has dtype object; images must be numeric arrays")
+        hint = ""
+        if arr.ndim == 1 and arr.size and all(np.ndim(item) in (2, 3) for item in arr):
+            # np.array(images, dtype=object), or a table's column of images: a batch of
+            # images of different sizes, which skdip takes as a list.
+            hint = (
+                f"; it holds {arr.size} images ({', '.join(_shapes(arr))}): pass images of "
+                f"different sizes as a list, list({name})"
+            )
+        raise TypeError(f"{name} has dtype object; images must be numeric arrays{hint}")
     if np.iscomplexobj(arr) and complex_hint:
         raise ValueError(f"Complex data not supported: {name} is complex; {complex_hint}")
     if np.iscomplexobj(arr):

@@ -81,6 +81,25 @@ def test_the_rows_of_a_colour_image_are_not_taken_for_a_batch():
     assert [p.shape for p in pair] == [(8, 8), (9, 7)]
 
 
+def test_an_object_array_of_images_of_different_sizes_is_told_to_be_a_list():
+    # np.array(images, dtype=object), or a table's column of images: the message said
+    # "X has dtype object; images must be numeric arrays", not that a list is wanted.
+    sizes = [(8, 8), (9, 7), (8, 10), (12, 8)]
+    images = np.empty(len(sizes), dtype=object)
+    images[:] = [_ramp(*size) for size in sizes]
+    message = (
+        "X has dtype object; images must be numeric arrays; it holds 4 images ((8, 8), "
+        "(9, 7), (8, 10), 1 more): pass images of different sizes as a list, list(X)"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        DIPDenoiser(**COMMON).fit(images)
+    # What the message advises fits them.
+    assert [x.shape for x in DIPDenoiser(**COMMON).fit_transform(list(images))] == sizes
+    # An object array of anything else keeps the plain message.
+    with pytest.raises(TypeError, match="^X has dtype object; images must be numeric arrays$"):
+        DIPDenoiser(**COMMON).fit(np.full((8, 8), None))
+
+
 def test_iterators_sets_and_dicts_of_images_are_told_to_be_lists():
     # Read by np.asarray as one opaque object: "X has dtype object; images must be
     # numeric arrays", which named neither what was given nor what to give.
