@@ -100,10 +100,9 @@ def _is_single_image(X: Any) -> bool:
         # its rows (split, each was fitted as a W x 3 grey image, in silence). Their
         # warnings (grey images as nested lists) are for the fits to give.
         with held_back():
-            try:
-                read = _nested_lists_as_array(X, "X")
-            except ValueError:
-                return True  # rows of different lengths: an image, refused by the fit
+            # Rows of different lengths raise the fit's own words: taken for one image,
+            # they failed in np.shape, with NumPy's "inhomogeneous shape".
+            read = _nested_lists_as_array(X, "X")
         return isinstance(read, np.ndarray) and read.ndim in (2, 3)
     return np.ndim(X) in (2, 3)
 

@@ -101,8 +101,15 @@ def test_per_image_cv_reads_nested_lists_as_the_estimators_do():
         cv.get_n_splits(rgb.tolist())
     with pytest.raises(ValueError, match="needs a batch of images"):
         list(cv.split(rgb.tolist()))
-    # Grey images as nested lists, or a batch's, are a batch to both.
-    assert cv.get_n_splits(np.zeros((3, 16, 16)).tolist()) == 3
+    # Rows of different lengths are one (bad) image, refused in the fit's words, not
+    # split into rows (nor refused with NumPy's "inhomogeneous shape").
+    with pytest.raises(ValueError, match="rows have different lengths"):
+        cv.get_n_splits([[0.1, 0.2, 0.3], [0.4, 0.5]])
+    # Grey images as nested lists, or a batch's, are a batch to both; the warning the
+    # first gets (read as grey images) is the fit's to give, not the splitter's too.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cv.get_n_splits(np.zeros((3, 16, 16)).tolist()) == 3
     assert cv.get_n_splits(np.zeros((2, 8, 8, 3)).tolist()) == 2
     assert cv.get_n_splits([rgb.tolist(), rgb.tolist()]) == 2
 
