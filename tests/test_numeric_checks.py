@@ -170,6 +170,33 @@ def test_check_int_pair_takes_one_int_for_both_sides_only_when_allowed():
         check_int_pair(5, "shape")
 
 
+class _Refused(ValueError, TypeError):
+    """Stands for scikit-learn's InvalidParameterError, a ValueError and a TypeError."""
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda error: check_int(2.5, "n", 1, error=error),  # the type
+        lambda error: check_int(0, "n", 1, error=error),  # the range
+        lambda error: check_number("1", "x", 0, error=error),
+        lambda error: check_number(-1.0, "x", 0, error=error),
+        lambda error: check_int_pair("3", "size", 1, allow_int=True, error=error),  # no pair
+        lambda error: check_int_pair((3, 2.5), "size", 1, error=error),  # an item's type
+        lambda error: check_int_pair((3, 0), "size", 1, error=error),  # an item's range
+    ],
+)
+def test_every_refusal_of_a_checker_raises_the_error_it_is_given(call):
+    # Configuration objects pass InvalidParameterError; the estimators' constraints
+    # refuse some values before these checks would (a str for a pair), so each refusal
+    # is checked here, where the helper is called directly.
+    with pytest.raises(_Refused):
+        call(_Refused)
+    with pytest.raises((TypeError, ValueError)) as plain:
+        call(None)
+    assert type(plain.value) in (TypeError, ValueError)
+
+
 def test_check_int_pair_takes_none_only_when_allowed_and_says_so():
     assert check_int_pair(None, "size", allow_none=True) is None
     with pytest.raises(TypeError, match=r"^size must be a pair of positive ints, got None$"):
