@@ -911,6 +911,11 @@ def test_a_complex_object_given_as_two_channels_is_told_how_to_pass_it():
     with pytest.raises(ValueError, match=hint):
         est.score(y, channels[None])
     assert np.isfinite(est.score(y, channels[..., 0] + 1j * channels[..., 1]))
+    # Only for that layout: not for another count, complex values or another shape.
+    for other in (np.stack([channels, channels]), channels.astype(complex), channels[:6, :6]):
+        with pytest.raises(ValueError) as info:
+            est.score(y, other)
+        assert "real and imaginary parts" not in str(info.value)
 
 
 def test_the_shrinkwrap_blur_never_grows(monkeypatch):
