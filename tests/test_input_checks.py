@@ -114,6 +114,10 @@ def test_iterators_sets_and_dicts_of_images_are_told_to_be_lists():
             DIPDenoiser(**COMMON).fit(given)
     with pytest.raises(TypeError, match=r"X\[1\] is a generator"):
         DIPInpainter(**COMMON).fit([_ramp(), (row for row in _ramp())])
+    with pytest.raises(TypeError, match=r"X\[1\] is a generator"):
+        DIPDenoiser(**COMMON).fit([_ramp(), (row for row in _ramp())])  # no NaN allowed
+    with pytest.raises(TypeError, match=r"X is a set.*list\(X\)"):
+        DIPDenoiser(**COMMON).fit({tuple(map(tuple, _ramp()))})  # nested tuples hash
     with pytest.raises(TypeError, match=r"y is a dict"):
         DIPDenoiser(**COMMON).fit(_ramp(), y={"clean": _ramp()})
 
