@@ -1048,10 +1048,17 @@ def test_one_clean_image_for_a_batch_of_as_many_images_as_its_rows_is_warned_of(
         den.fit(batch)
     with pytest.warns(UserWarning, match=r"y of shape \(8, 8\) is read as labels"):
         den.score(batch, clean)
+    with pytest.warns(UserWarning, match=r"y of shape \(8, 8\) is read as labels"):
+        den.fit(batch, clean)  # which recorded no reference curve
     labels = rng.random((8, 2))  # labels of another shape: no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         den.score(batch, labels)
+    # Nor for images of which only some have the labels' shape.
+    mixed = [batch[0]] + [rng.random((12, 12)) for _ in range(7)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="y of shape")
+        den.score(mixed, rng.random((8, 8)))
 
 
 # ------------------------------------------------------------------ time dtypes
