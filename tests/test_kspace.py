@@ -701,6 +701,8 @@ def test_as_many_coil_channels_as_the_image_is_wide_are_no_stack():
         est.fit(y)
         est.transform(y)
         est.score(y, clean)
+        est.transform([y])  # a list of measurements
+        est.transform(y[None])  # an (N, H, W, C) batch
     # The warning stays for channels the operator does not expect (2 coils: 4 channels).
     est = DIPReconstructor(operator=KSpaceSampling(mask, coil_maps=maps[:2]), **common)
     with pytest.warns(UserWarning, match="For N grey images"), pytest.raises(ValueError):
