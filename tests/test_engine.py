@@ -1216,10 +1216,19 @@ def test_a_fit_whose_start_fails_leaves_the_ctrl_c_handler_and_generator_alone(
     def refuse(seed):
         raise RuntimeError("this stream cannot be set")
 
+    class Bar:  # a progress bar (verbose=True), opened before the start failed
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    bar = Bar()
     model, target = _problem(size=8)
     before = torch.random.get_rng_state()
     monkeypatch.setattr(skdip._engine._CPU_GENERATOR, "manual_seed", refuse)
+    monkeypatch.setattr(skdip._engine, "_progress_bar", lambda *args: bar)
     with pytest.raises(RuntimeError, match="cannot be set"):
         fit_model(model, target, loss=get_loss("mse"), max_iter=3, seed=0)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert torch.equal(torch.random.get_rng_state(), before)
+    assert bar.closed  # not left on the terminal
