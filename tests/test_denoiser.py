@@ -997,6 +997,52 @@ def test_a_lowered_float32_matmul_precision_does_not_reach_the_cpu_fit():
         np.testing.assert_array_equal(result, plain)
 
 
+def test_overlapping_fits_keep_full_cpu_precision_until_the_last_one_ends():
+    # The setting is one for the process: a fit that ends while another runs must not
+    # give the caller's back yet, nor one that starts while another runs take the
+    # raised one for the caller's. Both products and convolutions are raised.
+    import threading
+
+    mkldnn = torch.backends.mkldnn
+    a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first(it, loss, estimate):
+        if it == 0:
+            a_inside.set()
+            assert b_inside.wait(60)
+
+    def second(it, loss, estimate):
+        if it == 0:
+            b_inside.set()
+            assert a_done.wait(60)
+        seen.append((mkldnn.matmul.fp32_precision, mkldnn.conv.fp32_precision))
+
+    def run_first():
+        _den(max_iter=3, callback=first).fit(_image())
+        a_done.set()
+
+    def run_second():
+        assert a_inside.wait(60)
+        _den(max_iter=3, callback=second).fit(_image())
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    mkldnn.conv.fp32_precision = "bf16"
+    try:
+        threads = [threading.Thread(target=run) for run in (run_first, run_second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        after = (mkldnn.matmul.fp32_precision, mkldnn.conv.fp32_precision)
+    finally:
+        torch.set_float32_matmul_precision(before)
+        mkldnn.conv.fp32_precision = "none"
+    assert a_done.is_set() and seen == [("ieee", "ieee")] * 3
+    assert after == ("bf16", "bf16")  # the caller's, back once both have ended
+
+
 class _DropoutNet(GeneratorNetwork):
     """A tiny network that draws from torch's global generator in every step."""
 
