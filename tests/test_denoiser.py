@@ -1165,6 +1165,32 @@ def test_an_error_in_one_worker_thread_stops_the_others_before_the_call_raises()
     assert not [w for w in caught if issubclass(w.category, InterruptionWarning)]
 
 
+def test_a_ctrl_c_in_the_callback_of_a_worker_thread_is_told_as_without_n_jobs():
+    # A KeyboardInterrupt from a callback in one worker thread (joblib's threading
+    # backend) stops every fit of the call, which returns: the stopped fits and the
+    # images left without a step are told, as they are in one thread.
+    import time
+
+    from joblib import parallel_config
+
+    steps = []
+
+    def record(it, loss, x, image):
+        steps.append((image, it))
+        if image == 0 and it == 2:
+            raise KeyboardInterrupt
+        time.sleep(0.005)
+
+    images = [_image((16, 16), s) for s in range(4)]
+    with parallel_config(backend="threading"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _den(max_iter=200, n_jobs=2, callback=record).fit(images)
+    told = [str(w.message) for w in caught if issubclass(w.category, InterruptionWarning)]
+    assert any("fit interrupted after 3 steps" in message for message in told)
+    assert any("were not fitted" in message for message in told)
+    assert max(it for image, it in steps) < 20  # stopped, not fitted on
+
+
 def test_one_fitted_estimator_transforms_new_images_in_several_threads_at_once():
     # A server's threads calling transform on one fitted estimator: each call's solve
     # set, then deleted, an attribute of the estimator (_keeping_fit_states), and the
