@@ -1212,6 +1212,8 @@ def test_one_fitted_estimator_transforms_new_images_in_several_threads_at_once()
         results = list(pool.map(den.transform, news))
     for result, expected in zip(results, alone, strict=True):
         np.testing.assert_array_equal(result, expected)
+    # Only a warm-started fit marks the estimator to keep its fits; no solve leaves it.
+    assert "_keeping_fit_states" not in vars(den)
 
 
 def test_new_images_are_checked_once():
