@@ -1338,7 +1338,7 @@ def test_a_constant_off_the_unit_range_is_fitted_as_a_constant_0_5():
     # 200.02-200.05, 28.9 dB on a unit range, where a constant 0.5 gives 48.4 dB).
     from skdip.estimators._base import _Scaling
 
-    for value, mid in [(200.0, 0.5), (0.3 + 1e3, 0.5), (-3.0, 0.5), (0.3, 0.3)]:
+    for value, mid in [(200.0, 0.5), (0.3 + 1e3, 0.5), (-3.0, 0.5), (0.3, 0.3), (0.0, 0.0)]:
         scaling = _Scaling.fit(np.full((8, 8, 1), value), True)
         assert scaling.forward(value) == pytest.approx(mid, abs=1e-12), value
     kw = dict(generator=TINY, max_iter=20, early_stopping=None, random_state=0, device="cpu")
