@@ -125,6 +125,14 @@ def test_per_image_cv_refuses_the_rows_of_one_colour_image_as_the_fit_does():
         list(cv.split(list(rgb)))
     with pytest.warns(UserWarning, match="read as 8 grey images 2 pixel"):
         assert cv.get_n_splits(list(np.zeros((8, 16, 2)))) == 8
+    # An alpha channel's rows are refused as a colour image's are; square items, and one
+    # narrow image alone, are no rows of anything.
+    with pytest.raises(ValueError, match=r"list of 16 arrays of shape \(16, 4\)"):
+        cv.get_n_splits(list(np.zeros((16, 16, 4))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cv.get_n_splits(list(np.zeros((3, 4, 4)))) == 3
+        assert cv.get_n_splits([np.zeros((16, 3))]) == 1
 
 
 # ------------------------------------------------- no wasted solves in a search
