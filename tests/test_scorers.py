@@ -677,15 +677,19 @@ def test_a_noise_free_observation_is_told_to_be_scored_otherwise():
         with pytest.warns(UserWarning, match="X shows no noise"):
             score = get_scorer("emv")(fitted, X)
         assert score < -80
-        # A given noise level is no estimate (only its distance from the floor is told).
-        with warnings.catch_warnings(record=True) as record:
-            warnings.simplefilter("always")
-            get_scorer("emv", sigma=0.01)(fitted, X)
-        assert not any("shows no noise" in str(w.message) for w in record)
-    # Noisy images, and the fine texture of a clean photograph (5.7e-7), are not told.
+        # A given noise level is no estimate (only its distance from the floor is told),
+        # even one so small that it is floored as well.
+        for sigma in (0.01, 1e-8):
+            with warnings.catch_warnings(record=True) as record:
+                warnings.simplefilter("always")
+                get_scorer("emv", sigma=sigma)(fitted, X)
+            assert not any("shows no noise" in str(w.message) for w in record)
+    # Noisy images, and the fine texture of a clean photograph (5.7e-7), are not told;
+    # nor is noise just above the floor (a variance of about 5e-12).
     camera = load_image("camera", size=32)
     noisy = camera + 0.01 * np.random.default_rng(1).standard_normal(camera.shape)
-    for X in (camera, noisy):
+    faint = blocks + 2e-6 * np.random.default_rng(2).standard_normal(blocks.shape)
+    for X in (camera, noisy, faint):
         fitted = _den(max_iter=4).fit(X)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
