@@ -189,9 +189,15 @@ def _full_cpu_precision():
     with _PRECISION_LOCK:
         if _precision_users == 0:
             _precision_before = {}
+            # torch reads an operation's setting as its effective value: one that only
+            # follows oneDNN's (or torch's) general setting reads as that. Given back as
+            # read, it was pinned there: the caller's later change of the general setting
+            # no longer reached it. Such a value is given back as "none" (follow it).
+            general = getattr(torch.backends.mkldnn, "fp32_precision", None)
             for setting in settings:
-                if setting.fp32_precision not in ("ieee", "none"):
-                    _precision_before[setting] = setting.fp32_precision
+                value = setting.fp32_precision
+                if value not in ("ieee", "none"):
+                    _precision_before[setting] = "none" if value == general else value
                     setting.fp32_precision = "ieee"
         _precision_users += 1
     try:

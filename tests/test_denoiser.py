@@ -1043,6 +1043,31 @@ def test_overlapping_fits_keep_full_cpu_precision_until_the_last_one_ends():
     assert after == ("bf16", "bf16")  # the caller's, back once both have ended
 
 
+# A bug a mutation audit found: under oneDNN's general setting lowered to bf16, a fit gave the
+# products and convolutions back as explicit "bf16" (torch reads a setting that follows
+# the general one as its value), pinned there: the caller's later change of the general
+# setting back to "ieee" no longer reached them
+def test_a_fit_leaves_the_operations_following_onednn_s_general_precision():
+    mkldnn = torch.backends.mkldnn
+    seen = []
+    try:
+        mkldnn.matmul.fp32_precision = "none"  # following, whatever tests before set
+        mkldnn.fp32_precision = "bf16"
+        mkldnn.conv.fp32_precision = "ieee"  # one set on its own stays as set
+        _den(max_iter=2, callback=lambda *a: seen.append(mkldnn.matmul.fp32_precision)).fit(
+            _image()
+        )
+        assert (mkldnn.matmul.fp32_precision, mkldnn.conv.fp32_precision) == ("bf16", "ieee")
+        mkldnn.fp32_precision = "ieee"
+        assert mkldnn.matmul.fp32_precision == "ieee"  # follows the general setting again
+    finally:
+        torch.backends.fp32_precision = "none"
+        mkldnn.fp32_precision = "none"
+        mkldnn.matmul.fp32_precision = "none"
+        mkldnn.conv.fp32_precision = "none"
+    assert seen == ["ieee"] * 2
+
+
 class _DropoutNet(GeneratorNetwork):
     """A tiny network that draws from torch's global generator in every step."""
 
