@@ -110,6 +110,13 @@ def _check_pil_mode(image, name: str, alpha: bool = True) -> None:
         )
 
 
+def _refuse_sparse(image, name: str) -> None:
+    if scipy.sparse.issparse(image):
+        raise TypeError(
+            f"{name} is a sparse matrix; sparse input is not supported, pass a dense image"
+        )
+
+
 def _refuse_iterables(image, name: str) -> None:
     """Refuse an iterator, a set, a dict or a dict's view of images: np.asarray reads
     each as one opaque object, refused as "dtype object", which named neither what was
@@ -151,6 +158,7 @@ def _check_one(
         )
     if isinstance(image, str | bytes) or image is None:
         raise TypeError(f"{name} must be an array-like image, got {type(image).__name__}")
+    _refuse_sparse(image, name)  # an item of a list too ("X[0] has dtype object" before)
     _refuse_iterables(image, name)
     _check_pil_mode(image, name)
     if np.ma.isMaskedArray(image):
@@ -416,10 +424,7 @@ def check_images(
     """
     if isinstance(X, str | bytes) or X is None:
         raise TypeError(f"{name} must be an array-like image, got {type(X).__name__}")
-    if scipy.sparse.issparse(X):
-        raise TypeError(
-            f"{name} is a sparse matrix; sparse input is not supported, pass a dense image"
-        )
+    _refuse_sparse(X, name)
     _refuse_iterables(X, name)
     if isinstance(X, list | tuple) and X:
         X = _nested_lists_as_array(X, name)
@@ -469,6 +474,7 @@ def _check_one_allow_nan(
 ):
     if isinstance(image, torch.Tensor):
         _check_one(image, name, min_size)  # raises the tensor TypeError
+    _refuse_sparse(image, name)
     _refuse_iterables(image, name)
     _check_pil_mode(image, name)
     masked = None

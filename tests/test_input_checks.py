@@ -1096,3 +1096,16 @@ def test_time_arrays_are_no_masks_kernels_or_metric_inputs(unit):
             metric(ones, _ramp())
         with pytest.raises(TypeError, match=re.escape(unit)):
             metric(_ramp(), ones)
+
+
+# A sparse matrix inside a list was refused as "X[0] has dtype object", naming neither
+# what it was nor what to pass (a mutation audit found the gap)
+@pytest.mark.parametrize("estimator", ["DIPDenoiser", "DIPInpainter"])
+def test_a_sparse_matrix_in_a_list_of_images_is_named(estimator):
+    import scipy.sparse
+
+    import skdip
+
+    images = [np.ones((8, 8)), scipy.sparse.csr_array(np.ones((8, 8)))]
+    with pytest.raises(TypeError, match=r"^X\[1\] is a sparse matrix.*dense image"):
+        getattr(skdip, estimator)(**COMMON).fit(images)
