@@ -235,6 +235,8 @@ def test_convolution_rejects_bad_arguments():
         Convolution("gaussian")
     with pytest.raises(TypeError, match="real-valued"):
         Convolution(torch.ones(2, 2, dtype=torch.complex64))
+    with pytest.raises(TypeError, match="kernel must be real-valued"):
+        Convolution(np.ones((2, 2), dtype=complex))  # a NumPy one: not "must contain numbers"
     with pytest.raises(ValueError, match="boundary must be one of"):
         Convolution(np.ones((3, 3)), boundary="same")
     op = Convolution(np.ones((5, 5)), boundary="valid")
