@@ -1155,6 +1155,21 @@ def test_ctrl_c_ends_the_fits_of_worker_threads(python_sigint):
     assert len(steps) <= seen + 2
 
 
+def _recorder_raising_at_image_0_step_2(steps: list, error: type[BaseException]):
+    """A per-image callback for threaded fits: records ``(image, step)`` in ``steps``,
+    raises ``error`` at image 0's step 2, and paces each step (5 ms) so that the other
+    threads are still fitting then."""
+    import time
+
+    def record(it, loss, x, image):
+        steps.append((image, it))
+        if image == 0 and it == 2:
+            raise error
+        time.sleep(0.005)
+
+    return record
+
+
 def test_an_error_in_one_worker_thread_stops_the_others_before_the_call_raises():
     # Under joblib's threading backend, when one image's fit raised, the call raised at
     # once while the other threads fitted on (77 more steps and callbacks in a check),
@@ -1168,12 +1183,7 @@ def test_an_error_in_one_worker_thread_stops_the_others_before_the_call_raises()
         pass
 
     steps = []
-
-    def record(it, loss, x, image):
-        steps.append((image, it))
-        if image == 0 and it == 2:
-            raise Failed
-        time.sleep(0.005)
+    record = _recorder_raising_at_image_0_step_2(steps, Failed)
 
     images = [_image((16, 16), s) for s in range(4)]
     before = torch.random.get_rng_state()
@@ -1194,17 +1204,11 @@ def test_a_ctrl_c_in_the_callback_of_a_worker_thread_is_told_as_without_n_jobs()
     # A KeyboardInterrupt from a callback in one worker thread (joblib's threading
     # backend) stops every fit of the call, which returns: the stopped fits and the
     # images left without a step are told, as they are in one thread.
-    import time
 
     from joblib import parallel_config
 
     steps = []
-
-    def record(it, loss, x, image):
-        steps.append((image, it))
-        if image == 0 and it == 2:
-            raise KeyboardInterrupt
-        time.sleep(0.005)
+    record = _recorder_raising_at_image_0_step_2(steps, KeyboardInterrupt)
 
     images = [_image((16, 16), s) for s in range(4)]
     with parallel_config(backend="threading"), warnings.catch_warnings(record=True) as caught:

@@ -1073,14 +1073,22 @@ def test_a_network_wrecked_before_the_first_checkpoint_is_rolled_back_to_its_sta
     assert losses[-1] < 0.1 * losses[0]
 
 
+def _fit_alone_or_batched(batched: bool, model, target, **kw):
+    """One fit of ``model`` by fit_model, or as the single member of a fit_batch."""
+    from skdip._engine import fit_batch
+
+    if batched:
+        (result,) = fit_batch([model], [target], seeds=[0], **kw)
+        return result
+    return fit_model(model, target, seed=0, **kw)
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name == "nt", reason="POSIX signals")
 @pytest.mark.parametrize("batched", [False, True], ids=["fit_model", "fit_batch"])
 def test_a_sigint_outside_a_steps_record_ends_the_fit_at_once(batched, python_sigint):
     # The engine's SIGINT handler holds a Ctrl-C back only while a step is recorded;
     # one that arrives elsewhere (here in the callback, after step 2's record) is
     # Python's KeyboardInterrupt at once, and the fit keeps its three recorded steps.
-    from skdip._engine import fit_batch
-
     def callback(it, loss, x):
         if it == 2:
             os.kill(os.getpid(), signal.SIGINT)
@@ -1088,10 +1096,7 @@ def test_a_sigint_outside_a_steps_record_ends_the_fit_at_once(batched, python_si
     model, target = _problem(size=8)
     kw = dict(loss=get_loss("mse"), max_iter=20, callback=callback)
     with pytest.warns(InterruptionWarning, match="interrupted after 3 steps"):
-        if batched:
-            (result,) = fit_batch([model], [target], seeds=[0], **kw)
-        else:
-            result = fit_model(model, target, seed=0, **kw)
+        result = _fit_alone_or_batched(batched, model, target, **kw)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert result.stopped_by == "interrupted"
     assert result.n_iter == len(result.history["loss"]) == 3
@@ -1103,7 +1108,7 @@ def test_a_ctrl_c_flagged_by_the_caller_of_a_worker_thread_ends_the_fit_at_its_n
 ):
     # n_jobs: the caller sets the shared flag on a Ctrl-C that its workers' threads
     # never see; each fit then ends before its next step, keeping the steps taken.
-    from skdip._engine import fit_batch, one_interruption
+    from skdip._engine import one_interruption
 
     with one_interruption() as flag:
 
@@ -1114,10 +1119,7 @@ def test_a_ctrl_c_flagged_by_the_caller_of_a_worker_thread_ends_the_fit_at_its_n
         model, target = _problem(size=8)
         kw = dict(loss=get_loss("mse"), max_iter=20, callback=callback)
         with pytest.warns(InterruptionWarning, match="interrupted after 2 steps"):
-            if batched:
-                (result,) = fit_batch([model], [target], seeds=[0], **kw)
-            else:
-                result = fit_model(model, target, seed=0, **kw)
+            result = _fit_alone_or_batched(batched, model, target, **kw)
     assert result.stopped_by == "interrupted"
     assert result.n_iter == len(result.history["loss"]) == 2
 
