@@ -1,8 +1,34 @@
-"""Exceptions skdip raises for its own conditions."""
+"""Exceptions skdip raises for its own conditions, and the one it raises for a bad
+parameter.
+
+``InvalidParameterError`` is scikit-learn's own class, given here under a public
+name: scikit-learn keeps it in a private module
+(``sklearn.utils._param_validation``), so catching it meant importing from there.
+It is the same class object, so ``except skdip.exceptions.InvalidParameterError``
+also catches what scikit-learn itself raises for a bad parameter. It subclasses
+both :class:`ValueError` and :class:`TypeError`, so code catching either keeps
+working.
+
+Examples
+--------
+A bad parameter is told when the estimator is fitted:
+
+>>> import numpy as np
+>>> from skdip import DIPDenoiser
+>>> from skdip.exceptions import InvalidParameterError
+>>> try:
+...     DIPDenoiser(max_iter=-1).fit(np.zeros((8, 8)))
+... except InvalidParameterError as error:
+...     print(type(error).__name__)
+InvalidParameterError
+"""
 
 from __future__ import annotations
 
-__all__ = ["FitInterrupted", "InterruptionWarning"]
+# Re-exported: scikit-learn has no public path for it (see the module docstring).
+from sklearn.utils._param_validation import InvalidParameterError
+
+__all__ = ["FitInterrupted", "InterruptionWarning", "InvalidParameterError"]
 
 
 class FitInterrupted(KeyboardInterrupt):

@@ -99,3 +99,21 @@ def test_results_typed_by_their_flag(name, flag, plain, with_flag):
     assert returns["Literal[True]"] == with_flag
     # The overloads are annotations only: the function itself is unchanged.
     assert inspect.signature(function).parameters[flag].default is False
+
+
+# scikit-learn's InvalidParameterError, which skdip raises for a bad parameter, lived
+# only in the private sklearn.utils._param_validation: catching it took a private import.
+def test_invalid_parameter_error_is_public_in_skdip_exceptions():
+    import numpy as np
+    from sklearn.utils._param_validation import InvalidParameterError as Private
+
+    from skdip import DIPDenoiser
+    from skdip.exceptions import InvalidParameterError
+    from skdip.model_selection import PreferDefault
+
+    assert InvalidParameterError is Private
+    # scikit-learn's constraints, and skdip's own checks, raise the same class.
+    with pytest.raises(InvalidParameterError, match="max_iter"):
+        DIPDenoiser(max_iter=-1).fit(np.zeros((8, 8)))
+    with pytest.raises(InvalidParameterError, match="margin"):
+        PreferDefault(default={"lr": 0.01}, margin=-1.0).select([{"lr": 0.01}], [0.0])
