@@ -1261,3 +1261,238 @@ def test_reflect_padding_of_a_one_pixel_axis_repeats_the_pixel():
     x = torch.from_numpy(_rng(4).random((1, 1, 1, 5)))
     padded = _pad(x, (2, 1, 0, 0), "reflect")
     torch.testing.assert_close(padded, x.expand(1, 1, 4, 5), rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------
+# settings assigned after construction
+# ----------------------------------------------------------------------------------------
+def _double(t):
+    return 2 * t
+
+
+def _triple(t):
+    return 3 * t
+
+
+def _crop(t):
+    return t[..., 1:-1, 1:-1]
+
+
+def _crop_shape(s):
+    return s[0] - 2, s[1] - 2
+
+
+def _pad_shape(s):
+    return s[0] + 2, s[1] + 2
+
+
+def _settings_cases():
+    from skdip.operators import KSpaceSampling
+
+    rng = _rng(3)
+    m8 = rng.random((8, 8)) > 0.4
+    m8c = rng.random((8, 8, 2)) > 0.4
+    columns = np.zeros((8, 8), dtype=bool)
+    columns[:, 2:6] = True
+    maps = rng.random((2, 8, 8)) + 1j * rng.random((2, 8, 8))
+    masks2 = make_phase_masks(2, (8, 8), seed=1)
+    masks3 = rng.random((3, 8, 8)) + 0.1
+    k5 = rng.random((5, 5))
+    fn = FunctionOperator
+    # (class, constructor arguments, attribute assigned, parameter it sets, value,
+    # image channels)
+    return [
+        (FourierMagnitude, {}, "oversampling", "oversampling", 3, 1),
+        (FourierMagnitude, {}, "oversampling", "oversampling", (2, 3), 1),
+        (FourierMagnitude, {}, "measurement", "measurement", "intensity", 1),
+        (FourierMagnitude, {}, "n_masks", "n_masks", 2, 1),
+        (FourierMagnitude, {"n_masks": 2}, "mask_seed", "mask_seed", 5, 1),
+        (FourierMagnitude, {}, "masks", "masks", masks3, 1),
+        (FourierMagnitude, {"masks": masks2}, "masks", "masks", masks3, 1),
+        (FourierMagnitude, {"masks": masks2}, "masks", "masks", None, 1),
+        (Downsample, {"factor": 2}, "factor", "factor", 4, 1),
+        (Downsample, {"factor": 2}, "kernel", "kernel", "box", 1),
+        (Downsample, {"factor": 2}, "kernel", "kernel", "bicubic", 1),
+        (Downsample, {"factor": 2}, "padding", "padding", "reflect", 1),
+        (Convolution, {"kernel": np.ones((3, 3)) / 9}, "kernel", "kernel", k5, 1),
+        (Convolution, {"kernel": np.ones((3, 3)) / 9}, "boundary", "boundary", "valid", 1),
+        (PixelMask, {"mask": m8}, "mask", "mask", ~m8, 1),
+        (PixelMask, {"mask": m8}, "mask", "mask", m8c, 2),
+        (PixelMask, {"mask": m8c}, "mask", "mask", m8, 2),
+        (KSpaceSampling, {"mask": m8}, "mask", "mask", columns, 1),
+        (KSpaceSampling, {"mask": columns}, "mask", "mask", np.ones(8), 1),
+        (KSpaceSampling, {"mask": m8}, "coil_maps", "coil_maps", maps, 1),
+        (KSpaceSampling, {"mask": m8, "coil_maps": maps}, "coil_maps", "coil_maps", None, 1),
+        (KSpaceSampling, {"mask": m8}, "image", "image", "complex", 2),
+        (fn, {"function": _double}, "function", "function", _triple, 1),
+        (fn, {"function": _double, "linear": True}, "adjoint", "adjoint", _double, 1),
+        (fn, {"function": _double, "linear": True}, "adjoint_function", "adjoint", _double, 1),
+        (fn, {"function": _crop}, "output_shape", "output_shape", _crop_shape, 1),
+        (fn, {"function": _crop}, "output_shape_function", "output_shape", _crop_shape, 1),
+        (fn, {"function": _crop}, "input_shape_function", "input_shape", _pad_shape, 1),
+        (fn, {"function": _double}, "input_channels", "input_channels", 3, 1),
+        (fn, {"function": _double}, "input_channels_rule", "input_channels", 3, 1),
+        (fn, {"function": _double}, "linear", "linear", True, 1),
+    ]
+
+
+def _behaviour(op, channels: int) -> list:
+    """What an operator does, to compare two of them: its output, adjoint, shapes,
+    channels and repr on a fixed 8x8 image."""
+    torch.manual_seed(0)
+    x = torch.rand(1, channels, 8, 8, dtype=DT)
+    y = op(x)
+    seen = [y, op.output_shape((8, 8)), op.input_channels(y.shape[1]), repr(op)]
+    if op.linear and getattr(op, "adjoint_function", True) is not None:
+        seen.append(op.adjoint(y))
+    try:
+        seen.append(op.input_shape(tuple(y.shape[-2:])))
+    except ValueError as error:  # the model's own refusal, compared as such
+        seen.append(str(error))
+    return seen
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(
+        torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v
+        for u, v in zip(a, b, strict=True)
+    )
+
+
+# Assigned plainly, a setting failed deep inside the next call (FourierMagnitude's
+# oversampling: "cannot unpack non-iterable int object"), was refused by torch with no
+# way through (an array as a PixelMask's or a Convolution's new mask or kernel), or was
+# taken while what the operator had derived from it stayed: Downsample(2) given factor 4
+# filtered with factor 2's taps, 0.28 off Downsample(4) on a 16x16 image, and given
+# kernel="box" kept the Lanczos filter while its repr said box.
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "attribute", "param", "value", "channels"),
+    _settings_cases(),
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_a_setting_assigned_acts_as_a_new_operator(cls, kwargs, attribute, param, value, channels):
+    op = cls(**kwargs)
+    _behaviour(op, channels if param != "image" else 1)  # used before the change
+    setattr(op, attribute, value)
+    fresh = cls(**{**kwargs, param: value})
+    assert _same(_behaviour(op, channels), _behaviour(fresh, channels))
+    # The state carried by copies and pickles is that of the new settings too.
+    assert _same(_behaviour(pickle.loads(pickle.dumps(op)), channels), _behaviour(fresh, channels))
+    assert op.state_dict().keys() == fresh.state_dict().keys()
+
+
+def _refusals():
+    from skdip.operators import KSpaceSampling
+
+    mask = np.eye(8, dtype=bool)
+    return [
+        (FourierMagnitude(), "oversampling", 1, "oversampling"),
+        (FourierMagnitude(), "oversampling", 2.5, "oversampling"),
+        (FourierMagnitude(), "measurement", "Intensity", "measurement"),
+        (FourierMagnitude(n_masks=2), "n_masks", -1, "n_masks"),
+        (FourierMagnitude(n_masks=2), "mask_seed", -5, "seed"),
+        (FourierMagnitude(masks=np.ones((2, 8, 8))), "n_masks", 3, "n_masks=3"),
+        (FourierMagnitude(), "masks", np.ones((2, 8, 8, 1)), "masks must be"),
+        (Downsample(2), "factor", 0, "factor"),
+        (Downsample(2), "kernel", "nearest", "kernel"),
+        (Downsample(2), "padding", "wrap", "padding"),
+        (Convolution(np.ones((3, 3))), "kernel", torch.full((3, 3), float("nan")), "NaN"),
+        (Convolution(np.ones((3, 3))), "kernel", torch.ones(5), "2-D"),
+        (Convolution(np.ones((3, 3))), "boundary", "same", "boundary"),
+        (PixelMask(mask), "mask", np.full((8, 8), 0.5), "0/1"),
+        (KSpaceSampling(mask), "image", "cplx", "image"),
+        (KSpaceSampling(mask), "coil_maps", np.ones((2, 4, 4)), "spatial shape"),
+        (FunctionOperator(_double), "function", 3, "callable"),
+        (FunctionOperator(_double), "input_channels_rule", 0, "input_channels"),
+        (FunctionOperator(_double), "linear", "yes", "bool"),
+        (FunctionOperator(_double, adjoint=_double, linear=True), "linear", False, "adjoint"),
+    ]
+
+
+# Such values were taken in silence (a PixelMask mask of 0.5s, a NaN kernel, an
+# adjoint kept on an operator declared nonlinear, measurement="Intensity" measured
+# magnitudes) or failed later with a bare error (KSpaceSampling's image: KeyError 'cplx').
+@pytest.mark.parametrize(("op", "attribute", "value", "match"), _refusals())
+def test_a_setting_the_constructor_refuses_is_refused_and_changes_nothing(
+    op, attribute, value, match
+):
+    channels = 1
+    before = _behaviour(op, channels)
+    state = {k: v.clone() for k, v in op.state_dict().items()}
+    with pytest.raises((ValueError, TypeError), match=match):
+        setattr(op, attribute, value)
+    assert _same(_behaviour(op, channels), before)
+    assert all(torch.equal(state[k], v) for k, v in op.state_dict().items())
+
+
+def _derived_cases():
+    from skdip.operators import KSpaceSampling
+
+    mask = np.eye(8, dtype=bool)
+    return [
+        (Downsample(2), "taps", torch.ones(3)),
+        (Downsample(2), "offset", 0),
+        (Downsample(2), "linear", False),
+        (Convolution(np.ones((3, 3))), "kernel_size", (5, 5)),
+        (PixelMask(mask), "n_channels", 3),
+        (PixelMask(mask), "image_shape", (4, 4)),
+        (PixelMask(mask), "measures_pixels", False),
+        (KSpaceSampling(mask), "coil_real", torch.ones(1, 8, 8)),
+        (KSpaceSampling(mask), "n_coils", 2),
+        (KSpaceSampling(mask), "image_shape", (4, 4)),
+        (FourierMagnitude(), "n_patterns", 2),
+        (FourierMagnitude(masks=np.ones((2, 8, 8))), "given_masks", None),
+        (Identity(), "linear", False),
+    ]
+
+
+# A filter's taps or offset assigned were used against the factor (Downsample(2) given
+# taps of 3 then filtered with them), a buffer of coil maps replaced by a tensor of
+# another shape failed in the next call, and linear set False on a linear model was
+# taken: what follows from the settings is refused, by name.
+@pytest.mark.parametrize(("op", "attribute", "value"), _derived_cases())
+def test_what_follows_from_the_settings_cannot_be_assigned(op, attribute, value):
+    before = _behaviour(op, 1)
+    with pytest.raises(AttributeError, match=f"{type(op).__name__}.{attribute} "):
+        setattr(op, attribute, value)
+    assert _same(_behaviour(op, 1), before)
+
+
+def test_a_setting_assigned_keeps_the_device_hooks_and_mode():
+    on_meta = Downsample(2).to("meta")  # stands for a GPU: the new taps go where the old were
+    on_meta.factor = 4
+    assert on_meta.taps.device.type == "meta"
+    assert on_meta.taps.shape == Downsample(4).taps.shape
+    op = Downsample(2)
+    calls = []
+    op.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    op.eval()
+    op.factor = 4
+    assert not op.training
+    op(torch.rand(1, 1, 16, 16))
+    assert calls == [torch.Size([1, 1, 4, 4])]
+
+
+def test_a_function_operator_module_replaced_by_a_function_leaves_no_sub_module():
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    op = FunctionOperator(net)
+    assert list(op.state_dict()) == ["function.weight", "function.bias"]
+    op.function = _double
+    assert list(op.state_dict()) == [] and list(op.children()) == []
+    op.function = net
+    assert op.function is net and list(op.children()) == [net]
+
+
+def test_operators_of_ones_own_keep_plain_attributes():
+    class Scale(ForwardOperator):
+        def __init__(self, strength):
+            super().__init__()
+            self.strength = strength
+
+        def forward(self, x):
+            return self.strength * x
+
+    op = Scale(2.0)
+    op.strength = 3.0
+    op.linear = False  # a subclass's own declaration, as before
+    assert op(torch.ones(1, 1, 2, 2)).sum().item() == 12.0 and op.linear is False

@@ -27,6 +27,15 @@ class ForwardOperator(nn.Module):
     :meth:`input_shape` (and channels through :meth:`input_channels`, where
     the measurement has other channels than its image).
 
+    The settings of skdip's own operators (their constructor's parameters) may
+    be assigned after construction: ``op.factor = 4`` checks the value as the
+    constructor does and rebuilds the operator as ``Downsample(4, ...)`` with
+    its other settings would be (its tensors on the device they were on, in
+    the dtype the constructor gives them); a value the constructor refuses is
+    refused, and the operator is left as it was. What follows from the
+    settings (a filter's ``taps``, ``n_coils``, ``linear``) cannot be
+    assigned.
+
     Attributes
     ----------
     linear : bool
@@ -69,6 +78,77 @@ class ForwardOperator(nn.Module):
 
     linear: bool = True
     measures_pixels: bool = False
+
+    # The constructor's parameters of one of skdip's operators, each with the attribute
+    # that holds it (a parameter named otherwise, or held privately, is an alias of it):
+    # assigning either rebuilds the operator as the constructor would. Assigned plainly,
+    # a setting left what was derived from it stale (a Downsample's taps filtered with
+    # the old factor) or failed deep inside a later call. None here, and in operators of
+    # one's own unless they name theirs.
+    _settings: dict[str, str] = {}
+    # What follows from the settings: assigning one of these is refused.
+    _derived: tuple[str, ...] = ()
+
+    def __setattr__(self, name: str, value) -> None:
+        settings = type(self)._settings
+        if "_buffers" in self.__dict__:  # after nn.Module.__init__
+            held = self._holds(name)
+            alias = name in settings and settings[name] != name
+            # A setting's attribute is first set by the constructor, which is let through;
+            # one read through a property (the coil maps) is the constructor's to build.
+            if alias or (
+                name in settings.values()
+                and (held or isinstance(getattr(type(self), name, None), property))
+            ):
+                param = name if name in settings else _param_of(settings, name)
+                self._rebuild({param: value})
+                return
+            if name in type(self)._derived and (held or hasattr(type(self), name)):
+                owner = type(self).__name__
+                if held or isinstance(getattr(type(self), name, None), property):
+                    raise AttributeError(
+                        f"{owner}.{name} follows from the operator's settings "
+                        f"({', '.join(settings)}) and cannot be assigned: set those, or "
+                        f"create a new {owner}(...)"
+                    )
+                raise AttributeError(f"{owner}.{name} is fixed for this kind of operator")
+        super().__setattr__(name, value)
+
+    def _holds(self, name: str) -> bool:
+        """Whether the instance itself holds ``name`` (a plain attribute, a buffer, a
+        sub-module or a parameter)."""
+        return (
+            any(
+                name in self.__dict__.get(kind, {})
+                for kind in ("_buffers", "_modules", "_parameters")
+            )
+            or name in self.__dict__
+        )
+
+    def _setting_values(self) -> dict:
+        """The current settings, as the constructor takes them."""
+        return {param: getattr(self, attr) for param, attr in type(self)._settings.items()}
+
+    def _rebuild(self, changes: dict) -> None:
+        """Rebuild the operator as its constructor does, with ``changes`` to its
+        settings: built aside first, so that a refused value leaves it as it was."""
+        cls = type(self)
+        owner = next(c for c in cls.__mro__ if "_settings" in vars(c))
+        fresh = cls.__new__(cls)
+        owner.__init__(fresh, **{**self._setting_values(), **changes})
+        # The device the tensors were on (a GPU, after .to("cuda")) is kept.
+        device = next((b.device for b in self._buffers.values() if b is not None), None)
+        if device is not None:
+            for key, buffer in fresh._buffers.items():
+                if buffer is not None:
+                    fresh._buffers[key] = buffer.to(device)
+        # Hooks and the training flag stay the instance's own. A name the new operator
+        # holds as a tensor or a sub-module is no plain attribute any more (a
+        # FunctionOperator's function, a module where a function was).
+        for kind in ("_buffers", "_modules", "_parameters"):
+            for key in vars(fresh)[kind]:
+                self.__dict__.pop(key, None)
+        self.__dict__.update({k: v for k, v in vars(fresh).items() if k not in _MODULE_MACHINERY})
 
     # Buffers travel as NumPy arrays in pickles and copies: a torch tensor pickles
     # with a storage key, so two copies of one operator hashed apart and joblib's
@@ -146,6 +226,19 @@ class ForwardOperator(nn.Module):
         return output_channels
 
 
+def _param_of(settings: dict[str, str], attribute: str) -> str:
+    return next(param for param, attr in settings.items() if attr == attribute)
+
+
+# nn.Module's own bookkeeping besides the tensors and sub-modules: kept by a rebuild.
+_MODULE_MACHINERY = frozenset(vars(nn.Module())) - {
+    "_parameters",
+    "_buffers",
+    "_non_persistent_buffers_set",
+    "_modules",
+}
+
+
 class _BufferArray:
     """A tensor's values as a NumPy array, with what it takes to restore it."""
 
@@ -206,6 +299,7 @@ class Identity(ForwardOperator):
     """
 
     measures_pixels = True
+    _derived = ("linear", "measures_pixels")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

@@ -478,6 +478,8 @@ class Convolution(ForwardOperator):
     """
 
     linear = True
+    _settings = {"kernel": "kernel", "boundary": "boundary"}
+    _derived = ("kernel_size", "linear")
 
     def __init__(self, kernel: np.ndarray | torch.Tensor, boundary: str = "circular") -> None:
         super().__init__()

@@ -200,6 +200,15 @@ class FourierMagnitude(ForwardOperator):
     """
 
     linear = False
+    # The given masks are held privately: the attribute ``masks`` is the last call's.
+    _settings = {
+        "oversampling": "oversampling",
+        "measurement": "measurement",
+        "n_masks": "n_masks",
+        "mask_seed": "mask_seed",
+        "masks": "_given_masks",
+    }
+    _derived = ("given_masks", "n_patterns", "linear")
 
     def __init__(
         self,
@@ -214,6 +223,8 @@ class FourierMagnitude(ForwardOperator):
         if measurement not in ("magnitude", "intensity"):
             raise ValueError(f"measurement must be 'magnitude' or 'intensity', got {measurement!r}")
         n_masks = check_int(n_masks, "n_masks", 0)
+        # As given: with masks, 0 takes their number, which new masks may change.
+        self._n_masks_given = int(n_masks)
         mask_seed = check_int(mask_seed, "mask_seed")
         # A NumPy array, not a buffer: the state_dict stays that of a plain operator.
         # Their pixels are checked against the object shape at the first call.
@@ -244,6 +255,11 @@ class FourierMagnitude(ForwardOperator):
         super().__setstate__(state)
         if self.__dict__.get("_given_masks") is not None:
             self._given_masks.flags.writeable = False  # a pickle does not keep the flag
+
+    def _setting_values(self) -> dict:
+        values = super()._setting_values()
+        values["n_masks"] = self.__dict__.get("_n_masks_given", self.n_masks)
+        return values
 
     @property
     def given_masks(self) -> np.ndarray | None:

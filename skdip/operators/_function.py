@@ -79,6 +79,16 @@ class FunctionOperator(ForwardOperator):
     ((6, 6), (8, 8))
     """
 
+    # The parameters named as methods are held under other names.
+    _settings = {
+        "function": "function",
+        "adjoint": "adjoint_function",
+        "output_shape": "output_shape_function",
+        "input_shape": "input_shape_function",
+        "input_channels": "input_channels_rule",
+        "linear": "linear",
+    }
+
     def __init__(
         self,
         function: Callable[[torch.Tensor], torch.Tensor],

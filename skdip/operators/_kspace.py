@@ -271,6 +271,17 @@ class KSpaceSampling(ForwardOperator):
     """
 
     linear = True
+    # The coil maps are held as two real buffers, read back through their property.
+    _settings = {"mask": "mask", "coil_maps": "coil_maps", "image": "image"}
+    _derived = (
+        "coil_real",
+        "coil_imag",
+        "n_coils",
+        "n_channels",
+        "image_shape",
+        "sampled_fraction",
+        "linear",
+    )
 
     def __init__(self, mask, coil_maps=None, image: str = "real") -> None:
         super().__init__()
@@ -313,6 +324,14 @@ class KSpaceSampling(ForwardOperator):
                 )
             self.register_buffer("coil_real", maps.real.contiguous())
             self.register_buffer("coil_imag", maps.imag.contiguous())
+
+    def _setting_values(self) -> dict:
+        # The mask back as (H, W), or (1, W) for sampled columns (the same model).
+        return {
+            "mask": self.mask.detach()[0, 0],
+            "coil_maps": self.coil_maps,
+            "image": self.image,
+        }
 
     # ------------------------------------------------------------------ properties
     @property

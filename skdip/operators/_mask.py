@@ -60,6 +60,8 @@ class PixelMask(ForwardOperator):
 
     linear = True
     measures_pixels = True
+    _settings = {"mask": "mask"}
+    _derived = ("image_shape", "n_channels", "observed_fraction", "linear", "measures_pixels")
 
     def __init__(self, mask: np.ndarray | torch.Tensor) -> None:
         super().__init__()
@@ -77,6 +79,11 @@ class PixelMask(ForwardOperator):
         if not bool(m.any()):
             raise ValueError("mask has no observed pixel (all entries are 0/False)")
         self.register_buffer("mask", m.contiguous())
+
+    def _setting_values(self) -> dict:
+        # The buffer back in the layout the constructor takes: (H, W), or (H, W, C).
+        mask = self.mask.detach()
+        return {"mask": mask[0, 0] if mask.shape[1] == 1 else mask[0].permute(1, 2, 0)}
 
     @property
     def image_shape(self) -> tuple[int, int]:

@@ -145,6 +145,8 @@ class Downsample(ForwardOperator):
     """
 
     linear = True
+    _settings = {"factor": "factor", "kernel": "kernel", "padding": "padding"}
+    _derived = ("taps", "offset", "linear")
 
     def __init__(self, factor: int, kernel: str = "lanczos2", padding: str = "replicate") -> None:
         super().__init__()
