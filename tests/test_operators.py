@@ -986,7 +986,8 @@ def test_fourier_magnitudes_given_masks_enter_the_estimators_keys():
     warm = DIPReconstructor(operator=FourierMagnitude(2, masks=old), warm_start=True, **kw)
     warm.fit(y_fit)
     warm.operator = FourierMagnitude(2, masks=new)
-    with pytest.raises(ValueError, match="operator changed since"):
+    # Named as the operator's own setting, now that the estimator lists them.
+    with pytest.raises(ValueError, match="but operator__masks changed since"):
         warm.fit(y_fit)
 
 
@@ -1496,3 +1497,97 @@ def test_operators_of_ones_own_keep_plain_attributes():
     op.strength = 3.0
     op.linear = False  # a subclass's own declaration, as before
     assert op(torch.ones(1, 1, 2, 2)).sum().item() == 12.0 and op.linear is False
+
+
+# ----------------------------------------------------------------------------------------
+# settings as scikit-learn's nested parameters
+# ----------------------------------------------------------------------------------------
+# A search over an operator's setting failed: "operator__factor sets a parameter of
+# operator, but operator=Downsample(...) has no parameters to set"; only whole operators
+# could be searched ({"operator": [Downsample(2), Downsample(4)]}).
+def test_a_search_tunes_an_operator_setting_and_leaves_the_callers_operator_alone():
+    from sklearn.model_selection import GridSearchCV
+
+    from skdip import DIPReconstructor
+
+    op = Downsample(2)
+    est = DIPReconstructor(
+        operator=op, generator="skip-small", max_iter=2, early_stopping=None, random_state=0
+    )
+    X = _rng(0).random((2, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search = GridSearchCV(
+            est, {"operator__factor": [1, 2]}, cv=[(np.arange(2), np.arange(2))]
+        ).fit(X)
+    assert [p["operator__factor"] for p in search.cv_results_["params"]] == [1, 2]
+    best = search.best_params_["operator__factor"]
+    assert search.best_estimator_.operator.factor == best
+    assert search.best_estimator_.reconstruction_.shape == (2, 8 * best, 8 * best)
+    assert repr(op) == "Downsample(factor=2, kernel='lanczos2', padding='replicate')"
+    assert torch.equal(op.taps, Downsample(2).taps)
+
+
+def test_an_estimator_lists_and_sets_its_operators_settings():
+    from sklearn.base import clone
+
+    from skdip import DIPReconstructor
+
+    op = Convolution(np.ones((3, 3)) / 9)
+    est = DIPReconstructor(operator=op)
+    params = est.get_params()
+    assert params["operator__boundary"] == "circular"
+    assert torch.equal(params["operator__kernel"], op.kernel)
+    # clone copies the operator, as it did (a deep copy), and not from its settings.
+    copied = clone(est).operator
+    assert copied is not op and repr(copied) == repr(op)
+    assert torch.equal(copied.kernel, op.kernel)
+    assert type(clone(op)) is Convolution and clone(op) is not op
+    # set_params sets it in place, as scikit-learn sets nested parameters.
+    est.set_params(operator__boundary="valid", operator__kernel=np.ones((1, 3)) / 3)
+    fresh = Convolution(np.ones((1, 3)) / 3, boundary="valid")
+    assert est.operator is op and _same(_behaviour(op, 1), _behaviour(fresh, 1))
+
+
+def test_set_params_sets_settings_together_and_refuses_unknown_ones():
+    op = FunctionOperator(_double)
+    with pytest.raises(ValueError, match="linear=True"):
+        op.adjoint = _double  # alone: an adjoint of a nonlinear operator
+    op.set_params(adjoint=_double, linear=True)  # together
+    assert op.linear and op.adjoint_function is _double
+    with pytest.raises(ValueError, match=r"Invalid parameter 'factr' for operator Downsample"):
+        Downsample(2).set_params(factr=4)
+
+    class Scale(ForwardOperator):
+        def forward(self, x):
+            return x
+
+    assert Scale().get_params() == {}
+    with pytest.raises(ValueError, match=r"Scale has no settings to set: pass a new Scale"):
+        Scale().set_params(strength=2)
+    # get_params gives copies: editing one does not reach the operator.
+    mask = PixelMask(np.eye(4, dtype=bool))
+    mask.get_params()["mask"][0, 1] = 1.0
+    assert torch.equal(mask.mask, PixelMask(np.eye(4, dtype=bool)).mask)
+
+
+@pytest.mark.parametrize(
+    ("op", "params"),
+    [
+        (Downsample(2), {"factor": 4, "padding": "circular"}),
+        (FourierMagnitude(), {"n_masks": 2, "oversampling": 3}),
+        (Convolution(np.ones((3, 3))), {"boundary": "valid"}),
+        (PixelMask(np.eye(4, dtype=bool)), {"mask": np.ones((4, 4, 2))}),
+        (FunctionOperator(_double), {"function": _triple}),
+        (FunctionOperator(torch.nn.Identity()), {"function": _double}),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, ForwardOperator) else None,
+)
+def test_an_operator_set_pickles_and_hashes_as_one_built_anew(op, params):
+    # Pipeline(memory=...) keys a step by joblib's hash of its pickle.
+    import joblib
+
+    op.set_params(**params)
+    fresh = type(op)(**{**op.get_params(), **params})
+    assert pickle.dumps(op) == pickle.dumps(fresh)
+    assert joblib.hash(op) == joblib.hash(fresh)

@@ -186,8 +186,8 @@ def test_a_bad_parameter_raises_invalid_parameter_error_naming_it(
 
 
 def test_every_public_configuration_class_is_covered():
-    # (The forward operators, torch modules that check their arguments when made,
-    # are not configuration objects: they have no parameters to set or search.)
+    # (The forward operators, torch modules, check their settings when made or set,
+    # with ValueError and TypeError: tests/test_operators.py.)
     covered = {owner for owner, *_ in CASES}
     modules = (skdip, skdip.estimators, skdip.generators, skdip.losses, skdip.metrics)
     modules += (skdip.model_selection, skdip.stopping)

@@ -1716,7 +1716,7 @@ _TUNABLE_FORMS = {
     "early_stopping": "a rule object (ExponentialMovingVariance(...), ...)",
     "noise_model": "SparseNoise() (the same model as 'sparse')",
     "regularizer": "a regularizer object (TotalVariation(...), ...)",
-    "operator": "a new operator (operators have no nested parameters)",
+    "operator": "one of skdip's operators (Downsample(...), Convolution(...), ...)",
     "init": "a HIOPhaseRetriever(...) (the start 'hio' is HIOPhaseRetriever(n_init=4))",
 }
 

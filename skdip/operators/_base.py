@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -145,10 +147,94 @@ class ForwardOperator(nn.Module):
         # Hooks and the training flag stay the instance's own. A name the new operator
         # holds as a tensor or a sub-module is no plain attribute any more (a
         # FunctionOperator's function, a module where a function was).
-        for kind in ("_buffers", "_modules", "_parameters"):
-            for key in vars(fresh)[kind]:
-                self.__dict__.pop(key, None)
-        self.__dict__.update({k: v for k, v in vars(fresh).items() if k not in _MODULE_MACHINERY})
+        own = self.__dict__
+        tensors = {
+            key for kind in ("_buffers", "_modules", "_parameters") for key in vars(fresh)[kind]
+        }
+        # In the new operator's order: pickles, and joblib's hashes of them
+        # (Pipeline(memory=...)), are then those of the operator built anew.
+        state = {
+            k: own[k] if k in _MODULE_MACHINERY and k in own else v for k, v in vars(fresh).items()
+        }
+        state.update({k: v for k, v in own.items() if k not in state and k not in tensors})
+        own.clear()
+        own.update(state)
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The operator's settings, as its constructor takes them.
+
+        scikit-learn's convention for nested parameters: an estimator holding the
+        operator lists them as ``operator__<name>``, so that a search tunes them
+        (``{"operator__factor": [2, 4]}``) and ``set_params`` sets them. An
+        operator of one's own has none unless it names them.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Unused (no setting holds parameters of its own); scikit-learn's signature.
+
+        Returns
+        -------
+        params : dict
+            Setting name to value; tensors are copies, in the layout the
+            constructor takes (a PixelMask's mask as ``(H, W)`` or ``(H, W, C)``).
+
+        Examples
+        --------
+        >>> from skdip.operators import Downsample
+        >>> Downsample(4).get_params()
+        {'factor': 4, 'kernel': 'lanczos2', 'padding': 'replicate'}
+        """
+        return {
+            name: value.detach().clone() if isinstance(value, torch.Tensor) else value
+            for name, value in self._setting_values().items()
+        }
+
+    def set_params(self, **params) -> ForwardOperator:
+        """Change settings, as assigning them does, all at once.
+
+        The operator is rebuilt in place as its constructor builds it with the
+        new settings and its others (see the class's description); values the
+        constructor refuses are refused, leaving it unchanged. Settings that
+        must change together (a FunctionOperator's ``adjoint`` and ``linear``)
+        are given in one call.
+
+        Parameters
+        ----------
+        **params
+            Settings by their constructor's names.
+
+        Returns
+        -------
+        self : ForwardOperator
+            The operator itself.
+
+        Examples
+        --------
+        >>> from skdip.operators import Downsample
+        >>> Downsample(2).set_params(factor=4, kernel="box")
+        Downsample(factor=4, kernel='box', padding='replicate')
+        """
+        settings = type(self)._settings
+        unknown = sorted(set(params) - set(settings))
+        if unknown:
+            name = type(self).__name__
+            valid = (
+                f"Valid parameters are: {sorted(settings)}"
+                if settings
+                else (f"{name} has no settings to set: pass a new {name}(...) instead")
+            )
+            raise ValueError(f"Invalid parameter {unknown[0]!r} for operator {name}. {valid}.")
+        if params:
+            self._rebuild(params)
+        return self
+
+    def __sklearn_clone__(self) -> ForwardOperator:
+        """A copy, for scikit-learn's ``clone`` (of the operator, or of an estimator
+        holding it): what ``clone`` made of an operator before operators had
+        ``get_params``, which would otherwise have it rebuilt from its settings and
+        refuse it, as the constructor copies arrays given to it."""
+        return copy.deepcopy(self)
 
     # Buffers travel as NumPy arrays in pickles and copies: a torch tensor pickles
     # with a storage key, so two copies of one operator hashed apart and joblib's
