@@ -1474,6 +1474,20 @@ def test_a_setting_assigned_keeps_the_device_hooks_and_mode():
     assert calls == [torch.Size([1, 1, 4, 4])]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_setting_assigned_on_cuda_stays_on_cuda():
+    from skdip.operators import KSpaceSampling
+
+    op = Downsample(2).to("cuda")
+    op.factor = 4
+    assert op.taps.device.type == "cuda"
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(op(x.cuda()).cpu(), Downsample(4)(x), rtol=1e-5, atol=1e-6)
+    mri = KSpaceSampling(np.ones((8, 8))).to("cuda")
+    mri.set_params(coil_maps=np.ones((2, 8, 8)), image="complex")
+    assert all(b.device.type == "cuda" for b in mri.buffers())
+
+
 def test_a_function_operator_module_replaced_by_a_function_leaves_no_sub_module():
     net = torch.nn.Conv2d(1, 1, 3, padding=1)
     op = FunctionOperator(net)
