@@ -1461,7 +1461,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         self._last_solve = (key, fitted)
         return fitted
 
-    def set_params(self, **params):
+    def set_params(self, **params: Any) -> AverageOfBest:
         self.__dict__.pop("_last_solve", None)
         return super().set_params(**params)
 

@@ -22,6 +22,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from numbers import Integral, Real
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -78,6 +79,11 @@ N_JOBS_CONSTRAINT = [
 ]
 
 __all__ = ["BaseDIPEstimator"]
+
+# fit and set_params return the estimator itself: typed so, DIPDenoiser().fit(x) is a
+# DIPDenoiser to a type checker (typing.Self needs Python 3.11).
+_Estimator = TypeVar("_Estimator", bound="BaseDIPEstimator")
+_Configured = TypeVar("_Configured", bound="ImageOutputMixin")
 
 # Data whose range leaves [-0.25, 1.25] is not on the [0, 1] scale the sigmoid
 # head can produce; "auto" rescaling maps it there and back.
@@ -331,7 +337,7 @@ class _Scaling:
 class ImageOutputMixin:
     """``set_output`` for transformers whose output is images (no table container)."""
 
-    def set_output(self, *, transform=None):
+    def set_output(self: _Configured, *, transform: str | None = None) -> _Configured:
         """Accept scikit-learn's output configuration; images stay NumPy arrays.
 
         Parameters
@@ -499,6 +505,10 @@ class BaseDIPEstimator(
     # Engine settings a kept fit carries (param_groups: in its optimizer) or that
     # :meth:`_continuation` makes again; any other per-fit setting cannot be kept.
     _continued_fit_kwargs: frozenset[str] = frozenset({"param_groups"})
+    # What fit keeps for warm_start: the per-image fit states, and the parameters they
+    # were fitted with (set together: both None, or both set).
+    _fit_states: list | None
+    _warm_params: dict[str, str] | None
 
     # Smallest height/width accepted; the generators pad internally.
     _min_image_size = 2
@@ -1189,6 +1199,7 @@ class BaseDIPEstimator(
     def _changed_since_fit(self) -> list[str]:
         """The parameters (other than the free ones) that changed since the kept fit."""
         keys, last = _param_keys(self), self._warm_params
+        assert last is not None, "called only with a kept fit, which records its parameters"
         ignored = set(self._warm_start_free) | self._unused_params()
         changed = {
             k
@@ -1251,7 +1262,7 @@ class BaseDIPEstimator(
         return self._engine_kwargs(label), extra
 
     # ------------------------------------------------------------------- API
-    def fit(self, X, y=None, **fit_params):
+    def fit(self: _Estimator, X: Any, y: Any = None, **fit_params: Any) -> _Estimator:
         """Fit the network(s) to the observed image(s) ``X``.
 
         Parameters
@@ -1402,7 +1413,10 @@ class BaseDIPEstimator(
                 UserWarning,
             )
 
-    def transform(self, X=None, **fit_params):
+    # Any: an array gives an array, a list of images a list, but nested lists of numbers
+    # are one image, and X=None gives the fit's layout; a type checker cannot tell these
+    # apart (overloads on np.ndarray, whose type arguments are Any, resolved to Any too).
+    def transform(self, X: Any = None, **fit_params: Any) -> Any:
         """Return the reconstruction.
 
         Parameters
@@ -1429,7 +1443,7 @@ class BaseDIPEstimator(
         images, layout, results = self._results_for(X, fit_params)
         return self._restore(layout, results)
 
-    def fit_transform(self, X, y=None, **fit_params):
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
         """Fit to ``X`` and return its reconstruction (see :meth:`fit`).
 
         Parameters
@@ -1549,7 +1563,7 @@ class BaseDIPEstimator(
             return False
         return _same_bits(self._restore(self._fit_layout, self._fit_results), self.reconstruction_)
 
-    def set_params(self, **params):
+    def set_params(self: _Estimator, **params: Any) -> _Estimator:
         valid = self.get_params(deep=False)
         for key in sorted(params):
             name, nested, _ = key.partition("__")
@@ -1567,7 +1581,7 @@ class BaseDIPEstimator(
         self.__dict__.pop("_last_solve", None)
         return super().set_params(**params)
 
-    def score(self, X, y=None, **fit_params) -> float:
+    def score(self, X: Any, y: Any = None, **fit_params: Any) -> float:
         """Quality of the reconstruction of ``X``; higher is better.
 
         With clean references ``y``: the mean PSNR (dB) of the reconstructions

@@ -13,6 +13,7 @@ import copy
 import functools
 import time
 from numbers import Integral, Real
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -57,6 +58,7 @@ from ._base import (
     N_JOBS_CONSTRAINT,
     BaseDIPEstimator,
     ImageOutputMixin,
+    _Estimator,
     _fit_in_workers,
     _image_seeds,
     _LastSolveMixin,
@@ -70,6 +72,9 @@ from ._base import (
 )
 
 __all__ = ["HIOPhaseRetriever", "PhaseRetriever"]
+
+# HIOPhaseRetriever.fit returns the estimator itself (see _base._Estimator).
+_HIO = TypeVar("_HIO", bound="HIOPhaseRetriever")
 
 # Told with a refusal of complex X: the k-space advice given by default (split it into
 # real and imaginary channels) would make coded patterns of the field's two parts.
@@ -621,6 +626,19 @@ def _best_restarts(runs: list[dict], n_init: int, criterion, key: str) -> list[d
     return results
 
 
+class _PhaseEstimator(Protocol):
+    """What the methods of :class:`_PhaseRetrieverMixin` read of the estimator that
+    takes it (the mixin alone has none of it)."""
+
+    reconstruction_: Any
+
+    def fit(self, X: Any, y: Any = None) -> Any: ...
+
+    def _results_for(self, X: Any, fit_params: dict) -> tuple[list, Any, list[dict]]: ...
+
+    def _restore(self, layout: Any, results: list[dict]) -> Any: ...
+
+
 class _PhaseRetrieverMixin:
     """``transform``, ``fit_transform`` and the aligned score of both phase retrievers,
     on their ``_results_for(X, fit_params)`` and ``_objects(results)``."""
@@ -637,7 +655,8 @@ class _PhaseRetrieverMixin:
     def _restore(self, layout, results: list[dict]):
         return _restore_objects(layout, self._objects(results))
 
-    def transform(self, X=None):
+    # Any, as BaseDIPEstimator.transform.
+    def transform(self: _PhaseEstimator, X: Any = None) -> Any:
         """Return the reconstructed object(s).
 
         Parameters
@@ -661,7 +680,7 @@ class _PhaseRetrieverMixin:
         _, layout, results = self._results_for(X, {})
         return self._restore(layout, results)
 
-    def fit_transform(self, X, y=None):
+    def fit_transform(self: _PhaseEstimator, X: Any, y: Any = None) -> Any:
         """Fit to ``X`` and return its reconstruction (see :meth:`fit`).
 
         Parameters
@@ -1186,7 +1205,7 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         return states
 
     # ------------------------------------------------------------------ API
-    def fit(self, X, y=None):
+    def fit(self: _Estimator, X: Any, y: Any = None) -> _Estimator:  # type: ignore[override]
         """Recover the object(s) from measured diffraction pattern(s) ``X``.
 
         Parameters
@@ -1596,7 +1615,7 @@ class HIOPhaseRetriever(
         }
 
     # ------------------------------------------------------------------ API
-    def fit(self, X, y=None):
+    def fit(self: _HIO, X: Any, y: Any = None) -> _HIO:
         """Recover the object(s) from measured diffraction pattern(s) ``X``.
 
         Parameters

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import textwrap
 from numbers import Integral
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -40,6 +41,7 @@ from ._base import (
     _AUTO_STRETCH_SPAN,
     ZERO_GAIN_MESSAGE,
     BaseDIPEstimator,
+    _Estimator,
     rescaling_reason,
 )
 from ._sparse_noise import SparseNoise, SparseNoiseMixin
@@ -885,7 +887,13 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
         self.n_jobs = n_jobs
         self.warm_start = warm_start
 
-    def fit(self, X, y=None, mask=None):
+    # mask named in fit, transform and score (not **fit_params, as in the base class,
+    # which a type checker reads as a narrower signature): scikit-learn's metadata
+    # routing offers set_fit_request / set_transform_request / set_score_request only
+    # for named parameters.
+    def fit(  # type: ignore[override]
+        self: _Estimator, X: Any, y: Any = None, mask: Any = None
+    ) -> _Estimator:
         """Fit the network to the observed pixels of ``X``.
 
         Parameters
@@ -907,9 +915,9 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
         """
         return super().fit(X, y, mask=mask)
 
-    # mask named in the signatures (not **fit_params): scikit-learn's metadata routing
-    # offers set_transform_request / set_score_request only for named parameters.
-    def transform(self, X=None, mask=None):
+    def transform(  # type: ignore[override]
+        self, X: Any = None, mask: Any = None
+    ) -> Any:
         """Return the reconstruction.
 
         Parameters
@@ -927,7 +935,9 @@ class DIPInpainter(_InverseProblemEstimator, auto_wrap_output_keys=None):
         """
         return super().transform(X, mask=mask)
 
-    def score(self, X, y=None, mask=None) -> float:
+    def score(  # type: ignore[override]
+        self, X: Any, y: Any = None, mask: Any = None
+    ) -> float:
         """PSNR against clean ``y``, or the no-reference score without it.
 
         Parameters

@@ -1,0 +1,271 @@
+"""A user's code on skdip's public API, for a type checker (tests/test_typing.py).
+
+skdip ships its annotations (``skdip/py.typed``), so what mypy or pyright make of them
+is what its users see. This module calls the API as README.md, doc/ and examples/ do;
+``assert_type`` pins the types a user relies on. mypy --strict must find no error here.
+The functions are never called: importing this module (pytest's doctest collection
+does) runs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import GridSearchCV
+
+import skdip
+from skdip import (
+    BlindDeblurrer,
+    DIPDeconvolver,
+    DIPDenoiser,
+    DIPInpainter,
+    DIPReconstructor,
+    DIPSuperResolver,
+    ExponentialMovingVariance,
+    GradientRatio,
+    HIOPhaseRetriever,
+    PhaseRetriever,
+    SelfValidation,
+    SkipNetwork,
+    SparseNoise,
+    TotalVariation,
+    WindowedMovingVariance,
+)
+from skdip.datasets import (
+    add_gaussian_noise,
+    add_impulse_noise,
+    add_noise,
+    add_poisson_noise,
+    add_speckle_noise,
+    blur,
+    cartesian_mask,
+    load_image,
+    make_coil_maps,
+    make_disk_kernel,
+    make_gaussian_kernel,
+    make_motion_kernel,
+    simulate_diffraction,
+    simulate_kspace,
+)
+from skdip.exceptions import FitInterrupted
+from skdip.generators import (
+    BaseGenerator,
+    ConvDecoder,
+    DeepDecoder,
+    DeepRandomProjector,
+    GeneratorNetwork,
+    ImplicitNeuralRepresentation,
+    get_generator,
+)
+from skdip.losses import get_loss
+from skdip.metrics import (
+    align_phase_retrieval,
+    align_shift,
+    aligned_psnr,
+    aligned_ssim,
+    kernel_error,
+    phase_retrieval_error,
+    phase_retrieval_psnr,
+    psnr,
+    ssim,
+)
+from skdip.model_selection import (
+    AverageOfBest,
+    FitImagesCV,
+    PerImageCV,
+    PreferDefault,
+    best_params_per_image,
+    best_scored,
+    fit_candidates,
+)
+from skdip.operators import (
+    Convolution,
+    Downsample,
+    FourierMagnitude,
+    FunctionOperator,
+    Identity,
+    KSpaceSampling,
+    PixelMask,
+    channels_to_kspace,
+    downsampling_kernel,
+    kspace_to_channels,
+    make_phase_masks,
+)
+from skdip.stopping import BaseStoppingRule, get_stopping_rule
+
+if TYPE_CHECKING:
+    # typing.assert_type needs Python 3.11; the checker reads this one on 3.10 too.
+    from typing_extensions import assert_type
+
+
+def denoise(noisy: np.ndarray, clean: np.ndarray) -> None:
+    den = DIPDenoiser(generator="skip-small", early_stopping="emv", random_state=0)
+    # fit returns the estimator itself, as its own type: its attributes stay checked.
+    assert_type(den.fit(noisy), DIPDenoiser)
+    assert_type(den.fit(noisy, clean), DIPDenoiser)
+    x_hat = den.fit(noisy).transform()  # the README's first example
+    restored = den.fit_transform(noisy)
+    print(psnr(clean, np.clip(restored, 0, 1)), x_hat)
+    print(den.transform(noisy))
+    batch = den.fit_transform([noisy, noisy])  # a list in: a list out
+    print(len(batch), den.best_iter_, den.n_iter_, den.stopped_by_, den.history_)
+    print(den.loss_curve_, den.reconstruction_, den.n_images_)
+    assert_type(den.score(noisy), float)
+    assert_type(den.score(noisy, clean), float)
+    assert_type(den.set_params(lr=0.02, max_iter=100), DIPDenoiser)
+    assert_type(den.set_output(transform="default"), DIPDenoiser)
+    params: dict[str, Any] = den.get_params()
+    print(params)
+    sparse = DIPDenoiser(noise_model=SparseNoise(lr=0.1), regularizer=TotalVariation(0.01))
+    print(sparse.fit(noisy).sparse_noise_)
+
+
+def inverse_problems(image: np.ndarray, mask: np.ndarray, kernel: np.ndarray) -> None:
+    inp = DIPInpainter(keep_observed=True, max_iter=100)
+    assert_type(inp.fit(image, mask=mask), DIPInpainter)
+    print(inp.transform(image, mask=mask))
+    print(inp.fit_transform(image, mask=mask))
+    assert_type(inp.score(image, mask=mask), float)
+    print(inp.mask_)
+    sr = DIPSuperResolver(scale=2, kernel="lanczos2")
+    assert_type(sr.fit(image), DIPSuperResolver)
+    print(sr.fit_transform(image))
+    dec = DIPDeconvolver(kernel=kernel, boundary="circular")
+    print(dec.fit_transform(image))
+    assert_type(dec.set_params(max_iter=10), DIPDeconvolver)
+    rec = DIPReconstructor(operator=Downsample(2), output_shape=(16, 16), output_channels=1)
+    assert_type(rec.fit(image), DIPReconstructor)
+    print(rec.fit_transform(image))
+    print(rec.transform(image))
+    assert_type(rec.score(image), float)
+    bd = BlindDeblurrer(kernel_size=(9, 9), max_iter=100, random_state=0)
+    assert_type(bd.fit(image), BlindDeblurrer)
+    print(bd.kernel_, bd.kernel_full_, bd.kernel_size_)
+    print(kernel_error(kernel, bd.kernel_) < 0.5, aligned_psnr(image, bd.transform()))
+    error, shift = kernel_error(kernel, bd.kernel_, return_shift=True)
+    print(error, shift[0])
+
+
+def phase(measured: np.ndarray, obj: np.ndarray) -> None:
+    pr = PhaseRetriever(oversampling=2, n_init=1, random_state=0)
+    assert_type(pr.fit(measured), PhaseRetriever)
+    print(pr.fit_transform(measured))
+    print(pr.transform(measured))
+    assert_type(pr.score(measured, obj), float)
+    assert_type(pr.set_params(max_iter=10), PhaseRetriever)
+    hio = HIOPhaseRetriever(oversampling=2, beta=0.9, max_iter=100, random_state=0)
+    assert_type(hio.fit(measured), HIOPhaseRetriever)
+    print(hio.fit_transform(measured))
+    print(hio.transform(measured))
+    assert_type(hio.score(measured), float)
+    print(hio.support_, hio.fourier_error_, hio.restart_errors_)
+    print(PhaseRetriever(init=HIOPhaseRetriever(n_init=4)).fit(measured).restart_losses_)
+    aligned = align_phase_retrieval(obj, pr.transform())
+    assert_type(aligned, np.ndarray)
+    aligned, found = align_phase_retrieval(obj, pr.transform(), return_params=True)
+    print(aligned.shape, found, phase_retrieval_error(obj, aligned))
+    assert_type(phase_retrieval_psnr(obj, aligned), float)
+
+
+def networks_and_rules(x: torch.Tensor) -> None:
+    net = SkipNetwork(width=8, depth=2, skip_channels=2, input_channels=4).build((8, 8), 1)
+    assert_type(net, GeneratorNetwork)
+    assert_type(net.n_parameters(), int)
+    for generator in (DeepDecoder(), ConvDecoder(), ImplicitNeuralRepresentation()):
+        print(generator.build((8, 8), 3, seed=0))
+    assert_type(get_generator("skip-small"), BaseGenerator)
+    print(DeepRandomProjector(width=8))
+    assert_type(get_loss("mse")(x, x), torch.Tensor)
+    assert_type(TotalVariation(weight=0.1, isotropic=True).penalty(x), torch.Tensor)
+    assert_type(GradientRatio(weight=1e-3).penalty(x), torch.Tensor)
+    rules: list[BaseStoppingRule] = [
+        ExponentialMovingVariance(alpha=0.1, patience=10),
+        WindowedMovingVariance(window=5, patience=10),
+        SelfValidation(window=16, patience=10),
+    ]
+    for rule in rules:
+        rule.start()
+        value = rule.signal(x, 0)
+        if value is not None:
+            stop, best = rule.observe(float(value), 0)
+            print(stop, best)
+    print(get_stopping_rule("wmv"), DIPDenoiser(early_stopping=rules[0]))
+
+
+def operators(x: torch.Tensor, mask: np.ndarray, kernel: np.ndarray) -> None:
+    conv = Convolution(kernel, boundary="valid")
+    assert_type(conv.forward(x), torch.Tensor)
+    assert_type(conv.adjoint(x), torch.Tensor)
+    assert_type(conv.output_shape((8, 8)), tuple[int, int])
+    assert_type(conv.input_shape((6, 6)), tuple[int, int])
+    assert_type(Downsample(2, kernel="box").output_shape((8, 8)), tuple[int, int])
+    assert_type(PixelMask(mask).forward(x), torch.Tensor)
+    assert_type(Identity().forward(x), torch.Tensor)
+    kspace = KSpaceSampling(cartesian_mask((8, 8)), coil_maps=make_coil_maps(2, (8, 8)))
+    assert_type(kspace.zero_filled(np.zeros((8, 8, 4))), np.ndarray)
+    assert_type(kspace.input_channels(4), int)
+    magnitude = FourierMagnitude(oversampling=2, measurement="intensity", n_masks=2)
+    assert_type(magnitude.spectrum(x), torch.Tensor)
+    double = FunctionOperator(
+        lambda t: 2 * t,
+        adjoint=lambda t: 2 * t,
+        output_shape=lambda shape: shape,
+        linear=True,
+    )
+    assert_type(double.forward(x), torch.Tensor)
+    taps, pad = downsampling_kernel(2)
+    print(taps.shape, pad + 1, make_phase_masks(2, (8, 8)).shape)
+    assert_type(kspace_to_channels(np.zeros((8, 8), complex)), np.ndarray)
+    assert_type(channels_to_kspace(np.zeros((8, 8, 2))), np.ndarray)
+
+
+def data_and_metrics(clean: np.ndarray) -> None:
+    image = load_image("camera", size=32, as_gray=True)
+    assert_type(image, np.ndarray)
+    assert_type(add_gaussian_noise(image, 25 / 255, random_state=0), np.ndarray)
+    assert_type(add_noise(image, "poisson", 30.0, random_state=0), np.ndarray)
+    for noisy in (
+        add_impulse_noise(image, 0.1),
+        add_poisson_noise(image, 30.0),
+        add_speckle_noise(image, 0.1),
+        blur(image, make_gaussian_kernel(5, 1.0), mode="same"),
+        blur(image, make_disk_kernel(5, 2.0)),
+        blur(image, make_motion_kernel(9, random_state=0, length=5.0)),
+    ):
+        assert_type(psnr(clean, noisy), float)
+        assert_type(ssim(clean, noisy, data_range=1.0), float)
+        assert_type(aligned_ssim(clean, noisy, max_shift=2), float)
+        assert_type(align_shift(clean, noisy), tuple[int, int])
+    mask = cartesian_mask(image.shape, acceleration=4, random_state=0)
+    assert_type(simulate_kspace(image, mask, noise_std=0.01), np.ndarray)
+    assert_type(simulate_diffraction(image, oversampling=2, photons=1e4), np.ndarray)
+
+
+def model_selection(images: list[np.ndarray], noisy: np.ndarray) -> None:
+    grid = {"lr": [0.01, 0.03]}
+    search = GridSearchCV(DIPDenoiser(max_iter=100), grid, cv=PerImageCV(), refit=False)
+    search.fit(images)
+    print(FitImagesCV().get_n_splits(images), list(PerImageCV().split(images)))
+    prefer = PreferDefault({"lr": 0.01}, margin=1.0)
+    assert_type(
+        prefer.select(search.cv_results_["params"], search.cv_results_["mean_test_score"]), int
+    )
+    assert_type(best_params_per_image(search, prefer=prefer), list[dict[Any, Any]])
+    picked = best_scored(np.array([1.0, 2.0, 0.5]), n_best=2, margin=1.0)
+    assert_type(picked, np.ndarray)
+    fitted = fit_candidates(DIPDenoiser(max_iter=10), noisy, [{"lr": 0.01}, {"lr": 0.03}])
+    print(len(fitted))
+    avg = AverageOfBest(DIPDenoiser(max_iter=100), grid, n_best=2, margin=1.0)
+    assert_type(avg.fit(noisy), AverageOfBest)
+    print(avg.fit_transform(noisy))
+    print(avg.transform(noisy))
+    assert_type(avg.score(noisy), float)
+    assert_type(avg.set_params(n_best=1), AverageOfBest)
+    print(avg.scores_, avg.selected_, avg.estimators_, avg.reconstruction_)
+    try:
+        DIPDenoiser().fit(noisy).score(noisy)
+    except FitInterrupted as interrupted:
+        print(interrupted)
+    print(skdip.__version__.split("."))
