@@ -1,3 +1,4 @@
+import sys
 import warnings
 
 import numpy as np
@@ -1580,3 +1581,19 @@ def test_get_scorer_takes_keywords_that_agree_with_or_refine_the_name():
     assert get_scorer("psnr", metric="psnr", data_range=255).get_params()["data_range"] == 255
     assert get_scorer("emv", criterion="discrepancy").criterion == "discrepancy"
     assert get_scorer("discrepancy", rule="emv").rule == "emv"
+
+
+# get_scorer's overloads tell a type checker the class each name gives: a name added to
+# the registry without one, or typed as the other class, would be read wrong there.
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="typing.get_overloads is 3.11+")
+def test_get_scorer_is_typed_with_the_class_each_name_gives():
+    import typing
+
+    from skdip.metrics import _scorers
+
+    typed = {}
+    for overload in typing.get_overloads(_scorers.get_scorer):
+        hints = typing.get_type_hints(overload)
+        if typing.get_origin(hints["name"]) is typing.Literal:
+            typed.update(dict.fromkeys(typing.get_args(hints["name"]), hints["return"]))
+    assert typed == {name: type(get_scorer(name)) for name in SCORER_NAMES}

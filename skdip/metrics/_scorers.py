@@ -28,7 +28,7 @@ of the right power can differ this way, which the discrepancy alone cannot see.
 from __future__ import annotations
 
 from numbers import Real
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -936,6 +936,24 @@ _REGISTRY = {
 
 #: Names accepted by :func:`get_scorer`.
 SCORER_NAMES = tuple(_REGISTRY)
+
+
+# The scorer's class follows the name: without these, a type checker read every
+# get_scorer(...) as "NoReferenceScorer | ReferenceScorer", so get_scorer("emv").sigma or
+# .score_images(...) was refused (ReferenceScorer has neither) until narrowed.
+@overload
+def get_scorer(
+    name: Literal["emv", "wmv", "no_reference", "discrepancy", "emv_variance", "wmv_variance"],
+    **params: Any,
+) -> NoReferenceScorer: ...
+
+
+@overload
+def get_scorer(name: Literal["psnr", "ssim"], **params: Any) -> ReferenceScorer: ...
+
+
+@overload
+def get_scorer(name: str, **params: Any) -> NoReferenceScorer | ReferenceScorer: ...
 
 
 def get_scorer(name: str, **params: Any) -> NoReferenceScorer | ReferenceScorer:

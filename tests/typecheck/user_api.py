@@ -61,10 +61,14 @@ from skdip.generators import (
 )
 from skdip.losses import get_loss
 from skdip.metrics import (
+    SCORER_NAMES,
+    NoReferenceScorer,
+    ReferenceScorer,
     align_phase_retrieval,
     align_shift,
     aligned_psnr,
     aligned_ssim,
+    get_scorer,
     kernel_error,
     phase_retrieval_error,
     phase_retrieval_psnr,
@@ -269,3 +273,32 @@ def model_selection(images: list[np.ndarray], noisy: np.ndarray) -> None:
     except FitInterrupted as interrupted:
         print(interrupted)
     print(skdip.__version__.split("."))
+
+
+def scorers(noisy: np.ndarray, clean: np.ndarray, images: list[np.ndarray]) -> None:
+    den = DIPDenoiser(max_iter=100).fit(noisy)
+    # The scorer's class follows its name.
+    emv = get_scorer("emv", sigma=0.1)
+    assert_type(emv, NoReferenceScorer)
+    assert_type(emv(den, noisy), float)
+    assert_type(emv.score_images(den, noisy), np.ndarray)
+    print(emv.rule, emv.criterion, emv.sigma)
+    assert_type(get_scorer("wmv"), NoReferenceScorer)
+    assert_type(get_scorer("no_reference"), NoReferenceScorer)
+    assert_type(get_scorer("discrepancy"), NoReferenceScorer)
+    assert_type(get_scorer("emv_variance"), NoReferenceScorer)
+    assert_type(get_scorer("wmv_variance"), NoReferenceScorer)
+    reference = get_scorer("psnr", data_range=1.0)
+    assert_type(reference, ReferenceScorer)
+    assert_type(reference(den, noisy, clean), float)
+    print(reference.metric, reference.data_range)
+    assert_type(get_scorer("ssim"), ReferenceScorer)
+    for name in SCORER_NAMES:  # a name known at run time only: either class
+        scorer = get_scorer(name)
+        assert_type(scorer, NoReferenceScorer | ReferenceScorer)
+        print(scorer(den, noisy))
+    grid = {"lr": [0.01, 0.03]}
+    scoring = {"emv": get_scorer("emv"), "psnr": get_scorer("psnr")}
+    search = GridSearchCV(DIPDenoiser(), grid, cv=FitImagesCV(), scoring=scoring, refit="emv")
+    search.fit(images)
+    print(AverageOfBest(DIPDenoiser(), grid, scoring=get_scorer("wmv")).fit(noisy).scores_)
