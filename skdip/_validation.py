@@ -13,7 +13,7 @@ import numbers
 import reprlib
 from collections.abc import Callable, Iterator, Mapping, MappingView, Set
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn, TypeGuard, overload
 
 import numpy as np
 import scipy.sparse
@@ -648,6 +648,34 @@ def _refuse(
     )
 
 
+# Without allow_none the checks return a value or raise: typed so, a caller's result is
+# no Optional to narrow (mypy counted 65 errors in skdip's callers that relied on it).
+@overload
+def check_int(
+    value: object,
+    name: str,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    *,
+    allow_none: Literal[False] = False,
+    hint: str = "",
+    error: type[Exception] | None = None,
+) -> int: ...
+
+
+@overload
+def check_int(
+    value: object,
+    name: str,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    *,
+    allow_none: bool,
+    hint: str = "",
+    error: type[Exception] | None = None,
+) -> int | None: ...
+
+
 def check_int(
     value: object,
     name: str,
@@ -708,20 +736,48 @@ def check_int(
 
     if not _is_int(value):
         _refuse(error or TypeError, name, requirement, value, hint)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    out = int(value)  # exact for any integer; NumPy's compare alike
+    if (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
         _refuse(error or ValueError, name, requirement, value, hint)
-    return int(value)
+    return out
 
 
 def _int_adjective(minimum: int | None) -> str:
     """How a message words a lower bound of 1 or 0 ("positive ", "non-negative "); ""
     for any other bound, which the message states as a number."""
-    return {1: "positive ", 0: "non-negative "}.get(minimum, "")
+    words: dict[int | None, str] = {1: "positive ", 0: "non-negative "}
+    return words.get(minimum, "")
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[numbers.Integral]:
     """An integer, Python's or NumPy's, and no bool (``np.bool_`` neither)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+@overload
+def check_int_pair(
+    value: object,
+    name: str,
+    minimum: int | None = 1,
+    *,
+    allow_int: bool = False,
+    allow_none: Literal[False] = False,
+    hint: str = "",
+    error: type[Exception] | None = None,
+) -> tuple[int, int]: ...
+
+
+@overload
+def check_int_pair(
+    value: object,
+    name: str,
+    minimum: int | None = 1,
+    *,
+    allow_int: bool = False,
+    allow_none: bool,
+    hint: str = "",
+    error: type[Exception] | None = None,
+) -> tuple[int, int] | None: ...
 
 
 def check_int_pair(
@@ -800,6 +856,36 @@ def check_int_pair(
     if minimum is not None and min(items) < minimum:
         _refuse(error or ValueError, name, requirement, value, hint)
     return int(items[0]), int(items[1])
+
+
+@overload
+def check_number(
+    value: object,
+    name: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    exclusive_minimum: bool = False,
+    finite: bool = True,
+    allow_none: Literal[False] = False,
+    hint: str = "",
+    error: type[Exception] | None = None,
+) -> float: ...
+
+
+@overload
+def check_number(
+    value: object,
+    name: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    exclusive_minimum: bool = False,
+    finite: bool = True,
+    allow_none: bool,
+    hint: str = "",
+    error: type[Exception] | None = None,
+) -> float | None: ...
 
 
 def check_number(
