@@ -1465,7 +1465,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         self.__dict__.pop("_last_solve", None)
         return super().set_params(**params)
 
-    def get_metadata_routing(self):
+    def get_metadata_routing(self) -> MetadataRouter:
         """Get the metadata routing of this object.
 
         With scikit-learn's metadata routing enabled, the per-image inputs

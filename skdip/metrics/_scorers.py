@@ -28,7 +28,7 @@ of the right power can differ this way, which the discrepancy alone cannot see.
 from __future__ import annotations
 
 from numbers import Real
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -526,6 +526,10 @@ def _residual_structure(residual: np.ndarray) -> float:
     return 10.0 * float(np.log10(max(9.0 * float(np.mean(local**2)), _MIN_NOISE_VAR) / power))
 
 
+# set_score_request returns the scorer itself, as its own type.
+_Scorer = TypeVar("_Scorer", bound="_RoutedInputsMixin")
+
+
 class _RoutedInputsMixin:
     """Per-image fit inputs (an inpainter's ``mask``) routed to a scorer.
 
@@ -535,7 +539,7 @@ class _RoutedInputsMixin:
     scorer hands them to the estimator for images it has not fitted.
     """
 
-    def set_score_request(self, **requests):
+    def set_score_request(self: _Scorer, **requests: bool | str | None) -> _Scorer:
         """Request per-image inputs to be routed to this scorer.
 
         Parameters

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, cross_validate
 
 import skdip
 from skdip import (
@@ -302,3 +302,11 @@ def scorers(noisy: np.ndarray, clean: np.ndarray, images: list[np.ndarray]) -> N
     search = GridSearchCV(DIPDenoiser(), grid, cv=FitImagesCV(), scoring=scoring, refit="emv")
     search.fit(images)
     print(AverageOfBest(DIPDenoiser(), grid, scoring=get_scorer("wmv")).fit(noisy).scores_)
+    # doc/model_selection.md, metadata routing of the inpainter's masks.
+    masks = [np.ones(image.shape, bool) for image in images]
+    inpainter = DIPInpainter().set_fit_request(mask=True).set_score_request(mask=True)
+    routed = get_scorer("emv").set_score_request(mask=True)
+    assert_type(routed, NoReferenceScorer)
+    assert_type(get_scorer("psnr").set_score_request(mask="masks"), ReferenceScorer)
+    cross_validate(inpainter, images, params={"mask": masks}, scoring=routed)
+    print(AverageOfBest(DIPInpainter(), grid).get_metadata_routing())
