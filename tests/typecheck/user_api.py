@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from sklearn.model_selection import GridSearchCV, cross_validate
+from torch import nn
 
 import skdip
 from skdip import (
@@ -59,7 +60,7 @@ from skdip.generators import (
     ImplicitNeuralRepresentation,
     get_generator,
 )
-from skdip.losses import get_loss
+from skdip.losses import BaseRegularizer, get_loss
 from skdip.metrics import (
     SCORER_NAMES,
     NoReferenceScorer,
@@ -87,6 +88,7 @@ from skdip.model_selection import (
 from skdip.operators import (
     Convolution,
     Downsample,
+    ForwardOperator,
     FourierMagnitude,
     FunctionOperator,
     Identity,
@@ -310,3 +312,71 @@ def scorers(noisy: np.ndarray, clean: np.ndarray, images: list[np.ndarray]) -> N
     assert_type(get_scorer("psnr").set_score_request(mask="masks"), ReferenceScorer)
     cross_validate(inpainter, images, params={"mask": masks}, scoring=routed)
     print(AverageOfBest(DIPInpainter(), grid).get_metadata_routing())
+
+
+# The extension points, subclassed as their docstrings show, with a strict user's
+# annotations: the overrides must agree with the base classes' signatures.
+class EveryOtherColumn(ForwardOperator):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., ::2]
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        x = y.new_zeros((*y.shape[:-1], 2 * y.shape[-1]))
+        x[..., ::2] = y
+        return x
+
+    def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
+        h, w = input_shape
+        return h, (w + 1) // 2
+
+    def input_shape(self, output_shape: tuple[int, int]) -> tuple[int, int]:
+        h, w = output_shape
+        return h, 2 * w
+
+
+class StepSize(BaseStoppingRule):
+    def _start(self) -> None:
+        self._previous: torch.Tensor | None = None
+
+    def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
+        previous, self._previous = self._previous, x.detach().clone()
+        return None if previous is None else (x - previous).square().mean()
+
+
+class TwoLayers(GeneratorNetwork):
+    def __init__(self, out_shape: tuple[int, int], out_channels: int, width: int) -> None:
+        super().__init__()
+        self.out_shape, self.out_channels = out_shape, out_channels
+        self.register_buffer("input", 0.1 * torch.rand(1, width, *out_shape))
+        self.layers = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, out_channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.layers(z)
+        return out
+
+
+class TwoLayerGenerator(BaseGenerator):
+    def __init__(self, width: int = 8) -> None:
+        self.width = width
+
+    def _build(self, out_shape: tuple[int, int], out_channels: int) -> GeneratorNetwork:
+        return TwoLayers(out_shape, out_channels, self.width)
+
+
+class TowardsGrey(BaseRegularizer):
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - 0.5).abs().mean()
+
+
+def extensions(noisy: np.ndarray) -> None:
+    rec = DIPReconstructor(operator=EveryOtherColumn(), early_stopping=StepSize(patience=2))
+    print(rec.fit(noisy).reconstruction_.shape)
+    den = DIPDenoiser(generator=TwoLayerGenerator(width=4), regularizer=TowardsGrey(weight=2.0))
+    print(den.fit_transform(noisy).shape)
+    assert_type(TwoLayerGenerator(width=4).build((8, 8), 1, seed=0), GeneratorNetwork)
+    assert_type(TowardsGrey(weight=2.0)(torch.ones(1, 1, 4, 4)), torch.Tensor)
