@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Real
+from typing import TYPE_CHECKING
 
 import joblib
 import numpy as np
@@ -35,6 +36,9 @@ from ._warnings import warn
 from .exceptions import FitInterrupted, InterruptionWarning
 from .operators import ForwardOperator, Identity
 from .stopping import BaseStoppingRule, ExponentialMovingVariance, WindowedMovingVariance
+
+if TYPE_CHECKING:
+    from .generators import GeneratorNetwork
 
 __all__ = [
     "DIPModel",
@@ -99,7 +103,7 @@ class DIPModel(nn.Module):
 
     def __init__(
         self,
-        network: nn.Module,
+        network: GeneratorNetwork,
         operator: ForwardOperator | None = None,
         input_noise_std: float = 0.0,
     ):

@@ -109,6 +109,9 @@ class GeneratorNetwork(nn.Module):
 
     out_shape: tuple[int, int]
     out_channels: int
+    # Registered by each subclass (a buffer, or a parameter); declared for type checkers,
+    # which read a module's other attributes as "Tensor | Module".
+    input: torch.Tensor
 
     def n_parameters(self) -> int:
         """Number of trainable parameters."""

@@ -179,6 +179,9 @@ def networks_and_rules(x: torch.Tensor) -> None:
     net = SkipNetwork(width=8, depth=2, skip_channels=2, input_channels=4).build((8, 8), 1)
     assert_type(net, GeneratorNetwork)
     assert_type(net.n_parameters(), int)
+    assert_type(net.input, torch.Tensor)  # the code z (GeneratorNetwork's docstring)
+    perturbed = net.input + 0.05 * torch.randn_like(net.input)
+    print(net(perturbed).shape, net.out_shape, net.out_channels)
     for generator in (DeepDecoder(), ConvDecoder(), ImplicitNeuralRepresentation()):
         print(generator.build((8, 8), 3, seed=0))
     assert_type(get_generator("skip-small"), BaseGenerator)
