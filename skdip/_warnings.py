@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 import warnings
+from types import FrameType
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # A warning held back (held_back) is issued from a context manager's exit, under
@@ -27,7 +28,7 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
             block.append((message, category))
             return
         block = block.outer
-    frame = sys._getframe(1)  # warn's caller: stacklevel 2
+    frame: FrameType | None = sys._getframe(1)  # warn's caller: stacklevel 2
     level = 2
     while frame is not None and (
         os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR)

@@ -1556,7 +1556,7 @@ def _check_same_output_shape(
                 [est._reconstruction_shape(im, ex) for im, ex in zip(images, extras, strict=True)]
             )
     for i in range(len(images)):
-        first = {}
+        first: dict[tuple[int, ...], int] = {}
         for k, per_image in enumerate(shapes):
             first.setdefault(tuple(per_image[i]), k)
         if len(first) > 1:
@@ -1570,7 +1570,8 @@ def _check_same_output_shape(
 
 def _interruption(fitted: list, candidates: list[dict]) -> str | None:
     """The message of a Ctrl-C during AverageOfBest's fits; None without one."""
-    cut, unfitted = [], []
+    cut: list[int] = []
+    unfitted: list[int] = []
     for k, est in enumerate(fitted):
         stopped = [r for r in est._fit_results if r["stopped_by"] == "interrupted"]
         if stopped:

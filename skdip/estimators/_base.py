@@ -22,6 +22,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from numbers import Integral, Real
+from types import FrameType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -458,7 +459,7 @@ def _cross_validation_frame() -> dict | None:
     """The local variables of scikit-learn's fit-and-score of a cross-validation
     (GridSearchCV, cross_validate, successive halving) the call comes from, in this
     process or a worker; None outside one."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "_fit_and_score" and str(
             frame.f_globals.get("__name__", "")

@@ -649,7 +649,7 @@ class _PhaseRetrieverMixin:
     def _unused_params(self) -> frozenset[str]:
         # The seed draws masks only when none are given and n_masks asks for some.
         unused = self.masks is not None or self.n_masks == 0
-        inherited = getattr(super(), "_unused_params", frozenset)()  # HIO has none
+        inherited: frozenset[str] = getattr(super(), "_unused_params", frozenset)()  # HIO: none
         return frozenset(inherited) | ({"mask_seed"} if unused else set())
 
     def _restore(self, layout, results: list[dict]):

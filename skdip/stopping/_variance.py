@@ -248,7 +248,7 @@ class WindowedMovingVariance(BaseStoppingRule):
         # The window's iterates, one tensor each, added as they come: a kept
         # warm_start state (and its pickle) holds only the iterates seen, not
         # ``window`` slots allocated at the first step.
-        self._iterates = []
+        self._iterates: list[torch.Tensor] = []
         self._count = 0
 
     def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
