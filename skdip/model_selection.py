@@ -38,7 +38,7 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import ParameterGrid
-from sklearn.utils import check_random_state, get_tags
+from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metadata_routing import (
     MetadataRouter,
@@ -59,7 +59,13 @@ from ._validation import (
     reject_bool_numbers,
 )
 from ._warnings import held_back, warn
-from .estimators._base import ImageOutputMixin, _fit_together, _image_seeds, _solve_key
+from .estimators._base import (
+    ImageOutputMixin,
+    _fit_together,
+    _image_seeds,
+    _solve_key,
+    resolved_seed,
+)
 from .exceptions import FitInterrupted, InterruptionWarning
 from .generators import get_generator
 from .metrics import NoReferenceScorer, get_scorer
@@ -698,6 +704,10 @@ def fit_candidates(
     images in batches (a ``noise_model``) is fitted alone, and its returned
     copy gets ``batch_size=1`` when the estimator's is larger and the setting
     names none (with a larger one it could not fit other images).
+    ``random_state=None`` draws one seed for the call, from NumPy's global
+    generator: every setting left at None runs from it, as from an int (the
+    fits differ by their settings alone), and records it in
+    ``random_state_``, which, set as ``random_state``, repeats them.
 
     Parameters
     ----------
@@ -783,11 +793,22 @@ def fit_candidates(
     n = len(images)
     refs = references if references is not None else [None] * n
 
+    # random_state=None is drawn once for the call: the settings left at it run from one
+    # seed, as from an int, so that one value repeats them all. A RandomState instance
+    # is drawn from in each setting's copy (clone's), all alike, the caller's untouched.
+    drawn: dict[None, int] = {}
+
+    def seed_of(random_state: Any) -> int:
+        if random_state is None:
+            return drawn.setdefault(None, resolved_seed(None))
+        return resolved_seed(random_state)
+
+    seeds_of = [seed_of(est.random_state) for est in fitted]
     # Every (candidate, image) fit, grouped by what decides the stacked shapes.
     groups: dict[tuple, list[tuple]] = {}
     for k, est in enumerate(fitted):
         extras = est._per_image_inputs(images, references, fit_params)
-        seeds = _image_seeds(check_random_state(est.random_state), n)
+        seeds = _image_seeds(np.random.RandomState(seeds_of[k]), n)
         for i in range(n):
             key = (
                 repr(get_generator(est.generator)),
@@ -823,7 +844,9 @@ def fit_candidates(
             InterruptionWarning,
         )
     for k, est in enumerate(fitted):
-        est._set_fitted(images, layout, [results[(k, i)] for i in range(n)], fit_params)
+        est._set_fitted(
+            images, layout, [results[(k, i)] for i in range(n)], fit_params, seeds_of[k]
+        )
     return fitted
 
 
@@ -1078,6 +1101,16 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         Number of images fitted.
     n_features_in_ : int
         Width of the image, set when ``X`` is a single 2-D array.
+    random_state_ : int
+        The seed the estimator's ``random_state`` gave the settings (those of
+        ``param_grid`` that set no ``random_state`` of their own): itself
+        when it is an int, else one drawn from it (None: from NumPy's global
+        generator, once for every setting; a ``RandomState`` instance is
+        drawn from in each setting's copy, as ``clone`` makes it, and is left
+        as it was). Set as ``estimator__random_state``, it repeats the fit
+        exactly (on the CPU): ``clone(avg).set_params(
+        estimator__random_state=avg.random_state_).fit(X)``. New images
+        that ``transform`` or ``score`` solve draw their own, not recorded.
 
     See Also
     --------
@@ -1291,6 +1324,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         # Only now: a refit refused before any work (warm_start, a device this machine
         # lacks) left the estimator without its earlier fit.
         self._drop_fitted()
+        self.random_state_ = _estimator_seed(self.estimator, candidates, fitted)
         self.candidates_ = candidates
         self.scores_ = scores
         self.selected_ = selected
@@ -1520,6 +1554,7 @@ def _check_distance_applies(estimator: Any, default_index: int | None) -> None:
 
 
 _AVERAGE_OF_BEST_FITTED = (
+    "random_state_",
     "candidates_",
     "scores_",
     "selected_",
@@ -1532,6 +1567,17 @@ _AVERAGE_OF_BEST_FITTED = (
     "_averages",
     "_last_solve",
 )
+
+
+def _estimator_seed(estimator: Any, candidates: list[dict], fitted: list) -> int:
+    """The seed ``estimator``'s ``random_state`` gave the settings of ``fitted`` that set
+    none of their own (one for them all: see :func:`fit_candidates`); where every setting
+    sets its own, the seed it would give them."""
+    for setting, est in zip(candidates, fitted, strict=True):
+        if "random_state" not in setting:
+            return est.random_state_
+    # Drawn from a copy, as each setting's clone would be: a RandomState is left alone.
+    return resolved_seed(clone(estimator.random_state, safe=False))
 
 
 def _check_same_output_shape(

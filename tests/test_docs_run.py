@@ -135,6 +135,8 @@ CHECKS = {
         ("x_hat = den.fit_transform(y_noisy)", "{'loss', 'signal'} <= set(den.history_)"),
         ("x_hat = den.fit_transform(y_noisy)", "'psnr' not in den.history_"),  # no y given
         ("den.set_params(max_iter=2000)", "den.n_iter_ == len(den.history_['loss']) == 6"),
+        ("again = clone(first)", "type(first.random_state_) is int"),
+        ("again = clone(first)", "np.array_equal(again.reconstruction_, first.reconstruction_)"),
     ],
     "inverse_problems.md": [
         ("high = est.fit_transform(low)", "high.shape == (2 * 8, 2 * 8, 3)"),

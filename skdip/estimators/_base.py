@@ -1121,14 +1121,18 @@ class BaseDIPEstimator(
         return images, layout, references
 
     def _solve(self, X, y=None, *, fitting: bool = False, checked=None, **fit_params):
-        """Check and solve ``X``; ``fitting``: for :meth:`fit`, which may go on with
-        the last fit (``warm_start``) and keeps the fits' states for the next;
-        ``checked``: ``X`` already checked (its warnings given once)."""
+        """Check and solve ``X``: ``(images, layout, results, seed)``, ``seed`` the int
+        the new fits ran from (:func:`resolved_seed`), None when the kept fits went on.
+        ``fitting``: for :meth:`fit`, which may go on with the last fit (``warm_start``)
+        and keeps the fits' states for the next; ``checked``: ``X`` already checked (its
+        warnings given once)."""
         images, layout, references = self._check_inputs(X, y, fit_params, checked)
         extras = self._per_image_inputs(images, references, fit_params)
-        rng = check_random_state(self.random_state)
         warm = fitting and bool(getattr(self, "warm_start", False))
         states = self._states_to_continue(images, references, fit_params) if warm else None
+        # New fits run from one int seed, which fit records: a kept fit that goes on
+        # draws none.
+        seed = resolved_seed(self.random_state) if states is None else None
         # Put back if the new fit fails: the fit they belong to stays the fitted one.
         kept = {
             k: self.__dict__[k] for k in ("_fit_states", "_warm_references") if k in self.__dict__
@@ -1149,6 +1153,7 @@ class BaseDIPEstimator(
                 if states is not None:
                     results = self._continue_fits(states, images, extras)
                 else:
+                    rng = np.random.RandomState(seed)
                     results = self._fit_images(images, references, extras, rng)
         except BaseException:
             self.__dict__.update(kept)
@@ -1158,7 +1163,7 @@ class BaseDIPEstimator(
                 self.__dict__.pop("_keeping_fit_states", None)
         if interrupted[0]:
             _warn_not_fitted(type(self).__name__, results)
-        return images, layout, results
+        return images, layout, results, seed
 
     def _states_to_continue(self, images, references, fit_params) -> list | None:
         """The last fit's states when ``fit`` is to go on with it, else None (a new fit)."""
@@ -1296,9 +1301,11 @@ class BaseDIPEstimator(
         """
         self._check_params()
         self._check_search()
-        images, layout, results = self._solve(X, y, fitting=True, **fit_params)
+        images, layout, results, seed = self._solve(X, y, fitting=True, **fit_params)
         states = [r.pop("fit_state", None) for r in results]
-        self._set_fitted(images, layout, results, fit_params)
+        if seed is None:  # the kept fits went on: they ran from the seed of their start
+            seed = self.__dict__.get("random_state_")
+        self._set_fitted(images, layout, results, fit_params, seed)
         # Kept only for warm_start: a state holds the network and Adam's moments.
         self._fit_states = states if any(s is not None for s in states) else None
         self._warm_params = _param_keys(self) if self._fit_states is not None else None
@@ -1340,8 +1347,13 @@ class BaseDIPEstimator(
                 f"scoring, so it is not fitted: {err}"
             ) from err
 
-    def _set_fitted(self, images, layout, results, fit_params) -> None:
+    def _set_fitted(self, images, layout, results, fit_params, seed: int | None) -> None:
+        """Set the fitted attributes from the per-image ``results`` of the fits that ran
+        from ``seed`` (:func:`resolved_seed`; None: not known, as for a fit kept by an
+        earlier version, which recorded none)."""
         clear_fitted(self)
+        if seed is not None:
+            self.random_state_ = seed
         single = layout.kind == "single"
         pick = functools.partial(fitted_value, results, single=single)
         self.reconstruction_ = self._restore(layout, results)
@@ -1504,7 +1516,10 @@ class BaseDIPEstimator(
         self._warn_inputs_left_out(fit_params)
         key = _solve_key(self._inputs_digest(images, fit_params), self)
         results = self._kept_solve(
-            key, lambda: self._solve(X, None, checked=(images, layout), **fit_params)[2]
+            # A seed drawn for new images (random_state=None) is not recorded: the
+            # fitted state is the fit's.
+            key,
+            lambda: self._solve(X, None, checked=(images, layout), **fit_params)[2],
         )
         return images, layout, results
 
@@ -1959,6 +1974,21 @@ def _shared_torch_threads(threads: int):
             _threads_users -= 1
             if _threads_users == 0:
                 torch.set_num_threads(_threads_before)
+
+
+def resolved_seed(random_state) -> int:
+    """The int seed a new solve runs from, from ``np.random.RandomState(seed)``.
+
+    An int ``random_state`` is the seed itself: ``RandomState(random_state)``, as
+    ``check_random_state`` makes it. None and a ``RandomState`` instance give one
+    draw, from NumPy's global generator or from the instance (which it advances as
+    the solve's own first draw did before there was a seed to record). Recorded as
+    ``random_state_``, the seed, set as ``random_state``, solves the same again.
+    """
+    rng = check_random_state(random_state)  # refuses what is not a random state
+    if isinstance(random_state, Integral):
+        return int(random_state)
+    return int(rng.randint(0, 2**31 - 1))
 
 
 def _image_seeds(rng: np.random.RandomState, n: int) -> list[int]:

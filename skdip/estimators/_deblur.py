@@ -368,7 +368,8 @@ class BlindDeblurrer(BaseDIPEstimator):
         Seeds both networks, their input codes and the perturbations. The
         same seed gives identical results on the CPU. None draws the seed from
         NumPy's global generator (``np.random.seed`` makes it repeatable, not
-        ``torch.manual_seed``).
+        ``torch.manual_seed``), as does a ``RandomState`` instance from
+        itself: the seed a fit ran from is kept in ``random_state_``.
     verbose : bool or int, default=False
         Show a progress bar (needs tqdm: the ``progress`` extra).
     callback : callable, default=None
@@ -404,6 +405,9 @@ class BlindDeblurrer(BaseDIPEstimator):
         :meth:`fit`, ``history_["psnr"]`` records the PSNR of the aligned
         image at every step: of the running average with ``output_averaging``
         (there is no ``"psnr_raw"`` curve of the raw iterates here).
+    random_state_ : int
+        The seed the fit ran from, which repeats it set as ``random_state``
+        (as for :class:`DIPDenoiser`).
 
     See Also
     --------

@@ -98,7 +98,9 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         same seed gives identical results on the CPU; every image of a batch
         gets the same seed, so an image's fit does not depend on the others.
         None draws the seed from NumPy's global generator (``np.random.seed``
-        makes it repeatable, not ``torch.manual_seed``).
+        makes it repeatable, not ``torch.manual_seed``), as does a
+        ``RandomState`` instance from itself: the seed a fit ran from is kept
+        in ``random_state_``, to repeat it.
     verbose : bool or int, default=False
         Show a progress bar with the loss and the stopping signal (needs
         tqdm: the ``progress`` extra).
@@ -183,6 +185,16 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         Number of images fitted.
     n_features_in_ : int
         Width of the image, set when ``X`` is a single 2-D array.
+    random_state_ : int
+        The seed the fit ran from: ``random_state`` itself when it is an int,
+        else the one drawn from it (None: from NumPy's global generator; a
+        ``RandomState`` instance: one draw, which advances it). Set as
+        ``random_state``, it repeats the fit exactly (on the CPU: see
+        ``random_state``), e.g. a good fit made with None:
+        ``clone(est).set_params(random_state=est.random_state_).fit(X)``. A
+        fit that ``warm_start`` goes on with keeps it. New images that
+        ``transform`` or ``score`` solve are not fitted: a seed drawn for them
+        is not recorded (give an int ``random_state`` to repeat such solves).
     sparse_noise_ : ndarray or list of ndarray
         With ``noise_model``: the fitted sparse noise term, in the layout of
         ``X`` and on the intensity scale of ``reconstruction_`` ([0, 1] for

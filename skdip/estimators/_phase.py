@@ -20,7 +20,6 @@ import torch
 from joblib import Parallel, delayed
 from scipy import ndimage
 from sklearn.base import BaseEstimator, TransformerMixin, clone
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -68,6 +67,7 @@ from ._base import (
     clear_fitted,
     fitted_value,
     input_noise_std,
+    resolved_seed,
     without_fitted_state,
 )
 
@@ -835,7 +835,9 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         Seeds the networks, their inputs, the perturbations and the HIO
         start of every restart. The same seed gives identical results on the
         CPU. None draws the seed from NumPy's global generator
-        (``np.random.seed`` makes it repeatable, not ``torch.manual_seed``).
+        (``np.random.seed`` makes it repeatable, not ``torch.manual_seed``),
+        as does a ``RandomState`` instance from itself: the seed a fit ran
+        from is kept in ``random_state_``; the restarts' seeds are drawn from it.
     verbose : bool or int, default=False
         Show a progress bar (needs tqdm: the ``progress`` extra).
     callback : callable, default=None
@@ -879,6 +881,16 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         Number of measurements fitted.
     n_features_in_ : int
         Width of ``X`` when it is a single 2-D pattern.
+    random_state_ : int
+        The seed the fit ran from: ``random_state`` itself when it is an int,
+        else the one drawn from it (None: from NumPy's global generator; a
+        ``RandomState`` instance: one draw, which advances it). Set as
+        ``random_state``, it repeats the fit exactly (on the CPU: see
+        ``random_state``), e.g. a good fit made with None:
+        ``clone(est).set_params(random_state=est.random_state_).fit(X)``. A
+        fit that ``warm_start`` goes on with keeps it. New images that
+        ``transform`` or ``score`` solve are not fitted: a seed drawn for them
+        is not recorded (give an int ``random_state`` to repeat such solves).
 
     See Also
     --------
@@ -1125,7 +1137,7 @@ class PhaseRetriever(_PhaseRetrieverMixin, BaseDIPEstimator, auto_wrap_output_ke
         # Not hio.fit: the measurement was checked, and warned about under its
         # index in the batch, by this fit; every restart's start would repeat it.
         shape = _object_shape(image.shape[:2], check_oversampling(self.oversampling))
-        result = hio._solve_images([image], [shape])[0]
+        result = hio._solve_images([image], [shape], seed)[0]
         return None if result["stopped_by"] == "interrupted" else result["object"]
 
     def _pretrain(self, model: _PhaseModel, start: np.ndarray, seed: int, device) -> None:
@@ -1328,7 +1340,9 @@ class HIOPhaseRetriever(
         The coded masks themselves, as in :class:`PhaseRetriever`. Masks that
         are not all of unit modulus combine the ``K`` fields by least squares.
     random_state : int, RandomState instance or None, default=None
-        Seeds the random initial phases.
+        Seeds the random initial phases. None draws the seed from NumPy's
+        global generator, as does a ``RandomState`` instance from itself: the
+        seed a fit ran from is kept in ``random_state_``.
     n_jobs : int, default=None
         Runs in parallel (joblib processes; None means 1, -1 all cores), over
         the measurements of a batch and the restarts of ``n_init``. The result
@@ -1358,6 +1372,15 @@ class HIOPhaseRetriever(
         Number of measurements fitted.
     n_features_in_ : int
         Width of ``X`` when it is a single 2-D pattern.
+    random_state_ : int
+        The seed the fit ran from: ``random_state`` itself when it is an int,
+        else the one drawn from it (None: from NumPy's global generator; a
+        ``RandomState`` instance: one draw, which advances it). Set as
+        ``random_state``, it repeats the fit exactly, e.g. a good fit made
+        with None: ``clone(est).set_params(random_state=est.random_state_).fit(X)``.
+        New measurements that ``transform`` or ``score`` solve are not
+        fitted: a seed drawn for them is not recorded (give an int
+        ``random_state`` to repeat such solves).
 
     See Also
     --------
@@ -1448,7 +1471,8 @@ class HIOPhaseRetriever(
             complex_hint=_COMPLEX_FIELD_HINT,
         )
         shapes = _check_measurements(self, images)
-        results = self._solve_images(images, shapes)
+        seed = resolved_seed(self.random_state)
+        results = self._solve_images(images, shapes, seed)
         cut = [i for i, r in enumerate(results) if r["stopped_by"] == "interrupted"]
         if cut:
             warn(
@@ -1458,10 +1482,13 @@ class HIOPhaseRetriever(
                 "scored). Fit again to solve them.",
                 InterruptionWarning,
             )
-        return images, layout, results
+        return images, layout, results, seed
 
-    def _solve_images(self, images: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[dict]:
-        """Solve checked ``(sH, sW, K)`` measurements (``shapes``: their object shapes).
+    def _solve_images(
+        self, images: list[np.ndarray], shapes: list[tuple[int, int]], seed: int
+    ) -> list[dict]:
+        """Solve checked ``(sH, sW, K)`` measurements (``shapes``: their object shapes)
+        from the int ``seed`` (:func:`~skdip.estimators._base.resolved_seed`).
 
         One Ctrl-C ends the call (sequential runs): the run it cuts keeps its
         iterate and the later ones run no iteration; the images concerned are
@@ -1471,7 +1498,7 @@ class HIOPhaseRetriever(
         """
         # One seed for every image, as the DIP estimators do: an image's result does
         # not depend on its place in the batch (a PerImageCV split and the refit agree).
-        seeds = _image_seeds(check_random_state(self.random_state), len(images))
+        seeds = _image_seeds(np.random.RandomState(seed), len(images))
         jobs = []
         for image, shape, seed in zip(images, shapes, seeds, strict=True):
             magnitudes = np.sqrt(image) if self.measurement == "intensity" else image
@@ -1633,10 +1660,11 @@ class HIOPhaseRetriever(
         self : object
         """
         self._check_params()
-        images, layout, results = self._solve(X)
+        images, layout, results, seed = self._solve(X)
         single = layout.kind == "single"
         pick = functools.partial(fitted_value, results, single=single)
         clear_fitted(self)  # n_features_in_ only fits a 2-D input
+        self.random_state_ = seed
         self.reconstruction_ = self._restore(layout, results)
         self.n_iter_ = pick("n_iter")
         self.stopped_by_ = pick("stopped_by")

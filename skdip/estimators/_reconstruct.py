@@ -130,7 +130,8 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         Seeds the network, its input code and the perturbations; the same
         seed gives identical results on the CPU. None draws the seed from
         NumPy's global generator (``np.random.seed`` makes it repeatable, not
-        ``torch.manual_seed``).
+        ``torch.manual_seed``), as does a ``RandomState`` instance from
+        itself: the seed a fit ran from is kept in ``random_state_``.
     verbose : bool or int, default=False
         Show a progress bar (needs tqdm: the ``progress`` extra).
     callback : callable, default=None
@@ -182,7 +183,17 @@ _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
     n_images_ : int
         Number of images fitted.
     n_features_in_ : int
-        Width of the observation, set when ``X`` is a single 2-D array."""
+        Width of the observation, set when ``X`` is a single 2-D array.
+    random_state_ : int
+        The seed the fit ran from: ``random_state`` itself when it is an int,
+        else the one drawn from it (None: from NumPy's global generator; a
+        ``RandomState`` instance: one draw, which advances it). Set as
+        ``random_state``, it repeats the fit exactly (on the CPU: see
+        ``random_state``), e.g. a good fit made with None:
+        ``clone(est).set_params(random_state=est.random_state_).fit(X)``. A
+        fit that ``warm_start`` goes on with keeps it. New images that
+        ``transform`` or ``score`` solve are not fitted: a seed drawn for them
+        is not recorded (give an int ``random_state`` to repeat such solves)."""
 
 
 def _fill(doc: str, placeholder: str, text: str) -> str:
