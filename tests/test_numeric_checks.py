@@ -338,11 +338,12 @@ _PAIR_SITES = [
     (lambda: make_coil_maps(2, (4,)), TypeError, "shape must be a pair of positive ints"),
     (lambda: cartesian_mask((4, True)), TypeError, "shape must be a pair of positive ints"),
     (lambda: FourierMagnitude(oversampling=(2, True)), TypeError, "oversampling must be an int"),
-    # Why 2 is the minimum was said of 2.5 too, which is no int at all
+    # Why 2 is the minimum was said of 2.5 too, which is no int at all (a setting of the
+    # operator: named as the class's, InvalidParameterError, a TypeError too)
     (
         lambda: FourierMagnitude(oversampling=2.5),
         TypeError,
-        r"^oversampling must be an int or a pair of ints, got 2.5$",
+        r"^FourierMagnitude\.oversampling must be an int or a pair of ints, got 2.5$",
     ),
     (
         lambda: simulate_diffraction(X, oversampling=1),

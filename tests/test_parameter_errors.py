@@ -9,6 +9,7 @@ the class and the parameter.
 """
 
 import re
+import reprlib
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ import skdip.model_selection
 import skdip.stopping
 from skdip import (
     BlindDeblurrer,
+    DIPDeconvolver,
     DIPDenoiser,
     DIPReconstructor,
     ExponentialMovingVariance,
@@ -46,6 +48,14 @@ from skdip.generators import (
 from skdip.losses import BaseRegularizer
 from skdip.metrics import NoReferenceScorer, ReferenceScorer
 from skdip.model_selection import AverageOfBest, FitImagesCV, PreferDefault
+from skdip.operators import (
+    Convolution,
+    Downsample,
+    FourierMagnitude,
+    FunctionOperator,
+    KSpaceSampling,
+    PixelMask,
+)
 from skdip.stopping import BaseStoppingRule
 
 _IMAGE = np.random.default_rng(0).random((8, 8))
@@ -168,6 +178,53 @@ PARAMS = [
 ]
 
 
+def _with(cls, **required):
+    """``cls`` made with ``required`` settings unless the case sets them."""
+    return lambda **params: cls(**{**required, **params})
+
+
+_EYE = np.eye(4)
+
+# The forward operators check their settings when made (and when set, which rebuilds
+# them): (class name, make, setting, bad values: a wrong type, then refused values).
+# A mismatch with the data of a call (an image of another shape than the mask) is no
+# bad setting: it stays a ValueError (tests/test_operators.py).
+OPERATOR_CASES = [
+    ("Downsample", Downsample, "factor", (2.0, True, 0)),
+    ("Downsample", _with(Downsample, factor=2), "kernel", (1, "nearest")),
+    ("Downsample", _with(Downsample, factor=2), "padding", (None, "wrap")),
+    ("Convolution", Convolution, "kernel", ("box", np.full((3, 3), np.nan), np.ones(3))),
+    ("Convolution", Convolution, "kernel", (np.zeros((3, 3)), np.ones((3, 3), complex))),
+    ("Convolution", _with(Convolution, kernel=np.ones((3, 3))), "boundary", (1, "same")),
+    ("PixelMask", PixelMask, "mask", ("mask", np.full((4, 4), 0.5), np.zeros((4, 4)))),
+    ("PixelMask", PixelMask, "mask", (np.ones((1, 4, 4, 1)),)),
+    ("KSpaceSampling", KSpaceSampling, "mask", (None, 2 * _EYE, np.zeros(4))),
+    ("KSpaceSampling", _with(KSpaceSampling, mask=_EYE), "coil_maps", ("maps", np.ones((2, 3, 3)))),
+    ("KSpaceSampling", _with(KSpaceSampling, mask=_EYE), "image", (2, "cplx")),
+    ("FourierMagnitude", FourierMagnitude, "oversampling", (2.5, 1)),
+    ("FourierMagnitude", FourierMagnitude, "measurement", (1, "Intensity")),
+    ("FourierMagnitude", FourierMagnitude, "n_masks", (1.5, -1)),
+    ("FourierMagnitude", _with(FourierMagnitude, n_masks=1), "mask_seed", ("3", -1, 2**32)),
+    ("FourierMagnitude", FourierMagnitude, "masks", (np.full((2, 4, 4), "a"), np.ones(4))),
+    ("FourierMagnitude", FourierMagnitude, "masks", (np.full((2, 4, 4), np.nan),)),
+    # The masks' number against n_masks: named as n_masks.
+    ("FourierMagnitude", _with(FourierMagnitude, masks=np.ones((2, 4, 4))), "n_masks", (3,)),
+    ("FunctionOperator", FunctionOperator, "function", (3,)),
+    ("FunctionOperator", _with(FunctionOperator, function=abs), "output_shape", ("same",)),
+    ("FunctionOperator", _with(FunctionOperator, function=abs), "input_shape", (3,)),
+    ("FunctionOperator", _with(FunctionOperator, function=abs), "input_channels", (1.5, 0)),
+    ("FunctionOperator", _with(FunctionOperator, function=abs), "linear", ("yes", 1)),
+    # An adjoint of an operator not declared linear: named as the adjoint.
+    ("FunctionOperator", _with(FunctionOperator, function=abs), "adjoint", (3, abs)),
+]
+
+OPERATOR_PARAMS = [
+    pytest.param(owner, make, name, value, id=f"{owner}.{name}={reprlib.repr(value)}")
+    for owner, make, name, values in OPERATOR_CASES
+    for value in values
+]
+
+
 def _names(owner: str, name: str) -> str:
     """A message naming the class and the parameter, in the estimators' words
     ("The 'width' parameter of SkipNetwork ...") or as "SkipNetwork.width"."""
@@ -185,12 +242,60 @@ def test_a_bad_parameter_raises_invalid_parameter_error_naming_it(
     assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
 
 
+@pytest.mark.parametrize(("owner", "make", "name", "value"), OPERATOR_PARAMS)
+def test_an_operators_bad_setting_raises_invalid_parameter_error_naming_it(
+    owner, make, name, value
+):
+    # Plain ValueErrors and TypeErrors without the class name before ("factor must be a
+    # positive int, got 0"), where every other configuration object named both.
+    with pytest.raises(InvalidParameterError, match=_names(owner, name)):
+        make(**{name: value})
+
+
+def test_an_operators_setting_set_or_assigned_is_refused_alike():
+    op = Downsample(2)
+    with pytest.raises(InvalidParameterError, match=_names("Downsample", "factor")):
+        op.set_params(factor=0)
+    with pytest.raises(InvalidParameterError, match=_names("Downsample", "kernel")):
+        op.kernel = "nearest"
+    assert op.get_params() == {"factor": 2, "kernel": "lanczos2", "padding": "replicate"}
+
+
+def test_a_grid_search_raises_the_operators_error():
+    # A bad operator__factor came out of GridSearchCV as a plain ValueError.
+    est = DIPReconstructor(
+        operator=Downsample(2),
+        generator=SkipNetwork(width=4, depth=1, input_channels=2, skip_channels=1),
+        max_iter=1,
+        early_stopping=None,
+    )
+    search = GridSearchCV(
+        est, {"operator__factor": [2, 0]}, cv=FitImagesCV(), error_score="raise", refit=False
+    )
+    with pytest.raises(InvalidParameterError, match=re.escape("Downsample.factor")):
+        search.fit(_IMAGE[None, ..., None])
+
+
+def test_functions_that_build_an_operator_name_their_own_arguments():
+    # Not the operator's settings, which their caller never made: plain errors, as before.
+    from skdip.datasets import simulate_diffraction, simulate_kspace
+
+    with pytest.raises(ValueError, match="^mask must contain only 0/1") as info:
+        simulate_kspace(np.ones((4, 4)), 2 * _EYE)
+    assert not isinstance(info.value, InvalidParameterError)
+    with pytest.raises(ValueError, match="^coil_maps have spatial shape") as info:
+        simulate_kspace(np.ones((4, 4)), _EYE, np.ones((2, 3, 3)))
+    assert not isinstance(info.value, InvalidParameterError)
+    for kwargs, match in [({"n_masks": -1}, "^n_masks must"), ({"mask_seed": 1.5}, "^mask_seed")]:
+        with pytest.raises((ValueError, TypeError), match=match) as info:
+            simulate_diffraction(np.ones((4, 4)), **kwargs)
+        assert not isinstance(info.value, InvalidParameterError)
+
+
 def test_every_public_configuration_class_is_covered():
-    # (The forward operators, torch modules, check their settings when made or set,
-    # with ValueError and TypeError: tests/test_operators.py.)
-    covered = {owner for owner, *_ in CASES}
+    covered = {owner for owner, *_ in CASES} | {owner for owner, *_ in OPERATOR_CASES}
     modules = (skdip, skdip.estimators, skdip.generators, skdip.losses, skdip.metrics)
-    modules += (skdip.model_selection, skdip.stopping)
+    modules += (skdip.model_selection, skdip.operators, skdip.stopping)
     public = {
         name
         for module in modules
@@ -249,6 +354,10 @@ def test_a_grid_search_raises_the_nested_settings_error():
         (lambda: PhaseRetriever(n_masks=1, mask_seed=2**32), "PhaseRetriever", "mask_seed"),
         (lambda: HIOPhaseRetriever(n_masks=1, mask_seed=2**32), "HIOPhaseRetriever", "mask_seed"),
         (lambda: PhaseRetriever(init=DIPDenoiser()), "PhaseRetriever", "init"),
+        # Refused as the estimator's kernel, not as the Convolution it builds.
+        (lambda: DIPDeconvolver(kernel=np.full((3, 3), np.nan)), "DIPDeconvolver", "kernel"),
+        (lambda: DIPDeconvolver(kernel=np.zeros((3, 3))), "DIPDeconvolver", "kernel"),
+        (lambda: DIPDeconvolver(kernel=np.ones(3)), "DIPDeconvolver", "kernel"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

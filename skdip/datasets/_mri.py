@@ -9,7 +9,7 @@ import torch
 
 from .._validation import check_int, check_int_pair, check_number, check_plane
 from .._warnings import warn
-from ..operators._kspace import KSpaceSampling, channels_to_kspace
+from ..operators._kspace import KSpaceSampling, _kspace_settings, channels_to_kspace
 from ._noise import _check_random_state
 
 __all__ = ["cartesian_mask", "make_coil_maps", "simulate_kspace"]
@@ -187,7 +187,10 @@ def simulate_kspace(
     arr = check_plane(image)
     check_number(noise_std, "noise_std", 0)
     complex_image = arr.dtype.kind == "c"
-    operator = KSpaceSampling(mask, coil_maps, image="complex" if complex_image else "real")
+    kind = "complex" if complex_image else "real"
+    # Refused under this function's names, not as the operator's settings.
+    _kspace_settings(mask, coil_maps, kind)
+    operator = KSpaceSampling(mask, coil_maps, image=kind)
     operator._check_shape(arr.shape, "the image's shape")  # the image must have the mask's
     if complex_image:
         x = np.stack([arr.real, arr.imag]).astype(np.float64)

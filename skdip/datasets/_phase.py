@@ -88,8 +88,12 @@ def simulate_diffraction(
     if measurement not in ("magnitude", "intensity"):
         raise ValueError(f"measurement must be 'magnitude' or 'intensity', got {measurement!r}")
     photons = check_number(photons, "photons", 0, exclusive_minimum=True, allow_none=True)
+    # Refused under this function's names, not as the operator's settings.
+    n_masks = check_int(n_masks, "n_masks", 0)
     if n_masks and masks is None:
         check_int(mask_seed, "mask_seed", 0, 2**32 - 1)  # RandomState's seed range
+    else:
+        check_int(mask_seed, "mask_seed")  # unused: its type, as the operator checks it
     if masks is not None:
         masks = check_masks(masks, n_masks, shape=arr.shape)
     operator = FourierMagnitude(oversampling, "intensity", n_masks, mask_seed, masks)

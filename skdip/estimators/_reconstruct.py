@@ -36,6 +36,7 @@ from ..operators import (
     Identity,
     PixelMask,
 )
+from ..operators._convolution import _check_kernel
 from ._base import (
     _AUTO_RESCALE_MIN_SPAN,
     _AUTO_STRETCH_SPAN,
@@ -1336,7 +1337,9 @@ class DIPDeconvolver(_InverseProblemEstimator):
                 "model crops the scene it generates, which a batched run cannot stack); use "
                 "batch_size=1, or boundary='circular'"
             )
-        convolution = self._convolution()  # validates the kernel
+        # Refused as this estimator's parameter, not as the Convolution's it builds.
+        _check_kernel(self.kernel, type(self).__name__)
+        convolution = self._convolution()
         self._check_kernel_centre(convolution.kernel.double().numpy())
         total = float(convolution.kernel.double().sum())
         if total < 0:

@@ -8,9 +8,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_int_pair
+from .._validation import InvalidParameterError, check_int_pair
 
 __all__ = ["ForwardOperator", "Identity"]
+
+
+def _setting(owner: str | None, param: str) -> tuple[str, type[Exception] | None]:
+    """``(name, error)`` for a check of ``param``: ``"Class.param"`` and
+    InvalidParameterError (a ValueError and a TypeError) where ``owner`` is the class of
+    an operator whose constructor gets it, as the estimators and the other configuration
+    objects refuse a bad parameter (a search's ``operator__factor`` too); the plain name
+    and None (the check's own ValueError or TypeError) where a function gets it."""
+    if owner is None:
+        return param, None
+    return f"{owner}.{param}", InvalidParameterError
 
 
 class ForwardOperator(nn.Module):
@@ -34,7 +45,12 @@ class ForwardOperator(nn.Module):
     constructor does and rebuilds the operator as ``Downsample(4, ...)`` with
     its other settings would be (its tensors on the device they were on, in
     the dtype the constructor gives them); a value the constructor refuses is
-    refused, and the operator is left as it was. What follows from the
+    refused, and the operator is left as it was. skdip's operators refuse a
+    bad setting with :class:`~skdip.exceptions.InvalidParameterError` (a
+    ValueError and a TypeError) naming it, e.g. "Downsample.factor must be a
+    positive int, got 0", as the estimators refuse theirs; data that does not
+    fit the model at a call (an image of another shape than the mask) is a
+    ValueError. What follows from the
     settings (a filter's ``taps``, ``n_coils``, ``linear``) cannot be
     assigned.
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import _array_like, check_int_pair, metric_array, native_copy, working_dtype
-from ._base import ForwardOperator
+from ._base import ForwardOperator, _setting
 
 __all__ = ["Convolution", "convolve", "convolve_adjoint"]
 
@@ -34,35 +34,43 @@ def _check_image(x: object, name: str = "x") -> torch.Tensor:
     return x
 
 
-def _as_float_tensor(value: object, name: str) -> torch.Tensor:
+def _as_float_tensor(
+    value: object, name: str, error: type[Exception] | None = None
+) -> torch.Tensor:
     """Convert an array-like (numpy array, tensor, nested lists) to a finite float tensor.
 
     The result is a copy (a caller's later change to ``value`` does not reach an
-    operator), detached, on the CPU, in the default floating dtype.
+    operator), detached, on the CPU, in the default floating dtype. ``error``: raised
+    instead of TypeError and ValueError (see :func:`~skdip.operators._base._setting`).
     """
+    type_error, value_error = error or TypeError, error or ValueError
     if isinstance(value, torch.Tensor):
         # clone: .cpu() and .to() return the tensor itself where nothing changes.
         t = value.detach().cpu().clone()
     elif scipy.sparse.issparse(value):
-        raise TypeError(f"{name} is a sparse matrix; pass a dense array ({name}.toarray())")
+        short = name.rpartition(".")[2]  # the variable's name: "kernel", not "Convolution."
+        raise type_error(f"{name} is a sparse matrix; pass a dense array ({short}.toarray())")
     elif isinstance(value, np.ndarray | list | tuple) or _array_like(value):
         # Also dask arrays and PIL images, as the estimators take; masked arrays refused.
-        arr = metric_array(value, name)
+        try:
+            arr = metric_array(value, name)
+        except ValueError as refused:  # a masked array with masked values
+            raise value_error(str(refused)) from None
         # By kind: NumPy counts timedelta64 as a number, which torch cannot read.
         if arr.dtype.kind not in "biufc":
-            raise TypeError(f"{name} must contain numbers, got an array of dtype {arr.dtype}")
+            raise type_error(f"{name} must contain numbers, got an array of dtype {arr.dtype}")
         t = torch.from_numpy(native_copy(arr))
     else:
-        raise TypeError(
+        raise type_error(
             f"{name} must be a numpy array or a torch.Tensor, got {type(value).__name__}"
         )
     if t.is_complex():
-        raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
+        raise type_error(f"{name} must be real-valued, got dtype {t.dtype}")
     t = t.to(working_dtype())
     if t.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
+        raise value_error(f"{name} is empty (shape {tuple(t.shape)})")
     if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise value_error(f"{name} contains NaN or infinite values")
     return t
 
 
@@ -117,10 +125,27 @@ def _circular_pads(kh: int, kw: int) -> tuple[int, int, int, int]:
     return kh - 1 - ch, ch, kw - 1 - cw, cw
 
 
-def _check_boundary(boundary: object) -> str:
-    if boundary not in _BOUNDARIES:
-        raise ValueError(f"boundary must be one of {list(_BOUNDARIES)}, got {boundary!r}")
+def _check_boundary(boundary: object, owner: str | None = None) -> str:
+    """The ``boundary`` of a convolution, checked (``owner``: see :func:`_setting`)."""
+    if not isinstance(boundary, str) or boundary not in _BOUNDARIES:
+        name, error = _setting(owner, "boundary")
+        raise (error or ValueError)(f"{name} must be one of {list(_BOUNDARIES)}, got {boundary!r}")
     return boundary
+
+
+def _check_kernel(kernel: object, owner: str | None = None) -> torch.Tensor:
+    """A 2-D, finite, real kernel with a nonzero entry, as a float tensor (a copy);
+    ``owner``: see :func:`_setting`."""
+    name, error = _setting(owner, "kernel")
+    k = _as_float_tensor(kernel, name, error)
+    if k.ndim != 2:
+        raise (error or ValueError)(
+            f"{name} must be 2-D (kh, kw) and is shared by all channels, got shape {tuple(k.shape)}"
+        )
+    if not bool(k.any()):
+        # Every measurement would be 0 whatever the image: nothing to fit.
+        raise (error or ValueError)(f"{name} is all zeros; a blur kernel needs a nonzero entry")
+    return k
 
 
 def _fft_length(n: int) -> int:
@@ -483,16 +508,8 @@ class Convolution(ForwardOperator):
 
     def __init__(self, kernel: np.ndarray | torch.Tensor, boundary: str = "circular") -> None:
         super().__init__()
-        k = _as_float_tensor(kernel, "kernel")
-        if k.ndim != 2:
-            raise ValueError(
-                f"kernel must be 2-D (kh, kw) and is shared by all channels, "
-                f"got shape {tuple(k.shape)}"
-            )
-        if not bool(k.any()):
-            # Every measurement would be 0 whatever the image: nothing to fit.
-            raise ValueError("kernel is all zeros; a blur kernel needs a nonzero entry")
-        self.boundary = _check_boundary(boundary)
+        k = _check_kernel(kernel, "Convolution")
+        self.boundary = _check_boundary(boundary, "Convolution")
         self.register_buffer("kernel", k)
 
     @property

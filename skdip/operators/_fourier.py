@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .._validation import check_int, check_int_pair, metric_array
-from ._base import ForwardOperator
+from ._base import ForwardOperator, _setting
 
 __all__ = ["FourierMagnitude", "check_oversampling", "make_phase_masks"]
 
@@ -71,7 +71,12 @@ def make_phase_masks(n_masks: int, shape: tuple[int, int], seed: int = 0) -> np.
 
 
 def check_masks(
-    masks, n_masks: int = 0, shape: tuple[int, int] | None = None, coverage: bool = True
+    masks,
+    n_masks: int = 0,
+    shape: tuple[int, int] | None = None,
+    coverage: bool = True,
+    *,
+    owner: str | None = None,
 ) -> np.ndarray:
     """Coded masks given as an array, validated, as complex128 ``(K, H, W)``.
 
@@ -89,6 +94,13 @@ def check_masks(
         Refuse masks under which a pixel is zero in every mask. Checked after
         the shape: masks given channels-last are told as such, not as blocking
         pixels.
+    owner : str or None, default=None
+        The class whose ``masks`` and ``n_masks`` parameters these are: what they
+        are as such (their type, layout, values, count) is then refused with
+        ``InvalidParameterError`` naming ``owner.masks`` (or ``owner.n_masks``),
+        as the estimators refuse a bad parameter; a mismatch with the object's
+        ``shape`` stays a ValueError about the data. None: the arguments of a
+        function, refused with ValueError and TypeError.
 
     Returns
     -------
@@ -96,23 +108,29 @@ def check_masks(
         A new array: the caller's is never kept, so editing it later does not
         change a measurement model built from it.
     """
-    arr = metric_array(masks, "masks")
+    name, error = _setting(owner, "masks")
+    type_error, value_error = error or TypeError, error or ValueError
+    try:
+        arr = metric_array(masks, name)
+    except ValueError as refused:  # a masked array with masked values
+        raise value_error(str(refused)) from None
     if arr.dtype.kind not in "biufc":
-        raise TypeError(f"masks must be a numeric array, got dtype {arr.dtype}")
+        raise type_error(f"{name} must be a numeric array, got dtype {arr.dtype}")
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise ValueError(
-            f"masks must be an (n_masks, H, W) array (or one (H, W) mask), got shape {arr.shape}"
+        raise value_error(
+            f"{name} must be an (n_masks, H, W) array (or one (H, W) mask), got shape {arr.shape}"
         )
     if 0 in arr.shape:
-        raise ValueError(f"masks is empty (shape {arr.shape})")
+        raise value_error(f"{name} is empty (shape {arr.shape})")
     arr = np.array(arr, dtype=np.complex128)
     if not np.isfinite(arr).all():
-        raise ValueError("masks contains NaN or infinity")
+        raise value_error(f"{name} contains NaN or infinity")
     if n_masks and n_masks != arr.shape[0]:
-        raise ValueError(
-            f"n_masks={n_masks} but masks holds {arr.shape[0]} mask(s): leave n_masks at 0 "
+        count, _ = _setting(owner, "n_masks")
+        raise value_error(
+            f"{count}={n_masks} but masks holds {arr.shape[0]} mask(s): leave n_masks at 0 "
             "(it is taken from the masks) or make them agree"
         )
     if shape is not None and arr.shape[1:] != tuple(shape):
@@ -219,23 +237,30 @@ class FourierMagnitude(ForwardOperator):
         masks=None,
     ):
         super().__init__()
-        self.oversampling = check_oversampling(oversampling)
-        if measurement not in ("magnitude", "intensity"):
-            raise ValueError(f"measurement must be 'magnitude' or 'intensity', got {measurement!r}")
-        n_masks = check_int(n_masks, "n_masks", 0)
+        owner = "FourierMagnitude"
+        name, error = _setting(owner, "oversampling")
+        self.oversampling = check_oversampling(oversampling, name=name, error=error)
+        if not isinstance(measurement, str) or measurement not in ("magnitude", "intensity"):
+            name, error = _setting(owner, "measurement")
+            raise error(f"{name} must be 'magnitude' or 'intensity', got {measurement!r}")
+        name, error = _setting(owner, "n_masks")
+        n_masks = check_int(n_masks, name, 0, error=error)
         # As given: with masks, 0 takes their number, which new masks may change.
         self._n_masks_given = int(n_masks)
-        mask_seed = check_int(mask_seed, "mask_seed")
+        name, error = _setting(owner, "mask_seed")
+        mask_seed = check_int(mask_seed, name, error=error)
         # A NumPy array, not a buffer: the state_dict stays that of a plain operator.
         # Their pixels are checked against the object shape at the first call.
-        self._given_masks = None if masks is None else check_masks(masks, n_masks, coverage=False)
+        self._given_masks = (
+            None if masks is None else check_masks(masks, n_masks, coverage=False, owner=owner)
+        )
         if self._given_masks is not None:
             # Read-only: the masks are cached per shape and device, which an edit in
             # place would not reach.
             self._given_masks.flags.writeable = False
             n_masks = self._given_masks.shape[0]
         elif n_masks > 0:  # an unused seed is not checked
-            check_int(mask_seed, "mask_seed", 0, 2**32 - 1)  # RandomState's seed range
+            check_int(mask_seed, name, 0, 2**32 - 1, error=error)  # RandomState's seed range
         self.measurement = measurement
         self.n_masks = int(n_masks)
         self.mask_seed = int(mask_seed)

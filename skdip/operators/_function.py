@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from .._validation import check_int, check_int_pair
-from ._base import ForwardOperator
+from ._base import ForwardOperator, _setting
 
 __all__ = ["FunctionOperator"]
 
@@ -108,14 +108,19 @@ class FunctionOperator(ForwardOperator):
             if value is None and name != "function":
                 continue
             if not callable(value):
-                raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+                name, error = _setting("FunctionOperator", name)
+                raise error(f"{name} must be callable, got {type(value).__name__}")
         if input_channels is not None and not callable(input_channels):
-            check_int(input_channels, "input_channels", 1)
+            name, error = _setting("FunctionOperator", "input_channels")
+            check_int(input_channels, name, 1, error=error)
         if not isinstance(linear, bool):
-            raise TypeError(f"linear must be a bool, got {type(linear).__name__}")
+            name, error = _setting("FunctionOperator", "linear")
+            raise error(f"{name} must be a bool, got {type(linear).__name__}")
         if adjoint is not None and not linear:
-            raise ValueError(
-                "an adjoint is only meaningful for a linear operator: pass linear=True"
+            name, error = _setting("FunctionOperator", "adjoint")
+            raise error(
+                f"{name} is given, but an adjoint is only meaningful for a linear operator: "
+                "pass linear=True"
             )
         self.function = function
         self.adjoint_function = adjoint

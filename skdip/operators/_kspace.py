@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .._validation import _array_like, check_int_pair, metric_array, native_copy, single_precision
-from ._base import ForwardOperator
+from ._base import ForwardOperator, _setting
 from ._convolution import _as_float_tensor, _check_image
 
 __all__ = ["KSpaceSampling", "channels_to_kspace", "kspace_to_channels"]
@@ -138,32 +138,84 @@ def channels_to_kspace(channels) -> np.ndarray:
     return kspace[0] if kspace.shape[0] == 1 else kspace
 
 
-def _check_coil_maps(coil_maps) -> torch.Tensor:
-    """Coil sensitivities as a finite complex tensor of shape ``(n_coils, H, W)``."""
+def _check_coil_maps(coil_maps, owner: str | None = None) -> torch.Tensor:
+    """Coil sensitivities as a finite complex tensor of shape ``(n_coils, H, W)``
+    (``owner``: see :func:`~skdip.operators._base._setting`)."""
+    name, error = _setting(owner, "coil_maps")
+    type_error, value_error = error or TypeError, error or ValueError
     if isinstance(coil_maps, torch.Tensor):
         t = coil_maps.detach().cpu().clone()  # a copy, as for an array
     elif isinstance(coil_maps, np.ndarray | list | tuple) or _array_like(coil_maps):
-        arr = metric_array(coil_maps, "coil_maps")  # masked arrays refused, as for masks
+        try:
+            arr = metric_array(coil_maps, name)  # masked arrays refused, as for masks
+        except ValueError as refused:
+            raise value_error(str(refused)) from None
         if arr.dtype.kind not in "iufc":
-            raise TypeError(f"coil_maps must contain numbers, got an array of dtype {arr.dtype}")
+            raise type_error(f"{name} must contain numbers, got an array of dtype {arr.dtype}")
         t = torch.from_numpy(native_copy(arr))
     else:
-        raise TypeError(
-            f"coil_maps must be None, a numpy array or a torch.Tensor, got "
-            f"{type(coil_maps).__name__}"
+        raise type_error(
+            f"{name} must be None, a numpy array or a torch.Tensor, got {type(coil_maps).__name__}"
         )
     if t.dtype == torch.bool:
-        raise TypeError("coil_maps must contain numbers, got a boolean array")
+        raise type_error(f"{name} must contain numbers, got a boolean array")
     if t.ndim != 3 or t.numel() == 0:
-        raise ValueError(f"coil_maps must have shape (n_coils, H, W), got {tuple(t.shape)}")
+        raise value_error(f"{name} must have shape (n_coils, H, W), got {tuple(t.shape)}")
     # Keep double precision when given: the maps are data, not 0/1 like the mask.
     double = t.dtype in (torch.float64, torch.complex128)
     t = t.to(torch.complex128 if double else torch.complex64)
     if not bool(torch.isfinite(t).all()):
-        raise ValueError("coil_maps contain NaN or infinite values")
+        raise value_error(f"{name} contain NaN or infinite values")
     if not bool((t != 0).any()):
-        raise ValueError("coil_maps are all zero: every measurement would be 0")
+        raise value_error(f"{name} are all zero: every measurement would be 0")
     return t
+
+
+def _kspace_settings(
+    mask, coil_maps, image, owner: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The settings of :class:`KSpaceSampling` checked: the mask as a ``(1, 1, H, W)``
+    float tensor (one row for sampled columns) and the coil maps (None or complex
+    ``(n_coils, H, W)``). ``owner``: see :func:`~skdip.operators._base._setting` (the
+    operator's own checks name it; :func:`~skdip.datasets.simulate_kspace` checks its
+    arguments under their plain names)."""
+    if not isinstance(image, str) or image not in _IMAGE_KINDS:
+        name, error = _setting(owner, "image")
+        raise (error or ValueError)(f"{name} must be 'real' or 'complex', got {image!r}")
+    name, error = _setting(owner, "mask")
+    m = _as_float_tensor(mask, name, error)
+    columns = m.ndim == 1
+    if columns:
+        m = m[None, None, None]
+    elif m.ndim == 2:
+        m = m[None, None]
+    else:
+        raise (error or ValueError)(
+            f"{name} must have shape (H, W), or (W,) for sampled columns, got {tuple(m.shape)}"
+        )
+    if not bool(((m == 0) | (m == 1)).all()):
+        # Column indices are the likely mistake with a 1-D mask.
+        hint = (
+            "; a 1-D mask marks the sampled columns over the width (for column indices "
+            "idx: m = np.zeros(W); m[idx] = 1)"
+            if columns
+            else ""
+        )
+        raise (error or ValueError)(f"{name} must contain only 0/1 (or False/True) values{hint}")
+    if not bool(m.any()):
+        raise (error or ValueError)(f"{name} has no sampled entry (all entries are 0/False)")
+    if coil_maps is None:
+        return m, None
+    maps = _check_coil_maps(coil_maps, owner)
+    rows = None if m.shape[-2] == 1 else int(m.shape[-2])  # one row: any number
+    expected = (maps.shape[1] if rows is None else rows, m.shape[-1])
+    if tuple(maps.shape[1:]) != expected:
+        name, error = _setting(owner, "coil_maps")
+        raise (error or ValueError)(
+            f"{name} have spatial shape {tuple(maps.shape[1:])} but the mask is "
+            f"{KSpaceSampling._shape_text(rows, m.shape[-1])}"
+        )
+    return m, maps
 
 
 # A noise level read from the measurement at this fraction of its RMS or more: little
@@ -285,43 +337,13 @@ class KSpaceSampling(ForwardOperator):
 
     def __init__(self, mask, coil_maps=None, image: str = "real") -> None:
         super().__init__()
-        if not isinstance(image, str) or image not in _IMAGE_KINDS:
-            raise ValueError(f"image must be 'real' or 'complex', got {image!r}")
-        m = _as_float_tensor(mask, "mask")
-        columns = m.ndim == 1
-        if columns:
-            m = m[None, None, None]
-        elif m.ndim == 2:
-            m = m[None, None]
-        else:
-            raise ValueError(
-                f"mask must have shape (H, W), or (W,) for sampled columns, got {tuple(m.shape)}"
-            )
-        if not bool(((m == 0) | (m == 1)).all()):
-            # Column indices are the likely mistake with a 1-D mask.
-            hint = (
-                "; a 1-D mask marks the sampled columns over the width (for column indices "
-                "idx: m = np.zeros(W); m[idx] = 1)"
-                if columns
-                else ""
-            )
-            raise ValueError(f"mask must contain only 0/1 (or False/True) values{hint}")
-        if not bool(m.any()):
-            raise ValueError("mask has no sampled entry (all entries are 0/False)")
+        m, maps = _kspace_settings(mask, coil_maps, image, "KSpaceSampling")
         self.image = image
         self.register_buffer("mask", m.contiguous())
-        if coil_maps is None:
+        if maps is None:
             self.register_buffer("coil_real", None)
             self.register_buffer("coil_imag", None)
         else:
-            maps = _check_coil_maps(coil_maps)
-            rows = None if m.shape[-2] == 1 else int(m.shape[-2])  # one row: any number
-            expected = (maps.shape[1] if rows is None else rows, m.shape[-1])
-            if tuple(maps.shape[1:]) != expected:
-                raise ValueError(
-                    f"coil_maps have spatial shape {tuple(maps.shape[1:])} but the mask is "
-                    f"{self._shape_text(rows, m.shape[-1])}"
-                )
             self.register_buffer("coil_real", maps.real.contiguous())
             self.register_buffer("coil_imag", maps.imag.contiguous())
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .._validation import check_int_pair
-from ._base import ForwardOperator
+from ._base import ForwardOperator, _setting
 from ._convolution import _as_float_tensor, _check_image
 
 __all__ = ["PixelMask"]
@@ -65,19 +65,20 @@ class PixelMask(ForwardOperator):
 
     def __init__(self, mask: np.ndarray | torch.Tensor) -> None:
         super().__init__()
-        m = _as_float_tensor(mask, "mask")
+        name, error = _setting("PixelMask", "mask")
+        m = _as_float_tensor(mask, name, error)
         if m.ndim == 2:
             m = m[None, None]
         elif m.ndim == 3:
             m = m.permute(2, 0, 1)[None]
         else:
-            raise ValueError(
-                f"mask must have shape (H, W) or (H, W, C) (channels last), got {tuple(m.shape)}"
+            raise error(
+                f"{name} must have shape (H, W) or (H, W, C) (channels last), got {tuple(m.shape)}"
             )
         if not bool(((m == 0) | (m == 1)).all()):
-            raise ValueError("mask must contain only 0/1 (or False/True) values")
+            raise error(f"{name} must contain only 0/1 (or False/True) values")
         if not bool(m.any()):
-            raise ValueError("mask has no observed pixel (all entries are 0/False)")
+            raise error(f"{name} has no observed pixel (all entries are 0/False)")
         self.register_buffer("mask", m.contiguous())
 
     def _setting_values(self) -> dict:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import check_int, check_int_pair, working_dtype
-from ._base import ForwardOperator
+from ._base import ForwardOperator, _setting
 from ._convolution import _PADDING_MODES, _check_image, _pad, _pad_adjoint
 
 __all__ = ["Downsample", "downsampling_kernel"]
@@ -81,9 +81,11 @@ def downsampling_kernel(factor: int, kernel: str = "lanczos2") -> tuple[np.ndarr
     return taps / taps.sum(), offset
 
 
-def _check_kernel_name(kernel: object) -> str:
-    if kernel not in _KERNELS:
-        raise ValueError(f"kernel must be one of {list(_KERNELS)}, got {kernel!r}")
+def _check_kernel_name(kernel: object, owner: str | None = None) -> str:
+    """The name of a downsampling kernel, checked (``owner``: see :func:`_setting`)."""
+    if not isinstance(kernel, str) or kernel not in _KERNELS:
+        name, error = _setting(owner, "kernel")
+        raise (error or ValueError)(f"{name} must be one of {list(_KERNELS)}, got {kernel!r}")
     return kernel
 
 
@@ -150,8 +152,12 @@ class Downsample(ForwardOperator):
 
     def __init__(self, factor: int, kernel: str = "lanczos2", padding: str = "replicate") -> None:
         super().__init__()
-        if padding not in _PADDING_MODES:
-            raise ValueError(f"padding must be one of {list(_PADDING_MODES)}, got {padding!r}")
+        name, error = _setting("Downsample", "factor")
+        factor = check_int(factor, name, 1, error=error)
+        _check_kernel_name(kernel, "Downsample")
+        if not isinstance(padding, str) or padding not in _PADDING_MODES:
+            name, error = _setting("Downsample", "padding")
+            raise error(f"{name} must be one of {list(_PADDING_MODES)}, got {padding!r}")
         taps, offset = downsampling_kernel(factor, kernel)
         self.factor = int(factor)
         self.kernel = kernel
