@@ -358,6 +358,15 @@ def test_a_grid_search_raises_the_nested_settings_error():
         (lambda: DIPDeconvolver(kernel=np.full((3, 3), np.nan)), "DIPDeconvolver", "kernel"),
         (lambda: DIPDeconvolver(kernel=np.zeros((3, 3))), "DIPDeconvolver", "kernel"),
         (lambda: DIPDeconvolver(kernel=np.ones(3)), "DIPDeconvolver", "kernel"),
+        # The masks as such; their shape against the object's is the data's (ValueError).
+        (lambda: PhaseRetriever(masks=np.full((2, 4, 4), np.nan)), "PhaseRetriever", "masks"),
+        (lambda: PhaseRetriever(masks=np.ones((2, 4, 4, 1))), "PhaseRetriever", "masks"),
+        (lambda: HIOPhaseRetriever(masks=np.full((2, 4, 4), "a")), "HIOPhaseRetriever", "masks"),
+        (
+            lambda: HIOPhaseRetriever(masks=np.ones((2, 4, 4)), n_masks=3),
+            "HIOPhaseRetriever",
+            "n_masks",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

@@ -565,8 +565,11 @@ def _check_masks_params(estimator) -> None:
     """Given masks (and ``n_masks`` agreeing with them), or numpy's seed range for a
     seed that is used (``n_masks`` > 0)."""
     if estimator.masks is not None:
-        # Their pixels are checked with the object's shape (_check_measurements).
-        check_masks(estimator.masks, estimator.n_masks, coverage=False)
+        # Their pixels are checked with the object's shape (_check_measurements). Refused
+        # as the constraints refuse the other parameters, naming the class.
+        check_masks(
+            estimator.masks, estimator.n_masks, coverage=False, owner=type(estimator).__name__
+        )
     elif estimator.n_masks > 0 and estimator.mask_seed >= 2**32:
         raise InvalidParameterError(
             f"{type(estimator).__name__}.mask_seed must be below 2**32 (numpy's seed range), "
