@@ -1515,11 +1515,10 @@ class BaseDIPEstimator(
             self._check_cross_validation_scoring(images, layout)
         self._warn_inputs_left_out(fit_params)
         key = _solve_key(self._inputs_digest(images, fit_params), self)
+        # A seed drawn for new images (random_state=None) is not recorded: the
+        # fitted state is the fit's.
         results = self._kept_solve(
-            # A seed drawn for new images (random_state=None) is not recorded: the
-            # fitted state is the fit's.
-            key,
-            lambda: self._solve(X, None, checked=(images, layout), **fit_params)[2],
+            key, lambda: self._solve(X, None, checked=(images, layout), **fit_params)[2]
         )
         return images, layout, results
 
