@@ -109,7 +109,10 @@ class ForwardOperator(nn.Module):
 
     def __setattr__(self, name: str, value) -> None:
         settings = type(self)._settings
-        if "_buffers" in self.__dict__:  # after nn.Module.__init__
+        # After nn.Module.__init__, and not while a state_dict is loaded: torch's
+        # load_state_dict(assign=True) sets the stored tensors as attributes, which
+        # restores them as unpickling does (a (1, 1, H, W) mask, derived taps).
+        if "_buffers" in self.__dict__ and "_loading_state" not in self.__dict__:
             held = self._holds(name)
             alias = name in settings and settings[name] != name
             # A setting's attribute is first set by the constructor, which is let through;
@@ -131,6 +134,13 @@ class ForwardOperator(nn.Module):
                     )
                 raise AttributeError(f"{owner}.{name} is fixed for this kind of operator")
         super().__setattr__(name, value)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        self.__dict__["_loading_state"] = True
+        try:
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        finally:
+            del self.__dict__["_loading_state"]
 
     def _holds(self, name: str) -> bool:
         """Whether the instance itself holds ``name`` (a plain attribute, a buffer, a
