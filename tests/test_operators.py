@@ -1530,6 +1530,43 @@ def test_load_state_dict_with_assign_restores_the_stored_tensors(kind):
     torch.testing.assert_close(target(x), type(source)(**settings)(x))
 
 
+def test_a_copy_taken_while_a_setting_is_set_in_another_thread_is_whole():
+    # A fit copies its operator as it starts (copy.deepcopy, into its model); a fit in
+    # a thread (n_jobs with the threading backend) may do so while the caller sets a
+    # setting. The rebuild emptied the operator's attributes before filling them anew:
+    # a copy taken in between lacked them ("'Downsample' object has no attribute
+    # '_backward_hooks'", "... no attribute 'factor'").
+    import copy
+    import sys
+    import threading
+
+    op = Downsample(2)
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    expected = [Downsample(2, kernel=k)(x) for k in ("lanczos2", "box")]
+    failures, done = [], threading.Event()
+
+    def copy_and_apply():
+        while not done.is_set():
+            try:
+                y = copy.deepcopy(op)(x)
+                assert any(torch.equal(y, e) for e in expected)
+            except Exception as error:  # every failure is reported, not only the first
+                failures.append(f"{type(error).__name__}: {error}")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    worker = threading.Thread(target=copy_and_apply)
+    try:
+        worker.start()
+        for i in range(2000):
+            op.kernel = ("lanczos2", "box")[i % 2]
+    finally:
+        done.set()
+        worker.join()
+        sys.setswitchinterval(interval)
+    assert failures == []
+
+
 def test_operators_of_ones_own_keep_plain_attributes():
     class Scale(ForwardOperator):
         def __init__(self, strength):

@@ -183,8 +183,9 @@ class ForwardOperator(nn.Module):
             k: own[k] if k in _MODULE_MACHINERY and k in own else v for k, v in vars(fresh).items()
         }
         state.update({k: v for k, v in own.items() if k not in state and k not in tensors})
-        own.clear()
-        own.update(state)
+        # In one step: a copy taken meanwhile in another thread (a fit starting) reads the
+        # old operator or the new, never one emptied halfway.
+        object.__setattr__(self, "__dict__", state)
 
     def get_params(self, deep: bool = True) -> dict:
         """The operator's settings, as its constructor takes them.
