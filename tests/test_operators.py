@@ -1567,6 +1567,39 @@ def test_a_copy_taken_while_a_setting_is_set_in_another_thread_is_whole():
     assert failures == []
 
 
+class _WeightedDownsample(Downsample):
+    """A user's subclass of a built-in operator, with tensors and a module of its own."""
+
+    def __init__(self, factor: int = 2, gain: float = 1.0) -> None:
+        super().__init__(factor)
+        self.register_buffer("gain", torch.tensor(float(gain)))
+        self.register_buffer("scratch", torch.zeros(()), persistent=False)
+        self.bias = torch.nn.Parameter(torch.tensor(0.5))
+        self.post = torch.nn.Softplus()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(super().forward(x) * self.gain + self.bias + self.scratch)
+
+
+def test_a_subclass_keeps_its_own_tensors_and_modules_when_a_setting_is_set():
+    # The rebuild runs the built-in constructor (the subclass's may take other
+    # arguments) and took the tensors and sub-modules it made in place of the
+    # instance's: a subclass's own buffer, parameter and module were dropped
+    # ("'_WeightedDownsample' object has no attribute 'post'").
+    op = _WeightedDownsample(2, gain=3.0)
+    op.factor = 4
+    fresh = _WeightedDownsample(4, gain=3.0)
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(op(x), fresh(x))
+    assert list(op.state_dict()) == list(fresh.state_dict()) == ["bias", "taps", "gain"]
+    assert [name for name, _ in op.named_buffers()] == ["taps", "gain", "scratch"]
+    assert [name for name, _ in op.named_parameters()] == ["bias"]
+    assert pickle.loads(pickle.dumps(op)).post is not None
+    # What the built-in constructor makes still follows the settings (no stale taps).
+    op.set_params(factor=2, kernel="box")
+    torch.testing.assert_close(op.taps, Downsample(2, kernel="box").taps)
+
+
 def test_operators_of_ones_own_keep_plain_attributes():
     class Scale(ForwardOperator):
         def __init__(self, strength):

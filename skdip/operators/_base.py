@@ -162,8 +162,14 @@ class ForwardOperator(nn.Module):
         settings: built aside first, so that a refused value leaves it as it was."""
         cls = type(self)
         owner = next(c for c in cls.__mro__ if "_settings" in vars(c))
-        fresh = cls.__new__(cls)
-        owner.__init__(fresh, **{**self._setting_values(), **changes})
+
+        def build(settings: dict) -> ForwardOperator:
+            made = cls.__new__(cls)
+            owner.__init__(made, **settings)
+            return made
+
+        current = self._setting_values()
+        fresh = build({**current, **changes})
         # The device the tensors were on (a GPU, after .to("cuda")) is kept.
         device = next((b.device for b in self._buffers.values() if b is not None), None)
         if device is not None:
@@ -174,6 +180,16 @@ class ForwardOperator(nn.Module):
         # holds as a tensor or a sub-module is no plain attribute any more (a
         # FunctionOperator's function, a module where a function was).
         own = self.__dict__
+        # Tensors and sub-modules the constructor does not make (a subclass's own, made
+        # by its __init__ beside the built-in one's) are kept, after the new ones.
+        made = vars(build(current))
+        for kind in ("_buffers", "_modules", "_parameters"):
+            extra = {k: v for k, v in own[kind].items() if k not in made[kind]}
+            vars(fresh)[kind] = {**vars(fresh)[kind], **extra}
+            if kind == "_buffers":
+                fresh._non_persistent_buffers_set |= (
+                    extra.keys() & own["_non_persistent_buffers_set"]
+                )
         tensors = {
             key for kind in ("_buffers", "_modules", "_parameters") for key in vars(fresh)[kind]
         }
