@@ -1600,6 +1600,29 @@ def test_a_subclass_keeps_its_own_tensors_and_modules_when_a_setting_is_set():
     torch.testing.assert_close(op.taps, Downsample(2, kernel="box").taps)
 
 
+def test_a_subclass_of_a_built_in_operator_may_declare_itself_nonlinear_on_its_instances():
+    # A user's subclass that changes the model (a blur with clipping) declares it on
+    # its instances, as subclasses of ForwardOperator do: refused since the settings
+    # rule ("ClippedBlur.linear is fixed for this kind of operator"), at construction.
+    class ClippedBlur(Convolution):
+        def __init__(self, kernel):
+            super().__init__(kernel)
+            self.linear = False
+
+        def forward(self, x):
+            return super().forward(x).clamp(0.0, 1.0)
+
+    op = ClippedBlur(np.ones((3, 3)) / 9)
+    assert op.linear is False and Convolution.linear is True
+    op.linear = True  # and again, as a plain attribute
+    op.boundary = "valid"  # a setting still rebuilds it, keeping the declaration
+    assert op.linear is True and op.kernel_size == (3, 3)
+    assert op(torch.ones(1, 1, 5, 5)).shape == (1, 1, 3, 3)
+    # The built-in model itself is still linear by definition.
+    with pytest.raises(AttributeError, match="fixed for this kind"):
+        Convolution(np.ones((3, 3)) / 9).linear = False
+
+
 def test_operators_of_ones_own_keep_plain_attributes():
     class Scale(ForwardOperator):
         def __init__(self, strength):

@@ -124,15 +124,19 @@ class ForwardOperator(nn.Module):
                 param = name if name in settings else _param_of(settings, name)
                 self._rebuild({param: value})
                 return
-            if name in type(self)._derived and (held or hasattr(type(self), name)):
-                owner = type(self).__name__
-                if held or isinstance(getattr(type(self), name, None), property):
+            if name in type(self)._derived:
+                owner, declared = type(self).__name__, getattr(type(self), name, None)
+                if hasattr(type(self), name) and not isinstance(declared, property):
+                    # A constant of one of skdip's models (Convolution.linear); a user's
+                    # subclass, which may change the model, declares its own as it likes.
+                    if "_derived" in vars(type(self)):
+                        raise AttributeError(f"{owner}.{name} is fixed for this kind of operator")
+                elif held or isinstance(declared, property):
                     raise AttributeError(
                         f"{owner}.{name} follows from the operator's settings "
                         f"({', '.join(settings)}) and cannot be assigned: set those, or "
                         f"create a new {owner}(...)"
                     )
-                raise AttributeError(f"{owner}.{name} is fixed for this kind of operator")
         super().__setattr__(name, value)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
