@@ -52,7 +52,10 @@ class ForwardOperator(nn.Module):
     fit the model at a call (an image of another shape than the mask) is a
     ValueError. What follows from the
     settings (a filter's ``taps``, ``n_coils``, ``linear``) cannot be
-    assigned.
+    assigned. A subclass of one of them is rebuilt by the built-in
+    constructor: its own tensors, sub-modules and attributes are kept as they
+    are, and what its own ``__init__`` derived from the settings is not
+    derived again: make a new one instead.
 
     Attributes
     ----------
