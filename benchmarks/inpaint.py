@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from _common import case_parser, projector_recipe, save, start
 from skimage.draw import line
-from skimage.morphology import dilation, footprint_rectangle
+from skimage.morphology import dilation
 from skimage.restoration import inpaint_biharmonic
 
 from skdip import DIPInpainter
@@ -64,7 +64,9 @@ def text_mask(shape: tuple[int, int], seed: int, cell: int = 9) -> np.ndarray:
                 )
                 keep = (rr < h) & (cc < w)
                 strokes[rr[keep], cc[keep]] = True
-    strokes = dilation(strokes, footprint_rectangle((2, 2)))
+    # A 2x2 square footprint spelled as an array: footprint_rectangle came in scikit-image 0.25,
+    # and skdip supports 0.22.
+    strokes = dilation(strokes, np.ones((2, 2), dtype=bool))
     return ~strokes
 
 
