@@ -964,9 +964,15 @@ def test_a_fit_inside_a_no_grad_block_trains_as_usual(mode):
     assert torch.is_grad_enabled()
 
 
-@pytest.mark.skipif(
-    not hasattr(torch.backends.mkldnn, "matmul"), reason="no per-operation precision setting"
+# oneDNN's per-operation float32 precision (torch.backends.mkldnn.matmul.fp32_precision)
+# is newer than torch 2.8; skdip supports torch 2.1.
+_PER_OPERATION = hasattr(torch.backends.mkldnn, "matmul")
+needs_per_operation = pytest.mark.skipif(
+    not _PER_OPERATION, reason="no per-operation precision setting"
 )
+
+
+@needs_per_operation
 def test_a_lowered_float32_matmul_precision_does_not_reach_the_cpu_fit():
     # set_float32_matmul_precision("medium") made oneDNN compute the fit's products and
     # convolutions in bfloat16 on CPUs that have it: 1.4 to 1.9 dB lower, in silence.
@@ -997,6 +1003,7 @@ def test_a_lowered_float32_matmul_precision_does_not_reach_the_cpu_fit():
         np.testing.assert_array_equal(result, plain)
 
 
+@needs_per_operation
 def test_overlapping_fits_keep_full_cpu_precision_until_the_last_one_ends():
     # The setting is one for the process: a fit that ends while another runs must not
     # give the caller's back yet, nor one that starts while another runs take the
@@ -1047,6 +1054,7 @@ def test_overlapping_fits_keep_full_cpu_precision_until_the_last_one_ends():
 # products and convolutions back as explicit "bf16" (torch reads a setting that follows
 # the general one as its value), pinned there: the caller's later change of the general
 # setting back to "ieee" no longer reached them
+@needs_per_operation
 def test_a_fit_leaves_the_operations_following_onednn_s_general_precision():
     mkldnn = torch.backends.mkldnn
     seen = []
