@@ -1066,9 +1066,13 @@ def test_a_network_wrecked_before_the_first_checkpoint_is_rolled_back_to_its_sta
     # test starts. The snapshot at its last step held the wreck: the rollback at step
     # 50 kept it, and the fit ended 3.5 times above the untrained network's loss, with
     # no warning. That snapshot is not taken: the rollback returns to the start.
-    result = _run(batched, loss=get_loss("mse"), max_iter=100, lr=3.0)
+    # The wreck is the loss's, steps 45 to 50 measuring 100 times the MSE: a real one
+    # (lr=3) is chaotic, and on torch 2.1 the batched fit's came to rest at 2.8 times the
+    # first loss, under the ratio test (the no-progress warning tells that fit).
+    wrecked = _mse_scaled(lambda call: 100.0 if 46 <= call <= 51 else 1.0)
+    result = _run(batched, loss=wrecked, max_iter=100, lr=0.01)
     losses = result.history["loss"]
-    assert result.history["divergences"][0]["iteration"] == 50
+    assert [e["iteration"] for e in result.history["divergences"]] == [50]
     assert losses[50] == pytest.approx(losses[0], rel=1e-5)  # the start, measured again
     assert losses[-1] < 0.1 * losses[0]
 
