@@ -25,10 +25,12 @@ InvalidParameterError
 
 from __future__ import annotations
 
+from typing import Any
+
 # Re-exported: scikit-learn has no public path for it (see the module docstring).
 from sklearn.utils._param_validation import InvalidParameterError
 
-__all__ = ["FitInterrupted", "InterruptionWarning", "InvalidParameterError"]
+__all__ = ["FitInterrupted", "InterruptionWarning", "InvalidParameterError", "NothingToAverage"]
 
 
 class FitInterrupted(KeyboardInterrupt):
@@ -47,12 +49,72 @@ class FitInterrupted(KeyboardInterrupt):
     ``except Exception``: a test runner or a worker pool that scores such a
     fit sees an interruption, as it would have seen the Ctrl-C.
 
+    Parameters
+    ----------
+    *args
+        The message, as for any exception.
+    estimators : list of estimators or None, default=None
+        Kept as the attribute of that name.
+
+    Attributes
+    ----------
+    estimators : list of estimators or None
+        Raised by :class:`~skdip.model_selection.AverageOfBest`: every setting's
+        fit, in the order of the grid (``stopped_by_ == "interrupted"`` where
+        Ctrl-C cut it or it ran no step). None when a scorer raised it.
+
     Examples
     --------
     >>> from skdip.exceptions import FitInterrupted
     >>> issubclass(FitInterrupted, KeyboardInterrupt)
     True
     """
+
+    # Declared, not only set where AverageOfBest raises it: a type checker reads
+    # ``error.estimators`` from the class.
+    estimators: list[Any] | None
+
+    def __init__(self, *args: object, estimators: list[Any] | None = None) -> None:
+        super().__init__(*args)
+        self.estimators = estimators
+
+
+class NothingToAverage(ValueError):
+    """Raised by :class:`~skdip.model_selection.AverageOfBest` when no setting
+    could be scored on an image, so that there is nothing to average there.
+
+    Every setting was fitted before the scores were asked for: the fits are
+    not lost, but kept in ``estimators``, to be scored by hand (for example
+    with the noise level given, ``get_scorer("discrepancy", sigma=...)``)
+    without a second solve. A :class:`ValueError`, so code catching that
+    still catches it.
+
+    Parameters
+    ----------
+    *args
+        The message, as for any exception.
+    estimators : list of estimators, default=()
+        Kept as the attribute of that name.
+
+    Attributes
+    ----------
+    estimators : list of estimators
+        Every setting's fit, in the order of the grid.
+
+    Examples
+    --------
+    >>> from skdip.exceptions import NothingToAverage
+    >>> issubclass(NothingToAverage, ValueError)
+    True
+    """
+
+    estimators: list[Any]
+
+    # Keyword-only, with a default: pickle makes the error again from its message
+    # alone, then restores the attribute (a search's worker sends it back so).
+    def __init__(self, *args: object, estimators: list[Any] | tuple[Any, ...] = ()) -> None:
+        super().__init__(*args)
+        self.estimators = list(estimators)
 
 
 class InterruptionWarning(RuntimeWarning):

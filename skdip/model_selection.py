@@ -66,7 +66,7 @@ from .estimators._base import (
     _solve_key,
     resolved_seed,
 )
-from .exceptions import FitInterrupted, InterruptionWarning
+from .exceptions import FitInterrupted, InterruptionWarning, NothingToAverage
 from .generators import get_generator
 from .metrics import NoReferenceScorer, get_scorer
 from .metrics._scorers import _measures_in_image_space, distances_to, no_reference_scores
@@ -1220,6 +1220,12 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             attribute holds every setting's fit, in the order of the grid;
             those that Ctrl-C cut or that ran no step have ``stopped_by_ ==
             "interrupted"``.
+        NothingToAverage
+            When no setting could be scored on an image
+            (:class:`skdip.exceptions.NothingToAverage`, a ``ValueError``):
+            nothing is averaged, and the error's ``estimators`` attribute holds
+            every setting's fit, in the order of the grid, to be scored by hand
+            without another solve.
         """
         self._validate_params()
         if _routing_enabled():
@@ -1277,9 +1283,7 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             self._drop_fitted()
             # The engine's "keeping the best estimate so far" and fit_candidates' list
             # of unfitted pairs describe fits that are not kept here: one error instead.
-            error = FitInterrupted(interruption)
-            error.estimators = fitted
-            raise error
+            raise FitInterrupted(interruption, estimators=fitted)
         for message, category in notes:
             warn(message, category)
         images, layout = fitted[0]._check_observations(X)
@@ -1305,14 +1309,13 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             if chosen.size == 0:
                 # The fits are not lost: scored by hand (e.g. with the noise level given),
                 # they need no second solve.
-                error = ValueError(
+                raise NothingToAverage(
                     f"no setting could be scored on image {i}: every score is NaN or "
                     "infinite; check the scorer's requirements (e.g. its rule, or sigma= "
                     "where the noise level cannot be estimated). Every setting's fit is in "
-                    "this error's estimators attribute, in the order of the grid."
+                    "this error's estimators attribute, in the order of the grid.",
+                    estimators=fitted,
                 )
-                error.estimators = fitted
-                raise error
             selected[chosen, i] = True
             shapes = {estimates[k][i].shape for k in chosen}
             if len(shapes) > 1:  # checked before the fits; kept for estimators it misses

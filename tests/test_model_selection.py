@@ -14,7 +14,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skdip import BlindDeblurrer, DIPDenoiser, DIPInpainter, DIPSuperResolver, SkipNetwork
-from skdip.exceptions import FitInterrupted
+from skdip.exceptions import FitInterrupted, NothingToAverage
 from skdip.metrics import NoReferenceScorer, get_scorer
 from skdip.model_selection import (
     AverageOfBest,
@@ -1831,12 +1831,18 @@ def test_average_of_best_names_the_image_no_setting_could_score_and_keeps_the_fi
     inpainter = DIPInpainter(generator=TINY, max_iter=6, early_stopping=None, random_state=0)
     with pytest.warns(UserWarning, match="too few observed pixels"):
         with pytest.raises(
-            ValueError, match="no setting could be scored on image 1.*estimators attribute"
+            NothingToAverage, match="no setting could be scored on image 1.*estimators attribute"
         ) as error:
             AverageOfBest(inpainter, {"lr": [0.01, 0.03]}, scoring="discrepancy").fit(X, mask=masks)
+    # Its own class (a plain ValueError could not be told from a bad argument), still a
+    # ValueError for the handlers written before it.
+    assert isinstance(error.value, ValueError)
     fits = error.value.estimators
     assert [est.lr for est in fits] == [0.01, 0.03]
     assert all(est.n_images_ == 2 and est.n_iter_ == [6, 6] for est in fits)
+    # A search's worker sends it back pickled: the fits come with it.
+    again = pickle.loads(pickle.dumps(error.value))
+    assert str(again) == str(error.value) and [est.lr for est in again.estimators] == [0.01, 0.03]
     # With the noise level given, they are scored without another fit.
     scorer = get_scorer("discrepancy", sigma=0.1)
     assert all(np.isfinite(scorer.score_images(est, X)).all() for est in fits)

@@ -50,7 +50,7 @@ from skdip.datasets import (
     simulate_diffraction,
     simulate_kspace,
 )
-from skdip.exceptions import FitInterrupted
+from skdip.exceptions import FitInterrupted, NothingToAverage
 from skdip.generators import (
     BaseGenerator,
     ConvDecoder,
@@ -277,6 +277,15 @@ def model_selection(images: list[np.ndarray], noisy: np.ndarray) -> None:
         DIPDenoiser().fit(noisy).score(noisy)
     except FitInterrupted as interrupted:
         print(interrupted)
+    # doc/model_selection.md: when AverageOfBest fails, its fits come with the error.
+    try:
+        avg.fit(noisy)
+    except NothingToAverage as failed:
+        assert_type(failed.estimators, list[Any])
+        print(get_scorer("discrepancy", sigma=0.1).score_images(failed.estimators[0], noisy))
+    except FitInterrupted as interrupted:
+        assert_type(interrupted.estimators, list[Any] | None)
+        print([est.stopped_by_ for est in interrupted.estimators or []])
     print(skdip.__version__.split("."))
 
 
