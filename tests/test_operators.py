@@ -1730,3 +1730,17 @@ def test_an_operator_set_pickles_and_hashes_as_one_built_anew(op, params):
     fresh = type(op)(**{**op.get_params(), **params})
     assert pickle.dumps(op) == pickle.dumps(fresh)
     assert joblib.hash(op) == joblib.hash(fresh)
+
+
+# op(x) and net(z) were Any to a type checker (nn.Module's __call__); they are typed by
+# an annotation alone (tests/typecheck/user_api.py checks it): a __call__ of their own
+# would add a Python frame to every call (1.32 -> 1.67 us per Identity call, measured).
+def test_calling_an_operator_or_a_network_is_still_torchs_own_call():
+    from torch import nn
+
+    from skdip.generators import GeneratorNetwork
+    from skdip.operators import ForwardOperator
+
+    for cls in (ForwardOperator, GeneratorNetwork):
+        assert cls.__call__ is nn.Module.__call__
+        assert "__call__" in cls.__annotations__

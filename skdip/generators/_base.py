@@ -12,6 +12,7 @@ padded grid internally and crop on the way out, so callers never pad.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from sklearn.base import BaseEstimator
@@ -112,6 +113,8 @@ class GeneratorNetwork(nn.Module):
     # Registered by each subclass (a buffer, or a parameter); declared for type checkers,
     # which read a module's other attributes as "Tensor | Module".
     input: torch.Tensor
+    # net(z) runs forward, which gives the image; annotated only, as ForwardOperator's.
+    __call__: Callable[..., torch.Tensor]
 
     def n_parameters(self) -> int:
         """Number of trainable parameters."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -99,6 +100,9 @@ class ForwardOperator(nn.Module):
 
     linear: bool = True
     measures_pixels: bool = False
+    # op(x) runs forward: typed so, or a type checker reads nn.Module's Callable[..., Any].
+    # An annotation only: a __call__ of our own would add a Python frame to every call.
+    __call__: Callable[..., torch.Tensor]
 
     # The constructor's parameters of one of skdip's operators, each with the attribute
     # that holds it (a parameter named otherwise, or held privately, is an alias of it):

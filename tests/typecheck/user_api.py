@@ -181,6 +181,7 @@ def networks_and_rules(x: torch.Tensor) -> None:
     assert_type(net.n_parameters(), int)
     assert_type(net.input, torch.Tensor)  # the code z (GeneratorNetwork's docstring)
     perturbed = net.input + 0.05 * torch.randn_like(net.input)
+    assert_type(net(perturbed), torch.Tensor)  # calling the module runs forward
     print(net(perturbed).shape, net.out_shape, net.out_channels)
     for generator in (DeepDecoder(), ConvDecoder(), ImplicitNeuralRepresentation()):
         print(generator.build((8, 8), 3, seed=0))
@@ -206,6 +207,7 @@ def networks_and_rules(x: torch.Tensor) -> None:
 def operators(x: torch.Tensor, mask: np.ndarray, kernel: np.ndarray) -> None:
     conv = Convolution(kernel, boundary="valid")
     assert_type(conv.forward(x), torch.Tensor)
+    assert_type(conv(x), torch.Tensor)  # calling the module runs forward
     assert_type(conv.adjoint(x), torch.Tensor)
     assert_type(conv.output_shape((8, 8)), tuple[int, int])
     assert_type(conv.input_shape((6, 6)), tuple[int, int])
@@ -386,6 +388,7 @@ class TowardsGrey(BaseRegularizer):
 
 
 def extensions(noisy: np.ndarray) -> None:
+    assert_type(EveryOtherColumn()(torch.ones(1, 1, 4, 4)), torch.Tensor)
     rec = DIPReconstructor(operator=EveryOtherColumn(), early_stopping=StepSize(patience=2))
     print(rec.fit(noisy).reconstruction_.shape)
     den = DIPDenoiser(generator=TwoLayerGenerator(width=4), regularizer=TowardsGrey(weight=2.0))
