@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import joblib
 import numpy as np
@@ -703,9 +703,69 @@ def require_tqdm():
     return tqdm
 
 
+# A new fit needs its model and target; one that goes on from ``resume`` reads neither
+# (the estimators pass None): each form typed as it is called.
+@overload
 def fit_model(
     model: nn.Module,
     target: torch.Tensor,
+    *,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    max_iter: int,
+    lr: float = 0.01,
+    param_groups: list[dict] | None = None,
+    regularizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    stopping: BaseStoppingRule | None = None,
+    averaging: float | None = None,
+    averaging_monitor: str = "average",
+    callback: Callable | None = None,
+    verbose: bool = False,
+    reference: torch.Tensor | None = None,
+    reference_range: tuple[float, float, float] | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 50,
+    divergence_ratio: float = 10**0.5,
+    max_divergences: int = 10,
+    monitor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    description: str = "fit",
+    resume: None = None,
+    keep_state: bool = False,
+    expect_progress: bool = True,
+) -> FitResult: ...
+
+
+@overload
+def fit_model(
+    model: nn.Module | None,
+    target: torch.Tensor | None,
+    *,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    max_iter: int,
+    lr: float = 0.01,
+    param_groups: list[dict] | None = None,
+    regularizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    stopping: BaseStoppingRule | None = None,
+    averaging: float | None = None,
+    averaging_monitor: str = "average",
+    callback: Callable | None = None,
+    verbose: bool = False,
+    reference: torch.Tensor | None = None,
+    reference_range: tuple[float, float, float] | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 50,
+    divergence_ratio: float = 10**0.5,
+    max_divergences: int = 10,
+    monitor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    description: str = "fit",
+    resume: FitState,
+    keep_state: bool = False,
+    expect_progress: bool = True,
+) -> FitResult: ...
+
+
+def fit_model(
+    model: nn.Module | None,
+    target: torch.Tensor | None,
     *,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     max_iter: int,
@@ -733,10 +793,12 @@ def fit_model(
 
     Parameters
     ----------
-    model : nn.Module
+    model : nn.Module or None
         ``model(rng) -> (estimate, prediction)``, already on the target device.
-    target : Tensor
+        Not read with ``resume`` (which holds the model): None there.
+    target : Tensor or None
         The observation, on the model's device, shaped like the prediction.
+        Not read with ``resume``: None there.
     loss : callable
         ``loss(prediction, target) -> scalar``.
     max_iter : int
@@ -816,6 +878,9 @@ def fit_model(
         network), whose first loss can be its lowest.
     """
     if resume is None:
+        if model is None or target is None:
+            # Only a fit that goes on from resume has them already.
+            raise TypeError("fit_model needs a model and a target, unless it is given resume")
         device = target.device
         if param_groups is None:
             param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]

@@ -639,6 +639,19 @@ def test_a_result_does_not_share_memory_with_the_state_a_resume_goes_on_from():
     torch.testing.assert_close(first.last, last, rtol=0, atol=0)
 
 
+def test_fit_model_goes_on_from_resume_alone_and_needs_a_model_without_it():
+    # The estimators go on with a kept fit as fit_model(None, None, resume=state): the
+    # annotations refused None (tests/test_typing.py checks them). A new fit without a
+    # model failed with "'NoneType' object has no attribute 'parameters'".
+    model, target = _problem(size=8)
+    kw = dict(loss=get_loss("mse"), max_iter=3, seed=0)
+    first = fit_model(model, target, keep_state=True, **kw)
+    more = fit_model(None, None, resume=first.state, **kw)
+    assert more.n_iter == 6
+    with pytest.raises(TypeError, match="needs a model and a target, unless it is given resume"):
+        fit_model(None, target, **kw)
+
+
 def test_members_handed_over_in_eval_mode_are_fitted_in_training_mode():
     from skdip._engine import fit_batch
 

@@ -64,3 +64,27 @@ def test_a_wrong_assert_type_fails_the_check(cache_dir, tmp_path):
 def test_the_argument_checks_type_check_clean(cache_dir):
     result = _mypy(["-m", "skdip._validation"], cache_dir, strict=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The estimators go on with a kept fit as fit_model(None, None, resume=state): annotated
+# model: nn.Module and target: Tensor, that call was refused (skdip/estimators/_base.py).
+def test_fit_model_is_typed_for_a_new_fit_and_for_one_that_goes_on(cache_dir, tmp_path):
+    caller = tmp_path / "engine_caller.py"
+    caller.write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "from skdip._engine import FitState, fit_model\n"
+        "from skdip.losses import get_loss\n"
+        "def go_on(state: FitState) -> None:\n"
+        "    fit_model(None, None, resume=state, loss=get_loss('mse'), max_iter=5)\n"
+        "def new(model: nn.Module, target: torch.Tensor) -> None:\n"
+        "    fit_model(model, target, loss=get_loss('mse'), max_iter=5)\n"
+        "def without_a_model(target: torch.Tensor) -> None:\n"
+        "    fit_model(None, target, loss=get_loss('mse'), max_iter=5)\n",
+        encoding="utf-8",
+    )
+    result = _mypy([str(caller)], cache_dir)
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    # The new fit without a model only: no overload takes it.
+    assert len(errors) == 1, result.stdout + result.stderr
+    assert "engine_caller.py:10: error: No overload variant" in errors[0]
