@@ -26,6 +26,13 @@ def test_every_public_name_is_in_the_api_table(module):
     assert [n for n in names if f"`{n}`" not in text] == []
 
 
+# README's overview lists each public module (skdip.exceptions was missing from it).
+def test_every_public_module_is_in_the_readmes_overview():
+    text = (INDEX.parents[1] / "README.md").read_text(encoding="utf-8")
+    overview = text[text.index("## What is inside") :].split("\n\n")[1]
+    assert [m for m in MODULES[1:] if f"`{m}`" not in overview] == []
+
+
 # The package's annotations reached no type checker: the wheel shipped no PEP 561 marker.
 def test_the_wheel_ships_the_py_typed_marker(tmp_path):
     import shutil
