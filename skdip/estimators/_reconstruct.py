@@ -186,15 +186,8 @@ _COMMON_ATTRIBUTES_DOC = """best_iter_ : int or list of int
     n_features_in_ : int
         Width of the observation, set when ``X`` is a single 2-D array.
     random_state_ : int
-        The seed the fit ran from: ``random_state`` itself when it is an int,
-        else the one drawn from it (None: from NumPy's global generator; a
-        ``RandomState`` instance: one draw, which advances it). Set as
-        ``random_state``, it repeats the fit exactly (on the CPU: see
-        ``random_state``), e.g. a good fit made with None:
-        ``clone(est).set_params(random_state=est.random_state_).fit(X)``. A
-        fit that ``warm_start`` goes on with keeps it. New images that
-        ``transform`` or ``score`` solve are not fitted: a seed drawn for them
-        is not recorded (give an int ``random_state`` to repeat such solves)."""
+        The seed the fit ran from: set as ``random_state``, it repeats the fit
+        (as for :class:`DIPDenoiser`, where it is described in full)."""
 
 
 def _fill(doc: str, placeholder: str, text: str) -> str:
