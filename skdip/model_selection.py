@@ -1223,9 +1223,17 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         NothingToAverage
             When no setting could be scored on an image
             (:class:`skdip.exceptions.NothingToAverage`, a ``ValueError``):
-            nothing is averaged, and the error's ``estimators`` attribute holds
-            every setting's fit, in the order of the grid, to be scored by hand
-            without another solve.
+            nothing is averaged and this estimator is left unfitted (not with
+            the result of an earlier fit, of other data); the error's
+            ``estimators`` attribute holds every setting's fit, in the order of
+            the grid, to be scored by hand without another solve.
+
+        Notes
+        -----
+        A refit refused before any fit runs (a bad parameter,
+        ``estimator__warm_start=True``) keeps the earlier fit; once the
+        settings have been fitted, a refit that fails leaves the estimator
+        unfitted.
         """
         self._validate_params()
         if _routing_enabled():
@@ -1276,11 +1284,13 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
             fitted = fit_candidates(
                 self.estimator, X, candidates, y, batch_size=self.batch_size, **fit_params
             )
+        # Only now, once the fits have run: a refit refused before any work (warm_start,
+        # a device this machine lacks) keeps the earlier fit. From here the earlier result
+        # is no longer the estimator's, whether the new one fails (Ctrl-C, nothing to
+        # average) or not: not kept, lest it pass for this fit's.
+        self._drop_fitted()
         interruption = _interruption(fitted, candidates)
         if interruption is not None:
-            # The earlier result is no longer the estimator's (the fits replacing it were
-            # cut): not kept, lest it pass for this fit's.
-            self._drop_fitted()
             # The engine's "keeping the best estimate so far" and fit_candidates' list
             # of unfitted pairs describe fits that are not kept here: one error instead.
             raise FitInterrupted(interruption, estimators=fitted)
@@ -1324,9 +1334,6 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
                     f"image {i}; AverageOfBest needs settings that keep the output shape"
                 )
             averaged.append(np.mean([estimates[k][i] for k in chosen], axis=0))
-        # Only now: a refit refused before any work (warm_start, a device this machine
-        # lacks) left the estimator without its earlier fit.
-        self._drop_fitted()
         self.random_state_ = _estimator_seed(self.estimator, candidates, fitted)
         self.candidates_ = candidates
         self.scores_ = scores

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import BaseEstimator, clone
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -1643,6 +1643,26 @@ def test_a_refused_refit_of_average_of_best_keeps_the_earlier_fit():
         avg.fit(x)
     np.testing.assert_array_equal(avg.reconstruction_, before)
     assert avg.scores_.shape == (2, 1) and avg.n_features_in_ == 16
+
+
+def test_a_refit_of_average_of_best_that_fails_after_its_fits_leaves_it_unfitted():
+    # A refit that fitted every setting and then had nothing to average on an image kept
+    # the fitted attributes of the earlier fit, of other images: caught, the error left a
+    # reconstruction_ and a transform() answering for those. Once the fits have run,
+    # the estimator is left unfitted, as after a Ctrl-C.
+    X = [x[..., 0] for x in _noisy_batch(2)]
+    rng = np.random.default_rng(1)
+    inpainter = DIPInpainter(generator=TINY, max_iter=3, early_stopping=None, random_state=0)
+    avg = AverageOfBest(inpainter, {"lr": [0.01, 0.03]}, scoring="discrepancy")
+    avg.fit(X, mask=[rng.random((16, 16)) > 0.2 for _ in X])
+    assert len(avg.transform()) == 2
+    sparse = [rng.random((16, 16)) > 0.2, rng.random((16, 16)) > 0.9]  # too few on image 1
+    with pytest.warns(UserWarning, match="too few observed pixels"):
+        with pytest.raises(NothingToAverage):
+            avg.fit(X, mask=sparse)
+    with pytest.raises(NotFittedError):
+        avg.transform()
+    assert not any(k.endswith("_") and not k.startswith("_") for k in vars(avg))
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (16, 16, 3)])
