@@ -1474,6 +1474,37 @@ def test_a_setting_assigned_keeps_the_device_hooks_and_mode():
     assert calls == [torch.Size([1, 1, 4, 4])]
 
 
+def test_a_setting_assigned_keeps_a_dtype_the_operator_was_converted_to():
+    # Rebuilt as the constructor builds it, an operator converted with .double() or
+    # .half() went back to float32 buffers: a subclass whose forward uses them as they
+    # are (no cast to the input's dtype) then failed on float64 images.
+    from skdip.operators import KSpaceSampling
+
+    class UncastBlur(Convolution):
+        def forward(self, x):
+            return torch.nn.functional.conv2d(x, self.kernel[None, None])
+
+    blur = UncastBlur(torch.ones(3, 3) / 9).double()
+    blur.boundary = "circular"
+    assert blur.kernel.dtype == torch.float64
+    assert blur(torch.rand(1, 1, 8, 8, dtype=DT)).dtype == DT
+    op = Downsample(2).half()
+    op.factor = 4
+    assert op.taps.dtype == torch.float16
+    torch.testing.assert_close(op.taps, Downsample(4).taps.half(), rtol=0, atol=0)
+    # Per buffer, only a conversion is kept: float64 coil maps, given so, stay float64
+    # beside a float32 mask, and new maps keep the dtype the constructor gives them.
+    mri = KSpaceSampling(np.ones((8, 8)), coil_maps=np.ones((2, 8, 8), complex))
+    mri.set_params(image="complex")
+    assert (mri.mask.dtype, mri.coil_real.dtype) == (torch.float32, torch.float64)
+    mri.double().set_params(coil_maps=np.ones((2, 8, 8), np.complex64))
+    assert (mri.mask.dtype, mri.coil_real.dtype) == (torch.float64, torch.float32)
+    # Unconverted, an operator keeps the constructor's dtype.
+    plain = Downsample(2)
+    plain.factor = 4
+    assert plain.taps.dtype == torch.get_default_dtype()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_setting_assigned_on_cuda_stays_on_cuda():
     from skdip.operators import KSpaceSampling

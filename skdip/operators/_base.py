@@ -45,7 +45,9 @@ class ForwardOperator(nn.Module):
     be assigned after construction: ``op.factor = 4`` checks the value as the
     constructor does and rebuilds the operator as ``Downsample(4, ...)`` with
     its other settings would be (its tensors on the device they were on, in
-    the dtype the constructor gives them); a value the constructor refuses is
+    the floating dtype they were converted to with ``.double()``, ``.half()``
+    or ``.to(dtype)``, else in the one the constructor gives them); a value
+    the constructor refuses is
     refused, and the operator is left as it was. skdip's operators refuse a
     bad setting with :class:`~skdip.exceptions.InvalidParameterError` (a
     ValueError and a TypeError) naming it, e.g. "Downsample.factor must be a
@@ -181,19 +183,31 @@ class ForwardOperator(nn.Module):
 
         current = self._setting_values()
         fresh = build({**current, **changes})
-        # The device the tensors were on (a GPU, after .to("cuda")) is kept.
-        device = next((b.device for b in self._buffers.values() if b is not None), None)
-        if device is not None:
-            for key, buffer in fresh._buffers.items():
-                if buffer is not None:
-                    fresh._buffers[key] = buffer.to(device)
         # Hooks and the training flag stay the instance's own. A name the new operator
         # holds as a tensor or a sub-module is no plain attribute any more (a
         # FunctionOperator's function, a module where a function was).
         own = self.__dict__
+        # The operator as the constructor builds it from the current settings.
+        made = vars(build(current))
+        # The device the tensors were on (a GPU, after .to("cuda")) is kept, and so is a
+        # floating dtype a buffer was converted to (.double(), .half()): one that is not
+        # the constructor's own (float64 coil maps given so follow new maps' dtype).
+        device = next((b.device for b in self._buffers.values() if b is not None), None)
+        for key, buffer in fresh._buffers.items():
+            old, built = own["_buffers"].get(key), made["_buffers"].get(key)
+            if buffer is None:
+                continue
+            converted = (
+                old is not None
+                and built is not None
+                and old.is_floating_point()
+                and buffer.is_floating_point()
+                and old.dtype != built.dtype
+            )
+            if device is not None or converted:
+                fresh._buffers[key] = buffer.to(device, old.dtype if converted else None)
         # Tensors and sub-modules the constructor does not make (a subclass's own, made
         # by its __init__ beside the built-in one's) are kept, after the new ones.
-        made = vars(build(current))
         for kind in ("_buffers", "_modules", "_parameters"):
             extra = {k: v for k, v in own[kind].items() if k not in made[kind]}
             vars(fresh)[kind] = {**vars(fresh)[kind], **extra}
