@@ -183,9 +183,6 @@ class ForwardOperator(nn.Module):
 
         current = self._setting_values()
         fresh = build({**current, **changes})
-        # Hooks and the training flag stay the instance's own. A name the new operator
-        # holds as a tensor or a sub-module is no plain attribute any more (a
-        # FunctionOperator's function, a module where a function was).
         own = self.__dict__
         # The operator as the constructor builds it from the current settings.
         made = vars(build(current))
@@ -215,6 +212,9 @@ class ForwardOperator(nn.Module):
                 fresh._non_persistent_buffers_set |= (
                     extra.keys() & own["_non_persistent_buffers_set"]
                 )
+        # Hooks and the training flag stay the instance's own. A name the new operator
+        # holds as a tensor or a sub-module is no plain attribute any more (a
+        # FunctionOperator's function, a module where a function was).
         tensors = {
             key for kind in ("_buffers", "_modules", "_parameters") for key in vars(fresh)[kind]
         }
