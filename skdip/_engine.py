@@ -625,9 +625,15 @@ class _Optimizers:
     """
 
     def __init__(self, param_groups: list[dict], lr: float):
+        # Python floats: with a NumPy float32 rate (lr=np.float32(0.01)), Adam worked
+        # out its step size in single precision, and the fit differed from one at the
+        # same rate as a Python float (the batched fits' optimizer takes floats too).
+        lr = float(lr)
         kinds: dict[str, list[dict]] = {"adam": [], "sgd": []}
         for group in param_groups:
             group = dict(group)
+            if "lr" in group:
+                group["lr"] = float(group["lr"])
             kind = group.pop("optimizer", "adam")
             if kind not in kinds:
                 raise ValueError(

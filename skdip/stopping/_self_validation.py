@@ -251,5 +251,7 @@ class SelfValidation(BaseStoppingRule):
         with seeded_cpu_rng(self.random_state):
             net = _IterateAutoencoder(x.shape[1], tuple(x.shape[2:]), int(self.width))
         self._autoencoder = net.to(device=x.device, dtype=x.dtype)
-        self._optimizer = torch.optim.Adam(self._autoencoder.parameters(), lr=self.lr)
+        # A Python float: Adam works out its steps in single precision from a NumPy
+        # float32 rate.
+        self._optimizer = torch.optim.Adam(self._autoencoder.parameters(), lr=float(self.lr))
         self._order = torch.Generator().manual_seed(int(self.random_state))
