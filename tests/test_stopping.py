@@ -538,3 +538,13 @@ def test_a_self_validation_rule_loads_onto_another_device():
     assert moved._buffer.device.type == "meta"
     assert isinstance(moved._order, torch.Generator) and moved._order.device.type == "cpu"
     assert torch.equal(moved._order.get_state(), rule._order.get_state())
+
+
+@pytest.mark.parametrize("patience", [np.int64(2), np.uint8(2)])
+def test_observe_answers_python_bools_for_a_numpy_patience(patience):
+    # It said np.False_ (annotated tuple[bool, bool]): ``stop is False`` was False.
+    rule = ExponentialMovingVariance(patience=patience, warmup=0)
+    rule.start()
+    answers = [rule.observe(value, it) for it, value in enumerate([1.0, 2.0, 3.0])]
+    assert answers == [(True, False), (False, False), (False, True)]
+    assert all(type(flag) is bool for answer in answers for flag in answer)

@@ -133,7 +133,8 @@ class BaseStoppingRule(BaseEstimator):
             self._stale = 0
             return True, False
         self._stale += 1
-        return False, self._stale >= self.patience
+        # A Python int: a NumPy patience (from a grid) made the flag NumPy's bool.
+        return False, self._stale >= int(self.patience)
 
 
 class ExponentialMovingVariance(BaseStoppingRule):
