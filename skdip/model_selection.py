@@ -49,6 +49,7 @@ from sklearn.utils.metadata_routing import (
 from sklearn.utils.validation import check_is_fitted
 
 from ._engine import autograd_on, one_interruption
+from ._typing import Float, Int
 from ._validation import (
     InvalidParameterError,
     _nested_lists_as_array,
@@ -375,7 +376,7 @@ class PreferDefault:
     """
 
     def __init__(
-        self, default: Mapping | int, margin: float = 1.0, metric: str | None = None
+        self, default: Mapping | Int, margin: Float = 1.0, metric: str | None = None
     ) -> None:
         self.default = default
         self.margin = margin
@@ -682,7 +683,7 @@ def fit_candidates(
     candidates: Iterable[dict],
     y: Any = None,
     *,
-    batch_size: int | None = None,
+    batch_size: Int | None = None,
     **fit_params: Any,
 ) -> list:
     """Fit one copy of ``estimator`` per candidate setting, many per vectorised run.
@@ -903,11 +904,11 @@ def _per_candidate(values: Any, name: str) -> np.ndarray:
 def best_scored(
     scores: Any,
     *,
-    n_best: int | None = None,
-    margin: float | None = None,
-    default: int | None = None,
+    n_best: Int | None = None,
+    margin: Float | None = None,
+    default: Int | None = None,
     distances: Any = None,
-    max_distance: float | None = None,
+    max_distance: Float | None = None,
 ) -> np.ndarray:
     """Indices of the best-scored candidates, best first: the ones AverageOfBest averages.
 
@@ -1177,12 +1178,12 @@ class AverageOfBest(ImageOutputMixin, TransformerMixin, BaseEstimator, auto_wrap
         estimator: Any,
         param_grid: dict | list,
         *,
-        n_best: int | None = 3,
-        margin: float | None = None,
-        default: dict | int | None = None,
-        max_distance: float | None = None,
+        n_best: Int | None = 3,
+        margin: Float | None = None,
+        default: dict | Int | None = None,
+        max_distance: Float | None = None,
         scoring: str | NoReferenceScorer = "no_reference",
-        batch_size: int | None = None,
+        batch_size: Int | None = None,
     ):
         self.estimator = estimator
         self.param_grid = param_grid

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._typing import Int
 from .._validation import check_int_pair
 
 __all__ = ["IMAGE_NAMES", "load_image"]
@@ -54,7 +55,7 @@ def _center_crop_to_aspect(image: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def load_image(
     name: str,
-    size: int | tuple[int, int] | None = None,
+    size: Int | tuple[int, int] | None = None,
     as_gray: bool = False,
 ) -> np.ndarray:
     """Load one of the test pictures bundled with scikit-image.

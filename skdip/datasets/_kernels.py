@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, signal
 
+from .._typing import Float, Int
 from .._validation import check_int, check_number, looks_like_a_stack, metric_array
 from .._warnings import warn
 from ._noise import _check_random_state
@@ -27,7 +28,7 @@ def _check_size(size: Any, minimum: int = 1) -> int:
     return size
 
 
-def make_gaussian_kernel(size: int, sigma: float) -> np.ndarray:
+def make_gaussian_kernel(size: Int, sigma: Float) -> np.ndarray:
     """Isotropic Gaussian blur kernel.
 
     ``k[i, j]`` is proportional to ``exp(-((i - c)**2 + (j - c)**2) / (2 sigma**2))``
@@ -77,7 +78,7 @@ def make_gaussian_kernel(size: int, sigma: float) -> np.ndarray:
     return kernel
 
 
-def make_disk_kernel(size: int, radius: float, supersample: int = 8) -> np.ndarray:
+def make_disk_kernel(size: Int, radius: Float, supersample: Int = 8) -> np.ndarray:
     """Uniform disk ("defocus", pillbox) blur kernel with an anti-aliased edge.
 
     Each pixel is weighted by the fraction of its area covered by the disk
@@ -155,13 +156,13 @@ def _shake_trajectory(
 
 
 def make_motion_kernel(
-    size: int,
+    size: Int,
     random_state: Any = None,
     *,
-    length: float | None = None,
-    intensity: float = 0.5,
-    n_steps: int = 64,
-    smoothing: float = 0.5,
+    length: Float | None = None,
+    intensity: Float = 0.5,
+    n_steps: Int = 64,
+    smoothing: Float = 0.5,
 ) -> np.ndarray:
     """Random camera-shake (motion blur) kernel.
 

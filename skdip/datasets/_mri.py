@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._typing import Float, Int
 from .._validation import check_int, check_int_pair, check_number, check_plane
 from .._warnings import warn
 from ..operators._kspace import KSpaceSampling, _kspace_settings, channels_to_kspace
@@ -17,8 +18,8 @@ __all__ = ["cartesian_mask", "make_coil_maps", "simulate_kspace"]
 
 def cartesian_mask(
     shape: tuple[int, int],
-    acceleration: float = 4,
-    center_fraction: float = 0.08,
+    acceleration: Float = 4,
+    center_fraction: Float = 0.08,
     random_state: Any = None,
 ) -> np.ndarray:
     """A random Cartesian undersampling mask: whole k-space columns, centre included.
@@ -83,7 +84,7 @@ def cartesian_mask(
     return np.broadcast_to(columns, (h, w)).copy()
 
 
-def make_coil_maps(n_coils: int, shape: tuple[int, int]) -> np.ndarray:
+def make_coil_maps(n_coils: Int, shape: tuple[int, int]) -> np.ndarray:
     """Smooth synthetic coil sensitivities, normalised to ``sum_c |S_c|**2 = 1``.
 
     Coil ``c`` sits at the angle ``2 pi c / n_coils`` on a circle around the
@@ -139,7 +140,7 @@ def simulate_kspace(
     image: Any,
     mask: Any,
     coil_maps: Any = None,
-    noise_std: float = 0.0,
+    noise_std: Float = 0.0,
     random_state: Any = None,
 ) -> np.ndarray:
     """Undersampled, optionally noisy, k-space of an image.

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
+from .._typing import Float
 from .._validation import check_number, metric_array
 from .._warnings import warn
 
@@ -105,7 +106,7 @@ def _finish(noisy: np.ndarray, like: np.ndarray) -> np.ndarray:
     return noisy.astype(like.dtype, copy=False)
 
 
-def add_gaussian_noise(image: Any, sigma: float, random_state: Any = None) -> np.ndarray:
+def add_gaussian_noise(image: Any, sigma: Float, random_state: Any = None) -> np.ndarray:
     """Add white Gaussian noise: ``clip(x + sigma * N(0, 1), 0, 1)``.
 
     Parameters
@@ -140,7 +141,7 @@ def add_gaussian_noise(image: Any, sigma: float, random_state: Any = None) -> np
     return _finish(noisy, x)
 
 
-def add_poisson_noise(image: Any, photons: float, random_state: Any = None) -> np.ndarray:
+def add_poisson_noise(image: Any, photons: Float, random_state: Any = None) -> np.ndarray:
     """Add Poisson ("shot") noise: ``clip(Poisson(photons * x) / photons, 0, 1)``.
 
     Each value is replaced by a photon count drawn with mean ``photons * x``
@@ -195,7 +196,7 @@ def add_poisson_noise(image: Any, photons: float, random_state: Any = None) -> n
     return _finish(np.asarray(noisy, dtype=np.float64), x)
 
 
-def add_speckle_noise(image: Any, c: float, random_state: Any = None) -> np.ndarray:
+def add_speckle_noise(image: Any, c: Float, random_state: Any = None) -> np.ndarray:
     """Add multiplicative speckle noise: ``clip(x + x * N(0, c**2), 0, 1)``.
 
     Parameters
@@ -237,7 +238,7 @@ def add_speckle_noise(image: Any, c: float, random_state: Any = None) -> np.ndar
     return _finish(noisy, x)
 
 
-def add_impulse_noise(image: Any, amount: float, random_state: Any = None) -> np.ndarray:
+def add_impulse_noise(image: Any, amount: Float, random_state: Any = None) -> np.ndarray:
     """Add impulse ("salt and pepper") noise.
 
     A fraction ``amount`` of the values, chosen at random, is replaced by
@@ -287,7 +288,7 @@ _ADDERS = {
 }
 
 
-def add_noise(image: Any, kind: str, level: float, random_state: Any = None) -> np.ndarray:
+def add_noise(image: Any, kind: str, level: Float, random_state: Any = None) -> np.ndarray:
     """Add noise of a named kind: a dispatcher over the ``add_*_noise`` functions.
 
     Parameters

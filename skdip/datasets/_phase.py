@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._typing import Float, Int
 from .._validation import check_int, check_number, check_plane, native_copy
 from .._warnings import warn
 from ..operators._fourier import FourierMagnitude, check_masks, check_oversampling
@@ -17,11 +18,11 @@ __all__ = ["simulate_diffraction"]
 
 def simulate_diffraction(
     image: Any,
-    oversampling: int | tuple[int, int] = 2,
+    oversampling: Int | tuple[int, int] = 2,
     measurement: str = "magnitude",
-    photons: float | None = None,
-    n_masks: int = 0,
-    mask_seed: int = 0,
+    photons: Float | None = None,
+    n_masks: Int = 0,
+    mask_seed: Int = 0,
     random_state: Any = None,
     masks: Any = None,
 ) -> np.ndarray:

@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from .._engine import _psnr
+from .._typing import Float, Int
 from .._validation import InvalidParameterError, check_int_pair, to_numpy, to_tensor
 from ..losses import BaseRegularizer, GradientRatio, TotalVariation
 from ..operators._convolution import convolve
@@ -446,14 +447,14 @@ class BlindDeblurrer(BaseDIPEstimator):
         generator="skip",
         kernel_size=None,
         early_stopping="emv",
-        max_iter: int = 5000,
-        lr: float = 0.01,
-        kernel_lr: float = 1e-3,
+        max_iter: Int = 5000,
+        lr: Float = 0.01,
+        kernel_lr: Float = 1e-3,
         kernel_init: str = "gaussian",
         loss="mse",
         regularizer="ratio",
-        reg_noise_std: float = 0.001,
-        output_averaging: float | None = None,
+        reg_noise_std: Float = 0.001,
+        output_averaging: Float | None = None,
         rescale="auto",
         device="auto",
         random_state=None,

@@ -6,6 +6,7 @@ from numbers import Integral
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._typing import Float, Int
 from ._base import BaseDIPEstimator
 from ._sparse_noise import SparseNoise, SparseNoiseMixin
 
@@ -243,13 +244,13 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         self,
         generator="skip",
         early_stopping="emv",
-        max_iter: int = 5000,
-        lr: float = 0.01,
+        max_iter: Int = 5000,
+        lr: Float = 0.01,
         loss="mse",
         regularizer=None,
         noise_model=None,
-        reg_noise_std: float = 1.0 / 30.0,
-        output_averaging: float | None = 0.99,
+        reg_noise_std: Float = 1.0 / 30.0,
+        output_averaging: Float | None = 0.99,
         averaging_monitor: str = "raw",
         rescale="auto",
         device="auto",
@@ -257,7 +258,7 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         verbose=False,
         callback=None,
         n_jobs=None,
-        batch_size: int = 1,
+        batch_size: Int = 1,
         warm_start: bool = False,
     ):
         self.generator = generator

@@ -22,6 +22,7 @@ import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
+from .._typing import Float
 from .._validation import InvalidParameterError, check_number, to_numpy
 from .._warnings import warn
 from ._base import fitted_scaling
@@ -64,7 +65,7 @@ class SparseNoise(BaseEstimator):
     {'init_std': 1e-05, 'lr': 0.1}
     """
 
-    def __init__(self, lr: float = 0.03, init_std: float = 1e-5):
+    def __init__(self, lr: Float = 0.03, init_std: Float = 1e-5):
         self.lr = lr
         self.init_std = init_std
 

@@ -14,6 +14,7 @@ import numbers
 import torch
 from torch import nn
 
+from .._typing import Float, Int
 from .._validation import InvalidParameterError, check_int, check_number
 from ._base import (
     BaseGenerator,
@@ -125,9 +126,9 @@ class DeepDecoder(BaseGenerator):
 
     def __init__(
         self,
-        channels: int = 64,
-        n_blocks: int = 6,
-        input_scale: float = 0.1,
+        channels: Int = 64,
+        n_blocks: Int = 6,
+        input_scale: Float = 0.1,
         upsample: str = "bilinear",
         output_activation: str | None = "sigmoid",
     ):
@@ -282,9 +283,9 @@ class ConvDecoder(BaseGenerator):
 
     def __init__(
         self,
-        channels: int = 256,
-        n_layers: int = 7,
-        input_size: int = 8,
+        channels: Int = 256,
+        n_layers: Int = 7,
+        input_size: Int = 8,
         output_activation: str | None = "sigmoid",
     ):
         self.channels = channels

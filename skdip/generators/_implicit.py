@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from .._typing import Float, Int
 from .._validation import InvalidParameterError, check_int, check_number
 from ._base import (
     BaseGenerator,
@@ -168,12 +169,12 @@ class ImplicitNeuralRepresentation(BaseGenerator):
 
     def __init__(
         self,
-        hidden: int = 256,
-        n_layers: int = 3,
+        hidden: Int = 256,
+        n_layers: Int = 3,
         encoding: str = "sine",
-        omega0: float = 30.0,
-        n_frequencies: int = 256,
-        scale: float = 5.0,
+        omega0: Float = 30.0,
+        n_frequencies: Int = 256,
+        scale: Float = 5.0,
         output_activation: str | None = "sigmoid",
     ):
         self.hidden = hidden

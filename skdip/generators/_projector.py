@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._typing import Float, Int
 from ._base import (
     BaseGenerator,
     GeneratorNetwork,
@@ -115,11 +116,11 @@ class DeepRandomProjector(BaseGenerator):
 
     def __init__(
         self,
-        width: int = 64,
-        depth: int = 1,
-        skip_channels: int = 4,
-        input_channels: int = 3,
-        input_scale: float = 0.1,
+        width: Int = 64,
+        depth: Int = 1,
+        skip_channels: Int = 4,
+        input_channels: Int = 3,
+        input_scale: Float = 0.1,
         upsample: str = "bilinear",
         output_activation: str | None = "sigmoid",
     ):

@@ -8,6 +8,7 @@ import numbers
 import torch
 from torch import nn
 
+from .._typing import Float, Int
 from .._validation import InvalidParameterError, check_int, check_number
 from ._base import (
     BaseGenerator,
@@ -155,11 +156,11 @@ class SkipNetwork(BaseGenerator):
 
     def __init__(
         self,
-        width: int = 128,
-        depth: int = 5,
-        skip_channels: int = 4,
-        input_channels: int = 32,
-        input_scale: float = 0.1,
+        width: Int = 128,
+        depth: Int = 5,
+        skip_channels: Int = 4,
+        input_channels: Int = 32,
+        input_scale: Float = 0.1,
         upsample: str = "bilinear",
         output_activation: str | None = "sigmoid",
     ):

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
+from .._typing import Float
 from .._validation import InvalidParameterError, check_number
 
 __all__ = ["BaseRegularizer", "TotalVariation", "GradientRatio"]
@@ -59,7 +60,7 @@ class BaseRegularizer(BaseEstimator):
     1.0
     """
 
-    def __init__(self, weight: float = 0.01):
+    def __init__(self, weight: Float = 0.01):
         self.weight = weight
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +113,7 @@ class TotalVariation(BaseRegularizer):
     1e-06
     """
 
-    def __init__(self, weight: float = 0.01, isotropic: bool = False):
+    def __init__(self, weight: Float = 0.01, isotropic: bool = False):
         self.weight = weight
         self.isotropic = isotropic
 
@@ -168,7 +169,7 @@ class GradientRatio(BaseRegularizer):
     2.828
     """
 
-    def __init__(self, weight: float = 0.001, eps: float = 1e-8):
+    def __init__(self, weight: Float = 0.001, eps: Float = 1e-8):
         self.weight = weight
         self.eps = eps
 

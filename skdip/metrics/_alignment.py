@@ -14,6 +14,7 @@ from typing import Any, Literal, overload
 import numpy as np
 from scipy import signal
 
+from .._typing import Float, Int
 from .._validation import check_int
 from ._quality import _as_image, _check_data_range, _check_pair, _psnr, _ssim
 
@@ -95,7 +96,7 @@ def _squeeze(x: np.ndarray, grey: bool) -> np.ndarray:
 
 
 def align_shift(
-    image_true: Any, image_test: Any, max_shift: int = 10, crop: int | None = None
+    image_true: Any, image_test: Any, max_shift: Int = 10, crop: Int | None = None
 ) -> tuple[int, int]:
     """Integer displacement of ``image_test`` relative to ``image_true``.
 
@@ -140,9 +141,9 @@ def align_shift(
 def aligned_psnr(
     image_true: Any,
     image_test: Any,
-    max_shift: int = 10,
-    crop: int | None = None,
-    data_range: float = 1.0,
+    max_shift: Int = 10,
+    crop: Int | None = None,
+    data_range: Float = 1.0,
 ) -> float:
     """PSNR after the best integer alignment and a border crop.
 
@@ -187,9 +188,9 @@ def aligned_psnr(
 def aligned_ssim(
     image_true: Any,
     image_test: Any,
-    max_shift: int = 10,
-    crop: int | None = None,
-    data_range: float = 1.0,
+    max_shift: Int = 10,
+    crop: Int | None = None,
+    data_range: Float = 1.0,
 ) -> float:
     """SSIM after the best integer alignment and a border crop.
 
@@ -265,27 +266,27 @@ def _pad_to(k: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def kernel_error(
     kernel_true: Any,
     kernel_est: Any,
-    max_shift: int | None = None,
+    max_shift: Int | None = None,
     return_shift: Literal[False] = False,
 ) -> float: ...
 
 
 @overload
 def kernel_error(
-    kernel_true: Any, kernel_est: Any, max_shift: int | None = None, *, return_shift: Literal[True]
+    kernel_true: Any, kernel_est: Any, max_shift: Int | None = None, *, return_shift: Literal[True]
 ) -> tuple[float, tuple[int, int]]: ...
 
 
 @overload
 def kernel_error(
-    kernel_true: Any, kernel_est: Any, max_shift: int | None = None, return_shift: bool = False
+    kernel_true: Any, kernel_est: Any, max_shift: Int | None = None, return_shift: bool = False
 ) -> float | tuple[float, tuple[int, int]]: ...
 
 
 def kernel_error(
     kernel_true: Any,
     kernel_est: Any,
-    max_shift: int | None = None,
+    max_shift: Int | None = None,
     return_shift: bool = False,
 ) -> float | tuple[float, tuple[int, int]]:
     """Relative l2 error between two blur kernels, up to an integer shift.

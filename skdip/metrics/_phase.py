@@ -14,6 +14,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from .._typing import Float, Int
 from .._validation import check_plane
 from ..operators._fourier import check_oversampling
 from ._quality import _REFERENCE_MARGIN, _check_data_range
@@ -75,7 +76,7 @@ def _align(image_true, image_test, oversampling, flip):
 def align_phase_retrieval(
     image_true: Any,
     image_test: Any,
-    oversampling: int | tuple[int, int] = 2,
+    oversampling: Int | tuple[int, int] = 2,
     flip: bool = True,
     return_params: Literal[False] = False,
 ) -> np.ndarray: ...
@@ -85,7 +86,7 @@ def align_phase_retrieval(
 def align_phase_retrieval(
     image_true: Any,
     image_test: Any,
-    oversampling: int | tuple[int, int] = 2,
+    oversampling: Int | tuple[int, int] = 2,
     flip: bool = True,
     *,
     return_params: Literal[True],
@@ -96,7 +97,7 @@ def align_phase_retrieval(
 def align_phase_retrieval(
     image_true: Any,
     image_test: Any,
-    oversampling: int | tuple[int, int] = 2,
+    oversampling: Int | tuple[int, int] = 2,
     flip: bool = True,
     return_params: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, dict]: ...
@@ -105,7 +106,7 @@ def align_phase_retrieval(
 def align_phase_retrieval(
     image_true: Any,
     image_test: Any,
-    oversampling: int | tuple[int, int] = 2,
+    oversampling: Int | tuple[int, int] = 2,
     flip: bool = True,
     return_params: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, dict]:
@@ -160,7 +161,7 @@ def align_phase_retrieval(
 def phase_retrieval_error(
     image_true: Any,
     image_test: Any,
-    oversampling: int | tuple[int, int] = 2,
+    oversampling: Int | tuple[int, int] = 2,
     flip: bool = True,
 ) -> float:
     """Relative l2 error after alignment over translation, conjugate flip and global phase.
@@ -205,9 +206,9 @@ def phase_retrieval_error(
 def phase_retrieval_psnr(
     image_true: Any,
     image_test: Any,
-    oversampling: int | tuple[int, int] = 2,
+    oversampling: Int | tuple[int, int] = 2,
     flip: bool = True,
-    data_range: float = 1.0,
+    data_range: Float = 1.0,
 ) -> float:
     """PSNR (dB) after alignment over translation, conjugate flip and global phase.
 

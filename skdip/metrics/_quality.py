@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .._typing import Float
 from .._validation import check_int, check_number, looks_like_a_stack, metric_array
 from .._warnings import warn
 
@@ -218,7 +219,7 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, **kwargs: Any) -> flo
     return float(structural_similarity(a, b, data_range=1.0, channel_axis=channel_axis, **kwargs))
 
 
-def psnr(image_true: Any, image_test: Any, data_range: float = 1.0) -> float:
+def psnr(image_true: Any, image_test: Any, data_range: Float = 1.0) -> float:
     """Peak signal-to-noise ratio, ``10 log10(data_range**2 / MSE)`` in dB.
 
     The mean squared error is taken over all pixels and channels. Wraps
@@ -264,7 +265,7 @@ def psnr(image_true: Any, image_test: Any, data_range: float = 1.0) -> float:
     return _psnr(a, b, data_range)
 
 
-def ssim(image_true: Any, image_test: Any, data_range: float = 1.0, **kwargs: Any) -> float:
+def ssim(image_true: Any, image_test: Any, data_range: Float = 1.0, **kwargs: Any) -> float:
     """Structural similarity index (mean SSIM over the image).
 
     Wraps :func:`skimage.metrics.structural_similarity` with its defaults

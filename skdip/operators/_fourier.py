@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._typing import Int
 from .._validation import check_int, check_int_pair, metric_array
 from ._base import ForwardOperator, _setting
 
@@ -33,7 +34,7 @@ def check_oversampling(
     return check_int_pair(oversampling, name, minimum, allow_int=True, hint=hint, error=error)
 
 
-def make_phase_masks(n_masks: int, shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+def make_phase_masks(n_masks: Int, shape: tuple[int, int], seed: Int = 0) -> np.ndarray:
     """The random unit-modulus masks of coded diffraction patterns.
 
     Mask ``k`` is ``exp(1j * phi_k)`` with phases drawn uniformly in
@@ -232,8 +233,8 @@ class FourierMagnitude(ForwardOperator):
         self,
         oversampling=2,
         measurement: str = "magnitude",
-        n_masks: int = 0,
-        mask_seed: int = 0,
+        n_masks: Int = 0,
+        mask_seed: Int = 0,
         masks=None,
     ):
         super().__init__()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from .._typing import Int
 from .._validation import check_int, check_int_pair
 from ._base import ForwardOperator, _setting
 
@@ -95,7 +96,7 @@ class FunctionOperator(ForwardOperator):
         adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None,
         output_shape: Callable[[tuple[int, int]], tuple[int, int]] | None = None,
         input_shape: Callable[[tuple[int, int]], tuple[int, int]] | None = None,
-        input_channels: int | Callable[[int], int] | None = None,
+        input_channels: Int | Callable[[int], int] | None = None,
         linear: bool = False,
     ) -> None:
         super().__init__()

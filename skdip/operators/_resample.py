@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._typing import Int
 from .._validation import check_int, check_int_pair, working_dtype
 from ._base import ForwardOperator, _setting
 from ._convolution import _PADDING_MODES, _check_image, _pad, _pad_adjoint
@@ -28,7 +29,7 @@ def _cubic(t: np.ndarray, a: float = -0.5) -> np.ndarray:
     return np.where(s <= 1.0, inner, np.where(s < 2.0, outer, 0.0))
 
 
-def downsampling_kernel(factor: int, kernel: str = "lanczos2") -> tuple[np.ndarray, int]:
+def downsampling_kernel(factor: Int, kernel: str = "lanczos2") -> tuple[np.ndarray, int]:
     """1-D anti-aliasing filter for downsampling by ``factor``, normalised to sum 1.
 
     Low-resolution sample ``i`` sits at the centre of the block of high-resolution samples
@@ -150,7 +151,7 @@ class Downsample(ForwardOperator):
     _settings = {"factor": "factor", "kernel": "kernel", "padding": "padding"}
     _derived = ("taps", "offset", "linear")
 
-    def __init__(self, factor: int, kernel: str = "lanczos2", padding: str = "replicate") -> None:
+    def __init__(self, factor: Int, kernel: str = "lanczos2", padding: str = "replicate") -> None:
         super().__init__()
         name, error = _setting("Downsample", "factor")
         factor = check_int(factor, name, 1, error=error)

@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import Interval
 from torch import nn
 
 from .._random import seeded_cpu_rng
+from .._typing import Float, Int
 from ._variance import BaseStoppingRule
 
 __all__ = ["SelfValidation"]
@@ -141,13 +142,13 @@ class SelfValidation(BaseStoppingRule):
 
     def __init__(
         self,
-        window: int = 256,
-        patience: int = 500,
-        warmup: int = 0,
-        lr: float = 1e-3,
-        batch_size: int = 32,
-        width: int = 32,
-        random_state: int = 0,
+        window: Int = 256,
+        patience: Int = 500,
+        warmup: Int = 0,
+        lr: Float = 1e-3,
+        batch_size: Int = 32,
+        width: Int = 32,
+        random_state: Int = 0,
     ):
         self.window = window
         self.patience = patience

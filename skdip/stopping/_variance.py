@@ -14,6 +14,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval
 
+from .._typing import Float, Int
 from .._validation import reject_bool_numbers
 
 __all__ = ["BaseStoppingRule", "ExponentialMovingVariance", "WindowedMovingVariance"]
@@ -69,7 +70,7 @@ class BaseStoppingRule(BaseEstimator):
         "warmup": [Interval(Integral, 0, None, closed="left")],
     }
 
-    def __init__(self, patience: int = 1000, warmup: int = 100):
+    def __init__(self, patience: Int = 1000, warmup: Int = 100):
         self.patience = patience
         self.warmup = warmup
 
@@ -176,7 +177,7 @@ class ExponentialMovingVariance(BaseStoppingRule):
         "alpha": [Interval(Real, 0, 1, closed="neither")],
     }
 
-    def __init__(self, alpha: float = 0.1, patience: int = 1000, warmup: int = 100):
+    def __init__(self, alpha: Float = 0.1, patience: Int = 1000, warmup: Int = 100):
         self.alpha = alpha
         self.patience = patience
         self.warmup = warmup
@@ -240,7 +241,7 @@ class WindowedMovingVariance(BaseStoppingRule):
         "window": [Interval(Integral, 2, None, closed="left")],
     }
 
-    def __init__(self, window: int = 100, patience: int = 1000, warmup: int = 0):
+    def __init__(self, window: Int = 100, patience: Int = 1000, warmup: Int = 0):
         self.window = window
         self.patience = patience
         self.warmup = warmup

@@ -328,6 +328,45 @@ def scorers(noisy: np.ndarray, clean: np.ndarray, images: list[np.ndarray]) -> N
     print(AverageOfBest(DIPInpainter(), grid).get_metadata_routing())
 
 
+def numpy_scalars(noisy: np.ndarray, clean: np.ndarray, x: torch.Tensor) -> None:
+    # A sweep over np.arange or np.linspace, or a ParameterGrid over an array, hands out
+    # NumPy scalars; the numeric parameters take them (np.float64 is a float, but
+    # np.float32 and the NumPy integers are not, to a type checker).
+    for n in np.arange(10, 100, 10):
+        for rate in np.array([0.01, 0.03], dtype=np.float32):
+            print(
+                DIPDenoiser(max_iter=n, lr=rate, batch_size=np.int64(1)),
+                DIPInpainter(max_iter=n, lr=rate),
+                DIPSuperResolver(scale=np.int64(2), max_iter=n, lr=rate),
+                DIPDeconvolver(max_iter=n, lr=rate, reg_noise_std=np.float32(0.0)),
+                DIPReconstructor(max_iter=n, lr=rate, output_averaging=np.float32(0.9)),
+                BlindDeblurrer(max_iter=n, lr=rate, kernel_lr=rate),
+                PhaseRetriever(max_iter=n, lr=rate, n_init=np.int32(2)),
+                HIOPhaseRetriever(max_iter=n, beta=np.float32(0.9), n_er=np.int64(10)),
+                SparseNoise(lr=rate, init_std=np.float32(1e-5)),
+            )
+    print(SkipNetwork(width=np.int64(8), depth=np.int32(2), input_scale=np.float32(0.1)))
+    print(DeepDecoder(channels=np.int64(8)), ConvDecoder(n_layers=np.int64(3)))
+    print(ImplicitNeuralRepresentation(hidden=np.int64(8), omega0=np.float32(30.0)))
+    print(DeepRandomProjector(width=np.int64(8)), Downsample(np.int64(2)))
+    print(FourierMagnitude(n_masks=np.int64(2), mask_seed=np.int64(0)))
+    print(ExponentialMovingVariance(alpha=np.float32(0.1), patience=np.int64(10)))
+    print(WindowedMovingVariance(window=np.int64(5), warmup=np.int64(0)))
+    print(SelfValidation(window=np.int64(16), lr=np.float32(1e-3)))
+    print(TotalVariation(np.float32(0.01)), GradientRatio(weight=np.float32(1e-3)))
+    assert_type(psnr(clean, noisy, data_range=np.float32(1.0)), float)
+    assert_type(ssim(clean, noisy, data_range=np.int64(1)), float)
+    assert_type(aligned_psnr(clean, noisy, max_shift=np.int64(2)), float)
+    for sigma in np.linspace(0.05, 0.2, 4, dtype=np.float32):
+        assert_type(add_gaussian_noise(clean, sigma, random_state=0), np.ndarray)
+    print(make_gaussian_kernel(np.int64(5), np.float32(1.0)), make_disk_kernel(5, np.int64(2)))
+    print(cartesian_mask((8, 8), acceleration=np.int64(4)), load_image("camera", np.int64(32)))
+    print(simulate_diffraction(clean, oversampling=np.int64(2), photons=np.float32(1e4)))
+    print(best_scored(np.array([1.0, 2.0]), n_best=np.int64(1), margin=np.float32(1.0)))
+    print(AverageOfBest(DIPDenoiser(), {"lr": [0.01]}, n_best=np.int64(2)))
+    print(PreferDefault(np.int64(0), margin=np.float32(1.0)), x)
+
+
 # The extension points, subclassed as their docstrings show, with a strict user's
 # annotations: the overrides must agree with the base classes' signatures.
 class EveryOtherColumn(ForwardOperator):
