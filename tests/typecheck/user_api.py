@@ -243,7 +243,7 @@ def data_and_metrics(clean: np.ndarray) -> None:
         add_speckle_noise(image, 0.1),
         blur(image, make_gaussian_kernel(5, 1.0), mode="same"),
         blur(image, make_disk_kernel(5, 2.0)),
-        blur(image, make_motion_kernel(9, random_state=0, length=5.0)),
+        blur(image, make_motion_kernel(9, random_state=0, length=0.5)),
     ):
         assert_type(psnr(clean, noisy), float)
         assert_type(ssim(clean, noisy, data_range=1.0), float)
