@@ -30,7 +30,9 @@ def _mypy(target: list[str], cache_dir: Path, strict: bool = True) -> subprocess
     # scikit-learn, SciPy and joblib ship no annotations: left untyped, as a user's
     # configuration leaves them. skdip itself missing stays an error (import-not-found).
     command += ["--follow-imports=silent", "--disable-error-code=import-untyped"]
-    command += ["--cache-dir", str(cache_dir), *target]
+    # One cache per strictness: a run with other options rewrites the modules' entries,
+    # and the next strict run then checked all of skdip again (about 20 s).
+    command += ["--cache-dir", str(cache_dir / ("strict" if strict else "default")), *target]
     # This checkout, not an installed skdip (an editable install may point elsewhere).
     env = {**os.environ, "MYPYPATH": str(ROOT)}
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cache_dir)
