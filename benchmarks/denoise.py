@@ -11,7 +11,10 @@ For every (image, noise) case one DIP run is made and four detectors watch the
 same trajectory side by side: ES-EMV and ES-WMV on the raw iterates x_t, and
 on the exponential average of outputs a_t (weight 0.99). Each reports the PSNR
 of the estimate it would return; the peak PSNR over the run (raw and averaged)
-is what an oracle stopping at the best step would get. The scikit-image
+is what an oracle stopping at the best step would get. Its average runs from the
+first step, as skdip's did until stop 38; ``DIPDenoiser`` now restarts it at the
+rule's first check (``benchmarks/output_averaging.py`` compares the two on the
+same iterates), so the ``avg +100 after`` columns are the older default's. The scikit-image
 denoisers (TV, wavelet, non-local means) and BM3D (optional extra) are run on
 the same noisy image. A separate timing part compares the engine's seconds per
 step with a bare PyTorch loop over the same network and measures the stopping
