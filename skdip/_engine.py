@@ -831,8 +831,13 @@ def fit_model(
         With ``averaging``, what the stopping rule watches: ``"average"`` (the
         default) the average itself, returned at its minimum; ``"raw"`` the raw
         iterates, and the average ``round(1 / (1 - w))`` steps after their
-        minimum is returned (:class:`~skdip.DIPDenoiser`'s default). Without
-        ``averaging`` it changes nothing.
+        minimum is returned (:class:`~skdip.DIPDenoiser`'s default). With
+        ``"raw"`` and a stopping rule, the average starts afresh at the rule's
+        first check (the warm-up's iterates are left out) and its weights are
+        normalised over the ``n`` iterates it holds,
+        ``a_t = sum_k (1 - w) w^(t-k) x_k / (1 - w^n)`` (the estimate a
+        ``callback`` is given restarts there too). Without ``averaging`` it
+        changes nothing.
     callback : callable, optional
         ``callback(iteration, loss, estimate)`` after each step, ``estimate``
         a copy the callback may keep; returning True stops the fit (the best
@@ -1720,6 +1725,10 @@ class _Selection:
     # (low, high, peak) of the recorded PSNR (see fit_model), None for (0, 1, 1); also
     # for fits kept (warm_start) and pickled before it was set per fit.
     reference_range = None
+    # How many iterates the output average holds since it restarted at the stopping
+    # rule's first check (see _average); 0 while it is the plain exponential average,
+    # also for fits kept (warm_start) and pickled before the restart existed.
+    averaged = 0
     # Whether the stopping rule asked to stop (also at a step whose callback did, which
     # then names the callback): warm_start goes on with callback-ended fits, not those.
     # A class default for fits kept (warm_start) and pickled before it was recorded.
@@ -1757,21 +1766,16 @@ class _Selection:
 
     def track(self, raw: torch.Tensor, it: int) -> list[torch.Tensor]:
         """Take the iterate of accepted step ``it``; return the scalars to read."""
-        if self.averaging is not None:
-            if self.average is None:
-                self.average = raw.clone()
-            else:
-                self.average.mul_(self.averaging).add_(raw, alpha=1.0 - self.averaging)
-            self.estimate = self.average
+        if self.watch_raw:
+            # The rule watches the raw iterates: ask it first, so that the average can
+            # start afresh at its first check (see _average).
+            sig = self._signal(raw, it)
+            self._average(raw, restart=sig is not None and self.first_checked is None)
         else:
-            self.estimate = raw
+            self._average(raw, restart=False)
+            sig = self._signal(self.estimate, it)
         self.last = self.estimate
         scalars = []
-        sig = self.rule.signal(self.monitor(raw if self.watch_raw else self.estimate), it)
-        if it < getattr(self.rule, "warmup", 0):
-            # A rule may return values in its warm-up (the base class lets it); they
-            # count nowhere, so the history shows none (and warm-up advice holds).
-            sig = None
         self.has_signal = sig is not None
         if sig is not None:
             if self.first_checked is None:
@@ -1783,6 +1787,46 @@ class _Selection:
             if self.averaging is not None:
                 scalars.append(_psnr(raw, self.reference, span).float())
         return scalars
+
+    def _signal(self, x: torch.Tensor, it: int):
+        sig = self.rule.signal(self.monitor(x), it)
+        if it < getattr(self.rule, "warmup", 0):
+            # A rule may return values in its warm-up (the base class lets it); they
+            # count nowhere, so the history shows none (and warm-up advice holds).
+            sig = None
+        return sig
+
+    def _average(self, raw: torch.Tensor, restart: bool) -> None:
+        """Fold the iterate into the output average (the estimate), if there is one.
+
+        Watching the raw iterates, a stopping rule's minimum can come just after its
+        first check, and the average returned ``delay`` steps later then still gave the
+        first, far worse iterates over a third of its weight: up to 5.2 dB below an
+        average that leaves them out, and on 5 of 11 such cases below the raw iterate
+        at the minimum (``benchmarks/results/output_averaging.md``). So there the
+        average restarts at the rule's first check, with its weights normalised over
+        the iterates it holds (as Adam corrects its moments): its first iterate, which
+        stands in for all the earlier ones in a plain average, counts as one.
+        """
+        if self.averaging is None:
+            self.estimate = raw
+            return
+        w = self.averaging
+        # Without a stopping rule the last average is returned, long after the start.
+        restart = restart and not self.passive
+        if self.average is None or restart:
+            self.average = raw.clone()
+            if restart:
+                self.averaged = 1
+        elif self.averaged:
+            self.averaged += 1
+            # a_n = a_{n-1} + b_n (x_n - a_{n-1}), b_n = (1 - w) / (1 - w**n): the
+            # normalised exponential average of the n iterates, updated in place.
+            b = (1.0 - w) / (1.0 - w**self.averaged)
+            self.average.mul_(1.0 - b).add_(raw, alpha=b)
+        else:
+            self.average.mul_(w).add_(raw, alpha=1.0 - w)
+        self.estimate = self.average
 
     def observe(
         self, values: list[float], loss_value: float, it: int, data_loss: float | None = None

@@ -434,9 +434,12 @@ def test_denoiser_batch_size_gives_the_sequential_fits():
         # float32 rounding differs between the batched and the plain convolutions;
         # Adam's normalised steps amplify it for some networks (in float64 the
         # two agree to 1e-10: test_in_float64_the_batched_fit_is_the_same_fit).
-        # Still far closer than another seed's fit.
-        assert np.abs(b - a).mean() < 0.005 and np.abs(b - a).max() < 0.05
-        assert np.abs(c - a).mean() > 0.05
+        # Still far closer than another seed's fit: several times the tolerance away
+        # (0.038 on average since the returned average leaves out the warm-up's
+        # iterates, where the seeds differ most; 0.05 or more before).
+        tolerance = 0.005
+        assert np.abs(b - a).mean() < tolerance and np.abs(b - a).max() < 0.05
+        assert np.abs(c - a).mean() > 5 * tolerance
 
 
 def test_denoiser_batch_size_is_validated_and_not_silently_ignored():

@@ -962,6 +962,49 @@ def test_a_minimum_inside_the_last_delay_returns_the_latest_average():
     torch.testing.assert_close(result.estimate, averages[19])
 
 
+def test_watching_the_raw_iterates_the_average_starts_at_the_rules_first_check():
+    # The iterates before the rule's first check (its warm-up) are left out of the
+    # average returned, and its weights are normalised over the iterates it holds: a
+    # minimum just after the warm-up no longer returns an average over a third made of
+    # the first, far worse iterates.
+    raws = _raw_iterates(12)
+    _Scripted.table = {4: 1.0}  # first check at 3, minimum at 4, captured 5 steps later
+    model, target = _problem()
+    result = fit_model(
+        model,
+        target,
+        loss=get_loss("mse"),
+        max_iter=12,
+        averaging=0.8,
+        averaging_monitor="raw",
+        stopping=_Scripted(patience=100, warmup=3),
+    )
+    assert result.best_iter == 9
+    weights = {k: 0.2 * 0.8 ** (9 - k) for k in range(3, 10)}
+    expected = sum(wk * raws[k] for k, wk in weights.items()) / sum(weights.values())
+    torch.testing.assert_close(result.estimate, expected)
+
+
+def test_watching_the_average_it_averages_from_the_first_iterate():
+    raws = _raw_iterates(8)
+    _Scripted.table = {4: 1.0}
+    model, target = _problem()
+    result = fit_model(
+        model,
+        target,
+        loss=get_loss("mse"),
+        max_iter=8,
+        averaging=0.8,
+        averaging_monitor="average",
+        stopping=_Scripted(patience=100, warmup=3),
+    )
+    assert result.best_iter == 4
+    avg = raws[0]
+    for x in raws[1:5]:
+        avg = 0.8 * avg + 0.2 * x
+    torch.testing.assert_close(result.estimate, avg)
+
+
 # Mutation audit (going on with a kept fit its rule had ended survived: the estimators
 # no longer resume one): resumed, a fit its stopping rule ended takes no further step,
 # where one more could find a new minimum (here at step 8), and ends as it ended.

@@ -69,13 +69,19 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         With output averaging, what the stopping rule watches. "raw": the raw
         iterates; the average ``round(1 / (1 - w))`` steps after their
         variance minimum is returned (an average of the steadiest iterates).
-        "average": the average itself; the average at its variance minimum
-        is returned. In the denoising benchmark
-        (``benchmarks/results/denoise.md``, 12 cases) "raw" beat the raw
-        iterate at the EMV minimum in 9 cases (median +0.58 dB), while
-        "average" drifted late and lost 3.6 to 7.1 dB in 5 cases (median
-        0.36 dB below "raw"). ``best_iter_`` is the step of the returned
-        average.
+        That average starts at the rule's first check, leaving out the
+        warm-up's iterates, with its weights normalised over the ``n``
+        iterates it holds (``sum_k (1 - w) w^(t-k) x_k / (1 - w^n)``): averaged
+        from the first step, a minimum just after the warm-up returned an
+        average a third made of the first, blurry outputs, up to 5.2 dB worse
+        (``benchmarks/results/output_averaging.md``).
+        "average": the average itself, from the first step; the average at
+        its variance minimum is returned. In the denoising benchmark
+        (``benchmarks/results/denoise.md``, 12 cases, measured with "raw"
+        averaging from the first step) "raw" beat the raw iterate at the EMV
+        minimum in 9 cases (median +0.58 dB), while "average" drifted late and
+        lost 3.6 to 7.1 dB in 5 cases (median 0.36 dB below "raw").
+        ``best_iter_`` is the step of the returned average.
     rescale : "auto" or bool, default="auto"
         Map intensities to [0, 1] before fitting and back after. "auto" does
         so for data clearly outside [0, 1] (below -0.25 or above 1.25, with

@@ -84,9 +84,9 @@ _COMMON_PARAMS_DOC = """generator : str or BaseGenerator, default="skip"
         Weight ``w``, in (0, 1), of the exponential average of outputs (0.99
         in the DIP paper; None for no average). When set, the stopping rule
         watches the raw iterates and the average ``round(1 / (1 - w))`` steps
-        after their variance minimum is
-        returned (``DIPDenoiser``'s ``averaging_monitor="raw"``); ``best_iter_``
-        is the step of that average.
+        after their variance minimum is returned, an average started at the
+        rule's first check (``DIPDenoiser``'s ``averaging_monitor="raw"``);
+        ``best_iter_`` is the step of that average.
     rescale : "auto" or bool, default="auto"
         Map intensities to about [0, 1] before fitting and back after.
         "auto" does it for data clearly outside [0, 1] (below -0.25 or above
