@@ -18,7 +18,12 @@ from .estimators import (
 )
 from .generators import SkipNetwork
 from .losses import GradientRatio, TotalVariation
-from .stopping import ExponentialMovingVariance, SelfValidation, WindowedMovingVariance
+from .stopping import (
+    DiscrepancyPrinciple,
+    ExponentialMovingVariance,
+    SelfValidation,
+    WindowedMovingVariance,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -31,6 +36,7 @@ __all__ = [
     "DIPSuperResolver",
     "HIOPhaseRetriever",
     "PhaseRetriever",
+    "DiscrepancyPrinciple",
     "ExponentialMovingVariance",
     "SelfValidation",
     "GradientRatio",

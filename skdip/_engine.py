@@ -35,7 +35,12 @@ from ._random import BUILD_LOCK
 from ._warnings import warn
 from .exceptions import FitInterrupted, InterruptionWarning
 from .operators import ForwardOperator, Identity
-from .stopping import BaseStoppingRule, ExponentialMovingVariance, WindowedMovingVariance
+from .stopping import (
+    BaseStoppingRule,
+    DiscrepancyPrinciple,
+    ExponentialMovingVariance,
+    WindowedMovingVariance,
+)
 
 if TYPE_CHECKING:
     from .generators import GeneratorNetwork
@@ -901,6 +906,7 @@ def fit_model(
         selection = _Selection(
             stopping, averaging, averaging_monitor, monitor, reference, reference_range
         )
+        selection.bind(target, model)
         events: list[dict] = []
         snapshot = _snapshot(model, optimizer)
         snapshot_loss = min_loss = math.inf
@@ -1204,6 +1210,8 @@ def fit_batch(
         _Selection(c["stopping"], c["averaging"], c["averaging_monitor"], None, ref, span)
         for c, ref, span in zip(cfg, references, ranges, strict=True)
     ]
+    for selection, target, model in zip(selections, targets, models, strict=True):
+        selection.bind(target, model)
 
     for model in models:
         model.train()  # before the template below copies member 0's mode
@@ -1788,6 +1796,20 @@ class _Selection:
                 scalars.append(_psnr(raw, self.reference, span).float())
         return scalars
 
+    def bind(self, target: torch.Tensor, model: nn.Module) -> None:
+        """Give a rule that compares the iterates with the observation (see
+        :class:`~skdip.stopping.DiscrepancyPrinciple`) the fit's ``target``."""
+        bind = getattr(self.rule, "_bind_observation", None)
+        if bind is None or self.passive:
+            return
+        # Only where the network's output itself is what the loss compares with it.
+        direct = (
+            isinstance(model, DIPModel)
+            and isinstance(model.operator, Identity)
+            and self.monitor is _unchanged
+        )
+        bind(target, direct)
+
     def _signal(self, x: torch.Tensor, it: int):
         sig = self.rule.signal(self.monitor(x), it)
         if it < getattr(self.rule, "warmup", 0):
@@ -1880,6 +1902,8 @@ class _Selection:
             stopped_by == "early_stopping"
             and self.detected is not None
             and self.detected == self.first_checked
+            # Its first check at the noise level already is no minimum of a signal.
+            and not isinstance(self.rule, DiscrepancyPrinciple)
         ):
             rule = type(self.rule).__name__
             signal_name = (

@@ -1,10 +1,12 @@
 """Stopping rules: when to stop a fit without the clean image."""
 
+from ._discrepancy import DiscrepancyPrinciple
 from ._self_validation import SelfValidation
 from ._variance import BaseStoppingRule, ExponentialMovingVariance, WindowedMovingVariance
 
 __all__ = [
     "BaseStoppingRule",
+    "DiscrepancyPrinciple",
     "ExponentialMovingVariance",
     "WindowedMovingVariance",
     "SelfValidation",

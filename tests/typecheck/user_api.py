@@ -24,6 +24,7 @@ from skdip import (
     DIPInpainter,
     DIPReconstructor,
     DIPSuperResolver,
+    DiscrepancyPrinciple,
     ExponentialMovingVariance,
     GradientRatio,
     HIOPhaseRetriever,
@@ -353,6 +354,8 @@ def numpy_scalars(noisy: np.ndarray, clean: np.ndarray, x: torch.Tensor) -> None
     print(ExponentialMovingVariance(alpha=np.float32(0.1), patience=np.int64(10)))
     print(WindowedMovingVariance(window=np.int64(5), warmup=np.int64(0)))
     print(SelfValidation(window=np.int64(16), lr=np.float32(1e-3)))
+    print(DiscrepancyPrinciple(tau=np.float32(1.1), noise_var=None, patience=np.int64(100)))
+    print(DIPDenoiser(early_stopping=DiscrepancyPrinciple(noise_var=0.01)))
     print(TotalVariation(np.float32(0.01)), GradientRatio(weight=np.float32(1e-3)))
     assert_type(psnr(clean, noisy, data_range=np.float32(1.0)), float)
     assert_type(ssim(clean, noisy, data_range=np.int64(1)), float)
