@@ -108,8 +108,8 @@ def test_bad_parameters_are_refused_when_the_fit_starts(params):
         den.fit(noisy)
 
 
-def _fit(noisy, rule, **kw):
-    raws = []
+def _params(rule, **kw):
+    """A tiny denoiser's parameters with ``rule``, raw iterates (no output average)."""
     params = dict(
         generator=TINY,
         max_iter=300,
@@ -117,12 +117,19 @@ def _fit(noisy, rule, **kw):
         random_state=0,
         device="cpu",
         output_averaging=None,
-        callback=lambda it, loss, estimate: raws.append(estimate.clone()),
     )
-    params.update(kw)
+    return {**params, **kw}
+
+
+def _fit(noisy, rule, **kw):
+    raws = []
+
+    def keep(it, loss, estimate):
+        raws.append(estimate.clone())
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no spurious-minimum or convergence warning
-        den = DIPDenoiser(**params).fit(noisy)
+        den = DIPDenoiser(**_params(rule, callback=keep, **kw)).fit(noisy)
     return den, raws
 
 
@@ -156,16 +163,8 @@ def test_batched_fits_select_as_sequential_ones():
     _, b = _noisy(seed=1)
     X = np.stack([a, b])[..., None]
     rule = DiscrepancyPrinciple(noise_var=0.01, patience=5, warmup=0)
-    kw = dict(
-        generator=TINY,
-        max_iter=300,
-        early_stopping=rule,
-        random_state=0,
-        device="cpu",
-        output_averaging=None,
-    )
-    one = DIPDenoiser(**kw).fit(X)
-    batched = DIPDenoiser(batch_size=2, **kw).fit(X)
+    one = DIPDenoiser(**_params(rule)).fit(X)
+    batched = DIPDenoiser(**_params(rule, batch_size=2)).fit(X)
     assert list(batched.best_iter_) == list(one.best_iter_)
     assert list(batched.n_iter_) == list(one.n_iter_)
 
@@ -189,14 +188,7 @@ def test_a_run_that_never_reaches_the_noise_level_returns_the_closest_so_far():
     _, noisy = _noisy(sigma=0.1)
     rule = DiscrepancyPrinciple(noise_var=1e-6, patience=5, warmup=0)  # never reached
     with pytest.warns(Warning, match="max_iter=30 ended the fit"):
-        den = DIPDenoiser(
-            generator=TINY,
-            max_iter=30,
-            early_stopping=rule,
-            random_state=0,
-            device="cpu",
-            output_averaging=None,
-        ).fit(noisy)
+        den = DIPDenoiser(**_params(rule, max_iter=30)).fit(noisy)
     assert den.best_iter_ == int(np.nanargmin(den.history_["signal"]))
 
 
