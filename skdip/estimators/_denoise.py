@@ -36,7 +36,9 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     early_stopping : {"emv", "wmv"}, BaseStoppingRule or None, default="emv"
         ``"emv"``: :class:`ExponentialMovingVariance` with its defaults;
         ``"wmv"``: :class:`WindowedMovingVariance`; a rule object to set its
-        parameters (tunable as ``early_stopping__patience``); None runs
+        parameters (tunable as ``early_stopping__patience``), or another rule
+        such as :class:`~skdip.stopping.DiscrepancyPrinciple` (white Gaussian
+        noise: stops once the residual reaches the noise power); None runs
         ``max_iter`` steps and returns the last estimate (the last average
         with ``output_averaging``).
     max_iter : int, default=5000
