@@ -76,7 +76,10 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         iterates it holds (``sum_k (1 - w) w^(t-k) x_k / (1 - w^n)``): averaged
         from the first step, a minimum just after the warm-up returned an
         average a third made of the first, blurry outputs, up to 5.2 dB worse
-        (``benchmarks/results/output_averaging.md``).
+        (``benchmarks/results/output_averaging.md``: 16 of 26 cases gained). If
+        the best iterates come within the warm-up (moon at noise 0.2, whose
+        fit was overfitting by the first check, which warns), they are left
+        out too: 1.83 dB lost there, the one loss of the 26.
         "average": the average itself, from the first step; the average at
         its variance minimum is returned. In the denoising benchmark
         (``benchmarks/results/denoise.md``, 12 cases, measured with "raw"
