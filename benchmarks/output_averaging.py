@@ -5,7 +5,7 @@ exponential average of outputs (weight ``w = 0.99``) ``round(1 / (1 - w)) = 100`
 steps after their variance minimum. This benchmark records every raw iterate of
 that default fit (``output_averaging=None`` gives the same trajectory and the same
 minimum: the average takes no part in the optimisation) on 64x64 crops of bundled
-pictures with white Gaussian noise, and then scores, on the same iterates, the
+pictures (and two whole pictures at 128x128) with white Gaussian noise, and then scores, on the same iterates, the
 estimates each way of averaging would return:
 
 - ``raw``: the raw iterate at the minimum (``output_averaging=None``);
@@ -59,6 +59,7 @@ import numpy as np
 from _common import RESULTS, thread_counts
 from skimage import data
 from skimage.color import rgb2gray
+from skimage.transform import resize
 from skimage.util import img_as_float
 
 from skdip import DIPDenoiser, DiscrepancyPrinciple
@@ -75,7 +76,8 @@ def _grey(a: np.ndarray) -> np.ndarray:
     return rgb2gray(a) if a.ndim == 3 else a
 
 
-# 64x64 windows of pictures bundled with scikit-image (no download needed).
+# Pictures bundled with scikit-image (no download needed): 64x64 windows, and two
+# whole pictures at 128x128.
 PICTURES = {
     "camera": lambda: _grey(data.camera())[100:164, 200:264],
     "moon": lambda: _grey(data.moon())[200:264, 200:264],
@@ -89,6 +91,9 @@ PICTURES = {
     "page": lambda: _grey(data.page())[50:114, 100:164],
     "astronautRGB": lambda: img_as_float(data.astronaut())[100:164, 200:264],
     "coffeeRGB": lambda: img_as_float(data.coffee())[150:214, 200:264],
+    # Whole pictures brought to 128x128 (anti-aliased), for a larger scale.
+    "camera128": lambda: resize(_grey(data.camera()), (128, 128), anti_aliasing=True),
+    "coffee128RGB": lambda: resize(img_as_float(data.coffee()), (128, 128), anti_aliasing=True),
 }
 
 
@@ -242,8 +247,8 @@ def write_table(rows: list[dict], path: Path, command: str) -> None:
         "",
         f"Command: `{command}`. Iterates recorded by `--record` (defaults: `skip`, ES-EMV "
         "alpha 0.1, warm-up 100, patience 1000; `max_iter` 2500; seed 0; noise seed 0; "
-        "64x64 crops in float32), CPU, one thread per fit. PSNR in dB against the clean "
-        "crop. See the script's docstring for the schemes.",
+        "pictures in float32, see `PICTURES`), CPU, one thread per fit. PSNR in dB against "
+        "the clean picture. See the script's docstring for the schemes.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
