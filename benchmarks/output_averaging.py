@@ -5,8 +5,8 @@ exponential average of outputs (weight ``w = 0.99``) ``round(1 / (1 - w)) = 100`
 steps after their variance minimum. This benchmark records every raw iterate of
 that default fit (``output_averaging=None`` gives the same trajectory and the same
 minimum: the average takes no part in the optimisation) on 64x64 crops of bundled
-pictures (and two whole pictures at 128x128) with white Gaussian noise, and then scores, on the same iterates, the
-estimates each way of averaging would return:
+pictures (and two whole pictures at 128x128) with white Gaussian noise, and then
+scores, on the same iterates, the estimates each way of averaging would return:
 
 - ``raw``: the raw iterate at the minimum (``output_averaging=None``);
 - ``from_start``: the plain average from the first iterate,
