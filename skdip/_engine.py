@@ -1918,7 +1918,8 @@ class _Selection:
                 f"({self.detected}) and never went lower: often a spurious early minimum (the "
                 "network was still learning structure, e.g. a texture). Consider a longer "
                 f"warm-up (early_stopping={rule}(warmup=...)) and compare with the result at "
-                "a later step.",
+                "a later step. On a smooth picture under strong noise the fit may instead be "
+                "past its best already (a shorter warm-up tells).",
                 UserWarning,
             )
         finite = [v for v in self.losses if math.isfinite(v)]

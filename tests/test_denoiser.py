@@ -1500,6 +1500,7 @@ def test_a_spurious_minimum_warning_names_the_image_of_a_batch(batch_size):
         "was checked (4) and never went lower: often a spurious early minimum (the network "
         "was still learning structure, e.g. a texture). Consider a longer warm-up "
         "(early_stopping=ExponentialMovingVariance(warmup=...)) and compare with the result "
-        "at a later step."
+        "at a later step. On a smooth picture under strong noise the fit may instead be past "
+        "its best already (a shorter warm-up tells)."
         for i in at_first_check
     ]
