@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skdip import DIPDeconvolver, DIPDenoiser, DiscrepancyPrinciple
+from skdip import DIPDeconvolver, DIPDenoiser, DiscrepancyPrinciple, ExponentialMovingVariance
 from skdip.datasets import add_gaussian_noise, make_gaussian_kernel
 from skdip.generators import SkipNetwork
 
@@ -216,3 +217,24 @@ def test_reaching_the_noise_level_at_the_first_check_is_no_spurious_minimum():
     rule = DiscrepancyPrinciple(noise_var=1.0, patience=3, warmup=4)
     den, _ = _fit(noisy, rule)  # any warning is an error there
     assert den.best_iter_ == 4 and den.n_iter_ == 8
+
+
+def test_a_denoiser_cut_before_its_variance_rule_fired_points_to_the_rule():
+    # At low noise the running variance can keep falling past max_iter, where more
+    # steps fit more noise: the warning names the rule that does not wait for it.
+    _, noisy = _noisy()
+    rule = ExponentialMovingVariance(warmup=2)
+    hint = "early_stopping=DiscrepancyPrinciple() stops once the fit reaches the noise level"
+    for params, expected in [
+        ({}, True),
+        ({"noise_model": "sparse"}, False),  # the rule refuses a noise term
+        ({"early_stopping": DiscrepancyPrinciple(noise_var=1e-9, warmup=2)}, False),
+    ]:
+        with pytest.warns(ConvergenceWarning, match="max_iter=10 ended the fit") as caught:
+            DIPDenoiser(**_params(rule, max_iter=10, **params)).fit(noisy)
+        assert any(hint in str(w.message) for w in caught) is expected
+    with pytest.warns(ConvergenceWarning) as caught:
+        DIPDeconvolver(
+            make_gaussian_kernel(3, 1.0), **_params(rule, max_iter=10, output_averaging=None)
+        ).fit(noisy)
+    assert not any(hint in str(w.message) for w in caught)

@@ -70,7 +70,12 @@ from ..generators import GENERATOR_NAMES, BaseGenerator, get_generator
 from ..losses import LOSS_NAMES, BaseRegularizer, get_loss
 from ..operators import ForwardOperator, Identity
 from ..operators._base import _loadable_device
-from ..stopping import BaseStoppingRule, get_stopping_rule
+from ..stopping import (
+    BaseStoppingRule,
+    ExponentialMovingVariance,
+    WindowedMovingVariance,
+    get_stopping_rule,
+)
 
 # joblib's convention (-1: every core, -2: all but one); 0 means nothing to it.
 N_JOBS_CONSTRAINT = [
@@ -787,6 +792,11 @@ class BaseDIPEstimator(
             out["fit_state"] = result.state
         return out
 
+    def _variance_rule_cut_hint(self) -> str:
+        """Added to the warning of a fit that ``max_iter`` cut before a variance rule
+        fired, where another rule would serve (see DIPDenoiser); "" for none."""
+        return ""
+
     def _returned_before_the_rule_fired(self, result: FitResult) -> str:
         """What a fit that ``max_iter`` cut before its rule fired returns, in words: with
         output averaging watched raw, not the estimate at the signal's minimum."""
@@ -826,6 +836,9 @@ class BaseDIPEstimator(
                         " (fitted with warm_start=True, a fit is kept and a next fit goes on "
                         "from where it stopped)."
                     )
+                rule = get_stopping_rule(self.early_stopping)
+                if isinstance(rule, ExponentialMovingVariance | WindowedMovingVariance):
+                    advice = " ".join(filter(None, [advice, self._variance_rule_cut_hint()]))
             else:
                 # The rule never watched: max_iter ended the fit within its warm-up.
                 what = (
