@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from skdip import DIPDeconvolver, DIPDenoiser, DiscrepancyPrinciple, ExponentialMovingVariance
 from skdip.datasets import add_gaussian_noise, make_gaussian_kernel
 from skdip.generators import SkipNetwork
+from skdip.stopping import get_stopping_rule
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 
@@ -238,3 +239,18 @@ def test_a_denoiser_cut_before_its_variance_rule_fired_points_to_the_rule():
             make_gaussian_kernel(3, 1.0), **_params(rule, max_iter=10, output_averaging=None)
         ).fit(noisy)
     assert not any(hint in str(w.message) for w in caught)
+
+
+def test_the_denoiser_takes_the_rule_by_name():
+    _, noisy = _noisy(sigma=0.1)
+    by_name = DIPDenoiser(**_params("discrepancy", max_iter=400)).fit(noisy)
+    by_object = DIPDenoiser(**_params(DiscrepancyPrinciple(), max_iter=400)).fit(noisy)
+    assert by_name.stopped_by_ == "early_stopping"
+    assert (by_name.best_iter_, by_name.n_iter_) == (by_object.best_iter_, by_object.n_iter_)
+    np.testing.assert_array_equal(by_name.transform(noisy), by_object.transform(noisy))
+    assert isinstance(get_stopping_rule("discrepancy"), DiscrepancyPrinciple)
+    # Only the denoiser lists the name: elsewhere a forward model sits in between.
+    with pytest.raises(InvalidParameterError, match="early_stopping"):
+        DIPDeconvolver(make_gaussian_kernel(3, 1.0), **_params("discrepancy", max_iter=3)).fit(
+            noisy
+        )

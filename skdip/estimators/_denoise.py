@@ -7,6 +7,7 @@ from numbers import Integral
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._typing import Float, Int
+from ..stopping import BaseStoppingRule
 from ._base import BaseDIPEstimator
 from ._sparse_noise import SparseNoise, SparseNoiseMixin
 
@@ -33,12 +34,13 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
         Deep Random Projector, with its own recipe: see
         :class:`~skdip.generators.DeepRandomProjector`) or a configuration
         such as ``SkipNetwork(width=64)``.
-    early_stopping : {"emv", "wmv"}, BaseStoppingRule or None, default="emv"
+    early_stopping : {"emv", "wmv", "discrepancy"}, BaseStoppingRule or None, default="emv"
         ``"emv"``: :class:`ExponentialMovingVariance` with its defaults;
-        ``"wmv"``: :class:`WindowedMovingVariance`; a rule object to set its
-        parameters (tunable as ``early_stopping__patience``), or another rule
-        such as :class:`~skdip.stopping.DiscrepancyPrinciple` (white Gaussian
-        noise: stops once the residual reaches the noise power); None runs
+        ``"wmv"``: :class:`WindowedMovingVariance`; ``"discrepancy"``:
+        :class:`~skdip.stopping.DiscrepancyPrinciple` (white Gaussian noise:
+        stops once the residual reaches the noise power, without a
+        ``noise_model``); a rule object to set its parameters (tunable as
+        ``early_stopping__patience``); None runs
         ``max_iter`` steps and returns the last estimate (the last average
         with ``output_averaging``).
     max_iter : int, default=5000
@@ -246,6 +248,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
 
     _parameter_constraints: dict = {
         **BaseDIPEstimator._parameter_constraints,
+        # "discrepancy" here only: it compares the estimate with the observation itself.
+        "early_stopping": [StrOptions({"emv", "wmv", "discrepancy"}), BaseStoppingRule, None],
         "noise_model": [StrOptions({"sparse"}), SparseNoise, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "averaging_monitor": [StrOptions({"average", "raw"})],

@@ -15,12 +15,13 @@ __all__ = [
 
 
 def get_stopping_rule(early_stopping) -> BaseStoppingRule | None:
-    """Resolve ``early_stopping`` ("emv", "wmv", None or a rule) to a rule object.
+    """Resolve ``early_stopping`` ("emv", "wmv", "discrepancy", None or a rule) to a rule.
 
     Parameters
     ----------
-    early_stopping : {"emv", "wmv"}, BaseStoppingRule or None
-        A name of a rule with its defaults, a rule object (returned
+    early_stopping : {"emv", "wmv", "discrepancy"}, BaseStoppingRule or None
+        A name of a rule with its defaults (``"discrepancy"``:
+        :class:`DiscrepancyPrinciple`, for denoising), a rule object (returned
         unchanged; callers clone it before a fit), or None (no rule).
 
     Returns
@@ -43,7 +44,9 @@ def get_stopping_rule(early_stopping) -> BaseStoppingRule | None:
         return ExponentialMovingVariance()
     if early_stopping == "wmv":
         return WindowedMovingVariance()
+    if early_stopping == "discrepancy":
+        return DiscrepancyPrinciple()
     raise ValueError(
-        "early_stopping must be 'emv', 'wmv', None or a BaseStoppingRule instance, "
-        f"got {early_stopping!r}"
+        "early_stopping must be 'emv', 'wmv', 'discrepancy', None or a BaseStoppingRule "
+        f"instance, got {early_stopping!r}"
     )
