@@ -35,12 +35,7 @@ from ._random import BUILD_LOCK
 from ._warnings import warn
 from .exceptions import FitInterrupted, InterruptionWarning
 from .operators import ForwardOperator, Identity
-from .stopping import (
-    BaseStoppingRule,
-    DiscrepancyPrinciple,
-    ExponentialMovingVariance,
-    WindowedMovingVariance,
-)
+from .stopping import BaseStoppingRule, ExponentialMovingVariance, WindowedMovingVariance
 
 if TYPE_CHECKING:
     from .generators import GeneratorNetwork
@@ -1904,8 +1899,7 @@ class _Selection:
             stopped_by == "early_stopping"
             and self.detected is not None
             and self.detected == self.first_checked
-            # Its first check at the noise level already is no minimum of a signal.
-            and not isinstance(self.rule, DiscrepancyPrinciple)
+            and getattr(self.rule, "_suspect_first_check_minimum", True)
         ):
             rule = type(self.rule).__name__
             signal_name = (

@@ -101,6 +101,10 @@ def test_the_rule_needs_the_observation_the_fit_gives():
         {"noise_var": 0.0},
         {"noise_var": True},
         {"patience": 0},
+        {"tau": float("inf")},
+        {"tau": float("nan")},
+        {"noise_var": float("inf")},
+        {"noise_var": float("nan")},
     ],
 )
 def test_bad_parameters_are_refused_when_the_fit_starts(params):

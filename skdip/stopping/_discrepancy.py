@@ -85,6 +85,9 @@ class DiscrepancyPrinciple(BaseStoppingRule):
     1.0
     """
 
+    # Reaching the noise level at the first check is no minimum of a settling signal.
+    _suspect_first_check_minimum = False
+
     _parameter_constraints: dict = {
         **BaseStoppingRule._parameter_constraints,
         "tau": [Interval(Real, 0, None, closed="neither")],

@@ -69,6 +69,9 @@ class BaseStoppingRule(BaseEstimator):
         "patience": [Interval(Integral, 1, None, closed="left")],
         "warmup": [Interval(Integral, 0, None, closed="left")],
     }
+    # Whether a minimum at the first check, never undercut, is worth a warning (the
+    # signal still settling); a rule that selects otherwise says False.
+    _suspect_first_check_minimum = True
 
     def __init__(self, patience: Int = 1000, warmup: Int = 100):
         self.patience = patience
