@@ -21,6 +21,7 @@ from .losses import GradientRatio, TotalVariation
 from .stopping import (
     DiscrepancyPrinciple,
     ExponentialMovingVariance,
+    NoiseLevelDeadline,
     SelfValidation,
     WindowedMovingVariance,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "PhaseRetriever",
     "DiscrepancyPrinciple",
     "ExponentialMovingVariance",
+    "NoiseLevelDeadline",
     "SelfValidation",
     "GradientRatio",
     "SkipNetwork",

@@ -1901,17 +1901,21 @@ class _Selection:
             and self.detected == self.first_checked
             and getattr(self.rule, "_suspect_first_check_minimum", True)
         ):
-            rule = type(self.rule).__name__
+            # A deadline's warm-up is its wrapped rule's.
+            watched = getattr(self.rule, "rule_", self.rule)
+            rule = f"{type(watched).__name__}(warmup=...)"
+            if watched is not self.rule:
+                rule = f"{type(self.rule).__name__}({rule})"
             signal_name = (
                 "the running variance"
-                if isinstance(self.rule, ExponentialMovingVariance | WindowedMovingVariance)
-                else f"the stopping signal of {rule}"
+                if isinstance(watched, ExponentialMovingVariance | WindowedMovingVariance)
+                else f"the stopping signal of {type(watched).__name__}"
             )
             warn(
                 f"{label}{signal_name} was lowest at the first iteration it was checked "
                 f"({self.detected}) and never went lower: often a spurious early minimum (the "
                 "network was still learning structure, e.g. a texture). Consider a longer "
-                f"warm-up (early_stopping={rule}(warmup=...)) and compare with the result at "
+                f"warm-up (early_stopping={rule}) and compare with the result at "
                 "a later step. On a smooth picture under strong noise the fit may instead be "
                 "past its best already (a shorter warm-up tells).",
                 UserWarning,

@@ -1,4 +1,5 @@
-"""DiscrepancyPrinciple: stop once the residual to the observation reaches the noise."""
+"""DiscrepancyPrinciple: stop once the residual to the observation reaches the noise;
+NoiseLevelDeadline: another rule, stopped there at the latest."""
 
 import pickle
 import warnings
@@ -10,10 +11,18 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skdip import DIPDeconvolver, DIPDenoiser, DiscrepancyPrinciple, ExponentialMovingVariance
+from skdip import (
+    DIPDeconvolver,
+    DIPDenoiser,
+    DiscrepancyPrinciple,
+    ExponentialMovingVariance,
+    NoiseLevelDeadline,
+    WindowedMovingVariance,
+)
 from skdip.datasets import add_gaussian_noise, make_gaussian_kernel
 from skdip.generators import SkipNetwork
-from skdip.stopping import get_stopping_rule
+from skdip.metrics import get_scorer
+from skdip.stopping import BaseStoppingRule, get_stopping_rule
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 
@@ -258,3 +267,244 @@ def test_the_denoiser_takes_the_rule_by_name():
         DIPDeconvolver(make_gaussian_kernel(3, 1.0), **_params("discrepancy", max_iter=3)).fit(
             noisy
         )
+
+
+# NoiseLevelDeadline
+
+
+class _Scripted(BaseStoppingRule):
+    """A rule whose signal at step t is ``values[t]`` (and which counts its calls)."""
+
+    def __init__(self, values=(), patience=1000, warmup=0):
+        self.values = values
+        self.patience = patience
+        self.warmup = warmup
+
+    def _start(self):
+        self.calls = 0
+
+    def signal(self, x, iteration):
+        self.calls += 1
+        return torch.tensor(float(self.values[iteration]))
+
+
+def _run_deadline(rule, values, ratios):
+    """Feed ``rule`` (bound to a zero observation, noise power 1) iterates whose
+    residual ratio at step t is ``ratios[t]``; return the (is_new, stop) answers up
+    to and including the stop."""
+    rule.start()
+    rule._bind_observation(torch.zeros(1, 1, 2, 2, dtype=torch.float64), True)
+    answers = []
+    for it, ratio in enumerate(ratios):
+        x = torch.full((1, 1, 2, 2), float(ratio) ** 0.5, dtype=torch.float64)
+        value = rule.signal(x, it)
+        answers.append(rule.observe(float(value), it) if value is not None else (False, False))
+        if answers[-1][1]:
+            break
+    return answers
+
+
+def test_at_the_deadline_the_rules_minimum_so_far_is_kept():
+    values = [5, 4, 3, 3.5, 4, 4.5, 5, 5.5, 6, 6.5]
+    ratios = [9, 8, 7, 6, 5, 0.9, 0.5, 0.4, 0.3, 0.2]
+    rule = NoiseLevelDeadline(_Scripted(values), noise_var=1.0, patience=4)
+    answers = _run_deadline(rule, values, ratios)
+    # The minimum at step 2; the residual reaches the noise power at step 5; the fit
+    # stops 4 steps after the minimum, at step 6 (without the deadline: never here).
+    assert rule.best_iter_ == 2 and rule.deadline_iter_ == 5
+    assert [a[0] for a in answers] == [True, True, True, False, False, False, False]
+    assert [a[1] for a in answers] == [False] * 6 + [True]
+    # Past patience at the deadline itself: it stops there.
+    rule = NoiseLevelDeadline(_Scripted(values), noise_var=1.0, patience=2)
+    assert len(_run_deadline(rule, values, ratios)) == 6
+
+
+def test_a_signal_still_falling_at_the_deadline_selects_the_iterate_there():
+    values = [5, 4, 3, 2, 1, 0.5, 0.4, 0.3, 0.2, 0.1]
+    ratios = [9, 8, 7, 1.96, 1.5, 1.0, 0.5, 0.4, 0.3, 0.2]
+    rule = NoiseLevelDeadline(_Scripted(values), noise_var=1.0, patience=3)
+    answers = _run_deadline(rule, values, ratios)
+    assert rule.best_iter_ == 5 and answers[5] == (True, False)  # tau=1 reached at 5
+    # Frozen there: the lower values after it are no new selection.
+    assert [a[0] for a in answers[6:]] == [False, False, False]
+    assert len(answers) == 9 and answers[-1][1]
+    # tau moves the deadline.
+    rule = NoiseLevelDeadline(_Scripted(values), tau=2.0, noise_var=1.0, patience=3)
+    _run_deadline(rule, values, ratios)
+    assert rule.best_iter_ == 3 and rule.deadline_iter_ == 3
+
+
+def test_the_rule_decides_where_it_stops_first_or_the_deadline_never_comes():
+    values = [5, 4, 3, 3.5, 4, 4.5, 5, 5.5, 6, 6.5]
+    alone = _Scripted(values, patience=3)
+    alone.start()
+    expected = [alone.observe(v, it) for it, v in enumerate(values[:6])]
+    for ratios in ([9] * 10, [9, 9, 9, 9, 9, 0.5, 0.5, 0.5, 0.5, 0.5]):
+        rule = NoiseLevelDeadline(_Scripted(values, patience=3), noise_var=1.0, patience=50)
+        assert _run_deadline(rule, values, ratios) == expected
+        assert rule.best_iter_ == 2 and rule.deadline_iter_ == -1
+
+
+def test_the_wrapped_rule_sees_every_iterate_and_the_warmup_is_its_own():
+    # ES-EMV's statistics run from the first iterate: wrapped, its signal is the same.
+    g = torch.Generator().manual_seed(0)
+    iterates = [torch.rand(1, 1, 4, 4, generator=g, dtype=torch.float64) for _ in range(12)]
+    alone = ExponentialMovingVariance(warmup=5)
+    rule = NoiseLevelDeadline(ExponentialMovingVariance(warmup=5), noise_var=1e-9)
+    alone.start()
+    rule.start()
+    rule._bind_observation(torch.zeros(1, 1, 4, 4, dtype=torch.float64), True)
+    assert rule.warmup == 5
+    for it, x in enumerate(iterates):
+        got, want = rule.signal(x, it), alone.signal(x, it)
+        if it < 5:
+            assert got is None
+        else:
+            assert float(got) == float(want)
+
+
+def _deadline_fit(noisy, rule, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return DIPDenoiser(**_params(rule, **kw)).fit(noisy)
+
+
+def test_denoiser_stops_at_the_noise_level_with_the_variance_minimum_so_far():
+    _, noisy = _noisy(sigma=0.1)
+    rule = NoiseLevelDeadline(ExponentialMovingVariance(warmup=5), noise_var=0.01, patience=7)
+    den = _deadline_fit(noisy, rule, max_iter=600)
+    variance = den.history_["signal"]
+    assert den.stopped_by_ == "early_stopping" and den.n_iter_ < 600
+    # The recorded signal is the running variance, as with ES-EMV alone.
+    with pytest.warns(ConvergenceWarning):  # ES-EMV alone goes on: cut at the same step
+        alone = DIPDenoiser(
+            **_params(ExponentialMovingVariance(warmup=5), max_iter=den.n_iter_)
+        ).fit(noisy)
+    np.testing.assert_array_equal(variance, alone.history_["signal"])
+    # Where the residual first reached 0.01, ES-EMV's minimum so far was selected.
+    estimate = den.transform(noisy)
+    residuals = []
+    for it in range(5, den.n_iter_):
+        probe = _deadline_fit(noisy, None, max_iter=it + 1)
+        residuals.append(float(np.mean((probe.transform(noisy) - noisy) ** 2)))
+        if residuals[-1] <= 0.01:
+            break
+    deadline = 5 + len(residuals) - 1
+    assert residuals[-1] <= 0.01 < min(residuals[:-1])
+    best = 5 + int(np.argmin(variance[5 : deadline + 1]))
+    assert den.best_iter_ == best
+    assert den.n_iter_ == max(deadline, best + 7) + 1
+    np.testing.assert_array_equal(
+        estimate, _deadline_fit(noisy, None, max_iter=best + 1).transform(noisy)
+    )
+
+
+def test_deadline_batched_fits_select_as_sequential_ones():
+    _, a = _noisy(seed=0)
+    _, b = _noisy(seed=1)
+    X = np.stack([a, b])[..., None]
+    rule = NoiseLevelDeadline(ExponentialMovingVariance(warmup=5), noise_var=0.01, patience=7)
+    one = DIPDenoiser(**_params(rule, max_iter=600)).fit(X)
+    batched = DIPDenoiser(**_params(rule, max_iter=600, batch_size=2)).fit(X)
+    assert list(batched.best_iter_) == list(one.best_iter_)
+    assert list(batched.n_iter_) == list(one.n_iter_)
+    assert max(one.n_iter_) < 600  # the deadline ended both
+
+
+@pytest.mark.parametrize(
+    "params, error",
+    [
+        ({"tau": 0}, InvalidParameterError),
+        ({"tau": float("nan")}, InvalidParameterError),
+        ({"noise_var": True}, InvalidParameterError),
+        ({"noise_var": float("inf")}, InvalidParameterError),
+        ({"patience": 0}, InvalidParameterError),
+        ({"patience": True}, InvalidParameterError),
+        ({"rule": "emv"}, InvalidParameterError),
+        ({"rule": ExponentialMovingVariance(alpha=2.0)}, InvalidParameterError),
+        ({"rule": DiscrepancyPrinciple()}, ValueError),
+        ({"rule": NoiseLevelDeadline()}, ValueError),
+    ],
+)
+def test_deadline_bad_parameters_are_refused_when_the_fit_starts(params, error):
+    _, noisy = _noisy()
+    den = DIPDenoiser(generator=TINY, max_iter=3, early_stopping=NoiseLevelDeadline(**params))
+    with pytest.raises(error):
+        den.fit(noisy)
+
+
+def test_deadline_fits_with_a_forward_model_or_a_noise_term_are_refused():
+    _, noisy = _noisy()
+    with pytest.raises(ValueError, match="serves denoising only"):
+        DIPDenoiser(
+            generator=TINY, max_iter=3, noise_model="sparse", early_stopping=NoiseLevelDeadline()
+        ).fit(noisy)
+    with pytest.raises(ValueError, match="serves denoising only"):
+        DIPDeconvolver(
+            make_gaussian_kernel(5, 1.0),
+            generator=TINY,
+            max_iter=3,
+            early_stopping=NoiseLevelDeadline(),
+        ).fit(noisy)
+
+
+def test_deadline_clone_get_params_and_pickle():
+    rule = NoiseLevelDeadline(WindowedMovingVariance(window=20), tau=1.1, patience=150)
+    den = DIPDenoiser(early_stopping=rule)
+    params = den.get_params()
+    assert params["early_stopping__rule__window"] == 20
+    assert params["early_stopping__tau"] == 1.1
+    den.set_params(early_stopping__rule__window=30)
+    assert rule.rule.window == 30
+    assert clone(den).early_stopping.get_params()["rule__window"] == 30
+    _, noisy = _noisy()
+    rule = NoiseLevelDeadline(ExponentialMovingVariance(warmup=2), noise_var=1.0, patience=1)
+    with pytest.warns(UserWarning, match="lowest at the first iteration"):
+        fitted = DIPDenoiser(**_params(rule, max_iter=20)).fit(noisy)
+    assert fitted.n_iter_ == 4  # noise power 1: the deadline at the first check
+    again = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(again.transform(noisy), fitted.transform(noisy))
+
+
+def test_fits_with_the_deadline_score_as_their_variance_rule():
+    _, noisy = _noisy()
+    emv, wmv = get_scorer("emv", sigma=0.1), get_scorer("wmv", sigma=0.1)
+    for rule, steps in [
+        (NoiseLevelDeadline(), 120),  # past ES-EMV's default warm-up of 100
+        (NoiseLevelDeadline(ExponentialMovingVariance(warmup=2), patience=5), 8),
+    ]:
+        den = DIPDenoiser(**_params(rule, max_iter=steps))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cut by max_iter
+            den.fit(noisy)
+        assert np.isfinite(emv(den, noisy))
+        assert np.isfinite(get_scorer("emv_variance", sigma=0.1)(den, noisy))
+        with pytest.raises(ValueError, match="early_stopping='wmv'"):
+            wmv(den, noisy)
+    rule = NoiseLevelDeadline(WindowedMovingVariance(window=3, warmup=2), noise_var=1e-9)
+    den = DIPDenoiser(**_params(rule, max_iter=8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        den.fit(noisy)
+    assert np.isfinite(wmv(den, noisy))
+
+
+def test_a_first_check_minimum_under_the_deadline_names_the_wrapped_warmup():
+    _, noisy = _noisy(sigma=0.1)
+    rule = NoiseLevelDeadline(ExponentialMovingVariance(warmup=4), noise_var=1.0, patience=3)
+    with pytest.warns(UserWarning, match="the running variance was lowest at the first") as w:
+        DIPDenoiser(**_params(rule, max_iter=50)).fit(noisy)
+    text = " ".join(str(m.message) for m in w)
+    assert "early_stopping=NoiseLevelDeadline(ExponentialMovingVariance(warmup=...))" in text
+
+
+def test_a_deadline_fit_cut_by_max_iter_goes_on_as_one_fit():
+    _, noisy = _noisy(sigma=0.1)
+    rule = NoiseLevelDeadline(ExponentialMovingVariance(warmup=5), noise_var=0.01, patience=7)
+    one = DIPDenoiser(**_params(rule, max_iter=600)).fit(noisy)
+    resumed = DIPDenoiser(**_params(rule, max_iter=30, warm_start=True))
+    with pytest.warns(ConvergenceWarning):
+        resumed.fit(noisy)
+    resumed.set_params(max_iter=600).fit(noisy)
+    assert (resumed.best_iter_, resumed.n_iter_) == (one.best_iter_, one.n_iter_)
+    np.testing.assert_array_equal(resumed.transform(noisy), one.transform(noisy))

@@ -1,5 +1,6 @@
 """Stopping rules: when to stop a fit without the clean image."""
 
+from ._deadline import NoiseLevelDeadline
 from ._discrepancy import DiscrepancyPrinciple
 from ._self_validation import SelfValidation
 from ._variance import BaseStoppingRule, ExponentialMovingVariance, WindowedMovingVariance
@@ -8,6 +9,7 @@ __all__ = [
     "BaseStoppingRule",
     "DiscrepancyPrinciple",
     "ExponentialMovingVariance",
+    "NoiseLevelDeadline",
     "WindowedMovingVariance",
     "SelfValidation",
     "get_stopping_rule",

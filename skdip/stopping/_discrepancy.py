@@ -44,6 +44,9 @@ class DiscrepancyPrinciple(BaseStoppingRule):
     +2.22 dB. Its estimate was ready at step 417 against ES-EMV's 1196 (medians),
     so fits end about three times sooner. At 128x128 (``output_averaging_128.md``,
     3 cases at noise 0.05 and 0.1) it was higher on all three, by 0.14 to 2.61 dB.
+    On 10 cases recorded afterwards (``output_averaging_fresh2.md``, noise 0.03 to
+    0.2) it was far higher on 2 (+4.43 and +2.91 dB) and level or lower on 8
+    (down to -0.50 dB, mostly at noise 0.2).
     It relies on white Gaussian noise of the power it is given or estimates: other
     noise (impulse, Poisson at low counts) misleads it, and on an image without
     noise the estimate is near zero, so the rule does not fire before ``max_iter``

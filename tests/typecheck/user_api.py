@@ -28,6 +28,7 @@ from skdip import (
     ExponentialMovingVariance,
     GradientRatio,
     HIOPhaseRetriever,
+    NoiseLevelDeadline,
     PhaseRetriever,
     SelfValidation,
     SkipNetwork,
@@ -356,6 +357,10 @@ def numpy_scalars(noisy: np.ndarray, clean: np.ndarray, x: torch.Tensor) -> None
     print(SelfValidation(window=np.int64(16), lr=np.float32(1e-3)))
     print(DiscrepancyPrinciple(tau=np.float32(1.1), noise_var=None, patience=np.int64(100)))
     print(DIPDenoiser(early_stopping=DiscrepancyPrinciple(noise_var=0.01)))
+    print(
+        NoiseLevelDeadline(ExponentialMovingVariance(), tau=np.float32(1.1), patience=np.int64(100))
+    )
+    print(DIPDenoiser(early_stopping=NoiseLevelDeadline(noise_var=0.01)))
     print(TotalVariation(np.float32(0.01)), GradientRatio(weight=np.float32(1e-3)))
     assert_type(psnr(clean, noisy, data_range=np.float32(1.0)), float)
     assert_type(ssim(clean, noisy, data_range=np.int64(1)), float)
