@@ -1797,13 +1797,13 @@ class _Selection:
         bind = getattr(self.rule, "_bind_observation", None)
         if bind is None or self.passive:
             return
-        # Only where the network's output itself is what the loss compares with it.
-        direct = (
-            isinstance(model, DIPModel)
-            and isinstance(model.operator, Identity)
-            and self.monitor is _unchanged
-        )
-        bind(target, direct)
+        # The known forward model that maps the iterates onto the observation: None
+        # where none does (a noise term or a learned kernel in between, or a monitor
+        # changing what the rule sees); the rule says which models it can serve.
+        operator = None
+        if isinstance(model, DIPModel) and self.monitor is _unchanged:
+            operator = model.operator
+        bind(target, operator)
 
     def _signal(self, x: torch.Tensor, it: int):
         sig = self.rule.signal(self.monitor(x), it)

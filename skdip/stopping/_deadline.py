@@ -18,7 +18,7 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import Interval
 
 from .._typing import Float, Int
-from ._discrepancy import DiscrepancyPrinciple
+from ._discrepancy import DiscrepancyPrinciple, _refuse_indirect
 from ._variance import BaseStoppingRule, ExponentialMovingVariance
 
 __all__ = ["NoiseLevelDeadline"]
@@ -150,10 +150,11 @@ class NoiseLevelDeadline(BaseStoppingRule):
         self.deadline_iter_ = -1
         self._stop_at = None
 
-    def _bind_observation(self, observation: torch.Tensor, direct: bool) -> None:
+    def _bind_observation(self, observation: torch.Tensor, operator) -> None:
         """Take the observation the fit matches (see DiscrepancyPrinciple)."""
         self._check_started()
-        self._residual._bind_observation(observation, direct)
+        _refuse_indirect(operator, type(self).__name__)
+        self._residual._bind_observation(observation, operator)
         self.noise_var_ = self._residual.noise_var_
 
     def signal(self, x: torch.Tensor, iteration: int) -> torch.Tensor | None:
