@@ -1800,9 +1800,9 @@ class _Selection:
         # The known forward model that maps the iterates onto the observation: None
         # where none does (a noise term or a learned kernel in between, or a monitor
         # changing what the rule sees); the rule says which models it can serve.
-        operator = None
-        if isinstance(model, DIPModel) and self.monitor is _unchanged:
-            operator = model.operator
+        operator = model.operator if isinstance(model, DIPModel) else None
+        if isinstance(operator, Identity) and self.monitor is not _unchanged:
+            operator = None
         bind(target, operator)
 
     def _signal(self, x: torch.Tensor, it: int):

@@ -22,9 +22,10 @@ from skdip import (
     DiscrepancyPrinciple,
     ExponentialMovingVariance,
     NoiseLevelDeadline,
+    PhaseRetriever,
     WindowedMovingVariance,
 )
-from skdip.datasets import add_gaussian_noise, make_gaussian_kernel
+from skdip.datasets import add_gaussian_noise, make_gaussian_kernel, simulate_diffraction
 from skdip.generators import SkipNetwork
 from skdip.metrics import get_scorer
 from skdip.operators import FunctionOperator, Identity, PixelMask
@@ -101,7 +102,7 @@ def test_the_rule_needs_the_observation_the_fit_gives():
     rule.start()
     with pytest.raises(RuntimeError, match="DiscrepancyPrinciple compares each iterate"):
         rule.signal(torch.zeros(1, 1, 4, 4), 200)
-    with pytest.raises(ValueError, match="a noise term or a learned part"):
+    with pytest.raises(ValueError, match="here more sits between them"):
         rule._bind_observation(torch.zeros(1, 1, 4, 4), None)
     with pytest.raises(ValueError, match=r"a forward model \(PixelMask\) sits between"):
         rule._bind_observation(torch.zeros(1, 1, 4, 4), PixelMask(np.ones((4, 4), bool)))
@@ -199,8 +200,8 @@ def test_fits_with_a_noise_term_or_a_forward_model_are_refused(rule):
     named = f"^{rule.__name__} compares"  # the rule the user chose, not its parts
     with pytest.raises(ValueError, match=named) as err:
         DIPDenoiser(noise_model="sparse", **fast).fit(noisy)
-    assert "a noise term or a learned part" in str(err.value)
-    with pytest.raises(ValueError, match="a noise term or a learned part"):
+    assert "here more sits between them" in str(err.value)
+    with pytest.raises(ValueError, match="here more sits between them"):
         BlindDeblurrer(kernel_size=3, **fast).fit(noisy)
     # Measured through the forward models' residual, it helped nowhere (see the message).
     for estimator in (
@@ -212,6 +213,23 @@ def test_fits_with_a_noise_term_or_a_forward_model_are_refused(rule):
         with pytest.raises(ValueError, match=named) as err:
             estimator(**fast).fit(noisy)
         assert "discrepancy_operators.md" in str(err.value)
+
+
+@pytest.mark.parametrize("object_type", ["real", "complex"])
+def test_phase_retrieval_is_refused(object_type):
+    # The complex object's fit has a monitor (its modulus) and the real one its own
+    # model (the support): a forward model sits in between either way.
+    obj = np.zeros((8, 8))
+    obj[2:6, 3:6] = 1.0
+    y = simulate_diffraction(obj, oversampling=2)
+    pr = PhaseRetriever(
+        generator=SkipNetwork(width=8, depth=2, input_channels=4),
+        max_iter=3,
+        object_type=object_type,
+        early_stopping=DiscrepancyPrinciple(),
+    )
+    with pytest.raises(ValueError, match="serves denoising only"):
+        pr.fit(y)
 
 
 def test_a_run_that_never_reaches_the_noise_level_returns_the_closest_so_far():

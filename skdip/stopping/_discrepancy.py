@@ -177,16 +177,16 @@ def _refuse_indirect(operator, name: str) -> None:
     if operator is None:
         raise ValueError(
             f"{name} compares the estimate with the observation itself, so it serves "
-            "denoising only (DIPDenoiser without a noise_model): here a noise term or "
-            "a learned part (a noise_model, a blind kernel) sits between them. Use "
-            "early_stopping='emv' or 'wmv'."
+            "denoising only (DIPDenoiser without a noise_model): here more sits between "
+            "them (a noise term, a learned kernel, a forward model or a transform of the "
+            "estimate). Use early_stopping='emv' or 'wmv'."
         )
     if not isinstance(operator, Identity):
         # Measured through the operators' residual before offering it: not worth it.
         raise ValueError(
             f"{name} compares the estimate with the observation itself, so it serves "
             f"denoising only; here a forward model ({type(operator).__name__}) sits "
-            "between them. Read through it, the residual was measured "
+            "between them. Read through a forward model, the residual was measured "
             "(benchmarks/results/discrepancy_operators.md): in deblurring it never came "
             "down to the noise power within 2500 steps (6 cases of 6), in "
             "super-resolution it stopped below ES-EMV (5 of 6, once never), in inpainting "
