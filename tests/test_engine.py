@@ -962,23 +962,29 @@ def test_a_minimum_inside_the_last_delay_returns_the_latest_average():
     torch.testing.assert_close(result.estimate, averages[19])
 
 
+def _minimum_at_4_after_a_warmup_of_3(max_iter: int, averaging_monitor: str):
+    """A fit averaging with weight 0.8 whose scripted signal is lowest at step 4."""
+    _Scripted.table = {4: 1.0}
+    model, target = _problem()
+    return fit_model(
+        model,
+        target,
+        loss=get_loss("mse"),
+        max_iter=max_iter,
+        averaging=0.8,
+        averaging_monitor=averaging_monitor,
+        stopping=_Scripted(patience=100, warmup=3),
+    )
+
+
 def test_watching_the_raw_iterates_the_average_starts_at_the_rules_first_check():
     # The iterates before the rule's first check (its warm-up) are left out of the
     # average returned, and its weights are normalised over the iterates it holds: a
     # minimum just after the warm-up no longer returns an average over a third made of
     # the first, far worse iterates.
     raws = _raw_iterates(12)
-    _Scripted.table = {4: 1.0}  # first check at 3, minimum at 4, captured 5 steps later
-    model, target = _problem()
-    result = fit_model(
-        model,
-        target,
-        loss=get_loss("mse"),
-        max_iter=12,
-        averaging=0.8,
-        averaging_monitor="raw",
-        stopping=_Scripted(patience=100, warmup=3),
-    )
+    # First check at 3, minimum at 4, captured 5 steps later.
+    result = _minimum_at_4_after_a_warmup_of_3(max_iter=12, averaging_monitor="raw")
     assert result.best_iter == 9
     weights = {k: 0.2 * 0.8 ** (9 - k) for k in range(3, 10)}
     expected = sum(wk * raws[k] for k, wk in weights.items()) / sum(weights.values())
@@ -987,17 +993,7 @@ def test_watching_the_raw_iterates_the_average_starts_at_the_rules_first_check()
 
 def test_watching_the_average_it_averages_from_the_first_iterate():
     raws = _raw_iterates(8)
-    _Scripted.table = {4: 1.0}
-    model, target = _problem()
-    result = fit_model(
-        model,
-        target,
-        loss=get_loss("mse"),
-        max_iter=8,
-        averaging=0.8,
-        averaging_monitor="average",
-        stopping=_Scripted(patience=100, warmup=3),
-    )
+    result = _minimum_at_4_after_a_warmup_of_3(max_iter=8, averaging_monitor="average")
     assert result.best_iter == 4
     avg = raws[0]
     for x in raws[1:5]:
