@@ -1901,8 +1901,8 @@ class _Selection:
             and self.detected == self.first_checked
             and getattr(self.rule, "_suspect_first_check_minimum", True)
         ):
-            # A deadline's warm-up is its wrapped rule's.
-            watched = getattr(self.rule, "rule_", self.rule)
+            # A deadline's warm-up is its wrapped rule's (a duck-typed rule is its own).
+            watched = getattr(self.rule, "_signal_rule", lambda: self.rule)()
             rule = f"{type(watched).__name__}(warmup=...)"
             if watched is not self.rule:
                 rule = f"{type(self.rule).__name__}({rule})"

@@ -134,16 +134,11 @@ def _dip_step(estimator: Any, X: Any, reference: bool = False) -> tuple[Any, Any
 
 def _rule_kind(early_stopping: Any) -> str:
     """Which running variance an ``early_stopping`` value records: "emv", "wmv" or "other"."""
-    from ..stopping import (
-        ExponentialMovingVariance,
-        NoiseLevelDeadline,
-        WindowedMovingVariance,
-        get_stopping_rule,
-    )
+    from ..stopping import ExponentialMovingVariance, WindowedMovingVariance, get_stopping_rule
 
     rule = get_stopping_rule(early_stopping)
-    if isinstance(rule, NoiseLevelDeadline):  # records its wrapped rule's signal
-        rule = ExponentialMovingVariance() if rule.rule is None else rule.rule
+    if rule is not None:
+        rule = rule._signal_rule()  # a wrapper records its wrapped rule's signal
     # Without a rule the engine still records a passive EMV.
     if rule is None or isinstance(rule, ExponentialMovingVariance):
         return "emv"

@@ -129,6 +129,9 @@ class NoiseLevelDeadline(BaseStoppingRule):
             return rule
         return ExponentialMovingVariance() if self.rule is None else self.rule
 
+    def _signal_rule(self) -> BaseStoppingRule:
+        return self._rule()._signal_rule()
+
     def _validate_params(self) -> None:
         super()._validate_params()
         if isinstance(self.rule, DiscrepancyPrinciple | NoiseLevelDeadline):

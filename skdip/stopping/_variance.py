@@ -82,6 +82,11 @@ class BaseStoppingRule(BaseEstimator):
         # bool is an int to Python: patience=True stopped a fit after one stale step.
         reject_bool_numbers(self)
 
+    def _signal_rule(self) -> BaseStoppingRule:
+        """The rule whose signal this one records (itself; a wrapper's, the wrapped
+        rule's): what the warnings name and the variance scorers read."""
+        return self
+
     def start(self) -> None:
         """Reset the state before a fit; validates the parameters."""
         self._validate_params()
