@@ -7,8 +7,12 @@ Run by hand (not in CI), on a GPU machine::
 For each generator and image size it times, per step (median of the
 repeats, after a warm-up): a bare loop with no host sync (``bare_nosync``),
 the same loop reading its loss each step (``bare``), :func:`skdip._engine.fit_model`
-without a stopping rule (``engine``) and with ES-EMV (``engine_emv``), and
-``DIPDenoiser.fit`` with its defaults and no early stopping (``estimator``).
+without a stopping rule (``engine``), with ES-EMV (``engine_emv``), with ES-EMV
+and an exponential average of the outputs (``engine_emv_avg``, ``averaging=0.99``)
+and with ES-EMV under :class:`skdip.NoiseLevelDeadline` (``engine_deadline``: its
+residual is read back each step; the deadline is set too low to be met, so every
+step pays for it), and ``DIPDenoiser.fit`` with its defaults and no early
+stopping (``estimator``).
 A ``torch.profiler`` run of the engine gives the GPU kernel time per step and
 the number of kernel launches, against the wall time: when the GPU is busy
 for a small part of a step, the step is bound by the host (Python and
@@ -30,7 +34,7 @@ import torch
 from _common import bare_adam_loop, read_records, thread_counts, threads_text
 from sklearn.exceptions import ConvergenceWarning
 
-from skdip import DIPDenoiser, ExponentialMovingVariance
+from skdip import DIPDenoiser, ExponentialMovingVariance, NoiseLevelDeadline
 from skdip._engine import DIPModel, fit_model, resolve_device
 from skdip.generators import get_generator
 from skdip.losses import get_loss
@@ -69,7 +73,7 @@ def measure(generator: str, size: int, device: torch.device, n_steps: int, repea
 
         return run
 
-    def engine(stopping):
+    def engine(stopping, averaging=None):
         def run(steps):
             fit_model(
                 _build(generator, size, device),
@@ -77,6 +81,8 @@ def measure(generator: str, size: int, device: torch.device, n_steps: int, repea
                 loss=mse,
                 max_iter=steps,
                 stopping=stopping() if stopping else None,
+                averaging=averaging,
+                averaging_monitor="raw",
                 seed=1,
             )
 
@@ -96,11 +102,17 @@ def measure(generator: str, size: int, device: torch.device, n_steps: int, repea
     def emv():
         return ExponentialMovingVariance(patience=10**6, warmup=0)
 
+    def deadline():
+        # A deadline far below any reachable residual: never met, read every step.
+        return NoiseLevelDeadline(emv(), tau=1e-9, patience=10**6)
+
     variants = {
         "bare_nosync": bare(False),
         "bare": bare(True),
         "engine": engine(None),
         "engine_emv": engine(emv),
+        "engine_emv_avg": engine(emv, averaging=0.99),
+        "engine_deadline": engine(deadline),
         "estimator": estimator,
     }
     row = {"generator": generator, "size": size, "device": str(device)}
@@ -108,6 +120,7 @@ def measure(generator: str, size: int, device: torch.device, n_steps: int, repea
         run(5)  # warm-up: kernels, cuDNN choices, allocator
         row[name] = _per_step(run, n_steps, device, repeats)
     row.update(_profile(engine(emv), device))
+    row.update({f"deadline_{k}": v for k, v in _profile(engine(deadline), device).items()})
     print(json.dumps(row), flush=True)
     return row
 
@@ -202,14 +215,17 @@ def write_summary(device_type: str) -> str:
         "time per step from torch.profiler, `launches` the kernel launches per step (both "
         "from a profiled engine + EMV run).",
         "",
-        "| generator | size | bare, no sync | bare | engine | engine + EMV | DIPDenoiser.fit | "
-        "gpu busy | launches |" + (" threads |" if per_row else ""),
-        "|---|---|---|---|---|---|---|---|---|" + ("---|" if per_row else ""),
+        "| generator | size | bare, no sync | bare | engine | engine + EMV | EMV + averaging "
+        "| EMV + deadline | DIPDenoiser.fit | gpu busy | launches |"
+        + (" threads |" if per_row else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if per_row else ""),
     ]
     for r in rows:
         lines.append(
             f"| {r['generator']} | {r['size']} | {1e3 * r['bare_nosync']:.1f} | "
             f"{1e3 * r['bare']:.1f} | {1e3 * r['engine']:.1f} | {1e3 * r['engine_emv']:.1f} | "
+            f"{1e3 * r.get('engine_emv_avg', nan):.1f} | "
+            f"{1e3 * r.get('engine_deadline', nan):.1f} | "
             f"{1e3 * r['estimator']:.1f} | {1e3 * r.get('gpu_busy_per_step', nan):.1f} | "
             f"{r.get('launches_per_step', nan):.0f} |"
             + (f" {threads_text(r)} |" if per_row else "")
@@ -222,6 +238,18 @@ def write_summary(device_type: str) -> str:
             "+ EMV step: where that share is small, a step is bound by the host (Python and "
             "kernel launches), not by the arithmetic, and batching (`batch_size`, "
             "`fit_candidates`) or fewer launches per step are what make it faster.",
+            "",
+        ]
+    syncs = [r for r in rows if "deadline_syncs_and_copies_per_step" in r]
+    if syncs:
+        lines += [
+            "Host syncs and device-host copies per step (profiled): "
+            + "; ".join(
+                f"{r['generator']} {r['size']}: {r['syncs_and_copies_per_step']:.1f} with EMV, "
+                f"{r['deadline_syncs_and_copies_per_step']:.1f} with the deadline"
+                for r in syncs
+            )
+            + ".",
             "",
         ]
     if repro:
