@@ -25,9 +25,12 @@ from skdip import (
     DIPDenoiser,
     DIPInpainter,
     DIPSuperResolver,
+    DiscrepancyPrinciple,
     ExponentialMovingVariance,
     HIOPhaseRetriever,
+    NoiseLevelDeadline,
     PhaseRetriever,
+    SelfValidation,
     SkipNetwork,
     TotalVariation,
 )
@@ -39,7 +42,10 @@ from skdip.metrics import get_scorer
 from skdip.model_selection import fit_candidates
 from skdip.operators import PixelMask
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 TINY = SkipNetwork(width=8, depth=2, input_channels=4, skip_channels=2)
 COMMON = dict(generator=TINY, early_stopping=None, random_state=0, reg_noise_std=0.0)
@@ -175,6 +181,51 @@ def test_engine_in_float64_on_cuda_is_the_cpu_fit(float64):
     assert gpu.estimate.device.type == "cpu"
     torch.testing.assert_close(gpu.estimate.cpu(), cpu.estimate, atol=1e-9, rtol=0)
     np.testing.assert_allclose(gpu.history["loss"], cpu.history["loss"], rtol=1e-9)
+
+
+# Rules whose state lives beside the fit (a running average of outputs, the
+# observation and its residual, an autoencoder trained on the iterates) must
+# select on a GPU what they select on the CPU.
+SELECTIONS = {
+    "emv_with_averaging": (
+        lambda: ExponentialMovingVariance(warmup=20, patience=15),
+        dict(averaging=0.9, averaging_monitor="raw"),
+    ),
+    "discrepancy": (lambda: DiscrepancyPrinciple(noise_var=0.01, warmup=5, patience=5), {}),
+    "deadline": (
+        lambda: NoiseLevelDeadline(
+            ExponentialMovingVariance(warmup=20, patience=300), noise_var=0.01, patience=5
+        ),
+        {},
+    ),
+    "self_validation": (
+        lambda: SelfValidation(window=8, patience=15, warmup=5, batch_size=4, width=4),
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SELECTIONS))
+def test_stopping_rules_select_on_cuda_as_on_the_cpu(name, float64):
+    make_rule, extra = SELECTIONS[name]
+    clean = torch.as_tensor(_smooth(16))[None, None]
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(5))
+    target = clean + 0.1 * noise
+    kw = dict(loss=get_loss("mse"), max_iter=300, seed=0, **extra)
+
+    def model():
+        return DIPModel(TINY.build((16, 16), 1, seed=0))
+
+    cpu = fit_model(model(), target, stopping=make_rule(), **kw)
+    gpu = fit_model(model().to("cuda"), target.to("cuda"), stopping=make_rule(), **kw)
+    assert cpu.stopped_by == "early_stopping"  # the rule ended it, not max_iter
+    assert (gpu.stopped_by, gpu.n_iter, gpu.best_iter) == (
+        cpu.stopped_by,
+        cpu.n_iter,
+        cpu.best_iter,
+    )
+    np.testing.assert_allclose(gpu.history["signal"], cpu.history["signal"], rtol=1e-6)
+    torch.testing.assert_close(gpu.estimate, cpu.estimate, atol=1e-9, rtol=0)
 
 
 def test_fused_adam_on_cuda_rolls_back_like_the_cpu_fit(float64, monkeypatch):

@@ -284,6 +284,7 @@ def test_shape_mismatch_is_reported():
         fit_model(model, target[..., :8], loss=get_loss("mse"), max_iter=2)
 
 
+@pytest.mark.cuda  # takes the GPU branches where there is a GPU
 def test_resolve_device():
     assert resolve_device("cpu").type == "cpu"
     expected = "cuda" if torch.cuda.is_available() else "cpu"
@@ -311,6 +312,7 @@ def test_resolve_device():
             resolve_device(f"cuda:{torch.cuda.device_count()}")
 
 
+@pytest.mark.cuda  # takes the GPU branches where there is a GPU
 def test_an_operator_saved_on_a_missing_gpu_loads_on_the_cpu():
     # Moved to a GPU by the user (op.to("cuda")), its saved tensors named that device,
     # and loading where there is none failed (the fitted estimator holding it was lost).

@@ -526,6 +526,7 @@ def test_buffers_follow_to():
     assert all(b.device.type == "meta" for b in meta.buffers())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     op = KSpaceSampling(_mask2d(6, 8), _random_maps(2, 6, 8))

@@ -913,6 +913,7 @@ def test_float32_input_with_float64_operator_and_back():
     assert op.to(DT)(x32).dtype == torch.float32  # the kernel is cast to the input's dtype
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", list(PICKLABLE))
 def test_cuda_matches_cpu(name):
@@ -1505,6 +1506,7 @@ def test_a_setting_assigned_keeps_a_dtype_the_operator_was_converted_to():
     assert plain.taps.dtype == torch.get_default_dtype()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_setting_assigned_on_cuda_stays_on_cuda():
     from skdip.operators import KSpaceSampling

@@ -230,7 +230,8 @@ class DIPDenoiser(SparseNoiseMixin, BaseDIPEstimator):
     >>> den.fit_transform(noisy).shape
     (32, 32)
 
-    With ``warm_start=True`` a second ``fit`` goes on where the first ended:
+    With ``warm_start=True`` a second ``fit`` goes on where the first ended (bit for
+    bit on the CPU; a GPU's kernels round differently from run to run):
 
     >>> warm = DIPDenoiser(generator="skip-small", max_iter=20, early_stopping=None,
     ...                    random_state=0, warm_start=True).fit(noisy)
