@@ -23,6 +23,7 @@ from skdip import (
     ExponentialMovingVariance,
     NoiseLevelDeadline,
     PhaseRetriever,
+    SelfValidation,
     WindowedMovingVariance,
 )
 from skdip.datasets import add_gaussian_noise, make_gaussian_kernel, simulate_diffraction
@@ -430,6 +431,31 @@ def test_denoiser_stops_at_the_noise_level_with_the_variance_minimum_so_far():
     np.testing.assert_array_equal(
         estimate, _deadline_fit(noisy, None, max_iter=best + 1).transform(noisy)
     )
+
+
+def test_the_deadline_wraps_self_validation_as_it_wraps_es_emv():
+    # Any rule runs inside: SelfValidation (an autoencoder trained on the iterates, on
+    # its own seed) records the same signal as alone, and at the noise level its
+    # minimum so far is kept.
+    _, noisy = _noisy(sigma=0.1)
+
+    def self_validation():
+        return SelfValidation(window=8, patience=300, warmup=5, batch_size=4, width=4)
+
+    rule = NoiseLevelDeadline(self_validation(), noise_var=0.01, patience=7)
+    den = _deadline_fit(noisy, rule, max_iter=400)
+    assert den.stopped_by_ == "early_stopping" and den.n_iter_ < 400
+    with pytest.warns(ConvergenceWarning):  # alone it goes on: cut at the same step
+        alone = DIPDenoiser(**_params(self_validation(), max_iter=den.n_iter_)).fit(noisy)
+    signal = den.history_["signal"]
+    np.testing.assert_array_equal(signal, alone.history_["signal"])  # NaN in the warm-up
+    # The deadline: the first step past the warm-up whose residual (the MSE loss of
+    # the iterate the rule saw) reached 0.01; the fit ended 7 steps later.
+    loss = den.history_["loss"]
+    deadline = 5 + int(np.argmax(loss[5:] <= 0.01))
+    assert loss[deadline] <= 0.01 < loss[5:deadline].min()
+    assert den.n_iter_ == deadline + 8
+    assert den.best_iter_ == 5 + int(np.nanargmin(signal[5 : deadline + 1]))
 
 
 def test_deadline_batched_fits_select_as_sequential_ones():
