@@ -579,13 +579,28 @@ _SPIKE_FLOOR = 0.05
 _NO_PROGRESS_STEPS = 20
 _NO_PROGRESS_RISE = 1.5
 # From this many steps, a smaller rise: by then every fit that learns has fallen below
-# its first loss (by step 65 at the latest in 95 of 114 fits of 300 and 600 steps: 32x32
-# and 64x64, four pictures and three flat ones, two generators, lr 0.01 to 3), and the 19
-# that never did ended 1.45 to 3.3 times above it, at 5 to 11 dB on 20 dB inputs; the one at
-# 1.45 (skip-small at lr=1 on a 64x64 camera crop, 11.3 dB) went unflagged under 1.5
-# (benchmarks/results/no_progress.md). 1.25 still leaves a start at its best (1.2) alone.
+# its first loss (by step 65 at the latest, in the 133 of 178 fits that did in
+# benchmarks/results/no_progress.md: 32x32 and 64x64, 300 and 600 steps, pictures at
+# their range and squeezed, flat ones, two generators, lr 0.01 to 3). Of the 45 that
+# never did, 35 ended 1.45 to 3.3 times above it, at 5 to 20 dB on 20 to 27 dB inputs;
+# the one at 1.45 (skip-small at lr=1 on a 64x64 camera crop, 11.3 dB) went unflagged
+# under 1.5. (The other 10 ended 1.09 to 1.22 times above it, outputs saturated at 0:
+# see _SATURATED_SPAN.) 1.25 still leaves a start at its best (1.2) alone.
 _NO_PROGRESS_LONG = 100
 _NO_PROGRESS_LONG_RISE = 1.25
+# An estimate 98% of whose values lie within this of 0 (or of 1) while the data's median
+# is not near it: the network's output saturated, as a learning rate far too large does
+# to pictures that sit on one side of mid-grey. Its loss had mostly fallen (a flat 0 is
+# closer to a dark picture than the untrained network's grey), so the no-progress
+# warning was silent: camera on [0, 0.25] at lr=1 with rescale=False came back a flat 0,
+# 16.9 dB on a 26.9 dB input. In benchmarks/results/no_progress.md, 75 estimates were
+# flat at a bound (spanning 0.0112 at the most), all now warned of (52 as saturated, at
+# 10.9 to 20 dB; 42 of those had a loss below its first); the other 103 spanned 0.002
+# at the least (a flat picture estimated flat, at 0.5) and none was.
+_SATURATED_SPAN = 0.03
+# The median, not the mean: a black picture's noise, clipped at 0, lifts its mean (0.08
+# at noise 0.2) but not its median; a picture on [0, 0.25] has it at 0.09.
+_SATURATED_MEDIAN_GAP = 0.06
 
 
 def _spiked(loss_value: float, min_loss: float, ratio: float, first_loss: float) -> bool:
@@ -892,9 +907,11 @@ def fit_model(
         Return the fit's :class:`FitState` in the result's ``state``.
     expect_progress : bool
         Warn when, in 20 steps or more, the loss never falls below its first value
-        and ends (the median of the last 50, or of the last half) 1.5 times above it: a fit that
-        did not learn. False for a fit that starts from a solution (a pretrained
-        network), whose first loss can be its lowest.
+        and ends (the median of the last 50, or of the last half) 1.5 times above it
+        (1.25 times from 100 steps): a fit that did not learn; and, where the data is
+        the image (an identity forward model), when the estimate is flat at 0 or 1
+        far from the data's median: a saturated output. False for a fit that starts
+        from a solution (a pretrained network), whose first loss can be its lowest.
     """
     if resume is None:
         if model is None or target is None:
@@ -1799,9 +1816,45 @@ class _Selection:
                 scalars.append(_psnr(raw, self.reference, span).float())
         return scalars
 
+    def _warn_if_saturated(self, estimate: torch.Tensor, label: str) -> None:
+        """Warn of an estimate flat at 0 or 1 far from the data's median (see
+        _SATURATED_SPAN); two reads of its percentiles, once per fit."""
+        # None: not the image (see bind), or a fit kept by an older skdip.
+        median = getattr(self, "target_median", None)
+        if median is None or estimate.numel() == 0:
+            return
+        # Its 1st and 99th percentiles: a few pixels off the bound leave it as meaningless.
+        values = estimate.detach().float().flatten()
+        tail = max(1, values.numel() // 100)
+        low = float(torch.kthvalue(values, tail).values)
+        high = float(torch.kthvalue(values, values.numel() - tail + 1).values)
+        if not high - low < _SATURATED_SPAN:  # NaN too: not this warning's case
+            return
+        if high <= _SATURATED_SPAN:
+            bound = 0
+        elif low >= 1 - _SATURATED_SPAN:
+            bound = 1
+        else:
+            return
+        if abs(bound - median) <= _SATURATED_MEDIAN_GAP:
+            return  # a black (or white) picture, estimated as such
+        warn(
+            f"{label}the estimate is flat at {bound} (98% of its values in [{low:.3g}, "
+            f"{high:.3g}]) while the data's median is {median:.3g}: the network's output "
+            "saturated, most likely from a learning rate far too large; the estimate "
+            "returned is meaningless",
+            RuntimeWarning,
+        )
+
     def bind(self, target: torch.Tensor, model: nn.Module) -> None:
         """Give a rule that compares the iterates with the observation (see
         :class:`~skdip.stopping.DiscrepancyPrinciple`) the fit's ``target``."""
+        # What a saturated estimate is told from (see _SATURATED_SPAN), read once, where
+        # the data is the image itself: through another forward model its mean is not
+        # the image's (diffraction magnitudes; a small object in a large field).
+        self.target_median = None
+        if isinstance(model, DIPModel) and isinstance(model.operator, Identity):
+            self.target_median = float(torch.nanmedian(target.detach().float()))
         bind = getattr(self.rule, "_bind_observation", None)
         if bind is None or self.passive:
             return
@@ -1934,6 +1987,7 @@ class _Selection:
         tail = min(50, len(self.losses) // 2) or 1
         ending = float(np.median(self.losses[-tail:])) if self.losses else math.nan
         rise = _NO_PROGRESS_RISE if len(self.losses) < _NO_PROGRESS_LONG else _NO_PROGRESS_LONG_RISE
+        learned = True  # as far as the loss tells
         if (
             expect_progress
             and len(self.losses) >= _NO_PROGRESS_STEPS
@@ -1944,6 +1998,7 @@ class _Selection:
             # A learning rate far too large can keep the network from ever learning
             # without a blow-up the guard reacts to: the deep decoder at lr=1 on a
             # noisy camera crop returned 5.1 dB, early-stopped, silently.
+            learned = False
             warn(
                 f"{label}the loss never fell below its first value ({first:.3g}, the untrained "
                 f"network's) in {len(self.losses)} steps and ended {ending / first:.3g} "
@@ -1973,6 +2028,8 @@ class _Selection:
                 last = model(None)[0].detach()
         if best is None or self.passive:
             best, best_iter = last, max(n_steps - 1, 0)
+        if expect_progress and learned:
+            self._warn_if_saturated(best, label)
         history = {
             "loss": np.asarray(self.losses),
             **({"data_loss": np.asarray(self.data_losses)} if self.data_losses else {}),

@@ -836,6 +836,56 @@ def test_a_fit_that_never_learned_is_not_also_warned_of_as_gone_astray():
     assert len(messages) == 1 and "never fell below its first value" in messages[0]
 
 
+def test_an_estimate_flat_at_the_outputs_bound_is_warned_of():
+    # A learning rate far too large saturates the output head on pictures that sit on one
+    # side of mid-grey: camera on [0, 0.25] at lr=1 (rescale=False) came back a flat 0,
+    # 16.9 dB on a 26.9 dB input, its loss fallen (a flat 0 is closer to a dark picture
+    # than the untrained grey), in silence. Pixels stand in for the network's output.
+    from skdip.operators import FunctionOperator
+
+    kw = dict(loss=get_loss("mse"), max_iter=30, lr=1e-7, seed=0)
+
+    class PixelNetwork(nn.Module):  # a generator whose output is its parameter
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("input", torch.zeros(1, 1, 1, 1))
+            self.x = nn.Parameter(torch.zeros(1, 1, 20, 20))
+
+        def forward(self, z):
+            return self.x
+
+    def fit(target, start=0.0, off=0, operator=None, **extra):
+        network = PixelNetwork()
+        with torch.no_grad():
+            network.x.fill_(start)
+            network.x.view(-1)[:off] = 0.9  # pixels off the bound
+        model = DIPModel(network, operator)
+        return fit_model(model, torch.full((1, 1, 20, 20), target), **{**kw, **extra})
+
+    match = r"flat at 0 \(98% of its values in \[3e-06, 3e-06\]\) while the data's median is 0.3"
+    with pytest.warns(RuntimeWarning, match=match):
+        fit(0.3)
+    with pytest.warns(RuntimeWarning, match=r"flat at 1 .* the data's median is 0.7: .*saturated"):
+        fit(0.7, start=1.0)
+    with pytest.warns(RuntimeWarning, match="flat at 0"):
+        fit(0.3, off=3)  # under 1% of the pixels elsewhere (3 of 400) do not hide it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(0.3, off=4)  # 1% of them (4 of 400) elsewhere: not flat
+        fit(0.05)  # a near-black picture, estimated as such
+        fit(0.3, start=0.5)  # flat, but not at a bound of the output
+        fit(0.3, expect_progress=False)  # a fit that starts from a solution
+        # Through another forward model the data's mean is not the image's (diffraction
+        # magnitudes; a small object in a large field): not judged.
+        fit(0.3, operator=FunctionOperator(lambda x: x))
+    # One warning says what went wrong: a fit that never learned is not also saturated.
+    never = _mse_scaled(lambda k: 1.0 if k == 1 else 2.0)
+    with pytest.warns(RuntimeWarning) as record:
+        fit(0.3, loss=never, max_iter=100)
+    messages = [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "never fell below its first value" in messages[0]
+
+
 def test_a_resumed_fit_counts_the_time_of_the_steps_before_it():
     model, target = _problem(size=8)
     kw = dict(loss=get_loss("mse"), seed=0)
