@@ -1847,10 +1847,11 @@ class _Selection:
         )
 
     def bind(self, target: torch.Tensor, model: nn.Module) -> None:
-        """Give a rule that compares the iterates with the observation (see
-        :class:`~skdip.stopping.DiscrepancyPrinciple`) the fit's ``target``."""
+        """Take the fit's ``target``: its median, where it is the image, and for a rule
+        that compares the iterates with the observation (see
+        :class:`~skdip.stopping.DiscrepancyPrinciple`), the target itself."""
         # What a saturated estimate is told from (see _SATURATED_SPAN), read once, where
-        # the data is the image itself: through another forward model its mean is not
+        # the data is the image itself: through another forward model its median is not
         # the image's (diffraction magnitudes; a small object in a large field).
         self.target_median = None
         if isinstance(model, DIPModel) and isinstance(model.operator, Identity):
