@@ -836,6 +836,32 @@ def test_a_fit_that_never_learned_is_not_also_warned_of_as_gone_astray():
     assert len(messages) == 1 and "never fell below its first value" in messages[0]
 
 
+class _PixelNetwork(nn.Module):
+    """A generator whose output is its parameter, a 20x20 image: stands in for a network
+    whose output saturated."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("input", torch.zeros(1, 1, 1, 1))
+        self.x = nn.Parameter(torch.zeros(1, 1, 20, 20))
+
+    def forward(self, z):
+        return self.x
+
+
+def _fit_flat(target, start=0.0, off=0, operator=None, **extra):
+    """A fit that leaves the estimate at ``start`` but for ``off`` pixels at 0.9;
+    ``target``: a value (a 20x20 picture of it) or the data."""
+    network = _PixelNetwork()
+    with torch.no_grad():
+        network.x.fill_(start)
+        network.x.view(-1)[:off] = 0.9  # pixels off the bound
+    if not torch.is_tensor(target):
+        target = torch.full((1, 1, 20, 20), target)
+    kw = dict(loss=get_loss("mse"), max_iter=30, lr=1e-7, seed=0)
+    return fit_model(DIPModel(network, operator), target, **{**kw, **extra})
+
+
 def test_an_estimate_flat_at_the_outputs_bound_is_warned_of():
     # A learning rate far too large saturates the output head on pictures that sit on one
     # side of mid-grey: camera on [0, 0.25] at lr=1 (rescale=False) came back a flat 0,
@@ -843,40 +869,27 @@ def test_an_estimate_flat_at_the_outputs_bound_is_warned_of():
     # than the untrained grey), in silence. Pixels stand in for the network's output.
     from skdip.operators import FunctionOperator
 
-    kw = dict(loss=get_loss("mse"), max_iter=30, lr=1e-7, seed=0)
-
-    class PixelNetwork(nn.Module):  # a generator whose output is its parameter
-        def __init__(self):
-            super().__init__()
-            self.register_buffer("input", torch.zeros(1, 1, 1, 1))
-            self.x = nn.Parameter(torch.zeros(1, 1, 20, 20))
-
-        def forward(self, z):
-            return self.x
-
-    def fit(target, start=0.0, off=0, operator=None, **extra):
-        network = PixelNetwork()
-        with torch.no_grad():
-            network.x.fill_(start)
-            network.x.view(-1)[:off] = 0.9  # pixels off the bound
-        model = DIPModel(network, operator)
-        return fit_model(model, torch.full((1, 1, 20, 20), target), **{**kw, **extra})
-
-    match = r"flat at 0 \(98% of its values in \[3e-06, 3e-06\]\) while the data's median is 0.3"
+    fit = _fit_flat
+    match = (
+        r"network's estimate is flat at 0 \(98% of its values in \[3e-06, 3e-06\]\) "
+        "while the data's median is 0.3"
+    )
     with pytest.warns(RuntimeWarning, match=match):
         fit(0.3)
     with pytest.warns(RuntimeWarning, match=r"flat at 1 .* the data's median is 0.7: .*saturated"):
         fit(0.7, start=1.0)
     with pytest.warns(RuntimeWarning, match="flat at 0"):
         fit(0.3, off=3)  # under 1% of the pixels elsewhere (3 of 400) do not hide it
+    with pytest.warns(RuntimeWarning, match=r"99.0% of the network's estimate lies within"):
+        fit(0.3, off=4)  # 1% of them (4 of 400) elsewhere: not flat, but mostly at 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fit(0.3, off=4)  # 1% of them (4 of 400) elsewhere: not flat
+        fit(0.3, off=41)  # 10.25% of them elsewhere: neither
         fit(0.05)  # a near-black picture, estimated as such
         fit(0.3, start=0.5)  # flat, but not at a bound of the output
         fit(0.3, expect_progress=False)  # a fit that starts from a solution
-        # Through another forward model the data's mean is not the image's (diffraction
-        # magnitudes; a small object in a large field): not judged.
+        # Through a forward model of one's own the data's median is not known to be the
+        # image's (diffraction magnitudes): not judged.
         fit(0.3, operator=FunctionOperator(lambda x: x))
     # One warning says what went wrong: a fit that never learned is not also saturated.
     never = _mse_scaled(lambda k: 1.0 if k == 1 else 2.0)
@@ -884,6 +897,99 @@ def test_an_estimate_flat_at_the_outputs_bound_is_warned_of():
         fit(0.3, loss=never, max_iter=100)
     messages = [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "never fell below its first value" in messages[0]
+
+
+def test_an_estimate_mostly_at_the_bounds_is_warned_of_where_the_data_is_not_there():
+    # At lr=1 a network that had learned came back a black-and-white pattern, all its
+    # values at 0 or 1, e.g. 2x super-resolution of a 32x32 coins crop, 6.1 dB on a
+    # 22.5 dB bicubic input, its loss ending at its first, in silence (so did
+    # deconvolution and blind deblurring). Its data had no such values.
+    def pattern(at_low=200, at_high=200, elsewhere=0.5):
+        x = torch.full((400,), elsewhere)
+        x[:at_low] = 0.0
+        x[at_low : at_low + at_high] = 1.0
+        return x.reshape(1, 1, 20, 20)
+
+    def fit(estimate, data):
+        network = _PixelNetwork()
+        with torch.no_grad():
+            network.x.copy_(estimate)
+        kw = dict(loss=get_loss("mse"), max_iter=30, lr=1e-7, seed=0)
+        return fit_model(DIPModel(network), data, **kw)
+
+    grey = torch.full((1, 1, 20, 20), 0.4)
+    match = (
+        r"100.0% of the network's estimate lies within 0.03 of 0 or 1 \(50.0% at 0, 50.0% "
+        r"at 1\), against 0.0% of the data: its output saturated"
+    )
+    with pytest.warns(RuntimeWarning, match=match):
+        fit(pattern(), grey)
+    with pytest.warns(RuntimeWarning, match=r"^90.0% .* \(10.0% at 0, 80.0% at 1\)"):
+        fit(pattern(40, 320), grey)
+    with pytest.warns(RuntimeWarning, match=r"against 24.5% of the data"):
+        fit(pattern(), pattern(49, 49, elsewhere=0.4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(pattern(40, 319), grey)  # 89.75% there
+        fit(pattern(), pattern())  # a black-and-white picture, estimated as such
+        fit(pattern(), pattern(50, 50, elsewhere=0.4))  # 25% of the data there
+        # A near-black picture with a few white pixels, estimated black: the medians agree.
+        fit(pattern(390, 10), pattern(0, 10, elsewhere=0.05))
+
+
+def test_a_flat_estimate_is_judged_on_what_the_forward_model_shows_of_the_image():
+    # DIPInpainter, DIPSuperResolver and DIPDeconvolver at lr=1 on camera squeezed onto
+    # [0, 0.25] (rescale=False) came back a flat 0, 16.9 dB, in silence: their data shows
+    # the image's levels too, through the observed pixels or a local average.
+    from skdip.operators import Convolution, Downsample, FourierMagnitude, PixelMask
+
+    observed = torch.zeros(20, 20, dtype=torch.bool)
+    observed.view(-1)[::5] = True  # 20% observed: the data's own median is a zero
+    masked = torch.where(observed, 0.3, 0.0)[None, None]
+    with pytest.warns(RuntimeWarning, match="flat at 0 .* the data's median is 0.3"):
+        _fit_flat(masked, operator=PixelMask(observed.numpy()))
+    with pytest.warns(RuntimeWarning, match="flat at 0 .* the data's median is 0.3"):
+        _fit_flat(torch.full((1, 1, 10, 10), 0.3), operator=Downsample(2))
+    box = np.ones((3, 3)) / 9
+    with pytest.warns(RuntimeWarning, match="flat at 1 .* the data's median is 0.7"):
+        _fit_flat(0.7, start=1.0, operator=Convolution(box))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # A near-black picture behind a mask, estimated as such.
+        _fit_flat(masked * 0.1, operator=PixelMask(observed.numpy()))
+        # Kernels that do not keep the picture's levels: summing to 9, with negative taps.
+        _fit_flat(0.3, operator=Convolution(box * 9))
+        sharpen = -box
+        sharpen[1, 1] += 2
+        _fit_flat(0.3, operator=Convolution(sharpen))
+        # Diffraction magnitudes (twice oversampled). A flat 0 has no gradient through
+        # them, which is warned of at the first step, as a UserWarning.
+        warnings.simplefilter("ignore", UserWarning)
+        _fit_flat(torch.full((1, 1, 40, 40), 0.3), operator=FourierMagnitude())
+
+
+def test_a_blind_deblurrers_flat_image_is_warned_of():
+    # BlindDeblurrer at lr=1 on camera squeezed onto [0, 0.25] (rescale=False) came back
+    # flat at 0, in silence. Its kernel is a softmax, a local average: the blurred data
+    # keeps the image's levels. The estimate carries the kernel as a last channel, not
+    # judged with the image (a flat 1 beside it would read as spanning [0, 1]).
+    from skdip.estimators._deblur import _DoubleDIPModel, _KernelMLP
+
+    def fit(target, start):
+        network = _PixelNetwork()
+        with torch.no_grad():
+            network.x.fill_(start)
+        model = _DoubleDIPModel(network, _KernelMLP((3, 3), code_size=4, hidden=8), 0.0)
+        data = torch.full((1, 1, 18, 18), target)  # the 'valid' blur of a 20x20 image
+        return fit_model(model, data, loss=get_loss("mse"), max_iter=30, lr=1e-7, seed=0)
+
+    with pytest.warns(RuntimeWarning, match="flat at 0 .* the data's median is 0.3"):
+        fit(0.3, start=0.0)
+    with pytest.warns(RuntimeWarning, match="flat at 1 .* the data's median is 0.7"):
+        fit(0.7, start=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(0.05, start=0.0)  # a near-black picture, estimated as such
 
 
 def test_a_resumed_fit_counts_the_time_of_the_steps_before_it():

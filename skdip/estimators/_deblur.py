@@ -126,6 +126,17 @@ class _DoubleDIPModel(nn.Module):
         plane = F.pad(k, (0, wp - kw, 0, hp - kh)).reshape(1, 1, hp, wp).to(x.dtype)
         return torch.cat([x, plane], dim=1), prediction
 
+    @staticmethod
+    def _image_values(target: torch.Tensor) -> torch.Tensor:
+        # The kernel is a softmax, a local average: the blurred data keeps the image's
+        # levels (the engine's saturation warning compares the image with them).
+        return target
+
+    @staticmethod
+    def _image_of(packed: torch.Tensor) -> torch.Tensor:
+        """The image of a packed estimate (its kernel plane off)."""
+        return packed[:, :-1]
+
 
 def _unpack(
     packed: torch.Tensor, kernel_shape: tuple[int, int]

@@ -359,6 +359,14 @@ class ForwardOperator(nn.Module):
         own (the no-reference scorers then read the measurement as an image)."""
         return None, ""
 
+    def _image_values(self, measurement: torch.Tensor) -> torch.Tensor | None:
+        """The values of a ``(B, C, h, w)`` measurement that show the image's grey levels,
+        where this model keeps them (the engine's saturation warning compares an estimate
+        at 0 or 1 with them); None where it does not, as here: a diffraction pattern's or
+        a k-space's values are not the image's, nor are a blur's by an unnormalised
+        kernel."""
+        return None
+
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         """Spatial shape ``(h, w)`` of the measurement of an image of ``input_shape``."""
         return check_int_pair(input_shape, "input_shape")
@@ -460,3 +468,6 @@ class Identity(ForwardOperator):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return y
+
+    def _image_values(self, measurement: torch.Tensor) -> torch.Tensor | None:
+        return measurement

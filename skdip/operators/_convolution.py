@@ -531,6 +531,14 @@ class Convolution(ForwardOperator):
         _check_image(y, "y")
         return convolve_adjoint(y, self.kernel, self.boundary)
 
+    def _image_values(self, measurement: torch.Tensor) -> torch.Tensor | None:
+        # A local average keeps the picture's levels; a kernel with negative taps or
+        # not summing to 1 (the kernel is used as given) does not.
+        kernel = self.kernel.detach()
+        if bool((kernel < 0).any()) or not abs(float(kernel.sum()) - 1) <= 0.05:
+            return None
+        return measurement
+
     def _measurement_problems(self, measurement: np.ndarray) -> list[str]:
         """Under ``boundary="circular"``, an observation whose opposite borders jump
         far more than its neighbouring rows and columns step: not periodic, as the

@@ -139,6 +139,11 @@ class PixelMask(ForwardOperator):
         """Same as :meth:`forward`: a mask is self-adjoint."""
         return self._masked(y, "y")
 
+    def _image_values(self, measurement: torch.Tensor) -> torch.Tensor | None:
+        # The observed pixels only: the unobserved are zeros, not the image's.
+        observed = self.mask.to(device=measurement.device).expand_as(measurement) > 0
+        return measurement[observed]
+
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         """The input shape, which must be the mask's ``(H, W)``."""
         return self._check_shape(input_shape, "input_shape")

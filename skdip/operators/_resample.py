@@ -220,6 +220,10 @@ class Downsample(ForwardOperator):
         out = _pad_adjoint(out, (before, after, before, after), self.padding, (big_h, big_w))
         return out.reshape(n, c, big_h, big_w)
 
+    def _image_values(self, measurement: torch.Tensor) -> torch.Tensor | None:
+        # A local average (the filter sums to 1): a picture's levels, if not its detail.
+        return measurement
+
     def output_shape(self, input_shape: tuple[int, int]) -> tuple[int, int]:
         """``(H // factor, W // factor)``; ``H`` and ``W`` must be multiples of the factor."""
         h, w = check_int_pair(input_shape, "input_shape")
