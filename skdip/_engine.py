@@ -626,9 +626,12 @@ _SATURATED_PINNED = 0.9
 _SATURATED_DATA_PINNED = 0.25
 
 
-def _pinned(values: torch.Tensor) -> torch.Tensor:
-    """Where ``values`` lie within _SATURATED_SPAN of 0 or of 1."""
-    return (values <= _SATURATED_SPAN) | (values >= 1 - _SATURATED_SPAN)
+def _shares_at_bounds(values: torch.Tensor) -> tuple[float, float]:
+    """The shares of ``values`` (flat) within _SATURATED_SPAN of 0 and of 1 (NaN counts
+    as neither): one read."""
+    at = torch.stack([values <= _SATURATED_SPAN, values >= 1 - _SATURATED_SPAN])
+    at_low, at_high = at.float().mean(dim=1).tolist()
+    return at_low, at_high
 
 
 def _spiked(loss_value: float, min_loss: float, ratio: float, first_loss: float) -> bool:
@@ -1877,10 +1880,8 @@ class _Selection:
                 RuntimeWarning,
             )
             return
-        # Not flat, but mostly at 0 and 1 where the data is not: a black-and-white
-        # pattern. NaN values count as neither.
-        shares = torch.stack([(values <= _SATURATED_SPAN), (values >= 1 - _SATURATED_SPAN)])
-        at_low, at_high = shares.float().mean(dim=1).tolist()
+        # Not flat, but mostly at 0 and 1 where the data is not: a black-and-white pattern.
+        at_low, at_high = _shares_at_bounds(values)
         if at_low + at_high < _SATURATED_PINNED or data_pinned >= _SATURATED_DATA_PINNED:
             return
         middle = float(values.nanmedian())
@@ -1911,8 +1912,7 @@ class _Selection:
             values = values.detach().float().flatten()
             values = values[~values.isnan()]
             if values.numel():
-                share = _pinned(values).float().mean()
-                self.target_levels = (float(values.median()), float(share))
+                self.target_levels = (float(values.median()), sum(_shares_at_bounds(values)))
         bind = getattr(self.rule, "_bind_observation", None)
         if bind is None or self.passive:
             return
